@@ -1,0 +1,48 @@
+# relayflow — the two commands a new user types are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SAMVENV := .venv-sam
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint typecheck cfn-lint sam-validate bench serve clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[local,dev]'
+	@touch $(STAMP)
+
+$(SAMVENV)/.installed:
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==1.170.0
+	@touch $@
+
+demo: $(STAMP) ## Run a real workflow end to end on the embedded local stack
+	$(BIN)/relayflow demo
+
+serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
+	$(BIN)/relayflow serve --port 8765
+
+test: $(STAMP) lint sam-validate ## Lint, validate the template, run the whole test suite
+	$(BIN)/pytest -q
+
+lint: $(STAMP) cfn-lint ## ruff + mypy + cfn-lint
+	$(BIN)/ruff check functions tests bench
+	$(BIN)/mypy
+
+cfn-lint: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+
+sam-validate: $(SAMVENV)/.installed ## sam validate --lint (offline)
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template template.yaml
+
+bench: $(STAMP) ## Benchmarks: ratios measured side by side in one run
+	$(BIN)/python -m bench
+
+clean: ## Remove the virtual environments and caches
+	rm -rf $(VENV) $(SAMVENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

@@ -1,0 +1,20 @@
+"""relayflow: versioned AI workflows on AWS Step Functions, runnable on a laptop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Client", "RelayflowError"]
+
+if TYPE_CHECKING:
+    from relayflow.client import Client, RelayflowError
+
+
+def __getattr__(name: str) -> Any:
+    # The client is imported lazily so Lambda cold starts never load it.
+    if name in __all__:
+        from relayflow import client
+
+        return getattr(client, name)
+    raise AttributeError(name)

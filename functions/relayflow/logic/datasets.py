@@ -1,0 +1,570 @@
+"""Dataset files (JSONL, CSV, JSON array) and the item filters of batch runs.
+
+Files are read as a stream: JSONL and CSV are parsed line by line from ``stream.read(n)`` chunks
+(a botocore ``StreamingBody`` works), so memory stays bounded by :data:`MAX_LINE_BYTES` however
+large the file; a JSON array is read whole (bounded by :data:`MAX_FILE_BYTES`). Every error is a
+:class:`DatasetFileError` whose message starts with the 1-based line number of the file where
+the problem is, e.g. ``line 3: invalid JSON (Expecting ',' delimiter at column 12)``.
+
+Every item is a JSON object (a dict). Files must be UTF-8, with or without a byte-order mark.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import jmespath
+from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerError, ParseError
+from jmespath.functions import Functions
+from jmespath.visitor import TreeInterpreter
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_FILTER_LENGTH",
+    "MAX_ITEMS_PER_VERSION",
+    "MAX_ITEM_ID_LENGTH",
+    "MAX_LINE_BYTES",
+    "SUPPORTED_FORMATS",
+    "DatasetFileError",
+    "FilterError",
+    "InputFieldError",
+    "ParsedItem",
+    "check_input_field",
+    "compile_filter",
+    "detect_format",
+    "input_text",
+    "item_id",
+    "iter_items",
+    "parse_items",
+]
+
+#: Largest accepted dataset file.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Most items in one dataset version.
+MAX_ITEMS_PER_VERSION = 1_000_000
+#: Longest line of a JSONL or CSV file (one item; bounds the memory used while streaming).
+MAX_LINE_BYTES = 8 * 1024 * 1024
+#: Longest explicit item ``id``.
+MAX_ITEM_ID_LENGTH = 256
+#: Longest filter expression.
+MAX_FILTER_LENGTH = 4096
+
+SUPPORTED_FORMATS = ("jsonl", "csv", "json")
+
+_CHUNK = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
+class DatasetFileError(ValueError):
+    """A dataset file that cannot be used.
+
+    ``code``: ``malformed_file`` (bad JSON/CSV, not UTF-8, an item that is not an object, a bad
+    ``id``), ``duplicate_id``, ``too_large``, ``unsupported_format`` or ``empty_file``.
+    ``line`` is the 1-based line of the file (None when the problem is not on one line);
+    ``reason`` the message without the line prefix. ``str(error)`` is ``"line N: reason"``.
+    """
+
+    def __init__(self, code: str, reason: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
+        self.code = code
+        self.reason = reason
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedItem:
+    """One item of a file: ``index`` (0-based position among the items), ``line`` (1-based line
+    where it starts), ``id`` (see :func:`item_id`) and ``data`` (the object)."""
+
+    index: int
+    line: int
+    id: str
+    data: dict[str, Any]
+
+
+def detect_format(filename: str) -> str:
+    """``"jsonl"`` for ``.jsonl``/``.ndjson``, ``"csv"`` for ``.csv``, ``"json"`` for ``.json``
+    (case-insensitive); anything else raises ``unsupported_format``."""
+    name = filename.rsplit("/", 1)[-1].lower()
+    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"), (".json", "json")):
+        if name.endswith(suffix):
+            return fmt
+    raise DatasetFileError(
+        "unsupported_format",
+        f"cannot tell the format of {filename!r}: dataset files are .jsonl, .ndjson, .csv or .json",
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__  # pragma: no cover
+
+
+def item_id(item: Mapping[str, Any], index: int) -> str:
+    """The id of an item: its ``id`` field as a string (a string as it is, an integer in
+    decimal) when present and not empty or blank; otherwise ``item-NNNNNN`` from its 0-based
+    ``index`` in the file (``index + 1``, at least 6 digits: the first item is ``item-000001``),
+    so re-uploading the same file gives the same ids.
+
+    Raises :class:`DatasetFileError` ``malformed_file`` (without a line) for an ``id`` of another
+    type or longer than :data:`MAX_ITEM_ID_LENGTH`.
+    """
+    value = item.get("id")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"item-{index + 1:06d}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise DatasetFileError(
+            "malformed_file", f"the 'id' field must be a string or an integer, not {_json_type(value)}"
+        )
+    if len(value) > MAX_ITEM_ID_LENGTH:
+        raise DatasetFileError(
+            "malformed_file", f"the 'id' field is longer than {MAX_ITEM_ID_LENGTH} characters"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line with its newline) from ``stream.read`` chunks, enforcing the size
+    limits."""
+    buffer = bytearray()
+    total = 0
+    line = 0
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > MAX_FILE_BYTES:
+            raise DatasetFileError("too_large", f"the file is larger than {MAX_FILE_BYTES} bytes", line + 1)
+        searched = len(buffer)
+        buffer += chunk
+        start = 0
+        while True:
+            newline = buffer.find(b"\n", max(start, searched))
+            if newline < 0:
+                break
+            line += 1
+            if newline + 1 - start > MAX_LINE_BYTES:
+                raise DatasetFileError("too_large", f"the line is longer than {MAX_LINE_BYTES} bytes", line)
+            yield line, bytes(buffer[start : newline + 1])
+            start = newline + 1
+        del buffer[:start]
+        if len(buffer) > MAX_LINE_BYTES:
+            raise DatasetFileError("too_large", f"the line is longer than {MAX_LINE_BYTES} bytes", line + 1)
+    if buffer:
+        yield line + 1, bytes(buffer)
+
+
+def _decode(raw: bytes, line: int) -> str:
+    if line == 1:
+        if raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        elif raw.startswith(_UTF16_BOMS):
+            raise DatasetFileError("malformed_file", "the file is UTF-16 text: save it as UTF-8", line)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode("utf-8", "replace")) + 1
+        raise DatasetFileError(
+            "malformed_file",
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}): save the file as UTF-8",
+            line,
+        ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return "invalid JSON (nested too deeply)"
+    return f"invalid JSON ({exc})"
+
+
+def _jsonl(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line, raw in _lines(stream):
+        text = _decode(raw, line)
+        if not text.strip(" \t\r\n"):
+            continue
+        try:
+            value = _DECODER.decode(text)
+        except (ValueError, RecursionError) as exc:
+            raise DatasetFileError("malformed_file", _json_error(exc), line) from None
+        if not isinstance(value, dict):
+            raise DatasetFileError(
+                "malformed_file", f"each line must be a JSON object, not {_json_type(value)}", line
+            )
+        yield line, value
+
+
+def _csv(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    consumed = 0
+
+    def text_lines() -> Iterator[str]:
+        nonlocal consumed
+        for line, raw in _lines(stream):
+            consumed = line
+            yield _decode(raw, line)
+
+    reader = csv.reader(text_lines(), strict=True)
+    header: list[str] | None = None
+    while True:
+        start = consumed + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            message = str(exc)
+            if "field limit" in message:
+                reason = f"a CSV field is too long ({message})"
+                raise DatasetFileError("too_large", reason, consumed) from None
+            raise DatasetFileError("malformed_file", f"invalid CSV ({message})", consumed) from None
+        if not row:
+            continue  # blank line
+        if header is None:
+            for column, name in enumerate(row, start=1):
+                if not name.strip():
+                    raise DatasetFileError(
+                        "malformed_file",
+                        f"the CSV header row gives column {column} no name: every column needs one",
+                        start,
+                    )
+            duplicates = sorted({name for name in row if row.count(name) > 1})
+            if duplicates:
+                raise DatasetFileError(
+                    "malformed_file", f"the CSV header row repeats column {duplicates[0]!r}", start
+                )
+            header = row
+            continue
+        if len(row) != len(header):
+            raise DatasetFileError(
+                "malformed_file",
+                f"the row has {len(row)} field{'' if len(row) == 1 else 's'} "
+                f"but the header has {len(header)}",
+                start,
+            )
+        yield start, dict(zip(header, row, strict=True))
+
+
+def _json_array(stream: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    data = bytearray()
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_FILE_BYTES:
+            raise DatasetFileError("too_large", f"the file is larger than {MAX_FILE_BYTES} bytes")
+    raw = bytes(data)
+    del data
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
+    elif raw.startswith(_UTF16_BOMS):
+        raise DatasetFileError("malformed_file", "the file is UTF-16 text: save it as UTF-8", 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DatasetFileError(
+            "malformed_file", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}): save the file as UTF-8", line
+        ) from None
+    del raw
+
+    line = 1
+    counted = 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    def fail(pos: int, reason: str) -> DatasetFileError:
+        return DatasetFileError("malformed_file", reason, line_at(pos))
+
+    pos = _JSON_WS.match(text, 0).end()  # type: ignore[union-attr]
+    if pos == len(text):
+        return
+    if text[pos] != "[":
+        raise fail(pos, "a .json dataset must be a JSON array of objects: [{...}, {...}]")
+    pos = _JSON_WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            item_line = line_at(pos)
+            try:
+                value, pos = _DECODER.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise DatasetFileError("malformed_file", _json_error(exc), exc.lineno) from None
+            except (ValueError, RecursionError) as exc:
+                raise DatasetFileError("malformed_file", _json_error(exc), item_line) from None
+            if not isinstance(value, dict):
+                raise DatasetFileError(
+                    "malformed_file",
+                    f"each element of the array must be a JSON object, not {_json_type(value)}",
+                    item_line,
+                )
+            yield item_line, value
+            pos = _JSON_WS.match(text, pos).end()  # type: ignore[union-attr]
+            if text.startswith(",", pos):
+                pos = _JSON_WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+                continue
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            if pos == len(text):
+                raise fail(pos, "invalid JSON (the array is never closed with ']')")
+            raise fail(pos, "invalid JSON (Expecting ',' delimiter or ']')")
+    pos = _JSON_WS.match(text, pos).end()  # type: ignore[union-attr]
+    if pos != len(text):
+        raise fail(pos, "invalid JSON (extra data after the array)")
+
+
+_Reader = Callable[[IO[bytes]], Iterator[tuple[int, dict[str, Any]]]]
+_READERS: dict[str, _Reader] = {
+    "jsonl": _jsonl,
+    "csv": _csv,
+    "json": _json_array,
+}
+
+
+def _items(stream: IO[bytes], reader: _Reader) -> Iterator[ParsedItem]:
+    first_line: dict[str, int] = {}
+    index = 0
+    for line, data in reader(stream):
+        if index >= MAX_ITEMS_PER_VERSION:
+            raise DatasetFileError("too_large", f"the file has more than {MAX_ITEMS_PER_VERSION} items", line)
+        try:
+            identifier = item_id(data, index)
+        except DatasetFileError as exc:
+            raise DatasetFileError(exc.code, exc.reason, line) from None
+        if identifier in first_line:
+            raise DatasetFileError(
+                "duplicate_id",
+                f"duplicate item id {identifier!r} (first used on line {first_line[identifier]})",
+                line,
+            )
+        first_line[identifier] = line
+        yield ParsedItem(index, line, identifier, data)
+        index += 1
+    if index == 0:
+        raise DatasetFileError("empty_file", "the file contains no items")
+
+
+def iter_items(source: IO[bytes] | bytes | bytearray | memoryview, fmt: str) -> Iterator[ParsedItem]:
+    """Parse a dataset file into :class:`ParsedItem` tuples, lazily (errors surface while
+    iterating, at the line where they are; ``unsupported_format`` is raised at once).
+
+    ``fmt``: ``"jsonl"`` (one object per line; blank lines skipped), ``"csv"`` (a header row,
+    then one item per row with string values; blank lines skipped; a row with another number of
+    fields than the header is an error) or ``"json"`` (one array of objects). Besides the
+    per-line errors: ``duplicate_id`` (two items with the same :func:`item_id`), ``too_large``
+    (:data:`MAX_FILE_BYTES`, :data:`MAX_LINE_BYTES`, :data:`MAX_ITEMS_PER_VERSION`),
+    ``empty_file`` (no items). Duplicate detection keeps every id in memory (about 100 MB at
+    the item limit).
+    """
+    reader = _READERS.get(fmt.lower() if isinstance(fmt, str) else "")
+    if reader is None:
+        raise DatasetFileError(
+            "unsupported_format",
+            f"unsupported dataset format {fmt!r}: use one of {', '.join(SUPPORTED_FORMATS)}",
+        )
+    stream: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    return _items(stream, reader)
+
+
+def parse_items(source: IO[bytes] | bytes | bytearray | memoryview, fmt: str) -> Iterator[dict[str, Any]]:
+    """The items (dicts) of a dataset file; see :func:`iter_items` for formats and errors."""
+    return (parsed.data for parsed in iter_items(source, fmt))
+
+
+# --------------------------------------------------------------------------- input field
+
+
+class InputFieldError(ValueError):
+    """``code`` ``unknown_input_field``: the batch ``input_field`` is not a field of an item."""
+
+    def __init__(self, field: str, fields: list[str]) -> None:
+        shown = ", ".join(repr(f) for f in fields[:20]) + (", ..." if len(fields) > 20 else "")
+        super().__init__(f"the item has no field {field!r} (its fields: {shown or 'none'})")
+        self.code = "unknown_input_field"
+        self.field = field
+
+
+def check_input_field(item: Mapping[str, Any], field: str) -> Any:
+    """Return ``item[field]``, or raise :class:`InputFieldError` when the item has no such field."""
+    if field not in item:
+        raise InputFieldError(field, [str(key) for key in item])
+    return item[field]
+
+
+def input_text(item: Mapping[str, Any], field: str) -> str:
+    """The item's ``field`` as the ``input`` string of a template: a string as it is, ``null`` as
+    ``""``, anything else as compact JSON. Raises :class:`InputFieldError`."""
+    value = check_input_field(item, field)
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- filters
+
+
+class FilterError(ValueError):
+    """``code`` ``invalid_filter`` (the expression does not compile, names an unknown function or
+    calls one with the wrong number of arguments) or ``filter_failed`` (evaluating it on an item
+    raised, e.g. ``length(`3`)``: a type error)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_FUNCTIONS = Functions.FUNCTION_TABLE
+
+
+def _check_functions(ast: Any) -> None:
+    pending = [ast]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if node.get("type") == "function_expression":
+            name = node.get("value")
+            args = len(node.get("children", []))
+            spec = _FUNCTIONS.get(name)
+            if spec is None:
+                raise FilterError("invalid_filter", f"unknown function {name}()")
+            signature = spec["signature"]
+            if signature and signature[-1].get("variadic"):
+                if args < len(signature):
+                    raise FilterError(
+                        "invalid_filter",
+                        f"function {name}() takes at least {len(signature)} arguments, got {args}",
+                    )
+            elif args != len(signature):
+                raise FilterError(
+                    "invalid_filter", f"function {name}() takes {len(signature)} arguments, got {args}"
+                )
+        children = node.get("children")
+        if isinstance(children, list):
+            pending.extend(children)
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truthiness: false, null, "", [] and {} are false; everything else (0 too) true."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
+
+
+class _Interpreter(TreeInterpreter):
+    """jmespath's evaluator, except that ordering a number against a string gives ``null`` (as
+    the JMESPath spec says for values that cannot be ordered) instead of a Python TypeError."""
+
+    _ORDERING = frozenset({"lt", "gt", "lte", "gte"})
+
+    def visit_comparator(self, node: dict[str, Any], value: Any) -> Any:
+        if node["value"] in self._ORDERING:
+            left = self.visit(node["children"][0], value)
+            right = self.visit(node["children"][1], value)
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
+            strings = isinstance(left, str) and isinstance(right, str)
+            if not (numbers or strings):
+                return None
+            return self.COMPARATOR_FUNC[node["value"]](left, right)
+        return super().visit_comparator(node, value)
+
+
+_INTERPRETER = _Interpreter()
+
+
+def _syntax_message(exc: JMESPathError) -> str:
+    """jmespath's message on one line (its own ``str`` draws a caret under the expression)."""
+    if isinstance(exc, IncompleteExpressionError):
+        return "incomplete expression"
+    if isinstance(exc, LexerError):
+        return f"{exc.message} at column {exc.lexer_position + 1}"
+    if isinstance(exc, ParseError):
+        message = "unexpected token" if exc.msg == ParseError._ERROR_MESSAGE else str(exc.msg)
+        if str(exc.token_value) not in message:
+            message += f" {exc.token_value!r}"
+        return f"{message} at column {exc.lex_position + 1}"
+    return " ".join(str(exc).split())
+
+
+def _keep_all(item: Mapping[str, Any]) -> bool:
+    return True
+
+
+def compile_filter(query: str | None) -> Callable[[Mapping[str, Any]], bool]:
+    """Compile a batch ``filter_query`` into a predicate ``item -> bool``.
+
+    Semantics: an empty (or blank, or None) query keeps every item. Otherwise the JMESPath
+    expression is evaluated against the item and the item is kept when the result is *truthy in
+    JMESPath's sense*: not ``null``, ``false``, ``""``, ``[]`` or ``{}`` (``0`` is kept). A missing
+    field is ``null`` and comparing values of different types gives ``null``, so such items are
+    dropped rather than failing. Examples: ``score > `3```, ``contains(tags, 'urgent')``,
+    ``lang == 'en'``, ``!flagged``.
+
+    Raises :class:`FilterError` ``invalid_filter`` with jmespath's message for a syntax error, an
+    unknown function or a wrong argument count, or an expression longer than
+    :data:`MAX_FILTER_LENGTH`. The returned predicate raises ``filter_failed`` when evaluation
+    fails on an item (a function given a value of the wrong type).
+    """
+    if query is None or not query.strip():
+        return _keep_all
+    if len(query) > MAX_FILTER_LENGTH:
+        raise FilterError("invalid_filter", f"the filter is longer than {MAX_FILTER_LENGTH} characters")
+    try:
+        expression = jmespath.compile(query)
+    except JMESPathError as exc:
+        raise FilterError("invalid_filter", f"invalid filter {query!r}: {_syntax_message(exc)}") from None
+    except RecursionError:
+        raise FilterError("invalid_filter", "invalid filter: the expression nests too deeply") from None
+    parsed = expression.parsed
+    _check_functions(parsed)
+
+    def matches(item: Mapping[str, Any]) -> bool:
+        try:
+            return _truthy(_INTERPRETER.visit(parsed, item))
+        except (JMESPathError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise FilterError("filter_failed", f"filter {query!r} failed on the item: {reason}") from None
+
+    return matches

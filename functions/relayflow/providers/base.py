@@ -1,0 +1,124 @@
+"""The contract every model provider adapter follows.
+
+The node runner lets these exceptions escape the Lambda handler: their class name becomes the
+Step Functions error name, so the generated Retry matches ``TransientModelError`` (and node
+timeouts) and never retries ``PermanentModelError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ModelError(Exception):
+    """A model call failed. ``transient`` says whether the retry policy applies."""
+
+    transient = False
+
+
+class TransientModelError(ModelError):
+    """Throttling, timeouts, 5xx or connection errors: worth another attempt."""
+
+    transient = True
+
+
+class PermanentModelError(ModelError):
+    """A 4xx, invalid model configuration, a bad template: another attempt would fail the same way."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    output: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class InvocationContext:
+    """What a model may know about the call besides its prompt."""
+
+    execution_id: str = ""
+    node_id: str = ""
+    attempt: int = 1  # 1 for the first attempt of this node in this execution
+    # Loads the execution's input file (bytes), when the execution was started with a file.
+    read_input_file: Callable[[], bytes] | None = None
+    input_filename: str | None = None
+    # Seconds this attempt may still take (the node timeout), if known.
+    time_budget: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Helpers shared by the adapters ------------------------------------------------------------------
+
+# Error codes that mean "try again later" on every AWS service the adapters call.
+COMMON_TRANSIENT_AWS_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServerException",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def word_count(text: str) -> int:
+    """The builtin stand-in for a token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def approximate_usage(prompt: str, output: str) -> Usage:
+    """For backends that report no token counts: whitespace word counts of prompt and output."""
+    return Usage(input_tokens=word_count(prompt), output_tokens=word_count(output))
+
+
+def map_aws_error(
+    exc: Exception,
+    what: str,
+    *,
+    transient_codes: frozenset[str] = frozenset(),
+    permanent_codes: frozenset[str] = frozenset(),
+) -> ModelError:
+    """Turn a boto3/botocore exception into the retry decision the state machine needs.
+
+    ``ClientError``: a code in ``transient_codes`` (or the common throttling/5xx codes) is transient,
+    one in ``permanent_codes`` is permanent; any other code falls back to its HTTP status (429 and
+    5xx transient, the rest permanent). Connection failures and read timeouts are transient; any
+    other botocore error (missing credentials, parameter validation) is permanent.
+    """
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "") or "Unknown")
+        message = str(error.get("Message", "") or "")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        text = f"{what} failed: {code}: {message}" if message else f"{what} failed: {code}"
+        if code in permanent_codes:
+            return PermanentModelError(text)
+        if code in transient_codes or code in COMMON_TRANSIENT_AWS_CODES:
+            return TransientModelError(text)
+        if status == 429 or status >= 500:
+            return TransientModelError(text)
+        return PermanentModelError(text)
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return TransientModelError(f"{what} failed: {exc}")
+    return PermanentModelError(f"{what} failed: {exc}")
