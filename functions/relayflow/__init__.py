@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "RelayflowError"]
+__all__ = ["ApiError", "Client"]
 
 if TYPE_CHECKING:
-    from relayflow.client import Client, RelayflowError
+    from relayflow.client import ApiError, Client
 
 
 def __getattr__(name: str) -> Any:
