@@ -104,7 +104,8 @@ def test_jsonl_errors_surface_lazily_after_good_items() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "kind"), [(b"[1, 2]", "an array"), (b'"text"', "a string"), (b"3", "a number"), (b"null", "null")]
+    ("line", "kind"),
+    [(b"[1, 2]", "an array"), (b'"text"', "a string"), (b"3", "a number"), (b"null", "null")],
 )
 def test_jsonl_non_object_items(line: bytes, kind: str) -> None:
     err = fails(b'{"a": 1}\n' + line + b"\n", "jsonl")
@@ -184,7 +185,10 @@ def test_csv_non_utf8() -> None:
 def test_json_array_items() -> None:
     data = b'\xef\xbb\xbf[\n  {"id": "x", "v": 1},\n  {"v": 2}\n]\n'
     parsed = list(iter_items(data, "json"))
-    assert [(p.line, p.id, p.data) for p in parsed] == [(2, "x", {"id": "x", "v": 1}), (3, "item-000002", {"v": 2})]
+    assert [(p.line, p.id, p.data) for p in parsed] == [
+        (2, "x", {"id": "x", "v": 1}),
+        (3, "item-000002", {"v": 2}),
+    ]
 
 
 def test_json_array_non_object_element_line() -> None:
@@ -211,8 +215,10 @@ def test_json_array_malformed(data: bytes, line: int, fragment: str) -> None:
     assert fragment in str(err)
 
 
-@pytest.mark.parametrize(("data", "fmt"), [(b"", "jsonl"), (b"\n\n", "jsonl"), (b"", "csv"), (b"a,b\n", "csv"),
-                                           (b"[]", "json"), (b"  ", "json")])
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [(b"", "jsonl"), (b"\n\n", "jsonl"), (b"", "csv"), (b"a,b\n", "csv"), (b"[]", "json"), (b"  ", "json")],
+)
 def test_empty_files(data: bytes, fmt: str) -> None:
     assert fails(data, fmt).code == "empty_file"
 
@@ -250,6 +256,12 @@ def test_file_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_line_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets, "MAX_LINE_BYTES", 16)
     err = fails(b'{"a": 1}\n{"a": "' + b"x" * 100_000 + b'"}\n', "jsonl")
+    assert err.code == "too_large" and err.line == 2
+
+
+def test_csv_field_too_long() -> None:
+    # Given a quoted CSV field beyond the csv module's field limit (128 KiB)
+    err = fails(b'a\n"' + b"x" * 200_000 + b'"\n', "csv")
     assert err.code == "too_large" and err.line == 2
 
 
@@ -313,7 +325,7 @@ def test_csv_integer_like_ids_are_strings() -> None:
 # --------------------------------------------------------------------------- filters
 
 
-ITEMS = [
+ITEMS: list[dict[str, Any]] = [
     {"id": "1", "score": 5, "lang": "en", "tags": ["urgent"]},
     {"id": "2", "score": 2, "lang": "fr", "tags": []},
     {"id": "3", "score": 0, "lang": "en", "tags": ["urgent", "x"]},
@@ -343,7 +355,7 @@ def test_equality_filter() -> None:
 
 
 def test_contains_filter() -> None:
-    # contains() on a string is substring search, on a list membership
+    # contains() on a string is substring search, on a list membership; item 4 has no tags
     assert kept("contains(tags, 'urgent')") == ["1", "3", "5"]
 
 
@@ -375,12 +387,26 @@ def test_invalid_filter_functions_are_caught_at_compile_time() -> None:
         compile_filter("not_null()")
 
 
-def test_filter_type_error_at_evaluation() -> None:
+def test_filter_type_error_drops_the_item_by_default() -> None:
+    # Given a function call that fails on items where the field is missing or of another type
     predicate = compile_filter("length(score) > `1`")
+    # Then those items simply do not match
+    assert predicate({"score": "abc"}) is True
+    assert predicate({"score": 3}) is False
+    assert predicate({}) is False
+
+
+def test_filter_type_error_raises_when_asked() -> None:
+    predicate = compile_filter("length(score) > `1`", on_error="raise")
     assert predicate({"score": "abc"}) is True
     with pytest.raises(FilterError) as info:
         predicate({"score": 3})
     assert info.value.code == "filter_failed"
+    assert "length()" in str(info.value)
+
+
+def test_filter_with_defaulted_field() -> None:
+    assert compile_filter("contains(tags || `[]`, 'urgent')", on_error="raise")({}) is False
 
 
 def test_filter_too_long() -> None:

@@ -10,35 +10,11 @@ import pytest
 from relayflow.providers import InvocationContext, invoke_model
 from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
 from relayflow.providers.builtin import extract_text
+from relayflow.samples import minimal_pdf
 
 
 def run(model: str, prompt: str, ctx: InvocationContext | None = None, **config: object):
     return invoke_model("builtin", {"model": model, **config}, prompt, ctx or InvocationContext())
-
-
-def minimal_pdf(text: str) -> bytes:
-    """A one-page PDF 1.4 whose content stream draws ``text`` in Helvetica, with a correct xref."""
-    stream = b"BT /F1 24 Tf 72 720 Td (" + text.encode("latin-1") + b") Tj ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += str(number).encode() + b" 0 obj\n" + body + b"\nendobj\n"
-    xref_at = len(out)
-    out += b"xref\n0 " + str(len(objects) + 1).encode() + b"\n0000000000 65535 f \n"
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size " + str(len(objects) + 1).encode() + b" /Root 1 0 R >>\n"
-    out += b"startxref\n" + str(xref_at).encode() + b"\n%%EOF\n"
-    return bytes(out)
 
 
 def test_echo_returns_the_prompt_and_counts_words_as_tokens():

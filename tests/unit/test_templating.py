@@ -144,7 +144,16 @@ def test_section_over_a_present_string_renders_once() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(None, False), (False, False), ("", False), ([], False), ({}, False), (0, True), ("x", True), (True, True)],
+    [
+        (None, False),
+        (False, False),
+        ("", False),
+        ([], False),
+        ({}, False),
+        (0, True),
+        ("x", True),
+        (True, True),
+    ],
 )
 def test_section_truthiness_is_jmespath_like(value: Any, shown: bool) -> None:
     # Given a value of each kind
@@ -158,7 +167,9 @@ def test_section_truthiness_is_jmespath_like(value: Any, shown: bool) -> None:
 def test_section_over_a_missing_field_is_false() -> None:
     # Given an item without "context"
     # When a section and an inverted section test it
-    template = "{{#item.context}}Context: {{item.context}}{{/item.context}}{{^item.context}}(none){{/item.context}}"
+    template = (
+        "{{#item.context}}Context: {{item.context}}{{/item.context}}{{^item.context}}(none){{/item.context}}"
+    )
     # Then the guarded variable is never evaluated and the inverted branch renders
     assert render(template, SCOPE) == "(none)"
 
@@ -198,7 +209,7 @@ def test_unknown_node_name_lists_the_upstream_nodes() -> None:
     err = raises("{{nodes.sumary}}", SCOPE)
     assert err.code == "unknown_variable"
     assert err.variable == "nodes.sumary"
-    assert "no upstream node is named 'sumary'" in str(err)
+    assert "no output of an upstream node named 'sumary'" in str(err)
     assert "extract, summary" in str(err)
 
 

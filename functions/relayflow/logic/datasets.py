@@ -445,7 +445,7 @@ def input_text(item: Mapping[str, Any], field: str) -> str:
 class FilterError(ValueError):
     """``code`` ``invalid_filter`` (the expression does not compile, names an unknown function or
     calls one with the wrong number of arguments) or ``filter_failed`` (evaluating it on an item
-    raised, e.g. ``length(`3`)``: a type error)."""
+    raised, e.g. ``length(`3`)``: a type error; only with ``compile_filter(..., on_error="raise")``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -532,21 +532,28 @@ def _keep_all(item: Mapping[str, Any]) -> bool:
     return True
 
 
-def compile_filter(query: str | None) -> Callable[[Mapping[str, Any]], bool]:
+def compile_filter(query: str | None, *, on_error: str = "drop") -> Callable[[Mapping[str, Any]], bool]:
     """Compile a batch ``filter_query`` into a predicate ``item -> bool``.
 
     Semantics: an empty (or blank, or None) query keeps every item. Otherwise the JMESPath
     expression is evaluated against the item and the item is kept when the result is *truthy in
     JMESPath's sense*: not ``null``, ``false``, ``""``, ``[]`` or ``{}`` (``0`` is kept). A missing
-    field is ``null`` and comparing values of different types gives ``null``, so such items are
-    dropped rather than failing. Examples: ``score > `3```, ``contains(tags, 'urgent')``,
+    field is ``null``, and ordering values that are not both numbers or both strings gives
+    ``null``, so such items are dropped. Examples: ``score > `3```, ``contains(tags, 'urgent')``,
     ``lang == 'en'``, ``!flagged``.
+
+    Evaluation errors: a function given a value of the wrong type (typically a field missing
+    from some items: ``contains(tags, 'x')`` on an item without ``tags``) means the item does
+    not match, and it is dropped (``on_error="drop"``, the default); with ``on_error="raise"``
+    the predicate raises :class:`FilterError` ``filter_failed`` instead. To be explicit, default
+    the field: ``contains(tags || `[]`, 'x')``.
 
     Raises :class:`FilterError` ``invalid_filter`` with jmespath's message for a syntax error, an
     unknown function or a wrong argument count, or an expression longer than
-    :data:`MAX_FILTER_LENGTH`. The returned predicate raises ``filter_failed`` when evaluation
-    fails on an item (a function given a value of the wrong type).
+    :data:`MAX_FILTER_LENGTH`.
     """
+    if on_error not in ("drop", "raise"):
+        raise ValueError(f"on_error must be 'drop' or 'raise', not {on_error!r}")
     if query is None or not query.strip():
         return _keep_all
     if len(query) > MAX_FILTER_LENGTH:
@@ -559,11 +566,14 @@ def compile_filter(query: str | None) -> Callable[[Mapping[str, Any]], bool]:
         raise FilterError("invalid_filter", "invalid filter: the expression nests too deeply") from None
     parsed = expression.parsed
     _check_functions(parsed)
+    strict = on_error == "raise"
 
     def matches(item: Mapping[str, Any]) -> bool:
         try:
             return _truthy(_INTERPRETER.visit(parsed, item))
         except (JMESPathError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            if not strict:
+                return False
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise FilterError("filter_failed", f"filter {query!r} failed on the item: {reason}") from None
 

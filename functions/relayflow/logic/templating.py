@@ -375,7 +375,7 @@ def _unknown(name: str, failed: int, root: Mapping[str, Any]) -> TemplateError:
     elif head == "nodes" and failed == 1:
         nodes = root.get("nodes")
         available = ", ".join(sorted(map(str, nodes))) if isinstance(nodes, Mapping) and nodes else "none"
-        detail = f"no upstream node is named {parts[1]!r} (upstream nodes: {available})"
+        detail = f"no output of an upstream node named {parts[1]!r} (available: {available})"
     else:
         detail = f"{'.'.join(parts[:failed])!r} has no {parts[failed]!r}"
     return TemplateError("unknown_variable", f"unknown template variable {name!r}: {detail}", variable=name)

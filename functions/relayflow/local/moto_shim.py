@@ -1,0 +1,398 @@
+"""The one place that touches moto's internals.
+
+moto runs a Lambda function by starting a Docker container (`LambdaFunction._invoke_lambda`).
+Here that private method is replaced with an in-process call of the function's own handler, so
+Step Functions Task states, S3 notifications and `lambda.invoke` all run relayflow's real handlers
+without Docker. An exception becomes a Lambda error payload whose `errorType` is the exception's
+class name, which Step Functions uses as the error name: Retry / Catch on `["MyError"]` behave as
+on AWS.
+
+Also here, because they patch moto too:
+* the boto3 Lambda client that moto's Step Functions interpreter builds per Task is cached
+  (building one costs more than the rest of a local Task);
+* S3 notification events get the fields AWS sends and moto leaves out (userIdentity,
+  requestParameters, responseElements, ownerIdentity, sequencer, versionId) and AWS's key
+  encoding (`quote_plus` keeping `/`; moto also encodes the slashes);
+* the interpreter's logger, which logs every (expected) task failure at ERROR, is quieted.
+
+moto is pinned to `>=5.2.3,<5.3`; `check_compatible()` fails loudly if the private method moved.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+__all__ = [
+    "MOTO_INVOKE_SIGNATURE",
+    "FunctionInfo",
+    "HandlerNotFoundError",
+    "LambdaContext",
+    "MotoIncompatibleError",
+    "check_compatible",
+    "dispatch",
+    "install",
+    "invoke_payload",
+    "is_installed",
+    "moto_invoke_lambda",
+    "override",
+    "register",
+    "resolve_handler",
+    "uninstall",
+    "unregister",
+]
+
+log = logging.getLogger("relayflow.local")
+
+Handler = Callable[[Any, Any], Any]
+
+# Parameter names of moto.awslambda.models.LambdaFunction._invoke_lambda, and `event`'s default.
+# Unchanged from moto 4.2.14 to 5.2.5; it returns (payload_json, is_error, logs).
+MOTO_INVOKE_SIGNATURE: tuple[str, ...] = ("self", "event")
+MOTO_INVOKE_EVENT_DEFAULT: Any = None
+
+_SFN_LOGGER = "moto.stepfunctions.parser"
+
+
+class MotoIncompatibleError(RuntimeError):
+    """The installed moto does not have the private hook this shim replaces."""
+
+
+class HandlerNotFoundError(ImportError):
+    """A Handler string ("package.module.function") does not name an importable function."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """What a handler's context says about the function it runs in."""
+
+    function_name: str
+    function_arn: str
+    memory_mb: int = 512
+    timeout_s: int = 30
+    version: str = "$LATEST"
+
+
+class LambdaContext:
+    """The subset of the Lambda Python runtime's context object that handlers and Powertools use."""
+
+    def __init__(self, function: FunctionInfo):
+        self.function_name = function.function_name
+        self.function_version = function.version
+        self.invoked_function_arn = function.function_arn
+        self.memory_limit_in_mb = function.memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function.function_name}"
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        self.log_stream_name = f"{day}/[{function.version}]{uuid.uuid4().hex}"
+        self.identity = None
+        self.client_context = None
+        self.tenant_id = None
+        self._deadline = time.monotonic() + function.timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+_DEFAULT_FUNCTION = FunctionInfo("local", "arn:aws:lambda:us-east-1:123456789012:function:local")
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers: registry + import
+
+
+_registry: dict[str, Handler] = {}
+
+
+def register(handler: str, function: Handler) -> None:
+    """Make `handler` (a Handler string) call `function` instead of importing it."""
+    _registry[handler] = function
+
+
+def unregister(handler: str) -> None:
+    _registry.pop(handler, None)
+
+
+@contextlib.contextmanager
+def override(handler: str, function: Handler) -> Iterator[None]:
+    previous = _registry.get(handler)
+    register(handler, function)
+    try:
+        yield
+    finally:
+        if previous is None:
+            unregister(handler)
+        else:
+            register(handler, previous)
+
+
+def resolve_handler(handler: str) -> Handler:
+    """The function a Handler string names. Resolved on every call (imports are cached by
+    Python), so a test that monkeypatches the module attribute is seen."""
+    if handler in _registry:
+        return _registry[handler]
+    module_name, _, attribute = handler.replace("/", ".").rpartition(".")
+    if not module_name:
+        raise HandlerNotFoundError("Runtime.MalformedHandlerName", f"Bad handler '{handler}'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerNotFoundError(
+            "Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}"
+        ) from exc
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise HandlerNotFoundError(
+            "Runtime.HandlerNotFound", f"Handler '{attribute}' missing on module '{module_name}'"
+        )
+    return function
+
+
+def dispatch(handler: str, event: Any, *, function: FunctionInfo | None = None) -> Any:
+    """Call a handler as Lambda would: the event and the result go through JSON, the context is a
+    fresh LambdaContext. Exceptions propagate."""
+    target = resolve_handler(handler)
+    decoded_event = json.loads(json.dumps(event))
+    result = target(decoded_event, LambdaContext(function or _DEFAULT_FUNCTION))
+    return json.loads(json.dumps(result))
+
+
+def invoke_payload(handler: str, event: Any, function: FunctionInfo | None = None) -> tuple[str, bool]:
+    """Run a handler and return what the Lambda service would: (payload JSON, is_error)."""
+    info = function or _DEFAULT_FUNCTION
+    try:
+        target = resolve_handler(handler)
+        result = target(event, LambdaContext(info))
+    except HandlerNotFoundError as exc:
+        log.error("%s: %s", info.function_name, exc)
+        return _error_payload(exc.error_type, str(exc), exc), True
+    except Exception as exc:
+        log.info("%s raised %s: %s", info.function_name, type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        return _error_payload(type(exc).__name__, str(exc), exc), True
+    try:
+        return json.dumps(result), False
+    except (TypeError, ValueError) as exc:
+        return _error_payload("Runtime.MarshalError", f"Unable to marshal response: {exc}", exc), True
+
+
+def _error_payload(error_type: str, message: str, exc: BaseException) -> str:
+    return json.dumps(
+        {
+            "errorMessage": message,
+            "errorType": error_type,
+            "requestId": str(uuid.uuid4()),
+            "stackTrace": traceback.format_tb(exc.__traceback__),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The patches
+
+
+def _invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
+    """Replacement for moto.awslambda.models.LambdaFunction._invoke_lambda."""
+    if event is None:
+        event = {}
+    elif isinstance(event, str | bytes):
+        # moto passes the string "{}" when the invoke had no body
+        with contextlib.suppress(ValueError):
+            event = json.loads(event)
+    info = FunctionInfo(
+        function_name=str(self.function_name),
+        function_arn=str(self.function_arn),
+        memory_mb=int(self.memory_size or 128),
+        timeout_s=int(self.timeout or 3),
+        version=str(self.version or "$LATEST"),
+    )
+    payload, is_error = invoke_payload(str(self.handler), event, info)
+    return payload, is_error, ""
+
+
+_client_cache: dict[tuple[Any, ...], Any] = {}
+_client_lock = threading.Lock()
+
+
+def _make_cached_client_for(original: Callable[..., Any]) -> Callable[..., Any]:
+    from moto.core.models import botocore_stubber
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        # moto's version ignores the credentials too; the endpoint depends only on the stubber.
+        key = (region, service, bool(botocore_stubber.enabled))
+        with _client_lock:
+            client = _client_cache.get(key)
+            if client is None:
+                client = _client_cache[key] = original(region, service, state_credentials)
+            return client
+
+    return boto_client_for
+
+
+def _make_s3_event(original: Callable[..., Any]) -> Callable[..., Any]:
+    def get_s3_event(event_name: Any, bucket: Any, key: Any, notification_id: str) -> Any:
+        body = original(event_name, bucket, key, notification_id)
+        for record in body.get("Records", []):
+            record.setdefault("userIdentity", {"principalId": "AWS:AIDARELAYFLOWLOCAL"})
+            record.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
+            record.setdefault(
+                "responseElements",
+                {
+                    "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+                    "x-amz-id-2": base64.b64encode(uuid.uuid4().bytes * 2).decode(),
+                },
+            )
+            s3 = record.get("s3", {})
+            s3.get("bucket", {}).setdefault("ownerIdentity", {"principalId": "ARELAYFLOWLOCAL"})
+            obj = s3.get("object", {})
+            obj["key"] = quote_plus(str(key.name), safe="/")
+            version_id = getattr(key, "version_id", None)
+            if version_id and version_id != "null":
+                obj.setdefault("versionId", version_id)
+            obj.setdefault("sequencer", f"{time.time_ns():018X}")
+        return body
+
+    return get_s3_event
+
+
+# (module path, attribute) -> original, while installed
+_originals: dict[tuple[str, str], Any] = {}
+_install_count = 0
+_install_lock = threading.RLock()
+_sfn_logger_level: int | None = None
+
+
+def moto_invoke_lambda() -> Callable[..., Any]:
+    """moto's own LambdaFunction._invoke_lambda (not the shim's), or raise MotoIncompatibleError."""
+    original = _originals.get(("moto.awslambda.models", "LambdaFunction._invoke_lambda"))
+    if original is not None:
+        return original
+    try:
+        from moto.awslambda.models import LambdaFunction
+    except ImportError as exc:  # pragma: no cover - moto missing entirely
+        raise MotoIncompatibleError(f"moto.awslambda.models is not importable: {exc}") from exc
+    method = LambdaFunction.__dict__.get("_invoke_lambda")
+    if method is None:
+        raise MotoIncompatibleError(_incompatible("LambdaFunction._invoke_lambda is gone"))
+    return method
+
+
+def check_compatible() -> None:
+    """Raise MotoIncompatibleError unless moto's private Lambda hook looks as the shim expects."""
+    method = moto_invoke_lambda()
+    parameters = list(inspect.signature(method).parameters.values())
+    names = tuple(parameter.name for parameter in parameters)
+    if names != MOTO_INVOKE_SIGNATURE or parameters[1].default is not MOTO_INVOKE_EVENT_DEFAULT:
+        raise MotoIncompatibleError(
+            _incompatible(f"LambdaFunction._invoke_lambda has signature {inspect.signature(method)}")
+        )
+
+
+def _incompatible(what: str) -> str:
+    import moto
+
+    expected = ", ".join(MOTO_INVOKE_SIGNATURE)
+    return (
+        f"moto {getattr(moto, '__version__', '?')}: {what}. relayflow's local stack replaces "
+        f"LambdaFunction._invoke_lambda({expected}=None) -> (payload_json, is_error, logs). "
+        "Install moto in the pinned range (moto>=5.2.3,<5.3) or update relayflow/local/moto_shim.py."
+    )
+
+
+def _patch(module_name: str, attribute: str, replacement: Any) -> None:
+    module = importlib.import_module(module_name)
+    owner: Any = module
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    _originals[(module_name, attribute)] = (
+        owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    )
+    setattr(owner, name, replacement)
+
+
+def _optional_target(module_name: str, attribute: str) -> Any | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, attribute, None)
+
+
+_LAMBDA_EVAL_UTILS = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
+_S3_NOTIFICATIONS = "moto.s3.notifications"
+
+
+def install() -> None:
+    """Patch moto (idempotent, reference-counted: each install() needs one uninstall())."""
+    global _install_count, _sfn_logger_level
+    with _install_lock:
+        _install_count += 1
+        if _install_count > 1:
+            return
+        try:
+            check_compatible()
+            _patch("moto.awslambda.models", "LambdaFunction._invoke_lambda", _invoke_lambda)
+            client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
+            if client_for is not None:
+                _patch(_LAMBDA_EVAL_UTILS, "boto_client_for", _make_cached_client_for(client_for))
+            else:
+                log.warning("moto changed: Step Functions Lambda client not cached (slower tasks)")
+            s3_event = _optional_target(_S3_NOTIFICATIONS, "_get_s3_event")
+            if s3_event is not None:
+                _patch(_S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event(s3_event))
+            else:
+                log.warning("moto changed: S3 notification events keep moto's shape")
+        except BaseException:
+            _install_count -= 1
+            _restore()
+            raise
+        sfn_logger = logging.getLogger(_SFN_LOGGER)
+        _sfn_logger_level = sfn_logger.level
+        sfn_logger.setLevel(logging.CRITICAL)
+
+
+def uninstall() -> None:
+    global _install_count, _sfn_logger_level
+    with _install_lock:
+        if _install_count == 0:
+            return
+        _install_count -= 1
+        if _install_count:
+            return
+        _restore()
+        if _sfn_logger_level is not None:
+            logging.getLogger(_SFN_LOGGER).setLevel(_sfn_logger_level)
+            _sfn_logger_level = None
+
+
+def _restore() -> None:
+    for (module_name, attribute), original in reversed(list(_originals.items())):
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, original)
+    _originals.clear()
+    with _client_lock:
+        _client_cache.clear()
+
+
+def is_installed() -> bool:
+    return _install_count > 0
