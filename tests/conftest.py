@@ -8,13 +8,12 @@ first time, loading botocore models), and every test gets empty tables and no ex
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from relayflow.local.server import build_http_event, make_server, parse_http_response
+from relayflow.local.server import build_http_event, parse_http_response, start_server
 from relayflow.local.stack import LocalStack
 
 ApiCall = Callable[..., tuple[int, Any]]
@@ -31,7 +30,9 @@ def local_stack() -> Iterator[LocalStack]:
 def api(local_stack: LocalStack) -> ApiCall:
     """api(method, path, json_body=..., query=..., headers=...) -> (status, parsed body).
 
-    The body comes back parsed as JSON when it is JSON, else as text (or bytes if not UTF-8).
+    The request goes through the template's routes and Lambda authorizer, as on API Gateway, with
+    the stack's local API key in x-api-key unless `headers` sets one (pass {"x-api-key": ""} to
+    send none). The body comes back parsed as JSON when it is JSON, else as text (or bytes).
     """
 
     def call(
@@ -44,8 +45,12 @@ def api(local_stack: LocalStack) -> ApiCall:
         body: bytes | str | None = None,
     ) -> tuple[int, Any]:
         extra = {} if json_body is _NO_BODY else {"json_body": json_body}
-        event = build_http_event(method, path, headers=headers, body=body, query=query, **extra)
-        response = parse_http_response(local_stack.invoke_api(event))
+        sent = {k.lower(): v for k, v in (headers or {}).items()}
+        if local_stack.api_key and "x-api-key" not in sent:
+            sent["x-api-key"] = local_stack.api_key
+        sent = {k: v for k, v in sent.items() if v != ""}
+        event = build_http_event(method, path, headers=sent, body=body, query=query, **extra)
+        response = parse_http_response(local_stack.handle_api_request(event))
         try:
             return response.status, json.loads(response.body) if response.body else None
         except ValueError:
@@ -60,9 +65,7 @@ def api(local_stack: LocalStack) -> ApiCall:
 @pytest.fixture
 def served(local_stack: LocalStack) -> Iterator[str]:
     """Base URL (http://127.0.0.1:PORT) of an HTTP server in front of the stack's API."""
-    server = make_server(local_stack, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-    thread.start()
+    server, thread = start_server(local_stack, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:

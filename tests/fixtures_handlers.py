@@ -26,6 +26,12 @@ def handler(name: str) -> str:
     return f"{__name__}.{name}"
 
 
+def reset() -> None:
+    with _lock:
+        ATTEMPTS.clear()
+        RECORDED.clear()
+
+
 def recorded(function_name_part: str) -> list[Any]:
     with _lock:
         return [event for name, event in RECORDED if function_name_part in name]
@@ -65,3 +71,15 @@ def http_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "body": event.get("body", ""),
         "isBase64Encoded": event["isBase64Encoded"],
     }
+
+
+OPEN_SESAME = "let-me-in"
+
+
+def allow_one_key(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """An HTTP API Lambda authorizer (simple responses) that accepts the key OPEN_SESAME."""
+    with _lock:
+        RECORDED.append((context.function_name, event))
+    if event.get("identitySource") == [OPEN_SESAME]:
+        return {"isAuthorized": True, "context": {"tenant": "t-test", "scopes": "read write"}}
+    return {"isAuthorized": False}

@@ -17,11 +17,17 @@ _CONFIG = Config(
 )
 
 
+@lru_cache(maxsize=1)
+def session() -> boto3.session.Session:
+    # One session per warm container: creating sessions dominates client start-up time.
+    return boto3.session.Session()
+
+
 @lru_cache(maxsize=32)
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_CONFIG)
+    return session().client(service, config=_CONFIG)
 
 
 @lru_cache(maxsize=8)
 def resource(service: str) -> Any:
-    return boto3.session.Session().resource(service, config=_CONFIG)
+    return session().resource(service, config=_CONFIG)

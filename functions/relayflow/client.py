@@ -10,29 +10,43 @@ execution = client.wait_for_execution(workflow_id=workflow.id, execution_id=exec
 from __future__ import annotations
 
 import base64
+import io
+import json
 import mimetypes
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, Field
 
+from relayflow.models.dataset_api import MAX_INLINE_ITEMS, format_rows, result_row
 from relayflow.models.entities import (
-    Execution as _Execution,
-)
-from relayflow.models.entities import (
+    ApiKey,
+    BatchItemResult,
+    CreatedApiKey,
+    Dataset,
+    DatasetItem,
+    DatasetVersion,
+    DeliveryAttempt,
     Model,
+    WebhookSecret,
     Workflow,
     WorkflowEdge,
     WorkflowNode,
     WorkflowVersion,
 )
+from relayflow.models.entities import (
+    Execution as _Execution,
+)
 
 T = TypeVar("T", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8765"
+# Larger item lists than this go through an upload (a request body is at most 6 MB).
+INLINE_ITEMS_BYTES = 4 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -175,9 +189,16 @@ class Client:
     def delete_workflow_version(self, workflow_id: str, version_id: str) -> None:
         self._request("DELETE", f"/workflows/{workflow_id}/versions/{version_id}")
 
-    def validate_workflow_version(self, workflow_id: str, version_id: str) -> dict[str, Any]:
-        """Every problem at once: ``{"valid": bool, "problems": [{code, message, node_id}]}``."""
-        return self._json("POST", f"/workflows/{workflow_id}/versions/{version_id}/validate")
+    def validate_workflow_version(
+        self, workflow_id: str, version_id: str, input_mode: str = "single"
+    ) -> dict[str, Any]:
+        """Every problem at once, saving nothing:
+        ``{"valid": bool, "problems": [{code, message, node_id, node_ids}]}``."""
+        return self._json(
+            "POST",
+            f"/workflows/{workflow_id}/versions/{version_id}/validate",
+            params={"input_mode": input_mode},
+        )
 
     # ---- nodes and edges ---------------------------------------------------------------------------
     def create_workflow_node(
@@ -213,6 +234,28 @@ class Client:
 
     def delete_workflow_edge(self, version_id: str, edge_id: str) -> None:
         self._request("DELETE", f"/versions/{version_id}/edges/{edge_id}")
+
+    # ---- API keys ----------------------------------------------------------------------------------
+    def create_api_key(
+        self, name: str = "", scopes: list[str] | None = None, expires_in_days: int | None = None
+    ) -> CreatedApiKey:
+        """A new key of this key's tenant; ``.key`` is the only copy of the secret (it is not stored)."""
+        body: dict[str, Any] = {"name": name}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return CreatedApiKey.model_validate(self._json("POST", "/api-keys", json=body))
+
+    def get_api_keys(self, limit: int = 50, next_token: str | None = None) -> Page[ApiKey]:
+        body = self._json("GET", "/api-keys", params={"limit": limit, "next_token": next_token})
+        return self._page(ApiKey, body)
+
+    def get_api_key(self, key_id: str) -> ApiKey:
+        return ApiKey.model_validate(self._json("GET", f"/api-keys/{key_id}"))
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        return ApiKey.model_validate(self._json("POST", f"/api-keys/{key_id}/revoke"))
 
     # ---- models ------------------------------------------------------------------------------------
     def create_model(self, name: str, provider: str, config: dict[str, Any] | None = None) -> Model:
@@ -330,3 +373,207 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"execution {execution_id} is still {execution.status} after {timeout}s")
             time.sleep(poll_interval)
+
+    # ---- webhooks (docs/events-and-triggers.md) ----------------------------------------------------
+    def rotate_webhook_secret(self, workflow_id: str) -> WebhookSecret:
+        """A new secret that signs the workflow's webhooks (the old one stops at once); shown only here."""
+        return WebhookSecret.model_validate(self._json("POST", f"/workflows/{workflow_id}/webhook-secret"))
+
+    def get_webhook_deliveries(
+        self,
+        workflow_id: str,
+        execution_id: str | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+    ) -> Page[DeliveryAttempt]:
+        """Webhook delivery attempts, newest first: of one execution, or of the whole workflow."""
+        path = f"/workflows/{workflow_id}" + (f"/executions/{execution_id}" if execution_id else "")
+        params = {"limit": limit, "next_token": next_token}
+        return self._page(DeliveryAttempt, self._json("GET", f"{path}/deliveries", params=params))
+
+    # ---- datasets and batch results (docs/batch.md) ------------------------------------------------
+    def create_dataset(self, name: str, description: str = "") -> Dataset:
+        return Dataset.model_validate(
+            self._json("POST", "/datasets", json={"name": name, "description": description})
+        )
+
+    def get_datasets(self, limit: int = 50, next_token: str | None = None) -> Page[Dataset]:
+        body = self._json("GET", "/datasets", params={"limit": limit, "next_token": next_token})
+        return self._page(Dataset, body)
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self._json("GET", f"/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/datasets/{dataset_id}")
+
+    def create_dataset_version(self, dataset_id: str, name: str = "") -> DatasetVersion:
+        return DatasetVersion.model_validate(
+            self._json("POST", f"/datasets/{dataset_id}/versions", json={"name": name})
+        )
+
+    def get_dataset_versions(self, dataset_id: str) -> Page[DatasetVersion]:
+        return self._page(DatasetVersion, self._json("GET", f"/datasets/{dataset_id}/versions"))
+
+    def get_dataset_version(self, dataset_id: str, version_id: str) -> DatasetVersion:
+        return DatasetVersion.model_validate(
+            self._json("GET", f"/datasets/{dataset_id}/versions/{version_id}")
+        )
+
+    def delete_dataset_version(self, dataset_id: str, version_id: str) -> None:
+        self._request("DELETE", f"/datasets/{dataset_id}/versions/{version_id}")
+
+    def upload_dataset_items(
+        self,
+        dataset_id: str,
+        version_id: str,
+        path: str | os.PathLike[str] | None = None,
+        items: list[dict[str, Any]] | None = None,
+        *,
+        wait: bool = True,
+        poll_interval: float = 0.5,
+        timeout: float | None = None,
+    ) -> DatasetVersion:
+        """Give a dataset version its items, all at once: ``path`` (a .jsonl, .ndjson, .csv or .json
+        file) or ``items`` (a list of objects). A file goes to S3 directly when the API offers an
+        upload URL (on AWS), else in parts through the API; a large one is ingested in the
+        background and, with ``wait``, polled until ready. A refused file raises ApiError (400,
+        ``details={"line", "reason"}``) and the version keeps nothing."""
+        if (path is None) == (items is None):
+            raise ValueError("pass exactly one of path= or items=")
+        base = f"/datasets/{dataset_id}/versions/{version_id}"
+        if items is not None:
+            payload = json.dumps({"items": items}).encode()
+            if len(items) <= MAX_INLINE_ITEMS and len(payload) <= INLINE_ITEMS_BYTES:
+                return DatasetVersion.model_validate(
+                    self._json("POST", f"{base}/items", json={"items": items})
+                )
+            data = b"".join(json.dumps(item).encode() + b"\n" for item in items)
+            return self._upload(
+                base, "items.jsonl", len(data), lambda: io.BytesIO(data), wait, poll_interval, timeout
+            )
+        file = Path(path)  # type: ignore[arg-type]
+        return self._upload(
+            base, file.name, file.stat().st_size, lambda: file.open("rb"), wait, poll_interval, timeout
+        )
+
+    def _upload(
+        self,
+        base: str,
+        filename: str,
+        size: int,
+        opener: Callable[[], Any],
+        wait: bool,
+        poll_interval: float,
+        timeout: float | None,
+    ) -> DatasetVersion:
+        upload = self._json("POST", f"{base}/uploads", json={"filename": filename, "size": size})
+        commit: dict[str, Any] = {}
+        with opener() as stream:
+            if upload.get("upload_url"):
+                response = self._http.put(
+                    upload["upload_url"],
+                    content=stream.read(),
+                    headers={"content-type": "application/octet-stream"},
+                    timeout=None,
+                )
+                if response.status_code >= 300:
+                    raise ApiError(response.status_code, "upload_failed", response.text[:500])
+            else:
+                parts = 0
+                while chunk := stream.read(int(upload["part_size"])):
+                    parts += 1
+                    self._request(
+                        "PUT",
+                        f"{base}/uploads/{upload['id']}/parts/{parts}",
+                        json={"content_base64": base64.b64encode(chunk).decode()},
+                    )
+                commit["parts"] = max(parts, 1)
+                if parts == 0:
+                    self._request(
+                        "PUT", f"{base}/uploads/{upload['id']}/parts/1", json={"content_base64": ""}
+                    )
+        version = DatasetVersion.model_validate(
+            self._json("POST", f"{base}/uploads/{upload['id']}/commit", json=commit)
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while wait and version.status == "processing":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"dataset version {version.id} is still processing after {timeout}s")
+            time.sleep(poll_interval)
+            version = DatasetVersion.model_validate(self._json("GET", base))
+        if version.status == "failed":
+            raise ApiError(
+                400,
+                version.error_code or "malformed_file",
+                version.error or "the file was refused",
+                {"line": version.error_line, "reason": version.error},
+            )
+        return version
+
+    def get_dataset_items(
+        self, dataset_id: str, version_id: str, limit: int = 100, next_token: str | None = None
+    ) -> Page[DatasetItem]:
+        """A page of the version's items in file order; pass ``.next_token`` back for the next."""
+        path = f"/datasets/{dataset_id}/versions/{version_id}/items"
+        return self._page(
+            DatasetItem, self._json("GET", path, params={"limit": limit, "next_token": next_token})
+        )
+
+    def get_dataset_item_count(self, dataset_id: str, version_id: str) -> int:
+        return self.get_dataset_version(dataset_id, version_id).item_count
+
+    def get_execution_results(
+        self, workflow_id: str, execution_id: str, limit: int = 100, next_token: str | None = None
+    ) -> Page[BatchItemResult]:
+        """A page of a batch run's items (``{source_item_id, status, input, output, error}``), in
+        the order of the dataset; every item appears exactly once across the pages."""
+        path = f"/workflows/{workflow_id}/executions/{execution_id}/results"
+        return self._page(
+            BatchItemResult, self._json("GET", path, params={"limit": limit, "next_token": next_token})
+        )
+
+    def download_execution_results(
+        self,
+        workflow_id: str,
+        execution_id: str,
+        output_path: str | os.PathLike[str],
+        format: str = "jsonl",
+        page_size: int = 1000,
+    ) -> Path:
+        """Every item result of a batch run into one JSONL or CSV file, page by page (any size)."""
+
+        def rows() -> Iterator[dict[str, Any]]:
+            token: str | None = None
+            while True:
+                page = self.get_execution_results(
+                    workflow_id, execution_id, limit=page_size, next_token=token
+                )
+                yield from (result_row(r) for r in page)
+                token = page.next_token
+                if not token:
+                    return
+
+        target = Path(output_path)
+        with target.open("wb") as out:
+            for chunk in format_rows(rows(), format):
+                out.write(chunk)
+        return target
+
+    def get_execution_item(self, workflow_id: str, execution_id: str, item_id: str) -> dict[str, Any]:
+        """One item of a batch run: its result and ``node_executions`` (every node of its chain)."""
+        path = f"/workflows/{workflow_id}/executions/{execution_id}/items/{quote(item_id, safe='')}"
+        result: dict[str, Any] = self._json("GET", path)
+        return result
+
+    def retry_failed_items(
+        self,
+        workflow_id: str,
+        execution_id: str,
+        version_id: str | None = None,
+        parallelism: int | None = None,
+    ) -> Execution:
+        """A new batch run over only the items of this (finished) batch run that failed."""
+        body = {k: v for k, v in (("version_id", version_id), ("parallelism", parallelism)) if v is not None}
+        path = f"/workflows/{workflow_id}/executions/{execution_id}/retry-failed"
+        return Execution.model_validate(self._json("POST", path, json=body))

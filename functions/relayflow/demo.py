@@ -6,6 +6,8 @@ It starts the local stack (moto, built from template.yaml) and `relayflow serve`
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,13 +27,16 @@ console = Console(highlight=False)
 @contextmanager
 def local_api() -> Iterator[Client]:
     """The local stack and its HTTP server on 127.0.0.1, and a client for it."""
-    from relayflow.local.server import make_server
+    from relayflow.local.server import start_server
     from relayflow.local.stack import LocalStack
 
     with LocalStack() as stack:
-        server, _thread = make_server(stack, host="127.0.0.1", port=0)
+        # The handlers log JSON at the template's LOG_LEVEL; the demo shows its own story instead.
+        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        logging.getLogger("relayflow").setLevel(logging.WARNING)
+        server, _thread = start_server(stack, host="127.0.0.1", port=0)
         try:
-            url = f"http://127.0.0.1:{server.server_address[1]}"
+            url = f"http://127.0.0.1:{server.server_port}"
             with Client(base_url=url, api_key=getattr(stack, "api_key", None)) as client:
                 yield client
         finally:

@@ -41,6 +41,7 @@ def reset_caches() -> None:
     from relayflow.stores import table
 
     get_settings.cache_clear()
+    aws.session.cache_clear()
     aws.client.cache_clear()
     aws.resource.cache_clear()
     table.get_table_store.cache_clear()

@@ -219,3 +219,15 @@ def test_ancestors_of_a_graph_with_a_dangling_edge_raise() -> None:
     with pytest.raises(GraphError) as info:
         ancestors(["a"], [("a", "b")])
     assert info.value.code == "dangling_edge"
+
+
+def test_with_names_replaces_ids_in_messages() -> None:
+    # Given a cycle problem about nodes known by id
+    from relayflow.logic.graph import with_names
+
+    problem = validate_graph(["n1", "n2"], [("n1", "n2"), ("n2", "n1")])[0]
+    # When its message is shown to a person
+    message = with_names(problem.message, {"n1": "extract", "n2": "summarise"})
+    # Then it names the nodes (quoted and in the loop path)
+    assert "'extract', 'summarise'" in message
+    assert "extract → summarise → extract" in message

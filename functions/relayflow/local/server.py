@@ -33,6 +33,7 @@ __all__ = [
     "make_server",
     "parse_http_response",
     "run_server",
+    "start_server",
 ]
 
 log = logging.getLogger("relayflow.local.server")
@@ -247,6 +248,7 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "relayflow-local"
+        disable_nagle_algorithm = True  # headers and body leave at once: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
@@ -286,7 +288,7 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
                 domain_name=self.headers.get("host") or f"{host}:{getattr(self.server, 'server_port', port)}",
             )
             try:
-                response = parse_http_response(stack.invoke_api(event))
+                response = parse_http_response(stack.handle_api_request(event))
             except Exception:
                 log.exception("the API function failed on %s %s", self.command, self.path)
                 response = HttpResponse(
@@ -355,9 +357,28 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
+        def __getattr__(self, name: str) -> Any:
+            # API Gateway answers any method (TRACE, QUERY, ...): none ends in http.server's bare 501.
+            if name.startswith("do_"):
+                return self._handle
+            raise AttributeError(name)
+
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+def start_server(
+    stack: LocalStack, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """make_server + serve_forever in a daemon thread. Stop with server.shutdown();
+    server.server_close(). The URL is f"http://{host}:{server.server_port}"."""
+    server = make_server(stack, host, port)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="relayflow-http", daemon=True
+    )
+    thread.start()
+    return server, thread
 
 
 def run_server(
@@ -385,10 +406,8 @@ def run_server(
     try:
         if own_stack:
             local.start()
-        server = make_server(local, host, port)
+        server, thread = start_server(local, host, port)
         base_url = f"http://{host}:{server.server_port}"
-        thread = threading.Thread(target=server.serve_forever, name="relayflow-http", daemon=True)
-        thread.start()
         print(f"relayflow serving on {base_url}", flush=True)
         if on_ready is not None:
             on_ready(base_url, local)

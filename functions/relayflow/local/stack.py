@@ -9,7 +9,13 @@ functions in moto (Step Functions execution switched on), puts the functions' en
 * The EventBridge rule on `aws.states` "Step Functions Execution Status Change": moto emits no such
   events, so a watcher thread polls the executions (every `watch_interval` seconds) and, when one
   changes status, delivers a real-shaped event to each rule whose pattern matches it, once.
-* The HTTP API: `invoke_api(event)` calls the function that has the HttpApi events; see
+* Other EventBridge rules of functions (e.g. on the template's own bus): a real rule in moto, so
+  moto matches the pattern, whose target is a queue of the stack; a dispatcher thread hands each
+  event to the function in a thread of its own, as EventBridge invokes Lambda (asynchronously, a
+  failed invocation retried twice).
+* The HTTP API: `handle_api_request(event)` does what API Gateway does (the template's routes,
+  its Lambda authorizer with header identity and result caching) before calling the function
+  with the HttpApi events; `invoke_api(event)` calls that function directly. See
   `relayflow.local.server` for the HTTP server in front of it.
 
 State machines are not in the template: the API creates one per workflow version at runtime.
@@ -102,10 +108,57 @@ class LocalFunction:
 
 
 @dataclass
+class HttpRoute:
+    """One route of the HTTP API (an HttpApi event of the API function)."""
+
+    method: str  # GET, POST, ... or ANY
+    path: str  # /workflows/{id}, /{proxy+}
+    authorizer: str | None  # name in the API's Auth.Authorizers; None: open route
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """Path parameters when this route takes the request, else None."""
+        if self.method not in ("ANY", method.upper()):
+            return None
+        return _match_path(self.path, path)
+
+    @property
+    def specificity(self) -> tuple[int, int, int, int]:
+        """Sort key, most specific first: API Gateway prefers literal segments over parameters,
+        parameters over a greedy {proxy+}, an exact method over ANY."""
+        segments = [s for s in self.path.split("/") if s]
+        greedy = int(any(s.endswith("+}") for s in segments))
+        literals = sum(1 for s in segments if not s.startswith("{"))
+        return (greedy, -literals, -len(segments), int(self.method == "ANY"))
+
+
+@dataclass
+class HttpAuthorizer:
+    """A Lambda authorizer of the HTTP API (REQUEST, simple responses)."""
+
+    name: str
+    function_id: str
+    identity_headers: list[str]
+    ttl_seconds: int = 0
+    payload_version: str = "2.0"
+
+
+@dataclass
 class _StatusRule:
     logical_id: str  # rule = "<function>.<event name>"
     function_id: str
     pattern: dict[str, Any]
+
+
+@dataclass
+class _BusRule:
+    logical_id: str  # "<function>.<event name>"
+    function_id: str
+    pattern: dict[str, Any]
+    bus_name: str
 
 
 class LocalStack:
@@ -115,7 +168,9 @@ class LocalStack:
     `resources` (logical id -> physical id, i.e. the value of !Ref), `outputs` (the template's
     resolved Outputs), `functions` (logical id -> LocalFunction), `environment` (the variables
     put into os.environ), `state_machine_prefix`, `delivered_events` (status-change events the
-    watcher delivered: (function logical id, event)).
+    watcher delivered: (function logical id, event)), `api_routes`, `api_authorizers`, `api_cors`,
+    `api_id`, `api_key` (a key the template's authorizer accepts, made with relayflow's own
+    `logic.apikeys.ensure_local_key`, which reuses $RELAYFLOW_API_KEY; None without authorizer).
     """
 
     _active: LocalStack | None = None
@@ -131,6 +186,7 @@ class LocalStack:
         handler_overrides: Mapping[str, str] | None = None,
         watch_executions: bool = True,
         watch_interval: float = 0.2,
+        create_api_key: bool = True,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
         self.stack_name = stack_name
@@ -149,6 +205,12 @@ class LocalStack:
         self.environment: dict[str, str] = {}
         self.api_cors: dict[str, Any] | None = None
         self.api_id = "local"
+        self.api_routes: list[HttpRoute] = []
+        self.api_authorizers: dict[str, HttpAuthorizer] = {}
+        self.api_key: str | None = None
+        self.create_api_key = create_api_key
+        self._authorizer_cache: dict[tuple[str, tuple[str, ...]], tuple[float, Any]] = {}
+        self._authorizer_lock = threading.Lock()
         self.delivered_events: list[tuple[str, dict[str, Any]]] = []
 
         self._mock: Any = None
@@ -156,6 +218,8 @@ class LocalStack:
         self._saved_environ: dict[str, str | None] = {}
         self._status_rules: list[_StatusRule] = []
         self._watcher: _ExecutionWatcher | None = None
+        self._bus_rules: list[_BusRule] = []
+        self._dispatcher: _RuleDispatcher | None = None
         self._helper_role_arn: str | None = None
         self._started = False
 
@@ -222,9 +286,14 @@ class LocalStack:
             if "Condition" not in spec or self.context.condition(spec["Condition"])
         }
         self._apply_environment()
+        if self.api_authorizers and self.create_api_key:
+            self.api_key = self._local_api_key()
         if self.watch_executions and self._status_rules:
             self._watcher = _ExecutionWatcher(self, self.watch_interval)
             self._watcher.start()
+        if self._bus_rules:
+            self._dispatcher = _RuleDispatcher(self, self._bus_rules, min(self.watch_interval, 0.05))
+            self._dispatcher.start()
         self._started = True
 
     def stop(self) -> None:
@@ -233,6 +302,9 @@ class LocalStack:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+            self._dispatcher = None
         if self._mock is not None:
             try:
                 self._abort_running_executions()
@@ -275,6 +347,87 @@ class LocalStack:
         """Call the HTTP API's function with an API Gateway v2 event; returns its raw result."""
         return self.invoke(self.api_function_id, dict(event))
 
+    def handle_api_request(self, event: Mapping[str, Any]) -> Any:
+        """What API Gateway does with a request event built for `ANY /{proxy+}`: pick the
+        template's route (routeKey, pathParameters), run the route's Lambda authorizer (401 without
+        the identity header, 403 when it refuses, its context in requestContext.authorizer.lambda),
+        then call the API function. Returns the function's result or the gateway's own answer."""
+        request = copy.deepcopy(dict(event))
+        context = request.setdefault("requestContext", {})
+        method = context.get("http", {}).get("method", "GET")
+        route = self.match_route(method, request.get("rawPath", "/"))
+        if route is None:
+            return _gateway_answer(404, "Not Found")
+        route_key, parameters = route
+        request["routeKey"] = context["routeKey"] = route_key.route_key
+        if parameters:
+            request["pathParameters"] = parameters
+        else:
+            request.pop("pathParameters", None)
+        if route_key.authorizer is not None:
+            authorizer = self.api_authorizers[route_key.authorizer]
+            headers = request.get("headers") or {}
+            identity = tuple(headers.get(h.lower(), "") for h in authorizer.identity_headers)
+            if not all(identity):
+                return _gateway_answer(401, "Unauthorized")
+            try:
+                answer = self._authorize(authorizer, identity, request)
+            except Exception:
+                log.exception("authorizer %s failed", authorizer.name)
+                return _gateway_answer(500, "Internal Server Error")
+            if not (isinstance(answer, Mapping) and answer.get("isAuthorized") is True):
+                return _gateway_answer(403, "Forbidden")
+            context["authorizer"] = {"lambda": dict(answer.get("context") or {})}
+        return self.invoke_api(request)
+
+    def match_route(self, method: str, raw_path: str) -> tuple[HttpRoute, dict[str, str]] | None:
+        """The template route API Gateway would pick for this request, with its path parameters."""
+        for route in self.api_routes:
+            parameters = route.match(method, raw_path)
+            if parameters is not None:
+                return route, parameters
+        return None
+
+    def flush_authorizer_cache(self) -> None:
+        with self._authorizer_lock:
+            self._authorizer_cache.clear()
+
+    def _authorize(
+        self, authorizer: HttpAuthorizer, identity: tuple[str, ...], request: dict[str, Any]
+    ) -> Any:
+        cache_key = (authorizer.name, identity)
+        now = time.monotonic()
+        with self._authorizer_lock:
+            cached = self._authorizer_cache.get(cache_key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        event = {key: value for key, value in request.items() if key not in ("body", "isBase64Encoded")}
+        event.update(
+            {
+                "version": authorizer.payload_version,
+                "type": "REQUEST",
+                "routeArn": self._arn(
+                    "execute-api",
+                    f"{self.api_id}/$default/{request['requestContext']['http']['method']}{request['rawPath']}",
+                ),
+                "identitySource": list(identity),
+            }
+        )
+        answer = self.invoke(authorizer.function_id, event)
+        if authorizer.ttl_seconds > 0:
+            with self._authorizer_lock:
+                self._authorizer_cache[cache_key] = (now + authorizer.ttl_seconds, answer)
+        return answer
+
+    def _local_api_key(self) -> str | None:
+        """A key the local authorizer accepts (relayflow's own; $RELAYFLOW_API_KEY is reused)."""
+        try:
+            from relayflow.logic import apikeys
+        except ImportError:  # pragma: no cover - the package without its key logic
+            return None
+        ensure = getattr(apikeys, "ensure_local_key", None)
+        return str(ensure()) if callable(ensure) else None
+
     @property
     def api_function_id(self) -> str:
         for logical_id, function in self.functions.items():
@@ -286,7 +439,9 @@ class LocalStack:
         """Point a function at another Handler string (a test double), for every path that
         reaches it: Step Functions tasks, S3 notifications, the watcher, invoke()."""
         function = self._function(logical_id)
-        self.client("lambda").update_function_configuration(FunctionName=function.function_name, Handler=handler)
+        self.client("lambda").update_function_configuration(
+            FunctionName=function.function_name, Handler=handler
+        )
         function.handler = handler
 
     def function_arn(self, logical_id: str) -> str:
@@ -330,7 +485,11 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while True:
             running = self._running_executions()
-            if not running and (self._watcher is None or self._watcher.caught_up()):
+            if (
+                not running
+                and (self._watcher is None or self._watcher.caught_up())
+                and (self._dispatcher is None or self._dispatcher.idle())
+            ):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -632,10 +791,11 @@ class LocalStack:
                 if "aws.states" in _as_list(pattern.get("source")):
                     self._status_rules.append(_StatusRule(f"{logical_id}.{event_name}", logical_id, pattern))
                 else:
-                    log.warning(
-                        "%s.%s: EventBridge rules on other sources are not run locally",
-                        logical_id,
-                        event_name,
+                    bus = self._resolve(
+                        (event.get("Properties") or {}).get("EventBusName") or "default", logical_id
+                    )
+                    self._bus_rules.append(
+                        _BusRule(f"{logical_id}.{event_name}", logical_id, pattern, str(bus))
                     )
             elif event.get("Type") not in ("HttpApi", "Api", "S3"):
                 log.warning("%s.%s: %s events are not run locally", logical_id, event_name, event.get("Type"))
@@ -702,17 +862,58 @@ class LocalStack:
             function = self.functions[self.api_function_id]
         except StackError:
             return
+        api_properties: dict[str, Any] = {}
         for event in function.events.values():
             api_ref = (event.get("Properties") or {}).get("ApiId")
             if isinstance(api_ref, dict) and api_ref.get("Ref") in resources:
                 self.api_id = str(self.context.refs[api_ref["Ref"]])
-                properties = resources[api_ref["Ref"]].get("Properties") or {}
-                cors = properties.get("CorsConfiguration")
-                if cors is True:
-                    cors = {"AllowOrigins": ["*"], "AllowMethods": ["*"], "AllowHeaders": ["*"]}
-                if cors:
-                    self.api_cors = self._resolve(cors, f"{api_ref['Ref']}.CorsConfiguration")
-                return
+                api_properties = self._resolve(
+                    {k: v for k, v in (resources[api_ref["Ref"]].get("Properties") or {}).items()},
+                    api_ref["Ref"],
+                )
+                break
+        cors = api_properties.get("CorsConfiguration")
+        if cors is True:
+            cors = {"AllowOrigins": ["*"], "AllowMethods": ["*"], "AllowHeaders": ["*"]}
+        self.api_cors = cors or None
+        auth = api_properties.get("Auth") or {}
+        by_arn = {f.arn: logical_id for logical_id, f in self.functions.items()}
+        for name, spec in (auth.get("Authorizers") or {}).items():
+            if "FunctionArn" not in spec:
+                log.warning("authorizer %s is not a Lambda authorizer: not run locally", name)
+                continue
+            if str(spec["FunctionArn"]) not in by_arn:
+                raise StackError(f"authorizer {name}: FunctionArn must be a function of the template")
+            identity = spec.get("Identity") or {}
+            if identity.get("QueryStrings") or identity.get("Context") or identity.get("StageVariables"):
+                raise StackError(f"authorizer {name}: only header identity sources are run locally")
+            if not spec.get("EnableSimpleResponses"):
+                raise StackError(f"authorizer {name}: only simple responses are run locally")
+            self.api_authorizers[name] = HttpAuthorizer(
+                name=name,
+                function_id=by_arn[str(spec["FunctionArn"])],
+                identity_headers=[str(h) for h in identity.get("Headers") or []],
+                ttl_seconds=int(identity.get("ReauthorizeEvery", 300)),
+                payload_version=str(spec.get("AuthorizerPayloadFormatVersion", "2.0")),
+            )
+        default_authorizer = auth.get("DefaultAuthorizer")
+        for event_name, event in function.events.items():
+            if event.get("Type") not in ("HttpApi", "Api"):
+                continue
+            properties = event.get("Properties") or {}
+            authorizer = (properties.get("Auth") or {}).get("Authorizer", default_authorizer)
+            if authorizer in ("NONE", None):
+                authorizer = None
+            elif authorizer not in self.api_authorizers:
+                raise StackError(f"{function.logical_id}.{event_name}: unknown authorizer {authorizer!r}")
+            self.api_routes.append(
+                HttpRoute(
+                    method=str(properties.get("Method", "ANY")).upper(),
+                    path=str(properties.get("Path", "/{proxy+}")),
+                    authorizer=authorizer,
+                )
+            )
+        self.api_routes.sort(key=lambda route: route.specificity)
 
     def _apply_environment(self) -> None:
         """The union of the functions' environments goes into os.environ: one process runs them
@@ -933,6 +1134,113 @@ class _ExecutionWatcher:
                 stack._deliver_status_change(description)
 
 
+class _RuleDispatcher:
+    """Runs the functions of EventBridge rules that moto can match but not invoke (it sends events
+    to queues, not to Lambda): each rule gets a queue of the stack as its target, and every event
+    that arrives there is handed to the rule's function in a thread of its own, like EventBridge's
+    asynchronous invocation (Lambda tries a failing asynchronous invocation three times)."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, stack: LocalStack, rules: list[_BusRule], interval: float):
+        self._stack = stack
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._queues = [(rule, self._wire(index, rule)) for index, rule in enumerate(rules)]
+        self._thread = threading.Thread(target=self._run, name="relayflow-rule-dispatcher", daemon=True)
+
+    def _wire(self, index: int, rule: _BusRule) -> str:
+        events, sqs = self._stack.client("events"), self._stack.client("sqs")
+        name = _physical_name(self._stack.stack_name, f"{rule.function_id}Rule{index}", 64)
+        url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=name, EventBusName=rule.bus_name, EventPattern=json.dumps(rule.pattern))
+        events.put_targets(Rule=name, EventBusName=rule.bus_name, Targets=[{"Id": "local", "Arn": arn}])
+        return url
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling and wait (up to timeout) for the invocations under way."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._in_flight:
+                    return
+            time.sleep(0.02)
+        log.warning("rule targets still running when the stack stopped")
+
+    def idle(self) -> bool:
+        """No event waiting in a rule's queue and no invocation under way."""
+        sqs = self._stack.client("sqs")
+        with self._lock:
+            if self._in_flight:
+                return False
+            for _, url in self._queues:
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )["Attributes"]
+                if int(attributes["ApproximateNumberOfMessages"]) or int(
+                    attributes["ApproximateNumberOfMessagesNotVisible"]
+                ):
+                    return False
+        return True
+
+    def _run(self) -> None:
+        sqs = self._stack.client("sqs")
+        while not self._stop.is_set():
+            for rule, url in self._queues:
+                try:
+                    # Under the lock: a received event is counted in flight before idle() looks again.
+                    with self._lock:
+                        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
+                            "Messages", []
+                        )
+                        for message in messages:
+                            self._in_flight += 1
+                            event = json.loads(message["Body"])
+                            threading.Thread(
+                                target=self._invoke,
+                                args=(rule, event),
+                                name=f"rule-{rule.function_id}",
+                                daemon=True,
+                            ).start()
+                            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                except Exception:
+                    if self._stop.is_set():
+                        return
+                    log.warning("rule dispatcher poll failed", exc_info=True)
+            self._stop.wait(self._interval)
+
+    def _invoke(self, rule: _BusRule, event: dict[str, Any]) -> None:
+        try:
+            for attempt in range(1, self.ATTEMPTS + 1):
+                try:
+                    self._stack.invoke(rule.function_id, copy.deepcopy(event))
+                    return
+                except Exception:
+                    log.warning(
+                        "%s failed on an event of %s (attempt %d/%d)",
+                        rule.function_id,
+                        rule.logical_id,
+                        attempt,
+                        self.ATTEMPTS,
+                        exc_info=True,
+                    )
+                    if self._stop.wait(0.1):
+                        return
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
 # ---------------------------------------------------------------------------------------------
 # helpers
 
@@ -1040,6 +1348,37 @@ def _lambda_notification(
             "Key": {"FilterRules": [{"Name": rule["Name"], "Value": rule["Value"]} for rule in rules]}
         }
     return configuration
+
+
+def _match_path(template: str, raw_path: str) -> dict[str, str] | None:
+    """Path parameters of raw_path under a route path like /a/{id}/{proxy+}, or None."""
+    from urllib.parse import unquote
+
+    wanted = [s for s in template.split("/") if s]
+    given = [s for s in raw_path.split("/") if s]
+    parameters: dict[str, str] = {}
+    for index, segment in enumerate(wanted):
+        if segment.startswith("{") and segment.endswith("+}"):
+            rest = given[index:]
+            if not rest:
+                return None
+            parameters[segment[1:-2]] = unquote("/".join(rest))
+            return parameters
+        if index >= len(given):
+            return None
+        if segment.startswith("{") and segment.endswith("}"):
+            parameters[segment[1:-1]] = unquote(given[index])
+        elif segment != given[index]:
+            return None
+    return parameters if len(given) == len(wanted) else None
+
+
+def _gateway_answer(status: int, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"message": message}),
+    }
 
 
 def _epoch_ms(value: datetime | None) -> int | None:

@@ -194,7 +194,10 @@ def build_definition(plan: dict[str, Any], node_runner_arn: str) -> dict[str, An
                 "ReaderConfig": {"InputType": "JSON"},
                 "Parameters": {"Bucket.$": "$.ctx.items_bucket", "Key.$": "$.ctx.items_key"},
             },
-            "ItemSelector": {"ctx.$": "$.ctx", "entry.$": "$$.Map.Item.Value", "outputs": {}},
+            # An item starts as {parent ctx, its list entry}; the runner derives the item's own ctx
+            # (logic/batch.item_state). No "ctx" key here: a child execution's input must not look
+            # like a run of its own to the reconciler, which reads ctx from execution inputs.
+            "ItemSelector": {"parent.$": "$.ctx", "entry.$": "$$.Map.Item.Value", "outputs": {}},
             "MaxConcurrencyPath": "$.ctx.parallelism",
             "ItemProcessor": processor,
             "ResultPath": None,

@@ -245,7 +245,7 @@ def delete_node(tenant: str, version_id: str, node_id: str) -> None:
 
 # ---- edges -----------------------------------------------------------------------------------------
 def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowEdge:
-    from relayflow.logic.graph import validate_graph
+    from relayflow.logic.graph import validate_graph, with_names
 
     version, nodes, edges = version_graph(tenant, version_id)
     pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
@@ -258,10 +258,15 @@ def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowE
         if p.code in ("self_loop", "dangling_edge", "cycle")
     ]
     if problems:
+        names = {n.id: n.name for n in nodes}
+        messages = [with_names(p.message, names) for p in problems]
         raise InvalidInput(
-            "; ".join(p.message for p in problems),
+            "; ".join(messages),
             code=problems[0].code,
-            details=[{"code": p.code, "message": p.message, "node_id": p.node_id} for p in problems],
+            details=[
+                {"code": p.code, "message": message, "node_id": p.node_id, "node_ids": list(p.node_ids)}
+                for p, message in zip(problems, messages, strict=True)
+            ],
         )
     edge = WorkflowEdge(
         id=new_id(),

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+from datetime import UTC
 from typing import Any
 
 from relayflow.errors import Conflict, InvalidInput, NotFound
 from relayflow.logic import authoring
 from relayflow.logic.asl import build_definition
-from relayflow.logic.clock import new_id, now_iso
+from relayflow.logic.clock import new_id, now_iso, parse_iso
+from relayflow.logic.costs import nanos_to_dollars
 from relayflow.logic.plan import build_plan
 from relayflow.logic.values import pack, unpack
 from relayflow.models import api
@@ -24,6 +27,7 @@ from relayflow.models.entities import (
     TERMINAL_STATUSES,
     Execution,
     ExecutionProgress,
+    ExecutionTrigger,
     InputFile,
     NodeExecution,
 )
@@ -68,14 +72,20 @@ def _decode_file(file: api.FileInput) -> bytes:
     return data
 
 
-def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
+def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> str:
+    """The version a run uses: the one asked for, else the workflow's active version."""
     workflow = authoring.get_workflow(tenant, workflow_id)
-    version_id = body.version_id or workflow.active_version_id
+    version_id = version_id or workflow.active_version_id
     if not version_id:
         raise InvalidInput(
             "this workflow has no active version; create a version or pass version_id.",
             code="no_active_version",
         )
+    return version_id
+
+
+def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
+    version_id = resolve_version(tenant, workflow_id, body.version_id)
     if body.input_mode == "single":
         if (body.single_input is None) == (body.file is None):
             raise InvalidInput(
@@ -93,7 +103,7 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
     if body.input_mode == "batch":
         from relayflow.logic import batch
 
-        batch_ctx = batch.prepare(tenant, execution_id, body)
+        batch_ctx = batch.prepare(tenant, execution_id, body, plan)
     else:
         batch_ctx = None
     return _launch(
@@ -108,6 +118,132 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
         batch_ctx=batch_ctx,
         extra={"callback_url": body.callback_url} if body.callback_url else {},
     )
+
+
+def start_from_object(
+    tenant: str,
+    workflow_id: str,
+    version_id: str | None,
+    *,
+    execution_id: str,
+    source_key: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    trigger: ExecutionTrigger,
+) -> Execution:
+    """Start a single run whose file input is an object already in the bucket (an S3 upload).
+
+    The object is copied inside S3 into the execution's own prefix (its bytes never pass through
+    the function), so the run keeps its input whatever later happens to the uploaded object. The
+    execution id is the caller's: a second start with the same id returns the first execution.
+    """
+    with contextlib.suppress(NotFound):
+        return to_execution(tenant, store().get_execution(tenant, execution_id))
+    version_id = resolve_version(tenant, workflow_id, version_id)
+    plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
+    safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
+    input_file = InputFile(
+        key=f"{execution_prefix(tenant, execution_id)}input/{safe_name}",
+        filename=filename,
+        content_type=content_type,
+        size=size,
+    )
+    blobs().copy(source_key, input_file.key)
+    try:
+        return _launch(
+            tenant,
+            workflow_id,
+            plan,
+            execution_id=execution_id,
+            file_key=input_file,
+            extra={"trigger": trigger.model_dump(mode="json")},
+        )
+    except ConditionFailed:  # a concurrent start with this id wrote the record first
+        return to_execution(tenant, store().get_execution(tenant, execution_id))
+
+
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def start_execution_once(
+    tenant: str,
+    workflow_id: str,
+    body: api.Execute,
+    idempotency_key: str,
+    *,
+    lambda_context: Any = None,
+) -> tuple[Execution, bool]:
+    """start_execution at most once per (tenant, workflow, Idempotency-Key) within 24 hours.
+
+    Returns (execution, replayed). The same key with the same request (compared after validation,
+    so key order, whitespace and spelled-out defaults do not matter) returns the execution the
+    first request started; with a different request it is a 409 ``idempotency_key_reused``. A
+    request that failed (4xx/5xx) leaves no record: the key may be used again.
+    """
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
+    from relayflow.stores.idempotency import idempotency_store
+
+    if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            code="invalid_idempotency_key",
+        )
+    config = IdempotencyConfig(
+        event_key_jmespath="[tenant, workflow_id, key]",
+        payload_validation_jmespath="body",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+    )
+    if lambda_context is not None:
+        # A request that dies mid-way (timeout) frees its key when the invocation would have ended.
+        config.register_lambda_context(lambda_context)
+    started: list[Execution] = []
+
+    @idempotent_function(
+        data_keyword_argument="request",
+        persistence_store=idempotency_store(get_settings().idempotency_table),
+        config=config,
+        key_prefix="relayflow.execute_workflow",
+    )
+    def start_once(request: dict[str, Any]) -> dict[str, Any]:
+        started.append(start_execution(tenant, workflow_id, body))
+        return {"execution_id": started[0].id}
+
+    request = {
+        "tenant": tenant,
+        "workflow_id": workflow_id,
+        "key": idempotency_key,
+        "body": body.model_dump(mode="json"),
+    }
+    try:
+        outcome = start_once(request=request)
+    except IdempotencyValidationError as exc:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body; use a new key for a "
+            "new request.",
+            code="idempotency_key_reused",
+        ) from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed; retry in a moment.",
+            code="idempotency_request_in_progress",
+        ) from exc
+    if started:
+        return started[0], False
+    try:
+        return get_execution(tenant, workflow_id, outcome["execution_id"]), True
+    except NotFound as exc:
+        raise Conflict(
+            "this Idempotency-Key started an execution that has since been deleted; use a new key.",
+            code="idempotency_key_reused",
+        ) from exc
 
 
 def _launch(
@@ -180,9 +316,14 @@ def _launch(
                 },
             )
 
+    from relayflow.logic import notify
+
+    notify.status_changed(tenant, record)
+
     ctx: dict[str, Any] = {
         "tenant": tenant,
         "workflow_id": workflow_id,
+        "version_id": plan["version_id"],
         "execution_id": execution_id,
         "mode": plan["mode"],
         "input": pack(single_input, f"{prefix}input.json") if single_input is not None else None,
@@ -224,7 +365,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
     if plan["mode"] == "batch":
         from relayflow.logic import batch
 
-        batch_ctx = batch.prepare_rerun(tenant, new_execution_id, old)
+        batch_ctx = batch.prepare_rerun(tenant, new_execution_id, old, plan)
     return _launch(
         tenant,
         workflow_id,
@@ -237,6 +378,36 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
     )
 
 
+def retry_failed_items(
+    tenant: str,
+    workflow_id: str,
+    execution_id: str,
+    *,
+    version_id: str | None = None,
+    parallelism: int | None = None,
+) -> Execution:
+    """A new batch run over only the items of a finished batch run that failed: with the same
+    snapshot of the version by default, or with ``version_id`` (e.g. a fixed one)."""
+    from relayflow.logic import batch
+
+    old = get_execution_record(tenant, workflow_id, execution_id)
+    if version_id is None:
+        plan = blobs().get_json(f"{execution_prefix(tenant, execution_id)}plan.json")
+    else:
+        version_id = resolve_version(tenant, workflow_id, version_id)
+        plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+    new_execution_id = new_id()
+    batch_ctx = batch.prepare_retry(tenant, new_execution_id, old, plan, parallelism)
+    return _launch(
+        tenant,
+        workflow_id,
+        plan,
+        execution_id=new_execution_id,
+        batch_ctx=batch_ctx,
+        extra={"retry_of": execution_id},
+    )
+
+
 # ---- reading ---------------------------------------------------------------------------------------
 def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
     record = store().get_execution(tenant, execution_id)
@@ -245,10 +416,21 @@ def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> di
     return record
 
 
+def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
+    """The API's usage from stored counters (the cost is kept in nano-dollars, see providers)."""
+    return {
+        "input_tokens": int(counters.get("input_tokens") or 0),
+        "output_tokens": int(counters.get("output_tokens") or 0),
+        "estimated_cost": nanos_to_dollars(counters.get("estimated_cost_nanos")),
+    }
+
+
 def _node_execution(record: dict[str, Any]) -> NodeExecution:
     data = dict(record)
     data["output"] = unpack(data.get("output"))
     data["prompt"] = unpack(data.get("prompt"))
+    if data.get("usage"):
+        data["usage"] = usage_of(data["usage"])
     return NodeExecution.model_validate(data)
 
 
@@ -264,10 +446,7 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
             "current_node_id": current["id"],
         }
     if "input_tokens" in data or "output_tokens" in data:
-        data["usage"] = {
-            "input_tokens": data.get("input_tokens", 0),
-            "output_tokens": data.get("output_tokens", 0),
-        }
+        data["usage"] = usage_of(data)
     execution = Execution.model_validate(data)
     if with_nodes and execution.input_mode == "single":
         records = sorted(store().node_records(tenant, execution.id), key=lambda r: r.get("idx", 0))
@@ -275,7 +454,7 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
     if execution.input_mode == "batch":
         from relayflow.logic import batch
 
-        batch.fill_progress(tenant, execution)
+        batch.fill_progress(tenant, execution, with_results=with_nodes)
     return execution
 
 
@@ -293,6 +472,11 @@ def list_executions(
     created_after: str | None = None,
     created_before: str | None = None,
 ) -> tuple[list[Execution], str | None]:
+    """Newest first, one page; created_after / created_before bound the creation time (inclusive)."""
+    after = time_bound("created_after", created_after)
+    before = time_bound("created_before", created_before)
+    if after and before and after > before:
+        raise InvalidInput("created_after is later than created_before.", code="invalid_time_range")
     authoring.get_workflow(tenant, workflow_id)
     records, token = store().list_executions(
         tenant,
@@ -300,10 +484,25 @@ def list_executions(
         limit=limit,
         next_token=next_token,
         status=status,
-        created_after=created_after,
-        created_before=created_before,
+        created_after=after,
+        created_before=before,
     )
     return [to_execution(tenant, r, with_nodes=False) for r in records], token
+
+
+def time_bound(name: str, value: str | None) -> str | None:
+    """An ISO 8601 time in the stored form of created_at (UTC, milliseconds, Z); naive times are UTC."""
+    if not value:
+        return None
+    try:
+        moment = parse_iso(value.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            f"{name} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z): {value!r}.", code="invalid_time"
+        ) from None
 
 
 def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[InputFile, bytes]:

@@ -31,6 +31,7 @@ __all__ = [
     "sinks",
     "topological_order",
     "validate_graph",
+    "with_names",
 ]
 
 Edge = tuple[str, str]
@@ -330,3 +331,11 @@ def sinks(node_ids: Sequence[str], edges: Edges) -> list[str]:
     """Nodes without children (whose outputs are the final results), in creation order."""
     succ = _prepare(node_ids, edges)[0]
     return [node for node in node_ids if not succ[node]]
+
+
+def with_names(message: str, names: dict[str, str]) -> str:
+    """A problem's message with node ids replaced by node names (``names``: id → name): the
+    functions here speak in ids, people recognise their nodes by name."""
+    for node_id, name in names.items():
+        message = message.replace(repr(node_id), repr(name)).replace(node_id, name)
+    return message

@@ -8,28 +8,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from relayflow.errors import InvalidInput, NotFound
 from relayflow.logic import authoring
-from relayflow.logic.graph import ancestors, levels, parents, topological_order, validate_graph
+from relayflow.logic.graph import (
+    BLOCKING_CODES,
+    ancestors,
+    levels,
+    parents,
+    topological_order,
+    validate_graph,
+    with_names,
+)
 from relayflow.logic.templating import TemplateError, unavailable_variables
 from relayflow.models.entities import Model, WorkflowEdge, WorkflowNode, WorkflowVersion
 
 
 class Problem(BaseModel):
+    """One thing that keeps a version from running. ``node_id``: the node it is about (for a cycle,
+    its earliest-created node); ``node_ids``: every node involved (a cycle's nodes, an edge's ends)."""
+
     code: str
     message: str
     node_id: str | None = None
+    node_ids: list[str] = Field(default_factory=list)
+
+
+def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
+    parts = variable.split(".")
+    if parts[0] == "nodes" and len(parts) > 1 and parts[1] in names:
+        why = f"node '{parts[1]}' is not upstream of '{node.name}' (connect it with edges)"
+    elif parts[0] == "nodes" and len(parts) > 1:
+        why = f"no node of this version is named '{parts[1]}'"
+    elif parts[0] == "item":
+        why = "'item' exists only in batch runs"
+    else:
+        why = f"'{parts[0]}' is not a template variable (use input, nodes.NAME or item.FIELD)"
+    return f"node '{node.name}' uses {{{{{variable}}}}}, which nothing provides: {why}."
 
 
 def _problems(
     tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge], batch: bool
 ) -> tuple[list[Problem], dict[str, Model]]:
     ids = [n.id for n in nodes]
+    names = {n.id: n.name for n in nodes}
     pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
     problems = [
-        Problem(code=p.code, message=p.message, node_id=p.node_id) for p in validate_graph(ids, pairs)
+        Problem(
+            code=p.code, message=with_names(p.message, names), node_id=p.node_id, node_ids=list(p.node_ids)
+        )
+        for p in validate_graph(ids, pairs)
     ]
     models: dict[str, Model] = {}
     for node in nodes:
@@ -43,11 +72,11 @@ def _problems(
                     code="unknown_model",
                     message=f"node '{node.name}' uses model '{node.entity_id}', which does not exist.",
                     node_id=node.id,
+                    node_ids=[node.id],
                 )
             )
-    if any(p.code in ("cycle", "dangling_edge", "self_loop") for p in problems):
-        return problems, models
-    names = {n.id: n.name for n in nodes}
+    if any(p.code in BLOCKING_CODES for p in problems):
+        return problems, models  # no order, so no upstream nodes to check the templates against
     upstream = ancestors(ids, pairs)
     for node in nodes:
         try:
@@ -55,14 +84,19 @@ def _problems(
                 node.config.input_template, [names[a] for a in upstream[node.id]], batch
             )
         except TemplateError as exc:
-            problems.append(Problem(code=exc.code, message=f"node '{node.name}': {exc}", node_id=node.id))
+            problems.append(
+                Problem(
+                    code=exc.code, message=f"node '{node.name}': {exc}", node_id=node.id, node_ids=[node.id]
+                )
+            )
             continue
         for variable in sorted(missing):
             problems.append(
                 Problem(
                     code="unknown_template_variable",
-                    message=f"node '{node.name}' uses {{{{{variable}}}}}, which no upstream node provides.",
+                    message=_variable_problem(node, variable, set(names.values())),
                     node_id=node.id,
+                    node_ids=[node.id],
                 )
             )
     return problems, models

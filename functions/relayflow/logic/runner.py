@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from relayflow.logic import executions
+from relayflow.logic import executions, notify
 from relayflow.logic.clock import now_iso
+from relayflow.logic.costs import estimate_cost_nanos
 from relayflow.logic.templating import TemplateError, render
 from relayflow.logic.values import pack, unpack
 from relayflow.providers import extract_text, invoke_model
@@ -44,7 +45,20 @@ def merge_states(state: Any) -> dict[str, Any]:
         merged["outputs"].update(branch.get("outputs", {}))
         if branch.get("last"):
             merged["last"] = branch["last"]
+        if branch.get("cancelled"):  # batch item: a node found the run cancelled
+            merged["cancelled"] = True
+        for name, amount in (branch.get("usage") or {}).items():  # batch item: token usage so far
+            merged.setdefault("usage", {})[name] = merged.get("usage", {}).get(name, 0) + amount
     return merged
+
+
+def _batch_item(state: dict[str, Any], *, check_running: bool = True) -> dict[str, Any]:
+    """A batch item's state with its ctx derived from its Map entry (see logic/batch.item_state)."""
+    if "entry" not in state and state.get("ctx", {}).get("mode") != "batch":
+        return state
+    from relayflow.logic import batch
+
+    return batch.item_state(state, check_running=check_running)
 
 
 def record_sk(ctx: dict[str, Any], node_id: str) -> str:
@@ -88,7 +102,7 @@ def _scope(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         },
     }
     if state["ctx"].get("item") is not None:
-        scope["item"] = state["ctx"]["item"]
+        scope["item"] = unpack(state["ctx"]["item"])
     return scope
 
 
@@ -105,7 +119,7 @@ def _call_with_timeout(node: dict[str, Any], prompt: str, context: InvocationCon
 
 
 def run_node(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    state = merge_states(state)
+    state = _batch_item(merge_states(state))
     ctx = state["ctx"]
     tenant, execution_id = ctx["tenant"], ctx["execution_id"]
     store = executions.store()
@@ -123,12 +137,7 @@ def run_node(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     attempt = int(record["attempts"])
     if ctx.get("mode") != "batch":
         try:
-            store.update_execution(
-                tenant,
-                execution_id,
-                {"current_node": {"idx": node["idx"], "id": node["id"]}},
-                only_if_status=("running",),
-            )
+            store.advance_current_node(tenant, execution_id, node["idx"], node["id"])
         except ConditionFailed:
             raise ExecutionNotRunning("the execution is no longer running") from None
 
@@ -173,25 +182,31 @@ def run_node(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     prefix = f"{executions.execution_prefix(tenant, execution_id)}{sk.replace('#', '/')}/"
     packed = pack(output, f"{prefix}output.json")
     usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
+    cost = estimate_cost_nanos(
+        result.usage.input_tokens, result.usage.output_tokens, node["model"]["config"].get("price")
+    )
+    if cost is not None:
+        usage["estimated_cost_nanos"] = cost
+    duration_ms = int((time.monotonic() - started) * 1000)
+    outcome = {
+        "status": "completed",
+        "output": packed,
+        "prompt": pack(prompt, f"{prefix}prompt.json"),
+        "duration_ms": duration_ms,
+        "completed_at": now_iso(),
+        "usage": usage,
+        "error": None,
+    }
     try:
-        store.finish_node(
-            tenant,
-            execution_id,
-            sk,
-            {
-                "status": "completed",
-                "output": packed,
-                "prompt": pack(prompt, f"{prefix}prompt.json"),
-                "duration_ms": int((time.monotonic() - started) * 1000),
-                "completed_at": now_iso(),
-                "usage": usage,
-                "error": None,
-            },
-            attempt=attempt,
-            execution_add={"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]},
-        )
+        if ctx.get("mode") == "batch":
+            # No transaction with the execution item: every item of the batch would contend for it.
+            store.finish_item_node(tenant, execution_id, sk, outcome, attempt=attempt)
+            state = {**state, "usage": {k: state.get("usage", {}).get(k, 0) + v for k, v in usage.items()}}
+        else:
+            store.finish_node(tenant, execution_id, sk, outcome, attempt=attempt, execution_add=usage)
     except ConditionFailed:
         raise ExecutionNotRunning("the execution is no longer running") from None
+    notify.node_finished(ctx, node, {"attempts": attempt, "duration_ms": duration_ms}, "completed", None)
     return {**state, "outputs": {**state.get("outputs", {}), node["id"]: packed}, "last": node["id"]}
 
 
@@ -209,11 +224,23 @@ def _error_message(error: dict[str, Any] | None) -> tuple[str, str]:
     return name, message or name
 
 
+def _node_record(ctx: dict[str, Any], node: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's record of a single run (for its announcement); None for batch items."""
+    if ctx.get("mode") == "batch":
+        return None
+    records = executions.store().node_records(ctx["tenant"], ctx["execution_id"])
+    return next((r for r in records if r.get("node_id") == node["id"]), None)
+
+
 def node_failed(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     """Record a node whose attempts are spent. With on_failure "continue" the run goes on."""
-    state = merge_states(state)
+    state = _batch_item(merge_states(state), check_running=False)
     ctx = state["ctx"]
     name, message = _error_message(state.get("error"))
+    if ctx.get("mode") == "batch" and (name == "ExecutionNotRunning" or state.get("cancelled")):
+        from relayflow.logic import batch
+
+        return batch.cancelled_item(state)
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
         message = f"node '{node['name']}' timed out after {node['timeout']} seconds"
@@ -224,13 +251,15 @@ def node_failed(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
         {"node_id": node["id"], "name": node["name"], "idx": node["idx"], "status": "pending", "attempts": 0},
     )
     # Cancelled or already finished: that record stays as it is.
+    status = "timed_out" if timed_out else "failed"
     with contextlib.suppress(ConditionFailed):
-        executions.store().finish_node(
-            ctx["tenant"],
-            ctx["execution_id"],
-            record_sk(ctx, node["id"]),
-            {"status": "timed_out" if timed_out else "failed", "error": message, "completed_at": now_iso()},
-        )
+        outcome = {"status": status, "error": message, "completed_at": now_iso()}
+        sk = record_sk(ctx, node["id"])
+        if ctx.get("mode") == "batch":
+            executions.store().finish_item_node(ctx["tenant"], ctx["execution_id"], sk, outcome, attempt=None)
+        else:
+            executions.store().finish_node(ctx["tenant"], ctx["execution_id"], sk, outcome)
+        notify.node_finished(ctx, node, _node_record(ctx, node), status, message)
     rest = {k: v for k, v in state.items() if k != "error"}
     if node["on_failure"] == "continue":
         return rest
@@ -319,4 +348,8 @@ def handle(event: dict[str, Any]) -> Any:
         from relayflow.logic import batch
 
         return batch.finish_item(merge_states(state), failed=action == "item_failed")
+    if action == "ingest_dataset":
+        from relayflow.logic import dataset_service
+
+        return dataset_service.run_ingest_job(event["job"])
     raise ValueError(f"unknown runner action {action!r}")

@@ -1,25 +1,29 @@
 """Node input templates: logic-less Mustache, checked before a run and rendered as plain text.
 
 A node's ``input_template`` builds the prompt sent to its model. The language is Mustache
-(https://mustache.github.io/mustache.5.html) tokenized by ``chevron``; this module adds what a
-prompt needs and chevron does not do:
+(https://mustache.github.io/mustache.5.html), tokenized **and rendered by chevron** (a pinned,
+spec-following Mustache library). This module validates templates (with line numbers) and hands
+chevron a read-only view of the scope that adds what a prompt needs:
 
-* **No HTML escaping.** ``{{x}}``, ``{{{x}}}`` and ``{{&x}}`` all insert the value as it is:
-  prompts are not HTML, ``&`` stays ``&``.
+* **No HTML escaping.** ``{{x}}``, ``{{{x}}}`` and ``{{&x}}`` all insert the value as it is
+  (every variable tag reaches chevron as ``{{&x}}``): prompts are not HTML, ``&`` stays ``&``.
 * **Values become text predictably.** Strings as they are, ``null`` as the empty string,
   ``true``/``false``, numbers as JSON numbers, objects and lists as compact JSON (never a
   Python ``repr``).
-* **Missing data is an error, not an empty string.** A top-level name that does not resolve
+* **Missing data is an error, not an empty string.** A name of the scope that does not resolve
   raises :class:`TemplateError` ``unknown_variable`` naming it (see :func:`render`).
 * **Logic-less, with nothing to load or execute.** Partials (``{{> name}}``) and set-delimiter
-  tags (``{{=<% %>=}}``) are refused; lookups only walk dicts and lists (never attributes, never
-  callables).
+  tags (``{{=<% %>=}}``) are refused; chevron only ever sees wrappers that answer lookups by
+  dict key or list index (never attributes) and are never callable, so its lambda feature
+  cannot run anything.
+* **Bounded work.** Output length and loop passes are capped, so nested loops over large lists
+  cannot exhaust the Lambda.
 
 The scope a template sees (built by the node runner):
 
 ``input``
-    A string: the single parent's output, or the execution input for a root node (in batch
-    mode, the item's ``input_field``).
+    A string: the parent's output (several parents: their outputs joined by a blank line), or
+    the execution input for a root node (in batch mode, the item's ``input_field``).
 ``nodes``
     ``{node name: output}`` of the upstream nodes; an output is a string, or parsed JSON
     (dict/list) when that node declared ``output_format: "json"``. Node names containing a
@@ -38,11 +42,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import chevron
 from chevron.tokenizer import ChevronError, tokenize
 
 __all__ = [
@@ -120,23 +125,6 @@ class TemplateInfo:
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass(frozen=True)
-class _Var:
-    name: str
-    path: tuple[str, ...]  # () for "."
-
-
-@dataclass(frozen=True)
-class _Section:
-    name: str
-    path: tuple[str, ...]
-    inverted: bool
-    body: tuple[_Node, ...]
-
-
-_Node = str | _Var | _Section
-
-
 def _invalid(message: str) -> TemplateError:
     return TemplateError("invalid_template", message)
 
@@ -151,7 +139,7 @@ def _check_name(name: str, line: int, tag: str) -> tuple[str, ...]:
             f"line {line}: unexpected {name[0]!r} in tag {tag} "
             f"(no space is allowed between '{{{{' and {name[0]!r})"
         )
-    if any(ch in name for ch in "{}\r\n\t"):
+    if any(ch in name for ch in "{}\r\n\t\x00"):
         raise _invalid(f"line {line}: invalid name in tag {tag}")
     parts = tuple(name.split("."))
     if any(not part.strip() for part in parts):
@@ -237,40 +225,74 @@ def _scan(template: str) -> frozenset[str]:
     return frozenset(variables)
 
 
-def _build(template: str) -> tuple[_Node, ...]:
-    """The render tree, from chevron's tokens (chevron handles standalone-line whitespace)."""
-    stack: list[tuple[str, bool, list[_Node]]] = [("", False, [])]
+# Keys of the token stream handed to chevron. Template names can never contain "\x00" (see
+# _check_name), so these pseudo path segments cannot be written by a user.
+_THIS = "\x00this"  # the innermost real context (what "{{.}}" means)
+_SECTION = "\x00s"  # + section number: "the value of this name, as section number N sees it"
+
+
+@dataclass(frozen=True)
+class _SectionSpec:
+    inverted: bool
+    body_chars: int  # literal text inside the section, nested sections included (a loop's cost)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    info: TemplateInfo
+    tokens: tuple[tuple[str, str], ...]
+    sections: tuple[_SectionSpec, ...]
+
+
+def _build(template: str) -> tuple[tuple[tuple[str, str], ...], tuple[_SectionSpec, ...]]:
+    """chevron's tokens, rewritten for chevron's renderer.
+
+    * every variable becomes a ``no escape`` tag (``{{&x}}``): prompts are not HTML;
+    * ``.`` becomes the pseudo name :data:`_THIS`;
+    * each section ``{{#x}}`` / ``{{^x}}`` becomes a plain section over ``x.<_SECTION>N`` (N numbers
+      the sections). The value of ``x`` answers that last segment itself (see :meth:`_Value.section`):
+      an inverted section gets the value's negation, so chevron never pushes a Python ``bool`` as
+      a context (whose attributes its ``getattr`` fallback would reach), and a loop gets the cost of
+      one pass over its body. Unique keys also keep chevron from pairing a section with the end
+      tag of a nested section of the same name.
+    """
+    tokens: list[tuple[str, str]] = []
+    specs: list[list[Any]] = []  # [inverted, body_chars]
+    open_sections: list[int] = []
+    keys: list[str] = []
     try:
         for kind, key in tokenize(template):
-            body = stack[-1][2]
             if kind == "literal":
-                body.append(key)
+                tokens.append(("literal", key))
+                for number in open_sections:
+                    specs[number][1] += len(key)
             elif kind in ("variable", "no escape"):
-                body.append(_Var(key, () if key == "." else tuple(key.split("."))))
+                tokens.append(("no escape", _THIS if key == "." else key))
             elif kind in ("section", "inverted section"):
-                stack.append((key, kind == "inverted section", []))
+                number = len(specs)
+                specs.append([kind == "inverted section", 0])
+                open_sections.append(number)
+                keys.append(f"{_THIS if key == '.' else key}.{_SECTION}{number}")
+                tokens.append(("section", keys[number]))
             elif kind == "end":
-                name, inverted, inner = stack.pop()
-                path = () if name == "." else tuple(name.split("."))
-                stack[-1][2].append(_Section(name, path, inverted, tuple(inner)))
+                tokens.append(("end", keys[open_sections.pop()]))
             else:  # partials, set delimiters, malformed triple mustaches: refused by _scan
                 raise _invalid(f"unsupported tag {kind!r}")
     except ChevronError as exc:  # pragma: no cover - _scan rejects these first
         raise _invalid(" ".join(str(exc).split())) from None
-    if len(stack) != 1:  # pragma: no cover - _scan rejects these first
-        raise _invalid("unclosed section")
-    return tuple(stack[0][2])
+    return tuple(tokens), tuple(_SectionSpec(inverted, chars) for inverted, chars in specs)
 
 
 @functools.lru_cache(maxsize=256)
-def _compile(template: str) -> tuple[TemplateInfo, tuple[_Node, ...]]:
+def _compile(template: str) -> _Compiled:
     if len(template) > MAX_TEMPLATE_LENGTH:
         raise TemplateError(
             "template_too_long",
             f"the template is {len(template)} characters long; the limit is {MAX_TEMPLATE_LENGTH}",
         )
     info = TemplateInfo(_scan(template))
-    return info, _build(template)
+    tokens, sections = _build(template)
+    return _Compiled(info, tokens, sections)
 
 
 def parse_template(template: str) -> TemplateInfo:
@@ -284,7 +306,7 @@ def parse_template(template: str) -> TemplateInfo:
     """
     if not isinstance(template, str):
         raise _invalid(f"a template must be a string, not {type(template).__name__}")
-    return _compile(template)[0]
+    return _compile(template).info
 
 
 # --------------------------------------------------------------------------- rendering
@@ -305,23 +327,6 @@ def _child(value: Any, key: str) -> Any:
         if index < len(value):
             return value[index]
     return _MISSING
-
-
-def _resolve(path: tuple[str, ...], stack: list[Any]) -> tuple[Any, int]:
-    """Look ``path`` up Mustache-style; returns (value, index of the segment that failed or -1)."""
-    if not path:
-        return stack[-1], -1
-    for context in reversed(stack):
-        value = _child(context, path[0])
-        if value is not _MISSING:
-            break
-    else:
-        return _MISSING, 0
-    for i, key in enumerate(path[1:], start=1):
-        value = _child(value, key)
-        if value is _MISSING:
-            return _MISSING, i
-    return value, -1
 
 
 def _truthy(value: Any) -> bool:
@@ -381,83 +386,211 @@ def _unknown(name: str, failed: int, root: Mapping[str, Any]) -> TemplateError:
     return TemplateError("unknown_variable", f"unknown template variable {name!r}: {detail}", variable=name)
 
 
-class _Renderer:
-    def __init__(self, root: Mapping[str, Any]) -> None:
+class _Run:
+    """One rendering: the root data, the template's sections and the work done so far."""
+
+    def __init__(self, root: Mapping[str, Any], sections: tuple[_SectionSpec, ...]) -> None:
         self.root = root
-        self.out: list[str] = []
+        self.sections = sections
         self.length = 0
         self.steps = 0
 
-    def emit(self, text: str) -> None:
-        self.length += len(text)
+    def charge(self, chars: int) -> None:
+        self.steps += 1
+        self.length += chars
         if self.length > MAX_RENDERED_LENGTH:
             raise TemplateError(
                 "rendered_too_long", f"the rendered text exceeds {MAX_RENDERED_LENGTH} characters"
             )
-        self.out.append(text)
+        if self.steps > MAX_RENDER_STEPS:
+            raise TemplateError("rendered_too_long", f"rendering needs more than {MAX_RENDER_STEPS} steps")
 
-    def strict(self, path: tuple[str, ...], stack: list[Any]) -> bool:
-        # Names must resolve at top level and whenever they start with a root name; inside a
-        # section, other names are relative to the section value and may be absent (empty).
-        return len(stack) == 1 or path[0] in ROOT_NAMES
 
-    def run(self, nodes: tuple[_Node, ...], stack: list[Any]) -> None:
-        for node in nodes:
-            self.steps += 1
-            if self.steps > MAX_RENDER_STEPS:
-                raise TemplateError(
-                    "rendered_too_long", f"rendering needs more than {MAX_RENDER_STEPS} steps"
-                )
-            if isinstance(node, str):
-                self.emit(node)
-            elif isinstance(node, _Var):
-                value, failed = _resolve(node.path, stack)
-                if value is _MISSING:
-                    if self.strict(node.path, stack):
-                        raise _unknown(node.name, failed, self.root)
-                    continue
-                self.emit(_to_text(value))
-            else:
-                value, failed = _resolve(node.path, stack)
-                if value is _MISSING:
-                    # A section over an absent field is false, but an unknown root or an unknown
-                    # upstream node is always a mistake.
-                    structural = failed == 0 or (failed == 1 and node.path[0] == "nodes")
-                    if structural and self.strict(node.path, stack):
-                        raise _unknown(node.name, failed, self.root)
-                if node.inverted:
-                    if value is _MISSING or not _truthy(value):
-                        self.run(node.body, stack)
-                elif value is _MISSING or not _truthy(value):
-                    continue
-                elif isinstance(value, list | tuple):
-                    for element in value:
-                        self.run(node.body, [*stack, element])
-                else:
-                    self.run(node.body, [*stack, value])
+class _Value:
+    """What chevron sees of a scope value: it can only be looked up by key, never called.
+
+    chevron looks names up with ``value[segment]`` and falls back to ``getattr`` only on
+    ``TypeError``/``AttributeError``; these wrappers raise ``KeyError`` for anything they do not
+    hold, so attributes (``input.upper``, ``__class__``) are never reached. No wrapper is callable
+    (chevron would call it as a lambda) and ``_CHEVRON_return_scope_when_falsy`` (chevron's hook
+    for custom falsy types) keeps ``0``, ``false`` and ``[]`` from being replaced by ``""``.
+
+    ``context`` marks a value pushed as a context (the scope itself, a list element inside its
+    loop): chevron renders nothing while its innermost context is false, which would drop the
+    passes over ``""`` or ``null`` elements of a list, so a context is always true; its own truth
+    is asked again when a section tests it (``{{#.}}``).
+    """
+
+    __slots__ = ("context", "data", "run")
+    _CHEVRON_return_scope_when_falsy = True
+
+    def __init__(self, data: Any, run: _Run, context: bool = False) -> None:
+        self.data = data
+        self.run = run
+        self.context = context
+
+    def __getitem__(self, key: str) -> _Value:
+        if key == _THIS:
+            return self
+        if key.startswith(_SECTION):
+            spec = self.run.sections[int(key[len(_SECTION) :])]
+            value = self.as_section(spec)
+            return _Negation(value, self.run) if spec.inverted else value
+        return self.child(key)
+
+    def child(self, key: str) -> _Value:
+        raise KeyError(key)
+
+    def as_section(self, spec: _SectionSpec) -> _Value:
+        return type(self)(self.data, self.run) if self.context else self
+
+    def __bool__(self) -> bool:
+        return self.context or _truthy(self.data)
+
+    def __str__(self) -> str:
+        text = _to_text(self.data)
+        self.run.charge(len(text))
+        return text
+
+
+class _Object(_Value):
+    __slots__ = ()
+
+    def child(self, key: str) -> _Value:
+        if key not in self.data:
+            raise KeyError(key)
+        return _wrap(self.data[key], self.run)
+
+
+class _Array(_Value, Sequence):  # type: ignore[misc]
+    """A list: chevron loops over a Sequence; each pass is charged the loop body's length."""
+
+    __slots__ = ("body_chars",)
+
+    def __init__(self, data: Any, run: _Run, context: bool = False, body_chars: int = 0) -> None:
+        super().__init__(data, run, context)
+        self.body_chars = body_chars
+
+    def child(self, key: str) -> _Value:
+        if key.isascii() and key.isdigit() and int(key) < len(self.data):
+            return _wrap(self.data[int(key)], self.run)
+        raise KeyError(key)
+
+    def as_section(self, spec: _SectionSpec) -> _Value:
+        return _Array(self.data, self.run, body_chars=spec.body_chars)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[_Value]:
+        for element in self.data:
+            self.run.charge(self.body_chars)
+            yield _wrap(element, self.run, context=True)
+
+
+class _Negation(_Value):
+    """An inverted section's context: true when the value is false, and transparent (every name,
+    ``.`` included, resolves in the enclosing contexts)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> _Value:
+        raise KeyError(key)
+
+    def __bool__(self) -> bool:
+        return not self.data
+
+    def __str__(self) -> str:  # pragma: no cover - never looked up, see __getitem__
+        return ""
+
+
+class _Missing(_Value):
+    """A name no context holds (``data`` is its path). False as a section; as a variable, empty
+    when it is relative to a section's value, an ``unknown_variable`` error when it starts at a
+    name of the scope (``input``, ``nodes``, ``item``)."""
+
+    __slots__ = ()
+
+    def child(self, key: str) -> _Value:
+        return _Missing((*self.data, key), self.run)
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        path: tuple[str, ...] = self.data
+        if path[0] not in self.run.root:
+            return ""
+        value: Any = self.run.root
+        failed = len(path) - 1
+        for i, key in enumerate(path):
+            value = _child(value, key)
+            if value is _MISSING:
+                failed = i
+                break
+        raise _unknown(".".join(path), failed, self.run.root)
+
+
+class _Unresolved:
+    """The outermost context: answers every name chevron could not find with :class:`_Missing`
+    (chevron itself would silently render ``""``)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def __getitem__(self, key: str) -> _Value:
+        return _Missing((key,), self.run)
+
+
+def _wrap(value: Any, run: _Run, context: bool = False) -> _Value:
+    if isinstance(value, Mapping):
+        return _Object(value, run, context)
+    if isinstance(value, list | tuple):
+        return _Array(value, run, context)
+    return _Value(value, run, context)
+
+
+def _check_roots(info: TemplateInfo, scope: Mapping[str, Any]) -> None:
+    """Names that can never resolve, found before rendering: an unknown name of the scope, or
+    ``nodes.NAME`` for a node that has no output (wherever they stand, even in a section that
+    would not render)."""
+    for name in sorted(info.variables):
+        parts = name.split(".")
+        if parts[0] not in scope:
+            raise _unknown(name, 0, scope)
+        if parts[0] == "nodes" and len(parts) > 1 and _child(scope["nodes"], parts[1]) is _MISSING:
+            raise _unknown(name, 1, scope)
 
 
 def render(template: str, scope: Mapping[str, Any]) -> str:
-    """Render ``template`` with ``scope`` (``input``, ``nodes``, ``item``) into plain text.
+    """Render ``template`` with ``scope`` (``input``, ``nodes``, ``item``) into plain text, with
+    chevron's renderer over a read-only view of the scope.
 
     No HTML escaping; objects and lists render as compact JSON, ``null`` as ``""``.
     Raises :class:`TemplateError`: the :func:`parse_template` errors, ``unknown_variable`` when a
-    variable outside sections (or any name starting with ``input``/``nodes``/``item``) does not
-    resolve, or when a section names an unknown root or upstream node (a section over a missing
-    *field*, e.g. ``{{#item.notes}}``, is simply false), ``unrenderable_value``,
-    ``rendered_too_long``.
+    template names something the scope does not have (a name other than ``input``/``nodes``/
+    ``item`` outside sections, ``item`` outside batch mode, ``nodes.NAME`` of a node without an
+    output: anywhere in the template), or when a variable starting with one of those names has no
+    value where it is rendered (a section over a missing *field*, e.g. ``{{#item.notes}}``, is
+    simply false, and names relative to a section's value may be absent: they render empty),
+    ``unrenderable_value``, ``rendered_too_long``.
     """
     if not isinstance(scope, Mapping):
         raise TypeError(f"scope must be a mapping, not {type(scope).__name__}")
     if not isinstance(template, str):
         raise _invalid(f"a template must be a string, not {type(template).__name__}")
-    _, tree = _compile(template)
-    renderer = _Renderer(scope)
+    compiled = _compile(template)
+    _check_roots(compiled.info, scope)
+    run = _Run(scope, compiled.sections)
     try:
-        renderer.run(tree, [scope])
+        return chevron.render(
+            compiled.tokens,
+            scopes=[_Object(scope, run, context=True), _Unresolved(run)],
+            partials_path=None,
+            partials_dict={},
+        )
     except RecursionError:  # pragma: no cover - depth is bounded by MAX_SECTION_DEPTH
         raise TemplateError("rendered_too_long", "the template nests too deeply") from None
-    return "".join(renderer.out)
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relayflow.models.entities import MAX_WORKFLOW_TIMEOUT_SECONDS, BatchConfig, NodeConfig, VersionConfig
+from relayflow.models.entities import (
+    MAX_WORKFLOW_TIMEOUT_SECONDS,
+    ApiKeyScope,
+    BatchConfig,
+    NodeConfig,
+    VersionConfig,
+)
 
 MAX_NAME_LENGTH = 200
 
@@ -77,3 +83,10 @@ class Execute(Body):
     timeout: int | None = Field(None, ge=1, le=MAX_WORKFLOW_TIMEOUT_SECONDS)
     batch_config: BatchConfig | None = None
     callback_url: str | None = Field(None, max_length=2000)
+
+
+class CreateApiKey(Body):
+    name: str = Field("", max_length=MAX_NAME_LENGTH)
+    # None: the scopes of the key making the request (a key never grants more than it holds).
+    scopes: list[ApiKeyScope] | None = Field(None, min_length=1, max_length=3)
+    expires_in_days: int | None = Field(None, ge=1, le=3650)

@@ -108,10 +108,8 @@ def invoke_model(
 
 
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:
-    """Cost of one call from the model's ``price`` ({"input_per_1k", "output_per_1k"}); None if unpriced."""
-    if not price:
-        return None
-    input_rate = float(price.get("input_per_1k") or 0)
-    output_rate = float(price.get("output_per_1k") or 0)
-    cost = usage.input_tokens / 1000 * input_rate + usage.output_tokens / 1000 * output_rate
-    return round(cost, 10)
+    """Cost of one call in dollars from the model's ``price`` ({"input_per_1k", "output_per_1k"});
+    None if unpriced. See :mod:`relayflow.logic.costs` (runs add up exact nano-dollars)."""
+    from relayflow.logic.costs import estimate_cost_nanos, nanos_to_dollars
+
+    return nanos_to_dollars(estimate_cost_nanos(usage.input_tokens, usage.output_tokens, price))

@@ -10,6 +10,20 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#X#x         X               execution           gsi1: T#t#WF#wf#XS / created#id
                                                         gsi2: T#t#WF#wf#XS#status / created#id
     T#t#X#x         N#node          node record of a single run
+    KEY#k           KEY             API key (by key id)  gsi1: T#t#KEYS / created#id
+    T#t#X#x         D#time#d#n      webhook delivery attempt n   gsi1: T#t#WF#wf#DS / time#d#n
+    T#t#WF#wf       WHSECRET        webhook signing secret of the workflow (never in API answers)
+    T#t#UP#digest   UP              an S3 upload the trigger has seen (dedup marker, expires_at)
+    T#t#D#d         D               dataset             gsi1: T#t#DS / created#id
+    T#t#D#d         V#v             dataset version (its items are an S3 object, see logic/batch.py)
+    T#t#D#d         U#u             dataset file upload in progress (expires_at)
+    T#t#X#x         R#item          outcome of one item of a batch run
+    T#t#X#x         F#item          marker of a failed item (what retry_failed_items reads)
+    T#t#X#x         C#nn            one of 32 shards of a batch run's progress counters
+    T#t#X#x         I#item#N#node   node record of one item of a batch run
+
+The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
+holds only the SHA-256 of the key (see logic/apikeys.py); the authorizer reads it with one GetItem.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from relayflow import aws
-from relayflow.errors import NotFound
+from relayflow.errors import InvalidInput, NotFound
 from relayflow.stores.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
 
 _KEY_FIELDS = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "tenant", "kind", "expires_at")
@@ -135,7 +149,14 @@ class TableStore:
             kwargs["Limit"] = limit - len(items)
             if start:
                 kwargs["ExclusiveStartKey"] = start
-            response = self.table.query(**kwargs)
+            try:
+                response = self.table.query(**kwargs)
+            except ClientError as exc:
+                if start and exc.response["Error"]["Code"] == "ValidationException":
+                    raise InvalidInput(
+                        "next_token is not a token this API returned.", code="invalid_token"
+                    ) from exc
+                raise
             items.extend(response.get("Items", []))
             start = response.get("LastEvaluatedKey")
             if not start or len(items) >= limit:
@@ -406,6 +427,21 @@ class TableStore:
         condition = Attr("status").is_in(allowed) if allowed else None
         return self._update(self.execution_key(tenant, execution_id), fields, condition=condition)
 
+    def advance_current_node(self, tenant: str, execution_id: str, idx: int, node_id: str) -> None:
+        """Point a running execution's progress at node ``idx`` unless it already points at that node
+        or a later one (branches of a Parallel state start in any order: progress never goes back).
+        Raises ConditionFailed only when the execution is no longer running."""
+        try:
+            self._update(
+                self.execution_key(tenant, execution_id),
+                {"current_node": {"idx": idx, "id": node_id}},
+                condition=Attr("status").eq("running")
+                & (Attr("current_node").not_exists() | Attr("current_node.idx").lt(idx)),
+            )
+        except ConditionFailed:
+            if self.get_execution(tenant, execution_id).get("status") != "running":
+                raise
+
     def delete_execution(self, tenant: str, execution_id: str) -> None:
         items = self._query_all(Key("pk").eq(_pk(tenant, "X", execution_id)))
         self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items)
@@ -569,6 +605,416 @@ class TableStore:
     def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
         condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
         return [strip_keys(i) for i in self._query_all(condition)]
+
+    # ---- API keys (the authorizer's one GetItem; see logic/apikeys.py) ---------------------------
+    @staticmethod
+    def _api_key_key(key_id: str) -> dict[str, str]:
+        return {"pk": f"KEY#{key_id}", "sk": "KEY"}
+
+    def put_api_key(self, tenant: str, api_key: dict[str, Any], *, ttl_epoch: int | None = None) -> None:
+        fields = dict(api_key)
+        # "expires_at" is the table's TTL attribute (epoch seconds); the key's own expiry is kept apart.
+        if fields.get("expires_at"):
+            fields["valid_until"] = fields.pop("expires_at")
+        item: dict[str, Any] = {
+            **fields,
+            **self._api_key_key(api_key["id"]),
+            "tenant": tenant,
+            "kind": "api_key",
+            "gsi1pk": f"T#{tenant}#KEYS",
+            "gsi1sk": f"{api_key['created_at']}#{api_key['id']}",
+        }
+        if ttl_epoch is not None:
+            item["expires_at"] = ttl_epoch  # DynamoDB TTL: expired keys are removed some time later
+        self._put(item, must_not_exist=True)
+
+    def find_api_key(self, key_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The owning tenant and the record of a key id, or None (one strongly consistent GetItem)."""
+        item = self.table.get_item(Key=self._api_key_key(key_id), ConsistentRead=True).get("Item")
+        if not item or item.get("kind") != "api_key":
+            return None
+        return str(item["tenant"]), self._api_key_record(item)
+
+    @staticmethod
+    def _api_key_record(item: dict[str, Any]) -> dict[str, Any]:
+        record = strip_keys(item)
+        if "valid_until" in record:
+            record["expires_at"] = record.pop("valid_until")
+        return record
+
+    def get_api_key(self, tenant: str, key_id: str) -> dict[str, Any]:
+        found = self.find_api_key(key_id)
+        if found is None or found[0] != tenant:
+            raise NotFound(f"API key '{key_id}' does not exist.", code="api_key_not_found")
+        return found[1]
+
+    def list_api_keys(
+        self, tenant: str, limit: int, next_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        records, token = self._query_page(
+            key_condition=Key("gsi1pk").eq(f"T#{tenant}#KEYS"),
+            index="gsi1",
+            limit=limit,
+            next_token=next_token,
+            forward=False,
+        )
+        return [self._api_key_record(r) for r in records], token
+
+    def all_api_keys(self, tenant: str) -> list[dict[str, Any]]:
+        items = self._query_all(Key("gsi1pk").eq(f"T#{tenant}#KEYS"), "gsi1")
+        return [self._api_key_record(i) for i in items]
+
+    def revoke_api_key(self, tenant: str, key_id: str, now: str) -> dict[str, Any]:
+        """Mark the key revoked (once; a second revoke keeps the first time)."""
+        try:
+            item = self._update(
+                self._api_key_key(key_id),
+                {"revoked_at": now},
+                condition=Attr("tenant").eq(tenant) & Attr("revoked_at").not_exists(),
+            )
+            return self._api_key_record(item)
+        except ConditionFailed:
+            return self.get_api_key(tenant, key_id)
+
+    # ---- events and triggers: S3 upload markers, webhook secrets, webhook deliveries -----------
+    @staticmethod
+    def _upload_key(tenant: str, digest: str) -> dict[str, str]:
+        return {"pk": _pk(tenant, "UP", digest), "sk": "UP"}
+
+    def claim_upload(self, tenant: str, digest: str, fields: dict[str, Any], now_epoch: int) -> bool:
+        """Record an upload as seen; False if a live marker (one not past expires_at) exists."""
+        item = {**fields, **self._upload_key(tenant, digest), "tenant": tenant, "kind": "upload"}
+        try:
+            self.table.put_item(
+                Item=to_dynamo(item),
+                # TTL deletes late (up to days): an expired marker still present counts as absent.
+                ConditionExpression=Attr("pk").not_exists() | Attr("expires_at").lt(now_epoch),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_upload(self, tenant: str, digest: str) -> dict[str, Any] | None:
+        key = self._upload_key(tenant, digest)
+        item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+        return strip_keys(item) if item else None
+
+    def update_upload(
+        self, tenant: str, digest: str, fields: dict[str, Any], *, expect: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Update a marker; with expect, only while those attributes hold those values."""
+        condition: Any = Attr("pk").exists()
+        for name, value in (expect or {}).items():
+            condition = condition & Attr(name).eq(value)
+        return self._update(self._upload_key(tenant, digest), fields, condition=condition)
+
+    @staticmethod
+    def _webhook_secret_key(tenant: str, workflow_id: str) -> dict[str, str]:
+        return {"pk": _pk(tenant, "WF", workflow_id), "sk": "WHSECRET"}
+
+    def put_webhook_secret(self, tenant: str, workflow_id: str, fields: dict[str, Any]) -> None:
+        item = {**fields, **self._webhook_secret_key(tenant, workflow_id), "tenant": tenant}
+        self.table.put_item(Item=to_dynamo({**item, "kind": "webhook_secret"}))
+
+    def get_webhook_secret(self, tenant: str, workflow_id: str) -> dict[str, Any] | None:
+        key = self._webhook_secret_key(tenant, workflow_id)
+        item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+        return strip_keys(item) if item else None
+
+    def delete_webhook_secret(self, tenant: str, workflow_id: str) -> None:
+        self.table.delete_item(Key=self._webhook_secret_key(tenant, workflow_id))
+
+    def put_delivery_attempt(self, tenant: str, attempt: dict[str, Any]) -> None:
+        """One webhook delivery attempt, kept with its execution (deleted with it)."""
+        sort = f"{attempt['attempted_at']}#{attempt['delivery_id']}#{attempt['attempt']:02d}"
+        self._put(
+            {
+                **attempt,
+                "pk": _pk(tenant, "X", attempt["execution_id"]),
+                "sk": f"D#{sort}",
+                "tenant": tenant,
+                "kind": "delivery_attempt",
+                "gsi1pk": f"T#{tenant}#WF#{attempt['workflow_id']}#DS",
+                "gsi1sk": sort,
+            }
+        )
+
+    def list_delivery_attempts(
+        self,
+        tenant: str,
+        *,
+        workflow_id: str,
+        execution_id: str | None,
+        limit: int,
+        next_token: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first: of one execution, or of every execution of the workflow."""
+        if execution_id:
+            condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("D#")
+            return self._query_page(
+                key_condition=condition, limit=limit, next_token=next_token, forward=False
+            )
+        return self._query_page(
+            key_condition=Key("gsi1pk").eq(f"T#{tenant}#WF#{workflow_id}#DS"),
+            index="gsi1",
+            limit=limit,
+            next_token=next_token,
+            forward=False,
+        )
+
+    # ---- datasets, dataset versions, dataset uploads (see logic/dataset_service.py) ---------------
+    @staticmethod
+    def _dataset_key(tenant: str, dataset_id: str, sk: str = "D") -> dict[str, str]:
+        return {"pk": _pk(tenant, "D", dataset_id), "sk": sk}
+
+    def put_dataset(self, tenant: str, dataset: dict[str, Any]) -> None:
+        self._put(
+            {
+                **dataset,
+                **self._dataset_key(tenant, dataset["id"]),
+                "tenant": tenant,
+                "kind": "dataset",
+                "gsi1pk": f"T#{tenant}#DS",
+                "gsi1sk": f"{dataset['created_at']}#{dataset['id']}",
+            },
+            must_not_exist=True,
+        )
+
+    def get_dataset(self, tenant: str, dataset_id: str) -> dict[str, Any]:
+        return self._get(_pk(tenant, "D", dataset_id), "D", "dataset", dataset_id)
+
+    def list_datasets(
+        self, tenant: str, limit: int, next_token: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return self._query_page(
+            key_condition=Key("gsi1pk").eq(f"T#{tenant}#DS"),
+            index="gsi1",
+            limit=limit,
+            next_token=next_token,
+            forward=False,
+        )
+
+    def next_dataset_version_number(self, tenant: str, dataset_id: str, now: str) -> int:
+        try:
+            attrs = self._update(
+                self._dataset_key(tenant, dataset_id), {"updated_at": now}, add={"version_count": 1}
+            )
+        except ConditionFailed as exc:
+            raise NotFound(f"dataset '{dataset_id}' does not exist.", code="dataset_not_found") from exc
+        return int(attrs["version_count"])
+
+    def delete_dataset(self, tenant: str, dataset_id: str) -> None:
+        items = self._query_all(Key("pk").eq(_pk(tenant, "D", dataset_id)))
+        self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items)
+
+    def put_dataset_version(self, tenant: str, version: dict[str, Any]) -> None:
+        self._put(
+            {
+                **version,
+                **self._dataset_key(tenant, version["dataset_id"], f"V#{version['id']}"),
+                "tenant": tenant,
+                "kind": "dataset_version",
+            },
+            must_not_exist=True,
+        )
+
+    def get_dataset_version(self, tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
+        return self._get(_pk(tenant, "D", dataset_id), f"V#{version_id}", "dataset version", version_id)
+
+    def list_dataset_versions(self, tenant: str, dataset_id: str) -> list[dict[str, Any]]:
+        condition = Key("pk").eq(_pk(tenant, "D", dataset_id)) & Key("sk").begins_with("V#")
+        return [strip_keys(i) for i in self._query_all(condition)]
+
+    def update_dataset_version(
+        self,
+        tenant: str,
+        dataset_id: str,
+        version_id: str,
+        fields: dict[str, Any],
+        *,
+        only_if_status: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Raises ConditionFailed when the version is not in one of only_if_status."""
+        allowed = list(only_if_status)
+        condition = Attr("pk").exists() & Attr("status").is_in(allowed) if allowed else None
+        key = self._dataset_key(tenant, dataset_id, f"V#{version_id}")
+        return self._update(key, fields, condition=condition)
+
+    def delete_dataset_version(self, tenant: str, dataset_id: str, version_id: str) -> None:
+        self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"V#{version_id}"))
+
+    def put_dataset_upload(self, tenant: str, upload: dict[str, Any], expires_epoch: int) -> None:
+        self._put(
+            {
+                **upload,
+                **self._dataset_key(tenant, upload["dataset_id"], f"U#{upload['id']}"),
+                "tenant": tenant,
+                "kind": "dataset_upload",
+                "expires_at": expires_epoch,
+            },
+            must_not_exist=True,
+        )
+
+    def get_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> dict[str, Any]:
+        return self._get(_pk(tenant, "D", dataset_id), f"U#{upload_id}", "upload", upload_id)
+
+    def add_upload_part(self, tenant: str, dataset_id: str, upload_id: str, part: int, size: int) -> None:
+        """Remember that part n arrived (its size, by part number); a part sent again replaces it."""
+        self.table.update_item(
+            Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"),
+            UpdateExpression="SET parts.#n = :size",
+            ConditionExpression=Attr("pk").exists(),
+            ExpressionAttributeNames={"#n": f"{part:05d}"},
+            ExpressionAttributeValues={":size": size},
+        )
+
+    def delete_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> None:
+        self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"))
+
+    # ---- batch runs: item outcomes, sharded progress counters (see logic/batch.py) ----------------
+    # One execution's items share its partition key. Each item's outcome is one transaction that
+    # writes the item's result (only if absent: a retried task cannot count twice) and adds to ONE
+    # of BATCH_COUNTER_SHARDS counter items picked at random, so no single item takes more than a
+    # 1/BATCH_COUNTER_SHARDS share of the writes; readers sum the shards with one Query.
+    BATCH_COUNTER_SHARDS = 32
+    BATCH_COUNTERS = (
+        "processed_items",
+        "failed_items",
+        "input_tokens",
+        "output_tokens",
+        "estimated_cost_nanos",
+    )
+    _TRANSACTION_ATTEMPTS = 8
+
+    @staticmethod
+    def _wire(item: dict[str, Any]) -> dict[str, Any]:
+        from boto3.dynamodb.types import TypeSerializer
+
+        serializer = TypeSerializer()
+        return {k: serializer.serialize(v) for k, v in to_dynamo(item).items()}
+
+    def record_item_outcome(
+        self,
+        tenant: str,
+        execution_id: str,
+        item_key: str,
+        result: dict[str, Any],
+        *,
+        failed: bool,
+        usage: dict[str, int] | None = None,
+    ) -> bool:
+        """Write item ``R#<item_key>`` (and ``F#<item_key>`` when it failed) and count it, atomically.
+
+        Returns False, writing nothing, when the item's outcome was already recorded.
+        """
+        import random
+        import time
+
+        pk = _pk(tenant, "X", execution_id)
+        puts: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": self._wire({**result, "pk": pk, "sk": f"R#{item_key}", "kind": "item_result"}),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+        if failed:
+            puts.append(
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": self._wire({"pk": pk, "sk": f"F#{item_key}", "kind": "item_failed"}),
+                    }
+                }
+            )
+        amounts = {"processed_items": 1, "failed_items": 1 if failed else 0, **(usage or {})}
+        names = {f"#c{i}": name for i, name in enumerate(amounts)}
+        values = {f":c{i}": {"N": str(int(amount))} for i, amount in enumerate(amounts.values())}
+        for attempt in range(self._TRANSACTION_ATTEMPTS):
+            shard = random.randrange(self.BATCH_COUNTER_SHARDS)
+            counter = {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"pk": {"S": pk}, "sk": {"S": f"C#{shard:02d}"}},
+                    "UpdateExpression": "ADD "
+                    + ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True)),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+            try:
+                aws.client("dynamodb").transact_write_items(TransactItems=[*puts, counter])
+                return True
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                if attempt + 1 == self._TRANSACTION_ATTEMPTS:
+                    raise
+                # TransactionConflict (another writer on that shard) or throttling: another shard.
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        return False  # pragma: no cover - the loop returns or raises
+
+    def batch_counters(self, tenant: str, execution_id: str) -> dict[str, int]:
+        """The sum of every counter shard (one strongly consistent Query of at most 32 small items)."""
+        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("C#")
+        totals = dict.fromkeys(self.BATCH_COUNTERS, 0)
+        for item in self._query_all(condition):
+            for name in self.BATCH_COUNTERS:
+                totals[name] += int(item.get(name, 0))
+        return totals
+
+    def item_results(self, tenant: str, execution_id: str, item_keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The recorded results of these items (absent ones are left out): BatchGetItem by 100."""
+        pk = _pk(tenant, "X", execution_id)
+        found: dict[str, dict[str, Any]] = {}
+        client = aws.resource("dynamodb")
+        unique = list(dict.fromkeys(item_keys))
+        for start in range(0, len(unique), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [{"pk": pk, "sk": f"R#{key}"} for key in unique[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    found[str(item["sk"])[2:]] = strip_keys(item)
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def failed_item_keys(self, tenant: str, execution_id: str) -> Iterator[str]:
+        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("F#")
+        for item in self._query_all(condition):
+            yield str(item["sk"])[2:]
+
+    def item_node_records(self, tenant: str, execution_id: str, item_key: str) -> list[dict[str, Any]]:
+        prefix = f"I#{item_key}#N#"
+        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with(prefix)
+        # An item key may itself contain "#N#": keep only this item's records (node ids have no "#").
+        return [
+            strip_keys(i)
+            for i in self._query_all(condition)
+            if str(i["sk"]).rsplit("#N#", 1)[0] == f"I#{item_key}"
+        ]
+
+    def finish_item_node(
+        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any], *, attempt: int | None
+    ) -> None:
+        """A batch item's node outcome. Unlike finish_node, no transaction with the execution item:
+        hundreds of items at once would all contend for it. Raises ConditionFailed if the record is
+        already final or another attempt took it over."""
+        condition = Attr("pk").exists() & Attr("status").is_in(["pending", "running"])
+        if attempt is not None:
+            condition = condition & Attr("attempts").eq(attempt)
+        self._update(self.node_record_key(tenant, execution_id, record_sk), fields, condition=condition)
 
 
 @lru_cache(maxsize=4)

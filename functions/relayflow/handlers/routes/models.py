@@ -18,7 +18,7 @@ def _tenant() -> str:
     return current_tenant(router.current_event.raw_event)
 
 
-@router.post("/models", tags=["models"])
+@router.post("/models", tags=["models"], status_code=201)
 def create_model(body: api.CreateModel) -> tuple[dict[str, Any], int]:
     return authoring.create_model(_tenant(), body).model_dump(mode="json"), 201
 

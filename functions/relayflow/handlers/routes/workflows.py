@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -18,7 +18,7 @@ def _tenant() -> str:
     return current_tenant(router.current_event.raw_event)
 
 
-@router.post("/workflows", tags=["workflows"])
+@router.post("/workflows", tags=["workflows"], status_code=201)
 def create_workflow(body: api.CreateWorkflow) -> tuple[dict[str, Any], int]:
     return authoring.create_workflow(_tenant(), body).model_dump(mode="json"), 201
 
@@ -46,7 +46,7 @@ def delete_workflow(workflow_id: str) -> tuple[dict[str, Any], int]:
     return {"deleted": workflow_id}, 200
 
 
-@router.post("/workflows/<workflow_id>/versions", tags=["versions"])
+@router.post("/workflows/<workflow_id>/versions", tags=["versions"], status_code=201)
 def create_version(workflow_id: str, body: api.CreateVersion) -> tuple[dict[str, Any], int]:
     return authoring.create_version(_tenant(), workflow_id, body).model_dump(mode="json"), 201
 
@@ -73,12 +73,19 @@ def delete_version(workflow_id: str, version_id: str) -> dict[str, Any]:
 
 
 @router.post("/workflows/<workflow_id>/versions/<version_id>/validate", tags=["versions"])
-def validate_version(workflow_id: str, version_id: str) -> dict[str, Any]:
-    problems = plan.validate_version(_tenant(), workflow_id, version_id)
+def validate_version(
+    workflow_id: str,
+    version_id: str,
+    input_mode: Annotated[
+        Literal["single", "batch"],
+        Query(description="Check templates as for this kind of run ('item' exists only in batch runs)."),
+    ] = "single",
+) -> dict[str, Any]:
+    problems = plan.validate_version(_tenant(), workflow_id, version_id, batch=input_mode == "batch")
     return {"valid": not problems, "problems": [p.model_dump() for p in problems]}
 
 
-@router.post("/versions/<version_id>/nodes", tags=["nodes"])
+@router.post("/versions/<version_id>/nodes", tags=["nodes"], status_code=201)
 def create_node(version_id: str, body: api.CreateNode) -> tuple[dict[str, Any], int]:
     return authoring.create_node(_tenant(), version_id, body).model_dump(mode="json"), 201
 
@@ -104,7 +111,7 @@ def delete_node(version_id: str, node_id: str) -> dict[str, Any]:
     return {"deleted": node_id}
 
 
-@router.post("/versions/<version_id>/edges", tags=["edges"])
+@router.post("/versions/<version_id>/edges", tags=["edges"], status_code=201)
 def create_edge(version_id: str, body: api.CreateEdge) -> tuple[dict[str, Any], int]:
     return authoring.create_edge(_tenant(), version_id, body).model_dump(mode="json"), 201
 

@@ -1,0 +1,482 @@
+"""Batch runs: one workflow over every item of a dataset version that a filter keeps.
+
+How a batch runs (see docs/batch.md):
+
+* **Submission** (``prepare``): the filter is compiled, the dataset version and the input field are
+  checked, and the kept items are streamed into the run's own *item list* in S3 (the format of
+  logic/dataset_service.py), so ``total_items`` is exact from the first answer. Nothing is held in
+  memory but one item at a time; a refused submission leaves nothing behind.
+* **Running**: a distributed Map reads the list (``ItemReader``) and runs the node chain once per
+  item, at most ``parallelism`` at a time. The item's ctx is derived from its Map entry by
+  ``item_state``; its node records are ``I#<item>#N#<node>``. An item's failure is caught inside its
+  own chain ("Item failed") and never fails the Map.
+* **Counting** (``finish_item``): each item's outcome is one DynamoDB transaction writing its result
+  (only if absent: a retried task never counts twice) and adding to one of 32 counter shards, so
+  counts are exact and no single item takes more than 1/32 of the writes.
+* **Ending** (``complete``): ``completed`` when every item has an outcome, ``failed`` when more than
+  ``max_failed_percent`` of them failed or some never got one; a cancelled run stays cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from relayflow.errors import Conflict, InvalidInput, NotFound, TooLarge
+from relayflow.logic import dataset_service, datasets
+from relayflow.logic.clock import now_iso
+from relayflow.logic.values import pack, unpack
+from relayflow.models import api
+from relayflow.models.dataset_api import format_rows, result_row
+from relayflow.models.entities import (
+    TERMINAL_STATUSES,
+    BatchConfig,
+    BatchItemResult,
+    Execution,
+    NodeExecution,
+    TokenUsage,
+)
+from relayflow.stores.table import TableStore
+
+#: Most items run at once (the Map's MaxConcurrency; BatchConfig.parallelism enforces it).
+MAX_PARALLELISM = 100
+#: Items in ``execution.results["items"]`` of a finished run (the rest: the results API).
+RESULTS_IN_EXECUTION = 100
+MAX_RESULTS_PAGE = 1000
+#: Largest results download answered in one HTTP response (a Lambda answer is at most 6 MB).
+MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
+#: How long a node runner trusts the status it read (cancellation reaches items within this).
+STATUS_CACHE_SECONDS = 1.0
+#: Item ids longer than this (in UTF-8 bytes) are keyed by a digest (DynamoDB sort keys: 1 KiB).
+MAX_KEYED_ID_BYTES = 200
+
+
+def store() -> TableStore:
+    from relayflow.logic import executions
+
+    return executions.store()
+
+
+def _prefix(tenant: str, execution_id: str) -> str:
+    from relayflow.logic import executions
+
+    return executions.execution_prefix(tenant, execution_id)
+
+
+def list_key(tenant: str, execution_id: str) -> str:
+    """The run's own item list (the Map's ItemReader object)."""
+    return f"{_prefix(tenant, execution_id)}items.json"
+
+
+def item_key(item_id: str) -> str:
+    """The item's part of table keys: its id, or a digest of an id too long for a sort key."""
+    if len(item_id.encode()) <= MAX_KEYED_ID_BYTES:
+        return item_id
+    return "h:" + hashlib.sha256(item_id.encode()).hexdigest()
+
+
+# ---- submission ------------------------------------------------------------------------------------
+def _refuse(message: str, code: str) -> InvalidInput:
+    return InvalidInput(message, code=code)
+
+
+def _copy_list(
+    tenant: str,
+    execution_id: str,
+    source_key: str,
+    *,
+    keep: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    keep_entry: Callable[[dict[str, Any]], bool] | None = None,
+) -> int:
+    """Stream the entries of ``source_key`` that ``keep(entry, item)`` / ``keep_entry(entry)`` accept
+    into the run's item list; items stored apart are copied into the run's prefix. Returns how
+    many were kept. On any error the partial list is discarded."""
+    blobs = dataset_service.blobs()
+    writer = dataset_service.ItemListWriter(list_key(tenant, execution_id))
+    large_prefix = f"{_prefix(tenant, execution_id)}large/"
+    try:
+        for _, _, entry in dataset_service.iter_entries(source_key):
+            if keep_entry is not None and not keep_entry(entry):
+                continue
+            if keep is not None and not keep(entry, dataset_service.entry_item(entry)):
+                continue
+            if "ref" in entry:
+                target = f"{large_prefix}{writer.count:07d}.json"
+                blobs.copy(entry["ref"], target)
+                entry = {"id": entry["id"], "ref": target}
+            writer.add(entry)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        blobs.delete_prefix(large_prefix)
+        raise
+    return writer.count
+
+
+def _batch_ctx(
+    config: BatchConfig, tenant: str, execution_id: str, total: int, plan: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "batch_config": config,
+        "progress": {"total_items": total, "processed_items": 0, "failed_items": 0},
+        "ctx": {
+            "items_bucket": dataset_service.bucket(),
+            "items_key": list_key(tenant, execution_id),
+            "parallelism": config.parallelism,
+            "input_field": config.input_field,
+            # An item's result is the output of the last node, in this order, that produced one.
+            "node_order": [node["id"] for node in plan["nodes"]],
+        },
+    }
+
+
+def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
+    """Validate a batch submission and write its item list; 400 for anything wrong, before a run."""
+    config = body.batch_config
+    if config is None:
+        raise _refuse(
+            "input_mode 'batch' needs batch_config: {dataset_id, dataset_version_id, input_field, "
+            "filter_query, parallelism}.",
+            "invalid_input_mode",
+        )
+    if body.single_input is not None or body.file is not None:
+        raise _refuse(
+            "a batch runs over dataset items: leave out single_input and file.", "invalid_input_mode"
+        )
+    version = dataset_service.ready_version(tenant, config.dataset_id, config.dataset_version_id)
+    try:
+        matches = datasets.compile_filter(config.filter_query)
+    except datasets.FilterError as exc:
+        raise _refuse(exc.message, exc.code) from None
+    field = config.input_field
+    fields: list[str] = version.get("fields") or []
+    if field not in fields and len(fields) < dataset_service.MAX_TRACKED_FIELDS:
+        shown = ", ".join(repr(f) for f in fields[:20]) + (", ..." if len(fields) > 20 else "")
+        raise _refuse(
+            f"no item of dataset version '{config.dataset_version_id}' has the field {field!r} "
+            f"(input_field); their fields: {shown or 'none'}.",
+            "unknown_input_field",
+        )
+    source = version.get("items_key") or dataset_service.items_key(
+        tenant, config.dataset_id, config.dataset_version_id
+    )
+    unfiltered = not (config.filter_query or "").strip()
+    if unfiltered and field in (version.get("common_fields") or []) and not version.get("large_items"):
+        # Every item is kept and has the field: the list is copied inside S3, not read at all.
+        dataset_service.blobs().copy(source, list_key(tenant, execution_id))
+        total = int(version["item_count"])
+    else:
+
+        def keep(entry: dict[str, Any], item: dict[str, Any]) -> bool:
+            if not matches(item):
+                return False
+            if field not in item:
+                raise _refuse(
+                    f"item {entry['id']!r} is kept by the filter but has no field {field!r} "
+                    "(input_field); filter it out or fix the item.",
+                    "unknown_input_field",
+                )
+            return True
+
+        total = _copy_list(tenant, execution_id, source, keep=keep)
+    if total == 0:
+        dataset_service.blobs().delete(list_key(tenant, execution_id))
+        raise _refuse(
+            f"the filter {config.filter_query!r} keeps none of the {version['item_count']} items; nothing "
+            "to run.",
+            "no_items",
+        )
+    return _batch_ctx(config, tenant, execution_id, total, plan)
+
+
+def prepare_rerun(
+    tenant: str, new_execution_id: str, old_record: dict[str, Any], plan: dict[str, Any]
+) -> dict[str, Any]:
+    """A re-run goes over exactly the items the old run went over (its own list, not the dataset)."""
+    config = BatchConfig.model_validate(old_record["batch_config"])
+    total = _copy_list(tenant, new_execution_id, list_key(tenant, old_record["id"]))
+    return _batch_ctx(config, tenant, new_execution_id, total, plan)
+
+
+def prepare_retry(
+    tenant: str,
+    new_execution_id: str,
+    old_record: dict[str, Any],
+    plan: dict[str, Any],
+    parallelism: int | None = None,
+) -> dict[str, Any]:
+    """The items of a finished batch run that failed, as a new run's list."""
+    if old_record.get("input_mode") != "batch":
+        raise _refuse("only a batch run has items to retry.", "not_a_batch")
+    if old_record["status"] not in TERMINAL_STATUSES:
+        raise Conflict(
+            "this batch is still running; retry its failed items once it has finished.",
+            code="execution_active",
+        )
+    failed = set(store().failed_item_keys(tenant, old_record["id"]))
+    if not failed:
+        raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
+    config = BatchConfig.model_validate(old_record["batch_config"])
+    if parallelism is not None:
+        config = config.model_copy(update={"parallelism": parallelism})
+    total = _copy_list(
+        tenant,
+        new_execution_id,
+        list_key(tenant, old_record["id"]),
+        keep_entry=lambda entry: item_key(entry["id"]) in failed,
+    )
+    return _batch_ctx(config, tenant, new_execution_id, total, plan)
+
+
+# ---- running: the item's state ---------------------------------------------------------------------
+_status_cache: dict[tuple[str, str], tuple[float, bool]] = {}
+_status_lock = threading.Lock()
+
+
+def is_running(tenant: str, execution_id: str) -> bool:
+    """Whether the run is still running, as read at most STATUS_CACHE_SECONDS ago in this process
+    (one read per second per warm function instead of one per node)."""
+    now = time.monotonic()
+    key = (tenant, execution_id)
+    with _status_lock:
+        cached = _status_cache.get(key)
+    if cached and now - cached[0] < STATUS_CACHE_SECONDS:
+        return cached[1]
+    try:
+        running = store().get_execution(tenant, execution_id).get("status") == "running"
+    except NotFound:
+        running = False
+    with _status_lock:
+        if len(_status_cache) > 1000:
+            _status_cache.clear()
+        _status_cache[key] = (now, running)
+    return running
+
+
+def item_state(state: dict[str, Any], *, check_running: bool = True) -> dict[str, Any]:
+    """The state of one item's chain, with its ctx derived from its Map entry on the first call:
+    ``item_id`` (the key of its records), ``source_item_id``, ``item`` and ``input`` (the item's
+    input_field; both S3 references when large). Raises ExecutionNotRunning (when check_running)
+    once the run is cancelled or over, so a cancelled batch dispatches no further node."""
+    if "entry" in state:
+        entry = state["entry"]
+        parent = state.get("parent") or state["ctx"]
+        prefix = f"{_prefix(parent['tenant'], parent['execution_id'])}items/{item_key(entry['id'])}/"
+        item = dataset_service.entry_item(entry)
+        try:
+            text: str | None = datasets.input_text(item, parent["input_field"])
+        except datasets.InputFieldError:
+            text = None  # the item's first node fails on it (checked at submission: rare)
+        ctx = {
+            **parent,
+            "item_id": item_key(entry["id"]),
+            "source_item_id": entry["id"],
+            "item": {"$s3": entry["ref"]} if "ref" in entry else item,
+            "input": pack(text, f"{prefix}input.json") if text is not None else None,
+        }
+        state = {k: v for k, v in state.items() if k not in ("entry", "parent")}
+        state["ctx"] = ctx
+        state.setdefault("outputs", {})
+    ctx = state["ctx"]
+    if check_running and (state.get("cancelled") or not is_running(ctx["tenant"], ctx["execution_id"])):
+        from relayflow.logic.runner import ExecutionNotRunning
+
+        raise ExecutionNotRunning("the batch run was cancelled or has ended")
+    return state
+
+
+def add_usage(state: dict[str, Any], usage: Mapping[str, int]) -> dict[str, Any]:
+    """The item's token usage so far travels with its state; finish_item counts it once."""
+    total = dict(state.get("usage") or {})
+    for name, amount in usage.items():
+        total[name] = int(total.get(name, 0)) + int(amount)
+    return {**state, "usage": total}
+
+
+def cancelled_item(state: dict[str, Any]) -> dict[str, Any]:
+    """A node of an item found the run cancelled: the item is neither processed nor failed."""
+    return {**{k: v for k, v in state.items() if k != "error"}, "cancelled": True}
+
+
+def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
+    """Record the item's outcome and count it, once (the "Item done" / "Item failed" states)."""
+    state = item_state(state, check_running=False)
+    ctx = state["ctx"]
+    tenant, execution_id = ctx["tenant"], ctx["execution_id"]
+    if state.get("cancelled") or not is_running(tenant, execution_id):
+        return {}
+    outputs = state.get("outputs") or {}
+    order = ctx.get("node_order") or list(outputs)
+    final = next((outputs[n] for n in reversed(order) if n in outputs), None)
+    failure = state.get("failure") or {}
+    if failed and not failure:
+        failure = {"message": "the item failed"}
+    result = {
+        "source_item_id": ctx["source_item_id"],
+        "status": "failed" if failed else "completed",
+        "output": None if failed else final,
+        "error": failure.get("message") if failed else None,
+        "failed_node_id": failure.get("node_id") if failed else None,
+        "completed_at": now_iso(),
+    }
+    counted = ("input_tokens", "output_tokens", "estimated_cost_nanos")
+    usage = {k: int(v) for k, v in (state.get("usage") or {}).items() if k in counted and v}
+    store().record_item_outcome(tenant, execution_id, ctx["item_id"], result, failed=failed, usage=usage)
+    return {}  # the Map keeps every item's output until it ends: keep it empty
+
+
+# ---- ending ----------------------------------------------------------------------------------------
+def complete(tenant: str, record: dict[str, Any]) -> None:
+    """The Map has run every item: completed, or failed when too many items failed or some item
+    has no outcome. Only a running run moves (a cancelled one stays cancelled)."""
+    from relayflow.logic import executions
+
+    counters = store().batch_counters(tenant, record["id"])
+    total = int((record.get("progress") or {}).get("total_items") or 0)
+    processed, failed = counters["processed_items"], counters["failed_items"]
+    fields: dict[str, Any] = {"completed_at": now_iso()}
+    limit = (record.get("batch_config") or {}).get("max_failed_percent")
+    status = "completed"
+    if processed < total:
+        status = "failed"
+        fields["error"] = f"{total - processed} of {total} items ended without a recorded outcome"
+    elif limit is not None and total and failed * 100 / total > float(limit):
+        status = "failed"
+        fields["error"] = (
+            f"{failed} of {total} items failed ({failed * 100 / total:.1f}%), more than max_failed_percent "
+            f"({float(limit):g}%)"
+        )
+    executions.transition(tenant, record, ("running",), status, fields)
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+def fill_progress(tenant: str, execution: Execution, *, with_results: bool = False) -> None:
+    """Counts from the counter shards (one Query); a finished run's first results page when asked."""
+    counters = store().batch_counters(tenant, execution.id)
+    execution.progress.processed_items = counters["processed_items"]
+    execution.progress.failed_items = counters["failed_items"]
+    if counters["input_tokens"] or counters["output_tokens"]:
+        from relayflow.logic import executions
+
+        usage = dict(counters)
+        if not usage["estimated_cost_nanos"]:
+            usage.pop("estimated_cost_nanos")
+        execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
+    if with_results and execution.status in TERMINAL_STATUSES:
+        items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
+        execution.results = {
+            "items": [i.model_dump(mode="json") for i in items],
+            "next_token": token,
+            "total_items": execution.progress.total_items,
+        }
+
+
+def _batch_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
+    from relayflow.logic import executions
+
+    record = executions.get_execution_record(tenant, workflow_id, execution_id)
+    if record.get("input_mode") != "batch":
+        raise InvalidInput("this execution is not a batch run: it has no item results.", code="not_a_batch")
+    return Execution.model_validate({k: v for k, v in record.items() if k != "results"})
+
+
+def _result(entry: dict[str, Any], record: dict[str, Any] | None, field: str) -> BatchItemResult:
+    item = dataset_service.entry_item(entry)
+    try:
+        text: str | None = datasets.input_text(item, field)
+    except datasets.InputFieldError:
+        text = None
+    if record is None:
+        return BatchItemResult(source_item_id=entry["id"], input=text)
+    return BatchItemResult.model_validate({**record, "input": text, "output": unpack(record.get("output"))})
+
+
+def results_page(
+    tenant: str, execution: Execution, limit: int, next_token: str | None
+) -> tuple[list[BatchItemResult], str | None]:
+    """Items in list order, each exactly once (``pending`` until it has an outcome)."""
+    offset = dataset_service.decode_offset(next_token)
+    entries: list[dict[str, Any]] = []
+    token: str | None = None
+    try:
+        for start, _, entry in dataset_service.iter_entries(list_key(tenant, execution.id), offset):
+            if len(entries) == limit:
+                token = dataset_service.encode_offset(start)
+                break
+            entries.append(entry)
+    except NotFound:
+        return [], None
+    records = store().item_results(tenant, execution.id, [item_key(e["id"]) for e in entries])
+    field = execution.batch_config.input_field if execution.batch_config else "text"
+    return [_result(e, records.get(item_key(e["id"])), field) for e in entries], token
+
+
+def get_results(
+    tenant: str, workflow_id: str, execution_id: str, limit: int, next_token: str | None
+) -> tuple[list[BatchItemResult], str | None]:
+    return results_page(tenant, _batch_execution(tenant, workflow_id, execution_id), limit, next_token)
+
+
+def iter_results(tenant: str, execution: Execution, page_size: int = 500) -> Iterator[BatchItemResult]:
+    token: str | None = None
+    while True:
+        items, token = results_page(tenant, execution, page_size, token)
+        yield from items
+        if not token:
+            return
+
+
+def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str) -> tuple[bytes, str]:
+    """The whole result set as one JSONL or CSV file, when it fits in one API answer."""
+    execution = _batch_execution(tenant, workflow_id, execution_id)
+    out = bytearray()
+    for chunk in format_rows((result_row(r) for r in iter_results(tenant, execution)), fmt):
+        out += chunk
+        if len(out) > MAX_DOWNLOAD_BYTES:
+            raise TooLarge(
+                f"the results are larger than the {MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB one answer can "
+                "carry; page through GET .../results, or use the client's download_execution_results(), "
+                "which does.",
+                code="results_too_large",
+            )
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+    return bytes(out), media
+
+
+def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> dict[str, Any]:
+    """One item of a batch run: its result and every node record of its chain."""
+    execution = _batch_execution(tenant, workflow_id, execution_id)
+    key = item_key(source_item_id)
+    records = store().item_node_records(tenant, execution_id, key)
+    result = store().item_results(tenant, execution_id, [key]).get(key)
+    if result is None and not records:
+        # Either it is still queued, or it is not an item of this run: look for it in the list.
+        found = next(
+            (
+                e
+                for _, _, e in dataset_service.iter_entries(list_key(tenant, execution_id))
+                if e["id"] == source_item_id
+            ),
+            None,
+        )
+        if found is None:
+            raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
+        summary = _result(
+            found, None, execution.batch_config.input_field if execution.batch_config else "text"
+        )
+    else:
+        summary = BatchItemResult.model_validate(
+            {
+                "source_item_id": source_item_id,
+                **(result or {}),
+                "output": unpack((result or {}).get("output")),
+            }
+        )
+    nodes = {}
+    for record in sorted(records, key=lambda r: r.get("idx", 0)):
+        data = {**record, "output": unpack(record.get("output")), "prompt": unpack(record.get("prompt"))}
+        nodes[record["node_id"]] = NodeExecution.model_validate(data).model_dump(mode="json")
+    return {**summary.model_dump(mode="json"), "node_executions": nodes}

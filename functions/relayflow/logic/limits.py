@@ -1,0 +1,69 @@
+"""The documented maximums of relayflow's HTTP API, in one place.
+
+Each value is defined once, next to the code that enforces it; this module names them all so the
+documentation (docs/security.md), the OpenAPI document and the tests read one table. Exceeding a
+limit answers a 4xx whose message names the limit (the field, the value allowed).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import BaseModel
+
+from relayflow.logic.authoring import MAX_NODES_PER_VERSION
+from relayflow.logic.datasets import MAX_FILE_BYTES as MAX_DATASET_FILE_BYTES
+from relayflow.logic.executions import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
+from relayflow.logic.templating import MAX_TEMPLATE_LENGTH
+from relayflow.models.entities import MAX_NODE_TIMEOUT_SECONDS, MAX_WORKFLOW_TIMEOUT_SECONDS, BatchConfig
+
+#: Largest request body the API function accepts (a synchronous Lambda invocation carries 6 MB).
+MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024
+
+#: Longest id in a path (ids are UUIDs; DynamoDB keys are at most 1 KiB-2 KiB).
+MAX_ID_LENGTH = 256
+
+
+def _upper_bound(model: type[BaseModel], field: str) -> int:
+    for rule in model.model_fields[field].metadata:
+        bound = getattr(rule, "le", None)
+        if bound is not None:
+            return int(bound)
+    raise LookupError(f"{model.__name__}.{field} has no upper bound")
+
+
+#: Most items of a batch run at once (the Map state's MaxConcurrency).
+MAX_PARALLELISM = _upper_bound(BatchConfig, "parallelism")
+
+#: Most API keys a tenant may hold at once (revoked and expired ones do not count).
+MAX_API_KEYS_PER_TENANT = 100
+#: Longest lifetime given to an API key at creation.
+MAX_API_KEY_TTL_DAYS = 3650
+
+
+class Limit(NamedTuple):
+    name: str
+    value: int
+    unit: str
+    status: int  # the HTTP status that exceeding it answers
+    what: str
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit("request_body", MAX_REQUEST_BODY_BYTES, "bytes", 413, "size of one request body"),
+    Limit("input_file", MAX_INPUT_FILE_BYTES, "bytes", 400, "a file input sent through the API (decoded)"),
+    Limit("single_input", MAX_SINGLE_INPUT_CHARS, "characters", 400, "a text input of a single run"),
+    Limit("template_length", MAX_TEMPLATE_LENGTH, "characters", 400, "a node's input_template"),
+    Limit("nodes_per_version", MAX_NODES_PER_VERSION, "nodes", 400, "nodes in one workflow version"),
+    Limit("dataset_file", MAX_DATASET_FILE_BYTES, "bytes", 400, "one dataset file"),
+    Limit("parallelism", MAX_PARALLELISM, "items", 400, "batch_config.parallelism (items run at once)"),
+    Limit("workflow_timeout", MAX_WORKFLOW_TIMEOUT_SECONDS, "seconds", 400, "timeout of a whole run"),
+    Limit("node_timeout", MAX_NODE_TIMEOUT_SECONDS, "seconds", 400, "timeout of one node"),
+    Limit("id_length", MAX_ID_LENGTH, "characters", 404, "an id in a path"),
+    Limit("api_keys_per_tenant", MAX_API_KEYS_PER_TENANT, "keys", 409, "active API keys of one tenant"),
+)
+
+
+def as_table() -> list[dict[str, object]]:
+    """The limits as rows (for the documentation)."""
+    return [limit._asdict() for limit in LIMITS]

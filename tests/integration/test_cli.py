@@ -1,0 +1,354 @@
+"""The `relayflow` command against the local stack's HTTP server: what it prints and its exit codes
+(0 completed, 1 failed, 2 usage error, 3 cancelled, 4 API error, 5 API unreachable)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relayflow.cli import (
+    EXIT_API_ERROR,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    main,
+)
+from relayflow.client import Client
+from relayflow.local.stack import LocalStack
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Outcome]
+
+
+@pytest.fixture
+def client(local_stack: LocalStack, served: str) -> Client:
+    return Client(base_url=served, api_key=local_stack.api_key)
+
+
+@pytest.fixture
+def cli(local_stack: LocalStack, served: str) -> Cli:
+    """cli("run", ...) runs `relayflow --url <served> --api-key <key> run ...` in this process."""
+    assert local_stack.api_key
+
+    def run(*args: str, auth: bool = True) -> Outcome:
+        out, err = io.StringIO(), io.StringIO()
+        prefix = ["--url", served, "--api-key", local_stack.api_key] if auth else []
+        code = main([*prefix, *args], stdout=out, stderr=err)
+        assert "Traceback" not in err.getvalue()
+        return Outcome(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+def make_workflow(client: Client, *models: tuple[str, dict[str, Any]], retries: int = 0) -> str:
+    """A workflow of builtin model nodes in a chain: (node name, model config)."""
+    workflow = client.create_workflow(name="cli test")
+    version = client.create_workflow_version(
+        workflow_id=workflow.id, config={"max_retries": retries, "retry_delay_seconds": 1}
+    )
+    for name, config in models:
+        model = client.create_model(name=name, provider="builtin", config=config)
+        client.create_workflow_node(version_id=version.id, name=name, entity_id=model.id)
+    return workflow.id
+
+
+@pytest.fixture
+def shout(client: Client) -> str:
+    return make_workflow(client, ("Echo", {"model": "echo"}), ("Shout", {"model": "uppercase"}))
+
+
+def wait_status(client: Client, workflow_id: str, execution_id: str, statuses: set[str]) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = client.get_workflow_execution(workflow_id, execution_id).status
+        if status in statuses:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"execution never reached {statuses}")
+
+
+def test_run_watch_shows_each_node_and_the_result_and_exits_0(cli: Cli, client: Client) -> None:
+    # Given a workflow with a node that fails once and is retried
+    workflow_id = make_workflow(
+        client,
+        ("Echo", {"model": "echo"}),
+        ("Flaky", {"model": "flaky", "failures": 1}),
+        ("Shout", {"model": "uppercase"}),
+        retries=2,
+    )
+
+    # When a text is run with --watch
+    outcome = cli("run", workflow_id, "--input", "hello cli", "--watch", "--poll", "0.1")
+
+    # Then every node is shown completed, the retry is visible, the result printed, exit 0
+    assert outcome.code == EXIT_OK, outcome
+    lines = outcome.out.splitlines()
+    for name in ("Echo", "Flaky", "Shout"):
+        line = next(line for line in lines if line.startswith(name))
+        assert "completed" in line
+    assert "↻ 2 attempts" in next(line for line in lines if line.startswith("Flaky"))
+    assert "execution #1 completed" in outcome.out
+    assert lines[-1] == "HELLO CLI"
+
+
+def test_run_wait_json_prints_the_finished_execution(cli: Cli, shout: str) -> None:
+    outcome = cli("run", shout, "--input", "quiet please", "--wait", "--poll", "0.1", "--json")
+
+    assert outcome.code == EXIT_OK
+    execution = outcome.json()
+    assert execution["status"] == "completed"
+    assert execution["results"] == "QUIET PLEASE"
+    assert [n["status"] for n in execution["node_executions"].values()] == ["completed", "completed"]
+
+
+def test_run_without_waiting_prints_the_id_and_exits_0_at_once(cli: Cli, client: Client, shout: str) -> None:
+    outcome = cli("run", shout, "--input", "later")
+
+    assert outcome.code == EXIT_OK
+    execution_id = outcome.out.split()[3]
+    assert client.get_workflow_execution(shout, execution_id).single_input == "later"
+    assert f"relayflow status {shout} {execution_id}" in outcome.err
+
+
+def test_a_failed_run_exits_1_with_the_error_on_stderr(cli: Cli, client: Client) -> None:
+    # Given a workflow whose second node always fails
+    workflow_id = make_workflow(client, ("Echo", {"model": "echo"}), ("Broken", {"model": "fail"}))
+
+    # When it is run and watched
+    outcome = cli("run", workflow_id, "--input", "doomed", "--watch", "--poll", "0.1")
+
+    # Then the failed node is shown, the error goes to stderr, exit code 1
+    assert outcome.code == EXIT_FAILED
+    assert "failed" in next(line for line in outcome.out.splitlines() if line.startswith("Broken"))
+    assert "execution #1 failed" in outcome.out
+    assert "error: node 'Broken' failed" in outcome.err
+
+    # And `status` of that run exits 1 too and shows the node's error
+    execution_id = client.get_workflow_executions(workflow_id)[0].id
+    status = cli("status", workflow_id, execution_id)
+    assert status.code == EXIT_FAILED
+    assert "builtin fail model always fails" in status.out
+
+
+def test_cancel_then_status_exits_3(cli: Cli, client: Client) -> None:
+    # Given a run of a slow node
+    workflow_id = make_workflow(client, ("Nap", {"model": "sleep", "seconds": 3}))
+    started = cli("run", workflow_id, "--input", "zzz", "--json")
+    execution_id = started.json()["id"]
+    wait_status(client, workflow_id, execution_id, {"running"})
+
+    # When it is cancelled
+    outcome = cli("cancel", workflow_id, execution_id)
+
+    # Then the command says so and `status` exits with the cancelled code
+    assert outcome.code == EXIT_OK
+    assert "cancelled" in outcome.out
+    status = cli("status", workflow_id, execution_id)
+    assert status.code == EXIT_CANCELLED
+    assert "cancelled by request" in status.out
+
+    # And cancelling it again is fine, but cancelling a completed run is an API error (409)
+    assert cli("cancel", workflow_id, execution_id).code == EXIT_OK
+
+
+def test_cancelling_a_finished_run_is_an_api_error_with_a_readable_message(cli: Cli, shout: str) -> None:
+    done = cli("run", shout, "--input", "fast", "--wait", "--poll", "0.1", "--json").json()
+    assert done["status"] == "completed", done
+
+    outcome = cli("cancel", shout, done["id"])
+
+    assert outcome.code == EXIT_API_ERROR
+    assert "already finished (completed)" in outcome.err
+    assert "HTTP 409, execution_finished" in outcome.err
+
+
+def test_list_shows_a_table_filters_by_status_and_pages(cli: Cli, client: Client) -> None:
+    # Given two completed runs and one failed run of a workflow
+    workflow_id = make_workflow(client, ("Echo", {"model": "echo"}))
+    ids = [cli("run", workflow_id, "--input", f"run {i}", "--wait", "--poll", "0.1", "--json").json()["id"] for i in range(2)]
+    broken = make_workflow(client, ("Broken", {"model": "fail"}))
+    failed_id = cli("run", broken, "--input", "x", "--wait", "--poll", "0.1", "--json").json()["id"]
+
+    # When the history is listed
+    outcome = cli("list", workflow_id)
+
+    # Then a table shows each run, newest first
+    assert outcome.code == EXIT_OK
+    rows = [line for line in outcome.out.splitlines() if any(i in line for i in ids)]
+    assert [ids[1] in rows[0], ids[0] in rows[1]] == [True, True]
+    assert all("completed" in row and "1/1 nodes" in row for row in rows)
+
+    # And --status filters, here to nothing for the good workflow and to one run for the broken one
+    assert cli("list", workflow_id, "--status", "failed", "--json").json()["items"] == []
+    failed = cli("list", broken, "--status", "failed", "--json").json()
+    assert [x["id"] for x in failed["items"]] == [failed_id]
+
+    # And --limit pages: the first page says how to get the next, --all follows every page
+    first = cli("list", workflow_id, "--limit", "1")
+    assert ids[1] in first.out and ids[0] not in first.out
+    assert "--next-token" in first.err
+    token = first.err.split("--next-token")[1].split()[0]
+    second = cli("list", workflow_id, "--limit", "1", "--next-token", token, "--json").json()
+    assert [x["id"] for x in second["items"]] == [ids[0]]
+    every = cli("list", workflow_id, "--limit", "1", "--all", "--json").json()
+    assert [x["id"] for x in every["items"]] == [ids[1], ids[0]]
+    assert every["next_token"] is None
+
+
+def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
+    execution_id = cli("run", shout, "--input", "result me", "--wait", "--poll", "0.1", "--json").json()["id"]
+
+    text = cli("results", shout, execution_id)
+    assert (text.code, text.out) == (EXIT_OK, "RESULT ME\n")
+
+    lines = cli("results", shout, execution_id, "--jsonl").out.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"execution_id": execution_id, "status": "completed", "output": "RESULT ME"}
+    ]
+
+
+def test_run_a_file_then_download_its_input(cli: Cli, shout: str, tmp_path: Path) -> None:
+    # Given a run started from a file
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"milk, eggs\n")
+    outcome = cli("run", shout, "--file", str(source), "--wait", "--poll", "0.1", "--json")
+    assert outcome.code == EXIT_OK
+    execution_id = outcome.json()["id"]
+
+    # When its input is downloaded into a folder
+    target = tmp_path / "out"
+    target.mkdir()
+    saved = cli("download-input", shout, execution_id, "-o", str(target))
+
+    # Then the same bytes are there under the original name
+    assert saved.code == EXIT_OK
+    assert (target / "notes.txt").read_bytes() == b"milk, eggs\n"
+
+    # And a second download does not overwrite it without --force
+    again = cli("download-input", shout, execution_id, "-o", str(target))
+    assert again.code == EXIT_USAGE
+    assert "--force" in again.err
+    assert cli("download-input", shout, execution_id, "-o", str(target), "--force").code == EXIT_OK
+
+    # And a run without a file has no input to download (an API error)
+    text_run = cli("run", shout, "--input", "no file", "--wait", "--poll", "0.1", "--json").json()["id"]
+    missing = cli("download-input", shout, text_run, "-o", str(tmp_path / "x"))
+    assert missing.code == EXIT_API_ERROR
+    assert "not started with a file input" in missing.err
+
+
+def test_rerun_starts_a_new_execution_with_the_same_input(cli: Cli, client: Client, shout: str) -> None:
+    first = cli("run", shout, "--input", "again", "--wait", "--poll", "0.1", "--json").json()
+
+    outcome = cli("rerun", shout, first["id"], "--wait", "--poll", "0.1", "--json")
+
+    assert outcome.code == EXIT_OK
+    second = outcome.json()
+    assert second["id"] != first["id"]
+    assert (second["rerun_of"], second["number"], second["results"]) == (first["id"], 2, "AGAIN")
+
+
+def test_delete_removes_the_execution_from_the_history(cli: Cli, shout: str) -> None:
+    execution_id = cli("run", shout, "--input", "bye", "--wait", "--poll", "0.1", "--json").json()["id"]
+
+    outcome = cli("delete", shout, execution_id)
+
+    assert outcome.code == EXIT_OK
+    assert cli("list", shout, "--json").json()["items"] == []
+    assert cli("status", shout, execution_id).code == EXIT_API_ERROR
+
+
+def test_workflows_lists_ids_to_use_with_the_other_commands(cli: Cli, shout: str) -> None:
+    outcome = cli("workflows")
+    assert outcome.code == EXIT_OK
+    assert shout in outcome.out and "cli test" in outcome.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "WF"], "exactly one input"),
+        (["run", "WF", "--input", "a", "--file", "b"], "exactly one input"),
+        (["run", "WF", "--input", "a", "--parallelism", "3"], "need --dataset"),
+        (["run", "WF", "--dataset", "D"], "needs --dataset-version"),
+        (["run", "WF", "--file", "/no/such/file.pdf"], "no such file"),
+        (["list", "WF", "--status", "done"], "invalid choice"),
+        (["list", "WF", "--limit", "0"], "must be at least 1"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(cli: Cli, args: list[str], message: str) -> None:
+    outcome = cli(*args)
+    assert outcome.code == EXIT_USAGE
+    assert message in outcome.err
+
+
+def test_api_errors_exit_4_with_the_message_and_no_traceback(cli: Cli, shout: str) -> None:
+    # An unknown workflow
+    outcome = cli("run", "no-such-workflow", "--input", "x")
+    assert outcome.code == EXIT_API_ERROR
+    assert "workflow 'no-such-workflow' does not exist" in outcome.err
+    assert "HTTP 404" in outcome.err
+
+    # A key the API does not know
+    outcome = cli("list", shout, "--api-key", "rf_0000000000000000_" + "x" * 43)
+    assert outcome.code == EXIT_API_ERROR
+    assert "HTTP 403" in outcome.err and "the API key was refused" in outcome.err
+
+
+def test_an_unreachable_api_exits_5(cli: Cli) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outcome = cli("--url", f"http://127.0.0.1:{port}", "status", "wf", "x", auth=False)
+    assert outcome.code == EXIT_UNREACHABLE
+    assert f"cannot reach the relayflow API at http://127.0.0.1:{port}" in outcome.err
+
+
+def test_openapi_prints_the_document_of_the_http_api(cli: Cli, tmp_path: Path) -> None:
+    document = cli("openapi", auth=False).json()
+    assert "/workflows/{workflow_id}/executions" in document["paths"]
+
+    target = tmp_path / "openapi.json"
+    assert cli("openapi", "-o", str(target), auth=False).code == EXIT_OK
+    assert json.loads(target.read_text()) == document
+
+
+def test_the_console_script_runs_and_reports_exit_codes(served: str) -> None:
+    # The installed entry point (pyproject's [project.scripts]), as a user runs it
+    script = Path(sys.executable).with_name("relayflow")
+    version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert (version.returncode, version.stdout.strip()) == (0, "relayflow 0.1.0")
+    refused = subprocess.run(
+        [script, "--url", served, "status", "wf", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "RELAYFLOW_API_KEY": ""},
+    )
+    assert refused.returncode == EXIT_API_ERROR
+    assert "HTTP 401" in refused.stderr and "RELAYFLOW_API_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,0 +1,207 @@
+"""Every status change of a run, and each node's completion, is published on the relayflow
+EventBridge bus with a versioned schema; captured here the way a user would: a rule to a queue."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from relayflow.local.stack import LocalStack
+
+STATUS_FIELDS = {
+    "schema_version",
+    "tenant",
+    "execution_id",
+    "workflow_id",
+    "version_id",
+    "number",
+    "input_mode",
+    "status",
+    "progress",
+    "error",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "time",
+}
+NODE_FIELDS = {
+    "schema_version",
+    "tenant",
+    "execution_id",
+    "workflow_id",
+    "version_id",
+    "node_id",
+    "node_name",
+    "node_idx",
+    "status",
+    "attempts",
+    "duration_ms",
+    "error",
+    "time",
+}
+
+
+class Capture:
+    """An EventBridge rule on the relayflow bus whose target is an SQS queue."""
+
+    def __init__(self, stack: LocalStack, pattern: dict[str, Any]) -> None:
+        self.sqs = stack.client("sqs")
+        name = f"capture-{uuid.uuid4().hex[:8]}"
+        self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events, bus = stack.client("events"), stack.outputs["EventBusName"]
+        events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
+        self.received: list[dict[str, Any]] = []
+
+    def until(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.received) and time.monotonic() < deadline:
+            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", [])
+            for message in messages:
+                self.received.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+            if not messages:
+                time.sleep(0.05)
+        return self.received
+
+
+def terminal(events: list[dict[str, Any]]) -> bool:
+    return any(
+        e["detail-type"] == "Execution Status Change"
+        and e["detail"]["status"] in ("completed", "failed", "cancelled")
+        for e in events
+    )
+
+
+def make_workflow(api: Any, models: list[str], config: dict[str, Any] | None = None) -> tuple[str, str]:
+    _, workflow = api("POST", "/workflows", {"name": "announced"})
+    _, version = api("POST", f"/workflows/{workflow['id']}/versions", {"config": config} if config else {})
+    for index, name in enumerate(models):
+        model_config = {"model": name, **({"seconds": 5} if name == "sleep" else {})}
+        _, model = api("POST", "/models", {"name": name, "provider": "builtin", "config": model_config})
+        node = {"name": f"step{index}", "entity_id": model["id"]}
+        status, body = api("POST", f"/versions/{version['id']}/nodes", node)
+        assert status == 201, body
+    return str(workflow["id"]), str(version["id"])
+
+
+@pytest.fixture
+def capture(local_stack: LocalStack) -> Capture:
+    return Capture(local_stack, {"source": ["relayflow"]})
+
+
+def test_a_whole_run_announces_its_status_changes_in_order(
+    local_stack: LocalStack, api: Any, capture: Capture
+) -> None:
+    # Given a rule that sends every relayflow event to a queue, and a workflow of two nodes
+    workflow_id, version_id = make_workflow(api, ["uppercase", "word_count"])
+
+    # When a run goes from start to end
+    _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "one two three"})
+    events = capture.until(terminal)
+
+    # Then the queue got pending, running, completed, in that order, with the node completions between
+    assert all(e["source"] == "relayflow" for e in events)
+    sequence = [(e["detail-type"], e["detail"]["status"]) for e in events]
+    assert sequence == [
+        ("Execution Status Change", "pending"),
+        ("Execution Status Change", "running"),
+        ("Node Execution Finished", "completed"),
+        ("Node Execution Finished", "completed"),
+        ("Execution Status Change", "completed"),
+    ]
+    statuses = [e["detail"] for e in events if e["detail-type"] == "Execution Status Change"]
+    nodes = [e["detail"] for e in events if e["detail-type"] == "Node Execution Finished"]
+    # And every event carries schema version 1 and the documented fields
+    for detail in statuses:
+        assert set(detail) == STATUS_FIELDS
+        assert detail["schema_version"] == "1" and detail["tenant"] == "default"
+        assert (detail["execution_id"], detail["workflow_id"], detail["version_id"]) == (
+            execution["id"],
+            workflow_id,
+            version_id,
+        )
+        assert detail["progress"]["total_nodes"] == 2
+    for detail in nodes:
+        assert set(detail) == NODE_FIELDS
+        assert detail["execution_id"] == execution["id"] and detail["version_id"] == version_id
+        assert detail["attempts"] == 1 and detail["duration_ms"] >= 0 and detail["error"] is None
+    assert [n["node_name"] for n in nodes] == ["step0", "step1"]
+    assert [n["node_idx"] for n in nodes] == [0, 1]
+    assert statuses[0]["started_at"] is None and statuses[1]["started_at"] is not None
+    assert statuses[2]["completed_at"] is not None and statuses[2]["error"] is None
+    assert statuses[2]["progress"]["current_node_id"] == nodes[1]["node_id"]
+    times = [d["time"] for d in statuses]
+    assert times == sorted(times)
+
+
+def test_a_failed_run_announces_the_failed_node_and_the_error(
+    local_stack: LocalStack, api: Any, capture: Capture
+) -> None:
+    # Given a workflow whose second node always fails
+    workflow_id, _ = make_workflow(api, ["uppercase", "fail"])
+
+    # When it runs
+    api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
+    events = capture.until(terminal)
+
+    # Then the failed node and the failed run are announced, each with its error
+    sequence = [(e["detail-type"], e["detail"]["status"]) for e in events]
+    assert sequence == [
+        ("Execution Status Change", "pending"),
+        ("Execution Status Change", "running"),
+        ("Node Execution Finished", "completed"),
+        ("Node Execution Finished", "failed"),
+        ("Execution Status Change", "failed"),
+    ]
+    failed_node, failed_run = events[3]["detail"], events[4]["detail"]
+    assert failed_node["node_name"] == "step1" and failed_node["error"]
+    assert failed_run["error"].startswith("node 'step1' failed")
+
+
+def test_a_cancelled_run_ends_with_cancelled(local_stack: LocalStack, api: Any, capture: Capture) -> None:
+    # Given a run of a slow node
+    workflow_id, _ = make_workflow(api, ["sleep"])
+    _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
+
+    # When it is cancelled
+    status, _ = api("POST", f"/workflows/{workflow_id}/executions/{execution['id']}/cancel")
+    assert status == 200
+    events = capture.until(terminal)
+
+    # Then its announcements move forward only and end with cancelled
+    statuses = [e["detail"]["status"] for e in events if e["detail-type"] == "Execution Status Change"]
+    assert statuses[0] == "pending" and statuses[-1] == "cancelled"
+    assert statuses in (["pending", "cancelled"], ["pending", "running", "cancelled"])
+    assert events[-1]["detail"]["error"] == "cancelled by request"
+
+
+def test_a_rule_can_select_terminal_statuses_only(local_stack: LocalStack, api: Any) -> None:
+    # Given a rule for the end of runs only, as a user would write it
+    ends = Capture(
+        local_stack,
+        {
+            "source": ["relayflow"],
+            "detail-type": ["Execution Status Change"],
+            "detail": {"status": ["completed", "failed", "cancelled"]},
+        },
+    )
+    workflow_id, _ = make_workflow(api, ["uppercase"])
+
+    # When a run completes
+    _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
+    events = ends.until(terminal)
+    assert local_stack.wait_idle(timeout=10)
+    events = ends.until(lambda received: False, timeout=0.3)
+
+    # Then that rule saw exactly one event
+    assert [(e["detail"]["execution_id"], e["detail"]["status"]) for e in events] == [
+        (execution["id"], "completed")
+    ]

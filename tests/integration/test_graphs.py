@@ -1,0 +1,180 @@
+"""Workflows as graphs, end to end on the local stack: fan-out/fan-in in parallel, joins that wait
+for every parent, templates over upstream outputs (JSON included), progress in topological order."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def ok(response: tuple[int, Any], status: int = 201) -> Any:
+    assert response[0] == status, response
+    return response[1]
+
+
+def builtin_model(api: Any, model: str, **config: Any) -> str:
+    body = {"name": f"{model}-model", "provider": "builtin", "config": {"model": model, **config}}
+    return str(ok(api("POST", "/models", body))["id"])
+
+
+def new_version(api: Any, **config: Any) -> tuple[str, str]:
+    workflow = ok(api("POST", "/workflows", {"name": "graph"}))
+    version = ok(api("POST", f"/workflows/{workflow['id']}/versions", {"config": config}))
+    return workflow["id"], version["id"]
+
+
+def add_node(api: Any, version_id: str, name: str, model_id: str, template: str, **config: Any) -> str:
+    body = {"name": name, "entity_id": model_id, "config": {"input_template": template, **config}}
+    return str(ok(api("POST", f"/versions/{version_id}/nodes", body))["id"])
+
+
+def connect(api: Any, version_id: str, *pairs: tuple[str, str]) -> None:
+    for begin, end in pairs:
+        ok(api("POST", f"/versions/{version_id}/edges", {"begin_node_id": begin, "end_node_id": end}))
+
+
+def run(api: Any, workflow_id: str, text: str, timeout: float = 30.0) -> tuple[dict[str, Any], list[Any]]:
+    """Start a run and poll it to its end; returns the final execution and every progress seen."""
+    execution = ok(api("POST", f"/workflows/{workflow_id}/executions", {"single_input": text}))
+    path = f"/workflows/{workflow_id}/executions/{execution['id']}"
+    seen: list[tuple[int, str | None]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        execution = ok(api("GET", path), 200)
+        seen.append((execution["progress"]["current_node_idx"], execution["progress"]["current_node_id"]))
+        if execution["status"] in TERMINAL or time.monotonic() > deadline:
+            return execution, seen
+        time.sleep(0.03)
+
+
+def interval(record: dict[str, Any]) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["completed_at"])
+
+
+def test_fan_out_fan_in_runs_branches_in_parallel_and_joins_both(api: Any) -> None:
+    # Given A → B, A → C, B → D, C → D where B and C sleep (0.6 s and 0.9 s) and D's prompt
+    # quotes both branches by name and its {{input}} (the two parents' outputs)
+    echo, sleep_b, sleep_c = (
+        builtin_model(api, "echo"),
+        builtin_model(api, "sleep", seconds=0.6),
+        builtin_model(api, "sleep", seconds=0.9),
+    )
+    workflow_id, version_id = new_version(api, max_retries=0)
+    a = add_node(api, version_id, "A", echo, "A({{input}})")
+    b = add_node(api, version_id, "B", sleep_b, "B({{input}})")
+    c = add_node(api, version_id, "C", sleep_c, "C({{input}})")
+    d = add_node(
+        api, version_id, "D", echo, "left={{nodes.B}} right={{nodes.C}} first={{nodes.A}}\n{{input}}"
+    )
+    connect(api, version_id, (a, b), (a, c), (b, d), (c, d))
+
+    # When it runs
+    execution, progress = run(api, workflow_id, "hi")
+
+    # Then it completes with the join's output as the result
+    assert execution["status"] == "completed", execution["error"]
+    nodes = execution["node_executions"]
+    join_prompt = "left=B(A(hi)) right=C(A(hi)) first=A(hi)\nB(A(hi))\n\nC(A(hi))"
+    assert nodes[d]["prompt"] == join_prompt
+    assert execution["results"] == join_prompt
+    # And the two branches overlapped in time (each started before the other finished)
+    b_start, b_end = interval(nodes[b])
+    c_start, c_end = interval(nodes[c])
+    assert b_start < c_end and c_start < b_end, (nodes[b], nodes[c])
+    # And the join started only after both of its parents had finished
+    d_start, _ = interval(nodes[d])
+    assert d_start >= b_end and d_start >= c_end
+    assert interval(nodes[a])[1] <= min(b_start, c_start)
+    # And progress only moved forward through the topological order A, B, C, D
+    order = [a, b, c, d]
+    indexes = [idx for idx, _ in progress]
+    assert indexes == sorted(indexes)
+    assert all(node_id == order[idx] for idx, node_id in progress if node_id)
+    assert progress[-1] == (3, d)
+
+
+def test_a_join_waits_for_its_slowest_parent(api: Any) -> None:
+    # Given two roots of different speeds feeding one join (no common ancestor)
+    fast, slow, echo = (
+        builtin_model(api, "sleep", seconds=0.1),
+        builtin_model(api, "sleep", seconds=0.7),
+        builtin_model(api, "echo"),
+    )
+    workflow_id, version_id = new_version(api, max_retries=0)
+    quick = add_node(api, version_id, "quick", fast, "quick:{{input}}")
+    careful = add_node(api, version_id, "careful", slow, "careful:{{input}}")
+    join = add_node(api, version_id, "join", echo, "{{input}}")
+    connect(api, version_id, (quick, join), (careful, join))
+
+    # When it runs
+    execution, _ = run(api, workflow_id, "x")
+
+    # Then the join starts after the slow parent ends, and {{input}} joins the parents' outputs with a
+    # blank line, in the order the parents were created
+    assert execution["status"] == "completed", execution["error"]
+    nodes = execution["node_executions"]
+    assert interval(nodes[join])[0] >= interval(nodes[careful])[1]
+    assert nodes[join]["prompt"] == "quick:x\n\ncareful:x"
+
+
+def test_json_outputs_reach_later_templates_by_field_and_in_loops(api: Any) -> None:
+    # Given a node that echoes JSON and declares output_format "json", and a later node whose
+    # template reads a field, loops over a list of objects and tests a boolean
+    echo = builtin_model(api, "echo")
+    workflow_id, version_id = new_version(api, max_retries=0)
+    add_node(api, version_id, "extract", echo, "{{input}}", output_format="json")
+    add_node(
+        api,
+        version_id,
+        "report",
+        echo,
+        "{{nodes.extract.title}}:{{#nodes.extract.people}} {{name}}{{/nodes.extract.people}}"
+        "{{#nodes.extract.final}} (final){{/nodes.extract.final}} n={{nodes.extract.count}}",
+    )
+    document = '{"title": "Q3 & Q4", "people": [{"name": "Ada"}, {"name": "Lin"}], "final": true, "count": 0}'
+
+    # When it runs (no edges: the nodes run in creation order)
+    execution, _ = run(api, workflow_id, document)
+
+    # Then the JSON node's output is an object and the report reads its fields (no HTML escaping)
+    assert execution["status"] == "completed", execution["error"]
+    outputs = {n["name"]: n["output"] for n in execution["node_executions"].values()}
+    assert outputs["extract"]["people"][1] == {"name": "Lin"}
+    assert execution["results"] == "Q3 & Q4: Ada Lin (final) n=0"
+
+
+def test_a_node_declaring_json_that_returns_text_fails_without_retries(api: Any) -> None:
+    # Given a JSON-declared node fed plain text
+    echo = builtin_model(api, "echo")
+    workflow_id, version_id = new_version(api, max_retries=2, retry_delay_seconds=1)
+    node = add_node(api, version_id, "extract", echo, "{{input}}", output_format="json")
+
+    # When it runs
+    execution, _ = run(api, workflow_id, "not json")
+
+    # Then the run fails on that node at the first attempt (a permanent error)
+    assert execution["status"] == "failed"
+    assert execution["node_executions"][node]["attempts"] == 1
+    assert "declared JSON output" in execution["error"]
+
+
+def test_input_after_a_parent_that_failed_with_continue_is_the_last_successful_output(api: Any) -> None:
+    # Given A → B → C where B always fails but may be skipped (on_failure "continue")
+    echo, fail = builtin_model(api, "echo"), builtin_model(api, "fail", message="B is down")
+    workflow_id, version_id = new_version(api, max_retries=0)
+    a = add_node(api, version_id, "A", echo, "A({{input}})")
+    b = add_node(api, version_id, "B", fail, "{{input}}", on_failure="continue")
+    c = add_node(api, version_id, "C", echo, "C({{input}})")
+    connect(api, version_id, (a, b), (b, c))
+
+    # When it runs
+    execution, _ = run(api, workflow_id, "hi")
+
+    # Then B is recorded as failed, and C's {{input}} is A's output, the last successful one
+    assert execution["status"] == "completed", execution["error"]
+    assert execution["node_executions"][b]["status"] == "failed"
+    assert execution["node_executions"][b]["error"] == "B is down"
+    assert execution["node_executions"][c]["prompt"] == "C(A(hi))"

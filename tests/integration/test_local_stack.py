@@ -1,0 +1,465 @@
+"""The embedded local stack: template.yaml on moto, handlers in-process, the events moto does not
+run (S3 notifications' shape, Step Functions status changes, the HTTP API) wired by relayflow."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fixtures_handlers as fx
+from relayflow.local import cfn, moto_shim
+from relayflow.local.server import build_http_event, make_server, run_server
+from relayflow.local.stack import LocalStack, StackError
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = cfn.load_template(ROOT / "template.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recordings() -> None:
+    fx.reset()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def create_state_machine(stack: LocalStack, name: str, definition: dict[str, Any]) -> str:
+    arn: str = stack.client("stepfunctions").create_state_machine(
+        name=name,
+        definition=json.dumps(definition),
+        roleArn=stack.context.attributes["StateMachineRole"]["Arn"],
+    )["stateMachineArn"]
+    return arn
+
+
+def run(stack: LocalStack, state_machine_arn: str, payload: Any, timeout: float = 15.0) -> dict[str, Any]:
+    execution_arn = stack.client("stepfunctions").start_execution(
+        stateMachineArn=state_machine_arn, name=unique("run"), input=json.dumps(payload)
+    )["executionArn"]
+    return stack.wait_for_execution(execution_arn, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------- moto
+
+
+def test_moto_still_has_the_private_lambda_hook_the_shim_replaces():
+    # Given the installed moto (pinned >=5.2.3,<5.3)
+    method = moto_shim.moto_invoke_lambda()
+    # Then LambdaFunction._invoke_lambda(self, event=None) is where the shim expects it
+    parameters = list(inspect.signature(method).parameters.values())
+    assert [p.name for p in parameters] == ["self", "event"], (
+        f"moto changed LambdaFunction._invoke_lambda to {inspect.signature(method)}: "
+        "update relayflow/local/moto_shim.py or the moto pin"
+    )
+    assert parameters[1].default is None
+    assert method.__module__ == "moto.awslambda.models"
+    moto_shim.check_compatible()
+    # and the optional hooks (cached SFN Lambda client, AWS-shaped S3 events) are there too
+    from moto.s3 import notifications
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    assert callable(lambda_eval_utils.boto_client_for)
+    assert list(inspect.signature(notifications._get_s3_event).parameters) == [
+        "event_name",
+        "bucket",
+        "key",
+        "notification_id",
+    ]
+
+
+# ------------------------------------------------------------------------------------- stack
+
+
+def test_tables_are_created_exactly_as_the_template_declares_them(local_stack: LocalStack):
+    dynamodb = local_stack.client("dynamodb")
+    for logical_id in ("RelayflowTable", "IdempotencyTable"):
+        declared = TEMPLATE["Resources"][logical_id]["Properties"]
+        name = local_stack.resources[logical_id]
+        # When the created table is described
+        table = dynamodb.describe_table(TableName=name)["Table"]
+        # Then keys, attributes, indexes, billing and TTL are the template's
+        assert table["KeySchema"] == declared["KeySchema"]
+        assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+            declared["AttributeDefinitions"], key=str
+        )
+        assert table["BillingModeSummary"]["BillingMode"] == declared["BillingMode"]
+        created_indexes = {
+            index["IndexName"]: (index["KeySchema"], index["Projection"])
+            for index in table.get("GlobalSecondaryIndexes", [])
+        }
+        declared_indexes = {
+            index["IndexName"]: (index["KeySchema"], index["Projection"])
+            for index in declared.get("GlobalSecondaryIndexes", [])
+        }
+        assert created_indexes == declared_indexes
+        ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == declared["TimeToLiveSpecification"]["AttributeName"]
+    assert local_stack.outputs["TableName"] == local_stack.resources["RelayflowTable"]
+
+
+def test_functions_environment_is_resolved_into_os_environ_and_restored_on_stop():
+    before = os.environ.get("RELAYFLOW_TABLE")
+    with LocalStack() as stack:
+        # Then the template's environment (Globals merged) is this process's environment
+        assert os.environ["RELAYFLOW_TABLE"] == stack.outputs["TableName"]
+        assert os.environ["RELAYFLOW_BUCKET"] == stack.outputs["BucketName"]
+        assert os.environ["EVENT_BUS_NAME"] == stack.outputs["EventBusName"]
+        assert os.environ["RELAYFLOW_STACK"] == stack.stack_name
+        assert os.environ["NODE_RUNNER_ARN"] == stack.function_arn("NodeRunnerFunction")
+        assert os.environ["STATE_MACHINE_ROLE_ARN"].startswith("arn:aws:iam::123456789012:role/")
+        assert "AWS_PROFILE" not in os.environ
+        assert os.environ["AWS_CONFIG_FILE"] == os.devnull
+        lambda_config = stack.client("lambda").get_function_configuration(
+            FunctionName=stack.functions["NodeRunnerFunction"].function_name
+        )
+        assert lambda_config["Handler"] == "relayflow.handlers.node_runner.lambda_handler"
+        assert lambda_config["Timeout"] == 900
+        # and a second stack cannot start beside it (moto's mock is process-wide)
+        with pytest.raises(StackError, match="another LocalStack"):
+            LocalStack().start()
+    assert os.environ.get("RELAYFLOW_TABLE") == before
+
+
+def test_a_missing_template_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(StackError, match=r"template\.yaml not found"):
+        LocalStack(tmp_path / "template.yaml").start()
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+def test_step_functions_retry_and_catch_see_the_exception_class_name(local_stack: LocalStack):
+    # Given two test-only functions: one fails twice with FlakyError, one always with PermanentError
+    flaky_arn = local_stack.register_function("Flaky", fx.handler("flaky"))
+    permanent_arn = local_stack.register_function("Permanent", fx.handler("permanent"))
+    state_machine = create_state_machine(
+        local_stack,
+        unique("retry-catch"),  # not the stack prefix: the reconciler is not concerned
+        {
+            "StartAt": "Flaky",
+            "States": {
+                "Flaky": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::lambda:invoke",
+                    "Parameters": {"FunctionName": flaky_arn, "Payload.$": "$"},
+                    "ResultSelector": {"attempts.$": "$.Payload.attempts"},
+                    "ResultPath": "$.flaky",
+                    "Retry": [
+                        {
+                            "ErrorEquals": ["FlakyError"],
+                            "IntervalSeconds": 1,
+                            "BackoffRate": 1,
+                            "MaxAttempts": 2,
+                        }
+                    ],
+                    "Next": "Permanent",
+                },
+                "Permanent": {
+                    "Type": "Task",
+                    "Resource": permanent_arn,
+                    "Retry": [{"ErrorEquals": ["FlakyError"], "IntervalSeconds": 1, "MaxAttempts": 3}],
+                    "Catch": [
+                        {"ErrorEquals": ["PermanentError"], "ResultPath": "$.caught", "Next": "Recovered"}
+                    ],
+                    "Next": "Unreachable",
+                },
+                "Unreachable": {"Type": "Fail", "Error": "Unreachable"},
+                "Recovered": {"Type": "Pass", "End": True},
+            },
+        },
+    )
+    # When it runs
+    key = unique("k")
+    result = run(local_stack, state_machine, {"key": key})
+    # Then the retries got past FlakyError and the Catch caught PermanentError by name
+    assert result["status"] == "SUCCEEDED", result
+    output = json.loads(result["output"])
+    assert output["flaky"] == {"attempts": 3}
+    assert output["caught"]["Error"] == "PermanentError"
+    cause = json.loads(output["caught"]["Cause"])
+    assert cause["errorType"] == "PermanentError"
+    assert cause["errorMessage"] == f"{key}: cannot be processed"
+    assert cause["stackTrace"]
+
+
+def test_an_uncaught_error_fails_the_execution_with_that_name(local_stack: LocalStack):
+    arn = local_stack.register_function("Permanent", fx.handler("permanent"))
+    state_machine = create_state_machine(
+        local_stack,
+        unique("fail"),
+        {"StartAt": "P", "States": {"P": {"Type": "Task", "Resource": arn, "End": True}}},
+    )
+    result = run(local_stack, state_machine, {"key": "x"})
+    assert result["status"] == "FAILED"
+    assert result["error"] == "PermanentError"
+
+
+def test_a_handler_that_cannot_be_imported_fails_like_lambda_does(local_stack: LocalStack):
+    local_stack.register_function("Broken", "relayflow.handlers.does_not_exist.lambda_handler")
+    response = local_stack.client("lambda").invoke(
+        FunctionName=local_stack.functions["Broken"].function_name, Payload=b"{}"
+    )
+    assert response["FunctionError"]
+    assert json.loads(response["Payload"].read())["errorType"] == "Runtime.ImportModuleError"
+
+
+# ------------------------------------------------------------------------------------- wiring
+
+
+def test_the_watcher_delivers_each_ended_execution_once_to_the_rule_target(local_stack: LocalStack):
+    # Given the reconciler (the template's aws.states rule target) replaced by a recorder
+    local_stack.override_handler("ReconcilerFunction", fx.handler("record"))
+    reconciler_name = local_stack.functions["ReconcilerFunction"].function_name
+    prefix = local_stack.state_machine_prefix
+    succeeds = create_state_machine(
+        local_stack, unique(f"{prefix}ok"), {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+    )
+    fails = create_state_machine(
+        local_stack,
+        unique(f"{prefix}fail"),
+        {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "Boom", "Cause": "it broke"}}},
+    )
+    foreign = create_state_machine(
+        local_stack, unique("other-stack"), {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+    )
+    # When an execution of each ends
+    ok = run(local_stack, succeeds, {"n": 1})
+    failed = run(local_stack, fails, {"n": 2})
+    run(local_stack, foreign, {"n": 3})
+    assert local_stack.wait_idle(timeout=10)
+    # Then the target got one real-shaped event per ended execution of the stack's state machines
+    events = {e["detail"]["executionArn"]: e for e in fx.recorded(reconciler_name)}
+    assert set(events) == {ok["executionArn"], failed["executionArn"]}
+    ok_event, failed_event = events[ok["executionArn"]], events[failed["executionArn"]]
+    assert ok_event["source"] == "aws.states"
+    assert ok_event["detail-type"] == "Step Functions Execution Status Change"
+    assert ok_event["resources"] == [ok["executionArn"]]
+    assert ok_event["detail"]["status"] == "SUCCEEDED"
+    assert ok_event["detail"]["stateMachineArn"] == succeeds
+    assert json.loads(ok_event["detail"]["input"]) == {"n": 1}
+    assert json.loads(ok_event["detail"]["output"]) == {"n": 1}
+    assert isinstance(ok_event["detail"]["startDate"], int)
+    assert ok_event["detail"]["stopDate"] >= ok_event["detail"]["startDate"]
+    assert failed_event["detail"]["status"] == "FAILED"
+    assert (failed_event["detail"]["error"], failed_event["detail"]["cause"]) == ("Boom", "it broke")
+    assert failed_event["detail"]["output"] is None
+    # and the checked-in sample event has the same shape
+    sample = json.loads((ROOT / "events" / "sfn_status_change.json").read_text())
+    assert set(sample) == set(ok_event)
+    assert set(sample["detail"]) == set(ok_event["detail"])
+    # and nothing is delivered twice
+    time.sleep(local_stack.watch_interval * 2)
+    assert len(fx.recorded(reconciler_name)) == 2
+
+
+def test_an_upload_under_inputs_invokes_the_s3_trigger_function(local_stack: LocalStack):
+    # Given the S3 trigger replaced by a recorder
+    local_stack.override_handler("S3TriggerFunction", fx.handler("record"))
+    trigger_name = local_stack.functions["S3TriggerFunction"].function_name
+    bucket = local_stack.outputs["BucketName"]
+    s3 = local_stack.client("s3")
+    workflow = unique("wf")
+    # When one file lands under inputs/ and one elsewhere
+    s3.put_object(Bucket=bucket, Key=f"inputs/{workflow}/quarterly report.txt", Body=b"hello")
+    s3.put_object(Bucket=bucket, Key=f"datasets/{workflow}/rows.jsonl", Body=b"{}")
+    # Then the trigger ran once (synchronously, inside the upload), with an AWS-shaped event
+    events = fx.recorded(trigger_name)
+    assert len(events) == 1
+    (record,) = events[0]["Records"]
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventName"] == "ObjectCreated:Put"
+    assert record["s3"]["bucket"]["name"] == bucket
+    assert record["s3"]["object"]["key"] == f"inputs/{workflow}/quarterly+report.txt"
+    assert record["s3"]["object"]["size"] == 5
+    # and the checked-in sample has the same shape and the local stack's bucket name
+    sample = json.loads((ROOT / "events" / "s3_put_input.json").read_text())["Records"][0]
+    assert set(sample) == set(record)
+    assert set(sample["s3"]["object"]) <= set(record["s3"]["object"])
+    assert sample["s3"]["bucket"]["name"] == bucket
+
+
+def test_monkeypatching_a_handler_module_is_seen_by_direct_invokes(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+):
+    seen: list[Any] = []
+
+    def fake_record(event: Any, context: Any) -> dict[str, bool]:
+        seen.append(event)
+        return {"ok": True}
+
+    monkeypatch.setattr(fx, "record", fake_record)
+    local_stack.override_handler("ReconcilerFunction", fx.handler("record"))
+    assert local_stack.invoke("ReconcilerFunction", {"detail": {}}) == {"ok": True}
+    assert seen == [{"detail": {}}]
+
+
+# ------------------------------------------------------------------------------------- HTTP
+
+
+def test_the_http_server_round_trips_a_request_byte_for_byte(local_stack: LocalStack, served: str):
+    # Given the API function replaced by an echo handler, the authorizer by a one-key one
+    local_stack.override_handler("ApiFunction", fx.handler("http_echo"))
+    local_stack.override_handler("AuthorizerFunction", fx.handler("allow_one_key"))
+    payload = bytes(range(256)) * 64
+    request = urllib.request.Request(
+        f"{served}/files/a%20b?x=1&x=2&y=",
+        data=payload,
+        method="PUT",
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Cookie": "a=1; b=2",
+            "X-Thing": "v",
+            "X-Api-Key": fx.OPEN_SESAME,
+        },
+    )
+    # When a binary body goes through the server
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+        headers = response.headers
+    # Then it comes back byte for byte, and the event was API Gateway's v2 shape
+    assert body == payload
+    event = json.loads(base64.b64decode(headers["x-event"]))
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "ANY /{proxy+}"
+    assert event["rawPath"] == "/files/a%20b"
+    assert event["pathParameters"] == {"proxy": "files/a b"}
+    assert event["queryStringParameters"] == {"x": "1,2", "y": ""}
+    assert event["cookies"] == ["a=1", "b=2"]
+    assert event["headers"]["x-thing"] == "v"
+    assert "cookie" not in event["headers"]
+    assert event["isBase64Encoded"] is True
+    assert event["requestContext"]["http"]["method"] == "PUT"
+    assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.1"
+    assert event["requestContext"]["stage"] == "$default"
+    assert event["requestContext"]["authorizer"] == {"lambda": {"tenant": "t-test", "scopes": "read write"}}
+    assert headers.get_all("set-cookie") == ["session=abc; Path=/", "theme=dark"]
+
+
+def test_the_http_server_binds_loopback_only_and_refuses_oversized_bodies(
+    local_stack: LocalStack, served: str
+):
+    host, port = served.removeprefix("http://").split(":")
+    assert host == "127.0.0.1"
+    with pytest.raises(ValueError, match="loopback"):
+        make_server(local_stack, "0.0.0.0", 0)
+    # A body over API Gateway's 10 MB limit is refused before the function runs
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10485761\r\n\r\n"
+        )
+        answer = connection.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["code"] == "payload_too_large"
+
+
+def test_cors_preflight_is_answered_from_the_template(served: str):
+    request = urllib.request.Request(
+        f"{served}/workflows",
+        method="OPTIONS",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 204
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "idempotency-key" in response.headers["access-control-allow-headers"]
+
+
+def test_routes_and_the_lambda_authorizer_behave_as_on_api_gateway(local_stack: LocalStack, api: Any):
+    # Given the template's routes and authorizer, with test doubles behind them
+    local_stack.override_handler("ApiFunction", fx.handler("http_echo"))
+    local_stack.override_handler("AuthorizerFunction", fx.handler("allow_one_key"))
+    authorizer_name = local_stack.functions["AuthorizerFunction"].function_name
+    # Then a request without the identity header is refused before the authorizer runs
+    assert api("GET", "/workflows", headers={"x-api-key": ""}) == (401, {"message": "Unauthorized"})
+    assert fx.recorded(authorizer_name) == []
+    # and a key the authorizer refuses gets 403
+    assert api("GET", "/workflows", headers={"x-api-key": "nope"}) == (403, {"message": "Forbidden"})
+    # and an accepted key reaches the function; the answer is cached per key (ReauthorizeEvery)
+    for _ in range(2):
+        status, _body = api("GET", "/workflows/w1", headers={"x-api-key": fx.OPEN_SESAME})
+        assert status == 200
+    calls = fx.recorded(authorizer_name)
+    assert len(calls) == 2  # "nope" once, OPEN_SESAME once
+    assert calls[-1]["type"] == "REQUEST" and calls[-1]["identitySource"] == [fx.OPEN_SESAME]
+    assert calls[-1]["routeKey"] == "ANY /{proxy+}"
+    # and the open routes (Auth: NONE) need no key and get their own routeKey
+    route, parameters = local_stack.match_route("GET", "/dashboard/app.js") or (None, None)
+    assert route is not None and route.route_key == "GET /dashboard/{asset}" and route.authorizer is None
+    assert parameters == {"asset": "app.js"}
+    assert api("GET", "/health", headers={"x-api-key": ""})[0] == 200
+    root_route, _ = local_stack.match_route("GET", "/") or (None, None)
+    assert root_route is not None and root_route.route_key == "GET /"
+    post_root, _ = local_stack.match_route("POST", "/") or (None, None)
+    assert post_root is not None and post_root.route_key == "ANY /" and post_root.authorizer
+
+
+def test_json_bodies_travel_as_text_and_the_api_fixture_parses_answers(local_stack: LocalStack, api: Any):
+    local_stack.override_handler("ApiFunction", fx.handler("http_echo"))
+    local_stack.override_handler("AuthorizerFunction", fx.handler("allow_one_key"))
+    status, body = api(
+        "POST", "/workflows", {"name": "é"}, query={"dry_run": "1"}, headers={"x-api-key": fx.OPEN_SESAME}
+    )
+    assert (status, body) == (200, {"name": "é"})
+    event = build_http_event("POST", "/workflows", json_body={"name": "x"})
+    assert event["isBase64Encoded"] is False
+    assert json.loads(event["body"]) == {"name": "x"}
+    root = build_http_event("GET", "/")
+    assert root["routeKey"] == "ANY /" and "pathParameters" not in root
+
+
+def test_run_server_serves_until_stopped_and_cleans_up(capsys: pytest.CaptureFixture[str]):
+    ready: list[str] = []
+    stop = threading.Event()
+
+    def on_ready(base_url: str, stack: LocalStack) -> None:
+        stack.override_handler("ApiFunction", fx.handler("http_echo"))
+        ready.append(base_url)
+
+    thread = threading.Thread(target=run_server, args=(0,), kwargs={"on_ready": on_ready, "stop": stop})
+    thread.start()
+    try:
+        assert wait_until(lambda: ready, timeout=15)
+        with urllib.request.urlopen(f"{ready[0]}/health", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert f"relayflow serving on {ready[0]}" in capsys.readouterr().out
+    assert ready[0].startswith("http://127.0.0.1:")
+    # the stack is stopped: another one may start
+    with LocalStack(watch_executions=False):
+        pass
+
+
+def test_the_sample_api_events_work_against_the_real_api_function(local_stack: LocalStack):
+    # The checked-in samples are what the API function receives behind the authorizer
+    create = json.loads((ROOT / "events" / "apigw_create_workflow.json").read_text())
+    created = local_stack.invoke_api(create)
+    assert created["statusCode"] == 201, created
+    assert json.loads(created["body"])["name"] == json.loads(create["body"])["name"]
+    missing = local_stack.invoke_api(json.loads((ROOT / "events" / "apigw_get_execution.json").read_text()))
+    assert missing["statusCode"] == 404, missing

@@ -1,0 +1,313 @@
+"""Webhooks: a finished run is POSTed to its callback URL, signed with the workflow's secret,
+retried with backoff, and every attempt is recorded. A real receiver listens on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from relayflow.local.stack import LocalStack
+from relayflow.logic import webhooks
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint on 127.0.0.1 that answers with `statuses` in turn (then 200)."""
+
+    url: str
+    statuses: list[int]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.requests
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(url="", statuses=[])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            status = state.statuses.pop(0) if state.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_port}/hooks/relayflow"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def quick_retries(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry delays of tens of milliseconds instead of seconds (the sender reads them per delivery)."""
+    monkeypatch.setenv("WEBHOOK_RETRY_BASE_SECONDS", "0.05")
+    monkeypatch.setenv("WEBHOOK_RETRY_MAX_SECONDS", "0.2")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_SECONDS", "5")
+
+
+def verify_like_the_readme(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """The receiver-side check of docs/events-and-triggers.md, written out independently."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < tolerance
+
+
+def make_workflow(api: Any, *, model: str = "uppercase", callback_url: str | None = None) -> str:
+    _, created = api("POST", "/models", {"name": model, "provider": "builtin", "config": {"model": model}})
+    body: dict[str, Any] = {"name": "hooked"}
+    if callback_url:
+        body["callback_url"] = callback_url
+    _, workflow = api("POST", "/workflows", body)
+    _, version = api("POST", f"/workflows/{workflow['id']}/versions", {})
+    status, _ = api("POST", f"/versions/{version['id']}/nodes", {"name": "only", "entity_id": created["id"]})
+    assert status == 201
+    return str(workflow["id"])
+
+
+def run_to_end(api: Any, workflow_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, execution = api("POST", f"/workflows/{workflow_id}/executions", body)
+    assert status == 201, execution
+    deadline = time.monotonic() + 20
+    while execution["status"] not in ("completed", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _, execution = api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}")
+    return dict(execution)
+
+
+def deliveries(api: Any, workflow_id: str, execution_id: str, count: int) -> list[dict[str, Any]]:
+    """The execution's delivery attempts, oldest first, once `count` are recorded."""
+    deadline = time.monotonic() + 15
+    while True:
+        status, page = api("GET", f"/workflows/{workflow_id}/executions/{execution_id}/deliveries")
+        assert status == 200, page
+        if len(page["items"]) >= count or time.monotonic() > deadline:
+            return list(reversed(page["items"]))
+        time.sleep(0.05)
+
+
+def test_a_receiver_gets_a_correctly_signed_webhook_when_a_run_completes(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a workflow whose callback URL is a receiver on 127.0.0.1, and its secret (shown once)
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+    status, created = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    assert status == 201 and created["secret"].startswith("whsec_")
+    _, shown_again = api("GET", f"/workflows/{workflow_id}")
+    assert created["secret"] not in json.dumps(shown_again)
+
+    # When a run completes
+    execution = run_to_end(api, workflow_id, {"single_input": "hello hooks"})
+    assert execution["status"] == "completed"
+
+    # Then the receiver gets one POST, signed over "<t>.<body>" with that secret
+    (request,) = receiver.wait_for(1)
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert request["path"] == "/hooks/relayflow"
+    assert headers["content-type"] == "application/json"
+    assert verify_like_the_readme(created["secret"], headers["x-relayflow-signature"], request["body"])
+    assert not verify_like_the_readme("whsec_wrong", headers["x-relayflow-signature"], request["body"])
+    payload = json.loads(request["body"])
+    assert payload["type"] == "execution.completed" == headers["x-relayflow-event"]
+    assert payload["schema_version"] == "1"
+    assert payload["id"] == headers["x-relayflow-delivery"]
+    assert payload["data"]["id"] == execution["id"]
+    assert payload["data"]["workflow_id"] == workflow_id
+    assert payload["data"]["status"] == "completed"
+    assert payload["data"]["results"] == "HELLO HOOKS"
+    # And the attempt is recorded and listed, for the execution and for the workflow
+    (attempt,) = deliveries(api, workflow_id, execution["id"], 1)
+    assert attempt["outcome"] == "delivered" and attempt["response_status"] == 200 and attempt["final"]
+    assert attempt["delivery_id"] == payload["id"] and attempt["url"] == receiver.url
+    _, per_workflow = api("GET", f"/workflows/{workflow_id}/deliveries")
+    assert [a["delivery_id"] for a in per_workflow["items"]] == [payload["id"]]
+    # And however often the status change reaches the sender, it is not POSTed again
+    detail = {"tenant": "default", "execution_id": execution["id"], "status": "completed"}
+    local_stack.invoke("WebhookSenderFunction", {"detail-type": "Execution Status Change", "detail": detail})
+    assert len(receiver.requests) == 1
+
+
+def test_a_receiver_that_fails_twice_gets_the_webhook_on_the_third_try(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a receiver that answers 500, then 503, then 200
+    receiver.statuses[:] = [500, 503]
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+    _, created = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+
+    # When a run completes
+    execution = run_to_end(api, workflow_id, {"single_input": "again"})
+
+    # Then the third POST is accepted: the same delivery, each attempt freshly signed
+    requests = receiver.wait_for(3)
+    assert len(requests) == 3
+    ids = {r["headers"]["X-Relayflow-Delivery"] for r in requests}
+    assert len(ids) == 1
+    assert {r["body"] for r in requests} == {requests[0]["body"]}
+    assert all(
+        verify_like_the_readme(created["secret"], r["headers"]["X-Relayflow-Signature"], r["body"])
+        for r in requests
+    )
+    # And the record shows two failures with the answers, then the delivery
+    attempts = deliveries(api, workflow_id, execution["id"], 3)
+    assert [(a["attempt"], a["outcome"], a["response_status"], a["final"]) for a in attempts] == [
+        (1, "failed", 500, False),
+        (2, "failed", 503, False),
+        (3, "delivered", 200, True),
+    ]
+    assert attempts[0]["error"] == "the receiver answered 500"
+    assert attempts[0]["next_attempt_at"] is not None and attempts[2]["next_attempt_at"] is None
+    assert execution["status"] == "completed"
+
+
+def test_a_dead_receiver_never_fails_the_run_and_the_attempts_stop_at_the_limit(
+    local_stack: LocalStack,
+    api: Any,
+    receiver: Receiver,
+    quick_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a receiver that always answers 500, and at most 3 attempts
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "3")
+    receiver.statuses[:] = [500] * 10
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+    api("POST", f"/workflows/{workflow_id}/webhook-secret")
+
+    # When a run completes
+    execution = run_to_end(api, workflow_id, {"single_input": "x"})
+
+    # Then the run is completed all the same, and three failed attempts are recorded, the last final
+    assert execution["status"] == "completed"
+    attempts = deliveries(api, workflow_id, execution["id"], 3)
+    assert [(a["outcome"], a["final"]) for a in attempts] == [
+        ("failed", False),
+        ("failed", False),
+        ("failed", True),
+    ]
+    assert local_stack.wait_idle(timeout=10)
+    assert len(receiver.requests) == 3
+
+
+def test_an_execution_callback_url_gets_its_failed_run(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a workflow without a callback URL whose only node always fails
+    workflow_id = make_workflow(api, model="fail")
+    _, created = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+
+    # When a run names its own callback URL and fails
+    execution = run_to_end(api, workflow_id, {"single_input": "x", "callback_url": receiver.url})
+    assert execution["status"] == "failed"
+
+    # Then that URL gets execution.failed with the error
+    (request,) = receiver.wait_for(1)
+    payload = json.loads(request["body"])
+    assert payload["type"] == "execution.failed"
+    assert payload["data"]["error"] == execution["error"]
+    assert verify_like_the_readme(
+        created["secret"], request["headers"]["X-Relayflow-Signature"], request["body"]
+    )
+
+
+def test_without_a_secret_nothing_is_sent_and_the_record_says_why(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a workflow with a callback URL but no webhook secret yet
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+
+    # When a run completes
+    execution = run_to_end(api, workflow_id, {"single_input": "x"})
+
+    # Then nothing is POSTed unsigned, and the one recorded attempt tells how to fix it
+    (attempt,) = deliveries(api, workflow_id, execution["id"], 1)
+    assert attempt["outcome"] == "failed" and attempt["final"]
+    assert f"POST /workflows/{workflow_id}/webhook-secret" in attempt["error"]
+    assert receiver.requests == []
+
+
+def test_rotating_replaces_the_secret_and_unknown_workflows_are_404(api: Any) -> None:
+    # Given a workflow with a secret
+    workflow_id = make_workflow(api)
+    _, first = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    # When it is rotated
+    status, second = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    # Then a different secret is shown
+    assert status == 201 and second["secret"] != first["secret"]
+    # And neither secrets nor deliveries exist for a workflow that does not
+    status, body = api("POST", "/workflows/nope/webhook-secret")
+    assert status == 404 and body["code"] == "workflow_not_found"
+    status, body = api("GET", "/workflows/nope/deliveries")
+    assert status == 404
+
+
+def test_signatures_and_the_retry_schedule() -> None:
+    # Given a secret, a body and a time
+    secret, body, now = "whsec_test", b'{"a":1}', 1_700_000_000
+    # When relayflow signs
+    header = webhooks.sign(secret, now, body)
+    # Then the README's check accepts it, and a changed body, secret or an old stamp is refused
+    assert header.startswith(f"t={now},v1=")
+    assert webhooks.verify(secret, header, body, now=now + 10)
+    assert not webhooks.verify(secret, header, b'{"a":2}', now=now)
+    assert not webhooks.verify("whsec_other", header, body, now=now)
+    assert not webhooks.verify(secret, header, body, now=now + 301)
+    assert not webhooks.verify(secret, "garbage", body, now=now)
+    # And the delays double from the base up to the cap
+    config = webhooks.WebhookConfig(retry_base_seconds=1, retry_max_seconds=5)
+    assert [config.delay_after(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+def test_the_client_rotates_the_secret_and_lists_deliveries(
+    local_stack: LocalStack, served: str, receiver: Receiver, quick_retries: None
+) -> None:
+    from relayflow.client import Client
+
+    with Client(served, api_key=local_stack.api_key) as client:
+        # Given a workflow with a callback URL and a secret, through the Python client
+        model = client.create_model("u", "builtin", {"model": "uppercase"})
+        workflow = client.create_workflow("by client", callback_url=receiver.url)
+        version = client.create_workflow_version(workflow.id)
+        client.create_workflow_node(version.id, "n", model.id)
+        secret = client.rotate_webhook_secret(workflow.id)
+        # When a run completes
+        execution = client.execute_workflow(workflow.id, single_input="x")
+        client.wait_for_execution(workflow.id, execution.id, poll_interval=0.05, timeout=20)
+        receiver.wait_for(1)
+        # Then the deliveries are typed objects, per execution and per workflow
+        deadline = time.monotonic() + 10
+        while not (attempts := client.get_webhook_deliveries(workflow.id, execution.id)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert [(a.outcome, a.attempt, a.execution_id) for a in attempts] == [("delivered", 1, execution.id)]
+        assert attempts.next_token is None
+        assert [a.delivery_id for a in client.get_webhook_deliveries(workflow.id)] == [
+            attempts[0].delivery_id
+        ]
+    assert webhooks.verify(
+        secret.secret, receiver.requests[0]["headers"]["X-Relayflow-Signature"], receiver.requests[0]["body"]
+    )

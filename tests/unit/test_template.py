@@ -1,0 +1,228 @@
+"""template.yaml: what the deployed stack and the local stack both rely on, checked offline;
+and the CloudFormation intrinsic resolver the local stack reads it with."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relayflow.local import cfn
+from relayflow.local.stack import event_matches
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = cfn.load_template(ROOT / "template.yaml")
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {k: v for k, v in RESOURCES.items() if v["Type"] == "AWS::Serverless::Function"}
+GLOBALS = TEMPLATE["Globals"]["Function"]
+
+
+def resolved() -> dict[str, Any]:
+    """The template with every intrinsic resolved (resource refs stand in as their logical ids)."""
+    context = cfn.Context.from_template(TEMPLATE)
+    for logical_id in RESOURCES:
+        context.refs[logical_id] = logical_id
+        context.attributes[logical_id] = {"Arn": f"arn:aws:test:::{logical_id}"}
+    result: dict[str, Any] = cfn.resolve(TEMPLATE, context)
+    return result
+
+
+def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, spec in template["Resources"].items():
+        properties = spec.get("Properties") or {}
+        for policy in properties.get("Policies") or []:
+            if not isinstance(policy, dict):
+                continue
+            document = policy.get("PolicyDocument", policy)
+            for statement in document.get("Statement", []):
+                yield logical_id, statement
+
+
+def test_template_is_a_sam_template_with_the_resources_the_design_names():
+    assert TEMPLATE["Transform"] == "AWS::Serverless-2016-10-31"
+    assert {
+        "RelayflowTable",
+        "IdempotencyTable",
+        "DataBucket",
+        "EventBus",
+        "StateMachineRole",
+        "HttpApi",
+        "ApiFunction",
+        "NodeRunnerFunction",
+        "ReconcilerFunction",
+        "S3TriggerFunction",
+    } <= set(RESOURCES)
+    assert set(TEMPLATE["Outputs"]) >= {"ApiUrl", "BucketName", "TableName", "EventBusName"}
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_every_handler_names_a_lambda_handler_under_relayflow_handlers(logical_id: str):
+    handler = FUNCTIONS[logical_id]["Properties"]["Handler"]
+    assert re.fullmatch(r"relayflow\.handlers\.[a-z_][a-z0-9_]*\.lambda_handler", handler), handler
+    # CodeUri is the folder that holds the relayflow package
+    code_uri = FUNCTIONS[logical_id]["Properties"].get("CodeUri", GLOBALS.get("CodeUri"))
+    assert (ROOT / code_uri / "relayflow" / "__init__.py").is_file()
+
+
+def test_runtime_is_python_3_12_or_newer_on_arm64():
+    for logical_id, spec in FUNCTIONS.items():
+        runtime = spec["Properties"].get("Runtime", GLOBALS.get("Runtime"))
+        match = re.fullmatch(r"python3\.(\d+)", runtime or "")
+        assert match and int(match.group(1)) >= 12, f"{logical_id}: {runtime}"
+    assert GLOBALS["Architectures"] == ["arm64"]
+    assert GLOBALS["Tracing"] == "Active"
+
+
+def test_no_statement_allows_every_action_on_every_resource():
+    for logical_id, statement in policy_statements(resolved()):
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        wildcard_action = any(a == "*" or a.endswith(":*") for a in actions)
+        assert not (wildcard_action and "*" in resources), f"{logical_id}: {statement}"
+        assert "NotAction" not in statement, f"{logical_id}: NotAction is too broad"
+
+
+def test_functions_get_the_environment_settings_reads():
+    variables = GLOBALS["Environment"]["Variables"]
+    for name in (
+        "RELAYFLOW_TABLE",
+        "RELAYFLOW_BUCKET",
+        "RELAYFLOW_STACK",
+        "EVENT_BUS_NAME",
+        "IDEMPOTENCY_TABLE",
+    ):
+        assert name in variables
+        assert name in (ROOT / "functions/relayflow/settings.py").read_text()
+    for logical_id in ("ApiFunction", "S3TriggerFunction"):
+        extra = FUNCTIONS[logical_id]["Properties"]["Environment"]["Variables"]
+        assert set(extra) == {"NODE_RUNNER_ARN", "STATE_MACHINE_ROLE_ARN"}
+
+
+def test_bucket_is_named_explicitly_so_the_s3_notification_is_not_circular():
+    bucket_name = RESOURCES["DataBucket"]["Properties"]["BucketName"]
+    assert GLOBALS["Environment"]["Variables"]["RELAYFLOW_BUCKET"] == bucket_name
+    event = FUNCTIONS["S3TriggerFunction"]["Properties"]["Events"]["InputUploaded"]
+    assert event["Type"] == "S3"
+    assert event["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    assert event["Properties"]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "inputs/"}]
+
+
+def test_reconciler_rule_matches_only_ended_executions_of_this_stacks_state_machines():
+    context = cfn.Context.from_template(TEMPLATE, stack_name="relayflow")
+    pattern = cfn.resolve(
+        FUNCTIONS["ReconcilerFunction"]["Properties"]["Events"]["ExecutionEnded"]["Properties"]["Pattern"],
+        context,
+    )
+    ours = "arn:aws:states:us-east-1:123456789012:stateMachine:relayflow-wf1-v1"
+
+    def event(status: str, state_machine: str = ours) -> dict[str, Any]:
+        return {
+            "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": {"status": status, "stateMachineArn": state_machine},
+        }
+
+    assert event_matches(pattern, event("SUCCEEDED"))
+    assert event_matches(pattern, event("TIMED_OUT"))
+    assert not event_matches(pattern, event("RUNNING"))
+    assert not event_matches(pattern, event("FAILED", ours.replace("relayflow-", "other-")))
+
+
+def test_requirements_txt_pins_exactly_the_runtime_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = (ROOT / "functions/requirements.txt").read_text().splitlines()
+    requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert requirements == project["dependencies"]
+    assert not any(r.startswith("moto") for r in requirements)
+
+
+# ------------------------------------------------------------------------------ the resolver
+
+
+def test_short_tags_load_into_long_form_and_dates_stay_strings():
+    template = cfn.loads_template(
+        """
+        Resources:
+          R:
+            Type: X
+            Properties:
+              Version: 2012-10-17
+              A: !GetAtt Fn.Arn
+              B: !Sub "${AWS::StackName}-x"
+              C: !Join [",", [!Ref P, b]]
+              D: !If [IsProd, !Select [0, !Split [",", "a,b"]], !Ref AWS::NoValue]
+              E: !Base64 hi
+              F: !FindInMap [M, k, v]
+              G: !Sub ["${X}-${!Literal}", {X: !Ref P}]
+        """
+    )
+    properties = template["Resources"]["R"]["Properties"]
+    assert properties["Version"] == "2012-10-17"
+    assert properties["A"] == {"Fn::GetAtt": ["Fn", "Arn"]}
+    assert properties["C"] == {"Fn::Join": [",", [{"Ref": "P"}, "b"]]}
+
+
+@pytest.mark.parametrize(("is_prod", "expected_d"), [("prod", "a"), ("dev", None)])
+def test_intrinsics_resolve_against_a_context(is_prod: str, expected_d: str | None):
+    template = {
+        "Parameters": {"P": {"Type": "String", "Default": is_prod}},
+        "Mappings": {"M": {"k": {"v": "mapped"}}},
+        "Conditions": {"IsProd": {"Fn::Equals": [{"Ref": "P"}, "prod"]}},
+        "Resources": {},
+    }
+    context = cfn.Context.from_template(template, stack_name="s")
+    context.attributes["Fn"] = {"Arn": "arn:fn"}
+    value = cfn.resolve(
+        {
+            "A": {"Fn::GetAtt": ["Fn", "Arn"]},
+            "B": {"Fn::Sub": "${AWS::StackName}-${AWS::Region}-${Fn.Arn}"},
+            "C": {"Fn::Join": [",", [{"Ref": "P"}, "b"]]},
+            "D": {
+                "Fn::If": [
+                    "IsProd",
+                    {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            },
+            "F": {"Fn::FindInMap": ["M", "k", "v"]},
+            "G": {"Fn::Sub": ["${X}-${!Literal}", {"X": {"Ref": "P"}}]},
+            "H": {"Fn::Base64": "hi"},
+            "IamCondition": {"Condition": {"StringEquals": {"k": "v"}}},
+        },
+        context,
+    )
+    assert value["A"] == "arn:fn"
+    assert value["B"] == "s-us-east-1-arn:fn"
+    assert value["C"] == f"{is_prod},b"
+    assert value.get("D") == expected_d
+    assert value["F"] == "mapped"
+    assert value["G"] == f"{is_prod}-${{Literal}}"
+    assert value["H"] == "aGk="
+    assert value["IamCondition"] == {"Condition": {"StringEquals": {"k": "v"}}}
+
+
+def test_an_unknown_reference_is_a_clear_error():
+    with pytest.raises(cfn.UnresolvableError, match="Nope"):
+        cfn.resolve({"Ref": "Nope"}, cfn.Context())
+
+
+def test_open_routes_of_the_template_are_the_api_functions_public_routes():
+    from relayflow.handlers.context import PUBLIC_ROUTES
+
+    events = FUNCTIONS["ApiFunction"]["Properties"]["Events"].values()
+    open_routes = {
+        (e["Properties"]["Method"], re.sub(r"\{(\w+)\}", r"<\1>", e["Properties"]["Path"]))
+        for e in events
+        if (e["Properties"].get("Auth") or {}).get("Authorizer") == "NONE"
+    }
+    assert open_routes == set(PUBLIC_ROUTES)
+    assert (
+        RESOURCES["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"]
+        in (RESOURCES["HttpApi"]["Properties"]["Auth"]["Authorizers"])
+    )
