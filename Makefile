@@ -4,9 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SAMVENV := .venv-sam
 STAMP  := $(VENV)/.installed
+# Debian's own Chromium for the dashboard's browser test (Playwright drives it; nothing is downloaded).
+CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck cfn-lint sam-validate bench serve clean
+.PHONY: help demo test lint typecheck cfn-lint sam-validate bench serve clean browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,8 +30,13 @@ demo: $(STAMP) ## Run a real workflow end to end on the embedded local stack
 serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
 	$(BIN)/relayflow serve --port 8765
 
-test: $(STAMP) lint sam-validate ## Lint, validate the template, run the whole test suite
+test: $(STAMP) $(CHROMIUM) lint sam-validate ## Lint, validate the template, run the whole test suite
 	$(BIN)/pytest -q
+
+$(CHROMIUM):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+browser: $(CHROMIUM) ## Install headless Chromium (Debian's package) for the dashboard test
 
 lint: $(STAMP) cfn-lint ## ruff + mypy + cfn-lint
 	$(BIN)/ruff check functions tests bench

@@ -72,3 +72,12 @@ def served(local_stack: LocalStack) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def client(served: str, local_stack: LocalStack) -> Iterator[Any]:
+    """A relayflow.Client on the served stack, authenticated with the stack's local key."""
+    from relayflow import Client
+
+    with Client(base_url=served, api_key=local_stack.api_key) as c:
+        yield c

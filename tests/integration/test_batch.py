@@ -50,7 +50,7 @@ def all_results(api: Any, workflow_id: str, execution_id: str, limit: int) -> li
     results: list[dict[str, Any]] = []
     token = None
     while True:
-        query = {"limit": limit, **({"next_token": token} if token else {})}
+        query = {"limit": str(limit), **({"next_token": token} if token else {})}
         page = ok(api("GET", f"/workflows/{workflow_id}/executions/{execution_id}/results", query=query))
         assert len(page["items"]) <= limit
         results.extend(page["items"])

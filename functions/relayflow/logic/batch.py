@@ -20,6 +20,7 @@ How a batch runs (see docs/batch.md):
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +53,10 @@ MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
 STATUS_CACHE_SECONDS = 1.0
 #: Item ids longer than this (in UTF-8 bytes) are keyed by a digest (DynamoDB sort keys: 1 KiB).
 MAX_KEYED_ID_BYTES = 200
+#: An item's final output is copied into its outcome when its JSON is at most this long; a longer
+#: one is read from its node's record (outcomes stay small: the final recount reads them all).
+INLINE_RESULT_BYTES = 4 * 1024
+USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
 
 
 def store() -> TableStore:
@@ -121,7 +126,8 @@ def _batch_ctx(
 ) -> dict[str, Any]:
     return {
         "batch_config": config,
-        "progress": {"total_items": total, "processed_items": 0, "failed_items": 0},
+        # processed/failed come from the counters while running, then from the final recount.
+        "progress": {"total_items": total},
         "ctx": {
             "items_bucket": dataset_service.bucket(),
             "items_key": list_key(tenant, execution_id),
@@ -216,7 +222,11 @@ def prepare_retry(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
         )
-    failed = set(store().failed_item_keys(tenant, old_record["id"]))
+    failed = {
+        item_key(outcome["source_item_id"])
+        for outcome in store().item_outcomes(tenant, old_record["id"])
+        if outcome.get("status") == "failed"
+    }
     if not failed:
         raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
     config = BatchConfig.model_validate(old_record["batch_config"])
@@ -288,21 +298,17 @@ def item_state(state: dict[str, Any], *, check_running: bool = True) -> dict[str
     return state
 
 
-def add_usage(state: dict[str, Any], usage: Mapping[str, int]) -> dict[str, Any]:
-    """The item's token usage so far travels with its state; finish_item counts it once."""
-    total = dict(state.get("usage") or {})
-    for name, amount in usage.items():
-        total[name] = int(total.get(name, 0)) + int(amount)
-    return {**state, "usage": total}
-
-
 def cancelled_item(state: dict[str, Any]) -> dict[str, Any]:
     """A node of an item found the run cancelled: the item is neither processed nor failed."""
     return {**{k: v for k, v in state.items() if k != "error"}, "cancelled": True}
 
 
 def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
-    """Record the item's outcome and count it, once (the "Item done" / "Item failed" states)."""
+    """Record the item's outcome and count it, once (the "Item done" / "Item failed" states).
+
+    The outcome is a conditional put (a retried task finds it and counts nothing), then one ADD
+    on a counter shard. The final counts are recounted from the outcomes when the run completes.
+    """
     state = item_state(state, check_running=False)
     ctx = state["ctx"]
     tenant, execution_id = ctx["tenant"], ctx["execution_id"]
@@ -310,34 +316,58 @@ def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
         return {}
     outputs = state.get("outputs") or {}
     order = ctx.get("node_order") or list(outputs)
-    final = next((outputs[n] for n in reversed(order) if n in outputs), None)
+    final_node = next((n for n in reversed(order) if n in outputs), None)
     failure = state.get("failure") or {}
-    if failed and not failure:
-        failure = {"message": "the item failed"}
-    result = {
+    usage = {k: int(v) for k, v in (state.get("usage") or {}).items() if k in USAGE_COUNTERS and v}
+    result: dict[str, Any] = {
         "source_item_id": ctx["source_item_id"],
         "status": "failed" if failed else "completed",
-        "output": None if failed else final,
-        "error": failure.get("message") if failed else None,
+        "error": (failure.get("message") or "the item failed") if failed else None,
         "failed_node_id": failure.get("node_id") if failed else None,
         "completed_at": now_iso(),
+        "usage": usage,
     }
-    counted = ("input_tokens", "output_tokens", "estimated_cost_nanos")
-    usage = {k: int(v) for k, v in (state.get("usage") or {}).items() if k in counted and v}
-    store().record_item_outcome(tenant, execution_id, ctx["item_id"], result, failed=failed, usage=usage)
+    if not failed and final_node is not None:
+        final = outputs[final_node]
+        if len(json.dumps(final)) <= INLINE_RESULT_BYTES:
+            result["output"] = final
+        else:  # already stored with the node's record: point at it, keep outcomes small
+            result["output_node_id"] = final_node
+    if store().record_item_outcome(tenant, execution_id, ctx["item_id"], result):
+        store().add_to_batch_counters(
+            tenant, execution_id, {"processed_items": 1, "failed_items": int(failed), **usage}
+        )
     return {}  # the Map keeps every item's output until it ends: keep it empty
 
 
 # ---- ending ----------------------------------------------------------------------------------------
+def recount(tenant: str, execution_id: str) -> dict[str, int]:
+    """Counts and usage summed from the recorded outcomes themselves (one Query of them)."""
+    totals = dict.fromkeys(TableStore.BATCH_COUNTERS, 0)
+    for outcome in store().item_outcomes(tenant, execution_id):
+        totals["processed_items"] += 1
+        totals["failed_items"] += outcome.get("status") == "failed"
+        for name, amount in (outcome.get("usage") or {}).items():
+            if name in totals:
+                totals[name] += int(amount)
+    return totals
+
+
 def complete(tenant: str, record: dict[str, Any]) -> None:
-    """The Map has run every item: completed, or failed when too many items failed or some item
-    has no outcome. Only a running run moves (a cancelled one stays cancelled)."""
+    """The Map has run every item: completed, or failed when more than max_failed_percent of them
+    failed or some item has no outcome. The final counts are recounted from the outcomes and kept
+    in the execution. Only a running run moves (a cancelled one stays cancelled)."""
     from relayflow.logic import executions
 
-    counters = store().batch_counters(tenant, record["id"])
-    total = int((record.get("progress") or {}).get("total_items") or 0)
-    processed, failed = counters["processed_items"], counters["failed_items"]
-    fields: dict[str, Any] = {"completed_at": now_iso()}
+    counts = recount(tenant, record["id"])
+    progress = dict(record.get("progress") or {})
+    total = int(progress.get("total_items") or 0)
+    processed, failed = counts["processed_items"], counts["failed_items"]
+    progress.update(processed_items=processed, failed_items=failed)
+    fields: dict[str, Any] = {"completed_at": now_iso(), "progress": progress}
+    if counts["input_tokens"] or counts["output_tokens"]:
+        # Where a single run keeps its usage: the execution shows it as usage.
+        fields.update({k: counts[k] for k in USAGE_COUNTERS if counts[k]})
     limit = (record.get("batch_config") or {}).get("max_failed_percent")
     status = "completed"
     if processed < total:
@@ -354,17 +384,14 @@ def complete(tenant: str, record: dict[str, Any]) -> None:
 
 # ---- reading ---------------------------------------------------------------------------------------
 def fill_progress(tenant: str, execution: Execution, *, with_results: bool = False) -> None:
-    """Counts from the counter shards (one Query); a finished run's first results page when asked."""
-    counters = store().batch_counters(tenant, execution.id)
-    execution.progress.processed_items = counters["processed_items"]
-    execution.progress.failed_items = counters["failed_items"]
-    if counters["input_tokens"] or counters["output_tokens"]:
-        from relayflow.logic import executions
-
-        usage = dict(counters)
-        if not usage["estimated_cost_nanos"]:
-            usage.pop("estimated_cost_nanos")
-        execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
+    """Live counts from the counter shards (one BatchGetItem), or the final counts a completed run
+    keeps; a finished run's first page of results when asked."""
+    final = execution.status in ("completed", "failed") and execution.progress.processed_items is not None
+    if not final:
+        counters = store().batch_counters(tenant, execution.id)
+        execution.progress.processed_items = counters["processed_items"]
+        execution.progress.failed_items = counters["failed_items"]
+        _set_usage(execution, counters)
     if with_results and execution.status in TERMINAL_STATUSES:
         items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
         execution.results = {
@@ -372,6 +399,14 @@ def fill_progress(tenant: str, execution: Execution, *, with_results: bool = Fal
             "next_token": token,
             "total_items": execution.progress.total_items,
         }
+
+
+def _set_usage(execution: Execution, counters: Mapping[str, int]) -> None:
+    from relayflow.logic import executions
+
+    if counters.get("input_tokens") or counters.get("output_tokens"):
+        usage = {k: counters.get(k) for k in USAGE_COUNTERS if counters.get(k)}
+        execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
 
 
 def _batch_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
@@ -383,15 +418,36 @@ def _batch_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
     return Execution.model_validate({k: v for k, v in record.items() if k != "results"})
 
 
-def _result(entry: dict[str, Any], record: dict[str, Any] | None, field: str) -> BatchItemResult:
-    item = dataset_service.entry_item(entry)
+def _input_of(entry: dict[str, Any], field: str) -> str | None:
     try:
-        text: str | None = datasets.input_text(item, field)
+        return datasets.input_text(dataset_service.entry_item(entry), field)
     except datasets.InputFieldError:
-        text = None
-    if record is None:
-        return BatchItemResult(source_item_id=entry["id"], input=text)
-    return BatchItemResult.model_validate({**record, "input": text, "output": unpack(record.get("output"))})
+        return None
+
+
+def _results(tenant: str, execution: Execution, entries: list[dict[str, Any]]) -> list[BatchItemResult]:
+    """The results of these list entries: one BatchGetItem of their outcomes, one more for the
+    node records that hold the outputs too large to be copied into an outcome."""
+    keys = [item_key(e["id"]) for e in entries]
+    outcomes = store().execution_children(tenant, execution.id, [f"R#{k}" for k in keys])
+    pointed = {
+        f"I#{k}#N#{o['output_node_id']}": k
+        for k in keys
+        if (o := outcomes.get(f"R#{k}")) and o.get("output_node_id")
+    }
+    node_records = store().execution_children(tenant, execution.id, list(pointed)) if pointed else {}
+    outputs = {key: node_records.get(sk, {}).get("output") for sk, key in pointed.items()}
+    field = execution.batch_config.input_field if execution.batch_config else "text"
+    results = []
+    for entry, key in zip(entries, keys, strict=True):
+        outcome = outcomes.get(f"R#{key}")
+        text = _input_of(entry, field)
+        if outcome is None:
+            results.append(BatchItemResult(source_item_id=entry["id"], input=text))
+            continue
+        output = outputs.get(key) if outcome.get("output_node_id") else outcome.get("output")
+        results.append(BatchItemResult.model_validate({**outcome, "input": text, "output": unpack(output)}))
+    return results
 
 
 def results_page(
@@ -409,9 +465,7 @@ def results_page(
             entries.append(entry)
     except NotFound:
         return [], None
-    records = store().item_results(tenant, execution.id, [item_key(e["id"]) for e in entries])
-    field = execution.batch_config.input_field if execution.batch_config else "text"
-    return [_result(e, records.get(item_key(e["id"])), field) for e in entries], token
+    return _results(tenant, execution, entries), token
 
 
 def get_results(
@@ -447,36 +501,28 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
 
 
 def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> dict[str, Any]:
-    """One item of a batch run: its result and every node record of its chain."""
+    """One item of a batch run: its result and the record of every node of its chain."""
+    from relayflow.logic import executions
+
     execution = _batch_execution(tenant, workflow_id, execution_id)
     key = item_key(source_item_id)
-    records = store().item_node_records(tenant, execution_id, key)
-    result = store().item_results(tenant, execution_id, [key]).get(key)
-    if result is None and not records:
-        # Either it is still queued, or it is not an item of this run: look for it in the list.
-        found = next(
-            (
-                e
-                for _, _, e in dataset_service.iter_entries(list_key(tenant, execution_id))
-                if e["id"] == source_item_id
-            ),
-            None,
-        )
-        if found is None:
-            raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
-        summary = _result(
-            found, None, execution.batch_config.input_field if execution.batch_config else "text"
-        )
-    else:
-        summary = BatchItemResult.model_validate(
-            {
-                "source_item_id": source_item_id,
-                **(result or {}),
-                "output": unpack((result or {}).get("output")),
-            }
-        )
+    entry = next(
+        (
+            e
+            for _, _, e in dataset_service.iter_entries(list_key(tenant, execution_id))
+            if e["id"] == source_item_id
+        ),
+        None,
+    )
+    if entry is None:
+        raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
+    order = executions.get_execution_record(tenant, workflow_id, execution_id).get("node_order") or []
+    records = store().execution_children(tenant, execution_id, [f"I#{key}#N#{node}" for node in order])
     nodes = {}
-    for record in sorted(records, key=lambda r: r.get("idx", 0)):
+    for record in sorted(records.values(), key=lambda r: r.get("idx", 0)):
         data = {**record, "output": unpack(record.get("output")), "prompt": unpack(record.get("prompt"))}
+        if data.get("usage"):
+            data["usage"] = executions.usage_of(data["usage"])
         nodes[record["node_id"]] = NodeExecution.model_validate(data).model_dump(mode="json")
-    return {**summary.model_dump(mode="json"), "node_executions": nodes}
+    (result,) = _results(tenant, execution, [entry])
+    return {**result.model_dump(mode="json"), "node_executions": nodes}

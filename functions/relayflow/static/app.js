@@ -9,6 +9,7 @@
   const LIST_POLL_MS = 3000; // the executions of a workflow
   const ITEMS_POLL_MS = 3000; // the first page of a running batch's items
   const PAGE_SIZE = 50;
+  const ITEMS_PAGE_SIZE = 25;
   const MAX_SAMPLES = 600;
   const ACTIVE = new Set(["pending", "running"]);
   const TERMINAL_NODE = new Set(["completed", "failed", "timed_out", "cancelled", "skipped"]);
@@ -710,7 +711,7 @@
       if (loading) return;
       loading = true;
       try {
-        const page = await getJson(base + "/results", { limit: PAGE_SIZE, next_token: pages.token() });
+        const page = await getJson(base + "/results", { limit: ITEMS_PAGE_SIZE, next_token: pages.token() });
         lastLoad = Date.now();
         body.replaceChildren();
         for (const item of page.items) {
@@ -720,13 +721,13 @@
               "tr",
               { class: "clickable", "data-item": item.source_item_id, "data-testid": "item-row", onclick: () => showItem(detail, base, item) },
               el("td", { class: "mono" }, item.source_item_id),
-              el("td", {}, badge(failed ? "failed" : item.status || "completed")),
+              el("td", {}, badge(item.status || (failed ? "failed" : "completed"))),
               el("td", {}, shortText(item.input, 60)),
               el("td", { class: failed ? "error" : "" }, shortText(failed ? item.error : item.output, 90)),
             ),
           );
         }
-        if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No finished items yet.")));
+        if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No items.")));
         pages.update(page.next_token, page.items.length);
         if (execution && !ACTIVE.has(execution.status)) settled = true;
       } catch (err) {
@@ -742,7 +743,10 @@
       refresh(x) {
         execution = x;
         const p = x.progress || {};
-        note.textContent = `${fmtInt(p.processed_items)} of ${fmtInt(p.total_items)} items finished; ${PAGE_SIZE} per page, newest data on refresh.`;
+        note.textContent =
+          `${fmtInt(p.processed_items)} of ${fmtInt(p.total_items)} items finished. In dataset order, ${ITEMS_PAGE_SIZE} a page` +
+          (ACTIVE.has(x.status) ? "; the first page refreshes while the run goes on." : ".") +
+          " Click an item for its nodes.";
         // Refresh the first page while the run goes on; other pages when asked.
         if (!lastLoad || (pages.index === 0 && Date.now() - lastLoad >= ITEMS_POLL_MS) || (!ACTIVE.has(x.status) && !settled)) load();
       },
@@ -753,7 +757,7 @@
   async function showItem(panel, base, item) {
     panel.hidden = false;
     const parts = [
-      el("h2", {}, `Item ${item.source_item_id} `, badge(item.error ? "failed" : item.status || "completed")),
+      el("h2", {}, `Item ${item.source_item_id} `, badge(item.status || (item.error ? "failed" : "completed"))),
       el("h3", {}, "Input"),
       el("pre", { "data-testid": "item-input" }, pretty(item.input) || "–"),
     ];

@@ -18,8 +18,7 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#D#d         V#v             dataset version (its items are an S3 object, see logic/batch.py)
     T#t#D#d         U#u             dataset file upload in progress (expires_at)
     T#t#X#x         R#item          outcome of one item of a batch run
-    T#t#X#x         F#item          marker of a failed item (what retry_failed_items reads)
-    T#t#X#x         C#nn            one of 32 shards of a batch run's progress counters
+    T#t#X#x         C#nn            one of 16 shards of a batch run's progress counters
     T#t#X#x         I#item#N#node   node record of one item of a batch run
 
 The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
@@ -874,11 +873,12 @@ class TableStore:
         self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"))
 
     # ---- batch runs: item outcomes, sharded progress counters (see logic/batch.py) ----------------
-    # One execution's items share its partition key. Each item's outcome is one transaction that
-    # writes the item's result (only if absent: a retried task cannot count twice) and adds to ONE
-    # of BATCH_COUNTER_SHARDS counter items picked at random, so no single item takes more than a
-    # 1/BATCH_COUNTER_SHARDS share of the writes; readers sum the shards with one Query.
-    BATCH_COUNTER_SHARDS = 32
+    # One execution's items share its partition key (distinct sort keys: DynamoDB can split the
+    # collection across partitions). The hot spot is the counter: it is BATCH_COUNTER_SHARDS items,
+    # each update going to one picked at random, read back as one BatchGetItem and summed. No
+    # transactions: concurrent transactions on one item conflict on AWS (and moto copies the whole
+    # table for each one).
+    BATCH_COUNTER_SHARDS = 16
     BATCH_COUNTERS = (
         "processed_items",
         "failed_items",
@@ -886,124 +886,75 @@ class TableStore:
         "output_tokens",
         "estimated_cost_nanos",
     )
-    _TRANSACTION_ATTEMPTS = 8
-
-    @staticmethod
-    def _wire(item: dict[str, Any]) -> dict[str, Any]:
-        from boto3.dynamodb.types import TypeSerializer
-
-        serializer = TypeSerializer()
-        return {k: serializer.serialize(v) for k, v in to_dynamo(item).items()}
 
     def record_item_outcome(
-        self,
-        tenant: str,
-        execution_id: str,
-        item_key: str,
-        result: dict[str, Any],
-        *,
-        failed: bool,
-        usage: dict[str, int] | None = None,
+        self, tenant: str, execution_id: str, item_key: str, result: dict[str, Any]
     ) -> bool:
-        """Write item ``R#<item_key>`` (and ``F#<item_key>`` when it failed) and count it, atomically.
-
-        Returns False, writing nothing, when the item's outcome was already recorded.
-        """
-        import random
-        import time
-
-        pk = _pk(tenant, "X", execution_id)
-        puts: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.table_name,
-                    "Item": self._wire({**result, "pk": pk, "sk": f"R#{item_key}", "kind": "item_result"}),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-        ]
-        if failed:
-            puts.append(
+        """Write item ``R#<item_key>``'s outcome unless one is recorded; False if one was."""
+        try:
+            self._put(
                 {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": self._wire({"pk": pk, "sk": f"F#{item_key}", "kind": "item_failed"}),
-                    }
-                }
+                    **result,
+                    **self.node_record_key(tenant, execution_id, f"R#{item_key}"),
+                    "kind": "item_result",
+                },
+                must_not_exist=True,
             )
-        amounts = {"processed_items": 1, "failed_items": 1 if failed else 0, **(usage or {})}
-        names = {f"#c{i}": name for i, name in enumerate(amounts)}
-        values = {f":c{i}": {"N": str(int(amount))} for i, amount in enumerate(amounts.values())}
-        for attempt in range(self._TRANSACTION_ATTEMPTS):
-            shard = random.randrange(self.BATCH_COUNTER_SHARDS)
-            counter = {
-                "Update": {
-                    "TableName": self.table_name,
-                    "Key": {"pk": {"S": pk}, "sk": {"S": f"C#{shard:02d}"}},
-                    "UpdateExpression": "ADD "
-                    + ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True)),
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                }
-            }
-            try:
-                aws.client("dynamodb").transact_write_items(TransactItems=[*puts, counter])
-                return True
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False
-                if attempt + 1 == self._TRANSACTION_ATTEMPTS:
-                    raise
-                # TransactionConflict (another writer on that shard) or throttling: another shard.
-                time.sleep(random.uniform(0, 0.02 * 2**attempt))
-        return False  # pragma: no cover - the loop returns or raises
+        except ConditionFailed:
+            return False
+        return True
 
-    def batch_counters(self, tenant: str, execution_id: str) -> dict[str, int]:
-        """The sum of every counter shard (one strongly consistent Query of at most 32 small items)."""
-        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("C#")
+    def add_to_batch_counters(self, tenant: str, execution_id: str, amounts: dict[str, int]) -> None:
+        import random
+
+        counted = {name: int(amount) for name, amount in amounts.items() if amount}
+        if not counted:
+            return
+        shard = random.randrange(self.BATCH_COUNTER_SHARDS)
+        names = {f"#c{i}": name for i, name in enumerate(counted)}
+        self.table.update_item(
+            Key=self.node_record_key(tenant, execution_id, f"C#{shard:02d}"),
+            UpdateExpression="ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names)),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={f":c{i}": amount for i, amount in enumerate(counted.values())},
+        )
+
+    def batch_counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
+        """The sum of every counter shard (one BatchGetItem of BATCH_COUNTER_SHARDS small items)."""
+        sks = [f"C#{shard:02d}" for shard in range(self.BATCH_COUNTER_SHARDS)]
         totals = dict.fromkeys(self.BATCH_COUNTERS, 0)
-        for item in self._query_all(condition):
+        for item in self.execution_children(tenant, execution_id, sks, consistent=consistent).values():
             for name in self.BATCH_COUNTERS:
                 totals[name] += int(item.get(name, 0))
         return totals
 
-    def item_results(self, tenant: str, execution_id: str, item_keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The recorded results of these items (absent ones are left out): BatchGetItem by 100."""
+    def execution_children(
+        self, tenant: str, execution_id: str, sks: list[str], *, consistent: bool = True
+    ) -> dict[str, dict[str, Any]]:
+        """Items of the execution's partition by sort key (absent ones left out), by BatchGetItem."""
         pk = _pk(tenant, "X", execution_id)
         found: dict[str, dict[str, Any]] = {}
-        client = aws.resource("dynamodb")
-        unique = list(dict.fromkeys(item_keys))
+        resource = aws.resource("dynamodb")
+        unique = list(dict.fromkeys(sks))
         for start in range(0, len(unique), 100):
             request: dict[str, Any] = {
                 self.table_name: {
-                    "Keys": [{"pk": pk, "sk": f"R#{key}"} for key in unique[start : start + 100]],
-                    "ConsistentRead": True,
+                    "Keys": [{"pk": pk, "sk": sk} for sk in unique[start : start + 100]],
+                    "ConsistentRead": consistent,
                 }
             }
             while request:
-                response = client.batch_get_item(RequestItems=request)
+                response = resource.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table_name, []):
-                    found[str(item["sk"])[2:]] = strip_keys(item)
+                    found[str(item["sk"])] = strip_keys(item)
                 request = response.get("UnprocessedKeys") or {}
         return found
 
-    def failed_item_keys(self, tenant: str, execution_id: str) -> Iterator[str]:
-        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("F#")
+    def item_outcomes(self, tenant: str, execution_id: str) -> Iterator[dict[str, Any]]:
+        """Every recorded item outcome of a batch run (a Query of its ``R#`` items)."""
+        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("R#")
         for item in self._query_all(condition):
-            yield str(item["sk"])[2:]
-
-    def item_node_records(self, tenant: str, execution_id: str, item_key: str) -> list[dict[str, Any]]:
-        prefix = f"I#{item_key}#N#"
-        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with(prefix)
-        # An item key may itself contain "#N#": keep only this item's records (node ids have no "#").
-        return [
-            strip_keys(i)
-            for i in self._query_all(condition)
-            if str(i["sk"]).rsplit("#N#", 1)[0] == f"I#{item_key}"
-        ]
+            yield strip_keys(item)
 
     def finish_item_node(
         self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any], *, attempt: int | None

@@ -1,0 +1,189 @@
+"""The documented maximums: exceeding one answers a 4xx that names the limit; unknown fields are
+refused at every level of every body, never ignored."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relayflow.logic import limits
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+
+
+@pytest.fixture
+def version(api: Any) -> dict[str, Any]:
+    """A workflow's active version with one echo node."""
+    _, model = api("POST", "/models", {"name": "echo", "provider": "builtin", "config": {"model": "echo"}})
+    _, workflow = api("POST", "/workflows", {"name": "limits"})
+    _, version = api("POST", f"/workflows/{workflow['id']}/versions", {"name": "v1"})
+    _, node = api("POST", f"/versions/{version['id']}/nodes", {"name": "first", "entity_id": model["id"]})
+    return {**version, "model_id": model["id"], "node_id": node["id"]}
+
+
+def test_every_limit_is_documented() -> None:
+    # Given the limits table and the security documentation
+    text = DOCS.read_text(encoding="utf-8")
+    # Then every limit is named there with its value
+    for limit in limits.LIMITS:
+        assert f"`{limit.name}`" in text, limit.name
+        assert f"{limit.value:,}" in text or str(limit.value) in text, limit
+
+
+def test_a_body_over_the_request_limit_is_refused_with_413(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a (lowered, to keep the test fast) request limit and a body one byte over it
+    from relayflow.handlers import api as api_module
+
+    monkeypatch.setattr(api_module, "MAX_REQUEST_BODY_BYTES", 1024)
+    body = b'{"name": "' + b"x" * 1013 + b'"}'
+    assert len(body) == 1025
+    # When it is posted
+    status, answer = api("POST", "/workflows", body=body, headers={"content-type": "application/json"})
+    # Then it is refused before any parsing, naming the limit
+    assert status == 413
+    assert answer["code"] == "request_too_large"
+    assert "request_body" in answer["message"]
+    assert "1024" in answer["message"]
+
+
+def test_the_request_limit_fits_lambda_and_the_gateway() -> None:
+    from relayflow.local.server import MAX_BODY_BYTES
+
+    assert limits.MAX_REQUEST_BODY_BYTES <= 6 * 1024 * 1024 <= MAX_BODY_BYTES
+
+
+def test_a_template_over_the_length_limit_is_refused(api: Any, version: dict[str, Any]) -> None:
+    template = "x" * (limits.MAX_TEMPLATE_LENGTH + 1)
+    body = {"name": "long", "entity_id": version["model_id"], "config": {"input_template": template}}
+    status, answer = api("POST", f"/versions/{version['id']}/nodes", body)
+    assert status == 400
+    assert str(limits.MAX_TEMPLATE_LENGTH) in answer["message"]
+    # And the same through an update
+    path = f"/versions/{version['id']}/nodes/{version['node_id']}"
+    status, answer = api("PATCH", path, {"config": {"input_template": template}})
+    assert status == 400
+    assert str(limits.MAX_TEMPLATE_LENGTH) in answer["message"]
+
+
+def test_a_version_holds_at_most_the_node_limit(
+    api: Any, version: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a version at the (lowered, to keep the test fast) node limit
+    from relayflow.logic import authoring
+
+    monkeypatch.setattr(authoring, "MAX_NODES_PER_VERSION", 3)
+    for index in (1, 2):
+        body = {"name": f"n{index}", "entity_id": version["model_id"]}
+        assert api("POST", f"/versions/{version['id']}/nodes", body)[0] == 201
+    # When one more node is added
+    body = {"name": "over", "entity_id": version["model_id"]}
+    status, answer = api("POST", f"/versions/{version['id']}/nodes", body)
+    # Then it is refused, naming the limit
+    assert status == 400
+    assert answer["code"] == "too_many_nodes"
+    assert "at most 3 nodes" in answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "limit"),
+    [
+        (
+            {"single_input": "x", "timeout": limits.MAX_WORKFLOW_TIMEOUT_SECONDS + 1},
+            limits.MAX_WORKFLOW_TIMEOUT_SECONDS,
+        ),
+        (
+            {
+                "input_mode": "batch",
+                "batch_config": {
+                    "dataset_id": "d",
+                    "dataset_version_id": "v",
+                    "parallelism": limits.MAX_PARALLELISM + 1,
+                },
+            },
+            limits.MAX_PARALLELISM,
+        ),
+        ({"single_input": "x" * (limits.MAX_SINGLE_INPUT_CHARS + 1)}, limits.MAX_SINGLE_INPUT_CHARS),
+    ],
+    ids=["workflow_timeout", "parallelism", "single_input"],
+)
+def test_run_limits_are_refused_naming_the_limit(
+    api: Any, version: dict[str, Any], body: dict[str, Any], limit: int
+) -> None:
+    status, answer = api("POST", f"/workflows/{version['workflow_id']}/executions", body)
+    assert status == 400, answer
+    assert str(limit) in answer["message"]
+
+
+def test_a_file_input_over_the_limit_is_refused(api: Any, version: dict[str, Any]) -> None:
+    data = base64.b64encode(b"x" * (limits.MAX_INPUT_FILE_BYTES + 1)).decode()
+    body = {"file": {"filename": "big.txt", "content_type": "text/plain", "content_base64": data}}
+    status, answer = api("POST", f"/workflows/{version['workflow_id']}/executions", body)
+    assert status == 400
+    assert answer["code"] == "file_too_large"
+    assert "MiB" in answer["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/workflows", {"name": "w", "owner": "me"}, "owner"),
+        ("POST", "/models", {"name": "m", "provider": "builtin", "config": {"model": "echo"}, "x": 1}, "x"),
+        ("POST", "/api-keys", {"scopes": ["read"], "tenant": "other"}, "tenant"),
+        ("POST", "/workflows/{workflow}/versions", {"config": {"max_retries": 1, "retries": 2}}, "retries"),
+        ("PATCH", "/workflows/{workflow}/versions/{version}", {"config": {"bogus": 1}}, "bogus"),
+        (
+            "POST",
+            "/versions/{version}/nodes",
+            {"name": "n", "entity_id": "{model}", "config": {"prompt": "x"}},
+            "prompt",
+        ),
+        ("PATCH", "/versions/{version}/nodes/{node}", {"config": {"retries": 3}}, "retries"),
+        (
+            "POST",
+            "/versions/{version}/edges",
+            {"begin_node_id": "{node}", "end_node_id": "{node}", "weight": 1},
+            "weight",
+        ),
+        ("POST", "/workflows/{workflow}/executions", {"single_input": "x", "priority": 1}, "priority"),
+        (
+            "POST",
+            "/workflows/{workflow}/executions",
+            {"file": {"filename": "a", "content_base64": "", "path": "/etc/passwd"}},
+            "path",
+        ),
+        (
+            "POST",
+            "/workflows/{workflow}/executions",
+            {
+                "input_mode": "batch",
+                "batch_config": {"dataset_id": "d", "dataset_version_id": "v", "shard": 1},
+            },
+            "shard",
+        ),
+    ],
+)
+def test_unknown_fields_are_refused_at_every_level(
+    api: Any, version: dict[str, Any], method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    # Given a body with one field the API does not know, at the top or inside a nested object
+    values = {
+        "workflow": version["workflow_id"],
+        "version": version["id"],
+        "node": version["node_id"],
+        "model": version["model_id"],
+    }
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], value) if isinstance(value, str) else value
+
+    # When it is sent
+    status, answer = api(method, fill(path), fill(body))
+    # Then it is refused, naming the field
+    assert status == 400, answer
+    assert field in answer["message"]
