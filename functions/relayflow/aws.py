@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +29,30 @@ def client(service: str) -> Any:
     return session().client(service, config=_CONFIG)
 
 
-@lru_cache(maxsize=8)
+class _ThreadResources(threading.local):
+    generation = -1
+    cache: dict[str, Any]
+
+
+_resources = _ThreadResources()
+_generation = 0
+
+
 def resource(service: str) -> Any:
-    return session().resource(service, config=_CONFIG)
+    """One boto3 resource per service per thread.
+
+    Clients are thread-safe, resources are not: their condition-expression builder is shared and
+    hands out placeholder names (#n0, :v0) from one counter. A Lambda container runs one request at
+    a time, but the local stack runs many handlers in threads of one process.
+    """
+    if _resources.generation != _generation:
+        _resources.cache = {}
+        _resources.generation = _generation
+    if service not in _resources.cache:
+        _resources.cache[service] = session().resource(service, config=_CONFIG)
+    return _resources.cache[service]
+
+
+def clear_resources() -> None:
+    global _generation
+    _generation += 1

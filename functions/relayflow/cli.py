@@ -357,6 +357,8 @@ def follow(
 
 def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if (args.watch or args.wait) and execution.status not in TERMINAL:
+        return follow(args, client, ui, execution)
     code = STATUS_EXIT.get(execution.status, EXIT_OK)
     if ui.as_json:
         ui.json(execution_json(execution))
@@ -375,6 +377,12 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     ):
         summary.add_row(label, value or "-")
     summary.add_row("duration", seconds(run_seconds(execution)))
+    if execution.batch_config:
+        batch = execution.batch_config
+        summary.add_row("dataset", f"{batch.dataset_id} version {batch.dataset_version_id}")
+        summary.add_row("items", f"input field '{batch.input_field}', parallelism {batch.parallelism}")
+        if batch.filter_query:
+            summary.add_row("filter", batch.filter_query)
     if execution.rerun_of:
         summary.add_row("re-run of", execution.rerun_of)
     if execution.input_file:
@@ -502,25 +510,16 @@ def cmd_delete(args: argparse.Namespace, client: Client, ui: Ui) -> int:
 
 
 def result_pages(
-    client: Client, args: argparse.Namespace, execution: Execution
+    client: Client, args: argparse.Namespace
 ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-    """Items of a batch, a page at a time (``--all`` follows every page)."""
-    fetch_page = getattr(client, "get_execution_results", None)
-    if fetch_page is None:  # a client without the results API: the items inline in the execution
-        items = (
-            list((execution.results or {}).get("items", [])) if isinstance(execution.results, dict) else []
-        )
-        yield items, None
-        return
+    """Items of a batch in dataset order, a page at a time (``--all`` and ``--jsonl`` follow every page)."""
+    limit = args.limit or (1000 if args.jsonl else 50)
     token = args.next_token
     while True:
-        page = fetch_page(
-            workflow_id=args.workflow_id, execution_id=args.execution_id, limit=args.limit, next_token=token
+        page = client.get_execution_results(
+            workflow_id=args.workflow_id, execution_id=args.execution_id, limit=limit, next_token=token
         )
-        yield (
-            [item if isinstance(item, dict) else item.model_dump(mode="json") for item in page],
-            page.next_token,
-        )
+        yield [item.model_dump(mode="json") for item in page], page.next_token
         token = page.next_token
         if not ((args.all or args.jsonl) and token):
             return
@@ -540,7 +539,7 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     table = Table()
     for column in ("item", "status", "output / error"):
         table.add_column(column, overflow="fold", no_wrap=column != "output / error")
-    for items, token in result_pages(client, args, execution):
+    for items, token in result_pages(client, args):
         next_token = token
         for item in items:
             count += 1
@@ -550,7 +549,7 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             failed = bool(item.get("error"))
             table.add_row(
                 str(item.get("source_item_id")),
-                status_text("failed" if failed else "completed"),
+                status_text(item.get("status") or ("failed" if failed else "completed")),
                 Text(
                     short(item.get("error") if failed else item.get("output"), 120),
                     style="red" if failed else "",
@@ -565,8 +564,9 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         )
         if next_token:
             ui.note(
-                f"more: relayflow results {args.workflow_id} {args.execution_id} --next-token {next_token}"
-                " (or --all, or --jsonl for everything)"
+                f"more: relayflow results {args.workflow_id} {args.execution_id}"
+                + (f" --limit {args.limit}" if args.limit else "")
+                + f" --next-token {next_token} (or --all, or --jsonl for everything)"
             )
     return EXIT_OK
 
@@ -607,18 +607,18 @@ def cmd_openapi(args: argparse.Namespace, ui: Ui) -> int:
 
 
 def cmd_create_api_key(args: argparse.Namespace, ui: Ui) -> int:
-    if args.table:
-        os.environ["RELAYFLOW_TABLE"] = args.table
-    if not os.environ.get("RELAYFLOW_TABLE"):
-        raise UsageError(
-            "name the deployment's table: --table NAME or RELAYFLOW_TABLE "
-            "(the stack output TableName; see `aws cloudformation describe-stacks`)."
-        )
     from relayflow.errors import RelayflowError
     from relayflow.logic import apikeys
     from relayflow.settings import reset_caches
 
-    reset_caches()
+    if args.table:
+        os.environ["RELAYFLOW_TABLE"] = args.table
+        reset_caches()
+    if not os.environ.get("RELAYFLOW_TABLE"):
+        raise UsageError(
+            "name the deployment's table: --table NAME or RELAYFLOW_TABLE "
+            "(the stack output TableName: `aws cloudformation describe-stacks --stack-name relayflow`)."
+        )
     try:
         key = apikeys.bootstrap_key(
             args.tenant, args.scopes, name=args.name, expires_in_days=args.expires_in_days
@@ -635,8 +635,12 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
 
     def ready(base_url: str, stack: Any) -> None:
         key = getattr(stack, "api_key", None)
-        fragment = f"#key={key}" if key else ""
-        ui.err.print(f"dashboard: [bold]{base_url}/dashboard{fragment}[/]", highlight=False, soft_wrap=True)
+        # The key travels in the fragment: the page keeps it, and browsers never send fragments.
+        lines = [f"dashboard: {base_url}/dashboard" + (f"#key={key}" if key else "")]
+        lines += ["for the CLI and the Python client:", f"  export RELAYFLOW_URL={base_url}"]
+        if key:
+            lines.append(f"  export RELAYFLOW_API_KEY={key}")
+        print("\n".join(lines), file=ui.stdout, flush=True)
 
     run_server(args.port, on_ready=ready)
     return EXIT_OK
@@ -717,8 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     follow_args(sub)
     sub.set_defaults(handler=cmd_run)
 
-    sub = command("status", "show one execution: status, progress, each node")
+    sub = command("status", "show one execution: status, progress, each node (--watch: follow it)")
     execution_args(sub)
+    follow_args(sub)
     sub.set_defaults(handler=cmd_status)
 
     sub = command("list", "list a workflow's executions, newest first")
@@ -752,7 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("results", "an execution's results: the output, or a batch's items")
     execution_args(sub)
     sub.add_argument("--jsonl", action="store_true", help="one JSON object per line (every item)")
-    sub.add_argument("--limit", type=positive_int, default=50, help="items per page (50)")
+    sub.add_argument(
+        "--limit", type=positive_int, help="items per page (50; 1000 with --jsonl; at most 1000)"
+    )
     sub.add_argument("--next-token", help="continue from a previous page")
     sub.add_argument("--all", action="store_true", help="follow every page")
     sub.set_defaults(handler=cmd_results)
@@ -818,6 +825,10 @@ def main(
     except KeyboardInterrupt:
         ui.note("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `relayflow results ... --jsonl | head`: the reader has had enough
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), ui.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -43,5 +43,5 @@ def reset_caches() -> None:
     get_settings.cache_clear()
     aws.session.cache_clear()
     aws.client.cache_clear()
-    aws.resource.cache_clear()
+    aws.clear_resources()
     table.get_table_store.cache_clear()

@@ -325,3 +325,27 @@ def test_client_revokes_keys(served: str, local_stack: LocalStack) -> None:
         assert client.get_api_key(key.id).revoked_at == revoked.revoked_at
     local_stack.flush_authorizer_cache()
     assert httpx.get(f"{served}/workflows", headers=key_headers(key.key)).status_code == 403
+
+
+# ---- logs ----------------------------------------------------------------------------------------------
+def test_logs_never_show_keys_or_authorization_headers(api: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # Given a key, a bearer token and basic credentials
+    from relayflow.handlers import api as api_module
+    from relayflow.handlers import authorizer
+
+    key = "rf_0123456789abcdef_" + "S" * 43
+    # When they reach the loggers as a message, an argument, extra keys or a whole event
+    api_module.logger.info({"headers": {"x-api-key": key, "Authorization": "Bearer sekrit-token"}})
+    api_module.logger.warning(
+        "failed with %s", key, extra={"headers": {"authorization": "Basic dXNlcjpwYXNz"}}
+    )
+    authorizer.logger.info(f"the caller sent {key}")
+    # And a refused request goes through the authorizer
+    api("GET", "/workflows", headers={"x-api-key": key})
+    # Then no secret is in the output, and the key's id still is (to trace it)
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    for secret in ("S" * 43, "sekrit-token", "dXNlcjpwYXNz"):
+        assert secret not in output
+    assert "rf_0123456789abcdef_[redacted]" in output
+    assert '"x-api-key":"[redacted]"' in output.replace(" ", "")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
 from typing import Any
 
 import pytest
+
+from relayflow.client import Client
+from relayflow.logic.apikeys import DEFAULT_TENANT
+from relayflow.logic.batch import store
 
 ITEMS = 200
 
@@ -22,7 +29,7 @@ def wait(api: Any, workflow_id: str, execution_id: str, timeout: float = 60.0) -
         if execution["status"] in ("completed", "failed", "cancelled"):
             return dict(execution)
         assert time.monotonic() < deadline, f"still {execution['status']}: {execution['progress']}"
-        time.sleep(0.05)
+        time.sleep(0.2)  # every poll costs the in-process stack CPU the run needs
 
 
 def dataset_with(api: Any, items: list[dict[str, Any]]) -> tuple[str, str]:
@@ -144,3 +151,220 @@ def test_a_filtered_batch_counts_exactly_pages_each_item_once_and_retries_only_t
     retried = wait(api, workflow_id, retry["id"])
     assert retried["progress"]["processed_items"] == 21
     assert sorted(r["source_item_id"] for r in all_results(api, workflow_id, retry["id"], 100)) == failing
+
+
+def batch_body(dataset_id: str, version_id: str, **config: Any) -> dict[str, Any]:
+    return {
+        "input_mode": "batch",
+        "batch_config": {"dataset_id": dataset_id, "dataset_version_id": version_id, **config},
+    }
+
+
+def test_a_bad_submission_is_refused_with_400_and_starts_nothing(
+    api: Any, docs: list[dict[str, Any]]
+) -> None:
+    # Given a dataset and a workflow
+    dataset_id, version_id = dataset_with(api, docs)
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+    empty = ok(api("POST", f"/datasets/{dataset_id}/versions", {}), 201)
+    path = f"/workflows/{workflow_id}/executions"
+
+    # When a submission is wrong, then it is refused at once with the reason
+    cases = [
+        (
+            batch_body(dataset_id, version_id, filter_query="lang =="),
+            "invalid_filter",
+            "incomplete expression",
+        ),
+        (batch_body(dataset_id, version_id, filter_query="nope(lang)"), "invalid_filter", "unknown function"),
+        (batch_body("missing", version_id), "dataset_not_found", "dataset 'missing'"),
+        (batch_body(dataset_id, "missing"), "dataset_version_not_found", "'missing'"),
+        (batch_body(dataset_id, empty["id"]), "dataset_version_not_ready", "has no items yet"),
+        (batch_body(dataset_id, version_id, input_field="body"), "unknown_input_field", "'body'"),
+        (
+            batch_body(dataset_id, version_id, filter_query="lang == 'de'"),
+            "no_items",
+            "keeps none of the 200",
+        ),
+        (
+            batch_body(dataset_id, version_id, input_field="extra"),
+            "unknown_input_field",
+            "item 'doc-000' is kept by the filter but has no field 'extra'",
+        ),
+        ({"input_mode": "batch"}, "invalid_input_mode", "needs batch_config"),
+    ]
+    for body, code, words in cases:
+        status, answer = api("POST", path, body)
+        assert (status, answer["code"]) == (400, code), (body, answer)
+        assert words in answer["message"], answer
+    status, answer = api("POST", path, batch_body(dataset_id, version_id, parallelism=101))
+    assert status == 400 and "parallelism" in answer["message"]
+
+    # And no execution was started
+    assert ok(api("GET", path))["items"] == []
+
+
+def test_a_cancelled_batch_stops_dispatching_and_its_counts_stay_true(api: Any) -> None:
+    # Given a batch of slow items running two at a time
+    dataset_id, version_id = dataset_with(api, [{"text": f"t{i}"} for i in range(40)])
+    workflow_id = workflow_with(api, [("slow", {"model": "sleep", "seconds": 0.2}, {})])
+    started = ok(
+        api(
+            "POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id, parallelism=2)
+        ),
+        201,
+    )
+    path = f"/workflows/{workflow_id}/executions/{started['id']}"
+    deadline = time.monotonic() + 30
+    while ok(api("GET", path))["progress"]["processed_items"] < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    # When it is cancelled
+    cancelled = ok(api("POST", f"{path}/cancel"))
+
+    # Then it is cancelled, and once the items in flight are over no further item runs
+    assert cancelled["status"] == "cancelled"
+    time.sleep(1.5)
+    settled = ok(api("GET", path))["progress"]["processed_items"]
+    time.sleep(1.0)
+    after = ok(api("GET", path))
+    assert after["status"] == "cancelled"
+    assert after["progress"]["processed_items"] == settled < 40
+    # And each counted item has its result; the others stay pending
+    results = all_results(api, workflow_id, started["id"], limit=100)
+    assert sum(r["status"] == "completed" for r in results) == settled
+    assert sum(r["status"] == "pending" for r in results) == 40 - settled
+
+
+def test_a_batch_fails_when_more_items_fail_than_max_failed_percent(api: Any) -> None:
+    # Given 10 items of which 3 lack the field the second node needs
+    items = [{"text": f"t{i}", **({"extra": "x"} if i >= 3 else {})} for i in range(10)]
+    dataset_id, version_id = dataset_with(api, items)
+    workflow_id = workflow_with(
+        api,
+        [
+            ("upper", {"model": "uppercase"}, {}),
+            ("tag", {"model": "echo"}, {"input_template": "{{item.extra}}"}),
+        ],
+    )
+    path = f"/workflows/{workflow_id}/executions"
+
+    # When a batch allows at most 20% failed items, then it ends failed, with every item counted
+    body = batch_body(dataset_id, version_id, parallelism=5, max_failed_percent=20)
+    failed = wait(api, workflow_id, ok(api("POST", path, body), 201)["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"] == "3 of 10 items failed (30.0%), more than max_failed_percent (20%)"
+    assert (failed["progress"]["processed_items"], failed["progress"]["failed_items"]) == (10, 3)
+
+    # And with 30% allowed it completes
+    body = batch_body(dataset_id, version_id, parallelism=5, max_failed_percent=30)
+    assert wait(api, workflow_id, ok(api("POST", path, body), 201)["id"])["status"] == "completed"
+
+
+def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
+    api: Any, local_stack: Any, served: str, tmp_path: Any
+) -> None:
+    # Given a finished two-node batch whose second node outputs JSON for some items only
+    items = [{"id": f"r{i}", "text": json.dumps({"n": i}) if i % 3 else "plain, text"} for i in range(12)]
+    dataset_id, version_id = dataset_with(api, items)
+    workflow_id = workflow_with(
+        api,
+        [
+            ("echo", {"model": "echo"}, {}),
+            ("parse", {"model": "echo"}, {"output_format": "json"}),
+        ],
+    )
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
+    assert wait(api, workflow_id, started["id"])["progress"]["failed_items"] == 4
+    path = f"/workflows/{workflow_id}/executions/{started['id']}"
+
+    # When the results are downloaded as JSONL
+    status, jsonl = api("GET", f"{path}/results", query={"format": "jsonl"})
+
+    # Then there is one line per item, in dataset order, JSON outputs kept as JSON
+    assert status == 200
+    rows = [json.loads(line) for line in jsonl.splitlines()]
+    assert [r["source_item_id"] for r in rows] == [f"r{i}" for i in range(12)]
+    assert rows[1] == {
+        "source_item_id": "r1",
+        "status": "completed",
+        "input": '{"n": 1}',
+        "output": {"n": 1},
+        "error": None,
+        "failed_node_id": None,
+    }
+    assert rows[0]["status"] == "failed" and "declared JSON output" in rows[0]["error"]
+
+    # And as CSV, with a header and the same rows
+    status, text = api("GET", f"{path}/results", query={"format": "csv"})
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0] == ["source_item_id", "status", "input", "output", "error", "failed_node_id"]
+    assert table[2][:4] == ["r1", "completed", '{"n": 1}', '{"n": 1}']
+    assert len(table) == 13
+
+    # And the client pages them into the same file
+    with Client(served, api_key=local_stack.api_key) as client:
+        target = client.download_execution_results(
+            workflow_id, started["id"], tmp_path / "r.jsonl", page_size=5
+        )
+        assert [json.loads(line) for line in target.read_text().splitlines()] == rows
+
+        # And one item shows the record of each of its nodes
+        item = client.get_execution_item(workflow_id, started["id"], "r0")
+    assert item["status"] == "failed"
+    assert [n["status"] for n in item["node_executions"].values()] == ["completed", "failed"]
+    assert [n["output"] for n in item["node_executions"].values()] == ["plain, text", None]
+    assert next(iter(item["node_executions"].values()))["prompt"] == "plain, text"
+    status, answer = api("GET", f"{path}/items/nope")
+    assert (status, answer["code"]) == (404, "item_not_found")
+
+
+def test_retrying_failed_items_with_a_fixed_version_completes_them(api: Any) -> None:
+    # Given a finished batch where the items without "extra" failed
+    items = [{"id": f"i{i}", "text": f"t{i}", **({"extra": "x"} if i % 2 else {})} for i in range(8)]
+    dataset_id, version_id = dataset_with(api, items)
+    workflow_id = workflow_with(
+        api, [("tag", {"model": "echo"}, {"input_template": "{{input}}-{{item.extra}}"})]
+    )
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
+    first = wait(api, workflow_id, started["id"])
+    assert first["progress"]["failed_items"] == 4
+    # And a fixed version of the workflow
+    fixed = ok(api("POST", f"/workflows/{workflow_id}/versions", {"config": {"max_retries": 0}}), 201)
+    model = ok(api("POST", "/models", {"name": "e", "provider": "builtin", "config": {"model": "echo"}}), 201)
+    ok(api("POST", f"/versions/{fixed['id']}/nodes", {"name": "tag", "entity_id": model["id"]}), 201)
+
+    # When the failed items are retried with it
+    path = f"/workflows/{workflow_id}/executions/{started['id']}/retry-failed"
+    retry = ok(api("POST", path, {"version_id": fixed["id"], "parallelism": 2}), 201)
+
+    # Then only those run, and they complete
+    assert retry["version_id"] == fixed["id"] and retry["batch_config"]["parallelism"] == 2
+    done = wait(api, workflow_id, retry["id"])
+    assert (done["status"], done["progress"]["processed_items"], done["progress"]["failed_items"]) == (
+        "completed",
+        4,
+        0,
+    )
+    assert [r["output"] for r in done["results"]["items"]] == ["t0", "t2", "t4", "t6"]
+    # And a run without failures has nothing to retry
+    status, answer = api("POST", f"/workflows/{workflow_id}/executions/{retry['id']}/retry-failed", {})
+    assert (status, answer["code"]) == (409, "no_failed_items")
+
+
+def test_an_outcome_recorded_twice_counts_once(api: Any, local_stack: Any) -> None:
+    # Given a finished one-item batch
+    dataset_id, version_id = dataset_with(api, [{"id": "only", "text": "t"}])
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
+    assert wait(api, workflow_id, started["id"])["progress"]["processed_items"] == 1
+    outcomes = store().execution_children(DEFAULT_TENANT, started["id"], ["R#only"])
+    assert outcomes["R#only"]["output"] == "T"
+
+    # When the item's outcome is recorded again (a retried task)
+    recorded = store().record_item_outcome(DEFAULT_TENANT, started["id"], "only", {"status": "failed"})
+
+    # Then nothing changes
+    assert recorded is False
+    assert store().execution_children(DEFAULT_TENANT, started["id"], ["R#only"]) == outcomes

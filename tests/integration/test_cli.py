@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from relayflow.cli import (
@@ -152,6 +156,22 @@ def test_a_failed_run_exits_1_with_the_error_on_stderr(cli: Cli, client: Client)
     assert "builtin fail model always fails" in status.out
 
 
+def test_status_watch_follows_a_running_execution_to_its_end(cli: Cli, client: Client) -> None:
+    # Given a run that is still going
+    workflow_id = make_workflow(
+        client, ("Nap", {"model": "sleep", "seconds": 0.5}), ("Shout", {"model": "uppercase"})
+    )
+    execution_id = cli("run", workflow_id, "--input", "follow me", "--json").json()["id"]
+
+    # When `status --watch` follows it
+    outcome = cli("status", workflow_id, execution_id, "--watch", "--poll", "0.1")
+
+    # Then it draws the nodes until the end, prints the result and exits 0
+    assert outcome.code == EXIT_OK
+    assert "completed" in next(line for line in outcome.out.splitlines() if line.startswith("Nap"))
+    assert outcome.out.splitlines()[-1] == "FOLLOW ME"
+
+
 def test_cancel_then_status_exits_3(cli: Cli, client: Client) -> None:
     # Given a run of a slow node
     workflow_id = make_workflow(client, ("Nap", {"model": "sleep", "seconds": 3}))
@@ -187,7 +207,10 @@ def test_cancelling_a_finished_run_is_an_api_error_with_a_readable_message(cli: 
 def test_list_shows_a_table_filters_by_status_and_pages(cli: Cli, client: Client) -> None:
     # Given two completed runs and one failed run of a workflow
     workflow_id = make_workflow(client, ("Echo", {"model": "echo"}))
-    ids = [cli("run", workflow_id, "--input", f"run {i}", "--wait", "--poll", "0.1", "--json").json()["id"] for i in range(2)]
+    ids = [
+        cli("run", workflow_id, "--input", f"run {i}", "--wait", "--poll", "0.1", "--json").json()["id"]
+        for i in range(2)
+    ]
     broken = make_workflow(client, ("Broken", {"model": "fail"}))
     failed_id = cli("run", broken, "--input", "x", "--wait", "--poll", "0.1", "--json").json()["id"]
 
@@ -215,6 +238,44 @@ def test_list_shows_a_table_filters_by_status_and_pages(cli: Cli, client: Client
     every = cli("list", workflow_id, "--limit", "1", "--all", "--json").json()
     assert [x["id"] for x in every["items"]] == [ids[1], ids[0]]
     assert every["next_token"] is None
+
+
+def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_item(
+    cli: Cli, client: Client
+) -> None:
+    # Given a dataset of 12 items, every fourth of which is not JSON and fails the parsing node
+    dataset = client.create_dataset(name="cli batch")
+    version = client.create_dataset_version(dataset_id=dataset.id)
+    items = [{"id": f"i{n:02d}", "text": "oops" if n % 4 == 1 else f'{{"n": {n}}}'} for n in range(12)]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
+    workflow_id = make_workflow(client, ("Parse", {"model": "echo"}))
+    node = client.get_workflow_nodes(client.get_workflow(workflow_id).active_version_id or "")[0]
+    client.update_workflow_node(node.version_id, node.id, config={"output_format": "json"})
+
+    # When it runs over the dataset with --watch
+    outcome = cli(
+        "run", workflow_id, "--dataset", dataset.id, "--dataset-version", version.id,
+        "--parallelism", "4", "--watch", "--poll", "0.1",
+    )  # fmt: skip
+
+    # Then the items bar ends at 12/12 with 3 failed, and the run completed (item failures are counted)
+    assert outcome.code == EXIT_OK, outcome
+    bar = next(line for line in outcome.out.splitlines() if line.startswith("items"))
+    assert "12/12" in bar and "3 failed" in bar and "items/s" in bar
+    assert "execution #1 completed" in outcome.out and "(12/12 items, 3 failed)" in outcome.out
+    execution_id = client.get_workflow_executions(workflow_id)[0].id
+
+    # And `results` shows a page as a table, and every item exactly once as JSONL across pages
+    table = cli("results", workflow_id, execution_id, "--limit", "5")
+    rows = [line for line in table.out.splitlines() if line.startswith("│ i")]
+    assert [row.split()[1] for row in rows] == ["i00", "i01", "i02", "i03", "i04"]
+    assert "failed" in rows[1] and "declared JSON output" in rows[1]
+    assert "--next-token" in table.err
+    lines = cli("results", workflow_id, execution_id, "--jsonl", "--limit", "5").out.splitlines()
+    results = [json.loads(line) for line in lines]
+    assert [r["source_item_id"] for r in results] == [item["id"] for item in items]
+    assert [r["source_item_id"] for r in results if r["status"] == "failed"] == ["i01", "i05", "i09"]
+    assert results[0]["output"] == {"n": 0}
 
 
 def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
@@ -337,6 +398,24 @@ def test_openapi_prints_the_document_of_the_http_api(cli: Cli, tmp_path: Path) -
     assert json.loads(target.read_text()) == document
 
 
+def test_create_api_key_writes_a_working_key_into_the_deployments_table(
+    local_stack: LocalStack, cli: Cli, client: Client, served: str
+) -> None:
+    # Given a deployment's table (here the local stack's, named by RELAYFLOW_TABLE as on AWS)
+    # When a key with only the read scope is created
+    outcome = cli("create-api-key", "--scopes", "read", "--name", "ci reader", auth=False)
+
+    # Then the key alone is on stdout, and it reads but cannot write
+    assert outcome.code == EXIT_OK
+    key = outcome.out.strip()
+    assert re.fullmatch(r"rf_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", key)
+    assert "shown only once" in outcome.err
+    reader = cli("workflows", "--api-key", key, "--json")
+    assert reader.code == EXIT_OK
+    denied = cli("run", "wf", "--input", "x", "--api-key", key)
+    assert denied.code == EXIT_API_ERROR and "HTTP 403" in denied.err
+
+
 def test_the_console_script_runs_and_reports_exit_codes(served: str) -> None:
     # The installed entry point (pyproject's [project.scripts]), as a user runs it
     script = Path(sys.executable).with_name("relayflow")
@@ -352,3 +431,49 @@ def test_the_console_script_runs_and_reports_exit_codes(served: str) -> None:
     assert refused.returncode == EXIT_API_ERROR
     assert "HTTP 401" in refused.stderr and "RELAYFLOW_API_KEY" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_serve_prints_the_dashboard_url_with_a_key_serves_both_and_stops_on_sigterm() -> None:
+    # Given `relayflow serve` on a free port, as a user starts it
+    script = Path(sys.executable).with_name("relayflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAYFLOW_", "AWS_"))}
+    server = subprocess.Popen(
+        [script, "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        # When it is ready
+        assert server.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            line.startswith("  export RELAYFLOW_API_KEY") for line in lines
+        ):
+            line = server.stdout.readline()
+            assert line, f"serve ended early: {lines}"
+            lines.append(line.rstrip("\n"))
+
+        # Then it printed the dashboard's URL with the key in its fragment, and the variables to export
+        dashboard = next(line for line in lines if line.startswith("dashboard: ")).removeprefix("dashboard: ")
+        page, key = dashboard.split("#key=")
+        base_url = page.removesuffix("/dashboard")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
+        assert f"  export RELAYFLOW_URL={base_url}" in lines
+
+        # And the page is public while the API takes that key
+        html = httpx.get(page, timeout=10)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert httpx.get(f"{base_url}/workflows", timeout=10).status_code == 401
+        with Client(base_url=base_url, api_key=key) as client:
+            assert list(client.get_workflows()) == []
+
+        # And SIGTERM stops it cleanly
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -178,3 +178,52 @@ def test_input_after_a_parent_that_failed_with_continue_is_the_last_successful_o
     assert execution["node_executions"][b]["status"] == "failed"
     assert execution["node_executions"][b]["error"] == "B is down"
     assert execution["node_executions"][c]["prompt"] == "C(A(hi))"
+
+
+def test_a_fan_out_in_a_batch_run_counts_each_node_once_per_item(api: Any) -> None:
+    # Given a diamond whose nodes cost $1 per 1k tokens (words, for builtin models), and two items
+    echo = str(
+        ok(
+            api(
+                "POST",
+                "/models",
+                {
+                    "name": "priced-echo",
+                    "provider": "builtin",
+                    "config": {"model": "echo", "price": {"input_per_1k": 1, "output_per_1k": 1}},
+                },
+            )
+        )["id"]
+    )
+    workflow_id, version_id = new_version(api, max_retries=0)
+    a = add_node(api, version_id, "A", echo, "{{input}}")
+    b = add_node(api, version_id, "B", echo, "B {{input}}")
+    c = add_node(api, version_id, "C", echo, "C {{input}}")
+    d = add_node(api, version_id, "D", echo, "{{nodes.B}}|{{nodes.C}}|{{item.id}}")
+    connect(api, version_id, (a, b), (a, c), (b, d), (c, d))
+    dataset = ok(api("POST", "/datasets", {"name": "two"}))
+    dataset_version = ok(api("POST", f"/datasets/{dataset['id']}/versions", {}))
+    items = [{"id": "i1", "text": "a b"}, {"id": "i2", "text": "c d"}]
+    ok(
+        api("POST", f"/datasets/{dataset['id']}/versions/{dataset_version['id']}/items", {"items": items}),
+        200,
+    )
+
+    # When the batch runs
+    body = {
+        "input_mode": "batch",
+        "batch_config": {"dataset_id": dataset["id"], "dataset_version_id": dataset_version["id"]},
+    }
+    execution = ok(api("POST", f"/workflows/{workflow_id}/executions", body))
+    path = f"/workflows/{workflow_id}/executions/{execution['id']}"
+    deadline = time.monotonic() + 30
+    while execution["status"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.05)
+        execution = ok(api("GET", path), 200)
+
+    # Then every item's join saw both branches
+    assert execution["status"] == "completed", execution["error"]
+    results = ok(api("GET", f"{path}/results"), 200)["items"]
+    assert [r["output"] for r in results] == ["B a b|C a b|i1", "B c d|C c d|i2"]
+    # And usage counts each node once per item: A 2, B 3, C 3, D 5 words in (and out), twice
+    assert execution["usage"] == {"input_tokens": 26, "output_tokens": 26, "estimated_cost": 0.052}

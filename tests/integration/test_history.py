@@ -385,3 +385,33 @@ def test_a_running_execution_cannot_be_deleted_until_it_is_cancelled(api: Any, t
     ok(api("DELETE", path))
     assert stored(tenant, execution["id"]) == ([], [])
     assert api("GET", path)[0] == 404
+
+
+def test_a_delete_interrupted_before_its_last_step_can_be_repeated(
+    api: Any, tenant: str, workflow: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    # Given a finished run, and a table that fails the very last write of the delete once
+    done = run_to_end(api, workflow["id"], {"single_input": "twice"})
+    path = f"/workflows/{workflow['id']}/executions/{done['id']}"
+    events = executions.store().table.meta.client.meta.events  # the API runs in this thread
+    failures = ["the network went away"]
+
+    def network_gone(**kwargs: Any) -> None:
+        if failures:
+            raise ConnectionError(failures.pop())
+
+    events.register("before-call.dynamodb.DeleteItem", network_gone)
+    request.addfinalizer(lambda: events.unregister("before-call.dynamodb.DeleteItem", network_gone))
+
+    # When it is deleted: the files and node records go, then the call fails
+    status, _ = api("DELETE", path)
+    assert status == 500
+
+    # Then the execution is still there to delete again (nothing else of it is left)
+    assert stored(tenant, done["id"]) == ([], ["X"])
+    assert ok(api("GET", path))["id"] == done["id"]
+
+    # And deleting it again finishes the job
+    ok(api("DELETE", path))
+    assert stored(tenant, done["id"]) == ([], [])
+    assert api("GET", path)[0] == 404

@@ -463,3 +463,41 @@ def test_the_sample_api_events_work_against_the_real_api_function(local_stack: L
     assert json.loads(created["body"])["name"] == json.loads(create["body"])["name"]
     missing = local_stack.invoke_api(json.loads((ROOT / "events" / "apigw_get_execution.json").read_text()))
     assert missing["statusCode"] == 404, missing
+
+
+def test_conditional_writes_are_atomic_across_threads(local_stack):
+    # Given one item and many threads racing the same conditional write (as a cancel races a completion)
+    import threading as _threading
+
+    from botocore.exceptions import ClientError
+
+    table = local_stack.resources["RelayflowTable"]
+    ddb = local_stack.client("dynamodb")
+    ddb.put_item(TableName=table, Item={"pk": {"S": "race"}, "sk": {"S": "X"}, "status": {"S": "running"}})
+    winners: list[int] = []
+    barrier = _threading.Barrier(16)
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            ddb.update_item(
+                TableName=table,
+                Key={"pk": {"S": "race"}, "sk": {"S": "X"}},
+                UpdateExpression="SET #s = :new",
+                ConditionExpression="#s = :running",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":new": {"S": f"done-{i}"}, ":running": {"S": "running"}},
+            )
+            winners.append(i)
+        except ClientError:
+            pass
+
+    threads = [_threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then exactly one wins, as on DynamoDB
+    assert len(winners) == 1
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "race"}, "sk": {"S": "X"}})["Item"]
+    assert item["status"]["S"] == f"done-{winners[0]}"

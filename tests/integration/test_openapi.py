@@ -9,10 +9,7 @@ from typing import Any
 from relayflow.handlers.api import app, committed_openapi_path, openapi_document, openapi_text
 from relayflow.handlers.context import required_scope
 
-REGENERATE = (
-    "regenerate it: .venv/bin/python -c 'from relayflow.handlers.api import write_openapi; write_openapi()' "
-    "(or `relayflow openapi`) and commit functions/relayflow/openapi.json"
-)
+REGENERATE = "regenerate it with `relayflow openapi -o functions/relayflow/openapi.json` and commit it"
 
 
 def test_committed_document_matches_the_handlers() -> None:

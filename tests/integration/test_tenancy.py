@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +17,7 @@ import pytest
 
 from relayflow.handlers.api import app, openapi_document
 from relayflow.handlers.context import required_scope
+from relayflow.local.server import build_http_event, parse_http_response
 from relayflow.local.stack import LocalStack
 from relayflow.logic import apikeys
 
@@ -39,7 +40,25 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, str]], Any]] = {
     ("POST", "/models"): lambda ids: {"name": "m", "provider": "builtin", "config": {"model": "echo"}},
     ("POST", "/workflows/<workflow_id>/executions"): lambda ids: {"single_input": "run by A"},
     ("POST", "/api-keys"): lambda ids: {"name": "a-key", "scopes": ["read"]},
+    ("POST", "/workflows/<workflow_id>/executions/<execution_id>/retry-failed"): lambda ids: {},
+    ("POST", "/datasets"): lambda ids: {"name": "a-dataset"},
+    ("POST", "/datasets/<dataset_id>/versions"): lambda ids: {"name": "v-by-a"},
+    ("POST", "/datasets/<dataset_id>/versions/<version_id>/items"): lambda ids: {"items": [{"text": "a"}]},
+    ("POST", "/datasets/<dataset_id>/versions/<version_id>/uploads"): lambda ids: {"filename": "a.jsonl"},
+    ("PUT", "/datasets/<dataset_id>/versions/<version_id>/uploads/<upload_id>/parts/<part>"): lambda ids: {
+        "content_base64": base64.b64encode(b'{"text": "a"}\n').decode()
+    },
+    ("POST", "/datasets/<dataset_id>/versions/<version_id>/uploads/<upload_id>/commit"): lambda ids: {},
 }
+
+
+def id_for(route: str, param: str, ids: dict[str, str]) -> str | None:
+    """Tenant B's id for a path parameter of a route (a version under /datasets is a dataset's)."""
+    if route.startswith("/datasets/") and param == "version_id":
+        param = "dataset_version_id"
+    if "/items/" in route and param == "execution_id":
+        param = "batch_execution_id"  # an item of B's batch run
+    return ids.get(param)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -73,9 +92,34 @@ def as_b(api: Any, key: str) -> Callable[..., tuple[int, Any]]:
     return call
 
 
-@pytest.fixture
-def world(api: Any, local_stack: LocalStack) -> dict[str, Any]:
-    """Tenant B's resources (every kind, a finished run with a file input) and A's own model."""
+@pytest.fixture(scope="module")
+def local_stack() -> Iterator[LocalStack]:
+    """One stack for the module (the conftest `api` helper uses it): B's world is built once."""
+    with LocalStack() as stack:
+        yield stack
+
+
+def module_api(stack: LocalStack) -> Callable[..., tuple[int, Any]]:
+    """The conftest `api` helper, for module-scoped fixtures."""
+
+    def call(method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
+        sent = {"x-api-key": stack.api_key or "", **(headers or {})}
+        extra = {} if body is None else {"json_body": body}
+        response = parse_http_response(
+            stack.handle_api_request(build_http_event(method, path, headers=sent, **extra))
+        )
+        try:
+            return response.status, response.json()
+        except ValueError:
+            return response.status, response.body.decode("utf-8", "replace")
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def world(local_stack: LocalStack) -> dict[str, Any]:
+    """Tenant B's resources (every kind, a finished single and batch run) and A's own model."""
+    api = module_api(local_stack)
     b_key = apikeys.create_key(TENANT_B, ["read", "write", "execute"], name="b").key
     b = as_b(api, b_key)
     _, model = b("POST", "/models", {"name": "echo", "provider": "builtin", "config": {"model": "echo"}})
@@ -102,6 +146,27 @@ def world(api: Any, local_stack: LocalStack) -> dict[str, Any]:
     assert status == 201, execution
     path = f"/workflows/{workflow['id']}/executions/{execution['id']}"
     assert wait_until(lambda: b("GET", path)[1]["status"] == "completed"), b("GET", path)
+    _, dataset = b("POST", "/datasets", {"name": "b-dataset"})
+    _, dataset_version = b("POST", f"/datasets/{dataset['id']}/versions", {"name": "items"})
+    status, _ = b(
+        "POST",
+        f"/datasets/{dataset['id']}/versions/{dataset_version['id']}/items",
+        {"items": [{"id": "b-item-1", "text": "b"}]},
+    )
+    assert status == 200
+    _, empty_version = b("POST", f"/datasets/{dataset['id']}/versions", {"name": "upload"})
+    status, upload = b(
+        "POST", f"/datasets/{dataset['id']}/versions/{empty_version['id']}/uploads", {"filename": "b.jsonl"}
+    )
+    assert status == 201, upload
+    batch = {
+        "input_mode": "batch",
+        "batch_config": {"dataset_id": dataset["id"], "dataset_version_id": dataset_version["id"]},
+    }
+    status, batch_run = b("POST", f"/workflows/{workflow['id']}/executions", batch)
+    assert status == 201, batch_run
+    path = f"/workflows/{workflow['id']}/executions/{batch_run['id']}"
+    assert wait_until(lambda: b("GET", path)[1]["status"] == "completed"), b("GET", path)
     _, b_keys = b("GET", "/api-keys")
     _, a_model = api(
         "POST", "/models", {"name": "a-echo", "provider": "builtin", "config": {"model": "echo"}}
@@ -115,6 +180,12 @@ def world(api: Any, local_stack: LocalStack) -> dict[str, Any]:
         "model_id": model["id"],
         "execution_id": execution["id"],
         "key_id": b_keys["items"][0]["id"],
+        "dataset_id": dataset["id"],
+        "dataset_version_id": dataset_version["id"],
+        "upload_id": upload["id"],
+        "part": "1",
+        "batch_execution_id": batch_run["id"],
+        "item_id": "b-item-1",
         "a_model_id": a_model["id"],
     }
     return {"ids": ids, "b": b, "b_key": b_key}
@@ -135,6 +206,13 @@ def snapshot(b: Callable[..., tuple[int, Any]], ids: dict[str, str]) -> dict[str
         "executions": f"/workflows/{workflow}/executions",
         "execution": f"/workflows/{workflow}/executions/{execution}",
         "key": f"/api-keys/{ids['key_id']}",
+        "dataset": f"/datasets/{ids['dataset_id']}",
+        "datasets": "/datasets",
+        "dataset_versions": f"/datasets/{ids['dataset_id']}/versions",
+        "items": f"/datasets/{ids['dataset_id']}/versions/{ids['dataset_version_id']}/items",
+        "batch": f"/workflows/{workflow}/executions/{ids['batch_execution_id']}",
+        "batch_results": f"/workflows/{workflow}/executions/{ids['batch_execution_id']}/results",
+        "batch_item": f"/workflows/{workflow}/executions/{ids['batch_execution_id']}/items/{ids['item_id']}",
     }
     answers = {name: b("GET", path) for name, path in reads.items()}
     for name, (status, body) in answers.items():
@@ -157,11 +235,11 @@ def test_tenant_a_gets_404_for_every_route_with_tenant_b_ids(api: Any, world: di
         params = [part[1:-1] for part in route.split("/") if part.startswith("<")]
         if not params:
             continue  # collections: see the listing test
-        unknown = [p for p in params if p not in ids]
+        unknown = [p for p in params if id_for(route, p, ids) is None]
         assert not unknown, f"{method} {route}: give the world a tenant-B id for {unknown}"
         path = route
         for param in params:
-            path = path.replace(f"<{param}>", quote(ids[param], safe=""))
+            path = path.replace(f"<{param}>", quote(str(id_for(route, param, ids)), safe=""))
         if (method, route) in need_body:
             status, body = api(method, path, BODIES[(method, route)](ids))
         else:
@@ -178,7 +256,7 @@ def test_tenant_a_gets_404_for_every_route_with_tenant_b_ids(api: Any, world: di
 
 def test_tenant_a_lists_none_of_tenant_b(api: Any, world: dict[str, Any]) -> None:
     # Given B's world
-    b_ids = {v for k, v in world["ids"].items() if not k.startswith("a_")}
+    b_ids = {v for k, v in world["ids"].items() if not k.startswith("a_") and k != "part"}
     # When A lists every collection
     for method, route in all_routes():
         if method != "GET" or "<" in route or required_scope(method, route) is None:

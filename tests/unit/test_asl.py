@@ -143,8 +143,15 @@ def test_batch_mode_is_a_distributed_map_reading_items_from_s3():
     assert items["ResultPath"] is None
     inner = items["ItemProcessor"]["States"]
     # Then each item runs the same node chain and its failures are caught inside its own chain
-    assert inner["02 B"]["Next"] == "Item done"
+    assert inner["01 A"]["Next"] == "02 B"
     assert inner["01 A failed"]["Next"] == "Item failed"
+    # And the last node records the item's outcome itself (no "Item done" task per item)
+    assert inner["02 B"]["End"] is True and inner["02 B"]["Parameters"]["finish_item"] is True
+    assert "Item done" not in inner
+    # And each node learns its attempt number from Step Functions' retry count
+    assert inner["01 A"]["Parameters"]["retry_count.$"] == "$$.State.RetryCount"
+    # And an item starts from its parent's ctx and its list entry (no "ctx": not a run of its own)
+    assert items["ItemSelector"] == {"parent.$": "$.ctx", "entry.$": "$$.Map.Item.Value", "outputs": {}}
 
 
 def test_state_names_are_valid_and_unique():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
-import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -139,14 +139,8 @@ def openapi_text() -> str:
 
 
 def committed_openapi_path() -> Path:
+    """Where the document is kept (``relayflow openapi -o`` this path regenerates it)."""
     return Path(__file__).resolve().parents[1] / "openapi.json"
-
-
-def write_openapi(path: str | Path | None = None) -> Path:
-    """Regenerate the committed OpenAPI document (``relayflow openapi`` runs this)."""
-    target = Path(path) if path else committed_openapi_path()
-    target.write_text(openapi_text(), encoding="utf-8")
-    return target
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:

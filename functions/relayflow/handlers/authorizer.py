@@ -42,12 +42,13 @@ def redact(value: Any) -> Any:
             lambda m: f"{m.group(1)} {REDACTED}", _KEY_IN_TEXT.sub(r"\1_" + REDACTED, value)
         )
     if isinstance(value, Mapping):
+        # dict(value) copies in one step: another thread may be changing a dict that is being logged.
         return {
             k: REDACTED if isinstance(k, str) and k.lower() in SENSITIVE_HEADERS else redact(v)
-            for k, v in value.items()
+            for k, v in dict(value).items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(redact(v) for v in value)
+        return type(value)(redact(v) for v in list(value))
     return value
 
 
@@ -55,12 +56,17 @@ class RedactSecrets(logging.Filter):
     """A logging filter that redacts the message, its arguments and the extra keys of every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.msg)
-        if record.args:
-            record.args = redact(record.args)
-        for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD_RECORD_FIELDS:
-                setattr(record, name, redact(value))
+        try:
+            record.msg = redact(record.msg)
+            if record.args:
+                record.args = redact(record.args)
+            for name, value in list(record.__dict__.items()):
+                if name not in _STANDARD_RECORD_FIELDS:
+                    setattr(record, name, redact(value))
+        except Exception:  # never let logging break a request; drop what could not be checked
+            record.msg, record.args = "[a log record that could not be redacted was dropped]", None
+            for name in [n for n in record.__dict__ if n not in _STANDARD_RECORD_FIELDS]:
+                setattr(record, name, REDACTED)
         return True
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -335,6 +336,23 @@ def _optional_target(module_name: str, attribute: str) -> Any | None:
     return getattr(module, attribute, None)
 
 
+_DYNAMODB_MODELS = "moto.dynamodb.models"
+# DynamoDB applies each write (and each transaction) atomically; moto's in-memory tables do not
+# when several threads write at once, so conditional writes could both "win". One lock around
+# every write restores DynamoDB's semantics for the local stack.
+DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+_dynamodb_lock = threading.RLock()
+
+
+def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def write(*args: Any, **kwargs: Any) -> Any:
+        with _dynamodb_lock:
+            return method(*args, **kwargs)
+
+    return write
+
+
 _LAMBDA_EVAL_UTILS = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
 _S3_NOTIFICATIONS = "moto.s3.notifications"
 
@@ -349,6 +367,11 @@ def install() -> None:
         try:
             check_compatible()
             _patch("moto.awslambda.models", "LambdaFunction._invoke_lambda", _invoke_lambda)
+            backend = importlib.import_module(_DYNAMODB_MODELS).DynamoDBBackend
+            for name in DYNAMODB_WRITES:
+                if not callable(getattr(backend, name, None)):
+                    raise MotoIncompatibleError(_incompatible(f"DynamoDBBackend.{name} is gone"))
+                _patch(_DYNAMODB_MODELS, f"DynamoDBBackend.{name}", _serialized(getattr(backend, name)))
             client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
             if client_for is not None:
                 _patch(_LAMBDA_EVAL_UTILS, "boto_client_for", _make_cached_client_for(client_for))

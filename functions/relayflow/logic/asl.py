@@ -140,6 +140,29 @@ def _chain(
     return heads[0], states
 
 
+def _pass_retry_count(states: dict[str, Any]) -> None:
+    """Batch items: each node Task passes its attempt number (the context object's retry count), so
+    the runner writes an item's node record once, when the attempt ends, instead of twice."""
+    for state in states.values():
+        if state.get("Type") == "Task" and state["Parameters"].get("action") == "node":
+            state["Parameters"]["retry_count.$"] = "$$.State.RetryCount"
+        for branch in state.get("Branches", []):
+            _pass_retry_count(branch["States"])
+
+
+def _finish_items_in_last_node(states: dict[str, Any]) -> None:
+    """A batch item whose chain ends with one node (not a Parallel) is recorded by that node's own
+    task (``finish_item``) instead of an extra "Item done" task: one state transition and one
+    Lambda invocation less per item, a third of what a one-node item costs."""
+    for state in states.values():
+        if state.get("Next") == "Item done" and state.get("Type") == "Task":
+            state.pop("Next")
+            state["End"] = True
+            state["Parameters"]["finish_item"] = True
+    if not any(state.get("Next") == "Item done" for state in states.values()):
+        states.pop("Item done")
+
+
 def build_definition(plan: dict[str, Any], node_runner_arn: str) -> dict[str, Any]:
     """The ASL of one execution plan (mode "single" or "batch").
 
@@ -176,14 +199,17 @@ def build_definition(plan: dict[str, Any], node_runner_arn: str) -> dict[str, An
     # and an item's failure is caught inside its own chain (recorded with the item, never failing
     # the Map), so both Step Functions and moto's interpreter agree on the outcome.
     first, node_states = _chain(levels, arn, config, "Item done", "Item failed")
+    _pass_retry_count(node_states)
+    item_states = {
+        **node_states,
+        "Item done": _runner_task(arn, "item_done", None),
+        "Item failed": _runner_task(arn, "item_failed", None),
+    }
+    _finish_items_in_last_node(item_states)
     processor = {
         "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
         "StartAt": first,
-        "States": {
-            **node_states,
-            "Item done": _runner_task(arn, "item_done", None),
-            "Item failed": _runner_task(arn, "item_failed", None),
-        },
+        "States": item_states,
     }
     definition["States"] = {
         "Start": _runner_task(arn, "start", "Items"),

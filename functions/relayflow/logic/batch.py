@@ -10,15 +10,17 @@ How a batch runs (see docs/batch.md):
   item, at most ``parallelism`` at a time. The item's ctx is derived from its Map entry by
   ``item_state``; its node records are ``I#<item>#N#<node>``. An item's failure is caught inside its
   own chain ("Item failed") and never fails the Map.
-* **Counting** (``finish_item``): each item's outcome is one DynamoDB transaction writing its result
-  (only if absent: a retried task never counts twice) and adding to one of 32 counter shards, so
-  counts are exact and no single item takes more than 1/32 of the writes.
-* **Ending** (``complete``): ``completed`` when every item has an outcome, ``failed`` when more than
-  ``max_failed_percent`` of them failed or some never got one; a cancelled run stays cancelled.
+* **Counting** (``finish_item``, in the last node's task or in "Item done" / "Item failed"): the
+  item's outcome is a conditional put (a retried task finds it and counts nothing), then one ADD
+  on one of 16 counter shards, so no single DynamoDB item takes more than 1/16 of the writes.
+* **Ending** (``complete``): the outcomes are recounted (exact final counts, kept in the record);
+  ``completed`` when every item has one, ``failed`` when more than ``max_failed_percent`` of them
+  failed or some never got one; a cancelled run stays cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -40,13 +42,10 @@ from relayflow.models.entities import (
     NodeExecution,
     TokenUsage,
 )
-from relayflow.stores.table import TableStore
+from relayflow.stores.table import ConditionFailed, TableStore
 
-#: Most items run at once (the Map's MaxConcurrency; BatchConfig.parallelism enforces it).
-MAX_PARALLELISM = 100
 #: Items in ``execution.results["items"]`` of a finished run (the rest: the results API).
 RESULTS_IN_EXECUTION = 100
-MAX_RESULTS_PAGE = 1000
 #: Largest results download answered in one HTTP response (a Lambda answer is at most 6 MB).
 MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
 #: How long a node runner trusts the status it read (cancellation reaches items within this).
@@ -298,9 +297,43 @@ def item_state(state: dict[str, Any], *, check_running: bool = True) -> dict[str
     return state
 
 
-def cancelled_item(state: dict[str, Any]) -> dict[str, Any]:
-    """A node of an item found the run cancelled: the item is neither processed nor failed."""
-    return {**{k: v for k, v in state.items() if k != "error"}, "cancelled": True}
+def node_attempt(node: dict[str, Any], retry_count: int | None) -> dict[str, Any]:
+    """The node record of an item's node attempt, written once when the attempt ends (a batch
+    writes one record per node of each item, not one when it starts and one when it ends)."""
+    return {
+        "node_id": node["id"],
+        "name": node["name"],
+        "idx": node["idx"],
+        "status": "running",
+        "attempts": int(retry_count or 0) + 1,
+        "started_at": now_iso(),
+    }
+
+
+def item_node_failed(
+    node: dict[str, Any], state: dict[str, Any], error_name: str, message: str, status: str
+) -> dict[str, Any]:
+    """An item's node whose attempts are spent: record it; with on_failure "stop" the item fails.
+    A node that found the run cancelled makes the item neither processed nor failed."""
+    rest = {k: v for k, v in state.items() if k != "error"}
+    if error_name == "ExecutionNotRunning" or state.get("cancelled"):
+        return {**rest, "cancelled": True}
+    ctx = state["ctx"]
+    record = {
+        "node_id": node["id"],
+        "name": node["name"],
+        "idx": node["idx"],
+        "status": status,
+        "error": message,
+        "completed_at": now_iso(),
+    }
+    with contextlib.suppress(ConditionFailed):
+        store().put_item_node(
+            ctx["tenant"], ctx["execution_id"], f"I#{ctx['item_id']}#N#{node['id']}", record, attempt=None
+        )
+    if node["on_failure"] == "continue":
+        return rest
+    return {**rest, "failure": {"node_id": node["id"], "node_name": node["name"], "message": message}}
 
 
 def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:

@@ -46,6 +46,8 @@ UPLOAD_PART_BYTES = 4 * 1024 * 1024
 MAX_UPLOAD_PARTS = -(-datasets.MAX_FILE_BYTES // UPLOAD_PART_BYTES)
 #: Uploads up to this size are committed inside the API call; larger ones asynchronously.
 SYNC_INGEST_MAX_BYTES = 16 * 1024 * 1024
+#: A .json array is parsed whole (JSONL and CSV stream): above this, the file must be JSONL.
+MAX_JSON_ARRAY_BYTES = 64 * 1024 * 1024
 UPLOAD_TTL_SECONDS = 24 * 3600
 #: Field names a version remembers (to check a batch's input_field at submission).
 MAX_TRACKED_FIELDS = 500
@@ -460,11 +462,8 @@ def start_upload(
         fmt = datasets.detect_format(body.filename)
     except datasets.DatasetFileError as exc:
         raise InvalidInput(str(exc), code=exc.code) from None
-    if body.size is not None and body.size > datasets.MAX_FILE_BYTES:
-        raise InvalidInput(
-            f"the file is {body.size} bytes; dataset files are limited to {datasets.MAX_FILE_BYTES} bytes.",
-            code="too_large",
-        )
+    if body.size is not None:
+        _check_size(body.size, fmt)
     upload_id = new_id()
     expires = int(time.time()) + UPLOAD_TTL_SECONDS
     url = None
@@ -485,6 +484,21 @@ def start_upload(
     )
     store().put_dataset_upload(tenant, {**upload.model_dump(mode="json"), "parts": {}}, expires)
     return upload
+
+
+def _check_size(size: int, fmt: str) -> None:
+    if size > datasets.MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"the file is {size} bytes; dataset files are limited to {datasets.MAX_FILE_BYTES} bytes.",
+            code="too_large",
+        )
+    if fmt == "json" and size > MAX_JSON_ARRAY_BYTES:
+        raise InvalidInput(
+            f"the file is {size} bytes; a .json array is read whole, so it is limited to "
+            f"{MAX_JSON_ARRAY_BYTES // (1024 * 1024)} MiB: write larger datasets as JSONL "
+            "(one object per line).",
+            code="too_large",
+        )
 
 
 def _upload_record(tenant: str, dataset_id: str, version_id: str, upload_id: str) -> dict[str, Any]:
@@ -549,11 +563,7 @@ def commit_upload(
     asynchronously (the version answers ``processing``; poll it)."""
     upload = _upload_record(tenant, dataset_id, version_id, upload_id)
     chunks, size = _upload_source(tenant, dataset_id, upload, body.parts)
-    if size > datasets.MAX_FILE_BYTES:
-        raise InvalidInput(
-            f"the file is {size} bytes; dataset files are limited to {datasets.MAX_FILE_BYTES} bytes.",
-            code="too_large",
-        )
+    _check_size(size, upload["format"])
     fields = {"format": upload["format"], "source_filename": upload["filename"]}
     if size <= SYNC_INGEST_MAX_BYTES:
         _claim(tenant, dataset_id, version_id, fields)

@@ -14,6 +14,8 @@ import contextlib
 from datetime import UTC
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from relayflow.errors import Conflict, InvalidInput, NotFound
 from relayflow.logic import authoring
 from relayflow.logic.asl import build_definition
@@ -35,6 +37,8 @@ from relayflow.settings import get_settings
 from relayflow.stores.blobs import BlobStore
 from relayflow.stores.engine import StateMachines
 from relayflow.stores.table import ConditionFailed, TableStore, get_table_store
+
+logger = Logger(child=True)
 
 MAX_INPUT_FILE_BYTES = 4 * 1024 * 1024  # a Lambda request payload is at most 6 MB, base64 included
 MAX_SINGLE_INPUT_CHARS = 1_000_000
@@ -425,8 +429,27 @@ def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _node_execution(record: dict[str, Any]) -> NodeExecution:
+def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
+    """What an unfinished node record means once its execution is over.
+
+    The writer that ends an execution closes its open node records right after its conditional
+    status write; a reader in between (or a node attempt that raced a cancel) must still see
+    records that agree with the execution, so reads apply the same rule.
+    """
+    if node_status not in ("pending", "running") or execution["status"] not in TERMINAL_STATUSES:
+        return node_status
+    if execution["status"] == "cancelled":
+        return "cancelled"
+    if node_status == "pending":
+        return "skipped"
+    if execution["status"] == "failed" and "timed out" in (execution.get("error") or ""):
+        return "timed_out"
+    return "cancelled"
+
+
+def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
     data = dict(record)
+    data["status"] = settled_node_status(data.get("status", "pending"), execution)
     data["output"] = unpack(data.get("output"))
     data["prompt"] = unpack(data.get("prompt"))
     if data.get("usage"):
@@ -450,7 +473,7 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
     execution = Execution.model_validate(data)
     if with_nodes and execution.input_mode == "single":
         records = sorted(store().node_records(tenant, execution.id), key=lambda r: r.get("idx", 0))
-        execution.node_executions = {r["node_id"]: _node_execution(r) for r in records}
+        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
         from relayflow.logic import batch
 
@@ -566,7 +589,14 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
             code="execution_finished",
         )
     if record.get("sfn_execution_arn"):
-        machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+        try:
+            machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+        except Exception:
+            # The cancel is already recorded and is the truth: every remaining task of the run finds
+            # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.
+            logger.exception(
+                "could not stop the state machine execution", extra={"execution_id": execution_id}
+            )
     store().close_open_nodes(
         tenant, execution_id, {"pending": "cancelled", "running": "cancelled"}, "cancelled by request", now
     )

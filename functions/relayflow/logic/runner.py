@@ -47,9 +47,21 @@ def merge_states(state: Any) -> dict[str, Any]:
             merged["last"] = branch["last"]
         if branch.get("cancelled"):  # batch item: a node found the run cancelled
             merged["cancelled"] = True
-        for name, amount in (branch.get("usage") or {}).items():  # batch item: token usage so far
-            merged.setdefault("usage", {})[name] = merged.get("usage", {}).get(name, 0) + amount
+        # Batch item: usage per node. Every branch carries the usage of the nodes before the
+        # Parallel state too, so summing the branches' totals would count those nodes twice.
+        if branch.get("node_usage"):
+            merged.setdefault("node_usage", {}).update(branch["node_usage"])
+    if merged.get("node_usage"):
+        merged["usage"] = _total_usage(merged["node_usage"])
     return merged
+
+
+def _total_usage(node_usage: dict[str, dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for usage in node_usage.values():
+        for name, amount in usage.items():
+            total[name] = total.get(name, 0) + amount
+    return total
 
 
 def _batch_item(state: dict[str, Any], *, check_running: bool = True) -> dict[str, Any]:
@@ -118,22 +130,28 @@ def _call_with_timeout(node: dict[str, Any], prompt: str, context: InvocationCon
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_node(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+def run_node(node: dict[str, Any], state: dict[str, Any], retry_count: int | None = None) -> dict[str, Any]:
     state = _batch_item(merge_states(state))
     ctx = state["ctx"]
     tenant, execution_id = ctx["tenant"], ctx["execution_id"]
     store = executions.store()
     sk = record_sk(ctx, node["id"])
-    try:
-        record = store.start_node_attempt(
-            tenant,
-            execution_id,
-            sk,
-            {"node_id": node["id"], "name": node["name"], "idx": node["idx"], "tenant": tenant},
-            now_iso(),
-        )
-    except ConditionFailed:
-        raise ExecutionNotRunning("the execution is no longer running") from None
+    if ctx.get("mode") == "batch":
+        from relayflow.logic import batch
+
+        # One write per node of an item, at its end; the attempt is Step Functions' retry count.
+        record = batch.node_attempt(node, retry_count)
+    else:
+        try:
+            record = store.start_node_attempt(
+                tenant,
+                execution_id,
+                sk,
+                {"node_id": node["id"], "name": node["name"], "idx": node["idx"], "tenant": tenant},
+                now_iso(),
+            )
+        except ConditionFailed:
+            raise ExecutionNotRunning("the execution is no longer running") from None
     attempt = int(record["attempts"])
     if ctx.get("mode") != "batch":
         try:
@@ -200,8 +218,9 @@ def run_node(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     try:
         if ctx.get("mode") == "batch":
             # No transaction with the execution item: every item of the batch would contend for it.
-            store.finish_item_node(tenant, execution_id, sk, outcome, attempt=attempt)
-            state = {**state, "usage": {k: state.get("usage", {}).get(k, 0) + v for k, v in usage.items()}}
+            store.put_item_node(tenant, execution_id, sk, {**record, **outcome}, attempt=attempt)
+            node_usage = {**state.get("node_usage", {}), node["id"]: usage}
+            state = {**state, "node_usage": node_usage, "usage": _total_usage(node_usage)}
         else:
             store.finish_node(tenant, execution_id, sk, outcome, attempt=attempt, execution_add=usage)
     except ConditionFailed:
@@ -237,13 +256,13 @@ def node_failed(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     state = _batch_item(merge_states(state), check_running=False)
     ctx = state["ctx"]
     name, message = _error_message(state.get("error"))
-    if ctx.get("mode") == "batch" and (name == "ExecutionNotRunning" or state.get("cancelled")):
-        from relayflow.logic import batch
-
-        return batch.cancelled_item(state)
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
         message = f"node '{node['name']}' timed out after {node['timeout']} seconds"
+    if ctx.get("mode") == "batch":
+        from relayflow.logic import batch
+
+        return batch.item_node_failed(node, state, name, message, "timed_out" if timed_out else "failed")
     executions.store().put_node_record_if_absent(
         ctx["tenant"],
         ctx["execution_id"],
@@ -253,12 +272,12 @@ def node_failed(node: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     # Cancelled or already finished: that record stays as it is.
     status = "timed_out" if timed_out else "failed"
     with contextlib.suppress(ConditionFailed):
-        outcome = {"status": status, "error": message, "completed_at": now_iso()}
-        sk = record_sk(ctx, node["id"])
-        if ctx.get("mode") == "batch":
-            executions.store().finish_item_node(ctx["tenant"], ctx["execution_id"], sk, outcome, attempt=None)
-        else:
-            executions.store().finish_node(ctx["tenant"], ctx["execution_id"], sk, outcome)
+        executions.store().finish_node(
+            ctx["tenant"],
+            ctx["execution_id"],
+            record_sk(ctx, node["id"]),
+            {"status": status, "error": message, "completed_at": now_iso()},
+        )
         notify.node_finished(ctx, node, _node_record(ctx, node), status, message)
     rest = {k: v for k, v in state.items() if k != "error"}
     if node["on_failure"] == "continue":
@@ -334,10 +353,17 @@ def fail(state: Any) -> dict[str, Any]:
 def handle(event: dict[str, Any]) -> Any:
     action = event["action"]
     state = event.get("state")
-    if action == "node":
-        return run_node(event["node"], state)  # type: ignore[arg-type]
-    if action == "node_failed":
-        return node_failed(event["node"], state)  # type: ignore[arg-type]
+    if action in ("node", "node_failed"):
+        if action == "node":
+            result = run_node(event["node"], state, event.get("retry_count"))  # type: ignore[arg-type]
+        else:
+            result = node_failed(event["node"], state)  # type: ignore[arg-type]
+        if not event.get("finish_item"):
+            return result
+        # The last node of a batch item records the item's outcome itself (see logic/asl.py).
+        from relayflow.logic import batch
+
+        return batch.finish_item(result, failed=False)
     if action == "start":
         return start(state)  # type: ignore[arg-type]
     if action == "complete":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relayflow.models.entities import (
     MAX_WORKFLOW_TIMEOUT_SECONDS,
@@ -32,6 +32,14 @@ class UpdateWorkflow(Body):
     description: str | None = Field(None, max_length=4000)
     active_version_id: str | None = None
     callback_url: str | None = Field(None, max_length=2000)
+
+    @field_validator("name", "description", "active_version_id")
+    @classmethod
+    def _not_null(cls, value: str | None) -> str:
+        # Omit a field to keep it; an explicit null would leave a workflow that no longer reads back.
+        if value is None:
+            raise ValueError("must not be null (omit the field to keep its value)")
+        return value
 
 
 class CreateVersion(Body):

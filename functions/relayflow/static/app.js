@@ -7,7 +7,7 @@
   const KEY_STORAGE = "relayflow.apiKey";
   const POLL_MS = 1000; // an execution's page while it runs
   const LIST_POLL_MS = 3000; // the executions of a workflow
-  const ITEMS_POLL_MS = 3000; // the first page of a running batch's items
+  const ITEMS_POLL_MS = 2000; // the first page of a running batch's items
   const PAGE_SIZE = 50;
   const ITEMS_PAGE_SIZE = 25;
   const MAX_SAMPLES = 600;
@@ -125,7 +125,6 @@
     } catch (err) {
       throw new ApiError(0, "network", `the API did not answer (${err.message}).`);
     }
-    if (response.status === 401 || response.status === 403) showKeyForm(true);
     if (!response.ok) {
       let body = {};
       try {
@@ -133,7 +132,12 @@
       } catch (_) {
         /* not JSON */
       }
-      throw new ApiError(response.status, body.code || "error", body.message || response.statusText);
+      let message = body.message || response.statusText || `HTTP ${response.status}`;
+      if (response.status === 401 || response.status === 403) {
+        showKeyForm();
+        message = `The API refused the request (${message}): enter a valid API key.`;
+      }
+      throw new ApiError(response.status, body.code || "error", message);
     }
     return response;
   }
@@ -159,10 +163,10 @@
     $("key-state").textContent = apiKey ? `key …${apiKey.slice(-4)}` : "no key";
   }
 
-  function showKeyForm(refused) {
+  function showKeyForm() {
     const form = $("key-form");
+    if (!form.hidden) return;
     form.hidden = false;
-    if (refused) banner("The API refused the request: enter a valid API key.");
     $("key-input").focus();
   }
 
@@ -227,10 +231,11 @@
   }
 
   // A "newer / older" pager over next_token pages: tokens[i] opens page i.
-  function pager(onChange) {
+  function pager(onChange, labels) {
+    const [back, forward] = labels || ["‹ Newer", "Older ›"];
     const state = { tokens: [null], index: 0, next: null };
-    const prev = el("button", { type: "button", "data-testid": "page-prev" }, "‹ Newer");
-    const next = el("button", { type: "button", "data-testid": "page-next" }, "Older ›");
+    const prev = el("button", { type: "button", "data-testid": "page-prev" }, back);
+    const next = el("button", { type: "button", "data-testid": "page-next" }, forward);
     const label = el("span", { class: "muted" });
     prev.addEventListener("click", () => {
       if (state.index > 0) {
@@ -248,11 +253,12 @@
     });
     state.node = el("div", { class: "pager" }, prev, label, next);
     state.token = () => state.tokens[state.index];
-    state.update = (nextToken, count) => {
+    state.update = (nextToken, count, pages) => {
       state.next = nextToken;
       prev.disabled = state.index === 0;
       next.disabled = !nextToken;
-      label.textContent = `page ${state.index + 1}` + (count !== undefined ? ` · ${count} shown` : "");
+      label.textContent =
+        `page ${fmtInt(state.index + 1)}` + (pages ? ` of ${fmtInt(pages)}` : "") + (count !== undefined ? ` · ${count} shown` : "");
     };
     state.reset = () => {
       state.tokens = [null];
@@ -648,7 +654,7 @@
 
   // Processed and failed counts over time, as sampled by this page (plus the run's start).
   function countsChart(samples, total) {
-    const W = 800;
+    const W = 1200;
     const H = 160;
     const pad = { l: 48, r: 8, t: 8, b: 22 };
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "processed and failed items over time", "data-testid": "counts-chart" });
@@ -687,7 +693,7 @@
   // The batch's items, one page at a time from the results API (never the whole set).
   function itemsTable(base, detail) {
     const body = el("tbody");
-    const pages = pager(() => load());
+    const pages = pager(() => load(), ["‹ Previous", "Next ›"]);
     const note = el("p", { class: "muted small" });
     let execution = null;
     let lastLoad = 0;
@@ -728,7 +734,8 @@
           );
         }
         if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No items.")));
-        pages.update(page.next_token, page.items.length);
+        const total = execution && execution.progress ? execution.progress.total_items : 0;
+        pages.update(page.next_token, page.items.length, total ? Math.ceil(total / ITEMS_PAGE_SIZE) : undefined);
         if (execution && !ACTIVE.has(execution.status)) settled = true;
       } catch (err) {
         note.textContent = err.status === 404 ? "Results are not available for this run yet." : err.message;

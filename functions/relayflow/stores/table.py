@@ -57,7 +57,10 @@ def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
 class TableStore:
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
-        self.table = aws.resource("dynamodb").Table(table_name)
+
+    @property
+    def table(self) -> Any:
+        return aws.resource("dynamodb").Table(self.table_name)
 
     # ---- generic ------------------------------------------------------------------------------
     def _get(self, pk: str, sk: str, what: str, ident: str) -> dict[str, Any]:
@@ -442,8 +445,11 @@ class TableStore:
                 raise
 
     def delete_execution(self, tenant: str, execution_id: str) -> None:
-        items = self._query_all(Key("pk").eq(_pk(tenant, "X", execution_id)))
-        self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items)
+        """Every item of the run, the execution item last: an interrupted delete can be repeated."""
+        key = self.execution_key(tenant, execution_id)
+        items = self._query_all(Key("pk").eq(key["pk"]))
+        self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items if i["sk"] != key["sk"])
+        self.table.delete_item(Key=key)
 
     # ---- node records ----------------------------------------------------------------------------
     @staticmethod
@@ -956,17 +962,23 @@ class TableStore:
         for item in self._query_all(condition):
             yield strip_keys(item)
 
-    def finish_item_node(
-        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any], *, attempt: int | None
+    def put_item_node(
+        self, tenant: str, execution_id: str, record_sk: str, record: dict[str, Any], *, attempt: int | None
     ) -> None:
-        """A batch item's node outcome. Unlike finish_node, no transaction with the execution item:
-        hundreds of items at once would all contend for it. Raises ConditionFailed if the record is
-        already final or another attempt took it over."""
-        condition = Attr("pk").exists() & Attr("status").is_in(["pending", "running"])
+        """A batch item's node record, written whole once it is over (one PutItem, no transaction
+        with the execution item: every item of the batch would contend for it). Not over a later
+        attempt's record (``attempt``), nor, for a failure (``attempt`` None), over a completed one."""
         if attempt is not None:
-            condition = condition & Attr("attempts").eq(attempt)
-        self._update(self.node_record_key(tenant, execution_id, record_sk), fields, condition=condition)
-
+            condition = Attr("pk").not_exists() | Attr("attempts").lte(attempt)
+        else:
+            condition = Attr("pk").not_exists() | Attr("status").is_in(["pending", "running"])
+        item = {**record, **self.node_record_key(tenant, execution_id, record_sk), "tenant": tenant}
+        try:
+            self.table.put_item(Item=to_dynamo(item), ConditionExpression=condition)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
 
 @lru_cache(maxsize=4)
 def get_table_store(table_name: str) -> TableStore:

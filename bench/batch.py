@@ -1,0 +1,210 @@
+"""Batch runs on the embedded local stack (docs/batch.md), measured side by side in one process:
+
+(a) parallel efficiency: 200 items through a ``sleep`` model of 0.1 s at parallelism 1 and 10;
+(b) throughput: items per second of a three-node builtin workflow over 10,000 items;
+(c) memory: peak Python memory of relayflow's own batch data path (upload and ingest, submission
+    with a filter, reading every result) at 10,000 and 100,000 items, above what stays stored.
+
+Everything runs in this one Python process (moto's Step Functions interpreter, the Lambda
+handlers, DynamoDB and S3 in memory), so CPU work does not run in parallel (the GIL) and the
+figures are those of a laptop emulator, not of AWS: see docs/batch.md for what they mean there.
+Running the Map itself over 100,000 items is left out: at the local rate of (b) it would take
+about an hour; (c) measures the paths whose memory could grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, float | int, str]
+
+SLEEP_ITEMS = 200
+SLEEP_SECONDS = 0.1
+THROUGHPUT_ITEMS = 10_000
+# moto's distributed-Map worker recurses once per item it runs (default limit 1,000 frames):
+# keep items per worker well under it. The proper fix (an iterative worker) belongs in the shim.
+THROUGHPUT_PARALLELISM = 25
+MEMORY_SIZES = (10_000, 100_000)
+
+
+def _dataset(client: Any, items: int, make: Callable[[int], dict[str, Any]]) -> tuple[str, str]:
+    dataset = client.create_dataset(name=f"bench {items}")
+    version = client.create_dataset_version(dataset.id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "items.jsonl"
+        with path.open("w") as out:
+            for i in range(items):
+                out.write(json.dumps(make(i)) + "\n")
+        client.upload_dataset_items(dataset.id, version.id, path=path, poll_interval=0.2, timeout=600)
+    return dataset.id, version.id
+
+
+def _workflow(client: Any, nodes: list[tuple[str, dict[str, Any], str]]) -> str:
+    workflow = client.create_workflow(name="bench batch")
+    version = client.create_workflow_version(workflow.id, config={"max_retries": 0})
+    for name, config, template in nodes:
+        model = client.create_model(name=name, provider="builtin", config=config)
+        client.create_workflow_node(version.id, name, model.id, config={"input_template": template})
+    client.update_workflow(workflow.id, active_version_id=version.id)
+    return str(workflow.id)
+
+
+def _timed_batch(client: Any, workflow_id: str, dataset: tuple[str, str], parallelism: int) -> float:
+    config = {
+        "dataset_id": dataset[0],
+        "dataset_version_id": dataset[1],
+        "input_field": "text",
+        "parallelism": parallelism,
+    }
+    started = time.perf_counter()
+    execution = client.execute_workflow(workflow_id, input_mode="batch", batch_config=config)
+    # Poll once a second, as a progress bar would: every poll costs this process CPU.
+    done = client.wait_for_execution(workflow_id, execution.id, poll_interval=1.0, timeout=3600)
+    elapsed = time.perf_counter() - started
+    assert done.status == "completed", done.error
+    assert done.progress.processed_items == done.progress.total_items, done.progress
+    return elapsed
+
+
+def parallel_efficiency(client: Any) -> list[Row]:
+    dataset = _dataset(client, SLEEP_ITEMS, lambda i: {"id": f"s{i}", "text": f"item {i}"})
+    workflow_id = _workflow(client, [("sleep", {"model": "sleep", "seconds": SLEEP_SECONDS}, "{{input}}")])
+    serial = _timed_batch(client, workflow_id, dataset, 1)
+    parallel = _timed_batch(client, workflow_id, dataset, 10)
+    floor = SLEEP_ITEMS * SLEEP_SECONDS
+    return [
+        (f"(a) {SLEEP_ITEMS} items x {SLEEP_SECONDS} s sleep, parallelism 1", serial, "s"),
+        (f"(a) {SLEEP_ITEMS} items x {SLEEP_SECONDS} s sleep, parallelism 10", parallel, "s"),
+        ("(a) speed-up, parallelism 10 over 1", serial / parallel, "x"),
+        (
+            "(a) overhead per item at parallelism 1 (beyond its sleep)",
+            (serial - floor) / SLEEP_ITEMS * 1000,
+            "ms",
+        ),
+    ]
+
+
+def throughput(client: Any) -> list[Row]:
+    dataset = _dataset(
+        client, THROUGHPUT_ITEMS, lambda i: {"id": f"t{i}", "text": f"the quick brown fox {i}"}
+    )
+    workflow_id = _workflow(
+        client,
+        [
+            ("upper", {"model": "uppercase"}, "{{input}}"),
+            ("count", {"model": "word_count"}, "{{input}}"),
+            ("report", {"model": "echo"}, "{{nodes.upper}} has {{input}} words"),
+        ],
+    )
+    elapsed = _timed_batch(client, workflow_id, dataset, THROUGHPUT_PARALLELISM)
+    return [
+        (
+            f"(b) 3-node builtin workflow, {THROUGHPUT_ITEMS:,} items, parallelism {THROUGHPUT_PARALLELISM}",
+            elapsed,
+            "s",
+        ),
+        ("(b) throughput", THROUGHPUT_ITEMS / elapsed, "items/s"),
+    ]
+
+
+def _peak_above_stored(step: Callable[[], Any]) -> tuple[float, float]:
+    """(transient peak above what the step leaves stored, what it leaves stored), in MiB."""
+    gc.collect()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    step()
+    gc.collect()
+    after, peak = tracemalloc.get_traced_memory()
+    return (peak - max(before, after)) / 2**20, (after - before) / 2**20
+
+
+def _count_results(execution: Any, into: list[int]) -> None:
+    from relayflow.logic import batch
+    from relayflow.logic.apikeys import DEFAULT_TENANT
+
+    into.append(sum(1 for _ in batch.iter_results(DEFAULT_TENANT, execution)))
+
+
+def memory(client: Any) -> list[Row]:
+    from relayflow.logic import batch, executions
+    from relayflow.logic.apikeys import DEFAULT_TENANT
+    from relayflow.logic.clock import new_id, now_iso
+    from relayflow.models import api
+    from relayflow.models.entities import Execution
+
+    workflow_id = _workflow(client, [("upper", {"model": "uppercase"}, "{{input}}")])
+    plan = {"nodes": [{"id": "n"}]}
+    rows: list[Row] = []
+    tracemalloc.start()
+    try:
+        for size in MEMORY_SIZES:
+            dataset = client.create_dataset(name=f"memory {size}")
+            version = client.create_dataset_version(dataset.id)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "items.jsonl"
+                with path.open("w") as out:
+                    for i in range(size):
+                        out.write(json.dumps({"id": f"m{i}", "text": f"text {i}", "n": i}) + "\n")
+                upload, stored = _peak_above_stored(
+                    partial(
+                        client.upload_dataset_items,
+                        dataset.id,
+                        version.id,
+                        path=path,
+                        poll_interval=0.2,
+                        timeout=600,
+                    )
+                )
+            config: Any = {
+                "dataset_id": dataset.id,
+                "dataset_version_id": version.id,
+                "input_field": "text",
+                "filter_query": "n >= `0`",
+            }
+            execution_id = new_id()
+            body = api.Execute(input_mode="batch", batch_config=config)
+            submit, _ = _peak_above_stored(partial(batch.prepare, DEFAULT_TENANT, execution_id, body, plan))
+            execution = Execution(
+                id=execution_id,
+                workflow_id=workflow_id,
+                version_id="bench",
+                input_mode="batch",
+                batch_config=body.batch_config,
+                created_at=now_iso(),
+            )
+            counted: list[int] = []
+            read, _ = _peak_above_stored(partial(_count_results, execution, counted))
+            assert counted == [size], counted
+            executions.blobs().delete_prefix(executions.execution_prefix(DEFAULT_TENANT, execution_id))
+            rows += [
+                (f"(c) {size:>7,} items: upload + ingest, peak above stored", upload, "MiB"),
+                (f"(c) {size:>7,} items: what stays stored (file, list)", stored, "MiB"),
+                (f"(c) {size:>7,} items: submission with a filter, peak", submit, "MiB"),
+                (f"(c) {size:>7,} items: reading every result, peak", read, "MiB"),
+            ]
+    finally:
+        tracemalloc.stop()
+    small, large = rows[0][1], rows[4][1]
+    rows.append(("(c) upload peak, 100,000 over 10,000 items", float(large) / max(float(small), 1e-9), "x"))
+    return rows
+
+
+def run() -> list[Row]:
+    from relayflow.demo import local_api
+
+    # See THROUGHPUT_PARALLELISM: a margin for moto's recursive Map workers.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * THROUGHPUT_ITEMS // THROUGHPUT_PARALLELISM))
+    with local_api() as client:
+        rows = parallel_efficiency(client)
+        rows += throughput(client)
+        rows += memory(client)
+    return rows
