@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
+from tests.support.workflows import build, by_name, wait, wait_for_node
 
 from relayflow import ApiError, Client
 from relayflow.local.stack import LocalStack
-from tests.support.workflows import build, by_name, wait, wait_for_node
 
 FAST = {"max_retries": 3, "retry_delay_seconds": 1, "max_retry_delay_seconds": 1}
 UPPER = {"model": "uppercase"}
@@ -17,8 +17,9 @@ UPPER = {"model": "uppercase"}
 
 def test_transient_failures_are_retried_until_success(client: Client):
     # Given a node that fails transiently twice, and three retries allowed
-    built = build(client, [("Flaky", {"model": "flaky", "failures": 2}, {}), ("Shout", UPPER, {})],
-                  version_config=FAST)
+    built = build(
+        client, [("Flaky", {"model": "flaky", "failures": 2}, {}), ("Shout", UPPER, {})], version_config=FAST
+    )
     # When it runs
     started = time.monotonic()
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="ok"))
@@ -34,8 +35,11 @@ def test_transient_failures_are_retried_until_success(client: Client):
 
 def test_a_permanent_error_is_not_retried(client: Client):
     # Given a node whose model fails permanently, with retries allowed
-    built = build(client, [("Broken", {"model": "flaky", "permanent": True}, {}), ("Next", UPPER, {})],
-                  version_config=FAST)
+    built = build(
+        client,
+        [("Broken", {"model": "flaky", "permanent": True}, {}), ("Next", UPPER, {})],
+        version_config=FAST,
+    )
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
     # Then it ran once, the run failed naming the node, and the next node never started
     nodes = by_name(done)
@@ -86,8 +90,11 @@ def test_node_timeout_fails_the_attempt_and_the_retry_policy_applies(client: Cli
 
 
 def test_version_default_timeout_applies_where_the_node_has_none(client: Client):
-    built = build(client, [("Slow", {"model": "sleep", "seconds": 3}, {})],
-                  version_config={**FAST, "max_retries": 0, "node_timeout": 1})
+    built = build(
+        client,
+        [("Slow", {"model": "sleep", "seconds": 3}, {})],
+        version_config={**FAST, "max_retries": 0, "node_timeout": 1},
+    )
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
     assert done.status == "failed"
     assert by_name(done)["Slow"]["status"] == "timed_out"
@@ -134,8 +141,9 @@ def test_stop_on_failure_fails_the_run_at_that_node(client: Client):
 
 def test_workflow_timeout_fails_the_run_promptly_and_marks_the_running_node(client: Client):
     # Given a 10 s node in a run limited to 2 s
-    built = build(client, [("Slow", {"model": "sleep", "seconds": 10}, {}), ("Never", UPPER, {})],
-                  version_config=FAST)
+    built = build(
+        client, [("Slow", {"model": "sleep", "seconds": 10}, {}), ("Never", UPPER, {})], version_config=FAST
+    )
     started = time.monotonic()
     execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x", timeout=2)
     done = wait(client, built, execution, timeout=20)
@@ -152,8 +160,9 @@ def test_workflow_timeout_fails_the_run_promptly_and_marks_the_running_node(clie
 def test_cancel_while_a_node_runs_stops_the_machine_and_no_later_node_starts(
     client: Client, local_stack: LocalStack
 ):
-    built = build(client, [("Sleeper", {"model": "sleep", "seconds": 2}, {}), ("After", UPPER, {})],
-                  version_config=FAST)
+    built = build(
+        client, [("Sleeper", {"model": "sleep", "seconds": 2}, {}), ("After", UPPER, {})], version_config=FAST
+    )
     execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x")
     wait_for_node(client, built, execution.id, "Sleeper", "running")
     # When it is cancelled while the sleep node runs
@@ -240,8 +249,9 @@ def test_cancel_racing_completion_always_ends_in_one_consistent_outcome(client: 
 
 def test_retry_settings_changed_on_the_version_apply_to_the_next_execution(client: Client):
     built = build(client, [("Flaky", {"model": "flaky", "failures": 1}, {})], version_config=FAST)
-    client.update_workflow_version(workflow_id=built.workflow_id, version_id=built.version_id,
-                                   config={"max_retries": 0})
+    client.update_workflow_version(
+        workflow_id=built.workflow_id, version_id=built.version_id, config={"max_retries": 0}
+    )
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
     assert done.status == "failed"
     assert by_name(done)["Flaky"]["attempts"] == 1
@@ -251,7 +261,9 @@ def test_an_execution_keeps_the_snapshot_it_ran_with_and_rerun_reuses_it(client:
     built = build(client, [("Echo", {"model": "echo"}, {"input_template": "v1: {{input}}"})])
     first = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="a"))
     # When the version's node is edited after the run
-    client.update_workflow_node(built.version_id, built.node_ids["Echo"], config={"input_template": "v2: {{input}}"})
+    client.update_workflow_node(
+        built.version_id, built.node_ids["Echo"], config={"input_template": "v2: {{input}}"}
+    )
     # Then the old record keeps its meaning, a re-run repeats it, and a new run uses the edit
     assert client.get_workflow_execution(built.workflow_id, first.id).results == "v1: a"
     rerun = client.rerun_workflow_execution(workflow_id=built.workflow_id, execution_id=first.id)
@@ -263,13 +275,16 @@ def test_an_execution_keeps_the_snapshot_it_ran_with_and_rerun_reuses_it(client:
 
 def test_version_id_runs_that_version_even_when_another_is_active(client: Client):
     built = build(client, [("Echo", {"model": "echo"}, {"input_template": "old {{input}}"})])
-    newer = client.create_workflow_version(workflow_id=built.workflow_id, copy_from_version_id=built.version_id)
+    newer = client.create_workflow_version(
+        workflow_id=built.workflow_id, copy_from_version_id=built.version_id
+    )
     node = client.get_workflow_nodes(newer.id)[0]
     client.update_workflow_node(newer.id, node.id, config={"input_template": "new {{input}}"})
     client.update_workflow(built.workflow_id, active_version_id=newer.id)
     active = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
     pinned = wait(
-        client, built,
+        client,
+        built,
         client.execute_workflow(workflow_id=built.workflow_id, version_id=built.version_id, single_input="x"),
     )
     assert (active.results, active.version_id) == ("new x", newer.id)
@@ -282,7 +297,9 @@ def test_an_abort_outside_relayflow_is_reconciled_to_cancelled(client: Client, l
     execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x")
     wait_for_node(client, built, execution.id, "Sleeper", "running")
     sfn = local_stack.client("stepfunctions")
-    arn = _machine_arn(local_stack, execution.id).replace(":stateMachine:", ":execution:") + f":{execution.id}"
+    arn = (
+        _machine_arn(local_stack, execution.id).replace(":stateMachine:", ":execution:") + f":{execution.id}"
+    )
     # When Step Functions reports it ABORTED (stopped in the console; moto cannot preempt a running
     # Lambda task, so the status-change event AWS would send is delivered to the reconciler as is)
     event = local_stack.status_change_event({**sfn.describe_execution(executionArn=arn), "status": "ABORTED"})

@@ -105,7 +105,9 @@ def test_catch_stops_the_run_or_continues_per_on_failure():
     tasks = node_tasks(definition)
     # Every node catches everything into its own failure-recording state
     for name, task in tasks.items():
-        assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{name} failed"}]
+        assert task["Catch"] == [
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{name} failed"}
+        ]
     # "stop" records the failure and ends in a Fail state; "continue" goes on to the next node
     assert states["01 Must failed"]["Next"] == "Record failure"
     assert states["Record failure"]["Next"] == "Failed"
