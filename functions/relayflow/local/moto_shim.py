@@ -336,11 +336,11 @@ def _optional_target(module_name: str, attribute: str) -> Any | None:
     return getattr(module, attribute, None)
 
 
-_DYNAMODB_MODELS = "moto.dynamodb.models"
-# DynamoDB applies each write (and each transaction) atomically; moto's in-memory tables do not
-# when several threads write at once, so conditional writes could both "win". One lock around
-# every write restores DynamoDB's semantics for the local stack.
-DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+_DYNAMODB_RESPONSES = "moto.dynamodb.responses"
+# DynamoDB applies each request (a write, a transaction) atomically; moto's in-memory tables do not
+# when several threads call at once: two conditional writes could both "win", and a read copying an
+# item while another thread writes it fails. One lock around every DynamoDB request restores
+# DynamoDB's semantics for the local stack (requests take microseconds; nothing waits long).
 _dynamodb_lock = threading.RLock()
 
 
@@ -367,11 +367,12 @@ def install() -> None:
         try:
             check_compatible()
             _patch("moto.awslambda.models", "LambdaFunction._invoke_lambda", _invoke_lambda)
-            backend = importlib.import_module(_DYNAMODB_MODELS).DynamoDBBackend
-            for name in DYNAMODB_WRITES:
-                if not callable(getattr(backend, name, None)):
-                    raise MotoIncompatibleError(_incompatible(f"DynamoDBBackend.{name} is gone"))
-                _patch(_DYNAMODB_MODELS, f"DynamoDBBackend.{name}", _serialized(getattr(backend, name)))
+            handler = importlib.import_module(_DYNAMODB_RESPONSES).DynamoHandler
+            if "call_action" not in handler.__dict__:
+                raise MotoIncompatibleError(_incompatible("DynamoHandler.call_action is gone"))
+            _patch(
+                _DYNAMODB_RESPONSES, "DynamoHandler.call_action", _serialized(handler.__dict__["call_action"])
+            )
             client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
             if client_for is not None:
                 _patch(_LAMBDA_EVAL_UTILS, "boto_client_for", _make_cached_client_for(client_for))
