@@ -127,3 +127,14 @@ def test_a_file_input_round_trips_byte_for_byte(api):
     status, downloaded = api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}/input")
     assert status == 200
     assert downloaded == data
+
+
+def test_a_long_text_input_is_kept_whole(api):
+    # Given a text input far larger than a DynamoDB item may be
+    workflow_id, _, _ = _workflow_with_node(api)
+    text = "word " * 180_000  # 900 KB
+    status, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": text})
+    assert status == 201, execution
+    # Then the execution returns it whole
+    status, stored = api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}")
+    assert status == 200 and stored["single_input"] == text

@@ -22,7 +22,7 @@ from relayflow.logic.asl import build_definition
 from relayflow.logic.clock import new_id, now_iso, parse_iso
 from relayflow.logic.costs import nanos_to_dollars
 from relayflow.logic.plan import build_plan
-from relayflow.logic.values import pack, unpack
+from relayflow.logic.values import is_ref, pack, unpack
 from relayflow.models import api
 from relayflow.models.entities import (
     ACTIVE_STATUSES,
@@ -302,6 +302,9 @@ def _launch(
         **(extra or {}),
     )
     record = execution.model_dump(mode="json", exclude={"node_executions"})
+    # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
+    packed_input = pack(single_input, f"{prefix}input.json") if single_input is not None else None
+    record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
     record["node_order"] = [n["id"] for n in plan["nodes"]]
     store().put_execution(tenant, record)
@@ -330,7 +333,7 @@ def _launch(
         "version_id": plan["version_id"],
         "execution_id": execution_id,
         "mode": plan["mode"],
-        "input": pack(single_input, f"{prefix}input.json") if single_input is not None else None,
+        "input": packed_input,
         "input_file": input_file.model_dump() if input_file else None,
         **(batch_ctx or {}).get("ctx", {}),
     }
@@ -375,7 +378,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         workflow_id,
         plan,
         execution_id=new_execution_id,
-        single_input=old.get("single_input"),
+        single_input=unpack(old.get("single_input")),
         file_key=file_key,
         batch_ctx=batch_ctx,
         extra={"rerun_of": execution_id},
@@ -460,6 +463,9 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
 def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
     data = dict(record)
     data["results"] = unpack(data.get("results"))
+    if is_ref(data.get("single_input")):
+        # Pages of the history leave a long input out; the execution itself returns it whole.
+        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
     current = data.pop("current_node", None)
     if current:
         # The runner moves only this small attribute; progress keeps the totals set at start.
