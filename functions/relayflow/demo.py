@@ -150,6 +150,74 @@ def build_resilience_workflow(client: Client) -> str:
     return workflow.id
 
 
+REVIEWS = [
+    "Great product, fast delivery",
+    "Terrible support, never again",
+    "Works as described",
+    "Excellent value and lovely design",
+    "Broken on arrival, awful",
+    "Good enough for the price",
+]
+
+
+def run_batch(client: Client) -> Execution:
+    """Sentiment of every English review of a small dataset, with a live item count."""
+    sentiment = client.create_model(name="sentiment", provider="builtin", config={"model": "sentiment"})
+    workflow = client.create_workflow(name="Review sentiment")
+    version = client.create_workflow_version(workflow_id=workflow.id, config={"max_retries": 0})
+    client.create_workflow_node(
+        version_id=version.id,
+        name="Sentiment",
+        entity_id=sentiment.id,
+        config={"input_template": "{{item.text}}"},
+    )
+    dataset = client.create_dataset(name="reviews")
+    dataset_version = client.create_dataset_version(dataset_id=dataset.id)
+    items = [
+        {"id": f"review-{i:02d}", "text": REVIEWS[i % len(REVIEWS)], "lang": "en" if i % 4 else "fr"}
+        for i in range(24)
+    ]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=dataset_version.id, items=items)
+    execution = client.execute_workflow(
+        workflow_id=workflow.id,
+        input_mode="batch",
+        batch_config={
+            "dataset_id": dataset.id,
+            "dataset_version_id": dataset_version.id,
+            "input_field": "text",
+            "filter_query": "lang == 'en'",
+            "parallelism": 4,
+        },
+    )
+    console.print(
+        f"  processing {execution.progress.total_items} of {len(items)} items (filter: lang == 'en')"
+    )
+    last = -1
+
+    def show(update: Execution) -> None:
+        nonlocal last
+        progress = update.progress
+        if progress.processed_items != last:
+            last = progress.processed_items or 0
+            console.print(
+                f"  items {last}/{progress.total_items} processed, {progress.failed_items or 0} failed"
+            )
+
+    done = client.wait_for_execution(
+        workflow.id, execution.id, poll_interval=0.3, timeout=120, on_update=show
+    )
+    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}[done.status]
+    console.print(f"  execution #{done.number} [bold {colour}]{done.status}[/]")
+    page = client.get_execution_results(workflow_id=workflow.id, execution_id=execution.id, limit=5)
+    table = Table(pad_edge=False)
+    for column in ("item", "input", "output"):
+        table.add_column(column)
+    for row in page:
+        table.add_row(row.source_item_id, _short(row.input or "", 40), _short(row.output, 50))
+    console.print(table)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     console.rule("[bold]relayflow demo[/] — embedded local stack (moto + template.yaml), no AWS account")
@@ -184,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         done = watch(client, resilience, execution)
         report(done)
+        outcomes.append(done.status)
+
+        console.rule("4. a batch over a dataset: 24 reviews, a filter, parallelism 4")
+        done = run_batch(client)
         outcomes.append(done.status)
 
     console.rule(f"done in {time.monotonic() - started:.1f} s: " + ", ".join(outcomes))

@@ -980,6 +980,7 @@ class TableStore:
                 raise ConditionFailed(str(exc)) from exc
             raise
 
+
 @lru_cache(maxsize=4)
 def get_table_store(table_name: str) -> TableStore:
     return TableStore(table_name)
