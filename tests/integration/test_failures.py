@@ -117,6 +117,7 @@ def test_continue_on_failure_records_the_node_and_passes_on_the_last_good_output
     assert done.status == "completed"
     assert nodes["Optional"]["status"] == "failed"
     assert nodes["Optional"]["error"] == "enhancer is down"
+    assert nodes["Optional"]["prompt"] == "HELLO"  # what the failed node was sent
     assert nodes["Last"]["prompt"] == "got: HELLO"
     assert done.results == "got: HELLO"
     assert done.error is None

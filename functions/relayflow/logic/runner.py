@@ -175,18 +175,22 @@ def run_node(node: dict[str, Any], state: dict[str, Any], retry_count: int | Non
         input_filename=(ctx.get("input_file") or {}).get("filename"),
         time_budget=float(node["timeout"]),
     )
+    prefix = f"{executions.execution_prefix(tenant, execution_id)}{sk.replace('#', '/')}/"
     try:
         result = _call_with_timeout(node, prompt, context)
-    except NodeTimeout as exc:
-        store.note_attempt_error(tenant, execution_id, sk, attempt, str(exc))
-        raise
-    except ModelError as exc:
-        store.note_attempt_error(tenant, execution_id, sk, attempt, str(exc))
-        error_class = TransientModelError if exc.transient else PermanentModelError
-        raise error_class(str(exc)) from None
-    except Exception as exc:  # an adapter bug is a permanent failure of this node, not a crash
-        store.note_attempt_error(tenant, execution_id, sk, attempt, f"{type(exc).__name__}: {exc}")
-        raise PermanentModelError(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        sent = pack(prompt, f"{prefix}prompt.json")
+        if isinstance(exc, NodeTimeout):
+            store.note_attempt_error(tenant, execution_id, sk, attempt, str(exc), prompt=sent)
+            raise
+        if isinstance(exc, ModelError):
+            store.note_attempt_error(tenant, execution_id, sk, attempt, str(exc), prompt=sent)
+            error_class = TransientModelError if exc.transient else PermanentModelError
+            raise error_class(str(exc)) from None
+        # An adapter bug is a permanent failure of this node, not a crash of the run.
+        message = f"{type(exc).__name__}: {exc}"
+        store.note_attempt_error(tenant, execution_id, sk, attempt, message, prompt=sent)
+        raise PermanentModelError(message) from None
 
     output: Any = result.output
     if node.get("output_format") == "json":
@@ -197,7 +201,6 @@ def run_node(node: dict[str, Any], state: dict[str, Any], retry_count: int | Non
             raise PermanentModelError(
                 f"node '{node['name']}' declared JSON output but returned: {exc}"
             ) from None
-    prefix = f"{executions.execution_prefix(tenant, execution_id)}{sk.replace('#', '/')}/"
     packed = pack(output, f"{prefix}output.json")
     usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
     cost = estimate_cost_nanos(

@@ -561,17 +561,22 @@ class TableStore:
             raise
 
     def note_attempt_error(
-        self, tenant: str, execution_id: str, record_sk: str, attempt: int, error: str
+        self, tenant: str, execution_id: str, record_sk: str, attempt: int, error: str, prompt: Any = None
     ) -> None:
+        """Record a failed attempt's error (and the prompt it sent, so a failed node shows it)."""
         key = self.node_record_key(tenant, execution_id, record_sk)
+        expression = "SET attempt_errors = list_append(if_not_exists(attempt_errors, :e), :one), #err = :msg"
+        values: dict[str, Any] = {":e": [], ":one": [f"attempt {attempt}: {error}"], ":msg": error}
+        if prompt is not None:
+            expression += ", prompt = :prompt"
+            values[":prompt"] = to_dynamo(prompt)
         try:
             self.table.update_item(
                 Key=key,
-                UpdateExpression="SET attempt_errors = list_append(if_not_exists(attempt_errors, :e), :one), "
-                "#err = :msg",
+                UpdateExpression=expression,
                 ConditionExpression=Attr("attempts").eq(attempt) & Attr("status").eq("running"),
                 ExpressionAttributeNames={"#err": "error"},
-                ExpressionAttributeValues={":e": [], ":one": [f"attempt {attempt}: {error}"], ":msg": error},
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
