@@ -501,3 +501,39 @@ def test_conditional_writes_are_atomic_across_threads(local_stack):
     assert len(winners) == 1
     item = ddb.get_item(TableName=table, Key={"pk": {"S": "race"}, "sk": {"S": "X"}})["Item"]
     assert item["status"]["S"] == f"done-{winners[0]}"
+
+
+def test_a_failed_transaction_writes_nothing(local_stack):
+    # Given an item, and a transaction whose second part fails its condition
+    from botocore.exceptions import ClientError
+
+    table = local_stack.resources["RelayflowTable"]
+    ddb = local_stack.client("dynamodb")
+    ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "sk": {"S": "X"}, "n": {"N": "1"}})
+    try:
+        ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "a"}, "sk": {"S": "X"}},
+                        "UpdateExpression": "SET n = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "b"}, "sk": {"S": "X"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "c"}, "sk": {"S": "X"}},
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+            ]
+        )
+        raise AssertionError("the transaction should have been cancelled")
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "TransactionCanceledException"
+    # Then neither the update nor the put happened (all or nothing, as on DynamoDB)
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "a"}, "sk": {"S": "X"}})["Item"]["n"]["N"] == "1"
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "b"}, "sk": {"S": "X"}})

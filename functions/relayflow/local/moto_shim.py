@@ -353,6 +353,67 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     return write
 
 
+_DYNAMODB_MODELS = "moto.dynamodb.models"
+
+
+class _TableBackupFreeCopy:
+    """moto backs up *whole tables* (a deep copy) before every TransactWriteItems, which makes a
+    transaction cost O(items in the table). This stands in for the `copy` module inside moto's
+    DynamoDB models: tables are not copied; _transact_with_item_backup keeps the touched items."""
+
+    def __init__(self) -> None:
+        import copy
+
+        self._copy = copy
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        if isinstance(value, Table):
+            return value
+        return self._copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._copy, name)
+
+
+def _transact_with_item_backup(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+        for entry in transact_items:
+            if len(entry) != 1:
+                continue
+            op_type, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            if op_type == "Put":
+                attrs = op.get("Item", {})
+                names = (table.hash_key_attr, table.range_key_attr)
+                key = {name: attrs[name] for name in names if name and name in attrs}
+            else:
+                key = op.get("Key", {})
+            try:
+                current = self.get_item(table.name, key)
+            except Exception:  # moto raises its own validation error; the call below reports it
+                continue
+            saved.append((table.name, key, current.to_json()["Attributes"] if current else None))
+        try:
+            original(self, transact_items)
+        except Exception:
+            # All or nothing, as DynamoDB: put back every touched item as it was.
+            for table_name, key, attrs in reversed(saved):
+                if attrs is None:
+                    with contextlib.suppress(Exception):
+                        self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, attrs)
+            raise
+
+    return transact_write_items
+
+
 _LAMBDA_EVAL_UTILS = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
 _S3_NOTIFICATIONS = "moto.s3.notifications"
 
@@ -372,6 +433,16 @@ def install() -> None:
                 raise MotoIncompatibleError(_incompatible("DynamoHandler.call_action is gone"))
             _patch(
                 _DYNAMODB_RESPONSES, "DynamoHandler.call_action", _serialized(handler.__dict__["call_action"])
+            )
+            models = importlib.import_module(_DYNAMODB_MODELS)
+            backend = models.DynamoDBBackend
+            if "transact_write_items" not in backend.__dict__ or not hasattr(models, "copy"):
+                raise MotoIncompatibleError(_incompatible("DynamoDBBackend.transact_write_items moved"))
+            _patch(_DYNAMODB_MODELS, "copy", _TableBackupFreeCopy())
+            _patch(
+                _DYNAMODB_MODELS,
+                "DynamoDBBackend.transact_write_items",
+                _transact_with_item_backup(backend.__dict__["transact_write_items"]),
             )
             client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
             if client_for is not None:

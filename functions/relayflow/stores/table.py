@@ -60,7 +60,7 @@ class TableStore:
 
     @property
     def table(self) -> Any:
-        return aws.resource("dynamodb").Table(self.table_name)
+        return aws.dynamodb_table(self.table_name)
 
     # ---- generic ------------------------------------------------------------------------------
     def _get(self, pk: str, sk: str, what: str, ident: str) -> dict[str, Any]:
