@@ -184,20 +184,35 @@ class TableStore:
             for key in keys:
                 batch.delete_item(Key=key)
 
-    # ---- workflows -------------------------------------------------------------------------------
-    def put_workflow(self, tenant: str, workflow: dict[str, Any]) -> None:
+    # ---- top-level entities: one item each, listed newest first through gsi1 ----------------------
+    def _put_listed(self, tenant: str, kind: str, code: str, entity: dict[str, Any], listing: str) -> None:
         self._put(
             {
-                **workflow,
-                "pk": _pk(tenant, "WF", workflow["id"]),
-                "sk": "WF",
+                **entity,
+                "pk": _pk(tenant, code, entity["id"]),
+                "sk": code,
                 "tenant": tenant,
-                "kind": "workflow",
-                "gsi1pk": f"T#{tenant}#WFS",
-                "gsi1sk": f"{workflow['created_at']}#{workflow['id']}",
+                "kind": kind,
+                "gsi1pk": f"T#{tenant}#{listing}",
+                "gsi1sk": f"{entity['created_at']}#{entity['id']}",
             },
             must_not_exist=True,
         )
+
+    def _list_listed(
+        self, tenant: str, listing: str, limit: int, next_token: str | None, *, newest_first: bool = True
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return self._query_page(
+            key_condition=Key("gsi1pk").eq(f"T#{tenant}#{listing}"),
+            index="gsi1",
+            limit=limit,
+            next_token=next_token,
+            forward=not newest_first,
+        )
+
+    # ---- workflows -------------------------------------------------------------------------------
+    def put_workflow(self, tenant: str, workflow: dict[str, Any]) -> None:
+        self._put_listed(tenant, "workflow", "WF", workflow, "WFS")
 
     def get_workflow(self, tenant: str, workflow_id: str) -> dict[str, Any]:
         return self._get(_pk(tenant, "WF", workflow_id), "WF", "workflow", workflow_id)
@@ -205,13 +220,7 @@ class TableStore:
     def list_workflows(
         self, tenant: str, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return self._query_page(
-            key_condition=Key("gsi1pk").eq(f"T#{tenant}#WFS"),
-            index="gsi1",
-            limit=limit,
-            next_token=next_token,
-            forward=False,
-        )
+        return self._list_listed(tenant, "WFS", limit, next_token)
 
     def update_workflow(
         self, tenant: str, workflow_id: str, fields: dict[str, Any], remove: Iterable[str] = ()
@@ -320,26 +329,13 @@ class TableStore:
 
     # ---- models ----------------------------------------------------------------------------------
     def put_model(self, tenant: str, model: dict[str, Any]) -> None:
-        self._put(
-            {
-                **model,
-                "pk": _pk(tenant, "M", model["id"]),
-                "sk": "M",
-                "tenant": tenant,
-                "kind": "model",
-                "gsi1pk": f"T#{tenant}#MS",
-                "gsi1sk": f"{model['created_at']}#{model['id']}",
-            },
-            must_not_exist=True,
-        )
+        self._put_listed(tenant, "model", "M", model, "MS")
 
     def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
         return self._get(_pk(tenant, "M", model_id), "M", "model", model_id)
 
     def list_models(self, tenant: str, limit: int, next_token: str | None) -> tuple[list[dict], str | None]:
-        return self._query_page(
-            key_condition=Key("gsi1pk").eq(f"T#{tenant}#MS"), index="gsi1", limit=limit, next_token=next_token
-        )
+        return self._list_listed(tenant, "MS", limit, next_token, newest_first=False)
 
     def delete_model(self, tenant: str, model_id: str) -> None:
         self.table.delete_item(Key={"pk": _pk(tenant, "M", model_id), "sk": "M"})
@@ -780,17 +776,7 @@ class TableStore:
         return {"pk": _pk(tenant, "D", dataset_id), "sk": sk}
 
     def put_dataset(self, tenant: str, dataset: dict[str, Any]) -> None:
-        self._put(
-            {
-                **dataset,
-                **self._dataset_key(tenant, dataset["id"]),
-                "tenant": tenant,
-                "kind": "dataset",
-                "gsi1pk": f"T#{tenant}#DS",
-                "gsi1sk": f"{dataset['created_at']}#{dataset['id']}",
-            },
-            must_not_exist=True,
-        )
+        self._put_listed(tenant, "dataset", "D", dataset, "DS")
 
     def get_dataset(self, tenant: str, dataset_id: str) -> dict[str, Any]:
         return self._get(_pk(tenant, "D", dataset_id), "D", "dataset", dataset_id)
@@ -798,13 +784,7 @@ class TableStore:
     def list_datasets(
         self, tenant: str, limit: int, next_token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return self._query_page(
-            key_condition=Key("gsi1pk").eq(f"T#{tenant}#DS"),
-            index="gsi1",
-            limit=limit,
-            next_token=next_token,
-            forward=False,
-        )
+        return self._list_listed(tenant, "DS", limit, next_token)
 
     def next_dataset_version_number(self, tenant: str, dataset_id: str, now: str) -> int:
         try:
