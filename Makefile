@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck cfn-lint sam-validate bench serve clean browser
+.PHONY: help demo test lint cfn-lint sam-validate bench serve clean browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
