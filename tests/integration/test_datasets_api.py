@@ -13,6 +13,7 @@ from relayflow.client import ApiError, Client
 from relayflow.local.stack import LocalStack
 from relayflow.logic import dataset_service
 from relayflow.logic.apikeys import DEFAULT_TENANT
+from relayflow.logic.clock import now_iso
 
 
 def ok(response: tuple[int, Any], status: int = 200) -> Any:
@@ -202,3 +203,24 @@ def test_unknown_datasets_and_versions_are_404(api: Any) -> None:
     dataset = ok(api("POST", "/datasets", {"name": "d"}), 201)
     status, body = api("GET", f"/datasets/{dataset['id']}/versions/nope/items")
     assert (status, body["code"]) == (404, "dataset_version_not_found")
+
+
+def test_a_version_left_processing_by_a_dead_ingest_takes_items_again(api: Any) -> None:
+    # Given a version whose ingest is under way
+    dataset = ok(api("POST", "/datasets", {"name": "d"}), 201)
+    version = ok(api("POST", f"/datasets/{dataset['id']}/versions", {}), 201)
+    path = f"/datasets/{dataset['id']}/versions/{version['id']}"
+    store = dataset_service.store()
+    store.update_dataset_version(
+        DEFAULT_TENANT, dataset["id"], version["id"], {"status": "processing", "updated_at": now_iso()}
+    )
+
+    # When items are sent meanwhile, then they are refused
+    status, body = api("POST", f"{path}/items", {"items": [{"text": "a"}]})
+    assert (status, body["code"]) == (409, "dataset_version_processing")
+
+    # When that ingest died long ago (a function timed out mid-way), then the version takes items
+    store.update_dataset_version(
+        DEFAULT_TENANT, dataset["id"], version["id"], {"updated_at": "2020-01-01T00:00:00.000Z"}
+    )
+    assert ok(api("POST", f"{path}/items", {"items": [{"text": "a"}]}))["status"] == "ready"

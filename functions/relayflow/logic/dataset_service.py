@@ -49,6 +49,9 @@ SYNC_INGEST_MAX_BYTES = 16 * 1024 * 1024
 #: A .json array is parsed whole (JSONL and CSV stream): above this, the file must be JSONL.
 MAX_JSON_ARRAY_BYTES = 64 * 1024 * 1024
 UPLOAD_TTL_SECONDS = 24 * 3600
+#: A version still "processing" after this long was abandoned (its ingest died: the API function
+#: times out at 30 s, the node runner at 15 minutes): it may be uploaded to or deleted again.
+STALE_PROCESSING_SECONDS = 20 * 60
 #: Field names a version remembers (to check a batch's input_field at submission).
 MAX_TRACKED_FIELDS = 500
 MAX_PAGE = 1000
@@ -169,7 +172,7 @@ def list_datasets(tenant: str, limit: int, next_token: str | None) -> tuple[list
 def delete_dataset(tenant: str, dataset_id: str) -> None:
     get_dataset(tenant, dataset_id)
     for version in store().list_dataset_versions(tenant, dataset_id):
-        if version.get("status") == "processing":
+        if _processing(version):
             raise Conflict(
                 f"version {version['number']} of this dataset is still being ingested; try again when it "
                 "is ready or failed.",
@@ -214,7 +217,7 @@ def delete_version(tenant: str, dataset_id: str, version_id: str) -> None:
     """Batch runs keep their own copy of the items they ran over: deleting a version never breaks
     their results."""
     record = get_version_record(tenant, dataset_id, version_id)
-    if record.get("status") == "processing":
+    if _processing(record):
         raise Conflict(
             "this version is still being ingested; try again when it is ready or failed.",
             code="dataset_version_processing",
@@ -327,6 +330,15 @@ class _FieldStats:
         return [name for name, count in self.seen.items() if count == self.items]
 
 
+def _stale_before() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - STALE_PROCESSING_SECONDS))
+
+
+def _processing(record: dict[str, Any]) -> bool:
+    """Being ingested now (not an ingest that died long ago)."""
+    return record.get("status") == "processing" and str(record.get("updated_at", "")) >= _stale_before()
+
+
 def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     try:
         return store().update_dataset_version(
@@ -342,6 +354,7 @@ def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]
                 "updated_at": now_iso(),
             },
             only_if_status=("empty", "failed"),
+            or_processing_since_before=_stale_before(),
         )
     except ConditionFailed:
         record = store().get_dataset_version(tenant, dataset_id, version_id)
@@ -453,10 +466,14 @@ def start_upload(
     tenant: str, dataset_id: str, version_id: str, body: dataset_api.StartUpload
 ) -> DatasetUpload:
     record = get_version_record(tenant, dataset_id, version_id)
-    if record.get("status") not in ("empty", "failed"):
+    if record.get("status") == "ready":
         raise Conflict(
             "this version already has its items (a version never changes); create a new version.",
             code="dataset_version_not_empty",
+        )
+    if _processing(record):
+        raise Conflict(
+            "another upload to this version is being processed.", code="dataset_version_processing"
         )
     try:
         fmt = datasets.detect_format(body.filename)

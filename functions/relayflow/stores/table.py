@@ -825,10 +825,15 @@ class TableStore:
         fields: dict[str, Any],
         *,
         only_if_status: Iterable[str] = (),
+        or_processing_since_before: str | None = None,
     ) -> dict[str, Any]:
-        """Raises ConditionFailed when the version is not in one of only_if_status."""
+        """Raises ConditionFailed when the version is not in one of only_if_status (nor, when
+        or_processing_since_before is given, ``processing`` since before that time)."""
         allowed = list(only_if_status)
         condition = Attr("pk").exists() & Attr("status").is_in(allowed) if allowed else None
+        if condition is not None and or_processing_since_before:
+            stale = Attr("status").eq("processing") & Attr("updated_at").lt(or_processing_since_before)
+            condition = Attr("pk").exists() & (Attr("status").is_in(allowed) | stale)
         key = self._dataset_key(tenant, dataset_id, f"V#{version_id}")
         return self._update(key, fields, condition=condition)
 
