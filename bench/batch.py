@@ -2,14 +2,15 @@
 
 (a) parallel efficiency: 200 items through a ``sleep`` model of 0.1 s at parallelism 1 and 10;
 (b) throughput: items per second of a three-node builtin workflow over 10,000 items;
-(c) memory: peak Python memory of relayflow's own batch data path (upload and ingest, submission
-    with a filter, reading every result) at 10,000 and 100,000 items, above what stays stored.
+(c) memory: peak Python memory (tracemalloc) of the batch data path — upload and ingest, a
+    submission with a filter, reading every result — at 10,000 and 100,000 items: relayflow's own
+    allocations (client and functions), and the whole process with moto's in-memory S3.
 
 Everything runs in this one Python process (moto's Step Functions interpreter, the Lambda
 handlers, DynamoDB and S3 in memory), so CPU work does not run in parallel (the GIL) and the
 figures are those of a laptop emulator, not of AWS: see docs/batch.md for what they mean there.
 Running the Map itself over 100,000 items is left out: at the local rate of (b) it would take
-about an hour; (c) measures the paths whose memory could grow with the dataset.
+about two hours; (c) measures the paths whose memory could grow with the dataset.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import json
 import sys
 import tempfile
 import threading
-import time
 import tracemalloc
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,9 @@ THROUGHPUT_ITEMS = 10_000
 # keep items per worker well under it. The proper fix (an iterative worker) belongs in the shim.
 THROUGHPUT_PARALLELISM = 25
 MEMORY_SIZES = (10_000, 100_000)
-# ~1 KB items (a review, a short document): even 10,000 of them fill every fixed-size buffer (an
-# S3 part, an upload part), so what is left to grow with the items is what grows with the items.
-FILLER = "the quick brown fox jumps over the lazy dog " * 22
+# ~600-byte items (a review, a short message): even 10,000 of them fill every fixed-size buffer (a
+# 5 MiB S3 part, a 4 MiB upload part), so what is left to grow with the items does grow with them.
+FILLER = "the quick brown fox jumps over the lazy dog " * 13
 
 
 def _dataset(client: Any, items: int, make: Callable[[int], dict[str, Any]]) -> tuple[str, str]:
@@ -63,20 +64,22 @@ def _workflow(client: Any, nodes: list[tuple[str, dict[str, Any], str]]) -> str:
 
 
 def _timed_batch(client: Any, workflow_id: str, dataset: tuple[str, str], parallelism: int) -> float:
+    """Seconds from the run's submission to its end, as the run itself recorded them (created_at,
+    completed_at): a client's polling interval would otherwise add up to a second to each run."""
     config = {
         "dataset_id": dataset[0],
         "dataset_version_id": dataset[1],
         "input_field": "text",
         "parallelism": parallelism,
     }
-    started = time.perf_counter()
     execution = client.execute_workflow(workflow_id, input_mode="batch", batch_config=config)
     # Poll once a second, as a progress bar would: every poll costs this process CPU.
     done = client.wait_for_execution(workflow_id, execution.id, poll_interval=1.0, timeout=3600)
-    elapsed = time.perf_counter() - started
     assert done.status == "completed", done.error
     assert done.progress.processed_items == done.progress.total_items, done.progress
-    return elapsed
+    assert done.completed_at is not None
+    ended, submitted = datetime.fromisoformat(done.completed_at), datetime.fromisoformat(done.created_at)
+    return (ended - submitted).total_seconds()
 
 
 def parallel_efficiency(client: Any) -> list[Row]:
@@ -132,7 +135,7 @@ EMULATOR_FRAMES = (
 
 class _PeakSampler:
     """Peak traced memory of a step: of the whole process (tracemalloc's own peak), and of the
-    allocations with no emulator frame among their innermost frames (a snapshot every 0.5 s; the
+    allocations with no emulator frame among their innermost frames (a snapshot every 0.25 s; the
     buffers it looks for live as long as the step)."""
 
     def __init__(self) -> None:
@@ -155,7 +158,7 @@ class _PeakSampler:
         done = threading.Event()
 
         def sample() -> None:
-            while not done.wait(0.5):
+            while not done.wait(0.25):
                 self.own_peak = max(self.own_peak, self.own())
 
         sampler = threading.Thread(target=sample, daemon=True)

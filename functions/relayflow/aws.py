@@ -1,8 +1,10 @@
-"""One boto3 client per AWS service per warm container."""
+"""One boto3 client per AWS service per warm container, and lent boto3 resources."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -29,39 +31,78 @@ def client(service: str) -> Any:
     return session().client(service, config=_CONFIG)
 
 
-class _ThreadResources(threading.local):
-    generation = -1
-    cache: dict[str, Any]
+class _Lender:
+    """Lends boto3 resources, one borrower at a time each.
 
-
-_resources = _ThreadResources()
-_generation = 0
-
-
-def resource(service: str) -> Any:
-    """One boto3 resource per service per thread.
-
-    Clients are thread-safe, resources are not: their condition-expression builder is shared and
-    hands out placeholder names (#n0, :v0) from one counter. A Lambda container runs one request at
-    a time, but the local stack runs many handlers in threads of one process.
+    Clients are thread-safe, resources are not: a resource's condition-expression builder hands out
+    placeholder names (#n0, :v0) from one counter it resets on every call. Building one costs
+    ~15 ms of model loading, so they are kept and lent out again rather than built per thread: a
+    Lambda container runs one request at a time, but the local stack runs many handlers at once
+    in threads that come and go (one per Step Functions task).
     """
-    if _resources.generation != _generation:
-        _resources.cache = {}
-        _resources.generation = _generation
-    if service not in _resources.cache:
-        _resources.cache[service] = session().resource(service, config=_CONFIG)
-    return _resources.cache[service]
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lend(self) -> Iterator[Any]:
+        with self._lock:
+            lent = self._idle.pop() if self._idle else None
+        if lent is None:
+            lent = self._build()
+        try:
+            yield lent
+        finally:
+            with self._lock:
+                self._idle.append(lent)
 
 
-def dynamodb_table(name: str) -> Any:
-    """The boto3 Table of this thread (building one costs ~15 ms of resource-model work)."""
-    key = f"dynamodb-table:{name}"
-    if _resources.generation != _generation or key not in _resources.cache:
-        table = resource("dynamodb").Table(name)
-        _resources.cache[key] = table
-    return _resources.cache[key]
+class Lent:
+    """Stands for a boto3 resource (or Table): every call borrows one for as long as it runs."""
+
+    def __init__(self, lender: _Lender) -> None:
+        self._lender = lender
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lender.lend() as lent:
+                return getattr(lent, operation)(*args, **kwargs)
+
+        return call
+
+    @contextmanager
+    def batch_writer(self, **kwargs: Any) -> Iterator[Any]:
+        """A Table's batch writer, holding its Table until the block ends."""
+        with self._lender.lend() as table, table.batch_writer(**kwargs) as writer:
+            yield writer
+
+
+_lenders: dict[str, _Lender] = {}
+_lenders_lock = threading.Lock()
+
+
+def _lender(key: str, build: Callable[[], Any]) -> _Lender:
+    with _lenders_lock:
+        if key not in _lenders:
+            _lenders[key] = _Lender(build)
+        return _lenders[key]
+
+
+def resource(service: str) -> Lent:
+    """A boto3 resource of ``service`` (see ``_Lender`` for why it is lent, not shared)."""
+    return Lent(_lender(service, lambda: session().resource(service, config=_CONFIG)))
+
+
+def dynamodb_table(name: str) -> Lent:
+    """The boto3 Table ``name``: each call (or batch writer) borrows one of its own."""
+    return Lent(
+        _lender(f"dynamodb-table:{name}", lambda: session().resource("dynamodb", config=_CONFIG).Table(name))
+    )
 
 
 def clear_resources() -> None:
-    global _generation
-    _generation += 1
+    """Forget every resource (tests: a new moto backend, new settings)."""
+    with _lenders_lock:
+        _lenders.clear()

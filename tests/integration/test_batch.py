@@ -316,6 +316,14 @@ def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
     assert [n["status"] for n in item["node_executions"].values()] == ["completed", "failed"]
     assert [n["output"] for n in item["node_executions"].values()] == ["plain, text", None]
     assert next(iter(item["node_executions"].values()))["prompt"] == "plain, text"
+
+    # And a completed item shows both of its nodes, the last one's record kept with its outcome
+    with Client(served, api_key=local_stack.api_key) as client:
+        done = client.get_execution_item(workflow_id, started["id"], "r1")
+    first, last = done["node_executions"].values()
+    assert (first["status"], last["status"]) == ("completed", "completed")
+    assert last["output"] == {"n": 1} and last["prompt"] == '{"n": 1}' and last["attempts"] == 1
+    assert last["completed_at"] and last["duration_ms"] is not None
     status, answer = api("GET", f"{path}/items/nope")
     assert (status, answer["code"]) == (404, "item_not_found")
 
@@ -368,3 +376,25 @@ def test_an_outcome_recorded_twice_counts_once(api: Any, local_stack: Any) -> No
     # Then nothing changes
     assert recorded is False
     assert store().execution_children(DEFAULT_TENANT, started["id"], ["R#only"]) == outcomes
+
+
+def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
+    local_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow.logic import batch
+
+    # Given an item whose last node completed (its record travels to the outcome) in a run that
+    # was cancelled meanwhile
+    ctx = {"tenant": DEFAULT_TENANT, "execution_id": "x-cancelled", "item_id": "k1", "source_item_id": "i1"}
+    record = {"node_id": "n1", "name": "last", "idx": 0, "status": "completed", "attempts": 1}
+    record["output"] = "out"
+    monkeypatch.setattr(batch, "is_running", lambda tenant, execution_id: False)
+
+    # When the item finishes
+    state = {"ctx": ctx, "outputs": {"n1": "out"}, "last_record": record}
+    assert batch.finish_item(state, failed=False) == {}
+
+    # Then it has no outcome (it is not counted), but its node's record is kept
+    found = store().execution_children(DEFAULT_TENANT, "x-cancelled", ["R#k1", "I#k1#N#n1"])
+    assert set(found) == {"I#k1#N#n1"}
+    assert found["I#k1#N#n1"]["status"] == "completed" and found["I#k1#N#n1"]["output"] == "out"

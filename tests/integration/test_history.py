@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from boto3.dynamodb.conditions import Key
 
+from relayflow import aws
 from relayflow.local.stack import LocalStack
 from relayflow.logic import apikeys, executions
 from relayflow.logic.clock import new_id
@@ -59,7 +60,9 @@ class TableCalls:
 def table_calls(local_stack: LocalStack) -> Iterator[TableCalls]:
     """The Scans and the indexes of the Queries the table store sends while the test runs."""
     calls = TableCalls()
-    events = executions.store().table.meta.client.meta.events
+    # Handlers on the session reach every client built after them: forget the tables built so far.
+    events = aws.session().events
+    aws.clear_resources()
 
     def on_scan(**kwargs: Any) -> None:
         calls.scans += 1
@@ -72,6 +75,7 @@ def table_calls(local_stack: LocalStack) -> Iterator[TableCalls]:
     yield calls
     events.unregister("provide-client-params.dynamodb.Scan", on_scan)
     events.unregister("provide-client-params.dynamodb.Query", on_query)
+    aws.clear_resources()
 
 
 def seed(tenant: str, workflow: dict[str, Any], statuses: list[str]) -> list[dict[str, Any]]:
@@ -393,14 +397,16 @@ def test_a_delete_interrupted_before_its_last_step_can_be_repeated(
     # Given a finished run, and a table that fails the very last write of the delete once
     done = run_to_end(api, workflow["id"], {"single_input": "twice"})
     path = f"/workflows/{workflow['id']}/executions/{done['id']}"
-    events = executions.store().table.meta.client.meta.events  # the API runs in this thread
+    events = aws.session().events  # reaches the tables built from here on
     failures = ["the network went away"]
 
     def network_gone(**kwargs: Any) -> None:
         if failures:
             raise ConnectionError(failures.pop())
 
+    aws.clear_resources()
     events.register("before-call.dynamodb.DeleteItem", network_gone)
+    request.addfinalizer(aws.clear_resources)
     request.addfinalizer(lambda: events.unregister("before-call.dynamodb.DeleteItem", network_gone))
 
     # When it is deleted: the files and node records go, then the call fails

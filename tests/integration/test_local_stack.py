@@ -537,3 +537,40 @@ def test_a_failed_transaction_writes_nothing(local_stack):
     # Then neither the update nor the put happened (all or nothing, as on DynamoDB)
     assert ddb.get_item(TableName=table, Key={"pk": {"S": "a"}, "sk": {"S": "X"}})["Item"]["n"]["N"] == "1"
     assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "b"}, "sk": {"S": "X"}})
+
+
+def test_a_distributed_map_worker_runs_more_items_than_pythons_recursion_limit(local_stack: LocalStack):
+    # Given 1,500 items in S3 and a distributed Map that runs them one at a time (one worker:
+    # moto's worker called itself once per item, so it died past ~900 items)
+    items = [{"n": i} for i in range(1500)]
+    bucket = local_stack.outputs["BucketName"]
+    local_stack.client("s3").put_object(Bucket=bucket, Key="lists/many.json", Body=json.dumps(items).encode())
+    arn = create_state_machine(
+        local_stack,
+        unique(f"{local_stack.state_machine_prefix}map"),
+        {
+            "StartAt": "Items",
+            "States": {
+                "Items": {
+                    "Type": "Map",
+                    "ItemReader": {
+                        "Resource": "arn:aws:states:::s3:getObject",
+                        "ReaderConfig": {"InputType": "JSON"},
+                        "Parameters": {"Bucket": bucket, "Key": "lists/many.json"},
+                    },
+                    "MaxConcurrency": 1,
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                        "StartAt": "Double",
+                        "States": {"Double": {"Type": "Pass", "End": True}},
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+    # When it runs
+    done = run(local_stack, arn, {}, timeout=120)
+    # Then every item ran, in order
+    assert done["status"] == "SUCCEEDED", done
+    assert json.loads(done["output"]) == items

@@ -7,8 +7,9 @@ functions in moto (Step Functions execution switched on), puts the functions' en
 * S3 `ObjectCreated` notifications: configured on the moto bucket from the function's S3 event;
   moto invokes the function in-process (synchronously, inside the upload call) through the shim.
 * The EventBridge rule on `aws.states` "Step Functions Execution Status Change": moto emits no such
-  events, so a watcher thread polls the executions (every `watch_interval` seconds) and, when one
-  changes status, delivers a real-shaped event to each rule whose pattern matches it, once.
+  events; the shim tells a watcher thread when an execution ends (a full listing every
+  `watch_interval` seconds is the safety net), and it delivers a real-shaped event to each rule
+  whose pattern matches it, once.
 * Other EventBridge rules of functions (e.g. on the template's own bus): a real rule in moto, so
   moto matches the pattern, whose target is a queue of the stack; a dispatcher thread hands each
   event to the function in a thread of its own, as EventBridge invokes Lambda (asynchronously, a
@@ -24,12 +25,15 @@ State machines are not in the template: the API creates one per workflow version
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import io
 import json
 import logging
 import os
+import queue
+import re
 import threading
 import time
 import uuid
@@ -185,7 +189,7 @@ class LocalStack:
         parameters: Mapping[str, Any] | None = None,
         handler_overrides: Mapping[str, str] | None = None,
         watch_executions: bool = True,
-        watch_interval: float = 0.2,
+        watch_interval: float = 1.0,
         create_api_key: bool = True,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
@@ -292,7 +296,7 @@ class LocalStack:
             self._watcher = _ExecutionWatcher(self, self.watch_interval)
             self._watcher.start()
         if self._bus_rules:
-            self._dispatcher = _RuleDispatcher(self, self._bus_rules, min(self.watch_interval, 0.05))
+            self._dispatcher = _RuleDispatcher(self, self._bus_rules)
             self._dispatcher.start()
         self._started = True
 
@@ -1074,82 +1078,96 @@ class LocalStack:
 
 
 class _ExecutionWatcher:
-    """Polls Step Functions executions and delivers each status change once."""
+    """Delivers each status change of an execution once, as Step Functions' EventBridge events do.
+
+    moto tells the stack when an execution ends (``moto_shim.on_execution_end``), so nothing is
+    polled while runs go on; a full listing every ``interval`` seconds (and on ``caught_up``) is the
+    safety net for anything a notification could miss.
+    """
 
     def __init__(self, stack: LocalStack, interval: float):
         self._stack = stack
         self._interval = interval
         self._stop = threading.Event()
+        self._ended: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._seen: dict[str, str] = {}  # execution arn -> last status delivered
-        self._polls = 0
-        self._lock = threading.Lock()
+        self._deliver_lock = threading.RLock()
+        self._listening = moto_shim.on_execution_end(self._ended.put)
         self._thread = threading.Thread(target=self._run, name="relayflow-sfn-watcher", daemon=True)
 
     def start(self) -> None:
+        self._listening.__enter__()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._ended.put(None)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
+        self._listening.__exit__(None, None, None)
 
     def caught_up(self) -> bool:
-        """True once a full poll started after this call has finished."""
-        with self._lock:
-            target = self._polls + 2
-        deadline = time.monotonic() + max(5 * self._interval, 2.0)
-        while time.monotonic() < deadline and not self._stop.is_set():
-            with self._lock:
-                if self._polls >= target:
-                    return True
-            time.sleep(min(self._interval, 0.05))
-        return False
+        """Deliver, now, every status change not delivered yet (a full listing)."""
+        self.poll()
+        return True
 
     def _run(self) -> None:
+        next_poll = time.monotonic() + self._interval
         while not self._stop.is_set():
             try:
-                self.poll()
+                arn = self._ended.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                arn = None
+            if self._stop.is_set():
+                return
+            try:
+                if arn is not None:
+                    self._deliver(arn)
+                else:
+                    self.poll()
+                    next_poll = time.monotonic() + self._interval
             except Exception:
-                if self._stop.is_set():
-                    return
-                log.warning("execution watcher poll failed", exc_info=True)
-            with self._lock:
-                self._polls += 1
-            self._stop.wait(self._interval)
+                log.warning("execution watcher failed", exc_info=True)
 
     def poll(self) -> None:
         stack = self._stack
-        sfn = stack.client("stepfunctions")
         for state_machine_arn in stack._state_machine_arns():
             for execution in stack._executions(state_machine_arn):
                 if self._stop.is_set():
                     return
-                arn, status = execution["executionArn"], execution["status"]
-                if self._seen.get(arn) == status:
-                    continue
-                self._seen[arn] = status
-                description = sfn.describe_execution(executionArn=arn)
-                if description["status"] != status:  # moved on meanwhile: report where it is now
-                    self._seen[arn] = description["status"]
-                stack._deliver_status_change(description)
+                if self._seen.get(execution["executionArn"]) != execution["status"]:
+                    self._deliver(execution["executionArn"])
+
+    def _deliver(self, arn: str) -> None:
+        with self._deliver_lock:
+            description = self._stack.client("stepfunctions").describe_execution(executionArn=arn)
+            if self._seen.get(arn) == description["status"]:
+                return
+            self._seen[arn] = description["status"]
+            self._stack._deliver_status_change(description)
 
 
 class _RuleDispatcher:
     """Runs the functions of EventBridge rules that moto can match but not invoke (it sends events
-    to queues, not to Lambda): each rule gets a queue of the stack as its target, and every event
-    that arrives there is handed to the rule's function in a thread of its own, like EventBridge's
-    asynchronous invocation (Lambda tries a failing asynchronous invocation three times)."""
+    to queues, not to Lambda): each rule gets a queue of the stack as its target, long-polled by a
+    thread of its own, and every event that arrives there is handed to the rule's function in a
+    thread of its own, like EventBridge's asynchronous invocation (Lambda tries a failing
+    asynchronous invocation three times)."""
 
     ATTEMPTS = 3
+    WAIT_SECONDS = 1
+    _WAKE = json.dumps({"relayflow-local": "stop"})
 
-    def __init__(self, stack: LocalStack, rules: list[_BusRule], interval: float):
+    def __init__(self, stack: LocalStack, rules: list[_BusRule]):
         self._stack = stack
-        self._interval = interval
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
         self._queues = [(rule, self._wire(index, rule)) for index, rule in enumerate(rules)]
-        self._thread = threading.Thread(target=self._run, name="relayflow-rule-dispatcher", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=queue_, name="relayflow-rule-dispatcher", daemon=True)
+            for queue_ in self._queues
+        ]
 
     def _wire(self, index: int, rule: _BusRule) -> str:
         events, sqs = self._stack.client("events"), self._stack.client("sqs")
@@ -1161,13 +1179,19 @@ class _RuleDispatcher:
         return url
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling and wait (up to timeout) for the invocations under way."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=timeout)
+        sqs = self._stack.client("sqs")
+        for _, url in self._queues:  # ends each long poll at once
+            with contextlib.suppress(Exception):
+                sqs.send_message(QueueUrl=url, MessageBody=self._WAKE)
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -1193,31 +1217,31 @@ class _RuleDispatcher:
                     return False
         return True
 
-    def _run(self) -> None:
+    def _run(self, rule: _BusRule, url: str) -> None:
         sqs = self._stack.client("sqs")
         while not self._stop.is_set():
-            for rule, url in self._queues:
-                try:
-                    # Under the lock: a received event is counted in flight before idle() looks again.
-                    with self._lock:
-                        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
-                            "Messages", []
-                        )
-                        for message in messages:
+            try:
+                # A received event stays counted by idle() (not visible) until it is deleted, and is
+                # counted in flight before that: idle() never misses it.
+                response = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.WAIT_SECONDS
+                )
+                for message in response.get("Messages", []):
+                    if message["Body"] != self._WAKE and not self._stop.is_set():
+                        with self._lock:
                             self._in_flight += 1
-                            event = json.loads(message["Body"])
-                            threading.Thread(
-                                target=self._invoke,
-                                args=(rule, event),
-                                name=f"rule-{rule.function_id}",
-                                daemon=True,
-                            ).start()
-                            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                except Exception:
-                    if self._stop.is_set():
-                        return
-                    log.warning("rule dispatcher poll failed", exc_info=True)
-            self._stop.wait(self._interval)
+                        threading.Thread(
+                            target=self._invoke,
+                            args=(rule, json.loads(message["Body"])),
+                            name=f"rule-{rule.function_id}",
+                            daemon=True,
+                        ).start()
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.warning("rule dispatcher poll failed", exc_info=True)
+                self._stop.wait(0.5)
 
     def _invoke(self, rule: _BusRule, event: dict[str, Any]) -> None:
         try:
@@ -1389,8 +1413,8 @@ _MISSING = object()
 
 
 def event_matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
-    """EventBridge pattern matching: exact values, prefix, suffix, anything-but, exists,
-    equals-ignore-case, nested objects."""
+    """EventBridge pattern matching: exact values, prefix, suffix, anything-but (values, prefix,
+    wildcard), exists, equals-ignore-case, nested objects."""
     for key, rule in pattern.items():
         value = event.get(key, _MISSING) if isinstance(event, Mapping) else _MISSING
         if isinstance(rule, Mapping):
@@ -1421,5 +1445,15 @@ def _matches_one(rule: Any, value: Any) -> bool:
         excluded = rule["anything-but"]
         if isinstance(excluded, Mapping) and "prefix" in excluded:
             return all(not (isinstance(v, str) and v.startswith(excluded["prefix"])) for v in values)
+        if isinstance(excluded, Mapping) and "wildcard" in excluded:
+            wildcard = excluded["wildcard"]
+            return all(not (isinstance(v, str) and _wildcard_matches(wildcard, v)) for v in values)
         return all(v not in _as_list(excluded) for v in values)
     raise StackError(f"event pattern rule {dict(rule)!r} is not supported locally")
+
+
+def _wildcard_matches(pattern: str, value: str) -> bool:
+    """EventBridge's wildcard: ``*`` is any run of characters; ``\\*`` and ``\\\\`` stand for themselves."""
+    tokens = re.findall(r"\\.|.", pattern, flags=re.DOTALL)
+    regex = "".join(".*" if token == "*" else re.escape(token[-1]) for token in tokens)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None

@@ -8,8 +8,9 @@ How a batch runs (see docs/batch.md):
   memory but one item at a time; a refused submission leaves nothing behind.
 * **Running**: a distributed Map reads the list (``ItemReader``) and runs the node chain once per
   item, at most ``parallelism`` at a time. The item's ctx is derived from its Map entry by
-  ``item_state``; its node records are ``I#<item>#N#<node>``. An item's failure is caught inside its
-  own chain ("Item failed") and never fails the Map.
+  ``item_state``; its node records are ``I#<item>#N#<node>``, except the last node's when it ends the
+  item: that one is kept in the item's outcome, written once with it. An item's failure is caught
+  inside its own chain ("Item failed") and never fails the Map.
 * **Counting** (``finish_item``, in the last node's task or in "Item done" / "Item failed"): the
   item's outcome is a conditional put (a retried task finds it and counts nothing), then one ADD
   on one of 16 counter shards, so no single DynamoDB item takes more than 1/16 of the writes.
@@ -223,7 +224,7 @@ def prepare_retry(
         )
     failed = {
         item_key(outcome["source_item_id"])
-        for outcome in store().item_outcomes(tenant, old_record["id"])
+        for outcome in store().item_outcomes(tenant, old_record["id"], fields=("source_item_id", "status"))
         if outcome.get("status") == "failed"
     }
     if not failed:
@@ -329,11 +330,15 @@ def item_node_failed(
     }
     with contextlib.suppress(ConditionFailed):
         store().put_item_node(
-            ctx["tenant"], ctx["execution_id"], f"I#{ctx['item_id']}#N#{node['id']}", record, attempt=None
+            ctx["tenant"], ctx["execution_id"], _node_sk(ctx, node["id"]), record, attempt=None
         )
     if node["on_failure"] == "continue":
         return rest
     return {**rest, "failure": {"node_id": node["id"], "node_name": node["name"], "message": message}}
+
+
+def _node_sk(ctx: dict[str, Any], node_id: str) -> str:
+    return f"I#{ctx['item_id']}#N#{node_id}"
 
 
 def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
@@ -345,7 +350,13 @@ def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
     state = item_state(state, check_running=False)
     ctx = state["ctx"]
     tenant, execution_id = ctx["tenant"], ctx["execution_id"]
+    last = state.get("last_record")  # the record of the last node, when it finishes the item
     if state.get("cancelled") or not is_running(tenant, execution_id):
+        if last:  # the item is not counted, but its node did run: keep its record
+            with contextlib.suppress(ConditionFailed):
+                store().put_item_node(
+                    tenant, execution_id, _node_sk(ctx, last["node_id"]), last, attempt=last["attempts"]
+                )
         return {}
     outputs = state.get("outputs") or {}
     order = ctx.get("node_order") or list(outputs)
@@ -360,7 +371,12 @@ def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
         "completed_at": now_iso(),
         "usage": usage,
     }
-    if not failed and final_node is not None:
+    if last:
+        # The last node's record lives in the outcome (one write for both); its output is the
+        # outcome's output, as its node record would have held it (inline, or an S3 reference).
+        result["last_node"] = {k: v for k, v in last.items() if k != "output"}
+        result["output"] = last.get("output")
+    elif not failed and final_node is not None:
         final = outputs[final_node]
         if len(json.dumps(final)) <= INLINE_RESULT_BYTES:
             result["output"] = final
@@ -377,7 +393,7 @@ def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
 def recount(tenant: str, execution_id: str) -> dict[str, int]:
     """Counts and usage summed from the recorded outcomes themselves (one Query of them)."""
     totals = dict.fromkeys(TableStore.BATCH_COUNTERS, 0)
-    for outcome in store().item_outcomes(tenant, execution_id):
+    for outcome in store().item_outcomes(tenant, execution_id, fields=("status", "usage")):
         totals["processed_items"] += 1
         totals["failed_items"] += outcome.get("status") == "failed"
         for name, amount in (outcome.get("usage") or {}).items():
@@ -550,7 +566,17 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
     if entry is None:
         raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
     order = executions.get_execution_record(tenant, workflow_id, execution_id).get("node_order") or []
-    records = store().execution_children(tenant, execution_id, [f"I#{key}#N#{node}" for node in order])
+    sks = [f"I#{key}#N#{node}" for node in order] + [f"R#{key}"]
+    found = store().execution_children(tenant, execution_id, sks)
+    records = {r["node_id"]: r for sk, r in found.items() if sk.startswith("I#")}
+    outcome = found.get(f"R#{key}") or {}
+    if outcome.get("last_node"):  # the last node's record, kept in the outcome (see finish_item)
+        last = outcome["last_node"]
+        records[last["node_id"]] = {
+            **records.get(last["node_id"], {}),
+            **last,
+            "output": outcome.get("output"),
+        }
     nodes = {}
     for record in sorted(records.values(), key=lambda r: r.get("idx", 0)):
         data = {**record, "output": unpack(record.get("output")), "prompt": unpack(record.get("prompt"))}

@@ -130,7 +130,15 @@ def _call_with_timeout(node: dict[str, Any], prompt: str, context: InvocationCon
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_node(node: dict[str, Any], state: dict[str, Any], retry_count: int | None = None) -> dict[str, Any]:
+def run_node(
+    node: dict[str, Any],
+    state: dict[str, Any],
+    retry_count: int | None = None,
+    *,
+    finishes_item: bool = False,
+) -> dict[str, Any]:
+    """Run one node. ``finishes_item``: the node is the last of a batch item's chain, whose record
+    then goes into the item's outcome (``batch.finish_item``) rather than a write of its own."""
     state = _batch_item(merge_states(state))
     ctx = state["ctx"]
     tenant, execution_id = ctx["tenant"], ctx["execution_id"]
@@ -220,10 +228,13 @@ def run_node(node: dict[str, Any], state: dict[str, Any], retry_count: int | Non
     }
     try:
         if ctx.get("mode") == "batch":
-            # No transaction with the execution item: every item of the batch would contend for it.
-            store.put_item_node(tenant, execution_id, sk, {**record, **outcome}, attempt=attempt)
             node_usage = {**state.get("node_usage", {}), node["id"]: usage}
             state = {**state, "node_usage": node_usage, "usage": _total_usage(node_usage)}
+            if finishes_item:
+                state["last_record"] = {**record, **outcome}
+            else:
+                # No transaction with the execution item: every item would contend for it.
+                store.put_item_node(tenant, execution_id, sk, {**record, **outcome}, attempt=attempt)
         else:
             store.finish_node(tenant, execution_id, sk, outcome, attempt=attempt, execution_add=usage)
     except ConditionFailed:
@@ -358,7 +369,12 @@ def handle(event: dict[str, Any]) -> Any:
     state = event.get("state")
     if action in ("node", "node_failed"):
         if action == "node":
-            result = run_node(event["node"], state, event.get("retry_count"))  # type: ignore[arg-type]
+            result = run_node(
+                event["node"],
+                state,  # type: ignore[arg-type]
+                event.get("retry_count"),
+                finishes_item=bool(event.get("finish_item")),
+            )
         else:
             result = node_failed(event["node"], state)  # type: ignore[arg-type]
         if not event.get("finish_item"):

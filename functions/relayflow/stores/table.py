@@ -165,8 +165,15 @@ class TableStore:
                 break
         return [strip_keys(i) for i in items], encode_cursor(start)
 
-    def _query_all(self, key_condition: Any, index: str | None = None) -> Iterator[dict[str, Any]]:
+    def _query_all(
+        self, key_condition: Any, index: str | None = None, *, fields: Iterable[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Every item the key condition matches (only ``fields`` of each, when given)."""
         kwargs: dict[str, Any] = {"KeyConditionExpression": key_condition}
+        if fields:
+            names = {f"#p{i}": field for i, field in enumerate(fields)}
+            kwargs["ProjectionExpression"] = ", ".join(names)
+            kwargs["ExpressionAttributeNames"] = names
         if index:
             kwargs["IndexName"] = index
         else:
@@ -946,10 +953,13 @@ class TableStore:
                 request = response.get("UnprocessedKeys") or {}
         return found
 
-    def item_outcomes(self, tenant: str, execution_id: str) -> Iterator[dict[str, Any]]:
-        """Every recorded item outcome of a batch run (a Query of its ``R#`` items)."""
+    def item_outcomes(
+        self, tenant: str, execution_id: str, fields: Iterable[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        """Every recorded item outcome of a batch run (a Query of its ``R#`` items), only
+        ``fields`` of each when given."""
         condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("R#")
-        for item in self._query_all(condition):
+        for item in self._query_all(condition, fields=fields):
             yield strip_keys(item)
 
     def put_item_node(
