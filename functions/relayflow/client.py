@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, Field
 
-from relayflow.models.dataset_api import MAX_INLINE_ITEMS, format_rows, result_row
+from relayflow.models.dataset_api import MAX_INLINE_ITEMS, MAX_RESULTS_PAGE, format_rows, result_row
 from relayflow.models.entities import (
     ApiKey,
     BatchItemResult,
@@ -539,7 +539,7 @@ class Client:
         execution_id: str,
         output_path: str | os.PathLike[str],
         format: str = "jsonl",
-        page_size: int = 1000,
+        page_size: int = MAX_RESULTS_PAGE,
     ) -> Path:
         """Every item result of a batch run into one JSONL or CSV file, page by page (any size)."""
 

@@ -127,6 +127,7 @@ def test_expiry_given_in_days_is_recorded(api: Any) -> None:
         (["write", "execute"], "GET", "/workflows", None),
         (["write"], "GET", "/api-keys", None),
         (["read", "write"], "POST", "/workflows/anything/executions", {"single_input": "hi"}),
+        (["read", "write"], "POST", "/workflows/anything/executions/anything/retry-failed", {}),
     ],
 )
 def test_key_lacking_the_route_scope_is_refused_with_403(
@@ -158,6 +159,26 @@ def test_each_scope_opens_its_routes(api: Any) -> None:
     version = api("GET", f"/workflows/{workflow_id}")[1]["active_version_id"]
     path = f"/workflows/{workflow_id}/versions/{version}/validate"
     assert api("POST", path, headers=key_headers(reader))[0] == 200
+
+
+def test_retrying_failed_items_needs_the_execute_scope(api: Any) -> None:
+    # Given a runnable workflow, a key holding read and write but not execute, and one holding execute
+    workflow_id = runnable_workflow(api)
+    writer, runner = make_key(api, ["read", "write"])["key"], make_key(api, ["execute"])["key"]
+    path = f"/workflows/{workflow_id}/executions/missing/retry-failed"
+    # When each asks to retry the failed items of a run
+    refused_status, refused = api("POST", path, {}, headers=key_headers(writer))
+    passed_status, passed = api("POST", path, {}, headers=key_headers(runner))
+    # Then it starts a run, so the key without execute is refused with 403 naming the scope
+    assert refused_status == 403, refused
+    assert refused["code"] == "insufficient_scope"
+    assert "'execute'" in refused["message"]
+    # And the execute key gets past the scope check to the run lookup (no such run here)
+    assert passed_status == 404, passed
+    # And the OpenAPI document names the scope
+    document = api("GET", "/openapi.json", headers=NO_KEY)[1]
+    operation = document["paths"]["/workflows/{workflow_id}/executions/{execution_id}/retry-failed"]["post"]
+    assert operation["x-required-scope"] == "execute"
 
 
 def test_public_routes_need_no_key(api: Any) -> None:

@@ -118,6 +118,41 @@ def test_run_limits_are_refused_naming_the_limit(
     assert str(limit) in answer["message"]
 
 
+RESULTS_PAGE, ITEMS_PAGE = limits.MAX_RESULTS_PAGE, limits.MAX_DATASET_ITEMS_PAGE
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "limit"),
+    [
+        ("GET", f"/workflows/w/executions/x/results?limit={RESULTS_PAGE + 1}", None, RESULTS_PAGE),
+        ("GET", f"/datasets/d/versions/v/items?limit={ITEMS_PAGE + 1}", None, ITEMS_PAGE),
+        (
+            "POST",
+            "/workflows/w/executions/x/retry-failed",
+            {"parallelism": limits.MAX_PARALLELISM + 1},
+            limits.MAX_PARALLELISM,
+        ),
+        (
+            "POST",
+            "/datasets/d/versions/v/items",
+            {"items": [{}] * (limits.MAX_INLINE_ITEMS + 1)},
+            limits.MAX_INLINE_ITEMS,
+        ),
+    ],
+    ids=["results_page", "dataset_items_page", "retry_parallelism", "inline_items"],
+)
+def test_dataset_and_batch_limits_of_the_table_are_the_ones_enforced(
+    api: Any, method: str, path: str, body: dict[str, Any] | None, limit: int
+) -> None:
+    # Given a request one over a dataset or batch limit of the table (the ids need not exist: the
+    # request is refused before any lookup)
+    # When it is sent
+    status, answer = api(method, path, body)
+    # Then it is refused with 400, naming the value the table gives
+    assert status == 400, answer
+    assert str(limit) in answer["message"], answer
+
+
 def test_a_file_input_over_the_limit_is_refused(api: Any, version: dict[str, Any]) -> None:
     data = base64.b64encode(b"x" * (limits.MAX_INPUT_FILE_BYTES + 1)).decode()
     body = {"file": {"filename": "big.txt", "content_type": "text/plain", "content_base64": data}}

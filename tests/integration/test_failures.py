@@ -315,6 +315,27 @@ def test_an_abort_outside_relayflow_is_reconciled_to_cancelled(client: Client, l
     assert by_name(final)["After"]["status"] == "cancelled"
 
 
+def test_the_reconciler_ignores_a_distributed_map_child_execution(client: Client, local_stack: LocalStack):
+    # Given a running execution
+    built = build(client, [("Sleeper", {"model": "sleep", "seconds": 1}, {}), ("After", UPPER, {})])
+    execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x")
+    wait_for_node(client, built, execution.id, "Sleeper", "running")
+    sfn = local_stack.client("stepfunctions")
+    machine = _machine_arn(local_stack, execution.id)
+    executions_of_machine = machine.replace(":stateMachine:", ":execution:")
+    run = sfn.describe_execution(executionArn=f"{executions_of_machine}:{execution.id}")
+    # When a FAILED status change of one of its batch items' child executions reaches the reconciler
+    # (the rule leaves those out; this one even carries the run's own ctx in its input)
+    child_arn = f"{executions_of_machine}/Items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c"
+    child = {**run, "executionArn": child_arn, "stateMachineArn": f"{machine}/Items", "status": "FAILED"}
+    # Then it is ignored, and the run goes on to complete
+    assert local_stack.invoke("ReconcilerFunction", local_stack.status_change_event(child)) == {
+        "reconciled": False
+    }
+    assert client.get_workflow_execution(built.workflow_id, execution.id).status == "running"
+    assert wait(client, built, execution, timeout=10).status == "completed"
+
+
 def test_the_reconciler_ignores_runs_already_recorded(client: Client, local_stack: LocalStack):
     built = build(client, [("Shout", UPPER, {})])
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))

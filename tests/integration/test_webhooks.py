@@ -14,9 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from boto3.dynamodb.conditions import Key
 
 from relayflow.local.stack import LocalStack
-from relayflow.logic import webhooks
+from relayflow.logic import executions, webhooks
+from relayflow.logic.apikeys import DEFAULT_TENANT
 
 
 @dataclass
@@ -262,6 +264,24 @@ def test_rotating_replaces_the_secret_and_unknown_workflows_are_404(api: Any) ->
     assert status == 404 and body["code"] == "workflow_not_found"
     status, body = api("GET", "/workflows/nope/deliveries")
     assert status == 404
+
+
+def test_deleting_a_workflow_deletes_its_signing_secret(api: Any) -> None:
+    # Given a workflow with a webhook signing secret, and another workflow with one
+    workflow_id, other_id = make_workflow(api), make_workflow(api)
+    for wf in (workflow_id, other_id):
+        assert api("POST", f"/workflows/{wf}/webhook-secret")[0] == 201
+    store = executions.store()
+    assert store.get_webhook_secret(DEFAULT_TENANT, workflow_id) is not None
+    # When the first workflow is deleted
+    status, _ = api("DELETE", f"/workflows/{workflow_id}")
+    # Then its secret item is gone from the table, and the other workflow keeps its own
+    assert status == 200
+    assert store.get_webhook_secret(DEFAULT_TENANT, workflow_id) is None
+    assert store.get_webhook_secret(DEFAULT_TENANT, other_id) is not None
+    # And no item of the workflow's own key remains
+    left = store.table.query(KeyConditionExpression=Key("pk").eq(f"T#{DEFAULT_TENANT}#WF#{workflow_id}"))
+    assert left["Items"] == []
 
 
 def test_signatures_and_the_retry_schedule() -> None:

@@ -3,6 +3,7 @@ and the CloudFormation intrinsic resolver the local stack reads it with."""
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 from collections.abc import Iterator
@@ -113,6 +114,20 @@ def test_bucket_is_named_explicitly_so_the_s3_notification_is_not_circular():
     assert event["Properties"]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "inputs/"}]
 
 
+def test_bucket_aborts_multipart_uploads_left_incomplete():
+    # Given the data bucket's lifecycle rules
+    rules = RESOURCES["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    aborting = [rule for rule in rules if "AbortIncompleteMultipartUpload" in rule]
+    # Then one enabled rule, over the whole bucket, aborts a multipart upload within days of its start
+    assert len(aborting) == 1
+    rule = aborting[0]
+    assert rule["Status"] == "Enabled"
+    assert "Prefix" not in rule and "Filter" not in rule
+    assert 1 <= rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
+    # And it expires nothing else: stored items, results and inputs stay
+    assert set(rule) == {"Id", "Status", "AbortIncompleteMultipartUpload"}
+
+
 def test_reconciler_rule_matches_only_ended_executions_of_this_stacks_state_machines():
     context = cfn.Context.from_template(TEMPLATE, stack_name="relayflow")
     pattern = cfn.resolve(
@@ -120,18 +135,70 @@ def test_reconciler_rule_matches_only_ended_executions_of_this_stacks_state_mach
         context,
     )
     ours = "arn:aws:states:us-east-1:123456789012:stateMachine:relayflow-wf1-v1"
+    run = "arn:aws:states:us-east-1:123456789012:execution:relayflow-wf1-v1:exec-1"
 
-    def event(status: str, state_machine: str = ours) -> dict[str, Any]:
+    def event(status: str, state_machine: str = ours, execution: str = run) -> dict[str, Any]:
         return {
             "source": "aws.states",
             "detail-type": "Step Functions Execution Status Change",
-            "detail": {"status": status, "stateMachineArn": state_machine},
+            "detail": {"status": status, "stateMachineArn": state_machine, "executionArn": execution},
         }
 
     assert event_matches(pattern, event("SUCCEEDED"))
     assert event_matches(pattern, event("TIMED_OUT"))
     assert not event_matches(pattern, event("RUNNING"))
     assert not event_matches(pattern, event("FAILED", ours.replace("relayflow-", "other-")))
+
+
+def test_reconciler_rule_leaves_out_the_child_executions_of_a_distributed_map():
+    # Given the rule as deployed, and the status change of one batch item's child execution
+    # (state machine ARN <machine>/<map run label>, execution ARN <machine>/<label>:<uuid>)
+    context = cfn.Context.from_template(TEMPLATE, stack_name="relayflow")
+    pattern = cfn.resolve(
+        FUNCTIONS["ReconcilerFunction"]["Properties"]["Events"]["ExecutionEnded"]["Properties"]["Pattern"],
+        context,
+    )
+    prefix = "arn:aws:states:us-east-1:123456789012"
+    child = {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "detail": {
+            "status": "FAILED",
+            "stateMachineArn": f"{prefix}:stateMachine:relayflow-wf1-v1/Items",
+            "executionArn": f"{prefix}:execution:relayflow-wf1-v1/Items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c",
+        },
+    }
+    parent = copy.deepcopy(child)
+    parent["detail"].update(
+        stateMachineArn=f"{prefix}:stateMachine:relayflow-wf1-v1",
+        executionArn=f"{prefix}:execution:relayflow-wf1-v1:exec-1",
+    )
+    # Then the child's event does not reach the reconciler, and the run's own still does
+    assert not event_matches(pattern, child)
+    assert event_matches(pattern, parent)
+
+
+@pytest.mark.parametrize(
+    ("wildcard", "value", "matches"),
+    [
+        ("*/*", "a:b/c:d", True),
+        ("*/*", "a:b:c", False),
+        ("*/lib/*", "/usr/lib/x", True),
+        ("*.png", "a.png", True),
+        ("*.png", "a.png.txt", False),
+        ("a\\*b", "a*b", True),
+        ("a\\*b", "axxb", False),
+        ("exact", "exact", True),
+    ],
+)
+def test_the_local_matcher_reads_anything_but_wildcard_as_eventbridge_does(
+    wildcard: str, value: str, matches: bool
+):
+    # Given an anything-but wildcard rule (* is any run of characters, \* a literal star)
+    pattern = {"detail": {"path": [{"anything-but": {"wildcard": wildcard}}]}}
+    # Then a value the wildcard matches is left out, any other kept; a missing field never matches
+    assert event_matches(pattern, {"detail": {"path": value}}) is not matches
+    assert not event_matches(pattern, {"detail": {}})
 
 
 def test_requirements_txt_pins_exactly_the_runtime_dependencies():

@@ -1,7 +1,8 @@
 """EventBridge: a generated state machine's execution ended. Make the record agree with it.
 
 The handlers record every normal ending themselves; this catches the others (the run's own
-timeout, an abort, a crash) so no execution stays "running" forever.
+timeout, an abort, a crash) so no execution stays "running" forever. The rule in template.yaml
+leaves out the child executions of a batch's distributed Map; one that arrives anyway is ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ tracer = Tracer()
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     detail = event.get("detail", {})
+    if "/" in str(detail.get("executionArn") or ""):
+        # A distributed Map's child execution (one batch item): the run's own execution settles it.
+        logger.debug("status change of a child execution", extra={"execution_arn": detail["executionArn"]})
+        return {"reconciled": False}
     try:
         ctx = json.loads(detail.get("input") or "{}").get("ctx", {})
     except json.JSONDecodeError:

@@ -1034,7 +1034,7 @@ class LocalStack:
             "detail": {
                 "executionArn": description["executionArn"],
                 "stateMachineArn": description["stateMachineArn"],
-                "name": description["name"],
+                "name": description.get("name") or description["executionArn"].rsplit(":", 1)[-1],
                 "status": status,
                 "startDate": _epoch_ms(description.get("startDate")),
                 "stopDate": _epoch_ms(stop_date),

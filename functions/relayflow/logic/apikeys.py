@@ -6,7 +6,8 @@ the table gives no usable key. A key of that entropy needs no slow password hash
 a 256-bit secret, and a fast hash keeps the authorizer at one GetItem and one hash per request.
 
 Scopes: ``read`` (GET routes), ``write`` (create, change, delete), ``execute`` (start, cancel and
-re-run executions). A key may only create keys with scopes it holds itself, for its own tenant.
+re-run executions, retry a batch's failed items). A key may only create keys with scopes it holds
+itself, for its own tenant.
 """
 
 from __future__ import annotations

@@ -57,7 +57,11 @@ def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> 
 
 
 def delete_workflow(tenant: str, workflow_id: str) -> None:
+    """The workflow, its versions with their nodes and edges, and its webhook signing secret."""
     get_workflow(tenant, workflow_id)
+    # The secret first: a deletion cut short leaves a workflow that signs nothing and can be deleted
+    # again, never a secret no route can reach (the workflow gone, DELETE answers 404).
+    store().delete_webhook_secret(tenant, workflow_id)
     store().delete_workflow(tenant, workflow_id)
 
 

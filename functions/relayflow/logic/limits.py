@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pydantic import BaseModel
-
 from relayflow.logic.authoring import MAX_NODES_PER_VERSION
+from relayflow.logic.batch import MAX_DOWNLOAD_BYTES as MAX_RESULTS_DOWNLOAD_BYTES
+from relayflow.logic.dataset_service import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
+from relayflow.logic.dataset_service import MAX_PAGE as MAX_DATASET_ITEMS_PAGE
 from relayflow.logic.datasets import MAX_FILE_BYTES as MAX_DATASET_FILE_BYTES
+from relayflow.logic.datasets import (
+    MAX_FILTER_LENGTH,
+    MAX_ITEM_ID_LENGTH,
+    MAX_ITEMS_PER_VERSION,
+    MAX_LINE_BYTES,
+)
 from relayflow.logic.executions import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow.logic.templating import MAX_TEMPLATE_LENGTH
-from relayflow.models.entities import MAX_NODE_TIMEOUT_SECONDS, MAX_WORKFLOW_TIMEOUT_SECONDS, BatchConfig
+from relayflow.models.dataset_api import MAX_INLINE_ITEMS, MAX_RESULTS_PAGE
+from relayflow.models.entities import (
+    MAX_BATCH_PARALLELISM,
+    MAX_NODE_TIMEOUT_SECONDS,
+    MAX_WORKFLOW_TIMEOUT_SECONDS,
+)
 
 #: Largest request body the API function accepts (a synchronous Lambda invocation carries 6 MB).
 MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024
@@ -23,17 +35,8 @@ MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024
 #: Longest id in a path (ids are UUIDs; DynamoDB keys are at most 1 KiB-2 KiB).
 MAX_ID_LENGTH = 256
 
-
-def _upper_bound(model: type[BaseModel], field: str) -> int:
-    for rule in model.model_fields[field].metadata:
-        bound = getattr(rule, "le", None)
-        if bound is not None:
-            return int(bound)
-    raise LookupError(f"{model.__name__}.{field} has no upper bound")
-
-
 #: Most items of a batch run at once (the Map state's MaxConcurrency).
-MAX_PARALLELISM = _upper_bound(BatchConfig, "parallelism")
+MAX_PARALLELISM = MAX_BATCH_PARALLELISM
 
 #: Most API keys a tenant may hold at once (revoked and expired ones do not count).
 MAX_API_KEYS_PER_TENANT = 100
@@ -56,7 +59,18 @@ LIMITS: tuple[Limit, ...] = (
     Limit("template_length", MAX_TEMPLATE_LENGTH, "characters", 400, "a node's input_template"),
     Limit("nodes_per_version", MAX_NODES_PER_VERSION, "nodes", 400, "nodes in one workflow version"),
     Limit("dataset_file", MAX_DATASET_FILE_BYTES, "bytes", 400, "one dataset file"),
+    Limit("dataset_json_array", MAX_JSON_ARRAY_BYTES, "bytes", 400, "a .json array file (read whole)"),
+    Limit("dataset_line", MAX_LINE_BYTES, "bytes", 400, "one line (item) of a JSONL or CSV file"),
+    Limit("dataset_items", MAX_ITEMS_PER_VERSION, "items", 400, "items of one dataset version"),
+    Limit("item_id_length", MAX_ITEM_ID_LENGTH, "characters", 400, "an item's own id field"),
+    Limit("inline_items", MAX_INLINE_ITEMS, "items", 400, "items=[...] sent in one request"),
+    Limit("upload_part", UPLOAD_PART_BYTES, "bytes", 400, "one part of an upload sent through the API"),
+    Limit("upload_parts", MAX_UPLOAD_PARTS, "parts", 400, "parts of one upload"),
+    Limit("dataset_items_page", MAX_DATASET_ITEMS_PAGE, "items", 400, "limit of a page of dataset items"),
+    Limit("filter_query", MAX_FILTER_LENGTH, "characters", 400, "batch_config.filter_query"),
     Limit("parallelism", MAX_PARALLELISM, "items", 400, "batch_config.parallelism (items run at once)"),
+    Limit("results_page", MAX_RESULTS_PAGE, "items", 400, "limit of a page of batch results"),
+    Limit("results_download", MAX_RESULTS_DOWNLOAD_BYTES, "bytes", 413, "batch results in one download"),
     Limit("workflow_timeout", MAX_WORKFLOW_TIMEOUT_SECONDS, "seconds", 400, "timeout of a whole run"),
     Limit("node_timeout", MAX_NODE_TIMEOUT_SECONDS, "seconds", 400, "timeout of one node"),
     Limit("id_length", MAX_ID_LENGTH, "characters", 404, "an id in a path"),

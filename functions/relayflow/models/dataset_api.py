@@ -11,9 +11,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from relayflow.models.api import MAX_NAME_LENGTH
+from relayflow.models.entities import MAX_BATCH_PARALLELISM
 
 #: Most items sent in one ``items=[...]`` request (larger lists go through an upload).
 MAX_INLINE_ITEMS = 10_000
+#: Most item results in one page of a batch run's results (``GET .../results?limit=``).
+MAX_RESULTS_PAGE = 1000
 
 
 class Body(BaseModel):
@@ -50,7 +53,7 @@ class CommitUpload(Body):
 class RetryFailed(Body):
     # None: the failed run's own snapshot of its version; else this version of the workflow.
     version_id: str | None = None
-    parallelism: int | None = Field(None, ge=1, le=100)
+    parallelism: int | None = Field(None, ge=1, le=MAX_BATCH_PARALLELISM)
 
 
 # ---- the download formats of batch results -----------------------------------------------------------

@@ -16,6 +16,8 @@ DEFAULT_RETRY_DELAY_SECONDS = 2
 DEFAULT_NODE_TIMEOUT_SECONDS = 300
 MAX_NODE_TIMEOUT_SECONDS = 900  # the node-runner Lambda's own timeout
 MAX_WORKFLOW_TIMEOUT_SECONDS = 7 * 24 * 3600
+#: Most items of a batch run at once (the distributed Map's MaxConcurrency).
+MAX_BATCH_PARALLELISM = 100
 
 
 class Entity(BaseModel):
@@ -104,7 +106,7 @@ class BatchConfig(BaseModel):
     dataset_version_id: str
     input_field: str = "text"
     filter_query: str = ""
-    parallelism: int = Field(5, ge=1, le=100)
+    parallelism: int = Field(5, ge=1, le=MAX_BATCH_PARALLELISM)
     # The run ends failed (not completed) when more than this share of its items failed.
     max_failed_percent: float | None = Field(None, ge=0, le=100)
 

@@ -119,7 +119,7 @@ ResultsFormat = Literal["json", "jsonl", "csv"]
 def get_results(
     workflow_id: str,
     execution_id: str,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=dataset_api.MAX_RESULTS_PAGE)] = 100,
     next_token: Annotated[str | None, Query()] = None,
     format: Annotated[ResultsFormat, Query()] = "json",
 ) -> Any:
