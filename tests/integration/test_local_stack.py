@@ -574,3 +574,36 @@ def test_a_distributed_map_worker_runs_more_items_than_pythons_recursion_limit(l
     # Then every item ran, in order
     assert done["status"] == "SUCCEEDED", done
     assert json.loads(done["output"]) == items
+
+
+def test_the_interpreter_does_not_keep_every_thread_it_ever_started(local_stack: LocalStack):
+    # Given a state machine whose Map runs a Lambda Task for each of 150 items (moto starts a thread
+    # per Task and appended every one to a list it never empties)
+    from moto.stepfunctions.parser.asl.component.state.exec import execute_state
+
+    arn = local_stack.register_function("Record", fx.handler("record"))
+    machine = create_state_machine(
+        local_stack,
+        unique(f"{local_stack.state_machine_prefix}threads"),
+        {
+            "StartAt": "Each",
+            "States": {
+                "Each": {
+                    "Type": "Map",
+                    "ItemsPath": "$.items",
+                    "MaxConcurrency": 5,
+                    "ItemProcessor": {
+                        "StartAt": "Call",
+                        "States": {"Call": {"Type": "Task", "Resource": arn, "End": True}},
+                    },
+                    "End": True,
+                }
+            },
+        },
+    )
+    # When it runs
+    done = run(local_stack, machine, {"items": list(range(150))}, timeout=60)
+    # Then every item ran, and the list holds far fewer threads than were started
+    assert done["status"] == "SUCCEEDED", done
+    assert len(fx.recorded("Record")) >= 150
+    assert len(execute_state.TMP_THREADS) < 100

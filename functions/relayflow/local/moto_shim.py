@@ -8,8 +8,10 @@ class name, which Step Functions uses as the error name: Retry / Catch on `["MyE
 on AWS.
 
 Also here, because they patch moto too:
-* the boto3 Lambda client that moto's Step Functions interpreter builds per Task is cached
-  (building one costs more than the rest of a local Task);
+* a Task state's Lambda call goes straight to moto's Lambda backend (the function, its error
+  header, its payload as Lambda returns it) instead of through a boto3 client, botocore and moto's
+  HTTP layer: the round trip cost more than the rest of a local Task; the boto3 Lambda client the
+  interpreter builds for other calls is cached;
 * S3 notification events get the fields AWS sends and moto leaves out (userIdentity,
   requestParameters, responseElements, ownerIdentity, sequencer, versionId) and AWS's key
   encoding (`quote_plus` keeping `/`; moto also encodes the slashes);
@@ -20,6 +22,8 @@ Also here, because they patch moto too:
   tree is only read, and copied before it is filled in);
 * a distributed Map's worker runs its items in a loop: moto's calls itself once per item, so a
   worker with more than ~900 items (a large batch at low parallelism) died of RecursionError;
+* the interpreter's list of every thread it ever started (`TMP_THREADS`: one per Task state run,
+  never read, never emptied: tens of thousands in a large batch) keeps only threads still alive;
 * an execution that ends tells the listeners of `on_execution_end` (Step Functions' status-change
   event; moto has none), so the local stack need not poll for it.
 
@@ -255,6 +259,34 @@ def _make_cached_client_for(original: Callable[..., Any]) -> Callable[..., Any]:
     return boto_client_for
 
 
+def _make_direct_lambda_invoke(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _invoke_lambda_function(parameters: dict[str, Any], region: str, state_credentials: Any) -> Any:
+        from moto.awslambda.models import lambda_backends
+
+        name = str(parameters["FunctionName"])
+        if set(parameters) - {"FunctionName", "Payload"} or not name.startswith("arn:"):
+            return original(parameters, region, state_credentials)  # not a plain Task call
+        try:
+            function = lambda_backends[name.split(":")[4]][region].get_function(name, None)
+        except Exception:  # unknown function: moto's own path answers with the right error
+            return original(parameters, region, state_credentials)
+        payload = parameters.get("Payload") or b""
+        body = payload.decode() if isinstance(payload, bytes) else str(payload)
+        headers: dict[str, str] = {}
+        raw = function.invoke(body, {}, headers)
+        text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        try:
+            result: Any = json.loads(text)
+        except ValueError:
+            result = text
+        response: dict[str, Any] = {"StatusCode": 200, "Payload": result, "ExecutedVersion": "$LATEST"}
+        if headers.get("x-amz-function-error"):
+            response["FunctionError"] = headers["x-amz-function-error"]
+        return response
+
+    return _invoke_lambda_function
+
+
 def _make_s3_event(original: Callable[..., Any]) -> Callable[..., Any]:
     def get_s3_event(event_name: Any, bucket: Any, key: Any, notification_id: str) -> Any:
         body = original(event_name, bucket, key, notification_id)
@@ -451,6 +483,31 @@ def on_execution_end(listener: Callable[[str], None]) -> Iterator[None]:
         _execution_end_listeners.remove(listener)
 
 
+class _LiveThreads(list[Any]):
+    """moto's TMP_THREADS, forgetting threads that have ended (moto only ever appends to it)."""
+
+    def append(self, thread: Any) -> None:
+        if len(self) >= 64:
+            self[:] = [t for t in self if t.is_alive()]
+        super().append(thread)
+
+
+# The interpreter's modules that imported moto.stepfunctions.parser.utils.TMP_THREADS by name.
+_SFN_THREAD_LISTS = tuple(
+    f"moto.stepfunctions.parser.{name}"
+    for name in (
+        "utils",
+        "backend.execution_worker",
+        "asl.component.program.program",
+        "asl.component.state.exec.execute_state",
+        "asl.component.state.exec.state_map.iteration.inline_iteration_component",
+        "asl.component.state.exec.state_parallel.branch_worker",
+        "asl.component.state.exec.state_task.service.state_task_service_callback",
+        "asl.component.test_state.program.test_state_program",
+    )
+)
+
+
 def _eval_pool_iteratively(self: Any, job: Any, worker_frame: Any) -> None:
     """moto's DistributedItemProcessorWorker._eval_pool, with its tail call made a loop."""
     while job is not None:
@@ -513,6 +570,12 @@ def install() -> None:
                 "DynamoDBBackend.transact_write_items",
                 _transact_with_item_backup(backend.__dict__["transact_write_items"]),
             )
+            invoke_function = _optional_target(_LAMBDA_EVAL_UTILS, "_invoke_lambda_function")
+            if invoke_function is not None:
+                direct = _make_direct_lambda_invoke(invoke_function)
+                _patch(_LAMBDA_EVAL_UTILS, "_invoke_lambda_function", direct)
+            else:
+                log.warning("moto changed: Step Functions calls Lambda through its HTTP layer (slower tasks)")
             client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
             if client_for is not None:
                 _patch(_LAMBDA_EVAL_UTILS, "boto_client_for", _make_cached_client_for(client_for))
@@ -536,6 +599,10 @@ def install() -> None:
                 "UpdateExpressionParser.make",
                 staticmethod(functools.lru_cache(maxsize=1024)(update_parser.make)),
             )
+            live_threads = _LiveThreads()
+            for module_name in _SFN_THREAD_LISTS:
+                if isinstance(_optional_target(module_name, "TMP_THREADS"), list):
+                    _patch(module_name, "TMP_THREADS", live_threads)
             for module_name in _JSONPATH_USERS:
                 parse = _optional_target(module_name, "parse")
                 if parse is not None:  # parsed expressions are immutable: safe to share

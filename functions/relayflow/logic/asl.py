@@ -26,7 +26,6 @@ LAMBDA_SERVICE_ERRORS = [
 # Step Functions' TimeoutSeconds backstop: the runner itself stops an attempt at the node's timeout,
 # this many seconds earlier, so the recorded error names the node's own limit.
 TIMEOUT_BACKSTOP_SECONDS = 2
-MAX_BATCH_PARALLELISM = 100
 
 
 def state_name(node: dict[str, Any]) -> str:
