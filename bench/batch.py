@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import json
-import sys
 import tempfile
 import threading
 import tracemalloc
@@ -32,8 +31,6 @@ Row = tuple[str, float | int, str]
 SLEEP_ITEMS = 200
 SLEEP_SECONDS = 0.1
 THROUGHPUT_ITEMS = 10_000
-# moto's distributed-Map worker recurses once per item it runs (default limit 1,000 frames):
-# keep items per worker well under it. The proper fix (an iterative worker) belongs in the shim.
 THROUGHPUT_PARALLELISM = 25
 MEMORY_SIZES = (10_000, 100_000)
 # ~600-byte items (a review, a short message): even 10,000 of them fill every fixed-size buffer (a
@@ -243,8 +240,6 @@ def run() -> list[Row]:
     from relayflow.client import Client
     from relayflow.demo import local_api
 
-    # See THROUGHPUT_PARALLELISM: a margin for moto's recursive Map workers.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * THROUGHPUT_ITEMS // THROUGHPUT_PARALLELISM))
     with local_api() as client:
         rows = parallel_efficiency(client)
         rows += throughput(client)

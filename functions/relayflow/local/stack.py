@@ -189,7 +189,7 @@ class LocalStack:
         parameters: Mapping[str, Any] | None = None,
         handler_overrides: Mapping[str, str] | None = None,
         watch_executions: bool = True,
-        watch_interval: float = 1.0,
+        watch_interval: float = 5.0,
         create_api_key: bool = True,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
