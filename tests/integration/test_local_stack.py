@@ -607,3 +607,45 @@ def test_the_interpreter_does_not_keep_every_thread_it_ever_started(local_stack:
     assert done["status"] == "SUCCEEDED", done
     assert len(fx.recorded("Record")) >= 150
     assert len(execute_state.TMP_THREADS) < 100
+
+
+def test_conditional_writes_evaluate_each_requests_own_values(local_stack: LocalStack):
+    # Given an item, and the shim remembering parsed condition expressions
+    table = local_stack.resources["RelayflowTable"]
+    dynamodb = local_stack.client("dynamodb")
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "cond"}, "sk": {"S": "x"}, "n": {"N": "5"}})
+
+    def put_if_below(limit: int) -> bool:
+        try:
+            dynamodb.put_item(
+                TableName=table,
+                Item={"pk": {"S": "cond"}, "sk": {"S": "x"}, "n": {"N": str(limit)}},
+                ConditionExpression="#n < :limit",
+                ExpressionAttributeNames={"#n": "n"},
+                ExpressionAttributeValues={":limit": {"N": str(limit)}},
+            )
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def set_if_below(limit: int, extra: dict[str, Any]) -> None:
+        dynamodb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "cond"}, "sk": {"S": "x"}},
+            UpdateExpression="SET #n = :limit",
+            ConditionExpression="#n < :limit",
+            ExpressionAttributeNames={"#n": "n"},
+            ExpressionAttributeValues={":limit": {"N": str(limit)}, **extra},
+        )
+
+    # When the same expression comes with other values, then each is judged on its own values
+    assert put_if_below(3) is False
+    assert put_if_below(9) is True
+    assert put_if_below(9) is False
+    assert put_if_below(12) is True
+    # and an update whose values the expressions do not all use is refused, as DynamoDB does,
+    # the second time too (when the condition's parse is remembered)
+    set_if_below(20, {})
+    for _ in range(2):
+        with pytest.raises(dynamodb.exceptions.ClientError, match="unused"):
+            set_if_below(30, {":spare": {"N": "1"}})

@@ -19,7 +19,8 @@ Also here, because they patch moto too:
 * JSONPath expressions the interpreter evaluates are parsed once, not on every use (jsonpath-ng
   builds a new parser, tables and all, per parse: a fifth of the interpreter's time per item);
 * DynamoDB update expressions are parsed once (moto parses each twice per UpdateItem; the parsed
-  tree is only read, and copied before it is filled in);
+  tree is only read, and copied before it is filled in), and so are condition expressions with the
+  same names and values (moto parses each twice per conditional write; its trees only evaluate);
 * a distributed Map's worker runs its items in a loop: moto's calls itself once per item, so a
   worker with more than ~900 items (a large batch at low parallelism) died of RecursionError;
 * the interpreter's list of every thread it ever started (`TMP_THREADS`: one per Task state run,
@@ -463,6 +464,7 @@ _DISTRIBUTED_WORKER = (
     ".distributed_item_processor_worker"
 )
 _DYNAMODB_EXPRESSIONS = "moto.dynamodb.parsing.expressions"
+_DYNAMODB_COMPARISONS = "moto.dynamodb.comparisons"
 _JSONPATH_USERS = (
     "moto.stepfunctions.parser.asl.utils.json_path",
     "moto.stepfunctions.parser.asl.component.common.path.result_path",
@@ -481,6 +483,37 @@ def on_execution_end(listener: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _execution_end_listeners.remove(listener)
+
+
+_condition_trees: dict[tuple[Any, ...], tuple[Any, list[str], list[str]]] = {}
+
+
+def _parse_condition_once(original: Callable[..., Any]) -> Callable[..., Any]:
+    """ConditionExpressionParser.parse, remembered per (expression, names, values)."""
+
+    @functools.wraps(original)
+    def parse(self: Any) -> Any:
+        try:
+            key = (
+                self.condition_expression,
+                json.dumps(self.expression_attribute_names, sort_keys=True),
+                json.dumps(self.expression_attribute_values, sort_keys=True),
+            )
+        except (TypeError, ValueError):
+            return original(self)
+        known = _condition_trees.get(key)
+        if known is None:
+            tree = original(self)
+            if len(_condition_trees) >= 4096:
+                _condition_trees.clear()
+            known = _condition_trees[key] = (tree, self.expr_attr_names_found, self.expr_attr_values_found)
+        tree, self.expr_attr_names_found, self.expr_attr_values_found = known
+        # Callers read which names and values the expression used: give each its own lists.
+        self.expr_attr_names_found = list(self.expr_attr_names_found)
+        self.expr_attr_values_found = list(self.expr_attr_values_found)
+        return tree
+
+    return parse
 
 
 class _LiveThreads(list[Any]):
@@ -598,6 +631,12 @@ def install() -> None:
                 _DYNAMODB_EXPRESSIONS,
                 "UpdateExpressionParser.make",
                 staticmethod(functools.lru_cache(maxsize=1024)(update_parser.make)),
+            )
+            condition_parser = importlib.import_module(_DYNAMODB_COMPARISONS).ConditionExpressionParser
+            _patch(
+                _DYNAMODB_COMPARISONS,
+                "ConditionExpressionParser.parse",
+                _parse_condition_once(condition_parser.__dict__["parse"]),
             )
             live_threads = _LiveThreads()
             for module_name in _SFN_THREAD_LISTS:
