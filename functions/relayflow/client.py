@@ -16,6 +16,7 @@ import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -47,6 +48,8 @@ T = TypeVar("T", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8765"
 # Larger item lists than this go through an upload (a request body is at most 6 MB).
 INLINE_ITEMS_BYTES = 4 * 1024 * 1024
+# A file sent to a presigned upload URL is read and sent this many bytes at a time.
+UPLOAD_READ_BYTES = 1024 * 1024
 
 
 class ApiError(Exception):
@@ -471,10 +474,12 @@ class Client:
         commit: dict[str, Any] = {}
         with opener() as stream:
             if upload.get("upload_url"):
+                # Sent as read, 1 MiB at a time (a dataset file may be 512 MiB); with the length
+                # given, httpx does not chunk the body, which a presigned S3 PUT would refuse.
                 response = self._http.put(
                     upload["upload_url"],
-                    content=stream.read(),
-                    headers={"content-type": "application/octet-stream"},
+                    content=iter(partial(stream.read, UPLOAD_READ_BYTES), b""),
+                    headers={"content-type": "application/octet-stream", "content-length": str(size)},
                     timeout=None,
                 )
                 if response.status_code >= 300:

@@ -390,7 +390,10 @@ def ingest(
     try:
         for parsed in datasets.iter_items(cast(IO[bytes], source), "jsonl" if fmt == "items" else fmt):
             stats.add(parsed.data)
-            entry = make_entry(parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json")
+            try:
+                entry = make_entry(parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json")
+            except UnicodeEncodeError as exc:
+                raise _not_text(exc, parsed.line) from None
             large += "ref" in entry
             writer.add(entry)
         size = writer.close()
@@ -448,8 +451,26 @@ def add_items(tenant: str, dataset_id: str, version_id: str, body: dataset_api.A
     """Commit a small list of items sent in the request (``items=[...]``)."""
     get_version_record(tenant, dataset_id, version_id)
     _claim(tenant, dataset_id, version_id, {"format": "items"})
-    lines = (json.dumps(item, ensure_ascii=False).encode() + b"\n" for item in body.items)
-    return ingest(tenant, dataset_id, version_id, _ChunkStream(lines), "items", filename=None)
+    return ingest(
+        tenant, dataset_id, version_id, _ChunkStream(map(_item_line, body.items)), "items", filename=None
+    )
+
+
+def _item_line(item: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(item, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # an unpaired surrogate: escaped, so that ingest refuses it by its index
+        return json.dumps(item).encode() + b"\n"
+
+
+def _not_text(exc: UnicodeEncodeError, line: int) -> datasets.DatasetFileError:
+    """An item holding an unpaired UTF-16 surrogate (``"\\ud800"`` is valid JSON, but not text)."""
+    return datasets.DatasetFileError(
+        "malformed_file",
+        f"the item holds an unpaired UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), which is not "
+        "text: UTF-8 cannot store it",
+        line,
+    )
 
 
 # ---- file uploads ------------------------------------------------------------------------------------

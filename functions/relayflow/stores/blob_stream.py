@@ -60,25 +60,21 @@ class ObjectWriter:
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type
             )["UploadId"]
         number = len(self._parts) + 1
+        # The buffer itself is sent (botocore takes a bytearray), not a copy: one part in memory,
+        # not two. It is replaced, never changed, once handed over.
+        body, self._buffer = self._buffer, bytearray()
         response = _s3().upload_part(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=bytes(self._buffer),
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
-        self._buffer = bytearray()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self._upload_id is None:
-            _s3().put_object(
-                Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer), ContentType=self.content_type
-            )
-            self._buffer = bytearray()
+            body, self._buffer = self._buffer, bytearray()
+            _s3().put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type)
             return
         if self._buffer:
             self._flush_part()
