@@ -649,3 +649,15 @@ def test_conditional_writes_evaluate_each_requests_own_values(local_stack: Local
     for _ in range(2):
         with pytest.raises(dynamodb.exceptions.ClientError, match="unused"):
             set_if_below(30, {":spare": {"N": "1"}})
+
+
+def test_a_stack_shortens_the_thread_switch_interval_while_it_runs_and_restores_it() -> None:
+    import sys
+
+    # Given the interpreter's own switch interval
+    before = sys.getswitchinterval()
+    # When a stack runs, then its threads hand over the interpreter every millisecond at most
+    with LocalStack(watch_executions=False):
+        assert sys.getswitchinterval() <= 0.001
+    # And afterwards the interval is what it was
+    assert sys.getswitchinterval() == before

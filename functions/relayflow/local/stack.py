@@ -34,6 +34,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -165,6 +166,10 @@ class _BusRule:
     bus_name: str
 
 
+#: The interpreter's thread switch interval while a stack runs (see LocalStack._start).
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
 class LocalStack:
     """template.yaml on moto, in-process. One may be started at a time (moto's mock is global).
 
@@ -220,6 +225,7 @@ class LocalStack:
         self._mock: Any = None
         self._shim_installed = False
         self._saved_environ: dict[str, str | None] = {}
+        self._saved_switch_interval: float | None = None
         self._status_rules: list[_StatusRule] = []
         self._watcher: _ExecutionWatcher | None = None
         self._bus_rules: list[_BusRule] = []
@@ -274,6 +280,13 @@ class LocalStack:
         self._mock.start()
         moto_shim.install()
         self._shim_installed = True
+        # Every Lambda, Step Functions worker and model call of the stack is a thread of this
+        # process. A thread woken by its I/O (a model's answer) waits for the interpreter until the
+        # running thread's switch interval ends: 1 ms instead of CPython's 5 ms keeps a busy stack's
+        # hand-offs short (a batch at parallelism 10 ran ~8% faster). Restored by stop().
+        if self._saved_switch_interval is None:
+            self._saved_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._saved_switch_interval, SWITCH_INTERVAL_SECONDS))
 
         self.context = cfn.Context.from_template(
             self.template,
@@ -320,6 +333,9 @@ class LocalStack:
             moto_shim.uninstall()
             self._shim_installed = False
         self._restore_environ()
+        if self._saved_switch_interval is not None:
+            sys.setswitchinterval(self._saved_switch_interval)
+            self._saved_switch_interval = None
         with LocalStack._active_lock:
             if LocalStack._active is self:
                 LocalStack._active = None
