@@ -661,3 +661,31 @@ def test_a_stack_shortens_the_thread_switch_interval_while_it_runs_and_restores_
         assert sys.getswitchinterval() <= 0.001
     # And afterwards the interval is what it was
     assert sys.getswitchinterval() == before
+
+
+def test_concurrent_api_requests_each_get_their_own_answer(local_stack: LocalStack, served: str):
+    # Given a workflow, and 16 clients asking for it and for the workflow list at the same time
+    # (Powertools' resolver keeps the request it answers on its module-level app)
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"x-api-key": local_stack.api_key or "", "content-type": "application/json"}
+    create = urllib.request.Request(
+        f"{served}/workflows", data=b'{"name": "concurrent"}', headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(create, timeout=10) as answer:
+        workflow_id = json.loads(answer.read())["id"]
+
+    def ask(i: int) -> tuple[int, Any]:
+        path = f"/workflows/{workflow_id}" if i % 2 else "/workflows"
+        request = urllib.request.Request(f"{served}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+
+    # When they all ask
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(ask, range(400)))
+
+    # Then every request got its own, whole answer
+    assert all(status == 200 for status, _ in answers)
+    assert all(body["id"] == workflow_id for i, (_, body) in enumerate(answers) if i % 2)
+    assert all("items" in body or isinstance(body, list) for i, (_, body) in enumerate(answers) if not i % 2)

@@ -226,6 +226,7 @@ class LocalStack:
         self._shim_installed = False
         self._saved_environ: dict[str, str | None] = {}
         self._saved_switch_interval: float | None = None
+        self._api_lock = threading.RLock()
         self._status_rules: list[_StatusRule] = []
         self._watcher: _ExecutionWatcher | None = None
         self._bus_rules: list[_BusRule] = []
@@ -364,8 +365,13 @@ class LocalStack:
         return moto_shim.dispatch(function.handler, event, function=function.info)
 
     def invoke_api(self, event: Mapping[str, Any]) -> Any:
-        """Call the HTTP API's function with an API Gateway v2 event; returns its raw result."""
-        return self.invoke(self.api_function_id, dict(event))
+        """Call the HTTP API's function with an API Gateway v2 event; returns its raw result.
+
+        One request at a time: Powertools' resolver keeps the request it is answering on its
+        module-level app, which concurrent requests in threads of one process would share (Lambda
+        runs concurrent requests in separate instances)."""
+        with self._api_lock:
+            return self.invoke(self.api_function_id, dict(event))
 
     def handle_api_request(self, event: Mapping[str, Any]) -> Any:
         """What API Gateway does with a request event built for `ANY /{proxy+}`: pick the
