@@ -2,26 +2,34 @@
 
 (a) parallel efficiency: 200 items through a ``sleep`` model of 0.1 s at parallelism 1 and 10;
 (b) throughput: items per second of a three-node builtin workflow over 10,000 items;
-(c) memory: peak Python memory (tracemalloc) of the batch data path — upload and ingest, a
-    submission with a filter, reading every result — at 10,000 and 100,000 items: relayflow's own
-    allocations (client and functions), and the whole process with moto's in-memory S3.
+(c) memory: peak Python memory (tracemalloc) of the batch data path — uploading the parts,
+    ingesting them, a submission with a filter, reading every result — at 10,000 and 100,000
+    items, each step measured from a reset peak (deterministic: no sampling).
 
-Everything runs in this one Python process (moto's Step Functions interpreter, the Lambda
+(a) and (b) run in this one Python process (moto's Step Functions interpreter, the Lambda
 handlers, DynamoDB and S3 in memory), so CPU work does not run in parallel (the GIL) and the
 figures are those of a laptop emulator, not of AWS: see docs/batch.md for what they mean there.
+(c) runs after them against a moto server in another process (moto[server], 127.0.0.1), so what
+this process holds is what a Lambda function would: relayflow, boto3/botocore, urllib3.
 Running the Map itself over 100,000 items is left out: at the local rate of (b) it would take
 about two hours; (c) measures the paths whose memory could grow with the dataset.
 """
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
+import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -134,132 +142,261 @@ def throughput(client: Any) -> list[Row]:
     ]
 
 
-# Frames of the emulator: moto's in-memory AWS (it reads whole S3 objects, copies multipart parts)
-# and the local HTTP server in front of the API function. On AWS those are services, not memory.
-EMULATOR_FRAMES = (
-    "*/site-packages/moto/*",
-    "*/site-packages/werkzeug/*",
-    "*/relayflow/local/*",
-    "*/http/server.py",
+# ---- (c) memory ---------------------------------------------------------------------------------
+# AWS is a moto server in another process (this venv's moto[server], on 127.0.0.1), so this process
+# holds what a Lambda function holds: relayflow, boto3/botocore, urllib3. tracemalloc traces every
+# allocation; each step starts from a collected heap and a reset peak, and reports its high-water
+# mark (peak - start) and what it kept (end - start): no sampling, no frames filtered out.
+MEMORY_STEPS = (
+    "upload, each part (put_part)",
+    "ingest (run_ingest_job)",
+    "submission with a filter (prepare)",
+    "reading every result (iter_results)",
 )
+MEMORY_RESOURCES = "relayflow-bench-memory"  # the table and the bucket on the moto server
 
 
-class _PeakSampler:
-    """Peak traced memory of a step: of the whole process (tracemalloc's own peak), and of the
-    allocations with no emulator frame among their innermost frames (a snapshot every 0.25 s; the
-    buffers it looks for live as long as the step)."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    def __init__(self) -> None:
-        self.filters = [tracemalloc.Filter(False, pattern, all_frames=True) for pattern in EMULATOR_FRAMES]
-        self.filters.append(tracemalloc.Filter(False, tracemalloc.__file__))
-        self.own_peak = 0
 
-    def own(self) -> int:
-        return sum(
-            stat.size
-            for stat in tracemalloc.take_snapshot().filter_traces(self.filters).statistics("filename")
-        )
-
-    def measure(self, step: Callable[[], Any]) -> tuple[float, float]:
-        """(own peak, whole-process peak) of what the step allocates, in MiB. Tracing starts with
-        the step, so snapshots walk only its allocations, not everything stored before."""
-        gc.collect()
-        tracemalloc.start(10)
-        self.own_peak = 0
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.wait(0.25):
-                self.own_peak = max(self.own_peak, self.own())
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+@contextmanager
+def _moto_server() -> Iterator[str]:
+    """A moto server of this venv on 127.0.0.1 (a free port) while the block runs: its URL."""
+    port = _free_port()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the moto server did not start (exit code {server.poll()}): "
+                        "is moto[server] installed (make bench installs it)?"
+                    ) from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
         try:
-            step()
-        finally:
-            done.set()
-            sampler.join()
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-        return self.own_peak / 2**20, peak / 2**20
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
-def _count_results(execution: Any, into: list[int]) -> None:
-    from relayflow.logic import batch
-    from relayflow.logic.apikeys import DEFAULT_TENANT
+@contextmanager
+def _aws_at(url: str) -> Iterator[None]:
+    """relayflow's AWS is the server at ``url`` while the block runs (no profile, no real account);
+    then the environment is as it was and relayflow forgets the settings and clients it built."""
+    from relayflow.settings import reset_caches
 
-    into.append(sum(1 for _ in batch.iter_results(DEFAULT_TENANT, execution)))
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        RELAYFLOW_TABLE=MEMORY_RESOURCES,
+        RELAYFLOW_BUCKET=MEMORY_RESOURCES,
+        RELAYFLOW_PRESIGNED_UPLOADS="0",
+    )
+    reset_caches()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_caches()
 
 
-def memory(client: Any) -> list[Row]:
-    from relayflow.logic import batch, executions
-    from relayflow.logic.apikeys import DEFAULT_TENANT
+def _create_resources() -> None:
+    """The template's table (keys and indexes) and a bucket, on the moto server."""
+    import boto3
+
+    from relayflow.local.cfn import load_template
+    from relayflow.local.stack import default_template_path
+
+    table = load_template(default_template_path())["Resources"]["RelayflowTable"]["Properties"]
+    boto3.client("dynamodb").create_table(
+        TableName=MEMORY_RESOURCES,
+        AttributeDefinitions=table["AttributeDefinitions"],
+        KeySchema=table["KeySchema"],
+        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    boto3.client("s3").create_bucket(Bucket=MEMORY_RESOURCES)
+
+
+def _traced(step: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(peak - start, end - start) of traced memory in MiB, and the step's result."""
+    gc.collect()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    result = step()
+    end, peak = tracemalloc.get_traced_memory()
+    return (peak - start) / 2**20, (end - start) / 2**20, result
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: this process's peak RSS (VmHWM) starts again from its RSS now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]], float, int]:
+    """The four steps over ``size`` items, each as a Lambda function runs it: ({step: (peak, kept)},
+    the file's MiB, its parts)."""
+    from relayflow.logic import batch, dataset_service, executions
+    from relayflow.logic.apikeys import DEFAULT_TENANT as TENANT
     from relayflow.logic.clock import new_id, now_iso
-    from relayflow.models import api
+    from relayflow.models import api, dataset_api
     from relayflow.models.entities import Execution
 
-    workflow_id = _workflow(client, [("upper", {"model": "uppercase"}, "{{input}}")])
-    plan = {"nodes": [{"id": "n"}]}
-    rows: list[Row] = []
-    own: dict[tuple[int, str], float] = {}
-    sampler = _PeakSampler()
-    for size in MEMORY_SIZES:
-        dataset = client.create_dataset(name=f"memory {size}")
-        version = client.create_dataset_version(dataset.id)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "items.jsonl"
-            with path.open("w") as out:
-                for i in range(size):
-                    out.write(json.dumps({"id": f"m{i}", "text": f"review {i}: {FILLER}", "n": i}) + "\n")
-            upload = sampler.measure(
-                partial(client.upload_dataset_items, dataset.id, version.id, path=path, poll_interval=0.2)
+    path = tmp / f"items-{size}.jsonl"
+    with path.open("w") as out:
+        for i in range(size):
+            out.write(json.dumps({"id": f"m{i}", "text": f"review {i}: {FILLER}", "n": i}) + "\n")
+    dataset = dataset_service.create_dataset(TENANT, dataset_api.CreateDataset(name=f"memory {size}"))
+    version = dataset_service.create_version(TENANT, dataset.id, dataset_api.CreateDatasetVersion())
+    upload = dataset_service.start_upload(
+        TENANT,
+        dataset.id,
+        version.id,
+        dataset_api.StartUpload(filename="items.jsonl", size=path.stat().st_size),
+    )
+    steps: dict[str, tuple[float, float]] = {}
+
+    # One request per part: its body (the part in base64) is there before the step starts, as a
+    # Lambda event is; the step is put_part's own work. Its peak is the largest over the parts.
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    parts, upload_peak = 0, 0.0
+    with path.open("rb") as stream:
+        while chunk := stream.read(upload.part_size):
+            parts += 1
+            body = dataset_api.UploadPart(content_base64=base64.b64encode(chunk).decode())
+            del chunk
+            peak, _, _ = _traced(
+                partial(dataset_service.put_part, TENANT, dataset.id, version.id, upload.id, parts, body)
             )
-        config: Any = {
-            "dataset_id": dataset.id,
-            "dataset_version_id": version.id,
-            "input_field": "text",
-            "filter_query": "n >= `0`",
-        }
-        execution_id = new_id()
-        body = api.Execute(input_mode="batch", batch_config=config)
-        submit = sampler.measure(partial(batch.prepare, DEFAULT_TENANT, execution_id, body, plan))
-        execution = Execution(
-            id=execution_id,
-            workflow_id=workflow_id,
-            version_id="bench",
-            input_mode="batch",
-            batch_config=body.batch_config,
-            created_at=now_iso(),
-        )
-        counted: list[int] = []
-        read = sampler.measure(partial(_count_results, execution, counted))
-        assert counted == [size], counted
-        executions.blobs().delete_prefix(executions.execution_prefix(DEFAULT_TENANT, execution_id))
-        for what, (mine, whole) in (
-            ("upload + ingest", upload),
-            ("submission with a filter", submit),
-            ("reading every result", read),
-        ):
-            own[(size, what)] = mine
-            rows.append((f"(c) {size:>7,} items, {what}: relayflow's peak", mine, "MiB"))
-            rows.append((f"(c) {size:>7,} items, {what}: whole process incl. moto", whole, "MiB"))
-    small, large = MEMORY_SIZES
-    for what in ("upload + ingest", "submission with a filter", "reading every result"):
-        ratio = own[(large, what)] / max(own[(small, what)], 0.01)
-        rows.append((f"(c) {what}: relayflow's peak, {large:,} over {small:,} items", ratio, "x"))
+            upload_peak = max(upload_peak, peak)
+            del body  # as a request's body is gone before the next request arrives
+    gc.collect()
+    steps[MEMORY_STEPS[0]] = upload_peak, (tracemalloc.get_traced_memory()[0] - before) / 2**20
+    # What commit_upload does before it starts the ingest job (a Step Functions execution that runs
+    # run_ingest_job in the node runner): the moto server runs no functions, so it is called here.
+    dataset_service._claim(TENANT, dataset.id, version.id, {"format": "jsonl"})
+    job = {
+        "tenant": TENANT,
+        "dataset_id": dataset.id,
+        "version_id": version.id,
+        "upload_id": upload.id,
+        "parts": parts,
+    }
+    peak, kept, outcome = _traced(partial(dataset_service.run_ingest_job, job))
+    assert outcome == {"status": "ready", "item_count": size}, outcome
+    steps[MEMORY_STEPS[1]] = peak, kept
+
+    execution_id = new_id()
+    config: Any = {
+        "dataset_id": dataset.id,
+        "dataset_version_id": version.id,
+        "input_field": "text",
+        "filter_query": "n >= `0`",
+    }
+    body = api.Execute(input_mode="batch", batch_config=config)
+    peak, kept, context = _traced(
+        partial(batch.prepare, TENANT, execution_id, body, {"nodes": [{"id": "n"}]})
+    )
+    assert context["progress"]["total_items"] == size, context["progress"]
+    steps[MEMORY_STEPS[2]] = peak, kept
+
+    execution = Execution(
+        id=execution_id,
+        workflow_id="bench",
+        version_id="bench",
+        input_mode="batch",
+        batch_config=body.batch_config,
+        created_at=now_iso(),
+    )
+    peak, kept, count = _traced(lambda: sum(1 for _ in batch.iter_results(TENANT, execution)))
+    assert count == size, count
+    steps[MEMORY_STEPS[3]] = peak, kept
+
+    file_mib = path.stat().st_size / 2**20
+    path.unlink()
+    dataset_service.delete_dataset(TENANT, dataset.id)
+    executions.blobs().delete_prefix(executions.execution_prefix(TENANT, execution_id))
+    return steps, file_mib, parts
+
+
+def memory() -> list[Row]:
+    """(c): relayflow's peak memory per step at each of MEMORY_SIZES, after a warm-up round at the
+    smallest (botocore loads its models, relayflow builds its clients, on first use)."""
+    rows: list[Row] = []
+    peaks: dict[tuple[int, str], float] = {}
+    tracing = tracemalloc.is_tracing()
+    with _moto_server() as url, _aws_at(url), tempfile.TemporaryDirectory() as tmp:
+        _create_resources()
+        if not tracing:
+            tracemalloc.start()
+        try:
+            _memory_round(min(MEMORY_SIZES), Path(tmp))
+            for size in MEMORY_SIZES:
+                rss = _reset_peak_rss()
+                steps, file_mib, parts = _memory_round(size, Path(tmp))
+                rows.append(
+                    (f"(c) {size:>7,} items: the JSONL file uploaded, in {parts} parts", file_mib, "MiB")
+                )
+                for step, (peak, kept) in steps.items():
+                    peaks[(size, step)] = peak
+                    rows.append((f"(c) {size:>7,} items, {step}: relayflow's peak", peak, "MiB"))
+                    rows.append((f"(c) {size:>7,} items, {step}: kept after it", kept, "MiB"))
+                if rss:
+                    rows.append(
+                        (
+                            f"(c) {size:>7,} items, all four steps: whole process's peak RSS",
+                            _peak_rss_mib(),
+                            "MiB",
+                        )
+                    )
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+    small, large = min(MEMORY_SIZES), max(MEMORY_SIZES)
+    for step in MEMORY_STEPS:
+        ratio = peaks[(large, step)] / max(peaks[(small, step)], 0.01)
+        rows.append((f"(c) {step}: relayflow's peak, {large:,} over {small:,} items", ratio, "x"))
     return rows
 
 
 def run() -> list[Row]:
-    from relayflow.client import Client
     from relayflow.demo import local_api
 
     with local_api() as client:
         rows = parallel_efficiency(client)
         rows += throughput(client)
-    with local_api() as client:  # a fresh stack: (c) measures a heap without (b)'s 10,000 runs
-        # tracemalloc slows this process several times over: give the calls time
-        key = client._http.headers.get("x-api-key")
-        with Client(client.base_url, api_key=key, timeout=900) as patient:
-            rows += memory(patient)
+    # After the embedded stack has stopped (and put the environment back): (c) runs against a
+    # moto server of its own.
+    rows += memory()
     return rows
