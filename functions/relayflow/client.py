@@ -476,12 +476,16 @@ class Client:
             if upload.get("upload_url"):
                 # Sent as read, 1 MiB at a time (a dataset file may be 512 MiB); with the length
                 # given, httpx does not chunk the body, which a presigned S3 PUT would refuse.
-                response = self._http.put(
+                # Built apart from the client's default headers: the signed URL is S3's only
+                # credential, and the API key must not travel to S3 (nor into its request logs).
+                request = httpx.Request(
+                    "PUT",
                     upload["upload_url"],
                     content=iter(partial(stream.read, UPLOAD_READ_BYTES), b""),
                     headers={"content-type": "application/octet-stream", "content-length": str(size)},
-                    timeout=None,
+                    extensions={"timeout": httpx.Timeout(None).as_dict()},
                 )
+                response = self._http.send(request)
                 if response.status_code >= 300:
                     raise ApiError(response.status_code, "upload_failed", response.text[:500])
             else:

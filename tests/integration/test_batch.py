@@ -398,3 +398,65 @@ def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
     found = store().execution_children(DEFAULT_TENANT, "x-cancelled", ["R#k1", "I#k1#N#n1"])
     assert set(found) == {"I#k1#N#n1"}
     assert found["I#k1#N#n1"]["status"] == "completed" and found["I#k1#N#n1"]["output"] == "out"
+
+
+def _finished_run(execution_id: str, ids: list[str], status_of: Any) -> dict[str, Any]:
+    """The record of a finished batch run over ``ids``, with its item list and the outcomes
+    ``status_of(index)`` gives ("completed", "failed", or None for none)."""
+    from relayflow.logic import batch, dataset_service
+
+    writer = dataset_service.ItemListWriter(batch.list_key(DEFAULT_TENANT, execution_id))
+    for i, item_id in enumerate(ids):
+        writer.add({"id": item_id, "item": {"text": f"t{i}"}})
+        if status_of(i):
+            outcome = {"source_item_id": item_id, "status": status_of(i), "output": "o" * 1000}
+            assert store().record_item_outcome(DEFAULT_TENANT, execution_id, batch.item_key(item_id), outcome)
+    writer.close()
+    config = {"dataset_id": "d", "dataset_version_id": "v", "input_field": "text"}
+    return {"id": execution_id, "input_mode": "batch", "status": "completed", "batch_config": config}
+
+
+def test_retrying_many_failed_items_lists_each_once_in_order_reading_outcomes_by_page(
+    local_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow.errors import Conflict
+    from relayflow.logic import batch, dataset_service
+    from relayflow.stores import blob_stream
+    from relayflow.stores.table import TableStore
+
+    # Given a finished batch of 450 items (five pages of outcome reads): two in three failed, one
+    # in ten never got an outcome, and some ids are too long for a sort key (keyed by a digest)
+    ids = [f"item-{i:03d}" + ("-long" * 60 if i % 50 == 7 else "") for i in range(450)]
+    old = _finished_run("x-old", ids, lambda i: None if i % 10 == 9 else "failed" if i % 3 else "completed")
+    failing = [item_id for i, item_id in enumerate(ids) if i % 3 and i % 10 != 9]
+    assert len(failing) > 2 * batch.OUTCOMES_PER_READ
+    reads: list[tuple[list[str], tuple[str, ...]]] = []
+    children = TableStore.execution_children
+
+    def spy(self: TableStore, tenant: str, execution_id: str, sks: list[str], **kwargs: Any) -> Any:
+        reads.append((list(sks), tuple(kwargs.get("fields", ()))))
+        return children(self, tenant, execution_id, sks, **kwargs)
+
+    monkeypatch.setattr(TableStore, "execution_children", spy)
+
+    # When its failed items are made into a new run's list
+    ctx = batch.prepare_retry(DEFAULT_TENANT, "x-retry", old, {"nodes": [{"id": "n1"}]})
+
+    # Then the new list holds every failed item once, in the old list's order
+    listed = [e["id"] for _, _, e in dataset_service.iter_entries(batch.list_key(DEFAULT_TENANT, "x-retry"))]
+    assert listed == failing
+    assert ctx["progress"]["total_items"] == len(failing)
+    # And the outcomes were read a page at a time, each once, only their status
+    assert [len(sks) for sks, _ in reads] == [100, 100, 100, 100, 50]
+    assert [sk for sks, _ in reads for sk in sks] == [f"R#{batch.item_key(i)}" for i in ids]
+    assert {fields for _, fields in reads} == {("status",)}
+
+    # When a finished run of 150 items none of which failed is retried
+    clean = _finished_run("x-clean", [f"c{i}" for i in range(150)], lambda i: "completed")
+    with pytest.raises(Conflict) as refused:
+        batch.prepare_retry(DEFAULT_TENANT, "x-none", clean, {"nodes": [{"id": "n1"}]})
+
+    # Then it is refused (409 no_failed_items), and no list is left behind
+    assert (refused.value.status, refused.value.code) == (409, "no_failed_items")
+    bucket = dataset_service.bucket()
+    assert blob_stream.object_size(bucket, batch.list_key(DEFAULT_TENANT, "x-none")) is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import tracemalloc
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ class PresignedApi(httpx.BaseTransport):
     """The dataset upload API offering an upload URL, and an S3 that reads the PUT body chunk by
     chunk as it arrives (keeping only its digest, its size and the largest chunk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upload_url: str = UPLOAD_URL) -> None:
+        self.upload_url = upload_url
         self.put_headers: httpx.Headers | None = None
         self.received = 0
         self.largest_chunk = 0
@@ -55,7 +58,7 @@ class PresignedApi(httpx.BaseTransport):
                     "format": "jsonl",
                     "part_size": 4 * 1024 * 1024,
                     "max_parts": 128,
-                    "upload_url": UPLOAD_URL,
+                    "upload_url": self.upload_url,
                     "expires_at": "2026-01-02T00:00:00Z",
                 },
             )
@@ -93,3 +96,65 @@ def test_presigned_upload_streams_the_file(tmp_path: Path) -> None:
     # And the file was never held whole: read and sent a chunk at a time
     assert api.largest_chunk <= UPLOAD_READ_BYTES
     assert peak < 4 * 1024 * 1024, peak
+
+
+class FakeS3(BaseHTTPRequestHandler):
+    """S3 on 127.0.0.1: takes a PUT, keeps the header lines it received and the body's size."""
+
+    received: list[tuple[list[tuple[str, str]], int]] = []
+
+    def do_PUT(self) -> None:
+        size = int(self.headers["content-length"])
+        body = self.rfile.read(size)
+        self.received.append((list(self.headers.items()), len(body)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class ApiThenRealS3(httpx.BaseTransport):
+    """The fake API in process; requests to 127.0.0.1 go over a real connection (to FakeS3)."""
+
+    def __init__(self, api: PresignedApi) -> None:
+        self.api = api
+        self.network = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "127.0.0.1":
+            return self.network.handle_request(request)
+        return self.api.handle_request(request)
+
+    def close(self) -> None:
+        self.network.close()
+
+
+def test_presigned_upload_sends_no_api_key_to_s3(tmp_path: Path) -> None:
+    # Given a client with an API key, and an API whose upload URL is an S3 listening on 127.0.0.1
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b'{"text": "a"}\n{"text": "b"}\n')
+    FakeS3.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bucket/uploads/u1/source?X-Amz-Signature=x"
+        api = PresignedApi(upload_url=url)
+        with Client("http://api.example", api_key="secret-key", transport=ApiThenRealS3(api)) as client:
+            # When the client uploads the file
+            version = client.upload_dataset_items("d1", "v1", path=path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    # Then S3 received the file once, in a PUT that carries no API key
+    assert version.status == "ready" and api.committed == {}
+    ((headers, size),) = FakeS3.received
+    assert size == path.stat().st_size
+    names = {name.lower() for name, _ in headers}
+    assert "x-api-key" not in names
+    assert all("secret-key" not in value for _, value in headers)
+    # And nothing else of the client's defaults: only what a presigned PUT needs
+    assert names == {"host", "content-type", "content-length"}, headers

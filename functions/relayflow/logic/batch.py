@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from relayflow.errors import Conflict, InvalidInput, NotFound, TooLarge
@@ -56,6 +57,8 @@ MAX_KEYED_ID_BYTES = 200
 #: An item's final output is copied into its outcome when its JSON is at most this long; a longer
 #: one is read from its node's record (outcomes stay small: the final recount reads them all).
 INLINE_RESULT_BYTES = 4 * 1024
+#: Entries whose outcomes a retry of failed items reads at once (one BatchGetItem: at most 100 keys).
+OUTCOMES_PER_READ = 100
 USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
 
 
@@ -88,26 +91,19 @@ def _refuse(message: str, code: str) -> InvalidInput:
     return InvalidInput(message, code=code)
 
 
-def _copy_list(
-    tenant: str,
-    execution_id: str,
-    source_key: str,
-    *,
-    keep: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
-    keep_entry: Callable[[dict[str, Any]], bool] | None = None,
-) -> int:
-    """Stream the entries of ``source_key`` that ``keep(entry, item)`` / ``keep_entry(entry)`` accept
-    into the run's item list; items stored apart are copied into the run's prefix. Returns how
-    many were kept. On any error the partial list is discarded."""
+def _entries(key: str) -> Iterator[dict[str, Any]]:
+    return (entry for _, _, entry in dataset_service.iter_entries(key))
+
+
+def _copy_list(tenant: str, execution_id: str, entries: Iterable[dict[str, Any]]) -> int:
+    """Stream ``entries`` (of another item list, read as they are written) into the run's item
+    list; items stored apart are copied into the run's prefix. Returns how many were written. On
+    any error, from the writing or from ``entries``, the partial list is discarded."""
     blobs = dataset_service.blobs()
     writer = dataset_service.ItemListWriter(list_key(tenant, execution_id))
     large_prefix = f"{_prefix(tenant, execution_id)}large/"
     try:
-        for _, _, entry in dataset_service.iter_entries(source_key):
-            if keep_entry is not None and not keep_entry(entry):
-                continue
-            if keep is not None and not keep(entry, dataset_service.entry_item(entry)):
-                continue
+        for entry in entries:
             if "ref" in entry:
                 target = f"{large_prefix}{writer.count:07d}.json"
                 blobs.copy(entry["ref"], target)
@@ -176,7 +172,8 @@ def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, A
         total = int(version["item_count"])
     else:
 
-        def keep(entry: dict[str, Any], item: dict[str, Any]) -> bool:
+        def keep(entry: dict[str, Any]) -> bool:
+            item = dataset_service.entry_item(entry)
             if not matches(item):
                 return False
             if field not in item:
@@ -187,7 +184,7 @@ def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, A
                 )
             return True
 
-        total = _copy_list(tenant, execution_id, source, keep=keep)
+        total = _copy_list(tenant, execution_id, filter(keep, _entries(source)))
     if total == 0:
         dataset_service.blobs().delete(list_key(tenant, execution_id))
         raise _refuse(
@@ -203,7 +200,7 @@ def prepare_rerun(
 ) -> dict[str, Any]:
     """A re-run goes over exactly the items the old run went over (its own list, not the dataset)."""
     config = BatchConfig.model_validate(old_record["batch_config"])
-    total = _copy_list(tenant, new_execution_id, list_key(tenant, old_record["id"]))
+    total = _copy_list(tenant, new_execution_id, _entries(list_key(tenant, old_record["id"])))
     return _batch_ctx(config, tenant, new_execution_id, total, plan)
 
 
@@ -222,23 +219,29 @@ def prepare_retry(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
         )
-    failed = {
-        item_key(outcome["source_item_id"])
-        for outcome in store().item_outcomes(tenant, old_record["id"], fields=("source_item_id", "status"))
-        if outcome.get("status") == "failed"
-    }
-    if not failed:
-        raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
     config = BatchConfig.model_validate(old_record["batch_config"])
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})
-    total = _copy_list(
-        tenant,
-        new_execution_id,
-        list_key(tenant, old_record["id"]),
-        keep_entry=lambda entry: item_key(entry["id"]) in failed,
-    )
+    total = _copy_list(tenant, new_execution_id, _failed_entries(tenant, old_record["id"]))
+    if total == 0:
+        dataset_service.blobs().delete(list_key(tenant, new_execution_id))
+        raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
     return _batch_ctx(config, tenant, new_execution_id, total, plan)
+
+
+def _failed_entries(tenant: str, execution_id: str) -> Iterator[dict[str, Any]]:
+    """The entries of a run's item list whose item failed, in list order. The outcomes are read a
+    page of entries at a time (one BatchGetItem of their status), so memory holds one page however
+    many items failed, and each outcome is read once."""
+    entries = _entries(list_key(tenant, execution_id))
+    while page := list(itertools.islice(entries, OUTCOMES_PER_READ)):
+        keys = [f"R#{item_key(entry['id'])}" for entry in page]
+        outcomes = store().execution_children(tenant, execution_id, keys, fields=("status",))
+        yield from (
+            entry
+            for entry, key in zip(page, keys, strict=True)
+            if outcomes.get(key, {}).get("status") == "failed"
+        )
 
 
 # ---- running: the item's state ---------------------------------------------------------------------

@@ -86,6 +86,10 @@ def upload_prefix(tenant: str, dataset_id: str, upload_id: str) -> str:
 
 
 # ---- the item list format ----------------------------------------------------------------------------
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 class ItemListWriter:
     """Write an item list (see the module doc) as a stream; ``count`` entries so far."""
 
@@ -96,8 +100,7 @@ class ItemListWriter:
         self._out.write(b"[\n")
 
     def add(self, entry: Mapping[str, Any]) -> None:
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
-        self._out.write((b"," if self.count else b"") + line + b"\n")
+        self._out.write((b"," if self.count else b"") + _json_bytes(entry) + b"\n")
         self.count += 1
 
     def add_line(self, line: bytes) -> None:
@@ -140,14 +143,15 @@ def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
-def make_entry(item_id: str, item: dict[str, Any], large_key: str) -> dict[str, Any]:
-    """The item's entry; a large item is stored at ``large_key`` and referred to."""
-    encoded = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple[bytes, bool]:
+    """The item's entry as a line for ``ItemListWriter.add_line`` (the very bytes ``add`` writes
+    for ``{"id", "item"}``, built around the one dump of the item that also measures it), and
+    whether the item is large: then it is stored at ``large_key`` and the entry refers to it."""
+    encoded = _json_bytes(item)
     if len(encoded) <= LARGE_ITEM_BYTES:
-        return {"id": item_id, "item": item}
-    key = large_key
-    blobs().put_bytes(key, encoded, "application/json")
-    return {"id": item_id, "ref": key}
+        return b'{"id":' + _json_bytes(item_id) + b',"item":' + encoded + b"}", False
+    blobs().put_bytes(large_key, encoded, "application/json")
+    return _json_bytes({"id": item_id, "ref": large_key}), True
 
 
 # ---- datasets ----------------------------------------------------------------------------------------
@@ -391,11 +395,13 @@ def ingest(
         for parsed in datasets.iter_items(cast(IO[bytes], source), "jsonl" if fmt == "items" else fmt):
             stats.add(parsed.data)
             try:
-                entry = make_entry(parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json")
+                entry_line, stored_apart = make_entry_line(
+                    parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json"
+                )
             except UnicodeEncodeError as exc:
                 raise _not_text(exc, parsed.line) from None
-            large += "ref" in entry
-            writer.add(entry)
+            large += stored_apart
+            writer.add_line(entry_line)
         size = writer.close()
     except datasets.DatasetFileError as exc:
         writer.abort()

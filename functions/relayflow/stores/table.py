@@ -932,18 +932,30 @@ class TableStore:
         return totals
 
     def execution_children(
-        self, tenant: str, execution_id: str, sks: list[str], *, consistent: bool = True
+        self,
+        tenant: str,
+        execution_id: str,
+        sks: list[str],
+        *,
+        consistent: bool = True,
+        fields: Iterable[str] = (),
     ) -> dict[str, dict[str, Any]]:
-        """Items of the execution's partition by sort key (absent ones left out), by BatchGetItem."""
+        """Items of the execution's partition by sort key (absent ones left out), by BatchGetItem;
+        only ``fields`` of each when given."""
         pk = _pk(tenant, "X", execution_id)
         found: dict[str, dict[str, Any]] = {}
         resource = aws.resource("dynamodb")
         unique = list(dict.fromkeys(sks))
+        projection: dict[str, Any] = {}
+        if fields:
+            names = {f"#p{i}": field for i, field in enumerate(dict.fromkeys(("sk", *fields)))}
+            projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
         for start in range(0, len(unique), 100):
             request: dict[str, Any] = {
                 self.table_name: {
                     "Keys": [{"pk": pk, "sk": sk} for sk in unique[start : start + 100]],
                     "ConsistentRead": consistent,
+                    **projection,
                 }
             }
             while request:
