@@ -21,6 +21,26 @@ _NO_BODY: Any = object()
 
 
 @pytest.fixture
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Test credentials and region, no profile or endpoint of the machine's, and relayflow's cached
+    settings and clients forgotten before and after (for tests on moto's `mock_aws`)."""
+    from relayflow.settings import reset_caches
+
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    reset_caches()
+    yield
+    reset_caches()
+
+
+@pytest.fixture
 def local_stack() -> Iterator[LocalStack]:
     with LocalStack() as stack:
         yield stack

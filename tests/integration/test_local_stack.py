@@ -689,3 +689,31 @@ def test_concurrent_api_requests_each_get_their_own_answer(local_stack: LocalSta
     assert all(status == 200 for status, _ in answers)
     assert all(body["id"] == workflow_id for i, (_, body) in enumerate(answers) if i % 2)
     assert all("items" in body or isinstance(body, list) for i, (_, body) in enumerate(answers) if not i % 2)
+
+
+def test_the_api_function_runs_one_request_at_a_time(local_stack: LocalStack):
+    # Given an API function that notes how many requests it is answering at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def api_function(event: Any, context: Any) -> dict[str, Any]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        with lock:
+            inside[0] -= 1
+        return {"statusCode": 200, "body": "{}"}
+
+    moto_shim.register("tests_one_at_a_time.handler", api_function)
+    try:
+        local_stack.override_handler(local_stack.api_function_id, "tests_one_at_a_time.handler")
+        # When 8 requests arrive together
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: local_stack.invoke_api({"rawPath": "/"}), range(8)))
+    finally:
+        moto_shim.unregister("tests_one_at_a_time.handler")
+    # Then each was answered, never two at once (as separate Lambda instances would)
+    assert [a["statusCode"] for a in answers] == [200] * 8
+    assert most[0] == 1

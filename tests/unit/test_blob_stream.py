@@ -10,29 +10,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from relayflow.settings import reset_caches
 from relayflow.stores import blob_stream
 
 BUCKET = "blob-stream-test"
 
 
 @pytest.fixture(autouse=True)
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    reset_caches()
+def s3(fake_aws_env: None) -> Iterator[object]:
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket=BUCKET)
         yield client
-    reset_caches()
 
 
 def lines(count: int) -> Iterator[bytes]:

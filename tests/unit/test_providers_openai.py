@@ -21,7 +21,6 @@ from relayflow import aws
 from relayflow.providers import InvocationContext, invoke_model, validate_model_config
 from relayflow.providers import openai as openai_adapter
 from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
-from relayflow.settings import reset_caches
 
 
 @dataclass
@@ -93,20 +92,10 @@ def server() -> Iterator[FakeServer]:
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    reset_caches()
+def aws_env(fake_aws_env: None) -> Iterator[None]:
     openai_adapter.clear_key_cache()
     with mock_aws():
         yield
-    reset_caches()
     openai_adapter.clear_key_cache()
 
 

@@ -510,13 +510,11 @@ class LocalStack:
         True when idle, False on timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            running = self._running_executions()
-            if (
-                not running
-                and (self._watcher is None or self._watcher.caught_up())
-                and (self._dispatcher is None or self._dispatcher.idle())
-            ):
-                return True
+            if not self._running_executions():
+                if self._watcher is not None:
+                    self._watcher.catch_up()  # delivers what ended, maybe waking rule targets
+                if self._dispatcher is None or self._dispatcher.idle():
+                    return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(interval)
@@ -1103,7 +1101,7 @@ class _ExecutionWatcher:
     """Delivers each status change of an execution once, as Step Functions' EventBridge events do.
 
     moto tells the stack when an execution ends (``moto_shim.on_execution_end``), so nothing is
-    polled while runs go on; a full listing every ``interval`` seconds (and on ``caught_up``) is the
+    polled while runs go on; a full listing every ``interval`` seconds (and on ``catch_up``) is the
     safety net for anything a notification could miss.
     """
 
@@ -1128,10 +1126,9 @@ class _ExecutionWatcher:
             self._thread.join(timeout=10)
         self._listening.__exit__(None, None, None)
 
-    def caught_up(self) -> bool:
+    def catch_up(self) -> None:
         """Deliver, now, every status change not delivered yet (a full listing)."""
         self.poll()
-        return True
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._interval

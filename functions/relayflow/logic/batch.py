@@ -33,6 +33,7 @@ from typing import Any
 from relayflow.errors import Conflict, InvalidInput, NotFound, TooLarge
 from relayflow.logic import dataset_service, datasets
 from relayflow.logic.clock import now_iso
+from relayflow.logic.runner import ExecutionNotRunning, record_sk
 from relayflow.logic.values import pack, unpack
 from relayflow.models import api
 from relayflow.models.dataset_api import format_rows, result_row
@@ -295,8 +296,6 @@ def item_state(state: dict[str, Any], *, check_running: bool = True) -> dict[str
         state.setdefault("outputs", {})
     ctx = state["ctx"]
     if check_running and (state.get("cancelled") or not is_running(ctx["tenant"], ctx["execution_id"])):
-        from relayflow.logic.runner import ExecutionNotRunning
-
         raise ExecutionNotRunning("the batch run was cancelled or has ended")
     return state
 
@@ -333,15 +332,11 @@ def item_node_failed(
     }
     with contextlib.suppress(ConditionFailed):
         store().put_item_node(
-            ctx["tenant"], ctx["execution_id"], _node_sk(ctx, node["id"]), record, attempt=None
+            ctx["tenant"], ctx["execution_id"], record_sk(ctx, node["id"]), record, attempt=None
         )
     if node["on_failure"] == "continue":
         return rest
     return {**rest, "failure": {"node_id": node["id"], "node_name": node["name"], "message": message}}
-
-
-def _node_sk(ctx: dict[str, Any], node_id: str) -> str:
-    return f"I#{ctx['item_id']}#N#{node_id}"
 
 
 def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
@@ -358,7 +353,7 @@ def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
         if last:  # the item is not counted, but its node did run: keep its record
             with contextlib.suppress(ConditionFailed):
                 store().put_item_node(
-                    tenant, execution_id, _node_sk(ctx, last["node_id"]), last, attempt=last["attempts"]
+                    tenant, execution_id, record_sk(ctx, last["node_id"]), last, attempt=last["attempts"]
                 )
         return {}
     outputs = state.get("outputs") or {}
