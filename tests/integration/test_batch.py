@@ -385,7 +385,8 @@ def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
 
     # Given an item whose last node completed (its record travels to the outcome) in a run that
     # was cancelled meanwhile
-    ctx = {"tenant": DEFAULT_TENANT, "execution_id": "x-cancelled", "item_id": "k1", "source_item_id": "i1"}
+    ctx = {"tenant": DEFAULT_TENANT, "execution_id": "x-cancelled", "mode": "batch", "item_id": "k1"}
+    ctx["source_item_id"] = "i1"
     record = {"node_id": "n1", "name": "last", "idx": 0, "status": "completed", "attempts": 1}
     record["output"] = "out"
     monkeypatch.setattr(batch, "is_running", lambda tenant, execution_id: False)
