@@ -38,9 +38,10 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM) ## Install headless Chromium (Debian's package) for the dashboard test
 
-lint: $(STAMP) cfn-lint ## ruff + mypy + cfn-lint
+lint: $(STAMP) cfn-lint ## ruff + mypy + cfn-lint + import-linter (the runtime's layers)
 	$(BIN)/ruff check functions tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml

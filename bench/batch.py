@@ -195,7 +195,7 @@ def _moto_server() -> Iterator[str]:
 def _aws_at(url: str) -> Iterator[None]:
     """relayflow's AWS is the server at ``url`` while the block runs (no profile, no real account);
     then the environment is as it was and relayflow forgets the settings and clients it built."""
-    from relayflow.settings import reset_caches
+    from relayflow_runtime.settings import reset_caches
 
     saved = dict(os.environ)
     for key in [k for k in os.environ if k.startswith("AWS_")]:
@@ -266,11 +266,11 @@ def _peak_rss_mib() -> float:
 def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]], float, int]:
     """The four steps over ``size`` items, each as a Lambda function runs it: ({step: (peak, kept)},
     the file's MiB, its parts)."""
-    from relayflow.logic import batch, dataset_service, executions
-    from relayflow.logic.apikeys import DEFAULT_TENANT as TENANT
-    from relayflow.logic.clock import new_id, now_iso
-    from relayflow.models import api, dataset_api
-    from relayflow.models.entities import Execution
+    from relayflow_runtime.domain.clock import new_id, now_iso
+    from relayflow_runtime.schemas import api, dataset_api
+    from relayflow_runtime.schemas.entities import Execution
+    from relayflow_runtime.services import batch, dataset_service, executions
+    from relayflow_runtime.services.apikeys import DEFAULT_TENANT as TENANT
 
     path = tmp / f"items-{size}.jsonl"
     with path.open("w") as out:

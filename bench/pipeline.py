@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from relayflow.logic.clock import parse_iso
-from relayflow.providers import invoke_model
-from relayflow.providers.base import InvocationContext
+from relayflow_runtime.domain.clock import parse_iso
+from relayflow_runtime.providers import invoke_model
+from relayflow_runtime.providers.base import InvocationContext
 
 NODES = 10
 RUNS = 5

@@ -24,7 +24,7 @@ _NO_BODY: Any = object()
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Test credentials and region, no profile or endpoint of the machine's, and relayflow's cached
     settings and clients forgotten before and after (for tests on moto's `mock_aws`)."""
-    from relayflow.settings import reset_caches
+    from relayflow_runtime.settings import reset_caches
 
     for name, value in {
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -14,7 +14,7 @@ import pytest
 from relayflow.client import ApiError, Client
 from relayflow.local.server import build_http_event, parse_http_response
 from relayflow.local.stack import LocalStack
-from relayflow.logic import apikeys
+from relayflow_runtime.services import apikeys
 
 NO_KEY = {"x-api-key": ""}
 
@@ -280,7 +280,7 @@ def test_bootstrap_key_creates_a_working_key_for_a_tenant(api: Any) -> None:
 def test_bootstrap_key_refuses_bad_tenants_and_scopes(
     local_stack: LocalStack, tenant: str, scopes: list
 ) -> None:
-    from relayflow.errors import InvalidInput
+    from relayflow_runtime.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
         apikeys.bootstrap_key(tenant, scopes)
@@ -302,7 +302,7 @@ def test_local_key_from_the_environment_is_registered_once(
 
 
 def test_a_malformed_local_key_is_refused(local_stack: LocalStack) -> None:
-    from relayflow.errors import InvalidInput
+    from relayflow_runtime.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="rf_"):
         apikeys.ensure_local_key("password123")
@@ -354,8 +354,8 @@ def test_logs_never_show_keys_or_authorization_headers(api: Any) -> None:
     import io
     import logging
 
-    from relayflow.handlers import api as api_module
-    from relayflow.handlers import authorizer
+    from relayflow_runtime.handlers import api as api_module
+    from relayflow_runtime.handlers import authorizer
 
     buffer = io.StringIO()
     sink = logging.StreamHandler(buffer)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from relayflow.logic import limits
+from relayflow_runtime.domain import limits
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
@@ -36,7 +36,7 @@ def test_every_limit_is_documented() -> None:
 
 def test_a_body_over_the_request_limit_is_refused_with_413(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a (lowered, to keep the test fast) request limit and a body one byte over it
-    from relayflow.handlers import api as api_module
+    from relayflow_runtime.handlers import api as api_module
 
     monkeypatch.setattr(api_module, "MAX_REQUEST_BODY_BYTES", 1024)
     body = b'{"name": "' + b"x" * 1013 + b'"}'
@@ -73,7 +73,7 @@ def test_a_version_holds_at_most_the_node_limit(
     api: Any, version: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a version at the (lowered, to keep the test fast) node limit
-    from relayflow.logic import authoring
+    from relayflow_runtime.services import authoring
 
     monkeypatch.setattr(authoring, "MAX_NODES_PER_VERSION", 3)
     for index in (1, 2):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from relayflow.client import Client
-from relayflow.logic.apikeys import DEFAULT_TENANT
-from relayflow.logic.batch import store
+from relayflow_runtime.services.apikeys import DEFAULT_TENANT
+from relayflow_runtime.services.batch import store
 
 ITEMS = 200
 
@@ -381,7 +381,7 @@ def test_an_outcome_recorded_twice_counts_once(api: Any, local_stack: Any) -> No
 def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
     local_stack: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from relayflow.logic import batch
+    from relayflow_runtime.services import batch
 
     # Given an item whose last node completed (its record travels to the outcome) in a run that
     # was cancelled meanwhile
@@ -404,7 +404,7 @@ def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
 def _finished_run(execution_id: str, ids: list[str], status_of: Any) -> dict[str, Any]:
     """The record of a finished batch run over ``ids``, with its item list and the outcomes
     ``status_of(index)`` gives ("completed", "failed", or None for none)."""
-    from relayflow.logic import batch, dataset_service
+    from relayflow_runtime.services import batch, dataset_service
 
     writer = dataset_service.ItemListWriter(batch.list_key(DEFAULT_TENANT, execution_id))
     for i, item_id in enumerate(ids):
@@ -420,10 +420,10 @@ def _finished_run(execution_id: str, ids: list[str], status_of: Any) -> dict[str
 def test_retrying_many_failed_items_lists_each_once_in_order_reading_outcomes_by_page(
     local_stack: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from relayflow.errors import Conflict
-    from relayflow.logic import batch, dataset_service
-    from relayflow.stores import blob_stream
-    from relayflow.stores.table import TableStore
+    from relayflow_runtime.adapters import blob_stream
+    from relayflow_runtime.adapters.table import TableStore
+    from relayflow_runtime.errors import Conflict
+    from relayflow_runtime.services import batch, dataset_service
 
     # Given a finished batch of 450 items (five pages of outcome reads): two in three failed, one
     # in ten never got an outcome, and some ids are too long for a sort key (keyed by a digest)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from relayflow.client import ApiError, Client
-from relayflow.logic import dataset_service, datasets
+from relayflow_runtime.domain import datasets
+from relayflow_runtime.services import dataset_service
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 
 from relayflow.client import ApiError, Client
 from relayflow.local.stack import LocalStack
-from relayflow.logic import dataset_service
-from relayflow.logic.apikeys import DEFAULT_TENANT
-from relayflow.logic.clock import now_iso
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.services import dataset_service
+from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
 
 def ok(response: tuple[int, Any], status: int = 200) -> Any:

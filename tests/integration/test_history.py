@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from boto3.dynamodb.conditions import Key
 
-from relayflow import aws
 from relayflow.local.stack import LocalStack
-from relayflow.logic import apikeys, executions
-from relayflow.logic.clock import new_id
-from relayflow.models.entities import Execution, ExecutionProgress
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.domain.clock import new_id
+from relayflow_runtime.schemas.entities import Execution, ExecutionProgress
+from relayflow_runtime.services import apikeys, executions
 
 TERMINAL = ("completed", "failed", "cancelled")
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

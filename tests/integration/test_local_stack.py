@@ -70,7 +70,7 @@ def test_moto_still_has_the_private_lambda_hook_the_shim_replaces():
     parameters = list(inspect.signature(method).parameters.values())
     assert [p.name for p in parameters] == ["self", "event"], (
         f"moto changed LambdaFunction._invoke_lambda to {inspect.signature(method)}: "
-        "update relayflow/local/moto_shim.py or the moto pin"
+        "update functions/dev/relayflow/local/moto_shim.py or the moto pin"
     )
     assert parameters[1].default is None
     assert method.__module__ == "moto.awslambda.models"
@@ -133,7 +133,7 @@ def test_functions_environment_is_resolved_into_os_environ_and_restored_on_stop(
         lambda_config = stack.client("lambda").get_function_configuration(
             FunctionName=stack.functions["NodeRunnerFunction"].function_name
         )
-        assert lambda_config["Handler"] == "relayflow.handlers.node_runner.lambda_handler"
+        assert lambda_config["Handler"] == "relayflow_runtime.handlers.node_runner.lambda_handler"
         assert lambda_config["Timeout"] == 900
         # and a second stack cannot start beside it (moto's mock is process-wide)
         with pytest.raises(StackError, match="another LocalStack"):
@@ -216,7 +216,7 @@ def test_an_uncaught_error_fails_the_execution_with_that_name(local_stack: Local
 
 
 def test_a_handler_that_cannot_be_imported_fails_like_lambda_does(local_stack: LocalStack):
-    local_stack.register_function("Broken", "relayflow.handlers.does_not_exist.lambda_handler")
+    local_stack.register_function("Broken", "relayflow_runtime.handlers.does_not_exist.lambda_handler")
     response = local_stack.client("lambda").invoke(
         FunctionName=local_stack.functions["Broken"].function_name, Payload=b"{}"
     )

@@ -1,15 +1,18 @@
 """The OpenAPI document: generated from the handlers, served at GET /openapi.json, committed as
-functions/relayflow/openapi.json; this test fails when the committed copy drifts from the code."""
+functions/runtime/relayflow_runtime/openapi.json; this test fails when the committed copy drifts from
+the code."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from relayflow.handlers.api import app, committed_openapi_path, openapi_document, openapi_text
-from relayflow.handlers.context import required_scope
+from relayflow_runtime.handlers.api import app, committed_openapi_path, openapi_document, openapi_text
+from relayflow_runtime.handlers.context import required_scope
 
-REGENERATE = "regenerate it with `relayflow openapi -o functions/relayflow/openapi.json` and commit it"
+REGENERATE = (
+    "regenerate it with `relayflow openapi -o functions/runtime/relayflow_runtime/openapi.json` and commit it"
+)
 
 
 def test_committed_document_matches_the_handlers() -> None:

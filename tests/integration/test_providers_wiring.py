@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from relayflow.local.stack import LocalStack
-from relayflow.providers import openai as openai_adapter
+from relayflow_runtime.providers import openai as openai_adapter
 
 SECRET_KEY = "sk-test-not-a-real-key-4242"
 

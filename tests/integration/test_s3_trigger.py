@@ -13,16 +13,16 @@ import pytest
 
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
-from relayflow.logic import uploads
-from relayflow.logic.executions import store
+from relayflow_runtime.services import uploads
+from relayflow_runtime.services.executions import store
 
-TRIGGER = "relayflow.handlers.s3_trigger.lambda_handler"
+TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
 
 
 @pytest.fixture
 def notifications(local_stack: LocalStack) -> Iterator[list[dict[str, Any]]]:
     """Every S3 notification the trigger function receives (it still handles them)."""
-    from relayflow.handlers import s3_trigger
+    from relayflow_runtime.handlers import s3_trigger
 
     seen: list[dict[str, Any]] = []
 

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.generation import GenerationMode
 
-from relayflow.handlers.api import openapi_document
 from relayflow.local.server import start_server
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.handlers.api import openapi_document
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 # A budget for the whole API rather than per operation, so new routes do not slow `make test` down.

@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 import pytest
 
-from relayflow.handlers.api import app, openapi_document
-from relayflow.handlers.context import required_scope
 from relayflow.local.server import build_http_event, parse_http_response
 from relayflow.local.stack import LocalStack
-from relayflow.logic import apikeys
+from relayflow_runtime.handlers.api import app, openapi_document
+from relayflow_runtime.handlers.context import required_scope
+from relayflow_runtime.services import apikeys
 
 TENANT_B = "tenant-b"
 FILE_BYTES = b"tenant B's private file\n"

@@ -17,8 +17,8 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from relayflow.local.stack import LocalStack
-from relayflow.logic import executions, webhooks
-from relayflow.logic.apikeys import DEFAULT_TENANT
+from relayflow_runtime.services import executions, webhooks
+from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relayflow.logic.asl import (
+from relayflow_runtime.services.asl import (
     RETRYABLE_ERRORS,
     TIMEOUT_BACKSTOP_SECONDS,
     build_definition,

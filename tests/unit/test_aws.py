@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from relayflow import aws
+from relayflow_runtime.adapters import aws
 
 
 class _Resource:

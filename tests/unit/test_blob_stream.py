@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from relayflow.stores import blob_stream
+from relayflow_runtime.adapters import blob_stream
 
 BUCKET = "blob-stream-test"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relayflow.logic.costs import NANOS_PER_DOLLAR, estimate_cost_nanos, nanos_to_dollars
+from relayflow_runtime.domain.costs import NANOS_PER_DOLLAR, estimate_cost_nanos, nanos_to_dollars
 
 
 def test_cost_is_tokens_times_the_per_1k_rates_in_nano_dollars() -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from relayflow.local import cfn
-from relayflow.logic import dataset_service, datasets
-from relayflow.logic.datasets import DatasetFileError, iter_items
+from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.datasets import DatasetFileError, iter_items
+from relayflow_runtime.services import dataset_service
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from relayflow.logic import datasets
-from relayflow.logic.datasets import (
+from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.datasets import (
     DatasetFileError,
     FilterError,
     InputFieldError,

@@ -8,9 +8,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayflow.logic.datasets import DatasetFileError, FilterError, compile_filter, iter_items, parse_items
-from relayflow.logic.graph import GraphError, levels, topological_order, validate_graph
-from relayflow.logic.templating import TemplateError, parse_template, render
+from relayflow_runtime.domain.datasets import (
+    DatasetFileError,
+    FilterError,
+    compile_filter,
+    iter_items,
+    parse_items,
+)
+from relayflow_runtime.domain.graph import GraphError, levels, topological_order, validate_graph
+from relayflow_runtime.domain.templating import TemplateError, parse_template, render
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

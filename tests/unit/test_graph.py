@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relayflow.logic.graph import (
+from relayflow_runtime.domain.graph import (
     GraphError,
     GraphProblem,
     ancestors,
@@ -223,7 +223,7 @@ def test_ancestors_of_a_graph_with_a_dangling_edge_raise() -> None:
 
 def test_with_names_replaces_ids_in_messages() -> None:
     # Given a cycle problem about nodes known by id
-    from relayflow.logic.graph import with_names
+    from relayflow_runtime.domain.graph import with_names
 
     problem = validate_graph(["n1", "n2"], [("n1", "n2"), ("n2", "n1")])[0]
     # When its message is shown to a person

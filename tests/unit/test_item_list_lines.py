@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from relayflow.logic import dataset_service
-from relayflow.logic.dataset_service import make_entry_line, parse_entry_line
+from relayflow_runtime.services import dataset_service
+from relayflow_runtime.services.dataset_service import make_entry_line, parse_entry_line
 
 ITEMS: list[tuple[str, dict[str, Any]]] = [
     ("a", {"id": "a", "text": "plain"}),

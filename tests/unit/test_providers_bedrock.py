@@ -10,9 +10,9 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
-from relayflow import aws
-from relayflow.providers import InvocationContext, invoke_model
-from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 

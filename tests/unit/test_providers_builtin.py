@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from relayflow.providers import InvocationContext, invoke_model
-from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
-from relayflow.providers.builtin import extract_text
 from relayflow.samples import minimal_pdf
+from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
+from relayflow_runtime.providers.builtin import extract_text
 
 
 def run(model: str, prompt: str, ctx: InvocationContext | None = None, **config: object):

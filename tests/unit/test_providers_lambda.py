@@ -12,9 +12,9 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from relayflow import aws
-from relayflow.providers import InvocationContext, invoke_model
-from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 CTX = InvocationContext(execution_id="exec-1", node_id="node-a", attempt=2)
 

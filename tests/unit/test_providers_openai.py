@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from relayflow import aws
-from relayflow.providers import InvocationContext, invoke_model, validate_model_config
-from relayflow.providers import openai as openai_adapter
-from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers import InvocationContext, invoke_model, validate_model_config
+from relayflow_runtime.providers import openai as openai_adapter
+from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 
 @dataclass

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from relayflow.providers import (
+from relayflow_runtime.providers import (
     PROVIDERS,
     InvocationContext,
     estimate_cost,
     invoke_model,
     validate_model_config,
 )
-from relayflow.providers.base import PermanentModelError, Usage
+from relayflow_runtime.providers.base import PermanentModelError, Usage
 
 
 def test_providers_are_the_five_documented_names():

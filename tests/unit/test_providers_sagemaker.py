@@ -13,10 +13,10 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from relayflow import aws
-from relayflow.providers import InvocationContext, invoke_model
-from relayflow.providers.base import PermanentModelError, TransientModelError, Usage
-from relayflow.providers.sagemaker import parse_output
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
+from relayflow_runtime.providers.sagemaker import parse_output
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relayflow.logic.runner import merge_states
+from relayflow_runtime.services.runner import merge_states
 
 
 def branch(outputs: dict[str, str], last: str, node_usage: dict[str, dict[str, int]]) -> dict[str, Any]:

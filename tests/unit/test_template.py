@@ -61,12 +61,13 @@ def test_template_is_a_sam_template_with_the_resources_the_design_names():
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
-def test_every_handler_names_a_lambda_handler_under_relayflow_handlers(logical_id: str):
+def test_every_handler_names_a_lambda_handler_under_relayflow_runtime_handlers(logical_id: str):
     handler = FUNCTIONS[logical_id]["Properties"]["Handler"]
-    assert re.fullmatch(r"relayflow\.handlers\.[a-z_][a-z0-9_]*\.lambda_handler", handler), handler
-    # CodeUri is the folder that holds the relayflow package
+    assert re.fullmatch(r"relayflow_runtime\.handlers\.[a-z_][a-z0-9_]*\.lambda_handler", handler), handler
+    # CodeUri is the folder that holds the runtime package, and the runtime alone (no dev package)
     code_uri = FUNCTIONS[logical_id]["Properties"].get("CodeUri", GLOBALS.get("CodeUri"))
-    assert (ROOT / code_uri / "relayflow" / "__init__.py").is_file()
+    assert (ROOT / code_uri / "relayflow_runtime" / "__init__.py").is_file()
+    assert not (ROOT / code_uri / "relayflow").exists()
 
 
 def test_runtime_is_python_3_12_or_newer_on_arm64():
@@ -99,7 +100,7 @@ def test_functions_get_the_environment_settings_reads():
         "IDEMPOTENCY_TABLE",
     ):
         assert name in variables
-        assert name in (ROOT / "functions/relayflow/settings.py").read_text()
+        assert name in (ROOT / "functions/runtime/relayflow_runtime/settings.py").read_text()
     for logical_id in ("ApiFunction", "S3TriggerFunction"):
         extra = FUNCTIONS[logical_id]["Properties"]["Environment"]["Variables"]
         assert set(extra) == {"NODE_RUNNER_ARN", "STATE_MACHINE_ROLE_ARN"}
@@ -203,7 +204,7 @@ def test_the_local_matcher_reads_anything_but_wildcard_as_eventbridge_does(
 
 def test_requirements_txt_pins_exactly_the_runtime_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = (ROOT / "functions/requirements.txt").read_text().splitlines()
+    lines = (ROOT / "functions/runtime/requirements.txt").read_text().splitlines()
     requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert requirements == project["dependencies"]
     assert not any(r.startswith("moto") for r in requirements)
@@ -280,7 +281,7 @@ def test_an_unknown_reference_is_a_clear_error():
 
 
 def test_open_routes_of_the_template_are_the_api_functions_public_routes():
-    from relayflow.handlers.context import PUBLIC_ROUTES
+    from relayflow_runtime.handlers.context import PUBLIC_ROUTES
 
     events = FUNCTIONS["ApiFunction"]["Properties"]["Events"].values()
     open_routes = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from relayflow.local import cfn
-from relayflow.providers import PROVIDERS
+from relayflow_runtime.providers import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = cfn.load_template(ROOT / "template.yaml")

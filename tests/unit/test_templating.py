@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relayflow.logic.templating import (
+from relayflow_runtime.domain.templating import (
     MAX_SECTION_DEPTH,
     MAX_TEMPLATE_LENGTH,
     TemplateError,

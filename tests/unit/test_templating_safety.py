@@ -12,8 +12,8 @@ from typing import Any
 import chevron
 import pytest
 
-from relayflow.logic import templating
-from relayflow.logic.templating import TemplateError, parse_template, render
+from relayflow_runtime.domain import templating
+from relayflow_runtime.domain.templating import TemplateError, parse_template, render
 
 
 def refused(template: str) -> TemplateError:

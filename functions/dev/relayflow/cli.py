@@ -1,0 +1,835 @@
+"""The ``relayflow`` command: run, watch and inspect workflow executions through the HTTP API.
+
+It talks to the API with :class:`relayflow.Client` (``--url`` / ``RELAYFLOW_URL``, ``--api-key`` /
+``RELAYFLOW_API_KEY``), except ``serve`` and ``demo`` (the embedded local stack), ``openapi`` (the
+document generated from the handlers) and ``create-api-key`` (writes a bootstrap key straight into
+the deployment's table with your AWS credentials).
+
+Exit codes (``relayflow run --wait``/``--watch``, ``rerun`` likewise, and ``status``):
+
+====  =====================================================================================
+0     success; a run that completed (or, for ``status``, one still pending or running)
+1     the run failed
+2     usage error: bad arguments, a file that cannot be read or written
+3     the run was cancelled
+4     the API refused the request (the message and the API's error code are printed)
+5     the API could not be reached
+130   interrupted (Ctrl-C) while watching; the run itself goes on
+====  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from relayflow import __version__
+from relayflow.client import ApiError, Client, Execution
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 3
+EXIT_API_ERROR = 4
+EXIT_UNREACHABLE = 5
+EXIT_INTERRUPTED = 130
+
+KEY_HINTS = {
+    401: "; send an API key: --api-key or RELAYFLOW_API_KEY",
+    403: "; the API key was refused (unknown, revoked, expired, or without the scope this needs)",
+}
+STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+}
+NODE_DONE = frozenset({"completed", "failed", "timed_out", "cancelled", "skipped"})
+
+
+class UsageError(Exception):
+    """Bad arguments or a local file problem (exit code 2)."""
+
+
+# ---- output ------------------------------------------------------------------------------------------
+class Ui:
+    """Where the command writes: rich for people, plain JSON when ``--json`` asks for it."""
+
+    def __init__(
+        self, *, as_json: bool = False, stdout: TextIO | None = None, stderr: TextIO | None = None
+    ) -> None:
+        self.as_json = as_json
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        interactive = self.stdout.isatty()
+        width = None if interactive else int(os.environ.get("COLUMNS", "160"))
+        self.out = Console(file=self.stdout, highlight=False, width=width, soft_wrap=False)
+        self.err = Console(file=self.stderr, highlight=False, width=width, soft_wrap=True)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.out.print(*objects, **kwargs)
+
+    def json(self, value: Any) -> None:
+        # Plain print: rich would wrap long lines and mark up brackets.
+        print(json.dumps(value, indent=2, ensure_ascii=False), file=self.stdout, flush=True)
+
+    def jsonl(self, value: Any) -> None:
+        print(json.dumps(value, ensure_ascii=False), file=self.stdout, flush=True)
+
+    def note(self, message: str) -> None:
+        """A hint for people, on stderr so that stdout stays clean for pipes."""
+        self.err.print(message, style="dim")
+
+    def error(self, message: str) -> None:
+        self.err.print(Text("error: ", style="bold red") + Text(message))
+
+
+def status_text(status: str) -> Text:
+    return Text(status.replace("_", " "), style=STATUS_STYLE.get(status, ""))
+
+
+def short(value: Any, width: int = 80) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(int(value), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def run_seconds(execution: Execution) -> float | None:
+    start = parse_time(execution.started_at or execution.created_at)
+    end = parse_time(execution.completed_at) or (time.time() if execution.status not in TERMINAL else None)
+    return None if start is None or end is None else max(0.0, end - start)
+
+
+def progress_text(execution: Execution) -> str:
+    p = execution.progress
+    if execution.input_mode == "batch":
+        text = f"{p.processed_items or 0}/{p.total_items if p.total_items is not None else '?'} items"
+        return text + (f", {p.failed_items} failed" if p.failed_items else "")
+    done = sum(1 for n in execution.node_executions.values() if n.get("status") in NODE_DONE)
+    if not execution.node_executions:
+        done = p.total_nodes if execution.status == "completed" else p.current_node_idx
+    return f"{done}/{p.total_nodes} nodes"
+
+
+def execution_json(execution: Execution) -> dict[str, Any]:
+    return execution.model_dump(mode="json")
+
+
+# ---- watching ----------------------------------------------------------------------------------------
+class StatusBar(BarColumn):
+    """A bar coloured by the node's status: green done, red failed, pulsing while it runs."""
+
+    def render(self, task: Task) -> Any:
+        status = task.fields.get("status", "pending")
+        self.complete_style = self.finished_style = "red" if status in ("failed", "timed_out") else "green"
+        if status in ("cancelled", "skipped"):
+            self.finished_style = "yellow"
+        return super().render(task)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} items/s" if speed else "- items/s", style="progress.data.speed")
+
+
+class NodeBars:
+    """One bar per node of a single run: name, status, duration, attempts."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            StatusBar(bar_width=30),
+            TextColumn("{task.fields[status_text]}"),
+            TextColumn("{task.fields[duration]}", justify="right"),
+            TextColumn("{task.fields[attempts]}", style="yellow"),
+            console=console,
+            transient=False,
+            refresh_per_second=8,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def update(self, execution: Execution) -> None:
+        width = max((len(n.get("name") or "") for n in execution.node_executions.values()), default=10)
+        for node_id, node in execution.node_executions.items():
+            status = node.get("status", "pending")
+            attempts = int(node.get("attempts") or 0)
+            started, ended = parse_time(node.get("started_at")), parse_time(node.get("completed_at"))
+            if node.get("duration_ms") is not None and status == "completed":
+                duration = seconds(node["duration_ms"] / 1000)
+            elif started is not None:
+                duration = seconds((ended or time.time()) - started)
+            else:
+                duration = ""
+            fields = {
+                "status": status,
+                "status_text": f"[{STATUS_STYLE.get(status, '')}]{status.replace('_', ' '):<9}[/]",
+                "duration": duration,
+                "attempts": f"↻ {attempts} attempts" if attempts > 1 else "",
+            }
+            name = escape((node.get("name") or node_id).ljust(width))
+            if node_id not in self.tasks:
+                self.tasks[node_id] = self.progress.add_task(name, total=1, completed=0, **fields)
+            done = status in NODE_DONE
+            self.progress.update(
+                self.tasks[node_id],
+                total=None if status == "running" else 1,
+                completed=1 if done else 0,
+                **fields,
+            )
+
+
+class ItemsBar:
+    """The items of a batch: processed / total, failed, rate and ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]items"),
+            BarColumn(bar_width=40),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            RateColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self.task = self.progress.add_task("items", total=None, failed=0)
+
+    def update(self, execution: Execution) -> None:
+        p = execution.progress
+        self.progress.update(
+            self.task, total=p.total_items, completed=p.processed_items or 0, failed=p.failed_items or 0
+        )
+
+
+def watch(client: Client, ui: Ui, execution: Execution, *, live: bool, poll: float) -> Execution:
+    """Poll until the run ends; with ``live`` draw node bars (single) or the items bar (batch)."""
+    workflow_id, execution_id = execution.workflow_id, execution.id
+    if not live:
+        return client.wait_for_execution(workflow_id, execution_id, poll_interval=poll)
+    display: NodeBars | ItemsBar = ItemsBar(ui.out) if execution.input_mode == "batch" else NodeBars(ui.out)
+    ui.print(f"[bold]execution #{execution.number}[/] [dim]{execution.id}[/]")
+    with display.progress:
+        return client.wait_for_execution(
+            workflow_id, execution_id, poll_interval=poll, on_update=display.update
+        )
+
+
+def outcome(ui: Ui, execution: Execution) -> int:
+    """Print how the run ended; its exit code."""
+    if ui.as_json:
+        ui.json(execution_json(execution))
+        return STATUS_EXIT.get(execution.status, EXIT_OK)
+    line = Text.assemble(
+        (f"execution #{execution.number} ", "bold"),
+        status_text(execution.status),
+        f" in {seconds(run_seconds(execution))}",
+        (f"  ({progress_text(execution)})", "dim"),
+    )
+    ui.print(line)
+    if execution.status == "completed" and execution.input_mode == "single":
+        ui.print(Text(as_text(execution.results)))
+    elif execution.error:
+        ui.err.print(Text("error: ", style="bold red") + Text(execution.error))
+    return STATUS_EXIT.get(execution.status, EXIT_OK)
+
+
+def started(ui: Ui, execution: Execution, verb: str = "started") -> None:
+    if ui.as_json:
+        ui.json(execution_json(execution))
+        return
+    ui.print(f"{verb} execution #{execution.number} [bold]{execution.id}[/] ({execution.status})")
+    ui.note(f"watch it: relayflow status {execution.workflow_id} {execution.id}")
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    sources = [args.input is not None, args.file is not None, args.dataset is not None]
+    if sum(sources) != 1:
+        raise UsageError("give exactly one input: --input TEXT, --file PATH or --dataset ID.")
+    batch_only = ("dataset_version", "input_field", "filter", "parallelism", "max_failed_percent")
+    if args.dataset is None and any(getattr(args, name) is not None for name in batch_only):
+        raise UsageError("--dataset-version, --input-field, --filter and --parallelism need --dataset.")
+    kwargs: dict[str, Any] = {"version_id": args.version, "timeout": args.timeout}
+    if args.dataset is not None:
+        if not args.dataset_version:
+            raise UsageError("--dataset needs --dataset-version (the dataset version to run over).")
+        batch: dict[str, Any] = {
+            "dataset_id": args.dataset,
+            "dataset_version_id": args.dataset_version,
+            "input_field": args.input_field or "text",
+            "filter_query": args.filter or "",
+        }
+        if args.parallelism is not None:
+            batch["parallelism"] = args.parallelism
+        if args.max_failed_percent is not None:
+            batch["max_failed_percent"] = args.max_failed_percent
+        execution = client.execute_workflow(
+            args.workflow_id, input_mode="batch", batch_config=batch, **kwargs
+        )
+    elif args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UsageError(f"--file {args.file}: no such file.")
+        execution = client.execute_workflow(args.workflow_id, input_mode="single", item=path, **kwargs)
+    else:
+        text = sys.stdin.read() if args.input == "-" else args.input
+        execution = client.execute_workflow(
+            args.workflow_id, input_mode="single", single_input=text, **kwargs
+        )
+    return follow(args, client, ui, execution)
+
+
+def follow(
+    args: argparse.Namespace, client: Client, ui: Ui, execution: Execution, verb: str = "started"
+) -> int:
+    if not (args.watch or args.wait):
+        started(ui, execution, verb)
+        return EXIT_OK
+    live = bool(args.watch) and not ui.as_json
+    try:
+        done = watch(client, ui, execution, live=live, poll=args.poll)
+    except KeyboardInterrupt:
+        ui.note(f"stopped watching; the run goes on: relayflow status {execution.workflow_id} {execution.id}")
+        return EXIT_INTERRUPTED
+    return outcome(ui, done)
+
+
+def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if (args.watch or args.wait) and execution.status not in TERMINAL:
+        return follow(args, client, ui, execution)
+    code = STATUS_EXIT.get(execution.status, EXIT_OK)
+    if ui.as_json:
+        ui.json(execution_json(execution))
+        return code
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="dim")
+    summary.add_column()
+    summary.add_row("execution", Text.assemble((f"#{execution.number} ", "bold"), execution.id))
+    summary.add_row("status", status_text(execution.status))
+    summary.add_row("mode", execution.input_mode)
+    summary.add_row("progress", progress_text(execution))
+    for label, value in (
+        ("created", execution.created_at),
+        ("started", execution.started_at),
+        ("finished", execution.completed_at),
+    ):
+        summary.add_row(label, value or "-")
+    summary.add_row("duration", seconds(run_seconds(execution)))
+    if execution.batch_config:
+        batch = execution.batch_config
+        summary.add_row("dataset", f"{batch.dataset_id} version {batch.dataset_version_id}")
+        summary.add_row("items", f"input field '{batch.input_field}', parallelism {batch.parallelism}")
+        if batch.filter_query:
+            summary.add_row("filter", batch.filter_query)
+    if execution.rerun_of:
+        summary.add_row("re-run of", execution.rerun_of)
+    if execution.input_file:
+        summary.add_row("input file", f"{execution.input_file.filename} ({execution.input_file.size} bytes)")
+    elif execution.single_input is not None:
+        summary.add_row("input", short(execution.single_input, 100))
+    if execution.error:
+        summary.add_row("error", Text(execution.error, style="red"))
+    if execution.status == "completed" and execution.input_mode == "single":
+        summary.add_row("result", short(execution.results, 200))
+    ui.print(summary)
+    if execution.node_executions:
+        ui.print(node_table(execution))
+    return code
+
+
+def node_table(execution: Execution) -> Table:
+    table = Table(title="nodes", title_justify="left")
+    for column in ("#", "node", "status", "attempts", "duration", "output / error"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("#", "status"))
+    for position, node in enumerate(execution.node_executions.values(), start=1):
+        failed = node.get("status") in ("failed", "timed_out")
+        outcome_text = node.get("error") if failed or node.get("output") is None else node.get("output")
+        duration = node.get("duration_ms")
+        table.add_row(
+            str(position),
+            node.get("name") or node.get("node_id", ""),
+            status_text(node.get("status", "pending")),
+            str(node.get("attempts") or 0),
+            seconds(duration / 1000) if duration is not None else "-",
+            Text(short(outcome_text, 100), style="red" if failed else ""),
+        )
+    return table
+
+
+def collect(
+    fetch: Callable[[str | None], Any], token: str | None, follow_all: bool
+) -> tuple[list[Any], str | None]:
+    """The items of one page (or of every page with follow_all) and the token of the next page."""
+    items: list[Any] = []
+    while True:
+        page = fetch(token)
+        items.extend(page)
+        token = page.next_token
+        if not (follow_all and token):
+            return items, token
+
+
+def cmd_list(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    def fetch(token: str | None) -> Any:
+        return client.get_workflow_executions(
+            args.workflow_id,
+            limit=args.limit,
+            status=args.status,
+            next_token=token,
+            created_after=args.since,
+            created_before=args.until,
+        )
+
+    items, next_token = collect(fetch, args.next_token, args.all)
+    if ui.as_json:
+        ui.json({"items": [execution_json(x) for x in items], "next_token": next_token})
+        return EXIT_OK
+    table = Table()
+    for column in ("#", "id", "status", "mode", "progress", "created", "duration"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "#" else "left")
+    for x in items:
+        table.add_row(
+            str(x.number),
+            x.id,
+            status_text(x.status),
+            x.input_mode,
+            progress_text(x),
+            x.created_at,
+            seconds(run_seconds(x)),
+        )
+    ui.print(table)
+    if not items:
+        ui.note("no executions" + (f" with status {args.status}" if args.status else "") + ".")
+    if next_token:
+        ui.note(f"more: relayflow list {args.workflow_id} --limit {args.limit} --next-token {next_token}")
+    return EXIT_OK
+
+
+def cmd_workflows(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    def fetch(token: str | None) -> Any:
+        return client.get_workflows(limit=args.limit, next_token=token)
+
+    workflows, next_token = collect(fetch, None, args.all)
+    if ui.as_json:
+        ui.json({"items": [w.model_dump(mode="json") for w in workflows], "next_token": next_token})
+        return EXIT_OK
+    table = Table()
+    for column in ("id", "name", "active version", "created"):
+        table.add_column(column, no_wrap=column != "name")
+    for w in workflows:
+        table.add_row(w.id, w.name, w.active_version_id or "-", w.created_at)
+    ui.print(table)
+    if next_token:
+        ui.note("more workflows: add --all")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.cancel_workflow_execution(args.workflow_id, args.execution_id)
+    if ui.as_json:
+        ui.json(execution_json(execution))
+    else:
+        ui.print(Text.assemble(f"execution #{execution.number} ", status_text(execution.status)))
+    return EXIT_OK
+
+
+def cmd_rerun(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.rerun_workflow_execution(args.workflow_id, args.execution_id)
+    return follow(args, client, ui, execution, verb="re-ran as")
+
+
+def cmd_delete(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    client.delete_workflow_execution(args.workflow_id, args.execution_id)
+    if ui.as_json:
+        ui.json({"deleted": args.execution_id})
+    else:
+        ui.print(f"deleted execution {args.execution_id} with its files and results")
+    return EXIT_OK
+
+
+def result_pages(
+    client: Client, args: argparse.Namespace
+) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+    """Items of a batch in dataset order, a page at a time (``--all`` and ``--jsonl`` follow every page)."""
+    limit = args.limit or (1000 if args.jsonl else 50)
+    token = args.next_token
+    while True:
+        page = client.get_execution_results(
+            workflow_id=args.workflow_id, execution_id=args.execution_id, limit=limit, next_token=token
+        )
+        yield [item.model_dump(mode="json") for item in page], page.next_token
+        token = page.next_token
+        if not ((args.all or args.jsonl) and token):
+            return
+
+
+def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if execution.input_mode == "single":
+        if execution.status != "completed":
+            ui.note(f"execution #{execution.number} is {execution.status}: it has no final result.")
+        if args.jsonl:
+            ui.jsonl({"execution_id": execution.id, "status": execution.status, "output": execution.results})
+        elif execution.results is not None:
+            ui.print(Text(as_text(execution.results)))
+        return STATUS_EXIT.get(execution.status, EXIT_OK)
+    count, next_token = 0, None
+    table = Table()
+    for column in ("item", "status", "output / error"):
+        table.add_column(column, overflow="fold", no_wrap=column != "output / error")
+    for items, token in result_pages(client, args):
+        next_token = token
+        for item in items:
+            count += 1
+            if args.jsonl:
+                ui.jsonl(item)
+                continue
+            failed = bool(item.get("error"))
+            table.add_row(
+                str(item.get("source_item_id")),
+                status_text(item.get("status") or ("failed" if failed else "completed")),
+                Text(
+                    short(item.get("error") if failed else item.get("output"), 120),
+                    style="red" if failed else "",
+                ),
+            )
+    if not args.jsonl:
+        ui.print(table)
+        p = execution.progress
+        ui.note(
+            f"{count} items shown; {p.processed_items or 0}/{p.total_items or 0} processed, "
+            f"{p.failed_items or 0} failed ({execution.status})."
+        )
+        if next_token:
+            ui.note(
+                f"more: relayflow results {args.workflow_id} {args.execution_id}"
+                + (f" --limit {args.limit}" if args.limit else "")
+                + f" --next-token {next_token} (or --all, or --jsonl for everything)"
+            )
+    return EXIT_OK
+
+
+def cmd_download_input(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if execution.input_file is None:
+        raise ApiError(404, "no_input_file", "this execution was not started with a file input.")
+    target = Path(args.output or Path(execution.input_file.filename).name)
+    if target.is_dir():
+        target = target / Path(execution.input_file.filename).name
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists; pass --force to overwrite it or -o to choose another path.")
+    try:
+        path = client.download_execution_input(args.workflow_id, args.execution_id, output_path=target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if ui.as_json:
+        ui.json({"path": str(path), "size": path.stat().st_size})
+    else:
+        ui.print(f"saved {execution.input_file.filename} ({path.stat().st_size} bytes) to {path}")
+    return EXIT_OK
+
+
+def cmd_openapi(args: argparse.Namespace, ui: Ui) -> int:
+    from relayflow_runtime.handlers.api import openapi_text
+
+    text = openapi_text()
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        ui.note(f"wrote the OpenAPI document to {args.output}")
+    else:
+        ui.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_create_api_key(args: argparse.Namespace, ui: Ui) -> int:
+    from relayflow_runtime.errors import RelayflowError
+    from relayflow_runtime.services import apikeys
+    from relayflow_runtime.settings import reset_caches
+
+    if args.table:
+        os.environ["RELAYFLOW_TABLE"] = args.table
+        reset_caches()
+    if not os.environ.get("RELAYFLOW_TABLE"):
+        raise UsageError(
+            "name the deployment's table: --table NAME or RELAYFLOW_TABLE "
+            "(the stack output TableName: `aws cloudformation describe-stacks --stack-name relayflow`)."
+        )
+    try:
+        key = apikeys.bootstrap_key(
+            args.tenant, args.scopes, name=args.name, expires_in_days=args.expires_in_days
+        )
+    except RelayflowError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    print(key, file=ui.stdout, flush=True)
+    ui.note(f"a key for tenant '{args.tenant}' with scopes {', '.join(args.scopes)}; it is shown only once.")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
+    from relayflow.local.server import run_server
+
+    def ready(base_url: str, stack: Any) -> None:
+        key = getattr(stack, "api_key", None)
+        # The key travels in the fragment: the page keeps it, and browsers never send fragments.
+        lines = [f"dashboard: {base_url}/dashboard" + (f"#key={key}" if key else "")]
+        lines += ["for the CLI and the Python client:", f"  export RELAYFLOW_URL={base_url}"]
+        if key:
+            lines.append(f"  export RELAYFLOW_API_KEY={key}")
+        print("\n".join(lines), file=ui.stdout, flush=True)
+
+    run_server(args.port, on_ready=ready)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, ui: Ui) -> int:
+    from relayflow import demo
+
+    return int(demo.main() or 0)
+
+
+# ---- parsing -----------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="relayflow",
+        description="Run, watch and inspect relayflow workflow executions.",
+        epilog="Exit codes: 0 completed/ok, 1 run failed, 2 usage error, 3 run cancelled, "
+        "4 API error, 5 API unreachable, 130 interrupted.",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"relayflow {__version__}")
+    parser.add_argument("--url", help="API base URL (default: $RELAYFLOW_URL or http://127.0.0.1:8765)")
+    parser.add_argument("--api-key", help="API key (default: $RELAYFLOW_API_KEY)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    def command(name: str, help_text: str, *, api: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(needs_api=api)
+        if api:
+            sub.add_argument("--url", default=argparse.SUPPRESS, help="API base URL")
+            sub.add_argument("--api-key", default=argparse.SUPPRESS, help="API key")
+            sub.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        return sub
+
+    def execution_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("workflow_id")
+        sub.add_argument("execution_id")
+
+    def follow_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--watch", action="store_true", help="show live progress until the run ends")
+        sub.add_argument("--wait", action="store_true", help="wait quietly until the run ends")
+        sub.add_argument("--poll", type=float, default=0.5, help="seconds between status reads (0.5)")
+
+    sub = command("serve", "serve the API and the dashboard on 127.0.0.1 (embedded local stack)", api=False)
+    sub.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    sub.set_defaults(handler=cmd_serve)
+
+    sub = command("demo", "run real workflows end to end on the embedded local stack", api=False)
+    sub.set_defaults(handler=cmd_demo)
+
+    sub = command("run", "start a workflow on one text, one file or a dataset")
+    sub.add_argument("workflow_id")
+    source = sub.add_argument_group("input (exactly one)")
+    source.add_argument("--input", help="the text to process ('-' reads standard input)")
+    source.add_argument("--file", help="a file to process (PDF, text, …)")
+    source.add_argument("--dataset", help="batch: the dataset id")
+    batch = sub.add_argument_group("batch")
+    batch.add_argument("--dataset-version", help="the dataset version id")
+    batch.add_argument("--input-field", help="the item field that becomes {{input}} (text)")
+    batch.add_argument("--filter", help="a JMESPath filter over the items")
+    batch.add_argument("--parallelism", type=positive_int, help="items processed at once")
+    batch.add_argument("--max-failed-percent", type=float, help="fail the run above this share of failures")
+    sub.add_argument("--version", help="a workflow version id (default: the active version)")
+    sub.add_argument("--timeout", type=positive_int, help="seconds the whole run may take")
+    follow_args(sub)
+    sub.set_defaults(handler=cmd_run)
+
+    sub = command("status", "show one execution: status, progress, each node (--watch: follow it)")
+    execution_args(sub)
+    follow_args(sub)
+    sub.set_defaults(handler=cmd_status)
+
+    sub = command("list", "list a workflow's executions, newest first")
+    sub.add_argument("workflow_id")
+    sub.add_argument("--status", choices=STATUSES, help="only executions with this status")
+    sub.add_argument("--limit", type=positive_int, default=20, help="executions per page (20, at most 200)")
+    sub.add_argument("--next-token", help="continue from a previous page")
+    sub.add_argument("--all", action="store_true", help="follow every page")
+    sub.add_argument("--since", help="created at or after (ISO 8601, e.g. 2025-01-31T12:00:00Z)")
+    sub.add_argument("--until", help="created at or before (ISO 8601)")
+    sub.set_defaults(handler=cmd_list)
+
+    sub = command("workflows", "list workflows (their ids are what the other commands take)")
+    sub.add_argument("--limit", type=positive_int, default=50)
+    sub.add_argument("--all", action="store_true", help="follow every page")
+    sub.set_defaults(handler=cmd_workflows)
+
+    sub = command("cancel", "cancel a pending or running execution")
+    execution_args(sub)
+    sub.set_defaults(handler=cmd_cancel)
+
+    sub = command("rerun", "start a new execution with the same input and version snapshot")
+    execution_args(sub)
+    follow_args(sub)
+    sub.set_defaults(handler=cmd_rerun)
+
+    sub = command("delete", "delete a finished execution with its stored files and results")
+    execution_args(sub)
+    sub.set_defaults(handler=cmd_delete)
+
+    sub = command("results", "an execution's results: the output, or a batch's items")
+    execution_args(sub)
+    sub.add_argument("--jsonl", action="store_true", help="one JSON object per line (every item)")
+    sub.add_argument(
+        "--limit", type=positive_int, help="items per page (50; 1000 with --jsonl; at most 1000)"
+    )
+    sub.add_argument("--next-token", help="continue from a previous page")
+    sub.add_argument("--all", action="store_true", help="follow every page")
+    sub.set_defaults(handler=cmd_results)
+
+    sub = command("download-input", "save the file an execution was started with")
+    execution_args(sub)
+    sub.add_argument("-o", "--output", help="file or folder to write (default: the original name here)")
+    sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.set_defaults(handler=cmd_download_input)
+
+    sub = command("openapi", "print (or write) the OpenAPI document of the HTTP API", api=False)
+    sub.add_argument("-o", "--output", help="write to this file instead of standard output")
+    sub.set_defaults(handler=cmd_openapi)
+
+    sub = command(
+        "create-api-key",
+        "create a key in a deployment's table with your AWS credentials (the first key of a stack)",
+        api=False,
+    )
+    sub.add_argument("--table", help="the deployment's DynamoDB table (default: $RELAYFLOW_TABLE)")
+    sub.add_argument("--tenant", default="default", help="tenant of the key (default)")
+    sub.add_argument(
+        "--scopes", nargs="+", default=["read", "write", "execute"], choices=["read", "write", "execute"]
+    )
+    sub.add_argument("--name", default="bootstrap", help="a label for the key")
+    sub.add_argument("--expires-in-days", type=positive_int, help="the key stops working after this")
+    sub.set_defaults(handler=cmd_create_api_key)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run one command; returns its exit code. stdout / stderr default to the process's own."""
+    try:
+        with (
+            contextlib.redirect_stdout(stdout or sys.stdout),
+            contextlib.redirect_stderr(stderr or sys.stderr),
+        ):
+            args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    ui = Ui(as_json=getattr(args, "json", False), stdout=stdout, stderr=stderr)
+    try:
+        if not args.needs_api:
+            return int(args.handler(args, ui))
+        with Client(base_url=args.url, api_key=args.api_key) as client:
+            return int(args.handler(args, client, ui))
+    except UsageError as exc:
+        ui.error(str(exc))
+        return EXIT_USAGE
+    except ApiError as exc:
+        hint = KEY_HINTS.get(exc.status, "")
+        ui.error(f"{exc.message or 'the API refused the request'} (HTTP {exc.status}, {exc.code}){hint}")
+        return EXIT_API_ERROR
+    except httpx.TransportError as exc:
+        url = args.url or os.environ.get("RELAYFLOW_URL") or "http://127.0.0.1:8765"
+        ui.error(
+            f"cannot reach the relayflow API at {url} ({type(exc).__name__}: {exc}). "
+            "Is `relayflow serve` running, or is --url / RELAYFLOW_URL right?"
+        )
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        ui.note("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `relayflow results ... --jsonl | head`: the reader has had enough
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), ui.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""S3: input files, execution snapshots, large node outputs, batch item lists and results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.errors import NotFound
+
+
+class BlobStore:
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+
+    @property
+    def _s3(self) -> Any:
+        return aws.client("s3")
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream", **meta: str
+    ) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, Metadata=meta)
+
+    def put_json(self, key: str, value: Any) -> None:
+        body = json.dumps(value, separators=(",", ":")).encode()
+        self.put_bytes(key, body, "application/json")
+
+    def upload_stream(
+        self, key: str, stream: IO[bytes], content_type: str = "application/octet-stream"
+    ) -> None:
+        self._s3.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise NotFound(f"stored object '{key}' does not exist.", code="object_not_found") from exc
+            raise
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def open_stream(self, key: str) -> IO[bytes]:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise NotFound(f"stored object '{key}' does not exist.", code="object_not_found") from exc
+            raise
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+    def copy(self, source_key: str, dest_key: str) -> None:
+        self._s3.copy_object(
+            Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}
+        )
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def delete_prefix(self, prefix: str) -> None:
+        batch: list[dict[str, str]] = []
+        for key in self.keys(prefix):
+            batch.append({"Key": key})
+            if len(batch) == 1000:
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                batch = []
+        if batch:
+            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+
+    def presigned_put(self, key: str, content_type: str, expires: int = 3600) -> str:
+        return self._s3.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=expires,
+        )

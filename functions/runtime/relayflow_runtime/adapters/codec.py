@@ -1,0 +1,47 @@
+"""DynamoDB value mapping and opaque page cursors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+from typing import Any
+
+
+def to_dynamo(value: Any) -> Any:
+    """JSON-shaped Python values → what boto3's DynamoDB resource accepts (floats as Decimal)."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    if isinstance(value, set):
+        return sorted(from_dynamo(v) for v in value)
+    return value
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    raw = json.dumps(from_dynamo(last_key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    from relayflow_runtime.errors import InvalidInput
+
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int)) for v in value.values()):
+        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token")
+    return to_dynamo(value)

@@ -1,0 +1,237 @@
+"""The HTTP API's Lambda: Powertools' resolver validates bodies, routes call one logic function."""
+
+from __future__ import annotations
+
+import base64
+import json
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from relayflow_runtime import __version__
+from relayflow_runtime.domain.limits import MAX_ID_LENGTH, MAX_REQUEST_BODY_BYTES
+from relayflow_runtime.errors import NotFound, RelayflowError
+from relayflow_runtime.handlers.authorizer import API_KEY_HEADER, install_redaction
+from relayflow_runtime.handlers.context import enforce_access, required_scope
+from relayflow_runtime.handlers.routes import (
+    apikeys,
+    dashboard,
+    datasets,
+    executions,
+    models,
+    webhooks,
+    workflows,
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+install_redaction(logger)
+
+# Most requests publish no metric; that is expected, not worth a warning per request.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+app = APIGatewayHttpResolver(enable_validation=True)
+app.include_router(workflows.router)
+app.include_router(models.router)
+app.include_router(executions.router)
+app.include_router(dashboard.router)
+app.include_router(apikeys.router)
+app.include_router(webhooks.router)
+app.include_router(datasets.router)
+
+
+def refuse_long_ids(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
+    """No stored id is that long; refuse before a table key outgrows DynamoDB's key size."""
+    for segment in app.current_event.path.split("/"):
+        if len(segment) > MAX_ID_LENGTH:
+            raise NotFound(
+                f"no resource has a {len(segment)}-character id (the limit id_length is {MAX_ID_LENGTH})."
+            )
+    return next_middleware(app)
+
+
+app.use(middlewares=[enforce_access, refuse_long_ids])
+
+
+@app.get("/health", tags=["meta"])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_json() -> Response[str]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_text())
+
+
+ERROR_STATUSES = {
+    400: "The request is not valid (a field, a limit, the state of a resource).",
+    401: "No API key was sent.",
+    403: "The API key is not valid, revoked, expired, or lacks the route's scope.",
+    404: "No such route, or no such resource for this tenant.",
+    409: "The resource's state does not allow this (e.g. cancelling a finished run).",
+    413: "The request body is larger than the limit.",
+    415: "The request body is not JSON (send Content-Type: application/json).",
+}
+# API Gateway's own 401/403 answers carry only a message: the error code is optional in the contract.
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of this API, generated from its routes (kept in relayflow_runtime/openapi.json).
+
+    Each operation names the scope it needs (``x-required-scope``) and the error answers it may give,
+    all ``{"code", "message"}``; validation errors are 400 (not Powertools' default 422).
+    """
+    document = json.loads(
+        app.get_openapi_json_schema(
+            title="relayflow",
+            version=__version__,
+            description="Versioned AI workflows on AWS Step Functions. Send an API key in x-api-key.",
+            security_schemes={"apiKey": APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)},
+            security=[{"apiKey": []}],
+        )
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        route = path.replace("{", "<").replace("}", ">")
+        for method, operation in operations.items():
+            scope = required_scope(method, route)
+            operation["x-required-scope"] = scope
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if scope is None:
+                operation["security"] = []
+            for status, description in ERROR_STATUSES.items():
+                if scope is None and status in (401, 403):
+                    continue
+                responses.setdefault(
+                    str(status),
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+    return document
+
+
+@lru_cache(maxsize=1)
+def openapi_text() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+
+
+def committed_openapi_path() -> Path:
+    """Where the document is kept (``relayflow openapi -o`` this path regenerates it)."""
+    return Path(__file__).resolve().parents[1] / "openapi.json"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.exception_handler(RelayflowError)
+def handle_domain_error(exc: RelayflowError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+@app.exception_handler(RequestValidationError)
+def handle_validation_error(exc: RequestValidationError) -> Response:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        problems.append({"field": location, "problem": error.get("msg", error.get("type"))})
+    sentence = "; ".join(f"{p['field'] or 'body'}: {p['problem']}" for p in problems)
+    return error_response(400, "invalid_request", f"the request is not valid: {sentence}", problems)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def handle_unsupported_content_type(_: RequestUnsupportedContentType) -> Response:
+    content_type = app.current_event.headers.get("content-type", "none")
+    return error_response(
+        415,
+        "unsupported_media_type",
+        f"request bodies are JSON: send Content-Type: application/json (got {content_type[:100]!r}).",
+    )
+
+
+@app.not_found
+def handle_not_found(_: Exception) -> Response:
+    return error_response(
+        404, "route_not_found", f"no route {app.current_event.http_method} {app.current_event.path}."
+    )
+
+
+@app.exception_handler(Exception)
+def handle_unexpected(exc: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, "internal_error", "relayflow failed to answer; the error was logged.")
+
+
+def _body_size(event: dict[str, Any]) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(body) * 3 // 4
+    return len(body.encode()) if isinstance(body, str) else len(body)
+
+
+def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
+    """An error answer given before the resolver runs (payload format 2.0)."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"code": code, "message": message}),
+        "isBase64Encoded": False,
+    }
+
+
+def _precheck(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Refusals the resolver would otherwise turn into a 500: oversized and unparseable bodies."""
+    size = _body_size(event)
+    if size > MAX_REQUEST_BODY_BYTES:
+        return _refusal(
+            413,
+            "request_too_large",
+            f"the request body is {size} bytes; the limit (request_body) is {MAX_REQUEST_BODY_BYTES} "
+            "bytes. Upload large files to the bucket instead.",
+        )
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "")
+    if size and content_type.lower().startswith("multipart/") and "boundary=" not in content_type:
+        return _refusal(
+            415, "unsupported_media_type", "request bodies are JSON: send Content-Type: application/json."
+        )
+    is_json = not content_type or "json" in content_type.lower()
+    if size and is_json and event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(event.get("body") or "").decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _refusal(400, "invalid_request", "the request body is not JSON: it is not UTF-8 text.")
+    return None
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return _precheck(event) or app.resolve(event, context)

@@ -1,0 +1,147 @@
+"""A model that is the user's own Lambda function (``lambda`` ``invoke``, RequestResponse).
+
+Config: ``function_name`` (required; name or ARN), optional ``qualifier`` (version or alias).
+The function receives ``{"prompt", "execution_id", "node_id", "attempt"}`` and returns
+``{"output": str, "usage": {"input_tokens", "output_tokens"}}`` or a plain string.
+
+Error mapping:
+
+* ``FunctionError`` in the response (the function raised): transient when its ``errorType``
+  looks transient (contains "Throttl", "Timeout", "Timedout" or "Transient", any case — so a
+  function raising ``TransientModelError`` is retried), else permanent.
+* transient: ``TooManyRequestsException``, ``ServiceException``, ``EC2ThrottledException``,
+  ``ResourceNotReadyException``, ``ResourceConflictException`` (function being updated),
+  ``EC2UnexpectedException``, ``ENILimitReachedException``, ``SnapStartNotReadyException``,
+  ``SnapStartTimeoutException``, connection errors, read timeouts, other 429/5xx.
+* permanent: ``ResourceNotFoundException``, ``InvalidRequestContentException``,
+  ``RequestTooLargeException``, ``InvalidParameterValueException``, ``AccessDeniedException``,
+  ``UnsupportedMediaTypeException``, other 4xx, and a response that is neither a string nor an
+  object with a string ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers.base import (
+    InvocationContext,
+    ModelResult,
+    PermanentModelError,
+    TransientModelError,
+    Usage,
+    approximate_usage,
+    map_aws_error,
+)
+
+TRANSIENT_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "ServiceException",
+        "EC2ThrottledException",
+        "ResourceNotReadyException",
+        "ResourceConflictException",
+        "EC2UnexpectedException",
+        "ENILimitReachedException",
+        "SnapStartNotReadyException",
+        "SnapStartTimeoutException",
+    }
+)
+PERMANENT_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "InvalidRequestContentException",
+        "RequestTooLargeException",
+        "InvalidParameterValueException",
+        "AccessDeniedException",
+        "UnsupportedMediaTypeException",
+    }
+)
+TRANSIENT_ERROR_TYPE_MARKERS = ("throttl", "timeout", "timedout", "transient")
+
+
+def validate(config: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    name = config.get("function_name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("lambda: 'function_name' is required (a function name or ARN)")
+    if "qualifier" in config and not (isinstance(config["qualifier"], str) and config["qualifier"]):
+        problems.append("lambda: 'qualifier' must be a version or alias name")
+    return problems
+
+
+def build_payload(prompt: str, ctx: InvocationContext) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "execution_id": ctx.execution_id,
+        "node_id": ctx.node_id,
+        "attempt": ctx.attempt,
+    }
+
+
+def _function_error(function: str, kind: str, raw: str) -> Exception:
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        error_type = str(document.get("errorType") or kind)
+        message = str(document.get("errorMessage") or "")
+    else:
+        error_type, message = kind, raw[:500]
+    text = f"lambda {function} raised {error_type}: {message}"
+    if any(marker in error_type.lower() for marker in TRANSIENT_ERROR_TYPE_MARKERS):
+        return TransientModelError(text)
+    return PermanentModelError(text)
+
+
+def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
+    try:
+        document: Any = json.loads(raw)
+    except ValueError:
+        document = raw  # not JSON: take the text as it is
+    if isinstance(document, str):
+        return ModelResult(output=document, usage=approximate_usage(prompt, document))
+    if isinstance(document, dict) and isinstance(document.get("output"), str):
+        output = document["output"]
+        reported = document.get("usage")
+        if isinstance(reported, dict):
+            usage = Usage(
+                input_tokens=int(reported.get("input_tokens") or 0),
+                output_tokens=int(reported.get("output_tokens") or 0),
+            )
+        else:
+            usage = approximate_usage(prompt, output)
+        return ModelResult(output=output, usage=usage)
+    raise PermanentModelError(
+        f'lambda {function} returned {raw[:200]!r}; expected a string or {{"output": str, "usage": {{...}}}}'
+    )
+
+
+def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
+    function = str(config["function_name"])
+    request: dict[str, Any] = {
+        "FunctionName": function,
+        "InvocationType": "RequestResponse",
+        "Payload": json.dumps(build_payload(prompt, ctx)).encode("utf-8"),
+    }
+    if config.get("qualifier"):
+        request["Qualifier"] = config["qualifier"]
+    try:
+        response = aws.client("lambda").invoke(**request)
+        body = response["Payload"].read() if response.get("Payload") is not None else b""
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc,
+            f"lambda invoke ({function})",
+            transient_codes=TRANSIENT_CODES,
+            permanent_codes=PERMANENT_CODES,
+        ) from exc
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    if response.get("FunctionError"):
+        raise _function_error(function, str(response["FunctionError"]), raw)
+    return parse_result(function, raw, prompt)

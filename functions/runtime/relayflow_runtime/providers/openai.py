@@ -1,0 +1,260 @@
+"""OpenAI-compatible chat completions over HTTP (OpenAI, vLLM, llama.cpp, Ollama, LiteLLM, ...).
+
+Config: ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``), ``model``, optional ``system_prompt``,
+``temperature``, ``max_tokens``, ``timeout`` (seconds, default 60, capped by the node's time budget).
+The API key is never stored in the model config: ``api_key_secret_arn`` names a Secrets Manager
+secret (the raw key, or JSON ``{"api_key": ...}``), ``api_key_parameter`` an SSM SecureString
+parameter; with neither, no Authorization header is sent (local servers). A fetched key is cached
+per warm container for ``KEY_CACHE_SECONDS`` and never logged.
+
+Error mapping: HTTP 408, 409, 429 and 5xx, connect/read/write timeouts and connection errors →
+``TransientModelError``; any other 4xx (and a 200 that is not a chat completion) →
+``PermanentModelError`` carrying the server's error message. Secrets Manager / SSM errors follow
+``map_aws_error`` (throttling and 5xx transient; a missing secret or parameter, or no access,
+permanent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers.base import (
+    InvocationContext,
+    ModelResult,
+    PermanentModelError,
+    TransientModelError,
+    Usage,
+    map_aws_error,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+KEY_CACHE_SECONDS = 300.0
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+MAX_ERROR_CHARS = 500
+
+_key_cache: dict[tuple[str, str], tuple[float, str]] = {}
+_key_lock = threading.Lock()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate(config: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    base_url = config.get("base_url")
+    if not isinstance(base_url, str) or not base_url.strip():
+        problems.append("openai: 'base_url' is required (e.g. 'https://api.openai.com/v1')")
+    elif not base_url.startswith(("http://", "https://")):
+        problems.append("openai: 'base_url' must start with http:// or https://")
+    model = config.get("model")
+    if not isinstance(model, str) or not model.strip():
+        problems.append("openai: 'model' is required (e.g. 'gpt-4o-mini')")
+    if "system_prompt" in config and not isinstance(config["system_prompt"], str):
+        problems.append("openai: 'system_prompt' must be a string")
+    if "temperature" in config and not (_is_number(config["temperature"]) and config["temperature"] >= 0):
+        problems.append("openai: 'temperature' must be a number >= 0")
+    if "max_tokens" in config and not (
+        isinstance(config["max_tokens"], int)
+        and not isinstance(config["max_tokens"], bool)
+        and config["max_tokens"] > 0
+    ):
+        problems.append("openai: 'max_tokens' must be a whole number > 0")
+    if "timeout" in config and not (_is_number(config["timeout"]) and config["timeout"] > 0):
+        problems.append("openai: 'timeout' must be a number of seconds > 0")
+    secret, parameter = config.get("api_key_secret_arn"), config.get("api_key_parameter")
+    if secret is not None and not (isinstance(secret, str) and secret):
+        problems.append("openai: 'api_key_secret_arn' must be a Secrets Manager secret ARN or name")
+    if parameter is not None and not (isinstance(parameter, str) and parameter):
+        problems.append("openai: 'api_key_parameter' must be an SSM parameter name")
+    if secret and parameter:
+        problems.append("openai: give either 'api_key_secret_arn' or 'api_key_parameter', not both")
+    return problems
+
+
+# --- The API key ---------------------------------------------------------------------------------------
+
+
+def clear_key_cache() -> None:
+    """Forget fetched keys (tests; or after a key rotation in a long-lived process)."""
+    with _key_lock:
+        _key_cache.clear()
+
+
+def _fetch_secret(secret_id: str) -> str:
+    try:
+        response = aws.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(exc, "reading the API key from Secrets Manager") from exc
+    raw = response.get("SecretString")
+    if raw is None:
+        raw = bytes(response.get("SecretBinary") or b"").decode("utf-8", "replace")
+    raw = raw.strip()
+    if raw.startswith("{"):
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise PermanentModelError("the API key secret is neither a key nor valid JSON") from None
+        key = document.get("api_key") if isinstance(document, dict) else None
+        if not isinstance(key, str) or not key:
+            raise PermanentModelError("the API key secret is JSON without a string 'api_key' field")
+        return key
+    if not raw:
+        raise PermanentModelError("the API key secret is empty")
+    return raw
+
+
+def _fetch_parameter(name: str) -> str:
+    try:
+        response = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc,
+            "reading the API key from SSM Parameter Store",
+            permanent_codes=frozenset({"ParameterNotFound", "ParameterVersionNotFound", "InvalidKeyId"}),
+        ) from exc
+    value = str(response.get("Parameter", {}).get("Value", "")).strip()
+    if not value:
+        raise PermanentModelError("the API key parameter is empty")
+    return value
+
+
+def resolve_api_key(config: Mapping[str, Any]) -> str | None:
+    """The key the config references, from the warm-container cache or its store; None if none."""
+    if config.get("api_key_secret_arn"):
+        ref = ("secret", str(config["api_key_secret_arn"]))
+    elif config.get("api_key_parameter"):
+        ref = ("parameter", str(config["api_key_parameter"]))
+    else:
+        return None
+    now = time.monotonic()
+    with _key_lock:
+        cached = _key_cache.get(ref)
+        if cached and cached[0] > now:
+            return cached[1]
+    key = _fetch_secret(ref[1]) if ref[0] == "secret" else _fetch_parameter(ref[1])
+    with _key_lock:
+        _key_cache[ref] = (now + KEY_CACHE_SECONDS, key)
+    return key
+
+
+# --- The call --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _http() -> httpx.Client:
+    """One connection pool per warm container; timeouts are set per request."""
+    return httpx.Client(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
+
+
+def build_body(config: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    messages: list[dict[str, str]] = []
+    if config.get("system_prompt"):
+        messages.append({"role": "system", "content": config["system_prompt"]})
+    messages.append({"role": "user", "content": prompt})
+    body: dict[str, Any] = {"model": config["model"], "messages": messages}
+    if "temperature" in config:
+        body["temperature"] = config["temperature"]
+    if "max_tokens" in config:
+        body["max_tokens"] = config["max_tokens"]
+    return body
+
+
+def _timeout(config: Mapping[str, Any], ctx: InvocationContext) -> httpx.Timeout:
+    seconds = float(config.get("timeout", DEFAULT_TIMEOUT))
+    if ctx.time_budget is not None:
+        seconds = max(1.0, min(seconds, ctx.time_budget))
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+
+
+def _redact(text: str, key: str | None) -> str:
+    return text.replace(key, "***") if key else text
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's own words: ``{"error": {"message"}}``, ``{"error": "..."}``, ``{"message"}``,
+    ``{"detail"}``, else the start of the body."""
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        error = document.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for candidate in (error, document.get("message"), document.get("detail")):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+            if candidate:
+                return json.dumps(candidate)[:MAX_ERROR_CHARS]
+    return response.text[:MAX_ERROR_CHARS] or response.reason_phrase
+
+
+def _message_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise PermanentModelError(f"openai: unexpected message content of type {type(content).__name__}")
+
+
+def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
+    key = resolve_api_key(config)
+    url = str(config["base_url"]).rstrip("/") + "/chat/completions"
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = _http().post(
+            url, json=build_body(config, prompt), headers=headers, timeout=_timeout(config, ctx)
+        )
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise PermanentModelError(f"openai: bad base_url {config['base_url']!r}: {exc}") from exc
+    except httpx.TimeoutException as exc:
+        raise TransientModelError(f"openai: {url} timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise TransientModelError(f"openai: {url} unreachable ({type(exc).__name__}: {exc})") from exc
+
+    status = response.status_code
+    if not 200 <= status < 300:
+        message = _redact(_error_message(response), key)
+        text = f"openai: {url} answered HTTP {status}: {message}"
+        logger.info("openai call failed", extra={"status": status, "url": url})
+        if status in TRANSIENT_STATUSES or status >= 500:
+            raise TransientModelError(text)
+        raise PermanentModelError(text)
+
+    try:
+        document = response.json()
+        choice = document["choices"][0]
+        output = _message_text(choice["message"].get("content"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise PermanentModelError(
+            f"openai: {url} answered 200 but not a chat completion: {_redact(response.text[:200], key)!r}"
+        ) from None
+    usage = document.get("usage") or {}
+    return ModelResult(
+        output=output,
+        usage=Usage(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        ),
+    )

@@ -1,0 +1,168 @@
+"""A SageMaker real-time endpoint (``sagemaker-runtime`` ``invoke_endpoint``).
+
+Config: ``endpoint_name`` (required), ``content_type`` (default ``application/json``), optional
+``accept``, ``target_variant``, ``parameters`` (default body ``{"inputs": prompt, "parameters": ...}``,
+the Hugging Face / TGI shape), or ``request_template`` for other containers:
+
+* an object (dict/list): sent as JSON with every string ``"{{prompt}}"`` inside it replaced by the
+  prompt (so ``{"text_inputs": "{{prompt}}"}`` works);
+* a string: ``{{prompt}}`` replaced by the prompt, JSON-escaped when the content type is JSON.
+
+The answer is read as ``[{"generated_text": ...}]``, ``{"generated_text": ...}``,
+``{"outputs": ...}``, ``{"output": ...}``, a JSON string, or else raw text. Endpoints report no
+token counts, so usage is OpenAI-style ``usage`` when the container sends it, else word counts.
+
+Error mapping: ``ThrottlingException``, ``ServiceUnavailable``, ``InternalFailure``,
+``InternalDependencyException``, ``ModelNotReadyException``, connection errors, read timeouts and
+a ``ModelError`` whose container answered 429 or 5xx → transient; ``ValidationError``,
+``ModelError`` from a 4xx of the container, ``AccessDeniedException`` and other 4xx → permanent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.providers.base import (
+    InvocationContext,
+    ModelError,
+    ModelResult,
+    PermanentModelError,
+    TransientModelError,
+    Usage,
+    approximate_usage,
+    map_aws_error,
+)
+
+DEFAULT_CONTENT_TYPE = "application/json"
+PROMPT_PLACEHOLDER = "{{prompt}}"
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalDependencyException",
+        "ModelNotReadyException",
+    }
+)
+PERMANENT_CODES = frozenset({"ValidationError", "AccessDeniedException"})
+
+
+def validate(config: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    endpoint = config.get("endpoint_name")
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        problems.append("sagemaker: 'endpoint_name' is required")
+    for key in ("content_type", "accept", "target_variant"):
+        if key in config and not (isinstance(config[key], str) and config[key]):
+            problems.append(f"sagemaker: '{key}' must be a non-empty string")
+    if "parameters" in config and not isinstance(config["parameters"], dict):
+        problems.append("sagemaker: 'parameters' must be an object")
+    template = config.get("request_template")
+    if template is not None:
+        if not isinstance(template, str | dict | list):
+            problems.append("sagemaker: 'request_template' must be a string or a JSON object")
+        elif PROMPT_PLACEHOLDER not in (template if isinstance(template, str) else json.dumps(template)):
+            problems.append(f"sagemaker: 'request_template' must contain {PROMPT_PLACEHOLDER}")
+    return problems
+
+
+def _is_json(content_type: str) -> bool:
+    return "json" in content_type.lower()
+
+
+def _fill(template: Any, prompt: str) -> Any:
+    if isinstance(template, str):
+        return template.replace(PROMPT_PLACEHOLDER, prompt)
+    if isinstance(template, dict):
+        return {key: _fill(value, prompt) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_fill(value, prompt) for value in template]
+    return template
+
+
+def build_body(config: Mapping[str, Any], prompt: str) -> bytes:
+    content_type = str(config.get("content_type", DEFAULT_CONTENT_TYPE))
+    template = config.get("request_template")
+    if template is None:
+        if not _is_json(content_type):
+            return prompt.encode("utf-8")
+        body: Any = {"inputs": prompt, "parameters": config.get("parameters", {})}
+        return json.dumps(body).encode("utf-8")
+    if isinstance(template, str):
+        filler = json.dumps(prompt)[1:-1] if _is_json(content_type) else prompt
+        return template.replace(PROMPT_PLACEHOLDER, filler).encode("utf-8")
+    return json.dumps(_fill(template, prompt)).encode("utf-8")
+
+
+def parse_output(raw: str) -> tuple[str, Usage | None]:
+    """The generated text and, when the container reports it, the usage."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return raw, None
+    usage = None
+    if isinstance(document, dict) and isinstance(document.get("usage"), dict):
+        reported = document["usage"]
+        usage = Usage(
+            input_tokens=int(reported.get("prompt_tokens") or reported.get("input_tokens") or 0),
+            output_tokens=int(reported.get("completion_tokens") or reported.get("output_tokens") or 0),
+        )
+    if isinstance(document, list) and document:
+        document = document[0]
+    if isinstance(document, str):
+        return document, usage
+    if isinstance(document, dict):
+        for key in ("generated_text", "outputs", "output"):
+            if key in document:
+                value = document[key]
+                if isinstance(value, list) and value:
+                    value = value[0]
+                if isinstance(value, dict) and "generated_text" in value:
+                    value = value["generated_text"]
+                return (value if isinstance(value, str) else json.dumps(value)), usage
+    return raw, usage
+
+
+def _map_error(exc: ClientError | BotoCoreError, endpoint: str) -> ModelError:
+    what = f"sagemaker invoke_endpoint ({endpoint})"
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "ModelError":
+        original = exc.response.get("OriginalStatusCode") or exc.response.get("Error", {}).get(
+            "OriginalStatusCode"
+        )
+        message = exc.response.get("OriginalMessage") or exc.response.get("Error", {}).get("Message", "")
+        text = f"{what} failed: ModelError (container status {original}): {message}"
+        try:
+            status = int(original or 0)
+        except (TypeError, ValueError):
+            status = 0
+        if status == 429 or status >= 500:
+            return TransientModelError(text)
+        return PermanentModelError(text)
+    return map_aws_error(exc, what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES)
+
+
+def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
+    endpoint = str(config["endpoint_name"])
+    request: dict[str, Any] = {
+        "EndpointName": endpoint,
+        "ContentType": str(config.get("content_type", DEFAULT_CONTENT_TYPE)),
+        "Body": build_body(config, prompt),
+    }
+    if config.get("accept"):
+        request["Accept"] = config["accept"]
+    if config.get("target_variant"):
+        request["TargetVariant"] = config["target_variant"]
+    try:
+        response = aws.client("sagemaker-runtime").invoke_endpoint(**request)
+        raw = response["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise _map_error(exc, endpoint) from exc
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    output, usage = parse_output(text)
+    return ModelResult(output=output, usage=usage or approximate_usage(prompt, output))

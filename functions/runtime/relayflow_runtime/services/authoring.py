@@ -1,0 +1,322 @@
+"""Workflows, versions, nodes, edges and models: the authoring side of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relayflow_runtime.adapters.table import TableStore, get_table_store
+from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.schemas import api
+from relayflow_runtime.schemas.entities import (
+    Model,
+    NodeConfig,
+    VersionConfig,
+    Workflow,
+    WorkflowEdge,
+    WorkflowNode,
+    WorkflowVersion,
+)
+from relayflow_runtime.settings import get_settings
+
+
+def store() -> TableStore:
+    return get_table_store(get_settings().table_name)
+
+
+# ---- workflows -------------------------------------------------------------------------------------
+def create_workflow(tenant: str, body: api.CreateWorkflow) -> Workflow:
+    now = now_iso()
+    workflow = Workflow(id=new_id(), created_at=now, updated_at=now, **body.model_dump())
+    store().put_workflow(tenant, workflow.model_dump(mode="json"))
+    return workflow
+
+
+def get_workflow(tenant: str, workflow_id: str) -> Workflow:
+    return Workflow.model_validate(store().get_workflow(tenant, workflow_id))
+
+
+def list_workflows(tenant: str, limit: int, next_token: str | None) -> tuple[list[Workflow], str | None]:
+    items, token = store().list_workflows(tenant, limit, next_token)
+    return [Workflow.model_validate(i) for i in items], token
+
+
+def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> Workflow:
+    get_workflow(tenant, workflow_id)
+    fields = body.model_dump(exclude_unset=True)
+    if fields.get("active_version_id"):
+        version = get_version(tenant, fields["active_version_id"])
+        if version.workflow_id != workflow_id:
+            raise InvalidInput(
+                f"version '{version.id}' belongs to another workflow.", code="version_of_other_workflow"
+            )
+    fields["updated_at"] = now_iso()
+    return Workflow.model_validate(store().update_workflow(tenant, workflow_id, fields))
+
+
+def delete_workflow(tenant: str, workflow_id: str) -> None:
+    """The workflow, its versions with their nodes and edges, and its webhook signing secret."""
+    get_workflow(tenant, workflow_id)
+    # The secret first: a deletion cut short leaves a workflow that signs nothing and can be deleted
+    # again, never a secret no route can reach (the workflow gone, DELETE answers 404).
+    store().delete_webhook_secret(tenant, workflow_id)
+    store().delete_workflow(tenant, workflow_id)
+
+
+# ---- versions --------------------------------------------------------------------------------------
+def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> WorkflowVersion:
+    workflow = get_workflow(tenant, workflow_id)
+    source: tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]] | None = None
+    if body.copy_from_version_id:
+        source = version_graph(tenant, body.copy_from_version_id, workflow_id=workflow_id)
+    number = store().next_version_number(tenant, workflow_id)
+    now = now_iso()
+    config = body.config or (source[0].config if source else VersionConfig())
+    version = WorkflowVersion(
+        id=new_id(),
+        workflow_id=workflow_id,
+        number=number,
+        name=body.name or f"v{number}",
+        config=config,
+        created_at=now,
+        updated_at=now,
+    )
+    store().put_version(tenant, version.model_dump(mode="json"))
+    if source:
+        _copy_graph(tenant, version, source[1], source[2])
+    if not workflow.active_version_id:
+        store().update_workflow(tenant, workflow_id, {"active_version_id": version.id, "updated_at": now})
+    return version
+
+
+def _copy_graph(
+    tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge]
+) -> None:
+    new_ids = {n.id: new_id() for n in nodes}
+    now = now_iso()
+    for node in nodes:
+        copy = node.model_copy(
+            update={"id": new_ids[node.id], "version_id": version.id, "created_at": now, "updated_at": now}
+        )
+        store().put_child(tenant, version.id, "N", copy.model_dump(mode="json"))
+    for edge in edges:
+        copy_edge = edge.model_copy(
+            update={
+                "id": new_id(),
+                "version_id": version.id,
+                "begin_node_id": new_ids[edge.begin_node_id],
+                "end_node_id": new_ids[edge.end_node_id],
+                "created_at": now,
+            }
+        )
+        store().put_child(tenant, version.id, "E", copy_edge.model_dump(mode="json"))
+
+
+def get_version(tenant: str, version_id: str, *, workflow_id: str | None = None) -> WorkflowVersion:
+    version = WorkflowVersion.model_validate(store().get_version(tenant, version_id))
+    if workflow_id and version.workflow_id != workflow_id:
+        raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
+    return version
+
+
+def list_versions(tenant: str, workflow_id: str) -> list[WorkflowVersion]:
+    get_workflow(tenant, workflow_id)
+    return [WorkflowVersion.model_validate(v) for v in store().list_versions(tenant, workflow_id)]
+
+
+def update_version(
+    tenant: str, workflow_id: str, version_id: str, body: api.UpdateVersion
+) -> WorkflowVersion:
+    version = get_version(tenant, version_id, workflow_id=workflow_id)
+    fields: dict[str, Any] = {"updated_at": now_iso()}
+    if body.name is not None:
+        fields["name"] = body.name
+    if body.config is not None:
+        merged = {**version.config.model_dump(), **body.config}
+        fields["config"] = _validated(VersionConfig, merged, "config").model_dump(mode="json")
+    return WorkflowVersion.model_validate(store().update_version(tenant, version_id, fields))
+
+
+def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
+    get_version(tenant, version_id, workflow_id=workflow_id)
+    workflow = get_workflow(tenant, workflow_id)
+    if workflow.active_version_id == version_id:
+        raise Conflict(
+            "this is the workflow's active version; make another version active before deleting it.",
+            code="active_version",
+        )
+    store().delete_version(tenant, version_id)
+
+
+def version_graph(
+    tenant: str, version_id: str, *, workflow_id: str | None = None
+) -> tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]]:
+    raw_version, raw_nodes, raw_edges = store().version_graph(tenant, version_id)
+    version = WorkflowVersion.model_validate(raw_version)
+    if workflow_id and version.workflow_id != workflow_id:
+        raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
+    return (
+        version,
+        [WorkflowNode.model_validate(n) for n in raw_nodes],
+        [WorkflowEdge.model_validate(e) for e in raw_edges],
+    )
+
+
+# ---- nodes -----------------------------------------------------------------------------------------
+def _validated(model: Any, value: dict[str, Any], what: str) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{what}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid {what}: {problems}", code=f"invalid_{what}") from exc
+
+
+def _check_template(template: str) -> None:
+    from relayflow_runtime.domain.templating import TemplateError, parse_template
+
+    try:
+        parse_template(template)
+    except TemplateError as exc:
+        raise InvalidInput(f"config.input_template: {exc}", code=exc.code) from exc
+
+
+def create_node(tenant: str, version_id: str, body: api.CreateNode) -> WorkflowNode:
+    version, nodes, _ = version_graph(tenant, version_id)
+    get_model(tenant, body.entity_id)
+    _check_template(body.config.input_template)
+    if len(nodes) >= MAX_NODES_PER_VERSION:
+        raise InvalidInput(f"a version holds at most {MAX_NODES_PER_VERSION} nodes.", code="too_many_nodes")
+    if any(n.name == body.name for n in nodes):
+        raise Conflict(
+            f"a node named '{body.name}' already exists in this version.", code="duplicate_node_name"
+        )
+    now = now_iso()
+    node = WorkflowNode(
+        id=new_id(),
+        workflow_id=version.workflow_id,
+        version_id=version_id,
+        name=body.name,
+        entity_type=body.entity_type,
+        entity_id=body.entity_id,
+        config=body.config,
+        position=max((n.position for n in nodes), default=-1) + 1,
+        created_at=now,
+        updated_at=now,
+    )
+    store().put_child(tenant, version_id, "N", node.model_dump(mode="json"))
+    return node
+
+
+def get_node(tenant: str, version_id: str, node_id: str) -> WorkflowNode:
+    get_version(tenant, version_id)
+    return WorkflowNode.model_validate(store().get_child(tenant, version_id, "N", node_id))
+
+
+def list_nodes(tenant: str, version_id: str) -> list[WorkflowNode]:
+    return version_graph(tenant, version_id)[1]
+
+
+def update_node(tenant: str, version_id: str, node_id: str, body: api.UpdateNode) -> WorkflowNode:
+    node = get_node(tenant, version_id, node_id)
+    fields: dict[str, Any] = {"updated_at": now_iso()}
+    if body.name is not None and body.name != node.name:
+        if any(n.name == body.name for n in list_nodes(tenant, version_id)):
+            raise Conflict(
+                f"a node named '{body.name}' already exists in this version.", code="duplicate_node_name"
+            )
+        fields["name"] = body.name
+    if body.entity_id is not None:
+        get_model(tenant, body.entity_id)
+        fields["entity_id"] = body.entity_id
+    if body.config is not None:
+        merged = _validated(NodeConfig, {**node.config.model_dump(), **body.config}, "config")
+        _check_template(merged.input_template)
+        fields["config"] = merged.model_dump(mode="json")
+    return WorkflowNode.model_validate(store().update_child(tenant, version_id, "N", node_id, fields))
+
+
+def delete_node(tenant: str, version_id: str, node_id: str) -> None:
+    _, nodes, edges = version_graph(tenant, version_id)
+    if not any(n.id == node_id for n in nodes):
+        raise NotFound(f"node '{node_id}' does not exist.", code="node_not_found")
+    touching = [f"E#{e.id}" for e in edges if node_id in (e.begin_node_id, e.end_node_id)]
+    store().delete_children(tenant, version_id, [f"N#{node_id}", *touching])
+
+
+# ---- edges -----------------------------------------------------------------------------------------
+def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowEdge:
+    from relayflow_runtime.domain.graph import validate_graph, with_names
+
+    version, nodes, edges = version_graph(tenant, version_id)
+    pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
+    candidate = (body.begin_node_id, body.end_node_id)
+    if candidate in pairs:
+        raise Conflict("this edge already exists.", code="duplicate_edge")
+    problems = [
+        p
+        for p in validate_graph([n.id for n in nodes], [*pairs, candidate])
+        if p.code in ("self_loop", "dangling_edge", "cycle")
+    ]
+    if problems:
+        names = {n.id: n.name for n in nodes}
+        messages = [with_names(p.message, names) for p in problems]
+        raise InvalidInput(
+            "; ".join(messages),
+            code=problems[0].code,
+            details=[
+                {"code": p.code, "message": message, "node_id": p.node_id, "node_ids": list(p.node_ids)}
+                for p, message in zip(problems, messages, strict=True)
+            ],
+        )
+    edge = WorkflowEdge(
+        id=new_id(),
+        workflow_id=version.workflow_id,
+        version_id=version_id,
+        begin_node_id=body.begin_node_id,
+        end_node_id=body.end_node_id,
+        created_at=now_iso(),
+    )
+    store().put_child(tenant, version_id, "E", edge.model_dump(mode="json"))
+    return edge
+
+
+def list_edges(tenant: str, version_id: str) -> list[WorkflowEdge]:
+    return version_graph(tenant, version_id)[2]
+
+
+def delete_edge(tenant: str, version_id: str, edge_id: str) -> None:
+    store().get_child(tenant, version_id, "E", edge_id)
+    store().delete_children(tenant, version_id, [f"E#{edge_id}"])
+
+
+# ---- models ----------------------------------------------------------------------------------------
+def create_model(tenant: str, body: api.CreateModel) -> Model:
+    from relayflow_runtime.providers import PROVIDERS, validate_model_config
+
+    if body.provider not in PROVIDERS:
+        raise InvalidInput(
+            f"provider '{body.provider}' is not one of: {', '.join(PROVIDERS)}.", code="unknown_provider"
+        )
+    problems = validate_model_config(body.provider, body.config)
+    if problems:
+        raise InvalidInput("invalid model config: " + "; ".join(problems), code="invalid_model_config")
+    model = Model(id=new_id(), created_at=now_iso(), **body.model_dump())
+    store().put_model(tenant, model.model_dump(mode="json"))
+    return model
+
+
+def get_model(tenant: str, model_id: str) -> Model:
+    return Model.model_validate(store().get_model(tenant, model_id))
+
+
+def list_models(tenant: str, limit: int, next_token: str | None) -> tuple[list[Model], str | None]:
+    items, token = store().list_models(tenant, limit, next_token)
+    return [Model.model_validate(i) for i in items], token
+
+
+def delete_model(tenant: str, model_id: str) -> None:
+    get_model(tenant, model_id)
+    store().delete_model(tenant, model_id)

@@ -1,0 +1,706 @@
+"""Datasets, their versions and their items: create, upload (committed whole or not at all), list.
+
+A version's items live in one S3 object, the *item list*: a JSON array with one entry per line,
+
+    [
+    {"id":"a","item":{...}}
+    ,{"id":"b","item":{...}}
+    ]
+
+so the same object is both what a Step Functions distributed Map's ``ItemReader`` (JSON) reads and
+what the API pages through by byte offset. An item whose JSON is larger than
+:data:`LARGE_ITEM_BYTES` is stored in an object of its own and its entry holds ``"ref"`` instead of
+``"item"``: a Map item (and so a child execution's input) stays far below the 256 KiB payload cap.
+
+Files are parsed by logic/datasets.py, streamed: a 512 MB file never sits in memory. An upload is
+committed whole: a malformed file is refused with its line number and reason and leaves nothing.
+Small commits run in the API call; larger ones (over :data:`SYNC_INGEST_MAX_BYTES`) in the
+node-runner function, started through a one-task state machine (the API function has 30 s, the
+runner 15 minutes): the version shows ``processing``, then ``ready`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any, cast
+
+from relayflow_runtime.adapters import blob_stream
+from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
+from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.schemas import dataset_api
+from relayflow_runtime.schemas.entities import Dataset, DatasetItem, DatasetUpload, DatasetVersion
+from relayflow_runtime.settings import get_settings
+
+#: An item whose JSON is larger than this is stored apart from the item list (see module doc).
+LARGE_ITEM_BYTES = 64 * 1024
+#: Uploads up to this size are committed inside the API call; larger ones asynchronously.
+SYNC_INGEST_MAX_BYTES = 16 * 1024 * 1024
+UPLOAD_TTL_SECONDS = 24 * 3600
+#: A version still "processing" after this long was abandoned (its ingest died: the API function
+#: times out at 30 s, the node runner at 15 minutes): it may be uploaded to or deleted again.
+STALE_PROCESSING_SECONDS = 20 * 60
+#: Field names a version remembers (to check a batch's input_field at submission).
+MAX_TRACKED_FIELDS = 500
+
+
+def store() -> TableStore:
+    return get_table_store(get_settings().table_name)
+
+
+def bucket() -> str:
+    return get_settings().bucket_name
+
+
+def blobs() -> BlobStore:
+    return BlobStore(bucket())
+
+
+def dataset_prefix(tenant: str, dataset_id: str) -> str:
+    return f"t/{tenant}/datasets/{dataset_id}/"
+
+
+def version_prefix(tenant: str, dataset_id: str, version_id: str) -> str:
+    return f"{dataset_prefix(tenant, dataset_id)}versions/{version_id}/"
+
+
+def items_key(tenant: str, dataset_id: str, version_id: str) -> str:
+    return f"{version_prefix(tenant, dataset_id, version_id)}items.json"
+
+
+def upload_prefix(tenant: str, dataset_id: str, upload_id: str) -> str:
+    return f"{dataset_prefix(tenant, dataset_id)}uploads/{upload_id}/"
+
+
+# ---- the item list format ----------------------------------------------------------------------------
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ItemListWriter:
+    """Write an item list (see the module doc) as a stream; ``count`` entries so far."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.count = 0
+        self._out = blob_stream.ObjectWriter(bucket(), key, "application/json")
+        self._out.write(b"[\n")
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        self._out.write((b"," if self.count else b"") + _json_bytes(entry) + b"\n")
+        self.count += 1
+
+    def add_line(self, line: bytes) -> None:
+        """Add an entry exactly as read from another item list (see parse_entry_line)."""
+        self._out.write((b"," if self.count else b"") + line.lstrip(b",").rstrip(b"\r\n") + b"\n")
+        self.count += 1
+
+    def close(self) -> int:
+        self._out.write(b"]\n")
+        self._out.close()
+        return self._out.size
+
+    def abort(self) -> None:
+        self._out.abort()
+
+
+def parse_entry_line(line: bytes) -> dict[str, Any] | None:
+    """The entry on one line of an item list; None for the opening and closing bracket lines."""
+    text = line.strip()
+    if not text or text in (b"[", b"]"):
+        return None
+    value: dict[str, Any] = json.loads(text.lstrip(b","))
+    return value
+
+
+def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(offset of the line, offset after it, entry) of an item list, streamed from ``offset``."""
+    for position, line in blob_stream.read_lines(bucket(), key, offset):
+        entry = parse_entry_line(line)
+        if entry is not None:
+            yield position, position + len(line), entry
+
+
+def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The item of an entry, read from its own object when it is stored apart."""
+    if "ref" in entry:
+        value: dict[str, Any] = blobs().get_json(entry["ref"])
+        return value
+    item: dict[str, Any] = entry["item"]
+    return item
+
+
+def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple[bytes, bool]:
+    """The item's entry as a line for ``ItemListWriter.add_line`` (the very bytes ``add`` writes
+    for ``{"id", "item"}``, built around the one dump of the item that also measures it), and
+    whether the item is large: then it is stored at ``large_key`` and the entry refers to it."""
+    encoded = _json_bytes(item)
+    if len(encoded) <= LARGE_ITEM_BYTES:
+        return b'{"id":' + _json_bytes(item_id) + b',"item":' + encoded + b"}", False
+    blobs().put_bytes(large_key, encoded, "application/json")
+    return _json_bytes({"id": item_id, "ref": large_key}), True
+
+
+# ---- datasets ----------------------------------------------------------------------------------------
+def create_dataset(tenant: str, body: dataset_api.CreateDataset) -> Dataset:
+    now = now_iso()
+    dataset = Dataset(
+        id=new_id(), name=body.name, description=body.description, created_at=now, updated_at=now
+    )
+    store().put_dataset(tenant, dataset.model_dump(mode="json"))
+    return dataset
+
+
+def get_dataset(tenant: str, dataset_id: str) -> Dataset:
+    return Dataset.model_validate(store().get_dataset(tenant, dataset_id))
+
+
+def list_datasets(tenant: str, limit: int, next_token: str | None) -> tuple[list[Dataset], str | None]:
+    items, token = store().list_datasets(tenant, limit, next_token)
+    return [Dataset.model_validate(i) for i in items], token
+
+
+def delete_dataset(tenant: str, dataset_id: str) -> None:
+    get_dataset(tenant, dataset_id)
+    for version in store().list_dataset_versions(tenant, dataset_id):
+        if _processing(version):
+            raise Conflict(
+                f"version {version['number']} of this dataset is still being ingested; try again when it "
+                "is ready or failed.",
+                code="dataset_version_processing",
+            )
+    blobs().delete_prefix(dataset_prefix(tenant, dataset_id))
+    store().delete_dataset(tenant, dataset_id)
+
+
+# ---- versions ----------------------------------------------------------------------------------------
+def create_version(tenant: str, dataset_id: str, body: dataset_api.CreateDatasetVersion) -> DatasetVersion:
+    now = now_iso()
+    number = store().next_dataset_version_number(tenant, dataset_id, now)
+    version = DatasetVersion(
+        id=new_id(),
+        dataset_id=dataset_id,
+        number=number,
+        name=body.name or f"v{number}",
+        created_at=now,
+        updated_at=now,
+    )
+    store().put_dataset_version(tenant, version.model_dump(mode="json"))
+    return version
+
+
+def get_version_record(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
+    get_dataset(tenant, dataset_id)
+    return store().get_dataset_version(tenant, dataset_id, version_id)
+
+
+def get_version(tenant: str, dataset_id: str, version_id: str) -> DatasetVersion:
+    return DatasetVersion.model_validate(get_version_record(tenant, dataset_id, version_id))
+
+
+def list_versions(tenant: str, dataset_id: str) -> list[DatasetVersion]:
+    get_dataset(tenant, dataset_id)
+    versions = [DatasetVersion.model_validate(v) for v in store().list_dataset_versions(tenant, dataset_id)]
+    return sorted(versions, key=lambda v: v.number)
+
+
+def delete_version(tenant: str, dataset_id: str, version_id: str) -> None:
+    """Batch runs keep their own copy of the items they ran over: deleting a version never breaks
+    their results."""
+    record = get_version_record(tenant, dataset_id, version_id)
+    if _processing(record):
+        raise Conflict(
+            "this version is still being ingested; try again when it is ready or failed.",
+            code="dataset_version_processing",
+        )
+    blobs().delete_prefix(version_prefix(tenant, dataset_id, version_id))
+    store().delete_dataset_version(tenant, dataset_id, version_id)
+
+
+def ready_version(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
+    """The version record, if its items can be run over (for batch submission)."""
+    try:
+        record = get_version_record(tenant, dataset_id, version_id)
+    except NotFound as exc:
+        raise InvalidInput(exc.message, code=exc.code) from exc
+    if record.get("status") != "ready":
+        raise InvalidInput(
+            f"dataset version '{version_id}' has no items yet (status {record.get('status')}); upload its "
+            "items first.",
+            code="dataset_version_not_ready",
+        )
+    return record
+
+
+# ---- items -------------------------------------------------------------------------------------------
+def list_items(
+    tenant: str, dataset_id: str, version_id: str, limit: int, next_token: str | None
+) -> tuple[list[DatasetItem], str | None]:
+    """A page of the version's items in file order; ``next_token`` is a byte offset in the list."""
+    record = get_version_record(tenant, dataset_id, version_id)
+    if record.get("status") != "ready":
+        return [], None
+    offset = decode_offset(next_token)
+    items: list[DatasetItem] = []
+    token: str | None = None
+    for start, _, entry in iter_entries(items_key(tenant, dataset_id, version_id), offset):
+        if len(items) == limit:
+            token = encode_offset(start)
+            break
+        items.append(DatasetItem(id=entry["id"], data=entry_item(entry)))
+    return items, token
+
+
+def encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        kind, _, value = text.partition(":")
+        offset = int(value)
+        if kind != "o" or offset < 0:
+            raise ValueError(text)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token") from exc
+    return offset
+
+
+class _ChunkStream:
+    """A read(n) file object over an iterator of byte chunks (what logic/datasets.py reads)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if 0 <= size <= len(self._buffer) - self._position:
+            data = self._buffer[self._position : self._position + size]
+            self._position += size
+            return data
+        parts = [self._buffer[self._position :]]
+        available = len(parts[0])
+        while size < 0 or available < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            parts.append(chunk)
+            available += len(chunk)
+        self._buffer = b"".join(parts) if len(parts) > 1 else parts[0]
+        self._position = 0
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+            return data
+        self._position = size
+        return self._buffer[:size]
+
+
+class _FieldStats:
+    """Which field names the items have: all of them (up to a cap) and those every item has."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        self.items = 0
+
+    def add(self, item: Mapping[str, Any]) -> None:
+        self.items += 1
+        for name in item:
+            if name in self.seen:
+                self.seen[name] += 1
+            elif len(self.seen) < MAX_TRACKED_FIELDS:
+                self.seen[name] = 1
+
+    def fields(self) -> list[str]:
+        return list(self.seen)
+
+    def common(self) -> list[str]:
+        return [name for name, count in self.seen.items() if count == self.items]
+
+
+def _stale_before() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - STALE_PROCESSING_SECONDS))
+
+
+def _processing(record: dict[str, Any]) -> bool:
+    """Being ingested now (not an ingest that died long ago)."""
+    return record.get("status") == "processing" and str(record.get("updated_at", "")) >= _stale_before()
+
+
+def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return store().update_dataset_version(
+            tenant,
+            dataset_id,
+            version_id,
+            {
+                **fields,
+                "status": "processing",
+                "error": None,
+                "error_code": None,
+                "error_line": None,
+                "updated_at": now_iso(),
+            },
+            only_if_status=("empty", "failed"),
+            or_processing_since_before=_stale_before(),
+        )
+    except ConditionFailed:
+        record = store().get_dataset_version(tenant, dataset_id, version_id)
+        if record.get("status") == "processing":
+            raise Conflict(
+                "another upload to this version is being processed.", code="dataset_version_processing"
+            ) from None
+        raise Conflict(
+            "this version already has its items (a version never changes); create a new version.",
+            code="dataset_version_not_empty",
+        ) from None
+
+
+def ingest(
+    tenant: str,
+    dataset_id: str,
+    version_id: str,
+    source: IO[bytes] | _ChunkStream,
+    fmt: str,
+    *,
+    filename: str | None,
+) -> DatasetVersion:
+    """Parse a claimed (``processing``) version's file and commit its items, or refuse it whole.
+
+    Raises InvalidInput with ``details: {"line", "reason"}`` when the file is refused (the version
+    is then ``failed``, with that error, and holds nothing).
+    """
+    key = items_key(tenant, dataset_id, version_id)
+    large_prefix = f"{version_prefix(tenant, dataset_id, version_id)}large/"
+    writer = ItemListWriter(key)
+    stats = _FieldStats()
+    large = 0
+    try:
+        for parsed in datasets.iter_items(cast(IO[bytes], source), "jsonl" if fmt == "items" else fmt):
+            stats.add(parsed.data)
+            try:
+                entry_line, stored_apart = make_entry_line(
+                    parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json"
+                )
+            except UnicodeEncodeError as exc:
+                raise _not_text(exc, parsed.line) from None
+            large += stored_apart
+            writer.add_line(entry_line)
+        size = writer.close()
+    except datasets.DatasetFileError as exc:
+        writer.abort()
+        blobs().delete_prefix(large_prefix)
+        line = exc.line
+        message = str(exc)
+        if fmt == "items" and line is not None:
+            message = f"items[{line - 1}]: {exc.reason}"
+        store().update_dataset_version(
+            tenant,
+            dataset_id,
+            version_id,
+            {
+                "status": "failed",
+                "error": message,
+                "error_code": exc.code,
+                "error_line": line,
+                "updated_at": now_iso(),
+            },
+        )
+        raise InvalidInput(message, code=exc.code, details={"line": line, "reason": exc.reason}) from None
+    except BaseException:
+        writer.abort()
+        blobs().delete_prefix(large_prefix)
+        store().update_dataset_version(
+            tenant,
+            dataset_id,
+            version_id,
+            {"status": "failed", "error": "the upload could not be processed", "updated_at": now_iso()},
+        )
+        raise
+    record = store().update_dataset_version(
+        tenant,
+        dataset_id,
+        version_id,
+        {
+            "status": "ready",
+            "item_count": writer.count,
+            "fields": stats.fields(),
+            "common_fields": stats.common(),
+            "format": fmt,
+            "source_filename": filename,
+            "size_bytes": size,
+            "items_key": key,
+            "large_items": large,
+            "updated_at": now_iso(),
+        },
+    )
+    return DatasetVersion.model_validate(record)
+
+
+def add_items(tenant: str, dataset_id: str, version_id: str, body: dataset_api.AddItems) -> DatasetVersion:
+    """Commit a small list of items sent in the request (``items=[...]``)."""
+    get_version_record(tenant, dataset_id, version_id)
+    _claim(tenant, dataset_id, version_id, {"format": "items"})
+    return ingest(
+        tenant, dataset_id, version_id, _ChunkStream(map(_item_line, body.items)), "items", filename=None
+    )
+
+
+def _item_line(item: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(item, ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # an unpaired surrogate: escaped, so that ingest refuses it by its index
+        return json.dumps(item).encode() + b"\n"
+
+
+def _not_text(exc: UnicodeEncodeError, line: int) -> datasets.DatasetFileError:
+    """An item holding an unpaired UTF-16 surrogate (``"\\ud800"`` is valid JSON, but not text)."""
+    return datasets.DatasetFileError(
+        "malformed_file",
+        f"the item holds an unpaired UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}), which is not "
+        "text: UTF-8 cannot store it",
+        line,
+    )
+
+
+# ---- file uploads ------------------------------------------------------------------------------------
+def presigned_uploads_enabled() -> bool:
+    """Offer a presigned S3 PUT only where the client can reach S3 (on AWS, not on the local stack).
+    RELAYFLOW_PRESIGNED_UPLOADS=1|0 overrides."""
+    setting = os.environ.get("RELAYFLOW_PRESIGNED_UPLOADS")
+    if setting is not None:
+        return setting.strip().lower() in ("1", "true", "yes")
+    return os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_Lambda_")
+
+
+def start_upload(
+    tenant: str, dataset_id: str, version_id: str, body: dataset_api.StartUpload
+) -> DatasetUpload:
+    record = get_version_record(tenant, dataset_id, version_id)
+    if record.get("status") == "ready":
+        raise Conflict(
+            "this version already has its items (a version never changes); create a new version.",
+            code="dataset_version_not_empty",
+        )
+    if _processing(record):
+        raise Conflict(
+            "another upload to this version is being processed.", code="dataset_version_processing"
+        )
+    try:
+        fmt = datasets.detect_format(body.filename)
+    except datasets.DatasetFileError as exc:
+        raise InvalidInput(str(exc), code=exc.code) from None
+    if body.size is not None:
+        _check_size(body.size, fmt)
+    upload_id = new_id()
+    expires = int(time.time()) + UPLOAD_TTL_SECONDS
+    url = None
+    if presigned_uploads_enabled():
+        url = blobs().presigned_put(
+            f"{upload_prefix(tenant, dataset_id, upload_id)}source", "application/octet-stream", 3600
+        )
+    upload = DatasetUpload(
+        id=upload_id,
+        dataset_id=dataset_id,
+        version_id=version_id,
+        filename=body.filename,
+        format=fmt,
+        part_size=UPLOAD_PART_BYTES,
+        max_parts=MAX_UPLOAD_PARTS,
+        upload_url=url,
+        expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+    )
+    store().put_dataset_upload(tenant, {**upload.model_dump(mode="json"), "parts": {}}, expires)
+    return upload
+
+
+def _check_size(size: int, fmt: str) -> None:
+    if size > datasets.MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"the file is {size} bytes; dataset files are limited to {datasets.MAX_FILE_BYTES} bytes.",
+            code="too_large",
+        )
+    if fmt == "json" and size > MAX_JSON_ARRAY_BYTES:
+        raise InvalidInput(
+            f"the file is {size} bytes; a .json array is read whole, so it is limited to "
+            f"{MAX_JSON_ARRAY_BYTES // (1024 * 1024)} MiB: write larger datasets as JSONL "
+            "(one object per line).",
+            code="too_large",
+        )
+
+
+def _upload_record(tenant: str, dataset_id: str, version_id: str, upload_id: str) -> dict[str, Any]:
+    record = store().get_dataset_upload(tenant, dataset_id, upload_id)
+    if record["version_id"] != version_id:
+        raise NotFound(f"upload '{upload_id}' does not exist.", code="upload_not_found")
+    return record
+
+
+def put_part(
+    tenant: str, dataset_id: str, version_id: str, upload_id: str, part: int, body: dataset_api.UploadPart
+) -> dict[str, int]:
+    _upload_record(tenant, dataset_id, version_id, upload_id)
+    if not 1 <= part <= MAX_UPLOAD_PARTS:
+        raise InvalidInput(f"part numbers go from 1 to {MAX_UPLOAD_PARTS}.", code="invalid_part")
+    try:
+        data = base64.b64decode(body.content_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput("content_base64 is not valid base64.", code="invalid_part") from exc
+    if len(data) > UPLOAD_PART_BYTES:
+        raise InvalidInput(
+            f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {len(data)}.", code="invalid_part"
+        )
+    blobs().put_bytes(f"{upload_prefix(tenant, dataset_id, upload_id)}parts/{part:05d}", data)
+    store().add_upload_part(tenant, dataset_id, upload_id, part, len(data))
+    return {"part": part, "size": len(data)}
+
+
+def _upload_source(
+    tenant: str, dataset_id: str, upload: dict[str, Any], parts: int | None
+) -> tuple[Any, int]:
+    """(a chunk iterator over the uploaded file, its size)."""
+    prefix = upload_prefix(tenant, dataset_id, upload["id"])
+    if parts is None:
+        size = blob_stream.object_size(bucket(), f"{prefix}source")
+        if size is None:
+            raise InvalidInput(
+                "nothing was uploaded: PUT the file to upload_url, or send parts and pass parts=n.",
+                code="upload_incomplete",
+            )
+        return blob_stream.read_stream(bucket(), f"{prefix}source"), size
+    received: dict[str, int] = {k: int(v) for k, v in (upload.get("parts") or {}).items()}
+    missing = [n for n in range(1, parts + 1) if f"{n:05d}" not in received]
+    if missing:
+        raise InvalidInput(
+            f"part {missing[0]} of {parts} was never received; send it and commit again.",
+            code="upload_incomplete",
+        )
+    keys = [f"{prefix}parts/{n:05d}" for n in range(1, parts + 1)]
+
+    def chunks() -> Iterator[bytes]:
+        for key in keys:
+            yield from blob_stream.read_stream(bucket(), key)
+
+    return chunks(), sum(received[f"{n:05d}"] for n in range(1, parts + 1))
+
+
+def commit_upload(
+    tenant: str, dataset_id: str, version_id: str, upload_id: str, body: dataset_api.CommitUpload
+) -> DatasetVersion:
+    """Ingest the uploaded file: at once when small (ready, or 400 with the line at fault), else
+    asynchronously (the version answers ``processing``; poll it)."""
+    upload = _upload_record(tenant, dataset_id, version_id, upload_id)
+    chunks, size = _upload_source(tenant, dataset_id, upload, body.parts)
+    _check_size(size, upload["format"])
+    fields = {"format": upload["format"], "source_filename": upload["filename"]}
+    if size <= SYNC_INGEST_MAX_BYTES:
+        _claim(tenant, dataset_id, version_id, fields)
+        try:
+            return ingest(
+                tenant,
+                dataset_id,
+                version_id,
+                _ChunkStream(chunks),
+                upload["format"],
+                filename=upload["filename"],
+            )
+        finally:
+            _forget_upload(tenant, dataset_id, upload_id)
+    version = DatasetVersion.model_validate(_claim(tenant, dataset_id, version_id, fields))
+    job = {
+        "tenant": tenant,
+        "dataset_id": dataset_id,
+        "version_id": version_id,
+        "upload_id": upload_id,
+        "parts": body.parts,
+    }
+    try:
+        _start_ingest_job(job)
+    except Exception:
+        store().update_dataset_version(
+            tenant,
+            dataset_id,
+            version_id,
+            {"status": "failed", "error": "the upload could not be processed", "updated_at": now_iso()},
+        )
+        raise
+    return version
+
+
+def _forget_upload(tenant: str, dataset_id: str, upload_id: str) -> None:
+    blobs().delete_prefix(upload_prefix(tenant, dataset_id, upload_id))
+    store().delete_dataset_upload(tenant, dataset_id, upload_id)
+
+
+def ingest_definition(node_runner_arn: str) -> dict[str, Any]:
+    """A one-task state machine: the node-runner function ingests a large upload (15 min budget)."""
+    return {
+        "Comment": "relayflow: ingest one large dataset upload",
+        "StartAt": "Ingest",
+        "States": {
+            "Ingest": {
+                "Type": "Task",
+                "Resource": node_runner_arn,
+                "Parameters": {"action": "ingest_dataset", "job.$": "$"},
+                "Retry": [
+                    {
+                        "ErrorEquals": ["Lambda.ServiceException", "Lambda.TooManyRequestsException"],
+                        "IntervalSeconds": 1,
+                        "MaxAttempts": 3,
+                        "BackoffRate": 2.0,
+                    }
+                ],
+                "End": True,
+            }
+        },
+    }
+
+
+def _start_ingest_job(job: dict[str, Any]) -> None:
+    from relayflow_runtime.services import executions
+
+    settings = get_settings()
+    machines = executions.machines()
+    arn = machines.ensure(ingest_definition(settings.node_runner_arn))
+    machines.start(arn, f"ingest-{job['upload_id']}", job)
+
+
+def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The node runner's ``ingest_dataset`` action. A refused file is an outcome, not an error."""
+    tenant, dataset_id, version_id = job["tenant"], job["dataset_id"], job["version_id"]
+    upload = store().get_dataset_upload(tenant, dataset_id, job["upload_id"])
+    try:
+        chunks, _ = _upload_source(tenant, dataset_id, upload, job.get("parts"))
+        version = ingest(
+            tenant,
+            dataset_id,
+            version_id,
+            _ChunkStream(chunks),
+            upload["format"],
+            filename=upload["filename"],
+        )
+        outcome: dict[str, Any] = {"status": version.status, "item_count": version.item_count}
+    except InvalidInput as exc:
+        record = store().get_dataset_version(tenant, dataset_id, version_id)
+        if record.get("status") == "processing":
+            store().update_dataset_version(
+                tenant,
+                dataset_id,
+                version_id,
+                {"status": "failed", "error": exc.message, "updated_at": now_iso()},
+            )
+        outcome = {"status": "failed", "error": exc.message}
+    finally:
+        _forget_upload(tenant, dataset_id, job["upload_id"])
+    return outcome

@@ -1,0 +1,648 @@
+"""Start, watch, cancel, re-run and finish executions. Status only moves forward:
+
+    pending -> running -> completed | failed | cancelled
+
+Every transition is a conditional write, so a terminal state is never overwritten and when two
+writers race (a cancel and the last node's completion) exactly one wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from datetime import UTC
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.adapters.engine import StateMachines
+from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
+from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
+from relayflow_runtime.domain.costs import nanos_to_dollars
+from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.schemas import api
+from relayflow_runtime.schemas.entities import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Execution,
+    ExecutionProgress,
+    ExecutionTrigger,
+    InputFile,
+    NodeExecution,
+)
+from relayflow_runtime.services import authoring
+from relayflow_runtime.services.asl import build_definition
+from relayflow_runtime.services.plan import build_plan
+from relayflow_runtime.services.values import is_ref, pack, unpack
+from relayflow_runtime.settings import get_settings
+
+logger = Logger(child=True)
+
+
+def store() -> TableStore:
+    return get_table_store(get_settings().table_name)
+
+
+def blobs() -> BlobStore:
+    return BlobStore(get_settings().bucket_name)
+
+
+def machines() -> StateMachines:
+    settings = get_settings()
+    return StateMachines(settings.stack_name, settings.state_machine_role_arn)
+
+
+def execution_prefix(tenant: str, execution_id: str) -> str:
+    return f"t/{tenant}/executions/{execution_id}/"
+
+
+# ---- starting --------------------------------------------------------------------------------------
+def _decode_file(file: api.FileInput) -> bytes:
+    try:
+        data = base64.b64decode(file.content_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput("file.content_base64 is not valid base64.", code="invalid_file") from exc
+    if len(data) > MAX_INPUT_FILE_BYTES:
+        raise InvalidInput(
+            f"file inputs through the API are limited to {MAX_INPUT_FILE_BYTES // (1024 * 1024)} MiB; "
+            "upload larger files to the bucket's inputs/ prefix instead.",
+            code="file_too_large",
+        )
+    return data
+
+
+def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> str:
+    """The version a run uses: the one asked for, else the workflow's active version."""
+    workflow = authoring.get_workflow(tenant, workflow_id)
+    version_id = version_id or workflow.active_version_id
+    if not version_id:
+        raise InvalidInput(
+            "this workflow has no active version; create a version or pass version_id.",
+            code="no_active_version",
+        )
+    return version_id
+
+
+def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
+    version_id = resolve_version(tenant, workflow_id, body.version_id)
+    if body.input_mode == "single":
+        if (body.single_input is None) == (body.file is None):
+            raise InvalidInput(
+                "single mode needs exactly one of single_input (text) or file.", code="invalid_input_mode"
+            )
+        if body.batch_config is not None:
+            raise InvalidInput("batch_config is only for input_mode 'batch'.", code="invalid_input_mode")
+        if body.single_input is not None and len(body.single_input) > MAX_SINGLE_INPUT_CHARS:
+            raise InvalidInput(
+                f"single_input is limited to {MAX_SINGLE_INPUT_CHARS} characters.", code="input_too_large"
+            )
+    plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
+    file_data = _decode_file(body.file) if body.file else None
+    execution_id = new_id()
+    if body.input_mode == "batch":
+        from relayflow_runtime.services import batch
+
+        batch_ctx = batch.prepare(tenant, execution_id, body, plan)
+    else:
+        batch_ctx = None
+    return _launch(
+        tenant,
+        workflow_id,
+        plan,
+        execution_id=execution_id,
+        single_input=body.single_input,
+        file=(body.file.filename, body.file.content_type, file_data)
+        if body.file and file_data is not None
+        else None,
+        batch_ctx=batch_ctx,
+        extra={"callback_url": body.callback_url} if body.callback_url else {},
+    )
+
+
+def start_from_object(
+    tenant: str,
+    workflow_id: str,
+    version_id: str | None,
+    *,
+    execution_id: str,
+    source_key: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    trigger: ExecutionTrigger,
+) -> Execution:
+    """Start a single run whose file input is an object already in the bucket (an S3 upload).
+
+    The object is copied inside S3 into the execution's own prefix (its bytes never pass through
+    the function), so the run keeps its input whatever later happens to the uploaded object. The
+    execution id is the caller's: a second start with the same id returns the first execution.
+    """
+    with contextlib.suppress(NotFound):
+        return to_execution(tenant, store().get_execution(tenant, execution_id))
+    version_id = resolve_version(tenant, workflow_id, version_id)
+    plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
+    safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
+    input_file = InputFile(
+        key=f"{execution_prefix(tenant, execution_id)}input/{safe_name}",
+        filename=filename,
+        content_type=content_type,
+        size=size,
+    )
+    blobs().copy(source_key, input_file.key)
+    try:
+        return _launch(
+            tenant,
+            workflow_id,
+            plan,
+            execution_id=execution_id,
+            file_key=input_file,
+            extra={"trigger": trigger.model_dump(mode="json")},
+        )
+    except ConditionFailed:  # a concurrent start with this id wrote the record first
+        return to_execution(tenant, store().get_execution(tenant, execution_id))
+
+
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def start_execution_once(
+    tenant: str,
+    workflow_id: str,
+    body: api.Execute,
+    idempotency_key: str,
+    *,
+    lambda_context: Any = None,
+) -> tuple[Execution, bool]:
+    """start_execution at most once per (tenant, workflow, Idempotency-Key) within 24 hours.
+
+    Returns (execution, replayed). The same key with the same request (compared after validation,
+    so key order, whitespace and spelled-out defaults do not matter) returns the execution the
+    first request started; with a different request it is a 409 ``idempotency_key_reused``. A
+    request that failed (4xx/5xx) leaves no record: the key may be used again.
+    """
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
+    from relayflow_runtime.adapters.idempotency import idempotency_store
+
+    if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            code="invalid_idempotency_key",
+        )
+    config = IdempotencyConfig(
+        event_key_jmespath="[tenant, workflow_id, key]",
+        payload_validation_jmespath="body",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+    )
+    if lambda_context is not None:
+        # A request that dies mid-way (timeout) frees its key when the invocation would have ended.
+        config.register_lambda_context(lambda_context)
+    started: list[Execution] = []
+
+    @idempotent_function(
+        data_keyword_argument="request",
+        persistence_store=idempotency_store(get_settings().idempotency_table),
+        config=config,
+        key_prefix="relayflow.execute_workflow",
+    )
+    def start_once(request: dict[str, Any]) -> dict[str, Any]:
+        started.append(start_execution(tenant, workflow_id, body))
+        return {"execution_id": started[0].id}
+
+    request = {
+        "tenant": tenant,
+        "workflow_id": workflow_id,
+        "key": idempotency_key,
+        "body": body.model_dump(mode="json"),
+    }
+    try:
+        outcome = start_once(request=request)
+    except IdempotencyValidationError as exc:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body; use a new key for a "
+            "new request.",
+            code="idempotency_key_reused",
+        ) from exc
+    except IdempotencyAlreadyInProgressError as exc:
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed; retry in a moment.",
+            code="idempotency_request_in_progress",
+        ) from exc
+    if started:
+        return started[0], False
+    try:
+        return get_execution(tenant, workflow_id, outcome["execution_id"]), True
+    except NotFound as exc:
+        raise Conflict(
+            "this Idempotency-Key started an execution that has since been deleted; use a new key.",
+            code="idempotency_key_reused",
+        ) from exc
+
+
+def _launch(
+    tenant: str,
+    workflow_id: str,
+    plan: dict[str, Any],
+    *,
+    execution_id: str,
+    single_input: str | None = None,
+    file: tuple[str, str, bytes] | None = None,
+    file_key: InputFile | None = None,
+    batch_ctx: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Execution:
+    """Write the execution (pending), then start its state machine, named by the execution id."""
+    settings = get_settings()
+    prefix = execution_prefix(tenant, execution_id)
+    definition = build_definition(plan, settings.node_runner_arn)
+    state_machine_arn = machines().ensure(definition)
+
+    input_file: InputFile | None = file_key
+    if file is not None:
+        filename, content_type, data = file
+        safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
+        input_file = InputFile(
+            key=f"{prefix}input/{safe_name}", filename=filename, content_type=content_type, size=len(data)
+        )
+        blobs().put_bytes(input_file.key, data, content_type)
+    blobs().put_json(f"{prefix}plan.json", plan)
+
+    number = store().next_execution_number(tenant, workflow_id)
+    now = now_iso()
+    batch_config = (batch_ctx or {}).get("batch_config")
+    execution = Execution(
+        id=execution_id,
+        workflow_id=workflow_id,
+        version_id=plan["version_id"],
+        number=number,
+        status="pending",
+        input_mode=plan["mode"],
+        single_input=single_input,
+        input_file=input_file,
+        batch_config=batch_config,
+        timeout=plan.get("timeout"),
+        created_at=now,
+        progress=ExecutionProgress(
+            total_nodes=len(plan["nodes"]),
+            current_node_idx=0,
+            current_node_id=plan["nodes"][0]["id"] if plan["nodes"] else None,
+            **(batch_ctx or {}).get("progress", {}),
+        ),
+        **(extra or {}),
+    )
+    record = execution.model_dump(mode="json", exclude={"node_executions"})
+    # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
+    packed_input = pack(single_input, f"{prefix}input.json") if single_input is not None else None
+    record["single_input"] = packed_input
+    record["state_machine_arn"] = state_machine_arn
+    record["node_order"] = [n["id"] for n in plan["nodes"]]
+    store().put_execution(tenant, record)
+    if plan["mode"] == "single":
+        for node in plan["nodes"]:
+            store().put_node_record_if_absent(
+                tenant,
+                execution_id,
+                f"N#{node['id']}",
+                {
+                    "node_id": node["id"],
+                    "name": node["name"],
+                    "idx": node["idx"],
+                    "status": "pending",
+                    "attempts": 0,
+                },
+            )
+
+    from relayflow_runtime.services import notify
+
+    notify.status_changed(tenant, record)
+
+    ctx: dict[str, Any] = {
+        "tenant": tenant,
+        "workflow_id": workflow_id,
+        "version_id": plan["version_id"],
+        "execution_id": execution_id,
+        "mode": plan["mode"],
+        "input": packed_input,
+        "input_file": input_file.model_dump() if input_file else None,
+        **(batch_ctx or {}).get("ctx", {}),
+    }
+    try:
+        execution_arn = machines().start(
+            state_machine_arn, execution_id, {"ctx": ctx, "outputs": {}, "last": None}
+        )
+    except Exception as exc:
+        transition(
+            tenant,
+            record,
+            ("pending",),
+            "failed",
+            {"error": f"the run could not be started: {exc}", "completed_at": now_iso()},
+        )
+        raise
+    store().update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
+    return execution
+
+
+def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
+    """A new execution with the same input, running the same snapshot of the version."""
+    old = get_execution_record(tenant, workflow_id, execution_id)
+    plan = blobs().get_json(f"{execution_prefix(tenant, execution_id)}plan.json")
+    new_execution_id = new_id()
+    file_key = None
+    if old.get("input_file"):
+        source = InputFile.model_validate(old["input_file"])
+        file_key = source.model_copy(
+            update={
+                "key": f"{execution_prefix(tenant, new_execution_id)}input/{source.key.rsplit('/', 1)[-1]}"
+            }
+        )
+        blobs().copy(source.key, file_key.key)
+    batch_ctx = None
+    if plan["mode"] == "batch":
+        from relayflow_runtime.services import batch
+
+        batch_ctx = batch.prepare_rerun(tenant, new_execution_id, old, plan)
+    return _launch(
+        tenant,
+        workflow_id,
+        plan,
+        execution_id=new_execution_id,
+        single_input=unpack(old.get("single_input")),
+        file_key=file_key,
+        batch_ctx=batch_ctx,
+        extra={"rerun_of": execution_id},
+    )
+
+
+def retry_failed_items(
+    tenant: str,
+    workflow_id: str,
+    execution_id: str,
+    *,
+    version_id: str | None = None,
+    parallelism: int | None = None,
+) -> Execution:
+    """A new batch run over only the items of a finished batch run that failed: with the same
+    snapshot of the version by default, or with ``version_id`` (e.g. a fixed one)."""
+    from relayflow_runtime.services import batch
+
+    old = get_execution_record(tenant, workflow_id, execution_id)
+    if version_id is None:
+        plan = blobs().get_json(f"{execution_prefix(tenant, execution_id)}plan.json")
+    else:
+        version_id = resolve_version(tenant, workflow_id, version_id)
+        plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+    new_execution_id = new_id()
+    batch_ctx = batch.prepare_retry(tenant, new_execution_id, old, plan, parallelism)
+    return _launch(
+        tenant,
+        workflow_id,
+        plan,
+        execution_id=new_execution_id,
+        batch_ctx=batch_ctx,
+        extra={"retry_of": execution_id},
+    )
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
+    record = store().get_execution(tenant, execution_id)
+    if record["workflow_id"] != workflow_id:
+        raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
+    return record
+
+
+def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
+    """The API's usage from stored counters (the cost is kept in nano-dollars, see providers)."""
+    return {
+        "input_tokens": int(counters.get("input_tokens") or 0),
+        "output_tokens": int(counters.get("output_tokens") or 0),
+        "estimated_cost": nanos_to_dollars(counters.get("estimated_cost_nanos")),
+    }
+
+
+def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
+    """What an unfinished node record means once its execution is over.
+
+    The writer that ends an execution closes its open node records right after its conditional
+    status write; a reader in between (or a node attempt that raced a cancel) must still see
+    records that agree with the execution, so reads apply the same rule.
+    """
+    if node_status not in ("pending", "running") or execution["status"] not in TERMINAL_STATUSES:
+        return node_status
+    if execution["status"] == "cancelled":
+        return "cancelled"
+    if node_status == "pending":
+        return "skipped"
+    if execution["status"] == "failed" and "timed out" in (execution.get("error") or ""):
+        return "timed_out"
+    return "cancelled"
+
+
+def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
+    data = dict(record)
+    data["status"] = settled_node_status(data.get("status", "pending"), execution)
+    data["output"] = unpack(data.get("output"))
+    data["prompt"] = unpack(data.get("prompt"))
+    if data.get("usage"):
+        data["usage"] = usage_of(data["usage"])
+    return NodeExecution.model_validate(data)
+
+
+def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
+    data = dict(record)
+    data["results"] = unpack(data.get("results"))
+    if is_ref(data.get("single_input")):
+        # Pages of the history leave a long input out; the execution itself returns it whole.
+        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
+    current = data.pop("current_node", None)
+    if current:
+        # The runner moves only this small attribute; progress keeps the totals set at start.
+        data["progress"] = {
+            **data.get("progress", {}),
+            "current_node_idx": current["idx"],
+            "current_node_id": current["id"],
+        }
+    if "input_tokens" in data or "output_tokens" in data:
+        data["usage"] = usage_of(data)
+    execution = Execution.model_validate(data)
+    if with_nodes and execution.input_mode == "single":
+        records = sorted(store().node_records(tenant, execution.id), key=lambda r: r.get("idx", 0))
+        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
+    if execution.input_mode == "batch":
+        from relayflow_runtime.services import batch
+
+        batch.fill_progress(tenant, execution, with_results=with_nodes)
+    return execution
+
+
+def get_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
+    return to_execution(tenant, get_execution_record(tenant, workflow_id, execution_id))
+
+
+def list_executions(
+    tenant: str,
+    workflow_id: str,
+    *,
+    limit: int = 50,
+    next_token: str | None = None,
+    status: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+) -> tuple[list[Execution], str | None]:
+    """Newest first, one page; created_after / created_before bound the creation time (inclusive)."""
+    after = time_bound("created_after", created_after)
+    before = time_bound("created_before", created_before)
+    if after and before and after > before:
+        raise InvalidInput("created_after is later than created_before.", code="invalid_time_range")
+    authoring.get_workflow(tenant, workflow_id)
+    records, token = store().list_executions(
+        tenant,
+        workflow_id,
+        limit=limit,
+        next_token=next_token,
+        status=status,
+        created_after=after,
+        created_before=before,
+    )
+    return [to_execution(tenant, r, with_nodes=False) for r in records], token
+
+
+def time_bound(name: str, value: str | None) -> str | None:
+    """An ISO 8601 time in the stored form of created_at (UTC, milliseconds, Z); naive times are UTC."""
+    if not value:
+        return None
+    try:
+        moment = parse_iso(value.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            f"{name} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z): {value!r}.", code="invalid_time"
+        ) from None
+
+
+def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[InputFile, bytes]:
+    record = get_execution_record(tenant, workflow_id, execution_id)
+    if not record.get("input_file"):
+        raise NotFound("this execution was not started with a file input.", code="no_input_file")
+    input_file = InputFile.model_validate(record["input_file"])
+    return input_file, blobs().get_bytes(input_file.key)
+
+
+def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> None:
+    record = get_execution_record(tenant, workflow_id, execution_id)
+    if record["status"] in ACTIVE_STATUSES:
+        raise Conflict(
+            "this execution is still running; cancel it before deleting it.", code="execution_active"
+        )
+    blobs().delete_prefix(execution_prefix(tenant, execution_id))
+    store().delete_execution(tenant, execution_id)
+
+
+# ---- transitions -----------------------------------------------------------------------------------
+def transition(
+    tenant: str,
+    record: dict[str, Any],
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Move the execution to to_status if it is in from_statuses; None if another writer won."""
+    try:
+        updated = store().transition_execution(
+            tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields
+        )
+    except ConditionFailed:
+        return None
+    from relayflow_runtime.services import notify
+
+    notify.status_changed(tenant, updated)
+    return updated
+
+
+def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
+    record = get_execution_record(tenant, workflow_id, execution_id)
+    if record["status"] == "cancelled":
+        return to_execution(tenant, record)
+    now = now_iso()
+    updated = transition(
+        tenant,
+        record,
+        ("pending", "running"),
+        "cancelled",
+        {"completed_at": now, "error": "cancelled by request"},
+    )
+    if updated is None:
+        record = get_execution_record(tenant, workflow_id, execution_id)
+        if record["status"] == "cancelled":
+            return to_execution(tenant, record)
+        raise Conflict(
+            f"execution '{execution_id}' already finished ({record['status']}); only pending or running "
+            "executions can be cancelled.",
+            code="execution_finished",
+        )
+    if record.get("sfn_execution_arn"):
+        try:
+            machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+        except Exception:
+            # The cancel is already recorded and is the truth: every remaining task of the run finds
+            # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.
+            logger.exception(
+                "could not stop the state machine execution", extra={"execution_id": execution_id}
+            )
+    store().close_open_nodes(
+        tenant, execution_id, {"pending": "cancelled", "running": "cancelled"}, "cancelled by request", now
+    )
+    return to_execution(tenant, updated)
+
+
+def finish_unrecorded(
+    tenant: str, execution_id: str, sfn_status: str, error: str | None, cause: str | None
+) -> None:
+    """The state machine ended in a way the handlers did not record (timeout, abort, crash)."""
+    try:
+        record = store().get_execution(tenant, execution_id)
+    except NotFound:
+        return
+    if record["status"] in TERMINAL_STATUSES:
+        return
+    now = now_iso()
+    if sfn_status == "SUCCEEDED":
+        # The Complete task always records first; reaching here means its write was lost.
+        transition(tenant, record, ("pending", "running"), "completed", {"completed_at": now})
+        return
+    if sfn_status == "ABORTED":
+        transition(
+            tenant,
+            record,
+            ("pending", "running"),
+            "cancelled",
+            {"completed_at": now, "error": "the state machine execution was stopped"},
+        )
+        store().close_open_nodes(
+            tenant,
+            execution_id,
+            {"pending": "cancelled", "running": "cancelled"},
+            "the state machine execution was stopped",
+            now,
+        )
+        return
+    if sfn_status == "TIMED_OUT":
+        message = f"workflow timed out after {record.get('timeout')} seconds"
+        node_outcome = {"running": "timed_out", "pending": "skipped"}
+    else:
+        message = f"the run failed: {error or 'error'}" + (f" ({cause})" if cause else "")
+        node_outcome = {"running": "failed", "pending": "skipped"}
+    if transition(tenant, record, ("pending", "running"), "failed", {"completed_at": now, "error": message}):
+        store().close_open_nodes(tenant, execution_id, node_outcome, message, now)

@@ -1,0 +1,159 @@
+"""From a workflow version to an execution plan: the snapshot an execution runs with.
+
+The plan is what the ASL is generated from and what the execution keeps, so editing the version
+afterwards never changes the meaning of a run that already happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from relayflow_runtime.domain.graph import (
+    BLOCKING_CODES,
+    ancestors,
+    levels,
+    parents,
+    topological_order,
+    validate_graph,
+    with_names,
+)
+from relayflow_runtime.domain.templating import TemplateError, unavailable_variables
+from relayflow_runtime.errors import InvalidInput, NotFound
+from relayflow_runtime.schemas.entities import Model, WorkflowEdge, WorkflowNode, WorkflowVersion
+from relayflow_runtime.services import authoring
+
+
+class Problem(BaseModel):
+    """One thing that keeps a version from running. ``node_id``: the node it is about (for a cycle,
+    its earliest-created node); ``node_ids``: every node involved (a cycle's nodes, an edge's ends)."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+    node_ids: list[str] = Field(default_factory=list)
+
+
+def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
+    parts = variable.split(".")
+    if parts[0] == "nodes" and len(parts) > 1 and parts[1] in names:
+        why = f"node '{parts[1]}' is not upstream of '{node.name}' (connect it with edges)"
+    elif parts[0] == "nodes" and len(parts) > 1:
+        why = f"no node of this version is named '{parts[1]}'"
+    elif parts[0] == "item":
+        why = "'item' exists only in batch runs"
+    else:
+        why = f"'{parts[0]}' is not a template variable (use input, nodes.NAME or item.FIELD)"
+    return f"node '{node.name}' uses {{{{{variable}}}}}, which nothing provides: {why}."
+
+
+def _problems(
+    tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge], batch: bool
+) -> tuple[list[Problem], dict[str, Model]]:
+    ids = [n.id for n in nodes]
+    names = {n.id: n.name for n in nodes}
+    pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
+    problems = [
+        Problem(
+            code=p.code, message=with_names(p.message, names), node_id=p.node_id, node_ids=list(p.node_ids)
+        )
+        for p in validate_graph(ids, pairs)
+    ]
+    models: dict[str, Model] = {}
+    for node in nodes:
+        if node.entity_id in models:
+            continue
+        try:
+            models[node.entity_id] = authoring.get_model(tenant, node.entity_id)
+        except NotFound:
+            problems.append(
+                Problem(
+                    code="unknown_model",
+                    message=f"node '{node.name}' uses model '{node.entity_id}', which does not exist.",
+                    node_id=node.id,
+                    node_ids=[node.id],
+                )
+            )
+    if any(p.code in BLOCKING_CODES for p in problems):
+        return problems, models  # no order, so no upstream nodes to check the templates against
+    upstream = ancestors(ids, pairs)
+    for node in nodes:
+        try:
+            missing = unavailable_variables(
+                node.config.input_template, [names[a] for a in upstream[node.id]], batch
+            )
+        except TemplateError as exc:
+            problems.append(
+                Problem(
+                    code=exc.code, message=f"node '{node.name}': {exc}", node_id=node.id, node_ids=[node.id]
+                )
+            )
+            continue
+        for variable in sorted(missing):
+            problems.append(
+                Problem(
+                    code="unknown_template_variable",
+                    message=_variable_problem(node, variable, set(names.values())),
+                    node_id=node.id,
+                    node_ids=[node.id],
+                )
+            )
+    return problems, models
+
+
+def validate_version(tenant: str, workflow_id: str, version_id: str, batch: bool = False) -> list[Problem]:
+    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
+    return _problems(tenant, version, nodes, edges, batch)[0]
+
+
+def build_plan(
+    tenant: str, workflow_id: str, version_id: str, *, mode: str, timeout: int | None
+) -> dict[str, Any]:
+    """The validated snapshot of a version, ready for the ASL generator and the node runner."""
+    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
+    problems, models = _problems(tenant, version, nodes, edges, mode == "batch")
+    if problems:
+        raise InvalidInput(
+            f"version '{version_id}' cannot run: " + " ".join(p.message for p in problems),
+            code="invalid_workflow_version",
+            details=[p.model_dump() for p in problems],
+        )
+    ids = [n.id for n in nodes]
+    pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
+    order = topological_order(ids, pairs)
+    by_id = {n.id: n for n in nodes}
+    parent_map = (
+        parents(ids, pairs)
+        if pairs
+        else {node_id: ([order[i - 1]] if i else []) for i, node_id in enumerate(order)}
+    )
+    upstream = ancestors(ids, pairs) if pairs else {node_id: order[:i] for i, node_id in enumerate(order)}
+    specs = []
+    for idx, node_id in enumerate(order):
+        node = by_id[node_id]
+        model = models[node.entity_id]
+        specs.append(
+            {
+                "id": node.id,
+                "name": node.name,
+                "idx": idx,
+                "template": node.config.input_template,
+                "timeout": node.config.timeout or version.config.node_timeout,
+                "on_failure": node.config.on_failure,
+                "output_format": node.config.output_format,
+                "parents": parent_map[node_id],
+                "upstream": {by_id[a].name: a for a in upstream[node_id]},
+                "model": {"id": model.id, "provider": model.provider, "config": model.config},
+            }
+        )
+    stage_ids = levels(ids, pairs) if pairs else [[i] for i in order]
+    return {
+        "workflow_id": workflow_id,
+        "version_id": version_id,
+        "mode": mode,
+        "timeout": timeout,
+        "config": version.config.model_dump(mode="json"),
+        "nodes": specs,
+        "levels": stage_ids,
+    }

@@ -1,0 +1,31 @@
+"""Values that travel between nodes: inline when small, an S3 reference when large."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.settings import get_settings
+
+REF_KEY = "$s3"
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {REF_KEY}
+
+
+def pack(value: Any, key: str) -> Any:
+    """Keep value inline when its JSON is under the inline limit, else store it at key in S3."""
+    settings = get_settings()
+    encoded = json.dumps(value)
+    if len(encoded.encode()) <= settings.inline_output_limit:
+        return value
+    BlobStore(settings.bucket_name).put_bytes(key, encoded.encode(), "application/json")
+    return {REF_KEY: key}
+
+
+def unpack(value: Any) -> Any:
+    if is_ref(value):
+        return BlobStore(get_settings().bucket_name).get_json(value[REF_KEY])
+    return value

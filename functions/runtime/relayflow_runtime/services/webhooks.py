@@ -1,0 +1,338 @@
+"""Webhooks: a run's terminal status POSTed to its callback URL, signed, retried, recorded.
+
+* **Where to**: the execution's own ``callback_url`` (execute body), else the workflow's.
+* **What**: JSON ``{"id", "type": "execution.<status>", "schema_version", "created_at", "data"}``,
+  ``data`` being the execution (results included for a single run when small).
+* **Signed**: ``X-Relayflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
+  with the workflow's secret (``whsec_...``), created or rotated by POST
+  /workflows/{id}/webhook-secret and shown only in that answer. Relayflow needs the secret itself
+  to sign, so it is kept (not a hash) in its own table item: encrypted at rest by the table's SSE,
+  never part of any API answer. Each attempt is signed afresh: a receiver may refuse old ``t``.
+* **Retried**: any answer other than 2xx, or none within the timeout, is tried again after
+  ``retry_base_seconds * 2**(n-1)`` (capped at ``retry_max_seconds``), ``max_attempts`` in all.
+  The ``X-Relayflow-Delivery`` id is the same on every attempt, so a receiver can drop repeats.
+* **Recorded**: every attempt is an item with its execution, listed newest first.
+
+Deliveries run in their own function (handlers/webhook_sender.py), started by an EventBridge rule
+on the relayflow bus for terminal statuses: a slow or dead receiver never holds up or fails a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel, Field
+
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.errors import InvalidInput, NotFound
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, DeliveryAttempt, WebhookSecret
+from relayflow_runtime.services import authoring, executions
+from relayflow_runtime.services.values import unpack
+
+logger = Logger(child=True)
+
+SCHEMA_VERSION = "1"
+SIGNATURE_HEADER = "X-Relayflow-Signature"
+DELIVERY_HEADER = "X-Relayflow-Delivery"
+EVENT_HEADER = "X-Relayflow-Event"
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "relayflow-webhooks/1"
+MAX_INLINE_RESULTS_BYTES = 64 * 1024
+SIGNATURE_TOLERANCE_SECONDS = 300
+_DELIVERY_NAMESPACE = uuid.UUID("5d0c8a0e-6a55-4f0e-9a5e-2f3f7c1f6b1d")
+
+
+class WebhookConfig(BaseModel):
+    """Retry schedule and timeout, from the sender function's environment (WEBHOOK_*)."""
+
+    max_attempts: int = Field(6, ge=1, le=20)
+    retry_base_seconds: float = Field(2.0, ge=0, le=600)
+    retry_max_seconds: float = Field(60.0, ge=0, le=900)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    @classmethod
+    def from_env(cls) -> WebhookConfig:
+        names = {
+            "max_attempts": "WEBHOOK_MAX_ATTEMPTS",
+            "retry_base_seconds": "WEBHOOK_RETRY_BASE_SECONDS",
+            "retry_max_seconds": "WEBHOOK_RETRY_MAX_SECONDS",
+            "timeout_seconds": "WEBHOOK_TIMEOUT_SECONDS",
+        }
+        return cls.model_validate(
+            {field: os.environ[env] for field, env in names.items() if env in os.environ}
+        )
+
+    def delay_after(self, attempt: int) -> float:
+        return float(min(self.retry_base_seconds * 2 ** (attempt - 1), self.retry_max_seconds))
+
+
+# ---- secrets and signatures ------------------------------------------------------------------------
+def rotate_secret(tenant: str, workflow_id: str) -> WebhookSecret:
+    """A new signing secret for the workflow's webhooks (the previous one stops at once)."""
+    authoring.get_workflow(tenant, workflow_id)
+    secret = WebhookSecret(
+        workflow_id=workflow_id, secret=SECRET_PREFIX + secrets.token_urlsafe(32), created_at=now_iso()
+    )
+    executions.store().put_webhook_secret(
+        tenant, workflow_id, {"secret": secret.secret, "created_at": secret.created_at}
+    )
+    return secret
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-Relayflow-Signature header value for body sent at timestamp."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does (the README shows the same few lines): recompute, compare, check age."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    fresh = abs((time.time() if now is None else now) - timestamp) <= tolerance
+    return fresh and hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+# ---- what is sent ----------------------------------------------------------------------------------
+def delivery_id_for(tenant: str, execution_id: str, status: str) -> str:
+    """One delivery per execution and terminal status: the same id however often it is attempted."""
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{tenant}/{execution_id}/{status}"))
+
+
+def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict[str, Any]:
+    execution = executions.to_execution(
+        tenant, {k: v for k, v in record.items() if k != "results"}, with_nodes=False
+    )
+    data = execution.model_dump(
+        mode="json", exclude={"node_executions", "results", "single_input", "batch_config", "callback_url"}
+    )
+    if execution.input_mode == "single" and record.get("results") is not None:
+        results = unpack(record["results"])
+        if len(json.dumps(results).encode()) <= MAX_INLINE_RESULTS_BYTES:
+            data["results"] = results
+        else:
+            data["results"], data["results_truncated"] = None, True
+    return {
+        "id": delivery_id,
+        "type": f"execution.{execution.status}",
+        "schema_version": SCHEMA_VERSION,
+        "created_at": now_iso(),
+        "data": data,
+    }
+
+
+# ---- delivering ------------------------------------------------------------------------------------
+Sender = Callable[[str, bytes, dict[str, str], float], int]
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST and return the status code; redirects are not followed (a 3xx is a failed attempt)."""
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        return client.post(url, content=body, headers=headers).status_code
+
+
+def callback_url_of(tenant: str, record: dict[str, Any]) -> str | None:
+    if record.get("callback_url"):
+        return str(record["callback_url"])
+    try:
+        return authoring.get_workflow(tenant, record["workflow_id"]).callback_url
+    except NotFound:
+        return None
+
+
+def deliver(
+    tenant: str,
+    execution_id: str,
+    *,
+    config: WebhookConfig | None = None,
+    send: Sender = http_post,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[DeliveryAttempt]:
+    """POST the execution's terminal status to its callback URL until it is accepted or the attempts
+    are spent, recording each attempt. Nothing to do (no URL, not terminal): an empty list."""
+    config = config or WebhookConfig.from_env()
+    store = executions.store()
+    try:
+        record = store.get_execution(tenant, execution_id)
+    except NotFound:
+        logger.info("no webhook: the execution no longer exists", extra={"execution_id": execution_id})
+        return []
+    if record["status"] not in TERMINAL_STATUSES:
+        return []
+    url = callback_url_of(tenant, record)
+    if not url:
+        return []
+    status = record["status"]
+    delivery_id = delivery_id_for(tenant, execution_id, status)
+    base = {
+        "delivery_id": delivery_id,
+        "execution_id": execution_id,
+        "workflow_id": record["workflow_id"],
+        "event_type": f"execution.{status}",
+        "url": url,
+    }
+    secret = (store.get_webhook_secret(tenant, record["workflow_id"]) or {}).get("secret")
+    problem = _url_problem(url) or (
+        None
+        if secret
+        else "the workflow has no webhook secret to sign with: POST /workflows/"
+        f"{record['workflow_id']}/webhook-secret creates one"
+    )
+    if problem or not secret:
+        attempt = DeliveryAttempt(
+            **base, attempt=1, outcome="failed", final=True, error=problem, attempted_at=now_iso()
+        )
+        store.put_delivery_attempt(tenant, attempt.model_dump(mode="json"))
+        logger.warning("webhook not sent", extra={"execution_id": execution_id, "problem": problem})
+        return [attempt]
+    body = json.dumps(build_payload(tenant, record, delivery_id), separators=(",", ":")).encode()
+    attempts: list[DeliveryAttempt] = []
+    for number in range(1, config.max_attempts + 1):
+        attempt = _attempt(base, number, url, body, secret, config, send)
+        attempts.append(attempt)
+        store.put_delivery_attempt(tenant, attempt.model_dump(mode="json"))
+        if attempt.final:
+            break
+        sleep(config.delay_after(number))
+    last = attempts[-1]
+    log = logger.info if last.outcome == "delivered" else logger.warning
+    log(
+        "webhook " + last.outcome,
+        extra={"execution_id": execution_id, "delivery_id": delivery_id, "attempts": len(attempts)},
+    )
+    return attempts
+
+
+def _attempt(
+    base: dict[str, Any],
+    number: int,
+    url: str,
+    body: bytes,
+    secret: str,
+    config: WebhookConfig,
+    send: Sender,
+) -> DeliveryAttempt:
+    attempted_at = datetime.now(UTC)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(secret, int(attempted_at.timestamp()), body),
+        DELIVERY_HEADER: base["delivery_id"],
+        EVENT_HEADER: base["event_type"],
+    }
+    started = time.monotonic()
+    response_status: int | None = None
+    error: str | None = None
+    try:
+        response_status = send(url, body, headers, config.timeout_seconds)
+        if not 200 <= response_status < 300:
+            error = f"the receiver answered {response_status}"
+    except httpx.TimeoutException:
+        error = f"no answer within {config.timeout_seconds:g} s"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    delivered = error is None
+    final = delivered or number >= config.max_attempts
+    next_at = None
+    if not final:
+        next_at = _iso(attempted_at + timedelta(seconds=config.delay_after(number)))
+    return DeliveryAttempt(
+        **base,
+        attempt=number,
+        outcome="delivered" if delivered else "failed",
+        final=final,
+        response_status=response_status,
+        error=error,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        attempted_at=_iso(attempted_at),
+        next_attempt_at=next_at,
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _url_problem(url: str) -> str | None:
+    parsed = httpx.URL(url) if url.startswith(("http://", "https://")) else None
+    if parsed is None or not parsed.host:
+        return f"callback_url {url!r} is not an http(s) URL"
+    return None
+
+
+def deliver_once(
+    tenant: str, execution_id: str, status: str, *, lambda_context: Any = None
+) -> dict[str, Any]:
+    """deliver(), at most once per execution and terminal status: EventBridge may hand the same event
+    to the sender twice, and Lambda retries a sender that crashed (Powertools idempotency)."""
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+
+    from relayflow_runtime.adapters.idempotency import idempotency_store
+    from relayflow_runtime.settings import get_settings
+
+    config = IdempotencyConfig(
+        event_key_jmespath="[tenant, execution_id, status]",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=24 * 3600,
+    )
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)
+
+    @idempotent_function(
+        data_keyword_argument="event",
+        persistence_store=idempotency_store(get_settings().idempotency_table),
+        config=config,
+        key_prefix="relayflow.webhook",
+    )
+    def deliver_event(event: dict[str, Any]) -> dict[str, Any]:
+        attempts = deliver(tenant, execution_id)
+        return {
+            "delivery_id": attempts[-1].delivery_id if attempts else None,
+            "outcome": attempts[-1].outcome if attempts else "nothing_to_send",
+            "attempts": len(attempts),
+        }
+
+    return deliver_event(event={"tenant": tenant, "execution_id": execution_id, "status": status})
+
+
+# ---- listing ---------------------------------------------------------------------------------------
+def list_deliveries(
+    tenant: str,
+    workflow_id: str,
+    execution_id: str | None = None,
+    *,
+    limit: int = 50,
+    next_token: str | None = None,
+) -> tuple[list[DeliveryAttempt], str | None]:
+    """Delivery attempts, newest first: of one execution, or of every execution of the workflow."""
+    authoring.get_workflow(tenant, workflow_id)
+    if execution_id:
+        executions.get_execution_record(tenant, workflow_id, execution_id)
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit must be between 1 and 200.", code="invalid_limit")
+    items, token = executions.store().list_delivery_attempts(
+        tenant, workflow_id=workflow_id, execution_id=execution_id, limit=limit, next_token=next_token
+    )
+    return [DeliveryAttempt.model_validate(i) for i in items], token

@@ -1,0 +1,46 @@
+"""Runtime settings, read once per warm container from the environment the template sets."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel
+
+
+class Settings(BaseModel):
+    table_name: str
+    bucket_name: str
+    node_runner_arn: str = ""
+    state_machine_role_arn: str = ""
+    stack_name: str = "relayflow"
+    event_bus_name: str = ""
+    idempotency_table: str = ""
+    # Node outputs larger than this travel through S3 instead of the state payload (256 KiB cap).
+    inline_output_limit: int = 32 * 1024
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    env = os.environ
+    return Settings(
+        table_name=env.get("RELAYFLOW_TABLE", "relayflow"),
+        bucket_name=env.get("RELAYFLOW_BUCKET", "relayflow"),
+        node_runner_arn=env.get("NODE_RUNNER_ARN", ""),
+        state_machine_role_arn=env.get("STATE_MACHINE_ROLE_ARN", ""),
+        stack_name=env.get("RELAYFLOW_STACK", "relayflow"),
+        event_bus_name=env.get("EVENT_BUS_NAME", ""),
+        idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
+        inline_output_limit=int(env.get("INLINE_OUTPUT_LIMIT", 32 * 1024)),
+    )
+
+
+def reset_caches() -> None:
+    """Forget settings and AWS clients (the local stack calls this after it sets the environment)."""
+    from relayflow_runtime.adapters import aws, table
+
+    get_settings.cache_clear()
+    aws.session.cache_clear()
+    aws.client.cache_clear()
+    aws.clear_resources()
+    table.get_table_store.cache_clear()
