@@ -495,6 +495,50 @@ def cmd_cancel(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     return EXIT_OK
 
 
+def cmd_deliveries(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    def fetch(token: str | None) -> Any:
+        return client.get_webhook_deliveries(
+            args.workflow_id, args.execution_id, limit=args.limit, next_token=token
+        )
+
+    attempts, next_token = collect(fetch, None, args.all)
+    if ui.as_json:
+        ui.json({"items": [a.model_dump(mode="json") for a in attempts], "next_token": next_token})
+        return EXIT_OK
+    table = Table()
+    for column in ("attempted", "execution", "round", "attempt", "outcome", "answer / error", "next"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("round", "attempt", "outcome"))
+    for a in attempts:
+        style = "green" if a.outcome == "delivered" else "red"
+        table.add_row(
+            a.attempted_at,
+            a.execution_id,
+            str(a.round),
+            str(a.attempt) + (" (last)" if a.final else ""),
+            Text(a.outcome, style=style),
+            short(a.error if a.error else a.response_status, 80),
+            a.next_attempt_at or "-",
+        )
+    ui.print(table)
+    if not attempts:
+        ui.note("no webhook deliveries yet.")
+    if next_token:
+        ui.note("more deliveries: add --all")
+    return EXIT_OK
+
+
+def cmd_resend_webhook(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    queued = client.resend_webhook(args.workflow_id, args.execution_id)
+    if ui.as_json:
+        ui.json(queued.model_dump(mode="json"))
+    else:
+        ui.print(
+            f"{queued.event_type} queued for {queued.url} (delivery {queued.delivery_id}, round "
+            f"{queued.round}); follow it with: relayflow deliveries {args.workflow_id} {args.execution_id}"
+        )
+    return EXIT_OK
+
+
 def cmd_rerun(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     execution = client.rerun_workflow_execution(args.workflow_id, args.execution_id)
     return follow(args, client, ui, execution, verb="re-ran as")
@@ -749,6 +793,17 @@ def build_parser() -> argparse.ArgumentParser:
     execution_args(sub)
     follow_args(sub)
     sub.set_defaults(handler=cmd_rerun)
+
+    sub = command("deliveries", "webhook delivery attempts, newest first: of a workflow or one execution")
+    sub.add_argument("workflow_id")
+    sub.add_argument("execution_id", nargs="?", help="only this execution's")
+    sub.add_argument("--limit", type=positive_int, default=50, help="attempts per page (50, at most 200)")
+    sub.add_argument("--all", action="store_true", help="follow every page")
+    sub.set_defaults(handler=cmd_deliveries)
+
+    sub = command("resend-webhook", "send a finished execution's webhook again (a new round of attempts)")
+    execution_args(sub)
+    sub.set_defaults(handler=cmd_resend_webhook)
 
     sub = command("delete", "delete a finished execution with its stored files and results")
     execution_args(sub)

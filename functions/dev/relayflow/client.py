@@ -34,6 +34,7 @@ from relayflow_runtime.schemas.entities import (
     DatasetVersion,
     DeliveryAttempt,
     Model,
+    WebhookResend,
     WebhookSecret,
     Workflow,
     WorkflowEdge,
@@ -393,6 +394,12 @@ class Client:
         path = f"/workflows/{workflow_id}" + (f"/executions/{execution_id}" if execution_id else "")
         params = {"limit": limit, "next_token": next_token}
         return self._page(DeliveryAttempt, self._json("GET", f"{path}/deliveries", params=params))
+
+    def resend_webhook(self, workflow_id: str, execution_id: str) -> WebhookResend:
+        """Send a finished execution's webhook again: a new round of attempts (the same delivery id),
+        recorded in its deliveries. 409 while the execution runs; 400 without a callback URL."""
+        path = f"/workflows/{workflow_id}/executions/{execution_id}/deliveries"
+        return WebhookResend.model_validate(self._json("POST", path))
 
     # ---- datasets and batch results (docs/batch.md) ------------------------------------------------
     def create_dataset(self, name: str, description: str = "") -> Dataset:

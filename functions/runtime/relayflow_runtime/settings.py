@@ -18,6 +18,15 @@ class Settings(BaseModel):
     idempotency_table: str = ""
     # Node outputs larger than this travel through S3 instead of the state payload (256 KiB cap).
     inline_output_limit: int = 32 * 1024
+    # Stack parameter RetentionDays: how long a run's records and objects are kept (services/retention.py).
+    retention_days: int = 30
+    # Stack parameter BatchParallelismBudget: batch items running at once, all batches together.
+    batch_parallelism_budget: int = 200
+    # The queue webhook deliveries (first attempts, retries, re-sends) go through.
+    webhook_queue_url: str = ""
+    # The template's run and batch state machines (the sweeper finds a run's execution by them).
+    run_machine_arn: str = ""
+    batch_machine_arn: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -32,6 +41,11 @@ def get_settings() -> Settings:
         event_bus_name=env.get("EVENT_BUS_NAME", ""),
         idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
         inline_output_limit=int(env.get("INLINE_OUTPUT_LIMIT", 32 * 1024)),
+        retention_days=int(env.get("RETENTION_DAYS", 30)),
+        batch_parallelism_budget=int(env.get("BATCH_PARALLELISM_BUDGET", 200)),
+        webhook_queue_url=env.get("WEBHOOK_QUEUE_URL", ""),
+        run_machine_arn=env.get("RUN_MACHINE_ARN", ""),
+        batch_machine_arn=env.get("BATCH_MACHINE_ARN", ""),
     )
 
 

@@ -9,6 +9,7 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#M#m         M               model               gsi1: T#t#MS / created#id
     T#t#X#x         X               execution           gsi1: T#t#WF#wf#XS / created#id
                                                         gsi2: T#t#WF#wf#XS#status / created#id
+                                                        sweep: ACTIVE#n | SETTLE#n / created#t#id
     T#t#X#x         N#node          node record of a single run
     KEY#k           KEY             API key (by key id)  gsi1: T#t#KEYS / created#id
     T#t#X#x         D#time#d#n      webhook delivery attempt n   gsi1: T#t#WF#wf#DS / time#d#n
@@ -20,9 +21,17 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#X#x         R#item          outcome of one item of a batch run
     T#t#X#x         C#nn            one of 16 shards of a batch run's progress counters
     T#t#X#x         I#item#N#node   node record of one item of a batch run
+    T#t#M#m         RL#window       a model's rate-limit window (stores/rate_windows.py, expires_at)
+    BUDGET#batch_parallelism BUDGET the account-wide budget of batch parallelism (stores/budget.py)
 
 The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
 holds only the SHA-256 of the key (see logic/apikeys.py); the authorizer reads it with one GetItem.
+The budget item is the other: it is the deployment's, not a tenant's.
+
+The ``sweep`` index is sparse: only executions that need watching are in it (stores/sweep.py).
+``ACTIVE#<shard>`` holds every pending or running run; a terminal status change moves the run to
+``SETTLE#<shard>`` until what follows a run's end (its budget released, its last status event
+published) is done, and then it leaves the index. Nothing else ever has ``sweep_pk``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,22 @@ from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
 from relayflow_runtime.errors import InvalidInput, NotFound
 
-_KEY_FIELDS = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "tenant", "kind", "expires_at")
+_KEY_FIELDS = (
+    "pk",
+    "sk",
+    "gsi1pk",
+    "gsi1sk",
+    "gsi2pk",
+    "gsi2sk",
+    "sweep_pk",
+    "sweep_sk",
+    "tenant",
+    "kind",
+    "expires_at",
+)
+#: Shards of the sweep index's partitions (a run's shard is a hash of its id).
+SWEEP_SHARDS = 8
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 class ConditionFailed(Exception):
@@ -48,6 +72,20 @@ class ConditionFailed(Exception):
 
 def _pk(tenant: str, kind: str, ident: str) -> str:
     return f"T#{tenant}#{kind}#{ident}"
+
+
+def sweep_shard(execution_id: str) -> int:
+    import zlib
+
+    return zlib.crc32(execution_id.encode()) % SWEEP_SHARDS
+
+
+def sweep_keys(tenant: str, execution: dict[str, Any], partition: str) -> dict[str, str]:
+    """The sweep index's keys of an execution: partition ``ACTIVE`` or ``SETTLE``."""
+    return {
+        "sweep_pk": f"{partition}#{sweep_shard(execution['id'])}",
+        "sweep_sk": f"{execution['created_at']}#{tenant}#{execution['id']}",
+    }
 
 
 def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +406,7 @@ class TableStore:
                 "gsi1sk": sort,
                 "gsi2pk": self._status_index(tenant, execution["workflow_id"], execution["status"]),
                 "gsi2sk": sort,
+                **sweep_keys(tenant, execution, "SETTLE" if execution["status"] in _TERMINAL else "ACTIVE"),
             },
             must_not_exist=True,
         )
@@ -412,17 +451,22 @@ class TableStore:
         to_status: str,
         fields: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Move an execution's status forward; raises ConditionFailed if it is not in from_statuses."""
+        """Move an execution's status forward; raises ConditionFailed if it is not in from_statuses.
+        A terminal status moves the run from the sweep index's ACTIVE partition to SETTLE."""
         allowed = list(from_statuses)
         set_fields = {
             **(fields or {}),
             "status": to_status,
             "gsi2pk": self._status_index(tenant, execution["workflow_id"], to_status),
         }
+        if to_status in _TERMINAL:  # sweep_sk (created#tenant#id) stays as put_execution wrote it
+            set_fields["sweep_pk"] = f"SETTLE#{sweep_shard(execution['id'])}"
         return self._update(
             self.execution_key(tenant, execution["id"]),
             set_fields,
             condition=Attr("status").is_in(allowed),
+            # An earlier status's event the bus refused (stores/sweep.py) is superseded by this one.
+            remove=("unpublished_event",),
         )
 
     def update_execution(
@@ -739,20 +783,29 @@ class TableStore:
     def delete_webhook_secret(self, tenant: str, workflow_id: str) -> None:
         self.table.delete_item(Key=self._webhook_secret_key(tenant, workflow_id))
 
-    def put_delivery_attempt(self, tenant: str, attempt: dict[str, Any]) -> None:
-        """One webhook delivery attempt, kept with its execution (deleted with it)."""
-        sort = f"{attempt['attempted_at']}#{attempt['delivery_id']}#{attempt['attempt']:02d}"
-        self._put(
-            {
-                **attempt,
-                "pk": _pk(tenant, "X", attempt["execution_id"]),
-                "sk": f"D#{sort}",
-                "tenant": tenant,
-                "kind": "delivery_attempt",
-                "gsi1pk": f"T#{tenant}#WF#{attempt['workflow_id']}#DS",
-                "gsi1sk": sort,
-            }
-        )
+    def put_delivery_attempt(
+        self, tenant: str, attempt: dict[str, Any], *, expires_at: int | None = None
+    ) -> None:
+        """One webhook delivery attempt, kept with its execution (deleted with it, or by TTL)."""
+        sort = f"{attempt['attempted_at']}#{attempt['delivery_id']}#{attempt.get('round', 0):03d}"
+        sort += f"#{attempt['attempt']:02d}"
+        item = {
+            **attempt,
+            "pk": _pk(tenant, "X", attempt["execution_id"]),
+            "sk": f"D#{sort}",
+            "tenant": tenant,
+            "kind": "delivery_attempt",
+            "gsi1pk": f"T#{tenant}#WF#{attempt['workflow_id']}#DS",
+            "gsi1sk": sort,
+        }
+        if expires_at is not None:
+            item["expires_at"] = expires_at
+        self._put(item)
+
+    def next_webhook_round(self, tenant: str, execution_id: str) -> int:
+        """Number a re-send of the execution's webhook (1, 2, ...)."""
+        attrs = self._update(self.execution_key(tenant, execution_id), {}, add={"webhook_rounds": 1})
+        return int(attrs["webhook_rounds"])
 
     def list_delivery_attempts(
         self,

@@ -6,7 +6,8 @@ context into ``requestContext.authorizer.lambda``; the local stack does the same
 checks again (a request without that context is refused) and checks the route's scope:
 
 * ``read``: every GET route, and POST .../validate (it changes nothing);
-* ``execute``: starting, cancelling and re-running executions (retrying a batch's failed items too);
+* ``execute``: starting, cancelling and re-running executions (retrying a batch's failed items too,
+  re-sending a finished execution's webhook);
 * ``write``: every other POST, PATCH and DELETE.
 
 Public routes (no key): the dashboard's static page, GET /health and GET /openapi.json; the
@@ -36,6 +37,7 @@ EXECUTE_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/workflows/<workflow_id>/executions/<execution_id>/cancel"),
         ("POST", "/workflows/<workflow_id>/executions/<execution_id>/rerun"),
         ("POST", "/workflows/<workflow_id>/executions/<execution_id>/retry-failed"),
+        ("POST", "/workflows/<workflow_id>/executions/<execution_id>/deliveries"),
     }
 )
 READ_ONLY_POSTS: frozenset[tuple[str, str]] = frozenset(

@@ -49,6 +49,8 @@ PROVIDERS: tuple[str, ...] = tuple(_ADAPTERS)
 # Keys that would put a secret into the model record (stored in DynamoDB, returned by the API).
 _INLINE_SECRET_KEYS = ("api_key", "apiKey", "api-key")
 PRICE_KEYS = ("input_per_1k", "output_per_1k")
+# A model's own rate limit, enforced across concurrent runs (services: rate_limits.py).
+RATE_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
 
 
 def _validate_price(price: Any) -> list[str]:
@@ -73,6 +75,24 @@ def _validate_price(price: Any) -> list[str]:
     return problems
 
 
+def _validate_rate_limit(limit: Any) -> list[str]:
+    if limit is None:
+        return []
+    example = '{"requests_per_minute": 60, "tokens_per_minute": 40000}'
+    if not isinstance(limit, dict) or not limit:
+        return [f"'rate_limit' must be an object like {example}"]
+    problems = [
+        f"unknown rate_limit key {key!r}; expected {', '.join(RATE_LIMIT_KEYS)}"
+        for key in limit
+        if key not in RATE_LIMIT_KEYS
+    ]
+    for key in RATE_LIMIT_KEYS:
+        value = limit.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            problems.append(f"'rate_limit.{key}' must be a whole number >= 1")
+    return problems
+
+
 def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> list[str]:
     """Human-readable problems with a model definition; an empty list means it is usable."""
     if provider not in _ADAPTERS:
@@ -90,6 +110,7 @@ def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> li
             )
     problems.extend(_ADAPTERS[provider].validate(config))
     problems.extend(_validate_price(config.get("price")))
+    problems.extend(_validate_rate_limit(config.get("rate_limit")))
     return problems
 
 

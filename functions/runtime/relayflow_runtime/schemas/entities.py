@@ -178,6 +178,8 @@ class Execution(Entity):
     usage: TokenUsage | None = None
     callback_url: str | None = None  # this run's webhook URL (else the workflow's)
     trigger: ExecutionTrigger | None = None  # set when an S3 upload started the run
+    # Why a pending run has not started yet (a batch waiting for the batch parallelism budget).
+    waiting_reason: str | None = None
 
 
 # ---- datasets and batch results ---------------------------------------------------------------------
@@ -271,6 +273,20 @@ class DeliveryAttempt(Entity):
     duration_ms: int = 0
     attempted_at: str
     next_attempt_at: str | None = None
+    round: int = 0  # 0: the delivery the run's end started; n: the n-th re-send by request
+
+
+class WebhookResend(Entity):
+    """A finished execution's webhook queued again (POST .../deliveries): its attempts follow in the
+    delivery history under this round."""
+
+    delivery_id: str
+    execution_id: str
+    workflow_id: str
+    event_type: str
+    url: str
+    round: int
+    queued_at: str
 
 
 # ---- API keys ----------------------------------------------------------------------------------------

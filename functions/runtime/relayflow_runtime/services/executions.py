@@ -33,7 +33,7 @@ from relayflow_runtime.schemas.entities import (
     InputFile,
     NodeExecution,
 )
-from relayflow_runtime.services import authoring
+from relayflow_runtime.services import authoring, metrics, retention
 from relayflow_runtime.services.asl import build_definition
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.values import is_ref, pack, unpack
@@ -56,7 +56,9 @@ def machines() -> StateMachines:
 
 
 def execution_prefix(tenant: str, execution_id: str) -> str:
-    return f"t/{tenant}/executions/{execution_id}/"
+    """Every object of a run lies under here. The top-level ``executions/`` is what the bucket's
+    lifecycle rule matches (a rule's prefix cannot skip a tenant segment); see logic/retention.py."""
+    return f"executions/{tenant}/{execution_id}/"
 
 
 # ---- starting --------------------------------------------------------------------------------------
@@ -305,7 +307,10 @@ def _launch(
     record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
     record["node_order"] = [n["id"] for n in plan["nodes"]]
+    # Every other item of the run carries this TTL from the start (logic/retention.py).
+    record["children_expire_at"] = retention.children_expire_at(now)
     store().put_execution(tenant, record)
+    metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
     if plan["mode"] == "single":
         for node in plan["nodes"]:
             store().put_node_record_if_absent(
@@ -318,6 +323,7 @@ def _launch(
                     "idx": node["idx"],
                     "status": "pending",
                     "attempts": 0,
+                    "expires_at": record["children_expire_at"],
                 },
             )
 
@@ -558,16 +564,27 @@ def transition(
     to_status: str,
     fields: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Move the execution to to_status if it is in from_statuses; None if another writer won."""
+    """Move the execution to to_status if it is in from_statuses; None if another writer won.
+
+    A terminal move also gives the execution item its TTL, counts the run as finished, gives back
+    its share of the batch budget and takes it out of the sweep index (logic/reconcile.py)."""
+    fields = dict(fields or {})
+    if to_status in TERMINAL_STATUSES:
+        fields.setdefault(
+            "expires_at", retention.record_expires_at(record["created_at"], fields.get("completed_at"))
+        )
     try:
         updated = store().transition_execution(
             tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields
         )
     except ConditionFailed:
         return None
-    from relayflow_runtime.services import notify
+    from relayflow_runtime.services import notify, reconcile
 
     notify.status_changed(tenant, updated)
+    if to_status in TERMINAL_STATUSES:
+        metrics.count(metrics.RUNS_FINISHED, Status=to_status)
+        reconcile.after_finish(tenant, updated)
     return updated
 
 

@@ -5,19 +5,27 @@ Two detail types, both with ``schema_version`` "1":
 * ``Execution Status Change``: every change of an execution's status, ``pending`` included;
 * ``Node Execution Finished``: each node of a single-input run that completed, failed or timed out.
 
-Webhooks are not sent from here: the webhook sender function subscribes to the terminal status
-changes on the bus (see logic/webhooks.py), so a slow receiver can never hold up a run.
+Webhooks are not sent from here: a rule sends the terminal status changes on the bus to the webhook
+queue (see logic/webhooks.py), so a slow receiver can never hold up a run.
+
+Nothing is announced to nobody: a publish is tried three times; a status event the bus still
+refuses is counted (metric ``StatusEventsNotPublished``, alarmed), logged, and kept on its run, where
+the sweeper finds it (sweep index) and publishes it again (see logic/sweeper.py). Node events are
+informational: they are retried and counted the same way, but not kept.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters import aws
+from relayflow_runtime.adapters.events import EventBus
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.services import metrics
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -83,35 +91,88 @@ def node_event(
     }
 
 
-def publish(detail_type: str, detail: dict[str, Any]) -> None:
-    """Put one event on the bus. Failures are logged, never raised."""
-    bus = get_settings().event_bus_name
-    if not bus:
-        return
+# The bus is an adapter given to this module, so a test can hand it one that fails.
+class Bus(Protocol):
+    def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None: ...
+
+
+_bus_override: list[Bus] = []
+PUBLISH_ATTEMPTS = 3
+PUBLISH_BACKOFF_SECONDS = 0.2
+
+
+def event_bus() -> Bus | None:
+    if _bus_override:
+        return _bus_override[-1]
+    name = get_settings().event_bus_name
+    return EventBus(name) if name else None
+
+
+@contextlib.contextmanager
+def using_bus(bus: Bus) -> Iterator[None]:
+    """Publish to ``bus`` while the block runs (tests: a bus that refuses events)."""
+    _bus_override.append(bus)
     try:
-        response = aws.client("events").put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail, default=str),
-                    "EventBusName": bus,
-                    "Resources": [],
-                }
-            ]
-        )
-    except Exception:  # an announcement must never fail the run it announces
-        logger.exception("could not publish event", extra={"detail_type": detail_type})
-        return
-    if response.get("FailedEntryCount"):
-        logger.error(
-            "the event bus refused an event",
-            extra={"detail_type": detail_type, "entries": response.get("Entries")},
-        )
+        yield
+    finally:
+        _bus_override.remove(bus)
+
+
+class EventNotPublished(Exception):
+    """A status event could not be published, nor kept on its run for the sweeper to publish."""
+
+
+def publish(detail_type: str, detail: dict[str, Any]) -> bool:
+    """Put one event on the bus, trying PUBLISH_ATTEMPTS times (a refused entry or an error of the
+    call). False when it still failed: counted (metric StatusEventsNotPublished) and logged at
+    ERROR; :func:`status_changed` then keeps the event on its run for the sweeper."""
+    bus = event_bus()
+    if bus is None:
+        return True
+    problem: str | None = None
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            problem = bus.put(EVENT_SOURCE, detail_type, detail)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is None:
+            return True
+        if attempt < PUBLISH_ATTEMPTS:
+            time.sleep(PUBLISH_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    metrics.count(metrics.STATUS_EVENTS_NOT_PUBLISHED, DetailType=detail_type)
+    logger.error(
+        "could not publish an event",
+        extra={"detail_type": detail_type, "problem": problem, "execution_id": detail.get("execution_id")},
+    )
+    return False
 
 
 def status_changed(tenant: str, record: dict[str, Any]) -> None:
-    publish(STATUS_CHANGE, status_event(tenant, record))
+    """Announce the run's status. An event the bus refuses (after retries) is kept on the run
+    (``unpublished_event``, sweep index) and published by the sweeper later; if it cannot even be
+    kept, :class:`EventNotPublished` is raised: never a status change announced to nobody."""
+    detail = status_event(tenant, record)
+    if publish(STATUS_CHANGE, detail):
+        return
+    from relayflow_runtime.adapters.sweep import SweepIndex
+
+    try:
+        SweepIndex(get_settings().table_name).keep_unpublished(tenant, record["id"], record["status"], detail)
+    except Exception as exc:
+        raise EventNotPublished(
+            f"the {record['status']} event of execution {record['id']} was neither published nor kept"
+        ) from exc
+
+
+def republish(tenant: str, execution_id: str, detail: dict[str, Any]) -> bool:
+    """Publish a kept status event again (the sweeper); True once it is out and forgotten."""
+    from relayflow_runtime.adapters.sweep import SweepIndex
+
+    if not publish(STATUS_CHANGE, detail):
+        return False
+    SweepIndex(get_settings().table_name).forget_unpublished(tenant, execution_id, str(detail.get("time")))
+    metrics.count(metrics.STATUS_EVENTS_REPUBLISHED)
+    return True
 
 
 def node_finished(

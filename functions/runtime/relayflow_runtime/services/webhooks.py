@@ -8,13 +8,19 @@
   /workflows/{id}/webhook-secret and shown only in that answer. Relayflow needs the secret itself
   to sign, so it is kept (not a hash) in its own table item: encrypted at rest by the table's SSE,
   never part of any API answer. Each attempt is signed afresh: a receiver may refuse old ``t``.
-* **Retried**: any answer other than 2xx, or none within the timeout, is tried again after
-  ``retry_base_seconds * 2**(n-1)`` (capped at ``retry_max_seconds``), ``max_attempts`` in all.
-  The ``X-Relayflow-Delivery`` id is the same on every attempt, so a receiver can drop repeats.
+* **Retried through a queue**: any answer other than 2xx, or none within the timeout, is tried again
+  after ``retry_base_seconds * 2**(n-1)`` (capped at ``retry_max_seconds``, at most 15 minutes),
+  ``max_attempts`` in all. The wait is the webhook queue's: a failed attempt queues the next one
+  with that delay (SQS DelaySeconds), so no Lambda sleeps between attempts. The
+  ``X-Relayflow-Delivery`` id is the same on every attempt, so a receiver can drop repeats.
 * **Recorded**: every attempt is an item with its execution, listed newest first.
+* **Re-sent on request**: POST .../executions/{id}/deliveries queues the finished run's webhook
+  again (a new ``round``, attempts from 1, the same delivery id).
 
-Deliveries run in their own function (handlers/webhook_sender.py), started by an EventBridge rule
-on the relayflow bus for terminal statuses: a slow or dead receiver never holds up or fails a run.
+The rule on the relayflow bus puts every terminal status change on the webhook queue
+(template: WebhookQueue); the sender function (handlers/webhook_sender.py) makes one attempt per
+message. A slow or dead receiver never holds up or fails a run; a message the sender keeps failing
+on (a crash, not a refused webhook) ends in the queue's dead-letter queue, which is alarmed.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import httpx
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field
 
+from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.errors import InvalidInput, NotFound
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, DeliveryAttempt, WebhookSecret
-from relayflow_runtime.services import authoring, executions
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, DeliveryAttempt, WebhookResend, WebhookSecret
+from relayflow_runtime.services import authoring, executions, metrics, retention
 from relayflow_runtime.services.values import unpack
 
 logger = Logger(child=True)
@@ -56,9 +63,9 @@ _DELIVERY_NAMESPACE = uuid.UUID("5d0c8a0e-6a55-4f0e-9a5e-2f3f7c1f6b1d")
 class WebhookConfig(BaseModel):
     """Retry schedule and timeout, from the sender function's environment (WEBHOOK_*)."""
 
-    max_attempts: int = Field(6, ge=1, le=20)
-    retry_base_seconds: float = Field(2.0, ge=0, le=600)
-    retry_max_seconds: float = Field(60.0, ge=0, le=900)
+    max_attempts: int = Field(8, ge=1, le=20)
+    retry_base_seconds: float = Field(10.0, ge=0, le=900)
+    retry_max_seconds: float = Field(900.0, ge=0, le=900)
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     @classmethod
@@ -162,38 +169,76 @@ def callback_url_of(tenant: str, record: dict[str, Any]) -> str | None:
         return None
 
 
-def deliver(
-    tenant: str,
-    execution_id: str,
-    *,
-    config: WebhookConfig | None = None,
-    send: Sender = http_post,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[DeliveryAttempt]:
-    """POST the execution's terminal status to its callback URL until it is accepted or the attempts
-    are spent, recording each attempt. Nothing to do (no URL, not terminal): an empty list."""
+class DeliveryTask(BaseModel):
+    """One attempt to make: a message of the webhook queue.
+
+    ``round`` 0 is the delivery the run's end started; each re-send by request is a new round whose
+    attempts count from 1 again (same delivery id: it is the same event).
+    """
+
+    tenant: str
+    execution_id: str
+    status: str
+    round: int = Field(0, ge=0)
+    attempt: int = Field(1, ge=1)
+
+    @classmethod
+    def from_message(cls, body: dict[str, Any]) -> DeliveryTask | None:
+        """A queue message: the bus's ``Execution Status Change`` event (the first attempt of round
+        0), or a task this module queued (a retry, a re-send). None: not a delivery."""
+        if body.get("kind") == TASK_KIND:
+            return cls.model_validate({k: v for k, v in body.items() if k != "kind"})
+        detail = body.get("detail") or {}
+        if body.get("detail-type") and detail.get("tenant") and detail.get("execution_id"):
+            return cls(tenant=detail["tenant"], execution_id=detail["execution_id"], status=detail["status"])
+        return None
+
+    def message(self) -> dict[str, Any]:
+        return {"kind": TASK_KIND, **self.model_dump()}
+
+
+TASK_KIND = "relayflow.webhook"
+
+
+def queue() -> MessageQueue:
+    from relayflow_runtime.settings import get_settings
+
+    url = get_settings().webhook_queue_url
+    if not url:
+        raise RuntimeError("WEBHOOK_QUEUE_URL is not set: the webhook queue is part of the stack")
+    return MessageQueue(url)
+
+
+def deliver_attempt(
+    task: DeliveryTask, *, config: WebhookConfig | None = None, send: Sender = http_post
+) -> DeliveryAttempt | None:
+    """Make one attempt of a delivery and record it; when it failed and attempts are left, queue the
+    next one, delayed by the backoff (the queue waits, not a Lambda). None: nothing to send (no
+    URL, or the run is gone or not finished)."""
     config = config or WebhookConfig.from_env()
     store = executions.store()
     try:
-        record = store.get_execution(tenant, execution_id)
+        record = store.get_execution(task.tenant, task.execution_id)
     except NotFound:
-        logger.info("no webhook: the execution no longer exists", extra={"execution_id": execution_id})
-        return []
+        logger.info("no webhook: the execution no longer exists", extra={"execution_id": task.execution_id})
+        return None
     if record["status"] not in TERMINAL_STATUSES:
-        return []
-    url = callback_url_of(tenant, record)
+        return None
+    url = callback_url_of(task.tenant, record)
     if not url:
-        return []
+        return None
     status = record["status"]
-    delivery_id = delivery_id_for(tenant, execution_id, status)
+    delivery_id = delivery_id_for(task.tenant, task.execution_id, status)
     base = {
         "delivery_id": delivery_id,
-        "execution_id": execution_id,
+        "execution_id": task.execution_id,
         "workflow_id": record["workflow_id"],
         "event_type": f"execution.{status}",
         "url": url,
+        "round": task.round,
     }
-    secret = (store.get_webhook_secret(tenant, record["workflow_id"]) or {}).get("secret")
+    expires = _expiry_of(record)
+    secret = (store.get_webhook_secret(task.tenant, record["workflow_id"]) or {}).get("secret")
     problem = _url_problem(url) or (
         None
         if secret
@@ -202,27 +247,43 @@ def deliver(
     )
     if problem or not secret:
         attempt = DeliveryAttempt(
-            **base, attempt=1, outcome="failed", final=True, error=problem, attempted_at=now_iso()
+            **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
-        store.put_delivery_attempt(tenant, attempt.model_dump(mode="json"))
-        logger.warning("webhook not sent", extra={"execution_id": execution_id, "problem": problem})
-        return [attempt]
-    body = json.dumps(build_payload(tenant, record, delivery_id), separators=(",", ":")).encode()
-    attempts: list[DeliveryAttempt] = []
-    for number in range(1, config.max_attempts + 1):
-        attempt = _attempt(base, number, url, body, secret, config, send)
-        attempts.append(attempt)
-        store.put_delivery_attempt(tenant, attempt.model_dump(mode="json"))
-        if attempt.final:
-            break
-        sleep(config.delay_after(number))
-    last = attempts[-1]
-    log = logger.info if last.outcome == "delivered" else logger.warning
+        store.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+        metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
+        logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
+        return attempt
+    body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
+    attempt = _attempt(base, task.attempt, url, body, secret, config, send)
+    store.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+    if not attempt.final:
+        queue().send(
+            task.model_copy(update={"attempt": task.attempt + 1}).message(),
+            delay_seconds=int(config.delay_after(task.attempt)),
+        )
+    elif attempt.outcome == "delivered":
+        metrics.count(metrics.WEBHOOK_DELIVERIES_DELIVERED)
+    else:
+        metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
+    log = logger.info if attempt.outcome == "delivered" else logger.warning
     log(
-        "webhook " + last.outcome,
-        extra={"execution_id": execution_id, "delivery_id": delivery_id, "attempts": len(attempts)},
+        f"webhook attempt {attempt.outcome}",
+        extra={
+            "execution_id": task.execution_id,
+            "delivery_id": delivery_id,
+            "round": task.round,
+            "attempt": task.attempt,
+            "final": attempt.final,
+        },
     )
-    return attempts
+    return attempt
+
+
+def _expiry_of(record: dict[str, Any]) -> int | None:
+    """Delivery attempts go with their run (logic/retention.py)."""
+    if record.get("children_expire_at"):
+        return int(record["children_expire_at"])
+    return retention.children_expire_at(record["created_at"]) if record.get("created_at") else None
 
 
 def _attempt(
@@ -257,7 +318,7 @@ def _attempt(
     final = delivered or number >= config.max_attempts
     next_at = None
     if not final:
-        next_at = _iso(attempted_at + timedelta(seconds=config.delay_after(number)))
+        next_at = _iso(attempted_at + timedelta(seconds=int(config.delay_after(number))))
     return DeliveryAttempt(
         **base,
         attempt=number,
@@ -282,18 +343,17 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def deliver_once(
-    tenant: str, execution_id: str, status: str, *, lambda_context: Any = None
-) -> dict[str, Any]:
-    """deliver(), at most once per execution and terminal status: EventBridge may hand the same event
-    to the sender twice, and Lambda retries a sender that crashed (Powertools idempotency)."""
+def deliver_once(task: DeliveryTask, *, lambda_context: Any = None) -> dict[str, Any]:
+    """deliver_attempt(), at most once per attempt of a round: EventBridge may put the same event on
+    the queue twice, and SQS may hand a message out twice (Powertools idempotency). An attempt that
+    raised (e.g. its retry could not be queued) leaves no trace and is made again."""
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 
     from relayflow_runtime.adapters.idempotency import idempotency_store
     from relayflow_runtime.settings import get_settings
 
     config = IdempotencyConfig(
-        event_key_jmespath="[tenant, execution_id, status]",
+        event_key_jmespath="[tenant, execution_id, status, round, attempt]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=24 * 3600,
     )
@@ -307,14 +367,45 @@ def deliver_once(
         key_prefix="relayflow.webhook",
     )
     def deliver_event(event: dict[str, Any]) -> dict[str, Any]:
-        attempts = deliver(tenant, execution_id)
+        attempt = deliver_attempt(task)
         return {
-            "delivery_id": attempts[-1].delivery_id if attempts else None,
-            "outcome": attempts[-1].outcome if attempts else "nothing_to_send",
-            "attempts": len(attempts),
+            "delivery_id": attempt.delivery_id if attempt else None,
+            "outcome": attempt.outcome if attempt else "nothing_to_send",
+            "attempt": task.attempt,
+            "final": attempt.final if attempt else True,
         }
 
-    return deliver_event(event={"tenant": tenant, "execution_id": execution_id, "status": status})
+    return deliver_event(event=task.model_dump())
+
+
+def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
+    """Queue the finished execution's webhook again (a new round of attempts, the same delivery id
+    and payload shape), e.g. after the receiver was fixed. The round's attempts appear in the
+    delivery history like the first ones."""
+    record = executions.get_execution_record(tenant, workflow_id, execution_id)
+    if record["status"] not in TERMINAL_STATUSES:
+        raise Conflict(
+            "this execution has not finished; its webhook is sent when it does.", code="execution_active"
+        )
+    url = callback_url_of(tenant, record)
+    if not url:
+        raise InvalidInput(
+            "neither this execution nor its workflow has a callback_url to send the webhook to; set the "
+            "workflow's callback_url (PATCH /workflows/{id}) and re-send.",
+            code="no_callback_url",
+        )
+    round_number = executions.store().next_webhook_round(tenant, execution_id)
+    task = DeliveryTask(tenant=tenant, execution_id=execution_id, status=record["status"], round=round_number)
+    queue().send(task.message())
+    return WebhookResend(
+        delivery_id=delivery_id_for(tenant, execution_id, record["status"]),
+        execution_id=execution_id,
+        workflow_id=workflow_id,
+        event_type=f"execution.{record['status']}",
+        url=url,
+        round=round_number,
+        queued_at=now_iso(),
+    )
 
 
 # ---- listing ---------------------------------------------------------------------------------------

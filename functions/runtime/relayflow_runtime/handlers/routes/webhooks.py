@@ -1,4 +1,4 @@
-"""Webhooks: the workflow's signing secret, and the record of every delivery attempt."""
+"""Webhooks: the workflow's signing secret, the record of every delivery attempt, and re-sending."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ def list_execution_deliveries(
         _tenant(), workflow_id, execution_id, limit=limit, next_token=next_token
     )
     return page(items, token)
+
+
+@router.post(
+    "/workflows/<workflow_id>/executions/<execution_id>/deliveries", tags=["webhooks"], status_code=202
+)
+def resend_execution_webhook(workflow_id: str, execution_id: str) -> tuple[dict[str, Any], int]:
+    """Send a finished execution's webhook again (a new round of attempts, listed in its deliveries)."""
+    return webhooks.resend(_tenant(), workflow_id, execution_id).model_dump(mode="json"), 202

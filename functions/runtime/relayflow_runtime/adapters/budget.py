@@ -1,0 +1,172 @@
+"""The account-wide budget of batch parallelism: one counter item, reserved and released exactly once
+per run by DynamoDB transactions (see logic/budget.py for the rules).
+
+    BUDGET#batch_parallelism   BUDGET    in_use (items running at once, summed over batches)
+    T#t#X#x                    X         budget_reserved (this run's share, while it holds one)
+
+A reservation is one transaction of two conditional updates: the counter grows by the run's share
+only while the sum stays within the limit, and the execution records its share only while it is
+``pending`` and holds none. A release is the mirror image: the execution's share is removed only
+while it is still there, and the counter shrinks by exactly that much. A retried reservation or a
+second release therefore changes nothing: the counter can neither leak nor count a run twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.adapters.table import TableStore
+
+BUDGET_KEY = {"pk": {"S": "BUDGET#batch_parallelism"}, "sk": {"S": "BUDGET"}}
+
+ReserveOutcome = Literal["reserved", "already_reserved", "exhausted", "not_pending"]
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    in_use: int
+    limit: int | None
+
+
+class BudgetStore:
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+
+    @property
+    def _client(self) -> Any:
+        return aws.client("dynamodb")
+
+    def _execution_key(self, tenant: str, execution_id: str) -> dict[str, Any]:
+        key = TableStore.execution_key(tenant, execution_id)
+        return {name: {"S": value} for name, value in key.items()}
+
+    def reserve(
+        self, tenant: str, execution_id: str, amount: int, limit: int, now: str
+    ) -> ReserveOutcome:
+        """Take ``amount`` of the budget for the run (``limit`` in all), unless the run took its share
+        already (a retried task) or is no longer pending (cancelled while it waited)."""
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": BUDGET_KEY,
+                            "UpdateExpression": "ADD in_use :n SET #limit = :limit, updated_at = :now",
+                            "ConditionExpression": "attribute_not_exists(in_use) OR in_use <= :room",
+                            "ExpressionAttributeNames": {"#limit": "limit"},
+                            "ExpressionAttributeValues": {
+                                ":n": {"N": str(amount)},
+                                ":limit": {"N": str(limit)},
+                                ":room": {"N": str(limit - amount)},
+                                ":now": {"S": now},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": self._execution_key(tenant, execution_id),
+                            "UpdateExpression": "SET budget_reserved = :n, budget_reserved_at = :now "
+                            "REMOVE waiting_reason",
+                            "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_reserved)",
+                            "ExpressionAttributeNames": {"#st": "status"},
+                            "ExpressionAttributeValues": {
+                                ":n": {"N": str(amount)},
+                                ":pending": {"S": "pending"},
+                                ":now": {"S": now},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
+                record = self._execution(tenant, execution_id)
+                if record.get("budget_reserved") is not None:
+                    return "already_reserved"
+                return "not_pending"
+            if len(reasons) == 2 and reasons[0] == "ConditionalCheckFailed":
+                return "exhausted"
+            raise
+        return "reserved"
+
+    def release(self, tenant: str, execution_id: str, now: str) -> int:
+        """Give the run's share back; returns how much was released (0: it held none)."""
+        held = self._execution(tenant, execution_id).get("budget_reserved")
+        if held is None:
+            return 0
+        amount = int(held["N"])
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": self._execution_key(tenant, execution_id),
+                            "UpdateExpression": "SET budget_released_at = :now REMOVE budget_reserved",
+                            "ConditionExpression": "budget_reserved = :n",
+                            "ExpressionAttributeValues": {":n": {"N": str(amount)}, ":now": {"S": now}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": BUDGET_KEY,
+                            "UpdateExpression": "ADD in_use :minus SET updated_at = :now",
+                            "ExpressionAttributeValues": {
+                                ":minus": {"N": str(-amount)},
+                                ":now": {"S": now},
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return 0  # another release got there first
+            raise
+        return amount
+
+    def note_waiting(self, tenant: str, execution_id: str, reason: str) -> None:
+        """Say why a pending run waits (shown by GET execution), only while it is still pending."""
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=self._execution_key(tenant, execution_id),
+                UpdateExpression="SET waiting_reason = :reason",
+                ConditionExpression="#st = :pending",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":reason": {"S": reason}, ":pending": {"S": "pending"}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def state(self) -> BudgetState:
+        item = self._client.get_item(TableName=self.table_name, Key=BUDGET_KEY, ConsistentRead=True).get(
+            "Item"
+        ) or {}
+        limit = item.get("limit")
+        return BudgetState(
+            in_use=int(item.get("in_use", {}).get("N", "0")),
+            limit=int(limit["N"]) if limit else None,
+        )
+
+    def _execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
+        response = self._client.get_item(
+            TableName=self.table_name,
+            Key=self._execution_key(tenant, execution_id),
+            ConsistentRead=True,
+            ProjectionExpression="#st, budget_reserved",
+            ExpressionAttributeNames={"#st": "status"},
+        )
+        item: dict[str, Any] = response.get("Item") or {}
+        return item

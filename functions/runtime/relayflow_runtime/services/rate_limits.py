@@ -1,0 +1,176 @@
+"""Per-model rate limits, enforced across every concurrent run and Lambda instance.
+
+A model's config may carry ``"rate_limit": {"requests_per_minute": 60, "tokens_per_minute": 40000}``
+(either or both; validated with the rest of the config in ``providers.validate_model_config``).
+Before each model call the node runner asks for a slot::
+
+    permit = rate_limits.acquire(tenant, model_id, config, estimate_tokens(prompt, config),
+                                 max_wait_seconds=<what the node's time budget can spare>)
+    result = invoke_model(...)
+    permit.settle(result.usage.input_tokens + result.usage.output_tokens)
+
+* **Windows**: fixed windows of ``window_seconds`` (60), one DynamoDB counter item per model and
+  window (stores/rate_windows.py). A slot is taken by one conditional ``ADD`` that succeeds only
+  while the window's requests stay below ``requests_per_minute`` and its tokens within
+  ``tokens_per_minute``; the limits hold however many runs call the model at once.
+* **Tokens** are counted up front from an estimate (prompt characters / 4, plus the configured
+  output cap), then corrected by :meth:`Permit.settle` with what the call reported.
+* **Throttled**: a call that finds the window full waits for the next window (plus a little jitter
+  so the waiters do not all retry at the same instant), as long as ``max_wait_seconds`` allows; past
+  that it raises ``TransientModelError`` — the state machine retries it with the version's policy,
+  like any transient model error. So a limited model slows its runs down; it never fails an item
+  at the first full window. Each wait is counted (metric ``ModelCallsThrottled``).
+* Fixed windows let up to twice the limit through around a window's edge (the end of one, the
+  start of the next); a provider that measures a sliding minute may still throttle now and then,
+  which the adapters report as transient errors.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from relayflow_runtime.services import metrics
+from relayflow_runtime.providers.base import TransientModelError
+from relayflow_runtime.settings import get_settings
+from relayflow_runtime.adapters.rate_windows import RateWindowStore
+
+logger = Logger(child=True)
+
+WINDOW_SECONDS = 60
+DEFAULT_MAX_WAIT_SECONDS = 120.0
+#: A window's counter item lives this long after the window ends (DynamoDB TTL deletes it later).
+WINDOW_TTL_SECONDS = 3600
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any] | None) -> RateLimit | None:
+        """The model config's ``rate_limit``, or None when the model has none."""
+        limit = (config or {}).get("rate_limit")
+        if not isinstance(limit, Mapping):
+            return None
+        found = cls(
+            requests_per_minute=_positive(limit.get("requests_per_minute")),
+            tokens_per_minute=_positive(limit.get("tokens_per_minute")),
+        )
+        return found if found.requests_per_minute or found.tokens_per_minute else None
+
+    def per_window(self, window_seconds: int) -> tuple[int | None, int | None]:
+        """The limits scaled to a window of ``window_seconds`` (at least 1 each)."""
+
+        def scale(per_minute: int | None) -> int | None:
+            return None if per_minute is None else max(1, per_minute * window_seconds // 60)
+
+        return scale(self.requests_per_minute), scale(self.tokens_per_minute)
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@dataclass
+class Permit:
+    """A slot taken in one window; :meth:`settle` corrects its token count after the call."""
+
+    tenant: str
+    model_id: str
+    window_start: int
+    estimated_tokens: int
+    waited_seconds: float
+    limited: bool
+
+    def settle(self, used_tokens: int) -> None:
+        if not self.limited:
+            return
+        try:
+            store().add_tokens(self.tenant, self.model_id, self.window_start, used_tokens - self.estimated_tokens)
+        except Exception:  # the call is done; a correction that fails only skews one window
+            logger.exception("could not correct a rate-limit window", extra={"model_id": self.model_id})
+
+
+@lru_cache(maxsize=4)
+def _store(table_name: str) -> RateWindowStore:
+    return RateWindowStore(table_name)
+
+
+def store() -> RateWindowStore:
+    return _store(get_settings().table_name)
+
+
+def estimate_tokens(prompt: str, config: Mapping[str, Any] | None = None) -> int:
+    """A call's tokens before it is made: the prompt's characters / 4, plus the output cap the model
+    config sets (``max_tokens``, or Bedrock's ``inference.maxTokens``), if any."""
+    config = config or {}
+    output_cap = config.get("max_tokens") or (config.get("inference") or {}).get("maxTokens") or 0
+    return math.ceil(len(prompt) / CHARS_PER_TOKEN) + (int(output_cap) if isinstance(output_cap, int) else 0)
+
+
+def acquire(
+    tenant: str,
+    model_id: str,
+    config: Mapping[str, Any] | None,
+    estimated_tokens: int = 0,
+    *,
+    max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+    window_seconds: int = WINDOW_SECONDS,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Permit:
+    """Take a slot for one call of the model, waiting for a later window while this one is full.
+
+    Returns at once (nothing stored) when the model has no ``rate_limit``. Raises
+    ``TransientModelError`` when no slot frees up within ``max_wait_seconds``.
+    """
+    limit = RateLimit.of(config)
+    if limit is None:
+        return Permit(tenant, model_id, 0, estimated_tokens, 0.0, limited=False)
+    max_requests, max_tokens = limit.per_window(window_seconds)
+    waited = 0.0
+    while True:
+        now = clock()
+        window_start = int(now // window_seconds) * window_seconds
+        taken = store().try_take(
+            tenant,
+            model_id,
+            window_start,
+            max_requests=max_requests,
+            max_tokens=max_tokens,
+            tokens=estimated_tokens,
+            expires_at=window_start + window_seconds + WINDOW_TTL_SECONDS,
+        )
+        if taken:
+            return Permit(tenant, model_id, window_start, estimated_tokens, waited, limited=True)
+        metrics.count(metrics.MODEL_CALLS_THROTTLED)
+        jitter = random.uniform(0, min(1.0, window_seconds / 10))
+        pause = window_start + window_seconds - now + jitter
+        if waited + pause > max_wait_seconds:
+            raise TransientModelError(
+                f"model {model_id} is at its rate limit ({_describe(limit)}) and no slot freed up within "
+                f"{max_wait_seconds:g} s; the call will be retried"
+            )
+        logger.debug("model at its rate limit: waiting", extra={"model_id": model_id, "seconds": pause})
+        sleep(pause)
+        waited += pause
+
+
+def _describe(limit: RateLimit) -> str:
+    parts = []
+    if limit.requests_per_minute:
+        parts.append(f"{limit.requests_per_minute} requests/min")
+    if limit.tokens_per_minute:
+        parts.append(f"{limit.tokens_per_minute} tokens/min")
+    return ", ".join(parts)
+
