@@ -623,6 +623,32 @@ def _announce_termination(original: Callable[..., Any]) -> Callable[..., Any]:
 
 _S3_NOTIFICATIONS = "moto.s3.notifications"
 
+# S3 invokes Lambda asynchronously: Lambda retries a failed invocation and then hands the event to
+# the function's on-failure destination. moto invokes once and drops the error. While a handler is
+# registered here, S3's Lambda notifications go to it instead (the local stack's asynchronous
+# invocation: LocalStack.invoke_async).
+_s3_lambda_handlers: list[Callable[[str, Any], None]] = []
+
+
+@contextlib.contextmanager
+def on_s3_lambda_notification(handler: Callable[[str, Any], None]) -> Iterator[None]:
+    """Hand every S3 Lambda notification to ``handler(function_arn, event)`` while the block runs."""
+    _s3_lambda_handlers.append(handler)
+    try:
+        yield
+    finally:
+        _s3_lambda_handlers.remove(handler)
+
+
+def _make_s3_lambda_invoke(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _invoke_awslambda(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
+        if _s3_lambda_handlers:
+            _s3_lambda_handlers[-1](fn_arn, event_body)
+            return
+        original(account_id, event_body, fn_arn, region_name)
+
+    return _invoke_awslambda
+
 
 def install() -> None:
     """Patch moto (idempotent, reference-counted: each install() needs one uninstall())."""
@@ -704,6 +730,11 @@ def install() -> None:
                 _patch(_S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event(s3_event))
             else:
                 log.warning("moto changed: S3 notification events keep moto's shape")
+            s3_invoke = _optional_target(_S3_NOTIFICATIONS, "_invoke_awslambda")
+            if s3_invoke is not None:
+                _patch(_S3_NOTIFICATIONS, "_invoke_awslambda", _make_s3_lambda_invoke(s3_invoke))
+            else:
+                log.warning("moto changed: S3 notifications invoke Lambda once, without retries")
         except BaseException:
             _install_count -= 1
             _restore()

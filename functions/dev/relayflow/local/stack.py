@@ -14,6 +14,10 @@ functions in moto (Step Functions execution switched on), puts the functions' en
   moto matches the pattern, whose target is a queue of the stack; a dispatcher thread hands each
   event to the function in a thread of its own, as EventBridge invokes Lambda (asynchronously, a
   failed invocation retried twice).
+* Asynchronous invocations (S3 notifications, the rules above, schedules) retry a failing function
+  and then send the event to its on-failure destination (EventInvokeConfig); `Type: SQS` events
+  are polled as Lambda does; `AWS::Events::Rule` resources with queue targets are created in moto;
+  schedules fire on `run_schedule(...)` (see `relayflow.local.delivery`).
 * The HTTP API: `handle_api_request(event)` does what API Gateway does (the template's routes,
   its Lambda authorizer with header identity and result caching) before calling the function
   with the HttpApi events; `invoke_api(event)` calls that function directly. See
@@ -39,14 +43,14 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from relayflow.local import cfn, moto_shim
+from relayflow.local import cfn, delivery, moto_shim
 
 __all__ = ["LocalFunction", "LocalStack", "StackError", "default_template_path", "event_matches"]
 
@@ -64,12 +68,13 @@ _NOTHING_TO_CREATE = frozenset(
         "AWS::Lambda::Permission",
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
+        "AWS::SQS::QueuePolicy",
+        "AWS::SNS::TopicPolicy",
         "AWS::CloudWatch::Dashboard",
         "AWS::ApiGatewayV2::Api",
         "AWS::ApiGatewayV2::Stage",
         "AWS::ApiGatewayV2::Route",
         "AWS::ApiGatewayV2::Integration",
-        "AWS::Events::Rule",
     }
 )
 _FUNCTION_TYPES = frozenset({"AWS::Serverless::Function"})
@@ -101,6 +106,7 @@ class LocalFunction:
     memory_size: int = 128
     environment: dict[str, str] = field(default_factory=dict)
     events: dict[str, Any] = field(default_factory=dict)
+    reserved_concurrency: int | None = None
 
     @property
     def info(self) -> moto_shim.FunctionInfo:
@@ -233,6 +239,14 @@ class LocalStack:
         self._dispatcher: _RuleDispatcher | None = None
         self._helper_role_arn: str | None = None
         self._started = False
+        self.async_invoker = delivery.AsyncInvoker(
+            self.invoke, self.function_arn, lambda: self.client("sqs"), retry_delay=0.1
+        )
+        self._queue_sources: list[delivery.QueueSource] = []
+        self._queue_pollers: delivery.QueueSources | None = None
+        self._schedules: dict[str, str] = {}  # "<function>.<event>" -> rule ARN
+        self._lose_status_event: Callable[[dict[str, Any]], bool] | None = None
+        self._s3_listening: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -312,6 +326,13 @@ class LocalStack:
         if self._bus_rules:
             self._dispatcher = _RuleDispatcher(self, self._bus_rules)
             self._dispatcher.start()
+        if self._queue_sources:
+            self._queue_pollers = delivery.QueueSources(
+                self._queue_sources, self.invoke, lambda: self.client("sqs"), self.region
+            )
+            self._queue_pollers.start()
+        self._s3_listening = moto_shim.on_s3_lambda_notification(self._s3_notification)
+        self._s3_listening.__enter__()
         self._started = True
 
     def stop(self) -> None:
@@ -323,6 +344,12 @@ class LocalStack:
         if self._dispatcher is not None:
             self._dispatcher.stop()
             self._dispatcher = None
+        if self._queue_pollers is not None:
+            self._queue_pollers.stop()
+            self._queue_pollers = None
+        if self._s3_listening is not None:
+            self._s3_listening.__exit__(None, None, None)
+            self._s3_listening = None
         if self._mock is not None:
             try:
                 self._abort_running_executions()
@@ -363,6 +390,47 @@ class LocalStack:
         Its exceptions propagate."""
         function = self._function(logical_id)
         return moto_shim.dispatch(function.handler, event, function=function.info)
+
+    def invoke_async(self, logical_id: str, event: Any) -> bool:
+        """Invoke a function as Lambda does for an asynchronous caller (S3, EventBridge): retried,
+        then sent to its on-failure destination. True when an attempt succeeded."""
+        return self.async_invoker(logical_id, event)
+
+    @property
+    def failed_invocations(self) -> list[delivery.FailedInvocation]:
+        """Asynchronous invocations whose every attempt failed (see `invoke_async`)."""
+        return list(self.async_invoker.failed)
+
+    @contextlib.contextmanager
+    def losing_status_events(
+        self, lose: Callable[[dict[str, Any]], bool] = lambda event: True
+    ) -> Iterator[None]:
+        """While the block runs, Step Functions status-change events for which ``lose(event)`` holds
+        reach no rule, as if EventBridge had lost them (what the sweeper is for)."""
+        self._lose_status_event = lose
+        try:
+            yield
+        finally:
+            self._lose_status_event = None
+
+    def run_schedule(self, logical_id: str, event_name: str | None = None) -> bool:
+        """Fire a function's schedule once (EventBridge's scheduled event, invoked asynchronously);
+        schedules do not tick by themselves locally."""
+        keys = [k for k in self._schedules if k.split(".", 1)[0] == logical_id]
+        if event_name is not None:
+            keys = [k for k in keys if k == f"{logical_id}.{event_name}"]
+        if not keys:
+            raise StackError(f"{logical_id} has no schedule")
+        event = delivery.scheduled_event(self._schedules[keys[0]], self.region, self.account_id)
+        return self.invoke_async(logical_id, event)
+
+    def _s3_notification(self, function_arn: str, event: Any) -> None:
+        by_arn = {f.arn: logical_id for logical_id, f in self.functions.items()}
+        logical_id = by_arn.get(function_arn.split(":$LATEST")[0])
+        if logical_id is None:
+            log.warning("S3 notification for %s, which is not a function of the stack", function_arn)
+            return
+        self.invoke_async(logical_id, event)
 
     def invoke_api(self, event: Mapping[str, Any]) -> Any:
         """Call the HTTP API's function with an API Gateway v2 event; returns its raw result.
@@ -513,7 +581,9 @@ class LocalStack:
             if not self._running_executions():
                 if self._watcher is not None:
                     self._watcher.catch_up()  # delivers what ended, maybe waking rule targets
-                if self._dispatcher is None or self._dispatcher.idle():
+                if (self._dispatcher is None or self._dispatcher.idle()) and (
+                    self._queue_pollers is None or self._queue_pollers.idle()
+                ):
                     return True
             if time.monotonic() >= deadline:
                 return False
@@ -615,6 +685,19 @@ class LocalStack:
                     "QueueName": name,
                     "QueueUrl": url,
                 }
+            elif kind == "AWS::Events::Rule":
+                name = self._explicit_name(logical_id, spec, "Name") or _physical_name(
+                    self.stack_name, logical_id, 64
+                )
+                refs[logical_id] = name
+                # A rule on a custom bus is rule/<bus>/<name>: the ARN moto gives it replaces this.
+                attributes[logical_id] = {"Arn": self._arn("events", f"rule/{name}")}
+            elif kind == "AWS::SNS::Topic":
+                name = self._explicit_name(logical_id, spec, "TopicName") or _physical_name(
+                    self.stack_name, logical_id, 256
+                )
+                refs[logical_id] = self._arn("sns", name)
+                attributes[logical_id] = {"TopicArn": refs[logical_id], "TopicName": name}
             elif kind in _FUNCTION_TYPES:
                 name = self._explicit_name(logical_id, spec, "FunctionName") or _physical_name(
                     self.stack_name, logical_id, 64
@@ -688,9 +771,38 @@ class LocalStack:
         for logical_id in by_type.get("AWS::Serverless::Function", []):
             spec = _merge_sam_globals(globals_, resources[logical_id].get("Properties") or {})
             self._create_sam_function(logical_id, spec)
+        for logical_id in by_type.get("AWS::Events::Rule", []):
+            self._create_rule(logical_id, resources[logical_id])
         self._wire_s3_notifications(resources)
         self._wire_http_api(resources)
         self.resources = {logical_id: str(ref) for logical_id, ref in self.context.refs.items()}
+
+    def _create_rule(self, logical_id: str, spec: Mapping[str, Any]) -> None:
+        """An EventBridge rule of the template, in moto: its queue targets receive what it matches
+        (other targets are not run locally)."""
+        properties = self._resolve(spec.get("Properties") or {}, logical_id)
+        name = self.context.refs[logical_id]
+        bus = str(properties.get("EventBusName") or "default")
+        events = self.client("events")
+        if "EventPattern" not in properties:
+            log.warning("%s: only rules with an EventPattern are run locally", logical_id)
+            return
+        events.put_rule(
+            Name=name,
+            EventBusName=bus,
+            EventPattern=json.dumps(properties["EventPattern"]),
+            State=str(properties.get("State", "ENABLED")),
+        )
+        arn = events.describe_rule(Name=name, EventBusName=bus)["Arn"]
+        self.context.attributes[logical_id] = {"Arn": arn}
+        targets = []
+        for target in properties.get("Targets") or []:
+            if ":sqs:" not in str(target.get("Arn", "")):
+                log.warning("%s: target %s is not a queue: not run locally", logical_id, target.get("Id"))
+                continue
+            targets.append({"Id": str(target["Id"]), "Arn": str(target["Arn"])})
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
 
     def _create_role(
         self, name: str, trust: Mapping[str, Any], policies: Mapping[str, Any], *, path: str = "/"
@@ -806,9 +918,15 @@ class LocalStack:
                 for key, value in ((properties.get("Environment") or {}).get("Variables") or {}).items()
             },
             events=events,
+            reserved_concurrency=(
+                int(properties["ReservedConcurrentExecutions"])
+                if "ReservedConcurrentExecutions" in properties
+                else None
+            ),
         )
         self._create_function(function, properties)
         self.functions[logical_id] = function
+        self.async_invoker.configs[logical_id] = delivery.AsyncInvokeConfig.of(properties)
         for event_name, event in events.items():
             if event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
                 pattern = self._resolve((event.get("Properties") or {}).get("Pattern") or {}, logical_id)
@@ -821,6 +939,21 @@ class LocalStack:
                     self._bus_rules.append(
                         _BusRule(f"{logical_id}.{event_name}", logical_id, pattern, str(bus))
                     )
+            elif event.get("Type") == "SQS":
+                source = self._resolve(event.get("Properties") or {}, f"{logical_id}.{event_name}")
+                responses = source.get("FunctionResponseTypes") or []
+                self._queue_sources.append(
+                    delivery.QueueSource(
+                        function_id=logical_id,
+                        queue_arn=str(source["Queue"]),
+                        batch_size=int(source.get("BatchSize", 10)),
+                        report_failures="ReportBatchItemFailures" in responses,
+                    )
+                )
+            elif event.get("Type") in ("Schedule", "ScheduleV2"):
+                self._schedules[f"{logical_id}.{event_name}"] = self._arn(
+                    "events", f"rule/{_physical_name(self.stack_name, f'{logical_id}{event_name}', 64)}"
+                )
             elif event.get("Type") not in ("HttpApi", "Api", "S3"):
                 log.warning("%s.%s: %s events are not run locally", logical_id, event_name, event.get("Type"))
 
@@ -1081,20 +1214,11 @@ class LocalStack:
             if not event_matches(rule.pattern, event):
                 continue
             self.delivered_events.append((rule.function_id, event))
-            # Lambda retries an asynchronous invocation twice.
-            for attempt in range(3):
-                try:
-                    self.invoke(rule.function_id, copy.deepcopy(event))
-                    break
-                except Exception:
-                    log.warning(
-                        "%s failed on %s (attempt %d/3)",
-                        rule.function_id,
-                        description["executionArn"],
-                        attempt + 1,
-                        exc_info=True,
-                    )
-                    time.sleep(0.1)
+            lose = self._lose_status_event
+            if lose is not None and lose(event):
+                log.info("status change of %s lost on purpose", description["executionArn"])
+                continue
+            self.invoke_async(rule.function_id, copy.deepcopy(event))
 
 
 class _ExecutionWatcher:
@@ -1264,21 +1388,8 @@ class _RuleDispatcher:
 
     def _invoke(self, rule: _BusRule, event: dict[str, Any]) -> None:
         try:
-            for attempt in range(1, self.ATTEMPTS + 1):
-                try:
-                    self._stack.invoke(rule.function_id, copy.deepcopy(event))
-                    return
-                except Exception:
-                    log.warning(
-                        "%s failed on an event of %s (attempt %d/%d)",
-                        rule.function_id,
-                        rule.logical_id,
-                        attempt,
-                        self.ATTEMPTS,
-                        exc_info=True,
-                    )
-                    if self._stop.wait(0.1):
-                        return
+            if not self._stop.is_set():
+                self._stack.invoke_async(rule.function_id, event)
         finally:
             with self._lock:
                 self._in_flight -= 1

@@ -1,5 +1,5 @@
 """The account-wide budget of batch parallelism: one counter item, reserved and released exactly once
-per run by DynamoDB transactions (see logic/budget.py for the rules).
+per run by DynamoDB transactions (see services/budget.py for the rules).
 
     BUDGET#batch_parallelism   BUDGET    in_use (items running at once, summed over batches)
     T#t#X#x                    X         budget_reserved (this run's share, while it holds one)
@@ -44,9 +44,7 @@ class BudgetStore:
         key = TableStore.execution_key(tenant, execution_id)
         return {name: {"S": value} for name, value in key.items()}
 
-    def reserve(
-        self, tenant: str, execution_id: str, amount: int, limit: int, now: str
-    ) -> ReserveOutcome:
+    def reserve(self, tenant: str, execution_id: str, amount: int, limit: int, now: str) -> ReserveOutcome:
         """Take ``amount`` of the budget for the run (``limit`` in all), unless the run took its share
         already (a retried task) or is no longer pending (cancelled while it waited)."""
         try:
@@ -151,9 +149,10 @@ class BudgetStore:
                 raise
 
     def state(self) -> BudgetState:
-        item = self._client.get_item(TableName=self.table_name, Key=BUDGET_KEY, ConsistentRead=True).get(
-            "Item"
-        ) or {}
+        item = (
+            self._client.get_item(TableName=self.table_name, Key=BUDGET_KEY, ConsistentRead=True).get("Item")
+            or {}
+        )
         limit = item.get("limit")
         return BudgetState(
             in_use=int(item.get("in_use", {}).get("N", "0")),

@@ -14,7 +14,8 @@ def describe_execution(execution_arn: str) -> dict[str, Any] | None:
     that ARN (it never started, or Step Functions has forgotten it: closed executions are kept 90
     days)."""
     try:
-        description: dict[str, Any] = aws.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        sfn = aws.client("stepfunctions")
+        description: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
     except ClientError as exc:
         if exc.response["Error"]["Code"] in ("ExecutionDoesNotExist", "StateMachineDoesNotExist"):
             return None

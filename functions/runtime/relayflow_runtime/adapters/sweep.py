@@ -1,4 +1,4 @@
-"""The sweep index: a sparse GSI of the executions that still need watching (see stores/table.py).
+"""The sweep index: a sparse GSI of the executions that still need watching (see adapters/table.py).
 
     sweep_pk = ACTIVE#<shard>    every pending or running run        (put_execution)
     sweep_pk = SETTLE#<shard>    a finished run whose follow-up is not done yet (transition_execution)

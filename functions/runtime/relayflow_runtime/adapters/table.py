@@ -16,19 +16,19 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#WF#wf       WHSECRET        webhook signing secret of the workflow (never in API answers)
     T#t#UP#digest   UP              an S3 upload the trigger has seen (dedup marker, expires_at)
     T#t#D#d         D               dataset             gsi1: T#t#DS / created#id
-    T#t#D#d         V#v             dataset version (its items are an S3 object, see logic/batch.py)
+    T#t#D#d         V#v             dataset version (its items are an S3 object, see services/batch.py)
     T#t#D#d         U#u             dataset file upload in progress (expires_at)
     T#t#X#x         R#item          outcome of one item of a batch run
     T#t#X#x         C#nn            one of 16 shards of a batch run's progress counters
     T#t#X#x         I#item#N#node   node record of one item of a batch run
-    T#t#M#m         RL#window       a model's rate-limit window (stores/rate_windows.py, expires_at)
-    BUDGET#batch_parallelism BUDGET the account-wide budget of batch parallelism (stores/budget.py)
+    T#t#M#m         RL#window       a model's rate-limit window (adapters/rate_windows.py, expires_at)
+    BUDGET#batch_parallelism BUDGET the account-wide budget of batch parallelism (adapters/budget.py)
 
 The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
-holds only the SHA-256 of the key (see logic/apikeys.py); the authorizer reads it with one GetItem.
+holds only the SHA-256 of the key (see services/apikeys.py); the authorizer reads it with one GetItem.
 The budget item is the other: it is the deployment's, not a tenant's.
 
-The ``sweep`` index is sparse: only executions that need watching are in it (stores/sweep.py).
+The ``sweep`` index is sparse: only executions that need watching are in it (adapters/sweep.py).
 ``ACTIVE#<shard>`` holds every pending or running run; a terminal status change moves the run to
 ``SETTLE#<shard>`` until what follows a run's end (its budget released, its last status event
 published) is done, and then it leaves the index. Nothing else ever has ``sweep_pk``.
@@ -465,7 +465,7 @@ class TableStore:
             self.execution_key(tenant, execution["id"]),
             set_fields,
             condition=Attr("status").is_in(allowed),
-            # An earlier status's event the bus refused (stores/sweep.py) is superseded by this one.
+            # An earlier status's event the bus refused (adapters/sweep.py) is superseded by this one.
             remove=("unpublished_event",),
         )
 
@@ -663,7 +663,7 @@ class TableStore:
         condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
         return [strip_keys(i) for i in self._query_all(condition)]
 
-    # ---- API keys (the authorizer's one GetItem; see logic/apikeys.py) ---------------------------
+    # ---- API keys (the authorizer's one GetItem; see services/apikeys.py) ---------------------------
     @staticmethod
     def _api_key_key(key_id: str) -> dict[str, str]:
         return {"pk": f"KEY#{key_id}", "sk": "KEY"}
@@ -830,7 +830,7 @@ class TableStore:
             forward=False,
         )
 
-    # ---- datasets, dataset versions, dataset uploads (see logic/dataset_service.py) ---------------
+    # ---- datasets, dataset versions, dataset uploads (see services/dataset_service.py) ---------------
     @staticmethod
     def _dataset_key(tenant: str, dataset_id: str, sk: str = "D") -> dict[str, str]:
         return {"pk": _pk(tenant, "D", dataset_id), "sk": sk}
@@ -928,7 +928,7 @@ class TableStore:
     def delete_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> None:
         self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"))
 
-    # ---- batch runs: item outcomes, sharded progress counters (see logic/batch.py) ----------------
+    # ---- batch runs: item outcomes, sharded progress counters (see services/batch.py) ----------------
     # One execution's items share its partition key (distinct sort keys: DynamoDB can split the
     # collection across partitions). The hot spot is the counter: it is BATCH_COUNTER_SHARDS items,
     # each update going to one picked at random, read back as one BatchGetItem and summed. No

@@ -2,7 +2,7 @@
 
 The runner records every normal ending itself; this catches the others (an abort, a crash, a task
 that could not record) so no execution stays "running" forever. When this event is lost, the
-sweeper (handlers/sweeper.py) settles the run the same way (logic/reconcile.py). The rule in
+sweeper (handlers/sweeper.py) settles the run the same way (services/reconcile.py). The rule in
 template.yaml leaves out the child executions of a batch's distributed Map; one that arrives anyway
 is ignored, as is an execution that is not a run (a background job of the jobs machine).
 """

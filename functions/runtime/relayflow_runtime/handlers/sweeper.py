@@ -1,5 +1,5 @@
 """EventBridge schedule: settle the runs whose state machine ended (or never started) unannounced,
-publish status events the bus refused, finish cut-short follow-ups (logic/sweeper.py)."""
+publish status events the bus refused, finish cut-short follow-ups (services/sweeper.py)."""
 
 from __future__ import annotations
 

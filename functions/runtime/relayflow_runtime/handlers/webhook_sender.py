@@ -1,4 +1,4 @@
-"""SQS (the webhook queue): one attempt of a run's webhook per message (logic/webhooks.py).
+"""SQS (the webhook queue): one attempt of a run's webhook per message (services/webhooks.py).
 
 The queue gets the relayflow bus's terminal status changes (an EventBridge rule), the retries this
 function queues with a backoff delay, and re-sends asked for through the API. A message whose

@@ -6,7 +6,7 @@ it and starve the API, the authorizer and the reconciler. So a batch reserves it
 distributed Map starts (the batch machine's ``ReserveBudget`` state, runner action
 ``reserve_budget``) and gives it back when it ends:
 
-* **share** = ``batch.children × batch.items_per_child`` (the items the Map can run at once). A batch
+* **share** = ``batch.children * batch.items_per_child`` (the items the Map can run at once). A batch
   whose share is larger than the whole budget is narrowed to fit (fewer children), so it runs alone
   at the budget instead of waiting forever.
 * **waiting**: while the budget is taken, ``reserve_budget`` raises :class:`BudgetExhausted`; the
@@ -15,7 +15,7 @@ distributed Map starts (the batch machine's ``ReserveBudget`` state, runner acti
   ``fail``, a cancel, the reconciler and the sweeper settling a run that ended abnormally). It gives
   back exactly what the run holds, once; calling it again is harmless.
 
-The counter and the run's share change together in one DynamoDB transaction (stores/budget.py).
+The counter and the run's share change together in one DynamoDB transaction (adapters/budget.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.services import metrics
-from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.settings import get_settings
 from relayflow_runtime.adapters.budget import BudgetState, BudgetStore
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.services import metrics
+from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 

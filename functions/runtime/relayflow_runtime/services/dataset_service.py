@@ -77,7 +77,9 @@ def items_key(tenant: str, dataset_id: str, version_id: str) -> str:
 
 
 def upload_prefix(tenant: str, dataset_id: str, upload_id: str) -> str:
-    return f"{dataset_prefix(tenant, dataset_id)}uploads/{upload_id}/"
+    """An upload in progress; the bucket's lifecycle rule expires ``uploads/`` after 2 days, so an
+    upload never committed goes by itself (a rule's prefix cannot skip the tenant segment)."""
+    return f"uploads/{tenant}/{dataset_id}/{upload_id}/"
 
 
 # ---- the item list format ----------------------------------------------------------------------------
@@ -178,6 +180,7 @@ def delete_dataset(tenant: str, dataset_id: str) -> None:
                 code="dataset_version_processing",
             )
     blobs().delete_prefix(dataset_prefix(tenant, dataset_id))
+    blobs().delete_prefix(f"uploads/{tenant}/{dataset_id}/")
     store().delete_dataset(tenant, dataset_id)
 
 

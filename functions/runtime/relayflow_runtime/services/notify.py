@@ -6,11 +6,11 @@ Two detail types, both with ``schema_version`` "1":
 * ``Node Execution Finished``: each node of a single-input run that completed, failed or timed out.
 
 Webhooks are not sent from here: a rule sends the terminal status changes on the bus to the webhook
-queue (see logic/webhooks.py), so a slow receiver can never hold up a run.
+queue (see services/webhooks.py), so a slow receiver can never hold up a run.
 
 Nothing is announced to nobody: a publish is tried three times; a status event the bus still
 refuses is counted (metric ``StatusEventsNotPublished``, alarmed), logged, and kept on its run, where
-the sweeper finds it (sweep index) and publishes it again (see logic/sweeper.py). Node events are
+the sweeper finds it (sweep index) and publishes it again (see services/sweeper.py). Node events are
 informational: they are retried and counted the same way, but not kept.
 """
 

@@ -10,7 +10,7 @@ Before each model call the node runner asks for a slot::
     permit.settle(result.usage.input_tokens + result.usage.output_tokens)
 
 * **Windows**: fixed windows of ``window_seconds`` (60), one DynamoDB counter item per model and
-  window (stores/rate_windows.py). A slot is taken by one conditional ``ADD`` that succeeds only
+  window (adapters/rate_windows.py). A slot is taken by one conditional ``ADD`` that succeeds only
   while the window's requests stay below ``requests_per_minute`` and its tokens within
   ``tokens_per_minute``; the limits hold however many runs call the model at once.
 * **Tokens** are counted up front from an estimate (prompt characters / 4, plus the configured
@@ -37,10 +37,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.services import metrics
-from relayflow_runtime.providers.base import TransientModelError
-from relayflow_runtime.settings import get_settings
 from relayflow_runtime.adapters.rate_windows import RateWindowStore
+from relayflow_runtime.providers.base import TransientModelError
+from relayflow_runtime.services import metrics
+from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 
@@ -96,7 +96,8 @@ class Permit:
         if not self.limited:
             return
         try:
-            store().add_tokens(self.tenant, self.model_id, self.window_start, used_tokens - self.estimated_tokens)
+            correction = used_tokens - self.estimated_tokens
+            store().add_tokens(self.tenant, self.model_id, self.window_start, correction)
         except Exception:  # the call is done; a correction that fails only skews one window
             logger.exception("could not correct a rate-limit window", extra={"model_id": self.model_id})
 
@@ -173,4 +174,3 @@ def _describe(limit: RateLimit) -> str:
     if limit.tokens_per_minute:
         parts.append(f"{limit.tokens_per_minute} tokens/min")
     return ", ".join(parts)
-

@@ -4,7 +4,7 @@ Two callers settle runs the same way, through :func:`settle`:
 
 * the reconciler (handlers/reconciler.py): Step Functions' status-change event of the run's
   execution arrives through EventBridge;
-* the sweeper (logic/sweeper.py): that event was lost, or the execution never started.
+* the sweeper (services/sweeper.py): that event was lost, or the execution never started.
 
 Whatever ends a run (its own ``complete``/``fail``, a cancel, or :func:`settle`), the terminal status
 change calls :func:`after_finish`: the run gives back its share of the batch budget and leaves the
@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.services import budget, executions
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
-from relayflow_runtime.settings import get_settings
 from relayflow_runtime.adapters.sweep import SweepIndex
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
+from relayflow_runtime.services import budget, executions
+from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 

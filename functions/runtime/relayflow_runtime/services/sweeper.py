@@ -9,10 +9,10 @@ sweep index (never a scan):
 
 1. **active runs** created more than ``grace_seconds`` ago: DescribeExecution of the run's execution.
    Still RUNNING: left alone. Ended more than ``grace_seconds`` ago: settled exactly as the
-   reconciler would (logic/reconcile.py ``settle``). No such execution: settled as failed ("never
+   reconciler would (services/reconcile.py ``settle``). No such execution: settled as failed ("never
    started"). Each settled run is counted: metric ``StuckRunsSettled`` (alarmed; dimension ``Cause``
    ``ended`` or ``never_started``).
-2. **status events the bus refused** (kept on their run by logic/notify.py) are published again.
+2. **status events the bus refused** (kept on their run by services/notify.py) are published again.
 3. **finished runs whose follow-up was cut short** (index partition SETTLE, finished more than
    ``grace_seconds`` ago): their budget is released and they leave the index.
 
@@ -29,10 +29,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.services import metrics, notify, reconcile
-from relayflow_runtime.domain.clock import parse_iso
-from relayflow_runtime.settings import get_settings
 from relayflow_runtime.adapters.sfn_status import describe_execution
+from relayflow_runtime.domain.clock import parse_iso
+from relayflow_runtime.services import metrics, notify, reconcile
+from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 

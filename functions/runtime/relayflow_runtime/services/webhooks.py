@@ -43,7 +43,12 @@ from pydantic import BaseModel, Field
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, DeliveryAttempt, WebhookResend, WebhookSecret
+from relayflow_runtime.schemas.entities import (
+    TERMINAL_STATUSES,
+    DeliveryAttempt,
+    WebhookResend,
+    WebhookSecret,
+)
 from relayflow_runtime.services import authoring, executions, metrics, retention
 from relayflow_runtime.services.values import unpack
 
@@ -280,7 +285,7 @@ def deliver_attempt(
 
 
 def _expiry_of(record: dict[str, Any]) -> int | None:
-    """Delivery attempts go with their run (logic/retention.py)."""
+    """Delivery attempts go with their run (services/retention.py)."""
     if record.get("children_expire_at"):
         return int(record["children_expire_at"])
     return retention.children_expire_at(record["created_at"]) if record.get("created_at") else None
