@@ -147,9 +147,13 @@ def test_a_receiver_gets_a_correctly_signed_webhook_when_a_run_completes(
     assert attempt["delivery_id"] == payload["id"] and attempt["url"] == receiver.url
     _, per_workflow = api("GET", f"/workflows/{workflow_id}/deliveries")
     assert [a["delivery_id"] for a in per_workflow["items"]] == [payload["id"]]
-    # And however often the status change reaches the sender, it is not POSTed again
+    # And however often the status change reaches the webhook queue, it is not POSTed again
     detail = {"tenant": "default", "execution_id": execution["id"], "status": "completed"}
-    local_stack.invoke("WebhookSenderFunction", {"detail-type": "Execution Status Change", "detail": detail})
+    event = {"detail-type": "Execution Status Change", "source": "relayflow", "detail": detail}
+    sqs = local_stack.client("sqs")
+    for _ in range(2):
+        sqs.send_message(QueueUrl=local_stack.outputs["WebhookQueueUrl"], MessageBody=json.dumps(event))
+    assert local_stack.wait_idle(timeout=10)
     assert len(receiver.requests) == 1
 
 

@@ -27,7 +27,11 @@ def resolved() -> dict[str, Any]:
     context = cfn.Context.from_template(TEMPLATE)
     for logical_id in RESOURCES:
         context.refs[logical_id] = logical_id
-        context.attributes[logical_id] = {"Arn": f"arn:aws:test:::{logical_id}"}
+        context.attributes[logical_id] = {
+            "Arn": f"arn:aws:test:::{logical_id}",
+            "QueueName": logical_id,
+            "QueueUrl": f"https://sqs.test/{logical_id}",
+        }
     result: dict[str, Any] = cfn.resolve(TEMPLATE, context)
     return result
 
@@ -44,7 +48,8 @@ def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str,
 
 
 def test_template_is_a_sam_template_with_the_resources_the_design_names():
-    assert TEMPLATE["Transform"] == "AWS::Serverless-2016-10-31"
+    # AWS::LanguageExtensions first: DeletionPolicy from the DataDeletionPolicy parameter.
+    assert TEMPLATE["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     assert {
         "RelayflowTable",
         "IdempotencyTable",

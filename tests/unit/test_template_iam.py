@@ -38,7 +38,9 @@ def statements_of(logical_id: str) -> list[dict[str, Any]]:
     context.region, context.account_id = REGION, ACCOUNT
     for resource_id in TEMPLATE["Resources"]:
         context.refs.setdefault(resource_id, resource_id)
-        context.attributes.setdefault(resource_id, {"Arn": f"arn:aws:test:::{resource_id}"})
+        context.attributes.setdefault(
+            resource_id, {"Arn": f"arn:aws:test:::{resource_id}", "QueueName": resource_id}
+        )
     policies = cfn.resolve(TEMPLATE["Resources"][logical_id]["Properties"].get("Policies") or [], context)
     found: list[dict[str, Any]] = []
     for policy in policies:

@@ -880,6 +880,11 @@ class LocalStack:
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": versioning})
         if "OwnershipControls" in properties:
             s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=properties["OwnershipControls"])
+        lifecycle = (properties.get("LifecycleConfiguration") or {}).get("Rules")
+        if lifecycle:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in lifecycle]}
+            )
         cors = (properties.get("CorsConfiguration") or {}).get("CorsRules")
         if cors:
             renamed = {"Id": "ID", "MaxAge": "MaxAgeSeconds"}
@@ -1092,6 +1097,9 @@ class LocalStack:
         # X-Ray has no daemon here; Powertools' Tracer is off outside Lambda anyway.
         if "POWERTOOLS_TRACE_DISABLED" not in os.environ:
             self._set_environ("POWERTOOLS_TRACE_DISABLED", "true")
+        # Nor CloudWatch: metrics (EMF lines on stdout) would only clutter the console and test output.
+        if "POWERTOOLS_METRICS_DISABLED" not in os.environ:
+            self._set_environ("POWERTOOLS_METRICS_DISABLED", "true")
         self._reset_relayflow_caches()
 
     # ------------------------------------------------------------------ environment
@@ -1236,6 +1244,7 @@ class _ExecutionWatcher:
         self._ended: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._seen: dict[str, str] = {}  # execution arn -> last status delivered
         self._deliver_lock = threading.RLock()
+        self._delivering = 0  # deliveries under way (changed only under _deliver_lock)
         self._listening = moto_shim.on_execution_end(self._ended.put)
         self._thread = threading.Thread(target=self._run, name="relayflow-sfn-watcher", daemon=True)
 
@@ -1250,9 +1259,13 @@ class _ExecutionWatcher:
             self._thread.join(timeout=10)
         self._listening.__exit__(None, None, None)
 
-    def catch_up(self) -> None:
-        """Deliver, now, every status change not delivered yet (a full listing)."""
+    def catch_up(self, timeout: float = 30.0) -> None:
+        """Deliver, now, every status change not delivered yet (a full listing), and wait for the
+        deliveries under way in the watcher's thread (a failing rule target is retried)."""
         self.poll()
+        deadline = time.monotonic() + timeout
+        while (not self._ended.empty() or self._delivering) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _run(self) -> None:
         next_poll = time.monotonic() + self._interval
@@ -1283,11 +1296,15 @@ class _ExecutionWatcher:
 
     def _deliver(self, arn: str) -> None:
         with self._deliver_lock:
-            description = self._stack.client("stepfunctions").describe_execution(executionArn=arn)
-            if self._seen.get(arn) == description["status"]:
-                return
-            self._seen[arn] = description["status"]
-            self._stack._deliver_status_change(description)
+            self._delivering += 1
+            try:
+                description = self._stack.client("stepfunctions").describe_execution(executionArn=arn)
+                if self._seen.get(arn) == description["status"]:
+                    return
+                self._seen[arn] = description["status"]
+                self._stack._deliver_status_change(description)
+            finally:
+                self._delivering -= 1
 
 
 class _RuleDispatcher:
@@ -1451,6 +1468,22 @@ def _physical_name(stack_name: str, logical_id: str, limit: int) -> str:
     room = limit - len(suffix) - 2
     head = f"{stack_name}-{logical_id}"
     return f"{head[:room]}-{suffix}"
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the shape of S3's PutBucketLifecycleConfiguration."""
+    converted: dict[str, Any] = {"ID": rule.get("Id", ""), "Status": rule.get("Status", "Enabled")}
+    prefix = rule.get("Prefix")
+    converted["Filter"] = {"Prefix": prefix} if prefix is not None else {"Prefix": ""}
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        converted["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    if "NoncurrentVersionExpiration" in rule:
+        days = int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        converted["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}
+    return converted
 
 
 def _merge_sam_globals(globals_: Mapping[str, Any], properties: Mapping[str, Any]) -> dict[str, Any]:

@@ -123,7 +123,6 @@ def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport) ->
         if isinstance(stopped, datetime) and stopped.astimezone(UTC) > cutoff:
             return  # just ended: the reconciler's event is most likely on its way
         outcome, error, cause = description["status"], description.get("error"), description.get("cause")
-    logger.set_correlation_id(execution_id)
     if reconcile.settle(tenant, execution_id, outcome, error, cause):
         label = "never_started" if outcome == reconcile.NEVER_STARTED else "ended"
         metrics.count(metrics.STUCK_RUNS_SETTLED, Cause=label)

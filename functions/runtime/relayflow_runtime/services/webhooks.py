@@ -150,7 +150,8 @@ def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict
         "id": delivery_id,
         "type": f"execution.{execution.status}",
         "schema_version": SCHEMA_VERSION,
-        "created_at": now_iso(),
+        # The same on every attempt and re-send: the body is the same event each time.
+        "created_at": record.get("completed_at") or now_iso(),
         "data": data,
     }
 

@@ -1,0 +1,237 @@
+"""Nothing starved (issue 13), on the local stack: the account-wide budget of batch parallelism
+(services/budget.py) and per-model rate limits (services/rate_limits.py), each under concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from relayflow.local.stack import LocalStack
+from relayflow_runtime.providers import TransientModelError, validate_model_config
+from relayflow_runtime.services import budget, executions, metrics, rate_limits, sweeper
+from relayflow_runtime.services.runner import ExecutionNotRunning
+
+TENANT = "default"
+BUDGET = 8
+
+
+@pytest.fixture
+def local_stack() -> Iterator[LocalStack]:
+    """The stack with a budget of 8 batch items at once (stack parameter BatchParallelismBudget)."""
+    with LocalStack(parameters={"BatchParallelismBudget": BUDGET}) as local:
+        yield local
+
+
+def pending_batch(execution_id: str, workflow_id: str = "wf-budget") -> dict[str, Any]:
+    """A batch run as prepare_batch leaves it: pending until its budget is reserved."""
+    record = {
+        "id": execution_id,
+        "workflow_id": workflow_id,
+        "version_id": "v1",
+        "number": 1,
+        "status": "pending",
+        "input_mode": "batch",
+        "created_at": (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="milliseconds"),
+        "progress": {"total_nodes": 1, "current_node_idx": 0, "total_items": 100},
+    }
+    executions.store().put_execution(TENANT, record)
+    return record
+
+
+def reserve_event(execution_id: str, children: int, items_per_child: int = 1) -> dict[str, Any]:
+    """The input of the batch machine's ReserveBudget state."""
+    return {
+        "run": {"tenant": TENANT, "workflow_id": "wf-budget", "execution_id": execution_id},
+        "batch": {
+            "items_key": "executions/x/items.jsonl",
+            "express": True,
+            "items_per_child": items_per_child,
+            "children": children,
+            "item_timeout": 60,
+            "total": 100,
+        },
+        "timeout": 3600,
+    }
+
+
+def status_of(execution_id: str) -> dict[str, Any]:
+    return executions.store().get_execution(TENANT, execution_id)
+
+
+# ---- the batch budget ------------------------------------------------------------------------------
+def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_frees_its_budget(
+    local_stack: LocalStack, api: Any
+) -> None:
+    # Given a batch that takes 6 of the 8 items of the budget (3 children of 2 items)
+    pending_batch("batch-a")
+    started = budget.reserve_budget(reserve_event("batch-a", children=3, items_per_child=2))
+    assert started["batch"]["children"] == 3
+    assert status_of("batch-a")["status"] == "running"
+    assert budget.state().in_use == 6
+
+    # When a second batch asks for 4
+    pending_batch("batch-b")
+    with metrics.recording() as counted, pytest.raises(budget.BudgetExhausted):
+        budget.reserve_budget(reserve_event("batch-b", children=4))
+
+    # Then it stays pending, and says why (the API shows it)
+    waiting = status_of("batch-b")
+    assert waiting["status"] == "pending"
+    assert "6 of 8 items are running in other batches" in waiting["waiting_reason"]
+    assert metrics.total(counted, metrics.BATCHES_WAITING_FOR_BUDGET) == 1
+    status, shown = api("GET", "/workflows/wf-budget/executions/batch-b")
+    assert status == 200 and shown["waiting_reason"] == waiting["waiting_reason"]
+
+    # When the first batch completes (its complete action: any terminal status change releases)
+    record = status_of("batch-a")
+    executions.transition(TENANT, record, ("running",), "completed", {"completed_at": "2030-01-01T01:00:00Z"})
+    assert budget.state().in_use == 0
+
+    # Then the second batch's next try reserves its share and starts; its reason is gone
+    budget.reserve_budget(reserve_event("batch-b", children=4))
+    assert status_of("batch-b")["status"] == "running"
+    assert "waiting_reason" not in status_of("batch-b")
+    assert budget.state().in_use == 4
+
+
+def test_reserving_is_exactly_once_under_concurrent_batches(local_stack: LocalStack) -> None:
+    # Given 12 pending batches of 2 items each, and a budget of 8
+    ids = [f"race-{n}" for n in range(12)]
+    for execution_id in ids:
+        pending_batch(execution_id)
+
+    def try_reserve(execution_id: str) -> str:
+        try:
+            budget.reserve_budget(reserve_event(execution_id, children=2))
+        except budget.BudgetExhausted:
+            return "waits"
+        return "runs"
+
+    # When they all ask at once, each twice (a retried task)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        first = dict(zip(ids, pool.map(try_reserve, ids), strict=True))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        again = dict(zip(ids, pool.map(try_reserve, ids), strict=True))
+
+    # Then exactly 4 run, the retries change nothing, and the counter is exact
+    running = [i for i, outcome in first.items() if outcome == "runs"]
+    assert len(running) == 4
+    assert {i for i, outcome in again.items() if outcome == "runs"} == set(running)
+    assert budget.state().in_use == 8
+    # And releasing twice gives each share back once
+    for execution_id in running:
+        assert budget.release(TENANT, execution_id) == 2
+        assert budget.release(TENANT, execution_id) == 0
+    assert budget.state().in_use == 0
+
+
+def test_a_batch_larger_than_the_whole_budget_is_narrowed_and_a_cancelled_one_stops_waiting(
+    local_stack: LocalStack,
+) -> None:
+    # Given a batch of 10 children of 2 items (20 > 8)
+    pending_batch("huge")
+    # When it reserves
+    started = budget.reserve_budget(reserve_event("huge", children=10, items_per_child=2))
+    # Then it runs alone at the budget: 4 children of 2
+    assert started["batch"]["children"] == 4 and budget.state().in_use == 8
+    # And a batch cancelled while it waited is told it is not running (the machine's NotRunning)
+    pending_batch("cancelled")
+    record = status_of("cancelled")
+    executions.transition(TENANT, record, ("pending",), "cancelled", {"completed_at": "2030-01-01T00:00:01Z"})
+    with pytest.raises(ExecutionNotRunning):
+        budget.reserve_budget(reserve_event("cancelled", children=1))
+    assert budget.state().in_use == 8
+
+
+def test_the_sweeper_releases_the_budget_of_a_batch_whose_machine_ended_unannounced(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running batch holding budget, whose execution never existed on this stack
+    pending_batch("orphan")
+    budget.reserve_budget(reserve_event("orphan", children=3))
+    assert budget.state().in_use == 3
+    # When the sweeper runs
+    report = sweeper.sweep(grace_seconds=0)
+    # Then the run is settled and its budget given back
+    assert [s["execution_id"] for s in report.settled] == ["orphan"]
+    assert status_of("orphan")["status"] == "failed"
+    assert budget.state().in_use == 0
+
+
+# ---- per-model rate limits -------------------------------------------------------------------------
+def test_a_model_limit_holds_under_concurrent_callers_and_every_call_gets_through(
+    local_stack: LocalStack,
+) -> None:
+    # Given a model limited to 300 requests a minute, i.e. 5 in each 1-second window of this test
+    config = {"model": "uppercase", "rate_limit": {"requests_per_minute": 300}}
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def call(_: int) -> float:
+        permit = rate_limits.acquire(TENANT, "model-rl", config, window_seconds=1, max_wait_seconds=30)
+        with lock:
+            taken.append(permit.window_start)
+        return permit.waited_seconds
+
+    # When 16 calls (as from concurrent runs) ask at once
+    with metrics.recording() as counted, ThreadPoolExecutor(max_workers=16) as pool:
+        waited = list(pool.map(call, range(16)))
+    # Then no window let more than 5 through, every call got through, and the waits were counted
+    per_window = Counter(taken)
+    assert len(taken) == 16
+    assert max(per_window.values()) <= 5
+    assert len(per_window) >= 4
+    assert sum(1 for w in waited if w > 0) >= 11
+    assert metrics.total(counted, metrics.MODEL_CALLS_THROTTLED) >= 11
+
+
+def test_a_token_limit_counts_estimates_and_corrections(local_stack: LocalStack) -> None:
+    config = {"rate_limit": {"tokens_per_minute": 600}}  # 10 tokens in a 1-second window
+    first = rate_limits.acquire(TENANT, "model-tok", config, 6, window_seconds=1)
+    first.settle(2)  # it used fewer than estimated: 4 tokens go back to the window
+    second = rate_limits.acquire(TENANT, "model-tok", config, 8, window_seconds=1, max_wait_seconds=5)
+    assert rate_limits.store().usage(TENANT, "model-tok", second.window_start)[1] in (8, 10)
+    if second.window_start == first.window_start:
+        assert second.waited_seconds == 0
+
+
+def test_a_call_that_cannot_get_a_slot_in_time_is_a_transient_error(local_stack: LocalStack) -> None:
+    # Given a model allowed 1 request a minute, already used in this window
+    config = {"rate_limit": {"requests_per_minute": 1}}
+    now = time.time()
+    rate_limits.acquire(TENANT, "model-slow", config, clock=lambda: now)
+    # When another call may wait only 5 seconds
+    with pytest.raises(TransientModelError, match="rate limit"):
+        rate_limits.acquire(TENANT, "model-slow", config, clock=lambda: now, max_wait_seconds=5)
+    # Then a model without a limit is never held up (nothing is stored)
+    free = rate_limits.acquire(TENANT, "model-free", {"model": "uppercase"})
+    assert not free.limited and free.waited_seconds == 0
+
+
+def test_the_rate_limit_of_a_model_config_is_validated() -> None:
+    assert (
+        validate_model_config("builtin", {"model": "uppercase", "rate_limit": {"requests_per_minute": 60}})
+        == []
+    )
+    assert (
+        validate_model_config(
+            "builtin",
+            {"model": "uppercase", "rate_limit": {"requests_per_minute": 60, "tokens_per_minute": 9000}},
+        )
+        == []
+    )
+    problems = validate_model_config(
+        "builtin", {"model": "uppercase", "rate_limit": {"requests_per_minute": 0, "per_day": 5}}
+    )
+    assert "unknown rate_limit key 'per_day'; expected requests_per_minute, tokens_per_minute" in problems
+    assert "'rate_limit.requests_per_minute' must be a whole number >= 1" in problems
+    assert validate_model_config("builtin", {"model": "uppercase", "rate_limit": 5}) == [
+        '\'rate_limit\' must be an object like {"requests_per_minute": 60, "tokens_per_minute": 40000}'
+    ]
