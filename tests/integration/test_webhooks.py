@@ -335,3 +335,117 @@ def test_the_client_rotates_the_secret_and_lists_deliveries(
     assert webhooks.verify(
         secret.secret, receiver.requests[0]["headers"]["X-Relayflow-Signature"], receiver.requests[0]["body"]
     )
+
+
+def test_a_webhook_that_ran_out_of_attempts_is_re_sent_by_request_through_the_client_and_the_cli(
+    local_stack: LocalStack,
+    served: str,
+    receiver: Receiver,
+    quick_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from relayflow.cli import main
+    from relayflow.client import Client
+
+    # Given a receiver that was down for a run's two attempts
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "2")
+    receiver.statuses[:] = [503, 503]
+    with Client(served, api_key=local_stack.api_key) as client:
+        model = client.create_model("u", "builtin", {"model": "uppercase"})
+        workflow = client.create_workflow("re-sent", callback_url=receiver.url)
+        version = client.create_workflow_version(workflow.id)
+        client.create_workflow_node(version.id, "n", model.id)
+        secret = client.rotate_webhook_secret(workflow.id)
+        execution = client.execute_workflow(workflow.id, single_input="x")
+        client.wait_for_execution(workflow.id, execution.id, poll_interval=0.05, timeout=20)
+        assert local_stack.wait_idle(timeout=15)
+        first = list(client.get_webhook_deliveries(workflow.id, execution.id))
+        assert [(a.round, a.attempt, a.outcome, a.final) for a in reversed(first)] == [
+            (0, 1, "failed", False),
+            (0, 2, "failed", True),
+        ]
+
+        # When the receiver is back and the user re-sends through the client
+        queued = client.resend_webhook(workflow.id, execution.id)
+        assert (queued.round, queued.delivery_id, queued.event_type) == (
+            1,
+            first[0].delivery_id,
+            "execution.completed",
+        )
+        assert local_stack.wait_idle(timeout=15)
+
+        # Then it is delivered: the same delivery id and body, signed afresh, recorded under round 1
+        requests = receiver.wait_for(3)
+        assert len(requests) == 3
+        assert {r["headers"]["X-Relayflow-Delivery"] for r in requests} == {queued.delivery_id}
+        assert requests[2]["body"] == requests[0]["body"]
+        assert verify_like_the_readme(
+            secret.secret, requests[2]["headers"]["X-Relayflow-Signature"], requests[2]["body"]
+        )
+        latest = client.get_webhook_deliveries(workflow.id, execution.id)[0]
+        assert (latest.round, latest.attempt, latest.outcome, latest.final) == (1, 1, "delivered", True)
+
+    # And the CLI re-sends too, and lists the history
+    env = {"RELAYFLOW_URL": served, "RELAYFLOW_API_KEY": local_stack.api_key or ""}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    assert main(["resend-webhook", workflow.id, execution.id, "--json"], stdout=out) == 0
+    assert json.loads(out.getvalue())["round"] == 2
+    assert local_stack.wait_idle(timeout=15)
+    out = io.StringIO()
+    assert main(["deliveries", workflow.id, execution.id, "--json"], stdout=out) == 0
+    listed = json.loads(out.getvalue())["items"]
+    assert [(a["round"], a["outcome"]) for a in listed][:2] == [(2, "delivered"), (1, "delivered")]
+    assert len(receiver.requests) == 4
+
+
+def test_a_re_send_needs_a_finished_run_with_a_callback_url(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a finished run of a workflow without a callback URL
+    workflow_id = make_workflow(api)
+    execution = run_to_end(api, workflow_id, {"single_input": "x"})
+    # Then a re-send says what is missing
+    status, body = api("POST", f"/workflows/{workflow_id}/executions/{execution['id']}/deliveries")
+    assert (status, body["code"]) == (400, "no_callback_url")
+    # And a run still going has nothing to re-send yet
+    _, sleepy = api("POST", "/models", {"name": "s", "provider": "builtin", "config": {"model": "sleep"}})
+    _, workflow = api("POST", "/workflows", {"name": "slow", "callback_url": receiver.url})
+    _, version = api("POST", f"/workflows/{workflow['id']}/versions", {})
+    api("POST", f"/versions/{version['id']}/nodes", {"name": "z", "entity_id": sleepy["id"]})
+    status, running = api("POST", f"/workflows/{workflow['id']}/executions", {"single_input": "x"})
+    status, body = api("POST", f"/workflows/{workflow['id']}/executions/{running['id']}/deliveries")
+    assert (status, body["code"]) == (409, "execution_active")
+    # And an unknown execution is 404
+    status, body = api("POST", f"/workflows/{workflow_id}/executions/nope/deliveries")
+    assert status == 404
+
+
+def test_a_message_the_sender_keeps_failing_on_ends_in_the_webhook_dead_letter_queue(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    from relayflow.local import moto_shim
+
+    # Given a webhook sender that crashes on every message
+    def crashing(event: dict[str, Any], context: Any) -> Any:
+        raise RuntimeError("the sender is broken")
+
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+    api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    with moto_shim.override("relayflow_runtime.handlers.webhook_sender.lambda_handler", crashing):
+        # When a run completes
+        execution = run_to_end(api, workflow_id, {"single_input": "x"})
+        # Then after five receives (the queue's maxReceiveCount) the message is in the dead-letter queue
+        sqs = local_stack.client("sqs")
+        url = local_stack.outputs["WebhookDeadLetterQueueUrl"]
+        deadline = time.monotonic() + 30
+        messages: list[dict[str, Any]] = []
+        while not messages and time.monotonic() < deadline:
+            messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    assert len(messages) == 1
+    body = json.loads(messages[0]["Body"])
+    assert body["detail"]["execution_id"] == execution["id"] and body["detail"]["status"] == "completed"
+    assert receiver.requests == []
