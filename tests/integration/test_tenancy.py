@@ -321,12 +321,15 @@ def test_every_stored_object_is_under_its_tenant_prefix(
     s3 = local_stack.client("s3")
     bucket = local_stack.environment["RELAYFLOW_BUCKET"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-    # Then every object relayflow wrote sits under t/<its tenant>/, and B's file under B's
+    # Then every object relayflow wrote sits under <top-level prefix>/<its tenant>/, and B's file
+    # under B's (the top-level prefix is what the bucket's lifecycle rules match)
     assert keys
-    assert all(k.startswith(("t/default/", f"t/{TENANT_B}/")) for k in keys), keys
+    tenants = ("default", TENANT_B)
+    assert all(k.split("/")[0] in ("t", "executions", "uploads") for k in keys), keys
+    assert all(k.split("/")[1] in tenants for k in keys), keys
     b_file = [k for k in keys if k.endswith("/private.txt")]
     assert b_file
-    assert all(k.startswith(f"t/{TENANT_B}/executions/{world['ids']['execution_id']}/") for k in b_file)
+    assert all(k.startswith(f"executions/{TENANT_B}/{world['ids']['execution_id']}/") for k in b_file)
     assert s3.get_object(Bucket=bucket, Key=b_file[0])["Body"].read() == FILE_BYTES
 
 
