@@ -23,7 +23,10 @@ functions in moto (Step Functions execution switched on), puts the functions' en
   with the HttpApi events; `invoke_api(event)` calls that function directly. See
   `relayflow.local.server` for the HTTP server in front of it.
 
-State machines are not in the template: the API creates one per workflow version at runtime.
+State machines are the template's `AWS::Serverless::StateMachine` resources: each is created in
+moto from its `DefinitionUri` file (statemachine/*.asl.json) with its `DefinitionSubstitutions`
+resolved like any other property, so `!Ref RunMachine` in a function's environment is the ARN of
+exactly the definition AWS would run. Nothing else creates state machines.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ _NOTHING_TO_CREATE = frozenset(
     }
 )
 _FUNCTION_TYPES = frozenset({"AWS::Serverless::Function"})
+_STATE_MACHINE_TYPES = frozenset({"AWS::Serverless::StateMachine"})
+# ${Name} in a definition: a DefinitionSubstitutions variable (CloudFormation's syntax).
+_DEFINITION_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
 class StackError(RuntimeError):
@@ -181,9 +187,10 @@ class LocalStack:
 
     Attributes after `start()`: `template`, `context` (the intrinsic-function context),
     `resources` (logical id -> physical id, i.e. the value of !Ref), `outputs` (the template's
-    resolved Outputs), `functions` (logical id -> LocalFunction), `environment` (the variables
-    put into os.environ), `state_machine_prefix`, `delivered_events` (status-change events the
-    watcher delivered: (function logical id, event)), `api_routes`, `api_authorizers`, `api_cors`,
+    resolved Outputs), `functions` (logical id -> LocalFunction), `state_machines` (logical id ->
+    ARN of the template's state machines), `environment` (the variables put into os.environ),
+    `delivered_events` (status-change events the watcher delivered: (function logical id, event)),
+    `api_routes`, `api_authorizers`, `api_cors`,
     `api_id`, `api_key` (a key the template's authorizer accepts, made with relayflow's own
     `services.apikeys.ensure_local_key`, which reuses $RELAYFLOW_API_KEY; None without authorizer).
     """
@@ -217,6 +224,7 @@ class LocalStack:
         self.resources: dict[str, str] = {}
         self.outputs: dict[str, Any] = {}
         self.functions: dict[str, LocalFunction] = {}
+        self.state_machines: dict[str, str] = {}
         self.environment: dict[str, str] = {}
         self.api_cors: dict[str, Any] | None = None
         self.api_id = "local"
@@ -249,11 +257,6 @@ class LocalStack:
         self._s3_listening: Any = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def state_machine_prefix(self) -> str:
-        """Name prefix of the state machines this stack's functions create and may run."""
-        return f"{self.stack_name}-"
 
     @property
     def started(self) -> bool:
@@ -708,6 +711,17 @@ class LocalStack:
                     self._plan_role(
                         f"{logical_id}Role", _physical_name(self.stack_name, f"{logical_id}Role", 64)
                     )
+            elif kind in _STATE_MACHINE_TYPES:
+                name = self._explicit_name(logical_id, spec, "Name") or _physical_name(
+                    self.stack_name, logical_id, 80
+                )
+                arn = self._arn("states", f"stateMachine:{name}")
+                refs[logical_id] = arn
+                attributes[logical_id] = {"Arn": arn, "Name": name}
+                if "Role" not in (spec.get("Properties") or {}):
+                    self._plan_role(
+                        f"{logical_id}Role", _physical_name(self.stack_name, f"{logical_id}Role", 64)
+                    )
             elif kind in ("AWS::Serverless::HttpApi", "AWS::Serverless::Api"):
                 api_id = hashlib.sha1(f"{self.stack_name}/{logical_id}".encode()).hexdigest()[:10]
                 refs[logical_id] = api_id
@@ -716,6 +730,12 @@ class LocalStack:
                     "ApiEndpoint": f"https://{api_id}.execute-api.{self.region}.amazonaws.com",
                     "RootResourceId": api_id,
                 }
+            elif kind == "AWS::Logs::LogGroup":  # nothing to create; its name and ARN are known
+                name = self._explicit_name(logical_id, spec, "LogGroupName") or _physical_name(
+                    self.stack_name, logical_id, 512
+                )
+                refs[logical_id] = name
+                attributes[logical_id] = {"Arn": self._arn("logs", f"log-group:{name}:*")}
             elif kind in _NOTHING_TO_CREATE:
                 refs[logical_id] = _physical_name(self.stack_name, logical_id, 64)
             else:
@@ -771,6 +791,9 @@ class LocalStack:
         for logical_id in by_type.get("AWS::Serverless::Function", []):
             spec = _merge_sam_globals(globals_, resources[logical_id].get("Properties") or {})
             self._create_sam_function(logical_id, spec)
+        # After the functions: a definition's substitutions name their ARNs.
+        for logical_id in by_type.get("AWS::Serverless::StateMachine", []):
+            self._create_state_machine(logical_id, resources[logical_id].get("Properties") or {})
         for logical_id in by_type.get("AWS::Events::Rule", []):
             self._create_rule(logical_id, resources[logical_id])
         self._wire_s3_notifications(resources)
@@ -890,6 +913,73 @@ class LocalStack:
             renamed = {"Id": "ID", "MaxAge": "MaxAgeSeconds"}
             rules = [{renamed.get(k, k): v for k, v in rule.items()} for rule in cors]
             s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": rules})
+
+    def definition_of(self, logical_id: str) -> str:
+        """The definition a state machine of the template is created with: its DefinitionUri file
+        (or inline Definition) with DefinitionSubstitutions filled in, as CloudFormation does."""
+        spec = self.template["Resources"][logical_id]
+        properties = spec.get("Properties") or {}
+        if "DefinitionUri" in properties:
+            uri = properties["DefinitionUri"]
+            if not isinstance(uri, str) or uri.startswith("s3://"):
+                raise StackError(f"{logical_id}: DefinitionUri must be a file of the checkout, got {uri!r}")
+            path = (self.template_path.parent / uri).resolve()
+            if not path.is_file():
+                raise StackError(f"{logical_id}: DefinitionUri {uri} not found at {path}")
+            text = path.read_text(encoding="utf-8")
+        elif "Definition" in properties:
+            text = json.dumps(self._resolve(properties["Definition"], f"{logical_id}.Definition"))
+        else:
+            raise StackError(f"{logical_id}: no DefinitionUri or Definition")
+        substitutions = self._resolve(
+            properties.get("DefinitionSubstitutions") or {}, f"{logical_id}.DefinitionSubstitutions"
+        )
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in substitutions:
+                raise StackError(
+                    f"{logical_id}: the definition uses ${{{name}}}, which DefinitionSubstitutions "
+                    f"does not set (it sets {sorted(substitutions)})"
+                )
+            value = substitutions[name]
+            return value if isinstance(value, str) else json.dumps(value)
+
+        return _DEFINITION_VARIABLE.sub(substitute, text)
+
+    def _create_state_machine(self, logical_id: str, spec: Mapping[str, Any]) -> None:
+        properties = self._resolve(
+            {k: v for k, v in spec.items() if k not in ("Definition", "DefinitionSubstitutions", "Events")},
+            logical_id,
+        )
+        if spec.get("Events"):
+            log.warning("%s: state machine events are not run locally", logical_id)
+        definition = self.definition_of(logical_id)
+        if "Role" in properties:
+            role_arn = str(properties["Role"])
+        else:
+            statements = [
+                statement
+                for policy in properties.get("Policies") or []
+                if isinstance(policy, dict) and "Statement" in policy
+                for statement in policy["Statement"]
+            ]
+            inline = {"inline": {"Version": "2012-10-17", "Statement": statements}} if statements else {}
+            role_arn = self._create_role(self.context.refs[f"{logical_id}Role"], _STATES_TRUST, inline)
+        request: dict[str, Any] = {
+            "name": self.context.attributes[logical_id]["Name"],
+            "definition": definition,
+            "roleArn": role_arn,
+            "type": properties.get("Type", "STANDARD"),
+        }
+        if (properties.get("Tracing") or {}).get("Enabled") is not None:
+            request["tracingConfiguration"] = {"enabled": bool(properties["Tracing"]["Enabled"])}
+        arn: str = self.client("stepfunctions").create_state_machine(**request)["stateMachineArn"]
+        if arn != self.context.refs[logical_id]:  # pragma: no cover - moto's ARN scheme changed
+            raise StackError(
+                f"{logical_id}: moto made {arn}, the template's !Ref says {self.context.refs[logical_id]}"
+            )
+        self.state_machines[logical_id] = arn
 
     def _create_sam_function(self, logical_id: str, spec: Mapping[str, Any]) -> None:
         properties = self._resolve({k: v for k, v in spec.items() if k != "Events"}, logical_id)
@@ -1145,8 +1235,18 @@ class LocalStack:
     # ------------------------------------------------------------------ executions
 
     def _state_machine_arns(self) -> list[str]:
+        """Every state machine in moto: the template's, and any a test made."""
         paginator = self.client("stepfunctions").get_paginator("list_state_machines")
         return [sm["stateMachineArn"] for page in paginator.paginate() for sm in page["stateMachines"]]
+
+    def is_template_execution(self, execution_arn: str) -> bool:
+        """Whether an execution ARN (arn:...:execution:<machine name>:<id>) is a run of one of the
+        template's state machines; a distributed Map's child (<machine>/<label>:<id>) is not."""
+        parts = execution_arn.split(":")
+        if len(parts) < 8 or parts[5] != "execution":
+            return False
+        machine = ":".join([*parts[:5], "stateMachine", parts[6]])
+        return machine in self.state_machines.values()
 
     def _executions(self, state_machine_arn: str) -> list[dict[str, Any]]:
         paginator = self.client("stepfunctions").get_paginator("list_executions")
@@ -1230,7 +1330,9 @@ class LocalStack:
 
 
 class _ExecutionWatcher:
-    """Delivers each status change of an execution once, as Step Functions' EventBridge events do.
+    """Delivers each status change of an execution of the template's state machines once, as Step
+    Functions' EventBridge events do (the rules' patterns then decide who gets it; executions of
+    other machines, such as a test's own, are never looked at).
 
     moto tells the stack when an execution ends (``moto_shim.on_execution_end``), so nothing is
     polled while runs go on; a full listing every ``interval`` seconds (and on ``catch_up``) is the
@@ -1287,7 +1389,7 @@ class _ExecutionWatcher:
 
     def poll(self) -> None:
         stack = self._stack
-        for state_machine_arn in stack._state_machine_arns():
+        for state_machine_arn in list(stack.state_machines.values()):
             for execution in stack._executions(state_machine_arn):
                 if self._stop.is_set():
                     return
@@ -1295,6 +1397,8 @@ class _ExecutionWatcher:
                     self._deliver(execution["executionArn"])
 
     def _deliver(self, arn: str) -> None:
+        if not self._stack.is_template_execution(arn):
+            return  # not a run of the template's machines: no rule could want it
         with self._deliver_lock:
             self._delivering += 1
             try:
@@ -1420,6 +1524,12 @@ _LAMBDA_TRUST: dict[str, Any] = {
     "Version": "2012-10-17",
     "Statement": [
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+_STATES_TRUST: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}
     ],
 }
 
