@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SAMVENV := .venv-sam
 STAMP  := $(VENV)/.installed
+# npm's asl-validator (pinned), which validates statemachine/*.asl.json in the test suite.
+NODEDIR := .node
+NODESTAMP := $(NODEDIR)/.installed
+ASL_VALIDATOR_VERSION := 4.0.0
 # Debian's own Chromium for the dashboard's browser test (Playwright drives it; nothing is downloaded).
 CHROMIUM := /usr/bin/chromium
 
@@ -19,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[local,dev]'
 	@touch $(STAMP)
 
+$(NODESTAMP): Makefile
+	npm install --prefix $(NODEDIR) --no-audit --no-fund --save-exact asl-validator@$(ASL_VALIDATOR_VERSION)
+	@touch $(NODESTAMP)
+
 $(SAMVENV)/.installed:
 	$(PYTHON) -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==1.170.0
@@ -30,7 +38,7 @@ demo: $(STAMP) ## Run a real workflow end to end on the embedded local stack
 serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
 	$(BIN)/relayflow serve --port 8765
 
-test: $(STAMP) $(CHROMIUM) lint sam-validate ## Lint, validate the template, run the whole test suite
+test: $(STAMP) $(NODESTAMP) $(CHROMIUM) lint sam-validate ## Lint, validate the template and state machines, run the whole test suite
 	$(BIN)/pytest -q
 
 $(CHROMIUM):
@@ -53,4 +61,4 @@ bench: $(STAMP) ## Benchmarks: ratios measured side by side in one run
 	$(BIN)/python -m bench
 
 clean: ## Remove the virtual environments and caches
-	rm -rf $(VENV) $(SAMVENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAMVENV) $(NODEDIR) .pytest_cache .mypy_cache .ruff_cache .aws-sam

@@ -1,0 +1,149 @@
+"""statemachine/: the Amazon States Language the template deploys, checked offline by a validator
+nobody here wrote (npm asl-validator, pinned and installed by the Makefile), and the rules that
+keep the engine static: no workflow data in a definition, nothing creates a state machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relayflow.local import cfn
+
+ROOT = Path(__file__).resolve().parents[2]
+STATEMACHINE_DIR = ROOT / "statemachine"
+DEFINITIONS = sorted(STATEMACHINE_DIR.glob("*.asl.json"))
+TEMPLATE = cfn.load_template(ROOT / "template.yaml")
+MACHINES = {
+    logical_id: spec
+    for logical_id, spec in TEMPLATE["Resources"].items()
+    if spec["Type"] in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+}
+ASL_VALIDATOR = Path(
+    os.environ.get("RELAYFLOW_ASL_VALIDATOR", ROOT / ".node" / "node_modules" / ".bin" / "asl-validator")
+)
+#: Step Functions' limit on a definition's size (quotas: 1 MB).
+DEFINITION_LIMIT_BYTES = 1024 * 1024
+#: What a deployed stack substitutes, realistically spelled (a stack named with the longest
+#: CloudFormation-generated function name and a bucket name of the template's pattern).
+REALISTIC = {
+    "NodeRunnerArn": (
+        "arn:aws:lambda:eu-west-1:111122223333:function:relayflow-prod-NodeRunnerFunction-AbCdEfGh1234"
+    ),
+    "DataBucket": "relayflow-prod-data-111122223333-eu-west-1",
+}
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def substituted(path: Path, values: dict[str, str] = REALISTIC) -> str:
+    return _VARIABLE.sub(lambda match: values[match.group(1)], path.read_text(encoding="utf-8"))
+
+
+def test_there_are_the_three_machines_of_the_engine():
+    assert [p.name for p in DEFINITIONS] == ["batch.asl.json", "jobs.asl.json", "run.asl.json"]
+
+
+def test_the_templates_state_machines_are_exactly_the_files_in_statemachine():
+    # Given every state machine the template declares
+    uris = {logical_id: spec["Properties"].get("DefinitionUri") for logical_id, spec in MACHINES.items()}
+    # Then each is deployed from a file of statemachine/ (no inline definition), one machine per file
+    assert all(isinstance(uri, str) for uri in uris.values()), uris
+    assert sorted((ROOT / uri).resolve() for uri in uris.values()) == [p.resolve() for p in DEFINITIONS]
+    for logical_id, spec in MACHINES.items():
+        assert "Definition" not in spec["Properties"], logical_id
+        # and its substitutions set every variable its definition uses, and only where the stack is
+        used = set(_VARIABLE.findall((ROOT / uris[logical_id]).read_text()))
+        given = set(spec["Properties"].get("DefinitionSubstitutions") or {})
+        assert used <= given <= set(REALISTIC), logical_id
+
+
+@pytest.mark.parametrize("path", DEFINITIONS, ids=lambda p: p.name)
+def test_a_definition_uses_only_the_deployment_substitutions(path: Path):
+    # The only variables are where the stack is (the node runner, the bucket): never a workflow's
+    assert set(_VARIABLE.findall(path.read_text())) <= set(REALISTIC)
+
+
+@pytest.mark.parametrize("path", DEFINITIONS, ids=lambda p: p.name)
+def test_a_definition_is_far_below_the_1_mb_limit(path: Path):
+    size = len(substituted(path).encode("utf-8"))
+    assert size < DEFINITION_LIMIT_BYTES
+    # and it is fixed: a workflow's size cannot make it grow (it holds no workflow data at all)
+    assert size < 64 * 1024
+
+
+@pytest.mark.parametrize("path", DEFINITIONS, ids=lambda p: p.name)
+def test_asl_validator_accepts_each_definition_with_its_substitutions_filled(path: Path, tmp_path: Path):
+    if not ASL_VALIDATOR.is_file():
+        pytest.fail(f"asl-validator is not installed at {ASL_VALIDATOR}: run `make .node/.installed`")
+    filled = tmp_path / path.name
+    filled.write_text(substituted(path), encoding="utf-8")
+    # When npm's asl-validator (pinned 4.0.0) checks it, ARNs and JSONPaths included
+    result = subprocess.run(
+        [str(ASL_VALIDATOR), "--json-path", str(filled)], capture_output=True, text=True, timeout=60
+    )
+    # Then it is valid
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout
+
+
+def test_asl_validator_is_the_pinned_version():
+    if not ASL_VALIDATOR.is_file():
+        pytest.fail(f"asl-validator is not installed at {ASL_VALIDATOR}: run `make .node/.installed`")
+    version = subprocess.run([str(ASL_VALIDATOR), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip() == "4.0.0"
+    assert "ASL_VALIDATOR_VERSION := 4.0.0" in (ROOT / "Makefile").read_text()
+
+
+def test_asl_validator_rejects_what_aws_rejects(tmp_path: Path):
+    # A control: the validator is not a no-op (a duplicate-free machine whose Next names no state)
+    if not ASL_VALIDATOR.is_file():
+        pytest.fail(f"asl-validator is not installed at {ASL_VALIDATOR}: run `make .node/.installed`")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}))
+    result = subprocess.run(
+        [str(ASL_VALIDATOR), "--json-path", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+
+
+def _states(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, state in document.get("States", {}).items():
+        found.append((name, state))
+        for branch in state.get("Branches", []):
+            found.extend(_states(branch))
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if processor:
+            found.extend(_states(processor))
+    return found
+
+
+@pytest.mark.parametrize("path", DEFINITIONS, ids=lambda p: p.name)
+def test_state_names_are_unique_in_the_whole_machine_and_every_task_is_the_node_runner(path: Path):
+    states = _states(json.loads(path.read_text()))
+    names = [name for name, _ in states]
+    assert len(names) == len(set(names)), "Step Functions refuses DUPLICATE_STATE_NAME"
+    for name, state in states:
+        if state["Type"] == "Task":
+            resource = state["Resource"]
+            function = state.get("Parameters", {}).get("FunctionName", resource)
+            assert function == "${NodeRunnerArn}", f"{path.name}:{name} calls {function}"
+
+
+def test_nothing_creates_a_state_machine_or_passes_a_role():
+    # Given the template and every Python file under functions/, except the local stack's package,
+    # which deploys the template's machines into moto (CloudFormation's part, not the runtime's)
+    offenders = []
+    pattern = re.compile(r"CreateStateMachine|create_state_machine|PassRole")
+    code = [f for f in sorted((ROOT / "functions").rglob("*.py")) if "local" not in f.relative_to(ROOT).parts]
+    for file in [ROOT / "template.yaml", *code]:
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{file.relative_to(ROOT)}:{number}: {line.strip()}")
+    # Then none of it creates a state machine or passes an IAM role: the machines are the template's
+    assert offenders == []
