@@ -1,0 +1,477 @@
+"""The real statemachine/ files, as the template deploys them, run on the local stack with a stub
+node runner (an in-test gate store and recorder standing in for the runner actions of
+docs/engine.md): the facts the engine relies on, checked on moto through the shim."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fixtures_handlers as fx
+from relayflow.local import moto_shim
+from relayflow.local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_TIMEOUT = 30_000_000  # the run's clock when it has no timeout of its own (docs/engine.md)
+
+
+# ------------------------------------------------------------------------------------ the stub
+
+
+class TransientModelError(Exception):
+    """Caught by RunNode's Catch and retried (the runner's own class has this name)."""
+
+
+class PermanentModelError(Exception):
+    """Caught by RunNode's Catch and recorded (the runner's own class has this name)."""
+
+
+class BatchBroke(Exception):
+    """A child batch's infrastructure error."""
+
+
+@dataclass
+class Node:
+    id: str
+    parents: list[str] = field(default_factory=list)
+    task_timeout: int = 30
+    # per attempt: "ok", "sleep:<s>", "transient", "permanent"
+    behaviour: list[str] = field(default_factory=lambda: ["ok"])
+    on_failure: str = "stop"
+
+
+class StubRunner:
+    """The node runner's actions for the run, batch and jobs machines, with an in-memory gate store
+    (token per node; released once, when every parent is done)."""
+
+    def __init__(self, stack: LocalStack, nodes: list[Node] | None = None, **options: Any):
+        self.stack = stack
+        self.nodes = {node.id: node for node in nodes or []}
+        self.order = [node.id for node in nodes or []]
+        self.options = options
+        self.lock = threading.Lock()
+        self.calls: list[tuple[float, str, dict[str, Any]]] = []
+        self.tokens: dict[str, str] = {}
+        self.done: set[str] = set()
+        self.released: set[str] = set()
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.attempts: dict[str, list[int]] = {}
+        self.items_seen: list[list[Any]] = []
+        self.batch_inputs: list[Any] = []
+        self.failed_batches: list[list[Any]] = []
+        self.handler = f"stub_runner_{uuid.uuid4().hex}"
+        self.t0 = time.monotonic()
+
+    # the Lambda handler
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        action = event["action"]
+        with self.lock:
+            self.calls.append((time.monotonic() - self.t0, action, event))
+        return getattr(self, f"do_{action}")(event)
+
+    def actions(self) -> list[str]:
+        with self.lock:
+            return [action for _, action, _ in self.calls]
+
+    def called(self, action: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [event for _, name, event in self.calls if name == action]
+
+    # run machine
+    def do_start(self, event: dict[str, Any]) -> dict[str, Any]:
+        retry = self.options.get("retry", {"max_retries": 0, "delays": [1]})
+        return {
+            "run": event["run"],
+            "nodes": [
+                {"id": node_id, "idx": index, "task_timeout": self.nodes[node_id].task_timeout}
+                for index, node_id in enumerate(self.order)
+            ],
+            "retry": retry,
+            "timeout": self.options.get("timeout", NO_TIMEOUT),
+        }
+
+    def do_gate(self, event: dict[str, Any]) -> None:
+        node_id = event["node"]["id"]
+        with self.lock:
+            self.tokens[node_id] = event["token"]
+        self._release_ready()
+
+    def do_node(self, event: dict[str, Any]) -> dict[str, Any]:
+        node = self.nodes[event["node"]["id"]]
+        attempt = int(event["attempt"])
+        with self.lock:
+            self.attempts.setdefault(node.id, []).append(attempt)
+            self.started.setdefault(node.id, time.monotonic() - self.t0)
+        behaviour = node.behaviour[min(attempt, len(node.behaviour) - 1)]
+        if behaviour.startswith("sleep:"):
+            time.sleep(float(behaviour.split(":", 1)[1]))
+        elif behaviour == "transient":
+            raise TransientModelError(f"{node.id}: attempt {attempt} failed")
+        elif behaviour == "permanent":
+            raise PermanentModelError(f"{node.id}: cannot be done")
+        self._finish(node.id)
+        return {"ok": True}
+
+    def do_node_failed(self, event: dict[str, Any]) -> dict[str, bool]:
+        node = self.nodes[event["node"]["id"]]
+        if node.on_failure == "continue":
+            self._finish(node.id)
+            return {"stop": False}
+        return {"stop": True}
+
+    def do_complete(self, event: dict[str, Any]) -> None:
+        return None
+
+    def do_fail(self, event: dict[str, Any]) -> None:
+        return None
+
+    def _finish(self, node_id: str) -> None:
+        with self.lock:
+            self.done.add(node_id)
+            self.ended[node_id] = time.monotonic() - self.t0
+        self._release_ready()
+
+    def _release_ready(self) -> None:
+        """Every gate whose token is stored and whose parents are all done, released once."""
+        with self.lock:
+            ready = [
+                node_id
+                for node_id, token in self.tokens.items()
+                if node_id not in self.released and set(self.nodes[node_id].parents) <= self.done
+            ]
+            self.released.update(ready)
+            tokens = [self.tokens[node_id] for node_id in ready]
+        sfn = self.stack.client("stepfunctions")
+        for token in tokens:
+            sfn.send_task_success(taskToken=token, output="{}")
+
+    def cancel(self) -> int:
+        """What the API's cancel does to the parked gates: SendTaskFailure on each unreleased token."""
+        with self.lock:
+            parked = [(n, t) for n, t in self.tokens.items() if n not in self.released]
+            self.released.update(n for n, _ in parked)
+        sfn = self.stack.client("stepfunctions")
+        for _, token in parked:
+            sfn.send_task_failure(taskToken=token, error="Cancelled", cause="cancelled by request")
+        return len(parked)
+
+    # batch machine
+    def do_prepare_batch(self, event: dict[str, Any]) -> dict[str, Any]:
+        items = self.options["items"]
+        key = f"runs/{event['run']['execution_id']}/items.json"
+        self.stack.client("s3").put_object(
+            Bucket=self.stack.outputs["BucketName"], Key=key, Body=json.dumps(items).encode()
+        )
+        return {
+            "run": event["run"],
+            "batch": {
+                "items_key": key,
+                "express": self.options.get("express", True),
+                "items_per_child": self.options.get("items_per_child", 4),
+                "children": self.options.get("children", 3),
+                "item_timeout": self.options.get("item_timeout", 60),
+                "total": len(items),
+            },
+            "timeout": self.options.get("timeout", NO_TIMEOUT),
+        }
+
+    def do_reserve_budget(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {key: event[key] for key in ("run", "batch", "timeout")}
+
+    def do_run_items(self, event: dict[str, Any]) -> dict[str, int]:
+        items = event["items"]
+        with self.lock:
+            self.items_seen.append(items)
+            self.batch_inputs.append(event["run"])
+        broken = self.options.get("broken_item")
+        if broken is not None and broken in items:
+            raise BatchBroke(f"the batch with {broken} broke")
+        return {"done": len(items)}
+
+    def do_items_failed(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.failed_batches.append(event["items"])
+        if self.options.get("items_failed_breaks"):
+            raise BatchBroke("could not record the failed items either")
+
+    # jobs machine
+    def do_job(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event["job"].get("fail"):
+            raise BatchBroke("the job failed")
+        return {"done": event["job"]}
+
+
+@pytest.fixture
+def stack() -> Iterator[LocalStack]:
+    with LocalStack() as local:
+        # the reconciler's events are not these tests' concern: a recorder stands in for it
+        local.override_handler("ReconcilerFunction", fx.handler("record"))
+        yield local
+
+
+@pytest.fixture(autouse=True)
+def _fresh_recordings() -> None:
+    fx.reset()
+
+
+def use_stub(stack: LocalStack, stub: StubRunner) -> Callable[[], None]:
+    moto_shim.register(stub.handler, stub)
+    stack.override_handler("NodeRunnerFunction", stub.handler)
+    return lambda: moto_shim.unregister(stub.handler)
+
+
+RUN = {"tenant": "t1", "workflow_id": "wf1", "execution_id": "ex1"}
+
+
+def start(stack: LocalStack, machine: str, payload: dict[str, Any] | None = None) -> str:
+    arn: str = stack.client("stepfunctions").start_execution(
+        stateMachineArn=stack.state_machines[machine],
+        name=f"ex-{uuid.uuid4().hex[:12]}",
+        input=json.dumps(payload if payload is not None else {"run": RUN}),
+    )["executionArn"]
+    return arn
+
+
+def run_to_end(stack: LocalStack, stub: StubRunner, machine: str, timeout: float = 30, **kw: Any) -> Any:
+    unregister = use_stub(stack, stub)
+    try:
+        began = time.monotonic()
+        description = stack.wait_for_execution(start(stack, machine, **kw), timeout=timeout)
+        return description, time.monotonic() - began
+    finally:
+        unregister()
+
+
+def diamond(**overrides: Any) -> list[Node]:
+    """A -> {B, C} -> D, and E after C alone: B is the slow one."""
+    nodes = {
+        "A": Node("A"),
+        "B": Node("B", ["A"], behaviour=["sleep:1.5"]),
+        "C": Node("C", ["A"]),
+        "E": Node("E", ["C"]),
+        "D": Node("D", ["B", "C"]),
+    }
+    for node_id, node in overrides.items():
+        nodes[node_id] = node
+    return list(nodes.values())
+
+
+# ------------------------------------------------------------------------------- the machines
+
+
+def test_the_stack_deploys_exactly_the_statemachine_files_with_their_substitutions(stack: LocalStack):
+    sfn = stack.client("stepfunctions")
+    node_runner = stack.function_arn("NodeRunnerFunction")
+    bucket = stack.outputs["BucketName"]
+    # Then the stack's state machines are the template's three, nothing else
+    listed = {sm["stateMachineArn"] for sm in sfn.list_state_machines()["stateMachines"]}
+    assert listed == set(stack.state_machines.values())
+    for logical_id, file in (("RunMachine", "run"), ("BatchMachine", "batch"), ("JobsMachine", "jobs")):
+        described = sfn.describe_state_machine(stateMachineArn=stack.state_machines[logical_id])
+        # each created from its file, byte for byte but for the deployment substitutions
+        text = (ROOT / "statemachine" / f"{file}.asl.json").read_text()
+        assert described["definition"] == text.replace("${NodeRunnerArn}", node_runner).replace(
+            "${DataBucket}", bucket
+        )
+        assert described["type"] == "STANDARD"
+        assert described["roleArn"] == stack.context.attributes[f"{logical_id}Role"]["Arn"]
+        # and the functions that start executions have its ARN (!Ref) in their environment
+        variable = {"RunMachine": "RUN", "BatchMachine": "BATCH", "JobsMachine": "JOBS"}[logical_id]
+        assert stack.functions["ApiFunction"].environment[f"{variable}_MACHINE_ARN"] == described[
+            "stateMachineArn"
+        ]
+    assert stack.outputs["RunMachineArn"] == stack.state_machines["RunMachine"]
+
+
+def test_run_machine_a_node_starts_when_its_own_parents_are_done(stack: LocalStack):
+    # Given a diamond whose B is slow, E waiting only on C, and no run timeout (a 30,000,000 s clock)
+    stub = StubRunner(stack, diamond())
+    # When the run machine runs it
+    description, took = run_to_end(stack, stub, "RunMachine")
+    # Then it succeeded, each node ran once, and complete was called
+    assert description["status"] == "SUCCEEDED", description
+    assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
+    assert all(attempts == [0] for attempts in stub.attempts.values())
+    assert stub.actions().count("complete") == 1 and "fail" not in stub.actions()
+    # the gates parked (lambda:invoke.waitForTaskToken with the runner's full ARN) and released each node once
+    assert sorted(event["node"]["id"] for event in stub.called("gate")) == ["A", "B", "C", "D", "E"]
+    assert stub.released == {"A", "B", "C", "D", "E"}
+    # a node waits for its own parents only: E (after C) started before slow B ended; D after both
+    assert stub.started["E"] < stub.ended["B"]
+    assert stub.started["D"] >= max(stub.ended["B"], stub.ended["C"])
+    assert stub.started["B"] >= stub.ended["A"] and stub.started["C"] >= stub.ended["A"]
+    # and the run clock's Wait of 30,000,000 s was cancelled as soon as the nodes' branch ended
+    assert took < 10
+
+
+def test_run_machine_retries_a_timed_out_node_with_the_versions_policy(stack: LocalStack):
+    # Given B whose first attempt outlives its task timeout (TimeoutSecondsPath), then a transient
+    # error, then success; max_retries 2 with capped delays of 1 s (MathRandom over ArrayGetItem)
+    nodes = diamond(B=Node("B", ["A"], task_timeout=1, behaviour=["sleep:3", "transient", "ok"]))
+    stub = StubRunner(stack, nodes, retry={"max_retries": 2, "delays": [1, 1]})
+    # When the run machine runs it
+    description, _ = run_to_end(stack, stub, "RunMachine", timeout=40)
+    # Then B was attempted 0, 1, 2 (AttemptsLeft: NumericLessThanPath max_retries), and the run completed
+    assert description["status"] == "SUCCEEDED", description
+    assert stub.attempts["B"] == [0, 1, 2]
+    assert stub.attempts["D"] == [0]
+    assert "node_failed" not in stub.actions()
+
+
+def test_run_machine_records_a_node_out_of_retries_and_continues_or_stops(stack: LocalStack):
+    # Given C failing permanently with on_failure "continue"
+    stub = StubRunner(stack, diamond(C=Node("C", ["A"], behaviour=["permanent"], on_failure="continue")))
+    description, _ = run_to_end(stack, stub, "RunMachine")
+    # Then node_failed recorded it, its children still ran, and the run completed
+    assert description["status"] == "SUCCEEDED", description
+    (failed,) = stub.called("node_failed")
+    assert failed["node"]["id"] == "C" and failed["error"]["Error"] == "PermanentModelError"
+    assert "D" in stub.attempts and "E" in stub.attempts
+    # Given the same with on_failure "stop"
+    stub = StubRunner(stack, diamond(C=Node("C", ["A"], behaviour=["permanent"], on_failure="stop")))
+    description, took = run_to_end(stack, stub, "RunMachine")
+    # Then the run failed at once (parked D and E aborted), recorded through fail(reason "error")
+    assert description["status"] == "FAILED"
+    assert description["error"] == "WorkflowFailed"
+    (fail,) = stub.called("fail")
+    assert fail["reason"] == "error" and fail["error"]["Error"] == "NodeFailed"
+    assert "D" not in stub.attempts and "complete" not in stub.actions()
+    assert took < 10
+
+
+def test_run_machine_ends_the_run_on_its_own_timeout(stack: LocalStack):
+    # Given a run whose timeout (1 s, chosen per execution) is shorter than its slow node
+    stub = StubRunner(stack, diamond(B=Node("B", ["A"], behaviour=["sleep:4"])), timeout=1)
+    description, took = run_to_end(stack, stub, "RunMachine")
+    # Then the run clock won: fail(reason "timeout"), FAILED RunTimedOut, well before B returned
+    assert description["status"] == "FAILED"
+    assert description["error"] == "RunTimedOut"
+    assert [event["reason"] for event in stub.called("fail")] == ["timeout"]
+    assert took < 3.5
+
+
+def test_run_machine_cancel_fails_the_parked_gates_and_the_run_ends(stack: LocalStack):
+    # Given a run whose B is slow, so D and E... D parks on its gate
+    stub = StubRunner(stack, diamond(B=Node("B", ["A"], behaviour=["sleep:3"])))
+    unregister = use_stub(stack, stub)
+    try:
+        arn = start(stack, "RunMachine")
+        deadline = time.monotonic() + 10
+        while "D" not in stub.tokens and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "D" in stub.tokens
+        # When it is cancelled as the API does: every stored, unreleased token fails
+        began = time.monotonic()
+        assert stub.cancel() >= 1
+        description = stack.wait_for_execution(arn, timeout=15)
+    finally:
+        unregister()
+    # Then the run ended (moto's StopExecution alone never ends a run parked on a gate)
+    assert description["status"] == "FAILED"
+    assert time.monotonic() - began < 5
+    assert "D" not in stub.attempts
+
+
+def test_batch_machine_delivers_every_item_once_in_batches_of_at_most_items_per_child(stack: LocalStack):
+    # Given 25 list entries, 4 per child (MaxItemsPerBatchPath), Express children, 3 at a time
+    items = [{"n": n, "key": f"item-{n}"} for n in range(25)]
+    stub = StubRunner(stack, items=items, items_per_child=4, children=3, express=True)
+    # When the batch machine runs the run
+    description, took = run_to_end(stack, stub, "BatchMachine", timeout=60)
+    # Then it succeeded and completed once; each item arrived exactly once, in batches of <= 4
+    assert description["status"] == "SUCCEEDED", description
+    assert stub.actions()[:2] == ["prepare_batch", "reserve_budget"]
+    assert stub.actions().count("complete") == 1 and "fail" not in stub.actions()
+    delivered = [item["n"] for batch in stub.items_seen for item in batch]
+    assert sorted(delivered) == list(range(25))
+    assert max(len(batch) for batch in stub.items_seen) == 4
+    assert len(stub.items_seen) == 7  # ceil(25 / 4)
+    # with the run (BatchInput) in every child's task
+    assert all(run == RUN for run in stub.batch_inputs)
+    # and the Map's results went to the ResultWriter (S3, map-results/), not into the state
+    keys = [
+        obj["Key"]
+        for obj in stack.client("s3")
+        .list_objects_v2(Bucket=stack.outputs["BucketName"], Prefix="map-results/")
+        .get("Contents", [])
+    ]
+    assert any(key.endswith("/manifest.json") for key in keys), keys
+    assert took < 30
+
+
+def test_batch_machine_a_broken_batch_is_recorded_and_the_batch_still_finishes(stack: LocalStack):
+    # Given Standard children of 5 items, one of which breaks its child's run_items
+    items = [{"n": n} for n in range(12)]
+    stub = StubRunner(stack, items=items, items_per_child=5, express=False, broken_item={"n": 7})
+    description, _ = run_to_end(stack, stub, "BatchMachine", timeout=60)
+    # Then the child's Catch recorded that batch's items as failed, and the run completed
+    assert description["status"] == "SUCCEEDED", description
+    assert stub.failed_batches == [[{"n": n} for n in range(5, 10)]]
+    assert stub.actions().count("complete") == 1
+
+
+def test_batch_machine_tolerates_a_child_that_fails_outright(stack: LocalStack):
+    # Given a batch whose broken child cannot even record its failure (items_failed raises too)
+    items = [{"n": n} for n in range(8)]
+    stub = StubRunner(
+        stack, items=items, items_per_child=2, broken_item={"n": 3}, items_failed_breaks=True
+    )
+    description, _ = run_to_end(stack, stub, "BatchMachine", timeout=60)
+    # Then ToleratedFailurePercentage 100 keeps the Map going: the run still completes (the
+    # runner's complete counts items without an outcome as failed)
+    assert description["status"] == "SUCCEEDED", description
+    assert stub.actions().count("complete") == 1
+    assert sorted(item["n"] for batch in stub.items_seen for item in batch) == list(range(8))
+
+
+def test_batch_machine_ends_on_the_runs_timeout(stack: LocalStack):
+    # Given a batch whose run timeout (1 s) is shorter than its children's work
+    items = [{"n": n} for n in range(4)]
+    stub = StubRunner(stack, items=items, items_per_child=2, children=1, timeout=1)
+    original = stub.do_run_items
+
+    def slow(event: dict[str, Any]) -> dict[str, int]:
+        time.sleep(2)
+        return original(event)
+
+    stub.do_run_items = slow  # type: ignore[method-assign]
+    description, took = run_to_end(stack, stub, "BatchMachine", timeout=30)
+    # Then the run clock ended it: fail(reason "timeout"), FAILED RunTimedOut
+    assert description["status"] == "FAILED"
+    assert description["error"] == "RunTimedOut"
+    assert [event["reason"] for event in stub.called("fail")] == ["timeout"]
+    assert took < 6
+
+
+def test_jobs_machine_runs_a_job_and_the_reconciler_hears_of_each_template_execution(stack: LocalStack):
+    reconciler = stack.functions["ReconcilerFunction"].function_name
+    stub = StubRunner(stack)
+    description, _ = run_to_end(stack, stub, "JobsMachine", payload={"kind": "ingest", "upload_id": "u1"})
+    # Then the job ran with the execution input as its job
+    assert description["status"] == "SUCCEEDED", description
+    (job,) = stub.called("job")
+    assert job["job"] == {"kind": "ingest", "upload_id": "u1"}
+    failed, _ = run_to_end(stack, stub, "JobsMachine", payload={"fail": True})
+    assert failed["status"] == "FAILED" and failed["error"] == "BatchBroke"
+    # And a machine that is not the template's (a test's own) is not delivered to the reconciler
+    sfn = stack.client("stepfunctions")
+    foreign = sfn.create_state_machine(
+        name="not-the-templates",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        roleArn=stack.context.attributes["JobsMachineRole"]["Arn"],
+    )["stateMachineArn"]
+    other = sfn.start_execution(stateMachineArn=foreign, name="other", input="{}")["executionArn"]
+    stack.wait_for_execution(other)
+    assert stack.wait_idle(timeout=10)
+    delivered = {event["detail"]["executionArn"]: event for event in fx.recorded(reconciler)}
+    assert set(delivered) == {description["executionArn"], failed["executionArn"]}
+    assert delivered[failed["executionArn"]]["detail"]["status"] == "FAILED"
