@@ -286,9 +286,10 @@ def test_the_stack_deploys_exactly_the_statemachine_files_with_their_substitutio
         assert described["roleArn"] == stack.context.attributes[f"{logical_id}Role"]["Arn"]
         # and the functions that start executions have its ARN (!Ref) in their environment
         variable = {"RunMachine": "RUN", "BatchMachine": "BATCH", "JobsMachine": "JOBS"}[logical_id]
-        assert stack.functions["ApiFunction"].environment[f"{variable}_MACHINE_ARN"] == described[
-            "stateMachineArn"
-        ]
+        assert (
+            stack.functions["ApiFunction"].environment[f"{variable}_MACHINE_ARN"]
+            == described["stateMachineArn"]
+        )
     assert stack.outputs["RunMachineArn"] == stack.state_machines["RunMachine"]
 
 
@@ -422,9 +423,7 @@ def test_batch_machine_a_broken_batch_is_recorded_and_the_batch_still_finishes(s
 def test_batch_machine_tolerates_a_child_that_fails_outright(stack: LocalStack):
     # Given a batch whose broken child cannot even record its failure (items_failed raises too)
     items = [{"n": n} for n in range(8)]
-    stub = StubRunner(
-        stack, items=items, items_per_child=2, broken_item={"n": 3}, items_failed_breaks=True
-    )
+    stub = StubRunner(stack, items=items, items_per_child=2, broken_item={"n": 3}, items_failed_breaks=True)
     description, _ = run_to_end(stack, stub, "BatchMachine", timeout=60)
     # Then ToleratedFailurePercentage 100 keeps the Map going: the run still completes (the
     # runner's complete counts items without an outcome as failed)
