@@ -48,7 +48,8 @@ def create_state_machine(stack: LocalStack, name: str, definition: dict[str, Any
     arn: str = stack.client("stepfunctions").create_state_machine(
         name=name,
         definition=json.dumps(definition),
-        roleArn=stack.context.attributes["StateMachineRole"]["Arn"],
+        # a test's own machine, with a role of the stack's (the template's machines are made by the stack)
+        roleArn=stack.context.attributes["JobsMachineRole"]["Arn"],
     )["stateMachineArn"]
     return arn
 
@@ -126,8 +127,15 @@ def test_functions_environment_is_resolved_into_os_environ_and_restored_on_stop(
         assert os.environ["RELAYFLOW_BUCKET"] == stack.outputs["BucketName"]
         assert os.environ["EVENT_BUS_NAME"] == stack.outputs["EventBusName"]
         assert os.environ["RELAYFLOW_STACK"] == stack.stack_name
-        assert os.environ["NODE_RUNNER_ARN"] == stack.function_arn("NodeRunnerFunction")
-        assert os.environ["STATE_MACHINE_ROLE_ARN"].startswith("arn:aws:iam::123456789012:role/")
+        # and the template's state machines (!Ref: their ARNs) for the functions that start executions
+        for variable, logical_id in (
+            ("RUN_MACHINE_ARN", "RunMachine"),
+            ("BATCH_MACHINE_ARN", "BatchMachine"),
+            ("JOBS_MACHINE_ARN", "JobsMachine"),
+        ):
+            assert os.environ[variable] == stack.state_machines[logical_id]
+            assert os.environ[variable].startswith("arn:aws:states:us-east-1:123456789012:stateMachine:")
+        assert "STATE_MACHINE_ROLE_ARN" not in os.environ
         assert "AWS_PROFILE" not in os.environ
         assert os.environ["AWS_CONFIG_FILE"] == os.devnull
         lambda_config = stack.client("lambda").get_function_configuration(
@@ -228,27 +236,34 @@ def test_a_handler_that_cannot_be_imported_fails_like_lambda_does(local_stack: L
 
 
 def test_the_watcher_delivers_each_ended_execution_once_to_the_rule_target(local_stack: LocalStack):
-    # Given the reconciler (the template's aws.states rule target) replaced by a recorder
+    # Given the reconciler (the template's aws.states rule target) replaced by a recorder, and the
+    # node runner by a job runner that fails the jobs asking for it
     local_stack.override_handler("ReconcilerFunction", fx.handler("record"))
     reconciler_name = local_stack.functions["ReconcilerFunction"].function_name
-    prefix = local_stack.state_machine_prefix
-    succeeds = create_state_machine(
-        local_stack, unique(f"{prefix}ok"), {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
-    )
-    fails = create_state_machine(
-        local_stack,
-        unique(f"{prefix}fail"),
-        {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "Boom", "Cause": "it broke"}}},
-    )
+
+    def job_runner(event: dict[str, Any], context: Any) -> Any:
+        if event["job"].get("fail"):
+            raise fx.PermanentError("it broke")
+        return event["job"]
+
+    handler = unique("tests.job_runner")
+    moto_shim.register(handler, job_runner)
+    local_stack.override_handler("NodeRunnerFunction", handler)
+    jobs = local_stack.state_machines["JobsMachine"]
     foreign = create_state_machine(
-        local_stack, unique("other-stack"), {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}
+        local_stack,
+        unique("not-the-templates"),
+        {"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}},
     )
-    # When an execution of each ends
-    ok = run(local_stack, succeeds, {"n": 1})
-    failed = run(local_stack, fails, {"n": 2})
-    run(local_stack, foreign, {"n": 3})
-    assert local_stack.wait_idle(timeout=10)
-    # Then the target got one real-shaped event per ended execution of the stack's state machines
+    # When an execution of the template's jobs machine succeeds, one fails, and a test's own machine runs
+    try:
+        ok = run(local_stack, jobs, {"n": 1})
+        failed = run(local_stack, jobs, {"n": 2, "fail": True})
+        run(local_stack, foreign, {"n": 3})
+        assert local_stack.wait_idle(timeout=10)
+    finally:
+        moto_shim.unregister(handler)
+    # Then the target got one real-shaped event per ended execution of the template's state machines
     events = {e["detail"]["executionArn"]: e for e in fx.recorded(reconciler_name)}
     assert set(events) == {ok["executionArn"], failed["executionArn"]}
     ok_event, failed_event = events[ok["executionArn"]], events[failed["executionArn"]]
@@ -256,13 +271,14 @@ def test_the_watcher_delivers_each_ended_execution_once_to_the_rule_target(local
     assert ok_event["detail-type"] == "Step Functions Execution Status Change"
     assert ok_event["resources"] == [ok["executionArn"]]
     assert ok_event["detail"]["status"] == "SUCCEEDED"
-    assert ok_event["detail"]["stateMachineArn"] == succeeds
+    assert ok_event["detail"]["stateMachineArn"] == jobs
     assert json.loads(ok_event["detail"]["input"]) == {"n": 1}
     assert json.loads(ok_event["detail"]["output"]) == {"n": 1}
     assert isinstance(ok_event["detail"]["startDate"], int)
     assert ok_event["detail"]["stopDate"] >= ok_event["detail"]["startDate"]
     assert failed_event["detail"]["status"] == "FAILED"
-    assert (failed_event["detail"]["error"], failed_event["detail"]["cause"]) == ("Boom", "it broke")
+    assert failed_event["detail"]["error"] == "PermanentError"
+    assert json.loads(failed_event["detail"]["cause"])["errorMessage"] == "it broke"
     assert failed_event["detail"]["output"] is None
     # and the checked-in sample event has the same shape
     sample = json.loads((ROOT / "events" / "sfn_status_change.json").read_text())
@@ -547,7 +563,7 @@ def test_a_distributed_map_worker_runs_more_items_than_pythons_recursion_limit(l
     local_stack.client("s3").put_object(Bucket=bucket, Key="lists/many.json", Body=json.dumps(items).encode())
     arn = create_state_machine(
         local_stack,
-        unique(f"{local_stack.state_machine_prefix}map"),
+        unique("map"),
         {
             "StartAt": "Items",
             "States": {
@@ -584,7 +600,7 @@ def test_the_interpreter_does_not_keep_every_thread_it_ever_started(local_stack:
     arn = local_stack.register_function("Record", fx.handler("record"))
     machine = create_state_machine(
         local_stack,
-        unique(f"{local_stack.state_machine_prefix}threads"),
+        unique("threads"),
         {
             "StartAt": "Each",
             "States": {
@@ -717,3 +733,81 @@ def test_the_api_function_runs_one_request_at_a_time(local_stack: LocalStack):
     # Then each was answered, never two at once (as separate Lambda instances would)
     assert [a["statusCode"] for a in answers] == [200] * 8
     assert most[0] == 1
+
+
+# ------------------------------------------------------------------------------- state machines
+
+
+def _machine_template(tmp_path: Path, definition: dict[str, Any], substitutions: str) -> Path:
+    (tmp_path / "machine.asl.json").write_text(json.dumps(definition))
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        f"""
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: {fx.handler("record")}
+      Runtime: python3.13
+      CodeUri: .
+  Machine:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      DefinitionUri: machine.asl.json
+      DefinitionSubstitutions: {substitutions}
+      Policies:
+        - LambdaInvokePolicy: {{ FunctionName: !Ref Worker }}
+  Starter:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: {fx.handler("record")}
+      Runtime: python3.13
+      CodeUri: .
+      Environment:
+        Variables:
+          MACHINE_ARN: !Ref Machine
+          MACHINE_NAME: !GetAtt Machine.Name
+"""
+    )
+    return template
+
+
+def test_a_state_machine_of_the_template_runs_its_file_with_the_substitutions(tmp_path: Path):
+    # Given a template whose machine (no explicit Name) calls its function through a substitution
+    definition = {
+        "StartAt": "Call",
+        "States": {"Call": {"Type": "Task", "Resource": "${WorkerArn}", "End": True}},
+    }
+    template = _machine_template(tmp_path, definition, "{WorkerArn: !GetAtt Worker.Arn}")
+    with LocalStack(template, watch_executions=False, create_api_key=False) as stack:
+        arn = stack.state_machines["Machine"]
+        # Then !Ref is its ARN, !GetAtt .Name its generated name, in the environment of the functions
+        assert os.environ["MACHINE_ARN"] == arn == stack.resources["Machine"]
+        assert arn.endswith(f":stateMachine:{os.environ['MACHINE_NAME']}")
+        assert os.environ["MACHINE_NAME"].startswith("relayflow-Machine-")
+        # and it runs the file with the function's ARN in place of ${WorkerArn}
+        result = run(stack, arn, {"key": "v"})
+        assert result["status"] == "SUCCEEDED", result
+        assert fx.recorded(stack.functions["Worker"].function_name) == [{"key": "v"}]
+
+
+def test_a_definition_variable_without_its_substitution_is_a_clear_error(tmp_path: Path):
+    definition = {
+        "StartAt": "Call",
+        "States": {"Call": {"Type": "Task", "Resource": "${Missing}", "End": True}},
+    }
+    template = _machine_template(tmp_path, definition, "{WorkerArn: !GetAtt Worker.Arn}")
+    with pytest.raises(StackError, match=r"\$\{Missing\}"):
+        LocalStack(template, watch_executions=False, create_api_key=False).start()
+
+
+def test_a_distributed_maps_child_executions_are_not_the_templates_runs(local_stack: LocalStack):
+    # A child of a distributed Map is arn:...:execution:<machine>/<map run label>:<id>: no rule of
+    # the stack is told of it (the reconciler's rule also leaves out ARNs with a "/")
+    machine = local_stack.state_machines["BatchMachine"]
+    run_arn = machine.replace(":stateMachine:", ":execution:") + ":ex-1"
+    child = machine.replace(":stateMachine:", ":execution:") + "/items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c"
+    assert local_stack.is_template_execution(run_arn)
+    assert not local_stack.is_template_execution(child)
+    assert not local_stack.is_template_execution(run_arn.replace("relayflow-batch", "other-batch"))

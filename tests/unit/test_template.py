@@ -29,6 +29,7 @@ def resolved() -> dict[str, Any]:
         context.refs[logical_id] = logical_id
         context.attributes[logical_id] = {
             "Arn": f"arn:aws:test:::{logical_id}",
+            "Name": logical_id,
             "QueueName": logical_id,
             "QueueUrl": f"https://sqs.test/{logical_id}",
         }
@@ -55,14 +56,47 @@ def test_template_is_a_sam_template_with_the_resources_the_design_names():
         "IdempotencyTable",
         "DataBucket",
         "EventBus",
-        "StateMachineRole",
+        "RunMachine",
+        "BatchMachine",
+        "JobsMachine",
         "HttpApi",
         "ApiFunction",
         "NodeRunnerFunction",
         "ReconcilerFunction",
         "S3TriggerFunction",
     } <= set(RESOURCES)
-    assert set(TEMPLATE["Outputs"]) >= {"ApiUrl", "BucketName", "TableName", "EventBusName"}
+    # nothing of the runtime-created machines' design is left: no role to pass to CreateStateMachine
+    assert not [k for k, v in RESOURCES.items() if v["Type"] == "AWS::IAM::Role"]
+    assert set(TEMPLATE["Outputs"]) >= {
+        "ApiUrl",
+        "BucketName",
+        "TableName",
+        "EventBusName",
+        "RunMachineArn",
+        "BatchMachineArn",
+        "JobsMachineArn",
+    }
+
+
+MACHINES = {k: v for k, v in RESOURCES.items() if v["Type"] == "AWS::Serverless::StateMachine"}
+
+
+@pytest.mark.parametrize("logical_id", sorted(MACHINES))
+def test_each_machine_is_deployed_from_its_file_with_the_runner_and_bucket_substituted(logical_id: str):
+    properties = MACHINES[logical_id]["Properties"]
+    assert properties["Type"] == "STANDARD"
+    assert properties["DefinitionUri"].startswith("statemachine/")
+    assert properties["DefinitionSubstitutions"] == {
+        "NodeRunnerArn": {"Fn::GetAtt": ["NodeRunnerFunction", "Arn"]},
+        # spelled as RELAYFLOW_BUCKET is (the bucket's !Ref would be circular through its notification)
+        "DataBucket": GLOBALS["Environment"]["Variables"]["RELAYFLOW_BUCKET"],
+    }
+    # named explicitly (its own role names it), traced, errors logged without execution data
+    assert properties["Name"] == {"Fn::Sub": "${AWS::StackName}-" + properties["DefinitionUri"][13:-9]}
+    assert properties["Tracing"] == {"Enabled": True}
+    assert properties["Logging"]["Level"] == "ERROR"
+    assert properties["Logging"]["IncludeExecutionData"] is False
+    assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "NodeRunnerFunction"}}} in properties["Policies"]
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
@@ -106,9 +140,16 @@ def test_functions_get_the_environment_settings_reads():
     ):
         assert name in variables
         assert name in (ROOT / "functions/runtime/relayflow_runtime/settings.py").read_text()
+    # The functions that start executions get the template's machines (per function: a Globals !Ref
+    # of them would make the node runner, whose ARN the machines name, depend on itself)
     for logical_id in ("ApiFunction", "S3TriggerFunction"):
         extra = FUNCTIONS[logical_id]["Properties"]["Environment"]["Variables"]
-        assert set(extra) == {"NODE_RUNNER_ARN", "STATE_MACHINE_ROLE_ARN"}
+        assert extra == {
+            "RUN_MACHINE_ARN": {"Ref": "RunMachine"},
+            "BATCH_MACHINE_ARN": {"Ref": "BatchMachine"},
+            "JOBS_MACHINE_ARN": {"Ref": "JobsMachine"},
+        }
+    assert not any("MACHINE" in name for name in variables)
 
 
 def test_bucket_is_named_explicitly_so_the_s3_notification_is_not_circular():
@@ -134,54 +175,70 @@ def test_bucket_aborts_multipart_uploads_left_incomplete():
     assert set(rule) == {"Id", "Status", "AbortIncompleteMultipartUpload"}
 
 
-def test_reconciler_rule_matches_only_ended_executions_of_this_stacks_state_machines():
+PREFIX = "arn:aws:states:us-east-1:123456789012"
+
+
+def reconciler_pattern() -> dict[str, Any]:
+    """The reconciler's rule as deployed in stack "relayflow" (the machines' !Ref are their ARNs)."""
     context = cfn.Context.from_template(TEMPLATE, stack_name="relayflow")
-    pattern = cfn.resolve(
+    for logical_id, spec in MACHINES.items():
+        name = cfn.resolve(spec["Properties"]["Name"], context)
+        context.refs[logical_id] = f"{PREFIX}:stateMachine:{name}"
+        context.attributes[logical_id] = {"Name": name, "Arn": context.refs[logical_id]}
+    pattern: dict[str, Any] = cfn.resolve(
         FUNCTIONS["ReconcilerFunction"]["Properties"]["Events"]["ExecutionEnded"]["Properties"]["Pattern"],
         context,
     )
-    ours = "arn:aws:states:us-east-1:123456789012:stateMachine:relayflow-wf1-v1"
-    run = "arn:aws:states:us-east-1:123456789012:execution:relayflow-wf1-v1:exec-1"
+    return pattern
 
-    def event(status: str, state_machine: str = ours, execution: str = run) -> dict[str, Any]:
-        return {
-            "source": "aws.states",
-            "detail-type": "Step Functions Execution Status Change",
-            "detail": {"status": status, "stateMachineArn": state_machine, "executionArn": execution},
-        }
 
-    assert event_matches(pattern, event("SUCCEEDED"))
-    assert event_matches(pattern, event("TIMED_OUT"))
-    assert not event_matches(pattern, event("RUNNING"))
-    assert not event_matches(pattern, event("FAILED", ours.replace("relayflow-", "other-")))
+def status_change(status: str, machine: str, execution: str) -> dict[str, Any]:
+    return {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "detail": {"status": status, "stateMachineArn": machine, "executionArn": execution},
+    }
+
+
+@pytest.mark.parametrize("name", ["relayflow-run", "relayflow-batch", "relayflow-jobs"])
+def test_reconciler_rule_matches_only_ended_executions_of_the_templates_machines(name: str):
+    pattern = reconciler_pattern()
+    machine, run = f"{PREFIX}:stateMachine:{name}", f"{PREFIX}:execution:{name}:exec-1"
+    assert event_matches(pattern, status_change("SUCCEEDED", machine, run))
+    assert event_matches(pattern, status_change("TIMED_OUT", machine, run))
+    assert not event_matches(pattern, status_change("RUNNING", machine, run))
+    # not a machine of another stack, nor one that merely shares the stack's name prefix
+    for other in (name.replace("relayflow-", "other-"), f"{name}-extra", "relayflow-wf1-v1"):
+        assert not event_matches(
+            pattern,
+            status_change("FAILED", f"{PREFIX}:stateMachine:{other}", f"{PREFIX}:execution:{other}:x"),
+        )
+    # and the rule lists the three machines exactly, not a prefix
+    assert sorted(pattern["detail"]["stateMachineArn"]) == sorted(
+        f"{PREFIX}:stateMachine:relayflow-{kind}" for kind in ("batch", "jobs", "run")
+    )
 
 
 def test_reconciler_rule_leaves_out_the_child_executions_of_a_distributed_map():
-    # Given the rule as deployed, and the status change of one batch item's child execution
+    # Given the rule as deployed, and the status change of one batch of items' child execution
     # (state machine ARN <machine>/<map run label>, execution ARN <machine>/<label>:<uuid>)
-    context = cfn.Context.from_template(TEMPLATE, stack_name="relayflow")
-    pattern = cfn.resolve(
-        FUNCTIONS["ReconcilerFunction"]["Properties"]["Events"]["ExecutionEnded"]["Properties"]["Pattern"],
-        context,
+    pattern = reconciler_pattern()
+    child = status_change(
+        "FAILED",
+        f"{PREFIX}:stateMachine:relayflow-batch/items",
+        f"{PREFIX}:execution:relayflow-batch/items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c",
     )
-    prefix = "arn:aws:states:us-east-1:123456789012"
-    child = {
-        "source": "aws.states",
-        "detail-type": "Step Functions Execution Status Change",
-        "detail": {
-            "status": "FAILED",
-            "stateMachineArn": f"{prefix}:stateMachine:relayflow-wf1-v1/Items",
-            "executionArn": f"{prefix}:execution:relayflow-wf1-v1/Items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c",
-        },
-    }
     parent = copy.deepcopy(child)
     parent["detail"].update(
-        stateMachineArn=f"{prefix}:stateMachine:relayflow-wf1-v1",
-        executionArn=f"{prefix}:execution:relayflow-wf1-v1:exec-1",
+        stateMachineArn=f"{PREFIX}:stateMachine:relayflow-batch",
+        executionArn=f"{PREFIX}:execution:relayflow-batch:exec-1",
     )
     # Then the child's event does not reach the reconciler, and the run's own still does
     assert not event_matches(pattern, child)
     assert event_matches(pattern, parent)
+    # even were a child reported under its parent's machine ARN, its execution ARN's "/" leaves it out
+    child["detail"]["stateMachineArn"] = parent["detail"]["stateMachineArn"]
+    assert not event_matches(pattern, child)
 
 
 @pytest.mark.parametrize(
@@ -299,3 +356,61 @@ def test_open_routes_of_the_template_are_the_api_functions_public_routes():
         RESOURCES["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"]
         in (RESOURCES["HttpApi"]["Properties"]["Auth"]["Authorizers"])
     )
+
+
+def _references(value: Any, names: set[str]) -> set[str]:
+    """Resources a property value refers to (Ref, GetAtt, ${Name} / ${Name.Attr} in Sub)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "Ref" and item in names:
+                found.add(item)
+            elif key == "Fn::GetAtt":
+                found.add(item[0] if isinstance(item, list) else str(item).split(".")[0])
+            elif key == "Fn::Sub":
+                text = item if isinstance(item, str) else item[0]
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)} & names
+                found |= _references(item, names)
+            else:
+                found |= _references(item, names)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _references(item, names)
+    return found
+
+
+def test_no_circular_dependency_between_the_machines_and_the_functions():
+    # cfn-lint here runs without aws-sam-translator: it does not transform SAM resources and cannot
+    # see a cycle through them. A SAM resource depends on what its properties (its policies, so its
+    # role, included) refer to; its Events do not count (SAM turns an S3 event into the bucket's
+    # notification, which depends on the function, and a rule into a resource of its own).
+    names = set(RESOURCES)
+    graph = {
+        logical_id: _references(
+            {
+                **{k: v for k, v in (spec.get("Properties") or {}).items() if k != "Events"},
+                # a function also has what Globals gives every function
+                "Globals": GLOBALS if spec["Type"] == "AWS::Serverless::Function" else {},
+            },
+            names,
+        )
+        | set(spec.get("DependsOn") or []) - {logical_id}
+        for logical_id, spec in RESOURCES.items()
+    }
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError(f"circular dependency: {' -> '.join([*path[path.index(node) :], node])}")
+        if node in done:
+            return
+        for child in sorted(graph[node]):
+            visit(child, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    # The machines name the node runner; the functions that start them name the machines
+    assert "NodeRunnerFunction" in graph["RunMachine"]
+    assert {"RunMachine", "BatchMachine", "JobsMachine"} <= graph["ApiFunction"]
+    assert not graph["NodeRunnerFunction"] & {"RunMachine", "BatchMachine", "JobsMachine"}

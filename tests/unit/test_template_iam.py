@@ -31,30 +31,158 @@ MODEL_ACTIONS = set().union(*PROVIDER_ACTIONS.values())
 MODEL_SERVICES = {action.split(":")[0] for action in MODEL_ACTIONS}
 
 
+_HERE = "${AWS::Region}:${AWS::AccountId}"
+# The SAM policy templates the template uses, as SAM expands them (samtranslator's
+# policy_templates.json), so that the checks below see every statement a role gets.
+SAM_POLICY_TEMPLATES: dict[str, list[dict[str, Any]]] = {
+    "StepFunctionsExecutionPolicy": [
+        {
+            "Action": ["states:StartExecution"],
+            "Resource": "arn:${AWS::Partition}:states:" + _HERE + ":stateMachine:${StateMachineName}",
+        }
+    ],
+    "LambdaInvokePolicy": [
+        {
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": "arn:${AWS::Partition}:lambda:" + _HERE + ":function:${FunctionName}*",
+        }
+    ],
+    "S3ReadPolicy": [
+        {
+            "Action": [
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:GetBucketLocation",
+                "s3:GetObjectVersion",
+                "s3:GetLifecycleConfiguration",
+            ],
+            "Resource": [
+                "arn:${AWS::Partition}:s3:::${BucketName}",
+                "arn:${AWS::Partition}:s3:::${BucketName}/*",
+            ],
+        }
+    ],
+    "S3CrudPolicy": [
+        {
+            "Action": [
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:GetBucketLocation",
+                "s3:GetObjectVersion",
+                "s3:PutObject",
+                "s3:PutObjectAcl",
+                "s3:GetLifecycleConfiguration",
+                "s3:PutLifecycleConfiguration",
+                "s3:DeleteObject",
+            ],
+            "Resource": [
+                "arn:${AWS::Partition}:s3:::${BucketName}",
+                "arn:${AWS::Partition}:s3:::${BucketName}/*",
+            ],
+        }
+    ],
+    "DynamoDBCrudPolicy": [
+        {
+            "Action": [
+                "dynamodb:GetItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:PutItem",
+                "dynamodb:Scan",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:DescribeTable",
+                "dynamodb:ConditionCheckItem",
+            ],
+            "Resource": [
+                "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}",
+                "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}/index/*",
+            ],
+        }
+    ],
+    "SQSSendMessagePolicy": [
+        {"Action": ["sqs:SendMessage*"], "Resource": "arn:${AWS::Partition}:sqs:" + _HERE + ":${QueueName}"}
+    ],
+    "EventBridgePutEventsPolicy": [
+        {
+            "Action": ["events:PutEvents"],
+            "Resource": "arn:${AWS::Partition}:events:" + _HERE + ":event-bus/${EventBusName}",
+        }
+    ],
+}
+STACK = "relayflow"
+PRINCIPALS = sorted(
+    logical_id
+    for logical_id, spec in TEMPLATE["Resources"].items()
+    if spec["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
+)
+
+
+def _context() -> cfn.Context:
+    """Every resource as CloudFormation would name it in stack STACK, REGION / ACCOUNT."""
+    context = cfn.Context.from_template(TEMPLATE, stack_name=STACK, region=REGION, account_id=ACCOUNT)
+    for resource_id, spec in TEMPLATE["Resources"].items():
+        if spec["Type"] == "AWS::Serverless::StateMachine":
+            name = cfn.resolve(spec["Properties"]["Name"], context)
+            arn = f"arn:aws:states:{HERE}:stateMachine:{name}"
+            context.refs[resource_id], context.attributes[resource_id] = arn, {"Arn": arn, "Name": name}
+        elif spec["Type"] == "AWS::Serverless::Function":
+            name = f"{STACK}-{resource_id}-AbC123"
+            context.refs[resource_id] = name
+            context.attributes[resource_id] = {"Arn": f"arn:aws:lambda:{HERE}:function:{name}"}
+        else:
+            context.refs.setdefault(resource_id, f"{STACK}-{resource_id}")
+            context.attributes.setdefault(
+                resource_id,
+                {"Arn": f"arn:aws:test:{HERE}:{resource_id}", "QueueName": f"{STACK}-{resource_id}"},
+            )
+    return context
+
+
+def _expand(name: str, arguments: dict[str, Any], context: cfn.Context) -> list[dict[str, Any]]:
+    local = cfn.Context.from_template(TEMPLATE, stack_name=STACK, region=REGION, account_id=ACCOUNT)
+    local.parameters.update(arguments)
+    return [
+        {"Effect": "Allow", **cfn.resolve({"Action": s["Action"], "Resource": _sub(s["Resource"])}, local)}
+        for s in SAM_POLICY_TEMPLATES[name]
+    ]
+
+
+def _sub(resource: Any) -> Any:
+    return [{"Fn::Sub": r} for r in resource] if isinstance(resource, list) else {"Fn::Sub": resource}
+
+
 def statements_of(logical_id: str) -> list[dict[str, Any]]:
-    """The inline statements of a SAM function's Policies, every intrinsic resolved as CloudFormation
-    would in REGION / ACCOUNT with the parameters' defaults."""
-    context = cfn.Context.from_template(TEMPLATE)
-    context.region, context.account_id = REGION, ACCOUNT
-    for resource_id in TEMPLATE["Resources"]:
-        context.refs.setdefault(resource_id, resource_id)
-        context.attributes.setdefault(
-            resource_id, {"Arn": f"arn:aws:test:::{resource_id}", "QueueName": resource_id}
-        )
+    """Every statement of a SAM function's or state machine's role (inline statements and the SAM
+    policy templates, expanded), every intrinsic resolved as CloudFormation would in REGION /
+    ACCOUNT with the parameters' defaults."""
+    context = _context()
     policies = cfn.resolve(TEMPLATE["Resources"][logical_id]["Properties"].get("Policies") or [], context)
-    found: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
     for policy in policies:
         if isinstance(policy, dict) and "Statement" in policy:
-            for statement in policy["Statement"]:
-                actions = statement["Action"]
-                resources = statement["Resource"]
-                found.append(
-                    {
-                        **statement,
-                        "Action": [actions] if isinstance(actions, str) else list(actions),
-                        "Resource": [resources] if isinstance(resources, str) else list(resources),
-                    }
+            raw.extend(policy["Statement"])
+        elif isinstance(policy, dict) and len(policy) == 1:
+            ((name, arguments),) = policy.items()
+            if name not in SAM_POLICY_TEMPLATES:
+                raise AssertionError(
+                    f"{logical_id} uses SAM policy template {name}: add it to SAM_POLICY_TEMPLATES"
                 )
+            raw.extend(_expand(name, arguments, context))
+        else:
+            raise AssertionError(f"{logical_id}: policy {policy!r} is neither a statement nor a SAM template")
+    found: list[dict[str, Any]] = []
+    for statement in raw:
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        found.append(
+            {
+                **statement,
+                "Action": [actions] if isinstance(actions, str) else list(actions),
+                "Resource": [resources] if isinstance(resources, str) else list(resources),
+            }
+        )
     return found
 
 
@@ -163,3 +291,129 @@ def test_no_other_function_may_call_models_or_read_provider_keys(logical_id: str
         assert not any(action.split(":")[0] in MODEL_SERVICES for action in statement["Action"]), (
             f"{logical_id} has {statement['Action']}"
         )
+
+
+# ------------------------------------------------------------------------------ Step Functions
+
+STATES = f"arn:aws:states:{HERE}"
+MACHINES = {"run": f"{STATES}:stateMachine:{STACK}-run", "batch": f"{STATES}:stateMachine:{STACK}-batch"}
+MACHINES["jobs"] = f"{STATES}:stateMachine:{STACK}-jobs"
+BUCKET = f"arn:aws:s3:::{STACK}-data-{ACCOUNT}-{REGION}"
+NOT_OURS = [
+    f"{STATES}:stateMachine:{STACK}-wf1-v1",  # a machine the old design created at run time
+    f"{STATES}:stateMachine:{STACK}-run-extra",  # one that merely shares a name prefix
+    f"{STATES}:stateMachine:other-run",
+    f"arn:aws:states:{ELSEWHERE}:stateMachine:{STACK}-run",
+]
+
+
+def execution(machine: str, name: str = "ex-1") -> str:
+    return f"{machine.replace(':stateMachine:', ':execution:')}:{name}"
+
+
+@pytest.mark.parametrize("logical_id", PRINCIPALS)
+def test_nothing_may_create_state_machines_tag_them_or_pass_roles(logical_id: str):
+    for statement in statements_of(logical_id):
+        for action in statement["Action"]:
+            assert not fnmatchcase("states:CreateStateMachine", action), f"{logical_id}: {action}"
+            assert not fnmatchcase("states:TagResource", action), f"{logical_id}: {action}"
+            assert not fnmatchcase("iam:PassRole", action), f"{logical_id}: {action}"
+            assert not action.startswith("iam:"), f"{logical_id}: {action}"
+
+
+# Who may start executions of which machine: exactly these, nothing else anywhere.
+STARTS = {
+    "ApiFunction": {"run", "batch", "jobs"},
+    "S3TriggerFunction": {"run", "batch"},
+    "BatchMachine": {"batch"},  # the distributed Map's children are executions of their own machine
+}
+
+
+@pytest.mark.parametrize("logical_id", PRINCIPALS)
+def test_start_execution_only_on_the_templates_machines(logical_id: str):
+    statements = statements_of(logical_id)
+    for kind, machine in MACHINES.items():
+        assert allowed("states:StartExecution", machine, statements) is (
+            kind in STARTS.get(logical_id, set())
+        ), (
+            logical_id,
+            kind,
+        )
+    for machine in NOT_OURS:
+        assert not allowed("states:StartExecution", machine, statements), (logical_id, machine)
+    # and no StartExecution statement has a wildcard in its resources
+    for statement in statements:
+        if "states:StartExecution" in statement["Action"]:
+            assert all("*" not in resource for resource in statement["Resource"]), statement
+
+
+def test_the_api_may_watch_and_cancel_executions_of_the_templates_machines_and_fail_gates():
+    api = statements_of("ApiFunction")
+    for machine in MACHINES.values():
+        assert allowed("states:StopExecution", execution(machine), api)
+        assert allowed("states:DescribeExecution", execution(machine), api)
+    for machine in NOT_OURS:
+        assert not allowed("states:StopExecution", execution(machine), api)
+    # cancel fails the parked gates; SendTaskFailure has no resource-level permissions ("*")
+    assert allowed("states:SendTaskFailure", "*", api)
+    assert not allowed("states:SendTaskSuccess", "*", api)
+
+
+def test_only_the_node_runner_releases_gates_and_only_the_api_and_runner_fail_them():
+    for logical_id in PRINCIPALS:
+        statements = statements_of(logical_id)
+        assert allowed("states:SendTaskSuccess", "*", statements) is (logical_id == "NodeRunnerFunction"), (
+            logical_id
+        )
+        assert allowed("states:SendTaskFailure", "*", statements) is (
+            logical_id in ("NodeRunnerFunction", "ApiFunction")
+        ), logical_id
+    # and the node runner starts nothing, stops nothing
+    runner = statements_of("NodeRunnerFunction")
+    for machine in MACHINES.values():
+        assert not allowed("states:StopExecution", execution(machine), runner)
+
+
+def test_the_reconciler_may_settle_executions_of_the_templates_machines_only():
+    reconciler = statements_of("ReconcilerFunction")
+    for machine in MACHINES.values():
+        assert allowed("states:DescribeExecution", execution(machine), reconciler)
+        assert allowed("states:StopExecution", execution(machine), reconciler)
+    for machine in NOT_OURS:
+        assert not allowed("states:DescribeExecution", execution(machine), reconciler)
+
+
+@pytest.mark.parametrize("machine", ["RunMachine", "BatchMachine", "JobsMachine"])
+def test_each_machine_may_invoke_the_node_runner_and_no_other_function(machine: str):
+    statements = statements_of(machine)
+    runner = f"arn:aws:lambda:{HERE}:function:{STACK}-NodeRunnerFunction-AbC123"
+    assert allowed("lambda:InvokeFunction", runner, statements)
+    assert allowed("lambda:InvokeFunction", f"{runner}:$LATEST", statements)
+    for other in ("ApiFunction", "ReconcilerFunction", "S3TriggerFunction"):
+        assert not allowed(
+            "lambda:InvokeFunction", f"arn:aws:lambda:{HERE}:function:{STACK}-{other}-AbC123", statements
+        )
+    assert not allowed(
+        "lambda:InvokeFunction", f"arn:aws:lambda:{HERE}:function:relayflow-model-x", statements
+    )
+    # and touches no data but the batch machine's item lists and map results
+    if machine != "BatchMachine":
+        assert not any(a.startswith(("s3:", "dynamodb:")) for s in statements for a in s["Action"])
+
+
+def test_the_batch_machine_reads_item_lists_writes_map_results_and_manages_its_children_only():
+    batch = statements_of("BatchMachine")
+    # ItemReader: the run's item list (written by prepare_batch) anywhere in the bucket
+    assert allowed("s3:GetObject", f"{BUCKET}/executions/t1/ex1/items.json", batch)
+    # ResultWriter: under map-results/ only
+    assert allowed("s3:PutObject", f"{BUCKET}/map-results/0b6f/manifest.json", batch)
+    assert allowed("s3:AbortMultipartUpload", f"{BUCKET}/map-results/0b6f/SUCCEEDED_0.json", batch)
+    assert not allowed("s3:PutObject", f"{BUCKET}/executions/t1/ex1/items.json", batch)
+    assert not allowed("s3:DeleteObject", f"{BUCKET}/map-results/0b6f/manifest.json", batch)
+    assert not allowed("s3:GetObject", "arn:aws:s3:::someone-elses-bucket/x", batch)
+    # distributed Map children: execution:<machine>/<map run label>:<id>
+    child = f"{STATES}:execution:{STACK}-batch/items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c"
+    assert allowed("states:DescribeExecution", child, batch)
+    assert allowed("states:StopExecution", child, batch)
+    assert not allowed("states:StopExecution", execution(MACHINES["run"]), batch)
+    assert not allowed("states:StopExecution", f"{STATES}:execution:{STACK}-run/items:x", batch)
