@@ -753,7 +753,8 @@ def _attach_specs(program: Any, found: dict[str, DistributedMapSpec]) -> None:
             continue
         seen.add(id(node))
         if isinstance(node, StateMap) and node.name in found:
-            node.iteration_component._relayflow_map = found[node.name]
+            component: Any = node.iteration_component
+            component._relayflow_map = found[node.name]
             attached.add(node.name)
         if isinstance(node, dict):
             pending.extend(node.values())
@@ -797,7 +798,9 @@ def _runtime_failure(env: Any, cause: str) -> Exception:
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
         StatesErrorNameType,
     )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.eval.event import event_detail
+
+    EventDetails: Any = event_detail.EventDetails  # a TypedDict of every kind of detail, all required
 
     name = StatesErrorName(typ=StatesErrorNameType.StatesRuntime)
     return FailureEventException(
@@ -920,7 +923,9 @@ def _distributed_map_run(self: Any, env: Any, eval_input: Any) -> None:
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.max_concurrency import (
         DEFAULT_MAX_CONCURRENCY_VALUE,
     )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.eval.event import event_detail
+
+    EventDetails: Any = event_detail.EventDetails  # a TypedDict of every kind of detail, all required
 
     spec: DistributedMapSpec = getattr(self, "_relayflow_map", None) or DistributedMapSpec(name="?")
     items: list[Any] = env.stack.pop()
