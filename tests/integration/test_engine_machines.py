@@ -474,3 +474,33 @@ def test_jobs_machine_runs_a_job_and_the_reconciler_hears_of_each_template_execu
     delivered = {event["detail"]["executionArn"]: event for event in fx.recorded(reconciler)}
     assert set(delivered) == {description["executionArn"], failed["executionArn"]}
     assert delivered[failed["executionArn"]]["detail"]["status"] == "FAILED"
+
+
+def test_the_machines_stay_the_same_whatever_workflows_are_authored(local_stack: LocalStack, client: Any):
+    # Given the machines as the stack deployed them
+    from support.workflows import build
+
+    sfn = local_stack.client("stepfunctions")
+
+    def deployed() -> dict[str, str]:
+        return {
+            sm["stateMachineArn"]: sfn.describe_state_machine(stateMachineArn=sm["stateMachineArn"])[
+                "definition"
+            ]
+            for sm in sfn.list_state_machines()["stateMachines"]
+        }
+
+    before = deployed()
+    # When workflows are authored whose node names and templates would have broken a generated
+    # definition (ASL keys, a reserved prefix, mixed scripts, 20,000-character templates)
+    for names in (["x.$", "States", "节点-ノード-узел-" + "n" * 150], [f"n{i}" for i in range(5)]):
+        build(
+            client,
+            [
+                (name, {"model": "echo"}, {"input_template": "{{ input }} " + "t" * (20_000 - 12)})
+                for name in names
+            ],
+        )
+    # Then not one state machine was added or changed: the definitions hold no workflow data
+    assert deployed() == before
+    assert len(before) == 3
