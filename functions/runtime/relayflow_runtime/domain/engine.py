@@ -1,0 +1,157 @@
+"""The engine's run state, written down once.
+
+The state machines in ``statemachine/`` interpret an execution's **plan snapshot** (``Plan``, kept
+in S3 with the execution); what travels between their states and the node runner is small and
+typed here: the run's ids (``RunRef``), one node's scheduling facts (``NodeTask``), the version's
+retry policy (``RetryPolicy``) and what ``start`` hands the run machine (``RunStart``). Nothing in
+here touches AWS: these are the shapes and the arithmetic (retry delays, worst-case item time)
+that the runner, the batch runtime and the tests share. docs/engine.md draws the machines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: A run without a timeout of its own still races a clock (Standard executions live at most a year).
+NO_TIMEOUT_SECONDS = 30_000_000
+#: Step Functions' TimeoutSecondsPath backs up the runner's own node timeout by this much, so the
+#: recorded error names the node's limit rather than a task timeout.
+TIMEOUT_BACKSTOP_SECONDS = 2
+#: Express child executions run at most 5 minutes; a batch keeps this much of it as a margin.
+EXPRESS_LIMIT_SECONDS = 300
+EXPRESS_MARGIN_SECONDS = 20
+#: A child batch of items runs in one node-runner invocation (Lambda: at most 15 minutes).
+LAMBDA_LIMIT_SECONDS = 900
+LAMBDA_MARGIN_SECONDS = 20
+
+
+class _Shape(BaseModel):
+    # Plans written by older versions carry fields this one no longer reads (e.g. "levels").
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RunRef(_Shape):
+    """Which run: the execution input of both machines is ``{"run": RunRef}``."""
+
+    tenant: str
+    workflow_id: str
+    execution_id: str
+
+
+class ModelRef(_Shape):
+    id: str
+    provider: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeSpec(_Shape):
+    """One node as the snapshot keeps it: everything its attempts need."""
+
+    id: str
+    name: str
+    idx: int
+    template: str
+    timeout: int
+    on_failure: Literal["stop", "continue"] = "stop"
+    output_format: str | None = None
+    #: Nodes whose end releases this one (without edges: the node created before it).
+    parents: list[str] = Field(default_factory=list)
+    #: Every ancestor, by name: what ``{{nodes.NAME}}`` may read.
+    upstream: dict[str, str] = Field(default_factory=dict)
+    model: ModelRef
+
+
+class Plan(_Shape):
+    """The validated snapshot of a workflow version an execution runs (nodes in topological order)."""
+
+    workflow_id: str
+    version_id: str
+    mode: Literal["single", "batch"]
+    timeout: int | None = None
+    config: dict[str, Any]
+    nodes: list[NodeSpec]
+
+    def node(self, node_id: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def children(self, node_id: str) -> list[NodeSpec]:
+        return [n for n in self.nodes if node_id in n.parents]
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy.from_config(self.config)
+
+
+class RetryPolicy(_Shape):
+    """The version's retry policy: ``delays[i]`` bounds the wait before retry ``i + 1``."""
+
+    max_retries: int
+    delays: list[int]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RetryPolicy:
+        max_retries = int(config.get("max_retries") or 0)
+        return cls(
+            max_retries=max_retries,
+            delays=retry_delays(
+                max_retries,
+                int(config.get("retry_delay_seconds") or 1),
+                int(config.get("max_retry_delay_seconds") or 60),
+            ),
+        )
+
+
+def retry_delays(max_retries: int, base_seconds: int, cap_seconds: int) -> list[int]:
+    """Capped doubling: ``min(cap, base * 2**i)``, at least 1 s (the state machine draws a uniform
+    wait below each: full jitter)."""
+    return [max(1, min(cap_seconds, base_seconds * 2**i)) for i in range(max_retries)]
+
+
+class NodeTask(_Shape):
+    """An item of the run machine's node Map: only what Step Functions itself needs."""
+
+    id: str
+    idx: int
+    task_timeout: int
+
+    @classmethod
+    def of(cls, node: NodeSpec) -> NodeTask:
+        return cls(id=node.id, idx=node.idx, task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS)
+
+
+class RunStart(_Shape):
+    """What ``start`` returns to the run machine."""
+
+    run: RunRef
+    nodes: list[NodeTask]
+    retry: RetryPolicy
+    timeout: int
+
+
+def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:
+    """Every attempt of the node times out and every wait is the longest allowed."""
+    return node.timeout * (retry.max_retries + 1) + sum(retry.delays)
+
+
+def worst_case_item_seconds(plan: Plan) -> int:
+    """The longest one batch item can take: the slowest path through the graph, each node at its
+    worst case (its nodes run as their own parents finish, so parallel branches overlap)."""
+    retry = plan.retry
+    finish: dict[str, int] = {}
+    for node in plan.nodes:  # topological order
+        start = max((finish[p] for p in node.parents if p in finish), default=0)
+        finish[node.id] = start + node_worst_case_seconds(node, retry)
+    return max(finish.values(), default=0)
+
+
+def fits_express(plan: Plan) -> bool:
+    return worst_case_item_seconds(plan) + EXPRESS_MARGIN_SECONDS <= EXPRESS_LIMIT_SECONDS
+
+
+def fits_one_invocation(plan: Plan) -> bool:
+    return worst_case_item_seconds(plan) + LAMBDA_MARGIN_SECONDS <= LAMBDA_LIMIT_SECONDS

@@ -1,0 +1,167 @@
+"""One attempt of one node: render its template, call its model within its timeout, read the output.
+
+Shared by the run machine's ``node`` action (single runs) and the batch runtime (every node of
+every item); neither records anything here — recording differs (a node record per attempt for a
+single run, one outcome per item for a batch), the attempt itself does not.
+
+Errors leave as the classes whose names the state machines' Catch match: ``TransientModelError``
+and ``NodeTimeout`` are retried by the version's policy, ``PermanentModelError`` is not. Each
+carries ``prompt`` (the rendered prompt, or None when rendering itself failed), so a failed
+attempt's record shows what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from relayflow_runtime.domain.costs import estimate_cost_nanos
+from relayflow_runtime.domain.engine import NodeSpec
+from relayflow_runtime.domain.templating import TemplateError, render
+from relayflow_runtime.providers import invoke_model
+from relayflow_runtime.providers.base import (
+    InvocationContext,
+    ModelError,
+    ModelResult,
+    PermanentModelError,
+    TransientModelError,
+)
+
+
+class NodeTimeout(TransientModelError):
+    """The node's attempt ran past its timeout (retried like any transient error)."""
+
+
+class ExecutionNotRunning(Exception):
+    """The execution was cancelled or has ended: this node must not run or record."""
+
+
+@dataclass(frozen=True)
+class NodeOutput:
+    """What a finished node hands its children: the text the model produced and, for a node
+    declared ``output_format: "json"``, the parsed value."""
+
+    text: str
+    parsed: Any = None
+
+    @property
+    def value(self) -> Any:
+        """What ``{{nodes.NAME}}`` reads: the parsed value of a JSON node, else the text."""
+        return self.text if self.parsed is None else self.parsed
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    output: str
+    parsed_output: Any
+    prompt: str
+    usage: dict[str, int]
+    duration_ms: int
+
+
+def _with_prompt(error: ModelError, prompt: str | None) -> ModelError:
+    error.prompt = prompt  # type: ignore[attr-defined]
+    return error
+
+
+def node_input(node: NodeSpec, outputs: Mapping[str, NodeOutput], run_input: Callable[[], str]) -> str:
+    """``{{input}}``: the parents' outputs (joined by a blank line when several); when no parent
+    produced one (a root, or parents that failed with on_failure "continue"), the output of the
+    latest upstream node that produced one; else the execution's input."""
+    available = [outputs[p].text for p in node.parents if p in outputs]
+    if available:
+        return "\n\n".join(available)
+    upstream = [node_id for node_id in node.upstream.values() if node_id in outputs]
+    if upstream:
+        # node ids are not ordered; the outputs mapping is filled in plan (topological) order
+        latest = [node_id for node_id in outputs if node_id in upstream][-1]
+        return outputs[latest].text
+    return run_input()
+
+
+def template_scope(
+    node: NodeSpec,
+    outputs: Mapping[str, NodeOutput],
+    run_input: Callable[[], str],
+    item: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The variables a node's template sees: ``input``, ``nodes.NAME`` (upstream only) and, in a
+    batch, ``item``. ``outputs`` must be in plan order (node id -> output)."""
+    scope: dict[str, Any] = {
+        "input": node_input(node, outputs, run_input),
+        "nodes": {name: outputs[node_id].value for name, node_id in node.upstream.items() if node_id in outputs},
+    }
+    if item is not None:
+        scope["item"] = item
+    return scope
+
+
+def _call(node: NodeSpec, prompt: str, context: InvocationContext) -> ModelResult:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"node-{node.idx}")
+    future = pool.submit(invoke_model, node.model.provider, node.model.config, prompt, context)
+    try:
+        return future.result(timeout=node.timeout)
+    except FutureTimeout:
+        raise NodeTimeout(f"node '{node.name}' timed out after {node.timeout} seconds") from None
+    finally:
+        # Never wait for a timed-out call: the attempt is over for the engine.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_attempt(node: NodeSpec, scope: Mapping[str, Any], context: InvocationContext) -> AttemptOutcome:
+    """Render, call, parse. Raises ``NodeTimeout`` / ``TransientModelError`` / ``PermanentModelError``
+    (with ``.prompt``); an adapter's unexpected exception is a permanent failure of the node."""
+    started = time.monotonic()
+    try:
+        prompt = render(node.template, scope)
+    except TemplateError as exc:
+        raise _with_prompt(PermanentModelError(f"template of node '{node.name}': {exc}"), None) from None
+    try:
+        result = _call(node, prompt, context)
+    except NodeTimeout as exc:
+        raise _with_prompt(exc, prompt) from None
+    except ModelError as exc:
+        error_class = TransientModelError if exc.transient else PermanentModelError
+        raise _with_prompt(error_class(str(exc)), prompt) from None
+    except Exception as exc:  # an adapter bug fails this node, not the run
+        raise _with_prompt(PermanentModelError(f"{type(exc).__name__}: {exc}"), prompt) from None
+    parsed: Any = None
+    if node.output_format == "json":
+        try:
+            parsed = json.loads(result.output)
+        except json.JSONDecodeError as exc:
+            raise _with_prompt(
+                PermanentModelError(f"node '{node.name}' declared JSON output but returned: {exc}"), prompt
+            ) from None
+    usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
+    cost = estimate_cost_nanos(
+        result.usage.input_tokens, result.usage.output_tokens, node.model.config.get("price")
+    )
+    if cost is not None:
+        usage["estimated_cost_nanos"] = cost
+    return AttemptOutcome(
+        output=result.output,
+        parsed_output=parsed,
+        prompt=prompt,
+        usage=usage,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def error_message(error: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(error name, readable message) from a Catch's ``ResultPath`` value."""
+    if not error:
+        return "Error", "unknown error"
+    name = str(error.get("Error") or "Error")
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        message = parsed.get("errorMessage") or cause
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        message = cause
+    return name, str(message or name)
