@@ -1,0 +1,307 @@
+"""The run machine's actions (statemachine/run.asl.json): one single-input execution.
+
+The machine is the same for every workflow: it reads nothing but the ids in ``RunRef`` and the
+``NodeTask``s ``start`` hands it; each action loads the execution's plan snapshot (cached, a plan
+never changes) and records in DynamoDB. docs/engine.md draws the states; the gate protocol:
+
+* every node's Map iteration first parks on a gate (``gate``: its task token is stored on the
+  node record);
+* a node that ends (completed, or failed with ``on_failure: "continue"``) adds its id to each
+  child's ``done_parents`` set (a repeated add counts once);
+* whichever update — the token's or the last parent's — sees both "token stored" and "every parent
+  done" releases the child (SendTaskSuccess). Both may, after a retried task: a second release of
+  a token is refused by Step Functions and ignored (see adapters/engine.py).
+
+Every write is conditional on the run still running, so a cancelled or finished run records
+nothing more (``ExecutionNotRunning``, which the machine catches and ends the iteration quietly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from relayflow_runtime.adapters.table import ConditionFailed
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTask, Plan, RunRef, RunStart
+from relayflow_runtime.providers import extract_text
+from relayflow_runtime.providers.base import InvocationContext, ModelError
+from relayflow_runtime.services import executions, notify
+from relayflow_runtime.services.node_execution import (
+    ExecutionNotRunning,
+    NodeOutput,
+    error_message,
+    run_attempt,
+    template_scope,
+)
+from relayflow_runtime.services.values import pack, unpack
+
+logger = Logger(child=True)
+
+
+@lru_cache(maxsize=256)
+def load_plan(tenant: str, execution_id: str) -> Plan:
+    """The execution's plan snapshot (S3), read once per warm container."""
+    return Plan.model_validate(executions.blobs().get_json(executions.plan_key(tenant, execution_id)))
+
+
+def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
+    """The fields notify's events carry."""
+    return {
+        "tenant": run.tenant,
+        "workflow_id": run.workflow_id,
+        "version_id": plan.version_id,
+        "execution_id": run.execution_id,
+        "mode": plan.mode,
+    }
+
+
+def _node_dict(node: NodeSpec) -> dict[str, Any]:
+    return {"id": node.id, "name": node.name, "idx": node.idx}
+
+
+# ---- start -----------------------------------------------------------------------------------------
+def start(run: RunRef) -> RunStart:
+    """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
+    record = executions.store().get_execution(run.tenant, run.execution_id)
+    updated = executions.transition(run.tenant, record, ("pending",), "running", {"started_at": now_iso()})
+    if updated is None and record["status"] != "running":
+        raise ExecutionNotRunning(f"the execution is {record['status']}")
+    plan = load_plan(run.tenant, run.execution_id)
+    return RunStart(
+        run=run,
+        nodes=[NodeTask.of(node) for node in plan.nodes],
+        retry=plan.retry,
+        timeout=plan.timeout or NO_TIMEOUT_SECONDS,
+    )
+
+
+# ---- gates -----------------------------------------------------------------------------------------
+def _ready(node: NodeSpec, record: dict[str, Any]) -> bool:
+    return bool(record.get("token")) and set(node.parents) <= set(record.get("done_parents") or ())
+
+
+def gate(run: RunRef, task: NodeTask, token: str) -> None:
+    """Park the node: store its token; release it at once when its parents are already done (a
+    root always is)."""
+    node = load_plan(run.tenant, run.execution_id).node(task.id)
+    record = executions.store().register_gate(run.tenant, run.execution_id, node.id, token)
+    if _ready(node, record):
+        executions.machines().release(token)
+
+
+def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
+    store = executions.store()
+    for child in plan.children(node_id):
+        record = store.mark_parent_done(run.tenant, run.execution_id, child.id, node_id)
+        if _ready(child, record):
+            executions.machines().release(record["token"])
+
+
+# ---- one node --------------------------------------------------------------------------------------
+def _outputs(plan: Plan, records: list[dict[str, Any]]) -> dict[str, NodeOutput]:
+    """Completed nodes' outputs, in plan order (what ``{{input}}`` and ``{{nodes.NAME}}`` read)."""
+    by_id = {r["node_id"]: r for r in records if r.get("status") == "completed"}
+    outputs: dict[str, NodeOutput] = {}
+    for node in plan.nodes:
+        record = by_id.get(node.id)
+        if record is not None:
+            outputs[node.id] = NodeOutput(
+                text=_as_text(unpack(record.get("output"))), parsed=unpack(record.get("parsed_output"))
+            )
+    return outputs
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@lru_cache(maxsize=256)
+def _input_of(tenant: str, execution_id: str) -> tuple[Any, dict[str, Any] | None]:
+    """(packed single_input, input_file) of an execution: written at launch, never changed."""
+    record = executions.store().get_execution(tenant, execution_id)
+    return record.get("single_input"), record.get("input_file")
+
+
+class _RunInput:
+    """The execution's input, read only when a template or a model needs it."""
+
+    def __init__(self, run: RunRef) -> None:
+        self.single_input, self.input_file = _input_of(run.tenant, run.execution_id)
+
+    def text(self) -> str:
+        if self.single_input is not None:
+            return str(unpack(self.single_input))
+        if self.input_file:
+            return extract_text(self.file_bytes())
+        return ""
+
+    def file_bytes(self) -> bytes:
+        return executions.blobs().get_bytes(self.input_file["key"]) if self.input_file else b""
+
+
+def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
+    """One attempt of one node (``attempt`` counts retries: 0 for the first). On success the node's
+    record is completed and its ready children are released; a failed attempt raises for the
+    machine's retry loop, its error and prompt kept on the record."""
+    plan = load_plan(run.tenant, run.execution_id)
+    node = plan.node(task.id)
+    store = executions.store()
+    sk = f"N#{node.id}"
+    records = store.node_records(run.tenant, run.execution_id)
+    try:
+        record = store.start_node_attempt(
+            run.tenant, run.execution_id, sk, {**_node_dict(node), "node_id": node.id}, now_iso()
+        )
+        store.advance_current_node(run.tenant, run.execution_id, node.idx, node.id)
+    except ConditionFailed:
+        raise ExecutionNotRunning("the execution is no longer running") from None
+    number = int(record["attempts"])
+    prefix = f"{executions.execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
+    run_input = _RunInput(run)
+    try:
+        scope = template_scope(node, _outputs(plan, records), run_input.text)
+        context = InvocationContext(
+            execution_id=run.execution_id,
+            node_id=node.id,
+            attempt=number,
+            read_input_file=run_input.file_bytes if run_input.input_file else None,
+            input_filename=(run_input.input_file or {}).get("filename"),
+            time_budget=float(node.timeout),
+        )
+        outcome = run_attempt(node, scope, context)
+    except ModelError as exc:
+        prompt = getattr(exc, "prompt", None)
+        store.note_attempt_error(
+            run.tenant,
+            run.execution_id,
+            sk,
+            number,
+            str(exc),
+            prompt=pack(prompt, f"{prefix}prompt.json") if prompt is not None else None,
+        )
+        raise
+    fields = {
+        "status": "completed",
+        "output": pack(outcome.output, f"{prefix}output.json"),
+        "prompt": pack(outcome.prompt, f"{prefix}prompt.json"),
+        "duration_ms": outcome.duration_ms,
+        "completed_at": now_iso(),
+        "usage": outcome.usage,
+        "error": None,
+    }
+    if outcome.parsed_output is not None:
+        fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
+    try:
+        store.finish_node(
+            run.tenant, run.execution_id, sk, fields, attempt=number, execution_add=outcome.usage
+        )
+    except ConditionFailed:
+        raise ExecutionNotRunning("the execution is no longer running") from None
+    notify.node_finished(
+        _ctx(run, plan), _node_dict(node), {"attempts": number, "duration_ms": outcome.duration_ms},
+        "completed", None,
+    )
+    _release_children(run, plan, node.id)
+
+
+def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> dict[str, bool]:
+    """A node whose attempts are spent (or whose error is permanent): record it; with
+    ``on_failure: "continue"`` it counts as done for its children. Returns ``{"stop": ...}``."""
+    plan = load_plan(run.tenant, run.execution_id)
+    node = plan.node(task.id)
+    store = executions.store()
+    name, message = error_message(error)
+    timed_out = name in ("NodeTimeout", "States.Timeout")
+    if name == "States.Timeout":
+        message = f"node '{node.name}' timed out after {node.timeout} seconds"
+    status = "timed_out" if timed_out else "failed"
+    try:
+        store.finish_node(
+            run.tenant,
+            run.execution_id,
+            f"N#{node.id}",
+            {"status": status, "error": message, "completed_at": now_iso()},
+        )
+    except ConditionFailed:
+        raise ExecutionNotRunning("the execution is no longer running") from None
+    records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+    notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
+    if node.on_failure == "continue":
+        _release_children(run, plan, node.id)
+        return {"stop": False}
+    return {"stop": True}
+
+
+# ---- the end ---------------------------------------------------------------------------------------
+def complete(run: RunRef) -> None:
+    """``running -> completed``; the results are the output of the last node (plan order) that
+    produced one."""
+    plan = load_plan(run.tenant, run.execution_id)
+    store = executions.store()
+    record = store.get_execution(run.tenant, run.execution_id)
+    by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+    final = None
+    for node in reversed(plan.nodes):
+        finished = by_id.get(node.id)
+        if finished and finished.get("status") == "completed":
+            final = finished.get("parsed_output", finished.get("output"))
+            break
+    executions.transition(
+        run.tenant, record, ("running",), "completed", {"results": final, "completed_at": now_iso()}
+    )
+
+
+def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
+    """``-> failed``: the run's timeout, a node with ``on_failure: "stop"``, or any other error."""
+    store = executions.store()
+    record = store.get_execution(run.tenant, run.execution_id)
+    now = now_iso()
+    if reason == "timeout":
+        message = f"workflow timed out after {record.get('timeout')} seconds"
+        fields: dict[str, Any] = {"error": message, "completed_at": now}
+        if executions.transition(run.tenant, record, ("pending", "running"), "failed", fields):
+            store.close_open_nodes(
+                run.tenant, run.execution_id, {"running": "timed_out", "pending": "skipped"}, message, now
+            )
+        return
+    failed = [
+        r for r in store.node_records(run.tenant, run.execution_id) if r.get("status") in ("failed", "timed_out")
+    ]
+    fields = {"completed_at": now}
+    if failed:
+        first = min(failed, key=lambda r: r.get("completed_at") or "")
+        fields["error"] = f"node '{first['name']}' failed: {first.get('error')}"
+        fields["current_node"] = {"idx": int(first.get("idx") or 0), "id": first["node_id"]}
+    else:
+        fields["error"] = "the run failed: " + error_message(_race_error(error))[1]
+    if executions.transition(run.tenant, record, ("pending", "running"), "failed", fields):
+        store.close_open_nodes(
+            run.tenant,
+            run.execution_id,
+            {"pending": "skipped", "running": "cancelled"},
+            "not run: an earlier node failed",
+            now,
+        )
+
+
+def _race_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Race Parallel wraps a branch's error; its Cause may itself be a Lambda error JSON."""
+    return error
+
+
+def open_gates(run: RunRef) -> list[str]:
+    """Tokens of nodes still parked on their gates (cancel fails them: see executions.cancel)."""
+    with contextlib.suppress(Exception):
+        return [
+            r["token"]
+            for r in executions.store().node_records(run.tenant, run.execution_id)
+            if r.get("token") and r.get("status") in (None, "pending")
+        ]
+    return []
