@@ -11,22 +11,23 @@ from pydantic import BaseModel
 class Settings(BaseModel):
     table_name: str
     bucket_name: str
-    node_runner_arn: str = ""
-    state_machine_role_arn: str = ""
+    # The template's state machines (statemachine/): every run starts on one of these.
+    run_machine_arn: str = ""
+    batch_machine_arn: str = ""
+    jobs_machine_arn: str = ""
     stack_name: str = "relayflow"
     event_bus_name: str = ""
     idempotency_table: str = ""
-    # Node outputs larger than this travel through S3 instead of the state payload (256 KiB cap).
-    inline_output_limit: int = 32 * 1024
+    # Prompts and outputs longer than this (JSON bytes) are kept in S3, their records keep a
+    # reference: a node record, or a batch item's outcome holding all its nodes, stays far below
+    # DynamoDB's 400 KB and costs few write units. Nothing large ever travels between states.
+    inline_output_limit: int = 4 * 1024
     # Stack parameter RetentionDays: how long a run's records and objects are kept (services/retention.py).
     retention_days: int = 30
     # Stack parameter BatchParallelismBudget: batch items running at once, all batches together.
     batch_parallelism_budget: int = 200
     # The queue webhook deliveries (first attempts, retries, re-sends) go through.
     webhook_queue_url: str = ""
-    # The template's run and batch state machines (the sweeper finds a run's execution by them).
-    run_machine_arn: str = ""
-    batch_machine_arn: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -35,17 +36,16 @@ def get_settings() -> Settings:
     return Settings(
         table_name=env.get("RELAYFLOW_TABLE", "relayflow"),
         bucket_name=env.get("RELAYFLOW_BUCKET", "relayflow"),
-        node_runner_arn=env.get("NODE_RUNNER_ARN", ""),
-        state_machine_role_arn=env.get("STATE_MACHINE_ROLE_ARN", ""),
+        run_machine_arn=env.get("RUN_MACHINE_ARN", ""),
+        batch_machine_arn=env.get("BATCH_MACHINE_ARN", ""),
+        jobs_machine_arn=env.get("JOBS_MACHINE_ARN", ""),
         stack_name=env.get("RELAYFLOW_STACK", "relayflow"),
         event_bus_name=env.get("EVENT_BUS_NAME", ""),
         idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
-        inline_output_limit=int(env.get("INLINE_OUTPUT_LIMIT", 32 * 1024)),
+        inline_output_limit=int(env.get("INLINE_OUTPUT_LIMIT", 4 * 1024)),
         retention_days=int(env.get("RETENTION_DAYS", 30)),
         batch_parallelism_budget=int(env.get("BATCH_PARALLELISM_BUDGET", 200)),
         webhook_queue_url=env.get("WEBHOOK_QUEUE_URL", ""),
-        run_machine_arn=env.get("RUN_MACHINE_ARN", ""),
-        batch_machine_arn=env.get("BATCH_MACHINE_ARN", ""),
     )
 
 

@@ -1,8 +1,12 @@
-"""AWS Step Functions: content-addressed state machines and their executions."""
+"""AWS Step Functions: executions of the template's state machines, and their task tokens.
+
+The state machines themselves are deployed by template.yaml (statemachine/); nothing here
+creates one. Starting is named by the execution id, so a second start of the same run is refused
+by Step Functions and answered with the first one's ARN.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -10,44 +14,15 @@ from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 
+#: What Step Functions answers for a token whose task already ended (released twice, or the run
+#: was cancelled or timed out meanwhile): nothing is left to release.
+_STALE_TOKEN_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+
 
 class StateMachines:
-    def __init__(self, prefix: str, role_arn: str) -> None:
-        self.prefix = prefix
-        self.role_arn = role_arn
-
     @property
     def _sfn(self) -> Any:
         return aws.client("stepfunctions")
-
-    def name_for(self, definition: dict[str, Any]) -> str:
-        """The machine's name is a hash of its definition, so a changed graph can never reuse it."""
-        digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:20]
-        return f"{self.prefix}-{digest}"
-
-    def ensure(self, definition: dict[str, Any]) -> str:
-        """Create the state machine for this definition unless it exists; return its ARN."""
-        name = self.name_for(definition)
-        try:
-            response = self._sfn.create_state_machine(
-                name=name,
-                definition=json.dumps(definition),
-                roleArn=self.role_arn,
-                type="STANDARD",
-                tracingConfiguration={"enabled": True},
-            )
-            return response["stateMachineArn"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "StateMachineAlreadyExists":
-                raise
-            arn = self._arn_from_name(name)
-            return arn
-
-    def _arn_from_name(self, name: str) -> str:
-        account_arn = self.role_arn.split(":")
-        partition, account = account_arn[1], account_arn[4]
-        region = self._sfn.meta.region_name
-        return f"arn:{partition}:states:{region}:{account}:stateMachine:{name}"
 
     def start(self, state_machine_arn: str, name: str, payload: dict[str, Any]) -> str:
         """Start an execution named by our execution id: Step Functions refuses a second start."""
@@ -55,7 +30,7 @@ class StateMachines:
             response = self._sfn.start_execution(
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
             )
-            return response["executionArn"]
+            return str(response["executionArn"])
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
@@ -67,4 +42,19 @@ class StateMachines:
         except ClientError as exc:
             # Already finished: nothing left to stop.
             if exc.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
+                raise
+
+    def release(self, token: str) -> None:
+        """Let a task parked on ``.waitForTaskToken`` go on (a node whose parents are done)."""
+        try:
+            self._sfn.send_task_success(taskToken=token, output="{}")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in _STALE_TOKEN_CODES:
+                raise
+
+    def fail_task(self, token: str, *, error: str, cause: str) -> None:
+        try:
+            self._sfn.send_task_failure(taskToken=token, error=error, cause=cause[:32768])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in _STALE_TOKEN_CODES:
                 raise

@@ -659,6 +659,31 @@ class TableStore:
             except ConditionFailed:
                 continue
 
+    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
+        """Store the task token of a node parked on its gate; returns the record as it now is."""
+        response = self.table.update_item(
+            Key=self.node_record_key(tenant, execution_id, f"N#{node_id}"),
+            UpdateExpression="SET #tk = :tk",
+            ExpressionAttributeNames={"#tk": "token"},
+            ExpressionAttributeValues={":tk": token},
+            ReturnValues="ALL_NEW",
+        )
+        return strip_keys(response["Attributes"])
+
+    def mark_parent_done(
+        self, tenant: str, execution_id: str, node_id: str, parent_id: str
+    ) -> dict[str, Any]:
+        """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
+        returns the record as it now is."""
+        response = self.table.update_item(
+            Key=self.node_record_key(tenant, execution_id, f"N#{node_id}"),
+            UpdateExpression="ADD #dp :p",
+            ExpressionAttributeNames={"#dp": "done_parents"},
+            ExpressionAttributeValues={":p": {parent_id}},
+            ReturnValues="ALL_NEW",
+        )
+        return strip_keys(response["Attributes"])
+
     def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
         condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
         return [strip_keys(i) for i in self._query_all(condition)]

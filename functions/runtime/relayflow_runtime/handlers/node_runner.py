@@ -1,4 +1,9 @@
-"""Lambda handler for every Task state of the generated state machines."""
+"""Lambda handler for every Task state of the template's state machines (statemachine/).
+
+Each event is ``{"action": ..., ...}`` (docs/engine.md lists them with their payloads); this
+module only parses the payload into the engine's typed shapes and calls one service function.
+Exceptions leave as they are: their class names are the error names the machines' Catch match.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,43 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from relayflow_runtime.services import runner
+from relayflow_runtime.domain.engine import NodeTask, RunRef
+from relayflow_runtime.services import run_machine
 
 logger = Logger()
 tracer = Tracer()
 
 
+def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
+    if action == "start":
+        return run_machine.start(run).model_dump(mode="json")
+    if action == "gate":
+        run_machine.gate(run, NodeTask.model_validate(event["node"]), str(event["token"]))
+        return None
+    if action == "node":
+        run_machine.run_node(run, NodeTask.model_validate(event["node"]), int(event.get("attempt") or 0))
+        return None
+    if action == "node_failed":
+        return run_machine.node_failed(run, NodeTask.model_validate(event["node"]), event.get("error"))
+    if action == "complete":
+        run_machine.complete(run)
+        return None
+    if action == "fail":
+        run_machine.fail(run, str(event.get("reason") or "error"), event.get("error"))
+        return None
+    raise ValueError(f"unknown runner action {action!r}")
+
+
+def handle(event: dict[str, Any]) -> Any:
+    action = str(event["action"])
+    run = RunRef.model_validate(event["run"])
+    return _single(action, event, run)
+
+
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    state = event.get("state")
-    ctx = (state[0] if isinstance(state, list) else state or {}).get("ctx", {})
-    logger.set_correlation_id(ctx.get("execution_id"))
+    run = event.get("run") or {}
+    logger.set_correlation_id(run.get("execution_id") if isinstance(run, dict) else None)
     logger.append_keys(action=event.get("action"), node_id=(event.get("node") or {}).get("id"))
-    return runner.handle(event)
+    return handle(event)

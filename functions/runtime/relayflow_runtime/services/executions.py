@@ -51,14 +51,24 @@ def blobs() -> BlobStore:
 
 
 def machines() -> StateMachines:
+    return StateMachines()
+
+
+def machine_arn(mode: str) -> str:
+    """The template's state machine that runs executions of this input mode."""
     settings = get_settings()
-    return StateMachines(settings.stack_name, settings.state_machine_role_arn)
+    return settings.batch_machine_arn if mode == "batch" else settings.run_machine_arn
 
 
 def execution_prefix(tenant: str, execution_id: str) -> str:
     """Every object of a run lies under here. The top-level ``executions/`` is what the bucket's
     lifecycle rule matches (a rule's prefix cannot skip a tenant segment); see logic/retention.py."""
     return f"executions/{tenant}/{execution_id}/"
+
+
+def plan_key(tenant: str, execution_id: str) -> str:
+    """The execution's plan snapshot: what the state machines interpret (see domain/engine.py)."""
+    return f"{execution_prefix(tenant, execution_id)}plan.json"
 
 
 # ---- starting --------------------------------------------------------------------------------------
@@ -262,11 +272,10 @@ def _launch(
     batch_ctx: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Execution:
-    """Write the execution (pending), then start its state machine, named by the execution id."""
-    settings = get_settings()
+    """Write the execution (pending) and its plan snapshot, then start the template's machine for
+    its mode, named by the execution id (the one call to Step Functions a start makes)."""
     prefix = execution_prefix(tenant, execution_id)
-    definition = build_definition(plan, settings.node_runner_arn)
-    state_machine_arn = machines().ensure(definition)
+    state_machine_arn = machine_arn(plan["mode"])
 
     input_file: InputFile | None = file_key
     if file is not None:
@@ -276,7 +285,7 @@ def _launch(
             key=f"{prefix}input/{safe_name}", filename=filename, content_type=content_type, size=len(data)
         )
         blobs().put_bytes(input_file.key, data, content_type)
-    blobs().put_json(f"{prefix}plan.json", plan)
+    blobs().put_json(plan_key(tenant, execution_id), plan)
 
     number = store().next_execution_number(tenant, workflow_id)
     now = now_iso()
@@ -331,20 +340,9 @@ def _launch(
 
     notify.status_changed(tenant, record)
 
-    ctx: dict[str, Any] = {
-        "tenant": tenant,
-        "workflow_id": workflow_id,
-        "version_id": plan["version_id"],
-        "execution_id": execution_id,
-        "mode": plan["mode"],
-        "input": packed_input,
-        "input_file": input_file.model_dump() if input_file else None,
-        **(batch_ctx or {}).get("ctx", {}),
-    }
+    run = {"tenant": tenant, "workflow_id": workflow_id, "execution_id": execution_id}
     try:
-        execution_arn = machines().start(
-            state_machine_arn, execution_id, {"ctx": ctx, "outputs": {}, "last": None}
-        )
+        execution_arn = machines().start(state_machine_arn, execution_id, {"run": run})
     except Exception as exc:
         transition(
             tenant,
@@ -361,7 +359,7 @@ def _launch(
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
     old = get_execution_record(tenant, workflow_id, execution_id)
-    plan = blobs().get_json(f"{execution_prefix(tenant, execution_id)}plan.json")
+    plan = blobs().get_json(plan_key(tenant, execution_id))
     new_execution_id = new_id()
     file_key = None
     if old.get("input_file"):
@@ -403,7 +401,7 @@ def retry_failed_items(
 
     old = get_execution_record(tenant, workflow_id, execution_id)
     if version_id is None:
-        plan = blobs().get_json(f"{execution_prefix(tenant, execution_id)}plan.json")
+        plan = blobs().get_json(plan_key(tenant, execution_id))
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
@@ -621,7 +619,20 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
     store().close_open_nodes(
         tenant, execution_id, {"pending": "cancelled", "running": "cancelled"}, "cancelled by request", now
     )
+    _fail_open_gates(tenant, execution_id)
     return to_execution(tenant, updated)
+
+
+def _fail_open_gates(tenant: str, execution_id: str) -> None:
+    """Fail the tasks of nodes still parked on their gates. StopExecution alone ends them on AWS;
+    moto's interpreter never ends a run parked on a task token otherwise."""
+    for record in store().node_records(tenant, execution_id):
+        token = record.get("token")
+        if token and record.get("status") in ("pending", "cancelled") and not record.get("attempts"):
+            try:
+                machines().fail_task(token, error="Cancelled", cause="cancelled by request")
+            except Exception:
+                logger.exception("could not fail a parked gate", extra={"execution_id": execution_id})
 
 
 def finish_unrecorded(
