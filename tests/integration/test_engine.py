@@ -193,6 +193,6 @@ def test_large_outputs_travel_by_reference(api: Any) -> None:
     join = add_node(api, wide_version, "join", echo, "{{input}}")
     connect(api, wide_version, *[(root, b) for b in branches], *[(b, join) for b in branches])
     wide, _ = run(api, wide_id, "x", timeout=60)
-    # Then both complete; the join read every branch's output (4 × 80 KB + separators)
+    # Then both complete; the join read every branch's output (4 x 80 KB + separators)
     assert wide["status"] == "completed", wide.get("error")
     assert len(wide["node_executions"][join]["output"]) == 4 * 80_000 + 3 * 2

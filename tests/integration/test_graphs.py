@@ -4,7 +4,6 @@ for every parent, templates over upstream outputs (JSON included), progress in t
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from tests.support.graphs import TERMINAL, add_node, builtin_model, connect, interval, new_version, ok, run

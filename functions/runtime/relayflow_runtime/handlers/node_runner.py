@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from relayflow_runtime.domain.engine import NodeTask, RunRef
-from relayflow_runtime.services import run_machine
+from relayflow_runtime.services import dataset_service, run_machine
 
 logger = Logger()
 tracer = Tracer()
@@ -39,8 +39,17 @@ def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
     raise ValueError(f"unknown runner action {action!r}")
 
 
+def _job(job: dict[str, Any]) -> Any:
+    """The jobs machine: background work that grows with the data."""
+    if job.get("kind") == "ingest_dataset":
+        return dataset_service.run_ingest_job(job)
+    raise ValueError(f"unknown job kind {job.get('kind')!r}")
+
+
 def handle(event: dict[str, Any]) -> Any:
     action = str(event["action"])
+    if action == "job":
+        return _job(event["job"])
     run = RunRef.model_validate(event["run"])
     return _single(action, event, run)
 

@@ -646,37 +646,13 @@ def _forget_upload(tenant: str, dataset_id: str, upload_id: str) -> None:
     store().delete_dataset_upload(tenant, dataset_id, upload_id)
 
 
-def ingest_definition(node_runner_arn: str) -> dict[str, Any]:
-    """A one-task state machine: the node-runner function ingests a large upload (15 min budget)."""
-    return {
-        "Comment": "relayflow: ingest one large dataset upload",
-        "StartAt": "Ingest",
-        "States": {
-            "Ingest": {
-                "Type": "Task",
-                "Resource": node_runner_arn,
-                "Parameters": {"action": "ingest_dataset", "job.$": "$"},
-                "Retry": [
-                    {
-                        "ErrorEquals": ["Lambda.ServiceException", "Lambda.TooManyRequestsException"],
-                        "IntervalSeconds": 1,
-                        "MaxAttempts": 3,
-                        "BackoffRate": 2.0,
-                    }
-                ],
-                "End": True,
-            }
-        },
-    }
-
-
 def _start_ingest_job(job: dict[str, Any]) -> None:
-    from relayflow_runtime.services import executions
+    """Ingest a large upload on the template's jobs machine (a 15-minute node-runner task)."""
+    from relayflow_runtime.adapters.engine import StateMachines
 
-    settings = get_settings()
-    machines = executions.machines()
-    arn = machines.ensure(ingest_definition(settings.node_runner_arn))
-    machines.start(arn, f"ingest-{job['upload_id']}", job)
+    StateMachines().start(
+        get_settings().jobs_machine_arn, f"ingest-{job['upload_id']}", {"kind": "ingest_dataset", **job}
+    )
 
 
 def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,6 @@ from relayflow_runtime.schemas.entities import (
     NodeExecution,
 )
 from relayflow_runtime.services import authoring, metrics, retention
-from relayflow_runtime.services.asl import build_definition
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.values import is_ref, pack, unpack
 from relayflow_runtime.settings import get_settings

@@ -94,7 +94,9 @@ def template_scope(
     batch, ``item``. ``outputs`` must be in plan order (node id -> output)."""
     scope: dict[str, Any] = {
         "input": node_input(node, outputs, run_input),
-        "nodes": {name: outputs[node_id].value for name, node_id in node.upstream.items() if node_id in outputs},
+        "nodes": {
+            name: outputs[node_id].value for name, node_id in node.upstream.items() if node_id in outputs
+        },
     }
     if item is not None:
         scope["item"] = item

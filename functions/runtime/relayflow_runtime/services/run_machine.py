@@ -272,7 +272,9 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
             )
         return
     failed = [
-        r for r in store.node_records(run.tenant, run.execution_id) if r.get("status") in ("failed", "timed_out")
+        r
+        for r in store.node_records(run.tenant, run.execution_id)
+        if r.get("status") in ("failed", "timed_out")
     ]
     fields = {"completed_at": now}
     if failed:
