@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.support.graphs import add_node, builtin_model, connect, interval, new_version, ok, run
 
-from relayflow.local import LocalStack
+from relayflow.local.stack import LocalStack
 
 
 def _machines(stack: LocalStack) -> list[str]:
