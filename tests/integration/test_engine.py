@@ -85,17 +85,21 @@ def test_node_names_that_are_asl_syntax_run(api: Any) -> None:
 
 
 def test_fifty_nodes_with_20000_character_templates(api: Any, local_stack: LocalStack) -> None:
-    # Given 50 chained nodes, each with a 20,000-character template (1 MB of templates in all)
-    echo = builtin_model(api, "echo")
+    # Given 50 chained nodes, each with a 20,000-character template (1 MB of templates in all, as
+    # much as a definition may hold: the old design copied them into it twice)
+    counter = builtin_model(api, "word_count")
     workflow_id, version_id = new_version(api)
-    filler = "é" * 19_980
-    ids = [add_node(api, version_id, f"n{i}", echo, filler + "{{input}}"[: 20]) for i in range(50)]
+    template = "é " * 9_990 + "{{input}}"
+    assert len(template) == 19_989
+    ids = [add_node(api, version_id, f"n{i}", counter, template) for i in range(50)]
     machines_before = _machines(local_stack)
     # When it runs
-    execution, _ = run(api, workflow_id, "x", timeout=120)
-    # Then it completes, on the same machines, and outputs over the inline limit live in S3
+    execution, _ = run(api, workflow_id, "one two three", timeout=120)
+    # Then it completes, every node counted its 20,000-character prompt, on the same machines
     assert execution["status"] == "completed", execution.get("error")
-    assert len(execution["node_executions"][ids[-1]]["output"]) > 20_000
+    assert execution["node_executions"][ids[0]]["output"] == "9993"
+    assert execution["node_executions"][ids[-1]]["output"] == "9991"
+    assert len(execution["node_executions"][ids[-1]]["prompt"]) > 19_000
     assert _machines(local_stack) == machines_before
 
 

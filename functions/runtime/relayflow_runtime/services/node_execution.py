@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -84,6 +84,23 @@ def node_input(node: NodeSpec, outputs: Mapping[str, NodeOutput], run_input: Cal
     return run_input()
 
 
+class _UpstreamValues(Mapping[str, Any]):
+    """``nodes``: upstream outputs by node name, each read only when the template uses it."""
+
+    def __init__(self, upstream: Mapping[str, str], outputs: Mapping[str, NodeOutput]) -> None:
+        self._ids = {name: node_id for name, node_id in upstream.items() if node_id in outputs}
+        self._outputs = outputs
+
+    def __getitem__(self, name: str) -> Any:
+        return self._outputs[self._ids[name]].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 def template_scope(
     node: NodeSpec,
     outputs: Mapping[str, NodeOutput],
@@ -94,9 +111,7 @@ def template_scope(
     batch, ``item``. ``outputs`` must be in plan order (node id -> output)."""
     scope: dict[str, Any] = {
         "input": node_input(node, outputs, run_input),
-        "nodes": {
-            name: outputs[node_id].value for name, node_id in node.upstream.items() if node_id in outputs
-        },
+        "nodes": _UpstreamValues(node.upstream, outputs),
     }
     if item is not None:
         scope["item"] = item

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -103,17 +104,28 @@ def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
 
 
 # ---- one node --------------------------------------------------------------------------------------
-def _outputs(plan: Plan, records: list[dict[str, Any]]) -> dict[str, NodeOutput]:
-    """Completed nodes' outputs, in plan order (what ``{{input}}`` and ``{{nodes.NAME}}`` read)."""
-    by_id = {r["node_id"]: r for r in records if r.get("status") == "completed"}
-    outputs: dict[str, NodeOutput] = {}
-    for node in plan.nodes:
-        record = by_id.get(node.id)
-        if record is not None:
-            outputs[node.id] = NodeOutput(
+class _StoredOutputs(Mapping[str, NodeOutput]):
+    """Completed nodes' outputs in plan order, each read (from S3 when large) only when used:
+    a node reads its parents' and the upstream outputs its template names, not every output."""
+
+    def __init__(self, plan: Plan, records: list[dict[str, Any]]) -> None:
+        by_id = {r["node_id"]: r for r in records if r.get("status") == "completed"}
+        self._records = {n.id: by_id[n.id] for n in plan.nodes if n.id in by_id}
+        self._read: dict[str, NodeOutput] = {}
+
+    def __getitem__(self, node_id: str) -> NodeOutput:
+        if node_id not in self._read:
+            record = self._records[node_id]
+            self._read[node_id] = NodeOutput(
                 text=_as_text(unpack(record.get("output"))), parsed=unpack(record.get("parsed_output"))
             )
-    return outputs
+        return self._read[node_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
 
 
 def _as_text(value: Any) -> str:
@@ -166,7 +178,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     prefix = f"{executions.execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
     run_input = _RunInput(run)
     try:
-        scope = template_scope(node, _outputs(plan, records), run_input.text)
+        scope = template_scope(node, _StoredOutputs(plan, records), run_input.text)
         context = InvocationContext(
             execution_id=run.execution_id,
             node_id=node.id,
