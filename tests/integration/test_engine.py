@@ -182,21 +182,22 @@ def test_cancel_ends_a_run_whose_nodes_are_parked_on_gates(api: Any, local_stack
 
 
 def test_large_outputs_travel_by_reference(api: Any) -> None:
-    # Given a 10-node chain of 30 KB outputs, and a 4-wide level of 80 KB outputs joined by one node
+    # Given a 10-node chain passing a 30 KB output along, and a 4-wide level of 80 KB outputs
+    # joined by one node (the old design carried every output in the state: 256 KiB at most)
     echo = builtin_model(api, "echo")
     workflow_id, version_id = new_version(api)
     for i in range(10):
-        add_node(api, version_id, f"c{i}", echo, ("y" * 30_000) if i == 0 else "{{input}}")
-    chain, _ = run(api, workflow_id, "x", timeout=60)
+        add_node(api, version_id, f"c{i}", echo, "{{input}}")
+    chain, _ = run(api, workflow_id, "y" * 30_000, timeout=60)
     assert chain["status"] == "completed", chain.get("error")
-    assert len(chain["results"]) == 30_000
+    assert chain["results"] == "y" * 30_000
 
     wide_id, wide_version = new_version(api)
     root = add_node(api, wide_version, "root", echo, "{{input}}")
-    branches = [add_node(api, wide_version, f"w{i}", echo, str(i) * 80_000) for i in range(4)]
+    branches = [add_node(api, wide_version, f"w{i}", echo, "{{input}}") for i in range(4)]
     join = add_node(api, wide_version, "join", echo, "{{input}}")
     connect(api, wide_version, *[(root, b) for b in branches], *[(b, join) for b in branches])
-    wide, _ = run(api, wide_id, "x", timeout=60)
+    wide, _ = run(api, wide_id, "z" * 80_000, timeout=60)
     # Then both complete; the join read every branch's output (4 x 80 KB + separators)
     assert wide["status"] == "completed", wide.get("error")
     assert len(wide["node_executions"][join]["output"]) == 4 * 80_000 + 3 * 2
