@@ -94,10 +94,12 @@ def test_json_outputs_reach_later_templates_by_field_and_in_loops(api: Any) -> N
     # When it runs (no edges: the nodes run in creation order)
     execution, _ = run(api, workflow_id, document)
 
-    # Then the JSON node's output is an object and the report reads its fields (no HTML escaping)
+    # Then the JSON node's output is the text the model produced, its parsed_output the object,
+    # and the report reads its fields (no HTML escaping)
     assert execution["status"] == "completed", execution["error"]
-    outputs = {n["name"]: n["output"] for n in execution["node_executions"].values()}
-    assert outputs["extract"]["people"][1] == {"name": "Lin"}
+    nodes = {n["name"]: n for n in execution["node_executions"].values()}
+    assert nodes["extract"]["output"] == document
+    assert nodes["extract"]["parsed_output"]["people"][1] == {"name": "Lin"}
     assert execution["results"] == "Q3 & Q4: Ada Lin (final) n=0"
 
 

@@ -134,7 +134,10 @@ class NodeExecution(Entity):
     node_id: str
     name: str = ""
     status: NodeStatus = "pending"
+    #: The text the model produced.
     output: Any = None
+    #: For a node declared ``output_format: "json"``: its output, parsed.
+    parsed_output: Any = None
     prompt: str | None = None
     duration_ms: int | None = None
     error: str | None = None

@@ -455,6 +455,7 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
     data = dict(record)
     data["status"] = settled_node_status(data.get("status", "pending"), execution)
     data["output"] = unpack(data.get("output"))
+    data["parsed_output"] = unpack(data.get("parsed_output"))
     data["prompt"] = unpack(data.get("prompt"))
     if data.get("usage"):
         data["usage"] = usage_of(data["usage"])
