@@ -201,3 +201,33 @@ def test_large_outputs_travel_by_reference(api: Any) -> None:
     # Then both complete; the join read every branch's output (4 x 80 KB + separators)
     assert wide["status"] == "completed", wide.get("error")
     assert len(wide["node_executions"][join]["output"]) == 4 * 80_000 + 3 * 2
+
+
+def test_stopping_the_run_machine_mid_map_ends_aborted_and_the_run_cancelled(
+    api: Any, local_stack: LocalStack
+) -> None:
+    # Given a run whose node is running inside the run machine's inline Map
+    slow = builtin_model(api, "sleep", seconds=1)
+    workflow_id, version_id = new_version(api)
+    node = add_node(api, version_id, "slow", slow, "{{input}}")
+    execution = ok(api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"}))
+    path = f"/workflows/{workflow_id}/executions/{execution['id']}"
+    while ok(api("GET", path), 200)["node_executions"][node]["status"] != "running":
+        time.sleep(0.05)
+    # When its state machine execution is stopped from outside relayflow (the console, an operator)
+    sfn = local_stack.client("stepfunctions")
+    arn = ok(api("GET", path), 200).get("sfn_execution_arn") or next(
+        e["executionArn"]
+        for m in sfn.list_state_machines()["stateMachines"]
+        for e in sfn.list_executions(stateMachineArn=m["stateMachineArn"])["executions"]
+        if e["name"] == execution["id"]
+    )
+    sfn.stop_execution(executionArn=arn, error="Console", cause="stopped by an operator")
+    # Then it ends ABORTED as on AWS (moto's interpreter said FAILED: the Map's aborted iterations
+    # overwrote the stop), and the reconciler settles the run as cancelled
+    assert local_stack.wait_for_execution(arn, timeout=20)["status"] == "ABORTED"
+    deadline = time.monotonic() + 20
+    while (final := ok(api("GET", path), 200))["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert final["status"] == "cancelled"

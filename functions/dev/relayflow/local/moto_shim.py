@@ -1100,6 +1100,23 @@ def _make_s3_lambda_invoke(original: Callable[..., Any]) -> Callable[..., Any]:
     return _invoke_awslambda
 
 
+_SFN_ENVIRONMENT = "moto.stepfunctions.parser.asl.eval.environment"
+
+
+def _keep_stopped(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A stopped execution ends ABORTED, as on AWS. moto stops an inline Map's iterations by
+    raising MapIterationAborted in them, which reaches the program as an error and overwrote the
+    stop: every run of the run machine (an inline Map of its nodes) ended FAILED when stopped."""
+    stopped = importlib.import_module("moto.stepfunctions.parser.asl.eval.program_state").ProgramStopped
+
+    def set_error(self: Any, error: Any) -> None:
+        if isinstance(getattr(self, "_program_state", None), stopped):
+            return
+        original(self, error)
+
+    return set_error
+
+
 def install() -> None:
     """Patch moto (idempotent, reference-counted: each install() needs one uninstall())."""
     global _install_count, _sfn_logger_level
@@ -1150,6 +1167,11 @@ def install() -> None:
                 raise MotoIncompatibleError(_incompatible("DistributedItemProcessorWorker._eval_pool moved"))
             _patch(_DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_pool", _eval_pool_iteratively)
             _install_distributed_map()
+            environment = importlib.import_module(_SFN_ENVIRONMENT).Environment
+            set_error = environment.__dict__.get("set_error")
+            if set_error is None or "_program_state" not in inspect.getsource(environment):
+                raise MotoIncompatibleError(_incompatible("Environment.set_error / _program_state moved"))
+            _patch(_SFN_ENVIRONMENT, "Environment.set_error", _keep_stopped(set_error))
             update_parser = importlib.import_module(_DYNAMODB_EXPRESSIONS).UpdateExpressionParser
             _patch(
                 _DYNAMODB_EXPRESSIONS,
