@@ -504,6 +504,79 @@ class TableStore:
         """record_sk: ``N#<node>`` for a single run, ``I#<item>#N#<node>`` for an item of a batch."""
         return {"pk": _pk(tenant, "X", execution_id), "sk": record_sk}
 
+    def begin_node_attempt(
+        self,
+        tenant: str,
+        execution_id: str,
+        node_id: str,
+        idx: int,
+        attempt: int,
+        fields: dict[str, Any],
+        now: str,
+    ) -> None:
+        """Mark a node of a single run running for its ``attempt``-th attempt (1-based: the number
+        is the state machine's, so a repeated task sets the same one) and point the run's progress
+        at it — one transaction while the run is running and progress has not passed this node
+        (parallel branches start in any order: progress never goes back). Raises ConditionFailed
+        when the run is no longer running or the node already ended."""
+        from boto3.dynamodb.types import TypeSerializer
+
+        ser = TypeSerializer()
+        node_names = {"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"}
+        node_values: dict[str, Any] = {
+            ":running": "running",
+            ":pending": "pending",
+            ":att": attempt,
+            ":now": now,
+        }
+        sets = ["#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"]
+        for i, (field, value) in enumerate(fields.items()):
+            node_names[f"#f{i}"] = field
+            node_values[f":f{i}"] = value
+            sets.append(f"#f{i} = :f{i}")
+        node_update = {
+            "TableName": self.table_name,
+            "Key": {
+                k: ser.serialize(v)
+                for k, v in self.node_record_key(tenant, execution_id, f"N#{node_id}").items()
+            },
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": "attribute_not_exists(#st) OR #st IN (:pending, :running)",
+            "ExpressionAttributeNames": node_names,
+            "ExpressionAttributeValues": {k: ser.serialize(to_dynamo(v)) for k, v in node_values.items()},
+        }
+        progress = {
+            "TableName": self.table_name,
+            "Key": {k: ser.serialize(v) for k, v in self.execution_key(tenant, execution_id).items()},
+            "UpdateExpression": "SET #cn = :cn",
+            "ConditionExpression": "#st = :running AND (attribute_not_exists(#cn) OR #cn.#idx < :idx)",
+            "ExpressionAttributeNames": {"#st": "status", "#cn": "current_node", "#idx": "idx"},
+            "ExpressionAttributeValues": {
+                ":running": ser.serialize("running"),
+                ":cn": ser.serialize({"idx": idx, "id": node_id}),
+                ":idx": ser.serialize(idx),
+            },
+        }
+        client = aws.client("dynamodb")
+        try:
+            client.transact_write_items(TransactItems=[{"Update": node_update}, {"Update": progress}])
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise ConditionFailed(str(exc)) from exc
+        # Progress already points further on (a later branch started first), or the run ended.
+        if self.get_execution(tenant, execution_id).get("status") != "running":
+            raise ConditionFailed("the execution is no longer running")
+        try:
+            client.update_item(**node_update)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
     def start_node_attempt(
         self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any], now: str
     ) -> dict[str, Any]:

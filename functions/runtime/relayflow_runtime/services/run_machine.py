@@ -167,14 +167,19 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     store = executions.store()
     sk = f"N#{node.id}"
     records = store.node_records(run.tenant, run.execution_id)
+    number = attempt + 1
     try:
-        record = store.start_node_attempt(
-            run.tenant, run.execution_id, sk, {**_node_dict(node), "node_id": node.id}, now_iso()
+        store.begin_node_attempt(
+            run.tenant,
+            run.execution_id,
+            node.id,
+            node.idx,
+            number,
+            _node_dict(node) | {"node_id": node.id},
+            now_iso(),
         )
-        store.advance_current_node(run.tenant, run.execution_id, node.idx, node.id)
     except ConditionFailed:
         raise ExecutionNotRunning("the execution is no longer running") from None
-    number = int(record["attempts"])
     prefix = f"{executions.execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
     run_input = _RunInput(run)
     try:
@@ -217,8 +222,11 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     except ConditionFailed:
         raise ExecutionNotRunning("the execution is no longer running") from None
     notify.node_finished(
-        _ctx(run, plan), _node_dict(node), {"attempts": number, "duration_ms": outcome.duration_ms},
-        "completed", None,
+        _ctx(run, plan),
+        _node_dict(node),
+        {"attempts": number, "duration_ms": outcome.duration_ms},
+        "completed",
+        None,
     )
     _release_children(run, plan, node.id)
 
