@@ -1117,6 +1117,37 @@ def _keep_stopped(original: Callable[..., Any]) -> Callable[..., Any]:
     return set_error
 
 
+_SFN_BRANCH_WORKER = "moto.stepfunctions.parser.asl.component.state.exec.state_parallel.branch_worker"
+
+
+def _quiet_branch_routine(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A Parallel branch whose Parallel already ended (the other branch of the run machine's race
+    won before this thread ran) found its environment stopped and died with a RuntimeError in its
+    thread. It now ends as a stopped branch does."""
+    stopped = importlib.import_module("moto.stepfunctions.parser.asl.eval.program_state").ProgramStopped
+
+    def routine(self: Any) -> None:
+        try:
+            original(self)
+        except RuntimeError:
+            if not isinstance(self.env.program_state(), stopped):
+                raise
+            self._branch_worker_comm.on_terminated(env=self.env)
+
+    return routine
+
+
+def _short_branch_start(self: Any) -> None:
+    """BranchWorker.start, without naming its thread after the repr of the branch's whole program
+    (moto built that string, the size of the parsed definition, for every branch it started)."""
+    if self._worker_thread is not None:
+        raise RuntimeError("Attempted to rerun a BranchWorker.")
+    module = importlib.import_module(_SFN_BRANCH_WORKER)
+    self._worker_thread = threading.Thread(target=self._thread_routine, name="BranchWorker", daemon=True)
+    module.TMP_THREADS.append(self._worker_thread)
+    self._worker_thread.start()
+
+
 def install() -> None:
     """Patch moto (idempotent, reference-counted: each install() needs one uninstall())."""
     global _install_count, _sfn_logger_level
@@ -1167,6 +1198,20 @@ def install() -> None:
                 raise MotoIncompatibleError(_incompatible("DistributedItemProcessorWorker._eval_pool moved"))
             _patch(_DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_pool", _eval_pool_iteratively)
             _install_distributed_map()
+            branch = importlib.import_module(_SFN_BRANCH_WORKER).BranchWorker
+            for name in ("_thread_routine", "start"):
+                if name not in branch.__dict__:
+                    raise MotoIncompatibleError(_incompatible(f"BranchWorker.{name} moved"))
+            if "_branch_worker_comm" not in inspect.getsource(branch) or not hasattr(
+                importlib.import_module(_SFN_BRANCH_WORKER), "TMP_THREADS"
+            ):
+                raise MotoIncompatibleError(_incompatible("BranchWorker's fields moved"))
+            _patch(
+                _SFN_BRANCH_WORKER,
+                "BranchWorker._thread_routine",
+                _quiet_branch_routine(branch.__dict__["_thread_routine"]),
+            )
+            _patch(_SFN_BRANCH_WORKER, "BranchWorker.start", _short_branch_start)
             environment = importlib.import_module(_SFN_ENVIRONMENT).Environment
             set_error = environment.__dict__.get("set_error")
             if set_error is None or "_program_state" not in inspect.getsource(environment):
