@@ -231,3 +231,23 @@ def test_stopping_the_run_machine_mid_map_ends_aborted_and_the_run_cancelled(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert final["status"] == "cancelled"
+
+
+def test_a_model_over_its_rate_limit_waits_then_fails_as_transient_within_the_node_timeout(api: Any) -> None:
+    # Given a chain of three nodes on one model limited to one request a minute, in a version
+    # without retries, each node with a 2-second timeout (a minute's edge can free one slot at most)
+    limited = {"model": "echo", "rate_limit": {"requests_per_minute": 1}}
+    model = ok(api("POST", "/models", {"name": "limited", "provider": "builtin", "config": limited}))["id"]
+    workflow_id, version_id = new_version(api, max_retries=0)
+    ids = [add_node(api, version_id, f"n{i}", model, "{{input}}", timeout=2) for i in range(3)]
+    # When it runs
+    execution, _ = run(api, workflow_id, "x")
+    # Then the first node ran, and a later one found no slot within half its timeout (the next
+    # window is further off) and failed as a transient error naming the limit, within its timeout
+    assert execution["status"] == "failed"
+    nodes = [execution["node_executions"][i] for i in ids]
+    assert nodes[0]["status"] == "completed"
+    throttled = next(n for n in nodes if n["status"] == "failed")
+    assert "rate limit" in throttled["error"]
+    started, ended = interval(throttled)
+    assert (ended - started).total_seconds() < 2.0

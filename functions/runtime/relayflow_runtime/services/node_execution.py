@@ -31,6 +31,7 @@ from relayflow_runtime.providers.base import (
     PermanentModelError,
     TransientModelError,
 )
+from relayflow_runtime.services import rate_limits
 
 
 class NodeTimeout(TransientModelError):
@@ -118,11 +119,11 @@ def template_scope(
     return scope
 
 
-def _call(node: NodeSpec, prompt: str, context: InvocationContext) -> ModelResult:
+def _call(node: NodeSpec, prompt: str, context: InvocationContext, timeout: float) -> ModelResult:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"node-{node.idx}")
     future = pool.submit(invoke_model, node.model.provider, node.model.config, prompt, context)
     try:
-        return future.result(timeout=node.timeout)
+        return future.result(timeout=max(timeout, 0.001))
     except FutureTimeout:
         raise NodeTimeout(f"node '{node.name}' timed out after {node.timeout} seconds") from None
     finally:
@@ -130,16 +131,31 @@ def _call(node: NodeSpec, prompt: str, context: InvocationContext) -> ModelResul
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_attempt(node: NodeSpec, scope: Mapping[str, Any], context: InvocationContext) -> AttemptOutcome:
+def run_attempt(
+    node: NodeSpec, scope: Mapping[str, Any], context: InvocationContext, *, tenant: str | None = None
+) -> AttemptOutcome:
     """Render, call, parse. Raises ``NodeTimeout`` / ``TransientModelError`` / ``PermanentModelError``
-    (with ``.prompt``); an adapter's unexpected exception is a permanent failure of the node."""
+    (with ``.prompt``); an adapter's unexpected exception is a permanent failure of the node.
+
+    A model with a ``rate_limit`` in its config first takes a slot of the tenant's window
+    (services/rate_limits.py), waiting at most half the node's timeout; the call then has what is
+    left of the timeout, so waiting and calling together never pass the node's limit. Still no slot:
+    a transient error, retried by the version's policy."""
     started = time.monotonic()
     try:
         prompt = render(node.template, scope)
     except TemplateError as exc:
         raise _with_prompt(PermanentModelError(f"template of node '{node.name}': {exc}"), None) from None
     try:
-        result = _call(node, prompt, context)
+        permit = rate_limits.acquire(
+            tenant or "",
+            node.model.id,
+            node.model.config,
+            rate_limits.estimate_tokens(prompt, node.model.config),
+            max_wait_seconds=node.timeout / 2,
+        )
+        result = _call(node, prompt, context, node.timeout - permit.waited_seconds)
+        permit.settle(result.usage.input_tokens + result.usage.output_tokens)
     except NodeTimeout as exc:
         raise _with_prompt(exc, prompt) from None
     except ModelError as exc:

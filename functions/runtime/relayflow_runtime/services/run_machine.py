@@ -192,7 +192,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             input_filename=(run_input.input_file or {}).get("filename"),
             time_budget=float(node.timeout),
         )
-        outcome = run_attempt(node, scope, context)
+        outcome = run_attempt(node, scope, context, tenant=run.tenant)
     except ModelError as exc:
         prompt = getattr(exc, "prompt", None)
         store.note_attempt_error(
