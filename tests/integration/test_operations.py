@@ -314,3 +314,22 @@ def test_the_retention_parameter_sets_both_ttl_and_lifecycle(short_retention: Lo
     assert retention.children_expire_at("2030-01-01T00:00:00.000Z") == int(
         datetime(2030, 1, 8, tzinfo=UTC).timestamp()
     )
+
+
+# ---- seen ------------------------------------------------------------------------------------------
+def test_a_run_counts_itself_its_nodes_and_their_retries(local_stack: LocalStack, client: Client) -> None:
+    # Given a workflow whose first node fails once before it succeeds
+    fast = {"max_retries": 2, "retry_delay_seconds": 1, "max_retry_delay_seconds": 1}
+    built = build(
+        client, [("Flaky", {"model": "flaky", "failures": 1}, {}), ("Shout", UPPER, {})], version_config=fast
+    )
+    # When it runs to the end
+    with metrics.recording() as counted:
+        done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
+        assert local_stack.wait_idle(timeout=20)
+    # Then the run, its nodes and the retry are counted once each
+    assert done.status == "completed"
+    assert metrics.total(counted, metrics.RUNS_STARTED, Mode="single") == 1
+    assert metrics.total(counted, metrics.RUNS_FINISHED, Status="completed") == 1
+    assert metrics.total(counted, metrics.NODES_FINISHED, Status="completed") == 2
+    assert metrics.total(counted, metrics.NODE_RETRIES) == 1

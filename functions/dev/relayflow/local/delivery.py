@@ -16,8 +16,10 @@ of the template, and schedules. Used by :class:`relayflow.local.stack.LocalStack
   moves it to the dead-letter queue after ``maxReceiveCount`` receives.
 * **Rules** (``AWS::Events::Rule`` resources) are created in moto with their SQS targets; moto
   matches events and puts them on the queues.
-* **Schedules** (``Type: Schedule`` events) do not tick locally: ``LocalStack.run_schedule`` fires
-  one, as EventBridge Scheduler would (an asynchronous invocation with a scheduled-event payload).
+* **Schedules** (``Type: Schedule`` events): ``LocalStack.run_schedule`` fires one, as EventBridge
+  would (an asynchronous invocation with a scheduled-event payload); they tick by themselves at
+  their ``rate(...)`` only with ``LocalStack(run_schedules=True)`` (``relayflow serve``), so tests
+  decide when a sweep happens.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import threading
 import time
 import traceback
@@ -338,3 +341,47 @@ class QueueSources:
             "eventSourceARN": source.queue_arn,
             "awsRegion": self._region,
         }
+
+
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    """Seconds between two firings of an EventBridge ``rate(...)`` expression; None for others."""
+    match = _RATE.match(expression.strip())
+    if not match:
+        return None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
+
+
+class Ticker:
+    """Fires schedules on their rate, in a thread (``LocalStack(run_schedules=True)``, e.g. serve)."""
+
+    def __init__(self, fire: Callable[[str, str], Any], schedules: dict[str, float]) -> None:
+        self._fire = fire
+        self._schedules = schedules  # "<function>.<event>" -> seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="relayflow-schedules", daemon=True)
+
+    def start(self) -> None:
+        if self._schedules:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        due = {key: time.monotonic() + period for key, period in self._schedules.items()}
+        while not self._stop.is_set():
+            key = min(due, key=due.__getitem__)
+            if self._stop.wait(max(0.0, due[key] - time.monotonic())):
+                return
+            function_id, event_name = key.split(".", 1)
+            try:
+                self._fire(function_id, event_name)
+            except Exception:
+                log.warning("schedule %s failed", key, exc_info=True)
+            due[key] = time.monotonic() + self._schedules[key]

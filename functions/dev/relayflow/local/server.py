@@ -396,7 +396,8 @@ def run_server(
 
     stop = stop or threading.Event()
     own_stack = stack is None or not stack.started
-    local = stack or LocalStack()
+    # Schedules tick (the sweeper) as on AWS: a served stack runs for a while.
+    local = stack or LocalStack(run_schedules=True)
     previous_handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -209,6 +209,7 @@ class LocalStack:
         watch_executions: bool = True,
         watch_interval: float = 5.0,
         create_api_key: bool = True,
+        run_schedules: bool = False,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
         self.stack_name = stack_name
@@ -253,6 +254,9 @@ class LocalStack:
         self._queue_sources: list[delivery.QueueSource] = []
         self._queue_pollers: delivery.QueueSources | None = None
         self._schedules: dict[str, str] = {}  # "<function>.<event>" -> rule ARN
+        self._schedule_rates: dict[str, float] = {}  # "<function>.<event>" -> seconds
+        self.run_schedules = run_schedules
+        self._ticker: delivery.Ticker | None = None
         self._lose_status_event: Callable[[dict[str, Any]], bool] | None = None
         self._s3_listening: Any = None
 
@@ -336,11 +340,17 @@ class LocalStack:
             self._queue_pollers.start()
         self._s3_listening = moto_shim.on_s3_lambda_notification(self._s3_notification)
         self._s3_listening.__enter__()
+        if self.run_schedules:
+            self._ticker = delivery.Ticker(self.run_schedule, self._schedule_rates)
+            self._ticker.start()
         self._started = True
 
     def stop(self) -> None:
         """Stop the watcher, abort running executions, stop moto and restore the environment."""
         self._started = False
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -1046,9 +1056,16 @@ class LocalStack:
                     )
                 )
             elif event.get("Type") in ("Schedule", "ScheduleV2"):
-                self._schedules[f"{logical_id}.{event_name}"] = self._arn(
+                key = f"{logical_id}.{event_name}"
+                self._schedules[key] = self._arn(
                     "events", f"rule/{_physical_name(self.stack_name, f'{logical_id}{event_name}', 64)}"
                 )
+                expression = self._resolve((event.get("Properties") or {}).get("Schedule", ""), key)
+                period = delivery.rate_seconds(str(expression))
+                if period is not None:
+                    self._schedule_rates[key] = period
+                else:
+                    log.warning("%s: schedule %r does not tick locally (only rate(...))", key, expression)
             elif event.get("Type") not in ("HttpApi", "Api", "S3"):
                 log.warning("%s.%s: %s events are not run locally", logical_id, event_name, event.get("Type"))
 

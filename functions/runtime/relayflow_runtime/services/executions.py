@@ -582,6 +582,7 @@ def transition(
     notify.status_changed(tenant, updated)
     if to_status in TERMINAL_STATUSES:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
+        reconcile.count_finished(tenant, updated)
         reconcile.after_finish(tenant, updated)
     return updated
 

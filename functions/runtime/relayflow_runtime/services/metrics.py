@@ -8,7 +8,8 @@ raises. docs/operations.md lists every metric and the alarms built on them.
 Names (all ``Count``; dimension ``service`` plus the ones given):
 
 * runs: ``RunsStarted``, ``RunsFinished`` (``Status``: completed | failed | cancelled);
-* nodes and items: ``NodesFinished`` (``Status``), ``NodeRetries``, ``ItemsProcessed``, ``ItemsFailed``;
+* nodes and items, counted once per run when it finishes (services/reconcile.py ``count_finished``):
+  ``NodesFinished`` (``Status``), ``NodeRetries``, ``ItemsProcessed``, ``ItemsFailed``;
 * the operations of issue 13: ``StuckRunsSettled`` (``Cause``), ``StatusEventsNotPublished``,
   ``StatusEventsRepublished``, ``BatchesWaitingForBudget``, ``ModelCallsThrottled``,
   ``WebhookDeliveriesFailed``, ``WebhookDeliveriesDelivered``.

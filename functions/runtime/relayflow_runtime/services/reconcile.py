@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.sweep import SweepIndex
 from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
-from relayflow_runtime.services import budget, executions
+from relayflow_runtime.services import budget, executions, metrics
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -55,6 +55,29 @@ def settle(
     executions.finish_unrecorded(tenant, execution_id, sfn_status, error, cause)
     after = executions.store().get_execution(tenant, execution_id)
     return after["status"] in TERMINAL_STATUSES
+
+
+def count_finished(tenant: str, record: dict[str, Any]) -> None:
+    """Metrics of a run that just finished (called once, by the writer of its terminal status):
+    its nodes by status and their retries (single runs), its items processed and failed (batch)."""
+    try:
+        if record.get("input_mode") == "batch":
+            counters = executions.store().batch_counters(tenant, record["id"], consistent=True)
+            metrics.count(metrics.ITEMS_PROCESSED, int(counters.get("processed_items") or 0))
+            metrics.count(metrics.ITEMS_FAILED, int(counters.get("failed_items") or 0))
+            return
+        statuses: dict[str, int] = {}
+        retries = 0
+        for node in executions.store().node_records(tenant, record["id"]):
+            status = executions.settled_node_status(str(node.get("status", "pending")), record)
+            statuses[status] = statuses.get(status, 0) + 1
+            retries += max(0, int(node.get("attempts") or 0) - 1)
+        for status, number in statuses.items():
+            metrics.count(metrics.NODES_FINISHED, number, Status=status)
+        if retries:
+            metrics.count(metrics.NODE_RETRIES, retries)
+    except Exception:  # metrics must never fail the end of a run
+        logger.exception("could not count a finished run", extra={"execution_id": record.get("id")})
 
 
 def after_finish(tenant: str, record: dict[str, Any]) -> bool:
