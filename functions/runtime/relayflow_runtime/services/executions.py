@@ -568,9 +568,8 @@ def transition(
     its share of the batch budget and takes it out of the sweep index (logic/reconcile.py)."""
     fields = dict(fields or {})
     if to_status in TERMINAL_STATUSES:
-        fields.setdefault(
-            "expires_at", retention.record_expires_at(record["created_at"], fields.get("completed_at"))
-        )
+        created = record.get("created_at") or now_iso()
+        fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
     try:
         updated = store().transition_execution(
             tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields

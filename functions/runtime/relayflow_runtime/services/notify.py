@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.events import EventBus
+from relayflow_runtime.adapters.sweep import SweepIndex
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.services import metrics
 from relayflow_runtime.settings import get_settings
@@ -154,8 +155,6 @@ def status_changed(tenant: str, record: dict[str, Any]) -> None:
     detail = status_event(tenant, record)
     if publish(STATUS_CHANGE, detail):
         return
-    from relayflow_runtime.adapters.sweep import SweepIndex
-
     try:
         SweepIndex(get_settings().table_name).keep_unpublished(tenant, record["id"], record["status"], detail)
     except Exception as exc:
@@ -166,8 +165,6 @@ def status_changed(tenant: str, record: dict[str, Any]) -> None:
 
 def republish(tenant: str, execution_id: str, detail: dict[str, Any]) -> bool:
     """Publish a kept status event again (the sweeper); True once it is out and forgotten."""
-    from relayflow_runtime.adapters.sweep import SweepIndex
-
     if not publish(STATUS_CHANGE, detail):
         return False
     SweepIndex(get_settings().table_name).forget_unpublished(tenant, execution_id, str(detail.get("time")))

@@ -195,7 +195,7 @@ class DeliveryTask(BaseModel):
         if body.get("kind") == TASK_KIND:
             return cls.model_validate({k: v for k, v in body.items() if k != "kind"})
         detail = body.get("detail") or {}
-        if body.get("detail-type") and detail.get("tenant") and detail.get("execution_id"):
+        if body.get("detail-type") and all(detail.get(k) for k in ("tenant", "execution_id", "status")):
             return cls(tenant=detail["tenant"], execution_id=detail["execution_id"], status=detail["status"])
         return None
 
