@@ -368,6 +368,8 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     summary.add_column()
     summary.add_row("execution", Text.assemble((f"#{execution.number} ", "bold"), execution.id))
     summary.add_row("status", status_text(execution.status))
+    if execution.status == "pending" and execution.waiting_reason:
+        summary.add_row("waiting", Text(execution.waiting_reason, style="yellow"))
     summary.add_row("mode", execution.input_mode)
     summary.add_row("progress", progress_text(execution))
     for label, value in (

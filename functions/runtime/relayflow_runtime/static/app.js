@@ -497,6 +497,7 @@
       const link = el("button", { type: "button", class: "link", onclick: () => downloadInput(base, x.input_file.filename) }, x.input_file.filename);
       summary.append(el("dt", {}, "Input file"), el("dd", {}, link, el("span", { class: "muted" }, ` ${fmtInt(x.input_file.size)} bytes`)));
     }
+    if (x.status === "pending" && x.waiting_reason) summary.append(el("dt", {}, "Waiting"), el("dd", { "data-testid": "execution-waiting" }, x.waiting_reason));
     if (x.error) summary.append(el("dt", {}, "Error"), el("dd", { class: "error", "data-testid": "execution-error" }, x.error));
     if (x.status === "completed" && x.input_mode === "single") {
       summary.append(el("dt", {}, "Result"), el("dd", {}, el("pre", { "data-testid": "result" }, pretty(x.results))));
