@@ -259,6 +259,7 @@ def test_a_finished_run_and_everything_it_wrote_carry_the_ttl(
     # Given a completed run
     built = build(client, [("Shout", UPPER, {}), ("Again", UPPER, {})])
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
+    assert local_stack.wait_idle(timeout=20)  # the end's follow-up comes right after the status
     # Then the execution item carries the TTL: RetentionDays (30) after the run started
     item = raw_item(local_stack, TableStore.execution_key(TENANT, done.id))
     expires = int(item["expires_at"]["N"])
