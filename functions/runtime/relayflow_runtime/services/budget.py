@@ -27,6 +27,7 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.budget import BudgetState, BudgetStore
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.status import allowed_from
 from relayflow_runtime.services import metrics
 from relayflow_runtime.settings import get_settings
 
@@ -98,7 +99,9 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
             raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
         return {**event, "batch": batch}  # started by an earlier attempt of this task
     record = executions.store().get_execution(tenant, execution_id)
-    moved = executions.transition(tenant, record, ("pending",), "running", {"started_at": now_iso()})
+    moved = executions.transition(
+        tenant, record, allowed_from("running"), "running", {"started_at": now_iso()}
+    )
     if moved is None:
         record = executions.store().get_execution(tenant, execution_id)
         if record["status"] != "running":

@@ -22,6 +22,7 @@ from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_ta
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
+from relayflow_runtime.domain.status import NODE_OPEN, ExecutionStatus, allowed_from, check_moves
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
@@ -346,7 +347,7 @@ def _launch(
         transition(
             tenant,
             record,
-            ("pending",),
+            (ExecutionStatus.PENDING,),
             "failed",
             {"error": f"the run could not be started: {exc}", "completed_at": now_iso()},
         )
@@ -440,7 +441,7 @@ def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
     status write; a reader in between (or a node attempt that raced a cancel) must still see
     records that agree with the execution, so reads apply the same rule.
     """
-    if node_status not in ("pending", "running") or execution["status"] not in TERMINAL_STATUSES:
+    if node_status not in NODE_OPEN or execution["status"] not in TERMINAL_STATUSES:
         return node_status
     if execution["status"] == "cancelled":
         return "cancelled"
@@ -566,6 +567,7 @@ def transition(
 
     A terminal move also gives the execution item its TTL, counts the run as finished, gives back
     its share of the batch budget and takes it out of the sweep index (logic/reconcile.py)."""
+    from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
     fields = dict(fields or {})
     if to_status in TERMINAL_STATUSES:
         created = record.get("created_at") or now_iso()
@@ -594,7 +596,7 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
     updated = transition(
         tenant,
         record,
-        ("pending", "running"),
+        allowed_from("cancelled"),
         "cancelled",
         {"completed_at": now, "error": "cancelled by request"},
     )
@@ -648,13 +650,13 @@ def finish_unrecorded(
     now = now_iso()
     if sfn_status == "SUCCEEDED":
         # The Complete task always records first; reaching here means its write was lost.
-        transition(tenant, record, ("pending", "running"), "completed", {"completed_at": now})
+        transition(tenant, record, allowed_from("completed"), "completed", {"completed_at": now})
         return
     if sfn_status == "ABORTED":
         transition(
             tenant,
             record,
-            ("pending", "running"),
+            allowed_from("cancelled"),
             "cancelled",
             {"completed_at": now, "error": "the state machine execution was stopped"},
         )
@@ -672,5 +674,5 @@ def finish_unrecorded(
     else:
         message = f"the run failed: {error or 'error'}" + (f" ({cause})" if cause else "")
         node_outcome = {"running": "failed", "pending": "skipped"}
-    if transition(tenant, record, ("pending", "running"), "failed", {"completed_at": now, "error": message}):
+    if transition(tenant, record, allowed_from("failed"), "failed", {"completed_at": now, "error": message}):
         store().close_open_nodes(tenant, execution_id, node_outcome, message, now)
