@@ -1,21 +1,26 @@
-"""Runtime settings, read once per warm container from the environment the template sets."""
+"""Runtime settings, read once per warm container from the environment the template sets.
+
+Each field is read from the environment variable of its name in capitals (``retention_days`` from
+``RETENTION_DAYS``), unless its ``validation_alias`` names another; a value that does not parse
+(``RETENTION_DAYS=abc``) fails the function's start with a validation error naming the variable.
+"""
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
-from pydantic import BaseModel
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 
-class Settings(BaseModel):
-    table_name: str
-    bucket_name: str
+class Settings(BaseSettings):
+    table_name: str = Field("relayflow", validation_alias="RELAYFLOW_TABLE")
+    bucket_name: str = Field("relayflow", validation_alias="RELAYFLOW_BUCKET")
     # The template's state machines (statemachine/): every run starts on one of these.
     run_machine_arn: str = ""
     batch_machine_arn: str = ""
     jobs_machine_arn: str = ""
-    stack_name: str = "relayflow"
+    stack_name: str = Field("relayflow", validation_alias="RELAYFLOW_STACK")
     event_bus_name: str = ""
     idempotency_table: str = ""
     # Prompts and outputs longer than this (JSON bytes) are kept in S3, their records keep a
@@ -32,21 +37,7 @@ class Settings(BaseModel):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    env = os.environ
-    return Settings(
-        table_name=env.get("RELAYFLOW_TABLE", "relayflow"),
-        bucket_name=env.get("RELAYFLOW_BUCKET", "relayflow"),
-        run_machine_arn=env.get("RUN_MACHINE_ARN", ""),
-        batch_machine_arn=env.get("BATCH_MACHINE_ARN", ""),
-        jobs_machine_arn=env.get("JOBS_MACHINE_ARN", ""),
-        stack_name=env.get("RELAYFLOW_STACK", "relayflow"),
-        event_bus_name=env.get("EVENT_BUS_NAME", ""),
-        idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
-        inline_output_limit=int(env.get("INLINE_OUTPUT_LIMIT", 4 * 1024)),
-        retention_days=int(env.get("RETENTION_DAYS", 30)),
-        batch_parallelism_budget=int(env.get("BATCH_PARALLELISM_BUDGET", 200)),
-        webhook_queue_url=env.get("WEBHOOK_QUEUE_URL", ""),
-    )
+    return Settings()
 
 
 def reset_caches() -> None:
