@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from relayflow_runtime.adapters import aws
@@ -239,6 +241,105 @@ def test_missing_secret_is_permanent_and_no_request_is_sent(server: FakeServer, 
     with pytest.raises(PermanentModelError, match="ResourceNotFoundException"):
         invoke_model("openai", config, "x", InvocationContext())
     assert server.requests == []
+
+
+def test_a_cached_key_expires_after_key_cache_seconds(
+    server: FakeServer, aws_env: None, monkeypatch: pytest.MonkeyPatch
+):
+    # Given keys kept for one second, and a key read once
+    monkeypatch.setattr(openai_adapter, "KEY_CACHE_SECONDS", 1)
+    secrets = aws.client("secretsmanager")
+    arn = secrets.create_secret(Name="relayflow/expiring", SecretString="sk-old")["ARN"]
+    config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
+    invoke_model("openai", config, "one", InvocationContext())
+    # When the secret is rotated and the second passes
+    secrets.put_secret_value(SecretId=arn, SecretString="sk-new")
+    invoke_model("openai", config, "two", InvocationContext())
+    time.sleep(1.1)
+    invoke_model("openai", config, "three", InvocationContext())
+    # Then the cached key served until it expired, and the new one after
+    assert [r["headers"]["Authorization"] for r in server.requests] == [
+        "Bearer sk-old",
+        "Bearer sk-old",
+        "Bearer sk-new",
+    ]
+
+
+def test_ssm_key_is_cached_too(server: FakeServer, aws_env: None):
+    # Given a key in SSM read once
+    ssm = aws.client("ssm")
+    ssm.put_parameter(Name="/relayflow/cached", Value="sk-1", Type="SecureString")
+    config = {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/cached"}
+    invoke_model("openai", config, "one", InvocationContext())
+    # When the parameter changes
+    ssm.put_parameter(Name="/relayflow/cached", Value="sk-2", Type="SecureString", Overwrite=True)
+    invoke_model("openai", config, "two", InvocationContext())
+    # Then the warm container kept the first, until its cache is cleared
+    openai_adapter.clear_key_cache()
+    invoke_model("openai", config, "three", InvocationContext())
+    assert [r["headers"]["Authorization"] for r in server.requests] == [
+        "Bearer sk-1",
+        "Bearer sk-1",
+        "Bearer sk-2",
+    ]
+
+
+def test_binary_secret_is_the_key(server: FakeServer, aws_env: None):
+    arn = aws.client("secretsmanager").create_secret(Name="bin", SecretBinary=b"sk-bin\n")["ARN"]
+    config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
+    invoke_model("openai", config, "x", InvocationContext())
+    assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-bin"
+
+
+def test_a_secret_that_is_no_key_is_not_kept(server: FakeServer, aws_env: None):
+    # Given a secret stored wrongly (JSON without api_key), then an empty SSM parameter
+    secrets = aws.client("secretsmanager")
+    arn = secrets.create_secret(Name="relayflow/wrong", SecretString=json.dumps({"key": "sk"}))["ARN"]
+    config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
+    # When it is used
+    # Then the call fails permanently before reaching the server
+    with pytest.raises(PermanentModelError, match="without a string 'api_key' field"):
+        invoke_model("openai", config, "x", InvocationContext())
+    with pytest.raises(PermanentModelError, match="neither a key nor valid JSON"):
+        secrets.put_secret_value(SecretId=arn, SecretString="{oops")
+        openai_adapter.clear_key_cache()
+        invoke_model("openai", config, "x", InvocationContext())
+    assert server.requests == []
+    # And once the secret is fixed, the next call reads it (the wrong value was not cached)
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"api_key": "sk-fixed"}))
+    invoke_model("openai", config, "x", InvocationContext())
+    assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-fixed"
+    # And an empty SSM parameter (SSM refuses "", so a space) is refused the same way
+    aws.client("ssm").put_parameter(Name="/relayflow/empty", Value=" ", Type="SecureString")
+    with pytest.raises(PermanentModelError, match="the API key parameter is empty"):
+        invoke_model(
+            "openai",
+            {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/empty"},
+            "x",
+            InvocationContext(),
+        )
+
+
+def test_missing_ssm_parameter_is_permanent(server: FakeServer, aws_env: None):
+    config = {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/none"}
+    with pytest.raises(PermanentModelError, match="ParameterNotFound"):
+        invoke_model("openai", config, "x", InvocationContext())
+    assert server.requests == []
+
+
+def test_throttled_secret_read_is_transient(aws_env: None, monkeypatch: pytest.MonkeyPatch):
+    # Given Secrets Manager throttling the read (a stubbed client in place of the container's)
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_secret_value", "ThrottlingException", "Rate exceeded", 400)
+    stubber.activate()
+    with monkeypatch.context() as patch:
+        patch.setattr(aws, "client", lambda service: client)
+        # When the key is resolved
+        # Then the error the providers wrap is mapped as every AWS error is: worth another attempt
+        with pytest.raises(TransientModelError, match="ThrottlingException: Rate exceeded"):
+            openai_adapter.resolve_api_key({"api_key_secret_arn": "relayflow/x"})
+    stubber.assert_no_pending_responses()
 
 
 def test_inline_api_key_is_refused():

@@ -5,7 +5,8 @@ Config: ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``), ``model``, optional ``
 The API key is never stored in the model config: ``api_key_secret_arn`` names a Secrets Manager
 secret (the raw key, or JSON ``{"api_key": ...}``), ``api_key_parameter`` an SSM SecureString
 parameter; with neither, no Authorization header is sent (local servers). A fetched key is cached
-per warm container for ``KEY_CACHE_SECONDS`` and never logged.
+per warm container for ``KEY_CACHE_SECONDS`` (Powertools' parameters providers, over the container's
+own clients) and never logged.
 
 Error mapping: HTTP 408, 409, 429 and 5xx, connect/read/write timeouts and connection errors →
 ``TransientModelError``; any other 4xx (and a 200 that is not a chat completion) →
@@ -19,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import httpx
+from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider, SSMProvider
 from botocore.exceptions import BotoCoreError, ClientError
 
 from relayflow_runtime.adapters import aws
@@ -40,11 +41,12 @@ from relayflow_runtime.providers.base import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
-KEY_CACHE_SECONDS = 300.0
+KEY_CACHE_SECONDS = 300
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
 MAX_ERROR_CHARS = 500
 
-_key_cache: dict[tuple[str, str], tuple[float, str]] = {}
+# One provider (and its cache) per service, over the client of adapters.aws it was built with.
+_key_providers: dict[str, SecretsProvider | SSMProvider] = {}
 _key_lock = threading.Lock()
 
 
@@ -90,64 +92,83 @@ def validate(config: Mapping[str, Any]) -> list[str]:
 def clear_key_cache() -> None:
     """Forget fetched keys (tests; or after a key rotation in a long-lived process)."""
     with _key_lock:
-        _key_cache.clear()
+        for provider in _key_providers.values():
+            provider.clear_cache()
 
 
-def _fetch_secret(secret_id: str) -> str:
+def _provider(service: str) -> SecretsProvider | SSMProvider:
+    """The provider of ``service``: built again (with an empty cache) when the container's client
+    changed, i.e. after ``settings.reset_caches`` (the local stack, tests)."""
+    client = aws.client(service)
+    with _key_lock:
+        provider = _key_providers.get(service)
+        if provider is None or provider.client is not client:
+            kind = SecretsProvider if service == "secretsmanager" else SSMProvider
+            provider = _key_providers[service] = kind(boto3_client=client)
+        return provider
+
+
+def _get(
+    service: str, name: str, what: str, permanent_codes: frozenset[str] = frozenset(), **options: Any
+) -> Any:
+    """The cached value, or a fresh one; AWS errors mapped as ``map_aws_error`` says."""
     try:
-        response = aws.client("secretsmanager").get_secret_value(SecretId=secret_id)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(exc, "reading the API key from Secrets Manager") from exc
-    raw = response.get("SecretString")
-    if raw is None:
-        raw = bytes(response.get("SecretBinary") or b"").decode("utf-8", "replace")
+        return _provider(service).get(name, max_age=KEY_CACHE_SECONDS, **options)
+    except GetParameterError as exc:
+        # Powertools wraps the SDK's error (raised while handling it: the original is the context).
+        cause = exc.__context__
+        if isinstance(cause, ClientError | BotoCoreError):
+            raise map_aws_error(cause, what, permanent_codes=permanent_codes) from cause
+        raise PermanentModelError(f"{what} failed: {exc}") from exc
+
+
+def _unusable(service: str, message: str) -> PermanentModelError:
+    """A stored value that is no key is not kept: once fixed in its store, it is read again at once."""
+    with _key_lock:
+        if service in _key_providers:
+            _key_providers[service].clear_cache()
+    return PermanentModelError(message)
+
+
+def _secret_key(secret_id: str) -> str:
+    value = _get("secretsmanager", secret_id, "reading the API key from Secrets Manager")
+    raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     raw = raw.strip()
     if raw.startswith("{"):
         try:
             document = json.loads(raw)
         except ValueError:
-            raise PermanentModelError("the API key secret is neither a key nor valid JSON") from None
+            raise _unusable("secretsmanager", "the API key secret is neither a key nor valid JSON") from None
         key = document.get("api_key") if isinstance(document, dict) else None
         if not isinstance(key, str) or not key:
-            raise PermanentModelError("the API key secret is JSON without a string 'api_key' field")
+            raise _unusable("secretsmanager", "the API key secret is JSON without a string 'api_key' field")
         return key
     if not raw:
-        raise PermanentModelError("the API key secret is empty")
+        raise _unusable("secretsmanager", "the API key secret is empty")
     return raw
 
 
-def _fetch_parameter(name: str) -> str:
-    try:
-        response = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            "reading the API key from SSM Parameter Store",
-            permanent_codes=frozenset({"ParameterNotFound", "ParameterVersionNotFound", "InvalidKeyId"}),
-        ) from exc
-    value = str(response.get("Parameter", {}).get("Value", "")).strip()
+def _parameter_key(name: str) -> str:
+    value = _get(
+        "ssm",
+        name,
+        "reading the API key from SSM Parameter Store",
+        permanent_codes=frozenset({"ParameterNotFound", "ParameterVersionNotFound", "InvalidKeyId"}),
+        decrypt=True,
+    )
+    value = str(value).strip()
     if not value:
-        raise PermanentModelError("the API key parameter is empty")
+        raise _unusable("ssm", "the API key parameter is empty")
     return value
 
 
 def resolve_api_key(config: Mapping[str, Any]) -> str | None:
-    """The key the config references, from the warm-container cache or its store; None if none."""
+    """The key the config references, from the warm container's cache or its store; None if none."""
     if config.get("api_key_secret_arn"):
-        ref = ("secret", str(config["api_key_secret_arn"]))
-    elif config.get("api_key_parameter"):
-        ref = ("parameter", str(config["api_key_parameter"]))
-    else:
-        return None
-    now = time.monotonic()
-    with _key_lock:
-        cached = _key_cache.get(ref)
-        if cached and cached[0] > now:
-            return cached[1]
-    key = _fetch_secret(ref[1]) if ref[0] == "secret" else _fetch_parameter(ref[1])
-    with _key_lock:
-        _key_cache[ref] = (now + KEY_CACHE_SECONDS, key)
-    return key
+        return _secret_key(str(config["api_key_secret_arn"]))
+    if config.get("api_key_parameter"):
+        return _parameter_key(str(config["api_key_parameter"]))
+    return None
 
 
 # --- The call --------------------------------------------------------------------------------------------
