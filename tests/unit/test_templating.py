@@ -112,7 +112,7 @@ def test_loop_standalone_lines_leave_no_blank_lines() -> None:
     # Given a multi-line template whose section tags stand on their own lines
     template = "Tags:\n{{#item.tags}}\n- {{.}}\n{{/item.tags}}\nEnd"
     # When rendered
-    # Then the tag lines disappear (Mustache standalone rule, via chevron's tokenizer)
+    # Then the tag lines disappear (Mustache's standalone rule)
     assert render(template, SCOPE) == "Tags:\n- urgent\n- billing\nEnd"
 
 
@@ -191,6 +191,91 @@ def test_lookups_never_touch_attributes_or_callables() -> None:
     assert raises("{{input.upper}}", SCOPE).code == "unknown_variable"
     assert raises("{{#nodes.keys}}x{{/nodes.keys}}", SCOPE).code == "unknown_variable"
     assert raises("{{input.__class__}}", SCOPE).code == "unknown_variable"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        # a comment alone on its line takes the line with it
+        ("A\n{{! a note }}\nB", "A\nB"),
+        # indented section tags alone on their lines: the indentation goes with the line
+        ("A\n  {{#item.tags}}\n  - {{.}}\n  {{/item.tags}}\nB", "A\n  - urgent\n  - billing\nB"),
+        # Windows line breaks: the whole "\r\n" goes with the tag's line
+        ("A\r\n{{#item.tags}}\r\n- {{.}}\r\n{{/item.tags}}\r\nB", "A\r\n- urgent\r\n- billing\r\nB"),
+        # text after a tag on its line: not standalone, the line break stays
+        ("A\n{{#item.tags}} x\n{{/item.tags}}\nB", "A\n x\n x\nB"),
+        # a variable alone on its line keeps its line
+        ("A\n{{input}}\nB", "A\nthe parent output\nB"),
+        # two tags on one line: the second is not alone on it
+        ("A\n{{#item.tags}}{{/item.tags}}\nB", "A\n\nB"),
+        # a false section at the start and an inverted one at the end of the template
+        ("{{#item.notes}}\nx\n{{/item.notes}}\nB", "B"),
+        ("A\n{{^item.notes}}\nnone\n{{/item.notes}}", "A\nnone\n"),
+        # only spaces before a standalone tag are removed, as chevron did (a tab stays)
+        ("A\n\t{{#item.tags}}\n{{.}}\n\t{{/item.tags}}\nB", "A\n\turgent\n\tbilling\n\tB"),
+    ],
+)
+def test_standalone_lines(template: str, expected: str) -> None:
+    # Given tags alone on their lines, or not
+    # When rendered
+    # Then the lines of standalone section and comment tags disappear, the others stay
+    assert render(template, SCOPE) == expected
+
+
+def test_spaces_inside_tags_are_ignored() -> None:
+    assert render("{{ input }}|{{# item.tags }}{{ . }},{{/ item.tags }}", SCOPE) == (
+        "the parent output|urgent,billing,"
+    )
+
+
+def test_list_elements_by_index() -> None:
+    # Given a list field
+    # When elements are read by index
+    assert render("{{item.tags.0}}/{{item.tags.1}}", SCOPE) == "urgent/billing"
+    # Then an index past the end is an unknown variable naming the list
+    err = raises("{{item.tags.5}}", SCOPE)
+    assert err.code == "unknown_variable"
+    assert "'item.tags' has no '5'" in str(err)
+
+
+def test_the_current_value_of_a_section() -> None:
+    # Given sections over an object, a string and a tuple
+    # When {{.}} is rendered inside them
+    assert render("{{#item}}{{.}}{{/item}}", SCOPE) == (
+        '{"id":"7","text":"hello","tags":["urgent","billing"],"lang":"en","notes":null}'
+    )
+    assert render("{{#item.text}}[{{.}}]{{/item.text}}", SCOPE) == "[hello]"
+    assert render("{{#item.t}}<{{.}}>{{/item.t}}", {"item": {"t": ("a", 1)}}) == "<a><1>"
+
+
+def test_names_fall_back_to_enclosing_contexts() -> None:
+    # Given an object section and a loop whose elements lack the names used inside
+    # Then names resolve in the enclosing contexts, up to the scope
+    assert render("{{#nodes.extract}}{{input}}|{{title}}{{/nodes.extract}}", SCOPE) == (
+        "the parent output|Q3 report"
+    )
+    assert render("{{#nodes.extract.people}}{{nodes.extract.title}};{{/nodes.extract.people}}", SCOPE) == (
+        "Q3 report;Q3 report;"
+    )
+
+
+def test_a_dotted_name_resolves_where_the_whole_path_does() -> None:
+    # Given elements holding "item" with or without "lang", and one holding "lang" itself
+    scope = {"item": {"lang": "en", "rows": [{"item": {"lang": "fr"}}, {"item": {"x": 1}}, {"lang": "de"}]}}
+    # When item.lang and lang are rendered inside the loop
+    out = render("{{#item.rows}}[{{item.lang}}|{{lang}}]{{/item.rows}}", scope)
+    # Then item.lang comes from the innermost context that has the whole path (an element's
+    # "item" without "lang" does not hide the scope's), and lang only from elements that have it
+    assert out == "[fr|][en|][en|de]"
+
+
+def test_an_inverted_section_is_transparent() -> None:
+    # Given an inverted section inside a loop
+    out = render(
+        "{{#nodes.extract.people}}{{^missing}}<{{name}}:{{.}}>{{/missing}}{{/nodes.extract.people}}", SCOPE
+    )
+    # Then names and {{.}} inside it are those of the loop's element
+    assert out == '<Ada:{"name":"Ada"}><Lin:{"name":"Lin"}>'
 
 
 # --------------------------------------------------------------------------- unknown variables

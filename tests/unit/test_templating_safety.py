@@ -1,15 +1,14 @@
 """Templates are logic-less: nothing in a template, or in the data it renders, can run code.
 
-chevron renders the templates; these tests pin down what the view of the scope handed to it
-guarantees on top of chevron's own behaviour (which has partials, lambdas, set delimiters and a
-``getattr`` fallback).
+General-purpose Mustache renderers load partials from files, call values as lambdas, accept set
+delimiters and fall back to ``getattr``; relayflow's renderer does none of these, and these tests
+keep it so.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import chevron
 import pytest
 
 from relayflow_runtime.domain import templating
@@ -27,10 +26,9 @@ def refused(template: str) -> TemplateError:
 
 
 def test_a_partial_is_refused_even_when_the_file_exists(tmp_path: Any, monkeypatch: Any) -> None:
-    # Given a file chevron would load for {{> secrets}} (it reads partials from the working directory)
+    # Given a file a Mustache renderer would load for {{> secrets}} (from the working directory)
     (tmp_path / "secrets.mustache").write_text("TOP SECRET")
     monkeypatch.chdir(tmp_path)
-    assert chevron.render("{{> secrets}}", {}) == "TOP SECRET"
     # When a node template names it
     # Then the template is refused at parse time and at render time, and nothing is read
     assert "partials" in str(refused("before {{> secrets}} after"))
@@ -63,15 +61,13 @@ def test_set_delimiter_tags_are_refused(template: str) -> None:
 
 
 def test_callables_in_the_scope_are_never_called() -> None:
-    # Given a scope value that chevron would call as a Mustache lambda
+    # Given a scope value a Mustache renderer would call as a lambda
     calls: list[Any] = []
 
     def spy(text: str, render: Any = None) -> str:
         calls.append(text)
         return "CALLED"
 
-    assert chevron.render("{{#f}}body{{/f}}", {"f": spy}) == "CALLED"
-    calls.clear()
     scope = {"input": "x", "item": {"f": spy}}
     # When a template uses it as a section, an inverted section, a variable and through an attribute
     out = render("{{#item.f}}[body]{{/item.f}}{{^item.f}}never{{/item.f}}|{{item.f}}", scope)
@@ -103,9 +99,8 @@ def test_python_attributes_are_not_names() -> None:
 
 
 def test_inverted_sections_expose_no_attributes() -> None:
-    # Given an inverted section, where chevron pushes a Python bool as the context and then
-    # resolves names on it with getattr ("real" is an attribute of True)
-    assert chevron.render("{{^flag}}[{{real}}]{{/flag}}", {"flag": False}) == "[1]"
+    # Given an inverted section, where a renderer pushing a Python bool as the context would
+    # resolve names on it with getattr ("real" is an attribute of True)
     scope = {"input": "x", "item": {"rows": [{"flag": False}]}}
     # When a relative name inside an inverted section is an attribute of bool
     out = render(
@@ -157,12 +152,11 @@ def test_loop_bodies_count_towards_the_rendered_length(monkeypatch: Any) -> None
     assert len(render("{{#item.a}}" + "x" * 100 + "{{/item.a}}", {"item": {"a": list(range(30))}})) == 3000
 
 
-# --------------------------------------------------------------------------- chevron quirks handled
+# --------------------------------------------------------------------------- loops and sections
 
 
 def test_a_loop_renders_every_element_even_false_ones() -> None:
-    # Given a list with false-looking elements (chevron alone skips those passes)
-    assert chevron.render("{{#a}}[{{.}}]{{/a}}", {"a": ["", "x", None]}) == "[x]"
+    # Given a list with false-looking elements (chevron, which rendered templates before, skipped those)
     scope = {"item": {"a": ["", "x", 0, None, False, [], {}]}}
     # When a loop renders it
     # Then every element gets its pass, as the Mustache spec says
@@ -186,3 +180,14 @@ def test_an_unknown_node_is_an_error_even_where_it_would_not_render() -> None:
     # Then it is reported all the same: such a template is wrong for every item
     assert info.value.code == "unknown_variable"
     assert info.value.variable == "nodes.ghost"
+
+
+def test_the_rendered_length_counts_every_character(monkeypatch: Any) -> None:
+    # Given a limit of 10 characters
+    monkeypatch.setattr(templating, "MAX_RENDERED_LENGTH", 10)
+    # When literal text and values add up to exactly 10, then to 11
+    # Then the first renders and the second is refused
+    assert render("12345{{input}}", {"input": "67890"}) == "1234567890"
+    with pytest.raises(TemplateError) as info:
+        render("12345{{input}}!", {"input": "67890"})
+    assert info.value.code == "rendered_too_long"

@@ -1,21 +1,20 @@
 """Node input templates: logic-less Mustache, checked before a run and rendered as plain text.
 
 A node's ``input_template`` builds the prompt sent to its model. The language is Mustache
-(https://mustache.github.io/mustache.5.html), tokenized **and rendered by chevron** (a pinned,
-spec-following Mustache library). This module validates templates (with line numbers) and hands
-chevron a read-only view of the scope that adds what a prompt needs:
+(https://mustache.github.io/mustache.5.html) without partials, lambdas and set-delimiter tags,
+parsed and rendered by this module (a few hundred lines: the rules below are the renderer's own
+rules, not defaults of a general-purpose Mustache library undone after the fact):
 
-* **No HTML escaping.** ``{{x}}``, ``{{{x}}}`` and ``{{&x}}`` all insert the value as it is
-  (every variable tag reaches chevron as ``{{&x}}``): prompts are not HTML, ``&`` stays ``&``.
+* **No HTML escaping.** ``{{x}}``, ``{{{x}}}`` and ``{{&x}}`` all insert the value as it is:
+  prompts are not HTML, ``&`` stays ``&``.
 * **Values become text predictably.** Strings as they are, ``null`` as the empty string,
   ``true``/``false``, numbers as JSON numbers, objects and lists as compact JSON (never a
   Python ``repr``).
 * **Missing data is an error, not an empty string.** A name of the scope that does not resolve
   raises :class:`TemplateError` ``unknown_variable`` naming it (see :func:`render`).
 * **Logic-less, with nothing to load or execute.** Partials (``{{> name}}``) and set-delimiter
-  tags (``{{=<% %>=}}``) are refused; chevron only ever sees wrappers that answer lookups by
-  dict key or list index (never attributes) and are never callable, so its lambda feature
-  cannot run anything.
+  tags (``{{=<% %>=}}``) are refused; names are looked up by dict key or list index only (never
+  a Python attribute), and no value is ever called.
 * **Bounded work.** Output length and loop passes are capped, so nested loops over large lists
   cannot exhaust the Lambda.
 
@@ -36,19 +35,23 @@ Section truthiness follows JSON/JMESPath (the same rule as dataset filters): ``n
 section renders once per element (``{{.}}`` is the element), an object or other true value
 renders once with that value pushed as the context, an inverted section (``{{^x}}``) renders
 when the value is false or missing.
+
+Names resolve against the stack of contexts, innermost first: a dotted name ``a.b`` is the first
+context in which the whole path resolves (so an element lacking ``b`` does not hide an outer
+``a.b``). Section, inverted-section and comment tags that stand alone on their line take the whole
+line with them (Mustache's standalone rule: the line's leading spaces and its line break go).
+These rules are the ones templates were written against when chevron 0.14.0 rendered them;
+tests/unit/test_templating*.py pin them down.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-import chevron
-from chevron.tokenizer import ChevronError, tokenize
+from typing import Any, TypeAlias
 
 __all__ = [
     "MAX_RENDERED_LENGTH",
@@ -69,7 +72,7 @@ MAX_TEMPLATE_LENGTH = 20_000
 MAX_SECTION_DEPTH = 32
 #: Longest rendered text, in characters (nested loops over large lists could otherwise explode).
 MAX_RENDERED_LENGTH = 4 * 1024 * 1024
-#: Most template elements visited while rendering one prompt (same reason, for empty bodies).
+#: Most values inserted plus loop passes while rendering one prompt (same reason, for empty bodies).
 MAX_RENDER_STEPS = 2_000_000
 
 #: The names a template's scope provides. ``item`` only in batch mode.
@@ -125,6 +128,26 @@ class TemplateInfo:
 # --------------------------------------------------------------------------- parsing
 
 
+@dataclass(frozen=True, slots=True)
+class _Variable:
+    """``{{name}}``, ``{{{name}}}`` or ``{{&name}}``; ``path`` is empty for ``{{.}}``."""
+
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """``{{#name}}...{{/name}}`` or, ``inverted``, ``{{^name}}...{{/name}}``."""
+
+    path: tuple[str, ...]
+    inverted: bool
+    body: tuple[_Element, ...]
+
+
+#: What a parsed template is made of: literal text, variables and sections.
+_Element: TypeAlias = "str | _Variable | _Section"
+
+
 def _invalid(message: str) -> TemplateError:
     return TemplateError("invalid_template", message)
 
@@ -147,61 +170,91 @@ def _check_name(name: str, line: int, tag: str) -> tuple[str, ...]:
     return parts
 
 
-def _scan(template: str) -> frozenset[str]:
-    """Validate the tags of ``template`` (with exact line numbers) and collect its variables."""
+def _read_tag(template: str, start: int, line: int) -> tuple[str, str, str, int]:
+    """The tag opening at ``start``: its kind (``variable``, ``section``, ``inverted``, ``end`` or
+    ``comment``), its name, its text and the position after it. Refuses partials, set-delimiter
+    tags, unclosed tags and ``{{{`` without ``}}}``."""
+    end = template.find("}}", start + 2)
+    if end < 0:
+        snippet = template[start : start + 30].split("\n", 1)[0]
+        raise _invalid(f"line {line}: tag {snippet!r} is never closed with '}}}}'")
+    content = template[start + 2 : end]
+    after = end + 2
+    tag = template[start:after]
+    if content.startswith("{"):
+        if not template.startswith("}", after):
+            raise _invalid(f"line {line}: tag {tag!r} opened with '{{{{{{' must close with '}}}}}}'")
+        return "variable", content[1:].strip(), tag + "}", after + 1
+    if not content:
+        raise _invalid(f"line {line}: empty tag '{{{{}}}}'")
+    sigil, name = content[0], content[1:].strip()
+    if sigil == ">":
+        raise _invalid(
+            f"line {line}: partials ({tag}) are not supported: templates are logic-less "
+            "and cannot include other templates"
+        )
+    if sigil == "=":
+        raise _invalid(f"line {line}: set-delimiter tags ({tag}) are not supported: use '{{{{' and '}}}}'")
+    kinds = {"!": "comment", "#": "section", "^": "inverted", "/": "end", "&": "variable"}
+    if sigil in kinds:
+        return kinds[sigil], name, tag, after
+    return "variable", content.strip(), tag, after
+
+
+def _alone_on_its_line(template: str, literal: str, after: int, previous_alone: bool) -> bool:
+    """Mustache's standalone rule, as chevron 0.14.0 applied it (templates were written against
+    it): a section, end or comment tag stands alone when the text before it on its line is only
+    whitespace (the line starts in ``literal``, or the tag comes first in the template or right
+    after another standalone tag's line) and so is the text after it up to the line break."""
+    if "\n" not in literal and not previous_alone:
+        return False
+    padding = literal.rsplit("\n", 1)[-1]
+    if padding and not padding.isspace():
+        return False
+    line_end = template.find("\n", after)
+    rest = template[after:] if line_end < 0 else template[after:line_end]
+    return rest == "" or rest.isspace()
+
+
+def _parse(template: str) -> tuple[tuple[_Element, ...], frozenset[str]]:
+    """Parse ``template`` into its elements, validating every tag (with exact line numbers), and
+    collect its variables (see :class:`TemplateInfo`)."""
     variables: set[str] = set()
-    open_sections: list[tuple[str, int, bool]] = []  # (name, line, inverted)
+    elements: list[_Element] = []  # the body being filled: the template's, or an open section's
+    # Open sections: name, path, line, inverted, and the body they belong to.
+    open_sections: list[tuple[str, tuple[str, ...], int, bool, list[_Element]]] = []
     pushed = 0  # open non-inverted sections: names inside them may be relative
-    pos = 0
+    pos = 0  # where the pending literal text starts
     line = 1
     line_pos = 0
+    standalone = True  # the previous tag stood alone on its line (or nothing came before)
     while True:
         start = template.find("{{", pos)
         if start < 0:
+            if pos < len(template):
+                elements.append(template[pos:])
             break
         line += template.count("\n", line_pos, start)
         line_pos = start
-        end = template.find("}}", start + 2)
-        if end < 0:
-            snippet = template[start : start + 30].split("\n", 1)[0]
-            raise _invalid(f"line {line}: tag {snippet!r} is never closed with '}}}}'")
-        content = template[start + 2 : end]
-        pos = end + 2
-        tag = template[start:pos]
-        kind = "variable"
-        if content.startswith("{"):
-            if not template.startswith("}", pos):
-                raise _invalid(f"line {line}: tag {tag!r} opened with '{{{{{{' must close with '}}}}}}'")
-            pos += 1
-            tag += "}"
-            name = content[1:].strip()
-        elif not content:
-            raise _invalid(f"line {line}: empty tag '{{{{}}}}'")
-        else:
-            sigil = content[0]
-            name = content[1:].strip()
-            if sigil == "!":
-                continue
-            if sigil == ">":
-                raise _invalid(
-                    f"line {line}: partials ({tag}) are not supported: templates are logic-less "
-                    "and cannot include other templates"
-                )
-            if sigil == "=":
-                raise _invalid(
-                    f"line {line}: set-delimiter tags ({tag}) are not supported: use '{{{{' and '}}}}'"
-                )
-            if sigil in "#^":
-                kind = "section"
-            elif sigil == "/":
-                kind = "end"
-            elif sigil != "&":
-                name = content.strip()
+        kind, name, tag, after = _read_tag(template, start, line)
+        literal = template[pos:start]
+        standalone = kind != "variable" and _alone_on_its_line(template, literal, after, standalone)
+        if standalone:
+            # The tag's line goes: the spaces before it, and what follows it up to the line break.
+            line_end = template.find("\n", after)
+            after = after if line_end < 0 else line_end + 1
+            literal = literal.rstrip(" ")
+        if literal:
+            elements.append(literal)
+        pos = after
+        if kind == "comment":
+            continue
+
         path = _check_name(name, line, tag)
         if kind == "end":
             if not open_sections:
                 raise _invalid(f"line {line}: closing tag {tag} has no matching opening tag")
-            open_name, open_line, inverted = open_sections.pop()
+            open_name, open_path, open_line, inverted, parent = open_sections.pop()
             if open_name != name:
                 raise _invalid(
                     f"line {line}: closing tag {tag} does not match the section "
@@ -209,78 +262,31 @@ def _scan(template: str) -> frozenset[str]:
                 )
             if not inverted:
                 pushed -= 1
+            parent.append(_Section(open_path, inverted, tuple(elements)))
+            elements = parent
             continue
         if path and (pushed == 0 or path[0] in ROOT_NAMES):
             variables.add(name)
-        if kind == "section":
-            inverted = content[0] == "^"
-            open_sections.append((name, line, inverted))
-            if not inverted:
-                pushed += 1
-            if len(open_sections) > MAX_SECTION_DEPTH:
-                raise _invalid(f"line {line}: sections are nested deeper than {MAX_SECTION_DEPTH} levels")
+        if kind == "variable":
+            elements.append(_Variable(path))
+            continue
+        inverted = kind == "inverted"
+        open_sections.append((name, path, line, inverted, elements))
+        elements = []
+        if not inverted:
+            pushed += 1
+        if len(open_sections) > MAX_SECTION_DEPTH:
+            raise _invalid(f"line {line}: sections are nested deeper than {MAX_SECTION_DEPTH} levels")
     if open_sections:
-        name, open_line, inverted = open_sections[-1]
+        name, _, open_line, inverted, _ = open_sections[-1]
         raise _invalid(f"line {open_line}: section {{{{{'^' if inverted else '#'}{name}}}}} is never closed")
-    return frozenset(variables)
-
-
-# Keys of the token stream handed to chevron. Template names can never contain "\x00" (see
-# _check_name), so these pseudo path segments cannot be written by a user.
-_THIS = "\x00this"  # the innermost real context (what "{{.}}" means)
-_SECTION = "\x00s"  # + section number: "the value of this name, as section number N sees it"
-
-
-@dataclass(frozen=True)
-class _SectionSpec:
-    inverted: bool
-    body_chars: int  # literal text inside the section, nested sections included (a loop's cost)
+    return tuple(elements), frozenset(variables)
 
 
 @dataclass(frozen=True)
 class _Compiled:
     info: TemplateInfo
-    tokens: tuple[tuple[str, str], ...]
-    sections: tuple[_SectionSpec, ...]
-
-
-def _build(template: str) -> tuple[tuple[tuple[str, str], ...], tuple[_SectionSpec, ...]]:
-    """chevron's tokens, rewritten for chevron's renderer.
-
-    * every variable becomes a ``no escape`` tag (``{{&x}}``): prompts are not HTML;
-    * ``.`` becomes the pseudo name :data:`_THIS`;
-    * each section ``{{#x}}`` / ``{{^x}}`` becomes a plain section over ``x.<_SECTION>N`` (N numbers
-      the sections). The value of ``x`` answers that last segment itself (see :meth:`_Value.section`):
-      an inverted section gets the value's negation, so chevron never pushes a Python ``bool`` as
-      a context (whose attributes its ``getattr`` fallback would reach), and a loop gets the cost of
-      one pass over its body. Unique keys also keep chevron from pairing a section with the end
-      tag of a nested section of the same name.
-    """
-    tokens: list[tuple[str, str]] = []
-    specs: list[list[Any]] = []  # [inverted, body_chars]
-    open_sections: list[int] = []
-    keys: list[str] = []
-    try:
-        for kind, key in tokenize(template):
-            if kind == "literal":
-                tokens.append(("literal", key))
-                for number in open_sections:
-                    specs[number][1] += len(key)
-            elif kind in ("variable", "no escape"):
-                tokens.append(("no escape", _THIS if key == "." else key))
-            elif kind in ("section", "inverted section"):
-                number = len(specs)
-                specs.append([kind == "inverted section", 0])
-                open_sections.append(number)
-                keys.append(f"{_THIS if key == '.' else key}.{_SECTION}{number}")
-                tokens.append(("section", keys[number]))
-            elif kind == "end":
-                tokens.append(("end", keys[open_sections.pop()]))
-            else:  # partials, set delimiters, malformed triple mustaches: refused by _scan
-                raise _invalid(f"unsupported tag {kind!r}")
-    except ChevronError as exc:  # pragma: no cover - _scan rejects these first
-        raise _invalid(" ".join(str(exc).split())) from None
-    return tuple(tokens), tuple(_SectionSpec(inverted, chars) for inverted, chars in specs)
+    elements: tuple[_Element, ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -290,9 +296,8 @@ def _compile(template: str) -> _Compiled:
             "template_too_long",
             f"the template is {len(template)} characters long; the limit is {MAX_TEMPLATE_LENGTH}",
         )
-    info = TemplateInfo(_scan(template))
-    tokens, sections = _build(template)
-    return _Compiled(info, tokens, sections)
+    elements, variables = _parse(template)
+    return _Compiled(TemplateInfo(variables), elements)
 
 
 def parse_template(template: str) -> TemplateInfo:
@@ -317,12 +322,7 @@ _MISSING: Any = object()
 def _child(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
         return value.get(key, _MISSING)
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, str | bytes | bytearray)
-        and key.isascii()
-        and key.isdigit()
-    ):
+    if isinstance(value, list | tuple) and key.isascii() and key.isdigit():
         index = int(key)
         if index < len(value):
             return value[index]
@@ -386,168 +386,78 @@ def _unknown(name: str, failed: int, root: Mapping[str, Any]) -> TemplateError:
     return TemplateError("unknown_variable", f"unknown template variable {name!r}: {detail}", variable=name)
 
 
-class _Run:
-    """One rendering: the root data, the template's sections and the work done so far."""
+def _resolve(path: tuple[str, ...], contexts: list[Any]) -> Any:
+    """The value of ``path`` in the innermost context where the whole path resolves (``.``: the
+    innermost context itself), else ``_MISSING``."""
+    if not path:
+        return contexts[-1]
+    for value in reversed(contexts):
+        for key in path:
+            value = _child(value, key)
+            if value is _MISSING:
+                break
+        else:
+            return value
+    return _MISSING
 
-    def __init__(self, root: Mapping[str, Any], sections: tuple[_SectionSpec, ...]) -> None:
+
+class _Run:
+    """One rendering: the root scope, the text so far and the work done."""
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
-        self.sections = sections
+        self.parts: list[str] = []
         self.length = 0
         self.steps = 0
 
-    def charge(self, chars: int) -> None:
-        self.steps += 1
-        self.length += chars
+    def write(self, text: str) -> None:
+        self.length += len(text)
         if self.length > MAX_RENDERED_LENGTH:
             raise TemplateError(
                 "rendered_too_long", f"the rendered text exceeds {MAX_RENDERED_LENGTH} characters"
             )
+        self.parts.append(text)
+
+    def step(self) -> None:
+        self.steps += 1
         if self.steps > MAX_RENDER_STEPS:
             raise TemplateError("rendered_too_long", f"rendering needs more than {MAX_RENDER_STEPS} steps")
 
+    def render(self, elements: tuple[_Element, ...], contexts: list[Any]) -> None:
+        for element in elements:
+            if isinstance(element, str):
+                self.write(element)
+            elif isinstance(element, _Variable):
+                value = _resolve(element.path, contexts)
+                if value is not _MISSING:
+                    self.step()
+                    self.write(_to_text(value))
+                elif element.path[0] in self.root:
+                    raise self.unknown(element.path)
+                # else: a name relative to a section's value that this value lacks renders empty
+            else:
+                value = _resolve(element.path, contexts)
+                if element.inverted:
+                    # Transparent: names and "." inside resolve in the enclosing contexts.
+                    if value is _MISSING or not _truthy(value):
+                        self.render(element.body, contexts)
+                elif isinstance(value, list | tuple):
+                    for each in value:  # every element gets its pass, false ones included
+                        self.step()
+                        self.render(element.body, [*contexts, each])
+                elif value is not _MISSING and _truthy(value):
+                    self.render(element.body, [*contexts, value])
 
-class _Value:
-    """What chevron sees of a scope value: it can only be looked up by key, never called.
-
-    chevron looks names up with ``value[segment]`` and falls back to ``getattr`` only on
-    ``TypeError``/``AttributeError``; these wrappers raise ``KeyError`` for anything they do not
-    hold, so attributes (``input.upper``, ``__class__``) are never reached. No wrapper is callable
-    (chevron would call it as a lambda) and ``_CHEVRON_return_scope_when_falsy`` (chevron's hook
-    for custom falsy types) keeps ``0``, ``false`` and ``[]`` from being replaced by ``""``.
-
-    ``context`` marks a value pushed as a context (the scope itself, a list element inside its
-    loop): chevron renders nothing while its innermost context is false, which would drop the
-    passes over ``""`` or ``null`` elements of a list, so a context is always true; its own truth
-    is asked again when a section tests it (``{{#.}}``).
-    """
-
-    __slots__ = ("context", "data", "run")
-    _CHEVRON_return_scope_when_falsy = True
-
-    def __init__(self, data: Any, run: _Run, context: bool = False) -> None:
-        self.data = data
-        self.run = run
-        self.context = context
-
-    def __getitem__(self, key: str) -> _Value:
-        if key == _THIS:
-            return self
-        if key.startswith(_SECTION):
-            spec = self.run.sections[int(key[len(_SECTION) :])]
-            value = self.as_section(spec)
-            return _Negation(value, self.run) if spec.inverted else value
-        return self.child(key)
-
-    def child(self, key: str) -> _Value:
-        raise KeyError(key)
-
-    def as_section(self, spec: _SectionSpec) -> _Value:
-        return type(self)(self.data, self.run) if self.context else self
-
-    def __bool__(self) -> bool:
-        return self.context or _truthy(self.data)
-
-    def __str__(self) -> str:
-        text = _to_text(self.data)
-        self.run.charge(len(text))
-        return text
-
-
-class _Object(_Value):
-    __slots__ = ()
-
-    def child(self, key: str) -> _Value:
-        if key not in self.data:
-            raise KeyError(key)
-        return _wrap(self.data[key], self.run)
-
-
-class _Array(_Value, Sequence):  # type: ignore[misc]
-    """A list: chevron loops over a Sequence; each pass is charged the loop body's length."""
-
-    __slots__ = ("body_chars",)
-
-    def __init__(self, data: Any, run: _Run, context: bool = False, body_chars: int = 0) -> None:
-        super().__init__(data, run, context)
-        self.body_chars = body_chars
-
-    def child(self, key: str) -> _Value:
-        if key.isascii() and key.isdigit() and int(key) < len(self.data):
-            return _wrap(self.data[int(key)], self.run)
-        raise KeyError(key)
-
-    def as_section(self, spec: _SectionSpec) -> _Value:
-        return _Array(self.data, self.run, body_chars=spec.body_chars)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self) -> Iterator[_Value]:
-        for element in self.data:
-            self.run.charge(self.body_chars)
-            yield _wrap(element, self.run, context=True)
-
-
-class _Negation(_Value):
-    """An inverted section's context: true when the value is false, and transparent (every name,
-    ``.`` included, resolves in the enclosing contexts)."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: str) -> _Value:
-        raise KeyError(key)
-
-    def __bool__(self) -> bool:
-        return not self.data
-
-    def __str__(self) -> str:  # pragma: no cover - never looked up, see __getitem__
-        return ""
-
-
-class _Missing(_Value):
-    """A name no context holds (``data`` is its path). False as a section; as a variable, empty
-    when it is relative to a section's value, an ``unknown_variable`` error when it starts at a
-    name of the scope (``input``, ``nodes``, ``item``)."""
-
-    __slots__ = ()
-
-    def child(self, key: str) -> _Value:
-        return _Missing((*self.data, key), self.run)
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __str__(self) -> str:
-        path: tuple[str, ...] = self.data
-        if path[0] not in self.run.root:
-            return ""
-        value: Any = self.run.root
+    def unknown(self, path: tuple[str, ...]) -> TemplateError:
+        """The error for a path starting at a name of the scope that does not resolve."""
+        value: Any = self.root
         failed = len(path) - 1
         for i, key in enumerate(path):
             value = _child(value, key)
             if value is _MISSING:
                 failed = i
                 break
-        raise _unknown(".".join(path), failed, self.run.root)
-
-
-class _Unresolved:
-    """The outermost context: answers every name chevron could not find with :class:`_Missing`
-    (chevron itself would silently render ``""``)."""
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
-
-    def __getitem__(self, key: str) -> _Value:
-        return _Missing((key,), self.run)
-
-
-def _wrap(value: Any, run: _Run, context: bool = False) -> _Value:
-    if isinstance(value, Mapping):
-        return _Object(value, run, context)
-    if isinstance(value, list | tuple):
-        return _Array(value, run, context)
-    return _Value(value, run, context)
+        return _unknown(".".join(path), failed, self.root)
 
 
 def _check_roots(info: TemplateInfo, scope: Mapping[str, Any]) -> None:
@@ -563,8 +473,7 @@ def _check_roots(info: TemplateInfo, scope: Mapping[str, Any]) -> None:
 
 
 def render(template: str, scope: Mapping[str, Any]) -> str:
-    """Render ``template`` with ``scope`` (``input``, ``nodes``, ``item``) into plain text, with
-    chevron's renderer over a read-only view of the scope.
+    """Render ``template`` with ``scope`` (``input``, ``nodes``, ``item``) into plain text.
 
     No HTML escaping; objects and lists render as compact JSON, ``null`` as ``""``.
     Raises :class:`TemplateError`: the :func:`parse_template` errors, ``unknown_variable`` when a
@@ -581,16 +490,9 @@ def render(template: str, scope: Mapping[str, Any]) -> str:
         raise _invalid(f"a template must be a string, not {type(template).__name__}")
     compiled = _compile(template)
     _check_roots(compiled.info, scope)
-    run = _Run(scope, compiled.sections)
-    try:
-        return chevron.render(
-            compiled.tokens,
-            scopes=[_Object(scope, run, context=True), _Unresolved(run)],
-            partials_path=None,
-            partials_dict={},
-        )
-    except RecursionError:  # pragma: no cover - depth is bounded by MAX_SECTION_DEPTH
-        raise TemplateError("rendered_too_long", "the template nests too deeply") from None
+    run = _Run(scope)
+    run.render(compiled.elements, [scope])
+    return "".join(run.parts)
 
 
 # --------------------------------------------------------------------------- validation helpers
