@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -85,6 +86,14 @@ def test_non_ascii_is_kept_in_json() -> None:
     # When rendered as a variable
     # Then the characters stay readable (no \\u escapes)
     assert render("{{item}}", {"item": {"q": "café ☕"}}) == '{"q":"café ☕"}'
+
+
+def test_any_mapping_renders_as_json() -> None:
+    # Given mappings that are not dicts (the node runner reads upstream outputs lazily through one)
+    scope = {"nodes": MappingProxyType({"a": "x"}), "item": {"m": MappingProxyType({"b": [1]})}}
+    # When they are rendered whole
+    # Then they are JSON objects like dicts, never a Python repr
+    assert render("{{nodes}} {{item}} {{#nodes}}{{a}}{{/nodes}}", scope) == '{"a":"x"} {"m":{"b":[1]}} x'
 
 
 # --------------------------------------------------------------------------- no HTML escaping

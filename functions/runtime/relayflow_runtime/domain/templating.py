@@ -338,6 +338,8 @@ def _truthy(value: Any) -> bool:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):  # e.g. the runner's lazily read ``nodes``
+        return dict(value)
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, set | frozenset | tuple):
