@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
 from relayflow_runtime.adapters.table import SWEEP_SHARDS, TableStore
+from relayflow_runtime.domain.status import TERMINAL
 
 INDEX = "sweep"
 SWEEP_PROJECTION = (
@@ -76,7 +77,7 @@ class SweepIndex:
             self.table.update_item(
                 Key=TableStore.execution_key(tenant, execution_id),
                 UpdateExpression="REMOVE sweep_pk, sweep_sk",
-                ConditionExpression=Attr("status").is_in(["completed", "failed", "cancelled"])
+                ConditionExpression=Attr("status").is_in(sorted(status.value for status in TERMINAL))
                 & Attr("budget_reserved").not_exists()
                 & Attr("unpublished_event").not_exists(),
             )
