@@ -29,6 +29,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTask, Plan, RunRef, RunStart
+from relayflow_runtime.domain.status import ExecutionStatus, allowed_from
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError
 from relayflow_runtime.services import executions, notify
@@ -42,6 +43,8 @@ from relayflow_runtime.services.node_execution import (
 from relayflow_runtime.services.values import pack, unpack
 
 logger = Logger(child=True)
+
+RUNNING, COMPLETED, FAILED = ExecutionStatus.RUNNING, ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
 
 
 @lru_cache(maxsize=256)
@@ -69,7 +72,9 @@ def _node_dict(node: NodeSpec) -> dict[str, Any]:
 def start(run: RunRef) -> RunStart:
     """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
     record = executions.store().get_execution(run.tenant, run.execution_id)
-    updated = executions.transition(run.tenant, record, ("pending",), "running", {"started_at": now_iso()})
+    updated = executions.transition(
+        run.tenant, record, allowed_from(RUNNING), RUNNING, {"started_at": now_iso()}
+    )
     if updated is None and record["status"] != "running":
         raise ExecutionNotRunning(f"the execution is {record['status']}")
     plan = load_plan(run.tenant, run.execution_id)
@@ -274,7 +279,7 @@ def complete(run: RunRef) -> None:
             final = finished.get("parsed_output", finished.get("output"))
             break
     executions.transition(
-        run.tenant, record, ("running",), "completed", {"results": final, "completed_at": now_iso()}
+        run.tenant, record, allowed_from(COMPLETED), COMPLETED, {"results": final, "completed_at": now_iso()}
     )
 
 
@@ -286,7 +291,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     if reason == "timeout":
         message = f"workflow timed out after {record.get('timeout')} seconds"
         fields: dict[str, Any] = {"error": message, "completed_at": now}
-        if executions.transition(run.tenant, record, ("pending", "running"), "failed", fields):
+        if executions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
             store.close_open_nodes(
                 run.tenant, run.execution_id, {"running": "timed_out", "pending": "skipped"}, message, now
             )
@@ -303,7 +308,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         fields["current_node"] = {"idx": int(first.get("idx") or 0), "id": first["node_id"]}
     else:
         fields["error"] = "the run failed: " + error_message(_race_error(error))[1]
-    if executions.transition(run.tenant, record, ("pending", "running"), "failed", fields):
+    if executions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
         store.close_open_nodes(
             run.tenant,
             run.execution_id,
