@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     batch_parallelism_budget: int = 200
     # The queue webhook deliveries (first attempts, retries, re-sends) go through.
     webhook_queue_url: str = ""
+    # A results download (or input file) larger than this is answered with a presigned URL where
+    # one can be offered (a Lambda answer carries at most 6 MB).
+    max_inline_download_bytes: int = 5 * 1024 * 1024
 
 
 @lru_cache(maxsize=1)

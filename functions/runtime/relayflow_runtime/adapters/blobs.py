@@ -42,6 +42,17 @@ class BlobStore:
                 raise NotFound(f"stored object '{key}' does not exist.", code="object_not_found") from exc
             raise
 
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (inclusive) of an object: one ranged GET."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "InvalidRange"):
+                raise NotFound(f"stored object '{key}' does not exist.", code="object_not_found") from exc
+            raise
+        data: bytes = response["Body"].read()
+        return data
+
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
 
@@ -91,3 +102,11 @@ class BlobStore:
             Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
             ExpiresIn=expires,
         )
+
+    def presigned_get(self, key: str, expires: int = 3600, filename: str | None = None) -> str:
+        """A URL that GETs the object without credentials for ``expires`` seconds."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename.replace(chr(34), "")}"'
+        url: str = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
+        return url

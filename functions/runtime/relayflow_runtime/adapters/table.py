@@ -18,9 +18,9 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#D#d         D               dataset             gsi1: T#t#DS / created#id
     T#t#D#d         V#v             dataset version (its items are an S3 object, see services/batch.py)
     T#t#D#d         U#u             dataset file upload in progress (expires_at)
-    T#t#X#x         R#item          outcome of one item of a batch run
-    T#t#X#x         C#nn            one of 16 shards of a batch run's progress counters
-    T#t#X#x         I#item#N#node   node record of one item of a batch run
+    T#t#X#x#Rnn     R#item          outcome of one item of a batch run, with its nodes' records
+                                    (nn: a hash of the item id; see adapters/batch_store.py)
+    T#t#X#x#Cnn     C               one of 16 shards of a batch run's progress counters
     T#t#M#m         RL#window       a model's rate-limit window (adapters/rate_windows.py, expires_at)
     BUDGET#batch_parallelism BUDGET the account-wide budget of batch parallelism (adapters/budget.py)
 
@@ -490,6 +490,15 @@ class TableStore:
         except ConditionFailed:
             if self.get_execution(tenant, execution_id).get("status") != "running":
                 raise
+
+    def hide_execution(self, tenant: str, execution_id: str) -> None:
+        """Mark an execution ``deleting`` and take it out of the listings (its index keys go), before
+        a background job deletes what it holds."""
+        self._update(
+            self.execution_key(tenant, execution_id),
+            {"deleting": True},
+            remove=("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),
+        )
 
     def delete_execution(self, tenant: str, execution_id: str) -> None:
         """Every item of the run, the execution item last: an interrupted delete can be repeated."""
@@ -1025,123 +1034,6 @@ class TableStore:
 
     def delete_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> None:
         self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"))
-
-    # ---- batch runs: item outcomes, sharded progress counters (see services/batch.py) ----------------
-    # One execution's items share its partition key (distinct sort keys: DynamoDB can split the
-    # collection across partitions). The hot spot is the counter: it is BATCH_COUNTER_SHARDS items,
-    # each update going to one picked at random, read back as one BatchGetItem and summed. No
-    # transactions: concurrent transactions on one item conflict on AWS (and moto copies the whole
-    # table for each one).
-    BATCH_COUNTER_SHARDS = 16
-    BATCH_COUNTERS = (
-        "processed_items",
-        "failed_items",
-        "input_tokens",
-        "output_tokens",
-        "estimated_cost_nanos",
-    )
-
-    def record_item_outcome(
-        self, tenant: str, execution_id: str, item_key: str, result: dict[str, Any]
-    ) -> bool:
-        """Write item ``R#<item_key>``'s outcome unless one is recorded; False if one was."""
-        try:
-            self._put(
-                {
-                    **result,
-                    **self.node_record_key(tenant, execution_id, f"R#{item_key}"),
-                    "kind": "item_result",
-                },
-                must_not_exist=True,
-            )
-        except ConditionFailed:
-            return False
-        return True
-
-    def add_to_batch_counters(self, tenant: str, execution_id: str, amounts: dict[str, int]) -> None:
-        import random
-
-        counted = {name: int(amount) for name, amount in amounts.items() if amount}
-        if not counted:
-            return
-        shard = random.randrange(self.BATCH_COUNTER_SHARDS)
-        names = {f"#c{i}": name for i, name in enumerate(counted)}
-        self.table.update_item(
-            Key=self.node_record_key(tenant, execution_id, f"C#{shard:02d}"),
-            UpdateExpression="ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names)),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={f":c{i}": amount for i, amount in enumerate(counted.values())},
-        )
-
-    def batch_counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
-        """The sum of every counter shard (one BatchGetItem of BATCH_COUNTER_SHARDS small items)."""
-        sks = [f"C#{shard:02d}" for shard in range(self.BATCH_COUNTER_SHARDS)]
-        totals = dict.fromkeys(self.BATCH_COUNTERS, 0)
-        for item in self.execution_children(tenant, execution_id, sks, consistent=consistent).values():
-            for name in self.BATCH_COUNTERS:
-                totals[name] += int(item.get(name, 0))
-        return totals
-
-    def execution_children(
-        self,
-        tenant: str,
-        execution_id: str,
-        sks: list[str],
-        *,
-        consistent: bool = True,
-        fields: Iterable[str] = (),
-    ) -> dict[str, dict[str, Any]]:
-        """Items of the execution's partition by sort key (absent ones left out), by BatchGetItem;
-        only ``fields`` of each when given."""
-        pk = _pk(tenant, "X", execution_id)
-        found: dict[str, dict[str, Any]] = {}
-        resource = aws.resource("dynamodb")
-        unique = list(dict.fromkeys(sks))
-        projection: dict[str, Any] = {}
-        if fields:
-            names = {f"#p{i}": field for i, field in enumerate(dict.fromkeys(("sk", *fields)))}
-            projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-        for start in range(0, len(unique), 100):
-            request: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": [{"pk": pk, "sk": sk} for sk in unique[start : start + 100]],
-                    "ConsistentRead": consistent,
-                    **projection,
-                }
-            }
-            while request:
-                response = resource.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    found[str(item["sk"])] = strip_keys(item)
-                request = response.get("UnprocessedKeys") or {}
-        return found
-
-    def item_outcomes(
-        self, tenant: str, execution_id: str, fields: Iterable[str] = ()
-    ) -> Iterator[dict[str, Any]]:
-        """Every recorded item outcome of a batch run (a Query of its ``R#`` items), only
-        ``fields`` of each when given."""
-        condition = Key("pk").eq(_pk(tenant, "X", execution_id)) & Key("sk").begins_with("R#")
-        for item in self._query_all(condition, fields=fields):
-            yield strip_keys(item)
-
-    def put_item_node(
-        self, tenant: str, execution_id: str, record_sk: str, record: dict[str, Any], *, attempt: int | None
-    ) -> None:
-        """A batch item's node record, written whole once it is over (one PutItem, no transaction
-        with the execution item: every item of the batch would contend for it). Not over a later
-        attempt's record (``attempt``), nor, for a failure (``attempt`` None), over a completed one."""
-        if attempt is not None:
-            condition = Attr("pk").not_exists() | Attr("attempts").lte(attempt)
-        else:
-            condition = Attr("pk").not_exists() | Attr("status").is_in(["pending", "running"])
-        item = {**record, **self.node_record_key(tenant, execution_id, record_sk), "tenant": tenant}
-        try:
-            self.table.put_item(Item=to_dynamo(item), ConditionExpression=condition)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
 
 
 @lru_cache(maxsize=4)

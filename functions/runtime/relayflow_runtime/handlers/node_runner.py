@@ -12,8 +12,9 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import NodeTask, RunRef
-from relayflow_runtime.services import dataset_service, run_machine
+from relayflow_runtime.services import batch, batch_items, batch_results, dataset_service, run_machine
 
 logger = Logger()
 tracer = Tracer()
@@ -39,11 +40,43 @@ def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
     raise ValueError(f"unknown runner action {action!r}")
 
 
+#: The batch machine's own actions (its complete and fail are the run machine's names).
+BATCH_ACTIONS = frozenset({"prepare_batch", "reserve_budget", "run_items", "items_failed"})
+
+
+def _entries(event: dict[str, Any]) -> list[ItemEntry]:
+    return [ItemEntry.model_validate(entry) for entry in event.get("items") or []]
+
+
+def _batch(action: str, event: dict[str, Any], run: RunRef) -> Any:
+    if action == "prepare_batch":
+        return batch.prepare_batch(run)
+    if action == "reserve_budget":
+        settings = BatchSettings.model_validate(event["batch"])
+        return batch.reserve_budget(run, settings, int(event["timeout"]))
+    if action == "run_items":
+        return batch_items.run_items(run, _entries(event))
+    if action == "items_failed":
+        return batch_items.items_failed(run, _entries(event), event.get("error"))
+    if action == "complete":
+        batch.complete(run)
+        return None
+    if action == "fail":
+        batch.fail(run, str(event.get("reason") or "error"), event.get("error"))
+        return None
+    raise ValueError(f"unknown batch action {action!r}")
+
+
 def _job(job: dict[str, Any]) -> Any:
     """The jobs machine: background work that grows with the data."""
-    if job.get("kind") == "ingest_dataset":
+    kind = job.get("kind")
+    if kind == "ingest_dataset":
         return dataset_service.run_ingest_job(job)
-    raise ValueError(f"unknown job kind {job.get('kind')!r}")
+    if kind == "delete_execution":
+        return batch.delete_execution_job(job)
+    if kind == "export_results":
+        return batch_results.export_results_job(job)
+    raise ValueError(f"unknown job kind {kind!r}")
 
 
 def handle(event: dict[str, Any]) -> Any:
@@ -51,6 +84,10 @@ def handle(event: dict[str, Any]) -> Any:
     if action == "job":
         return _job(event["job"])
     run = RunRef.model_validate(event["run"])
+    if action in BATCH_ACTIONS or (
+        action in ("complete", "fail") and run_machine.load_plan(run.tenant, run.execution_id).mode == "batch"
+    ):
+        return _batch(action, event, run)
     return _single(action, event, run)
 
 

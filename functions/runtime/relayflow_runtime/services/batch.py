@@ -1,143 +1,91 @@
-"""Batch runs: one workflow over every item of a dataset version that a filter keeps.
+"""Batch runs: submission, preparation, the account's parallelism budget, the end of a run.
 
-How a batch runs (see docs/batch.md):
+A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/engine.md):
 
-* **Submission** (``prepare``): the filter is compiled, the dataset version and the input field are
-  checked, and the kept items are streamed into the run's own *item list* in S3 (the format of
-  logic/dataset_service.py), so ``total_items`` is exact from the first answer. Nothing is held in
-  memory but one item at a time; a refused submission leaves nothing behind.
-* **Running**: a distributed Map reads the list (``ItemReader``) and runs the node chain once per
-  item, at most ``parallelism`` at a time. The item's ctx is derived from its Map entry by
-  ``item_state``; its node records are ``I#<item>#N#<node>``, except the last node's when it ends the
-  item: that one is kept in the item's outcome, written once with it. An item's failure is caught
-  inside its own chain ("Item failed") and never fails the Map.
-* **Counting** (``finish_item``, in the last node's task or in "Item done" / "Item failed"): the
-  item's outcome is a conditional put (a retried task finds it and counts nothing), then one ADD
-  on one of 16 counter shards, so no single DynamoDB item takes more than 1/16 of the writes.
-* **Ending** (``complete``): the outcomes are recounted (exact final counts, kept in the record);
-  ``completed`` when every item has one, ``failed`` when more than ``max_failed_percent`` of them
-  failed or some never got one; a cancelled run stays cancelled.
+* **Submission** (the API, synchronous): only the cheap checks — the dataset version exists and is
+  ready, the input field is known, the filter compiles, a worst-case item fits in one node-runner
+  invocation — so bad input is still a 400 at once. The execution is written ``pending`` and the
+  machine started; nothing that grows with the item count runs in the request (a rerun and a retry
+  of failed items neither).
+* **``prepare_batch``** (the machine's first task, up to 15 minutes): writes the run's item list
+  and its index (services/item_lists.py) from the filtered dataset version, a copy of a re-run's
+  list, or the items of a retried run that did not complete (failed, or never ran); sets
+  ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
+  item without the input field, ends the run ``failed`` with that reason.
+* **``reserve_budget``**: the Map's concurrency is taken from an account-wide budget of batch
+  parallelism (the account's Lambda concurrency is shared with the API); a batch over it waits
+  ``pending`` and asks again. ``pending -> running``. Every terminal move gives the units back
+  (services/executions.transition).
+* **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
+  decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
+  ``completed`` / ``failed``.
+
+Running the items (``run_items``, ``items_failed``) is services/batch_items.py; reading results,
+items and downloads is services/batch_results.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
-import json
-import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
+from relayflow_runtime.adapters.batch_store import BatchStore, BudgetExhausted
 from relayflow_runtime.adapters.table import ConditionFailed, TableStore
 from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_settings, judge
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.limits import MAX_RESULTS_DOWNLOAD_BYTES as MAX_DOWNLOAD_BYTES
-from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, TooLarge
+from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef, fits_one_invocation
+from relayflow_runtime.domain.engine import worst_case_item_seconds as worst_case
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas import api
-from relayflow_runtime.schemas.dataset_api import format_rows, result_row
-from relayflow_runtime.schemas.entities import (
-    TERMINAL_STATUSES,
-    BatchConfig,
-    BatchItemResult,
-    Execution,
-    NodeExecution,
-    TokenUsage,
-)
-from relayflow_runtime.services import dataset_service
-from relayflow_runtime.services.runner import ExecutionNotRunning, record_sk
-from relayflow_runtime.services.values import pack, unpack
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, BatchConfig
+from relayflow_runtime.services import dataset_service, executions, item_lists
+from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
+from relayflow_runtime.services.run_machine import load_plan
+from relayflow_runtime.settings import get_settings
 
-#: Items in ``execution.results["items"]`` of a finished run (the rest: the results API).
-RESULTS_IN_EXECUTION = 100
-#: How long a node runner trusts the status it read (cancellation reaches items within this).
-STATUS_CACHE_SECONDS = 1.0
-#: Item ids longer than this (in UTF-8 bytes) are keyed by a digest (DynamoDB sort keys: 1 KiB).
-MAX_KEYED_ID_BYTES = 200
-#: An item's final output is copied into its outcome when its JSON is at most this long; a longer
-#: one is read from its node's record (outcomes stay small: the final recount reads them all).
-INLINE_RESULT_BYTES = 4 * 1024
-#: Entries whose outcomes a retry of failed items reads at once (one BatchGetItem: at most 100 keys).
+logger = Logger(child=True)
+
+#: Entries whose outcomes a retry of failed items reads at once (one BatchGetItem: 100 keys).
 OUTCOMES_PER_READ = 100
-USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
 
 
-def store() -> TableStore:
-    from relayflow_runtime.services import executions
+@lru_cache(maxsize=4)
+def _batch_store(table_name: str) -> BatchStore:
+    return BatchStore(table_name)
 
-    return executions.store()
+
+def batch_store() -> BatchStore:
+    return _batch_store(get_settings().table_name)
 
 
 def _prefix(tenant: str, execution_id: str) -> str:
-    from relayflow_runtime.services import executions
-
     return executions.execution_prefix(tenant, execution_id)
 
 
-def list_key(tenant: str, execution_id: str) -> str:
-    """The run's own item list (the Map's ItemReader object)."""
-    return f"{_prefix(tenant, execution_id)}items.json"
-
-
-def item_key(item_id: str) -> str:
-    """The item's part of table keys: its id, or a digest of an id too long for a sort key."""
-    if len(item_id.encode()) <= MAX_KEYED_ID_BYTES:
-        return item_id
-    return "h:" + hashlib.sha256(item_id.encode()).hexdigest()
-
-
-# ---- submission ------------------------------------------------------------------------------------
 def _refuse(message: str, code: str) -> InvalidInput:
     return InvalidInput(message, code=code)
 
 
-def _entries(key: str) -> Iterator[dict[str, Any]]:
-    return (entry for _, _, entry in dataset_service.iter_entries(key))
+# ---- submission (the API) --------------------------------------------------------------------------
+def _check_plan(plan: dict[str, Any]) -> None:
+    model = Plan.model_validate(plan)
+    if not fits_one_invocation(model):
+        raise _refuse(
+            f"a batch item of this workflow may take up to {worst_case(model)} s (every node's timeout x "
+            "(max_retries + 1) + the retry delays, along the slowest path), longer than one node-runner "
+            "invocation (15 minutes): lower the node timeouts or max_retries to run it over a dataset.",
+            "batch_item_too_long",
+        )
 
 
-def _copy_list(tenant: str, execution_id: str, entries: Iterable[dict[str, Any]]) -> int:
-    """Stream ``entries`` (of another item list, read as they are written) into the run's item
-    list; items stored apart are copied into the run's prefix. Returns how many were written. On
-    any error, from the writing or from ``entries``, the partial list is discarded."""
-    blobs = dataset_service.blobs()
-    writer = dataset_service.ItemListWriter(list_key(tenant, execution_id))
-    large_prefix = f"{_prefix(tenant, execution_id)}large/"
-    try:
-        for entry in entries:
-            if "ref" in entry:
-                target = f"{large_prefix}{writer.count:07d}.json"
-                blobs.copy(entry["ref"], target)
-                entry = {"id": entry["id"], "ref": target}
-            writer.add(entry)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        blobs.delete_prefix(large_prefix)
-        raise
-    return writer.count
-
-
-def _batch_ctx(
-    config: BatchConfig, tenant: str, execution_id: str, total: int, plan: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "batch_config": config,
-        # processed/failed come from the counters while running, then from the final recount.
-        "progress": {"total_items": total},
-        "ctx": {
-            "items_bucket": dataset_service.bucket(),
-            "items_key": list_key(tenant, execution_id),
-            "parallelism": config.parallelism,
-            "input_field": config.input_field,
-            # An item's result is the output of the last node, in this order, that produced one.
-            "node_order": [node["id"] for node in plan["nodes"]],
-        },
-    }
-
-
-def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
-    """Validate a batch submission and write its item list; 400 for anything wrong, before a run."""
+def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
+    """Check a batch submission (400 for anything wrong, before a run exists) and return what the
+    execution starts with: its config and, when it is known without reading items, its total."""
     config = body.batch_config
     if config is None:
         raise _refuse(
@@ -151,7 +99,7 @@ def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, A
         )
     version = dataset_service.ready_version(tenant, config.dataset_id, config.dataset_version_id)
     try:
-        matches = datasets.compile_filter(config.filter_query)
+        datasets.compile_filter(config.filter_query)
     except datasets.FilterError as exc:
         raise _refuse(exc.message, exc.code) from None
     field = config.input_field
@@ -163,423 +111,295 @@ def prepare(tenant: str, execution_id: str, body: api.Execute, plan: dict[str, A
             f"(input_field); their fields: {shown or 'none'}.",
             "unknown_input_field",
         )
-    source = version.get("items_key") or dataset_service.items_key(
-        tenant, config.dataset_id, config.dataset_version_id
-    )
     unfiltered = not (config.filter_query or "").strip()
-    if unfiltered and field in (version.get("common_fields") or []) and not version.get("large_items"):
-        # Every item is kept and has the field: the list is copied inside S3, not read at all.
-        dataset_service.blobs().copy(source, list_key(tenant, execution_id))
-        total = int(version["item_count"])
-    else:
-
-        def keep(entry: dict[str, Any]) -> bool:
-            item = dataset_service.entry_item(entry)
-            if not matches(item):
-                return False
-            if field not in item:
-                raise _refuse(
-                    f"item {entry['id']!r} is kept by the filter but has no field {field!r} "
-                    "(input_field); filter it out or fix the item.",
-                    "unknown_input_field",
-                )
-            return True
-
-        total = _copy_list(tenant, execution_id, filter(keep, _entries(source)))
-    if total == 0:
-        dataset_service.blobs().delete(list_key(tenant, execution_id))
-        raise _refuse(
-            f"the filter {config.filter_query!r} keeps none of the {version['item_count']} items; nothing "
-            "to run.",
-            "no_items",
-        )
-    return _batch_ctx(config, tenant, execution_id, total, plan)
+    lacking = (version.get("lacking_fields") or {}).get(field)
+    if unfiltered and lacking is not None:
+        raise _refuse(_lacking_message(lacking, field), "unknown_input_field")
+    _check_plan(plan)
+    total = int(version.get("item_count") or 0) if unfiltered else None
+    return {"batch_config": config, "progress": {"total_items": total}}
 
 
-def prepare_rerun(
-    tenant: str, new_execution_id: str, old_record: dict[str, Any], plan: dict[str, Any]
-) -> dict[str, Any]:
-    """A re-run goes over exactly the items the old run went over (its own list, not the dataset)."""
-    config = BatchConfig.model_validate(old_record["batch_config"])
-    total = _copy_list(tenant, new_execution_id, _entries(list_key(tenant, old_record["id"])))
-    return _batch_ctx(config, tenant, new_execution_id, total, plan)
+def _lacking_message(item_id: str, field: str) -> str:
+    return (
+        f"item {item_id!r} is kept by the filter but has no field {field!r} (input_field); filter it out "
+        "or fix the item."
+    )
 
 
-def prepare_retry(
-    tenant: str,
-    new_execution_id: str,
-    old_record: dict[str, Any],
-    plan: dict[str, Any],
-    parallelism: int | None = None,
-) -> dict[str, Any]:
-    """The items of a finished batch run that failed, as a new run's list."""
-    if old_record.get("input_mode") != "batch":
+def _check_batch(old: dict[str, Any]) -> None:
+    if old.get("input_mode") != "batch":
         raise _refuse("only a batch run has items to retry.", "not_a_batch")
-    if old_record["status"] not in TERMINAL_STATUSES:
+
+
+def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:
+    """A re-run goes over exactly the items of the old run (its own list, copied in the background)."""
+    if not old.get("batch"):
+        raise Conflict(
+            "this batch run never got its item list (it ended before it started); start a new batch.",
+            code="no_item_list",
+        )
+    total = int((old.get("progress") or {}).get("total_items") or 0)
+    return {
+        "batch_config": BatchConfig.model_validate(old["batch_config"]),
+        "progress": {"total_items": total},
+    }
+
+
+def retry_submission(
+    tenant: str, old: dict[str, Any], plan: dict[str, Any], parallelism: int | None
+) -> dict[str, Any]:
+    """A new run over the items of a finished batch run that did not complete (failed, or never ran);
+    409 when there are none. Their list is written in the background."""
+    _check_batch(old)
+    if old["status"] not in TERMINAL_STATUSES:
         raise Conflict(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
         )
-    config = BatchConfig.model_validate(old_record["batch_config"])
+    if not old.get("batch"):
+        raise Conflict("this batch run never got its item list; start a new batch.", code="no_item_list")
+    total = int((old.get("progress") or {}).get("total_items") or 0)
+    counters = batch_store().counters(tenant, old["id"], consistent=True)
+    remaining = total - (counters["processed_items"] - counters["failed_items"])
+    if remaining <= 0:
+        raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
+    _check_plan(plan)
+    config = BatchConfig.model_validate(old["batch_config"])
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})
-    total = _copy_list(tenant, new_execution_id, _failed_entries(tenant, old_record["id"]))
-    if total == 0:
-        dataset_service.blobs().delete(list_key(tenant, new_execution_id))
-        raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
-    return _batch_ctx(config, tenant, new_execution_id, total, plan)
+    return {"batch_config": config, "progress": {"total_items": remaining}}
 
 
-def _failed_entries(tenant: str, execution_id: str) -> Iterator[dict[str, Any]]:
-    """The entries of a run's item list whose item failed, in list order. The outcomes are read a
-    page of entries at a time (one BatchGetItem of their status), so memory holds one page however
-    many items failed, and each outcome is read once."""
-    entries = _entries(list_key(tenant, execution_id))
-    while page := list(itertools.islice(entries, OUTCOMES_PER_READ)):
-        keys = [f"R#{item_key(entry['id'])}" for entry in page]
-        outcomes = store().execution_children(tenant, execution_id, keys, fields=("status",))
-        yield from (
-            entry
-            for entry, key in zip(page, keys, strict=True)
-            if outcomes.get(key, {}).get("status") == "failed"
-        )
+# ---- prepare_batch (the machine) -------------------------------------------------------------------
+class _Refused(Exception):
+    """The run cannot start: its message becomes the run's error."""
 
 
-# ---- running: the item's state ---------------------------------------------------------------------
-_status_cache: dict[tuple[str, str], tuple[float, bool]] = {}
-_status_lock = threading.Lock()
-
-
-def is_running(tenant: str, execution_id: str) -> bool:
-    """Whether the run is still running, as read at most STATUS_CACHE_SECONDS ago in this process
-    (one read per second per warm function instead of one per node)."""
-    now = time.monotonic()
-    key = (tenant, execution_id)
-    with _status_lock:
-        cached = _status_cache.get(key)
-    if cached and now - cached[0] < STATUS_CACHE_SECONDS:
-        return cached[1]
+def _dataset_entries(tenant: str, config: BatchConfig) -> tuple[Iterator[dict[str, Any]], int]:
     try:
-        running = store().get_execution(tenant, execution_id).get("status") == "running"
+        version = dataset_service.get_version_record(tenant, config.dataset_id, config.dataset_version_id)
     except NotFound:
-        running = False
-    with _status_lock:
-        if len(_status_cache) > 1000:
-            _status_cache.clear()
-        _status_cache[key] = (now, running)
-    return running
-
-
-def item_state(state: dict[str, Any], *, check_running: bool = True) -> dict[str, Any]:
-    """The state of one item's chain, with its ctx derived from its Map entry on the first call:
-    ``item_id`` (the key of its records), ``source_item_id``, ``item`` and ``input`` (the item's
-    input_field; both S3 references when large). Raises ExecutionNotRunning (when check_running)
-    once the run is cancelled or over, so a cancelled batch dispatches no further node."""
-    if "entry" in state:
-        entry = state["entry"]
-        parent = state.get("parent") or state["ctx"]
-        prefix = f"{_prefix(parent['tenant'], parent['execution_id'])}items/{item_key(entry['id'])}/"
-        item = dataset_service.entry_item(entry)
-        try:
-            text: str | None = datasets.input_text(item, parent["input_field"])
-        except datasets.InputFieldError:
-            text = None  # the item's first node fails on it (checked at submission: rare)
-        ctx = {
-            **parent,
-            "item_id": item_key(entry["id"]),
-            "source_item_id": entry["id"],
-            "item": {"$s3": entry["ref"]} if "ref" in entry else item,
-            "input": pack(text, f"{prefix}input.json") if text is not None else None,
-        }
-        state = {k: v for k, v in state.items() if k not in ("entry", "parent")}
-        state["ctx"] = ctx
-        state.setdefault("outputs", {})
-    ctx = state["ctx"]
-    if check_running and (state.get("cancelled") or not is_running(ctx["tenant"], ctx["execution_id"])):
-        raise ExecutionNotRunning("the batch run was cancelled or has ended")
-    return state
-
-
-def node_attempt(node: dict[str, Any], retry_count: int | None) -> dict[str, Any]:
-    """The node record of an item's node attempt, written once when the attempt ends (a batch
-    writes one record per node of each item, not one when it starts and one when it ends)."""
-    return {
-        "node_id": node["id"],
-        "name": node["name"],
-        "idx": node["idx"],
-        "status": "running",
-        "attempts": int(retry_count or 0) + 1,
-        "started_at": now_iso(),
-    }
-
-
-def item_node_failed(
-    node: dict[str, Any], state: dict[str, Any], error_name: str, message: str, status: str
-) -> dict[str, Any]:
-    """An item's node whose attempts are spent: record it; with on_failure "stop" the item fails.
-    A node that found the run cancelled makes the item neither processed nor failed."""
-    rest = {k: v for k, v in state.items() if k != "error"}
-    if error_name == "ExecutionNotRunning" or state.get("cancelled"):
-        return {**rest, "cancelled": True}
-    ctx = state["ctx"]
-    record = {
-        "node_id": node["id"],
-        "name": node["name"],
-        "idx": node["idx"],
-        "status": status,
-        "error": message,
-        "completed_at": now_iso(),
-    }
-    with contextlib.suppress(ConditionFailed):
-        store().put_item_node(
-            ctx["tenant"], ctx["execution_id"], record_sk(ctx, node["id"]), record, attempt=None
-        )
-    if node["on_failure"] == "continue":
-        return rest
-    return {**rest, "failure": {"node_id": node["id"], "node_name": node["name"], "message": message}}
-
-
-def finish_item(state: dict[str, Any], *, failed: bool) -> dict[str, Any]:
-    """Record the item's outcome and count it, once (the "Item done" / "Item failed" states).
-
-    The outcome is a conditional put (a retried task finds it and counts nothing), then one ADD
-    on a counter shard. The final counts are recounted from the outcomes when the run completes.
-    """
-    state = item_state(state, check_running=False)
-    ctx = state["ctx"]
-    tenant, execution_id = ctx["tenant"], ctx["execution_id"]
-    last = state.get("last_record")  # the record of the last node, when it finishes the item
-    if state.get("cancelled") or not is_running(tenant, execution_id):
-        if last:  # the item is not counted, but its node did run: keep its record
-            with contextlib.suppress(ConditionFailed):
-                store().put_item_node(
-                    tenant, execution_id, record_sk(ctx, last["node_id"]), last, attempt=last["attempts"]
-                )
-        return {}
-    outputs = state.get("outputs") or {}
-    order = ctx.get("node_order") or list(outputs)
-    final_node = next((n for n in reversed(order) if n in outputs), None)
-    failure = state.get("failure") or {}
-    usage = {k: int(v) for k, v in (state.get("usage") or {}).items() if k in USAGE_COUNTERS and v}
-    result: dict[str, Any] = {
-        "source_item_id": ctx["source_item_id"],
-        "status": "failed" if failed else "completed",
-        "error": (failure.get("message") or "the item failed") if failed else None,
-        "failed_node_id": failure.get("node_id") if failed else None,
-        "completed_at": now_iso(),
-        "usage": usage,
-    }
-    if last:
-        # The last node's record lives in the outcome (one write for both); its output is the
-        # outcome's output, as its node record would have held it (inline, or an S3 reference).
-        result["last_node"] = {k: v for k, v in last.items() if k != "output"}
-        result["output"] = last.get("output")
-    elif not failed and final_node is not None:
-        final = outputs[final_node]
-        if len(json.dumps(final)) <= INLINE_RESULT_BYTES:
-            result["output"] = final
-        else:  # already stored with the node's record: point at it, keep outcomes small
-            result["output_node_id"] = final_node
-    if store().record_item_outcome(tenant, execution_id, ctx["item_id"], result):
-        store().add_to_batch_counters(
-            tenant, execution_id, {"processed_items": 1, "failed_items": int(failed), **usage}
-        )
-    return {}  # the Map keeps every item's output until it ends: keep it empty
-
-
-# ---- ending ----------------------------------------------------------------------------------------
-def recount(tenant: str, execution_id: str) -> dict[str, int]:
-    """Counts and usage summed from the recorded outcomes themselves (one Query of them)."""
-    totals = dict.fromkeys(TableStore.BATCH_COUNTERS, 0)
-    for outcome in store().item_outcomes(tenant, execution_id, fields=("status", "usage")):
-        totals["processed_items"] += 1
-        totals["failed_items"] += outcome.get("status") == "failed"
-        for name, amount in (outcome.get("usage") or {}).items():
-            if name in totals:
-                totals[name] += int(amount)
-    return totals
-
-
-def complete(tenant: str, record: dict[str, Any]) -> None:
-    """The Map has run every item: completed, or failed when more than max_failed_percent of them
-    failed or some item has no outcome. The final counts are recounted from the outcomes and kept
-    in the execution. Only a running run moves (a cancelled one stays cancelled)."""
-    from relayflow_runtime.services import executions
-
-    counts = recount(tenant, record["id"])
-    progress = dict(record.get("progress") or {})
-    total = int(progress.get("total_items") or 0)
-    processed, failed = counts["processed_items"], counts["failed_items"]
-    progress.update(processed_items=processed, failed_items=failed)
-    fields: dict[str, Any] = {"completed_at": now_iso(), "progress": progress}
-    if counts["input_tokens"] or counts["output_tokens"]:
-        # Where a single run keeps its usage: the execution shows it as usage.
-        fields.update({k: counts[k] for k in USAGE_COUNTERS if counts[k]})
-    limit = (record.get("batch_config") or {}).get("max_failed_percent")
-    status = "completed"
-    if processed < total:
-        status = "failed"
-        fields["error"] = f"{total - processed} of {total} items ended without a recorded outcome"
-    elif limit is not None and total and failed * 100 / total > float(limit):
-        status = "failed"
-        fields["error"] = (
-            f"{failed} of {total} items failed ({failed * 100 / total:.1f}%), more than max_failed_percent "
-            f"({float(limit):g}%)"
-        )
-    executions.transition(tenant, record, ("running",), status, fields)
-
-
-# ---- reading ---------------------------------------------------------------------------------------
-def fill_progress(tenant: str, execution: Execution, *, with_results: bool = False) -> None:
-    """Live counts from the counter shards (one BatchGetItem), or the final counts a completed run
-    keeps; a finished run's first page of results when asked."""
-    final = execution.status in ("completed", "failed") and execution.progress.processed_items is not None
-    if not final:
-        counters = store().batch_counters(tenant, execution.id)
-        execution.progress.processed_items = counters["processed_items"]
-        execution.progress.failed_items = counters["failed_items"]
-        _set_usage(execution, counters)
-    if with_results and execution.status in TERMINAL_STATUSES:
-        items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
-        execution.results = {
-            "items": [i.model_dump(mode="json") for i in items],
-            "next_token": token,
-            "total_items": execution.progress.total_items,
-        }
-
-
-def _set_usage(execution: Execution, counters: Mapping[str, int]) -> None:
-    from relayflow_runtime.services import executions
-
-    if counters.get("input_tokens") or counters.get("output_tokens"):
-        usage = {k: counters.get(k) for k in USAGE_COUNTERS if counters.get(k)}
-        execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
-
-
-def _batch_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
-    from relayflow_runtime.services import executions
-
-    record = executions.get_execution_record(tenant, workflow_id, execution_id)
-    if record.get("input_mode") != "batch":
-        raise InvalidInput("this execution is not a batch run: it has no item results.", code="not_a_batch")
-    return Execution.model_validate({k: v for k, v in record.items() if k != "results"})
-
-
-def _input_of(entry: dict[str, Any], field: str) -> str | None:
-    try:
-        return datasets.input_text(dataset_service.entry_item(entry), field)
-    except datasets.InputFieldError:
-        return None
-
-
-def _results(tenant: str, execution: Execution, entries: list[dict[str, Any]]) -> list[BatchItemResult]:
-    """The results of these list entries: one BatchGetItem of their outcomes, one more for the
-    node records that hold the outputs too large to be copied into an outcome."""
-    keys = [item_key(e["id"]) for e in entries]
-    outcomes = store().execution_children(tenant, execution.id, [f"R#{k}" for k in keys])
-    pointed = {
-        f"I#{k}#N#{o['output_node_id']}": k
-        for k in keys
-        if (o := outcomes.get(f"R#{k}")) and o.get("output_node_id")
-    }
-    node_records = store().execution_children(tenant, execution.id, list(pointed)) if pointed else {}
-    outputs = {key: node_records.get(sk, {}).get("output") for sk, key in pointed.items()}
-    field = execution.batch_config.input_field if execution.batch_config else "text"
-    results = []
-    for entry, key in zip(entries, keys, strict=True):
-        outcome = outcomes.get(f"R#{key}")
-        text = _input_of(entry, field)
-        if outcome is None:
-            results.append(BatchItemResult(source_item_id=entry["id"], input=text))
-            continue
-        output = outputs.get(key) if outcome.get("output_node_id") else outcome.get("output")
-        results.append(BatchItemResult.model_validate({**outcome, "input": text, "output": unpack(output)}))
-    return results
-
-
-def results_page(
-    tenant: str, execution: Execution, limit: int, next_token: str | None
-) -> tuple[list[BatchItemResult], str | None]:
-    """Items in list order, each exactly once (``pending`` until it has an outcome)."""
-    offset = dataset_service.decode_offset(next_token)
-    entries: list[dict[str, Any]] = []
-    token: str | None = None
-    try:
-        for start, _, entry in dataset_service.iter_entries(list_key(tenant, execution.id), offset):
-            if len(entries) == limit:
-                token = dataset_service.encode_offset(start)
-                break
-            entries.append(entry)
-    except NotFound:
-        return [], None
-    return _results(tenant, execution, entries), token
-
-
-def get_results(
-    tenant: str, workflow_id: str, execution_id: str, limit: int, next_token: str | None
-) -> tuple[list[BatchItemResult], str | None]:
-    return results_page(tenant, _batch_execution(tenant, workflow_id, execution_id), limit, next_token)
-
-
-def iter_results(tenant: str, execution: Execution, page_size: int = 500) -> Iterator[BatchItemResult]:
-    token: str | None = None
-    while True:
-        items, token = results_page(tenant, execution, page_size, token)
-        yield from items
-        if not token:
-            return
-
-
-def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str) -> tuple[bytes, str]:
-    """The whole result set as one JSONL or CSV file, when it fits in one API answer."""
-    execution = _batch_execution(tenant, workflow_id, execution_id)
-    out = bytearray()
-    for chunk in format_rows((result_row(r) for r in iter_results(tenant, execution)), fmt):
-        out += chunk
-        if len(out) > MAX_DOWNLOAD_BYTES:
-            raise TooLarge(
-                f"the results are larger than the {MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB one answer can "
-                "carry; page through GET .../results, or use the client's download_execution_results(), "
-                "which does.",
-                code="results_too_large",
-            )
-    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
-    return bytes(out), media
-
-
-def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> dict[str, Any]:
-    """One item of a batch run: its result and the record of every node of its chain."""
-    from relayflow_runtime.services import executions
-
-    execution = _batch_execution(tenant, workflow_id, execution_id)
-    key = item_key(source_item_id)
-    entry = next(
-        (
-            e
-            for _, _, e in dataset_service.iter_entries(list_key(tenant, execution_id))
-            if e["id"] == source_item_id
-        ),
-        None,
+        raise _Refused(
+            f"dataset version '{config.dataset_version_id}' was deleted before the run could read it."
+        ) from None
+    source = version.get("items_key") or dataset_service.items_key(
+        tenant, config.dataset_id, config.dataset_version_id
     )
-    if entry is None:
-        raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
-    order = executions.get_execution_record(tenant, workflow_id, execution_id).get("node_order") or []
-    sks = [f"I#{key}#N#{node}" for node in order] + [f"R#{key}"]
-    found = store().execution_children(tenant, execution_id, sks)
-    records = {r["node_id"]: r for sk, r in found.items() if sk.startswith("I#")}
-    outcome = found.get(f"R#{key}") or {}
-    if outcome.get("last_node"):  # the last node's record, kept in the outcome (see finish_item)
-        last = outcome["last_node"]
-        records[last["node_id"]] = {
-            **records.get(last["node_id"], {}),
-            **last,
-            "output": outcome.get("output"),
-        }
-    nodes = {}
-    for record in sorted(records.values(), key=lambda r: r.get("idx", 0)):
-        data = {**record, "output": unpack(record.get("output")), "prompt": unpack(record.get("prompt"))}
-        if data.get("usage"):
-            data["usage"] = executions.usage_of(data["usage"])
-        nodes[record["node_id"]] = NodeExecution.model_validate(data).model_dump(mode="json")
-    (result,) = _results(tenant, execution, [entry])
-    return {**result.model_dump(mode="json"), "node_executions": nodes}
+    matches = datasets.compile_filter(config.filter_query)
+    field = config.input_field
+    count = int(version.get("item_count") or 0)
+
+    def kept() -> Iterator[dict[str, Any]]:
+        kept_any = False
+        for _, _, entry in dataset_service.iter_entries(source):
+            item = dataset_service.entry_item(entry)
+            if not matches(item):
+                continue
+            if field not in item:
+                raise _Refused(_lacking_message(str(entry["id"]), field))
+            kept_any = True
+            yield entry
+        if not kept_any:
+            raise _Refused(
+                f"the filter {config.filter_query!r} keeps none of the {count} items; nothing to run."
+            )
+
+    return kept(), count
+
+
+def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
+    """The entries of a run's list whose item did not complete (failed, or no outcome: never ran),
+    in list order; outcomes read a page of entries at a time (memory: one page)."""
+    stream = (entry for _, entry in item_lists.entries(item_lists.list_key(_prefix(tenant, old_id))))
+    while page := list(itertools.islice(stream, OUTCOMES_PER_READ)):
+        outcomes = batch_store().outcomes(tenant, old_id, [e.id for e in page], fields=("status",))
+        for entry in page:
+            if outcomes.get(entry.id, {}).get("status") != "completed":
+                yield entry.model_dump(exclude_none=True)
+
+
+def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tuple[int, int]:
+    """Write the run's item list and index; (entries, index buckets)."""
+    prefix = _prefix(tenant, record["id"])
+    source: Iterator[dict[str, Any]]
+    if record.get("rerun_of"):
+        old = executions.store().get_execution(tenant, record["rerun_of"])
+        old_total = int((old.get("progress") or {}).get("total_items") or 0)
+        old_index = old.get("item_index") or {}
+        if old_index and not old.get("large_items"):
+            item_lists.copy(_prefix(tenant, old["id"]), prefix)  # nothing is read
+            return old_total, int(old_index["buckets"])
+        source = (e for _, e in _entries_of(tenant, old["id"]))
+        expected = old_total
+    elif record.get("retry_of"):
+        old = executions.store().get_execution(tenant, record["retry_of"])
+        source = _unfinished_entries(tenant, old["id"])
+        expected = int((old.get("progress") or {}).get("total_items") or 0)
+    else:
+        source, expected = _dataset_entries(tenant, config)
+    writer = item_lists.IndexedListWriter(prefix, expected)
+    try:
+        for entry in source:
+            writer.add(entry)
+        total = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.large:
+        executions.store().update_execution(tenant, record["id"], {"large_items": writer.large})
+    return total, writer.buckets
+
+
+def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for offset, entry in item_lists.entries(item_lists.list_key(_prefix(tenant, execution_id))):
+        yield offset, entry.model_dump(exclude_none=True)
+
+
+def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str, Any]:
+    return {
+        "run": run.model_dump(mode="json"),
+        "batch": settings.model_dump(mode="json"),
+        "timeout": plan.timeout or NO_TIMEOUT_SECONDS,
+    }
+
+
+def prepare_batch(run: RunRef) -> dict[str, Any]:
+    """Write the run's item list and index, set ``total_items``, size the Map. A repeated call
+    returns what the first decided."""
+    store = executions.store()
+    record = store.get_execution(run.tenant, run.execution_id)
+    plan = load_plan(run.tenant, run.execution_id)
+    if record.get("batch"):
+        return _machine_input(run, BatchSettings.model_validate(record["batch"]), plan)
+    if record["status"] != "pending":
+        raise ExecutionNotRunning(f"the execution is {record['status']}")
+    config = BatchConfig.model_validate(record["batch_config"])
+    try:
+        total, buckets = _write_items(run.tenant, record, config)
+        if total == 0:
+            raise _Refused("no item of the run is left to run.")
+    except _Refused as refused:
+        executions.transition(
+            run.tenant, record, ("pending",), "failed", {"error": str(refused), "completed_at": now_iso()}
+        )
+        raise ExecutionNotRunning(f"the run did not start: {refused}") from None
+    settings = batch_settings(
+        plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
+    )
+    progress = {**(record.get("progress") or {}), "total_items": total}
+    try:
+        store.update_execution(
+            run.tenant,
+            run.execution_id,
+            {
+                "batch": settings.model_dump(mode="json"),
+                "item_index": {"buckets": buckets},
+                "progress": progress,
+            },
+            only_if_status=("pending",),
+        )
+    except ConditionFailed:
+        raise ExecutionNotRunning("the run was cancelled while its items were prepared") from None
+    return _machine_input(run, settings, plan)
+
+
+# ---- the budget (the machine) ----------------------------------------------------------------------
+def reserve_budget(run: RunRef, batch: BatchSettings, timeout: int) -> dict[str, Any]:
+    """Take the Map's concurrency from the account's batch budget and move ``pending -> running``;
+    ``BudgetExhausted`` (the machine waits and asks again) while the budget is taken."""
+    store = executions.store()
+    record = store.get_execution(run.tenant, run.execution_id)
+    answer = {"run": run.model_dump(mode="json"), "batch": batch.model_dump(mode="json"), "timeout": timeout}
+    if record["status"] == "running":
+        return answer
+    if record["status"] != "pending":
+        raise ExecutionNotRunning(f"the execution is {record['status']}")
+    limit = get_settings().batch_parallelism_budget
+    units = batch.children * batch.items_per_child
+    try:
+        outcome = batch_store().reserve_budget(
+            TableStore.execution_key(run.tenant, run.execution_id), units, limit
+        )
+    except BudgetExhausted:
+        reason = (
+            f"waiting for batch capacity: the account runs at most {limit} batch items at once and other "
+            "batches hold it"
+        )
+        if record.get("pending_reason") != reason:
+            store.update_execution(
+                run.tenant, run.execution_id, {"pending_reason": reason}, only_if_status=("pending",)
+            )
+        raise
+    if outcome == "not_pending":
+        raise ExecutionNotRunning("the run was cancelled before it started")
+    updated = executions.transition(
+        run.tenant, record, ("pending",), "running", {"started_at": now_iso(), "pending_reason": None}
+    )
+    if updated is None:
+        raise ExecutionNotRunning("the run was cancelled before it started")
+    return answer
+
+
+# ---- the end (the machine) -------------------------------------------------------------------------
+def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], BatchCounts]:
+    counters = batch_store().counters(tenant, record["id"], consistent=True)
+    total = int((record.get("progress") or {}).get("total_items") or 0)
+    counts = BatchCounts.final(total, counters)
+    progress = {
+        **(record.get("progress") or {}),
+        "processed_items": counts.processed_items,
+        "failed_items": counts.failed_items,
+    }
+    # Where a single run keeps its usage: the execution shows it as ``usage``.
+    fields: dict[str, Any] = {"completed_at": now_iso(), "progress": progress, **counts.usage}
+    return fields, counts
+
+
+def complete(run: RunRef) -> None:
+    """Every child of the Map has ended: ``completed``, or ``failed`` above ``max_failed_percent``
+    (items without an outcome never ran: failed). A cancelled run stays cancelled."""
+    record = executions.store().get_execution(run.tenant, run.execution_id)
+    if record["status"] != "running":
+        return
+    fields, counts = _final_fields(run.tenant, record)
+    config = BatchConfig.model_validate(record["batch_config"])
+    status, error = judge(counts, config.max_failed_percent)
+    if error:
+        fields["error"] = error
+    executions.transition(run.tenant, record, ("running",), status, fields)
+
+
+def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
+    """``-> failed``: the run's own timeout, or an error of the machine itself."""
+    record = executions.store().get_execution(run.tenant, run.execution_id)
+    if record["status"] in TERMINAL_STATUSES:
+        return
+    fields, _ = _final_fields(run.tenant, record)
+    if reason == "timeout":
+        fields["error"] = f"workflow timed out after {record.get('timeout')} seconds"
+    else:
+        fields["error"] = "the run failed: " + error_message(error)[1]
+    executions.transition(run.tenant, record, ("pending", "running"), "failed", fields)
+
+
+# ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------
+def delete_in_background(tenant: str, record: dict[str, Any]) -> None:
+    """Hide the run from every read and listing at once; delete its records and objects (which
+    grow with its items) on the jobs machine."""
+    executions.store().hide_execution(tenant, record["id"])
+    executions.machines().start(
+        get_settings().jobs_machine_arn,
+        f"delete-{record['id']}",
+        {"kind": "delete_execution", "tenant": tenant, "execution_id": record["id"]},
+    )
+
+
+def delete_execution_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The jobs machine's ``delete_execution``: objects, outcomes and counters, the execution last
+    (an interrupted delete is finished by a repeat)."""
+    tenant, execution_id = str(job["tenant"]), str(job["execution_id"])
+    executions.blobs().delete_prefix(_prefix(tenant, execution_id))
+    deleted = batch_store().delete_records(tenant, execution_id)
+    executions.store().delete_execution(tenant, execution_id)
+    return {"deleted": execution_id, "records": deleted}

@@ -88,7 +88,8 @@ def _json_bytes(value: Any) -> bytes:
 
 
 class ItemListWriter:
-    """Write an item list (see the module doc) as a stream; ``count`` entries so far."""
+    """Write an item list (see the module doc) as a stream; ``count`` entries so far. ``add`` and
+    ``add_line`` return where the entry's line is: (its offset in the list, its length)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -96,14 +97,19 @@ class ItemListWriter:
         self._out = blob_stream.ObjectWriter(bucket(), key, "application/json")
         self._out.write(b"[\n")
 
-    def add(self, entry: Mapping[str, Any]) -> None:
-        self._out.write((b"," if self.count else b"") + _json_bytes(entry) + b"\n")
+    def _write(self, entry: bytes) -> tuple[int, int]:
+        line = (b"," if self.count else b"") + entry + b"\n"
+        offset = self._out.size
+        self._out.write(line)
         self.count += 1
+        return offset, len(line)
 
-    def add_line(self, line: bytes) -> None:
+    def add(self, entry: Mapping[str, Any]) -> tuple[int, int]:
+        return self._write(_json_bytes(entry))
+
+    def add_line(self, line: bytes) -> tuple[int, int]:
         """Add an entry exactly as read from another item list (see parse_entry_line)."""
-        self._out.write((b"," if self.count else b"") + line.lstrip(b",").rstrip(b"\r\n") + b"\n")
-        self.count += 1
+        return self._write(line.strip().lstrip(b","))
 
     def close(self) -> int:
         self._out.write(b"]\n")
@@ -311,19 +317,32 @@ class _ChunkStream:
 
 
 class _FieldStats:
-    """Which field names the items have: all of them (up to a cap) and those every item has."""
+    """Which field names the items have: all of them (up to a cap), those every item has, and for
+    the others the first item that lacks each (a batch submission names it, without a scan)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}
         self.items = 0
+        self.first_id: str | None = None
+        self.common_so_far: set[str] = set()
+        self.lacking: dict[str, str] = {}
 
-    def add(self, item: Mapping[str, Any]) -> None:
+    def add(self, item: Mapping[str, Any], item_id: str) -> None:
         self.items += 1
+        if self.first_id is None:
+            self.first_id = item_id
+            self.common_so_far = set(list(item)[:MAX_TRACKED_FIELDS])
+        elif not all(name in item for name in self.common_so_far):
+            for name in [n for n in self.common_so_far if n not in item]:
+                self.common_so_far.discard(name)
+                self.lacking[name] = item_id
         for name in item:
             if name in self.seen:
                 self.seen[name] += 1
             elif len(self.seen) < MAX_TRACKED_FIELDS:
                 self.seen[name] = 1
+                if self.items > 1 and self.first_id is not None:
+                    self.lacking[name] = self.first_id
 
     def fields(self) -> list[str]:
         return list(self.seen)
@@ -391,7 +410,7 @@ def ingest(
     large = 0
     try:
         for parsed in datasets.iter_items(cast(IO[bytes], source), "jsonl" if fmt == "items" else fmt):
-            stats.add(parsed.data)
+            stats.add(parsed.data, parsed.id)
             try:
                 entry_line, stored_apart = make_entry_line(
                     parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json"
@@ -440,6 +459,7 @@ def ingest(
             "item_count": writer.count,
             "fields": stats.fields(),
             "common_fields": stats.common(),
+            "lacking_fields": stats.lacking,
             "format": fmt,
             "source_filename": filename,
             "size_bytes": size,

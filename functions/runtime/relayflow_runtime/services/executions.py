@@ -16,6 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from relayflow_runtime.adapters.batch_store import BatchStore
 from relayflow_runtime.adapters.blobs import BlobStore
 from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
@@ -35,6 +36,7 @@ from relayflow_runtime.schemas.entities import (
     NodeExecution,
 )
 from relayflow_runtime.services import authoring, metrics, retention
+from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.values import is_ref, pack, unpack
 from relayflow_runtime.settings import get_settings
@@ -117,7 +119,7 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
     if body.input_mode == "batch":
         from relayflow_runtime.services import batch
 
-        batch_ctx = batch.prepare(tenant, execution_id, body, plan)
+        batch_ctx = batch.submission(tenant, body, plan)
     else:
         batch_ctx = None
     return _launch(
@@ -374,7 +376,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
     if plan["mode"] == "batch":
         from relayflow_runtime.services import batch
 
-        batch_ctx = batch.prepare_rerun(tenant, new_execution_id, old, plan)
+        batch_ctx = batch.rerun_submission(old)
     return _launch(
         tenant,
         workflow_id,
@@ -395,8 +397,9 @@ def retry_failed_items(
     version_id: str | None = None,
     parallelism: int | None = None,
 ) -> Execution:
-    """A new batch run over only the items of a finished batch run that failed: with the same
-    snapshot of the version by default, or with ``version_id`` (e.g. a fixed one)."""
+    """A new batch run over the items of a finished batch run that did not complete (failed, or
+    never ran): with the same snapshot of the version by default, or with ``version_id`` (e.g. a
+    fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
     from relayflow_runtime.services import batch
 
     old = get_execution_record(tenant, workflow_id, execution_id)
@@ -406,7 +409,7 @@ def retry_failed_items(
         version_id = resolve_version(tenant, workflow_id, version_id)
         plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
     new_execution_id = new_id()
-    batch_ctx = batch.prepare_retry(tenant, new_execution_id, old, plan, parallelism)
+    batch_ctx = batch.retry_submission(tenant, old, plan, parallelism)
     return _launch(
         tenant,
         workflow_id,
@@ -420,7 +423,8 @@ def retry_failed_items(
 # ---- reading ---------------------------------------------------------------------------------------
 def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
     record = store().get_execution(tenant, execution_id)
-    if record["workflow_id"] != workflow_id:
+    # A batch run being deleted (on the jobs machine) is already gone for every reader.
+    if record["workflow_id"] != workflow_id or record.get("deleting"):
         raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
     return record
 
@@ -484,9 +488,9 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
         records = sorted(store().node_records(tenant, execution.id), key=lambda r: r.get("idx", 0))
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
-        from relayflow_runtime.services import batch
+        from relayflow_runtime.services import batch_results
 
-        batch.fill_progress(tenant, execution, with_results=with_nodes)
+        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
     return execution
 
 
@@ -545,14 +549,36 @@ def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[I
     return input_file, blobs().get_bytes(input_file.key)
 
 
-def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> None:
+def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download:
+    """The original input file: its bytes, or a presigned URL when it is larger than an API answer
+    carries (see services/downloads.py)."""
+    record = get_execution_record(tenant, workflow_id, execution_id)
+    if not record.get("input_file"):
+        raise NotFound("this execution was not started with a file input.", code="no_input_file")
+    input_file = InputFile.model_validate(record["input_file"])
+    filename = input_file.filename.replace('"', "") or "input"
+    if presigned_urls_enabled() and input_file.size > get_settings().max_inline_download_bytes:
+        return Download(url=blobs().presigned_get(input_file.key, URL_SECONDS, filename), filename=filename)
+    data = blobs().get_bytes(input_file.key)
+    return Download(body=data, media_type=input_file.content_type, filename=filename)
+
+
+def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
+    """Delete a finished execution. A single run's records go at once; a batch run's grow with its
+    items, so it is hidden at once and deleted on the jobs machine: True then (in the background)."""
     record = get_execution_record(tenant, workflow_id, execution_id)
     if record["status"] in ACTIVE_STATUSES:
         raise Conflict(
             "this execution is still running; cancel it before deleting it.", code="execution_active"
         )
+    if record.get("input_mode") == "batch":
+        from relayflow_runtime.services import batch
+
+        batch.delete_in_background(tenant, record)
+        return True
     blobs().delete_prefix(execution_prefix(tenant, execution_id))
     store().delete_execution(tenant, execution_id)
+    return False
 
 
 # ---- transitions -----------------------------------------------------------------------------------
@@ -586,6 +612,18 @@ def transition(
         reconcile.count_finished(tenant, updated)
         reconcile.after_finish(tenant, updated)
     return updated
+
+
+def _release_budget(tenant: str, execution_id: str, units: int) -> None:
+    """A batch run that ends (completed, failed, cancelled, or found dead by the reconciler) gives
+    back the account's batch parallelism it held; once (see adapters/batch_store.py)."""
+    try:
+        key = TableStore.execution_key(tenant, execution_id)
+        BatchStore(get_settings().table_name).release_budget(key, units)
+    except Exception:
+        logger.exception(
+            "could not release a batch's parallelism budget", extra={"execution_id": execution_id}
+        )
 
 
 def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:

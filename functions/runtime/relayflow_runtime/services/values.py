@@ -15,11 +15,12 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {REF_KEY}
 
 
-def pack(value: Any, key: str) -> Any:
-    """Keep value inline when its JSON is under the inline limit, else store it at key in S3."""
+def pack(value: Any, key: str, limit: int | None = None) -> Any:
+    """Keep value inline when its JSON is under the inline limit (``limit`` when given), else
+    store it at key in S3."""
     settings = get_settings()
     encoded = json.dumps(value)
-    if len(encoded.encode()) <= settings.inline_output_limit:
+    if len(encoded.encode()) <= (settings.inline_output_limit if limit is None else limit):
         return value
     BlobStore(settings.bucket_name).put_bytes(key, encoded.encode(), "application/json")
     return {REF_KEY: key}

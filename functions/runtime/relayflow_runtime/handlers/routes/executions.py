@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from relayflow_runtime.handlers.context import current_tenant, page
 from relayflow_runtime.schemas import api, dataset_api
-from relayflow_runtime.services import executions
+from relayflow_runtime.services import batch_results, executions
+from relayflow_runtime.services.downloads import URL_SECONDS, Download
 
 router = Router()
 
@@ -19,6 +21,57 @@ StatusFilter = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 def _tenant() -> str:
     return current_tenant(router.current_event.raw_event)
+
+
+_DELETED = {
+    "type": "object",
+    "properties": {
+        "deleted": {"type": "string"},
+        "status": {"type": "string", "enum": ["deleted", "deleting"]},
+    },
+}
+_PREPARING = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["preparing"]}, "retry_after": {"type": "integer"}},
+}
+#: A download too large for one API answer: fetch ``Location`` (a presigned S3 GET, no API key).
+_SEE_URL: OpenAPIResponse = {
+    "description": "larger than one answer carries: GET the presigned URL in Location (without the API key)",
+    "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"url": {"type": "string", "format": "uri"}, "expires_in": {"type": "integer"}},
+            }
+        }
+    },
+}
+#: Seconds a client waits before asking again for a download being prepared.
+RETRY_AFTER_SECONDS = 2
+
+
+def _download(download: Download) -> Response[Any]:
+    if download.preparing:
+        return Response(
+            status_code=202,
+            content_type=content_types.APPLICATION_JSON,
+            body={"status": "preparing", "retry_after": RETRY_AFTER_SECONDS},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if download.url is not None:
+        return Response(
+            status_code=303,
+            content_type=content_types.APPLICATION_JSON,
+            body={"url": download.url, "expires_in": URL_SECONDS},
+            headers={"Location": download.url},
+        )
+    return Response(
+        status_code=200,
+        content_type=download.media_type,
+        body=download.body,
+        headers={"Content-Disposition": f'attachment; filename="{download.filename}"'},
+    )
 
 
 @router.post("/workflows/<workflow_id>/executions", tags=["executions"], status_code=201)
@@ -73,10 +126,25 @@ def get_execution(workflow_id: str, execution_id: str) -> dict[str, Any]:
     return executions.get_execution(_tenant(), workflow_id, execution_id).model_dump(mode="json")
 
 
-@router.delete("/workflows/<workflow_id>/executions/<execution_id>", tags=["executions"])
-def delete_execution(workflow_id: str, execution_id: str) -> dict[str, Any]:
-    executions.delete_execution(_tenant(), workflow_id, execution_id)
-    return {"deleted": execution_id}
+@router.delete(
+    "/workflows/<workflow_id>/executions/<execution_id>",
+    tags=["executions"],
+    responses={
+        200: {"description": "deleted", "content": {"application/json": {"schema": _DELETED}}},
+        202: {
+            "description": "a batch run: gone for every reader at once, its records and objects (which "
+            "grow with its items) deleted in the background",
+            "content": {"application/json": {"schema": _DELETED}},
+        },
+    },
+)
+def delete_execution(workflow_id: str, execution_id: str) -> Response[dict[str, Any]]:
+    background = executions.delete_execution(_tenant(), workflow_id, execution_id)
+    return Response(
+        status_code=202 if background else 200,
+        content_type=content_types.APPLICATION_JSON,
+        body={"deleted": execution_id, "status": "deleting" if background else "deleted"},
+    )
 
 
 @router.post("/workflows/<workflow_id>/executions/<execution_id>/cancel", tags=["executions"])
@@ -96,26 +164,40 @@ def rerun_execution(workflow_id: str, execution_id: str) -> tuple[dict[str, Any]
         200: {
             "description": "the original input file, byte for byte",
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
+        },
+        303: _SEE_URL,
     },
 )
 # No return annotation on purpose: Powertools would validate the body as text, and a file is bytes.
 def download_input(workflow_id: str, execution_id: str):
-    input_file, data = executions.read_input_file(_tenant(), workflow_id, execution_id)
-    safe = input_file.filename.replace('"', "")
-    return Response(
-        status_code=200,
-        content_type=input_file.content_type,
-        body=data,
-        headers={"Content-Disposition": f'attachment; filename="{safe}"'},
-    )
+    return _download(executions.input_download(_tenant(), workflow_id, execution_id))
 
 
 # ---- batch runs: results, one item, retry of the failed items (see docs/batch.md) ---------------------
 ResultsFormat = Literal["json", "jsonl", "csv"]
 
 
-@router.get("/workflows/<workflow_id>/executions/<execution_id>/results", tags=["executions"])
+@router.get(
+    "/workflows/<workflow_id>/executions/<execution_id>/results",
+    tags=["executions"],
+    responses={
+        200: {
+            "description": "a page of results (format=json), or the whole set as one file (jsonl, csv)",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+        202: {
+            "description": "a large download of a finished run is being written to S3: ask again after "
+            "Retry-After seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": _PREPARING}},
+        },
+        303: _SEE_URL,
+    },
+)
 def get_results(
     workflow_id: str,
     execution_id: str,
@@ -124,27 +206,18 @@ def get_results(
     format: Annotated[ResultsFormat, Query()] = "json",
 ) -> Any:
     """One page of a batch run's item results (``format=json``), or all of them as one JSONL or CSV
-    file (``format=jsonl|csv``, up to 5 MiB; larger: page, or the client's download method)."""
-    from relayflow_runtime.services import batch
-
+    file (``format=jsonl|csv``): the body up to 5 MiB; larger (a finished run, on AWS) ``202`` while
+    the file is written to S3, then ``303`` to a presigned URL; ``413`` where there is none (page)."""
     if format != "json":
-        data, media = batch.download_results(_tenant(), workflow_id, execution_id, format)
-        return Response(
-            status_code=200,
-            content_type=media,
-            body=data,
-            headers={"Content-Disposition": f'attachment; filename="results-{execution_id}.{format}"'},
-        )
-    items, token = batch.get_results(_tenant(), workflow_id, execution_id, limit, next_token)
+        return _download(batch_results.download_results(_tenant(), workflow_id, execution_id, format))
+    items, token = batch_results.get_results(_tenant(), workflow_id, execution_id, limit, next_token)
     return page(items, token)
 
 
 @router.get("/workflows/<workflow_id>/executions/<execution_id>/items/<item_id>", tags=["executions"])
 def get_item(workflow_id: str, execution_id: str, item_id: str) -> dict[str, Any]:
-    """One item of a batch run: its result and the record of every node of its chain."""
-    from relayflow_runtime.services import batch
-
-    return batch.get_item(_tenant(), workflow_id, execution_id, item_id)
+    """One item of a batch run: its result and the record of every node of it that ran."""
+    return batch_results.get_item(_tenant(), workflow_id, execution_id, item_id)
 
 
 @router.post(

@@ -1,0 +1,361 @@
+"""DynamoDB records of batch runs: item outcomes, progress counters, the batch parallelism budget.
+
+Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see adapters/table.py)::
+
+    X#Rnn        R#<item key>   the outcome of one item (nn = a hash of its id, 32 shards), holding
+                                the record of each of its nodes: one write per item
+    X#Cnn        C              one of 16 shards of the run's counters (processed, failed, usage)
+    BUDGET       BATCH          the account's batch parallelism in use (``in_use``)
+
+**Exactly once under at-least-once children.** A child batch records all its items in one
+``TransactWriteItems``: each outcome a put conditional on ``attribute_not_exists(pk)``, plus one ADD
+on a counter shard for exactly those items. Whatever repeats (an Express child run twice, a Lambda
+retried, ``items_failed`` after a ``run_items`` that did record), an item is recorded and counted
+once: a transaction cancelled because some outcomes exist is retried without them (a repeated
+child finds all of them and records nothing); one cancelled by a conflict on the counter shard is
+retried on another shard.
+
+Transactions cost two write units per KB: an outcome of a three-node item is ~1-2 KB (prompts and
+outputs over the inline limit are S3 references), so an item costs ~2-4 WRU plus its share of one
+counter ADD per child — against four writes of the former design (a record per node and an ADD).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
+from relayflow_runtime.domain.batch import (
+    COUNTER_SHARDS,
+    COUNTERS,
+    OUTCOME_SHARDS,
+    USAGE_COUNTERS,
+    ItemOutcome,
+    item_key,
+    outcome_shard,
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+#: Attempts at one child's transaction (conflicts on a counter shard are retried with a backoff).
+TRANSACTION_ATTEMPTS = 8
+_BUDGET_KEY = {"pk": "BUDGET", "sk": "BATCH"}
+#: Why a transaction may be cancelled and tried again: an outcome already there (it is dropped),
+#: a concurrent transaction on the same counter shard ("None": the action itself was fine).
+_RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+
+
+class BudgetExhausted(Exception):
+    """The account's batch parallelism is taken: the batch waits (``pending``) and asks again."""
+
+
+def _wire(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in to_dynamo(item).items()}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return dict(from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()}))
+
+
+def _reasons(exc: ClientError) -> list[str]:
+    return [str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons", [])]
+
+
+class BatchStore:
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb")
+
+    # ---- keys ------------------------------------------------------------------------------------
+    @staticmethod
+    def execution_pk(tenant: str, execution_id: str) -> str:
+        return f"T#{tenant}#X#{execution_id}"
+
+    def outcome_key(self, tenant: str, execution_id: str, item_id: str) -> dict[str, str]:
+        shard = outcome_shard(item_id)
+        return {
+            "pk": f"{self.execution_pk(tenant, execution_id)}#R{shard:02d}",
+            "sk": f"R#{item_key(item_id)}",
+        }
+
+    def counter_key(self, tenant: str, execution_id: str, shard: int) -> dict[str, str]:
+        return {"pk": f"{self.execution_pk(tenant, execution_id)}#C{shard:02d}", "sk": "C"}
+
+    def shard_partitions(self, tenant: str, execution_id: str) -> list[str]:
+        """Every partition key a batch run's outcomes and counters use (for deleting it)."""
+        pk = self.execution_pk(tenant, execution_id)
+        return [f"{pk}#R{s:02d}" for s in range(OUTCOME_SHARDS)] + [
+            f"{pk}#C{s:02d}" for s in range(COUNTER_SHARDS)
+        ]
+
+    # ---- recording -------------------------------------------------------------------------------
+    def _outcome_put(self, tenant: str, execution_id: str, outcome: ItemOutcome) -> dict[str, Any]:
+        item = {
+            **outcome.model_dump(mode="json", exclude_none=True),
+            **self.outcome_key(tenant, execution_id, outcome.source_item_id),
+        }
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": _wire(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def _counter_add(self, tenant: str, execution_id: str, outcomes: list[ItemOutcome]) -> dict[str, Any]:
+        amounts = {
+            "processed_items": len(outcomes),
+            "failed_items": sum(o.status == "failed" for o in outcomes),
+        }
+        for outcome in outcomes:
+            for name in USAGE_COUNTERS:
+                amounts[name] = amounts.get(name, 0) + int(outcome.usage.get(name) or 0)
+        counted = {name: amount for name, amount in amounts.items() if amount}
+        names = {f"#c{i}": name for i, name in enumerate(counted)}
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _wire(self.counter_key(tenant, execution_id, random.randrange(COUNTER_SHARDS))),
+                "UpdateExpression": "ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names)),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": {
+                    f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())
+                },
+            }
+        }
+
+    def record_outcomes(self, tenant: str, execution_id: str, outcomes: list[ItemOutcome]) -> list[str]:
+        """Record each outcome unless its item already has one, and count exactly those, atomically.
+        Returns the ids of the items recorded by this call (none when a repeated child calls)."""
+        pending = list({o.source_item_id: o for o in outcomes}.values())
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            if not pending:
+                return []
+            puts = [self._outcome_put(tenant, execution_id, o) for o in pending]
+            try:
+                self._ddb.transact_write_items(
+                    TransactItems=[*puts, self._counter_add(tenant, execution_id, pending)]
+                )
+                return [o.source_item_id for o in pending]
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = _reasons(exc)
+                if not reasons or any(r not in _RETRYABLE_REASONS for r in reasons):
+                    raise
+                recorded = {
+                    o.source_item_id
+                    for o, reason in zip(pending, reasons, strict=False)
+                    if reason == "ConditionalCheckFailed"
+                }
+                pending = [o for o in pending if o.source_item_id not in recorded]
+                if not recorded:  # a conflict (another child's transaction on the same shard)
+                    time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        raise RuntimeError(
+            f"could not record {len(pending)} item outcomes after {TRANSACTION_ATTEMPTS} attempts"
+        )
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def _batch_get(
+        self, keys: list[dict[str, str]], *, consistent: bool, fields: Iterable[str] = ()
+    ) -> Iterator[dict[str, Any]]:
+        projection: dict[str, Any] = {}
+        wanted = list(dict.fromkeys(("pk", "sk", *fields))) if fields else []
+        if wanted:
+            names = {f"#p{i}": name for i, name in enumerate(wanted)}
+            projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [_wire(k) for k in keys[start : start + 100]],
+                    "ConsistentRead": consistent,
+                    **projection,
+                }
+            }
+            backoff = 0.01
+            while request:
+                response = self._ddb.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    yield _plain(item)
+                request = response.get("UnprocessedKeys") or {}
+                if request:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+
+    def outcomes(
+        self,
+        tenant: str,
+        execution_id: str,
+        item_ids: list[str],
+        *,
+        consistent: bool = False,
+        fields: Iterable[str] = (),
+    ) -> dict[str, dict[str, Any]]:
+        """The recorded outcomes of these items, by item id (items without one left out); only
+        ``fields`` of each when given."""
+        keys = {}
+        for item_id in dict.fromkeys(item_ids):
+            key = self.outcome_key(tenant, execution_id, item_id)
+            keys[(key["pk"], key["sk"])] = item_id
+        found: dict[str, dict[str, Any]] = {}
+        for item in self._batch_get(
+            [{"pk": pk, "sk": sk} for pk, sk in keys], consistent=consistent, fields=fields
+        ):
+            item_id = keys[(item.pop("pk"), item.pop("sk"))]
+            found[item_id] = item
+        return found
+
+    def outcome(self, tenant: str, execution_id: str, item_id: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(
+            TableName=self.table_name, Key=_wire(self.outcome_key(tenant, execution_id, item_id))
+        )
+        item = response.get("Item")
+        if not item:
+            return None
+        plain = _plain(item)
+        plain.pop("pk", None)
+        plain.pop("sk", None)
+        return plain
+
+    def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
+        """The sum of the counter shards (one BatchGetItem of 16 small items)."""
+        totals = dict.fromkeys(COUNTERS, 0)
+        keys = [self.counter_key(tenant, execution_id, shard) for shard in range(COUNTER_SHARDS)]
+        for item in self._batch_get(keys, consistent=consistent):
+            for name in COUNTERS:
+                totals[name] += int(item.get(name) or 0)
+        return totals
+
+    # ---- deleting --------------------------------------------------------------------------------
+    def delete_records(self, tenant: str, execution_id: str) -> int:
+        """Delete every outcome and counter of a batch run (a Query per shard, batched deletes);
+        returns how many. Repeatable: an interrupted delete is finished by the next."""
+        deleted = 0
+        for pk in self.shard_partitions(tenant, execution_id):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": pk}},
+                "ProjectionExpression": "pk, sk",
+            }
+            while True:
+                response = self._ddb.query(**kwargs)
+                keys = [{"pk": i["pk"], "sk": i["sk"]} for i in response.get("Items", [])]
+                for start in range(0, len(keys), 25):
+                    self._delete_batch(keys[start : start + 25])
+                deleted += len(keys)
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return deleted
+
+    def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
+        request: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys]}
+        backoff = 0.01
+        while request:
+            request = self._ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+            if request:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    # ---- the account's batch parallelism budget --------------------------------------------------
+    def reserve_budget(self, execution_key: dict[str, str], units: int, limit: int) -> str:
+        """Take ``units`` of the account's batch parallelism for the run whose execution item is
+        ``execution_key``, noting them on it, in one transaction. Returns ``"reserved"``, or
+        ``"held"`` when the run already holds its units, or ``"not_pending"``; raises
+        ``BudgetExhausted`` when fewer than ``units`` are free."""
+        units = max(1, min(units, limit))
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _wire(execution_key),
+                            "UpdateExpression": "SET budget_units = :n",
+                            "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_units)",
+                            "ExpressionAttributeNames": {"#st": "status"},
+                            "ExpressionAttributeValues": {
+                                ":n": {"N": str(units)},
+                                ":pending": {"S": "pending"},
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _wire(_BUDGET_KEY),
+                            "UpdateExpression": "ADD in_use :n",
+                            "ConditionExpression": "attribute_not_exists(in_use) OR in_use <= :room",
+                            "ExpressionAttributeValues": {
+                                ":n": {"N": str(units)},
+                                ":room": {"N": str(limit - units)},
+                            },
+                        }
+                    },
+                ]
+            )
+            return "reserved"
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            execution_reason, budget_reason = [*_reasons(exc), "None", "None"][:2]
+            if execution_reason == "ConditionalCheckFailed":
+                record = self._ddb.get_item(
+                    TableName=self.table_name, Key=_wire(execution_key), ConsistentRead=True
+                ).get("Item")
+                plain = _plain(record) if record else {}
+                if plain.get("status") == "pending" and plain.get("budget_units"):
+                    return "held"
+                return "not_pending"
+            if budget_reason == "ConditionalCheckFailed":
+                raise BudgetExhausted(f"the account's batch parallelism ({limit}) is in use") from None
+            raise
+
+    def release_budget(self, execution_key: dict[str, str], units: int) -> bool:
+        """Give back the units the run holds (once: the note on its execution item goes with them)."""
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _wire(execution_key),
+                            "UpdateExpression": "REMOVE budget_units",
+                            "ConditionExpression": "budget_units = :n",
+                            "ExpressionAttributeValues": {":n": {"N": str(units)}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _wire(_BUDGET_KEY),
+                            "UpdateExpression": "ADD in_use :minus",
+                            "ExpressionAttributeValues": {":minus": {"N": str(-units)}},
+                        }
+                    },
+                ]
+            )
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException" and _reasons(exc)[:1] == [
+                "ConditionalCheckFailed"
+            ]:
+                return False
+            raise
+
+    def budget_in_use(self) -> int:
+        item = self._ddb.get_item(TableName=self.table_name, Key=_wire(_BUDGET_KEY), ConsistentRead=True).get(
+            "Item"
+        )
+        return int(_plain(item).get("in_use") or 0) if item else 0

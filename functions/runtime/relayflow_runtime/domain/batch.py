@@ -1,0 +1,193 @@
+"""Batch runs, the pure part: what travels (list entries, item outcomes, the Map's settings), where
+an item's records live (shards), how a child batch is sized, and how a finished batch is judged.
+
+A batch is the batch machine (statemachine/batch.asl.json, docs/engine.md) over the run's *item
+list* (an S3 object, one entry per line): ``prepare_batch`` writes the list and decides the
+``BatchSettings``; a distributed Map hands ``items_per_child`` entries at a time to ``run_items``,
+which runs them concurrently and records them in one DynamoDB transaction; ``complete`` judges the
+run from the counter shards. Nothing here touches AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from relayflow_runtime.domain.engine import (
+    EXPRESS_LIMIT_SECONDS,
+    LAMBDA_LIMIT_SECONDS,
+    Plan,
+    fits_express,
+    worst_case_item_seconds,
+)
+
+#: An item's outcome lives under one of this many partition keys, picked by a hash of its id:
+#: at parallelism 100 no key takes more than a few writes per second (DynamoDB: ~1,000 per key).
+OUTCOME_SHARDS = 32
+#: The progress counters of a run: one ADD per child batch goes to one of these.
+COUNTER_SHARDS = 16
+#: Items one child batch runs at once (the Map's ItemBatcher) by default, at most.
+DEFAULT_MAX_ITEMS_PER_CHILD = 10
+#: A child's items and its counter update are one TransactWriteItems: at most 100 actions and
+#: 4 MB, so a child holds at most 50 items of at most OUTCOME_BUDGET_BYTES each.
+MAX_ITEMS_PER_CHILD = 50
+OUTCOME_BUDGET_BYTES = 64 * 1024
+#: A child's task may run this much longer than its worst-case item (recording, a cold start).
+CHILD_MARGIN_SECONDS = 15
+#: Item ids longer than this (UTF-8 bytes) are keyed by a digest (a DynamoDB sort key: 1 KiB).
+MAX_KEYED_ID_BYTES = 200
+#: What the counters count: items with an outcome, the failed ones, and their usage.
+COUNTERS = ("processed_items", "failed_items", "input_tokens", "output_tokens", "estimated_cost_nanos")
+USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---- what travels -----------------------------------------------------------------------------------
+class ItemEntry(_Shape):
+    """One entry of an item list (and one Map item): the item inline, or ``ref`` to an S3 object
+    holding it (items over 64 KiB; see services/dataset_service.py)."""
+
+    id: str
+    item: dict[str, Any] | None = None
+    ref: str | None = None
+
+
+class ItemNodeRecord(_Shape):
+    """One node of one item, as the item's outcome keeps it. ``prompt`` and ``output`` are inline
+    when small, else ``{"$s3": key}`` references (services/values.py)."""
+
+    node_id: str
+    name: str = ""
+    idx: int = 0
+    status: Literal["completed", "failed", "timed_out", "cancelled"] = "completed"
+    attempts: int = 0
+    attempt_errors: list[str] = Field(default_factory=list)
+    duration_ms: int | None = None
+    error: str | None = None
+    prompt: Any = None
+    output: Any = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+
+
+class ItemOutcome(_Shape):
+    """The one record of a finished item: its status, the output of its last node that produced
+    one (``output_node``), and the record of every node that ran."""
+
+    source_item_id: str
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    failed_node_id: str | None = None
+    output_node: str | None = None
+    duration_ms: int | None = None
+    completed_at: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    nodes: dict[str, ItemNodeRecord] = Field(default_factory=dict)
+
+    @property
+    def output(self) -> Any:
+        """The item's result (packed: inline, or an S3 reference)."""
+        node = self.nodes.get(self.output_node or "")
+        return node.output if node else None
+
+
+class BatchSettings(_Shape):
+    """What ``prepare_batch`` hands the batch machine (``$.batch``): the list to read and the Map's
+    shape. ``express``: children are Express executions (a worst-case child fits in 5 minutes)."""
+
+    items_key: str
+    express: bool
+    items_per_child: int
+    children: int
+    item_timeout: int
+    total: int
+
+
+# ---- keys and shards --------------------------------------------------------------------------------
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def item_key(item_id: str) -> str:
+    """The item's part of a sort key: its id, or a digest of an id too long for one."""
+    if len(item_id.encode("utf-8", "surrogatepass")) <= MAX_KEYED_ID_BYTES:
+        return item_id
+    return "h:" + _digest(item_id).hex()
+
+
+def outcome_shard(item_id: str) -> int:
+    """Which of the OUTCOME_SHARDS partition keys holds the item's outcome (stable: a hash)."""
+    return int.from_bytes(_digest(item_id)[:4], "big") % OUTCOME_SHARDS
+
+
+# ---- sizing a batch ---------------------------------------------------------------------------------
+def default_items_per_child(parallelism: int) -> int:
+    """Items per child: enough to divide the Map's requests and transactions, few enough that a
+    child's slowest item does not hold many finished ones back (and that ``parallelism`` items
+    still run at once over ``children`` children)."""
+    return min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
+
+
+def child_seconds(plan: Plan) -> int:
+    """The longest a child batch may take: its items run at once, so one worst-case item."""
+    return worst_case_item_seconds(plan) + CHILD_MARGIN_SECONDS
+
+
+def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> BatchSettings:
+    items_per_child = min(default_items_per_child(parallelism), MAX_ITEMS_PER_CHILD)
+    express = fits_express(plan)
+    limit = EXPRESS_LIMIT_SECONDS if express else LAMBDA_LIMIT_SECONDS
+    return BatchSettings(
+        items_key=items_key,
+        express=express,
+        items_per_child=items_per_child,
+        children=max(1, math.ceil(parallelism / items_per_child)),
+        item_timeout=max(1, min(limit, child_seconds(plan))),
+        total=total,
+    )
+
+
+# ---- judging a finished batch -----------------------------------------------------------------------
+class BatchCounts(_Shape):
+    """A batch's counts: from the counter shards while it runs; final once it has ended, when items
+    without an outcome (they never ran) count as processed and failed."""
+
+    total_items: int
+    processed_items: int = 0
+    failed_items: int = 0
+    never_ran: int = 0
+    usage: dict[str, int] = Field(default_factory=dict)
+
+    @classmethod
+    def final(cls, total: int, counters: dict[str, int]) -> BatchCounts:
+        processed = min(int(counters.get("processed_items", 0)), total)
+        never_ran = total - processed
+        return cls(
+            total_items=total,
+            processed_items=total,
+            failed_items=int(counters.get("failed_items", 0)) + never_ran,
+            never_ran=never_ran,
+            usage={k: int(counters[k]) for k in USAGE_COUNTERS if counters.get(k)},
+        )
+
+
+def judge(counts: BatchCounts, max_failed_percent: float | None) -> tuple[str, str | None]:
+    """(``completed`` | ``failed``, the error): failed when more than ``max_failed_percent`` of
+    the items failed (never-ran items included); without a limit any share is tolerated."""
+    total, failed = counts.total_items, counts.failed_items
+    if max_failed_percent is None or not total or failed * 100 / total <= float(max_failed_percent):
+        return "completed", None
+    error = (
+        f"{failed} of {total} items failed ({failed * 100 / total:.1f}%), more than max_failed_percent "
+        f"({float(max_failed_percent):g}%)"
+    )
+    if counts.never_ran:
+        error += f"; {counts.never_ran} of them never ran"
+    return "failed", error

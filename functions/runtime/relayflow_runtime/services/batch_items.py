@@ -1,0 +1,335 @@
+"""One child batch of a batch run: ``run_items`` and ``items_failed`` (docs/engine.md, Batch machine).
+
+A child of the batch machine's distributed Map gets ``items_per_child`` list entries and makes one
+node-runner call: every item runs concurrently in this function (threads: an item mostly waits on
+its model), and inside an item a node starts as soon as its own parents are done, with the node's
+timeout (services/node_execution.run_attempt) and the version's retry policy — full-jitter sleeps
+below the same capped doubling delays the run machine uses — and ``on_failure`` stop / continue
+as in a single run. The run's status is read at most once a second (per warm function): once it
+is cancelled no further node is dispatched, and an item cut short records nothing (it stays
+pending, as the run's counts say).
+
+Everything the child did is recorded at its end in one transaction (adapters/batch_store.py): each
+item's outcome, holding the record of each of its nodes, plus one counter ADD. A repeated child
+(Express children run at least once) finds its outcomes there and records nothing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.batch import (
+    OUTCOME_BUDGET_BYTES,
+    ItemEntry,
+    ItemNodeRecord,
+    ItemOutcome,
+    item_key,
+)
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
+from relayflow_runtime.errors import NotFound
+from relayflow_runtime.providers.base import InvocationContext, PermanentModelError, TransientModelError
+from relayflow_runtime.services import executions, item_lists
+from relayflow_runtime.services.batch import batch_store
+from relayflow_runtime.services.node_execution import (
+    NodeOutput,
+    NodeTimeout,
+    error_message,
+    run_attempt,
+    template_scope,
+)
+from relayflow_runtime.services.run_machine import load_plan
+from relayflow_runtime.services.values import pack
+from relayflow_runtime.settings import get_settings
+
+#: How long a function trusts the run status it read (a cancel reaches its items within this).
+STATUS_CACHE_SECONDS = 1.0
+#: A retry's sleep looks at the run's status this often (a cancel cuts it short).
+SLEEP_SLICE_SECONDS = 0.5
+#: Nodes of one item that may run at once (a wider level waits for a free thread).
+MAX_NODES_AT_ONCE = 16
+
+
+# ---- the run's status, read at most once a second -------------------------------------------------
+class _Status:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, bool, str]] = {}
+
+    def read(self, run: RunRef, *, fresh: bool = False) -> tuple[bool, str]:
+        """(whether the run is running, its input field)."""
+        key = (run.tenant, run.execution_id)
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+        if seen and not fresh and now - seen[0] < STATUS_CACHE_SECONDS:
+            return seen[1], seen[2]
+        try:
+            record = executions.store().get_execution(run.tenant, run.execution_id)
+            running = record.get("status") == "running"
+            field = str((record.get("batch_config") or {}).get("input_field") or "text")
+        except NotFound:
+            running, field = False, "text"
+        with self._lock:
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[key] = (now, running, field)
+        return running, field
+
+    def forget(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+status = _Status()
+
+
+# ---- one item --------------------------------------------------------------------------------------
+@dataclass
+class _Child:
+    """What every item of one child batch shares."""
+
+    run: RunRef
+    plan: Plan
+    input_field: str
+    prefix: str
+    value_limit: int
+    nodes: ThreadPoolExecutor
+
+    def cancelled(self) -> bool:
+        return not status.read(self.run)[0]
+
+
+@dataclass
+class _NodeResult:
+    record: ItemNodeRecord
+    output: NodeOutput | None = None
+    cancelled: bool = False
+
+
+def _sleep(seconds: float, cancelled: Callable[[], bool]) -> bool:
+    """Sleep, in slices; False as soon as the run is cancelled."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, SLEEP_SLICE_SECONDS))
+        if cancelled():
+            return False
+    return True
+
+
+def _value_key(child: _Child, item_id: str, node: NodeSpec, what: str) -> str:
+    folder = hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{child.prefix}items/{folder}/{node.id}/{what}.json"
+
+
+def _run_node(
+    child: _Child,
+    entry: ItemEntry,
+    node: NodeSpec,
+    outputs: dict[str, NodeOutput],
+    item: dict[str, Any],
+    run_input: Callable[[], str],
+) -> _NodeResult:
+    """Every attempt of one node of one item, as the version's retry policy allows."""
+    retry = child.plan.retry
+    started_at, started = now_iso(), time.monotonic()
+    errors: list[str] = []
+    failure: Exception | None = None
+    prompt: str | None = None
+    attempt = 0
+    for attempt in range(1, retry.max_retries + 2):
+        if child.cancelled():
+            return _NodeResult(
+                ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
+                cancelled=True,
+            )
+        context = InvocationContext(
+            execution_id=child.run.execution_id,
+            node_id=f"{node.id}#{item_key(entry.id)}",
+            attempt=attempt,
+            time_budget=float(node.timeout),
+        )
+        try:
+            outcome = run_attempt(node, template_scope(node, outputs, run_input, item), context)
+        except TransientModelError as exc:  # NodeTimeout too
+            failure, prompt = exc, getattr(exc, "prompt", None) or prompt
+            if attempt <= retry.max_retries:
+                errors.append(str(exc))
+                if not _sleep(random.uniform(0, retry.delays[attempt - 1]), child.cancelled):
+                    return _NodeResult(
+                        ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
+                        cancelled=True,
+                    )
+                continue
+            break
+        except PermanentModelError as exc:
+            failure, prompt = exc, getattr(exc, "prompt", None) or prompt
+            break
+        value = outcome.output if outcome.parsed_output is None else outcome.parsed_output
+        record = ItemNodeRecord(
+            node_id=node.id,
+            name=node.name,
+            idx=node.idx,
+            status="completed",
+            attempts=attempt,
+            attempt_errors=errors,
+            duration_ms=outcome.duration_ms,
+            prompt=pack(outcome.prompt, _value_key(child, entry.id, node, "prompt"), child.value_limit),
+            output=pack(value, _value_key(child, entry.id, node, "output"), child.value_limit),
+            started_at=started_at,
+            completed_at=now_iso(),
+            usage=outcome.usage,
+        )
+        return _NodeResult(record, NodeOutput(text=outcome.output, parsed=outcome.parsed_output))
+    record = ItemNodeRecord(
+        node_id=node.id,
+        name=node.name,
+        idx=node.idx,
+        status="timed_out" if isinstance(failure, NodeTimeout) else "failed",
+        attempts=attempt,
+        attempt_errors=errors,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        error=str(failure),
+        prompt=pack(prompt, _value_key(child, entry.id, node, "prompt"), child.value_limit)
+        if prompt
+        else None,
+        started_at=started_at,
+        completed_at=now_iso(),
+    )
+    return _NodeResult(record)
+
+
+def _item_input(item: dict[str, Any], field: str) -> Callable[[], str]:
+    def text() -> str:
+        try:
+            return datasets.input_text(item, field)
+        except datasets.InputFieldError as exc:
+            raise PermanentModelError(str(exc)) from None
+
+    return text
+
+
+def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
+    """Run one item's graph; its outcome, or None when a cancel cut it short."""
+    started = time.monotonic()
+    plan = child.plan
+    try:
+        item = item_lists.item_of(entry)
+    except NotFound as exc:
+        return ItemOutcome(
+            source_item_id=entry.id,
+            status="failed",
+            error=f"the item could not be read: {exc}",
+            completed_at=now_iso(),
+        )
+    run_input = _item_input(item, child.input_field)
+    outputs: dict[str, NodeOutput] = {}
+    records: dict[str, ItemNodeRecord] = {}
+    done: set[str] = set()  # completed, or failed with on_failure "continue"
+    dispatched: set[str] = set()
+    stopped: ItemNodeRecord | None = None
+    cancelled = False
+    in_flight: dict[Future[_NodeResult], NodeSpec] = {}
+
+    def settle(node: NodeSpec, result: _NodeResult) -> None:
+        nonlocal stopped, cancelled
+        records[node.id] = result.record
+        if result.cancelled:
+            cancelled = True
+        elif result.output is not None:
+            outputs[node.id] = result.output
+            done.add(node.id)
+        elif node.on_failure == "continue":
+            done.add(node.id)
+        elif stopped is None:
+            stopped = result.record
+
+    while True:
+        if stopped is None and not cancelled:
+            ready = [n for n in plan.nodes if n.id not in dispatched and all(p in done for p in n.parents)]
+            # Outputs in plan order: what {{input}} and {{nodes.NAME}} read (see template_scope).
+            ordered = {n.id: outputs[n.id] for n in plan.nodes if n.id in outputs}
+            if len(ready) == 1 and not in_flight:  # a chain: no thread hop
+                dispatched.add(ready[0].id)
+                settle(ready[0], _run_node(child, entry, ready[0], ordered, item, run_input))
+                continue
+            for node in ready:
+                dispatched.add(node.id)
+                in_flight[child.nodes.submit(_run_node, child, entry, node, ordered, item, run_input)] = node
+        if not in_flight:
+            break
+        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in finished:
+            settle(in_flight.pop(future), future.result())
+    if cancelled:
+        return None
+    usage: dict[str, int] = {}
+    for record in records.values():
+        for name, amount in record.usage.items():
+            usage[name] = usage.get(name, 0) + int(amount)
+    last = next((n.id for n in reversed(plan.nodes) if n.id in outputs), None)
+    return ItemOutcome(
+        source_item_id=entry.id,
+        status="failed" if stopped else "completed",
+        error=stopped.error if stopped else None,
+        failed_node_id=stopped.node_id if stopped else None,
+        output_node=last,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        completed_at=now_iso(),
+        usage=usage,
+        nodes={n.id: records[n.id] for n in plan.nodes if n.id in records},
+    )
+
+
+# ---- the actions -----------------------------------------------------------------------------------
+def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
+    """Run a child batch's items concurrently and record them in one transaction. Returns
+    ``{"done": items recorded by this call}`` (0 for a repeated child, or a cancelled run)."""
+    running, field = status.read(run)
+    if not running or not entries:
+        return {"done": 0}
+    plan = load_plan(run.tenant, run.execution_id)
+    # Prompts and outputs over this stay in S3, so an outcome stays within its share of the
+    # transaction (4 MB) and costs few write units.
+    value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
+    width = max(1, min(len(plan.nodes), MAX_NODES_AT_ONCE)) * len(entries)
+    with (
+        ThreadPoolExecutor(max_workers=width, thread_name_prefix="batch-node") as nodes,
+        ThreadPoolExecutor(max_workers=len(entries), thread_name_prefix="batch-item") as items,
+    ):
+        child = _Child(
+            run, plan, field, executions.execution_prefix(run.tenant, run.execution_id), value_limit, nodes
+        )
+        outcomes = list(items.map(lambda entry: _run_item(child, entry), entries))
+    recorded = batch_store().record_outcomes(
+        run.tenant, run.execution_id, [o for o in outcomes if o is not None]
+    )
+    return {"done": len(recorded)}
+
+
+def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | None) -> dict[str, int]:
+    """The child's task failed (a timeout, a crash): every item of it without an outcome is recorded
+    failed with that error, once. Never raises for the items themselves: one child's infrastructure
+    error is a failed item each, and ``max_failed_percent`` decides the run."""
+    if not status.read(run, fresh=True)[0]:
+        return {"failed": 0}
+    name, message = error_message(error)
+    now = now_iso()
+    outcomes = [
+        ItemOutcome(
+            source_item_id=entry.id,
+            status="failed",
+            error=f"the item's batch did not finish ({name}): {message}",
+            completed_at=now,
+        )
+        for entry in entries
+    ]
+    return {"failed": len(batch_store().record_outcomes(run.tenant, run.execution_id, outcomes))}

@@ -1,0 +1,304 @@
+"""The batch machine's actions called directly on the local stack's AWS (no state machine): what
+prepare_batch writes, exactly-once recording under repeated children, items_failed, complete's
+judgement, retry-failed's list, and O(1) item reads. End to end through the API: test_batch.py."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from tests.support.batches import TENANT, dataset, pending_run, record, workflow
+
+from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
+from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.errors import NotFound
+from relayflow_runtime.services import batch, batch_items, batch_results, executions, item_lists
+from relayflow_runtime.services.node_execution import ExecutionNotRunning
+
+UPPER = ("upper", {"model": "uppercase"}, {"input_template": "{{input}}"})
+
+
+def started(run: RunRef) -> BatchSettings:
+    """prepare_batch, then reserve_budget: the run is running with its list written."""
+    prepared = batch.prepare_batch(run)
+    settings = BatchSettings.model_validate(prepared["batch"])
+    batch.reserve_budget(run, settings, prepared["timeout"])
+    batch_items.status.forget()
+    return settings
+
+
+def entries(run: RunRef) -> list[ItemEntry]:
+    prefix = executions.execution_prefix(run.tenant, run.execution_id)
+    return [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
+
+
+@contextmanager
+def aws_calls() -> Iterator[collections.Counter[str]]:
+    """Every AWS API call this thread makes while the block runs, by service.operation (the local
+    stack's own threads, its watchers, are not counted)."""
+    import threading
+
+    import botocore.client
+
+    calls: collections.Counter[str] = collections.Counter()
+    real = botocore.client.BaseClient._make_api_call
+    me = threading.get_ident()
+
+    def counted(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if threading.get_ident() == me:
+            calls[f"{self.meta.service_model.service_name}.{operation}"] += 1
+        return real(self, operation, params)
+
+    botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+def test_prepare_batch_writes_the_filtered_list_and_its_index_and_sizes_the_map(api: Any) -> None:
+    # Given 60 items, a third of them French, and a pending batch keeping the English ones
+    items = [{"id": f"d{i:02d}", "text": f"t{i}", "lang": "fr" if i % 3 == 0 else "en"} for i in range(60)]
+    dataset_id, version_id = dataset(api, items)
+    workflow_id, wf_version = workflow(api, [UPPER], node_timeout=60)
+    run = pending_run(
+        workflow_id, wf_version, dataset_id, version_id, filter_query="lang == 'en'", parallelism=10
+    )
+    assert record(run)["progress"].get("total_items") is None
+
+    # When prepare_batch runs
+    prepared = batch.prepare_batch(run)
+
+    # Then the list holds the kept items in order, total_items is set, the run is still pending
+    kept = [i["id"] for i in items if i["lang"] == "en"]
+    assert [e.id for e in entries(run)] == kept
+    after = record(run)
+    assert after["progress"]["total_items"] == 40 and after["status"] == "pending"
+    # And the Map is sized: 5 items per child, 2 children, Express (60 s nodes fit in 5 minutes)
+    settings = BatchSettings.model_validate(prepared["batch"])
+    assert (settings.items_per_child, settings.children, settings.express, settings.total) == (5, 2, True, 40)
+    assert settings.item_timeout == 60 + 15
+    # And every kept item is found through the index, a dropped one is not
+    prefix = executions.execution_prefix(TENANT, run.execution_id)
+    buckets = after["item_index"]["buckets"]
+    assert all(item_lists.find(prefix, buckets, item_id).id == item_id for item_id in kept)  # type: ignore[union-attr]
+    assert item_lists.find(prefix, buckets, "d00") is None
+    # And a repeated prepare_batch answers the same without writing again
+    assert batch.prepare_batch(run) == prepared
+
+
+def test_a_filter_that_keeps_nothing_ends_the_run_failed_with_the_reason(api: Any) -> None:
+    dataset_id, version_id = dataset(api, [{"text": "a", "lang": "en"}])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, filter_query="lang == 'de'")
+
+    with pytest.raises(ExecutionNotRunning):
+        batch.prepare_batch(run)
+
+    ended = record(run)
+    assert ended["status"] == "failed"
+    assert ended["error"] == "the filter \"lang == 'de'\" keeps none of the 1 items; nothing to run."
+
+
+def test_a_repeated_child_batch_records_nothing_twice(api: Any) -> None:
+    # Given a running batch of 12 items
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(12)])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=10)
+    started(run)
+    child = entries(run)[:5]
+
+    # When the same child batch runs twice (Express children run at least once)
+    first = batch_items.run_items(run, child)
+    outcomes = batch.batch_store().outcomes(TENANT, run.execution_id, [e.id for e in child], consistent=True)
+    second = batch_items.run_items(run, child)
+
+    # Then the second records nothing: each item is counted once and its outcome is the first one
+    assert (first, second) == ({"done": 5}, {"done": 0})
+    counters = batch.batch_store().counters(TENANT, run.execution_id, consistent=True)
+    assert (counters["processed_items"], counters["failed_items"]) == (5, 0)
+    again = batch.batch_store().outcomes(TENANT, run.execution_id, [e.id for e in child], consistent=True)
+    assert again == outcomes
+    assert outcomes["i3"]["nodes"][outcomes["i3"]["output_node"]]["output"] == "T3"
+
+    # And a child overlapping it records only its new items
+    assert batch_items.run_items(run, entries(run)[3:8]) == {"done": 3}
+    assert batch.batch_store().counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 8
+
+
+def test_an_infrastructure_failure_fails_only_its_items_and_max_failed_percent_decides(api: Any) -> None:
+    # Given a running batch of 10 items allowing 30% failed items, 6 of them run
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(10)])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, max_failed_percent=30)
+    started(run)
+    items = entries(run)
+    assert batch_items.run_items(run, items[:6]) == {"done": 6}
+
+    # When a child's task fails for its batch (a Lambda timeout), overlapping recorded items
+    error = {"Error": "States.Timeout", "Cause": "the task timed out"}
+    assert batch_items.items_failed(run, items[4:7], error) == {"failed": 1}
+    # And one child never ran at all (items 7-9: no outcome)
+
+    # Then the run is judged from the counters: 1 failed + 3 never ran = 40% > 30%
+    batch.complete(RunRef.model_validate(run.model_dump()))
+    ended = record(run)
+    assert ended["status"] == "failed"
+    assert ended["error"] == (
+        "4 of 10 items failed (40.0%), more than max_failed_percent (30%); 3 of them never ran"
+    )
+    assert (ended["progress"]["processed_items"], ended["progress"]["failed_items"]) == (10, 4)
+    # And the item that failed says why; those that never ran say so
+    page, _ = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None)
+    by_id = {r.source_item_id: r for r in page}
+    assert by_id["i6"].status == "failed" and "States.Timeout" in (by_id["i6"].error or "")
+    assert by_id["i8"].status == "failed" and "never ran" in (by_id["i8"].error or "")
+    assert by_id["i1"].status == "completed" and by_id["i1"].output == "T1"
+
+
+def test_items_failed_never_fails_a_batch_within_its_tolerance(api: Any) -> None:
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(10)])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, max_failed_percent=10)
+    started(run)
+    items = entries(run)
+    batch_items.run_items(run, items[1:])
+    batch_items.items_failed(run, items[:1], {"Error": "Lambda.Unknown", "Cause": "crash"})
+
+    batch.complete(run)
+
+    ended = record(run)
+    assert (ended["status"], ended["progress"]["failed_items"]) == ("completed", 1)
+
+
+def test_retry_failed_lists_the_failed_items_and_those_that_never_ran_in_order(api: Any) -> None:
+    # Given a finished batch of 9 items: 0-2 completed, 3-5 failed (no "extra"), 6-8 never ran
+    items = [{"id": f"i{i}", "text": f"t{i}", **({"extra": "x"} if i < 3 or i > 5 else {})} for i in range(9)]
+    dataset_id, version_id = dataset(api, items)
+    workflow_id, wf_version = workflow(
+        api, [("tag", {"model": "echo"}, {"input_template": "{{item.extra}}"})]
+    )
+    old = pending_run(workflow_id, wf_version, dataset_id, version_id)
+    started(old)
+    assert batch_items.run_items(old, entries(old)[:6]) == {"done": 6}
+    batch.complete(old)
+    assert record(old)["progress"]["failed_items"] == 6
+
+    # When its items are retried
+    retry = pending_run(workflow_id, wf_version, dataset_id, version_id, retry_of=old.execution_id)
+    batch.prepare_batch(retry)
+
+    # Then the new list holds the failed and the never-ran items, in the old order
+    assert [e.id for e in entries(retry)] == [f"i{i}" for i in range(3, 9)]
+    assert record(retry)["progress"]["total_items"] == 6
+
+
+def test_a_cancelled_run_dispatches_nothing_and_records_nothing(api: Any) -> None:
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(4)])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id)
+    started(run)
+    executions.transition(TENANT, record(run), ("running",), "cancelled", {"completed_at": "now"})
+    batch_items.status.forget()
+
+    assert batch_items.run_items(run, entries(run)) == {"done": 0}
+    assert batch_items.items_failed(run, entries(run), None) == {"failed": 0}
+    assert batch.batch_store().counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 0
+
+
+def test_inside_an_item_a_node_starts_when_its_own_parents_are_done(api: Any) -> None:
+    # Given items of a diamond: a -> (slow b, fast c), c -> d; b and c sleep
+    from tests.support.graphs import add_node, builtin_model, connect, new_version
+
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(3)])
+    workflow_id, wf_version = new_version(api, max_retries=0)
+    echo, slow, fast = (
+        builtin_model(api, "echo"),
+        builtin_model(api, "sleep", seconds=0.6),
+        builtin_model(api, "sleep", seconds=0.1),
+    )
+    a = add_node(api, wf_version, "a", echo, "{{input}}")
+    b = add_node(api, wf_version, "b", slow, "{{input}}")
+    c = add_node(api, wf_version, "c", fast, "{{input}}")
+    d = add_node(api, wf_version, "d", echo, "{{nodes.c}}!")
+    connect(api, wf_version, (a, b), (a, c), (c, d))
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id)
+    started(run)
+
+    # When one child runs the three items
+    began = time.monotonic()
+    assert batch_items.run_items(run, entries(run)) == {"done": 3}
+    elapsed = time.monotonic() - began
+
+    # Then the items ran at once and b and c at once (about one slow node, not 3 x (0.6 + 0.1))
+    assert elapsed < 1.5, elapsed
+    outcome = batch.batch_store().outcome(TENANT, run.execution_id, "i1")
+    assert outcome is not None and outcome["status"] == "completed"
+    nodes = outcome["nodes"]
+    # And d ended before the slow b: it waited only for its own parent c
+    assert nodes[d]["completed_at"] < nodes[b]["completed_at"]
+    assert nodes[d]["output"] == "t1!"
+
+
+def test_retries_follow_the_version_policy_and_a_continue_node_lets_the_item_go_on(api: Any) -> None:
+    from tests.support.graphs import add_node, builtin_model, connect, new_version
+
+    dataset_id, version_id = dataset(api, [{"id": "only", "text": "t"}])
+    workflow_id, wf_version = new_version(api, max_retries=2, retry_delay_seconds=1)
+    flaky = add_node(api, wf_version, "flaky", builtin_model(api, "flaky", failures=2), "{{input}}")
+    broken = add_node(
+        api, wf_version, "broken", builtin_model(api, "fail"), "{{input}}", on_failure="continue"
+    )
+    last = add_node(api, wf_version, "last", builtin_model(api, "uppercase"), "{{input}}")
+    connect(api, wf_version, (flaky, broken), (broken, last))
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id)
+    started(run)
+
+    assert batch_items.run_items(run, entries(run)) == {"done": 1}
+
+    outcome = batch.batch_store().outcome(TENANT, run.execution_id, "only")
+    assert outcome is not None
+    nodes = outcome["nodes"]
+    assert (nodes[flaky]["status"], nodes[flaky]["attempts"], len(nodes[flaky]["attempt_errors"])) == (
+        "completed",
+        3,
+        2,
+    )
+    assert nodes[broken]["status"] == "failed" and nodes[broken]["attempts"] == 1
+    assert (outcome["status"], outcome["output_node"], nodes[last]["output"]) == ("completed", last, "T")
+
+
+def test_one_item_is_read_in_a_constant_number_of_calls(api: Any) -> None:
+    # Given two finished batches, of 20 and of 1,200 items (one and three index buckets)
+    def finished(count: int) -> RunRef:
+        dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(count)])
+        workflow_id, wf_version = workflow(api, [UPPER])
+        run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=50)
+        started(run)
+        items = entries(run)
+        for start in range(0, count, 50):
+            batch_items.run_items(run, items[start : start + 50])
+        batch.complete(run)
+        return run
+
+    small, large = finished(20), finished(1200)
+
+    # When one item of each is read
+    def read(run: RunRef, item_id: str) -> tuple[dict[str, Any], collections.Counter[str]]:
+        with aws_calls() as calls:
+            item = batch_results.get_item(TENANT, run.workflow_id, run.execution_id, item_id)
+        return item, calls
+
+    small_item, small_calls = read(small, "i7")
+    large_item, large_calls = read(large, "i1234")
+
+    # Then both cost the same calls: the execution, two index reads, the list line, the outcome
+    assert large_item["output"] == "T1234" and small_item["output"] == "T7"
+    assert large_calls == small_calls
+    assert large_calls == collections.Counter({"dynamodb.GetItem": 2, "s3.GetObject": 3}), large_calls
+    with pytest.raises(NotFound):
+        batch_results.get_item(TENANT, large.workflow_id, large.execution_id, "nope")

@@ -1,0 +1,79 @@
+"""Batch runs set up for the batch machine's actions, called directly (no state machine): a dataset
+and a workflow through the HTTP API, then a ``pending`` batch execution written as the API writes
+it (its record and its plan snapshot)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.graphs import ok
+
+from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
+from relayflow_runtime.services import executions
+from relayflow_runtime.services.plan import build_plan
+from relayflow_runtime.services.run_machine import load_plan
+
+TENANT = "default"
+
+
+def dataset(api: Any, items: list[dict[str, Any]]) -> tuple[str, str]:
+    created = ok(api("POST", "/datasets", {"name": "items"}))
+    version = ok(api("POST", f"/datasets/{created['id']}/versions", {}))
+    ready = ok(
+        api("POST", f"/datasets/{created['id']}/versions/{version['id']}/items", {"items": items}), 200
+    )
+    assert ready["status"] == "ready", ready
+    return created["id"], version["id"]
+
+
+def workflow(
+    api: Any, nodes: list[tuple[str, dict[str, Any], dict[str, Any]]], **config: Any
+) -> tuple[str, str]:
+    """(workflow id, version id): a chain of (name, builtin model config, node config)."""
+    created = ok(api("POST", "/workflows", {"name": "batch"}))
+    version = ok(
+        api("POST", f"/workflows/{created['id']}/versions", {"config": {"max_retries": 0, **config}})
+    )
+    for name, model_config, node_config in nodes:
+        model = ok(api("POST", "/models", {"name": name, "provider": "builtin", "config": model_config}))
+        ok(
+            api(
+                "POST",
+                f"/versions/{version['id']}/nodes",
+                {"name": name, "entity_id": model["id"], "config": node_config},
+            )
+        )
+    return created["id"], version["id"]
+
+
+def pending_run(
+    workflow_id: str, version_id: str, dataset_id: str, dataset_version_id: str, **extra: Any
+) -> RunRef:
+    """A pending batch execution as the API leaves it; ``extra`` adds record fields (``rerun_of``,
+    ``retry_of``) or batch_config fields (``filter_query``, ``parallelism``, ...)."""
+    record_fields = {k: extra.pop(k) for k in ("rerun_of", "retry_of") if k in extra}
+    config = BatchConfig(dataset_id=dataset_id, dataset_version_id=dataset_version_id, **extra)
+    plan = build_plan(TENANT, workflow_id, version_id, mode="batch", timeout=None)
+    execution_id = new_id()
+    executions.blobs().put_json(executions.plan_key(TENANT, execution_id), plan)
+    execution = Execution(
+        id=execution_id,
+        workflow_id=workflow_id,
+        version_id=version_id,
+        status="pending",
+        input_mode="batch",
+        batch_config=config,
+        created_at=now_iso(),
+        progress=ExecutionProgress(total_nodes=len(plan["nodes"])),
+    )
+    record = {**execution.model_dump(mode="json", exclude={"node_executions"}), **record_fields}
+    executions.store().put_execution(TENANT, record)
+    run = RunRef(tenant=TENANT, workflow_id=workflow_id, execution_id=execution_id)
+    load_plan(TENANT, execution_id)
+    return run
+
+
+def record(run: RunRef) -> dict[str, Any]:
+    return executions.store().get_execution(run.tenant, run.execution_id)
