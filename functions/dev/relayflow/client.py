@@ -352,10 +352,42 @@ class Client:
     def download_execution_input(
         self, workflow_id: str, execution_id: str, output_path: str | os.PathLike[str]
     ) -> Path:
-        response = self._request("GET", f"/workflows/{workflow_id}/executions/{execution_id}/input")
         target = Path(output_path)
-        target.write_bytes(response.content)
+        self._fetch_file(f"/workflows/{workflow_id}/executions/{execution_id}/input", target)
         return target
+
+    def _fetch_file(
+        self, path: str, target: Path, params: dict[str, Any] | None = None, timeout: float | None = 3600
+    ) -> None:
+        """GET a file into ``target``: the answer's body, or — a file larger than an API answer —
+        the presigned URL of a ``303`` answer (fetched without the API key, streamed), after
+        waiting out ``202`` answers (the file is being prepared) as their Retry-After says."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            response = self._request("GET", path, params=params)
+            if response.status_code != 202:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{path} was still being prepared after {timeout} s")
+            time.sleep(float(response.headers.get("retry-after") or 2))
+        if response.status_code != 303:
+            target.write_bytes(response.content)
+            return
+        # Built apart from the client's default headers: the URL is S3's only credential, and the
+        # API key must not travel to S3 (nor into its request logs).
+        request = httpx.Request(
+            "GET", response.headers["location"], extensions={"timeout": httpx.Timeout(None).as_dict()}
+        )
+        download = self._http.send(request, stream=True)
+        try:
+            if download.status_code >= 300:
+                message = download.read()[:500].decode(errors="replace")
+                raise ApiError(download.status_code, "download_failed", message)
+            with target.open("wb") as out:
+                for chunk in download.iter_bytes():
+                    out.write(chunk)
+        finally:
+            download.close()
 
     def wait_for_execution(
         self,
@@ -557,7 +589,17 @@ class Client:
         format: str = "jsonl",
         page_size: int = MAX_RESULTS_PAGE,
     ) -> Path:
-        """Every item result of a batch run into one JSONL or CSV file, page by page (any size)."""
+        """Every item result of a batch run into one JSONL or CSV file (any size): one download
+        (a presigned URL when large), or, where the API offers no URL (the local stack), page by
+        page through the results API."""
+        target = Path(output_path)
+        path = f"/workflows/{workflow_id}/executions/{execution_id}/results"
+        try:
+            self._fetch_file(path, target, params={"format": format})
+            return target
+        except ApiError as exc:
+            if exc.code != "results_too_large":
+                raise
 
         def rows() -> Iterator[dict[str, Any]]:
             token: str | None = None
@@ -570,7 +612,6 @@ class Client:
                 if not token:
                     return
 
-        target = Path(output_path)
         with target.open("wb") as out:
             for chunk in format_rows(rows(), format):
                 out.write(chunk)
