@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 from relayflow.client import Client
-from relayflow_runtime.services.apikeys import DEFAULT_TENANT
-from relayflow_runtime.services.batch import store
 
 ITEMS = 200
 
@@ -115,8 +113,9 @@ def test_a_filtered_batch_counts_exactly_pages_each_item_once_and_retries_only_t
         201,
     )
 
-    # Then the total is known at once, and the counts end exact
-    assert started["progress"]["total_items"] == 150
+    # Then it answers at once, pending: the filter runs in the background, and the total appears
+    # once the run's item list is written
+    assert started["status"] == "pending" and started["progress"]["total_items"] is None
     execution = wait(api, workflow_id, started["id"])
     assert execution["status"] == "completed", execution["error"]
     assert execution["progress"]["total_items"] == 150
@@ -134,9 +133,10 @@ def test_a_filtered_batch_counts_exactly_pages_each_item_once_and_retries_only_t
         "output": "DOCUMENT NUMBER 1 [x1]",
         "error": None,
         "failed_node_id": by_id["doc-001"]["failed_node_id"],
-        "duration_ms": None,
+        "duration_ms": by_id["doc-001"]["duration_ms"],
         "completed_at": by_id["doc-001"]["completed_at"],
     }
+    assert by_id["doc-001"]["duration_ms"] >= 0
     assert sorted(r["source_item_id"] for r in results if r["status"] == "failed") == failing
     assert "'item' has no 'extra'" in by_id["doc-007"]["error"]
     # And the execution itself carries the first page of results
@@ -181,11 +181,6 @@ def test_a_bad_submission_is_refused_with_400_and_starts_nothing(
         (batch_body(dataset_id, "missing"), "dataset_version_not_found", "'missing'"),
         (batch_body(dataset_id, empty["id"]), "dataset_version_not_ready", "has no items yet"),
         (batch_body(dataset_id, version_id, input_field="body"), "unknown_input_field", "'body'"),
-        (
-            batch_body(dataset_id, version_id, filter_query="lang == 'de'"),
-            "no_items",
-            "keeps none of the 200",
-        ),
         (
             batch_body(dataset_id, version_id, input_field="extra"),
             "unknown_input_field",
@@ -361,103 +356,105 @@ def test_retrying_failed_items_with_a_fixed_version_completes_them(api: Any) -> 
     assert (status, answer["code"]) == (409, "no_failed_items")
 
 
-def test_an_outcome_recorded_twice_counts_once(api: Any, local_stack: Any) -> None:
-    # Given a finished one-item batch
-    dataset_id, version_id = dataset_with(api, [{"id": "only", "text": "t"}])
+def test_a_filter_that_keeps_no_item_ends_the_run_failed_with_the_reason(api: Any) -> None:
+    # Given a dataset without German items
+    dataset_id, version_id = dataset_with(api, [{"text": "a", "lang": "en"}, {"text": "b", "lang": "fr"}])
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+
+    # When a batch keeps the German ones: the submission answers at once (the filter runs later)
+    body = batch_body(dataset_id, version_id, filter_query="lang == 'de'")
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", body), 201)
+    assert started["status"] == "pending"
+
+    # Then the run ends failed, saying why, with nothing run
+    ended = wait(api, workflow_id, started["id"])
+    assert ended["status"] == "failed"
+    assert ended["error"] == "the filter \"lang == 'de'\" keeps none of the 2 items; nothing to run."
+
+
+def test_a_batch_rerun_copies_the_item_list_and_runs_every_item_again(api: Any) -> None:
+    dataset_id, version_id = dataset_with(api, [{"id": f"k{i}", "text": f"t{i}"} for i in range(6)])
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+    first = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
+    assert first["progress"]["total_items"] == 6  # no filter: the version's count, known at once
+    wait(api, workflow_id, first["id"])
+
+    rerun = ok(api("POST", f"/workflows/{workflow_id}/executions/{first['id']}/rerun"), 201)
+
+    assert (rerun["rerun_of"], rerun["progress"]["total_items"]) == (first["id"], 6)
+    done = wait(api, workflow_id, rerun["id"])
+    assert (done["status"], done["progress"]["processed_items"]) == ("completed", 6)
+    assert [r["output"] for r in done["results"]["items"]] == [f"T{i}" for i in range(6)]
+
+
+def test_a_large_results_download_is_a_presigned_url_of_an_export(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from relayflow_runtime.adapters import aws
+    from relayflow_runtime.settings import get_settings, reset_caches
+
+    # Given a finished batch whose results are larger than an answer may carry (here: 300 bytes),
+    # where presigned URLs can be offered (as on AWS)
+    dataset_id, version_id = dataset_with(api, [{"id": f"r{i}", "text": f"text {i}"} for i in range(12)])
     workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
     started = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
-    assert wait(api, workflow_id, started["id"])["progress"]["processed_items"] == 1
-    outcomes = store().execution_children(DEFAULT_TENANT, started["id"], ["R#only"])
-    assert outcomes["R#only"]["output"] == "T"
+    wait(api, workflow_id, started["id"])
+    monkeypatch.setenv("RELAYFLOW_PRESIGNED_UPLOADS", "1")
+    monkeypatch.setenv("MAX_INLINE_DOWNLOAD_BYTES", "300")
+    reset_caches()
+    path = f"/workflows/{workflow_id}/executions/{started['id']}/results"
 
-    # When the item's outcome is recorded again (a retried task)
-    recorded = store().record_item_outcome(DEFAULT_TENANT, started["id"], "only", {"status": "failed"})
+    # When it is downloaded as JSONL: first 202 while the jobs machine writes the file to S3
+    status, answer = api("GET", path, query={"format": "jsonl"})
+    assert (status, answer["status"]) == (202, "preparing")
+    deadline = time.monotonic() + 30
+    while status == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        status, answer = api("GET", path, query={"format": "jsonl"})
 
-    # Then nothing changes
-    assert recorded is False
-    assert store().execution_children(DEFAULT_TENANT, started["id"], ["R#only"]) == outcomes
-
-
-def test_an_item_whose_last_node_ends_after_a_cancel_keeps_that_nodes_record(
-    local_stack: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from relayflow_runtime.services import batch
-
-    # Given an item whose last node completed (its record travels to the outcome) in a run that
-    # was cancelled meanwhile
-    ctx = {"tenant": DEFAULT_TENANT, "execution_id": "x-cancelled", "mode": "batch", "item_id": "k1"}
-    ctx["source_item_id"] = "i1"
-    record = {"node_id": "n1", "name": "last", "idx": 0, "status": "completed", "attempts": 1}
-    record["output"] = "out"
-    monkeypatch.setattr(batch, "is_running", lambda tenant, execution_id: False)
-
-    # When the item finishes
-    state = {"ctx": ctx, "outputs": {"n1": "out"}, "last_record": record}
-    assert batch.finish_item(state, failed=False) == {}
-
-    # Then it has no outcome (it is not counted), but its node's record is kept
-    found = store().execution_children(DEFAULT_TENANT, "x-cancelled", ["R#k1", "I#k1#N#n1"])
-    assert set(found) == {"I#k1#N#n1"}
-    assert found["I#k1#N#n1"]["status"] == "completed" and found["I#k1#N#n1"]["output"] == "out"
+    # Then the answer is a presigned URL (303, Location) of a file holding every result
+    assert status == 303, answer
+    url = urlsplit(answer["url"])
+    assert "X-Amz-Signature=" in url.query or "Signature=" in url.query
+    key = unquote(
+        url.path.lstrip("/").split("/", 1)[1] if url.netloc.startswith("s3") else url.path.lstrip("/")
+    )
+    body = aws.client("s3").get_object(Bucket=get_settings().bucket_name, Key=key)["Body"].read()
+    rows = [json.loads(line) for line in body.decode().splitlines()]
+    assert [(r["source_item_id"], r["output"]) for r in rows] == [(f"r{i}", f"TEXT {i}") for i in range(12)]
 
 
-def _finished_run(execution_id: str, ids: list[str], status_of: Any) -> dict[str, Any]:
-    """The record of a finished batch run over ``ids``, with its item list and the outcomes
-    ``status_of(index)`` gives ("completed", "failed", or None for none)."""
-    from relayflow_runtime.services import batch, dataset_service
+def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_background(api: Any) -> None:
+    from relayflow_runtime.services import batch, executions
 
-    writer = dataset_service.ItemListWriter(batch.list_key(DEFAULT_TENANT, execution_id))
-    for i, item_id in enumerate(ids):
-        writer.add({"id": item_id, "item": {"text": f"t{i}"}})
-        if status_of(i):
-            outcome = {"source_item_id": item_id, "status": status_of(i), "output": "o" * 1000}
-            assert store().record_item_outcome(DEFAULT_TENANT, execution_id, batch.item_key(item_id), outcome)
-    writer.close()
-    config = {"dataset_id": "d", "dataset_version_id": "v", "input_field": "text"}
-    return {"id": execution_id, "input_mode": "batch", "status": "completed", "batch_config": config}
+    # Given a finished batch
+    dataset_id, version_id = dataset_with(api, [{"id": f"d{i}", "text": f"t{i}"} for i in range(10)])
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", batch_body(dataset_id, version_id)), 201)
+    wait(api, workflow_id, started["id"])
+    path = f"/workflows/{workflow_id}/executions/{started['id']}"
 
+    # When it is deleted
+    status, answer = api("DELETE", path)
 
-def test_retrying_many_failed_items_lists_each_once_in_order_reading_outcomes_by_page(
-    local_stack: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from relayflow_runtime.adapters import blob_stream
-    from relayflow_runtime.adapters.table import TableStore
-    from relayflow_runtime.errors import Conflict
-    from relayflow_runtime.services import batch, dataset_service
-
-    # Given a finished batch of 450 items (five pages of outcome reads): two in three failed, one
-    # in ten never got an outcome, and some ids are too long for a sort key (keyed by a digest)
-    ids = [f"item-{i:03d}" + ("-long" * 60 if i % 50 == 7 else "") for i in range(450)]
-    old = _finished_run("x-old", ids, lambda i: None if i % 10 == 9 else "failed" if i % 3 else "completed")
-    failing = [item_id for i, item_id in enumerate(ids) if i % 3 and i % 10 != 9]
-    assert len(failing) > 2 * batch.OUTCOMES_PER_READ
-    reads: list[tuple[list[str], tuple[str, ...]]] = []
-    children = TableStore.execution_children
-
-    def spy(self: TableStore, tenant: str, execution_id: str, sks: list[str], **kwargs: Any) -> Any:
-        reads.append((list(sks), tuple(kwargs.get("fields", ()))))
-        return children(self, tenant, execution_id, sks, **kwargs)
-
-    monkeypatch.setattr(TableStore, "execution_children", spy)
-
-    # When its failed items are made into a new run's list
-    ctx = batch.prepare_retry(DEFAULT_TENANT, "x-retry", old, {"nodes": [{"id": "n1"}]})
-
-    # Then the new list holds every failed item once, in the old list's order
-    listed = [e["id"] for _, _, e in dataset_service.iter_entries(batch.list_key(DEFAULT_TENANT, "x-retry"))]
-    assert listed == failing
-    assert ctx["progress"]["total_items"] == len(failing)
-    # And the outcomes were read a page at a time, each once, only their status
-    assert [len(sks) for sks, _ in reads] == [100, 100, 100, 100, 50]
-    assert [sk for sks, _ in reads for sk in sks] == [f"R#{batch.item_key(i)}" for i in ids]
-    assert {fields for _, fields in reads} == {("status",)}
-
-    # When a finished run of 150 items none of which failed is retried
-    clean = _finished_run("x-clean", [f"c{i}" for i in range(150)], lambda i: "completed")
-    with pytest.raises(Conflict) as refused:
-        batch.prepare_retry(DEFAULT_TENANT, "x-none", clean, {"nodes": [{"id": "n1"}]})
-
-    # Then it is refused (409 no_failed_items), and no list is left behind
-    assert (refused.value.status, refused.value.code) == (409, "no_failed_items")
-    bucket = dataset_service.bucket()
-    assert blob_stream.object_size(bucket, batch.list_key(DEFAULT_TENANT, "x-none")) is None
+    # Then the answer is 202 at once and the run is gone for every reader
+    assert (status, answer) == (202, {"deleted": started["id"], "status": "deleting"})
+    assert api("GET", path)[0] == 404
+    assert ok(api("GET", f"/workflows/{workflow_id}/executions"))["items"] == []
+    # And the jobs machine deletes its outcomes, counters and objects, the execution last
+    tenant = "default"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            executions.store().get_execution(tenant, started["id"])
+        except Exception:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert batch.batch_store().counters(tenant, started["id"], consistent=True)["processed_items"] == 0
+    assert batch.batch_store().outcomes(tenant, started["id"], [f"d{i}" for i in range(10)]) == {}
+    prefix = executions.execution_prefix(tenant, started["id"])
+    assert list(executions.blobs().keys(prefix)) == []
