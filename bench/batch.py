@@ -18,6 +18,7 @@ about two hours; (c) measures the paths whose memory could grow with the dataset
 from __future__ import annotations
 
 import base64
+import collections
 import gc
 import json
 import os
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -62,7 +64,8 @@ def _dataset(client: Any, items: int, make: Callable[[int], dict[str, Any]]) -> 
 
 def _workflow(client: Any, nodes: list[tuple[str, dict[str, Any], str]]) -> str:
     workflow = client.create_workflow(name="bench batch")
-    version = client.create_workflow_version(workflow.id, config={"max_retries": 0})
+    # 60 s node timeouts: a worst-case item of three nodes fits in one 15-minute child invocation.
+    version = client.create_workflow_version(workflow.id, config={"max_retries": 0, "node_timeout": 60})
     for name, config, template in nodes:
         model = client.create_model(name=name, provider="builtin", config=config)
         client.create_workflow_node(version.id, name, model.id, config={"input_template": template})
@@ -150,10 +153,27 @@ def throughput(client: Any) -> list[Row]:
 MEMORY_STEPS = (
     "upload, each part (put_part)",
     "ingest (run_ingest_job)",
-    "submission with a filter (prepare)",
+    "a filtered run's item list and index (prepare_batch)",
     "reading every result (iter_results)",
 )
 MEMORY_RESOURCES = "relayflow-bench-memory"  # the table and the bucket on the moto server
+# The plan snapshot of the runs (c) prepares: one echo node.
+_BENCH_PLAN = {
+    "workflow_id": "bench",
+    "version_id": "bench",
+    "mode": "batch",
+    "config": {"max_retries": 0},
+    "nodes": [
+        {
+            "id": "n",
+            "name": "echo",
+            "idx": 0,
+            "template": "{{input}}",
+            "timeout": 60,
+            "model": {"id": "m", "provider": "builtin", "config": {"model": "echo"}},
+        }
+    ],
+}
 
 
 def _free_port() -> int:
@@ -267,9 +287,10 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     """The four steps over ``size`` items, each as a Lambda function runs it: ({step: (peak, kept)},
     the file's MiB, its parts)."""
     from relayflow_runtime.domain.clock import new_id, now_iso
-    from relayflow_runtime.schemas import api, dataset_api
-    from relayflow_runtime.schemas.entities import Execution
-    from relayflow_runtime.services import batch, dataset_service, executions
+    from relayflow_runtime.domain.engine import RunRef
+    from relayflow_runtime.schemas import dataset_api
+    from relayflow_runtime.schemas.entities import BatchConfig, Execution
+    from relayflow_runtime.services import batch, batch_results, dataset_service, executions
     from relayflow_runtime.services.apikeys import DEFAULT_TENANT as TENANT
 
     path = tmp / f"items-{size}.jsonl"
@@ -317,29 +338,29 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     assert outcome == {"status": "ready", "item_count": size}, outcome
     steps[MEMORY_STEPS[1]] = peak, kept
 
+    # A pending batch run as the API writes it (its record, its plan), then the batch machine's
+    # prepare_batch: the filter streamed into the run's own item list and its index.
     execution_id = new_id()
-    config: Any = {
-        "dataset_id": dataset.id,
-        "dataset_version_id": version.id,
-        "input_field": "text",
-        "filter_query": "n >= `0`",
-    }
-    body = api.Execute(input_mode="batch", batch_config=config)
-    peak, kept, context = _traced(
-        partial(batch.prepare, TENANT, execution_id, body, {"nodes": [{"id": "n"}]})
+    config = BatchConfig(
+        dataset_id=dataset.id, dataset_version_id=version.id, input_field="text", filter_query="n >= `0`"
     )
-    assert context["progress"]["total_items"] == size, context["progress"]
-    steps[MEMORY_STEPS[2]] = peak, kept
-
     execution = Execution(
         id=execution_id,
         workflow_id="bench",
         version_id="bench",
+        status="pending",
         input_mode="batch",
-        batch_config=body.batch_config,
+        batch_config=config,
         created_at=now_iso(),
     )
-    peak, kept, count = _traced(lambda: sum(1 for _ in batch.iter_results(TENANT, execution)))
+    executions.blobs().put_json(executions.plan_key(TENANT, execution_id), _BENCH_PLAN)
+    executions.store().put_execution(TENANT, execution.model_dump(mode="json", exclude={"node_executions"}))
+    run = RunRef(tenant=TENANT, workflow_id="bench", execution_id=execution_id)
+    peak, kept, prepared = _traced(partial(batch.prepare_batch, run))
+    assert prepared["batch"]["total"] == size, prepared
+    steps[MEMORY_STEPS[2]] = peak, kept
+
+    peak, kept, count = _traced(lambda: sum(1 for _ in batch_results.iter_results(TENANT, execution)))
     assert count == size, count
     steps[MEMORY_STEPS[3]] = peak, kept
 
@@ -347,6 +368,7 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     path.unlink()
     dataset_service.delete_dataset(TENANT, dataset.id)
     executions.blobs().delete_prefix(executions.execution_prefix(TENANT, execution_id))
+    executions.store().delete_execution(TENANT, execution_id)
     return steps, file_mib, parts
 
 
@@ -390,12 +412,109 @@ def memory() -> list[Row]:
     return rows
 
 
+# ---- (d) AWS requests per item -------------------------------------------------------------------
+CALLS_ITEMS = 200
+CALLS_PARALLELISM = 10
+#: Measured the same way on the former design (commit 6fefef2: a child execution per item, a Task
+#: per node), 100 items of this three-node workflow at parallelism 10: per item, 3.02 node-runner
+#: invocations, 4.14 requests of the node runner (3 PutItem, 1.02 UpdateItem, ...) and 0.16 of
+#: Step Functions' own; 4.0 DynamoDB writes.
+BEFORE_PER_ITEM = {"invocations": 3.02, "requests": 7.32, "writes": 4.0}
+_WRITES = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1}
+API_HANDLER = "relayflow_runtime.handlers.api.lambda_handler"
+RUNNER_HANDLER = "relayflow_runtime.handlers.node_runner.lambda_handler"
+
+
+@contextmanager
+def _counted_requests() -> Iterator[collections.Counter[str]]:
+    """Every AWS request made while the block runs, but those the API function makes (the client's
+    polling), by kind: node-runner invocations (what Step Functions calls), requests of the node
+    runner and of Step Functions itself (its ItemReader GET...), DynamoDB items written."""
+    import botocore.client
+
+    from relayflow.local import moto_shim
+
+    counts: collections.Counter[str] = collections.Counter()
+    in_api = threading.local()
+    real_call = botocore.client.BaseClient._make_api_call
+    real_api, real_runner = moto_shim.resolve_handler(API_HANDLER), moto_shim.resolve_handler(RUNNER_HANDLER)
+
+    def call(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if not getattr(in_api, "on", False):
+            counts["requests"] += 1
+            counts[f"{self.meta.service_model.service_name}.{operation}"] += 1
+            if operation == "TransactWriteItems":
+                counts["writes"] += len(params.get("TransactItems", []))
+            elif operation == "BatchWriteItem":
+                counts["writes"] += sum(len(v) for v in params.get("RequestItems", {}).values())
+            else:
+                counts["writes"] += (
+                    _WRITES.get(operation, 0) if self.meta.service_model.service_name == "dynamodb" else 0
+                )
+        return real_call(self, operation, params)
+
+    def api(event: Any, context: Any) -> Any:
+        in_api.on = True
+        try:
+            return real_api(event, context)
+        finally:
+            in_api.on = False
+
+    def runner(event: Any, context: Any) -> Any:
+        counts["invocations"] += 1
+        return real_runner(event, context)
+
+    botocore.client.BaseClient._make_api_call = call  # type: ignore[method-assign]
+    try:
+        with moto_shim.override(API_HANDLER, api), moto_shim.override(RUNNER_HANDLER, runner):
+            yield counts
+    finally:
+        botocore.client.BaseClient._make_api_call = real_call  # type: ignore[method-assign]
+
+
+def requests_per_item(client: Any) -> list[Row]:
+    """(d) What one batch item costs in AWS requests (each is latency and money on AWS): the
+    three-node workflow of (b) over CALLS_ITEMS items, everything counted from submission to end."""
+    dataset = _dataset(client, CALLS_ITEMS, lambda i: {"id": f"c{i}", "text": f"the quick brown fox {i}"})
+    workflow_id = _workflow(
+        client,
+        [
+            ("upper", {"model": "uppercase"}, "{{input}}"),
+            ("count", {"model": "word_count"}, "{{input}}"),
+            ("report", {"model": "echo"}, "{{nodes.upper}} has {{input}} words"),
+        ],
+    )
+    with _counted_requests() as counts:
+        _timed_batch(client, workflow_id, dataset, CALLS_PARALLELISM)
+    per = {k: v / CALLS_ITEMS for k, v in counts.items()}
+    top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if "." in k)
+    label = f"{CALLS_ITEMS} items x 3 nodes, parallelism {CALLS_PARALLELISM}"
+    return [
+        (f"(d) node-runner invocations per item ({label})", per.get("invocations", 0.0), "per item"),
+        (
+            "(d)   the former design (a child execution per item, a Task per node)",
+            BEFORE_PER_ITEM["invocations"],
+            "per item",
+        ),
+        (
+            "(d) AWS requests per item (node runner + Step Functions' own; polling excluded)",
+            per.get("requests", 0.0),
+            "per item",
+        ),
+        ("(d)   the former design", BEFORE_PER_ITEM["requests"], "per item"),
+        ("(d) DynamoDB items written per item", per.get("writes", 0.0), "per item"),
+        ("(d)   the former design", BEFORE_PER_ITEM["writes"], "per item"),
+        (f"(d)   by operation, per item: {top}", len(per), "kinds"),
+    ]
+
+
 def run() -> list[Row]:
     from relayflow.demo import local_api
 
     with local_api() as client:
         rows = parallel_efficiency(client)
         rows += throughput(client)
+        rows += requests_per_item(client)
     # After the embedded stack has stopped (and put the environment back): (c) runs against a
     # moto server of its own.
     rows += memory()

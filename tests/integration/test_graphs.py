@@ -152,7 +152,8 @@ def test_a_fan_out_in_a_batch_run_counts_each_node_once_per_item(api: Any) -> No
             )
         )["id"]
     )
-    workflow_id, version_id = new_version(api, max_retries=0)
+    # (60 s node timeouts: a worst-case item of three levels must fit in one 15-minute invocation)
+    workflow_id, version_id = new_version(api, max_retries=0, node_timeout=60)
     a = add_node(api, version_id, "A", echo, "{{input}}")
     b = add_node(api, version_id, "B", echo, "B {{input}}")
     c = add_node(api, version_id, "C", echo, "C {{input}}")

@@ -189,14 +189,16 @@ def run_batch(client: Client) -> Execution:
             "parallelism": 4,
         },
     )
-    console.print(
-        f"  processing {execution.progress.total_items} of {len(items)} items (filter: lang == 'en')"
-    )
+    console.print(f"  submitted ({execution.status}): the filter lang == 'en' runs over {len(items)} items")
     last = -1
+    counted = False
 
     def show(update: Execution) -> None:
-        nonlocal last
+        nonlocal last, counted
         progress = update.progress
+        if progress.total_items is not None and not counted:
+            counted = True
+            console.print(f"  processing {progress.total_items} of {len(items)} items")
         if progress.processed_items != last:
             last = progress.processed_items or 0
             console.print(
