@@ -22,6 +22,7 @@ counter ADD per child — against four writes of the former design (a record per
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -61,7 +62,10 @@ def _wire(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return dict(from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()}))
+    plain = dict(from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()}))
+    if isinstance(plain.get("nodes"), str):
+        plain["nodes"] = json.loads(plain["nodes"])
+    return plain
 
 
 def _reasons(exc: ClientError) -> list[str]:
@@ -101,7 +105,14 @@ class BatchStore:
     # ---- recording -------------------------------------------------------------------------------
     def _outcome_put(self, tenant: str, execution_id: str, outcome: ItemOutcome) -> dict[str, Any]:
         item = {
-            **outcome.model_dump(mode="json", exclude_none=True),
+            **outcome.model_dump(mode="json", exclude_none=True, exclude={"nodes"}),
+            # The node records as one JSON string: the same bytes (and write units) as a map, but
+            # one attribute to encode and decode rather than a tree of typed values.
+            "nodes": json.dumps(
+                {k: v.model_dump(mode="json", exclude_none=True) for k, v in outcome.nodes.items()},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ),
             **self.outcome_key(tenant, execution_id, outcome.source_item_id),
         }
         return {
