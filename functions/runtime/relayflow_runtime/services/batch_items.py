@@ -54,8 +54,14 @@ from relayflow_runtime.settings import get_settings
 STATUS_CACHE_SECONDS = 1.0
 #: A retry's sleep looks at the run's status this often (a cancel cuts it short).
 SLEEP_SLICE_SECONDS = 0.5
-#: Nodes of one item that may run at once (a wider level waits for a free thread).
-MAX_NODES_AT_ONCE = 16
+#: Threads that run items, and nodes of items beside their item's own thread. They are kept for
+#: the warm function's next child (starting threads is a noticeable part of a short item), and
+#: bounded: a child's items beyond them wait for a free one.
+ITEM_THREADS = 128
+NODE_THREADS = 256
+
+_item_pool = ThreadPoolExecutor(max_workers=ITEM_THREADS, thread_name_prefix="batch-item")
+_node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="batch-node")
 
 
 # ---- the run's status, read at most once a second -------------------------------------------------
@@ -300,15 +306,9 @@ def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
     # Prompts and outputs over this stay in S3, so an outcome stays within its share of the
     # transaction (4 MB) and costs few write units.
     value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
-    width = max(1, min(len(plan.nodes), MAX_NODES_AT_ONCE)) * len(entries)
-    with (
-        ThreadPoolExecutor(max_workers=width, thread_name_prefix="batch-node") as nodes,
-        ThreadPoolExecutor(max_workers=len(entries), thread_name_prefix="batch-item") as items,
-    ):
-        child = _Child(
-            run, plan, field, executions.execution_prefix(run.tenant, run.execution_id), value_limit, nodes
-        )
-        outcomes = list(items.map(lambda entry: _run_item(child, entry), entries))
+    prefix = executions.execution_prefix(run.tenant, run.execution_id)
+    child = _Child(run, plan, field, prefix, value_limit, _node_pool)
+    outcomes = list(_item_pool.map(lambda entry: _run_item(child, entry), entries))
     recorded = batch_store().record_outcomes(
         run.tenant, run.execution_id, [o for o in outcomes if o is not None]
     )
