@@ -125,7 +125,10 @@ def world(local_stack: LocalStack) -> dict[str, Any]:
     _, model = b("POST", "/models", {"name": "echo", "provider": "builtin", "config": {"model": "echo"}})
     _, workflow = b("POST", "/workflows", {"name": "b-workflow"})
     b("POST", "/workflows", {"name": "b-second-workflow"})  # two, so a listing has a next page
-    _, version = b("POST", f"/workflows/{workflow['id']}/versions", {"name": "v1"})
+    # No retries: a batch item's worst case (2 nodes x 300 s) fits one 15-minute invocation.
+    _, version = b(
+        "POST", f"/workflows/{workflow['id']}/versions", {"name": "v1", "config": {"max_retries": 0}}
+    )
     _, node = b("POST", f"/versions/{version['id']}/nodes", {"name": "first", "entity_id": model["id"]})
     _, second = b(
         "POST",
