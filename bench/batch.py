@@ -443,14 +443,25 @@ def _counted_requests() -> Iterator[collections.Counter[str]]:
         if not getattr(in_api, "on", False):
             counts["requests"] += 1
             counts[f"{self.meta.service_model.service_name}.{operation}"] += 1
+            service = self.meta.service_model.service_name
             if operation == "TransactWriteItems":
                 counts["writes"] += len(params.get("TransactItems", []))
+                # Write units: a transactional write costs 2 per KB of each item it writes.
+                for action in params.get("TransactItems", []):
+                    if "Put" in action:
+                        size = len(json.dumps(action["Put"]["Item"]).encode())
+                        counts["outcomes"] += 1
+                        counts["outcome_bytes"] += size
+                        counts["wru"] += 2 * -(-size // 1024)
+                    else:
+                        counts["wru"] += 2
             elif operation == "BatchWriteItem":
-                counts["writes"] += sum(len(v) for v in params.get("RequestItems", {}).values())
-            else:
-                counts["writes"] += (
-                    _WRITES.get(operation, 0) if self.meta.service_model.service_name == "dynamodb" else 0
-                )
+                written = sum(len(v) for v in params.get("RequestItems", {}).values())
+                counts["writes"] += written
+                counts["wru"] += written
+            elif service == "dynamodb" and operation in _WRITES:
+                counts["writes"] += 1
+                counts["wru"] += 1
         return real_call(self, operation, params)
 
     def api(event: Any, context: Any) -> Any:
@@ -487,7 +498,9 @@ def requests_per_item(client: Any) -> list[Row]:
     with _counted_requests() as counts:
         _timed_batch(client, workflow_id, dataset, CALLS_PARALLELISM)
     per = {k: v / CALLS_ITEMS for k, v in counts.items()}
-    top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if "." in k)
+    top = ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if "." in k and v >= 0.005
+    )
     label = f"{CALLS_ITEMS} items x 3 nodes, parallelism {CALLS_PARALLELISM}"
     return [
         (f"(d) node-runner invocations per item ({label})", per.get("invocations", 0.0), "per item"),
@@ -504,6 +517,12 @@ def requests_per_item(client: Any) -> list[Row]:
         ("(d)   the former design", BEFORE_PER_ITEM["requests"], "per item"),
         ("(d) DynamoDB items written per item", per.get("writes", 0.0), "per item"),
         ("(d)   the former design", BEFORE_PER_ITEM["writes"], "per item"),
+        (
+            "(d) an item's outcome (its three node records inside), as written",
+            counts["outcome_bytes"] / max(counts["outcomes"], 1),
+            "bytes",
+        ),
+        ("(d) DynamoDB write units per item (transactional: 2 per KB)", per.get("wru", 0.0), "WRU"),
         (f"(d)   by operation, per item: {top}", len(per), "kinds"),
     ]
 
