@@ -425,6 +425,24 @@ API_HANDLER = "relayflow_runtime.handlers.api.lambda_handler"
 RUNNER_HANDLER = "relayflow_runtime.handlers.node_runner.lambda_handler"
 
 
+def _value_bytes(value: dict[str, Any]) -> int:
+    """DynamoDB's size of one attribute value (wire format), as its documentation counts it."""
+    kind, data = next(iter(value.items()))
+    if kind in ("S", "B"):
+        return len(data.encode() if isinstance(data, str) else data)
+    if kind == "N":
+        return (len(str(data).lstrip("-").replace(".", "")) + 1) // 2 + 1
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_bytes(v) + 1 for k, v in data.items())
+    if kind == "L":
+        return 3 + sum(_value_bytes(v) + 1 for v in data)
+    return 1
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
 @contextmanager
 def _counted_requests() -> Iterator[collections.Counter[str]]:
     """Every AWS request made while the block runs, but those the API function makes (the client's
@@ -449,7 +467,7 @@ def _counted_requests() -> Iterator[collections.Counter[str]]:
                 # Write units: a transactional write costs 2 per KB of each item it writes.
                 for action in params.get("TransactItems", []):
                     if "Put" in action:
-                        size = len(json.dumps(action["Put"]["Item"]).encode())
+                        size = _item_bytes(action["Put"]["Item"])
                         counts["outcomes"] += 1
                         counts["outcome_bytes"] += size
                         counts["wru"] += 2 * -(-size // 1024)
