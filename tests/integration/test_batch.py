@@ -458,3 +458,36 @@ def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_ba
     assert batch.batch_store().outcomes(tenant, started["id"], [f"d{i}" for i in range(10)]) == {}
     prefix = executions.execution_prefix(tenant, started["id"])
     assert list(executions.blobs().keys(prefix)) == []
+
+
+def test_an_input_file_larger_than_an_answer_is_a_presigned_url(
+    api: Any, local_stack: Any, served: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from relayflow_runtime.settings import reset_caches
+
+    # Given a run started with a 2 KB file, where answers carry at most 1 KB and URLs can be offered
+    workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
+    data = b"0123456789abcdef" * 128
+    file = {
+        "filename": "big.txt",
+        "content_type": "text/plain",
+        "content_base64": base64.b64encode(data).decode(),
+    }
+    started = ok(api("POST", f"/workflows/{workflow_id}/executions", {"file": file}), 201)
+    monkeypatch.setenv("RELAYFLOW_PRESIGNED_UPLOADS", "1")
+    monkeypatch.setenv("MAX_INLINE_DOWNLOAD_BYTES", "1024")
+    reset_caches()
+
+    # When its input is downloaded
+    status, answer = api("GET", f"/workflows/{workflow_id}/executions/{started['id']}/input")
+
+    # Then the answer is a presigned URL of the stored file, not its bytes
+    assert status == 303 and "big.txt" in answer["url"] and answer["expires_in"] == 3600
+    # And a small one is the body, as before
+    monkeypatch.setenv("MAX_INLINE_DOWNLOAD_BYTES", str(len(data)))
+    reset_caches()
+    with Client(served, api_key=local_stack.api_key) as client:
+        target = client.download_execution_input(workflow_id, started["id"], tmp_path / "in.txt")
+    assert target.read_bytes() == data

@@ -1,0 +1,117 @@
+"""The pure part of batch runs: sizing a batch, judging it, keys and shards, the item index format."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+import pytest
+
+from relayflow_runtime.domain import item_index
+from relayflow_runtime.domain.batch import (
+    MAX_KEYED_ID_BYTES,
+    OUTCOME_SHARDS,
+    BatchCounts,
+    batch_settings,
+    default_items_per_child,
+    item_key,
+    judge,
+    outcome_shard,
+)
+from relayflow_runtime.domain.engine import Plan
+
+
+def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
+    """A chain of nodes with these timeouts."""
+    nodes = [
+        {
+            "id": f"n{i}",
+            "name": f"n{i}",
+            "idx": i,
+            "template": "{{input}}",
+            "timeout": timeout,
+            "parents": [f"n{i - 1}"] if i else [],
+            "model": {"id": "m", "provider": "builtin", "config": {"model": "echo"}},
+        }
+        for i, timeout in enumerate(timeouts)
+    ]
+    config = {"max_retries": max_retries, "retry_delay_seconds": delay}
+    return Plan.model_validate(
+        {"workflow_id": "w", "version_id": "v", "mode": "batch", "config": config, "nodes": nodes}
+    )
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "per_child", "children"),
+    [(1, 1, 1), (2, 1, 2), (5, 2, 3), (10, 5, 2), (25, 10, 3), (100, 10, 10)],
+)
+def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
+    parallelism: int, per_child: int, children: int
+) -> None:
+    settings = batch_settings(plan([30]), parallelism, 1000, "k")
+    assert (settings.items_per_child, settings.children) == (per_child, children)
+    assert settings.items_per_child == default_items_per_child(parallelism)
+    assert settings.children * settings.items_per_child >= parallelism
+
+
+def test_children_are_express_when_a_worst_case_item_fits_in_five_minutes() -> None:
+    # 3 nodes x (60 s x 3 attempts) + delays 1 + 2 each = 549 s: Standard, in one invocation
+    standard = batch_settings(plan([60, 60, 60], max_retries=2), 10, 5, "k")
+    assert (standard.express, standard.item_timeout) == (False, 549 + 15)
+    # 3 x 90 s, no retries = 270 s (+ 20 s margin) <= 300 s: Express
+    express = batch_settings(plan([90, 90, 90]), 10, 5, "k")
+    assert (express.express, express.item_timeout) == (True, 270 + 15)
+    # just over: 3 x 94 s = 282 + 20 > 300
+    assert batch_settings(plan([94, 94, 94]), 10, 5, "k").express is False
+
+
+def test_items_without_an_outcome_count_as_failed_and_max_failed_percent_decides() -> None:
+    counts = BatchCounts.final(10, {"processed_items": 8, "failed_items": 1, "input_tokens": 5})
+    assert (counts.processed_items, counts.failed_items, counts.never_ran) == (10, 3, 2)
+    assert counts.usage == {"input_tokens": 5}
+    assert judge(counts, None) == ("completed", None)
+    assert judge(counts, 30) == ("completed", None)
+    assert judge(counts, 29.9) == (
+        "failed",
+        "3 of 10 items failed (30.0%), more than max_failed_percent (29.9%); 2 of them never ran",
+    )
+    assert judge(BatchCounts.final(0, {}), 0) == ("completed", None)
+
+
+def test_item_keys_and_shards_are_stable_and_spread() -> None:
+    assert item_key("doc-1") == "doc-1"
+    long = "x" * (MAX_KEYED_ID_BYTES + 1)
+    assert item_key(long).startswith("h:") and len(item_key(long)) == 66
+    assert outcome_shard("doc-1") == outcome_shard("doc-1")
+    shards = collections.Counter(outcome_shard(f"item-{i}") for i in range(32_000))
+    assert set(shards) == set(range(OUTCOME_SHARDS))
+    assert max(shards.values()) < 1.1 * 1000  # within 10% of an even spread
+
+
+def test_the_index_finds_every_id_in_its_bucket_and_no_other() -> None:
+    # Given 5,000 ids (some with spaces, quotes, newlines and other scripts) at list offsets
+    rng = random.Random(7)
+    ids = [f'id {i} "q"\n{"日本" if i % 3 else ""}' for i in range(5000)]
+    buckets = item_index.bucket_count(len(ids))
+    assert buckets == 16
+    lines: dict[int, bytearray] = collections.defaultdict(bytearray)
+    places = {}
+    for item_id in ids:
+        places[item_id] = (rng.randrange(10**9), rng.randrange(1, 70_000))
+        lines[item_index.bucket_of(item_id, buckets)] += item_index.encode_line(item_id, *places[item_id])
+    blob = item_index.header(len(lines[b]) for b in range(buckets)) + b"".join(
+        bytes(lines[b]) for b in range(buckets)
+    )
+
+    # When each is looked up as the service does (two ranges of the index)
+    def find(item_id: str) -> tuple[int, int] | None:
+        start, end = item_index.header_range(item_index.bucket_of(item_id, buckets))
+        bounds = item_index.bucket_range(blob[start : end + 1])
+        if bounds is None:
+            return None
+        return item_index.find_in_bucket(blob[bounds[0] : bounds[1] + 1], item_id)
+
+    # Then each is found where it is, and an unknown id is not
+    assert all(find(item_id) == places[item_id] for item_id in ids)
+    assert find("id 1") is None
+    assert item_index.bucket_count(0) == 1 and item_index.bucket_count(10**9) == item_index.MAX_BUCKETS
