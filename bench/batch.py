@@ -18,7 +18,6 @@ about two hours; (c) measures the paths whose memory could grow with the dataset
 from __future__ import annotations
 
 import base64
-import collections
 import gc
 import json
 import os
@@ -27,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -412,146 +410,12 @@ def memory() -> list[Row]:
     return rows
 
 
-# ---- (d) AWS requests per item -------------------------------------------------------------------
-CALLS_ITEMS = 200
-CALLS_PARALLELISM = 10
-#: Measured the same way on the former design (commit 6fefef2: a child execution per item, a Task
-#: per node), 100 items of this three-node workflow at parallelism 10: per item, 3.02 node-runner
-#: invocations, 4.14 requests of the node runner (3 PutItem, 1.02 UpdateItem, ...) and 0.16 of
-#: Step Functions' own; 4.0 DynamoDB writes.
-BEFORE_PER_ITEM = {"invocations": 3.02, "requests": 7.32, "writes": 4.0}
-_WRITES = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1}
-API_HANDLER = "relayflow_runtime.handlers.api.lambda_handler"
-RUNNER_HANDLER = "relayflow_runtime.handlers.node_runner.lambda_handler"
-
-
-def _value_bytes(value: dict[str, Any]) -> int:
-    """DynamoDB's size of one attribute value (wire format), as its documentation counts it."""
-    kind, data = next(iter(value.items()))
-    if kind in ("S", "B"):
-        return len(data.encode() if isinstance(data, str) else data)
-    if kind == "N":
-        return (len(str(data).lstrip("-").replace(".", "")) + 1) // 2 + 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_bytes(v) + 1 for k, v in data.items())
-    if kind == "L":
-        return 3 + sum(_value_bytes(v) + 1 for v in data)
-    return 1
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
-
-
-@contextmanager
-def _counted_requests() -> Iterator[collections.Counter[str]]:
-    """Every AWS request made while the block runs, but those the API function makes (the client's
-    polling), by kind: node-runner invocations (what Step Functions calls), requests of the node
-    runner and of Step Functions itself (its ItemReader GET...), DynamoDB items written."""
-    import botocore.client
-
-    from relayflow.local import moto_shim
-
-    counts: collections.Counter[str] = collections.Counter()
-    in_api = threading.local()
-    real_call = botocore.client.BaseClient._make_api_call
-    real_api, real_runner = moto_shim.resolve_handler(API_HANDLER), moto_shim.resolve_handler(RUNNER_HANDLER)
-
-    def call(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if not getattr(in_api, "on", False):
-            counts["requests"] += 1
-            counts[f"{self.meta.service_model.service_name}.{operation}"] += 1
-            service = self.meta.service_model.service_name
-            if operation == "TransactWriteItems":
-                counts["writes"] += len(params.get("TransactItems", []))
-                # Write units: a transactional write costs 2 per KB of each item it writes.
-                for action in params.get("TransactItems", []):
-                    if "Put" in action:
-                        size = _item_bytes(action["Put"]["Item"])
-                        counts["outcomes"] += 1
-                        counts["outcome_bytes"] += size
-                        counts["wru"] += 2 * -(-size // 1024)
-                    else:
-                        counts["wru"] += 2
-            elif operation == "BatchWriteItem":
-                written = sum(len(v) for v in params.get("RequestItems", {}).values())
-                counts["writes"] += written
-                counts["wru"] += written
-            elif service == "dynamodb" and operation in _WRITES:
-                counts["writes"] += 1
-                counts["wru"] += 1
-        return real_call(self, operation, params)
-
-    def api(event: Any, context: Any) -> Any:
-        in_api.on = True
-        try:
-            return real_api(event, context)
-        finally:
-            in_api.on = False
-
-    def runner(event: Any, context: Any) -> Any:
-        counts["invocations"] += 1
-        return real_runner(event, context)
-
-    botocore.client.BaseClient._make_api_call = call  # type: ignore[method-assign]
-    try:
-        with moto_shim.override(API_HANDLER, api), moto_shim.override(RUNNER_HANDLER, runner):
-            yield counts
-    finally:
-        botocore.client.BaseClient._make_api_call = real_call  # type: ignore[method-assign]
-
-
-def requests_per_item(client: Any) -> list[Row]:
-    """(d) What one batch item costs in AWS requests (each is latency and money on AWS): the
-    three-node workflow of (b) over CALLS_ITEMS items, everything counted from submission to end."""
-    dataset = _dataset(client, CALLS_ITEMS, lambda i: {"id": f"c{i}", "text": f"the quick brown fox {i}"})
-    workflow_id = _workflow(
-        client,
-        [
-            ("upper", {"model": "uppercase"}, "{{input}}"),
-            ("count", {"model": "word_count"}, "{{input}}"),
-            ("report", {"model": "echo"}, "{{nodes.upper}} has {{input}} words"),
-        ],
-    )
-    with _counted_requests() as counts:
-        _timed_batch(client, workflow_id, dataset, CALLS_PARALLELISM)
-    per = {k: v / CALLS_ITEMS for k, v in counts.items()}
-    top = ", ".join(
-        f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if "." in k and v >= 0.005
-    )
-    label = f"{CALLS_ITEMS} items x 3 nodes, parallelism {CALLS_PARALLELISM}"
-    return [
-        (f"(d) node-runner invocations per item ({label})", per.get("invocations", 0.0), "per item"),
-        (
-            "(d)   the former design (a child execution per item, a Task per node)",
-            BEFORE_PER_ITEM["invocations"],
-            "per item",
-        ),
-        (
-            "(d) AWS requests per item (node runner + Step Functions' own; polling excluded)",
-            per.get("requests", 0.0),
-            "per item",
-        ),
-        ("(d)   the former design", BEFORE_PER_ITEM["requests"], "per item"),
-        ("(d) DynamoDB items written per item", per.get("writes", 0.0), "per item"),
-        ("(d)   the former design", BEFORE_PER_ITEM["writes"], "per item"),
-        (
-            "(d) an item's outcome (its three node records inside), as written",
-            counts["outcome_bytes"] / max(counts["outcomes"], 1),
-            "bytes",
-        ),
-        ("(d) DynamoDB write units per item (transactional: 2 per KB)", per.get("wru", 0.0), "WRU"),
-        (f"(d)   by operation, per item: {top}", len(per), "kinds"),
-    ]
-
-
 def run() -> list[Row]:
     from relayflow.demo import local_api
 
     with local_api() as client:
         rows = parallel_efficiency(client)
         rows += throughput(client)
-        rows += requests_per_item(client)
     # After the embedded stack has stopped (and put the environment back): (c) runs against a
     # moto server of its own.
     rows += memory()
