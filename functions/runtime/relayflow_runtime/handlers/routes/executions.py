@@ -27,7 +27,7 @@ _DELETED = {
     "type": "object",
     "properties": {
         "deleted": {"type": "string"},
-        "status": {"type": "string", "enum": ["deleted", "deleting"]},
+        "status": {"type": "string", "enum": ["deleting"]},
     },
 }
 _PREPARING = {
@@ -143,7 +143,7 @@ def delete_execution(workflow_id: str, execution_id: str) -> Response[dict[str, 
     return Response(
         status_code=202 if background else 200,
         content_type=content_types.APPLICATION_JSON,
-        body={"deleted": execution_id, "status": "deleting" if background else "deleted"},
+        body={"deleted": execution_id, "status": "deleting"} if background else {"deleted": execution_id},
     )
 
 
