@@ -16,7 +16,7 @@ from tests.support.batches import TENANT, dataset, pending_run, record, workflow
 from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.services import batch, batch_items, batch_results, executions, item_lists
+from relayflow_runtime.services import batch, batch_items, batch_results, budget, executions, item_lists
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
 UPPER = ("upper", {"model": "uppercase"}, {"input_template": "{{input}}"})
@@ -25,10 +25,9 @@ UPPER = ("upper", {"model": "uppercase"}, {"input_template": "{{input}}"})
 def started(run: RunRef) -> BatchSettings:
     """prepare_batch, then reserve_budget: the run is running with its list written."""
     prepared = batch.prepare_batch(run)
-    settings = BatchSettings.model_validate(prepared["batch"])
-    batch.reserve_budget(run, settings, prepared["timeout"])
+    budget.reserve_budget(prepared)
     batch_items.status.forget()
-    return settings
+    return BatchSettings.model_validate(prepared["batch"])
 
 
 def entries(run: RunRef) -> list[ItemEntry]:
@@ -302,43 +301,3 @@ def test_one_item_is_read_in_a_constant_number_of_calls(api: Any) -> None:
     assert large_calls == collections.Counter({"dynamodb.GetItem": 2, "s3.GetObject": 3}), large_calls
     with pytest.raises(NotFound):
         batch_results.get_item(TENANT, large.workflow_id, large.execution_id, "nope")
-
-
-def test_the_accounts_batch_budget_holds_a_batch_pending_until_another_gives_its_share_back(
-    api: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from relayflow_runtime.adapters.batch_store import BudgetExhausted
-    from relayflow_runtime.settings import reset_caches
-
-    # Given an account whose batches may run 12 items at once, and two pending batches of 10
-    monkeypatch.setenv("BATCH_PARALLELISM_BUDGET", "12")
-    reset_caches()
-    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(4)])
-    workflow_id, wf_version = workflow(api, [UPPER])
-    first = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=10)
-    second = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=10)
-    settings = started(first)
-    assert batch.batch_store().budget_in_use() == 10
-    prepared = batch.prepare_batch(second)
-
-    # When the second asks for its share: refused, it stays pending and says why
-    with pytest.raises(BudgetExhausted):
-        batch.reserve_budget(second, BatchSettings.model_validate(prepared["batch"]), prepared["timeout"])
-    waiting = record(second)
-    assert waiting["status"] == "pending"
-    assert waiting["pending_reason"].startswith("waiting for batch capacity")
-
-    # When the first ends (any terminal move gives its share back, once)
-    batch.complete(first)
-    batch.complete(first)
-    assert batch.batch_store().budget_in_use() == 0
-
-    # Then the second starts
-    batch.reserve_budget(second, BatchSettings.model_validate(prepared["batch"]), prepared["timeout"])
-    running = record(second)
-    assert (running["status"], running.get("pending_reason")) == ("running", None)
-    assert batch.batch_store().budget_in_use() == 10
-    # And a cancel gives it back too
-    executions.cancel_execution(TENANT, workflow_id, second.execution_id)
-    assert batch.batch_store().budget_in_use() == 0
-    assert settings.children * settings.items_per_child == 10

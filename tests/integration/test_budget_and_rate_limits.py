@@ -16,7 +16,7 @@ import pytest
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.providers import TransientModelError, validate_model_config
 from relayflow_runtime.services import budget, executions, metrics, rate_limits, sweeper
-from relayflow_runtime.services.runner import ExecutionNotRunning
+from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
 TENANT = "default"
 BUDGET = 8

@@ -1,11 +1,10 @@
-"""DynamoDB records of batch runs: item outcomes, progress counters, the batch parallelism budget.
+"""DynamoDB records of batch runs: item outcomes and progress counters.
 
 Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see adapters/table.py)::
 
     X#Rnn        R#<item key>   the outcome of one item (nn = a hash of its id, 32 shards), holding
                                 the record of each of its nodes: one write per item
     X#Cnn        C              one of 16 shards of the run's counters (processed, failed, usage)
-    BUDGET       BATCH          the account's batch parallelism in use (``in_use``)
 
 **Exactly once under at-least-once children.** A child batch records all its items in one
 ``TransactWriteItems``: each outcome a put conditional on ``attribute_not_exists(pk)``, plus one ADD
@@ -48,14 +47,9 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 #: Attempts at one child's transaction (conflicts on a counter shard are retried with a backoff).
 TRANSACTION_ATTEMPTS = 8
-_BUDGET_KEY = {"pk": "BUDGET", "sk": "BATCH"}
 #: Why a transaction may be cancelled and tried again: an outcome already there (it is dropped),
 #: a concurrent transaction on the same counter shard ("None": the action itself was fine).
 _RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
-
-
-class BudgetExhausted(Exception):
-    """The account's batch parallelism is taken: the batch waits (``pending``) and asks again."""
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +121,11 @@ class BatchStore:
         ]
 
     # ---- recording -------------------------------------------------------------------------------
-    def _outcome_put(self, tenant: str, execution_id: str, outcome: ItemOutcome) -> dict[str, Any]:
+    def _outcome_put(
+        self, tenant: str, execution_id: str, outcome: ItemOutcome, expires_at: int | None
+    ) -> dict[str, Any]:
         item = {
+            **({"expires_at": expires_at} if expires_at else {}),
             # The item's usage is counted (the counters), not kept: its nodes' usages hold it.
             **outcome.model_dump(mode="json", exclude_none=True, exclude={"nodes", "usage"}),
             "nodes": _pack_nodes(outcome),
@@ -142,7 +139,9 @@ class BatchStore:
             }
         }
 
-    def _counter_add(self, tenant: str, execution_id: str, outcomes: list[ItemOutcome]) -> dict[str, Any]:
+    def _counter_add(
+        self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None
+    ) -> dict[str, Any]:
         amounts = {
             "processed_items": len(outcomes),
             "failed_items": sum(o.status == "failed" for o in outcomes),
@@ -152,29 +151,36 @@ class BatchStore:
                 amounts[name] = amounts.get(name, 0) + int(outcome.usage.get(name) or 0)
         counted = {name: amount for name, amount in amounts.items() if amount}
         names = {f"#c{i}": name for i, name in enumerate(counted)}
+        values = {f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())}
+        expression = "ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names))
+        if expires_at:  # the run's retention (services/retention.py), set by the shard's first ADD
+            names["#ttl"] = "expires_at"
+            values[":ttl"] = {"N": str(expires_at)}
+            expression += " SET #ttl = if_not_exists(#ttl, :ttl)"
         return {
             "Update": {
                 "TableName": self.table_name,
                 "Key": _wire(self.counter_key(tenant, execution_id, random.randrange(COUNTER_SHARDS))),
-                "UpdateExpression": "ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names)),
+                "UpdateExpression": expression,
                 "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": {
-                    f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())
-                },
+                "ExpressionAttributeValues": values,
             }
         }
 
-    def record_outcomes(self, tenant: str, execution_id: str, outcomes: list[ItemOutcome]) -> list[str]:
-        """Record each outcome unless its item already has one, and count exactly those, atomically.
-        Returns the ids of the items recorded by this call (none when a repeated child calls)."""
+    def record_outcomes(
+        self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None = None
+    ) -> list[str]:
+        """Record each outcome unless its item already has one, and count exactly those, atomically
+        (``expires_at``: the run's retention TTL). Returns the ids of the items recorded by this
+        call (none when a repeated child calls)."""
         pending = list({o.source_item_id: o for o in outcomes}.values())
         for attempt in range(TRANSACTION_ATTEMPTS):
             if not pending:
                 return []
-            puts = [self._outcome_put(tenant, execution_id, o) for o in pending]
+            puts = [self._outcome_put(tenant, execution_id, o, expires_at) for o in pending]
             try:
                 self._ddb.transact_write_items(
-                    TransactItems=[*puts, self._counter_add(tenant, execution_id, pending)]
+                    TransactItems=[*puts, self._counter_add(tenant, execution_id, pending, expires_at)]
                 )
                 return [o.source_item_id for o in pending]
             except ClientError as exc:
@@ -297,95 +303,3 @@ class BatchStore:
             if request:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
-
-    # ---- the account's batch parallelism budget --------------------------------------------------
-    def reserve_budget(self, execution_key: dict[str, str], units: int, limit: int) -> str:
-        """Take ``units`` of the account's batch parallelism for the run whose execution item is
-        ``execution_key``, noting them on it, in one transaction. Returns ``"reserved"``, or
-        ``"held"`` when the run already holds its units, or ``"not_pending"``; raises
-        ``BudgetExhausted`` when fewer than ``units`` are free."""
-        units = max(1, min(units, limit))
-        try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _wire(execution_key),
-                            "UpdateExpression": "SET budget_units = :n",
-                            "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_units)",
-                            "ExpressionAttributeNames": {"#st": "status"},
-                            "ExpressionAttributeValues": {
-                                ":n": {"N": str(units)},
-                                ":pending": {"S": "pending"},
-                            },
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _wire(_BUDGET_KEY),
-                            "UpdateExpression": "ADD in_use :n",
-                            "ConditionExpression": "attribute_not_exists(in_use) OR in_use <= :room",
-                            "ExpressionAttributeValues": {
-                                ":n": {"N": str(units)},
-                                ":room": {"N": str(limit - units)},
-                            },
-                        }
-                    },
-                ]
-            )
-            return "reserved"
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            execution_reason, budget_reason = [*_reasons(exc), "None", "None"][:2]
-            if execution_reason == "ConditionalCheckFailed":
-                record = self._ddb.get_item(
-                    TableName=self.table_name, Key=_wire(execution_key), ConsistentRead=True
-                ).get("Item")
-                plain = _plain(record) if record else {}
-                if plain.get("status") == "pending" and plain.get("budget_units"):
-                    return "held"
-                return "not_pending"
-            if budget_reason == "ConditionalCheckFailed":
-                raise BudgetExhausted(f"the account's batch parallelism ({limit}) is in use") from None
-            raise
-
-    def release_budget(self, execution_key: dict[str, str], units: int) -> bool:
-        """Give back the units the run holds (once: the note on its execution item goes with them)."""
-        try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _wire(execution_key),
-                            "UpdateExpression": "REMOVE budget_units",
-                            "ConditionExpression": "budget_units = :n",
-                            "ExpressionAttributeValues": {":n": {"N": str(units)}},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": _wire(_BUDGET_KEY),
-                            "UpdateExpression": "ADD in_use :minus",
-                            "ExpressionAttributeValues": {":minus": {"N": str(-units)}},
-                        }
-                    },
-                ]
-            )
-            return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException" and _reasons(exc)[:1] == [
-                "ConditionalCheckFailed"
-            ]:
-                return False
-            raise
-
-    def budget_in_use(self) -> int:
-        item = self._ddb.get_item(TableName=self.table_name, Key=_wire(_BUDGET_KEY), ConsistentRead=True).get(
-            "Item"
-        )
-        return int(_plain(item).get("in_use") or 0) if item else 0

@@ -12,9 +12,16 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
+from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.engine import NodeTask, RunRef
-from relayflow_runtime.services import batch, batch_items, batch_results, dataset_service, run_machine
+from relayflow_runtime.services import (
+    batch,
+    batch_items,
+    batch_results,
+    budget,
+    dataset_service,
+    run_machine,
+)
 
 logger = Logger()
 tracer = Tracer()
@@ -52,8 +59,7 @@ def _batch(action: str, event: dict[str, Any], run: RunRef) -> Any:
     if action == "prepare_batch":
         return batch.prepare_batch(run)
     if action == "reserve_budget":
-        settings = BatchSettings.model_validate(event["batch"])
-        return batch.reserve_budget(run, settings, int(event["timeout"]))
+        return budget.reserve_budget(event)
     if action == "run_items":
         return batch_items.run_items(run, _entries(event))
     if action == "items_failed":

@@ -178,8 +178,6 @@ class Execution(Entity):
     node_executions: dict[str, NodeExecution] = Field(default_factory=dict)
     rerun_of: str | None = None
     retry_of: str | None = None  # batch: the run whose failed items this run retries
-    # batch: why a pending run has not started yet (e.g. waiting for the account's batch capacity)
-    pending_reason: str | None = None
     usage: TokenUsage | None = None
     callback_url: str | None = None  # this run's webhook URL (else the workflow's)
     trigger: ExecutionTrigger | None = None  # set when an S3 upload started the run

@@ -12,10 +12,8 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
   list, or the items of a retried run that did not complete (failed, or never ran); sets
   ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
   item without the input field, ends the run ``failed`` with that reason.
-* **``reserve_budget``**: the Map's concurrency is taken from an account-wide budget of batch
-  parallelism (the account's Lambda concurrency is shared with the API); a batch over it waits
-  ``pending`` and asks again. ``pending -> running``. Every terminal move gives the units back
-  (services/executions.transition).
+* **``reserve_budget``** (services/budget.py): the Map's concurrency is taken from the account's
+  budget of batch parallelism; ``pending -> running``.
 * **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
   decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
   ``completed`` / ``failed``.
@@ -33,8 +31,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.batch_store import BatchStore, BudgetExhausted
-from relayflow_runtime.adapters.table import ConditionFailed, TableStore
+from relayflow_runtime.adapters.batch_store import BatchStore
+from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_settings, judge
 from relayflow_runtime.domain.clock import now_iso
@@ -302,43 +300,6 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
     except ConditionFailed:
         raise ExecutionNotRunning("the run was cancelled while its items were prepared") from None
     return _machine_input(run, settings, plan)
-
-
-# ---- the budget (the machine) ----------------------------------------------------------------------
-def reserve_budget(run: RunRef, batch: BatchSettings, timeout: int) -> dict[str, Any]:
-    """Take the Map's concurrency from the account's batch budget and move ``pending -> running``;
-    ``BudgetExhausted`` (the machine waits and asks again) while the budget is taken."""
-    store = executions.store()
-    record = store.get_execution(run.tenant, run.execution_id)
-    answer = {"run": run.model_dump(mode="json"), "batch": batch.model_dump(mode="json"), "timeout": timeout}
-    if record["status"] == "running":
-        return answer
-    if record["status"] != "pending":
-        raise ExecutionNotRunning(f"the execution is {record['status']}")
-    limit = get_settings().batch_parallelism_budget
-    units = batch.children * batch.items_per_child
-    try:
-        outcome = batch_store().reserve_budget(
-            TableStore.execution_key(run.tenant, run.execution_id), units, limit
-        )
-    except BudgetExhausted:
-        reason = (
-            f"waiting for batch capacity: the account runs at most {limit} batch items at once and other "
-            "batches hold it"
-        )
-        if record.get("pending_reason") != reason:
-            store.update_execution(
-                run.tenant, run.execution_id, {"pending_reason": reason}, only_if_status=("pending",)
-            )
-        raise
-    if outcome == "not_pending":
-        raise ExecutionNotRunning("the run was cancelled before it started")
-    updated = executions.transition(
-        run.tenant, record, ("pending",), "running", {"started_at": now_iso(), "pending_reason": None}
-    )
-    if updated is None:
-        raise ExecutionNotRunning("the run was cancelled before it started")
-    return answer
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------

@@ -65,30 +65,40 @@ _node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="ba
 
 
 # ---- the run's status, read at most once a second -------------------------------------------------
+@dataclass(frozen=True)
+class _RunState:
+    running: bool
+    input_field: str = "text"
+    #: The TTL every record of the run carries (services/retention.py).
+    expires_at: int | None = None
+
+
 class _Status:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str], tuple[float, bool, str]] = {}
+        self._seen: dict[tuple[str, str], tuple[float, _RunState]] = {}
 
-    def read(self, run: RunRef, *, fresh: bool = False) -> tuple[bool, str]:
-        """(whether the run is running, its input field)."""
+    def read(self, run: RunRef, *, fresh: bool = False) -> _RunState:
         key = (run.tenant, run.execution_id)
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(key)
         if seen and not fresh and now - seen[0] < STATUS_CACHE_SECONDS:
-            return seen[1], seen[2]
+            return seen[1]
         try:
             record = executions.store().get_execution(run.tenant, run.execution_id)
-            running = record.get("status") == "running"
-            field = str((record.get("batch_config") or {}).get("input_field") or "text")
+            state = _RunState(
+                running=record.get("status") == "running",
+                input_field=str((record.get("batch_config") or {}).get("input_field") or "text"),
+                expires_at=int(record["children_expire_at"]) if record.get("children_expire_at") else None,
+            )
         except NotFound:
-            running, field = False, "text"
+            state = _RunState(running=False)
         with self._lock:
             if len(self._seen) > 1000:
                 self._seen.clear()
-            self._seen[key] = (now, running, field)
-        return running, field
+            self._seen[key] = (now, state)
+        return state
 
     def forget(self) -> None:
         with self._lock:
@@ -111,7 +121,7 @@ class _Child:
     nodes: ThreadPoolExecutor
 
     def cancelled(self) -> bool:
-        return not status.read(self.run)[0]
+        return not status.read(self.run).running
 
 
 @dataclass
@@ -299,18 +309,18 @@ def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
 def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
     """Run a child batch's items concurrently and record them in one transaction. Returns
     ``{"done": items recorded by this call}`` (0 for a repeated child, or a cancelled run)."""
-    running, field = status.read(run)
-    if not running or not entries:
+    state = status.read(run)
+    if not state.running or not entries:
         return {"done": 0}
     plan = load_plan(run.tenant, run.execution_id)
     # Prompts and outputs over this stay in S3, so an outcome stays within its share of the
     # transaction (4 MB) and costs few write units.
     value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
     prefix = executions.execution_prefix(run.tenant, run.execution_id)
-    child = _Child(run, plan, field, prefix, value_limit, _node_pool)
+    child = _Child(run, plan, state.input_field, prefix, value_limit, _node_pool)
     outcomes = list(_item_pool.map(lambda entry: _run_item(child, entry), entries))
     recorded = batch_store().record_outcomes(
-        run.tenant, run.execution_id, [o for o in outcomes if o is not None]
+        run.tenant, run.execution_id, [o for o in outcomes if o is not None], state.expires_at
     )
     return {"done": len(recorded)}
 
@@ -319,7 +329,8 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
     """The child's task failed (a timeout, a crash): every item of it without an outcome is recorded
     failed with that error, once. Never raises for the items themselves: one child's infrastructure
     error is a failed item each, and ``max_failed_percent`` decides the run."""
-    if not status.read(run, fresh=True)[0]:
+    state = status.read(run, fresh=True)
+    if not state.running:
         return {"failed": 0}
     name, message = error_message(error)
     now = now_iso()
@@ -332,4 +343,5 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
         )
         for entry in entries
     ]
-    return {"failed": len(batch_store().record_outcomes(run.tenant, run.execution_id, outcomes))}
+    recorded = batch_store().record_outcomes(run.tenant, run.execution_id, outcomes, state.expires_at)
+    return {"failed": len(recorded)}

@@ -74,7 +74,7 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
     ``ExecutionNotRunning`` when the run was cancelled (or ended) while it waited.
     """
     from relayflow_runtime.services import executions
-    from relayflow_runtime.services.runner import ExecutionNotRunning
+    from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
     run = event["run"]
     tenant, execution_id = run["tenant"], run["execution_id"]

@@ -16,7 +16,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.batch_store import BatchStore
 from relayflow_runtime.adapters.blobs import BlobStore
 from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
@@ -612,18 +611,6 @@ def transition(
         reconcile.count_finished(tenant, updated)
         reconcile.after_finish(tenant, updated)
     return updated
-
-
-def _release_budget(tenant: str, execution_id: str, units: int) -> None:
-    """A batch run that ends (completed, failed, cancelled, or found dead by the reconciler) gives
-    back the account's batch parallelism it held; once (see adapters/batch_store.py)."""
-    try:
-        key = TableStore.execution_key(tenant, execution_id)
-        BatchStore(get_settings().table_name).release_budget(key, units)
-    except Exception:
-        logger.exception(
-            "could not release a batch's parallelism budget", extra={"execution_id": execution_id}
-        )
 
 
 def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
