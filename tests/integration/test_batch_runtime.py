@@ -201,7 +201,7 @@ def test_a_cancelled_run_dispatches_nothing_and_records_nothing(api: Any) -> Non
     workflow_id, wf_version = workflow(api, [UPPER])
     run = pending_run(workflow_id, wf_version, dataset_id, version_id)
     started(run)
-    executions.transition(TENANT, record(run), ("running",), "cancelled", {"completed_at": "now"})
+    executions.cancel_execution(TENANT, workflow_id, run.execution_id)
     batch_items.status.forget()
 
     assert batch_items.run_items(run, entries(run)) == {"done": 0}
