@@ -147,9 +147,9 @@ def _batch(client: Any, sfn: Any, counter: _Counter) -> dict[str, float]:
         for i, name in enumerate(("uppercase", "word_count", "echo"))
     ]
     workflow = client.create_workflow(name="calls-batch")
-    # 60 s nodes, 2 retries: a worst-case item (549 s) fits one child invocation (batch_item_too_long)
+    # 30 s nodes, 2 retries: a worst-case item (3 x (30 x 3 + 1 + 2) = 279 s) fits an Express child
     version = client.create_workflow_version(
-        workflow_id=workflow.id, config={"max_retries": 2, "node_timeout": 60}
+        workflow_id=workflow.id, config={"max_retries": 2, "node_timeout": 30}
     )
     for i, model in enumerate(models):
         client.create_workflow_node(version_id=version.id, name=f"n{i}", entity_id=model.id)
