@@ -12,6 +12,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from relayflow_runtime.domain.limits import MAX_RESULTS_DOWNLOAD_BYTES
+
 
 class Settings(BaseSettings):
     table_name: str = Field("relayflow", validation_alias="RELAYFLOW_TABLE")
@@ -35,7 +37,7 @@ class Settings(BaseSettings):
     webhook_queue_url: str = ""
     # A results download (or input file) larger than this is answered with a presigned URL where
     # one can be offered (a Lambda answer carries at most 6 MB).
-    max_inline_download_bytes: int = 5 * 1024 * 1024
+    max_inline_download_bytes: int = MAX_RESULTS_DOWNLOAD_BYTES
 
 
 @lru_cache(maxsize=1)

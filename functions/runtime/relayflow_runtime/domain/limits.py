@@ -28,8 +28,8 @@ from relayflow_runtime.schemas.entities import (
 
 #: Most nodes in one workflow version (services.authoring).
 MAX_NODES_PER_VERSION = 50
-#: Largest results download answered in one HTTP response (a Lambda answer is at most 6 MB)
-#: (services.batch).
+#: Largest download (batch results, an input file) answered in one HTTP response (a Lambda answer
+#: is at most 6 MB); larger: a presigned URL where one can be offered, else 413 (services.downloads).
 MAX_RESULTS_DOWNLOAD_BYTES = 5 * 1024 * 1024
 #: Size of one part sent through the API (base64 in JSON stays under the 6 MB request limit)
 #: (services.dataset_service).
@@ -87,7 +87,13 @@ LIMITS: tuple[Limit, ...] = (
     Limit("filter_query", MAX_FILTER_LENGTH, "characters", 400, "batch_config.filter_query"),
     Limit("parallelism", MAX_PARALLELISM, "items", 400, "batch_config.parallelism (items run at once)"),
     Limit("results_page", MAX_RESULTS_PAGE, "items", 400, "limit of a page of batch results"),
-    Limit("results_download", MAX_RESULTS_DOWNLOAD_BYTES, "bytes", 413, "batch results in one download"),
+    Limit(
+        "results_download",
+        MAX_RESULTS_DOWNLOAD_BYTES,
+        "bytes",
+        413,
+        "a download in one answer (larger: a presigned URL, 303, where S3 is reachable)",
+    ),
     Limit("workflow_timeout", MAX_WORKFLOW_TIMEOUT_SECONDS, "seconds", 400, "timeout of a whole run"),
     Limit("node_timeout", MAX_NODE_TIMEOUT_SECONDS, "seconds", 400, "timeout of one node"),
     Limit("id_length", MAX_ID_LENGTH, "characters", 404, "an id in a path"),
