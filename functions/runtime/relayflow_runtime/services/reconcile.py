@@ -21,6 +21,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.sweep import SweepIndex
 from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
 from relayflow_runtime.services import budget, executions, metrics
+from relayflow_runtime.services.batch import batch_store
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -62,9 +63,12 @@ def count_finished(tenant: str, record: dict[str, Any]) -> None:
     its nodes by status and their retries (single runs), its items processed and failed (batch)."""
     try:
         if record.get("input_mode") == "batch":
-            counters = executions.store().batch_counters(tenant, record["id"], consistent=True)
-            metrics.count(metrics.ITEMS_PROCESSED, int(counters.get("processed_items") or 0))
-            metrics.count(metrics.ITEMS_FAILED, int(counters.get("failed_items") or 0))
+            # The final counts its end kept; else (a cancel) the counter shards as they are.
+            counts = record.get("progress") or {}
+            if counts.get("processed_items") is None:
+                counts = batch_store().counters(tenant, record["id"], consistent=True)
+            metrics.count(metrics.ITEMS_PROCESSED, int(counts.get("processed_items") or 0))
+            metrics.count(metrics.ITEMS_FAILED, int(counts.get("failed_items") or 0))
             return
         statuses: dict[str, int] = {}
         retries = 0
