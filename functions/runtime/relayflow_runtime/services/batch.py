@@ -38,9 +38,11 @@ from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_set
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef, fits_one_invocation
 from relayflow_runtime.domain.engine import worst_case_item_seconds as worst_case
+from relayflow_runtime.domain.status import TERMINAL
+from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas import api
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES, BatchConfig
+from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import dataset_service, executions, item_lists
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
 from relayflow_runtime.services.run_machine import load_plan
@@ -150,7 +152,7 @@ def retry_submission(
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""
     _check_batch(old)
-    if old["status"] not in TERMINAL_STATUSES:
+    if old["status"] not in TERMINAL:
         raise Conflict(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
@@ -270,7 +272,7 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
     plan = load_plan(run.tenant, run.execution_id)
     if record.get("batch"):
         return _machine_input(run, BatchSettings.model_validate(record["batch"]), plan)
-    if record["status"] != "pending":
+    if record["status"] != Status.PENDING:
         raise ExecutionNotRunning(f"the execution is {record['status']}")
     config = BatchConfig.model_validate(record["batch_config"])
     try:
@@ -279,7 +281,11 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
             raise _Refused("no item of the run is left to run.")
     except _Refused as refused:
         executions.transition(
-            run.tenant, record, ("pending",), "failed", {"error": str(refused), "completed_at": now_iso()}
+            run.tenant,
+            record,
+            (Status.PENDING,),
+            Status.FAILED,
+            {"error": str(refused), "completed_at": now_iso()},
         )
         raise ExecutionNotRunning(f"the run did not start: {refused}") from None
     settings = batch_settings(
@@ -295,7 +301,7 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
                 "item_index": {"buckets": buckets},
                 "progress": progress,
             },
-            only_if_status=("pending",),
+            only_if_status=(Status.PENDING,),
         )
     except ConditionFailed:
         raise ExecutionNotRunning("the run was cancelled while its items were prepared") from None
@@ -321,27 +327,27 @@ def complete(run: RunRef) -> None:
     """Every child of the Map has ended: ``completed``, or ``failed`` above ``max_failed_percent``
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
     record = executions.store().get_execution(run.tenant, run.execution_id)
-    if record["status"] != "running":
+    if record["status"] != Status.RUNNING:
         return
     fields, counts = _final_fields(run.tenant, record)
     config = BatchConfig.model_validate(record["batch_config"])
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
-    executions.transition(run.tenant, record, ("running",), status, fields)
+    executions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
     record = executions.store().get_execution(run.tenant, run.execution_id)
-    if record["status"] in TERMINAL_STATUSES:
+    if record["status"] in TERMINAL:
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
         fields["error"] = f"workflow timed out after {record.get('timeout')} seconds"
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    executions.transition(run.tenant, record, ("pending", "running"), "failed", fields)
+    executions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------
