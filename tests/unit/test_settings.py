@@ -23,6 +23,7 @@ VARIABLES = [
     ("RETENTION_DAYS", "retention_days", "7", 7),
     ("BATCH_PARALLELISM_BUDGET", "batch_parallelism_budget", "50", 50),
     ("WEBHOOK_QUEUE_URL", "webhook_queue_url", "https://sqs/q", "https://sqs/q"),
+    ("MAX_INLINE_DOWNLOAD_BYTES", "max_inline_download_bytes", "1024", 1024),
 ]
 
 DEFAULTS = {
@@ -38,6 +39,7 @@ DEFAULTS = {
     "retention_days": 30,
     "batch_parallelism_budget": 200,
     "webhook_queue_url": "",
+    "max_inline_download_bytes": 5 * 1024 * 1024,
 }
 
 
