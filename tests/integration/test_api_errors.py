@@ -96,7 +96,11 @@ def test_invalid_bodies_answer_400_and_write_nothing(api, local_stack: LocalStac
         _assert_error(status, answer, 400)
     # Then nothing was written by any of them
     assert _count_items(local_stack) == before
-    assert local_stack.client("stepfunctions").list_state_machines()["stateMachines"] == []
+    sfn = local_stack.client("stepfunctions")
+    assert all(
+        sfn.list_executions(stateMachineArn=arn)["executions"] == []
+        for arn in local_stack.state_machines.values()
+    )
 
 
 def test_a_body_that_is_not_json_is_a_400(api):

@@ -24,7 +24,6 @@ EXPRESS_LIMIT_SECONDS = 300
 EXPRESS_MARGIN_SECONDS = 20
 #: A child batch of items runs in one node-runner invocation (Lambda: at most 15 minutes).
 LAMBDA_LIMIT_SECONDS = 900
-LAMBDA_MARGIN_SECONDS = 20
 
 
 class _Shape(BaseModel):
@@ -151,7 +150,3 @@ def worst_case_item_seconds(plan: Plan) -> int:
 
 def fits_express(plan: Plan) -> bool:
     return worst_case_item_seconds(plan) + EXPRESS_MARGIN_SECONDS <= EXPRESS_LIMIT_SECONDS
-
-
-def fits_one_invocation(plan: Plan) -> bool:
-    return worst_case_item_seconds(plan) + LAMBDA_MARGIN_SECONDS <= LAMBDA_LIMIT_SECONDS

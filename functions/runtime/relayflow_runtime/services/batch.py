@@ -36,8 +36,7 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_settings, judge
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef, fits_one_invocation
-from relayflow_runtime.domain.engine import worst_case_item_seconds as worst_case
+from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
@@ -72,17 +71,6 @@ def _refuse(message: str, code: str) -> InvalidInput:
 
 
 # ---- submission (the API) --------------------------------------------------------------------------
-def _check_plan(plan: dict[str, Any]) -> None:
-    model = Plan.model_validate(plan)
-    if not fits_one_invocation(model):
-        raise _refuse(
-            f"a batch item of this workflow may take up to {worst_case(model)} s (every node's timeout x "
-            "(max_retries + 1) + the retry delays, along the slowest path), longer than one node-runner "
-            "invocation (15 minutes): lower the node timeouts or max_retries to run it over a dataset.",
-            "batch_item_too_long",
-        )
-
-
 def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
     """Check a batch submission (400 for anything wrong, before a run exists) and return what the
     execution starts with: its config and, when it is known without reading items, its total."""
@@ -115,7 +103,6 @@ def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str
     lacking = (version.get("lacking_fields") or {}).get(field)
     if unfiltered and lacking is not None:
         raise _refuse(_lacking_message(lacking, field), "unknown_input_field")
-    _check_plan(plan)
     total = int(version.get("item_count") or 0) if unfiltered else None
     return {"batch_config": config, "progress": {"total_items": total}}
 
@@ -164,7 +151,6 @@ def retry_submission(
     remaining = total - (counters["processed_items"] - counters["failed_items"])
     if remaining <= 0:
         raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
-    _check_plan(plan)
     config = BatchConfig.model_validate(old["batch_config"])
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})

@@ -174,7 +174,9 @@ def _run_node(
             time_budget=float(node.timeout),
         )
         try:
-            outcome = run_attempt(node, template_scope(node, outputs, run_input, item), context)
+            outcome = run_attempt(
+                node, template_scope(node, outputs, run_input, item), context, tenant=child.run.tenant
+            )
         except TransientModelError as exc:  # NodeTimeout too
             failure, prompt = exc, getattr(exc, "prompt", None) or prompt
             if attempt <= retry.max_retries:
