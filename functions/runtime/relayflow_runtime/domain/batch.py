@@ -141,13 +141,13 @@ def child_seconds(plan: Plan) -> int:
 
 
 def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> BatchSettings:
-    """Express children with several items each when a worst-case item fits in Express's 5 minutes;
-    otherwise Standard children of one item each, given the node runner's whole 15 minutes: an item
-    that really runs past them is recorded failed (the child's Catch) without taking the other
-    items of a batch with it. (A plan's worst case is an upper bound: with the default 300 s node
-    timeout and 3 retries, one node may take 20 minutes, yet a real model call rarely takes one.)"""
+    """Express children when a worst-case item fits in Express's 5 minutes, else Standard children
+    given the node runner's whole 15 minutes. A plan's worst case is an upper bound (with the
+    version defaults, 300 s nodes and 3 retries, one node may take 20 minutes, though a real model
+    call rarely takes one): a child that really runs past 15 minutes is caught, and its items are
+    recorded failed (``items_failed``), to be retried with ``retry_failed_items``."""
     express = fits_express(plan)
-    items_per_child = min(default_items_per_child(parallelism), MAX_ITEMS_PER_CHILD) if express else 1
+    items_per_child = min(default_items_per_child(parallelism), MAX_ITEMS_PER_CHILD)
     limit = EXPRESS_LIMIT_SECONDS if express else LAMBDA_LIMIT_SECONDS
     return BatchSettings(
         items_key=items_key,
