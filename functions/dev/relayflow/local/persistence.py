@@ -1,0 +1,673 @@
+"""Keeping the embedded stack's DynamoDB items and S3 objects on disk between runs.
+
+moto keeps every table and bucket in memory. Here, while a stack runs:
+
+* every write that changes an item or an object marks its key *dirty* (a set insert on the write's
+  own path: moto's ``Table.put_item`` / ``Table.delete_item``, ``DynamoDBBackend.update_item``,
+  ``S3Backend.put_object`` / ``delete_object``, which every API call that changes an item or an
+  object ends in — PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems and its
+  roll-back, PartiQL; PutObject, CopyObject, CompleteMultipartUpload, DeleteObject(s));
+* a flusher thread, every ``flush_interval`` seconds (0.5), writes the *current* state of each dirty
+  key — the item in DynamoDB's wire JSON, or the object's bytes to a file of its own plus a line of
+  metadata, or a deletion — to an append-only journal and fsyncs it. A write acknowledged more than
+  one interval (plus the flush itself) before a SIGKILL is on disk; a graceful stop flushes all;
+* records are whole images keyed by item or object, so replaying them is idempotent and the newest
+  wins; when the journal passes ``compact_bytes`` it is rotated and merged into ``snapshot.log`` in
+  the background (a merge of lines by key, without parsing the items).
+
+On start, ``restore()`` reads the snapshot and the journals and puts the items and objects straight
+into moto's tables and buckets (which the stack has just created from the template), without moto's
+per-attribute size check (each item passed it when it was written; building items through moto's
+own constructor made 100,000 items take ~27 s instead of ~2 s). Step Functions executions and their
+threads are not kept: the stack settles runs that were in flight (see ``relayflow.local.recovery``).
+
+Layout of ``<data dir>/state``: ``snapshot.log``, ``journal/<n>.log`` (``<key JSON>\\t<payload>``
+lines; ``null`` for a deletion), ``objects/<2 hex>/<sha256 of bucket and key>.<n>`` (object bytes).
+
+This is the second module (after ``moto_shim``) that touches moto's internals, and like it checks
+them first: `check_compatible()` raises MotoIncompatibleError if anything it relies on moved.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import gc
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from relayflow.local import moto_shim
+from relayflow.local.moto_shim import MotoIncompatibleError
+
+__all__ = ["Persistence", "RestoreReport", "StateError", "check_compatible"]
+
+log = logging.getLogger("relayflow.local.persistence")
+
+FLUSH_INTERVAL_SECONDS = 0.5
+COMPACT_BYTES = 32 * 1024 * 1024
+#: Dirty DynamoDB items written per hold of moto's DynamoDB lock (requests wait meanwhile).
+FLUSH_CHUNK = 256
+
+_DYNAMODB_TABLE = "moto.dynamodb.models.table"
+_DYNAMODB_MODELS = "moto.dynamodb.models"
+_DYNAMODB_TYPES = "moto.dynamodb.models.dynamo_type"
+_S3_MODELS = "moto.s3.models"
+_S3_PARTITION = "aws"
+
+Watch = Callable[[str, dict[str, Any]], bool]
+
+
+class StateError(RuntimeError):
+    """The stored state does not fit this stack (a table or bucket it does not have)."""
+
+
+@dataclass
+class RestoreReport:
+    items: int = 0
+    objects: int = 0
+    object_bytes: int = 0
+    seconds: float = 0.0
+    #: (table name, item in wire JSON) of the items the caller's `watch` picked
+    watched: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# moto's internals this module relies on
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(name)
+
+
+def _parameters(function: Any) -> tuple[str, ...]:
+    return tuple(inspect.signature(function).parameters)
+
+
+def _incompatible(what: str) -> MotoIncompatibleError:
+    import moto
+
+    return MotoIncompatibleError(
+        f"moto {getattr(moto, '__version__', '?')}: {what}. relayflow's data directory relies on it "
+        "(relayflow/local/persistence.py): install moto in the pinned range (moto>=5.2.3,<5.3), run "
+        "with --ephemeral, or update that module."
+    )
+
+
+def check_compatible() -> None:
+    """Raise MotoIncompatibleError unless moto's tables, items and objects look as expected."""
+    table = _module(_DYNAMODB_TABLE).Table
+    types = _module(_DYNAMODB_TYPES)
+    backend = _module(_DYNAMODB_MODELS).DynamoDBBackend
+    s3 = _module(_S3_MODELS)
+    expected = {
+        "Table.put_item": (table, "put_item", ("self", "item_attrs")),
+        "Table.delete_item": (table, "delete_item", ("self", "hash_key", "range_key")),
+        "Table.get_item": (table, "get_item", ("self", "hash_key", "range_key")),
+        "DynamoDBBackend.update_item": (backend, "update_item", ("self", "table_name", "key")),
+        "S3Backend.put_object": (s3.S3Backend, "put_object", ("self", "bucket_name", "key_name", "value")),
+        "S3Backend.delete_object": (s3.S3Backend, "delete_object", ("self", "bucket_name", "key_name")),
+    }
+    for name, (owner, attribute, leading) in expected.items():
+        method = owner.__dict__.get(attribute)
+        if method is None or _parameters(method)[: len(leading)] != leading:
+            raise _incompatible(f"{name} is gone or has another signature")
+    wanted = {"name", "value", "account_id", "region_name", "storage", "etag", "bucket_name"}
+    wanted |= {"encryption", "kms_key_id", "bucket_key_enabled", "checksum_value", "checksum_type"}
+    if not wanted <= set(_parameters(s3.FakeKey.__init__)):
+        raise _incompatible("FakeKey() takes other arguments")
+    if not hasattr(moto_shim, "_dynamodb_lock"):
+        raise _incompatible("moto_shim no longer serializes DynamoDB requests (_dynamodb_lock)")
+    # The fast builders below must make what moto's constructors make.
+    sample = {"pk": {"S": "k"}, "m": {"M": {"l": {"L": [{"N": "1"}, {"NULL": True}]}, "b": {"BOOL": False}}}}
+    hash_key = types.DynamoType(sample["pk"])
+    real = types.Item(hash_key, None, sample)
+    fast = _make_item(types, hash_key, None, sample)
+    if vars(real).keys() != vars(fast).keys() or vars(hash_key).keys() != {"type", "value"}:
+        raise _incompatible("DynamoDB's Item or DynamoType keeps other attributes")
+    if real.to_json() != fast.to_json() or _wire_item(real) != sample:
+        raise _incompatible("DynamoDB items are built or serialized differently")
+
+
+def _make_dynamo_type(types: Any) -> Callable[[dict[str, Any]], Any]:
+    """DynamoType(wire) without its constructor's per-value checks (what it does, no more)."""
+    new, dynamo_type = object.__new__, types.DynamoType
+
+    def build(wire: dict[str, Any]) -> Any:
+        ((kind, value),) = wire.items()
+        if kind == "M":
+            value = {k: build(v) for k, v in value.items()}
+        elif kind == "L":
+            value = [build(v) for v in value]
+        made = new(dynamo_type)
+        made.type, made.value = kind, value
+        return made
+
+    return build
+
+
+def _make_item(types: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> Any:
+    """moto's Item, built as its own __deepcopy__ does: without LimitedSizeDict's size check on every
+    attribute (quadratic in the attributes; the item passed it when it was written)."""
+    build = _builders(types)
+    item = object.__new__(types.Item)
+    item.hash_key, item.range_key = hash_key, range_key
+    values = types.LimitedSizeDict.__new__(types.LimitedSizeDict)
+    for name, value in attrs.items():
+        dict.__setitem__(values, name, build(value))
+    item.attrs = values
+    return item
+
+
+@functools.lru_cache(maxsize=1)
+def _builders(types: Any) -> Callable[[dict[str, Any]], Any]:
+    return _make_dynamo_type(types)
+
+
+def _wire(value: Any) -> Any:
+    """A DynamoType as DynamoDB's wire JSON (what moto's Item.to_json gives, without its copies)."""
+    if not hasattr(value, "type"):
+        return value
+    kind, inner = value.type, value.value
+    if kind == "M":
+        return {"M": {k: _wire(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_wire(v) for v in inner]}
+    if kind == "B" and isinstance(inner, bytes):
+        return {"B": base64.b64encode(inner).decode()}
+    if isinstance(inner, list):
+        return {kind: list(inner)}
+    return {kind: inner}
+
+
+def _wire_item(item: Any) -> dict[str, Any]:
+    return {name: _wire(value) for name, value in item.attrs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the hooks: writes mark keys dirty
+
+_active: Persistence | None = None
+_originals: list[tuple[Any, str, Any]] = []
+
+
+def _after(owner: Any, attribute: str, mark: Callable[..., None]) -> None:
+    original = owner.__dict__[attribute]
+
+    @functools.wraps(original)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        recorder = _active
+        if recorder is not None:
+            try:
+                mark(recorder, result, *args, **kwargs)
+            except Exception:  # never fail the write itself; the next start would miss it
+                log.exception("could not record a write for the data directory")
+        return result
+
+    _originals.append((owner, attribute, original))
+    setattr(owner, attribute, marked)
+
+
+def _mark_put(recorder: Persistence, item: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+    recorder._mark_item(table, item.hash_key, item.range_key)
+
+
+def _mark_delete(recorder: Persistence, _result: Any, table: Any, hash_key: Any, range_key: Any) -> None:
+    recorder._mark_item(table, hash_key, range_key)
+
+
+def _mark_update(
+    recorder: Persistence, item: Any, backend: Any, table_name: str, *args: Any, **kwargs: Any
+) -> None:
+    recorder._mark_item(backend.tables.get(table_name), item.hash_key, item.range_key)
+
+
+def _mark_object(
+    recorder: Persistence, _result: Any, backend: Any, bucket_name: str, key_name: str, *args: Any, **kw: Any
+) -> None:
+    if backend.account_id == recorder.account_id:
+        recorder._mark_object(bucket_name, key_name)
+
+
+def _install() -> None:
+    table = _module(_DYNAMODB_TABLE).Table
+    s3 = _module(_S3_MODELS).S3Backend
+    _after(table, "put_item", _mark_put)
+    _after(table, "delete_item", _mark_delete)
+    _after(_module(_DYNAMODB_MODELS).DynamoDBBackend, "update_item", _mark_update)
+    _after(s3, "put_object", _mark_object)
+    _after(s3, "delete_object", _mark_object)
+
+
+def _uninstall() -> None:
+    while _originals:
+        owner, attribute, original = _originals.pop()
+        setattr(owner, attribute, original)
+
+
+# ---------------------------------------------------------------------------------------------
+# the files
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _records(path: Path) -> Iterator[tuple[str, str]]:
+    """(key, payload) of each complete line; a torn last line (a crash mid-write) is left out."""
+    with path.open("r", encoding="utf-8", newline="\n") as lines:
+        for line in lines:
+            if not line.endswith("\n"):
+                log.warning("%s ends with an incomplete record (cut off by a crash): ignored", path)
+                return
+            key, _, payload = line.partition("\t")
+            yield key, payload[:-1]
+
+
+def _object_key(bucket: str, name: str) -> str:
+    return json.dumps(["o", bucket, name])
+
+
+def _item_key(table: str, hash_key: Any, range_key: Any) -> str:
+    return json.dumps(["d", table, _wire(hash_key), None if range_key is None else _wire(range_key)])
+
+
+class Persistence:
+    """The state of one stack (an account and a region of moto) in ``directory``.
+
+    ``restore()`` once, before the stack serves; ``start()`` to record writes from then on;
+    ``close()`` to flush everything and stop. ``flush()`` writes what is dirty now (tests)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        account_id: str,
+        region: str,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        compact_bytes: int = COMPACT_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.account_id = account_id
+        self.region = region
+        self.flush_interval = flush_interval
+        self.compact_bytes = compact_bytes
+        self.journal_dir = directory / "journal"
+        self.objects_dir = directory / "objects"
+        self.snapshot = directory / "snapshot.log"
+        self._dirty_items: set[tuple[str, Any, Any]] = set()
+        self._dirty_objects: set[tuple[str, str]] = set()
+        self._mark_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time (the thread, flush(), close())
+        self._object_files: dict[tuple[str, str], str] = {}
+        self._file_counter = time.time_ns()
+        self._journal_number = 0
+        self._journal: Any = None
+        self._journal_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._compactor: threading.Thread | None = None
+        self.last_flush_seconds = 0.0
+
+    # ---------------------------------------------------------------- marks (on the write path)
+
+    def _mark_item(self, table: Any, hash_key: Any, range_key: Any) -> None:
+        if table is None or table.account_id != self.account_id or table.region_name != self.region:
+            return
+        with self._mark_lock:
+            self._dirty_items.add((table.name, hash_key, range_key))
+
+    def _mark_object(self, bucket: str, name: str) -> None:
+        with self._mark_lock:
+            self._dirty_objects.add((bucket, name))
+
+    # ---------------------------------------------------------------- backends
+
+    def _tables(self) -> dict[str, Any]:
+        return _module(_DYNAMODB_MODELS).dynamodb_backends[self.account_id][self.region].tables  # type: ignore[no-any-return]
+
+    def _s3(self) -> Any:
+        return _module(_S3_MODELS).s3_backends[self.account_id][_S3_PARTITION]
+
+    # ---------------------------------------------------------------- restoring
+
+    def restore(self, watch: Watch | None = None) -> RestoreReport:
+        """Put the stored items and objects into moto's (empty, just created) tables and buckets.
+        Raises StateError, before changing anything, if one of them does not exist."""
+        check_compatible()
+        started = time.perf_counter()
+        for path in (self.directory, self.journal_dir, self.objects_dir):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / "snapshot.tmp").unlink()
+        latest: dict[str, str] = {}
+        for path in self._log_files():
+            latest.update(_records(path))
+        journals = self._journals()
+        self._journal_number = journals[-1][0] + 1 if journals else 1
+        report = RestoreReport()
+        collected = gc.isenabled()
+        gc.disable()  # millions of small objects: the collector would rescan them again and again
+        try:
+            self._load(latest, watch, report)
+        finally:
+            if collected:
+                gc.enable()
+            # What was loaded lives as long as the stack: keep the collector from walking it.
+            gc.freeze()
+        self._remove_stray_objects()
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "restored %d items and %d objects (%.1f MiB) in %.2f s",
+            report.items,
+            report.objects,
+            report.object_bytes / 2**20,
+            report.seconds,
+        )
+        return report
+
+    def _log_files(self) -> list[Path]:
+        return ([self.snapshot] if self.snapshot.exists() else []) + [path for _, path in self._journals()]
+
+    def _journals(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.journal_dir.glob("*.log") if self.journal_dir.exists() else []:
+            with contextlib.suppress(ValueError):
+                found.append((int(path.stem), path))
+        return sorted(found)
+
+    def _load(self, latest: dict[str, str], watch: Watch | None, report: RestoreReport) -> None:
+        types = _module(_DYNAMODB_TYPES)
+        build = _builders(types)
+        tables = self._tables()
+        s3 = self._s3()
+        missing: set[str] = set()
+        decoded: list[tuple[list[Any], str]] = []
+        for raw_key, payload in latest.items():
+            if payload == "null":
+                continue
+            key = json.loads(raw_key)
+            if key[0] == "d" and key[1] not in tables:
+                missing.add(f"table {key[1]}")
+            elif key[0] == "o" and key[1] not in s3.buckets:
+                missing.add(f"bucket {key[1]}")
+            decoded.append((key, payload))
+        if missing:
+            raise StateError(
+                f"the stored state has a {', '.join(sorted(missing))} that this stack does not create "
+                "(was it written with another template or stack name?)"
+            )
+        latest.clear()
+        for key, payload in decoded:
+            if key[0] == "d":
+                table = tables[key[1]]
+                attrs = json.loads(payload)
+                hash_key = build(key[2])
+                range_key = None if key[3] is None else build(key[3])
+                item = _make_item(types, hash_key, range_key, attrs)
+                if range_key is None:
+                    table.items[hash_key] = item
+                else:
+                    table.items[hash_key][range_key] = item
+                report.items += 1
+                if watch is not None and watch(key[1], attrs):
+                    report.watched.append((key[1], attrs))
+            else:
+                meta = json.loads(payload)
+                size = self._load_object(s3, key[1], key[2], meta)
+                report.objects += 1
+                report.object_bytes += size
+
+    def _load_object(self, s3: Any, bucket_name: str, name: str, meta: dict[str, Any]) -> int:
+        models = _module(_S3_MODELS)
+        data = (self.objects_dir / meta["file"]).read_bytes()
+        bucket = s3.buckets[bucket_name]
+        algorithm, checksum, checksum_type = meta.get("checksum") or (None, None, None)
+        key = models.FakeKey(
+            name=name,
+            value=data,
+            account_id=self.account_id,
+            region_name=s3.region_name,
+            storage=meta.get("storage"),
+            etag=meta.get("etag"),
+            bucket_name=bucket_name,
+            encryption=meta.get("encryption"),
+            kms_key_id=meta.get("kms_key_id"),
+            bucket_key_enabled=meta.get("bucket_key_enabled"),
+            checksum_value=checksum,
+            checksum_type=checksum_type,
+        )
+        key.checksum_algorithm = algorithm
+        key.set_metadata(dict(meta.get("metadata") or {}))
+        key.last_modified = datetime.fromisoformat(meta["modified"])
+        bucket.keys.setlist(name, [key])
+        self._object_files[(bucket_name, name)] = meta["file"]
+        return len(data)
+
+    def _remove_stray_objects(self) -> None:
+        """Object files no record points to: written by a flush that a crash cut short."""
+        kept = set(self._object_files.values())
+        for path in self.objects_dir.glob("*/*"):
+            if f"{path.parent.name}/{path.name}" not in kept:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    # ---------------------------------------------------------------- recording
+
+    def start(self) -> None:
+        """Record every write from now on (a flush every flush_interval seconds)."""
+        global _active
+        if _active is not None:
+            raise RuntimeError("another stack's state is being recorded in this process")
+        check_compatible()
+        _install()
+        _active = self
+        self._open_journal()
+        if any(number < self._journal_number for number, _ in self._journals()):
+            self._start_compaction()  # what the last run left in its journal (it was killed)
+        self._thread = threading.Thread(target=self._run, name="relayflow-persistence", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("writing the state to %s failed; retrying", self.directory)
+
+    def close(self) -> None:
+        """Stop recording, write everything still dirty, and merge the journal into the snapshot."""
+        global _active
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        try:
+            if _active is self:
+                self.flush()
+        finally:
+            if _active is self:
+                _active = None
+                _uninstall()
+            if self._compactor is not None:
+                self._compactor.join()
+                self._compactor = None
+            if self._journal is not None:
+                self._rotate()
+                self._compact(self._journal_number)
+                self._journal.close()
+                self._journal = None
+                with contextlib.suppress(FileNotFoundError):
+                    (self.journal_dir / f"{self._journal_number:08d}.log").unlink()
+
+    def flush(self) -> None:
+        """Write the current state of everything marked dirty, durably (fsync)."""
+        with self._flush_lock:
+            started = time.perf_counter()
+            with self._mark_lock:
+                items, self._dirty_items = self._dirty_items, set()
+                objects, self._dirty_objects = self._dirty_objects, set()
+            if not items and not objects:
+                return
+            lines = self._item_lines(items)
+            obsolete: list[str] = []
+            lines += self._object_lines(objects, obsolete)
+            data = "".join(lines).encode()
+            self._journal.write(data)
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._journal_bytes += len(data)
+            for name in obsolete:  # superseded by records now on disk
+                with contextlib.suppress(FileNotFoundError):
+                    (self.objects_dir / name).unlink()
+            if self._journal_bytes >= self.compact_bytes and (
+                self._compactor is None or not self._compactor.is_alive()
+            ):
+                self._rotate()
+                self._start_compaction()
+            self.last_flush_seconds = time.perf_counter() - started
+
+    def _item_lines(self, dirty: set[tuple[str, Any, Any]]) -> list[str]:
+        tables = self._tables()
+        keys = list(dirty)
+        lines: list[str] = []
+        dumps = json.dumps
+        for start in range(0, len(keys), FLUSH_CHUNK):
+            with moto_shim._dynamodb_lock:  # the same lock as every DynamoDB request
+                for table_name, hash_key, range_key in keys[start : start + FLUSH_CHUNK]:
+                    table = tables.get(table_name)
+                    item = None if table is None else table.get_item(hash_key, range_key)
+                    payload = "null" if item is None else dumps(_wire_item(item), separators=(",", ":"))
+                    lines.append(f"{_item_key(table_name, hash_key, range_key)}\t{payload}\n")
+        return lines
+
+    def _object_lines(self, dirty: Iterable[tuple[str, str]], obsolete: list[str]) -> list[str]:
+        s3 = self._s3()
+        models = _module(_S3_MODELS)
+        lines: list[str] = []
+        directories: set[Path] = set()
+        for bucket_name, name in dirty:
+            bucket = s3.buckets.get(bucket_name)
+            current = None if bucket is None else bucket.keys.get(name)
+            previous = self._object_files.get((bucket_name, name))
+            if not isinstance(current, models.FakeKey):
+                if previous is None:
+                    continue
+                del self._object_files[(bucket_name, name)]
+                obsolete.append(previous)
+                lines.append(f"{_object_key(bucket_name, name)}\tnull\n")
+                continue
+            try:
+                data = current.value
+                meta = {
+                    "etag": current.etag.strip('"'),
+                    "modified": current.last_modified.isoformat(),
+                    "metadata": dict(current.metadata),
+                    "storage": current.storage_class,
+                    "encryption": current.encryption,
+                    "kms_key_id": current.kms_key_id,
+                    "bucket_key_enabled": current.bucket_key_enabled,
+                    "checksum": [current.checksum_algorithm, current.checksum_value, current.checksum_type],
+                }
+            except ValueError:
+                # Replaced or deleted while being read (moto closed its buffer): that write marks
+                # the key again, and the next flush writes what it left.
+                continue
+            digest = hashlib.sha256(f"{bucket_name}\0{name}".encode()).hexdigest()
+            self._file_counter += 1
+            file_name = f"{digest[:2]}/{digest}.{self._file_counter:x}"
+            path = self.objects_dir / file_name
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            _write_file(path, data)
+            directories.add(path.parent)
+            meta["file"] = file_name
+            meta["size"] = len(data)
+            self._object_files[(bucket_name, name)] = file_name
+            if previous is not None:
+                obsolete.append(previous)
+            lines.append(f"{_object_key(bucket_name, name)}\t{json.dumps(meta)}\n")
+        for directory in directories:
+            _fsync_directory(directory)
+        return lines
+
+    # ---------------------------------------------------------------- journal and snapshot
+
+    def _open_journal(self) -> None:
+        path = self.journal_dir / f"{self._journal_number:08d}.log"
+        self._journal = open(path, "ab", buffering=0)  # noqa: SIM115 - open for the stack's life
+        os.chmod(path, 0o600)
+        self._journal_bytes = 0
+        _fsync_directory(self.journal_dir)
+
+    def _rotate(self) -> None:
+        """Start the next journal file (the flush lock is held, or nothing flushes any more)."""
+        self._journal.close()
+        self._journal_number += 1
+        self._open_journal()
+
+    def _start_compaction(self) -> None:
+        upto = self._journal_number
+        self._compactor = threading.Thread(
+            target=self._compact_logged, args=(upto,), name="relayflow-compaction", daemon=True
+        )
+        self._compactor.start()
+
+    def _compact_logged(self, upto: int) -> None:
+        try:
+            self._compact(upto)
+        except Exception:
+            log.exception("merging the journal into %s failed (it is kept; retried later)", self.snapshot)
+
+    def _compact(self, upto: int) -> None:
+        """Merge the snapshot and the journals numbered below ``upto`` into a new snapshot."""
+        journals = [path for number, path in self._journals() if number < upto]
+        if not journals:
+            return
+        started = time.perf_counter()
+        merged: dict[str, str] = {}
+        for path in ([self.snapshot] if self.snapshot.exists() else []) + journals:
+            merged.update(_records(path))
+        temporary = self.directory / "snapshot.tmp"
+        with open(temporary, "w", encoding="utf-8", newline="\n") as out:
+            os.chmod(temporary, 0o600)
+            out.writelines(f"{key}\t{payload}\n" for key, payload in merged.items() if payload != "null")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.snapshot)
+        _fsync_directory(self.directory)
+        for path in journals:
+            path.unlink()
+        log.info(
+            "merged %d journal file(s) into %s: %d records in %.2f s",
+            len(journals),
+            self.snapshot.name,
+            len(merged),
+            time.perf_counter() - started,
+        )
