@@ -33,7 +33,7 @@ $(SAMVENV)/.installed:
 	@touch $@
 
 demo: $(STAMP) ## Run a real workflow end to end on the embedded local stack
-	$(BIN)/relayflow demo
+	$(BIN)/relayflow demo $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
 	$(BIN)/relayflow serve --port 8765

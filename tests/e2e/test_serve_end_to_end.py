@@ -31,7 +31,7 @@ def server() -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAYFLOW_", "AWS_"))}
     env["RELAYFLOW_API_KEY"] = KEY
     process = subprocess.Popen(
-        [Path(sys.executable).with_name("relayflow"), "serve", "--port", str(port)],
+        [Path(sys.executable).with_name("relayflow"), "serve", "--port", str(port), "--ephemeral"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

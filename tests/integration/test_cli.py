@@ -438,7 +438,7 @@ def test_serve_prints_the_dashboard_url_with_a_key_serves_both_and_stops_on_sigt
     script = Path(sys.executable).with_name("relayflow")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAYFLOW_", "AWS_"))}
     server = subprocess.Popen(
-        [script, "serve", "--port", "0"],
+        [script, "serve", "--port", "0", "--ephemeral"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -676,26 +676,80 @@ def cmd_create_api_key(args: argparse.Namespace, ui: Ui) -> int:
     return EXIT_OK
 
 
+def data_dir_of(args: argparse.Namespace) -> Path | None:
+    """--data-dir, else $RELAYFLOW_DATA_DIR or ~/.relayflow; None with --ephemeral."""
+    from relayflow.local.datadir import default_data_dir
+
+    if args.ephemeral:
+        if args.data_dir:
+            raise UsageError("give --data-dir or --ephemeral, not both")
+        return None
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
 def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
+    from relayflow.local.datadir import DataDirError
     from relayflow.local.server import run_server
+    from relayflow.local.stack import LocalStack
+
+    data_dir = data_dir_of(args)
+    s3_port = args.s3_port
+    if s3_port is None:  # next to the API's port when that is fixed, else any free one
+        s3_port = args.port + 1 if args.port and port_is_free(args.port + 1) else 0
 
     def ready(base_url: str, stack: Any) -> None:
         key = getattr(stack, "api_key", None)
+        where = (
+            f"data: {data_dir} (kept between runs; delete the folder to start afresh)"
+            if data_dir
+            else "data: in memory only (--ephemeral): gone when this server stops"
+        )
         # The key travels in the fragment: the page keeps it, and browsers never send fragments.
-        lines = [f"dashboard: {base_url}/dashboard" + (f"#key={key}" if key else "")]
+        lines = [where, f"dashboard: {base_url}/dashboard" + (f"#key={key}" if key else "")]
         lines += ["for the CLI and the Python client:", f"  export RELAYFLOW_URL={base_url}"]
         if key:
             lines.append(f"  export RELAYFLOW_API_KEY={key}")
+        endpoint = getattr(stack, "s3_endpoint", None)
+        if endpoint is not None:
+            bucket = stack.environment.get("RELAYFLOW_BUCKET", "")
+            lines += [
+                "for S3 and the event bus (aws s3 cp FILE s3://$BUCKET/inputs/WORKFLOW_ID/ starts a run;",
+                "  any credentials do, e.g. AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local):",
+                f"  export AWS_ENDPOINT_URL_S3={endpoint.url}",
+                f"  export AWS_ENDPOINT_URL_EVENTBRIDGE={endpoint.url}",
+                f"  export BUCKET={bucket}",
+                f"  export EVENT_BUS={stack.environment.get('EVENT_BUS_NAME', '')}",
+            ]
         print("\n".join(lines), file=ui.stdout, flush=True)
 
-    run_server(args.port, on_ready=ready)
+    try:
+        run_server(args.port, on_ready=ready, stack=LocalStack(data_dir=data_dir), s3_port=s3_port)
+    except DataDirError as exc:
+        ui.error(str(exc))
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def cmd_demo(args: argparse.Namespace, ui: Ui) -> int:
     from relayflow import demo
+    from relayflow.local.datadir import DataDirError
 
-    return int(demo.main() or 0)
+    try:
+        return int(demo.main(data_dir=Path(args.data_dir).expanduser() if args.data_dir else None) or 0)
+    except DataDirError as exc:
+        ui.error(str(exc))
+        return EXIT_USAGE
 
 
 # ---- parsing -----------------------------------------------------------------------------------------
@@ -745,9 +799,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("serve", "serve the API and the dashboard on 127.0.0.1 (embedded local stack)", api=False)
     sub.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    sub.add_argument(
+        "--data-dir",
+        help="where workflows, runs, datasets, files and the API key are kept between runs "
+        "(default: $RELAYFLOW_DATA_DIR or ~/.relayflow)",
+    )
+    sub.add_argument("--ephemeral", action="store_true", help="keep nothing: all in memory, gone at stop")
+    sub.add_argument(
+        "--s3-port",
+        type=int,
+        help="port of the local S3 and EventBridge endpoint (default: --port + 1 if free; 0 picks one)",
+    )
     sub.set_defaults(handler=cmd_serve)
 
     sub = command("demo", "run real workflows end to end on the embedded local stack", api=False)
+    sub.add_argument("--data-dir", help="keep the demo's workflows and runs there (default: nothing is kept)")
     sub.set_defaults(handler=cmd_demo)
 
     sub = command("run", "start a workflow on one text, one file or a dataset")

@@ -25,12 +25,13 @@ console = Console(highlight=False)
 
 
 @contextmanager
-def local_api() -> Iterator[Client]:
-    """The local stack and its HTTP server on 127.0.0.1, and a client for it."""
+def local_api(data_dir: Path | None = None) -> Iterator[Client]:
+    """The local stack (in memory, or kept in ``data_dir``) and its HTTP server on 127.0.0.1, and a
+    client for it."""
     from relayflow.local.server import start_server
     from relayflow.local.stack import LocalStack
 
-    with LocalStack() as stack:
+    with LocalStack(data_dir=data_dir) as stack:
         # The handlers log JSON at the template's LOG_LEVEL; the demo shows its own story instead.
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
         logging.getLogger("relayflow").setLevel(logging.WARNING)
@@ -220,11 +221,11 @@ def run_batch(client: Client) -> Execution:
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, data_dir: Path | None = None) -> int:
     started = time.monotonic()
     console.rule("[bold]relayflow demo[/] — embedded local stack (moto + template.yaml), no AWS account")
     outcomes: list[str] = []
-    with local_api() as client, tempfile.TemporaryDirectory() as tmp:
+    with local_api(data_dir) as client, tempfile.TemporaryDirectory() as tmp:
         console.print(f"API: {client.base_url}")
         workflow_id, _ = build_document_workflow(client)
 

@@ -351,7 +351,10 @@ class Persistence:
     # ---------------------------------------------------------------- backends
 
     def _tables(self) -> dict[str, Any]:
-        return _module(_DYNAMODB_MODELS).dynamodb_backends[self.account_id][self.region].tables  # type: ignore[no-any-return]
+        tables: dict[str, Any] = (
+            _module(_DYNAMODB_MODELS).dynamodb_backends[self.account_id][self.region].tables
+        )
+        return tables
 
     def _s3(self) -> Any:
         return _module(_S3_MODELS).s3_backends[self.account_id][_S3_PARTITION]
@@ -648,7 +651,9 @@ class Persistence:
     def _compact(self, upto: int) -> None:
         """Merge the snapshot and the journals numbered below ``upto`` into a new snapshot."""
         journals = [path for number, path in self._journals() if number < upto]
-        if not journals:
+        if not any(path.stat().st_size for path in journals):
+            for path in journals:  # nothing was written since the last merge
+                path.unlink()
             return
         started = time.perf_counter()
         merged: dict[str, str] = {}

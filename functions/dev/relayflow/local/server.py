@@ -388,10 +388,12 @@ def run_server(
     *,
     stack: LocalStack | None = None,
     stop: threading.Event | None = None,
+    s3_port: int | None = None,
 ) -> None:
     """Start a LocalStack (or use `stack`, started or not) and serve its API on host:port until
-    Ctrl-C, SIGTERM or `stop` is set; then stop both. `on_ready(base_url, stack)` runs once the
-    server listens."""
+    Ctrl-C, SIGTERM or `stop` is set; then stop both. With `s3_port` (0: a free port), the stack's
+    S3 and EventBridge are served there too (`stack.s3_endpoint`). `on_ready(base_url, stack)` runs
+    once the servers listen."""
     from relayflow.local.stack import LocalStack
 
     stop = stop or threading.Event()
@@ -408,6 +410,8 @@ def run_server(
         if own_stack:
             local.start()
         server, thread = start_server(local, host, port)
+        if s3_port is not None:
+            local.serve_s3(s3_port, host)
         base_url = f"http://{host}:{server.server_port}"
         print(f"relayflow serving on {base_url}", flush=True)
         if on_ready is not None:

@@ -54,6 +54,8 @@ from types import TracebackType
 from typing import Any
 
 from relayflow.local import cfn, delivery, moto_shim
+from relayflow.local.durable import DurableState
+from relayflow.local.s3_endpoint import S3Endpoint
 
 __all__ = ["LocalFunction", "LocalStack", "StackError", "default_template_path", "event_matches"]
 
@@ -193,6 +195,10 @@ class LocalStack:
     `api_routes`, `api_authorizers`, `api_cors`,
     `api_id`, `api_key` (a key the template's authorizer accepts, made with relayflow's own
     `services.apikeys.ensure_local_key`, which reuses $RELAYFLOW_API_KEY; None without authorizer).
+
+    With `data_dir`, the tables, objects and API key are kept there between runs, and runs that a
+    stop interrupted are settled at the next start (`relayflow.local.durable`); without it, all is
+    in memory and gone at stop. `durable` is that state while the stack runs (None without).
     """
 
     _active: LocalStack | None = None
@@ -210,6 +216,7 @@ class LocalStack:
         watch_interval: float = 5.0,
         create_api_key: bool = True,
         run_schedules: bool = False,
+        data_dir: str | Path | None = None,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
         self.stack_name = stack_name
@@ -233,6 +240,9 @@ class LocalStack:
         self.api_authorizers: dict[str, HttpAuthorizer] = {}
         self.api_key: str | None = None
         self.create_api_key = create_api_key
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.durable: DurableState | None = None
+        self.s3_endpoint: S3Endpoint | None = None
         self._authorizer_cache: dict[tuple[str, tuple[str, ...]], tuple[float, Any]] = {}
         self._authorizer_lock = threading.Lock()
         self.delivered_events: list[tuple[str, dict[str, Any]]] = []
@@ -286,6 +296,9 @@ class LocalStack:
                 "from the repository, pass LocalStack(template_path=...), or set RELAYFLOW_TEMPLATE."
             )
         self.template = cfn.load_template(self.template_path)
+        if self.data_dir is not None:  # locked and checked before anything else starts
+            self.durable = DurableState(self.data_dir)
+            self.durable.open()
         self._isolate_from_real_aws()
 
         from moto import mock_aws
@@ -325,6 +338,8 @@ class LocalStack:
             if "Condition" not in spec or self.context.condition(spec["Condition"])
         }
         self._apply_environment()
+        if self.durable is not None:
+            self.durable.restore(self)
         if self.api_authorizers and self.create_api_key:
             self.api_key = self._local_api_key()
         if self.watch_executions and self._status_rules:
@@ -343,7 +358,18 @@ class LocalStack:
         if self.run_schedules:
             self._ticker = delivery.Ticker(self.run_schedule, self._schedule_rates)
             self._ticker.start()
+        if self.durable is not None:  # once the rules run: the failures notify as any other would
+            self.durable.settle_interrupted_runs()
         self._started = True
+
+    def serve_s3(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Serve the stack's S3 and EventBridge on host:port (0: a free port) until stop(): the
+        user's own tools (aws s3 cp, boto3) reach the stack's bucket there. Returns the URL."""
+        if not self._started:
+            raise StackError("start the stack first")
+        if self.s3_endpoint is None:
+            self.s3_endpoint = S3Endpoint(host, port).start()
+        return self.s3_endpoint.url
 
     def stop(self) -> None:
         """Stop the watcher, abort running executions, stop moto and restore the environment."""
@@ -351,6 +377,9 @@ class LocalStack:
         if self._ticker is not None:
             self._ticker.stop()
             self._ticker = None
+        if self.s3_endpoint is not None:
+            self.s3_endpoint.stop()
+            self.s3_endpoint = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -368,8 +397,10 @@ class LocalStack:
                 self._abort_running_executions()
             except Exception:  # pragma: no cover - best effort on the way out
                 log.debug("aborting executions on stop failed", exc_info=True)
+            self._close_durable()  # while moto still holds the state
             self._mock.stop()
             self._mock = None
+        self._close_durable()
         if self._shim_installed:
             moto_shim.uninstall()
             self._shim_installed = False
@@ -380,6 +411,11 @@ class LocalStack:
         with LocalStack._active_lock:
             if LocalStack._active is self:
                 LocalStack._active = None
+
+    def _close_durable(self) -> None:
+        if self.durable is not None:
+            durable, self.durable = self.durable, None
+            durable.close()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -532,6 +568,8 @@ class LocalStack:
             from relayflow_runtime.services import apikeys
         except ImportError:  # pragma: no cover - the package without its key logic
             return None
+        if self.durable is not None:
+            return self.durable.api_key()
         ensure = getattr(apikeys, "ensure_local_key", None)
         return str(ensure()) if callable(ensure) else None
 
