@@ -42,16 +42,18 @@ import logging
 import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from relayflow.local import moto_shim
 from relayflow.local.moto_shim import MotoIncompatibleError
 
-__all__ = ["Persistence", "RestoreReport", "StateError", "check_compatible"]
+__all__ = ["FlushStats", "Persistence", "RestoreReport", "StateError", "check_compatible"]
 
 log = logging.getLogger("relayflow.local.persistence")
 
@@ -81,6 +83,26 @@ class RestoreReport:
     seconds: float = 0.0
     #: (table name, item in wire JSON) of the items the caller's `watch` picked
     watched: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class FlushStats:
+    """What the flusher wrote while the stack ran (for the benchmarks)."""
+
+    flushes: int = 0
+    records: int = 0
+    bytes: int = 0
+    seconds: float = 0.0  # wall time, fsync waits included
+    cpu_seconds: float = 0.0  # the flushing thread's own CPU time (what competes with the stack)
+    longest_seconds: float = 0.0
+
+    def add(self, records: int, size: int, seconds: float, cpu_seconds: float) -> None:
+        self.flushes += 1
+        self.records += records
+        self.bytes += size
+        self.seconds += seconds
+        self.cpu_seconds += cpu_seconds
+        self.longest_seconds = max(self.longest_seconds, seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,15 +151,22 @@ def check_compatible() -> None:
         raise _incompatible("FakeKey() takes other arguments")
     if not hasattr(moto_shim, "_dynamodb_lock"):
         raise _incompatible("moto_shim no longer serializes DynamoDB requests (_dynamodb_lock)")
-    # The fast builders below must make what moto's constructors make.
-    sample = {"pk": {"S": "k"}, "m": {"M": {"l": {"L": [{"N": "1"}, {"NULL": True}]}, "b": {"BOOL": False}}}}
-    hash_key = types.DynamoType(sample["pk"])
-    real = types.Item(hash_key, None, sample)
-    fast = _make_item(types, hash_key, None, sample)
-    if vars(real).keys() != vars(fast).keys() or vars(hash_key).keys() != {"type", "value"}:
+    # The loader below must build what moto's constructors build, and read back what they wrote.
+    sample = {
+        "pk": {"S": "k"},
+        "sk": {"N": "1"},
+        "m": {"M": {"l": {"L": [{"N": "1"}, {"NULL": True}]}, "b": {"BOOL": False}}},
+    }
+    real = types.Item(types.DynamoType(sample["pk"]), types.DynamoType(sample["sk"]), sample)
+    stand_in = SimpleNamespace(hash_key_attr="pk", range_key_attr="sk", items=defaultdict(dict))
+    Persistence._load_items({"t": stand_in}, [("t", json.dumps(sample))], None, RestoreReport())
+    ((loaded,),) = (partition.values() for partition in stand_in.items.values())
+    if vars(real).keys() != vars(loaded).keys() or vars(real.hash_key).keys() != {"type", "value"}:
         raise _incompatible("DynamoDB's Item or DynamoType keeps other attributes")
-    if real.to_json() != fast.to_json() or _wire_item(real) != sample:
+    if real.to_json() != loaded.to_json() or _wire_item(real) != sample:
         raise _incompatible("DynamoDB items are built or serialized differently")
+    if (loaded.hash_key, loaded.range_key) != (real.hash_key, real.range_key):
+        raise _incompatible("DynamoDB item keys compare differently")
 
 
 def _make_dynamo_type(types: Any) -> Callable[[dict[str, Any]], Any]:
@@ -155,19 +184,6 @@ def _make_dynamo_type(types: Any) -> Callable[[dict[str, Any]], Any]:
         return made
 
     return build
-
-
-def _make_item(types: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> Any:
-    """moto's Item, built as its own __deepcopy__ does: without LimitedSizeDict's size check on every
-    attribute (quadratic in the attributes; the item passed it when it was written)."""
-    build = _builders(types)
-    item = object.__new__(types.Item)
-    item.hash_key, item.range_key = hash_key, range_key
-    values = types.LimitedSizeDict.__new__(types.LimitedSizeDict)
-    for name, value in attrs.items():
-        dict.__setitem__(values, name, build(value))
-    item.attrs = values
-    return item
 
 
 @functools.lru_cache(maxsize=1)
@@ -291,6 +307,9 @@ def _records(path: Path) -> Iterator[tuple[str, str]]:
             yield key, payload[:-1]
 
 
+_ITEM_PREFIX = '["d", "'
+
+
 def _object_key(bucket: str, name: str) -> str:
     return json.dumps(["o", bucket, name])
 
@@ -334,7 +353,7 @@ class Persistence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._compactor: threading.Thread | None = None
-        self.last_flush_seconds = 0.0
+        self.stats = FlushStats()
 
     # ---------------------------------------------------------------- marks (on the write path)
 
@@ -407,46 +426,74 @@ class Persistence:
         return sorted(found)
 
     def _load(self, latest: dict[str, str], watch: Watch | None, report: RestoreReport) -> None:
-        types = _module(_DYNAMODB_TYPES)
-        build = _builders(types)
         tables = self._tables()
         s3 = self._s3()
         missing: set[str] = set()
-        decoded: list[tuple[list[Any], str]] = []
+        items: list[tuple[str, str]] = []
+        objects: list[tuple[list[Any], str]] = []
         for raw_key, payload in latest.items():
             if payload == "null":
                 continue
-            key = json.loads(raw_key)
-            if key[0] == "d" and key[1] not in tables:
-                missing.add(f"table {key[1]}")
-            elif key[0] == "o" and key[1] not in s3.buckets:
-                missing.add(f"bucket {key[1]}")
-            decoded.append((key, payload))
+            if raw_key.startswith(_ITEM_PREFIX):  # as _item_key writes it; table names need no escapes
+                table_name = raw_key[len(_ITEM_PREFIX) : raw_key.index('"', len(_ITEM_PREFIX))]
+            else:
+                key = json.loads(raw_key)
+                if key[0] != "d":
+                    if key[1] not in s3.buckets:
+                        missing.add(f"bucket {key[1]}")
+                    objects.append((key, payload))
+                    continue
+                table_name = key[1]
+            if table_name not in tables:
+                missing.add(f"table {table_name}")
+            items.append((table_name, payload))
         if missing:
             raise StateError(
                 f"the stored state has a {', '.join(sorted(missing))} that this stack does not create "
                 "(was it written with another template or stack name?)"
             )
         latest.clear()
-        for key, payload in decoded:
-            if key[0] == "d":
-                table = tables[key[1]]
-                attrs = json.loads(payload)
-                hash_key = build(key[2])
-                range_key = None if key[3] is None else build(key[3])
-                item = _make_item(types, hash_key, range_key, attrs)
-                if range_key is None:
-                    table.items[hash_key] = item
-                else:
-                    table.items[hash_key][range_key] = item
-                report.items += 1
-                if watch is not None and watch(key[1], attrs):
-                    report.watched.append((key[1], attrs))
+        self._load_items(tables, items, watch, report)
+        for key, payload in objects:
+            report.object_bytes += self._load_object(s3, key[1], key[2], json.loads(payload))
+            report.objects += 1
+
+    @staticmethod
+    def _load_items(
+        tables: dict[str, Any], records: list[tuple[str, str]], watch: Watch | None, report: RestoreReport
+    ) -> None:
+        """The hot loop of a start. moto's Item is built as its own __deepcopy__ builds one: without
+        LimitedSizeDict's size check on every attribute (quadratic in the attributes; the item passed
+        it when it was written). One hash-key object and partition lookup per partition, not item."""
+        types = _module(_DYNAMODB_TYPES)
+        build, new, setitem, loads = _builders(types), object.__new__, dict.__setitem__, json.loads
+        item_class, values_class = types.Item, types.LimitedSizeDict
+        partitions: dict[tuple[str, str, Any], tuple[Any, Any]] = {}
+        for table_name, payload in records:
+            table = tables[table_name]
+            attrs = loads(payload)
+            ((kind, value),) = attrs[table.hash_key_attr].items()
+            partition = partitions.get((table_name, kind, value))
+            if partition is None:
+                hash_key = build({kind: value})
+                partition = partitions[(table_name, kind, value)] = (
+                    hash_key,
+                    table.items[hash_key] if table.range_key_attr else None,
+                )
+            item = new(item_class)
+            item.hash_key = partition[0]
+            item.range_key = build(attrs[table.range_key_attr]) if table.range_key_attr else None
+            values = values_class.__new__(values_class)
+            for name, wire in attrs.items():
+                setitem(values, name, build(wire))
+            item.attrs = values
+            if partition[1] is None:
+                table.items[partition[0]] = item
             else:
-                meta = json.loads(payload)
-                size = self._load_object(s3, key[1], key[2], meta)
-                report.objects += 1
-                report.object_bytes += size
+                partition[1][item.range_key] = item
+            report.items += 1
+            if watch is not None and watch(table_name, attrs):
+                report.watched.append((table_name, attrs))
 
     def _load_object(self, s3: Any, bucket_name: str, name: str, meta: dict[str, Any]) -> int:
         models = _module(_S3_MODELS)
@@ -519,6 +566,7 @@ class Persistence:
             if _active is self:
                 _active = None
                 _uninstall()
+                gc.unfreeze()  # what restore() kept from the collector may go now
             if self._compactor is not None:
                 self._compactor.join()
                 self._compactor = None
@@ -533,7 +581,7 @@ class Persistence:
     def flush(self) -> None:
         """Write the current state of everything marked dirty, durably (fsync)."""
         with self._flush_lock:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             with self._mark_lock:
                 items, self._dirty_items = self._dirty_items, set()
                 objects, self._dirty_objects = self._dirty_objects, set()
@@ -555,7 +603,9 @@ class Persistence:
             ):
                 self._rotate()
                 self._start_compaction()
-            self.last_flush_seconds = time.perf_counter() - started
+            self.stats.add(
+                len(lines), len(data), time.perf_counter() - started, time.thread_time() - cpu_started
+            )
 
     def _item_lines(self, dirty: set[tuple[str, Any, Any]]) -> list[str]:
         tables = self._tables()
