@@ -2,15 +2,17 @@
 
 moto keeps every table and bucket in memory. Here, while a stack runs:
 
-* every write that changes an item or an object marks its key *dirty* (a set insert on the write's
-  own path: moto's ``Table.put_item`` / ``Table.delete_item``, ``DynamoDBBackend.update_item``,
-  ``S3Backend.put_object`` / ``delete_object``, which every API call that changes an item or an
-  object ends in — PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems and its
-  roll-back, PartiQL; PutObject, CopyObject, CompleteMultipartUpload, DeleteObject(s));
-* a flusher thread, every ``flush_interval`` seconds (0.5), writes the *current* state of each dirty
-  key — the item in DynamoDB's wire JSON, or the object's bytes to a file of its own plus a line of
-  metadata, or a deletion — to an append-only journal and fsyncs it. A write acknowledged more than
-  one interval (plus the flush itself) before a SIGKILL is on disk; a graceful stop flushes all;
+* every write that changes an item or an object records it as dirty, on the write's own path
+  (moto's ``Table.put_item`` / ``Table.delete_item``, ``DynamoDBBackend.update_item``,
+  ``S3Backend.put_object`` / ``delete_object``, where every API call that changes an item or an
+  object ends — PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems and its
+  roll-back, PartiQL; PutObject, CopyObject, CompleteMultipartUpload, DeleteObject(s)). An item is
+  copied out right there, as DynamoDB's wire JSON (the write holds moto_shim's DynamoDB lock, so
+  the copy is consistent; a copy made later would need that lock); an object only by key;
+* a flusher thread, every ``flush_interval`` seconds (0.5), appends the latest state of each dirty
+  item, and of each dirty object (its bytes to a file of its own, plus a line of metadata), or its
+  deletion, to a journal and fsyncs it. A write acknowledged more than an interval (plus the
+  flush itself) before a SIGKILL is on disk; a graceful stop flushes all;
 * records are whole images keyed by item or object, so replaying them is idempotent and the newest
   wins; when the journal passes ``compact_bytes`` it is rotated and merged into ``snapshot.log`` in
   the background (a merge of lines by key, without parsing the items).
@@ -19,7 +21,7 @@ On start, ``restore()`` reads the snapshot and the journals and puts the items a
 into moto's tables and buckets (which the stack has just created from the template), without moto's
 per-attribute size check (each item passed it when it was written; building items through moto's
 own constructor made 100,000 items take ~27 s instead of ~2 s). Step Functions executions and their
-threads are not kept: the stack settles runs that were in flight (see ``relayflow.local.recovery``).
+threads are not kept: the stack settles runs that were in flight (see ``relayflow.local.durable``).
 
 Layout of ``<data dir>/state``: ``snapshot.log``, ``journal/<n>.log`` (``<key JSON>\\t<payload>``
 lines; ``null`` for a deletion), ``objects/<2 hex>/<sha256 of bucket and key>.<n>`` (object bytes).
@@ -50,7 +52,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from relayflow.local import moto_shim
 from relayflow.local.moto_shim import MotoIncompatibleError
 
 __all__ = ["FlushStats", "Persistence", "RestoreReport", "StateError", "check_compatible"]
@@ -59,8 +60,6 @@ log = logging.getLogger("relayflow.local.persistence")
 
 FLUSH_INTERVAL_SECONDS = 0.5
 COMPACT_BYTES = 32 * 1024 * 1024
-#: Dirty DynamoDB items written per hold of moto's DynamoDB lock (requests wait meanwhile).
-FLUSH_CHUNK = 256
 
 _DYNAMODB_TABLE = "moto.dynamodb.models.table"
 _DYNAMODB_MODELS = "moto.dynamodb.models"
@@ -149,8 +148,6 @@ def check_compatible() -> None:
     wanted |= {"encryption", "kms_key_id", "bucket_key_enabled", "checksum_value", "checksum_type"}
     if not wanted <= set(_parameters(s3.FakeKey.__init__)):
         raise _incompatible("FakeKey() takes other arguments")
-    if not hasattr(moto_shim, "_dynamodb_lock"):
-        raise _incompatible("moto_shim no longer serializes DynamoDB requests (_dynamodb_lock)")
     # The loader below must build what moto's constructors build, and read back what they wrote.
     sample = {
         "pk": {"S": "k"},
@@ -237,17 +234,17 @@ def _after(owner: Any, attribute: str, mark: Callable[..., None]) -> None:
 
 
 def _mark_put(recorder: Persistence, item: Any, table: Any, *args: Any, **kwargs: Any) -> None:
-    recorder._mark_item(table, item.hash_key, item.range_key)
+    recorder._mark_item(table, item.hash_key, item.range_key, item)
 
 
 def _mark_delete(recorder: Persistence, _result: Any, table: Any, hash_key: Any, range_key: Any) -> None:
-    recorder._mark_item(table, hash_key, range_key)
+    recorder._mark_item(table, hash_key, range_key, None)
 
 
 def _mark_update(
     recorder: Persistence, item: Any, backend: Any, table_name: str, *args: Any, **kwargs: Any
 ) -> None:
-    recorder._mark_item(backend.tables.get(table_name), item.hash_key, item.range_key)
+    recorder._mark_item(backend.tables.get(table_name), item.hash_key, item.range_key, item)
 
 
 def _mark_object(
@@ -341,7 +338,7 @@ class Persistence:
         self.journal_dir = directory / "journal"
         self.objects_dir = directory / "objects"
         self.snapshot = directory / "snapshot.log"
-        self._dirty_items: set[tuple[str, Any, Any]] = set()
+        self._dirty_items: dict[str, str] = {}  # item key -> its state when last written
         self._dirty_objects: set[tuple[str, str]] = set()
         self._mark_lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time (the thread, flush(), close())
@@ -357,11 +354,17 @@ class Persistence:
 
     # ---------------------------------------------------------------- marks (on the write path)
 
-    def _mark_item(self, table: Any, hash_key: Any, range_key: Any) -> None:
+    def _mark_item(self, table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+        """Called inside the write (and so inside moto_shim's DynamoDB lock, which every request
+        holds): the item is copied out as it is now, in wire JSON. Copying it later, in the flusher,
+        would need that lock, for which the flusher waited up to seconds behind a busy batch's
+        requests."""
         if table is None or table.account_id != self.account_id or table.region_name != self.region:
             return
+        key = _item_key(table.name, hash_key, range_key)
+        payload = "null" if item is None else json.dumps(_wire_item(item), separators=(",", ":"))
         with self._mark_lock:
-            self._dirty_items.add((table.name, hash_key, range_key))
+            self._dirty_items[key] = payload
 
     def _mark_object(self, bucket: str, name: str) -> None:
         with self._mark_lock:
@@ -583,11 +586,11 @@ class Persistence:
         with self._flush_lock:
             started, cpu_started = time.perf_counter(), time.thread_time()
             with self._mark_lock:
-                items, self._dirty_items = self._dirty_items, set()
+                items, self._dirty_items = self._dirty_items, {}
                 objects, self._dirty_objects = self._dirty_objects, set()
             if not items and not objects:
                 return
-            lines = self._item_lines(items)
+            lines = [f"{key}\t{payload}\n" for key, payload in items.items()]
             obsolete: list[str] = []
             lines += self._object_lines(objects, obsolete)
             data = "".join(lines).encode()
@@ -606,20 +609,6 @@ class Persistence:
             self.stats.add(
                 len(lines), len(data), time.perf_counter() - started, time.thread_time() - cpu_started
             )
-
-    def _item_lines(self, dirty: set[tuple[str, Any, Any]]) -> list[str]:
-        tables = self._tables()
-        keys = list(dirty)
-        lines: list[str] = []
-        dumps = json.dumps
-        for start in range(0, len(keys), FLUSH_CHUNK):
-            with moto_shim._dynamodb_lock:  # the same lock as every DynamoDB request
-                for table_name, hash_key, range_key in keys[start : start + FLUSH_CHUNK]:
-                    table = tables.get(table_name)
-                    item = None if table is None else table.get_item(hash_key, range_key)
-                    payload = "null" if item is None else dumps(_wire_item(item), separators=(",", ":"))
-                    lines.append(f"{_item_key(table_name, hash_key, range_key)}\t{payload}\n")
-        return lines
 
     def _object_lines(self, dirty: Iterable[tuple[str, str]], obsolete: list[str]) -> list[str]:
         s3 = self._s3()
