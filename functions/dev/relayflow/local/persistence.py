@@ -562,14 +562,14 @@ class Persistence:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if _active is self:
+            _active = None
+            _uninstall()
+            gc.unfreeze()  # what restore() kept from the collector may go now
         try:
-            if _active is self:
-                self.flush()
+            if self._journal is not None:
+                self.flush()  # after the hooks are gone: nothing can be marked after it
         finally:
-            if _active is self:
-                _active = None
-                _uninstall()
-                gc.unfreeze()  # what restore() kept from the collector may go now
             if self._compactor is not None:
                 self._compactor.join()
                 self._compactor = None
