@@ -11,9 +11,14 @@ measured side by side with ``--ephemeral`` in this one run:
     on that directory against starts of an ephemeral one;
 (d) SIGKILL: ``relayflow serve --data-dir`` in its own process takes API writes one after another
     and is killed with SIGKILL; restarted, which acknowledged writes are missing, and how long
-    before the kill the oldest of them was acknowledged (the promise: about a second at most).
+    before the kill the oldest of them was acknowledged (the promise: about a second at most);
+(e) the write path: what recording adds to one DynamoDB write, timed directly, and how many writes
+    a pipeline node makes: their product over a node's CPU time is the recording's share.
 
-Each figure is a median over the rounds; the rounds' own figures are printed too.
+(a) and (b) report wall time (the runs' own timestamps) and this process's CPU time (all the
+stack's threads, the flusher's too). On a shared machine both move by tens of percent from round
+to round, far more than persistence costs: (e) and the flusher's own CPU in (b) measure that cost
+directly. Each figure is a median over the rounds; the rounds' own figures are printed too.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ BATCH_ROUNDS = 3
 STARTUP_ITEMS = 100_000
 STARTUP_REPEATS = 3
 KILL_ROUNDS = 3
+WRITE_BURSTS = 15
+WRITES_PER_BURST = 2000
 KILL_AFTER_SECONDS = 3.0
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
@@ -412,8 +419,70 @@ def sigkill() -> list[Row]:
     return rows
 
 
+# ---- (e) the write path ------------------------------------------------------------------------------
+def write_path() -> list[Row]:
+    """What recording adds to each DynamoDB write: the hook that copies the written item out as
+    JSON, timed directly on a real item of a persistent stack (a whole PutItem through the stack
+    takes milliseconds on this machine, with more noise than the hook costs); and how many writes a
+    node of a pipeline run makes, to put the two together."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    from relayflow.local import persistence
+
+    item = {
+        "pk": {"S": "T#default#X#0195f3c2-0000-7000-8000-000000000000"},
+        "sk": {"S": "N#0195f3c2-0000-7000-8000-000000000001"},
+        "kind": {"S": "node"},
+        "status": {"S": "completed"},
+        "prompt": {"S": PROMPT * 4},
+        "output": {"S": PROMPT.upper() * 4},
+        "attempts": {"N": "1"},
+        "duration_ms": {"N": "12"},
+        "started_at": {"S": "2025-01-01T00:00:00.000Z"},
+        "completed_at": {"S": "2025-01-01T00:00:00.012Z"},
+        "usage": {"M": {"input_tokens": {"N": "9"}, "output_tokens": {"N": "9"}}},
+    }
+    with tempfile.TemporaryDirectory() as tmp, _stack(Path(tmp)) as (stack, client):
+        recorder = persistence._active
+        assert recorder is not None
+        stack.client("dynamodb").put_item(TableName=stack.environment["RELAYFLOW_TABLE"], Item=item)
+        table = dynamodb_backends[stack.account_id][stack.region].get_table(
+            stack.environment["RELAYFLOW_TABLE"]
+        )
+        stored = next(iter(next(iter(table.items.values())).values()))
+        size = len(json.dumps(item))
+        timings = []
+        for _ in range(WRITE_BURSTS):
+            started = time.perf_counter()
+            for _ in range(WRITES_PER_BURST):
+                recorder._mark_item(table, stored.hash_key, stored.range_key, stored)
+            timings.append((time.perf_counter() - started) / WRITES_PER_BURST * 1e6)
+        writes_before = recorder.stats.writes
+        cpu_per_node = _pipeline_round(client)[1]
+        writes = (recorder.stats.writes - writes_before) / ((PIPELINE_RUNS + 1) * PIPELINE_NODES)
+    cost = statistics.median(timings)
+    return [
+        (
+            f"(e) recording one write of a {size}-byte item, median of {WRITE_BURSTS} x {WRITES_PER_BURST}",
+            cost,
+            "us",
+        ),
+        (
+            f"(e) item and object writes per node of a {PIPELINE_NODES}-node run (everything, API's too)",
+            writes,
+            "",
+        ),
+        ("(e) this process's CPU per node in that run", cpu_per_node, "ms"),
+        (
+            "(e) recording's share of it: writes x cost / CPU per node",
+            writes * cost / (cpu_per_node * 1000) * 100,
+            "%",
+        ),
+    ]
+
+
 def run() -> list[Row]:
-    return pipeline() + batch() + startup() + sigkill()
+    return pipeline() + batch() + startup() + sigkill() + write_path()
 
 
 if __name__ == "__main__":

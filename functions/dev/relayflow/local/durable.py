@@ -6,9 +6,10 @@
 * the API key: the one printed last time, kept in the directory (unless $RELAYFLOW_API_KEY is set);
 * runs that were pending or running when the last stack stopped cannot go on — their Step Functions
   executions and threads lived in that process — so each is ended ``failed`` through the runtime's
-  own reconciliation (`executions.finish_unrecorded`, as for an execution that ended without its
-  handlers recording it), saying that the local stack stopped mid-run. A batch keeps the outcomes
-  of the items it finished; retry-failed runs the rest;
+  own reconciliation (`services.reconcile.settle`, as the reconciler and the sweeper settle an
+  execution that ended without its handlers recording it: the run's record and open nodes, its
+  batch budget, the sweep index, its status event), saying that the local stack stopped mid-run. A
+  batch keeps the outcomes of the items it finished; retry-failed runs the rest;
 * stop: write everything still dirty, merge the journal into the snapshot, unlock.
 """
 
@@ -88,14 +89,14 @@ class DurableState:
 
     def settle_interrupted_runs(self) -> list[str]:
         """End every run found in flight at restore; returns their execution ids."""
-        from relayflow_runtime.services import executions
+        from relayflow_runtime.services import reconcile
 
         settled = []
         for _, item in self.restored.watched:
             tenant, execution_id = item["tenant"]["S"], item["id"]["S"]
             batch = item.get("input_mode", {}).get("S") == "batch"
             try:
-                executions.finish_unrecorded(
+                reconcile.settle(
                     tenant, execution_id, "FAILED", STOPPED_MID_RUN + (_BATCH_HINT if batch else ""), None
                 )
             except Exception:

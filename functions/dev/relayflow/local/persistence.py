@@ -88,6 +88,7 @@ class RestoreReport:
 class FlushStats:
     """What the flusher wrote while the stack ran (for the benchmarks)."""
 
+    writes: int = 0  # item and object writes recorded (several may make one record)
     flushes: int = 0
     records: int = 0
     bytes: int = 0
@@ -365,10 +366,12 @@ class Persistence:
         payload = "null" if item is None else json.dumps(_wire_item(item), separators=(",", ":"))
         with self._mark_lock:
             self._dirty_items[key] = payload
+            self.stats.writes += 1
 
     def _mark_object(self, bucket: str, name: str) -> None:
         with self._mark_lock:
             self._dirty_objects.add((bucket, name))
+            self.stats.writes += 1
 
     # ---------------------------------------------------------------- backends
 
