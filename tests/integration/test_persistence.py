@@ -212,3 +212,23 @@ def test_numbers_keep_their_precision(tmp_path: Path) -> None:
     with _stack(tmp_path) as stack:
         item = stack.client("dynamodb").get_item(TableName=_table(stack), Key=_key("N"))["Item"]
         assert Decimal(item["n"]["N"]) == Decimal("0.1000000000000000055511151231257827")
+
+
+def test_items_whose_ttl_passed_are_not_restored_and_are_deleted(tmp_path: Path) -> None:
+    # Given items of the main table (TTL attribute expires_at): one expired, one not yet, one without
+    with _stack(tmp_path) as stack:
+        dynamodb, table = stack.client("dynamodb"), _table(stack)
+        dynamodb.put_item(TableName=table, Item={**_key("old"), "expires_at": {"N": "1000"}})
+        dynamodb.put_item(TableName=table, Item={**_key("new"), "expires_at": {"N": "99999999999"}})
+        dynamodb.put_item(TableName=table, Item=_key("kept"))
+
+    # When the stack starts again, and stops
+    with _stack(tmp_path) as stack:
+        assert stack.durable is not None and stack.durable.restored.expired == 1
+        dynamodb, table = stack.client("dynamodb"), _table(stack)
+        # Then the expired item is gone, the others are there
+        assert "Item" not in dynamodb.get_item(TableName=table, Key=_key("old"))
+        assert "Item" in dynamodb.get_item(TableName=table, Key=_key("new"))
+        assert "Item" in dynamodb.get_item(TableName=table, Key=_key("kept"))
+    # And its deletion was written: the snapshot no longer holds it
+    assert '"old"' not in (tmp_path / "state" / "snapshot.log").read_text()

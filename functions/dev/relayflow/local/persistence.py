@@ -77,6 +77,7 @@ class StateError(RuntimeError):
 @dataclass
 class RestoreReport:
     items: int = 0
+    expired: int = 0  # items whose TTL had passed: not restored, deleted
     objects: int = 0
     object_bytes: int = 0
     seconds: float = 0.0
@@ -187,6 +188,20 @@ def _make_dynamo_type(types: Any) -> Callable[[dict[str, Any]], Any]:
 @functools.lru_cache(maxsize=1)
 def _builders(types: Any) -> Callable[[dict[str, Any]], Any]:
     return _make_dynamo_type(types)
+
+
+def _ttl_attribute(table: Any) -> str | None:
+    ttl = getattr(table, "ttl", None) or {}
+    return ttl.get("AttributeName") if ttl.get("TimeToLiveStatus") == "ENABLED" else None
+
+
+def _expired(value: dict[str, Any] | None, now: float) -> bool:
+    if not value or "N" not in value:
+        return False  # DynamoDB's TTL ignores an attribute that is not a number
+    try:
+        return float(value["N"]) < now
+    except ValueError:
+        return False
 
 
 def _wire(value: Any) -> Any:
@@ -459,14 +474,24 @@ class Persistence:
                 "(was it written with another template or stack name?)"
             )
         latest.clear()
-        self._load_items(tables, items, watch, report)
+        expired: list[tuple[str, dict[str, Any]]] = []
+        self._load_items(tables, items, watch, report, expired)
+        for table_name, attrs in expired:  # their deletion goes into the journal at the first flush
+            table = tables[table_name]
+            keys = [attrs[table.hash_key_attr], attrs[table.range_key_attr] if table.range_key_attr else None]
+            self._dirty_items[json.dumps(["d", table_name, *keys])] = "null"
+        report.expired = len(expired)
         for key, payload in objects:
             report.object_bytes += self._load_object(s3, key[1], key[2], json.loads(payload))
             report.objects += 1
 
     @staticmethod
     def _load_items(
-        tables: dict[str, Any], records: list[tuple[str, str]], watch: Watch | None, report: RestoreReport
+        tables: dict[str, Any],
+        records: list[tuple[str, str]],
+        watch: Watch | None,
+        report: RestoreReport,
+        expired: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
         """The hot loop of a start. moto's Item is built as its own __deepcopy__ builds one: without
         LimitedSizeDict's size check on every attribute (quadratic in the attributes; the item passed
@@ -475,9 +500,15 @@ class Persistence:
         build, new, setitem, loads = _builders(types), object.__new__, dict.__setitem__, json.loads
         item_class, values_class = types.Item, types.LimitedSizeDict
         partitions: dict[tuple[str, str, Any], tuple[Any, Any]] = {}
+        now = time.time()
         for table_name, payload in records:
             table = tables[table_name]
             attrs = loads(payload)
+            ttl = _ttl_attribute(table)
+            if ttl is not None and expired is not None and _expired(attrs.get(ttl), now):
+                # DynamoDB deletes an item some time after its TTL passed; here, at the next start.
+                expired.append((table_name, attrs))
+                continue
             ((kind, value),) = attrs[table.hash_key_attr].items()
             partition = partitions.get((table_name, kind, value))
             if partition is None:
