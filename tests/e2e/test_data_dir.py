@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from relayflow import Client
 from relayflow.local.datadir import MARKER, DataDir
@@ -266,3 +267,49 @@ def test_a_directory_of_another_format_is_refused_with_what_to_do(tmp_path: Path
     assert "format 999 (written by relayflow 9.0.0)" in refused.stderr
     assert f"mv {directory} {directory}.old" in refused.stderr
     assert json.loads((directory / MARKER).read_text())["format"] == 999
+
+
+def test_uploads_through_the_printed_s3_endpoint_start_runs_or_are_moved_aside(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # Given `relayflow serve` and the endpoint and bucket it printed
+    serve.start()
+    assert serve.exports["AWS_ENDPOINT_URL_S3"].startswith("http://127.0.0.1:")
+    s3, bucket = serve.s3(), serve.exports["BUCKET"]
+    with serve.client() as client:
+        upper = _workflow(client, "upper", {"model": "uppercase"})
+
+        # When a user's boto3 uploads a file under inputs/<workflow id>/, and one for no workflow
+        s3.put_object(Bucket=bucket, Key=f"inputs/{upper}/2025/note.txt", Body=b"from my script")
+        s3.upload_file(str(_file(tmp_path, b"nobody")), bucket, "inputs/no-such-workflow/x.txt")
+
+        # Then the first starts a run of that workflow on the file, as on AWS
+        started = _wait_for(lambda: list(client.get_workflow_executions(upper)), "the upload's run")[0]
+        done = client.wait_for_execution(upper, started.id, timeout=60)
+        assert (done.status, done.results) == ("completed", "FROM MY SCRIPT")
+        assert done.trigger is not None and done.trigger.key == f"inputs/{upper}/2025/note.txt"
+        # And the other is moved aside with the reason
+        reason = json.loads(
+            s3.get_object(Bucket=bucket, Key="rejected/inputs/no-such-workflow/x.txt.reason.json")[
+                "Body"
+            ].read()
+        )
+        assert reason["code"] == "unknown_workflow"
+        # And the endpoint answers S3 and EventBridge only
+        events = boto3.session.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
+        ).client("events", endpoint_url=serve.exports["AWS_ENDPOINT_URL_EVENTBRIDGE"])
+        buses = {b["Name"] for b in events.list_event_buses()["EventBuses"]}
+        assert serve.exports["EVENT_BUS"] in buses
+        dynamodb = boto3.session.Session(
+            aws_access_key_id="local", aws_secret_access_key="local", region_name="us-east-1"
+        ).client("dynamodb", endpoint_url=serve.exports["AWS_ENDPOINT_URL_S3"])
+        with pytest.raises(ClientError, match="serves S3 and EventBridge only"):
+            dynamodb.list_tables()
+    serve.stop()
+
+
+def _file(directory: Path, content: bytes) -> Path:
+    path = directory / "upload.txt"
+    path.write_bytes(content)
+    return path
