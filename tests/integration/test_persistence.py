@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from relayflow.local import persistence
-from relayflow.local.datadir import DataDir
+from relayflow.local.datadir import DataDir, DataDirError
 from relayflow.local.stack import LocalStack
 
 ITEM: dict[str, Any] = {
@@ -196,7 +196,7 @@ def test_state_of_a_table_the_stack_does_not_have_is_refused_untouched(tmp_path:
     snapshot = tmp_path / "state" / "snapshot.log"
     snapshot.write_text(snapshot.read_text() + '["d","some-other-table",{"S":"x"},null]\t{"id":{"S":"x"}}\n')
     before = snapshot.read_bytes()
-    with pytest.raises(persistence.StateError, match="table some-other-table"):
+    with pytest.raises(DataDirError, match=r"table some-other-table .* move it away \(mv "):
         _stack(tmp_path).start()
     assert snapshot.read_bytes() == before
     # And the failed start released the directory

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -726,6 +727,11 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         run_server(args.port, on_ready=ready, stack=LocalStack(data_dir=data_dir), s3_port=s3_port)
     except DataDirError as exc:
         ui.error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        ui.error(f"{exc.strerror}: choose another --port or --s3-port (0 picks a free one)")
         return EXIT_USAGE
     return EXIT_OK
 

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relayflow.local.datadir import DataDir
-from relayflow.local.persistence import Persistence, RestoreReport
+from relayflow.local.datadir import DataDir, DataDirError
+from relayflow.local.persistence import Persistence, RestoreReport, StateError
 
 if TYPE_CHECKING:
     from relayflow.local.stack import LocalStack
@@ -56,7 +56,14 @@ class DurableState:
         assert self.directory is not None, "open() first"
         self._table = stack.environment.get("RELAYFLOW_TABLE")
         self.persistence = Persistence(self.directory.state, account_id=stack.account_id, region=stack.region)
-        self.restored = self.persistence.restore(self._in_flight)
+        try:
+            self.restored = self.persistence.restore(self._in_flight)
+        except StateError as exc:
+            path = self.directory.path
+            raise DataDirError(
+                f"{path} cannot be loaded into this stack: {exc}. Run the relayflow that wrote it, or move "
+                f"it away (mv {path} {path}.old) to start with an empty one."
+            ) from None
         self.persistence.start()
         return self.restored
 
