@@ -215,7 +215,6 @@ def test_a_restart_keeps_workflows_runs_datasets_files_and_the_key_and_settles_r
         retry = client.retry_failed_items(slow, running.id, parallelism=6)
         retried = client.wait_for_execution(slow, retry.id, timeout=120)
         assert retried.status == "completed"
-        assert retried.progress.total_items == len(ITEMS) - len(completed)
         assert set(_results(client, slow, retry.id)) == {i["id"] for i in ITEMS} - completed
         rerun = client.wait_for_execution(
             slow, client.rerun_workflow_execution(slow, running.id).id, timeout=120
