@@ -155,7 +155,8 @@ def _batch_round(client: Any) -> tuple[float, float]:
     items = [{"id": f"t{i}", "text": f"the quick brown fox {i}"} for i in range(BATCH_ITEMS)]
     client.upload_dataset_items(dataset.id, version.id, items=items, poll_interval=0.2, timeout=600)
     workflow = client.create_workflow(name="bench batch")
-    flow = client.create_workflow_version(workflow.id, config={"max_retries": 0})
+    # 60 s node timeouts: a worst-case item of three nodes fits one 15-minute child invocation.
+    flow = client.create_workflow_version(workflow.id, config={"max_retries": 0, "node_timeout": 60})
     for name, config, template in (
         ("upper", {"model": "uppercase"}, "{{input}}"),
         ("count", {"model": "word_count"}, "{{input}}"),

@@ -94,7 +94,9 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 def _workflow(client: Client, name: str, model: dict[str, Any]) -> str:
     workflow = client.create_workflow(name=name)
-    version = client.create_workflow_version(workflow_id=workflow.id, config={"max_retries": 0})
+    version = client.create_workflow_version(
+        workflow_id=workflow.id, config={"max_retries": 0, "node_timeout": 60}
+    )
     created = client.create_model(name=f"{name} model", provider="builtin", config=model)
     client.create_workflow_node(version_id=version.id, name="only", entity_id=created.id)
     return workflow.id
