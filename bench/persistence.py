@@ -223,8 +223,6 @@ def _fill(directory: Path) -> tuple[float, float]:
 
     from relayflow.local import moto_shim
     from relayflow.local.stack import LocalStack
-    from relayflow_runtime.adapters.table import TableStore
-    from relayflow_runtime.services.batch import item_key, list_key
 
     started = time.perf_counter()
     stack = LocalStack(data_dir=directory).start()
@@ -238,7 +236,7 @@ def _fill(directory: Path) -> tuple[float, float]:
             with moto_shim._dynamodb_lock:
                 for i in range(start, min(start + 1000, STARTUP_ITEMS)):
                     text = f"item {i}: the quick brown fox jumps over the lazy dog"
-                    key = TableStore.node_record_key("default", execution, f"R#{item_key(f'item-{i:06d}')}")
+                    key = {"pk": f"T#default#X#{execution}", "sk": f"R#item-{i:06d}"}
                     usage = {"input_tokens": {"N": "9"}, "output_tokens": {"N": "9"}}
                     last = {
                         "node_id": {"S": "report"},
@@ -270,7 +268,8 @@ def _fill(directory: Path) -> tuple[float, float]:
             for i in range(STARTUP_ITEMS)
         )
         s3 = s3_backends[stack.account_id]["aws"]
-        s3.put_object(stack.environment["RELAYFLOW_BUCKET"], list_key("default", execution), entries.encode())
+        list_key = f"t/default/executions/{execution}/items.jsonl"
+        s3.put_object(stack.environment["RELAYFLOW_BUCKET"], list_key, entries.encode())
         written = time.perf_counter() - started
     finally:
         stopping = time.perf_counter()
