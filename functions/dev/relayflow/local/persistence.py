@@ -90,6 +90,7 @@ class FlushStats:
     """What the flusher wrote while the stack ran (for the benchmarks)."""
 
     writes: int = 0  # item and object writes recorded (several may make one record)
+    recording_seconds: float = 0.0  # spent inside the writes, copying items out
     flushes: int = 0
     records: int = 0
     bytes: int = 0
@@ -377,11 +378,13 @@ class Persistence:
         requests."""
         if table is None or table.account_id != self.account_id or table.region_name != self.region:
             return
+        started = time.perf_counter()
         key = _item_key(table.name, hash_key, range_key)
         payload = "null" if item is None else json.dumps(_wire_item(item), separators=(",", ":"))
         with self._mark_lock:
             self._dirty_items[key] = payload
             self.stats.writes += 1
+            self.stats.recording_seconds += time.perf_counter() - started
 
     def _mark_object(self, bucket: str, name: str) -> None:
         with self._mark_lock:
