@@ -724,7 +724,8 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         print("\n".join(lines), file=ui.stdout, flush=True)
 
     try:
-        run_server(args.port, on_ready=ready, stack=LocalStack(data_dir=data_dir), s3_port=s3_port)
+        stack = LocalStack(data_dir=data_dir, run_schedules=True)
+        run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port)
     except DataDirError as exc:
         ui.error(str(exc))
         return EXIT_USAGE
