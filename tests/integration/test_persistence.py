@@ -232,3 +232,33 @@ def test_items_whose_ttl_passed_are_not_restored_and_are_deleted(tmp_path: Path)
         assert "Item" in dynamodb.get_item(TableName=table, Key=_key("kept"))
     # And its deletion was written: the snapshot no longer holds it
     assert '"old"' not in (tmp_path / "state" / "snapshot.log").read_text()
+
+
+def test_a_failed_flush_leaves_no_half_record_and_is_written_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a write whose first flush fails at fsync (a full disk, an I/O error)
+    with _stack(tmp_path) as stack:
+        assert stack.durable is not None and stack.durable.persistence is not None
+        recorder = stack.durable.persistence
+        recorder.flush()
+        stack.client("dynamodb").put_item(TableName=_table(stack), Item={**_key("F"), "v": {"S": "kept"}})
+        journal = max((tmp_path / "state" / "journal").glob("*.log"))
+        before = journal.stat().st_size
+        real_fsync = persistence.os.fsync
+
+        def failing(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(persistence.os, "fsync", failing)
+        with pytest.raises(OSError):
+            recorder.flush()
+        # Then nothing of it stays in the journal
+        assert journal.stat().st_size == before
+        # And the next flush writes it
+        monkeypatch.setattr(persistence.os, "fsync", real_fsync)
+        recorder.flush()
+        assert journal.stat().st_size > before
+    with _stack(tmp_path) as stack:
+        got = stack.client("dynamodb").get_item(TableName=_table(stack), Key=_key("F"))
+        assert got["Item"]["v"] == {"S": "kept"}

@@ -627,13 +627,26 @@ class Persistence:
                 objects, self._dirty_objects = self._dirty_objects, set()
             if not items and not objects:
                 return
-            lines = [f"{key}\t{payload}\n" for key, payload in items.items()]
-            obsolete: list[str] = []
-            lines += self._object_lines(objects, obsolete)
-            data = "".join(lines).encode()
-            self._journal.write(data)
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
+            end = self._journal.tell()
+            try:
+                lines = [f"{key}\t{payload}\n" for key, payload in items.items()]
+                obsolete: list[str] = []
+                lines += self._object_lines(objects, obsolete)
+                data = "".join(lines).encode()
+                view = memoryview(data)
+                while view:  # an unbuffered write may take less than all
+                    view = view[self._journal.write(view) :]
+                os.fsync(self._journal.fileno())
+            except BaseException:
+                # Nothing half-written stays (the next record would be glued to it), and what was to
+                # be written is dirty again, unless written again since (the newer state wins).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._journal.fileno(), end)
+                with self._mark_lock:
+                    for key, payload in items.items():
+                        self._dirty_items.setdefault(key, payload)
+                    self._dirty_objects |= objects
+                raise
             self._journal_bytes += len(data)
             for name in obsolete:  # superseded by records now on disk
                 with contextlib.suppress(FileNotFoundError):
