@@ -102,7 +102,7 @@ def test_a_three_node_workflow_runs_to_completed_through_serve_and_the_client(se
 
         # Then both completed with every node's details recorded
         assert text.status == "pending"
-        assert (done_text.status, done_text.results) == ("completed", "3")
+        assert (done_text.status, done_text.results["output"]) == ("completed", "3")
         assert seen_progress == sorted(seen_progress)
         assert done_text.progress.total_nodes == 3
         for node_id, node_result in done_text.node_executions.items():
@@ -112,7 +112,7 @@ def test_a_three_node_workflow_runs_to_completed_through_serve_and_the_client(se
         shout = next(n for n in done_text.node_executions.values() if n["name"] == "Shout")
         assert (shout["prompt"], shout["output"]) == ("one two three", "ONE TWO THREE")
         words = sum(len(line.split()) for line in SAMPLE_PDF_LINES)
-        assert (done_pdf.status, done_pdf.results) == ("completed", str(words))
+        assert (done_pdf.status, done_pdf.results["output"]) == ("completed", str(words))
 
         # And the original file downloads again byte for byte
         copy = client.download_execution_input(

@@ -108,11 +108,13 @@ def test_a_body_that_is_not_json_is_a_400(api):
     _assert_error(status, answer, 400)
 
 
-def test_a_node_on_an_unknown_model_is_404_and_not_written(api, local_stack: LocalStack):
+def test_a_node_on_an_unknown_model_is_409_and_not_written(api, local_stack: LocalStack):
+    # A body's reference that names nothing conflicts with what exists (404: the path's resource)
     _workflow_id, version_id, _ = _workflow_with_node(api)
     before = _count_items(local_stack)
     status, answer = api("POST", f"/versions/{version_id}/nodes", {"name": "x", "entity_id": "missing"})
-    _assert_error(status, answer, 404, "model_not_found")
+    _assert_error(status, answer, 409, "model_not_found")
+    assert answer["details"] == {"field": "entity_id"}
     assert _count_items(local_stack) == before
 
 

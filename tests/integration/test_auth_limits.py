@@ -82,8 +82,8 @@ def test_a_version_holds_at_most_the_node_limit(
     # When one more node is added
     body = {"name": "over", "entity_id": version["model_id"]}
     status, answer = api("POST", f"/versions/{version['id']}/nodes", body)
-    # Then it is refused, naming the limit
-    assert status == 400
+    # Then it is refused (409: the version is full), naming the limit
+    assert status == 409
     assert answer["code"] == "too_many_nodes"
     assert "at most 3 nodes" in answer["message"]
 

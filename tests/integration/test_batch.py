@@ -160,37 +160,43 @@ def batch_body(dataset_id: str, version_id: str, **config: Any) -> dict[str, Any
     }
 
 
-def test_a_bad_submission_is_refused_with_400_and_starts_nothing(
-    api: Any, docs: list[dict[str, Any]]
-) -> None:
+def test_a_bad_submission_is_refused_and_starts_nothing(api: Any, docs: list[dict[str, Any]]) -> None:
     # Given a dataset and a workflow
     dataset_id, version_id = dataset_with(api, docs)
     workflow_id = workflow_with(api, [("upper", {"model": "uppercase"}, {})])
     empty = ok(api("POST", f"/datasets/{dataset_id}/versions", {}), 201)
     path = f"/workflows/{workflow_id}/executions"
 
-    # When a submission is wrong, then it is refused at once with the reason
+    # When a submission is wrong, then it is refused at once with the reason: 400 for what the
+    # request itself gets wrong, 409 for what the dataset does not allow
     cases = [
         (
             batch_body(dataset_id, version_id, filter_query="lang =="),
+            400,
             "invalid_filter",
             "incomplete expression",
         ),
-        (batch_body(dataset_id, version_id, filter_query="nope(lang)"), "invalid_filter", "unknown function"),
-        (batch_body("missing", version_id), "dataset_not_found", "dataset 'missing'"),
-        (batch_body(dataset_id, "missing"), "dataset_version_not_found", "'missing'"),
-        (batch_body(dataset_id, empty["id"]), "dataset_version_not_ready", "has no items yet"),
-        (batch_body(dataset_id, version_id, input_field="body"), "unknown_input_field", "'body'"),
+        (
+            batch_body(dataset_id, version_id, filter_query="nope(lang)"),
+            400,
+            "invalid_filter",
+            "unknown function",
+        ),
+        (batch_body("missing", version_id), 409, "dataset_not_found", "dataset 'missing'"),
+        (batch_body(dataset_id, "missing"), 409, "dataset_version_not_found", "'missing'"),
+        (batch_body(dataset_id, empty["id"]), 409, "dataset_version_not_ready", "has no items yet"),
+        (batch_body(dataset_id, version_id, input_field="body"), 409, "unknown_input_field", "'body'"),
         (
             batch_body(dataset_id, version_id, input_field="extra"),
+            409,
             "unknown_input_field",
             "item 'doc-000' is kept by the filter but has no field 'extra'",
         ),
-        ({"input_mode": "batch"}, "invalid_input_mode", "needs batch_config"),
+        ({"input_mode": "batch"}, 400, "invalid_input_mode", "needs batch_config"),
     ]
-    for body, code, words in cases:
+    for body, expected, code, words in cases:
         status, answer = api("POST", path, body)
-        assert (status, answer["code"]) == (400, code), (body, answer)
+        assert (status, answer["code"]) == (expected, code), (body, answer)
         assert words in answer["message"], answer
     status, answer = api("POST", path, batch_body(dataset_id, version_id, parallelism=101))
     assert status == 400 and "parallelism" in answer["message"]
@@ -277,15 +283,17 @@ def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
     # When the results are downloaded as JSONL
     status, jsonl = api("GET", f"{path}/results", query={"format": "jsonl"})
 
-    # Then there is one line per item, in dataset order, JSON outputs kept as JSON
+    # Then there is one line per item, in dataset order: the output as text, a JSON node's
+    # parsed value beside it
     assert status == 200
     rows = [json.loads(line) for line in jsonl.splitlines()]
     assert [r["source_item_id"] for r in rows] == [f"r{i}" for i in range(12)]
+    assert json.loads(rows[1].pop("output")) == {"n": 1}
     assert rows[1] == {
         "source_item_id": "r1",
         "status": "completed",
         "input": '{"n": 1}',
-        "output": {"n": 1},
+        "parsed_output": {"n": 1},
         "error": None,
         "failed_node_id": None,
     }
@@ -294,8 +302,11 @@ def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
     # And as CSV, with a header and the same rows
     status, text = api("GET", f"{path}/results", query={"format": "csv"})
     table = list(csv.reader(io.StringIO(text)))
-    assert table[0] == ["source_item_id", "status", "input", "output", "error", "failed_node_id"]
-    assert table[2][:4] == ["r1", "completed", '{"n": 1}', '{"n": 1}']
+    assert table[0] == [
+        "source_item_id", "status", "input", "output", "parsed_output", "error", "failed_node_id"
+    ]  # fmt: skip
+    assert table[2][:3] == ["r1", "completed", '{"n": 1}']
+    assert json.loads(table[2][3]) == json.loads(table[2][4]) == {"n": 1}
     assert len(table) == 13
 
     # And the client pages them into the same file
@@ -303,13 +314,16 @@ def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
         target = client.download_execution_results(
             workflow_id, started["id"], tmp_path / "r.jsonl", page_size=5
         )
-        assert [json.loads(line) for line in target.read_text().splitlines()] == rows
+        downloaded = [json.loads(line) for line in target.read_text().splitlines()]
+        assert [{k: v for k, v in r.items() if k != "output"} for r in downloaded] == [
+            {k: v for k, v in r.items() if k != "output"} for r in rows
+        ]
 
         # And one item shows the record of each of its nodes
         item = client.get_execution_item(workflow_id, started["id"], "r0")
     assert item["status"] == "failed"
     assert [n["status"] for n in item["node_executions"].values()] == ["completed", "failed"]
-    assert [n["output"] for n in item["node_executions"].values()] == ["plain, text", None]
+    assert [n["output"] for n in item["node_executions"].values()] == ["plain, text", ""]
     assert next(iter(item["node_executions"].values()))["prompt"] == "plain, text"
 
     # And a completed item shows both of its nodes, the last one's record kept with its outcome
@@ -317,7 +331,8 @@ def test_results_download_as_jsonl_and_csv_and_each_item_shows_its_nodes(
         done = client.get_execution_item(workflow_id, started["id"], "r1")
     first, last = done["node_executions"].values()
     assert (first["status"], last["status"]) == ("completed", "completed")
-    assert last["output"] == {"n": 1} and last["prompt"] == '{"n": 1}' and last["attempts"] == 1
+    assert json.loads(last["output"]) == last["parsed_output"] == {"n": 1}
+    assert last["prompt"] == '{"n": 1}' and last["attempts"] == 1
     assert last["completed_at"] and last["duration_ms"] is not None
     status, answer = api("GET", f"{path}/items/nope")
     assert (status, answer["code"]) == (404, "item_not_found")

@@ -123,7 +123,7 @@ def test_run_wait_json_prints_the_finished_execution(cli: Cli, shout: str) -> No
     assert outcome.code == EXIT_OK
     execution = outcome.json()
     assert execution["status"] == "completed"
-    assert execution["results"] == "QUIET PLEASE"
+    assert execution["results"]["output"] == "QUIET PLEASE"
     assert [n["status"] for n in execution["node_executions"].values()] == ["completed", "completed"]
 
 
@@ -275,7 +275,7 @@ def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_it
     results = [json.loads(line) for line in lines]
     assert [r["source_item_id"] for r in results] == [item["id"] for item in items]
     assert [r["source_item_id"] for r in results if r["status"] == "failed"] == ["i01", "i05", "i09"]
-    assert results[0]["output"] == {"n": 0}
+    assert json.loads(results[0]["output"]) == results[0]["parsed_output"] == {"n": 0}
 
 
 def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
@@ -328,7 +328,7 @@ def test_rerun_starts_a_new_execution_with_the_same_input(cli: Cli, client: Clie
     assert outcome.code == EXIT_OK
     second = outcome.json()
     assert second["id"] != first["id"]
-    assert (second["rerun_of"], second["number"], second["results"]) == (first["id"], 2, "AGAIN")
+    assert (second["rerun_of"], second["number"], second["results"]["output"]) == (first["id"], 2, "AGAIN")
 
 
 def test_delete_removes_the_execution_from_the_history(cli: Cli, shout: str) -> None:

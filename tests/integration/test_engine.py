@@ -35,7 +35,7 @@ def test_diamond_runs_through_the_run_machine_and_joins(api: Any) -> None:
     # Then every node completed and D joined both branches
     assert execution["status"] == "completed", execution.get("error")
     assert execution["node_executions"][d]["output"] == "b:x|c:x"
-    assert execution["results"] == "b:x|c:x"
+    assert execution["results"]["output"] == "b:x|c:x"
 
 
 def test_a_node_starts_when_its_own_parents_end_not_its_level(api: Any) -> None:
@@ -190,7 +190,7 @@ def test_large_outputs_travel_by_reference(api: Any) -> None:
         add_node(api, version_id, f"c{i}", echo, "{{input}}")
     chain, _ = run(api, workflow_id, "y" * 30_000, timeout=60)
     assert chain["status"] == "completed", chain.get("error")
-    assert chain["results"] == "y" * 30_000
+    assert chain["results"]["output"] == "y" * 30_000
 
     wide_id, wide_version = new_version(api)
     root = add_node(api, wide_version, "root", echo, "{{input}}")

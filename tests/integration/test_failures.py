@@ -25,7 +25,7 @@ def test_transient_failures_are_retried_until_success(client: Client):
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="ok"))
     # Then the run completes after three attempts, each failed attempt's error recorded
     nodes = by_name(done)
-    assert done.status == "completed" and done.results == "OK"
+    assert done.status == "completed" and done.results["output"] == "OK"
     assert nodes["Flaky"]["status"] == "completed"
     assert nodes["Flaky"]["attempts"] == 3
     assert [e.split(":")[0] for e in nodes["Flaky"]["attempt_errors"]] == ["attempt 1", "attempt 2"]
@@ -119,7 +119,7 @@ def test_continue_on_failure_records_the_node_and_passes_on_the_last_good_output
     assert nodes["Optional"]["error"] == "enhancer is down"
     assert nodes["Optional"]["prompt"] == "HELLO"  # what the failed node was sent
     assert nodes["Last"]["prompt"] == "got: HELLO"
-    assert done.results == "got: HELLO"
+    assert done.results["output"] == "got: HELLO"
     assert done.error is None
 
 
@@ -238,7 +238,7 @@ def test_cancel_racing_completion_always_ends_in_one_consistent_outcome(client: 
         assert final.status == done.status
         if final.status == "completed":
             assert answer == [409]
-            assert final.results == "RACE" and node["status"] == "completed"
+            assert final.results["output"] == "RACE" and node["status"] == "completed"
         else:
             assert final.status == "cancelled" and answer == ["cancelled"], (final.error, answer)
             assert final.results is None
@@ -266,12 +266,12 @@ def test_an_execution_keeps_the_snapshot_it_ran_with_and_rerun_reuses_it(client:
         built.version_id, built.node_ids["Echo"], config={"input_template": "v2: {{input}}"}
     )
     # Then the old record keeps its meaning, a re-run repeats it, and a new run uses the edit
-    assert client.get_workflow_execution(built.workflow_id, first.id).results == "v1: a"
+    assert client.get_workflow_execution(built.workflow_id, first.id).results["output"] == "v1: a"
     rerun = client.rerun_workflow_execution(workflow_id=built.workflow_id, execution_id=first.id)
     assert rerun.id != first.id and rerun.rerun_of == first.id
-    assert wait(client, built, rerun).results == "v1: a"
+    assert wait(client, built, rerun).results["output"] == "v1: a"
     fresh = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="a"))
-    assert fresh.results == "v2: a"
+    assert fresh.results["output"] == "v2: a"
 
 
 def test_version_id_runs_that_version_even_when_another_is_active(client: Client):
@@ -288,8 +288,8 @@ def test_version_id_runs_that_version_even_when_another_is_active(client: Client
         built,
         client.execute_workflow(workflow_id=built.workflow_id, version_id=built.version_id, single_input="x"),
     )
-    assert (active.results, active.version_id) == ("new x", newer.id)
-    assert (pinned.results, pinned.version_id) == ("old x", built.version_id)
+    assert (active.results["output"], active.version_id) == ("new x", newer.id)
+    assert (pinned.results["output"], pinned.version_id) == ("old x", built.version_id)
 
 
 def test_an_abort_outside_relayflow_is_reconciled_to_cancelled(client: Client, local_stack: LocalStack):

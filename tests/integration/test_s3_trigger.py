@@ -106,7 +106,7 @@ def test_an_upload_starts_exactly_one_run_even_when_the_notification_arrives_twi
     # And it runs on its own copy of the file, which stays downloadable
     finished = wait_finished(api, workflow["id"], execution["id"])
     assert finished["status"] == "completed"
-    assert finished["results"] == "Revenue went up."
+    assert finished["results"]["output"] == "Revenue went up."
     status, data = api("GET", f"/workflows/{workflow['id']}/executions/{execution['id']}/input")
     assert status == 200 and data == "Revenue went up."
     # And the uploaded object is left where it was; nothing was rejected

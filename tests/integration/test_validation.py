@@ -60,8 +60,8 @@ def test_a_self_loop_is_refused(api: Any) -> None:
     a = add_node(api, version_id, "a", model)
     # When a node is connected to itself
     status, body = edge(api, version_id, a, a)
-    # Then 400 self_loop naming the node, and no edge is stored
-    assert status == 400
+    # Then 409 self_loop (the edge conflicts with the graph) naming the node, and no edge is stored
+    assert status == 409
     assert body["code"] == "self_loop"
     assert body["details"][0]["node_id"] == a
     assert ok(api("GET", f"/versions/{version_id}/edges"), 200)["items"] == []
@@ -74,8 +74,8 @@ def test_a_dangling_end_is_refused(api: Any) -> None:
     ghost = str(uuid.uuid4())
     # When an edge names a node that is not in the version
     status, body = edge(api, version_id, a, ghost)
-    # Then 400 dangling_edge naming the unknown id
-    assert status == 400
+    # Then 409 dangling_edge naming the unknown id
+    assert status == 409
     assert body["code"] == "dangling_edge"
     assert body["details"][0]["node_id"] == ghost
 
@@ -88,8 +88,8 @@ def test_an_edge_closing_a_cycle_is_refused(api: Any) -> None:
     ok(edge(api, version_id, b, c))
     # When c → a would close the loop a → b → c → a
     status, body = edge(api, version_id, c, a)
-    # Then 400 cycle, and the two earlier edges are all that is stored
-    assert status == 400
+    # Then 409 cycle, and the two earlier edges are all that is stored
+    assert status == 409
     assert body["code"] == "cycle"
     assert "(a → b → c → a)" in body["message"]
     assert sorted(body["details"][0]["node_ids"]) == sorted([a, b, c])
@@ -160,8 +160,8 @@ def test_every_problem_is_reported_at_once_and_nothing_is_saved(api: Any) -> Non
     # When the version is run anyway
     status, body = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
 
-    # Then the run is refused with the same list, and no execution exists
-    assert status == 400
+    # Then the run is refused with the same list (409: the version cannot run), and no execution exists
+    assert status == 409
     assert body["code"] == "invalid_workflow_version"
     assert body["details"] == result["problems"]
     assert ok(api("GET", f"/workflows/{workflow_id}/executions"), 200)["items"] == []
@@ -221,4 +221,4 @@ def test_a_stored_cycle_is_reported_with_all_its_nodes(api: Any, local_stack: Lo
     assert sorted(problems[0]["node_ids"]) == sorted([a, b, c])
     assert "(a → b → c → a)" in problems[0]["message"]
     # And the run is refused with that same problem
-    assert (status, body["code"], body["details"]) == (400, "invalid_workflow_version", problems)
+    assert (status, body["code"], body["details"]) == (409, "invalid_workflow_version", problems)

@@ -140,7 +140,7 @@ def test_a_receiver_gets_a_correctly_signed_webhook_when_a_run_completes(
     assert payload["data"]["id"] == execution["id"]
     assert payload["data"]["workflow_id"] == workflow_id
     assert payload["data"]["status"] == "completed"
-    assert payload["data"]["results"] == "HELLO HOOKS"
+    assert payload["data"]["results"]["output"] == "HELLO HOOKS"
     # And the attempt is recorded and listed, for the execution and for the workflow
     (attempt,) = deliveries(api, workflow_id, execution["id"], 1)
     assert attempt["outcome"] == "delivered" and attempt["response_status"] == 200 and attempt["final"]
@@ -410,7 +410,7 @@ def test_a_re_send_needs_a_finished_run_with_a_callback_url(
     execution = run_to_end(api, workflow_id, {"single_input": "x"})
     # Then a re-send says what is missing
     status, body = api("POST", f"/workflows/{workflow_id}/executions/{execution['id']}/deliveries")
-    assert (status, body["code"]) == (400, "no_callback_url")
+    assert (status, body["code"]) == (409, "no_callback_url")
     # And a run still going has nothing to re-send yet
     _, sleepy = api("POST", "/models", {"name": "s", "provider": "builtin", "config": {"model": "sleep"}})
     _, workflow = api("POST", "/workflows", {"name": "slow", "callback_url": receiver.url})

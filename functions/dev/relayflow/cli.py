@@ -131,6 +131,11 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def final_output(execution: Execution) -> str | None:
+    """A finished single run's output: the text its last node produced."""
+    return (execution.results or {}).get("output")
+
+
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None
@@ -289,7 +294,7 @@ def outcome(ui: Ui, execution: Execution) -> int:
     )
     ui.print(line)
     if execution.status == "completed" and execution.input_mode == "single":
-        ui.print(Text(as_text(execution.results)))
+        ui.print(Text(final_output(execution) or ""))
     elif execution.error:
         ui.err.print(Text("error: ", style="bold red") + Text(execution.error))
     return STATUS_EXIT.get(execution.status, EXIT_OK)
@@ -395,7 +400,7 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     if execution.error:
         summary.add_row("error", Text(execution.error, style="red"))
     if execution.status == "completed" and execution.input_mode == "single":
-        summary.add_row("result", short(execution.results, 200))
+        summary.add_row("result", short(final_output(execution), 200))
     ui.print(summary)
     if execution.node_executions:
         ui.print(node_table(execution))
@@ -578,9 +583,10 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         if execution.status != "completed":
             ui.note(f"execution #{execution.number} is {execution.status}: it has no final result.")
         if args.jsonl:
-            ui.jsonl({"execution_id": execution.id, "status": execution.status, "output": execution.results})
-        elif execution.results is not None:
-            ui.print(Text(as_text(execution.results)))
+            output = final_output(execution)
+            ui.jsonl({"execution_id": execution.id, "status": execution.status, "output": output})
+        elif final_output(execution) is not None:
+            ui.print(Text(final_output(execution) or ""))
         return STATUS_EXIT.get(execution.status, EXIT_OK)
     count, next_token = 0, None
     table = Table()

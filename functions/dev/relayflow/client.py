@@ -65,9 +65,15 @@ class ApiError(Exception):
 
 
 class Execution(_Execution):
-    """An execution as the client sees it: node results are plain dicts, as in the reference docs."""
+    """An execution as the client sees it: its results and node records are plain dicts, as the
+    reference documentation reads them (``results.get("items", [])``, ``node["output"]``).
+
+    ``results`` of a finished single run: ``{"output": <text>, "parsed_output": <value of a JSON
+    node>, ...}``; of a batch run: ``{"items": [...], "next_token", "total_items"}``. A node's
+    ``output`` is the text its model produced, ``parsed_output`` the parsed value of a JSON node."""
 
     node_executions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # type: ignore[assignment]
+    results: dict[str, Any] | None = None  # type: ignore[assignment]
 
 
 class Page(list[T]):
@@ -429,7 +435,7 @@ class Client:
 
     def resend_webhook(self, workflow_id: str, execution_id: str) -> WebhookResend:
         """Send a finished execution's webhook again: a new round of attempts (the same delivery id),
-        recorded in its deliveries. 409 while the execution runs; 400 without a callback URL."""
+        recorded in its deliveries. 409 while the execution runs, or without a callback URL."""
         path = f"/workflows/{workflow_id}/executions/{execution_id}/deliveries"
         return WebhookResend.model_validate(self._json("POST", path))
 

@@ -82,7 +82,7 @@ def watch(client: Client, workflow_id: str, execution: Execution, poll: float = 
 
 def report(execution: Execution) -> None:
     if execution.status == "completed":
-        console.print(f"  [bold]results:[/] {_short(execution.results, 200)}")
+        console.print(f"  [bold]results:[/] {_short((execution.results or {}).get('output') or '', 200)}")
     elif execution.error:
         console.print(f"  [bold red]error:[/] {execution.error}")
     table = Table(show_lines=False, pad_edge=False)

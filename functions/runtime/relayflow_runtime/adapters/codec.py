@@ -35,13 +35,14 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
 def decode_cursor(token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
-    from relayflow_runtime.errors import InvalidInput
+    from relayflow_runtime.errors import InvalidNextToken, check_cursor_shape
 
+    check_cursor_shape(token)
     try:
         padded = token + "=" * (-len(token) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, json.JSONDecodeError) as exc:
-        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token") from exc
-    if not isinstance(value, dict) or not all(isinstance(v, (str, int)) for v in value.values()):
-        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token")
+        raise InvalidNextToken() from exc
+    if not isinstance(value, dict) or not value or not all(isinstance(v, (str, int)) for v in value.values()):
+        raise InvalidNextToken()
     return to_dynamo(value)

@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
-from relayflow_runtime.errors import InvalidInput, NotFound
+from relayflow_runtime.errors import InvalidNextToken, NotFound
 
 _KEY_FIELDS = (
     "pk",
@@ -90,6 +90,26 @@ def sweep_keys(tenant: str, execution: dict[str, Any], partition: str) -> dict[s
 
 def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in from_dynamo(item).items() if k not in _KEY_FIELDS}
+
+
+def _partition(condition: Any) -> tuple[str, Any] | None:
+    """The (name, value) of the partition key a query's key condition names, if it names one."""
+    operator = getattr(condition, "expression_operator", None)
+    values = getattr(condition, "_values", ())
+    if operator == "=" and values and hasattr(values[0], "name"):
+        return values[0].name, values[1]
+    if operator == "AND":
+        return next((found for part in values if (found := _partition(part))), None)
+    return None
+
+
+def _check_cursor(start: dict[str, Any], key_condition: Any, index: str | None) -> None:
+    """A cursor is the last key of a page of this very query: the table's key (and the index's,
+    ``gsiN`` keyed by ``gsiNpk``/``gsiNsk``), in the partition the query reads."""
+    expected = {"pk", "sk"} | ({f"{index}pk", f"{index}sk"} if index else set())
+    partition = _partition(key_condition)
+    if set(start) != expected or (partition is not None and start.get(partition[0]) != partition[1]):
+        raise InvalidNextToken()
 
 
 class TableStore:
@@ -183,6 +203,8 @@ class TableStore:
         if filter_expression is not None:
             kwargs["FilterExpression"] = filter_expression
         start = decode_cursor(next_token)
+        if start is not None:
+            _check_cursor(start, key_condition, index)
         items: list[dict[str, Any]] = []
         # A filter can return short pages: keep reading until the page is full or the index ends.
         while True:
@@ -193,9 +215,7 @@ class TableStore:
                 response = self.table.query(**kwargs)
             except ClientError as exc:
                 if start and exc.response["Error"]["Code"] == "ValidationException":
-                    raise InvalidInput(
-                        "next_token is not a token this API returned.", code="invalid_token"
-                    ) from exc
+                    raise InvalidNextToken() from exc
                 raise
             items.extend(response.get("Items", []))
             start = response.get("LastEvaluatedKey")

@@ -19,6 +19,10 @@ from relayflow_runtime.domain.datasets import (
     MAX_LINE_BYTES,
 )
 from relayflow_runtime.domain.templating import MAX_TEMPLATE_LENGTH
+
+# A file input sent through the API (decoded; a Lambda request carries 6 MB, base64 included) and
+# a text input of a single run: services.executions checks them, the request schema states them.
+from relayflow_runtime.schemas.api import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.schemas.dataset_api import MAX_INLINE_ITEMS, MAX_RESULTS_PAGE
 from relayflow_runtime.schemas.entities import (
     MAX_BATCH_PARALLELISM,
@@ -28,6 +32,8 @@ from relayflow_runtime.schemas.entities import (
 
 #: Most nodes in one workflow version (services.authoring).
 MAX_NODES_PER_VERSION = 50
+#: A model's config, as JSON (services.authoring; it is one DynamoDB attribute, items are 400 KB).
+MAX_MODEL_CONFIG_BYTES = 64 * 1024
 #: Largest download (batch results, an input file) answered in one HTTP response (a Lambda answer
 #: is at most 6 MB); larger: a presigned URL where one can be offered, else 413 (services.downloads).
 MAX_RESULTS_DOWNLOAD_BYTES = 5 * 1024 * 1024
@@ -40,11 +46,6 @@ MAX_UPLOAD_PARTS = -(-MAX_DATASET_FILE_BYTES // UPLOAD_PART_BYTES)
 MAX_JSON_ARRAY_BYTES = 64 * 1024 * 1024
 #: Most items in one page of dataset items (services.dataset_service).
 MAX_DATASET_ITEMS_PAGE = 1000
-#: A file input sent through the API, decoded (services.executions); a Lambda request payload
-#: is at most 6 MB, base64 included.
-MAX_INPUT_FILE_BYTES = 4 * 1024 * 1024
-#: A text input of a single run (services.executions).
-MAX_SINGLE_INPUT_CHARS = 1_000_000
 
 #: Largest request body the API function accepts (a synchronous Lambda invocation carries 6 MB).
 MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024
@@ -74,7 +75,8 @@ LIMITS: tuple[Limit, ...] = (
     Limit("input_file", MAX_INPUT_FILE_BYTES, "bytes", 400, "a file input sent through the API (decoded)"),
     Limit("single_input", MAX_SINGLE_INPUT_CHARS, "characters", 400, "a text input of a single run"),
     Limit("template_length", MAX_TEMPLATE_LENGTH, "characters", 400, "a node's input_template"),
-    Limit("nodes_per_version", MAX_NODES_PER_VERSION, "nodes", 400, "nodes in one workflow version"),
+    Limit("nodes_per_version", MAX_NODES_PER_VERSION, "nodes", 409, "nodes in one workflow version"),
+    Limit("model_config", MAX_MODEL_CONFIG_BYTES, "bytes", 400, "a model's config, as JSON"),
     Limit("dataset_file", MAX_DATASET_FILE_BYTES, "bytes", 400, "one dataset file"),
     Limit("dataset_json_array", MAX_JSON_ARRAY_BYTES, "bytes", 400, "a .json array file (read whole)"),
     Limit("dataset_line", MAX_LINE_BYTES, "bytes", 400, "one line (item) of a JSONL or CSV file"),

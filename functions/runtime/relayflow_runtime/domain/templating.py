@@ -53,6 +53,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias
 
+# The longest accepted template, in characters: defined with the request schemas (the document
+# states it), checked here with its own error code (template_too_long).
+from relayflow_runtime.schemas.entities import MAX_TEMPLATE_LENGTH
+
 __all__ = [
     "MAX_RENDERED_LENGTH",
     "MAX_SECTION_DEPTH",
@@ -66,8 +70,6 @@ __all__ = [
     "unavailable_variables",
 ]
 
-#: Longest accepted template, in characters.
-MAX_TEMPLATE_LENGTH = 20_000
 #: Deepest accepted nesting of sections.
 MAX_SECTION_DEPTH = 32
 #: Longest rendered text, in characters (nested loops over large lists could otherwise explode).

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,17 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
+    ResponseValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from relayflow_runtime import __version__
 from relayflow_runtime.domain.limits import MAX_ID_LENGTH, MAX_REQUEST_BODY_BYTES
 from relayflow_runtime.errors import NotFound, RelayflowError
-from relayflow_runtime.handlers.authorizer import API_KEY_HEADER, install_redaction
-from relayflow_runtime.handlers.context import enforce_access, required_scope
+from relayflow_runtime.handlers import openapi
+from relayflow_runtime.handlers.authorizer import install_redaction
+from relayflow_runtime.handlers.context import enforce_access
 from relayflow_runtime.handlers.routes import (
     apikeys,
     dashboard,
@@ -33,6 +33,7 @@ from relayflow_runtime.handlers.routes import (
     webhooks,
     workflows,
 )
+from relayflow_runtime.schemas.responses import Health
 
 logger = Logger()
 tracer = Tracer()
@@ -42,7 +43,10 @@ install_redaction(logger)
 # Most requests publish no metric; that is expected, not worth a warning per request.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-app = APIGatewayHttpResolver(enable_validation=True)
+# The resolver validates request bodies and parameters against the routes' models (400 here), and
+# what each route returns against its declared response model: a route that answers something its
+# schema does not allow is relayflow's own error (500, logged), never the caller's.
+app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
 app.include_router(workflows.router)
 app.include_router(models.router)
 app.include_router(executions.router)
@@ -65,9 +69,15 @@ def refuse_long_ids(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
 app.use(middlewares=[enforce_access, refuse_long_ids])
 
 
-@app.get("/health", tags=["meta"])
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+@app.get(
+    "/health",
+    operation_id="getHealth",
+    summary="Is the API up?",
+    tags=["meta"],
+    response_description="The service's status and version",
+)
+def health() -> Health:
+    return Health(version=__version__)
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -75,72 +85,18 @@ def openapi_json() -> Response[str]:
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_text())
 
 
-ERROR_STATUSES = {
-    400: "The request is not valid (a field, a limit, the state of a resource).",
-    401: "No API key was sent.",
-    403: "The API key is not valid, revoked, expired, or lacks the route's scope.",
-    404: "No such route, or no such resource for this tenant.",
-    409: "The resource's state does not allow this (e.g. cancelling a finished run).",
-    413: "The request body is larger than the limit.",
-    415: "The request body is not JSON (send Content-Type: application/json).",
-}
-# API Gateway's own 401/403 answers carry only a message: the error code is optional in the contract.
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-}
-
-
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document of this API, generated from its routes (kept in relayflow_runtime/openapi.json).
-
-    Each operation names the scope it needs (``x-required-scope``) and the error answers it may give,
-    all ``{"code", "message"}``; validation errors are 400 (not Powertools' default 422).
-    """
-    document = json.loads(
-        app.get_openapi_json_schema(
-            title="relayflow",
-            version=__version__,
-            description="Versioned AI workflows on AWS Step Functions. Send an API key in x-api-key.",
-            security_schemes={"apiKey": APIKey(name=API_KEY_HEADER, in_=APIKeyIn.header)},
-            security=[{"apiKey": []}],
-        )
-    )
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    schemas["Error"] = ERROR_SCHEMA
-    for name in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(name, None)
-    for path, operations in document.get("paths", {}).items():
-        route = path.replace("{", "<").replace("}", ">")
-        for method, operation in operations.items():
-            scope = required_scope(method, route)
-            operation["x-required-scope"] = scope
-            responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
-            if scope is None:
-                operation["security"] = []
-            for status, description in ERROR_STATUSES.items():
-                if scope is None and status in (401, 403):
-                    continue
-                responses.setdefault(
-                    str(status),
-                    {
-                        "description": description,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                    },
-                )
-    return document
+    """The OpenAPI document of this API (see handlers/openapi.py)."""
+    return openapi.build_document(app)
 
 
-@lru_cache(maxsize=1)
 def openapi_text() -> str:
-    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+    return openapi.document_text(app)
 
 
 def committed_openapi_path() -> Path:
     """Where the document is kept (``relayflow openapi -o`` this path regenerates it)."""
-    return Path(__file__).resolve().parents[1] / "openapi.json"
+    return openapi.committed_path()
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
@@ -175,11 +131,29 @@ def handle_unsupported_content_type(_: RequestUnsupportedContentType) -> Respons
     )
 
 
+def allowed_methods(path: str) -> list[str]:
+    """The methods some route declares for this path (empty: no route has this path)."""
+    routes = app._static_routes + app._dynamic_routes
+    return sorted({route.method for route in routes if route.rule.match(path)})
+
+
 @app.not_found
 def handle_not_found(_: Exception) -> Response:
-    return error_response(
-        404, "route_not_found", f"no route {app.current_event.http_method} {app.current_event.path}."
-    )
+    method, path = app.current_event.http_method, app.current_event.path
+    allowed = allowed_methods(path)
+    if allowed:
+        answer = error_response(
+            405, "method_not_allowed", f"{path} answers {', '.join(allowed)}, not {method[:20]}."
+        )
+        answer.headers["Allow"] = ", ".join(allowed)
+        return answer
+    return error_response(404, "route_not_found", f"no route {method[:20]} {path}.")
+
+
+@app.exception_handler(ResponseValidationError)
+def handle_invalid_answer(exc: ResponseValidationError) -> Response:
+    logger.error("a route's answer does not match its response model", extra={"errors": exc.errors()})
+    return error_response(500, "internal_error", "relayflow failed to answer; the error was logged.")
 
 
 @app.exception_handler(Exception)

@@ -17,9 +17,12 @@ template declares the same routes with ``Auth: {Authorizer: NONE}`` (a test keep
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from relayflow_runtime.errors import Forbidden, Unauthorized
+from relayflow_runtime.schemas.responses import CURSOR_DESCRIPTION
 from relayflow_runtime.services.apikeys import TENANT_PATTERN, Principal
 
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
@@ -28,6 +31,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/dashboard"),
         ("GET", "/dashboard/<asset>"),
         ("GET", "/health"),
+        ("ANY", "/health"),  # other methods: the function's 405, not the authorizer's 401
         ("GET", "/openapi.json"),
     }
 )
@@ -78,7 +82,11 @@ def current_tenant(event: Any) -> str:
 def enforce_access(app: Any, next_middleware: Callable[[Any], Any]) -> Any:
     """Global middleware: the matched route's scope must be one the caller's key holds."""
     route = app.context.get("_route")
-    scope = required_scope(route.method, route.path) if route is not None else "write"
+    if route is None or not any(route is r for r in app._static_routes + app._dynamic_routes):
+        # No route matched (the resolver's stand-in route): the answer is a 404 or a 405 that names
+        # no resource, and the gateway's authorizer guards every path but the public ones.
+        return next_middleware(app)
+    scope = required_scope(route.method, route.path)
     if scope is not None:
         principal = principal_of(app.current_event.raw_event)
         if scope not in principal.scopes:
@@ -89,5 +97,7 @@ def enforce_access(app: Any, next_middleware: Callable[[Any], Any]) -> Any:
     return next_middleware(app)
 
 
-def page(items: list[Any], next_token: str | None) -> dict[str, Any]:
-    return {"items": [i.model_dump(mode="json") for i in items], "next_token": next_token}
+# The paging parameters of every listing (the document's schema of next_token, its pattern and
+# length, is set in handlers/api.py: the listings refuse a bad cursor as invalid_next_token).
+Limit = Annotated[int, Query(ge=1, le=200, description="Most items in the page.")]
+NextToken = Annotated[str | None, Query(description=CURSOR_DESCRIPTION)]

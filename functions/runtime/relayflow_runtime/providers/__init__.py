@@ -93,6 +93,34 @@ def _validate_rate_limit(limit: Any) -> list[str]:
     return problems
 
 
+def config_schemas() -> dict[str, dict[str, Any]]:
+    """Each provider's model config as JSON Schema: what validate_model_config accepts (the OpenAPI
+    document gives it to CreateModel; the API's fuzz tests hold the two to each other)."""
+    price = {"type": ["number", "null"], "minimum": 0}
+    common: dict[str, Any] = {
+        "properties": {
+            "price": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {key: price for key in PRICE_KEYS},
+                "description": "US dollars per 1,000 tokens, for estimated costs.",
+            },
+            "rate_limit": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "minProperties": 1,
+                "properties": {key: {"type": ["integer", "null"], "minimum": 1} for key in RATE_LIMIT_KEYS},
+                "description": "Most calls and tokens per minute, shared by every caller of this model.",
+            },
+        },
+        "not": {
+            "description": "secrets are never inline",
+            "anyOf": [{"required": [key]} for key in _INLINE_SECRET_KEYS],
+        },
+    }
+    return {name: {"allOf": [adapter.CONFIG_SCHEMA, common]} for name, adapter in _ADAPTERS.items()}
+
+
 def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> list[str]:
     """Human-readable problems with a model definition; an empty list means it is usable."""
     if provider not in _ADAPTERS:

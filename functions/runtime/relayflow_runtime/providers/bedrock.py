@@ -54,6 +54,31 @@ PERMANENT_CODES = frozenset(
 INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
 
 
+#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a bedrock config).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_id"],
+    "properties": {
+        "model_id": {
+            "type": "string",
+            "pattern": r"\S",
+            "examples": ["anthropic.claude-3-haiku-20240307-v1:0"],
+        },
+        "system_prompt": {"type": "string"},
+        "inference": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "maxTokens": {"type": "integer", "minimum": 1},
+                "temperature": {"type": "number", "minimum": 0},
+                "topP": {"type": "number", "minimum": 0},
+                "stopSequences": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
 def validate(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     model_id = config.get("model_id")

@@ -229,6 +229,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _when(model: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"if": {"properties": {"model": {"const": model}}}, "then": {"properties": properties}}
+
+
+#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a builtin config).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {"model": {"enum": list(MODELS), "description": "Which builtin model."}},
+    "allOf": [
+        _when("summarize", {"sentences": {"type": "integer", "minimum": 1}}),
+        _when("keywords", {"top_k": {"type": "integer", "minimum": 1}}),
+        _when("sleep", {"seconds": {"type": "number", "minimum": 0}}),
+        _when("flaky", {"failures": {"type": "integer", "minimum": 0}, "permanent": {"type": "boolean"}}),
+        _when("fail", {"message": {"type": "string"}}),
+    ],
+}
+
+
 def validate(config: Mapping[str, Any]) -> list[str]:
     model = config.get("model")
     if not isinstance(model, str) or not model:

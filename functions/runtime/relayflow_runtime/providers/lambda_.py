@@ -64,6 +64,17 @@ PERMANENT_CODES = frozenset(
 TRANSIENT_ERROR_TYPE_MARKERS = ("throttl", "timeout", "timedout", "transient")
 
 
+#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a lambda config).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["function_name"],
+    "properties": {
+        "function_name": {"type": "string", "pattern": r"\S", "description": "A function name or ARN."},
+        "qualifier": {"type": "string", "minLength": 1},
+    },
+}
+
+
 def validate(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     name = config.get("function_name")

@@ -54,6 +54,31 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of an openai config).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["base_url", "model"],
+    "properties": {
+        "base_url": {"type": "string", "pattern": "^https?://", "examples": ["https://api.openai.com/v1"]},
+        "model": {"type": "string", "pattern": r"\S", "examples": ["gpt-4o-mini"]},
+        "system_prompt": {"type": "string"},
+        "temperature": {"type": "number", "minimum": 0},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "timeout": {"type": "number", "exclusiveMinimum": 0},
+        "api_key_secret_arn": {"type": ["string", "null"], "minLength": 1},
+        "api_key_parameter": {"type": ["string", "null"], "minLength": 1},
+    },
+    "not": {
+        "description": "either api_key_secret_arn or api_key_parameter, not both",
+        "required": ["api_key_secret_arn", "api_key_parameter"],
+        "properties": {
+            "api_key_secret_arn": {"type": "string", "minLength": 1},
+            "api_key_parameter": {"type": "string", "minLength": 1},
+        },
+    },
+}
+
+
 def validate(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     base_url = config.get("base_url")

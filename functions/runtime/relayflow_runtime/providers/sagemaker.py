@@ -53,6 +53,40 @@ TRANSIENT_CODES = frozenset(
 PERMANENT_CODES = frozenset({"ValidationError", "AccessDeniedException"})
 
 
+#: JSON holding the prompt placeholder: a string containing it, or an array or object with such a
+#: value (or key) at any depth (what ``PROMPT_PLACEHOLDER in json.dumps(template)`` accepts).
+HOLDS_PROMPT: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"\{\{prompt\}\}"},
+        {"type": "array", "items": {}, "contains": {"$ref": "#/components/schemas/SagemakerPromptTemplate"}},
+        {
+            "type": "object",
+            "not": {
+                "additionalProperties": {"not": {"$ref": "#/components/schemas/SagemakerPromptTemplate"}}
+            },
+        },
+        {"type": "object", "not": {"propertyNames": {"not": {"pattern": r"\{\{prompt\}\}"}}}},
+    ]
+}
+
+#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a sagemaker config).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["endpoint_name"],
+    "properties": {
+        "endpoint_name": {"type": "string", "pattern": r"\S"},
+        "content_type": {"type": "string", "minLength": 1},
+        "accept": {"type": "string", "minLength": 1},
+        "target_variant": {"type": "string", "minLength": 1},
+        "parameters": {"type": "object"},
+        "request_template": {
+            "anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/SagemakerPromptTemplate"}],
+            "description": f"The request body, with {PROMPT_PLACEHOLDER} where the prompt goes.",
+        },
+    },
+}
+
+
 def validate(config: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     endpoint = config.get("endpoint_name")

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from relayflow_runtime.schemas.api import MAX_NAME_LENGTH
-from relayflow_runtime.schemas.entities import MAX_BATCH_PARALLELISM
+from relayflow_runtime.schemas.entities import MAX_BATCH_PARALLELISM, RequestModel
 
 #: Most items sent in one ``items=[...]`` request (larger lists go through an upload).
 MAX_INLINE_ITEMS = 10_000
@@ -19,7 +19,7 @@ MAX_INLINE_ITEMS = 10_000
 MAX_RESULTS_PAGE = 1000
 
 
-class Body(BaseModel):
+class Body(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -57,7 +57,8 @@ class RetryFailed(Body):
 
 
 # ---- the download formats of batch results -----------------------------------------------------------
-RESULT_COLUMNS = ("source_item_id", "status", "input", "output", "error", "failed_node_id")
+# ``output`` is the text of the item's last node; ``parsed_output`` its parsed value (JSON nodes).
+RESULT_COLUMNS = ("source_item_id", "status", "input", "output", "parsed_output", "error", "failed_node_id")
 
 
 def result_row(result: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def result_row(result: BaseModel | dict[str, Any]) -> dict[str, Any]:
 
 def format_rows(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[bytes]:
     """JSONL: one JSON object per line. CSV: a header row, then one row per item; a value that is
-    not a string (a JSON node output) is written as JSON, null as an empty field."""
+    not a string (an input item, a parsed output) is written as JSON, null as an empty field."""
     if fmt == "jsonl":
         for row in rows:
             yield json.dumps(row, ensure_ascii=False).encode() + b"\n"

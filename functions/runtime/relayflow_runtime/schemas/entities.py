@@ -1,10 +1,18 @@
-"""Domain entities: what the API returns and what the stores persist (mapped explicitly there)."""
+"""Domain entities: what the API returns and what the stores persist (mapped explicitly there).
+
+Every entity is also a response schema of the OpenAPI document. The API always sends every field
+(null when there is no value), so in the document every field of a response is ``required``
+(``json_schema_serialization_defaults_required``); request bodies keep their optional fields, and
+a model used both ways (``VersionConfig``, ``NodeConfig``, ``BatchConfig``) gets two schemas,
+``...-Input`` and ``...-Output``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -18,14 +26,71 @@ MAX_NODE_TIMEOUT_SECONDS = 900  # the node-runner Lambda's own timeout
 MAX_WORKFLOW_TIMEOUT_SECONDS = 7 * 24 * 3600
 #: Most items of a batch run at once (the distributed Map's MaxConcurrency).
 MAX_BATCH_PARALLELISM = 100
+#: Longest node input template, in characters (domain.templating checks it: template_too_long).
+MAX_TEMPLATE_LENGTH = 20_000
+#: What the document says of an input template: Mustache whose syntax domain.templating checks (an
+#: open "format": JSON Schema cannot express balanced sections).
+TEMPLATE_SCHEMA: dict[str, Any] = {
+    "format": "mustache",
+    "maxLength": MAX_TEMPLATE_LENGTH,
+    "description": "The prompt, as a logic-less Mustache template: {{input}} (the parent's output or "
+    "the run's input), {{nodes.NAME}} (an upstream node's output), {{item.FIELD}} (batch runs); "
+    "sections {{#x}}...{{/x}} and {{^x}}...{{/x}}. Partials and delimiter changes are refused; "
+    "a template that does not parse is 400 invalid_template.",
+}
+
+
+def _is_number(annotation: Any) -> bool:
+    kinds = {annotation, *get_args(annotation)}
+    return bool(kinds & {int, float}) and bool not in kinds
+
+
+class RequestModel(BaseModel):
+    """A request body (or a part of one): unknown fields refused, and a number is JSON's number
+    (2.0 is the integer 2), never a boolean (which Python would take for 0 or 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(name), bool) and _is_number(field.annotation):
+                    raise ValueError(f"{name} must be a number, not true or false")
+        return data
 
 
 class Entity(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True)
 
 
-class VersionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def output_text(value: Any) -> str:
+    """A node's output as the text the model produced: text as it is, a parsed JSON value as
+    compact JSON (records written before outputs were kept as text held the parsed value)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def with_text_output(data: Any) -> Any:
+    """``output`` always text, ``parsed_output`` the parsed value of a JSON node: accepts records
+    that keep the text and the value apart and records that kept the parsed value in ``output``."""
+    if not isinstance(data, dict):
+        return data
+    output = data.get("output")
+    if isinstance(output, str):
+        return data
+    if output is None:
+        return {**data, "output": ""} if "output" in data else data
+    parsed = data.get("parsed_output")
+    return {**data, "output": output_text(output), "parsed_output": output if parsed is None else parsed}
+
+
+class VersionConfig(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0, le=10)
     retry_delay_seconds: int = Field(DEFAULT_RETRY_DELAY_SECONDS, ge=1, le=3600)
@@ -33,11 +98,13 @@ class VersionConfig(BaseModel):
     node_timeout: int = Field(DEFAULT_NODE_TIMEOUT_SECONDS, ge=1, le=MAX_NODE_TIMEOUT_SECONDS)
 
 
-class NodeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NodeConfig(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
-    input_template: str = "{{input}}"
-    timeout: int | None = Field(None, ge=1, le=MAX_NODE_TIMEOUT_SECONDS)
+    input_template: str = Field("{{input}}", json_schema_extra=TEMPLATE_SCHEMA)
+    timeout: int | None = Field(
+        None, ge=1, le=MAX_NODE_TIMEOUT_SECONDS, description="Seconds; null: the version's node_timeout."
+    )
     on_failure: Literal["stop", "continue"] = "stop"
     output_format: Literal["text", "json"] = "text"
 
@@ -99,8 +166,8 @@ class InputFile(Entity):
     size: int = 0
 
 
-class BatchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BatchConfig(RequestModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     dataset_id: str
     dataset_version_id: str
@@ -131,11 +198,15 @@ class TokenUsage(Entity):
 
 
 class NodeExecution(Entity):
+    """One node of a run: what it was sent (``prompt``), what the model answered (``output``, the
+    text; empty until the node completes), and for a node declared ``output_format: "json"`` the
+    parsed value (``parsed_output``, null for text nodes)."""
+
     node_id: str
     name: str = ""
     status: NodeStatus = "pending"
-    #: The text the model produced.
-    output: Any = None
+    #: The text the model produced (empty until the node completes).
+    output: str = ""
     #: For a node declared ``output_format: "json"``: its output, parsed.
     parsed_output: Any = None
     prompt: str | None = None
@@ -146,6 +217,11 @@ class NodeExecution(Entity):
     started_at: str | None = None
     completed_at: str | None = None
     usage: TokenUsage | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_output(cls, data: Any) -> Any:
+        return with_text_output(data)
 
 
 class ExecutionTrigger(Entity):
@@ -158,12 +234,61 @@ class ExecutionTrigger(Entity):
     version_id: str | None = None
 
 
+class BatchItemResult(Entity):
+    """One item of a batch run, as the results API returns it: ``output`` is the text its last node
+    produced (empty until the item completes), ``parsed_output`` that node's parsed value when it
+    is declared ``output_format: "json"``."""
+
+    source_item_id: str
+    status: Literal["pending", "completed", "failed"] = "pending"
+    input: Any = None
+    output: str = ""
+    parsed_output: Any = None
+    error: str | None = None
+    failed_node_id: str | None = None
+    duration_ms: int | None = None
+    completed_at: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_output(cls, data: Any) -> Any:
+        return with_text_output(data)
+
+
+class ExecutionResults(Entity):
+    """What a finished run produced. A single run: ``output``, the text of its last node that
+    produced one, and ``parsed_output`` when that node is declared ``output_format: "json"``
+    (``items`` is empty). A batch run: the first page of its item results (``items``, with
+    ``next_token`` for the results API) and ``total_items``."""
+
+    output: str | None = None
+    parsed_output: Any = None
+    items: list[BatchItemResult] = Field(default_factory=list)
+    next_token: str | None = None
+    total_items: int | None = None
+
+    @classmethod
+    def of_single_run(cls, final: Any, parsed: Any = None) -> ExecutionResults | None:
+        """A single run's results from the stored final output (text, or a parsed JSON value)."""
+        if final is None:
+            return None
+        if isinstance(final, str):
+            return cls(output=final, parsed_output=parsed)
+        return cls(output=output_text(final), parsed_output=final if parsed is None else parsed)
+
+
 class Execution(Entity):
+    """A run of a workflow version over one input (``single``) or a dataset (``batch``)."""
+
     id: str
     workflow_id: str
     version_id: str
     number: int = 0
-    status: ExecutionStatus = "pending"
+    status: ExecutionStatus = Field(
+        "pending",
+        description="pending (queued) → running → completed | failed | cancelled; never backwards, "
+        "never two terminal states.",
+    )
     input_mode: Literal["single", "batch"] = "single"
     single_input: str | None = None
     input_file: InputFile | None = None
@@ -173,9 +298,11 @@ class Execution(Entity):
     started_at: str | None = None
     completed_at: str | None = None
     progress: ExecutionProgress = Field(default_factory=ExecutionProgress)
-    results: Any = None
-    error: str | None = None
-    node_executions: dict[str, NodeExecution] = Field(default_factory=dict)
+    results: ExecutionResults | None = Field(None, description="Set once the run has finished.")
+    error: str | None = Field(None, description="Why the run failed.")
+    node_executions: dict[str, NodeExecution] = Field(
+        default_factory=dict, description="Single runs: each node's record, by node id."
+    )
     rerun_of: str | None = None
     retry_of: str | None = None  # batch: the run whose failed items this run retries
     usage: TokenUsage | None = None
@@ -236,19 +363,6 @@ class DatasetUpload(Entity):
     max_parts: int
     upload_url: str | None = None
     expires_at: str
-
-
-class BatchItemResult(Entity):
-    """One item of a batch run, as the results API returns it."""
-
-    source_item_id: str
-    status: Literal["pending", "completed", "failed"] = "pending"
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    failed_node_id: str | None = None
-    duration_ms: int | None = None
-    completed_at: str | None = None
 
 
 # ---- webhooks ------------------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from relayflow_runtime.adapters.table import TableStore, get_table_store
 from relayflow_runtime.domain.clock import new_id, now_iso
-from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
-from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.domain.limits import MAX_MODEL_CONFIG_BYTES, MAX_NODES_PER_VERSION
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
     Model,
@@ -46,11 +47,13 @@ def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> 
     get_workflow(tenant, workflow_id)
     fields = body.model_dump(exclude_unset=True)
     if fields.get("active_version_id"):
-        version = get_version(tenant, fields["active_version_id"])
-        if version.workflow_id != workflow_id:
-            raise InvalidInput(
-                f"version '{version.id}' belongs to another workflow.", code="version_of_other_workflow"
-            )
+        with referenced("active_version_id"):
+            version = get_version(tenant, fields["active_version_id"])
+            if version.workflow_id != workflow_id:
+                raise NotFound(
+                    f"version '{version.id}' is not a version of this workflow.",
+                    code="version_of_other_workflow",
+                )
     fields["updated_at"] = now_iso()
     return Workflow.model_validate(store().update_workflow(tenant, workflow_id, fields))
 
@@ -69,7 +72,8 @@ def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> Wo
     workflow = get_workflow(tenant, workflow_id)
     source: tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]] | None = None
     if body.copy_from_version_id:
-        source = version_graph(tenant, body.copy_from_version_id, workflow_id=workflow_id)
+        with referenced("copy_from_version_id"):
+            source = version_graph(tenant, body.copy_from_version_id, workflow_id=workflow_id)
     number = store().next_version_number(tenant, workflow_id)
     now = now_iso()
     config = body.config or (source[0].config if source else VersionConfig())
@@ -133,7 +137,7 @@ def update_version(
     if body.name is not None:
         fields["name"] = body.name
     if body.config is not None:
-        merged = {**version.config.model_dump(), **body.config}
+        merged = {**version.config.model_dump(), **body.config.model_dump(exclude_unset=True)}
         fields["config"] = _validated(VersionConfig, merged, "config").model_dump(mode="json")
     return WorkflowVersion.model_validate(store().update_version(tenant, version_id, fields))
 
@@ -185,10 +189,11 @@ def _check_template(template: str) -> None:
 
 def create_node(tenant: str, version_id: str, body: api.CreateNode) -> WorkflowNode:
     version, nodes, _ = version_graph(tenant, version_id)
-    get_model(tenant, body.entity_id)
+    with referenced("entity_id"):
+        get_model(tenant, body.entity_id)
     _check_template(body.config.input_template)
     if len(nodes) >= MAX_NODES_PER_VERSION:
-        raise InvalidInput(f"a version holds at most {MAX_NODES_PER_VERSION} nodes.", code="too_many_nodes")
+        raise Conflict(f"a version holds at most {MAX_NODES_PER_VERSION} nodes.", code="too_many_nodes")
     if any(n.name == body.name for n in nodes):
         raise Conflict(
             f"a node named '{body.name}' already exists in this version.", code="duplicate_node_name"
@@ -229,10 +234,12 @@ def update_node(tenant: str, version_id: str, node_id: str, body: api.UpdateNode
             )
         fields["name"] = body.name
     if body.entity_id is not None:
-        get_model(tenant, body.entity_id)
+        with referenced("entity_id"):
+            get_model(tenant, body.entity_id)
         fields["entity_id"] = body.entity_id
     if body.config is not None:
-        merged = _validated(NodeConfig, {**node.config.model_dump(), **body.config}, "config")
+        changes = body.config.model_dump(exclude_unset=True)
+        merged = _validated(NodeConfig, {**node.config.model_dump(), **changes}, "config")
         _check_template(merged.input_template)
         fields["config"] = merged.model_dump(mode="json")
     return WorkflowNode.model_validate(store().update_child(tenant, version_id, "N", node_id, fields))
@@ -261,9 +268,10 @@ def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowE
         if p.code in ("self_loop", "dangling_edge", "cycle")
     ]
     if problems:
+        # A node that does not exist, a loop or a cycle: the edge conflicts with the graph.
         names = {n.id: n.name for n in nodes}
         messages = [with_names(p.message, names) for p in problems]
-        raise InvalidInput(
+        raise Conflict(
             "; ".join(messages),
             code=problems[0].code,
             details=[
@@ -300,21 +308,49 @@ def create_model(tenant: str, body: api.CreateModel) -> Model:
         raise InvalidInput(
             f"provider '{body.provider}' is not one of: {', '.join(PROVIDERS)}.", code="unknown_provider"
         )
-    problems = validate_model_config(body.provider, body.config)
+    config = whole_numbers(body.config)
+    problems = validate_model_config(body.provider, config)
     if problems:
         raise InvalidInput("invalid model config: " + "; ".join(problems), code="invalid_model_config")
-    model = Model(id=new_id(), created_at=now_iso(), **body.model_dump())
-    store().put_model(tenant, model.model_dump(mode="json"))
+    config_text = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
+    if len(config_text.encode()) > MAX_MODEL_CONFIG_BYTES:
+        raise InvalidInput(
+            f"a model's config is at most {MAX_MODEL_CONFIG_BYTES} bytes of JSON (limit model_config).",
+            code="model_config_too_large",
+        )
+    model = Model(id=new_id(), created_at=now_iso(), **{**body.model_dump(), "config": config})
+    # The config is stored as its JSON text: any JSON value keeps (a DynamoDB number has a narrower
+    # range and precision than JSON's), and it is read back as it was sent.
+    store().put_model(tenant, {**model.model_dump(mode="json"), "config": config_text})
     return model
 
 
+def whole_numbers(value: Any) -> Any:
+    """JSON has one number type: ``2.0`` is the integer 2 (as the document's ``integer`` says)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
+def _model_of(record: dict[str, Any]) -> Model:
+    """A stored model: its config as JSON text (or, in records written before, as a map)."""
+    config = record.get("config")
+    return Model.model_validate(
+        {**record, "config": json.loads(config)} if isinstance(config, str) else record
+    )
+
+
 def get_model(tenant: str, model_id: str) -> Model:
-    return Model.model_validate(store().get_model(tenant, model_id))
+    return _model_of(store().get_model(tenant, model_id))
 
 
 def list_models(tenant: str, limit: int, next_token: str | None) -> tuple[list[Model], str | None]:
     items, token = store().list_models(tenant, limit, next_token)
-    return [Model.model_validate(i) for i in items], token
+    return [_model_of(i) for i in items], token
 
 
 def delete_model(tenant: str, model_id: str) -> None:

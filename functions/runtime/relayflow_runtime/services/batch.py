@@ -39,7 +39,7 @@ from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.domain.status import ExecutionStatus as Status
-from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import dataset_service, executions, item_lists
@@ -70,10 +70,16 @@ def _refuse(message: str, code: str) -> InvalidInput:
     return InvalidInput(message, code=code)
 
 
+def _conflict(message: str, code: str) -> Conflict:
+    """A batch the request is right about but the dataset's items do not allow (409)."""
+    return Conflict(message, code=code)
+
+
 # ---- submission (the API) --------------------------------------------------------------------------
 def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
-    """Check a batch submission (400 for anything wrong, before a run exists) and return what the
-    execution starts with: its config and, when it is known without reading items, its total."""
+    """Check a batch submission before a run exists (400 for what the request gets wrong, 409 for
+    what the dataset does not allow) and return what the execution starts with: its config and,
+    when it is known without reading items, its total."""
     config = body.batch_config
     if config is None:
         raise _refuse(
@@ -85,7 +91,8 @@ def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str
         raise _refuse(
             "a batch runs over dataset items: leave out single_input and file.", "invalid_input_mode"
         )
-    version = dataset_service.ready_version(tenant, config.dataset_id, config.dataset_version_id)
+    with referenced("batch_config"):
+        version = dataset_service.ready_version(tenant, config.dataset_id, config.dataset_version_id)
     try:
         datasets.compile_filter(config.filter_query)
     except datasets.FilterError as exc:
@@ -94,7 +101,7 @@ def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str
     fields: list[str] = version.get("fields") or []
     if field not in fields and len(fields) < dataset_service.MAX_TRACKED_FIELDS:
         shown = ", ".join(repr(f) for f in fields[:20]) + (", ..." if len(fields) > 20 else "")
-        raise _refuse(
+        raise _conflict(
             f"no item of dataset version '{config.dataset_version_id}' has the field {field!r} "
             f"(input_field); their fields: {shown or 'none'}.",
             "unknown_input_field",
@@ -102,7 +109,7 @@ def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str
     unfiltered = not (config.filter_query or "").strip()
     lacking = (version.get("lacking_fields") or {}).get(field)
     if unfiltered and lacking is not None:
-        raise _refuse(_lacking_message(lacking, field), "unknown_input_field")
+        raise _conflict(_lacking_message(lacking, field), "unknown_input_field")
     total = int(version.get("item_count") or 0) if unfiltered else None
     return {"batch_config": config, "progress": {"total_items": total}}
 
@@ -116,7 +123,7 @@ def _lacking_message(item_id: str, field: str) -> str:
 
 def _check_batch(old: dict[str, Any]) -> None:
     if old.get("input_mode") != "batch":
-        raise _refuse("only a batch run has items to retry.", "not_a_batch")
+        raise _conflict("only a batch run has items to retry.", "not_a_batch")
 
 
 def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:

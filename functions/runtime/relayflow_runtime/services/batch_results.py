@@ -23,15 +23,17 @@ from typing import Any
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.clock import now_iso, parse_iso
-from relayflow_runtime.errors import InvalidInput, NotFound, TooLarge
+from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import (
     TERMINAL_STATUSES,
     BatchItemResult,
     Execution,
+    ExecutionResults,
     NodeExecution,
     TokenUsage,
 )
+from relayflow_runtime.schemas.responses import BatchItemDetail
 from relayflow_runtime.services import dataset_service, executions, item_lists
 from relayflow_runtime.services.batch import batch_store
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
@@ -64,18 +66,16 @@ def fill_progress(tenant: str, execution: Execution, *, with_results: bool = Fal
             execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
     if with_results and execution.status in TERMINAL_STATUSES:
         items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
-        execution.results = {
-            "items": [i.model_dump(mode="json") for i in items],
-            "next_token": token,
-            "total_items": execution.progress.total_items,
-        }
+        execution.results = ExecutionResults(
+            items=items, next_token=token, total_items=execution.progress.total_items
+        )
 
 
 # ---- results ---------------------------------------------------------------------------------------
 def _batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, dict[str, Any]]:
     record = executions.get_execution_record(tenant, workflow_id, execution_id)
     if record.get("input_mode") != "batch":
-        raise InvalidInput("this execution is not a batch run: it has no item results.", code="not_a_batch")
+        raise NotFound("this execution is not a batch run: it has no item results.", code="not_a_batch")
     return Execution.model_validate({k: v for k, v in record.items() if k != "results"}), record
 
 
@@ -101,9 +101,9 @@ def _result(
             )
         return BatchItemResult(source_item_id=entry_id, input=text)
     node = (outcome.get("nodes") or {}).get(outcome.get("output_node") or "") or {}
-    return BatchItemResult.model_validate(
-        {**outcome, "source_item_id": entry_id, "input": text, "output": unpack(node.get("output"))}
-    )
+    # The last node's text and, for a JSON node, its parsed value (see entities.with_text_output).
+    texts = {"output": unpack(node.get("output")), "parsed_output": unpack(node.get("parsed_output"))}
+    return BatchItemResult.model_validate({**outcome, "source_item_id": entry_id, "input": text, **texts})
 
 
 def results_page(
@@ -142,7 +142,7 @@ def iter_results(tenant: str, execution: Execution, page_size: int = 500) -> Ite
 
 
 # ---- one item --------------------------------------------------------------------------------------
-def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> dict[str, Any]:
+def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> BatchItemDetail:
     """One item of a batch run: its result and the record of every node of it that ran."""
     execution, record = _batch_record(tenant, workflow_id, execution_id)
     buckets = (record.get("item_index") or {}).get("buckets")
@@ -154,13 +154,18 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
     if entry is None:
         raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
     outcome = batch_store().outcome(tenant, execution_id, source_item_id)
-    nodes: dict[str, Any] = {}
+    nodes: dict[str, NodeExecution] = {}
     for node in sorted(((outcome or {}).get("nodes") or {}).values(), key=lambda n: n.get("idx", 0)):
-        data = {**node, "output": unpack(node.get("output")), "prompt": unpack(node.get("prompt"))}
+        data = {
+            **node,
+            "output": unpack(node.get("output")),
+            "parsed_output": unpack(node.get("parsed_output")),
+            "prompt": unpack(node.get("prompt")),
+        }
         data["usage"] = executions.usage_of(node["usage"]) if node.get("usage") else None
-        nodes[node["node_id"]] = NodeExecution.model_validate(data).model_dump(mode="json")
+        nodes[node["node_id"]] = NodeExecution.model_validate(data)
     result = _result(execution, entry.id, item_lists.item_of(entry), outcome)
-    return {**result.model_dump(mode="json"), "node_executions": nodes}
+    return BatchItemDetail(**dict(result), node_executions=nodes)
 
 
 # ---- downloads -------------------------------------------------------------------------------------

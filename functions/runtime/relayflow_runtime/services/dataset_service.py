@@ -35,7 +35,7 @@ from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_ta
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
-from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
 from relayflow_runtime.schemas import dataset_api
 from relayflow_runtime.schemas.entities import Dataset, DatasetItem, DatasetUpload, DatasetVersion
 from relayflow_runtime.settings import get_settings
@@ -236,12 +236,9 @@ def delete_version(tenant: str, dataset_id: str, version_id: str) -> None:
 
 def ready_version(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
     """The version record, if its items can be run over (for batch submission)."""
-    try:
-        record = get_version_record(tenant, dataset_id, version_id)
-    except NotFound as exc:
-        raise InvalidInput(exc.message, code=exc.code) from exc
+    record = get_version_record(tenant, dataset_id, version_id)
     if record.get("status") != "ready":
-        raise InvalidInput(
+        raise Conflict(
             f"dataset version '{version_id}' has no items yet (status {record.get('status')}); upload its "
             "items first.",
             code="dataset_version_not_ready",
@@ -255,9 +252,9 @@ def list_items(
 ) -> tuple[list[DatasetItem], str | None]:
     """A page of the version's items in file order; ``next_token`` is a byte offset in the list."""
     record = get_version_record(tenant, dataset_id, version_id)
+    offset = decode_offset(next_token)  # a bad cursor is refused whatever the version holds
     if record.get("status") != "ready":
         return [], None
-    offset = decode_offset(next_token)
     items: list[DatasetItem] = []
     token: str | None = None
     for start, _, entry in iter_entries(items_key(tenant, dataset_id, version_id), offset):
@@ -275,6 +272,7 @@ def encode_offset(offset: int) -> str:
 def decode_offset(token: str | None) -> int:
     if not token:
         return 0
+    check_cursor_shape(token)
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         kind, _, value = text.partition(":")
@@ -282,7 +280,7 @@ def decode_offset(token: str | None) -> int:
         if kind != "o" or offset < 0:
             raise ValueError(text)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise InvalidInput("next_token is not a token this API returned.", code="invalid_token") from exc
+        raise InvalidNextToken() from exc
     return offset
 
 
@@ -597,7 +595,7 @@ def _upload_source(
     if parts is None:
         size = blob_stream.object_size(bucket(), f"{prefix}source")
         if size is None:
-            raise InvalidInput(
+            raise Conflict(
                 "nothing was uploaded: PUT the file to upload_url, or send parts and pass parts=n.",
                 code="upload_incomplete",
             )
@@ -605,7 +603,7 @@ def _upload_source(
     received: dict[str, int] = {k: int(v) for k, v in (upload.get("parts") or {}).items()}
     missing = [n for n in range(1, parts + 1) if f"{n:05d}" not in received]
     if missing:
-        raise InvalidInput(
+        raise Conflict(
             f"part {missing[0]} of {parts} was never received; send it and commit again.",
             code="upload_incomplete",
         )

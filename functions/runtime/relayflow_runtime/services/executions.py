@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from datetime import UTC
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -23,13 +24,14 @@ from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.domain.status import NODE_OPEN, ExecutionStatus, allowed_from, check_moves
-from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
+from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     Execution,
     ExecutionProgress,
+    ExecutionResults,
     ExecutionTrigger,
     InputFile,
     NodeExecution,
@@ -92,7 +94,7 @@ def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> st
     workflow = authoring.get_workflow(tenant, workflow_id)
     version_id = version_id or workflow.active_version_id
     if not version_id:
-        raise InvalidInput(
+        raise Conflict(
             "this workflow has no active version; create a version or pass version_id.",
             code="no_active_version",
         )
@@ -112,7 +114,8 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
             raise InvalidInput(
                 f"single_input is limited to {MAX_SINGLE_INPUT_CHARS} characters.", code="input_too_large"
             )
-    plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
+    with referenced("version_id") if body.version_id else contextlib.nullcontext():
+        plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
     if body.input_mode == "batch":
@@ -180,6 +183,8 @@ def start_from_object(
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+#: Printable ASCII without spaces, 1 to 255 characters (a UUID is a good key).
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"
 
 
 def start_execution_once(
@@ -205,9 +210,10 @@ def start_execution_once(
 
     from relayflow_runtime.adapters.idempotency import idempotency_store
 
-    if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
         raise InvalidInput(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, "
+            "no spaces (a UUID is a good key).",
             code="invalid_idempotency_key",
         )
     config = IdempotencyConfig(
@@ -406,7 +412,8 @@ def retry_failed_items(
         plan = blobs().get_json(plan_key(tenant, execution_id))
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
-        plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+        with referenced("version_id"):
+            plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, plan, parallelism)
     return _launch(
@@ -468,7 +475,13 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
 
 def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
     data = dict(record)
-    data["results"] = unpack(data.get("results"))
+    # A single run stores its final output's text and, for a JSON node, the parsed value apart
+    # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
+    # item outcomes (batch.fill_progress).
+    stored = unpack(data.pop("results", None))
+    parsed = unpack(data.pop("results_parsed", None))
+    if data.get("input_mode", "single") == "single":
+        data["results"] = ExecutionResults.of_single_run(stored, parsed)
     if is_ref(data.get("single_input")):
         # Pages of the history leave a long input out; the execution itself returns it whole.
         data["single_input"] = unpack(data["single_input"]) if with_nodes else None
@@ -525,19 +538,36 @@ def list_executions(
     return [to_execution(tenant, r, with_nodes=False) for r in records], token
 
 
+#: An RFC 3339 date-time (what the document's ``format: date-time`` means): a date, ``T``, a time
+#: with optional fraction, and ``Z`` or an offset. A time without a zone is ambiguous: refused.
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$", re.ASCII)
+
+
 def time_bound(name: str, value: str | None) -> str | None:
-    """An ISO 8601 time in the stored form of created_at (UTC, milliseconds, Z); naive times are UTC."""
-    if not value:
+    """An RFC 3339 time in the stored form of created_at (UTC, milliseconds, Z)."""
+    if value is None:
         return None
+    refused = InvalidInput(
+        f"{name} is not an RFC 3339 time with a zone (e.g. 2025-01-31T12:00:00Z): {value[:60]!r}.",
+        code="invalid_time",
+    )
+    if not RFC3339.match(value):
+        raise refused
+    text = value.upper().replace("Z", "+00:00")
+    date, _, rest = text.partition("T")
+    clock, fraction = rest[:8], ""
+    if rest[8:9] == ".":
+        digits = rest[9:].split("+")[0].split("-")[0]
+        fraction = "." + (digits + "000000")[:6]
     try:
-        moment = parse_iso(value.strip())
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (ValueError, OverflowError):
-        raise InvalidInput(
-            f"{name} is not an ISO 8601 time (e.g. 2025-01-31T12:00:00Z): {value!r}.", code="invalid_time"
-        ) from None
+        moment = parse_iso(f"{date}T{clock}{fraction}{text[-6:]}")
+    except ValueError:
+        raise refused from None
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # an offset past the ends of the calendar: before or after every run
+        moment = (datetime.min if moment.year < 2 else datetime.max).replace(tzinfo=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[InputFile, bytes]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from relayflow_runtime.domain.graph import (
     BLOCKING_CODES,
     ancestors,
@@ -20,19 +18,10 @@ from relayflow_runtime.domain.graph import (
     with_names,
 )
 from relayflow_runtime.domain.templating import TemplateError, unavailable_variables
-from relayflow_runtime.errors import InvalidInput, NotFound
+from relayflow_runtime.errors import Conflict, NotFound
 from relayflow_runtime.schemas.entities import Model, WorkflowEdge, WorkflowNode, WorkflowVersion
+from relayflow_runtime.schemas.responses import Problem
 from relayflow_runtime.services import authoring
-
-
-class Problem(BaseModel):
-    """One thing that keeps a version from running. ``node_id``: the node it is about (for a cycle,
-    its earliest-created node); ``node_ids``: every node involved (a cycle's nodes, an edge's ends)."""
-
-    code: str
-    message: str
-    node_id: str | None = None
-    node_ids: list[str] = Field(default_factory=list)
 
 
 def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
@@ -114,7 +103,7 @@ def build_plan(
     version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
     problems, models = _problems(tenant, version, nodes, edges, mode == "batch")
     if problems:
-        raise InvalidInput(
+        raise Conflict(
             f"version '{version_id}' cannot run: " + " ".join(p.message for p in problems),
             code="invalid_workflow_version",
             details=[p.model_dump() for p in problems],

@@ -267,19 +267,20 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
 # ---- the end ---------------------------------------------------------------------------------------
 def complete(run: RunRef) -> None:
     """``running -> completed``; the results are the output of the last node (plan order) that
-    produced one."""
+    produced one: its text, and apart its parsed value when it is a JSON node (as stored: inline
+    or a reference)."""
     plan = load_plan(run.tenant, run.execution_id)
     store = executions.store()
     record = store.get_execution(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
-    final = None
+    final: dict[str, Any] = {"results": None}
     for node in reversed(plan.nodes):
         finished = by_id.get(node.id)
         if finished and finished.get("status") == "completed":
-            final = finished.get("parsed_output", finished.get("output"))
+            final = {"results": finished.get("output"), "results_parsed": finished.get("parsed_output")}
             break
     executions.transition(
-        run.tenant, record, allowed_from(COMPLETED), COMPLETED, {"results": final, "completed_at": now_iso()}
+        run.tenant, record, allowed_from(COMPLETED), COMPLETED, {**final, "completed_at": now_iso()}
     )
 
 

@@ -46,6 +46,7 @@ from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas.entities import (
     TERMINAL_STATUSES,
     DeliveryAttempt,
+    ExecutionResults,
     WebhookResend,
     WebhookSecret,
 )
@@ -135,15 +136,17 @@ def delivery_id_for(tenant: str, execution_id: str, status: str) -> str:
 
 def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict[str, Any]:
     execution = executions.to_execution(
-        tenant, {k: v for k, v in record.items() if k != "results"}, with_nodes=False
+        tenant, {k: v for k, v in record.items() if k not in ("results", "results_parsed")}, with_nodes=False
     )
     data = execution.model_dump(
         mode="json", exclude={"node_executions", "results", "single_input", "batch_config", "callback_url"}
     )
     if execution.input_mode == "single" and record.get("results") is not None:
-        results = unpack(record["results"])
-        if len(json.dumps(results).encode()) <= MAX_INLINE_RESULTS_BYTES:
-            data["results"] = results
+        results = ExecutionResults.of_single_run(
+            unpack(record["results"]), unpack(record.get("results_parsed"))
+        )
+        if results is not None and len(results.model_dump_json().encode()) <= MAX_INLINE_RESULTS_BYTES:
+            data["results"] = results.model_dump(mode="json")  # the shape GET execution answers
         else:
             data["results"], data["results_truncated"] = None, True
     return {
@@ -395,7 +398,7 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
         )
     url = callback_url_of(tenant, record)
     if not url:
-        raise InvalidInput(
+        raise Conflict(
             "neither this execution nor its workflow has a callback_url to send the webhook to; set the "
             "workflow's callback_url (PATCH /workflows/{id}) and re-send.",
             code="no_callback_url",

@@ -500,7 +500,9 @@
     if (x.status === "pending" && x.waiting_reason) summary.append(el("dt", {}, "Waiting"), el("dd", { "data-testid": "execution-waiting" }, x.waiting_reason));
     if (x.error) summary.append(el("dt", {}, "Error"), el("dd", { class: "error", "data-testid": "execution-error" }, x.error));
     if (x.status === "completed" && x.input_mode === "single") {
-      summary.append(el("dt", {}, "Result"), el("dd", {}, el("pre", { "data-testid": "result" }, pretty(x.results))));
+      // A single run's results: the text its last node produced (and a JSON node's value apart).
+      const final = x.results || {};
+      summary.append(el("dt", {}, "Result"), el("dd", {}, el("pre", { "data-testid": "result" }, pretty(final.parsed_output ?? final.output))));
     }
   }
 
@@ -591,7 +593,7 @@
       parts.push(el("h3", {}, "Attempts"), el("ol", { class: "attempts" }, n.attempt_errors.map((e) => el("li", {}, e))));
     }
     parts.push(el("h3", {}, "Prompt"), el("pre", { "data-testid": "node-prompt" }, n.prompt ?? "–"));
-    parts.push(el("h3", {}, "Output"), el("pre", { "data-testid": "node-output" }, n.output === null || n.output === undefined ? "–" : pretty(n.output)));
+    parts.push(el("h3", {}, "Output"), el("pre", { "data-testid": "node-output" }, n.output === null || n.output === undefined || n.output === "" ? "–" : pretty(n.parsed_output ?? n.output)));
     replace(panel, ...parts);
   }
 

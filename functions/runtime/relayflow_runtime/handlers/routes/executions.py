@@ -6,11 +6,21 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-from relayflow_runtime.handlers.context import current_tenant, page
+from relayflow_runtime.handlers.context import Limit, NextToken, current_tenant
 from relayflow_runtime.schemas import api, dataset_api
+from relayflow_runtime.schemas.entities import Execution
+from relayflow_runtime.schemas.responses import (
+    BatchItemDetail,
+    BatchItemResultPage,
+    Deleted,
+    Deleting,
+    DownloadLink,
+    DownloadPreparing,
+    ExecutionPage,
+)
 from relayflow_runtime.services import batch_results, executions
 from relayflow_runtime.services.downloads import URL_SECONDS, Download
 
@@ -23,49 +33,35 @@ def _tenant() -> str:
     return current_tenant(router.current_event.raw_event)
 
 
-_DELETED = {
-    "type": "object",
-    "properties": {
-        "deleted": {"type": "string"},
-        "status": {"type": "string", "enum": ["deleting"]},
-    },
-}
-_PREPARING = {
-    "type": "object",
-    "properties": {"status": {"type": "string", "enum": ["preparing"]}, "retry_after": {"type": "integer"}},
-}
 #: A download too large for one API answer: fetch ``Location`` (a presigned S3 GET, no API key).
 _SEE_URL: OpenAPIResponse = {
-    "description": "larger than one answer carries: GET the presigned URL in Location (without the API key)",
-    "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"url": {"type": "string", "format": "uri"}, "expires_in": {"type": "integer"}},
-            }
-        }
+    "description": "Larger than one answer carries: GET the presigned URL in Location (without the API key)",
+    "headers": {
+        "Location": {"description": "The presigned URL", "schema": {"type": "string", "format": "uri"}}
     },
+    "content": {"application/json": {"model": DownloadLink}},
 }
 #: Seconds a client waits before asking again for a download being prepared.
 RETRY_AFTER_SECONDS = 2
 
 
+def _json(status: int, model: Any, headers: dict[str, str] | None = None) -> Response[Any]:
+    """An answer whose body is a declared model (validated by building it), for the routes that
+    answer more than one model and so declare no single return type."""
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=model.model_dump(mode="json"),
+        headers=headers,
+    )
+
+
 def _download(download: Download) -> Response[Any]:
     if download.preparing:
-        return Response(
-            status_code=202,
-            content_type=content_types.APPLICATION_JSON,
-            body={"status": "preparing", "retry_after": RETRY_AFTER_SECONDS},
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        preparing = DownloadPreparing(retry_after=RETRY_AFTER_SECONDS)
+        return _json(202, preparing, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if download.url is not None:
-        return Response(
-            status_code=303,
-            content_type=content_types.APPLICATION_JSON,
-            body={"url": download.url, "expires_in": URL_SECONDS},
-            headers={"Location": download.url},
-        )
+        return _json(303, DownloadLink(url=download.url, expires_in=URL_SECONDS), {"Location": download.url})
     return Response(
         status_code=200,
         content_type=download.media_type,
@@ -74,18 +70,86 @@ def _download(download: Download) -> Response[Any]:
     )
 
 
-@router.post("/workflows/<workflow_id>/executions", tags=["executions"], status_code=201)
+# Request examples: the reference documentation's calls, as the bodies the client sends for them.
+EXECUTE_EXAMPLES = {
+    "text": {
+        "summary": "Single execution, text input",
+        "value": {"input_mode": "single", "single_input": "Test input"},
+    },
+    "file": {
+        "summary": "Single execution, file input (the client's item=path sends the file's bytes)",
+        "value": {
+            "input_mode": "single",
+            "file": {
+                "filename": "document.pdf",
+                "content_type": "application/pdf",
+                "content_base64": "JVBERi0xLjQK",
+            },
+        },
+    },
+    "version": {
+        "summary": "A specific version instead of the active one",
+        "value": {"input_mode": "single", "single_input": "Test input", "version_id": "version-id"},
+    },
+    "timeout": {
+        "summary": "Workflow-level timeout: 10 minutes max",
+        "value": {"input_mode": "single", "single_input": "...", "timeout": 600},
+    },
+    "batch": {
+        "summary": "Batch execution over a dataset version",
+        "value": {
+            "input_mode": "batch",
+            "batch_config": {
+                "dataset_id": "dataset-id",
+                "dataset_version_id": "dataset-version-id",
+                "input_field": "text",
+                "filter_query": "",
+                "parallelism": 5,
+            },
+        },
+    },
+}
+
+
+@router.post(
+    "/workflows/<workflow_id>/executions",
+    operation_id="executeWorkflow",
+    summary="Run a workflow",
+    description="Starts a run and answers at once (status `pending`): poll getWorkflowExecution until "
+    "the status is `completed`, `failed` or `cancelled`. `single`: one text (`single_input`) or one "
+    "file (`file`) through the active version, or `version_id`; `batch`: every item of a dataset "
+    "version (`batch_config`). `timeout` bounds the whole run, in seconds.",
+    tags=["executions"],
+    status_code=201,
+    response_description="The execution, pending",
+    responses={
+        201: {
+            "description": "The execution, pending (or the first one, replayed for the same key)",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when an earlier request with the same Idempotency-Key "
+                    "started this execution.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+            "content": {"application/json": {"model": Execution}},
+        }
+    },
+)
 def execute_workflow(
     workflow_id: str,
-    body: api.Execute,
+    body: Annotated[api.Execute, Body(openapi_examples=EXECUTE_EXAMPLES)],
     idempotency_key: Annotated[
         str | None,
         Header(
+            # Stated here, checked by the service (400 invalid_idempotency_key).
+            json_schema_extra={"pattern": executions.IDEMPOTENCY_KEY_PATTERN},
             description="Retry-safe starts: the same key and body within 24 h return the same "
-            "execution (header Idempotent-Replayed: true); the same key with another body is a 409."
+            "execution (header Idempotent-Replayed: true); the same key with another body is a 409. "
+            "Printable ASCII without spaces, at most 255 characters (a UUID is a good key).",
         ),
     ] = None,
-) -> Response[dict[str, Any]]:
+) -> Response[Execution]:
     if idempotency_key is None:
         execution, replayed = executions.start_execution(_tenant(), workflow_id, body), False
     else:
@@ -95,20 +159,38 @@ def execute_workflow(
     return Response(
         status_code=201,
         content_type=content_types.APPLICATION_JSON,
-        body=execution.model_dump(mode="json"),
+        body=execution,
         headers={"Idempotent-Replayed": "true"} if replayed else None,
     )
 
 
-@router.get("/workflows/<workflow_id>/executions", tags=["executions"])
+@router.get(
+    "/workflows/<workflow_id>/executions",
+    operation_id="getWorkflowExecutions",
+    summary="List a workflow's executions",
+    description="Execution history, newest first, a page at a time; filter by `status` and by "
+    "creation time (`created_after`, `created_before`: RFC 3339 times, bounds included). Pages "
+    "leave out node details and batch results: get one execution for those.",
+    tags=["executions"],
+    response_description="A page of executions",
+)
 def list_executions(
     workflow_id: str,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    next_token: Annotated[str | None, Query()] = None,
-    status: Annotated[StatusFilter | None, Query()] = None,
-    created_after: Annotated[str | None, Query()] = None,
-    created_before: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
+    limit: Limit = 50,
+    next_token: NextToken = None,
+    status: Annotated[StatusFilter | None, Query(description="Only executions in this status.")] = None,
+    created_after: Annotated[
+        str | None,
+        Query(description="Only executions created at or after this time (RFC 3339: 2025-01-31T12:00:00Z)."),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        Query(
+            description="Only executions created at or before this time (RFC 3339); not earlier than "
+            "created_after (400 invalid_time_range)."
+        ),
+    ] = None,
+) -> ExecutionPage:
     items, token = executions.list_executions(
         _tenant(),
         workflow_id,
@@ -118,58 +200,91 @@ def list_executions(
         created_after=created_after,
         created_before=created_before,
     )
-    return page(items, token)
+    return ExecutionPage(items=items, next_token=token)
 
 
-@router.get("/workflows/<workflow_id>/executions/<execution_id>", tags=["executions"])
-def get_execution(workflow_id: str, execution_id: str) -> dict[str, Any]:
-    return executions.get_execution(_tenant(), workflow_id, execution_id).model_dump(mode="json")
+@router.get(
+    "/workflows/<workflow_id>/executions/<execution_id>",
+    operation_id="getWorkflowExecution",
+    summary="Get an execution",
+    description="Status, `progress` (`total_nodes`, `current_node_idx`, `current_node_id`; batch: "
+    "`total_items`, `processed_items`, `failed_items`), `results` once finished, `error` when "
+    "failed, and each node's record in `node_executions` (`status`, `output`, `prompt`, "
+    "`duration_ms`, `error`, `attempts`; a JSON node's parsed value in `parsed_output`).",
+    tags=["executions"],
+    response_description="The execution",
+)
+def get_execution(workflow_id: str, execution_id: str) -> Execution:
+    return executions.get_execution(_tenant(), workflow_id, execution_id)
 
 
 @router.delete(
     "/workflows/<workflow_id>/executions/<execution_id>",
+    operation_id="deleteWorkflowExecution",
+    summary="Delete a finished execution",
+    description="With its stored files and results; a run that is still going is a 409. A batch run "
+    "is gone for every reader at once and its records deleted in the background (202).",
     tags=["executions"],
     responses={
-        200: {"description": "deleted", "content": {"application/json": {"schema": _DELETED}}},
+        200: {
+            "description": "The id of the deleted execution",
+            "content": {"application/json": {"model": Deleted}},
+        },
         202: {
-            "description": "a batch run: gone for every reader at once, its records and objects (which "
-            "grow with its items) deleted in the background",
-            "content": {"application/json": {"schema": _DELETED}},
+            "description": "A batch run, being deleted in the background",
+            "content": {"application/json": {"model": Deleting}},
         },
     },
 )
-def delete_execution(workflow_id: str, execution_id: str) -> Response[dict[str, Any]]:
-    background = executions.delete_execution(_tenant(), workflow_id, execution_id)
-    return Response(
-        status_code=202 if background else 200,
-        content_type=content_types.APPLICATION_JSON,
-        body={"deleted": execution_id, "status": "deleting"} if background else {"deleted": execution_id},
-    )
+# No return annotation: the answer is one of two models, both declared above and built here.
+def delete_execution(workflow_id: str, execution_id: str):  # type: ignore[no-untyped-def]
+    if executions.delete_execution(_tenant(), workflow_id, execution_id):
+        return _json(202, Deleting(deleted=execution_id))
+    return _json(200, Deleted(deleted=execution_id))
 
 
-@router.post("/workflows/<workflow_id>/executions/<execution_id>/cancel", tags=["executions"])
-def cancel_execution(workflow_id: str, execution_id: str) -> dict[str, Any]:
-    return executions.cancel_execution(_tenant(), workflow_id, execution_id).model_dump(mode="json")
+@router.post(
+    "/workflows/<workflow_id>/executions/<execution_id>/cancel",
+    operation_id="cancelWorkflowExecution",
+    summary="Cancel an execution",
+    description="Stops a pending or running execution (status `cancelled`); a finished one is a 409.",
+    tags=["executions"],
+    response_description="The execution, cancelled",
+)
+def cancel_execution(workflow_id: str, execution_id: str) -> Execution:
+    return executions.cancel_execution(_tenant(), workflow_id, execution_id)
 
 
-@router.post("/workflows/<workflow_id>/executions/<execution_id>/rerun", tags=["executions"], status_code=201)
-def rerun_execution(workflow_id: str, execution_id: str) -> tuple[dict[str, Any], int]:
-    return executions.rerun_execution(_tenant(), workflow_id, execution_id).model_dump(mode="json"), 201
+@router.post(
+    "/workflows/<workflow_id>/executions/<execution_id>/rerun",
+    operation_id="rerunWorkflowExecution",
+    summary="Run an execution's input again",
+    description="A new execution with the same input and version.",
+    tags=["executions"],
+    status_code=201,
+    response_description="The new execution, pending",
+)
+def rerun_execution(workflow_id: str, execution_id: str) -> Execution:
+    return executions.rerun_execution(_tenant(), workflow_id, execution_id)
 
 
 @router.get(
     "/workflows/<workflow_id>/executions/<execution_id>/input",
+    operation_id="downloadExecutionInput",
+    summary="Download an execution's input file",
+    description="The original file of a file-based execution, byte for byte (404 `no_input_file` "
+    "for a text input); a large one (on AWS) as a presigned URL (303).",
     tags=["executions"],
     responses={
         200: {
-            "description": "the original input file, byte for byte",
+            "description": "The original input file, byte for byte (its own content type)",
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         },
         303: _SEE_URL,
     },
 )
-# No return annotation on purpose: Powertools would validate the body as text, and a file is bytes.
-def download_input(workflow_id: str, execution_id: str):
+# No return annotation on purpose: the resolver would validate the body as text, and a file is bytes.
+def download_input(workflow_id: str, execution_id: str):  # type: ignore[no-untyped-def]
     return _download(executions.input_download(_tenant(), workflow_id, execution_id))
 
 
@@ -179,54 +294,73 @@ ResultsFormat = Literal["json", "jsonl", "csv"]
 
 @router.get(
     "/workflows/<workflow_id>/executions/<execution_id>/results",
+    operation_id="getExecutionResults",
+    summary="A batch run's item results",
+    description="One page of the items' results in dataset order (`format=json`), or all of them as "
+    "one JSONL or CSV file (`format=jsonl|csv`): the body up to 5 MiB; larger (a finished run, on "
+    "AWS) 202 while the file is written to S3, then 303 to a presigned URL; 413 where there is none "
+    "(page instead). Each item appears exactly once across the pages; `output` is the text of its "
+    "last node.",
     tags=["executions"],
     responses={
         200: {
-            "description": "a page of results (format=json), or the whole set as one file (jsonl, csv)",
+            "description": "A page of item results (json), or the whole set as a file (jsonl, csv)",
             "content": {
-                "application/json": {"schema": {"type": "object"}},
+                "application/json": {"model": BatchItemResultPage},
                 "application/x-ndjson": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}},
             },
         },
         202: {
-            "description": "a large download of a finished run is being written to S3: ask again after "
+            "description": "A large download of a finished run is being written to S3: ask again after "
             "Retry-After seconds",
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-            "content": {"application/json": {"schema": _PREPARING}},
+            "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+            "content": {"application/json": {"model": DownloadPreparing}},
         },
         303: _SEE_URL,
     },
 )
-def get_results(
+# No return annotation: the answer is a page or a file, both declared above; the page is built here.
+def get_results(  # type: ignore[no-untyped-def]
     workflow_id: str,
     execution_id: str,
-    limit: Annotated[int, Query(ge=1, le=dataset_api.MAX_RESULTS_PAGE)] = 100,
-    next_token: Annotated[str | None, Query()] = None,
-    format: Annotated[ResultsFormat, Query()] = "json",
-) -> Any:
-    """One page of a batch run's item results (``format=json``), or all of them as one JSONL or CSV
-    file (``format=jsonl|csv``): the body up to 5 MiB; larger (a finished run, on AWS) ``202`` while
-    the file is written to S3, then ``303`` to a presigned URL; ``413`` where there is none (page)."""
+    limit: Annotated[
+        int, Query(ge=1, le=dataset_api.MAX_RESULTS_PAGE, description="Most item results in the page.")
+    ] = 100,
+    next_token: NextToken = None,
+    format: Annotated[
+        ResultsFormat, Query(description="A page (json) or the whole set (jsonl, csv).")
+    ] = "json",
+):
     if format != "json":
         return _download(batch_results.download_results(_tenant(), workflow_id, execution_id, format))
     items, token = batch_results.get_results(_tenant(), workflow_id, execution_id, limit, next_token)
-    return page(items, token)
+    return _json(200, BatchItemResultPage(items=items, next_token=token))
 
 
-@router.get("/workflows/<workflow_id>/executions/<execution_id>/items/<item_id>", tags=["executions"])
-def get_item(workflow_id: str, execution_id: str, item_id: str) -> dict[str, Any]:
-    """One item of a batch run: its result and the record of every node of it that ran."""
+@router.get(
+    "/workflows/<workflow_id>/executions/<execution_id>/items/<item_id>",
+    operation_id="getExecutionItem",
+    summary="One item of a batch run",
+    description="Its result and the record of every node of it that ran (`node_executions`).",
+    tags=["executions"],
+    response_description="The item",
+)
+def get_item(workflow_id: str, execution_id: str, item_id: str) -> BatchItemDetail:
     return batch_results.get_item(_tenant(), workflow_id, execution_id, item_id)
 
 
 @router.post(
-    "/workflows/<workflow_id>/executions/<execution_id>/retry-failed", tags=["executions"], status_code=201
+    "/workflows/<workflow_id>/executions/<execution_id>/retry-failed",
+    operation_id="retryFailedItems",
+    summary="Run a batch run's failed items again",
+    description="A new batch run over only the items of this finished batch run that failed, with its "
+    "version (or `version_id`).",
+    tags=["executions"],
+    status_code=201,
+    response_description="The new execution, pending",
 )
-def retry_failed_items(
-    workflow_id: str, execution_id: str, body: dataset_api.RetryFailed
-) -> tuple[dict[str, Any], int]:
-    execution = executions.retry_failed_items(
+def retry_failed_items(workflow_id: str, execution_id: str, body: dataset_api.RetryFailed) -> Execution:
+    return executions.retry_failed_items(
         _tenant(), workflow_id, execution_id, version_id=body.version_id, parallelism=body.parallelism
     )
-    return execution.model_dump(mode="json"), 201
