@@ -237,7 +237,7 @@ def get_execution(workflow_id: str, execution_id: str) -> Execution:
     },
 )
 # No return annotation: the answer is one of two models, both declared above and built here.
-def delete_execution(workflow_id: str, execution_id: str):  # type: ignore[no-untyped-def]
+def delete_execution(workflow_id: str, execution_id: str):
     if executions.delete_execution(_tenant(), workflow_id, execution_id):
         return _json(202, Deleting(deleted=execution_id))
     return _json(200, Deleted(deleted=execution_id))
@@ -284,7 +284,7 @@ def rerun_execution(workflow_id: str, execution_id: str) -> Execution:
     },
 )
 # No return annotation on purpose: the resolver would validate the body as text, and a file is bytes.
-def download_input(workflow_id: str, execution_id: str):  # type: ignore[no-untyped-def]
+def download_input(workflow_id: str, execution_id: str):
     return _download(executions.input_download(_tenant(), workflow_id, execution_id))
 
 
@@ -321,7 +321,7 @@ ResultsFormat = Literal["json", "jsonl", "csv"]
     },
 )
 # No return annotation: the answer is a page or a file, both declared above; the page is built here.
-def get_results(  # type: ignore[no-untyped-def]
+def get_results(
     workflow_id: str,
     execution_id: str,
     limit: Annotated[
