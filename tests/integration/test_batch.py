@@ -131,6 +131,7 @@ def test_a_filtered_batch_counts_exactly_pages_each_item_once_and_retries_only_t
         "status": "completed",
         "input": "document number 1",
         "output": "DOCUMENT NUMBER 1 [x1]",
+        "parsed_output": None,
         "error": None,
         "failed_node_id": by_id["doc-001"]["failed_node_id"],
         "duration_ms": by_id["doc-001"]["duration_ms"],

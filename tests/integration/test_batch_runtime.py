@@ -16,6 +16,7 @@ from tests.support.batches import TENANT, dataset, pending_run, record, workflow
 from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import NotFound
+from relayflow_runtime.schemas.responses import BatchItemDetail
 from relayflow_runtime.services import batch, batch_items, batch_results, budget, executions, item_lists
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
@@ -287,7 +288,7 @@ def test_one_item_is_read_in_a_constant_number_of_calls(api: Any) -> None:
     small, large = finished(20), finished(1200)
 
     # When one item of each is read
-    def read(run: RunRef, item_id: str) -> tuple[dict[str, Any], collections.Counter[str]]:
+    def read(run: RunRef, item_id: str) -> tuple[BatchItemDetail, collections.Counter[str]]:
         with aws_calls() as calls:
             item = batch_results.get_item(TENANT, run.workflow_id, run.execution_id, item_id)
         return item, calls
@@ -296,7 +297,7 @@ def test_one_item_is_read_in_a_constant_number_of_calls(api: Any) -> None:
     large_item, large_calls = read(large, "i1111")
 
     # Then both cost the same calls: the execution, two index reads, the list line, the outcome
-    assert large_item["output"] == "T1111" and small_item["output"] == "T7"
+    assert large_item.output == "T1111" and small_item.output == "T7"
     assert large_calls == small_calls
     assert large_calls == collections.Counter({"dynamodb.GetItem": 2, "s3.GetObject": 3}), large_calls
     with pytest.raises(NotFound):
