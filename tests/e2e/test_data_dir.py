@@ -192,14 +192,14 @@ def test_a_restart_keeps_workflows_runs_datasets_files_and_the_key_and_settles_r
     with serve.client() as client:
         assert {w.name for w in client.get_workflows()} >= {"upper", "slow"}
         again = client.get_workflow_execution(upper, single.id)
-        assert (again.status, again.results) == ("completed", "KEPT TEXT")
+        assert (again.status, again.results["output"]) == ("completed", "KEPT TEXT")
         copy = client.download_execution_input(upper, with_file.id, output_path=tmp_path / "copy.txt")
         assert copy.read_bytes() == b"a file input"
         assert client.get_dataset_version(dataset.id, version.id).item_count == len(ITEMS)
         kept = _results(client, upper, finished.id)
         assert client.get_workflow_execution(upper, finished.id).status == "completed"
         assert {i: r.output for i, r in kept.items()} == {i["id"]: i["text"].upper() for i in ITEMS}
-        assert client.get_workflow_execution(upper, uploaded.id).results == "UPLOADED THROUGH S3"
+        assert client.get_workflow_execution(upper, uploaded.id).results["output"] == "UPLOADED THROUGH S3"
         s3 = serve.s3()
         reason = s3.get_object(Bucket=bucket, Key="rejected/inputs/no-such-workflow/lost.txt.reason.json")
         assert "no-such-workflow" in reason["Body"].read().decode()
@@ -229,7 +229,7 @@ def test_a_restart_keeps_workflows_runs_datasets_files_and_the_key_and_settles_r
             lambda: [e for e in client.get_workflow_executions(upper) if e.trigger and e.id != uploaded.id],
             "the run of the upload after the restart",
         )[0]
-        assert client.wait_for_execution(upper, after.id, timeout=60).results == "AFTER THE RESTART"
+        assert client.wait_for_execution(upper, after.id, timeout=60).results["output"] == "AFTER THE RESTART"
     serve.stop()
 
 
@@ -287,7 +287,7 @@ def test_uploads_through_the_printed_s3_endpoint_start_runs_or_are_moved_aside(
         # Then the first starts a run of that workflow on the file, as on AWS
         started = _wait_for(lambda: list(client.get_workflow_executions(upper)), "the upload's run")[0]
         done = client.wait_for_execution(upper, started.id, timeout=60)
-        assert (done.status, done.results) == ("completed", "FROM MY SCRIPT")
+        assert (done.status, done.results["output"]) == ("completed", "FROM MY SCRIPT")
         assert done.trigger is not None and done.trigger.key == f"inputs/{upper}/2025/note.txt"
         # And the other is moved aside with the reason
         reason = json.loads(
