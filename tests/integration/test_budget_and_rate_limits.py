@@ -235,3 +235,59 @@ def test_the_rate_limit_of_a_model_config_is_validated() -> None:
     assert validate_model_config("builtin", {"model": "uppercase", "rate_limit": 5}) == [
         '\'rate_limit\' must be an object like {"requests_per_minute": 60, "tokens_per_minute": 40000}'
     ]
+
+
+def test_on_the_batch_machine_a_second_batch_waits_for_the_first_then_runs(
+    local_stack: LocalStack, api: Any
+) -> None:
+    # Given a dataset of 8 items and a workflow whose node takes a second per item
+    dataset = api("POST", "/datasets", {"name": "budget"})[1]
+    version = api("POST", f"/datasets/{dataset['id']}/versions", {})[1]
+    items = [{"id": f"i{n}", "text": f"item {n}"} for n in range(8)]
+    path = f"/datasets/{dataset['id']}/versions/{version['id']}/items"
+    assert api("POST", path, {"items": items})[1]["status"] == "ready"
+    workflow = api("POST", "/workflows", {"name": "slow batch"})[1]
+    flow_version = api("POST", f"/workflows/{workflow['id']}/versions", {"config": {"max_retries": 0}})[1]
+    model = api(
+        "POST", "/models", {"name": "s", "provider": "builtin", "config": {"model": "sleep", "seconds": 1}}
+    )[1]
+    api("POST", f"/versions/{flow_version['id']}/nodes", {"name": "slow", "entity_id": model["id"]})
+    api("PATCH", f"/workflows/{workflow['id']}", {"active_version_id": flow_version["id"]})
+
+    def start(parallelism: int) -> str:
+        config = {
+            "dataset_id": dataset["id"],
+            "dataset_version_id": version["id"],
+            "parallelism": parallelism,
+        }
+        status, body = api(
+            "POST", f"/workflows/{workflow['id']}/executions", {"input_mode": "batch", "batch_config": config}
+        )
+        assert status == 201, body
+        return str(body["id"])
+
+    def get(execution_id: str) -> dict[str, Any]:
+        return dict(api("GET", f"/workflows/{workflow['id']}/executions/{execution_id}")[1])
+
+    def wait_until(check: Any, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (found := check()):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        return found
+
+    # When a batch at parallelism 8 takes the whole budget (8), and a second one asks for 2
+    first = start(8)
+    wait_until(lambda: get(first)["status"] == "running")
+    second = start(2)
+    # Then the second waits, pending, and says why
+    waiting = wait_until(lambda: (x := get(second))["waiting_reason"] and x)
+    assert waiting["status"] == "pending"
+    assert "8 of 8 items are running in other batches and this batch needs 2" in waiting["waiting_reason"]
+    # And once the first is done, the second runs to the end, with the budget all given back
+    done_first = wait_until(lambda: (x := get(first))["status"] == "completed" and x)
+    done_second = wait_until(lambda: (x := get(second))["status"] in ("completed", "failed") and x)
+    assert done_second["status"] == "completed", done_second
+    assert done_second["started_at"] >= done_first["completed_at"]
+    assert done_second["waiting_reason"] is None
+    assert budget.state().in_use == 0
