@@ -269,10 +269,10 @@ def test_on_the_batch_machine_a_second_batch_waits_for_the_first_then_runs(
     def get(execution_id: str) -> dict[str, Any]:
         return dict(api("GET", f"/workflows/{workflow['id']}/executions/{execution_id}")[1])
 
-    def wait_until(check: Any, timeout: float = 60) -> Any:
+    def wait_until(check: Any, timeout: float = 120) -> Any:
         deadline = time.monotonic() + timeout
         while not (found := check()):
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, (get(first), get(second), budget.state())
             time.sleep(0.2)
         return found
 
