@@ -200,7 +200,7 @@ def run_batch(client: Client) -> Execution:
         if progress.total_items is not None and not counted:
             counted = True
             console.print(f"  processing {progress.total_items} of {len(items)} items")
-        if progress.processed_items != last:
+        if progress.processed_items != last and progress.total_items is not None:
             last = progress.processed_items or 0
             console.print(
                 f"  items {last}/{progress.total_items} processed, {progress.failed_items or 0} failed"
