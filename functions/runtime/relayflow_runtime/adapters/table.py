@@ -496,21 +496,6 @@ class TableStore:
         condition = Attr("status").is_in(allowed) if allowed else None
         return self._update(self.execution_key(tenant, execution_id), fields, condition=condition)
 
-    def advance_current_node(self, tenant: str, execution_id: str, idx: int, node_id: str) -> None:
-        """Point a running execution's progress at node ``idx`` unless it already points at that node
-        or a later one (branches of a Parallel state start in any order: progress never goes back).
-        Raises ConditionFailed only when the execution is no longer running."""
-        try:
-            self._update(
-                self.execution_key(tenant, execution_id),
-                {"current_node": {"idx": idx, "id": node_id}},
-                condition=Attr("status").eq("running")
-                & (Attr("current_node").not_exists() | Attr("current_node.idx").lt(idx)),
-            )
-        except ConditionFailed:
-            if self.get_execution(tenant, execution_id).get("status") != "running":
-                raise
-
     def hide_execution(self, tenant: str, execution_id: str) -> None:
         """Mark an execution ``deleting`` and take it out of the listings (its index keys go), before
         a background job deletes what it holds."""
@@ -605,32 +590,6 @@ class TableStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise ConditionFailed(str(exc)) from exc
             raise
-
-    def start_node_attempt(
-        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any], now: str
-    ) -> dict[str, Any]:
-        """Count one more attempt of a node (the record is created on the first); returns the record."""
-        names = {"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"}
-        values: dict[str, Any] = {":running": "running", ":pending": "pending", ":one": 1, ":now": now}
-        sets = ["#st = :running", "#sa = if_not_exists(#sa, :now)", "#as = :now"]
-        for i, (field, value) in enumerate(fields.items()):
-            names[f"#f{i}"] = field
-            values[f":f{i}"] = to_dynamo(value)
-            sets.append(f"#f{i} = :f{i}")
-        try:
-            response = self.table.update_item(
-                Key=self.node_record_key(tenant, execution_id, record_sk),
-                UpdateExpression="SET " + ", ".join(sets) + " ADD #att :one",
-                ConditionExpression="attribute_not_exists(#st) OR #st IN (:pending, :running)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
-        return strip_keys(response["Attributes"])
 
     def finish_node(
         self,

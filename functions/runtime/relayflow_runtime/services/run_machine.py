@@ -18,7 +18,6 @@ nothing more (``ExecutionNotRunning``, which the machine catches and ends the it
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
@@ -308,7 +307,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         fields["error"] = f"node '{first['name']}' failed: {first.get('error')}"
         fields["current_node"] = {"idx": int(first.get("idx") or 0), "id": first["node_id"]}
     else:
-        fields["error"] = "the run failed: " + error_message(_race_error(error))[1]
+        fields["error"] = "the run failed: " + error_message(error)[1]
     if executions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
         store.close_open_nodes(
             run.tenant,
@@ -317,19 +316,3 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
             "not run: an earlier node failed",
             now,
         )
-
-
-def _race_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The Race Parallel wraps a branch's error; its Cause may itself be a Lambda error JSON."""
-    return error
-
-
-def open_gates(run: RunRef) -> list[str]:
-    """Tokens of nodes still parked on their gates (cancel fails them: see executions.cancel)."""
-    with contextlib.suppress(Exception):
-        return [
-            r["token"]
-            for r in executions.store().node_records(run.tenant, run.execution_id)
-            if r.get("token") and r.get("status") in (None, "pending")
-        ]
-    return []
