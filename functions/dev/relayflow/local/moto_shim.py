@@ -16,6 +16,7 @@ Also here, because they patch moto too:
   requestParameters, responseElements, ownerIdentity, sequencer, versionId) and AWS's key
   encoding (`quote_plus` keeping `/`; moto also encodes the slashes);
 * the interpreter's logger, which logs every (expected) task failure at ERROR, is quieted;
+* a state machine definition is parsed (antlr) once per text, not once per execution;
 * JSONPath expressions the interpreter evaluates are parsed once, not on every use (jsonpath-ng
   builds a new parser, tables and all, per parse: a fifth of the interpreter's time per item);
 * DynamoDB update expressions are parsed once (moto parses each twice per UpdateItem; the parsed
@@ -769,8 +770,29 @@ def _attach_specs(program: Any, found: dict[str, DistributedMapSpec]) -> None:
         )
 
 
+#: Definitions parsed, by their text: the local stack runs a few fixed machines, and antlr's parse
+#: of the batch machine alone took ~60 ms of every execution's start. A parsed program is only read
+#: by its evaluations (each execution's state lives in its own Environment, as a Map's iterations
+#: share one program within an execution), so executions of one definition share it.
+_PARSED_LIMIT = 64
+_parsed: dict[str, Any] = {}
+_parsed_lock = threading.Lock()
+
+
 def _make_parse(original: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(definition: str) -> Any:
+        with _parsed_lock:
+            known = _parsed.get(definition)
+        if known is not None:
+            return known
+        result = parse_once(definition)  # a definition that does not parse raises: never kept
+        with _parsed_lock:
+            if len(_parsed) >= _PARSED_LIMIT:
+                _parsed.clear()
+            _parsed[definition] = result
+        return result
+
+    def parse_once(definition: str) -> Any:
         try:
             document = json.loads(definition)
         except ValueError:

@@ -119,16 +119,23 @@ def template_scope(
     return scope
 
 
+#: Threads that make model calls, kept for the warm function's next attempt: starting a thread per
+#: call was the largest part of a short node's overhead once the machine is busy (bench/batch.py).
+#: Above what one child can run at once (batch_items: 128 items, 256 nodes beside them). A call
+#: that times out keeps its thread until it returns — the engine never waits for it — so this also
+#: bounds what hung calls can hold; a call queued behind them times out like any slow call.
+MODEL_CALL_THREADS = 512
+
+_calls = ThreadPoolExecutor(max_workers=MODEL_CALL_THREADS, thread_name_prefix="model-call")
+
+
 def _call(node: NodeSpec, prompt: str, context: InvocationContext, timeout: float) -> ModelResult:
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"node-{node.idx}")
-    future = pool.submit(invoke_model, node.model.provider, node.model.config, prompt, context)
+    future = _calls.submit(invoke_model, node.model.provider, node.model.config, prompt, context)
     try:
         return future.result(timeout=max(timeout, 0.001))
     except FutureTimeout:
+        future.cancel()  # never started (every thread busy): it never will
         raise NodeTimeout(f"node '{node.name}' timed out after {node.timeout} seconds") from None
-    finally:
-        # Never wait for a timed-out call: the attempt is over for the engine.
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_attempt(
