@@ -289,7 +289,7 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     from relayflow_runtime.domain.engine import RunRef
     from relayflow_runtime.schemas import dataset_api
     from relayflow_runtime.schemas.entities import BatchConfig, Execution
-    from relayflow_runtime.services import batch, batch_results, dataset_service, executions
+    from relayflow_runtime.services import batch, batch_results, dataset_service, deps, run_records
     from relayflow_runtime.services.apikeys import DEFAULT_TENANT as TENANT
 
     path = tmp / f"items-{size}.jsonl"
@@ -352,8 +352,10 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
         batch_config=config,
         created_at=now_iso(),
     )
-    executions.blobs().put_json(executions.plan_key(TENANT, execution_id), _BENCH_PLAN)
-    executions.store().put_execution(TENANT, execution.model_dump(mode="json", exclude={"node_executions"}))
+    deps.blobs().put_json(run_records.plan_key(TENANT, execution_id), _BENCH_PLAN)
+    deps.stores().executions.put_execution(
+        TENANT, execution.model_dump(mode="json", exclude={"node_executions"})
+    )
     run = RunRef(tenant=TENANT, workflow_id="bench", execution_id=execution_id)
     peak, kept, prepared = _traced(partial(batch.prepare_batch, run))
     assert prepared["batch"]["total"] == size, prepared
@@ -366,8 +368,8 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     file_mib = path.stat().st_size / 2**20
     path.unlink()
     dataset_service.delete_dataset(TENANT, dataset.id)
-    executions.blobs().delete_prefix(executions.execution_prefix(TENANT, execution_id))
-    executions.store().delete_execution(TENANT, execution_id)
+    deps.blobs().delete_prefix(run_records.execution_prefix(TENANT, execution_id))
+    deps.stores().executions.delete_execution(TENANT, execution_id)
     return steps, file_mib, parts
 
 

@@ -444,7 +444,7 @@ def test_a_large_results_download_is_a_presigned_url_of_an_export(
 
 
 def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_background(api: Any) -> None:
-    from relayflow_runtime.services import batch, executions
+    from relayflow_runtime.services import deps, run_records
 
     # Given a finished batch
     dataset_id, version_id = dataset_with(api, [{"id": f"d{i}", "text": f"t{i}"} for i in range(10)])
@@ -465,15 +465,15 @@ def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_ba
     deadline = time.monotonic() + 30
     while True:
         try:
-            executions.store().get_execution(tenant, started["id"])
+            deps.stores().executions.get_execution(tenant, started["id"])
         except Exception:
             break
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert batch.batch_store().counters(tenant, started["id"], consistent=True)["processed_items"] == 0
-    assert batch.batch_store().outcomes(tenant, started["id"], [f"d{i}" for i in range(10)]) == {}
-    prefix = executions.execution_prefix(tenant, started["id"])
-    assert list(executions.blobs().keys(prefix)) == []
+    assert deps.stores().batches.counters(tenant, started["id"], consistent=True)["processed_items"] == 0
+    assert deps.stores().batches.outcomes(tenant, started["id"], [f"d{i}" for i in range(10)]) == {}
+    prefix = run_records.execution_prefix(tenant, started["id"])
+    assert list(deps.blobs().keys(prefix)) == []
 
 
 def test_an_input_file_larger_than_an_answer_is_a_presigned_url(

@@ -17,7 +17,15 @@ from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.schemas.responses import BatchItemDetail
-from relayflow_runtime.services import batch, batch_items, batch_results, budget, executions, item_lists
+from relayflow_runtime.services import (
+    batch,
+    batch_items,
+    batch_results,
+    deps,
+    executions,
+    item_lists,
+    run_records,
+)
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
 UPPER = ("upper", {"model": "uppercase"}, {"input_template": "{{input}}"})
@@ -26,13 +34,13 @@ UPPER = ("upper", {"model": "uppercase"}, {"input_template": "{{input}}"})
 def started(run: RunRef) -> BatchSettings:
     """prepare_batch, then reserve_budget: the run is running with its list written."""
     prepared = batch.prepare_batch(run)
-    budget.reserve_budget(prepared)
+    batch.reserve_budget(prepared)
     batch_items.status.forget()
     return BatchSettings.model_validate(prepared["batch"])
 
 
 def entries(run: RunRef) -> list[ItemEntry]:
-    prefix = executions.execution_prefix(run.tenant, run.execution_id)
+    prefix = run_records.execution_prefix(run.tenant, run.execution_id)
     return [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
 
 
@@ -83,7 +91,7 @@ def test_prepare_batch_writes_the_filtered_list_and_its_index_and_sizes_the_map(
     assert (settings.items_per_child, settings.children, settings.express, settings.total) == (5, 2, True, 40)
     assert settings.item_timeout == 60 + 15
     # And every kept item is found through the index, a dropped one is not
-    prefix = executions.execution_prefix(TENANT, run.execution_id)
+    prefix = run_records.execution_prefix(TENANT, run.execution_id)
     buckets = after["item_index"]["buckets"]
     assert all(item_lists.find(prefix, buckets, item_id).id == item_id for item_id in kept)  # type: ignore[union-attr]
     assert item_lists.find(prefix, buckets, "d00") is None
@@ -114,20 +122,22 @@ def test_a_repeated_child_batch_records_nothing_twice(api: Any) -> None:
 
     # When the same child batch runs twice (Express children run at least once)
     first = batch_items.run_items(run, child)
-    outcomes = batch.batch_store().outcomes(TENANT, run.execution_id, [e.id for e in child], consistent=True)
+    outcomes = deps.stores().batches.outcomes(
+        TENANT, run.execution_id, [e.id for e in child], consistent=True
+    )
     second = batch_items.run_items(run, child)
 
     # Then the second records nothing: each item is counted once and its outcome is the first one
     assert (first, second) == ({"done": 5}, {"done": 0})
-    counters = batch.batch_store().counters(TENANT, run.execution_id, consistent=True)
+    counters = deps.stores().batches.counters(TENANT, run.execution_id, consistent=True)
     assert (counters["processed_items"], counters["failed_items"]) == (5, 0)
-    again = batch.batch_store().outcomes(TENANT, run.execution_id, [e.id for e in child], consistent=True)
+    again = deps.stores().batches.outcomes(TENANT, run.execution_id, [e.id for e in child], consistent=True)
     assert again == outcomes
     assert outcomes["i3"]["nodes"][outcomes["i3"]["output_node"]]["output"] == "T3"
 
     # And a child overlapping it records only its new items
     assert batch_items.run_items(run, entries(run)[3:8]) == {"done": 3}
-    assert batch.batch_store().counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 8
+    assert deps.stores().batches.counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 8
 
 
 def test_an_infrastructure_failure_fails_only_its_items_and_max_failed_percent_decides(api: Any) -> None:
@@ -207,7 +217,7 @@ def test_a_cancelled_run_dispatches_nothing_and_records_nothing(api: Any) -> Non
 
     assert batch_items.run_items(run, entries(run)) == {"done": 0}
     assert batch_items.items_failed(run, entries(run), None) == {"failed": 0}
-    assert batch.batch_store().counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 0
+    assert deps.stores().batches.counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 0
 
 
 def test_inside_an_item_a_node_starts_when_its_own_parents_are_done(api: Any) -> None:
@@ -236,7 +246,7 @@ def test_inside_an_item_a_node_starts_when_its_own_parents_are_done(api: Any) ->
 
     # Then the items ran at once and b and c at once (about one slow node, not 3 x (0.6 + 0.1))
     assert elapsed < 1.5, elapsed
-    outcome = batch.batch_store().outcome(TENANT, run.execution_id, "i1")
+    outcome = deps.stores().batches.outcome(TENANT, run.execution_id, "i1")
     assert outcome is not None and outcome["status"] == "completed"
     nodes = outcome["nodes"]
     # And d ended before the slow b: it waited only for its own parent c
@@ -260,7 +270,7 @@ def test_retries_follow_the_version_policy_and_a_continue_node_lets_the_item_go_
 
     assert batch_items.run_items(run, entries(run)) == {"done": 1}
 
-    outcome = batch.batch_store().outcome(TENANT, run.execution_id, "only")
+    outcome = deps.stores().batches.outcome(TENANT, run.execution_id, "only")
     assert outcome is not None
     nodes = outcome["nodes"]
     assert (nodes[flaky]["status"], nodes[flaky]["attempts"], len(nodes[flaky]["attempt_errors"])) == (

@@ -15,7 +15,7 @@ import pytest
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.providers import TransientModelError, validate_model_config
-from relayflow_runtime.services import budget, executions, metrics, rate_limits, sweeper
+from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
 TENANT = "default"
@@ -41,7 +41,7 @@ def pending_batch(execution_id: str, workflow_id: str = "wf-budget") -> dict[str
         "created_at": (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="milliseconds"),
         "progress": {"total_nodes": 1, "current_node_idx": 0, "total_items": 100},
     }
-    executions.store().put_execution(TENANT, record)
+    deps.stores().executions.put_execution(TENANT, record)
     return record
 
 
@@ -62,7 +62,7 @@ def reserve_event(execution_id: str, children: int, items_per_child: int = 1) ->
 
 
 def status_of(execution_id: str) -> dict[str, Any]:
-    return executions.store().get_execution(TENANT, execution_id)
+    return deps.stores().executions.get_execution(TENANT, execution_id)
 
 
 # ---- the batch budget ------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_fr
 ) -> None:
     # Given a batch that takes 6 of the 8 items of the budget (3 children of 2 items)
     pending_batch("batch-a")
-    started = budget.reserve_budget(reserve_event("batch-a", children=3, items_per_child=2))
+    started = batch.reserve_budget(reserve_event("batch-a", children=3, items_per_child=2))
     assert started["batch"]["children"] == 3
     assert status_of("batch-a")["status"] == "running"
     assert budget.state().in_use == 6
@@ -79,7 +79,7 @@ def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_fr
     # When a second batch asks for 4
     pending_batch("batch-b")
     with metrics.recording() as counted, pytest.raises(budget.BudgetExhausted):
-        budget.reserve_budget(reserve_event("batch-b", children=4))
+        batch.reserve_budget(reserve_event("batch-b", children=4))
 
     # Then it stays pending, and says why (the API shows it)
     waiting = status_of("batch-b")
@@ -91,11 +91,13 @@ def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_fr
 
     # When the first batch completes (its complete action: any terminal status change releases)
     record = status_of("batch-a")
-    executions.transition(TENANT, record, ("running",), "completed", {"completed_at": "2030-01-01T01:00:00Z"})
+    transitions.transition(
+        TENANT, record, ("running",), "completed", {"completed_at": "2030-01-01T01:00:00Z"}
+    )
     assert budget.state().in_use == 0
 
     # Then the second batch's next try reserves its share and starts; its reason is gone
-    budget.reserve_budget(reserve_event("batch-b", children=4))
+    batch.reserve_budget(reserve_event("batch-b", children=4))
     assert status_of("batch-b")["status"] == "running"
     assert "waiting_reason" not in status_of("batch-b")
     assert budget.state().in_use == 4
@@ -109,7 +111,7 @@ def test_reserving_is_exactly_once_under_concurrent_batches(local_stack: LocalSt
 
     def try_reserve(execution_id: str) -> str:
         try:
-            budget.reserve_budget(reserve_event(execution_id, children=2))
+            batch.reserve_budget(reserve_event(execution_id, children=2))
         except budget.BudgetExhausted:
             return "waits"
         return "runs"
@@ -138,15 +140,17 @@ def test_a_batch_larger_than_the_whole_budget_is_narrowed_and_a_cancelled_one_st
     # Given a batch of 10 children of 2 items (20 > 8)
     pending_batch("huge")
     # When it reserves
-    started = budget.reserve_budget(reserve_event("huge", children=10, items_per_child=2))
+    started = batch.reserve_budget(reserve_event("huge", children=10, items_per_child=2))
     # Then it runs alone at the budget: 4 children of 2
     assert started["batch"]["children"] == 4 and budget.state().in_use == 8
     # And a batch cancelled while it waited is told it is not running (the machine's NotRunning)
     pending_batch("cancelled")
     record = status_of("cancelled")
-    executions.transition(TENANT, record, ("pending",), "cancelled", {"completed_at": "2030-01-01T00:00:01Z"})
+    transitions.transition(
+        TENANT, record, ("pending",), "cancelled", {"completed_at": "2030-01-01T00:00:01Z"}
+    )
     with pytest.raises(ExecutionNotRunning):
-        budget.reserve_budget(reserve_event("cancelled", children=1))
+        batch.reserve_budget(reserve_event("cancelled", children=1))
     assert budget.state().in_use == 8
 
 
@@ -155,7 +159,7 @@ def test_the_sweeper_releases_the_budget_of_a_batch_whose_machine_ended_unannoun
 ) -> None:
     # Given a running batch holding budget, whose execution never existed on this stack
     pending_batch("orphan")
-    budget.reserve_budget(reserve_event("orphan", children=3))
+    batch.reserve_budget(reserve_event("orphan", children=3))
     assert budget.state().in_use == 3
     # When the sweeper runs
     report = sweeper.sweep(grace_seconds=0)
@@ -197,7 +201,7 @@ def test_a_token_limit_counts_estimates_and_corrections(local_stack: LocalStack)
     first = rate_limits.acquire(TENANT, "model-tok", config, 6, window_seconds=1)
     first.settle(2)  # it used fewer than estimated: 4 tokens go back to the window
     second = rate_limits.acquire(TENANT, "model-tok", config, 8, window_seconds=1, max_wait_seconds=5)
-    assert rate_limits.store().usage(TENANT, "model-tok", second.window_start)[1] in (8, 10)
+    assert deps.stores().rate_windows.usage(TENANT, "model-tok", second.window_start)[1] in (8, 10)
     if second.window_start == first.window_start:
         assert second.waited_seconds == 0
 

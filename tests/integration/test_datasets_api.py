@@ -12,7 +12,7 @@ import pytest
 from relayflow.client import ApiError, Client
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.services import dataset_service
+from relayflow_runtime.services import dataset_service, deps
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
 
@@ -210,7 +210,7 @@ def test_a_version_left_processing_by_a_dead_ingest_takes_items_again(api: Any) 
     dataset = ok(api("POST", "/datasets", {"name": "d"}), 201)
     version = ok(api("POST", f"/datasets/{dataset['id']}/versions", {}), 201)
     path = f"/datasets/{dataset['id']}/versions/{version['id']}"
-    store = dataset_service.store()
+    store = deps.stores().datasets
     store.update_dataset_version(
         DEFAULT_TENANT, dataset["id"], version["id"], {"status": "processing", "updated_at": now_iso()}
     )

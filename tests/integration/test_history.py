@@ -17,7 +17,7 @@ from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id
 from relayflow_runtime.schemas.entities import Execution, ExecutionProgress
-from relayflow_runtime.services import apikeys, executions
+from relayflow_runtime.services import apikeys, deps, run_records
 
 TERMINAL = ("completed", "failed", "cancelled")
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -97,7 +97,7 @@ def seed(tenant: str, workflow: dict[str, Any], statuses: list[str]) -> list[dic
             progress=ExecutionProgress(total_nodes=1, current_node_idx=0),
         )
         record = execution.model_dump(mode="json", exclude={"node_executions"})
-        executions.store().put_execution(tenant, record)
+        deps.stores().executions.put_execution(tenant, record)
         records.append(record)
     return records
 
@@ -315,8 +315,8 @@ def test_the_client_pages_the_history_with_next_token(
 # ---- deleting ------------------------------------------------------------------------------------------
 def stored(tenant: str, execution_id: str) -> tuple[list[str], list[str]]:
     """(S3 keys under the execution's prefix, sort keys of its table items)."""
-    keys = list(executions.blobs().keys(executions.execution_prefix(tenant, execution_id)))
-    items = executions.store().table.query(
+    keys = list(deps.blobs().keys(run_records.execution_prefix(tenant, execution_id)))
+    items = deps.stores().executions.table.query(
         KeyConditionExpression=Key("pk").eq(f"T#{tenant}#X#{execution_id}"), ConsistentRead=True
     )["Items"]
     return keys, [str(i["sk"]) for i in items]

@@ -17,7 +17,7 @@ from relayflow import Client
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.table import TableStore
-from relayflow_runtime.services import executions, metrics, notify, retention
+from relayflow_runtime.services import deps, metrics, notify, retention
 
 TENANT = "default"
 TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
@@ -51,7 +51,7 @@ def raw_item(local_stack: LocalStack, key: dict[str, str]) -> dict[str, Any]:
 
 
 def execution_arn(local_stack: LocalStack, execution_id: str) -> str:
-    arn = executions.store().get_execution(TENANT, execution_id).get("sfn_execution_arn")
+    arn = deps.stores().executions.get_execution(TENANT, execution_id).get("sfn_execution_arn")
     assert arn, "the run's execution ARN is recorded at start"
     return str(arn)
 
@@ -154,7 +154,7 @@ def test_a_status_event_the_bus_keeps_refusing_is_counted_kept_and_published_by_
         assert local_stack.wait_idle(timeout=20)
     # Then each refused status event was counted (and alarmed), and the last one kept on the run
     assert metrics.total(counted, metrics.STATUS_EVENTS_NOT_PUBLISHED, DetailType=notify.STATUS_CHANGE) >= 2
-    kept = executions.store().get_execution(TENANT, done.id)
+    kept = deps.stores().executions.get_execution(TENANT, done.id)
     assert kept["unpublished_event"]["status"] == "completed"
     # When the bus takes events again and the sweeper runs
     bus.refusals = 0
@@ -165,7 +165,7 @@ def test_a_status_event_the_bus_keeps_refusing_is_counted_kept_and_published_by_
         (notify.STATUS_CHANGE, "completed", done.id)
     ]
     assert metrics.total(counted, metrics.STATUS_EVENTS_REPUBLISHED) == 1
-    assert "unpublished_event" not in executions.store().get_execution(TENANT, done.id)
+    assert "unpublished_event" not in deps.stores().executions.get_execution(TENANT, done.id)
     item = raw_item(local_stack, TableStore.execution_key(TENANT, done.id))
     assert "sweep_pk" not in item, "a settled run leaves the sweep index"
 
@@ -209,7 +209,7 @@ def test_the_sweeper_fails_a_run_whose_execution_never_started(
     # Given a run written ten minutes ago whose StartExecution never happened (the API died between)
     built = build(client, [("Shout", UPPER, {})])
     started = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
-    machine = executions.store().get_execution(TENANT, started.id)["state_machine_arn"]
+    machine = deps.stores().executions.get_execution(TENANT, started.id)["state_machine_arn"]
     created = (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="milliseconds")
     lost = {
         "id": "lost-start-1",
@@ -222,7 +222,7 @@ def test_the_sweeper_fails_a_run_whose_execution_never_started(
         "progress": {"total_nodes": 1, "current_node_idx": 0},
         "state_machine_arn": machine,
     }
-    executions.store().put_execution(TENANT, lost)
+    deps.stores().executions.put_execution(TENANT, lost)
     # When the sweeper runs
     with metrics.recording() as counted:
         local_stack.run_schedule("SweeperFunction")

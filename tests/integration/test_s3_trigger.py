@@ -13,8 +13,7 @@ import pytest
 
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
-from relayflow_runtime.services import uploads
-from relayflow_runtime.services.executions import store
+from relayflow_runtime.services import deps, uploads
 
 TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
 
@@ -233,7 +232,7 @@ def test_a_delivery_that_finds_another_one_starting_retries_and_an_abandoned_sta
         "lease_until": now + 60,
         "expires_at": now + 3600,
     }
-    assert store().claim_upload("default", digest, marker, now)
+    assert deps.stores().uploads.claim_upload("default", digest, marker, now)
 
     # When the notification arrives
     upload(local_stack, key, data)
@@ -244,7 +243,7 @@ def test_a_delivery_that_finds_another_one_starting_retries_and_an_abandoned_sta
         local_stack.invoke("S3TriggerFunction", notifications[0])
 
     # When the other delivery's lease runs out (it crashed) and the retry comes
-    store().update_upload("default", digest, {"lease_until": 0})
+    deps.stores().uploads.update_upload("default", digest, {"lease_until": 0})
     result = local_stack.invoke("S3TriggerFunction", notifications[0])
 
     # Then the retry takes over and starts the run under the execution id the first one chose

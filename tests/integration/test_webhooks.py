@@ -17,7 +17,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from relayflow.local.stack import LocalStack
-from relayflow_runtime.services import executions, webhooks
+from relayflow_runtime.services import deps, webhooks
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
 
@@ -275,7 +275,7 @@ def test_deleting_a_workflow_deletes_its_signing_secret(api: Any) -> None:
     workflow_id, other_id = make_workflow(api), make_workflow(api)
     for wf in (workflow_id, other_id):
         assert api("POST", f"/workflows/{wf}/webhook-secret")[0] == 201
-    store = executions.store()
+    store = deps.stores().webhooks
     assert store.get_webhook_secret(DEFAULT_TENANT, workflow_id) is not None
     # When the first workflow is deleted
     status, _ = api("DELETE", f"/workflows/{workflow_id}")

@@ -11,9 +11,9 @@ from tests.support.graphs import ok
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
-from relayflow_runtime.services import executions
+from relayflow_runtime.services import deps, run_records
 from relayflow_runtime.services.plan import build_plan
-from relayflow_runtime.services.run_machine import load_plan
+from relayflow_runtime.services.run_records import load_plan
 
 TENANT = "default"
 
@@ -57,7 +57,7 @@ def pending_run(
     config = BatchConfig(dataset_id=dataset_id, dataset_version_id=dataset_version_id, **extra)
     plan = build_plan(TENANT, workflow_id, version_id, mode="batch", timeout=None)
     execution_id = new_id()
-    executions.blobs().put_json(executions.plan_key(TENANT, execution_id), plan)
+    deps.blobs().put_json(run_records.plan_key(TENANT, execution_id), plan)
     execution = Execution(
         id=execution_id,
         workflow_id=workflow_id,
@@ -69,11 +69,11 @@ def pending_run(
         progress=ExecutionProgress(total_nodes=len(plan["nodes"])),
     )
     record = {**execution.model_dump(mode="json", exclude={"node_executions"}), **record_fields}
-    executions.store().put_execution(TENANT, record)
+    deps.stores().executions.put_execution(TENANT, record)
     run = RunRef(tenant=TENANT, workflow_id=workflow_id, execution_id=execution_id)
     load_plan(TENANT, execution_id)
     return run
 
 
 def record(run: RunRef) -> dict[str, Any]:
-    return executions.store().get_execution(run.tenant, run.execution_id)
+    return deps.stores().executions.get_execution(run.tenant, run.execution_id)

@@ -166,11 +166,11 @@ def test_node_terminal_and_open_statuses() -> None:
 
 def test_the_execution_writer_refuses_a_move_before_writing_anything() -> None:
     # Given the service every run status change goes through
-    from relayflow_runtime.services import executions
+    from relayflow_runtime.services import transitions
 
     # When it is asked for a move the rules refuse (no store is reached: none is set up here)
     # Then it raises instead of writing a condition that would allow it
     with pytest.raises(RefusedMove, match="from 'pending' to 'completed'"):
-        executions.transition("tenant", {"id": "x"}, ("pending", "running"), "completed")
+        transitions.transition("tenant", {"id": "x"}, ("pending", "running"), "completed")
     with pytest.raises(RefusedMove, match="from 'completed' to 'failed'"):
-        executions.transition("tenant", {"id": "x"}, ("completed",), "failed")
+        transitions.transition("tenant", {"id": "x"}, ("completed",), "failed")

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from relayflow_runtime.adapters import aws, stores
 from relayflow_runtime.domain.limits import MAX_RESULTS_DOWNLOAD_BYTES
 
 
@@ -46,11 +47,10 @@ def get_settings() -> Settings:
 
 
 def reset_caches() -> None:
-    """Forget settings and AWS clients (the local stack calls this after it sets the environment)."""
-    from relayflow_runtime.adapters import aws, table
-
+    """Forget settings, AWS clients and stores (the local stack calls this after it sets the
+    environment)."""
     get_settings.cache_clear()
     aws.session.cache_clear()
     aws.client.cache_clear()
     aws.clear_resources()
-    table.get_table_store.cache_clear()
+    stores.stores_for.cache_clear()

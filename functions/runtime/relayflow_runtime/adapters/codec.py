@@ -7,6 +7,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from relayflow_runtime.errors import InvalidNextToken, check_cursor_shape
+
 
 def to_dynamo(value: Any) -> Any:
     """JSON-shaped Python values → what boto3's DynamoDB resource accepts (floats as Decimal)."""
@@ -35,8 +37,6 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
 def decode_cursor(token: str | None) -> dict[str, Any] | None:
     if not token:
         return None
-    from relayflow_runtime.errors import InvalidNextToken, check_cursor_shape
-
     check_cursor_shape(token)
     try:
         padded = token + "=" * (-len(token) % 4)

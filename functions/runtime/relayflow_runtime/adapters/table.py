@@ -37,11 +37,12 @@ published) is done, and then it leaves the index. Nothing else ever has ``sweep_
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
@@ -75,8 +76,6 @@ def _pk(tenant: str, kind: str, ident: str) -> str:
 
 
 def sweep_shard(execution_id: str) -> int:
-    import zlib
-
     return zlib.crc32(execution_id.encode()) % SWEEP_SHARDS
 
 
@@ -533,8 +532,6 @@ class TableStore:
         at it — one transaction while the run is running and progress has not passed this node
         (parallel branches start in any order: progress never goes back). Raises ConditionFailed
         when the run is no longer running or the node already ended."""
-        from boto3.dynamodb.types import TypeSerializer
-
         ser = TypeSerializer()
         node_names = {"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"}
         node_values: dict[str, Any] = {
@@ -608,8 +605,6 @@ class TableStore:
         and the node record, so a node can never be recorded completed after its execution was
         cancelled or failed: the two records always agree.
         """
-        from boto3.dynamodb.types import TypeSerializer
-
         ser = TypeSerializer()
 
         def wire(d: dict[str, Any]) -> dict[str, Any]:
@@ -1013,8 +1008,3 @@ class TableStore:
 
     def delete_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> None:
         self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"U#{upload_id}"))
-
-
-@lru_cache(maxsize=4)
-def get_table_store(table_name: str) -> TableStore:
-    return TableStore(table_name)

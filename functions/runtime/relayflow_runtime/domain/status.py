@@ -91,7 +91,7 @@ NODE_TERMINAL: frozenset[NodeStatus] = frozenset(
     {_N.COMPLETED, _N.FAILED, _N.TIMED_OUT, _N.CANCELLED, _N.SKIPPED}
 )
 #: A node record still waiting or running: the one a run's end settles (or a reader settles, see
-#: services/executions.py ``settled_node_status``).
+#: services/run_records.py ``settled_node_status``).
 NODE_OPEN: frozenset[NodeStatus] = frozenset({_N.PENDING, _N.RUNNING})
 
 #: Each node status, and the statuses a node record may move to from it. ``running -> running`` is a

@@ -18,9 +18,9 @@ from relayflow_runtime.services import (
     batch,
     batch_items,
     batch_results,
-    budget,
     dataset_service,
     run_machine,
+    run_records,
 )
 
 logger = Logger()
@@ -59,7 +59,7 @@ def _batch(action: str, event: dict[str, Any], run: RunRef) -> Any:
     if action == "prepare_batch":
         return batch.prepare_batch(run)
     if action == "reserve_budget":
-        return budget.reserve_budget(event)
+        return batch.reserve_budget(event)
     if action == "run_items":
         return batch_items.run_items(run, _entries(event))
     if action == "items_failed":
@@ -91,7 +91,7 @@ def handle(event: dict[str, Any]) -> Any:
         return _job(event["job"])
     run = RunRef.model_validate(event["run"])
     if action in BATCH_ACTIONS or (
-        action in ("complete", "fail") and run_machine.load_plan(run.tenant, run.execution_id).mode == "batch"
+        action in ("complete", "fail") and run_records.load_plan(run.tenant, run.execution_id).mode == "batch"
     ):
         return _batch(action, event, run)
     return _single(action, event, run)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from relayflow_runtime.domain.costs import estimate_cost_nanos, nanos_to_dollars
 from relayflow_runtime.providers import bedrock, builtin, lambda_, openai, sagemaker
 from relayflow_runtime.providers.base import (
     InvocationContext,
@@ -159,6 +160,4 @@ def invoke_model(
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:
     """Cost of one call in dollars from the model's ``price`` ({"input_per_1k", "output_per_1k"});
     None if unpriced. See :mod:`relayflow_runtime.domain.costs` (runs add up exact nano-dollars)."""
-    from relayflow_runtime.domain.costs import estimate_cost_nanos, nanos_to_dollars
-
     return nanos_to_dollars(estimate_cost_nanos(usage.input_tokens, usage.output_tokens, price))

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
 
 class ModelError(Exception):
     """A model call failed. ``transient`` says whether the retry policy applies."""
@@ -103,9 +106,6 @@ def map_aws_error(
     5xx transient, the rest permanent). Connection failures and read timeouts are transient; any
     other botocore error (missing credentials, parameter validation) is permanent.
     """
-    from botocore.exceptions import ClientError, HTTPClientError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "") or "Unknown")

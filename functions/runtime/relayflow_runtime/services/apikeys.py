@@ -21,13 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from relayflow_runtime.adapters.table import TableStore, get_table_store
 from relayflow_runtime.domain.clock import now_iso, parse_iso
 from relayflow_runtime.domain.limits import MAX_API_KEYS_PER_TENANT
 from relayflow_runtime.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import API_KEY_SCOPES, ApiKey, CreatedApiKey
-from relayflow_runtime.settings import get_settings
+from relayflow_runtime.services import deps
 
 KEY_PREFIX = "rf_"
 _KEY_PATTERN = re.compile(r"^rf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -46,10 +45,6 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     key_id: str
-
-
-def store() -> TableStore:
-    return get_table_store(get_settings().table_name)
 
 
 def hash_key(key: str) -> str:
@@ -110,7 +105,7 @@ def _store_key(
     )
     ttl = int((expires_at + _EXPIRED_KEPT).timestamp()) if expires_at else None
     stored = {**record.model_dump(mode="json", exclude_none=True), "key_hash": hash_key(key)}
-    store().put_api_key(tenant, stored, ttl_epoch=ttl)
+    deps.stores().api_keys.put_api_key(tenant, stored, ttl_epoch=ttl)
     return CreatedApiKey(**record.model_dump(), key=key)
 
 
@@ -129,7 +124,9 @@ def create_key(
     """A new key of tenant with scopes; the answer carries the whole key (never stored)."""
     check_tenant(tenant)
     now = datetime.now(UTC)
-    active = [k for k in (_to_api_key(r) for r in store().all_api_keys(tenant)) if _active(k, now)]
+    active = [
+        k for k in (_to_api_key(r) for r in deps.stores().api_keys.all_api_keys(tenant)) if _active(k, now)
+    ]
     if len(active) >= MAX_API_KEYS_PER_TENANT:
         raise Conflict(
             f"tenant '{tenant}' already has {len(active)} active API keys, the limit "
@@ -189,7 +186,7 @@ def ensure_local_key(key: str | None = None, *, tenant: str = DEFAULT_TENANT) ->
             code="invalid_api_key",
         )
     check_tenant(tenant)
-    found = store().find_api_key(match.group(1))
+    found = deps.stores().api_keys.find_api_key(match.group(1))
     if found is not None:
         if found[0] != tenant or not hmac.compare_digest(found[1].get("key_hash", ""), hash_key(key)):
             raise Conflict("another key with this id is already registered.", code="api_key_exists")
@@ -214,7 +211,7 @@ def authenticate(key: str | None, *, now: datetime | None = None) -> Principal:
             "this route needs an API key: send it in the x-api-key header.", code="missing_api_key"
         )
     match = _KEY_PATTERN.match(key.strip())
-    found = store().find_api_key(match.group(1)) if match else None
+    found = deps.stores().api_keys.find_api_key(match.group(1)) if match else None
     # One answer for unknown ids and wrong secrets; compare_digest keeps the timing flat.
     if found is None or not hmac.compare_digest(str(found[1].get("key_hash", "")), hash_key(key.strip())):
         raise Forbidden("this API key is not valid.", code="invalid_api_key")
@@ -229,7 +226,7 @@ def authenticate(key: str | None, *, now: datetime | None = None) -> Principal:
 
 # ---- managing -------------------------------------------------------------------------------------------
 def list_keys(tenant: str, limit: int = 50, next_token: str | None = None) -> tuple[list[ApiKey], str | None]:
-    records, token = store().list_api_keys(tenant, limit, next_token)
+    records, token = deps.stores().api_keys.list_api_keys(tenant, limit, next_token)
     return [_to_api_key(r) for r in records], token
 
 
@@ -240,9 +237,9 @@ def _check_id(key_id: str) -> str:
 
 
 def get_key(tenant: str, key_id: str) -> ApiKey:
-    return _to_api_key(store().get_api_key(tenant, _check_id(key_id)))
+    return _to_api_key(deps.stores().api_keys.get_api_key(tenant, _check_id(key_id)))
 
 
 def revoke_key(tenant: str, key_id: str) -> ApiKey:
     """Revoke at once (API Gateway may keep a cached yes for up to the authorizer's cache TTL)."""
-    return _to_api_key(store().revoke_api_key(tenant, _check_id(key_id), now_iso()))
+    return _to_api_key(deps.stores().api_keys.revoke_api_key(tenant, _check_id(key_id), now_iso()))

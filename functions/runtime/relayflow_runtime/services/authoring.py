@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from relayflow_runtime.adapters.table import TableStore, get_table_store
+from pydantic import ValidationError
+
 from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.graph import validate_graph, with_names
 from relayflow_runtime.domain.limits import MAX_MODEL_CONFIG_BYTES, MAX_NODES_PER_VERSION
+from relayflow_runtime.domain.templating import TemplateError, parse_template
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
+from relayflow_runtime.providers import PROVIDERS, validate_model_config
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
     Model,
@@ -19,27 +23,23 @@ from relayflow_runtime.schemas.entities import (
     WorkflowNode,
     WorkflowVersion,
 )
-from relayflow_runtime.settings import get_settings
-
-
-def store() -> TableStore:
-    return get_table_store(get_settings().table_name)
+from relayflow_runtime.services import deps
 
 
 # ---- workflows -------------------------------------------------------------------------------------
 def create_workflow(tenant: str, body: api.CreateWorkflow) -> Workflow:
     now = now_iso()
     workflow = Workflow(id=new_id(), created_at=now, updated_at=now, **body.model_dump())
-    store().put_workflow(tenant, workflow.model_dump(mode="json"))
+    deps.stores().workflows.put_workflow(tenant, workflow.model_dump(mode="json"))
     return workflow
 
 
 def get_workflow(tenant: str, workflow_id: str) -> Workflow:
-    return Workflow.model_validate(store().get_workflow(tenant, workflow_id))
+    return Workflow.model_validate(deps.stores().workflows.get_workflow(tenant, workflow_id))
 
 
 def list_workflows(tenant: str, limit: int, next_token: str | None) -> tuple[list[Workflow], str | None]:
-    items, token = store().list_workflows(tenant, limit, next_token)
+    items, token = deps.stores().workflows.list_workflows(tenant, limit, next_token)
     return [Workflow.model_validate(i) for i in items], token
 
 
@@ -55,7 +55,7 @@ def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> 
                     code="version_of_other_workflow",
                 )
     fields["updated_at"] = now_iso()
-    return Workflow.model_validate(store().update_workflow(tenant, workflow_id, fields))
+    return Workflow.model_validate(deps.stores().workflows.update_workflow(tenant, workflow_id, fields))
 
 
 def delete_workflow(tenant: str, workflow_id: str) -> None:
@@ -63,8 +63,8 @@ def delete_workflow(tenant: str, workflow_id: str) -> None:
     get_workflow(tenant, workflow_id)
     # The secret first: a deletion cut short leaves a workflow that signs nothing and can be deleted
     # again, never a secret no route can reach (the workflow gone, DELETE answers 404).
-    store().delete_webhook_secret(tenant, workflow_id)
-    store().delete_workflow(tenant, workflow_id)
+    deps.stores().webhooks.delete_webhook_secret(tenant, workflow_id)
+    deps.stores().workflows.delete_workflow(tenant, workflow_id)
 
 
 # ---- versions --------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> Wo
     if body.copy_from_version_id:
         with referenced("copy_from_version_id"):
             source = version_graph(tenant, body.copy_from_version_id, workflow_id=workflow_id)
-    number = store().next_version_number(tenant, workflow_id)
+    number = deps.stores().workflows.next_version_number(tenant, workflow_id)
     now = now_iso()
     config = body.config or (source[0].config if source else VersionConfig())
     version = WorkflowVersion(
@@ -86,11 +86,13 @@ def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> Wo
         created_at=now,
         updated_at=now,
     )
-    store().put_version(tenant, version.model_dump(mode="json"))
+    deps.stores().workflows.put_version(tenant, version.model_dump(mode="json"))
     if source:
         _copy_graph(tenant, version, source[1], source[2])
     if not workflow.active_version_id:
-        store().update_workflow(tenant, workflow_id, {"active_version_id": version.id, "updated_at": now})
+        deps.stores().workflows.update_workflow(
+            tenant, workflow_id, {"active_version_id": version.id, "updated_at": now}
+        )
     return version
 
 
@@ -103,7 +105,7 @@ def _copy_graph(
         copy = node.model_copy(
             update={"id": new_ids[node.id], "version_id": version.id, "created_at": now, "updated_at": now}
         )
-        store().put_child(tenant, version.id, "N", copy.model_dump(mode="json"))
+        deps.stores().workflows.put_child(tenant, version.id, "N", copy.model_dump(mode="json"))
     for edge in edges:
         copy_edge = edge.model_copy(
             update={
@@ -114,11 +116,11 @@ def _copy_graph(
                 "created_at": now,
             }
         )
-        store().put_child(tenant, version.id, "E", copy_edge.model_dump(mode="json"))
+        deps.stores().workflows.put_child(tenant, version.id, "E", copy_edge.model_dump(mode="json"))
 
 
 def get_version(tenant: str, version_id: str, *, workflow_id: str | None = None) -> WorkflowVersion:
-    version = WorkflowVersion.model_validate(store().get_version(tenant, version_id))
+    version = WorkflowVersion.model_validate(deps.stores().workflows.get_version(tenant, version_id))
     if workflow_id and version.workflow_id != workflow_id:
         raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
     return version
@@ -126,7 +128,9 @@ def get_version(tenant: str, version_id: str, *, workflow_id: str | None = None)
 
 def list_versions(tenant: str, workflow_id: str) -> list[WorkflowVersion]:
     get_workflow(tenant, workflow_id)
-    return [WorkflowVersion.model_validate(v) for v in store().list_versions(tenant, workflow_id)]
+    return [
+        WorkflowVersion.model_validate(v) for v in deps.stores().workflows.list_versions(tenant, workflow_id)
+    ]
 
 
 def update_version(
@@ -139,7 +143,7 @@ def update_version(
     if body.config is not None:
         merged = {**version.config.model_dump(), **body.config.model_dump(exclude_unset=True)}
         fields["config"] = _validated(VersionConfig, merged, "config").model_dump(mode="json")
-    return WorkflowVersion.model_validate(store().update_version(tenant, version_id, fields))
+    return WorkflowVersion.model_validate(deps.stores().workflows.update_version(tenant, version_id, fields))
 
 
 def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
@@ -150,13 +154,13 @@ def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
             "this is the workflow's active version; make another version active before deleting it.",
             code="active_version",
         )
-    store().delete_version(tenant, version_id)
+    deps.stores().workflows.delete_version(tenant, version_id)
 
 
 def version_graph(
     tenant: str, version_id: str, *, workflow_id: str | None = None
 ) -> tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]]:
-    raw_version, raw_nodes, raw_edges = store().version_graph(tenant, version_id)
+    raw_version, raw_nodes, raw_edges = deps.stores().workflows.version_graph(tenant, version_id)
     version = WorkflowVersion.model_validate(raw_version)
     if workflow_id and version.workflow_id != workflow_id:
         raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
@@ -169,8 +173,6 @@ def version_graph(
 
 # ---- nodes -----------------------------------------------------------------------------------------
 def _validated(model: Any, value: dict[str, Any], what: str) -> Any:
-    from pydantic import ValidationError
-
     try:
         return model.model_validate(value)
     except ValidationError as exc:
@@ -179,8 +181,6 @@ def _validated(model: Any, value: dict[str, Any], what: str) -> Any:
 
 
 def _check_template(template: str) -> None:
-    from relayflow_runtime.domain.templating import TemplateError, parse_template
-
     try:
         parse_template(template)
     except TemplateError as exc:
@@ -211,13 +211,13 @@ def create_node(tenant: str, version_id: str, body: api.CreateNode) -> WorkflowN
         created_at=now,
         updated_at=now,
     )
-    store().put_child(tenant, version_id, "N", node.model_dump(mode="json"))
+    deps.stores().workflows.put_child(tenant, version_id, "N", node.model_dump(mode="json"))
     return node
 
 
 def get_node(tenant: str, version_id: str, node_id: str) -> WorkflowNode:
     get_version(tenant, version_id)
-    return WorkflowNode.model_validate(store().get_child(tenant, version_id, "N", node_id))
+    return WorkflowNode.model_validate(deps.stores().workflows.get_child(tenant, version_id, "N", node_id))
 
 
 def list_nodes(tenant: str, version_id: str) -> list[WorkflowNode]:
@@ -242,7 +242,9 @@ def update_node(tenant: str, version_id: str, node_id: str, body: api.UpdateNode
         merged = _validated(NodeConfig, {**node.config.model_dump(), **changes}, "config")
         _check_template(merged.input_template)
         fields["config"] = merged.model_dump(mode="json")
-    return WorkflowNode.model_validate(store().update_child(tenant, version_id, "N", node_id, fields))
+    return WorkflowNode.model_validate(
+        deps.stores().workflows.update_child(tenant, version_id, "N", node_id, fields)
+    )
 
 
 def delete_node(tenant: str, version_id: str, node_id: str) -> None:
@@ -250,13 +252,11 @@ def delete_node(tenant: str, version_id: str, node_id: str) -> None:
     if not any(n.id == node_id for n in nodes):
         raise NotFound(f"node '{node_id}' does not exist.", code="node_not_found")
     touching = [f"E#{e.id}" for e in edges if node_id in (e.begin_node_id, e.end_node_id)]
-    store().delete_children(tenant, version_id, [f"N#{node_id}", *touching])
+    deps.stores().workflows.delete_children(tenant, version_id, [f"N#{node_id}", *touching])
 
 
 # ---- edges -----------------------------------------------------------------------------------------
 def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowEdge:
-    from relayflow_runtime.domain.graph import validate_graph, with_names
-
     version, nodes, edges = version_graph(tenant, version_id)
     pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
     candidate = (body.begin_node_id, body.end_node_id)
@@ -287,7 +287,7 @@ def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowE
         end_node_id=body.end_node_id,
         created_at=now_iso(),
     )
-    store().put_child(tenant, version_id, "E", edge.model_dump(mode="json"))
+    deps.stores().workflows.put_child(tenant, version_id, "E", edge.model_dump(mode="json"))
     return edge
 
 
@@ -296,14 +296,12 @@ def list_edges(tenant: str, version_id: str) -> list[WorkflowEdge]:
 
 
 def delete_edge(tenant: str, version_id: str, edge_id: str) -> None:
-    store().get_child(tenant, version_id, "E", edge_id)
-    store().delete_children(tenant, version_id, [f"E#{edge_id}"])
+    deps.stores().workflows.get_child(tenant, version_id, "E", edge_id)
+    deps.stores().workflows.delete_children(tenant, version_id, [f"E#{edge_id}"])
 
 
 # ---- models ----------------------------------------------------------------------------------------
 def create_model(tenant: str, body: api.CreateModel) -> Model:
-    from relayflow_runtime.providers import PROVIDERS, validate_model_config
-
     if body.provider not in PROVIDERS:
         raise InvalidInput(
             f"provider '{body.provider}' is not one of: {', '.join(PROVIDERS)}.", code="unknown_provider"
@@ -321,7 +319,7 @@ def create_model(tenant: str, body: api.CreateModel) -> Model:
     model = Model(id=new_id(), created_at=now_iso(), **{**body.model_dump(), "config": config})
     # The config is stored as its JSON text: any JSON value keeps (a DynamoDB number has a narrower
     # range and precision than JSON's), and it is read back as it was sent.
-    store().put_model(tenant, {**model.model_dump(mode="json"), "config": config_text})
+    deps.stores().models.put_model(tenant, {**model.model_dump(mode="json"), "config": config_text})
     return model
 
 
@@ -345,14 +343,14 @@ def _model_of(record: dict[str, Any]) -> Model:
 
 
 def get_model(tenant: str, model_id: str) -> Model:
-    return _model_of(store().get_model(tenant, model_id))
+    return _model_of(deps.stores().models.get_model(tenant, model_id))
 
 
 def list_models(tenant: str, limit: int, next_token: str | None) -> tuple[list[Model], str | None]:
-    items, token = store().list_models(tenant, limit, next_token)
+    items, token = deps.stores().models.list_models(tenant, limit, next_token)
     return [_model_of(i) for i in items], token
 
 
 def delete_model(tenant: str, model_id: str) -> None:
     get_model(tenant, model_id)
-    store().delete_model(tenant, model_id)
+    deps.stores().models.delete_model(tenant, model_id)

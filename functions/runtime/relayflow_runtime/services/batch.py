@@ -12,8 +12,8 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
   list, or the items of a retried run that did not complete (failed, or never ran); sets
   ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
   item without the input field, ends the run ``failed`` with that reason.
-* **``reserve_budget``** (services/budget.py): the Map's concurrency is taken from the account's
-  budget of batch parallelism; ``pending -> running``.
+* **``reserve_budget``**: the Map's concurrency is taken from the account's budget of batch
+  parallelism (services/budget.py); ``pending -> running``.
 * **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
   decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
   ``completed`` / ``failed``.
@@ -26,25 +26,23 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.batch_store import BatchStore
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_settings, judge
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef
-from relayflow_runtime.domain.status import TERMINAL
+from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
-from relayflow_runtime.services import dataset_service, executions, item_lists
+from relayflow_runtime.services import budget, dataset_service, deps, item_lists, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
-from relayflow_runtime.services.run_machine import load_plan
+from relayflow_runtime.services.run_records import execution_prefix, load_plan
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -53,17 +51,8 @@ logger = Logger(child=True)
 OUTCOMES_PER_READ = 100
 
 
-@lru_cache(maxsize=4)
-def _batch_store(table_name: str) -> BatchStore:
-    return BatchStore(table_name)
-
-
-def batch_store() -> BatchStore:
-    return _batch_store(get_settings().table_name)
-
-
 def _prefix(tenant: str, execution_id: str) -> str:
-    return executions.execution_prefix(tenant, execution_id)
+    return execution_prefix(tenant, execution_id)
 
 
 def _refuse(message: str, code: str) -> InvalidInput:
@@ -154,7 +143,7 @@ def retry_submission(
     if not old.get("batch"):
         raise Conflict("this batch run never got its item list; start a new batch.", code="no_item_list")
     total = int((old.get("progress") or {}).get("total_items") or 0)
-    counters = batch_store().counters(tenant, old["id"], consistent=True)
+    counters = deps.stores().batches.counters(tenant, old["id"], consistent=True)
     remaining = total - (counters["processed_items"] - counters["failed_items"])
     if remaining <= 0:
         raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
@@ -206,7 +195,7 @@ def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
     in list order; outcomes read a page of entries at a time (memory: one page)."""
     stream = (entry for _, entry in item_lists.entries(item_lists.list_key(_prefix(tenant, old_id))))
     while page := list(itertools.islice(stream, OUTCOMES_PER_READ)):
-        outcomes = batch_store().outcomes(tenant, old_id, [e.id for e in page], fields=("status",))
+        outcomes = deps.stores().batches.outcomes(tenant, old_id, [e.id for e in page], fields=("status",))
         for entry in page:
             if outcomes.get(entry.id, {}).get("status") != "completed":
                 yield entry.model_dump(exclude_none=True)
@@ -217,7 +206,7 @@ def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tu
     prefix = _prefix(tenant, record["id"])
     source: Iterator[dict[str, Any]]
     if record.get("rerun_of"):
-        old = executions.store().get_execution(tenant, record["rerun_of"])
+        old = deps.stores().executions.get_execution(tenant, record["rerun_of"])
         old_total = int((old.get("progress") or {}).get("total_items") or 0)
         old_index = old.get("item_index") or {}
         if old_index and not old.get("large_items"):
@@ -226,7 +215,7 @@ def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tu
         source = (e for _, e in _entries_of(tenant, old["id"]))
         expected = old_total
     elif record.get("retry_of"):
-        old = executions.store().get_execution(tenant, record["retry_of"])
+        old = deps.stores().executions.get_execution(tenant, record["retry_of"])
         source = _unfinished_entries(tenant, old["id"])
         expected = int((old.get("progress") or {}).get("total_items") or 0)
     else:
@@ -240,7 +229,7 @@ def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tu
         writer.abort()
         raise
     if writer.large:
-        executions.store().update_execution(tenant, record["id"], {"large_items": writer.large})
+        deps.stores().executions.update_execution(tenant, record["id"], {"large_items": writer.large})
     return total, writer.buckets
 
 
@@ -260,7 +249,7 @@ def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str
 def prepare_batch(run: RunRef) -> dict[str, Any]:
     """Write the run's item list and index, set ``total_items``, size the Map. A repeated call
     returns what the first decided."""
-    store = executions.store()
+    store = deps.stores().executions
     record = store.get_execution(run.tenant, run.execution_id)
     plan = load_plan(run.tenant, run.execution_id)
     if record.get("batch"):
@@ -273,7 +262,7 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
         if total == 0:
             raise _Refused("no item of the run is left to run.")
     except _Refused as refused:
-        executions.transition(
+        transitions.transition(
             run.tenant,
             record,
             (Status.PENDING,),
@@ -301,9 +290,41 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
     return _machine_input(run, settings, plan)
 
 
+# ---- reserve_budget (the machine) ------------------------------------------------------------------
+def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
+    """The body of the node runner's ``reserve_budget`` action (batch machine, state ReserveBudget).
+
+    ``event`` is ``{"run": {"tenant", "workflow_id", "execution_id"}, "batch": {..., "children",
+    "items_per_child"}, "timeout"}``. Returns the event (with ``batch.children`` narrowed when the
+    batch alone is larger than the budget) once the share is reserved and the run is ``running``.
+    Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
+    when the run was cancelled (or ended) while it waited.
+    """
+    run = event["run"]
+    tenant, execution_id = run["tenant"], run["execution_id"]
+    store = deps.stores().executions
+    batch, outcome = budget.reserve(tenant, execution_id, event["batch"])
+    if outcome == "not_pending":
+        record = store.get_execution(tenant, execution_id)
+        if record["status"] != Status.RUNNING:
+            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+        return {**event, "batch": batch}  # started by an earlier attempt of this task
+    record = store.get_execution(tenant, execution_id)
+    moved = transitions.transition(
+        tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, {"started_at": now_iso()}
+    )
+    if moved is None:
+        record = store.get_execution(tenant, execution_id)
+        if record["status"] != Status.RUNNING:
+            # Cancelled between the reservation and the move: give the share back at once.
+            budget.release(tenant, execution_id)
+            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+    return {**event, "batch": batch}
+
+
 # ---- the end (the machine) -------------------------------------------------------------------------
 def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], BatchCounts]:
-    counters = batch_store().counters(tenant, record["id"], consistent=True)
+    counters = deps.stores().batches.counters(tenant, record["id"], consistent=True)
     total = int((record.get("progress") or {}).get("total_items") or 0)
     counts = BatchCounts.final(total, counters)
     progress = {
@@ -319,7 +340,7 @@ def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], 
 def complete(run: RunRef) -> None:
     """Every child of the Map has ended: ``completed``, or ``failed`` above ``max_failed_percent``
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
-    record = executions.store().get_execution(run.tenant, run.execution_id)
+    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
     if record["status"] != Status.RUNNING:
         return
     fields, counts = _final_fields(run.tenant, record)
@@ -327,12 +348,12 @@ def complete(run: RunRef) -> None:
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
-    executions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
+    transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
-    record = executions.store().get_execution(run.tenant, run.execution_id)
+    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
     if record["status"] in TERMINAL:
         return
     fields, _ = _final_fields(run.tenant, record)
@@ -340,15 +361,15 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         fields["error"] = f"workflow timed out after {record.get('timeout')} seconds"
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    executions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
+    transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------
 def delete_in_background(tenant: str, record: dict[str, Any]) -> None:
     """Hide the run from every read and listing at once; delete its records and objects (which
     grow with its items) on the jobs machine."""
-    executions.store().hide_execution(tenant, record["id"])
-    executions.machines().start(
+    deps.stores().executions.hide_execution(tenant, record["id"])
+    deps.machines().start(
         get_settings().jobs_machine_arn,
         f"delete-{record['id']}",
         {"kind": "delete_execution", "tenant": tenant, "execution_id": record["id"]},
@@ -359,7 +380,7 @@ def delete_execution_job(job: dict[str, Any]) -> dict[str, Any]:
     """The jobs machine's ``delete_execution``: objects, outcomes and counters, the execution last
     (an interrupted delete is finished by a repeat)."""
     tenant, execution_id = str(job["tenant"]), str(job["execution_id"])
-    executions.blobs().delete_prefix(_prefix(tenant, execution_id))
-    deleted = batch_store().delete_records(tenant, execution_id)
-    executions.store().delete_execution(tenant, execution_id)
+    deps.blobs().delete_prefix(_prefix(tenant, execution_id))
+    deleted = deps.stores().batches.delete_records(tenant, execution_id)
+    deps.stores().executions.delete_execution(tenant, execution_id)
     return {"deleted": execution_id, "records": deleted}

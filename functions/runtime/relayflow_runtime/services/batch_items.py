@@ -37,8 +37,7 @@ from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.providers.base import InvocationContext, PermanentModelError, TransientModelError
-from relayflow_runtime.services import executions, item_lists
-from relayflow_runtime.services.batch import batch_store
+from relayflow_runtime.services import deps, item_lists
 from relayflow_runtime.services.node_execution import (
     NodeOutput,
     NodeTimeout,
@@ -46,7 +45,7 @@ from relayflow_runtime.services.node_execution import (
     run_attempt,
     template_scope,
 )
-from relayflow_runtime.services.run_machine import load_plan
+from relayflow_runtime.services.run_records import execution_prefix, load_plan
 from relayflow_runtime.services.values import pack
 from relayflow_runtime.settings import get_settings
 
@@ -86,7 +85,7 @@ class _Status:
         if seen and not fresh and now - seen[0] < STATUS_CACHE_SECONDS:
             return seen[1]
         try:
-            record = executions.store().get_execution(run.tenant, run.execution_id)
+            record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
             state = _RunState(
                 running=record.get("status") == "running",
                 input_field=str((record.get("batch_config") or {}).get("input_field") or "text"),
@@ -318,10 +317,10 @@ def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
     # Prompts and outputs over this stay in S3, so an outcome stays within its share of the
     # transaction (4 MB) and costs few write units.
     value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
-    prefix = executions.execution_prefix(run.tenant, run.execution_id)
+    prefix = execution_prefix(run.tenant, run.execution_id)
     child = _Child(run, plan, state.input_field, prefix, value_limit, _node_pool)
     outcomes = list(_item_pool.map(lambda entry: _run_item(child, entry), entries))
-    recorded = batch_store().record_outcomes(
+    recorded = deps.stores().batches.record_outcomes(
         run.tenant, run.execution_id, [o for o in outcomes if o is not None], state.expires_at
     )
     return {"done": len(recorded)}
@@ -345,5 +344,5 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
         )
         for entry in entries
     ]
-    recorded = batch_store().record_outcomes(run.tenant, run.execution_id, outcomes, state.expires_at)
+    recorded = deps.stores().batches.record_outcomes(run.tenant, run.execution_id, outcomes, state.expires_at)
     return {"failed": len(recorded)}

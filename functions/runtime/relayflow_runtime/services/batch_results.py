@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from relayflow_runtime.adapters import blob_stream
@@ -34,8 +35,7 @@ from relayflow_runtime.schemas.entities import (
     TokenUsage,
 )
 from relayflow_runtime.schemas.responses import BatchItemDetail
-from relayflow_runtime.services import dataset_service, executions, item_lists
-from relayflow_runtime.services.batch import batch_store
+from relayflow_runtime.services import dataset_service, deps, item_lists, run_records
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
 from relayflow_runtime.services.values import unpack
 from relayflow_runtime.settings import get_settings
@@ -58,12 +58,12 @@ def fill_progress(tenant: str, execution: Execution, *, with_results: bool = Fal
     """Live counts from the counter shards, or the final counts a finished run keeps; a finished
     run's first page of results when asked."""
     if not _finished(execution):
-        counters = batch_store().counters(tenant, execution.id)
+        counters = deps.stores().batches.counters(tenant, execution.id)
         execution.progress.processed_items = counters["processed_items"]
         execution.progress.failed_items = counters["failed_items"]
         if counters.get("input_tokens") or counters.get("output_tokens"):
             usage = {k: counters[k] for k in USAGE_COUNTERS if counters.get(k)}
-            execution.usage = TokenUsage.model_validate(executions.usage_of(usage))
+            execution.usage = TokenUsage.model_validate(run_records.usage_of(usage))
     if with_results and execution.status in TERMINAL_STATUSES:
         items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
         execution.results = ExecutionResults(
@@ -73,7 +73,7 @@ def fill_progress(tenant: str, execution: Execution, *, with_results: bool = Fal
 
 # ---- results ---------------------------------------------------------------------------------------
 def _batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, dict[str, Any]]:
-    record = executions.get_execution_record(tenant, workflow_id, execution_id)
+    record = run_records.get_execution_record(tenant, workflow_id, execution_id)
     if record.get("input_mode") != "batch":
         raise NotFound("this execution is not a batch run: it has no item results.", code="not_a_batch")
     return Execution.model_validate({k: v for k, v in record.items() if k != "results"}), record
@@ -113,7 +113,7 @@ def results_page(
     offset = dataset_service.decode_offset(next_token)
     page: list[tuple[str, dict[str, Any]]] = []
     token: str | None = None
-    prefix = executions.execution_prefix(tenant, execution.id)
+    prefix = run_records.execution_prefix(tenant, execution.id)
     try:
         for start, entry in item_lists.entries(item_lists.list_key(prefix), offset):
             if len(page) == limit:
@@ -122,7 +122,7 @@ def results_page(
             page.append((entry.id, item_lists.item_of(entry)))
     except NotFound:  # the list is not written yet (the run is being prepared)
         return [], None
-    outcomes = batch_store().outcomes(tenant, execution.id, [entry_id for entry_id, _ in page])
+    outcomes = deps.stores().batches.outcomes(tenant, execution.id, [entry_id for entry_id, _ in page])
     return [_result(execution, entry_id, item, outcomes.get(entry_id)) for entry_id, item in page], token
 
 
@@ -149,11 +149,11 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
     entry = None
     if buckets:
         entry = item_lists.find(
-            executions.execution_prefix(tenant, execution_id), int(buckets), source_item_id
+            run_records.execution_prefix(tenant, execution_id), int(buckets), source_item_id
         )
     if entry is None:
         raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
-    outcome = batch_store().outcome(tenant, execution_id, source_item_id)
+    outcome = deps.stores().batches.outcome(tenant, execution_id, source_item_id)
     nodes: dict[str, NodeExecution] = {}
     for node in sorted(((outcome or {}).get("nodes") or {}).values(), key=lambda n: n.get("idx", 0)):
         data = {
@@ -162,7 +162,7 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
             "parsed_output": unpack(node.get("parsed_output")),
             "prompt": unpack(node.get("prompt")),
         }
-        data["usage"] = executions.usage_of(node["usage"]) if node.get("usage") else None
+        data["usage"] = run_records.usage_of(node["usage"]) if node.get("usage") else None
         nodes[node["node_id"]] = NodeExecution.model_validate(data)
     result = _result(execution, entry.id, item_lists.item_of(entry), outcome)
     return BatchItemDetail(**dict(result), node_executions=nodes)
@@ -174,7 +174,7 @@ def _media(fmt: str) -> str:
 
 
 def export_key(tenant: str, execution_id: str, fmt: str) -> str:
-    return f"{executions.execution_prefix(tenant, execution_id)}exports/results.{fmt}"
+    return f"{run_records.execution_prefix(tenant, execution_id)}exports/results.{fmt}"
 
 
 def _inline(tenant: str, execution: Execution, fmt: str, limit: int) -> bytes | None:
@@ -204,7 +204,7 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
     finished = execution.status in TERMINAL_STATUSES
     export = (record.get("exports") or {}).get(fmt) or {}
     if finished and export.get("status") == "ready":
-        url = executions.blobs().presigned_get(export_key(tenant, execution_id, fmt), URL_SECONDS, filename)
+        url = deps.blobs().presigned_get(export_key(tenant, execution_id, fmt), URL_SECONDS, filename)
         return Download(url=url, filename=filename)
     large = (
         finished and presigned_urls_enabled() and int(execution.progress.total_items or 0) > INLINE_TRY_ITEMS
@@ -222,8 +222,8 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
         **(record.get("exports") or {}),
         fmt: {"status": "preparing", "since": now_iso(), "attempt": attempt},
     }
-    executions.store().update_execution(tenant, execution_id, {"exports": exports})
-    executions.machines().start(
+    deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})
+    deps.machines().start(
         get_settings().jobs_machine_arn,
         f"export-{execution_id}-{fmt}-{attempt}",
         {
@@ -240,8 +240,6 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
 def _age_seconds(since: str | None) -> float:
     if not since:
         return float("inf")
-    from datetime import UTC, datetime
-
     return (datetime.now(UTC) - parse_iso(since)).total_seconds()
 
 
@@ -256,10 +254,10 @@ def export_results_job(job: dict[str, Any]) -> dict[str, Any]:
     )
     execution, _ = _batch_record(tenant, workflow_id, execution_id)
     key = export_key(tenant, execution_id, fmt)
-    with blob_stream.ObjectWriter(executions.blobs().bucket, key, _media(fmt)) as out:
+    with blob_stream.ObjectWriter(deps.blobs().bucket, key, _media(fmt)) as out:
         for chunk in format_rows((result_row(r) for r in iter_results(tenant, execution, 1000)), fmt):
             out.write(chunk)
-    fresh = executions.store().get_execution(tenant, execution_id)
+    fresh = deps.stores().executions.get_execution(tenant, execution_id)
     exports = {**(fresh.get("exports") or {}), fmt: {"status": "ready", "since": now_iso(), "size": out.size}}
-    executions.store().update_execution(tenant, execution_id, {"exports": exports})
+    deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})
     return {"key": key, "size": out.size}

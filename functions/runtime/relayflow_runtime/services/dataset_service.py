@@ -30,14 +30,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, cast
 
 from relayflow_runtime.adapters import blob_stream
-from relayflow_runtime.adapters.blobs import BlobStore
-from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
+from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
 from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
 from relayflow_runtime.schemas import dataset_api
 from relayflow_runtime.schemas.entities import Dataset, DatasetItem, DatasetUpload, DatasetVersion
+from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
 
 #: An item whose JSON is larger than this is stored apart from the item list (see module doc).
@@ -50,18 +50,6 @@ UPLOAD_TTL_SECONDS = 24 * 3600
 STALE_PROCESSING_SECONDS = 20 * 60
 #: Field names a version remembers (to check a batch's input_field at submission).
 MAX_TRACKED_FIELDS = 500
-
-
-def store() -> TableStore:
-    return get_table_store(get_settings().table_name)
-
-
-def bucket() -> str:
-    return get_settings().bucket_name
-
-
-def blobs() -> BlobStore:
-    return BlobStore(bucket())
 
 
 def dataset_prefix(tenant: str, dataset_id: str) -> str:
@@ -94,7 +82,7 @@ class ItemListWriter:
     def __init__(self, key: str) -> None:
         self.key = key
         self.count = 0
-        self._out = blob_stream.ObjectWriter(bucket(), key, "application/json")
+        self._out = blob_stream.ObjectWriter(deps.blobs().bucket, key, "application/json")
         self._out.write(b"[\n")
 
     def _write(self, entry: bytes) -> tuple[int, int]:
@@ -131,7 +119,7 @@ def parse_entry_line(line: bytes) -> dict[str, Any] | None:
 
 def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(offset of the line, offset after it, entry) of an item list, streamed from ``offset``."""
-    for position, line in blob_stream.read_lines(bucket(), key, offset):
+    for position, line in blob_stream.read_lines(deps.blobs().bucket, key, offset):
         entry = parse_entry_line(line)
         if entry is not None:
             yield position, position + len(line), entry
@@ -140,7 +128,7 @@ def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str
 def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The item of an entry, read from its own object when it is stored apart."""
     if "ref" in entry:
-        value: dict[str, Any] = blobs().get_json(entry["ref"])
+        value: dict[str, Any] = deps.blobs().get_json(entry["ref"])
         return value
     item: dict[str, Any] = entry["item"]
     return item
@@ -153,7 +141,7 @@ def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple
     encoded = _json_bytes(item)
     if len(encoded) <= LARGE_ITEM_BYTES:
         return b'{"id":' + _json_bytes(item_id) + b',"item":' + encoded + b"}", False
-    blobs().put_bytes(large_key, encoded, "application/json")
+    deps.blobs().put_bytes(large_key, encoded, "application/json")
     return _json_bytes({"id": item_id, "ref": large_key}), True
 
 
@@ -163,37 +151,37 @@ def create_dataset(tenant: str, body: dataset_api.CreateDataset) -> Dataset:
     dataset = Dataset(
         id=new_id(), name=body.name, description=body.description, created_at=now, updated_at=now
     )
-    store().put_dataset(tenant, dataset.model_dump(mode="json"))
+    deps.stores().datasets.put_dataset(tenant, dataset.model_dump(mode="json"))
     return dataset
 
 
 def get_dataset(tenant: str, dataset_id: str) -> Dataset:
-    return Dataset.model_validate(store().get_dataset(tenant, dataset_id))
+    return Dataset.model_validate(deps.stores().datasets.get_dataset(tenant, dataset_id))
 
 
 def list_datasets(tenant: str, limit: int, next_token: str | None) -> tuple[list[Dataset], str | None]:
-    items, token = store().list_datasets(tenant, limit, next_token)
+    items, token = deps.stores().datasets.list_datasets(tenant, limit, next_token)
     return [Dataset.model_validate(i) for i in items], token
 
 
 def delete_dataset(tenant: str, dataset_id: str) -> None:
     get_dataset(tenant, dataset_id)
-    for version in store().list_dataset_versions(tenant, dataset_id):
+    for version in deps.stores().datasets.list_dataset_versions(tenant, dataset_id):
         if _processing(version):
             raise Conflict(
                 f"version {version['number']} of this dataset is still being ingested; try again when it "
                 "is ready or failed.",
                 code="dataset_version_processing",
             )
-    blobs().delete_prefix(dataset_prefix(tenant, dataset_id))
-    blobs().delete_prefix(f"uploads/{tenant}/{dataset_id}/")
-    store().delete_dataset(tenant, dataset_id)
+    deps.blobs().delete_prefix(dataset_prefix(tenant, dataset_id))
+    deps.blobs().delete_prefix(f"uploads/{tenant}/{dataset_id}/")
+    deps.stores().datasets.delete_dataset(tenant, dataset_id)
 
 
 # ---- versions ----------------------------------------------------------------------------------------
 def create_version(tenant: str, dataset_id: str, body: dataset_api.CreateDatasetVersion) -> DatasetVersion:
     now = now_iso()
-    number = store().next_dataset_version_number(tenant, dataset_id, now)
+    number = deps.stores().datasets.next_dataset_version_number(tenant, dataset_id, now)
     version = DatasetVersion(
         id=new_id(),
         dataset_id=dataset_id,
@@ -202,13 +190,13 @@ def create_version(tenant: str, dataset_id: str, body: dataset_api.CreateDataset
         created_at=now,
         updated_at=now,
     )
-    store().put_dataset_version(tenant, version.model_dump(mode="json"))
+    deps.stores().datasets.put_dataset_version(tenant, version.model_dump(mode="json"))
     return version
 
 
 def get_version_record(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
     get_dataset(tenant, dataset_id)
-    return store().get_dataset_version(tenant, dataset_id, version_id)
+    return deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
 
 
 def get_version(tenant: str, dataset_id: str, version_id: str) -> DatasetVersion:
@@ -217,7 +205,10 @@ def get_version(tenant: str, dataset_id: str, version_id: str) -> DatasetVersion
 
 def list_versions(tenant: str, dataset_id: str) -> list[DatasetVersion]:
     get_dataset(tenant, dataset_id)
-    versions = [DatasetVersion.model_validate(v) for v in store().list_dataset_versions(tenant, dataset_id)]
+    versions = [
+        DatasetVersion.model_validate(v)
+        for v in deps.stores().datasets.list_dataset_versions(tenant, dataset_id)
+    ]
     return sorted(versions, key=lambda v: v.number)
 
 
@@ -230,8 +221,8 @@ def delete_version(tenant: str, dataset_id: str, version_id: str) -> None:
             "this version is still being ingested; try again when it is ready or failed.",
             code="dataset_version_processing",
         )
-    blobs().delete_prefix(version_prefix(tenant, dataset_id, version_id))
-    store().delete_dataset_version(tenant, dataset_id, version_id)
+    deps.blobs().delete_prefix(version_prefix(tenant, dataset_id, version_id))
+    deps.stores().datasets.delete_dataset_version(tenant, dataset_id, version_id)
 
 
 def ready_version(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
@@ -360,7 +351,7 @@ def _processing(record: dict[str, Any]) -> bool:
 
 def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     try:
-        return store().update_dataset_version(
+        return deps.stores().datasets.update_dataset_version(
             tenant,
             dataset_id,
             version_id,
@@ -376,7 +367,7 @@ def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]
             or_processing_since_before=_stale_before(),
         )
     except ConditionFailed:
-        record = store().get_dataset_version(tenant, dataset_id, version_id)
+        record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
         if record.get("status") == "processing":
             raise Conflict(
                 "another upload to this version is being processed.", code="dataset_version_processing"
@@ -420,12 +411,12 @@ def ingest(
         size = writer.close()
     except datasets.DatasetFileError as exc:
         writer.abort()
-        blobs().delete_prefix(large_prefix)
+        deps.blobs().delete_prefix(large_prefix)
         line = exc.line
         message = str(exc)
         if fmt == "items" and line is not None:
             message = f"items[{line - 1}]: {exc.reason}"
-        store().update_dataset_version(
+        deps.stores().datasets.update_dataset_version(
             tenant,
             dataset_id,
             version_id,
@@ -440,15 +431,15 @@ def ingest(
         raise InvalidInput(message, code=exc.code, details={"line": line, "reason": exc.reason}) from None
     except BaseException:
         writer.abort()
-        blobs().delete_prefix(large_prefix)
-        store().update_dataset_version(
+        deps.blobs().delete_prefix(large_prefix)
+        deps.stores().datasets.update_dataset_version(
             tenant,
             dataset_id,
             version_id,
             {"status": "failed", "error": "the upload could not be processed", "updated_at": now_iso()},
         )
         raise
-    record = store().update_dataset_version(
+    record = deps.stores().datasets.update_dataset_version(
         tenant,
         dataset_id,
         version_id,
@@ -528,7 +519,7 @@ def start_upload(
     expires = int(time.time()) + UPLOAD_TTL_SECONDS
     url = None
     if presigned_uploads_enabled():
-        url = blobs().presigned_put(
+        url = deps.blobs().presigned_put(
             f"{upload_prefix(tenant, dataset_id, upload_id)}source", "application/octet-stream", 3600
         )
     upload = DatasetUpload(
@@ -542,7 +533,9 @@ def start_upload(
         upload_url=url,
         expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
     )
-    store().put_dataset_upload(tenant, {**upload.model_dump(mode="json"), "parts": {}}, expires)
+    deps.stores().datasets.put_dataset_upload(
+        tenant, {**upload.model_dump(mode="json"), "parts": {}}, expires
+    )
     return upload
 
 
@@ -562,7 +555,7 @@ def _check_size(size: int, fmt: str) -> None:
 
 
 def _upload_record(tenant: str, dataset_id: str, version_id: str, upload_id: str) -> dict[str, Any]:
-    record = store().get_dataset_upload(tenant, dataset_id, upload_id)
+    record = deps.stores().datasets.get_dataset_upload(tenant, dataset_id, upload_id)
     if record["version_id"] != version_id:
         raise NotFound(f"upload '{upload_id}' does not exist.", code="upload_not_found")
     return record
@@ -582,8 +575,8 @@ def put_part(
         raise InvalidInput(
             f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {len(data)}.", code="invalid_part"
         )
-    blobs().put_bytes(f"{upload_prefix(tenant, dataset_id, upload_id)}parts/{part:05d}", data)
-    store().add_upload_part(tenant, dataset_id, upload_id, part, len(data))
+    deps.blobs().put_bytes(f"{upload_prefix(tenant, dataset_id, upload_id)}parts/{part:05d}", data)
+    deps.stores().datasets.add_upload_part(tenant, dataset_id, upload_id, part, len(data))
     return {"part": part, "size": len(data)}
 
 
@@ -593,13 +586,13 @@ def _upload_source(
     """(a chunk iterator over the uploaded file, its size)."""
     prefix = upload_prefix(tenant, dataset_id, upload["id"])
     if parts is None:
-        size = blob_stream.object_size(bucket(), f"{prefix}source")
+        size = blob_stream.object_size(deps.blobs().bucket, f"{prefix}source")
         if size is None:
             raise Conflict(
                 "nothing was uploaded: PUT the file to upload_url, or send parts and pass parts=n.",
                 code="upload_incomplete",
             )
-        return blob_stream.read_stream(bucket(), f"{prefix}source"), size
+        return blob_stream.read_stream(deps.blobs().bucket, f"{prefix}source"), size
     received: dict[str, int] = {k: int(v) for k, v in (upload.get("parts") or {}).items()}
     missing = [n for n in range(1, parts + 1) if f"{n:05d}" not in received]
     if missing:
@@ -611,7 +604,7 @@ def _upload_source(
 
     def chunks() -> Iterator[bytes]:
         for key in keys:
-            yield from blob_stream.read_stream(bucket(), key)
+            yield from blob_stream.read_stream(deps.blobs().bucket, key)
 
     return chunks(), sum(received[f"{n:05d}"] for n in range(1, parts + 1))
 
@@ -649,7 +642,7 @@ def commit_upload(
     try:
         _start_ingest_job(job)
     except Exception:
-        store().update_dataset_version(
+        deps.stores().datasets.update_dataset_version(
             tenant,
             dataset_id,
             version_id,
@@ -660,15 +653,13 @@ def commit_upload(
 
 
 def _forget_upload(tenant: str, dataset_id: str, upload_id: str) -> None:
-    blobs().delete_prefix(upload_prefix(tenant, dataset_id, upload_id))
-    store().delete_dataset_upload(tenant, dataset_id, upload_id)
+    deps.blobs().delete_prefix(upload_prefix(tenant, dataset_id, upload_id))
+    deps.stores().datasets.delete_dataset_upload(tenant, dataset_id, upload_id)
 
 
 def _start_ingest_job(job: dict[str, Any]) -> None:
     """Ingest a large upload on the template's jobs machine (a 15-minute node-runner task)."""
-    from relayflow_runtime.adapters.engine import StateMachines
-
-    StateMachines().start(
+    deps.machines().start(
         get_settings().jobs_machine_arn, f"ingest-{job['upload_id']}", {"kind": "ingest_dataset", **job}
     )
 
@@ -676,7 +667,7 @@ def _start_ingest_job(job: dict[str, Any]) -> None:
 def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
     """The node runner's ``ingest_dataset`` action. A refused file is an outcome, not an error."""
     tenant, dataset_id, version_id = job["tenant"], job["dataset_id"], job["version_id"]
-    upload = store().get_dataset_upload(tenant, dataset_id, job["upload_id"])
+    upload = deps.stores().datasets.get_dataset_upload(tenant, dataset_id, job["upload_id"])
     try:
         chunks, _ = _upload_source(tenant, dataset_id, upload, job.get("parts"))
         version = ingest(
@@ -689,9 +680,9 @@ def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
         )
         outcome: dict[str, Any] = {"status": version.status, "item_count": version.item_count}
     except InvalidInput as exc:
-        record = store().get_dataset_version(tenant, dataset_id, version_id)
+        record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
         if record.get("status") == "processing":
-            store().update_dataset_version(
+            deps.stores().datasets.update_dataset_version(
                 tenant,
                 dataset_id,
                 version_id,

@@ -1,9 +1,11 @@
-"""Start, watch, cancel, re-run and finish executions. Status only moves forward:
+"""The API's executions: start (once per Idempotency-Key), read, list, cancel, re-run, retry a
+batch's failed items, delete.
 
-    pending -> running -> completed | failed | cancelled
-
-Every transition is a conditional write, so a terminal state is never overwritten and when two
-writers race (a cancel and the last node's completion) exactly one wins.
+A start writes the execution ``pending`` with its plan snapshot and starts the template's machine
+for its mode; the machines' actions take it from there (services/run_machine.py, services/batch.py).
+Status changes are services/transitions.py's, for the API's cancel as for everything else that ends
+a run; where a run's records and objects are is services/run_records.py, and how an execution
+reads in an answer services/execution_view.py.
 """
 
 from __future__ import annotations
@@ -16,62 +18,41 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 
-from relayflow_runtime.adapters.blobs import BlobStore
-from relayflow_runtime.adapters.engine import StateMachines
-from relayflow_runtime.adapters.table import ConditionFailed, TableStore, get_table_store
+from relayflow_runtime.adapters.idempotency import idempotency_store
+from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
-from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
-from relayflow_runtime.domain.status import NODE_OPEN, ExecutionStatus, allowed_from, check_moves
+from relayflow_runtime.domain.status import ExecutionStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
     ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
     Execution,
     ExecutionProgress,
-    ExecutionResults,
     ExecutionTrigger,
     InputFile,
-    NodeExecution,
 )
-from relayflow_runtime.services import authoring, metrics, retention
+from relayflow_runtime.services import authoring, batch, deps, metrics, notify, retention
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
+from relayflow_runtime.services.execution_view import to_execution
 from relayflow_runtime.services.plan import build_plan
-from relayflow_runtime.services.values import is_ref, pack, unpack
+from relayflow_runtime.services.run_records import (
+    execution_prefix,
+    get_execution_record,
+    machine_arn,
+    plan_key,
+)
+from relayflow_runtime.services.transitions import transition
+from relayflow_runtime.services.values import pack, unpack
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
-
-
-def store() -> TableStore:
-    return get_table_store(get_settings().table_name)
-
-
-def blobs() -> BlobStore:
-    return BlobStore(get_settings().bucket_name)
-
-
-def machines() -> StateMachines:
-    return StateMachines()
-
-
-def machine_arn(mode: str) -> str:
-    """The template's state machine that runs executions of this input mode."""
-    settings = get_settings()
-    return settings.batch_machine_arn if mode == "batch" else settings.run_machine_arn
-
-
-def execution_prefix(tenant: str, execution_id: str) -> str:
-    """Every object of a run lies under here. The top-level ``executions/`` is what the bucket's
-    lifecycle rule matches (a rule's prefix cannot skip a tenant segment); see logic/retention.py."""
-    return f"executions/{tenant}/{execution_id}/"
-
-
-def plan_key(tenant: str, execution_id: str) -> str:
-    """The execution's plan snapshot: what the state machines interpret (see domain/engine.py)."""
-    return f"{execution_prefix(tenant, execution_id)}plan.json"
 
 
 # ---- starting --------------------------------------------------------------------------------------
@@ -118,12 +99,7 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
         plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
-    if body.input_mode == "batch":
-        from relayflow_runtime.services import batch
-
-        batch_ctx = batch.submission(tenant, body, plan)
-    else:
-        batch_ctx = None
+    batch_ctx = batch.submission(tenant, body, plan) if body.input_mode == "batch" else None
     return _launch(
         tenant,
         workflow_id,
@@ -157,7 +133,7 @@ def start_from_object(
     execution id is the caller's: a second start with the same id returns the first execution.
     """
     with contextlib.suppress(NotFound):
-        return to_execution(tenant, store().get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
     plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
     safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
@@ -167,7 +143,7 @@ def start_from_object(
         content_type=content_type,
         size=size,
     )
-    blobs().copy(source_key, input_file.key)
+    deps.blobs().copy(source_key, input_file.key)
     try:
         return _launch(
             tenant,
@@ -178,7 +154,7 @@ def start_from_object(
             extra={"trigger": trigger.model_dump(mode="json")},
         )
     except ConditionFailed:  # a concurrent start with this id wrote the record first
-        return to_execution(tenant, store().get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
 
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -202,14 +178,6 @@ def start_execution_once(
     first request started; with a different request it is a 409 ``idempotency_key_reused``. A
     request that failed (4xx/5xx) leaves no record: the key may be used again.
     """
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-    from aws_lambda_powertools.utilities.idempotency.exceptions import (
-        IdempotencyAlreadyInProgressError,
-        IdempotencyValidationError,
-    )
-
-    from relayflow_runtime.adapters.idempotency import idempotency_store
-
     if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key):
         raise InvalidInput(
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters, "
@@ -291,10 +259,10 @@ def _launch(
         input_file = InputFile(
             key=f"{prefix}input/{safe_name}", filename=filename, content_type=content_type, size=len(data)
         )
-        blobs().put_bytes(input_file.key, data, content_type)
-    blobs().put_json(plan_key(tenant, execution_id), plan)
+        deps.blobs().put_bytes(input_file.key, data, content_type)
+    deps.blobs().put_json(plan_key(tenant, execution_id), plan)
 
-    number = store().next_execution_number(tenant, workflow_id)
+    number = deps.stores().workflows.next_execution_number(tenant, workflow_id)
     now = now_iso()
     batch_config = (batch_ctx or {}).get("batch_config")
     execution = Execution(
@@ -325,11 +293,11 @@ def _launch(
     record["node_order"] = [n["id"] for n in plan["nodes"]]
     # Every other item of the run carries this TTL from the start (logic/retention.py).
     record["children_expire_at"] = retention.children_expire_at(now)
-    store().put_execution(tenant, record)
+    deps.stores().executions.put_execution(tenant, record)
     metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
     if plan["mode"] == "single":
         for node in plan["nodes"]:
-            store().put_node_record_if_absent(
+            deps.stores().executions.put_node_record_if_absent(
                 tenant,
                 execution_id,
                 f"N#{node['id']}",
@@ -343,13 +311,11 @@ def _launch(
                 },
             )
 
-    from relayflow_runtime.services import notify
-
     notify.status_changed(tenant, record)
 
     run = {"tenant": tenant, "workflow_id": workflow_id, "execution_id": execution_id}
     try:
-        execution_arn = machines().start(state_machine_arn, execution_id, {"run": run})
+        execution_arn = deps.machines().start(state_machine_arn, execution_id, {"run": run})
     except Exception as exc:
         transition(
             tenant,
@@ -359,14 +325,14 @@ def _launch(
             {"error": f"the run could not be started: {exc}", "completed_at": now_iso()},
         )
         raise
-    store().update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
+    deps.stores().executions.update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
     return execution
 
 
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
     old = get_execution_record(tenant, workflow_id, execution_id)
-    plan = blobs().get_json(plan_key(tenant, execution_id))
+    plan = deps.blobs().get_json(plan_key(tenant, execution_id))
     new_execution_id = new_id()
     file_key = None
     if old.get("input_file"):
@@ -376,11 +342,9 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
                 "key": f"{execution_prefix(tenant, new_execution_id)}input/{source.key.rsplit('/', 1)[-1]}"
             }
         )
-        blobs().copy(source.key, file_key.key)
+        deps.blobs().copy(source.key, file_key.key)
     batch_ctx = None
     if plan["mode"] == "batch":
-        from relayflow_runtime.services import batch
-
         batch_ctx = batch.rerun_submission(old)
     return _launch(
         tenant,
@@ -405,11 +369,9 @@ def retry_failed_items(
     """A new batch run over the items of a finished batch run that did not complete (failed, or
     never ran): with the same snapshot of the version by default, or with ``version_id`` (e.g. a
     fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
-    from relayflow_runtime.services import batch
-
     old = get_execution_record(tenant, workflow_id, execution_id)
     if version_id is None:
-        plan = blobs().get_json(plan_key(tenant, execution_id))
+        plan = deps.blobs().get_json(plan_key(tenant, execution_id))
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
@@ -427,85 +389,6 @@ def retry_failed_items(
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
-    record = store().get_execution(tenant, execution_id)
-    # A batch run being deleted (on the jobs machine) is already gone for every reader.
-    if record["workflow_id"] != workflow_id or record.get("deleting"):
-        raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
-    return record
-
-
-def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
-    """The API's usage from stored counters (the cost is kept in nano-dollars, see providers)."""
-    return {
-        "input_tokens": int(counters.get("input_tokens") or 0),
-        "output_tokens": int(counters.get("output_tokens") or 0),
-        "estimated_cost": nanos_to_dollars(counters.get("estimated_cost_nanos")),
-    }
-
-
-def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
-    """What an unfinished node record means once its execution is over.
-
-    The writer that ends an execution closes its open node records right after its conditional
-    status write; a reader in between (or a node attempt that raced a cancel) must still see
-    records that agree with the execution, so reads apply the same rule.
-    """
-    if node_status not in NODE_OPEN or execution["status"] not in TERMINAL_STATUSES:
-        return node_status
-    if execution["status"] == "cancelled":
-        return "cancelled"
-    if node_status == "pending":
-        return "skipped"
-    if execution["status"] == "failed" and "timed out" in (execution.get("error") or ""):
-        return "timed_out"
-    return "cancelled"
-
-
-def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
-    data = dict(record)
-    data["status"] = settled_node_status(data.get("status", "pending"), execution)
-    data["output"] = unpack(data.get("output"))
-    data["parsed_output"] = unpack(data.get("parsed_output"))
-    data["prompt"] = unpack(data.get("prompt"))
-    if data.get("usage"):
-        data["usage"] = usage_of(data["usage"])
-    return NodeExecution.model_validate(data)
-
-
-def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
-    data = dict(record)
-    # A single run stores its final output's text and, for a JSON node, the parsed value apart
-    # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
-    # item outcomes (batch.fill_progress).
-    stored = unpack(data.pop("results", None))
-    parsed = unpack(data.pop("results_parsed", None))
-    if data.get("input_mode", "single") == "single":
-        data["results"] = ExecutionResults.of_single_run(stored, parsed)
-    if is_ref(data.get("single_input")):
-        # Pages of the history leave a long input out; the execution itself returns it whole.
-        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
-    current = data.pop("current_node", None)
-    if current:
-        # The runner moves only this small attribute; progress keeps the totals set at start.
-        data["progress"] = {
-            **data.get("progress", {}),
-            "current_node_idx": current["idx"],
-            "current_node_id": current["id"],
-        }
-    if "input_tokens" in data or "output_tokens" in data:
-        data["usage"] = usage_of(data)
-    execution = Execution.model_validate(data)
-    if with_nodes and execution.input_mode == "single":
-        records = sorted(store().node_records(tenant, execution.id), key=lambda r: r.get("idx", 0))
-        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
-    if execution.input_mode == "batch":
-        from relayflow_runtime.services import batch_results
-
-        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
-    return execution
-
-
 def get_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     return to_execution(tenant, get_execution_record(tenant, workflow_id, execution_id))
 
@@ -526,7 +409,7 @@ def list_executions(
     if after and before and after > before:
         raise InvalidInput("created_after is later than created_before.", code="invalid_time_range")
     authoring.get_workflow(tenant, workflow_id)
-    records, token = store().list_executions(
+    records, token = deps.stores().executions.list_executions(
         tenant,
         workflow_id,
         limit=limit,
@@ -575,7 +458,7 @@ def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[I
     if not record.get("input_file"):
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
     input_file = InputFile.model_validate(record["input_file"])
-    return input_file, blobs().get_bytes(input_file.key)
+    return input_file, deps.blobs().get_bytes(input_file.key)
 
 
 def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download:
@@ -587,8 +470,10 @@ def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download
     input_file = InputFile.model_validate(record["input_file"])
     filename = input_file.filename.replace('"', "") or "input"
     if presigned_urls_enabled() and input_file.size > get_settings().max_inline_download_bytes:
-        return Download(url=blobs().presigned_get(input_file.key, URL_SECONDS, filename), filename=filename)
-    data = blobs().get_bytes(input_file.key)
+        return Download(
+            url=deps.blobs().presigned_get(input_file.key, URL_SECONDS, filename), filename=filename
+        )
+    data = deps.blobs().get_bytes(input_file.key)
     return Download(body=data, media_type=input_file.content_type, filename=filename)
 
 
@@ -601,48 +486,14 @@ def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
             "this execution is still running; cancel it before deleting it.", code="execution_active"
         )
     if record.get("input_mode") == "batch":
-        from relayflow_runtime.services import batch
-
         batch.delete_in_background(tenant, record)
         return True
-    blobs().delete_prefix(execution_prefix(tenant, execution_id))
-    store().delete_execution(tenant, execution_id)
+    deps.blobs().delete_prefix(execution_prefix(tenant, execution_id))
+    deps.stores().executions.delete_execution(tenant, execution_id)
     return False
 
 
 # ---- transitions -----------------------------------------------------------------------------------
-def transition(
-    tenant: str,
-    record: dict[str, Any],
-    from_statuses: tuple[str, ...],
-    to_status: str,
-    fields: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """Move the execution to to_status if it is in from_statuses; None if another writer won.
-
-    A terminal move also gives the execution item its TTL, counts the run as finished, gives back
-    its share of the batch budget and takes it out of the sweep index (logic/reconcile.py)."""
-    from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
-    fields = dict(fields or {})
-    if to_status in TERMINAL_STATUSES:
-        created = record.get("created_at") or now_iso()
-        fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
-    try:
-        updated = store().transition_execution(
-            tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields
-        )
-    except ConditionFailed:
-        return None
-    from relayflow_runtime.services import notify, reconcile
-
-    notify.status_changed(tenant, updated)
-    if to_status in TERMINAL_STATUSES:
-        metrics.count(metrics.RUNS_FINISHED, Status=to_status)
-        reconcile.count_finished(tenant, updated)
-        reconcile.after_finish(tenant, updated)
-    return updated
-
-
 def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     record = get_execution_record(tenant, workflow_id, execution_id)
     if record["status"] == "cancelled":
@@ -666,14 +517,14 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
         )
     if record.get("sfn_execution_arn"):
         try:
-            machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+            deps.machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
         except Exception:
             # The cancel is already recorded and is the truth: every remaining task of the run finds
             # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.
             logger.exception(
                 "could not stop the state machine execution", extra={"execution_id": execution_id}
             )
-    store().close_open_nodes(
+    deps.stores().executions.close_open_nodes(
         tenant, execution_id, {"pending": "cancelled", "running": "cancelled"}, "cancelled by request", now
     )
     _fail_open_gates(tenant, execution_id)
@@ -683,51 +534,10 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
 def _fail_open_gates(tenant: str, execution_id: str) -> None:
     """Fail the tasks of nodes still parked on their gates. StopExecution alone ends them on AWS;
     moto's interpreter never ends a run parked on a task token otherwise."""
-    for record in store().node_records(tenant, execution_id):
+    for record in deps.stores().executions.node_records(tenant, execution_id):
         token = record.get("token")
         if token and record.get("status") in ("pending", "cancelled") and not record.get("attempts"):
             try:
-                machines().fail_task(token, error="Cancelled", cause="cancelled by request")
+                deps.machines().fail_task(token, error="Cancelled", cause="cancelled by request")
             except Exception:
                 logger.exception("could not fail a parked gate", extra={"execution_id": execution_id})
-
-
-def finish_unrecorded(
-    tenant: str, execution_id: str, sfn_status: str, error: str | None, cause: str | None
-) -> None:
-    """The state machine ended in a way the handlers did not record (timeout, abort, crash)."""
-    try:
-        record = store().get_execution(tenant, execution_id)
-    except NotFound:
-        return
-    if record["status"] in TERMINAL_STATUSES:
-        return
-    now = now_iso()
-    if sfn_status == "SUCCEEDED":
-        # The Complete task always records first; reaching here means its write was lost.
-        transition(tenant, record, allowed_from("completed"), "completed", {"completed_at": now})
-        return
-    if sfn_status == "ABORTED":
-        transition(
-            tenant,
-            record,
-            allowed_from("cancelled"),
-            "cancelled",
-            {"completed_at": now, "error": "the state machine execution was stopped"},
-        )
-        store().close_open_nodes(
-            tenant,
-            execution_id,
-            {"pending": "cancelled", "running": "cancelled"},
-            "the state machine execution was stopped",
-            now,
-        )
-        return
-    if sfn_status == "TIMED_OUT":
-        message = f"workflow timed out after {record.get('timeout')} seconds"
-        node_outcome = {"running": "timed_out", "pending": "skipped"}
-    else:
-        message = f"the run failed: {error or 'error'}" + (f" ({cause})" if cause else "")
-        node_outcome = {"running": "failed", "pending": "skipped"}
-    if transition(tenant, record, allowed_from("failed"), "failed", {"completed_at": now, "error": message}):
-        store().close_open_nodes(tenant, execution_id, node_outcome, message, now)

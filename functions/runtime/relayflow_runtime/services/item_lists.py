@@ -22,7 +22,7 @@ from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain import item_index
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.services import dataset_service
+from relayflow_runtime.services import dataset_service, deps
 
 #: Index lines held in memory before they are spilled to one temporary file per bucket (a
 #: million items spill ~160 times; memory stays this buffer, whatever the list).
@@ -78,7 +78,7 @@ class _IndexBuilder:
         return spilled + len(self._pending.get(bucket, b""))
 
     def write(self, key: str) -> None:
-        with blob_stream.ObjectWriter(dataset_service.bucket(), key, "application/octet-stream") as out:
+        with blob_stream.ObjectWriter(deps.blobs().bucket, key, "application/octet-stream") as out:
             out.write(item_index.header(self._size(b) for b in range(self.buckets)))
             for bucket in range(self.buckets):
                 out.write(self._bucket(bucket))
@@ -109,7 +109,7 @@ class IndexedListWriter:
     def add(self, entry: dict[str, Any]) -> None:
         if "ref" in entry:
             target = f"{self.prefix}large/{self._list.count:07d}.json"
-            dataset_service.blobs().copy(entry["ref"], target)
+            deps.blobs().copy(entry["ref"], target)
             entry = {"id": entry["id"], "ref": target}
             self.large += 1
         offset, length = self._list.add(entry)
@@ -127,7 +127,7 @@ class IndexedListWriter:
     def abort(self) -> None:
         self._list.abort()
         self._index.discard()
-        dataset_service.blobs().delete_prefix(f"{self.prefix}large/")
+        deps.blobs().delete_prefix(f"{self.prefix}large/")
 
 
 def entries(key: str, offset: int = 0) -> Iterator[tuple[int, ItemEntry]]:
@@ -139,7 +139,7 @@ def entries(key: str, offset: int = 0) -> Iterator[tuple[int, ItemEntry]]:
 def find(prefix: str, buckets: int, item_id: str) -> ItemEntry | None:
     """The entry of ``item_id`` in the run's list, or None: three ranged GETs (two of the index,
     one of the list), whatever the list's length."""
-    blobs = dataset_service.blobs()
+    blobs = deps.blobs()
     bucket = item_index.bucket_of(item_id, buckets)
     try:
         bounds = item_index.bucket_range(blobs.get_range(index_key(prefix), *item_index.header_range(bucket)))
@@ -157,7 +157,7 @@ def find(prefix: str, buckets: int, item_id: str) -> ItemEntry | None:
 
 def copy(source_prefix: str, target_prefix: str) -> None:
     """A run's list and index as another run's (two server-side copies: no item is read)."""
-    blobs = dataset_service.blobs()
+    blobs = deps.blobs()
     blobs.copy(list_key(source_prefix), list_key(target_prefix))
     blobs.copy(index_key(source_prefix), index_key(target_prefix))
 
@@ -165,6 +165,6 @@ def copy(source_prefix: str, target_prefix: str) -> None:
 def item_of(entry: ItemEntry) -> dict[str, Any]:
     """The item of an entry, read from its own object when it is stored apart."""
     if entry.ref is not None:
-        value: dict[str, Any] = dataset_service.blobs().get_json(entry.ref)
+        value: dict[str, Any] = deps.blobs().get_json(entry.ref)
         return value
     return entry.item or {}

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.events import EventBus
-from relayflow_runtime.adapters.sweep import SweepIndex
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.services import metrics
+from relayflow_runtime.services import deps, metrics
+from relayflow_runtime.services.execution_view import to_execution
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -39,11 +39,9 @@ NODE_FINISHED = "Node Execution Finished"
 
 def _progress(tenant: str, record: dict[str, Any]) -> Any:
     """Progress as GET execution shows it (current node, batch counters), results left out."""
-    from relayflow_runtime.services import executions
-
     try:
         without_results = {k: v for k, v in record.items() if k != "results"}
-        execution = executions.to_execution(tenant, without_results, with_nodes=False)
+        execution = to_execution(tenant, without_results, with_nodes=False)
         return execution.progress.model_dump(mode="json")
     except Exception:  # an announcement must never fail the run it announces
         logger.exception("could not compute progress for an event")
@@ -156,7 +154,7 @@ def status_changed(tenant: str, record: dict[str, Any]) -> None:
     if publish(STATUS_CHANGE, detail):
         return
     try:
-        SweepIndex(get_settings().table_name).keep_unpublished(tenant, record["id"], record["status"], detail)
+        deps.stores().sweep.keep_unpublished(tenant, record["id"], record["status"], detail)
     except Exception as exc:
         raise EventNotPublished(
             f"the {record['status']} event of execution {record['id']} was neither published nor kept"
@@ -167,7 +165,7 @@ def republish(tenant: str, execution_id: str, detail: dict[str, Any]) -> bool:
     """Publish a kept status event again (the sweeper); True once it is out and forgotten."""
     if not publish(STATUS_CHANGE, detail):
         return False
-    SweepIndex(get_settings().table_name).forget_unpublished(tenant, execution_id, str(detail.get("time")))
+    deps.stores().sweep.forget_unpublished(tenant, execution_id, str(detail.get("time")))
     metrics.count(metrics.STATUS_EVENTS_REPUBLISHED)
     return True
 

@@ -32,15 +32,12 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.rate_windows import RateWindowStore
 from relayflow_runtime.providers.base import TransientModelError
-from relayflow_runtime.services import metrics
-from relayflow_runtime.settings import get_settings
+from relayflow_runtime.services import deps, metrics
 
 logger = Logger(child=True)
 
@@ -97,18 +94,9 @@ class Permit:
             return
         try:
             correction = used_tokens - self.estimated_tokens
-            store().add_tokens(self.tenant, self.model_id, self.window_start, correction)
+            deps.stores().rate_windows.add_tokens(self.tenant, self.model_id, self.window_start, correction)
         except Exception:  # the call is done; a correction that fails only skews one window
             logger.exception("could not correct a rate-limit window", extra={"model_id": self.model_id})
-
-
-@lru_cache(maxsize=4)
-def _store(table_name: str) -> RateWindowStore:
-    return RateWindowStore(table_name)
-
-
-def store() -> RateWindowStore:
-    return _store(get_settings().table_name)
 
 
 def estimate_tokens(prompt: str, config: Mapping[str, Any] | None = None) -> int:
@@ -143,7 +131,7 @@ def acquire(
     while True:
         now = clock()
         window_start = int(now // window_seconds) * window_seconds
-        taken = store().try_take(
+        taken = deps.stores().rate_windows.try_take(
             tenant,
             model_id,
             window_start,

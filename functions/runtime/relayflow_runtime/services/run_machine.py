@@ -31,7 +31,7 @@ from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTa
 from relayflow_runtime.domain.status import ExecutionStatus, allowed_from
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError
-from relayflow_runtime.services import executions, notify
+from relayflow_runtime.services import deps, notify, transitions
 from relayflow_runtime.services.node_execution import (
     ExecutionNotRunning,
     NodeOutput,
@@ -39,17 +39,12 @@ from relayflow_runtime.services.node_execution import (
     run_attempt,
     template_scope,
 )
+from relayflow_runtime.services.run_records import execution_prefix, load_plan
 from relayflow_runtime.services.values import pack, unpack
 
 logger = Logger(child=True)
 
 RUNNING, COMPLETED, FAILED = ExecutionStatus.RUNNING, ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
-
-
-@lru_cache(maxsize=256)
-def load_plan(tenant: str, execution_id: str) -> Plan:
-    """The execution's plan snapshot (S3), read once per warm container."""
-    return Plan.model_validate(executions.blobs().get_json(executions.plan_key(tenant, execution_id)))
 
 
 def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
@@ -70,8 +65,8 @@ def _node_dict(node: NodeSpec) -> dict[str, Any]:
 # ---- start -----------------------------------------------------------------------------------------
 def start(run: RunRef) -> RunStart:
     """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
-    record = executions.store().get_execution(run.tenant, run.execution_id)
-    updated = executions.transition(
+    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
+    updated = transitions.transition(
         run.tenant, record, allowed_from(RUNNING), RUNNING, {"started_at": now_iso()}
     )
     if updated is None and record["status"] != "running":
@@ -94,17 +89,17 @@ def gate(run: RunRef, task: NodeTask, token: str) -> None:
     """Park the node: store its token; release it at once when its parents are already done (a
     root always is)."""
     node = load_plan(run.tenant, run.execution_id).node(task.id)
-    record = executions.store().register_gate(run.tenant, run.execution_id, node.id, token)
+    record = deps.stores().executions.register_gate(run.tenant, run.execution_id, node.id, token)
     if _ready(node, record):
-        executions.machines().release(token)
+        deps.machines().release(token)
 
 
 def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
-    store = executions.store()
+    store = deps.stores().executions
     for child in plan.children(node_id):
         record = store.mark_parent_done(run.tenant, run.execution_id, child.id, node_id)
         if _ready(child, record):
-            executions.machines().release(record["token"])
+            deps.machines().release(record["token"])
 
 
 # ---- one node --------------------------------------------------------------------------------------
@@ -141,7 +136,7 @@ def _as_text(value: Any) -> str:
 @lru_cache(maxsize=256)
 def _input_of(tenant: str, execution_id: str) -> tuple[Any, dict[str, Any] | None]:
     """(packed single_input, input_file) of an execution: written at launch, never changed."""
-    record = executions.store().get_execution(tenant, execution_id)
+    record = deps.stores().executions.get_execution(tenant, execution_id)
     return record.get("single_input"), record.get("input_file")
 
 
@@ -159,7 +154,7 @@ class _RunInput:
         return ""
 
     def file_bytes(self) -> bytes:
-        return executions.blobs().get_bytes(self.input_file["key"]) if self.input_file else b""
+        return deps.blobs().get_bytes(self.input_file["key"]) if self.input_file else b""
 
 
 def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
@@ -168,7 +163,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     machine's retry loop, its error and prompt kept on the record."""
     plan = load_plan(run.tenant, run.execution_id)
     node = plan.node(task.id)
-    store = executions.store()
+    store = deps.stores().executions
     sk = f"N#{node.id}"
     records = store.node_records(run.tenant, run.execution_id)
     number = attempt + 1
@@ -184,7 +179,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
         )
     except ConditionFailed:
         raise ExecutionNotRunning("the execution is no longer running") from None
-    prefix = f"{executions.execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
+    prefix = f"{execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
     run_input = _RunInput(run)
     try:
         scope = template_scope(node, _StoredOutputs(plan, records), run_input.text)
@@ -240,7 +235,7 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
     ``on_failure: "continue"`` it counts as done for its children. Returns ``{"stop": ...}``."""
     plan = load_plan(run.tenant, run.execution_id)
     node = plan.node(task.id)
-    store = executions.store()
+    store = deps.stores().executions
     name, message = error_message(error)
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
@@ -269,7 +264,7 @@ def complete(run: RunRef) -> None:
     produced one: its text, and apart its parsed value when it is a JSON node (as stored: inline
     or a reference)."""
     plan = load_plan(run.tenant, run.execution_id)
-    store = executions.store()
+    store = deps.stores().executions
     record = store.get_execution(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
     final: dict[str, Any] = {"results": None}
@@ -278,20 +273,20 @@ def complete(run: RunRef) -> None:
         if finished and finished.get("status") == "completed":
             final = {"results": finished.get("output"), "results_parsed": finished.get("parsed_output")}
             break
-    executions.transition(
+    transitions.transition(
         run.tenant, record, allowed_from(COMPLETED), COMPLETED, {**final, "completed_at": now_iso()}
     )
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's timeout, a node with ``on_failure: "stop"``, or any other error."""
-    store = executions.store()
+    store = deps.stores().executions
     record = store.get_execution(run.tenant, run.execution_id)
     now = now_iso()
     if reason == "timeout":
         message = f"workflow timed out after {record.get('timeout')} seconds"
         fields: dict[str, Any] = {"error": message, "completed_at": now}
-        if executions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
+        if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
             store.close_open_nodes(
                 run.tenant, run.execution_id, {"running": "timed_out", "pending": "skipped"}, message, now
             )
@@ -308,7 +303,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         fields["current_node"] = {"idx": int(first.get("idx") or 0), "id": first["node_id"]}
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    if executions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
+    if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
         store.close_open_nodes(
             run.tenant,
             run.execution_id,

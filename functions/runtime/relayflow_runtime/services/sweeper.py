@@ -31,7 +31,7 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.sfn_status import describe_execution
 from relayflow_runtime.domain.clock import parse_iso
-from relayflow_runtime.services import metrics, notify, reconcile
+from relayflow_runtime.services import deps, metrics, notify, reconcile, transitions
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -86,7 +86,7 @@ def sweep(
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=grace_seconds)
     report = SweepReport()
-    index = reconcile.sweep_index()
+    index = deps.stores().sweep
     for run in index.runs("ACTIVE", created_before=_iso(cutoff), limit=per_shard):
         report.checked += 1
         try:
@@ -139,5 +139,5 @@ def _follow_up(run: dict[str, Any], report: SweepReport) -> None:
         if not notify.republish(tenant, execution_id, run["unpublished_event"]):
             return  # still refused: kept for the next sweep
         report.republished += 1
-    if reconcile.after_finish(tenant, run):
+    if transitions.after_finish(tenant, run):
         report.followed_up += 1

@@ -40,7 +40,7 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.errors import NotFound, RelayflowError
 from relayflow_runtime.schemas.entities import ExecutionTrigger
-from relayflow_runtime.services import authoring, executions
+from relayflow_runtime.services import authoring, deps, executions
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT, TENANT_PATTERN
 from relayflow_runtime.settings import get_settings
 
@@ -173,7 +173,7 @@ def handle_upload(bucket: str, key: str, etag: str, version_id: str | None = Non
     if isinstance(claim, UploadResult):
         return claim
     digest, token, execution_id = claim
-    store = executions.store()
+    store = deps.stores().uploads
     try:
         result = _start(files, target, bucket, key, etag, version_id, execution_id)
     except BaseException:
@@ -195,7 +195,7 @@ def _claim(
     tenant: str, bucket: str, key: str, etag: str, version_id: str | None, files: BlobStore
 ) -> tuple[str, str, str] | UploadResult:
     """Claim the upload: (marker digest, claim token, execution id) or the result of a duplicate."""
-    store = executions.store()
+    store = deps.stores().uploads
     digest = upload_digest(bucket, key, etag)
     token, execution_id = new_id(), new_id()
     now = int(time.time())

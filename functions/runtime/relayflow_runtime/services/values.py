@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
 
 REF_KEY = "$s3"
@@ -22,11 +22,11 @@ def pack(value: Any, key: str, limit: int | None = None) -> Any:
     encoded = json.dumps(value)
     if len(encoded.encode()) <= (settings.inline_output_limit if limit is None else limit):
         return value
-    BlobStore(settings.bucket_name).put_bytes(key, encoded.encode(), "application/json")
+    deps.blobs().put_bytes(key, encoded.encode(), "application/json")
     return {REF_KEY: key}
 
 
 def unpack(value: Any) -> Any:
     if is_ref(value):
-        return BlobStore(get_settings().bucket_name).get_json(value[REF_KEY])
+        return deps.blobs().get_json(value[REF_KEY])
     return value

@@ -38,8 +38,10 @@ from typing import Any
 
 import httpx
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from pydantic import BaseModel, Field
 
+from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
@@ -50,8 +52,9 @@ from relayflow_runtime.schemas.entities import (
     WebhookResend,
     WebhookSecret,
 )
-from relayflow_runtime.services import authoring, executions, metrics, retention
+from relayflow_runtime.services import authoring, deps, execution_view, metrics, retention, run_records
 from relayflow_runtime.services.values import unpack
+from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 
@@ -97,7 +100,7 @@ def rotate_secret(tenant: str, workflow_id: str) -> WebhookSecret:
     secret = WebhookSecret(
         workflow_id=workflow_id, secret=SECRET_PREFIX + secrets.token_urlsafe(32), created_at=now_iso()
     )
-    executions.store().put_webhook_secret(
+    deps.stores().webhooks.put_webhook_secret(
         tenant, workflow_id, {"secret": secret.secret, "created_at": secret.created_at}
     )
     return secret
@@ -135,7 +138,7 @@ def delivery_id_for(tenant: str, execution_id: str, status: str) -> str:
 
 
 def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict[str, Any]:
-    execution = executions.to_execution(
+    execution = execution_view.to_execution(
         tenant, {k: v for k, v in record.items() if k not in ("results", "results_parsed")}, with_nodes=False
     )
     data = execution.model_dump(
@@ -210,8 +213,6 @@ TASK_KIND = "relayflow.webhook"
 
 
 def queue() -> MessageQueue:
-    from relayflow_runtime.settings import get_settings
-
     url = get_settings().webhook_queue_url
     if not url:
         raise RuntimeError("WEBHOOK_QUEUE_URL is not set: the webhook queue is part of the stack")
@@ -225,9 +226,9 @@ def deliver_attempt(
     next one, delayed by the backoff (the queue waits, not a Lambda). None: nothing to send (no
     URL, or the run is gone or not finished)."""
     config = config or WebhookConfig.from_env()
-    store = executions.store()
+    stores = deps.stores()
     try:
-        record = store.get_execution(task.tenant, task.execution_id)
+        record = stores.executions.get_execution(task.tenant, task.execution_id)
     except NotFound:
         logger.info("no webhook: the execution no longer exists", extra={"execution_id": task.execution_id})
         return None
@@ -247,7 +248,7 @@ def deliver_attempt(
         "round": task.round,
     }
     expires = _expiry_of(record)
-    secret = (store.get_webhook_secret(task.tenant, record["workflow_id"]) or {}).get("secret")
+    secret = (stores.webhooks.get_webhook_secret(task.tenant, record["workflow_id"]) or {}).get("secret")
     problem = _url_problem(url) or (
         None
         if secret
@@ -258,13 +259,13 @@ def deliver_attempt(
         attempt = DeliveryAttempt(
             **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
-        store.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+        stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
         logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
         return attempt
     body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
     attempt = _attempt(base, task.attempt, url, body, secret, config, send)
-    store.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+    stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
     if not attempt.final:
         queue().send(
             task.model_copy(update={"attempt": task.attempt + 1}).message(),
@@ -356,11 +357,6 @@ def deliver_once(task: DeliveryTask, *, lambda_context: Any = None) -> dict[str,
     """deliver_attempt(), at most once per attempt of a round: EventBridge may put the same event on
     the queue twice, and SQS may hand a message out twice (Powertools idempotency). An attempt that
     raised (e.g. its retry could not be queued) leaves no trace and is made again."""
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-
-    from relayflow_runtime.adapters.idempotency import idempotency_store
-    from relayflow_runtime.settings import get_settings
-
     config = IdempotencyConfig(
         event_key_jmespath="[tenant, execution_id, status, round, attempt]",
         raise_on_no_idempotency_key=True,
@@ -391,7 +387,7 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
     """Queue the finished execution's webhook again (a new round of attempts, the same delivery id
     and payload shape), e.g. after the receiver was fixed. The round's attempts appear in the
     delivery history like the first ones."""
-    record = executions.get_execution_record(tenant, workflow_id, execution_id)
+    record = run_records.get_execution_record(tenant, workflow_id, execution_id)
     if record["status"] not in TERMINAL_STATUSES:
         raise Conflict(
             "this execution has not finished; its webhook is sent when it does.", code="execution_active"
@@ -403,7 +399,7 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
             "workflow's callback_url (PATCH /workflows/{id}) and re-send.",
             code="no_callback_url",
         )
-    round_number = executions.store().next_webhook_round(tenant, execution_id)
+    round_number = deps.stores().webhooks.next_webhook_round(tenant, execution_id)
     task = DeliveryTask(tenant=tenant, execution_id=execution_id, status=record["status"], round=round_number)
     queue().send(task.message())
     return WebhookResend(
@@ -429,10 +425,10 @@ def list_deliveries(
     """Delivery attempts, newest first: of one execution, or of every execution of the workflow."""
     authoring.get_workflow(tenant, workflow_id)
     if execution_id:
-        executions.get_execution_record(tenant, workflow_id, execution_id)
+        run_records.get_execution_record(tenant, workflow_id, execution_id)
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200.", code="invalid_limit")
-    items, token = executions.store().list_delivery_attempts(
+    items, token = deps.stores().webhooks.list_delivery_attempts(
         tenant, workflow_id=workflow_id, execution_id=execution_id, limit=limit, next_token=next_token
     )
     return [DeliveryAttempt.model_validate(i) for i in items], token

@@ -1,0 +1,59 @@
+"""An execution as the API shows it, built from its stored record.
+
+A single run's node records come with it; a batch run's progress (and, once it is over, its first
+page of results) from its counters and outcomes (services/batch_results.py). Used by every answer
+that carries an execution, by the status events (services/notify.py) and by the webhooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
+from relayflow_runtime.services import batch_results, deps
+from relayflow_runtime.services.run_records import settled_node_status, usage_of
+from relayflow_runtime.services.values import is_ref, unpack
+
+
+def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
+    data = dict(record)
+    data["status"] = settled_node_status(data.get("status", "pending"), execution)
+    data["output"] = unpack(data.get("output"))
+    data["parsed_output"] = unpack(data.get("parsed_output"))
+    data["prompt"] = unpack(data.get("prompt"))
+    if data.get("usage"):
+        data["usage"] = usage_of(data["usage"])
+    return NodeExecution.model_validate(data)
+
+
+def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
+    data = dict(record)
+    # A single run stores its final output's text and, for a JSON node, the parsed value apart
+    # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
+    # item outcomes (batch_results.fill_progress).
+    stored = unpack(data.pop("results", None))
+    parsed = unpack(data.pop("results_parsed", None))
+    if data.get("input_mode", "single") == "single":
+        data["results"] = ExecutionResults.of_single_run(stored, parsed)
+    if is_ref(data.get("single_input")):
+        # Pages of the history leave a long input out; the execution itself returns it whole.
+        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
+    current = data.pop("current_node", None)
+    if current:
+        # The runner moves only this small attribute; progress keeps the totals set at start.
+        data["progress"] = {
+            **data.get("progress", {}),
+            "current_node_idx": current["idx"],
+            "current_node_id": current["id"],
+        }
+    if "input_tokens" in data or "output_tokens" in data:
+        data["usage"] = usage_of(data)
+    execution = Execution.model_validate(data)
+    if with_nodes and execution.input_mode == "single":
+        records = sorted(
+            deps.stores().executions.node_records(tenant, execution.id), key=lambda r: r.get("idx", 0)
+        )
+        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
+    if execution.input_mode == "batch":
+        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
+    return execution

@@ -1,0 +1,78 @@
+"""Where a run's records and objects are, and how the engine reads them.
+
+The API's use cases (services/executions.py), the machines' actions (run_machine, batch,
+batch_items), the batch results and the follow-up of a run's end all read runs the same way; this
+module is the one they share, so none of them imports another for a key, a plan or a read.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from relayflow_runtime.domain.costs import nanos_to_dollars
+from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.status import NODE_OPEN
+from relayflow_runtime.errors import NotFound
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
+from relayflow_runtime.services import deps
+from relayflow_runtime.settings import get_settings
+
+
+def machine_arn(mode: str) -> str:
+    """The template's state machine that runs executions of this input mode."""
+    settings = get_settings()
+    return settings.batch_machine_arn if mode == "batch" else settings.run_machine_arn
+
+
+def execution_prefix(tenant: str, execution_id: str) -> str:
+    """Every object of a run lies under here. The top-level ``executions/`` is what the bucket's
+    lifecycle rule matches (a rule's prefix cannot skip a tenant segment); see services/retention.py."""
+    return f"executions/{tenant}/{execution_id}/"
+
+
+def plan_key(tenant: str, execution_id: str) -> str:
+    """The execution's plan snapshot: what the state machines interpret (see domain/engine.py)."""
+    return f"{execution_prefix(tenant, execution_id)}plan.json"
+
+
+@lru_cache(maxsize=256)
+def load_plan(tenant: str, execution_id: str) -> Plan:
+    """The execution's plan snapshot (S3), read once per warm container (a plan never changes)."""
+    return Plan.model_validate(deps.blobs().get_json(plan_key(tenant, execution_id)))
+
+
+def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
+    """The stored execution of this workflow; 404 for another workflow's, or one being deleted."""
+    record = deps.stores().executions.get_execution(tenant, execution_id)
+    # A batch run being deleted (on the jobs machine) is already gone for every reader.
+    if record["workflow_id"] != workflow_id or record.get("deleting"):
+        raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
+    return record
+
+
+def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
+    """The API's usage from stored counters (the cost is kept in nano-dollars, see providers)."""
+    return {
+        "input_tokens": int(counters.get("input_tokens") or 0),
+        "output_tokens": int(counters.get("output_tokens") or 0),
+        "estimated_cost": nanos_to_dollars(counters.get("estimated_cost_nanos")),
+    }
+
+
+def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
+    """What an unfinished node record means once its execution is over.
+
+    The writer that ends an execution closes its open node records right after its conditional
+    status write; a reader in between (or a node attempt that raced a cancel) must still see
+    records that agree with the execution, so reads apply the same rule.
+    """
+    if node_status not in NODE_OPEN or execution["status"] not in TERMINAL_STATUSES:
+        return node_status
+    if execution["status"] == "cancelled":
+        return "cancelled"
+    if node_status == "pending":
+        return "skipped"
+    if execution["status"] == "failed" and "timed out" in (execution.get("error") or ""):
+        return "timed_out"
+    return "cancelled"

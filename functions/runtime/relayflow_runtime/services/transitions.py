@@ -1,0 +1,94 @@
+"""An execution's status changes, and what follows a run's end. Status only moves forward:
+
+    pending -> running -> completed | failed | cancelled
+
+Every transition is a conditional write (domain/status.py names the moves), so a terminal state is
+never overwritten and when two writers race (a cancel and the last node's completion) exactly one
+wins. The winner announces the change (services/notify.py); a terminal move also gives the record
+its TTL, counts the run as finished and calls :func:`after_finish`: the run gives back its share of
+the batch budget and leaves the sweep index.
+
+Whatever ends a run calls :func:`transition`: its own ``complete``/``fail`` (run_machine, batch), a
+cancel (services/executions.py), the reconciler and the sweeper (services/reconcile.py). A run whose
+follow-up is cut short (the Lambda died) stays in the sweep index's SETTLE partition and the sweeper
+calls :func:`after_finish` again; every step of it is idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from relayflow_runtime.adapters.table import ConditionFailed
+from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.status import check_moves
+from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
+from relayflow_runtime.services import budget, deps, metrics, notify, retention
+from relayflow_runtime.services.run_records import settled_node_status
+
+logger = Logger(child=True)
+
+
+def transition(
+    tenant: str,
+    record: dict[str, Any],
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Move the execution to to_status if it is in from_statuses; None if another writer won.
+
+    A terminal move also gives the execution item its TTL, counts the run as finished, gives back
+    its share of the batch budget and takes it out of the sweep index."""
+    from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
+    fields = dict(fields or {})
+    if to_status in TERMINAL_STATUSES:
+        created = record.get("created_at") or now_iso()
+        fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
+    try:
+        updated = deps.stores().executions.transition_execution(
+            tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields
+        )
+    except ConditionFailed:
+        return None
+    notify.status_changed(tenant, updated)
+    if to_status in TERMINAL_STATUSES:
+        metrics.count(metrics.RUNS_FINISHED, Status=to_status)
+        count_finished(tenant, updated)
+        after_finish(tenant, updated)
+    return updated
+
+
+def count_finished(tenant: str, record: dict[str, Any]) -> None:
+    """Metrics of a run that just finished (called once, by the writer of its terminal status):
+    its nodes by status and their retries (single runs), its items processed and failed (batch)."""
+    try:
+        if record.get("input_mode") == "batch":
+            # The final counts its end kept; else (a cancel) the counter shards as they are.
+            counts = record.get("progress") or {}
+            if counts.get("processed_items") is None:
+                counts = deps.stores().batches.counters(tenant, record["id"], consistent=True)
+            metrics.count(metrics.ITEMS_PROCESSED, int(counts.get("processed_items") or 0))
+            metrics.count(metrics.ITEMS_FAILED, int(counts.get("failed_items") or 0))
+            return
+        statuses: dict[str, int] = {}
+        retries = 0
+        for node in deps.stores().executions.node_records(tenant, record["id"]):
+            status = settled_node_status(str(node.get("status", "pending")), record)
+            statuses[status] = statuses.get(status, 0) + 1
+            retries += max(0, int(node.get("attempts") or 0) - 1)
+        for status, number in statuses.items():
+            metrics.count(metrics.NODES_FINISHED, number, Status=status)
+        if retries:
+            metrics.count(metrics.NODE_RETRIES, retries)
+    except Exception:  # metrics must never fail the end of a run
+        logger.exception("could not count a finished run", extra={"execution_id": record.get("id")})
+
+
+def after_finish(tenant: str, record: dict[str, Any]) -> bool:
+    """What follows a run's end: give back its batch budget, then leave the sweep index (unless a
+    status event still waits to be published). True when the run left the index."""
+    if record.get("budget_reserved") is not None or record.get("input_mode") == "batch":
+        budget.release(tenant, record["id"])
+    return deps.stores().sweep.leave(tenant, record["id"])
