@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from relayflow.local import cfn
-from relayflow.local.stack import event_matches
+from relayflow.local.eventbridge import event_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = cfn.load_template(ROOT / "template.yaml")
