@@ -17,6 +17,10 @@ as in moto's buses:
   event to the rule's function in a thread of its own, as EventBridge invokes Lambda
   (asynchronously: a failing invocation is retried, then sent to its on-failure destination).
 
+Every pattern is read once, at start (`compile_pattern`): moto's parser checks its shape as AWS's
+PutRule does, and a filter moto's matcher does not know is refused there (the matcher would read
+it as a match). tests/unit/test_local_event_patterns.py pins what moto matches, filter by filter.
+
 The template's `AWS::Events::Rule` resources with queue targets need nothing of this: they are
 created in moto by `relayflow.local.provision` and moto delivers to their queues itself.
 """
@@ -64,18 +68,50 @@ STATUS_CHANGE = "Step Functions Execution Status Change"
 InvokeAsync = Callable[[str, Any], bool]
 
 
+#: The filters moto's matcher knows. It reads any other name as a match, where AWS refuses the rule.
+KNOWN_FILTERS = frozenset(
+    {"anything-but", "cidr", "equals-ignore-case", "exists", "numeric", "prefix", "suffix", "wildcard"}
+)
+
+
 def compile_pattern(pattern: Mapping[str, Any], where: str) -> EventPattern:
     """An event pattern as moto's parser reads it: AWS's rules for its shape (every value an object
-    or a non-empty array of values and filters); a pattern AWS would refuse fails the stack's start."""
+    or a non-empty array of values and filters), and filters moto knows; a pattern AWS would refuse
+    fails the stack's start instead of matching what it should not."""
     try:
-        return EventPattern.load(json.dumps(pattern))
+        compiled = EventPattern.load(json.dumps(pattern))
     except InvalidEventPatternException as exc:
         raise StackError(f"{where}: {exc.message}") from exc
+    unknown = sorted(_filter_names(compiled.get_pattern()) - KNOWN_FILTERS)
+    if unknown:
+        raise StackError(
+            f"{where}: the event pattern uses {', '.join(unknown)}, which is not an EventBridge filter"
+        )
+    return compiled
 
 
 def event_matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """Whether EventBridge would match `event` against `pattern`, decided by moto's matcher."""
     return _matches(compile_pattern(pattern, "event pattern"), event)
+
+
+def _filter_names(pattern: Mapping[str, Any]) -> set[str]:
+    """The names of the filters a parsed pattern uses ({"prefix": ...} in a field's array, and
+    the filter an anything-but holds), through nested fields and $or branches."""
+    names: set[str] = set()
+    for key, value in pattern.items():
+        if key == "$or" and isinstance(value, list):
+            names.update(*(_filter_names(branch) for branch in value if isinstance(branch, Mapping)))
+        elif isinstance(value, Mapping):
+            names |= _filter_names(value)
+        elif isinstance(value, list):
+            for item in value:
+                if not isinstance(item, Mapping):
+                    continue
+                names.update(item)
+                if isinstance(item.get("anything-but"), Mapping):
+                    names.update(item["anything-but"])
+    return names
 
 
 def _matches(pattern: EventPattern, event: Mapping[str, Any]) -> bool:
@@ -248,7 +284,7 @@ class ExecutionWatcher:
     Functions' EventBridge events do (the rules' patterns then decide who gets it; executions of
     other machines, such as a test's own, are never looked at).
 
-    moto tells the stack when an execution ends (``moto_shim.on_execution_end``), so nothing is
+    moto tells the watcher when an execution ends (``moto_shim.on_execution_end``), so nothing is
     polled while runs go on; a full listing every ``interval`` seconds (and on ``catch_up``) is the
     safety net for anything a notification could miss.
     """
