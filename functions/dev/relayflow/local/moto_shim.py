@@ -30,6 +30,7 @@ Also here, because they patch moto too:
   (a table description's dates) still goes through moto's serializer;
 * the interpreter's list of every thread it ever started (`TMP_THREADS`: one per Task state run,
   never read, never emptied: tens of thousands in a large batch) keeps only threads still alive;
+* a succeeded execution's output is set before its status, so no reader sees one without the other;
 * an execution that ends tells the listeners of `on_execution_end` (Step Functions' status-change
   event; moto has none), so the local stack need not poll for it.
 
@@ -609,9 +610,22 @@ def _eval_pool_iteratively(self: Any, job: Any, worker_frame: Any) -> None:
     self._env.delete_frame(worker_frame)
 
 
+def _output_before_status(communication: Any) -> None:
+    """moto sets an ended execution's status SUCCEEDED and only then its output: a DescribeExecution
+    in between (a poller's thread) saw a succeeded execution whose output was null. The output is
+    set first here; moto then sets the same value again, after the status."""
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded
+
+    execution = communication.execution
+    env = execution.exec_worker.env
+    if isinstance(env.program_state(), ProgramEnded):
+        execution.output = env.states.get_input()
+
+
 def _announce_termination(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def terminated(self: Any) -> None:
+        _output_before_status(self)
         original(self)
         for listener in list(_execution_end_listeners):
             try:

@@ -1,5 +1,6 @@
-"""The moto shim parses a state machine definition once per text, not once per execution; the
-executions that share the parsed program still keep their own state."""
+"""The moto shim's Step Functions patches beside the distributed Map (test_moto_dmap_shim.py): a
+definition is parsed once per text, not once per execution, and the executions sharing the parsed
+program keep their own state; an ended execution's output is set before its status."""
 
 from __future__ import annotations
 
@@ -81,3 +82,43 @@ def test_executions_of_one_definition_share_one_parse_and_keep_their_own_state(
     ]
     assert outputs == [{"count": 3}, {"small": 1}, {"count": 2}]
     assert len(parses) == 1
+
+
+def test_a_succeeded_executions_output_is_there_before_its_status_says_so() -> None:
+    """moto sets SUCCEEDED, then the output; a reader between the two saw no output. The shim's
+    termination hook sets the output first (checked at the moment the status is written)."""
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+
+    key = (moto_shim._SFN_EXECUTION, "BaseExecutionWorkerCommunication.terminated")
+    original = moto_shim._originals.get(key) or BaseExecutionWorkerCommunication.__dict__["terminated"]
+    seen_at_status: list[Any] = []
+
+    class Execution:
+        output: Any = None
+        stop_date: Any = None
+
+        @property
+        def exec_status(self) -> Any:
+            return self._status
+
+        @exec_status.setter
+        def exec_status(self, value: Any) -> None:
+            seen_at_status.append((value, self.output))
+            self._status = value
+
+    class States:
+        def get_input(self) -> Any:
+            return {"answer": 42}
+
+    class Env:
+        states = States()
+
+        def program_state(self) -> Any:
+            return ProgramEnded()
+
+    execution = Execution()
+    execution.exec_worker = type("Worker", (), {"env": Env()})()  # type: ignore[attr-defined]
+    communication = BaseExecutionWorkerCommunication(execution)  # type: ignore[arg-type]
+    moto_shim._announce_termination(original)(communication)
+    assert seen_at_status == [("SUCCEEDED", {"answer": 42})]
