@@ -17,8 +17,11 @@ Also here, because they patch moto too:
   encoding (`quote_plus` keeping `/`; moto also encodes the slashes);
 * the interpreter's logger, which logs every (expected) task failure at ERROR, is quieted;
 * a state machine definition is parsed (antlr) once per text, not once per execution;
-* JSONPath expressions the interpreter evaluates are parsed once, not on every use (jsonpath-ng
-  builds a new parser, tables and all, per parse: a fifth of the interpreter's time per item);
+* JSONPath expressions the interpreter (and EventBridge's target input) evaluates are parsed
+  once, not on every use (jsonpath-ng builds a new parser, tables and all, per parse: a fifth of
+  the interpreter's time per item);
+* a base-table Query reads its partition only (moto filtered and sorted every item of the table
+  for each Query: O(table) per call, seconds with 100,000 stored items);
 * DynamoDB update expressions are parsed once (moto parses each twice per UpdateItem; the parsed
   tree is only read, and copied before it is filled in), and so are condition expressions with the
   same names and values (moto parses each twice per conditional write; its trees only evaluate);
@@ -466,6 +469,45 @@ def _transact_with_item_backup(original: Callable[..., Any]) -> Callable[..., An
     return transact_write_items
 
 
+_DYNAMODB_TABLE = "moto.dynamodb.models.table"
+# The partition a base-table Query reads, for the thread running it (see _query_one_partition).
+_partition_in_query = threading.local()
+
+
+def _query_one_partition(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Table.query, reading only the queried partition. moto's base-table Query filtered *every
+    item of the table* (its ``all_items()``, sorted each time) for the partition key: a run's node
+    records cost more with every run stored, and with 100,000 stored items a Query took seconds. A
+    base-table Query can only match items of its partition, which moto keeps by partition key, so
+    ``all_items()`` answers with those for the duration of the call: the same items, sorted by sort
+    key as before. Index queries are left as they are (an index is not kept by moto)."""
+
+    @functools.wraps(original)
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        if index_name or hash_key is None or not self.range_key_attr:
+            return original(self, hash_key, *args, **kwargs)
+        _partition_in_query.table = self
+        _partition_in_query.items = list(self.items.get(hash_key, {}).values())
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            _partition_in_query.table = None
+            _partition_in_query.items = None
+
+    return query
+
+
+def _all_items_of_partition(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def all_items(self: Any) -> Any:
+        if getattr(_partition_in_query, "table", None) is self:
+            return _partition_in_query.items
+        return original(self)
+
+    return all_items
+
+
 _LAMBDA_EVAL_UTILS = "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils"
 _SFN_EXECUTION = "moto.stepfunctions.parser.backend.execution"
 # Modules of the interpreter that call jsonpath-ng's parse() by that name.
@@ -478,6 +520,9 @@ _DYNAMODB_COMPARISONS = "moto.dynamodb.comparisons"
 _JSONPATH_USERS = (
     "moto.stepfunctions.parser.asl.utils.json_path",
     "moto.stepfunctions.parser.asl.component.common.path.result_path",
+    # moto's EventBridge imports it inside the function that renders a rule target's input (eight
+    # paths per event with the default template): the name is looked up here at each call.
+    "jsonpath_ng.ext",
 )
 
 # Called with an execution's ARN once it has ended (its status is final): Step Functions sends an
@@ -1205,6 +1250,22 @@ def install() -> None:
             if "transact_write_items" not in backend.__dict__ or not hasattr(models, "copy"):
                 raise MotoIncompatibleError(_incompatible("DynamoDBBackend.transact_write_items moved"))
             _patch(_DYNAMODB_MODELS, "copy", _TableBackupFreeCopy())
+            table = importlib.import_module(_DYNAMODB_TABLE).Table
+            if "query" not in table.__dict__ or "all_items" not in table.__dict__:
+                raise MotoIncompatibleError(_incompatible("Table.query / Table.all_items moved"))
+            if list(inspect.signature(table.__dict__["query"]).parameters)[1:9] != [
+                "hash_key",
+                "range_comparison",
+                "range_objs",
+                "limit",
+                "exclusive_start_key",
+                "scan_index_forward",
+                "projection_expressions",
+                "index_name",
+            ]:
+                raise MotoIncompatibleError(_incompatible("Table.query's parameters changed"))
+            _patch(_DYNAMODB_TABLE, "Table.query", _query_one_partition(table.__dict__["query"]))
+            _patch(_DYNAMODB_TABLE, "Table.all_items", _all_items_of_partition(table.__dict__["all_items"]))
             _patch(
                 _DYNAMODB_MODELS,
                 "DynamoDBBackend.transact_write_items",
