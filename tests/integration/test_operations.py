@@ -16,7 +16,7 @@ from tests.support.workflows import build, wait, wait_for_node
 from relayflow import Client
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
-from relayflow_runtime.adapters.table import TableStore
+from relayflow_runtime.adapters.table.keys import execution_key
 from relayflow_runtime.services import deps, metrics, notify, retention
 
 TENANT = "default"
@@ -166,7 +166,7 @@ def test_a_status_event_the_bus_keeps_refusing_is_counted_kept_and_published_by_
     ]
     assert metrics.total(counted, metrics.STATUS_EVENTS_REPUBLISHED) == 1
     assert "unpublished_event" not in deps.stores().executions.get_execution(TENANT, done.id)
-    item = raw_item(local_stack, TableStore.execution_key(TENANT, done.id))
+    item = raw_item(local_stack, execution_key(TENANT, done.id))
     assert "sweep_pk" not in item, "a settled run leaves the sweep index"
 
 
@@ -261,7 +261,7 @@ def test_a_finished_run_and_everything_it_wrote_carry_the_ttl(
     done = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
     assert local_stack.wait_idle(timeout=20)  # the end's follow-up comes right after the status
     # Then the execution item carries the TTL: RetentionDays (30) after the run started
-    item = raw_item(local_stack, TableStore.execution_key(TENANT, done.id))
+    item = raw_item(local_stack, execution_key(TENANT, done.id))
     expires = int(item["expires_at"]["N"])
     created = datetime.fromisoformat(done.created_at.replace("Z", "+00:00"))
     assert expires == retention.record_expires_at(done.created_at, done.completed_at)
@@ -292,7 +292,7 @@ def test_a_running_run_has_no_ttl_and_is_in_the_sweep_index(local_stack: LocalSt
     built = build(client, [("Sleeper", {"model": "sleep", "seconds": 1}, {})])
     execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x")
     wait_for_node(client, built, execution.id, "Sleeper", "running")
-    item = raw_item(local_stack, TableStore.execution_key(TENANT, execution.id))
+    item = raw_item(local_stack, execution_key(TENANT, execution.id))
     assert "expires_at" not in item
     assert item["sweep_pk"]["S"].startswith("ACTIVE#")
     wait(client, built, execution)

@@ -161,6 +161,27 @@ def test_node_terminal_and_open_statuses() -> None:
         node_can_move("done", "running")
 
 
+@pytest.mark.parametrize(
+    ("closing", "expected"),
+    [
+        (status.CLOSE_ON_CANCEL, {N.PENDING: N.CANCELLED, N.RUNNING: N.CANCELLED}),
+        (status.CLOSE_ON_TIMEOUT, {N.PENDING: N.SKIPPED, N.RUNNING: N.TIMED_OUT}),
+        (status.CLOSE_ON_ERROR, {N.PENDING: N.SKIPPED, N.RUNNING: N.FAILED}),
+        (status.CLOSE_ON_NODE_FAILURE, {N.PENDING: N.SKIPPED, N.RUNNING: N.CANCELLED}),
+    ],
+)
+def test_a_runs_end_closes_every_open_node_record_with_an_allowed_move(
+    closing: dict[str, N], expected: dict[N, N]
+) -> None:
+    # Given how one way of ending a run closes the node records still open
+    # Then it names exactly the open statuses, each to the terminal status expected, by an allowed move
+    assert dict(closing) == expected
+    assert set(closing) == NODE_OPEN
+    for open_status, closed in closing.items():
+        assert closed in NODE_TERMINAL
+        assert node_can_move(open_status, closed)
+
+
 # --------------------------------------------------------------------------- the one writer
 
 

@@ -1,6 +1,6 @@
 """DynamoDB records of batch runs: item outcomes and progress counters.
 
-Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see adapters/table.py)::
+Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see adapters/table/)::
 
     X#Rnn        R#<item key>   the outcome of one item (nn = a hash of its id, 32 shards), holding
                                 the record of each of its nodes: one write per item

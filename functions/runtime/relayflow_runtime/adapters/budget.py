@@ -19,7 +19,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.adapters.table import TableStore
+from relayflow_runtime.adapters.table.keys import execution_key
+from relayflow_runtime.domain.status import ExecutionStatus
 
 BUDGET_KEY = {"pk": {"S": "BUDGET#batch_parallelism"}, "sk": {"S": "BUDGET"}}
 
@@ -41,7 +42,7 @@ class BudgetStore:
         return aws.client("dynamodb")
 
     def _execution_key(self, tenant: str, execution_id: str) -> dict[str, Any]:
-        key = TableStore.execution_key(tenant, execution_id)
+        key = execution_key(tenant, execution_id)
         return {name: {"S": value} for name, value in key.items()}
 
     def reserve(self, tenant: str, execution_id: str, amount: int, limit: int, now: str) -> ReserveOutcome:
@@ -75,7 +76,7 @@ class BudgetStore:
                             "ExpressionAttributeNames": {"#st": "status"},
                             "ExpressionAttributeValues": {
                                 ":n": {"N": str(amount)},
-                                ":pending": {"S": "pending"},
+                                ":pending": {"S": ExecutionStatus.PENDING.value},
                                 ":now": {"S": now},
                             },
                         }
@@ -142,7 +143,10 @@ class BudgetStore:
                 UpdateExpression="SET waiting_reason = :reason",
                 ConditionExpression="#st = :pending",
                 ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={":reason": {"S": reason}, ":pending": {"S": "pending"}},
+                ExpressionAttributeValues={
+                    ":reason": {"S": reason},
+                    ":pending": {"S": ExecutionStatus.PENDING.value},
+                },
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":

@@ -15,23 +15,31 @@ from relayflow_runtime.adapters.batch_store import BatchStore
 from relayflow_runtime.adapters.budget import BudgetStore
 from relayflow_runtime.adapters.rate_windows import RateWindowStore
 from relayflow_runtime.adapters.sweep import SweepIndex
-from relayflow_runtime.adapters.table import TableStore
+from relayflow_runtime.adapters.table import (
+    ApiKeyStore,
+    DatasetStore,
+    ExecutionStore,
+    ModelStore,
+    UploadStore,
+    WebhookStore,
+    WorkflowStore,
+)
 
 
 @dataclass(frozen=True)
 class Stores:
     #: Workflows, their versions, nodes and edges.
-    workflows: TableStore
-    models: TableStore
+    workflows: WorkflowStore
+    models: ModelStore
     #: Executions and the node records of single runs.
-    executions: TableStore
-    api_keys: TableStore
+    executions: ExecutionStore
+    api_keys: ApiKeyStore
     #: The S3 trigger's markers of the uploads it has seen.
-    uploads: TableStore
+    uploads: UploadStore
     #: Webhook signing secrets and delivery attempts.
-    webhooks: TableStore
+    webhooks: WebhookStore
     #: Datasets, their versions and their file uploads.
-    datasets: TableStore
+    datasets: DatasetStore
     #: A batch run's item outcomes and progress counters.
     batches: BatchStore
     #: The account-wide budget of batch parallelism.
@@ -44,15 +52,14 @@ class Stores:
 
 @lru_cache(maxsize=4)
 def stores_for(table_name: str) -> Stores:
-    table = TableStore(table_name)
     return Stores(
-        workflows=table,
-        models=table,
-        executions=table,
-        api_keys=table,
-        uploads=table,
-        webhooks=table,
-        datasets=table,
+        workflows=WorkflowStore(table_name),
+        models=ModelStore(table_name),
+        executions=ExecutionStore(table_name),
+        api_keys=ApiKeyStore(table_name),
+        uploads=UploadStore(table_name),
+        webhooks=WebhookStore(table_name),
+        datasets=DatasetStore(table_name),
         batches=BatchStore(table_name),
         budget=BudgetStore(table_name),
         rate_windows=RateWindowStore(table_name),

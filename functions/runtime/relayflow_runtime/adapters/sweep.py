@@ -1,4 +1,4 @@
-"""The sweep index: a sparse GSI of the executions that still need watching (see adapters/table.py).
+"""The sweep index: a sparse GSI of the executions that still need watching (see adapters/table/).
 
     sweep_pk = ACTIVE#<shard>    every pending or running run        (put_execution)
     sweep_pk = SETTLE#<shard>    a finished run whose follow-up is not done yet (transition_execution)
@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
-from relayflow_runtime.adapters.table import SWEEP_SHARDS, TableStore
+from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS, execution_key
 from relayflow_runtime.domain.status import TERMINAL
 
 INDEX = "sweep"
@@ -75,7 +75,7 @@ class SweepIndex:
         event; False when it stays."""
         try:
             self.table.update_item(
-                Key=TableStore.execution_key(tenant, execution_id),
+                Key=execution_key(tenant, execution_id),
                 UpdateExpression="REMOVE sweep_pk, sweep_sk",
                 ConditionExpression=Attr("status").is_in(sorted(status.value for status in TERMINAL))
                 & Attr("budget_reserved").not_exists()
@@ -92,7 +92,7 @@ class SweepIndex:
         (a newer status's event supersedes it); False when the run moved on or is gone."""
         try:
             self.table.update_item(
-                Key=TableStore.execution_key(tenant, execution_id),
+                Key=execution_key(tenant, execution_id),
                 UpdateExpression="SET unpublished_event = :detail",
                 ConditionExpression=Attr("status").eq(status),
                 ExpressionAttributeValues={":detail": to_dynamo(detail)},
@@ -107,7 +107,7 @@ class SweepIndex:
         """Drop the kept event once it is published (only that one: compared by its time)."""
         try:
             self.table.update_item(
-                Key=TableStore.execution_key(tenant, execution_id),
+                Key=execution_key(tenant, execution_id),
                 UpdateExpression="REMOVE unpublished_event",
                 ConditionExpression=Attr("unpublished_event.time").eq(event_time),
             )

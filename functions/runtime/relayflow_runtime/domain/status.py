@@ -32,6 +32,10 @@ from typing import TypeVar
 
 __all__ = [
     "ACTIVE",
+    "CLOSE_ON_CANCEL",
+    "CLOSE_ON_ERROR",
+    "CLOSE_ON_NODE_FAILURE",
+    "CLOSE_ON_TIMEOUT",
     "MOVES",
     "NODE_MOVES",
     "NODE_OPEN",
@@ -106,6 +110,24 @@ NODE_MOVES: Mapping[NodeStatus, frozenset[NodeStatus]] = MappingProxyType(
         _N.CANCELLED: frozenset(),
         _N.SKIPPED: frozenset(),
     }
+)
+
+
+#: How a run's end closes its node records still open (``ExecutionStore.close_open_nodes``): each
+#: open status and the terminal one it gets, by the way the run ended.
+#: Cancelled (by request, or its state machine execution was stopped).
+CLOSE_ON_CANCEL: Mapping[str, NodeStatus] = MappingProxyType(
+    {_N.PENDING: _N.CANCELLED, _N.RUNNING: _N.CANCELLED}
+)
+#: The run's own timeout.
+CLOSE_ON_TIMEOUT: Mapping[str, NodeStatus] = MappingProxyType(
+    {_N.PENDING: _N.SKIPPED, _N.RUNNING: _N.TIMED_OUT}
+)
+#: Its state machine failed (an error of the machine itself, seen by the reconciler).
+CLOSE_ON_ERROR: Mapping[str, NodeStatus] = MappingProxyType({_N.PENDING: _N.SKIPPED, _N.RUNNING: _N.FAILED})
+#: A node failed and stopped the run: what has not run is skipped, what still runs is cancelled.
+CLOSE_ON_NODE_FAILURE: Mapping[str, NodeStatus] = MappingProxyType(
+    {_N.PENDING: _N.SKIPPED, _N.RUNNING: _N.CANCELLED}
 )
 
 

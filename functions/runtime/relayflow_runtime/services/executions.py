@@ -28,7 +28,7 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
-from relayflow_runtime.domain.status import ExecutionStatus, allowed_from
+from relayflow_runtime.domain.status import CLOSE_ON_CANCEL, ExecutionStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
@@ -525,7 +525,7 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
                 "could not stop the state machine execution", extra={"execution_id": execution_id}
             )
     deps.stores().executions.close_open_nodes(
-        tenant, execution_id, {"pending": "cancelled", "running": "cancelled"}, "cancelled by request", now
+        tenant, execution_id, CLOSE_ON_CANCEL, "cancelled by request", now
     )
     _fail_open_gates(tenant, execution_id)
     return to_execution(tenant, updated)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.status import allowed_from
+from relayflow_runtime.domain.status import CLOSE_ON_CANCEL, CLOSE_ON_ERROR, CLOSE_ON_TIMEOUT, allowed_from
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
 from relayflow_runtime.services import deps
@@ -78,16 +78,16 @@ def finish_unrecorded(
         store.close_open_nodes(
             tenant,
             execution_id,
-            {"pending": "cancelled", "running": "cancelled"},
+            CLOSE_ON_CANCEL,
             "the state machine execution was stopped",
             now,
         )
         return
     if sfn_status == "TIMED_OUT":
         message = f"workflow timed out after {record.get('timeout')} seconds"
-        node_outcome = {"running": "timed_out", "pending": "skipped"}
+        node_outcome = CLOSE_ON_TIMEOUT
     else:
         message = f"the run failed: {error or 'error'}" + (f" ({cause})" if cause else "")
-        node_outcome = {"running": "failed", "pending": "skipped"}
+        node_outcome = CLOSE_ON_ERROR
     if transition(tenant, record, allowed_from("failed"), "failed", {"completed_at": now, "error": message}):
         store.close_open_nodes(tenant, execution_id, node_outcome, message, now)

@@ -28,7 +28,12 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTask, Plan, RunRef, RunStart
-from relayflow_runtime.domain.status import ExecutionStatus, allowed_from
+from relayflow_runtime.domain.status import (
+    CLOSE_ON_NODE_FAILURE,
+    CLOSE_ON_TIMEOUT,
+    ExecutionStatus,
+    allowed_from,
+)
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError
 from relayflow_runtime.services import deps, notify, transitions
@@ -287,9 +292,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         message = f"workflow timed out after {record.get('timeout')} seconds"
         fields: dict[str, Any] = {"error": message, "completed_at": now}
         if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
-            store.close_open_nodes(
-                run.tenant, run.execution_id, {"running": "timed_out", "pending": "skipped"}, message, now
-            )
+            store.close_open_nodes(run.tenant, run.execution_id, CLOSE_ON_TIMEOUT, message, now)
         return
     failed = [
         r
@@ -307,7 +310,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         store.close_open_nodes(
             run.tenant,
             run.execution_id,
-            {"pending": "skipped", "running": "cancelled"},
+            CLOSE_ON_NODE_FAILURE,
             "not run: an earlier node failed",
             now,
         )

@@ -1,0 +1,372 @@
+"""Executions and the node records of single runs.
+
+Status writes are conditional on the moves of domain/status.py: an execution's status only moves
+forward, and a node records its outcome in one transaction with a check of its execution's
+status, so the two always agree. A batch run's item outcomes and counters share the partition's
+prefix (adapters/batch_store.py); its webhook delivery attempts the partition itself
+(adapters/table/webhooks.py).
+
+Keys: the layout in adapters/table/__init__.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.adapters.codec import to_dynamo
+from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys
+from relayflow_runtime.adapters.table.keys import (
+    execution_key,
+    node_record_key,
+    sweep_keys,
+    sweep_shard,
+    tenant_pk,
+)
+from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
+
+#: A node record an attempt may still start or record on (``NODE_OPEN``): the condition's values.
+_NODE_OPEN_VALUES = {f":open{i}": status.value for i, status in enumerate(sorted(NODE_OPEN))}
+_NODE_IS_OPEN = f"#st IN ({', '.join(_NODE_OPEN_VALUES)})"
+
+
+class ExecutionStore(BaseStore):
+    """Executions and their node records."""
+
+    # ---- executions ------------------------------------------------------------------------------
+    @staticmethod
+    def _status_index(tenant: str, workflow_id: str, status: str) -> str:
+        return f"T#{tenant}#WF#{workflow_id}#XS#{status}"
+
+    def put_execution(self, tenant: str, execution: dict[str, Any]) -> None:
+        sort = f"{execution['created_at']}#{execution['id']}"
+        self._put(
+            {
+                **execution,
+                **execution_key(tenant, execution["id"]),
+                "tenant": tenant,
+                "kind": "execution",
+                "gsi1pk": f"T#{tenant}#WF#{execution['workflow_id']}#XS",
+                "gsi1sk": sort,
+                "gsi2pk": self._status_index(tenant, execution["workflow_id"], execution["status"]),
+                "gsi2sk": sort,
+                **sweep_keys(tenant, execution, "SETTLE" if execution["status"] in TERMINAL else "ACTIVE"),
+            },
+            must_not_exist=True,
+        )
+
+    def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
+        return self._get(tenant_pk(tenant, "X", execution_id), "X", "execution", execution_id)
+
+    def list_executions(
+        self,
+        tenant: str,
+        workflow_id: str,
+        *,
+        limit: int,
+        next_token: str | None,
+        status: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        if status:
+            partition, index = Key("gsi2pk").eq(self._status_index(tenant, workflow_id, status)), "gsi2"
+            sort = Key("gsi2sk")
+        else:
+            partition, index = Key("gsi1pk").eq(f"T#{tenant}#WF#{workflow_id}#XS"), "gsi1"
+            sort = Key("gsi1sk")
+        condition = partition
+        if created_after and created_before:
+            condition = partition & sort.between(created_after, created_before + "~")
+        elif created_after:
+            condition = partition & sort.gte(created_after)
+        elif created_before:
+            condition = partition & sort.lte(created_before + "~")
+        return self._query_page(
+            key_condition=condition, index=index, limit=limit, next_token=next_token, forward=False
+        )
+
+    def transition_execution(
+        self,
+        tenant: str,
+        execution: dict[str, Any],
+        *,
+        from_statuses: Iterable[str],
+        to_status: str,
+        fields: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Move an execution's status forward; raises ConditionFailed if it is not in from_statuses.
+        A terminal status moves the run from the sweep index's ACTIVE partition to SETTLE."""
+        allowed = list(from_statuses)
+        set_fields = {
+            **(fields or {}),
+            "status": to_status,
+            "gsi2pk": self._status_index(tenant, execution["workflow_id"], to_status),
+        }
+        if to_status in TERMINAL:  # sweep_sk (created#tenant#id) stays as put_execution wrote it
+            set_fields["sweep_pk"] = f"SETTLE#{sweep_shard(execution['id'])}"
+        return self._update(
+            execution_key(tenant, execution["id"]),
+            set_fields,
+            condition=Attr("status").is_in(allowed),
+            # An earlier status's event the bus refused (adapters/sweep.py) is superseded by this one.
+            remove=("unpublished_event",),
+        )
+
+    def update_execution(
+        self, tenant: str, execution_id: str, fields: dict[str, Any], *, only_if_status: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        allowed = list(only_if_status)
+        condition = Attr("status").is_in(allowed) if allowed else None
+        return self._update(execution_key(tenant, execution_id), fields, condition=condition)
+
+    def hide_execution(self, tenant: str, execution_id: str) -> None:
+        """Mark an execution ``deleting`` and take it out of the listings (its index keys go), before
+        a background job deletes what it holds."""
+        self._update(
+            execution_key(tenant, execution_id),
+            {"deleting": True},
+            remove=("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),
+        )
+
+    def delete_execution(self, tenant: str, execution_id: str) -> None:
+        """Every item of the run, the execution item last: an interrupted delete can be repeated."""
+        key = execution_key(tenant, execution_id)
+        items = self._query_all(Key("pk").eq(key["pk"]))
+        self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items if i["sk"] != key["sk"])
+        self.table.delete_item(Key=key)
+
+    # ---- node records ----------------------------------------------------------------------------
+    def begin_node_attempt(
+        self,
+        tenant: str,
+        execution_id: str,
+        node_id: str,
+        idx: int,
+        attempt: int,
+        fields: dict[str, Any],
+        now: str,
+    ) -> None:
+        """Mark a node of a single run running for its ``attempt``-th attempt (1-based: the number
+        is the state machine's, so a repeated task sets the same one) and point the run's progress
+        at it — one transaction while the run is running and progress has not passed this node
+        (parallel branches start in any order: progress never goes back). Raises ConditionFailed
+        when the run is no longer running or the node already ended."""
+        ser = TypeSerializer()
+        node_names = {"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"}
+        node_values: dict[str, Any] = {
+            ":running": NodeStatus.RUNNING.value,
+            **_NODE_OPEN_VALUES,
+            ":att": attempt,
+            ":now": now,
+        }
+        sets = ["#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"]
+        for i, (field, value) in enumerate(fields.items()):
+            node_names[f"#f{i}"] = field
+            node_values[f":f{i}"] = value
+            sets.append(f"#f{i} = :f{i}")
+        node_update = {
+            "TableName": self.table_name,
+            "Key": {
+                k: ser.serialize(v) for k, v in node_record_key(tenant, execution_id, f"N#{node_id}").items()
+            },
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": f"attribute_not_exists(#st) OR {_NODE_IS_OPEN}",
+            "ExpressionAttributeNames": node_names,
+            "ExpressionAttributeValues": {k: ser.serialize(to_dynamo(v)) for k, v in node_values.items()},
+        }
+        progress = {
+            "TableName": self.table_name,
+            "Key": {k: ser.serialize(v) for k, v in execution_key(tenant, execution_id).items()},
+            "UpdateExpression": "SET #cn = :cn",
+            "ConditionExpression": "#st = :running AND (attribute_not_exists(#cn) OR #cn.#idx < :idx)",
+            "ExpressionAttributeNames": {"#st": "status", "#cn": "current_node", "#idx": "idx"},
+            "ExpressionAttributeValues": {
+                ":running": ser.serialize(ExecutionStatus.RUNNING.value),
+                ":cn": ser.serialize({"idx": idx, "id": node_id}),
+                ":idx": ser.serialize(idx),
+            },
+        }
+        client = aws.client("dynamodb")
+        try:
+            client.transact_write_items(TransactItems=[{"Update": node_update}, {"Update": progress}])
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise ConditionFailed(str(exc)) from exc
+        # Progress already points further on (a later branch started first), or the run ended.
+        if self.get_execution(tenant, execution_id).get("status") != ExecutionStatus.RUNNING:
+            raise ConditionFailed("the execution is no longer running")
+        try:
+            client.update_item(**node_update)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def finish_node(
+        self,
+        tenant: str,
+        execution_id: str,
+        record_sk: str,
+        fields: dict[str, Any],
+        *,
+        attempt: int | None = None,
+        execution_statuses: Iterable[str] = (ExecutionStatus.RUNNING.value,),
+        execution_add: dict[str, int] | None = None,
+    ) -> None:
+        """Write a node's outcome, only while the execution is in one of execution_statuses.
+
+        One transaction updates the execution item (its condition, and counters such as token usage)
+        and the node record, so a node can never be recorded completed after its execution was
+        cancelled or failed: the two records always agree.
+        """
+        ser = TypeSerializer()
+
+        def wire(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: ser.serialize(to_dynamo(v)) for k, v in d.items()}
+
+        names: dict[str, str] = {"#st": "status"}
+        values: dict[str, Any] = dict(_NODE_OPEN_VALUES)
+        sets = []
+        for i, (field, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = field
+            values[f":f{i}"] = value
+            sets.append(f"#f{i} = :f{i}")
+        node_condition = f"attribute_exists(pk) AND {_NODE_IS_OPEN}"
+        if attempt is not None:
+            names["#att"] = "attempts"
+            values[":att"] = attempt
+            node_condition += " AND #att = :att"
+
+        x_names = {"#st": "status"}
+        x_values: dict[str, Any] = {f":x{i}": s for i, s in enumerate(execution_statuses)}
+        x_condition = f"#st IN ({', '.join(x_values)})"
+        execution_part: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": wire(execution_key(tenant, execution_id)),
+            "ConditionExpression": x_condition,
+            "ExpressionAttributeNames": x_names,
+        }
+        if execution_add:
+            adds = []
+            for i, (field, amount) in enumerate(execution_add.items()):
+                x_names[f"#u{i}"] = field
+                x_values[f":u{i}"] = amount
+                adds.append(f"#u{i} :u{i}")
+            execution_part["UpdateExpression"] = "ADD " + ", ".join(adds)
+            first = {"Update": {**execution_part, "ExpressionAttributeValues": wire(x_values)}}
+        else:
+            first = {"ConditionCheck": {**execution_part, "ExpressionAttributeValues": wire(x_values)}}
+        try:
+            aws.client("dynamodb").transact_write_items(
+                TransactItems=[
+                    first,
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": wire(node_record_key(tenant, execution_id, record_sk)),
+                            "UpdateExpression": "SET " + ", ".join(sets),
+                            "ConditionExpression": node_condition,
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": wire(values),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConditionFailed(str(exc)) from exc
+            raise
+
+    def note_attempt_error(
+        self, tenant: str, execution_id: str, record_sk: str, attempt: int, error: str, prompt: Any = None
+    ) -> None:
+        """Record a failed attempt's error (and the prompt it sent, so a failed node shows it)."""
+        key = node_record_key(tenant, execution_id, record_sk)
+        expression = "SET attempt_errors = list_append(if_not_exists(attempt_errors, :e), :one), #err = :msg"
+        values: dict[str, Any] = {":e": [], ":one": [f"attempt {attempt}: {error}"], ":msg": error}
+        if prompt is not None:
+            expression += ", prompt = :prompt"
+            values[":prompt"] = to_dynamo(prompt)
+        try:
+            self.table.update_item(
+                Key=key,
+                UpdateExpression=expression,
+                ConditionExpression=Attr("attempts").eq(attempt)
+                & Attr("status").eq(NodeStatus.RUNNING.value),
+                ExpressionAttributeNames={"#err": "error"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def put_node_record_if_absent(
+        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any]
+    ) -> None:
+        with contextlib.suppress(ConditionFailed):
+            self._put(
+                {**fields, **node_record_key(tenant, execution_id, record_sk), "tenant": tenant},
+                must_not_exist=True,
+            )
+
+    def close_open_nodes(
+        self, tenant: str, execution_id: str, outcome: Mapping[str, NodeStatus], reason: str, now: str
+    ) -> None:
+        """Give every unfinished node record a terminal status: ``outcome`` maps each open status to
+        one (domain/status.py: NODES_ON_CANCEL, NODES_ON_TIMEOUT, NODES_ON_FAILURE)."""
+        condition = Key("pk").eq(tenant_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
+        for record in self._query_all(condition):
+            status = outcome.get(record.get("status", ""))
+            if not status:
+                continue
+            fields: dict[str, Any] = {"status": status.value, "completed_at": now}
+            if not record.get("error") or status == NodeStatus.TIMED_OUT:
+                fields["error"] = reason
+            try:
+                self._update(
+                    {"pk": record["pk"], "sk": record["sk"]},
+                    fields,
+                    condition=Attr("status").eq(record["status"]),
+                )
+            except ConditionFailed:
+                continue
+
+    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
+        """Store the task token of a node parked on its gate; returns the record as it now is."""
+        response = self.table.update_item(
+            Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
+            UpdateExpression="SET #tk = :tk",
+            ExpressionAttributeNames={"#tk": "token"},
+            ExpressionAttributeValues={":tk": token},
+            ReturnValues="ALL_NEW",
+        )
+        return strip_keys(response["Attributes"])
+
+    def mark_parent_done(
+        self, tenant: str, execution_id: str, node_id: str, parent_id: str
+    ) -> dict[str, Any]:
+        """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
+        returns the record as it now is."""
+        response = self.table.update_item(
+            Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
+            UpdateExpression="ADD #dp :p",
+            ExpressionAttributeNames={"#dp": "done_parents"},
+            ExpressionAttributeValues={":p": {parent_id}},
+            ReturnValues="ALL_NEW",
+        )
+        return strip_keys(response["Attributes"])
+
+    def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
+        condition = Key("pk").eq(tenant_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
+        return [strip_keys(i) for i in self._query_all(condition)]
