@@ -124,11 +124,9 @@ def test_check_moves_checks_every_source_and_unknown_statuses() -> None:
 
 
 def test_the_api_schemas_name_the_same_statuses() -> None:
-    # The API's Literal types and sets (schemas sit below domain, so they keep their own copy)
+    # The API's Literal types (schemas sit below domain, so they spell the values out)
     assert set(get_args(entities.ExecutionStatus)) == {s.value for s in X}
     assert set(get_args(entities.NodeStatus)) == {s.value for s in N}
-    assert entities.TERMINAL_STATUSES == TERMINAL
-    assert entities.ACTIVE_STATUSES == ACTIVE
 
 
 # --------------------------------------------------------------------------- node records
@@ -180,6 +178,29 @@ def test_a_runs_end_closes_every_open_node_record_with_an_allowed_move(
     for open_status, closed in closing.items():
         assert closed in NODE_TERMINAL
         assert node_can_move(open_status, closed)
+
+
+@pytest.mark.parametrize(
+    ("execution_status", "error", "expected"),
+    [
+        ("cancelled", "cancelled by request", {N.PENDING: N.CANCELLED, N.RUNNING: N.CANCELLED}),
+        ("failed", "workflow timed out after 60 seconds", {N.PENDING: N.SKIPPED, N.RUNNING: N.TIMED_OUT}),
+        ("failed", "node 'b' failed: boom", {N.PENDING: N.SKIPPED, N.RUNNING: N.CANCELLED}),
+        ("completed", None, {N.PENDING: N.SKIPPED, N.RUNNING: N.CANCELLED}),
+        ("running", None, {N.PENDING: N.PENDING, N.RUNNING: N.RUNNING}),
+        ("pending", None, {N.PENDING: N.PENDING, N.RUNNING: N.RUNNING}),
+    ],
+)
+def test_a_reader_settles_open_node_records_as_the_runs_end_closes_them(
+    execution_status: str, error: str | None, expected: dict[N, N]
+) -> None:
+    # Given a node record still open when read, and the execution it belongs to
+    for open_status, shown in expected.items():
+        # Then it reads as the map of the way the run ended would close it (unchanged while running)
+        assert status.settled_node_status(open_status, execution_status, error) == shown
+    # And a record that is already over reads as it is
+    for closed in NODE_TERMINAL:
+        assert status.settled_node_status(closed, execution_status, error) == closed
 
 
 # --------------------------------------------------------------------------- the one writer

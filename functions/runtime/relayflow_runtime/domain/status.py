@@ -49,6 +49,7 @@ __all__ = [
     "check_moves",
     "node_allowed_from",
     "node_can_move",
+    "settled_node_status",
 ]
 
 
@@ -95,7 +96,7 @@ NODE_TERMINAL: frozenset[NodeStatus] = frozenset(
     {_N.COMPLETED, _N.FAILED, _N.TIMED_OUT, _N.CANCELLED, _N.SKIPPED}
 )
 #: A node record still waiting or running: the one a run's end settles (or a reader settles, see
-#: services/run_records.py ``settled_node_status``).
+#: :func:`settled_node_status`).
 NODE_OPEN: frozenset[NodeStatus] = frozenset({_N.PENDING, _N.RUNNING})
 
 #: Each node status, and the statuses a node record may move to from it. ``running -> running`` is a
@@ -129,6 +130,25 @@ CLOSE_ON_ERROR: Mapping[str, NodeStatus] = MappingProxyType({_N.PENDING: _N.SKIP
 CLOSE_ON_NODE_FAILURE: Mapping[str, NodeStatus] = MappingProxyType(
     {_N.PENDING: _N.SKIPPED, _N.RUNNING: _N.CANCELLED}
 )
+
+
+def settled_node_status(node_status: str, execution_status: str, error: str | None) -> str:
+    """What an open node record means once its execution is over, as a reader can tell from the
+    execution alone. The writer that ends a run closes its open records right after its conditional
+    status write, with the map of the way it ended; a reader in between (or a node attempt that
+    raced a cancel) applies the same maps, so the records it shows agree with the execution: a
+    cancel's, a timeout's (the error says the run timed out), else a stopping node failure's. The
+    one end a reader cannot tell apart — the state machine's own error (CLOSE_ON_ERROR), seen by
+    the reconciler — shows a running node ``cancelled`` until the reconciler writes ``failed``."""
+    if node_status not in NODE_OPEN or execution_status not in TERMINAL:
+        return node_status
+    if execution_status == ExecutionStatus.CANCELLED:
+        close = CLOSE_ON_CANCEL
+    elif execution_status == ExecutionStatus.FAILED and "timed out" in (error or ""):
+        close = CLOSE_ON_TIMEOUT
+    else:
+        close = CLOSE_ON_NODE_FAILURE
+    return close[node_status].value
 
 
 class RefusedMove(ValueError):

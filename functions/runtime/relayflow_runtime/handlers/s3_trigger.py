@@ -1,4 +1,4 @@
-"""S3 ObjectCreated under inputs/: each uploaded file starts one run (see logic/uploads.py)."""
+"""S3 ObjectCreated under inputs/: each uploaded file starts one run (see services/uploads.py)."""
 
 from __future__ import annotations
 

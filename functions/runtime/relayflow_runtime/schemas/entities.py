@@ -15,8 +15,6 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
 NodeStatus = Literal["pending", "running", "completed", "failed", "timed_out", "cancelled", "skipped"]
 
 DEFAULT_MAX_RETRIES = 3

@@ -24,10 +24,10 @@ from typing import Any
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import (
-    TERMINAL_STATUSES,
     BatchItemResult,
     Execution,
     ExecutionResults,
@@ -64,7 +64,7 @@ def fill_progress(tenant: str, execution: Execution, *, with_results: bool = Fal
         if counters.get("input_tokens") or counters.get("output_tokens"):
             usage = {k: counters[k] for k in USAGE_COUNTERS if counters.get(k)}
             execution.usage = TokenUsage.model_validate(run_records.usage_of(usage))
-    if with_results and execution.status in TERMINAL_STATUSES:
+    if with_results and execution.status in TERMINAL:
         items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
         execution.results = ExecutionResults(
             items=items, next_token=token, total_items=execution.progress.total_items
@@ -201,7 +201,7 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
     execution, record = _batch_record(tenant, workflow_id, execution_id)
     limit = get_settings().max_inline_download_bytes
     filename = f"results-{execution_id}.{fmt}"
-    finished = execution.status in TERMINAL_STATUSES
+    finished = execution.status in TERMINAL
     export = (record.get("exports") or {}).get(fmt) or {}
     if finished and export.get("status") == "ready":
         url = deps.blobs().presigned_get(export_key(tenant, execution_id, fmt), URL_SECONDS, filename)

@@ -12,7 +12,7 @@ what the API pages through by byte offset. An item whose JSON is larger than
 :data:`LARGE_ITEM_BYTES` is stored in an object of its own and its entry holds ``"ref"`` instead of
 ``"item"``: a Map item (and so a child execution's input) stays far below the 256 KiB payload cap.
 
-Files are parsed by logic/datasets.py, streamed: a 512 MB file never sits in memory. An upload is
+Files are parsed by domain/datasets.py, streamed: a 512 MB file never sits in memory. An upload is
 committed whole: a malformed file is refused with its line number and reason and leaves nothing.
 Small commits run in the API call; larger ones (over :data:`SYNC_INGEST_MAX_BYTES`) in the
 node-runner function, started through a one-task state machine (the API function has 30 s, the
@@ -276,7 +276,7 @@ def decode_offset(token: str | None) -> int:
 
 
 class _ChunkStream:
-    """A read(n) file object over an iterator of byte chunks (what logic/datasets.py reads)."""
+    """A read(n) file object over an iterator of byte chunks (what domain/datasets.py reads)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)

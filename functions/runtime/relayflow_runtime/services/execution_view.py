@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from relayflow_runtime.domain.status import settled_node_status
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
 from relayflow_runtime.services import batch_results, deps
-from relayflow_runtime.services.run_records import settled_node_status, usage_of
+from relayflow_runtime.services.run_records import usage_of
 from relayflow_runtime.services.values import is_ref, unpack
 
 
 def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
     data = dict(record)
-    data["status"] = settled_node_status(data.get("status", "pending"), execution)
+    data["status"] = settled_node_status(
+        data.get("status", "pending"), execution["status"], execution.get("error")
+    )
     data["output"] = unpack(data.get("output"))
     data["parsed_output"] = unpack(data.get("parsed_output"))
     data["prompt"] = unpack(data.get("prompt"))

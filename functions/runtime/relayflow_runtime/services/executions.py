@@ -28,11 +28,10 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
-from relayflow_runtime.domain.status import CLOSE_ON_CANCEL, ExecutionStatus, allowed_from
+from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, ExecutionStatus, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
-    ACTIVE_STATUSES,
     Execution,
     ExecutionProgress,
     ExecutionTrigger,
@@ -291,7 +290,7 @@ def _launch(
     record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
     record["node_order"] = [n["id"] for n in plan["nodes"]]
-    # Every other item of the run carries this TTL from the start (logic/retention.py).
+    # Every other item of the run carries this TTL from the start (services/retention.py).
     record["children_expire_at"] = retention.children_expire_at(now)
     deps.stores().executions.put_execution(tenant, record)
     metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
@@ -481,7 +480,7 @@ def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
     """Delete a finished execution. A single run's records go at once; a batch run's grow with its
     items, so it is hidden at once and deleted on the jobs machine: True then (in the background)."""
     record = get_execution_record(tenant, workflow_id, execution_id)
-    if record["status"] in ACTIVE_STATUSES:
+    if record["status"] in ACTIVE:
         raise Conflict(
             "this execution is still running; cancel it before deleting it.", code="execution_active"
         )
@@ -536,7 +535,11 @@ def _fail_open_gates(tenant: str, execution_id: str) -> None:
     moto's interpreter never ends a run parked on a task token otherwise."""
     for record in deps.stores().executions.node_records(tenant, execution_id):
         token = record.get("token")
-        if token and record.get("status") in ("pending", "cancelled") and not record.get("attempts"):
+        if (
+            token
+            and record.get("status") in (NodeStatus.PENDING, NodeStatus.CANCELLED)
+            and not record.get("attempts")
+        ):
             try:
                 deps.machines().fail_task(token, error="Cancelled", cause="cancelled by request")
             except Exception:

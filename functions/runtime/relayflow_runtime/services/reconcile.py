@@ -16,9 +16,14 @@ from __future__ import annotations
 from typing import Literal
 
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.status import CLOSE_ON_CANCEL, CLOSE_ON_ERROR, CLOSE_ON_TIMEOUT, allowed_from
+from relayflow_runtime.domain.status import (
+    CLOSE_ON_CANCEL,
+    CLOSE_ON_ERROR,
+    CLOSE_ON_TIMEOUT,
+    TERMINAL,
+    allowed_from,
+)
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
 from relayflow_runtime.services import deps
 from relayflow_runtime.services.transitions import after_finish, transition
 
@@ -37,7 +42,7 @@ def settle(
         before = store.get_execution(tenant, execution_id)
     except NotFound:
         return False
-    if before["status"] in TERMINAL_STATUSES:
+    if before["status"] in TERMINAL:
         after_finish(tenant, before)  # e.g. the budget of a run whose follow-up was cut short
         return False
     if sfn_status == NEVER_STARTED:
@@ -48,7 +53,7 @@ def settle(
         )
     finish_unrecorded(tenant, execution_id, sfn_status, error, cause)
     after = store.get_execution(tenant, execution_id)
-    return after["status"] in TERMINAL_STATUSES
+    return after["status"] in TERMINAL
 
 
 def finish_unrecorded(
@@ -60,7 +65,7 @@ def finish_unrecorded(
         record = store.get_execution(tenant, execution_id)
     except NotFound:
         return
-    if record["status"] in TERMINAL_STATUSES:
+    if record["status"] in TERMINAL:
         return
     now = now_iso()
     if sfn_status == "SUCCEEDED":

@@ -12,9 +12,7 @@ from typing import Any
 
 from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.engine import Plan
-from relayflow_runtime.domain.status import NODE_OPEN
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
 from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
 
@@ -58,21 +56,3 @@ def usage_of(counters: dict[str, Any]) -> dict[str, Any]:
         "output_tokens": int(counters.get("output_tokens") or 0),
         "estimated_cost": nanos_to_dollars(counters.get("estimated_cost_nanos")),
     }
-
-
-def settled_node_status(node_status: str, execution: dict[str, Any]) -> str:
-    """What an unfinished node record means once its execution is over.
-
-    The writer that ends an execution closes its open node records right after its conditional
-    status write; a reader in between (or a node attempt that raced a cancel) must still see
-    records that agree with the execution, so reads apply the same rule.
-    """
-    if node_status not in NODE_OPEN or execution["status"] not in TERMINAL_STATUSES:
-        return node_status
-    if execution["status"] == "cancelled":
-        return "cancelled"
-    if node_status == "pending":
-        return "skipped"
-    if execution["status"] == "failed" and "timed out" in (execution.get("error") or ""):
-        return "timed_out"
-    return "cancelled"

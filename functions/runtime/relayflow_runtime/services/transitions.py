@@ -22,10 +22,8 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.status import check_moves
-from relayflow_runtime.schemas.entities import TERMINAL_STATUSES
+from relayflow_runtime.domain.status import TERMINAL, check_moves, settled_node_status
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
-from relayflow_runtime.services.run_records import settled_node_status
 
 logger = Logger(child=True)
 
@@ -43,7 +41,7 @@ def transition(
     its share of the batch budget and takes it out of the sweep index."""
     from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
     fields = dict(fields or {})
-    if to_status in TERMINAL_STATUSES:
+    if to_status in TERMINAL:
         created = record.get("created_at") or now_iso()
         fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
     try:
@@ -53,7 +51,7 @@ def transition(
     except ConditionFailed:
         return None
     notify.status_changed(tenant, updated)
-    if to_status in TERMINAL_STATUSES:
+    if to_status in TERMINAL:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
         count_finished(tenant, updated)
         after_finish(tenant, updated)
@@ -75,7 +73,9 @@ def count_finished(tenant: str, record: dict[str, Any]) -> None:
         statuses: dict[str, int] = {}
         retries = 0
         for node in deps.stores().executions.node_records(tenant, record["id"]):
-            status = settled_node_status(str(node.get("status", "pending")), record)
+            status = settled_node_status(
+                str(node.get("status", "pending")), record["status"], record.get("error")
+            )
             statuses[status] = statuses.get(status, 0) + 1
             retries += max(0, int(node.get("attempts") or 0) - 1)
         for status, number in statuses.items():

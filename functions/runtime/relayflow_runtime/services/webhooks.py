@@ -44,9 +44,9 @@ from pydantic import BaseModel, Field
 from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas.entities import (
-    TERMINAL_STATUSES,
     DeliveryAttempt,
     ExecutionResults,
     WebhookResend,
@@ -232,7 +232,7 @@ def deliver_attempt(
     except NotFound:
         logger.info("no webhook: the execution no longer exists", extra={"execution_id": task.execution_id})
         return None
-    if record["status"] not in TERMINAL_STATUSES:
+    if record["status"] not in TERMINAL:
         return None
     url = callback_url_of(task.tenant, record)
     if not url:
@@ -388,7 +388,7 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
     and payload shape), e.g. after the receiver was fixed. The round's attempts appear in the
     delivery history like the first ones."""
     record = run_records.get_execution_record(tenant, workflow_id, execution_id)
-    if record["status"] not in TERMINAL_STATUSES:
+    if record["status"] not in TERMINAL:
         raise Conflict(
             "this execution has not finished; its webhook is sent when it does.", code="execution_active"
         )
