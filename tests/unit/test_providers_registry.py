@@ -71,7 +71,7 @@ def test_valid_configs_have_no_problems(provider: str, config: dict):
         (
             "bedrock",
             {"model_id": "m", "inference": {"max_tokens": 5}},
-            "unknown inference setting 'max_tokens'",
+            "unknown inference key 'max_tokens'",
         ),
         ("bedrock", {"model_id": "m", "inference": {"stopSequences": "END"}}, "list of strings"),
         ("openai", {"model": "m"}, "'base_url' is required"),

@@ -43,7 +43,6 @@ from relayflow_runtime.errors import CURSOR_PATTERN, MAX_CURSOR_LENGTH
 from relayflow_runtime.handlers.authorizer import API_KEY_HEADER
 from relayflow_runtime.handlers.context import required_scope
 from relayflow_runtime.providers import config_schemas
-from relayflow_runtime.providers.sagemaker import HOLDS_PROMPT
 from relayflow_runtime.schemas.api import BASE64_PATTERN
 from relayflow_runtime.schemas.responses import CURSOR_DESCRIPTION
 
@@ -289,18 +288,41 @@ PROVIDER_NAMES = {"builtin": "Builtin", "bedrock": "Bedrock", "openai": "OpenAI"
                   "lambda": "Lambda"}  # fmt: skip
 
 
+COMPONENTS = "#/components/schemas/"
+
+
+def inline_refs(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with each reference to one of ``definitions`` replaced by the definition, untitled."""
+    if isinstance(node, list):
+        return [inline_refs(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    name = str(node.get("$ref", "")).removeprefix(COMPONENTS)
+    if name in definitions:
+        definition = {key: value for key, value in definitions[name].items() if key != "title"}
+        rest = {key: value for key, value in node.items() if key != "$ref"}
+        return inline_refs({**definition, **rest}, definitions)
+    return {key: inline_refs(value, definitions) for key, value in node.items()}
+
+
 def _model_config_schemas(schemas: dict[str, Any]) -> None:
     """CreateModel, one shape per provider: ``config``'s schema depends on ``provider``. The
-    server's checks (CreateModel's fields, then the provider's validator) accept exactly these."""
-    schemas["SagemakerPromptTemplate"] = {
-        **HOLDS_PROMPT,
-        "title": "SagemakerPromptTemplate",
-        "description": "JSON holding {{prompt}}: a string containing it, or an array or object with "
-        "such a value (or key) at any depth.",
-    }
+    server's checks (CreateModel's fields, then the provider's config model) accept exactly these.
+    The models a config refers to (price, rate limit, Bedrock's inference) are written inline, where
+    generated clients have always found them (so their class names stay); one that refers to itself
+    (SageMaker's prompt template) can only be a component."""
     create = schemas["CreateModel"]
     variants: dict[str, str] = {}
     for provider, config in config_schemas().items():
+        definitions = config.pop("$defs", {})
+        recursive = {name for name, definition in definitions.items()
+                     if f'"{COMPONENTS}{name}"' in json.dumps(definition)}  # fmt: skip
+        for name in recursive:
+            if schemas.setdefault(name, definitions[name]) != definitions[name]:
+                raise ValueError(f"two different schemas named {name}")
+        config = inline_refs(
+            config, {name: value for name, value in definitions.items() if name not in recursive}
+        )
         title = PROVIDER_NAMES[provider]
         schemas[f"{title}ModelConfig"] = {
             **config,

@@ -1,13 +1,13 @@
 """Model provider adapters: one entry point for the node runner, one validator for the API.
 
-Every adapter module exposes ``validate(config) -> list[str]`` and
-``invoke(config, prompt, ctx) -> ModelResult`` and raises only ``TransientModelError`` (retried by
-the state machine) or ``PermanentModelError`` (not retried) for failures of the model call.
+Every adapter module exposes ``CONFIG`` (the pydantic type of its config, over
+``config.ModelConfig``) and ``invoke(config, prompt, ctx) -> ModelResult``, and raises only
+``TransientModelError`` (retried by the state machine) or ``PermanentModelError`` (not retried) for
+failures of the model call.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -23,6 +23,7 @@ from relayflow_runtime.providers.base import (
     Usage,
 )
 from relayflow_runtime.providers.builtin import extract_text
+from relayflow_runtime.providers.config import json_schema, problems
 
 __all__ = [
     "PROVIDERS",
@@ -47,79 +48,12 @@ _ADAPTERS: dict[str, ModuleType] = {
 }
 PROVIDERS: tuple[str, ...] = tuple(_ADAPTERS)
 
-# Keys that would put a secret into the model record (stored in DynamoDB, returned by the API).
-_INLINE_SECRET_KEYS = ("api_key", "apiKey", "api-key")
-PRICE_KEYS = ("input_per_1k", "output_per_1k")
-# A model's own rate limit, enforced across concurrent runs (services: rate_limits.py).
-RATE_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
 
-
-def _validate_price(price: Any) -> list[str]:
-    if price is None:
-        return []
-    if not isinstance(price, dict):
-        return ['\'price\' must be an object like {"input_per_1k": 0.003, "output_per_1k": 0.015}']
-    problems = [
-        f"unknown price key {key!r}; expected {', '.join(PRICE_KEYS)}"
-        for key in price
-        if key not in PRICE_KEYS
-    ]
-    for key in PRICE_KEYS:
-        value = price.get(key)
-        if value is not None and not (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value >= 0
-        ):
-            problems.append(f"'price.{key}' must be a number >= 0 (price per 1,000 tokens)")
-    return problems
-
-
-def _validate_rate_limit(limit: Any) -> list[str]:
-    if limit is None:
-        return []
-    example = '{"requests_per_minute": 60, "tokens_per_minute": 40000}'
-    if not isinstance(limit, dict) or not limit:
-        return [f"'rate_limit' must be an object like {example}"]
-    problems = [
-        f"unknown rate_limit key {key!r}; expected {', '.join(RATE_LIMIT_KEYS)}"
-        for key in limit
-        if key not in RATE_LIMIT_KEYS
-    ]
-    for key in RATE_LIMIT_KEYS:
-        value = limit.get(key)
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            problems.append(f"'rate_limit.{key}' must be a whole number >= 1")
-    return problems
-
-
-def config_schemas() -> dict[str, dict[str, Any]]:
-    """Each provider's model config as JSON Schema: what validate_model_config accepts (the OpenAPI
-    document gives it to CreateModel; the API's fuzz tests hold the two to each other)."""
-    price = {"type": ["number", "null"], "minimum": 0}
-    common: dict[str, Any] = {
-        "properties": {
-            "price": {
-                "type": ["object", "null"],
-                "additionalProperties": False,
-                "properties": {key: price for key in PRICE_KEYS},
-                "description": "US dollars per 1,000 tokens, for estimated costs.",
-            },
-            "rate_limit": {
-                "type": ["object", "null"],
-                "additionalProperties": False,
-                "minProperties": 1,
-                "properties": {key: {"type": ["integer", "null"], "minimum": 1} for key in RATE_LIMIT_KEYS},
-                "description": "Most calls and tokens per minute, shared by every caller of this model.",
-            },
-        },
-        "not": {
-            "description": "secrets are never inline",
-            "anyOf": [{"required": [key]} for key in _INLINE_SECRET_KEYS],
-        },
-    }
-    return {name: {"allOf": [adapter.CONFIG_SCHEMA, common]} for name, adapter in _ADAPTERS.items()}
+def config_schemas(ref_template: str = "#/components/schemas/{model}") -> dict[str, dict[str, Any]]:
+    """Each provider's model config as JSON Schema, from the models validate_model_config validates
+    with (the OpenAPI document gives them to CreateModel and moves each ``$defs`` into its
+    components; the API's fuzz tests hold the two to each other)."""
+    return {name: json_schema(adapter.CONFIG, ref_template) for name, adapter in _ADAPTERS.items()}
 
 
 def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> list[str]:
@@ -130,17 +64,7 @@ def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> li
         config = {}
     if not isinstance(config, Mapping):
         return ["'config' must be an object"]
-    problems: list[str] = []
-    for key in _INLINE_SECRET_KEYS:
-        if key in config:
-            problems.append(
-                f"'{key}' must not be given inline: store the key in Secrets Manager and set "
-                "'api_key_secret_arn', or in SSM Parameter Store and set 'api_key_parameter'"
-            )
-    problems.extend(_ADAPTERS[provider].validate(config))
-    problems.extend(_validate_price(config.get("price")))
-    problems.extend(_validate_rate_limit(config.get("rate_limit")))
-    return problems
+    return problems(provider, _ADAPTERS[provider].CONFIG, config)
 
 
 def invoke_model(

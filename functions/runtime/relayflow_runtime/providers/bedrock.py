@@ -18,9 +18,10 @@ Error mapping (botocore ``ClientError`` code → retry decision):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import MISSING, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
@@ -30,6 +31,7 @@ from relayflow_runtime.providers.base import (
     Usage,
     map_aws_error,
 )
+from relayflow_runtime.providers.config import ModelConfig
 
 TRANSIENT_CODES = frozenset(
     {
@@ -54,61 +56,26 @@ PERMANENT_CODES = frozenset(
 INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
 
 
-#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a bedrock config).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["model_id"],
-    "properties": {
-        "model_id": {
-            "type": "string",
-            "pattern": r"\S",
-            "examples": ["anthropic.claude-3-haiku-20240307-v1:0"],
-        },
-        "system_prompt": {"type": "string"},
-        "inference": {
-            "type": ["object", "null"],
-            "additionalProperties": False,
-            "properties": {
-                "maxTokens": {"type": "integer", "minimum": 1},
-                "temperature": {"type": "number", "minimum": 0},
-                "topP": {"type": "number", "minimum": 0},
-                "stopSequences": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    },
-}
+class BedrockInference(BaseModel):
+    """Passed to Converse as ``inferenceConfig``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    max_tokens: Annotated[int, Field(gt=0)] | MISSING = Field(MISSING, alias="maxTokens")
+    temperature: Annotated[float, Field(ge=0)] | MISSING = MISSING
+    top_p: Annotated[float, Field(ge=0)] | MISSING = Field(MISSING, alias="topP")
+    stop_sequences: list[str] | MISSING = Field(MISSING, alias="stopSequences")
 
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    model_id = config.get("model_id")
-    if not isinstance(model_id, str) or not model_id.strip():
-        problems.append("bedrock: 'model_id' is required (e.g. 'anthropic.claude-3-haiku-20240307-v1:0')")
-    if "system_prompt" in config and not isinstance(config["system_prompt"], str):
-        problems.append("bedrock: 'system_prompt' must be a string")
-    inference = config.get("inference")
-    if inference is None:
-        return problems
-    if not isinstance(inference, dict):
-        return [*problems, "bedrock: 'inference' must be an object"]
-    for key, value in inference.items():
-        if key not in INFERENCE_KEYS:
-            problems.append(
-                f"bedrock: unknown inference setting {key!r}; expected {', '.join(INFERENCE_KEYS)}"
-            )
-        elif key == "maxTokens" and not (
-            isinstance(value, int) and not isinstance(value, bool) and value > 0
-        ):
-            problems.append("bedrock: 'inference.maxTokens' must be a whole number > 0")
-        elif key in ("temperature", "topP") and not (
-            isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        ):
-            problems.append(f"bedrock: 'inference.{key}' must be a number >= 0")
-        elif key == "stopSequences" and not (
-            isinstance(value, list) and all(isinstance(s, str) for s in value)
-        ):
-            problems.append("bedrock: 'inference.stopSequences' must be a list of strings")
-    return problems
+class BedrockModelConfig(ModelConfig):
+    """The settings of a Bedrock model, called through Converse."""
+
+    model_id: Annotated[str, Field(pattern=r"\S", examples=["anthropic.claude-3-haiku-20240307-v1:0"])]
+    system_prompt: str | MISSING = MISSING
+    inference: BedrockInference | MISSING | None = MISSING
+
+
+CONFIG = BedrockModelConfig
 
 
 def build_request(config: Mapping[str, Any], prompt: str) -> dict[str, Any]:

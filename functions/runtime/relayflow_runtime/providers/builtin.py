@@ -12,7 +12,9 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import MISSING, ConfigDict, Field, model_validator
 
 from relayflow_runtime.providers.base import (
     InvocationContext,
@@ -21,6 +23,7 @@ from relayflow_runtime.providers.base import (
     TransientModelError,
     approximate_usage,
 )
+from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
 
 DEFAULT_FAIL_MESSAGE = "builtin fail model always fails"
 
@@ -221,59 +224,75 @@ MODELS: dict[str, ModelFn] = {
 # --- The adapter interface ---------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _when(model: str, properties: dict[str, Any]) -> dict[str, Any]:
-    return {"if": {"properties": {"model": {"const": model}}}, "then": {"properties": properties}}
-
-
-#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a builtin config).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["model"],
-    "properties": {"model": {"enum": list(MODELS), "description": "Which builtin model."}},
-    "allOf": [
-        _when("summarize", {"sentences": {"type": "integer", "minimum": 1}}),
-        _when("keywords", {"top_k": {"type": "integer", "minimum": 1}}),
-        _when("sleep", {"seconds": {"type": "number", "minimum": 0}}),
-        _when("flaky", {"failures": {"type": "integer", "minimum": 0}, "permanent": {"type": "boolean"}}),
-        _when("fail", {"message": {"type": "string"}}),
-    ],
+#: Which model each option belongs to: read (and checked) for that model only; another model keeps
+#: it, unread.
+OPTIONS: dict[str, str] = {
+    "sentences": "summarize",
+    "top_k": "keywords",
+    "seconds": "sleep",
+    "failures": "flaky",
+    "permanent": "flaky",
+    "message": "fail",
 }
 
+BuiltinModelName = Literal[
+    "echo",
+    "uppercase",
+    "word_count",
+    "summarize",
+    "sentiment",
+    "keywords",
+    "text_extract",
+    "sleep",
+    "flaky",
+    "fail",
+]
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    model = config.get("model")
-    if not isinstance(model, str) or not model:
-        return [f"builtin: 'model' is required, one of: {', '.join(MODELS)}"]
-    if model not in MODELS:
-        return [f"builtin: unknown model {model!r}; expected one of: {', '.join(MODELS)}"]
-    problems: list[str] = []
-    positive_ints = {"summarize": "sentences", "keywords": "top_k"}
-    if model in positive_ints:
-        key = positive_ints[model]
-        if key in config and not (_is_int(config[key]) and config[key] >= 1):
-            problems.append(f"builtin {model}: '{key}' must be a whole number >= 1")
-    if (
-        model == "sleep"
-        and "seconds" in config
-        and not (_is_number(config["seconds"]) and config["seconds"] >= 0)
-    ):
-        problems.append("builtin sleep: 'seconds' must be a number >= 0")
-    if model == "flaky":
-        if "failures" in config and not (_is_int(config["failures"]) and config["failures"] >= 0):
-            problems.append("builtin flaky: 'failures' must be a whole number >= 0")
-        if "permanent" in config and not isinstance(config["permanent"], bool):
-            problems.append("builtin flaky: 'permanent' must be true or false")
-    if model == "fail" and "message" in config and not isinstance(config["message"], str):
-        problems.append("builtin fail: 'message' must be a string")
-    return problems
+
+def _options_by_model(schema: dict[str, Any]) -> None:
+    """Each option's schema applies when ``model`` names its model (``if``/``then``), as the
+    validator reads it; top-level properties keep what every model shares."""
+    refuse_inline_secrets(schema)
+    properties = schema["properties"]
+    by_model: dict[str, dict[str, Any]] = {}
+    for option, model in OPTIONS.items():
+        by_model.setdefault(model, {})[option] = properties.pop(option)
+    schema["allOf"] = [
+        {"if": {"properties": {"model": {"const": model}}}, "then": {"properties": options}}
+        for model, options in by_model.items()
+    ]
+
+
+class BuiltinModelConfig(ModelConfig):
+    """The settings of a builtin model: which one, and its own options."""
+
+    model_config = ConfigDict(json_schema_extra=_options_by_model)
+
+    model: Annotated[BuiltinModelName, Field(description="Which builtin model.")]
+    sentences: Annotated[int, Field(ge=1)] | MISSING = MISSING
+    top_k: Annotated[int, Field(ge=1)] | MISSING = MISSING
+    seconds: Annotated[float, Field(ge=0)] | MISSING = MISSING
+    failures: Annotated[int, Field(ge=0)] | MISSING = MISSING
+    permanent: bool | MISSING = MISSING
+    message: str | MISSING = MISSING
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_options_only(cls, data: Any) -> Any:
+        # An option is checked for its own model only (echo ignores ``sentences``, whatever it
+        # holds), and none is checked while the model itself is wrong.
+        if not isinstance(data, Mapping):
+            return data
+        model = data.get("model")
+        return {key: value for key, value in data.items() if OPTIONS.get(key, model) == model}
+
+    @classmethod
+    def subject(cls, provider: str, config: Mapping[str, Any]) -> str:
+        model = config.get("model")
+        return f"{provider} {model}" if isinstance(model, str) and model in MODELS else provider
+
+
+CONFIG = BuiltinModelConfig
 
 
 def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import MISSING, Field
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
@@ -37,6 +38,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
     map_aws_error,
 )
+from relayflow_runtime.providers.config import ModelConfig
 
 TRANSIENT_CODES = frozenset(
     {
@@ -64,25 +66,14 @@ PERMANENT_CODES = frozenset(
 TRANSIENT_ERROR_TYPE_MARKERS = ("throttl", "timeout", "timedout", "transient")
 
 
-#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a lambda config).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["function_name"],
-    "properties": {
-        "function_name": {"type": "string", "pattern": r"\S", "description": "A function name or ARN."},
-        "qualifier": {"type": "string", "minLength": 1},
-    },
-}
+class LambdaModelConfig(ModelConfig):
+    """The settings of a model that is your own Lambda function."""
+
+    function_name: Annotated[str, Field(pattern=r"\S", description="A function name or ARN.")]
+    qualifier: Annotated[str, Field(min_length=1, description="A version or alias name.")] | MISSING = MISSING
 
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    name = config.get("function_name")
-    if not isinstance(name, str) or not name.strip():
-        problems.append("lambda: 'function_name' is required (a function name or ARN)")
-    if "qualifier" in config and not (isinstance(config["qualifier"], str) and config["qualifier"]):
-        problems.append("lambda: 'qualifier' must be a version or alias name")
-    return problems
+CONFIG = LambdaModelConfig
 
 
 def build_payload(prompt: str, ctx: InvocationContext) -> dict[str, Any]:

@@ -22,11 +22,12 @@ import logging
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider, SSMProvider
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import MISSING, ConfigDict, Field, model_validator
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
@@ -37,6 +38,7 @@ from relayflow_runtime.providers.base import (
     Usage,
     map_aws_error,
 )
+from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -50,66 +52,54 @@ _key_providers: dict[str, SecretsProvider | SSMProvider] = {}
 _key_lock = threading.Lock()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _one_key_store(schema: dict[str, Any]) -> None:
+    refuse_inline_secrets(schema)
+    schema["allOf"] = [
+        {
+            "not": {
+                "description": "either api_key_secret_arn or api_key_parameter, not both",
+                "required": ["api_key_secret_arn", "api_key_parameter"],
+                "properties": {
+                    "api_key_secret_arn": {"type": "string", "minLength": 1},
+                    "api_key_parameter": {"type": "string", "minLength": 1},
+                },
+            }
+        }
+    ]
 
 
-#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of an openai config).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["base_url", "model"],
-    "properties": {
-        "base_url": {"type": "string", "pattern": "^https?://", "examples": ["https://api.openai.com/v1"]},
-        "model": {"type": "string", "pattern": r"\S", "examples": ["gpt-4o-mini"]},
-        "system_prompt": {"type": "string"},
-        "temperature": {"type": "number", "minimum": 0},
-        "max_tokens": {"type": "integer", "minimum": 1},
-        "timeout": {"type": "number", "exclusiveMinimum": 0},
-        "api_key_secret_arn": {"type": ["string", "null"], "minLength": 1},
-        "api_key_parameter": {"type": ["string", "null"], "minLength": 1},
-    },
-    "not": {
-        "description": "either api_key_secret_arn or api_key_parameter, not both",
-        "required": ["api_key_secret_arn", "api_key_parameter"],
-        "properties": {
-            "api_key_secret_arn": {"type": "string", "minLength": 1},
-            "api_key_parameter": {"type": "string", "minLength": 1},
-        },
-    },
-}
+class OpenAIModelConfig(ModelConfig):
+    """The settings of an OpenAI-compatible model; the key by reference, never inline."""
+
+    model_config = ConfigDict(json_schema_extra=_one_key_store)
+
+    base_url: Annotated[str, Field(pattern=r"^https?://", examples=["https://api.openai.com/v1"])]
+    model: Annotated[str, Field(pattern=r"\S", examples=["gpt-4o-mini"])]
+    system_prompt: str | MISSING = MISSING
+    temperature: Annotated[float, Field(ge=0)] | MISSING = MISSING
+    max_tokens: Annotated[int, Field(gt=0)] | MISSING = MISSING
+    timeout: (
+        Annotated[float, Field(gt=0, description="Seconds; capped by the node's time budget.")] | MISSING
+    ) = MISSING
+    api_key_secret_arn: (
+        Annotated[str, Field(min_length=1, description="A Secrets Manager secret ARN or name.")]
+        | MISSING
+        | None
+    ) = MISSING
+    api_key_parameter: (
+        Annotated[str, Field(min_length=1, description="An SSM SecureString parameter name.")]
+        | MISSING
+        | None
+    ) = MISSING
+
+    @model_validator(mode="after")
+    def _one_key_store_at_most(self) -> OpenAIModelConfig:
+        if isinstance(self.api_key_secret_arn, str) and isinstance(self.api_key_parameter, str):
+            raise ValueError("give either 'api_key_secret_arn' or 'api_key_parameter', not both")
+        return self
 
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    base_url = config.get("base_url")
-    if not isinstance(base_url, str) or not base_url.strip():
-        problems.append("openai: 'base_url' is required (e.g. 'https://api.openai.com/v1')")
-    elif not base_url.startswith(("http://", "https://")):
-        problems.append("openai: 'base_url' must start with http:// or https://")
-    model = config.get("model")
-    if not isinstance(model, str) or not model.strip():
-        problems.append("openai: 'model' is required (e.g. 'gpt-4o-mini')")
-    if "system_prompt" in config and not isinstance(config["system_prompt"], str):
-        problems.append("openai: 'system_prompt' must be a string")
-    if "temperature" in config and not (_is_number(config["temperature"]) and config["temperature"] >= 0):
-        problems.append("openai: 'temperature' must be a number >= 0")
-    if "max_tokens" in config and not (
-        isinstance(config["max_tokens"], int)
-        and not isinstance(config["max_tokens"], bool)
-        and config["max_tokens"] > 0
-    ):
-        problems.append("openai: 'max_tokens' must be a whole number > 0")
-    if "timeout" in config and not (_is_number(config["timeout"]) and config["timeout"] > 0):
-        problems.append("openai: 'timeout' must be a number of seconds > 0")
-    secret, parameter = config.get("api_key_secret_arn"), config.get("api_key_parameter")
-    if secret is not None and not (isinstance(secret, str) and secret):
-        problems.append("openai: 'api_key_secret_arn' must be a Secrets Manager secret ARN or name")
-    if parameter is not None and not (isinstance(parameter, str) and parameter):
-        problems.append("openai: 'api_key_parameter' must be an SSM parameter name")
-    if secret and parameter:
-        problems.append("openai: give either 'api_key_secret_arn' or 'api_key_parameter', not both")
-    return problems
-
+CONFIG = OpenAIModelConfig
 
 # --- The API key ---------------------------------------------------------------------------------------
 

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import MISSING, BeforeValidator, Field, GetJsonSchemaHandler, RootModel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
@@ -37,6 +40,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
     map_aws_error,
 )
+from relayflow_runtime.providers.config import ModelConfig
 
 DEFAULT_CONTENT_TYPE = "application/json"
 PROMPT_PLACEHOLDER = "{{prompt}}"
@@ -53,57 +57,59 @@ TRANSIENT_CODES = frozenset(
 PERMANENT_CODES = frozenset({"ValidationError", "AccessDeniedException"})
 
 
-#: JSON holding the prompt placeholder: a string containing it, or an array or object with such a
-#: value (or key) at any depth (what ``PROMPT_PLACEHOLDER in json.dumps(template)`` accepts).
-HOLDS_PROMPT: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "pattern": r"\{\{prompt\}\}"},
-        {"type": "array", "items": {}, "contains": {"$ref": "#/components/schemas/SagemakerPromptTemplate"}},
-        {
-            "type": "object",
-            "not": {
-                "additionalProperties": {"not": {"$ref": "#/components/schemas/SagemakerPromptTemplate"}}
-            },
-        },
-        {"type": "object", "not": {"propertyNames": {"not": {"pattern": r"\{\{prompt\}\}"}}}},
-    ]
-}
-
-#: What validate() accepts, as JSON Schema (the OpenAPI document's schema of a sagemaker config).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["endpoint_name"],
-    "properties": {
-        "endpoint_name": {"type": "string", "pattern": r"\S"},
-        "content_type": {"type": "string", "minLength": 1},
-        "accept": {"type": "string", "minLength": 1},
-        "target_variant": {"type": "string", "minLength": 1},
-        "parameters": {"type": "object"},
-        "request_template": {
-            "anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/SagemakerPromptTemplate"}],
-            "description": f"The request body, with {PROMPT_PLACEHOLDER} where the prompt goes.",
-        },
-    },
-}
+def _holds_prompt(template: object) -> object:
+    if not isinstance(template, str | dict | list):
+        raise ValueError("must be a string or a JSON object")
+    if PROMPT_PLACEHOLDER not in (template if isinstance(template, str) else json.dumps(template)):
+        raise ValueError(f"must contain {PROMPT_PLACEHOLDER}")
+    return template
 
 
-def validate(config: Mapping[str, Any]) -> list[str]:
-    problems: list[str] = []
-    endpoint = config.get("endpoint_name")
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        problems.append("sagemaker: 'endpoint_name' is required")
-    for key in ("content_type", "accept", "target_variant"):
-        if key in config and not (isinstance(config[key], str) and config[key]):
-            problems.append(f"sagemaker: '{key}' must be a non-empty string")
-    if "parameters" in config and not isinstance(config["parameters"], dict):
-        problems.append("sagemaker: 'parameters' must be an object")
-    template = config.get("request_template")
-    if template is not None:
-        if not isinstance(template, str | dict | list):
-            problems.append("sagemaker: 'request_template' must be a string or a JSON object")
-        elif PROMPT_PLACEHOLDER not in (template if isinstance(template, str) else json.dumps(template)):
-            problems.append(f"sagemaker: 'request_template' must contain {PROMPT_PLACEHOLDER}")
-    return problems
+class SagemakerPromptTemplate(RootModel[object]):
+    """JSON holding {{prompt}}: a string containing it, or an array or object with such a value (or
+    key) at any depth."""
+
+    root: Annotated[object, BeforeValidator(_holds_prompt)]
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # What ``PROMPT_PLACEHOLDER in json.dumps(template)`` accepts, in JSON Schema: recursive.
+        # The reference to this definition, as the generator names it (its ref_template): pydantic
+        # refuses a $ref it did not make, and the handler's protocol does not expose the generator.
+        generator = cast(Any, handler).generate_json_schema
+        itself = generator.get_cache_defs_ref_schema(cast(Any, schema)["ref"])[1]
+        holds_prompt = {"type": "string", "pattern": r"\{\{prompt\}\}"}
+        return {
+            **{key: value for key, value in handler(schema).items() if key != "type"},
+            "anyOf": [
+                holds_prompt,
+                {"type": "array", "items": {}, "contains": itself},
+                {"type": "object", "not": {"additionalProperties": {"not": itself}}},
+                {"type": "object", "not": {"propertyNames": {"not": {"pattern": holds_prompt["pattern"]}}}},
+            ],
+        }
+
+
+class SagemakerModelConfig(ModelConfig):
+    """The settings of a SageMaker real-time endpoint."""
+
+    endpoint_name: Annotated[str, Field(pattern=r"\S")]
+    content_type: Annotated[str, Field(min_length=1)] | MISSING = MISSING
+    accept: Annotated[str, Field(min_length=1)] | MISSING = MISSING
+    target_variant: Annotated[str, Field(min_length=1)] | MISSING = MISSING
+    parameters: dict[str, Any] | MISSING = MISSING
+    request_template: (
+        Annotated[
+            SagemakerPromptTemplate | None,
+            Field(description=f"The request body, with {PROMPT_PLACEHOLDER} where the prompt goes."),
+        ]
+        | MISSING
+    ) = MISSING
+
+
+CONFIG = SagemakerModelConfig
 
 
 def _is_json(content_type: str) -> bool:
