@@ -75,7 +75,8 @@ def _stack(data_dir: Path | None) -> Iterator[tuple[Any, Any]]:
 
 
 def _modes(rounds: int) -> list[bool]:
-    """Alternating, each mode first as often: E P, P E, E P, ..."""
+    """Both modes in each round, back to back, the first alternating: E P, P E, E P, ... (round i
+    is entries 2i and 2i+1: _side_by_side pairs them)."""
     order: list[bool] = []
     for index in range(rounds):
         order += [False, True] if index % 2 == 0 else [True, False]
