@@ -312,3 +312,51 @@ def test_one_item_is_read_in_a_constant_number_of_calls(api: Any) -> None:
     assert large_calls == collections.Counter({"dynamodb.GetItem": 2, "s3.GetObject": 3}), large_calls
     with pytest.raises(NotFound):
         batch_results.get_item(TENANT, large.workflow_id, large.execution_id, "nope")
+
+
+def test_near_its_deadline_a_child_records_what_finished_and_starts_no_attempt_it_cannot_end(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow_runtime.providers import builtin
+
+    # Given a model that sleeps as many seconds as its prompt says (counting its calls)
+    calls: collections.Counter[str] = collections.Counter()
+
+    def sleep_as_told(config: Any, prompt: str, ctx: Any) -> str:
+        calls[prompt] += 1
+        time.sleep(float(prompt))
+        return prompt
+
+    monkeypatch.setitem(builtin.MODELS, "sleep", sleep_as_told)
+    # And a batch of two quick items and a slow one, nodes of 2 s with one retry
+    dataset_id, version_id = dataset(
+        api, [{"id": "quick0", "text": "0"}, {"id": "quick1", "text": "0"}, {"id": "slow", "text": "3"}]
+    )
+    workflow_id, wf_version = workflow(
+        api, [("nap", {"model": "sleep"}, {"input_template": "{{input}}", "timeout": 2})], max_retries=1
+    )
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id)
+    started(run)
+    items = entries(run)
+
+    # When the child's invocation has 2.5 s left beside the time it keeps to record
+    remaining_ms = int((batch_items.RECORD_MARGIN_SECONDS + 2.5) * 1000)
+    with pytest.raises(batch_items.ChildDeadline) as raised:
+        batch_items.run_items(run, items, remaining_ms=remaining_ms)
+
+    # Then the quick items are recorded before the deadline, and the slow item's retry (2 s more)
+    # was never started
+    assert "1 of 3 items did not finish" in str(raised.value)
+    assert calls["3"] == 1
+    outcomes = deps.stores().batches.outcomes(
+        TENANT, run.execution_id, ["quick0", "quick1", "slow"], consistent=True
+    )
+    assert sorted(outcomes) == ["quick0", "quick1"]
+    assert all(outcomes[i]["status"] == "completed" for i in ("quick0", "quick1"))
+    # And the machine's Catch (items_failed) records only the unfinished item, saying why
+    error = {"Error": "ChildDeadline", "Cause": str(raised.value)}
+    assert batch_items.items_failed(run, items, error) == {"failed": 1}
+    slow = deps.stores().batches.outcome(TENANT, run.execution_id, "slow")
+    assert slow is not None and slow["status"] == "failed" and "ChildDeadline" in slow["error"]
+    counters = deps.stores().batches.counters(TENANT, run.execution_id, consistent=True)
+    assert (counters["processed_items"], counters["failed_items"]) == (3, 1)

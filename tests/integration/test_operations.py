@@ -334,3 +334,41 @@ def test_a_run_counts_itself_its_nodes_and_their_retries(local_stack: LocalStack
     assert metrics.total(counted, metrics.RUNS_FINISHED, Status="completed") == 1
     assert metrics.total(counted, metrics.NODES_FINISHED, Status="completed") == 2
     assert metrics.total(counted, metrics.NODE_RETRIES) == 1
+
+
+def test_the_sweeper_examines_every_active_run_over_successive_passes(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow_runtime.adapters.table.keys import sweep_shard
+    from relayflow_runtime.services import sweeper
+
+    # Given five long-lived active runs in one shard of the sweep index, more than a pass reads there
+    ids = [i for i in (f"long-{n}" for n in range(200)) if sweep_shard(i) == 0][:5]
+    for number, execution_id in enumerate(ids):
+        deps.stores().executions.put_execution(
+            TENANT,
+            {
+                "id": execution_id,
+                "workflow_id": "wf",
+                "version_id": "v",
+                "number": number,
+                "status": "running",
+                "input_mode": "single",
+                "created_at": f"2020-01-01T00:00:0{number}.000Z",
+                "progress": {"total_nodes": 1, "current_node_idx": 0},
+            },
+        )
+    examined: list[list[str]] = []
+    monkeypatch.setattr(sweeper, "_check_active", lambda run, cutoff, report: examined[-1].append(run["id"]))
+
+    # When the sweeper passes three times, reading two runs per shard each time
+    for _ in range(3):
+        examined.append([])
+        sweeper.sweep(grace_seconds=0, per_shard=2)
+
+    # Then each pass goes on where the previous one stopped, so every run is examined, and the
+    # third pass, reaching the newest, starts again from the oldest next time
+    assert examined == [ids[:2], ids[2:4], ids[4:]]
+    examined.append([])
+    sweeper.sweep(grace_seconds=0, per_shard=2)
+    assert examined[-1] == ids[:2]

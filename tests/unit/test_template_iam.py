@@ -298,7 +298,8 @@ def test_no_other_function_may_call_models_or_read_provider_keys(logical_id: str
 STATES = f"arn:aws:states:{HERE}"
 MACHINES = {"run": f"{STATES}:stateMachine:{STACK}-run", "batch": f"{STATES}:stateMachine:{STACK}-batch"}
 MACHINES["jobs"] = f"{STATES}:stateMachine:{STACK}-jobs"
-BUCKET = f"arn:aws:s3:::{STACK}-data-{ACCOUNT}-{REGION}"
+# The generated name (parameter DataBucketName empty): the last group of the stack id's UUID, zeros here.
+BUCKET = f"arn:aws:s3:::relayflow-data-{ACCOUNT}-{REGION}-000000000000"
 NOT_OURS = [
     f"{STATES}:stateMachine:{STACK}-wf1-v1",  # a machine the old design created at run time
     f"{STATES}:stateMachine:{STACK}-run-extra",  # one that merely shares a name prefix

@@ -141,6 +141,8 @@ def test_the_sweep_index_is_sparse_and_projects_what_the_sweeper_reads() -> None
         ("AuthorizerFunction", "AuthorizerReservedConcurrency", "ReserveAuthorizerConcurrency"),
         ("ReconcilerFunction", "ReconcilerReservedConcurrency", "ReserveReconcilerConcurrency"),
         ("NodeRunnerFunction", "NodeRunnerMaxConcurrency", "CapNodeRunnerConcurrency"),
+        # An account whose concurrency limit is 10 can reserve nothing: every parameter at 0 deploys.
+        ("SweeperFunction", "SweeperReservedConcurrency", "ReserveSweeperConcurrency"),
     ],
 )
 def test_reserved_concurrency_comes_from_a_parameter(logical_id: str, parameter: str, condition: str) -> None:
@@ -193,3 +195,54 @@ def test_custom_metric_alarms_read_the_namespace_and_dimensions_the_runtime_writ
         assert properties["Namespace"] == namespace, logical_id
         assert {"Name": "service", "Value": "relayflow"} in properties["Dimensions"], logical_id
         assert properties["MetricName"] in vars(metrics).values(), logical_id
+
+
+# ---- deployable whatever the stack is called ---------------------------------------------------------
+S3_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket_names(stack_name: str, region: str, overrides: dict[str, str] | None = None) -> set[str]:
+    """Every spelling of the data bucket's name in the template (the bucket, the environment, the
+    machines' substitutions, the policies), resolved for a stack of this name."""
+    context = cfn.Context.from_template(
+        TEMPLATE,
+        parameter_overrides=overrides,
+        stack_name=stack_name,
+        region=region,
+        account_id="111122223333",
+    )
+    names = {cfn.resolve(props("DataBucket")["BucketName"], context)}
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    names.add(cfn.resolve(variables["RELAYFLOW_BUCKET"], context))
+    for machine in ("RunMachine", "BatchMachine", "JobsMachine"):
+        names.add(cfn.resolve(props(machine)["DefinitionSubstitutions"]["DataBucket"], context))
+    for spec in FUNCTIONS.values():
+        for policy in spec["Properties"].get("Policies") or []:
+            for template_name in ("S3ReadPolicy", "S3CrudPolicy"):
+                if isinstance(policy, dict) and template_name in policy:
+                    names.add(cfn.resolve(policy[template_name]["BucketName"], context))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "region"),
+    [
+        ("relayflow", "us-east-1"),
+        ("My-Very-Long-Stack-Name-For-The-Production-Account-Of-Team-42", "ap-southeast-4"),
+        ("UPPER", "us-gov-west-1"),
+    ],
+)
+def test_the_bucket_name_is_valid_for_any_stack_name(stack_name: str, region: str) -> None:
+    # Given a stack of that name (CloudFormation allows 128 characters, upper case included)
+    names = _bucket_names(stack_name, region)
+    # Then every place that names the bucket names the same bucket, and S3 accepts the name
+    (name,) = names
+    assert S3_BUCKET_NAME.match(name) and ".." not in name, name
+    assert name.startswith(f"relayflow-data-111122223333-{region}-")
+
+
+def test_a_deployment_keeps_its_bucket_by_naming_it() -> None:
+    # A deployment from before the generated name sets its bucket's name as a parameter
+    assert _bucket_names("relayflow", "eu-west-1", {"DataBucketName": "relayflow-data-1-eu-west-1"}) == {
+        "relayflow-data-1-eu-west-1"
+    }

@@ -177,9 +177,15 @@ class Deployment:
 
     def deploy(self) -> None:
         """Create the template's resources in moto, resolve its Outputs and set the environment."""
+        parameters = dict(self.parameters)
+        if "DataBucketName" in (self.template.get("Parameters") or {}):
+            # The local stack keeps the name it always had (data directories hold objects by bucket).
+            parameters.setdefault(
+                "DataBucketName", f"{self.stack_name}-data-{self.account_id}-{self.region}".lower()
+            )
         self.context = cfn.Context.from_template(
             self.template,
-            parameter_overrides=self.parameters,
+            parameter_overrides=parameters,
             stack_name=self.stack_name,
             region=self.region,
             account_id=self.account_id,

@@ -5,10 +5,12 @@
     sweep_sk = <created_at>#<tenant>#<execution id>
 
 A run leaves the index (``leave``) once it is finished, holds no budget and has no status event
-waiting to be published. The sweeper reads the index a shard at a time, oldest first; nothing here
-ever scans the table. Only the attributes the sweeper needs are projected (SWEEP_PROJECTION, the
-same list as the index's NonKeyAttributes in template.yaml), so the frequent updates of a running
-run's other attributes (progress, usage) cost no index write.
+waiting to be published. The sweeper reads the index a shard at a time, oldest first, a page per
+pass from where its previous pass stopped (its cursor, one item: ``SWEEP#cursor`` / ``SWEEP``, the
+last sort key read in each shard), so every run is examined over successive passes however many
+there are; nothing here ever scans the table. Only the attributes the sweeper needs are projected
+(SWEEP_PROJECTION, the same list as the index's NonKeyAttributes in template.yaml), so the frequent
+updates of a running run's other attributes (progress, usage) cost no index write.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS, execution_key
 from relayflow_runtime.domain.status import TERMINAL
 
 INDEX = "sweep"
+CURSOR_KEY = {"pk": "SWEEP#cursor", "sk": "SWEEP"}
 SWEEP_PROJECTION = (
     "id",
     "tenant",
@@ -55,20 +58,58 @@ class SweepIndex:
         ``limit`` per shard; only those created before ``created_before`` when given. Each has the
         projected attributes (tenant included)."""
         for shard in range(SWEEP_SHARDS):
-            condition = Key("sweep_pk").eq(f"{partition}#{shard}")
-            if created_before:
-                condition = condition & Key("sweep_sk").lt(created_before)
-            kwargs: dict[str, Any] = {"IndexName": INDEX, "KeyConditionExpression": condition}
-            left = limit
-            while left > 0:
-                kwargs["Limit"] = left
-                response = self.table.query(**kwargs)
-                for item in response.get("Items", []):
-                    left -= 1
-                    yield {k: v for k, v in from_dynamo(item).items() if k in SWEEP_PROJECTION}
-                if "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            yield from self.page(partition, shard, created_before=created_before, limit=limit)[0]
+
+    def page(
+        self,
+        partition: str,
+        shard: int,
+        *,
+        created_before: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """At most ``limit`` runs of one shard, oldest first, after the sort key ``after`` (when
+        given) and created before ``created_before``; and the last sort key read when the page is
+        full (more may follow: where the next page starts), else None."""
+        if created_before and after and after >= created_before:
+            return [], None  # nothing after the cursor is old enough yet: start again from the oldest
+        condition = Key("sweep_pk").eq(f"{partition}#{shard}")
+        if created_before and after:
+            condition = condition & Key("sweep_sk").between(after, created_before)
+        elif created_before:
+            condition = condition & Key("sweep_sk").lt(created_before)
+        elif after:
+            condition = condition & Key("sweep_sk").gt(after)
+        kwargs: dict[str, Any] = {"IndexName": INDEX, "KeyConditionExpression": condition}
+        runs: list[dict[str, Any]] = []
+        last: str | None = None
+        while len(runs) < limit:
+            kwargs["Limit"] = limit - len(runs)
+            response = self.table.query(**kwargs)
+            for item in response.get("Items", []):
+                if item["sweep_sk"] == after or (created_before and item["sweep_sk"] >= created_before):
+                    continue  # BETWEEN includes both ends
+                last = str(item["sweep_sk"])
+                runs.append({k: v for k, v in from_dynamo(item).items() if k in SWEEP_PROJECTION})
+            if "LastEvaluatedKey" not in response:
+                return runs, None
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return runs, last
+
+    def cursor(self, partition: str) -> dict[int, str]:
+        """Where the sweeper's next pass starts in each shard of ``partition`` (absent: the start)."""
+        item = self.table.get_item(Key=CURSOR_KEY, ConsistentRead=True).get("Item") or {}
+        saved = item.get(partition) or {}
+        return {int(shard): str(sk) for shard, sk in saved.items()}
+
+    def save_cursor(self, partition: str, cursor: dict[int, str]) -> None:
+        self.table.update_item(
+            Key=CURSOR_KEY,
+            UpdateExpression="SET #p = :cursor",
+            ExpressionAttributeNames={"#p": partition},
+            ExpressionAttributeValues={":cursor": {str(shard): sk for shard, sk in cursor.items()}},
+        )
 
     def leave(self, tenant: str, execution_id: str) -> bool:
         """Take a finished run out of the index, unless it still holds budget or an unpublished

@@ -55,13 +55,13 @@ def _entries(event: dict[str, Any]) -> list[ItemEntry]:
     return [ItemEntry.model_validate(entry) for entry in event.get("items") or []]
 
 
-def _batch(action: str, event: dict[str, Any], run: RunRef) -> Any:
+def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> Any:
     if action == "prepare_batch":
         return batch.prepare_batch(run)
     if action == "reserve_budget":
         return batch.reserve_budget(event)
     if action == "run_items":
-        return batch_items.run_items(run, _entries(event))
+        return batch_items.run_items(run, _entries(event), remaining_ms=remaining_ms)
     if action == "items_failed":
         return batch_items.items_failed(run, _entries(event), event.get("error"))
     if action == "complete":
@@ -85,7 +85,9 @@ def _job(job: dict[str, Any]) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
-def handle(event: dict[str, Any]) -> Any:
+def handle(event: dict[str, Any], remaining_ms: int | None = None) -> Any:
+    """``remaining_ms``: the time this invocation has left (Lambda's context), for the actions that
+    must finish ahead of Lambda's hard kill (run_items)."""
     action = str(event["action"])
     if action == "job":
         return _job(event["job"])
@@ -93,7 +95,7 @@ def handle(event: dict[str, Any]) -> Any:
     if action in BATCH_ACTIONS or (
         action in ("complete", "fail") and run_records.load_plan(run.tenant, run.execution_id).mode == "batch"
     ):
-        return _batch(action, event, run)
+        return _batch(action, event, run, remaining_ms)
     return _single(action, event, run)
 
 
@@ -103,4 +105,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     run = event.get("run") or {}
     logger.set_correlation_id(run.get("execution_id") if isinstance(run, dict) else None)
     logger.append_keys(action=event.get("action"), node_id=(event.get("node") or {}).get("id"))
-    return handle(event)
+    return handle(event, remaining_ms=context.get_remaining_time_in_millis())

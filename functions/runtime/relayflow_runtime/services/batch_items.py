@@ -12,6 +12,14 @@ pending, as the run's counts say).
 Everything the child did is recorded at its end in one transaction (adapters/batch_store.py): each
 item's outcome, holding the record of each of its nodes, plus one counter ADD. A repeated child
 (Express children run at least once) finds its outcomes there and records nothing again.
+
+**The deadline.** The node runner passes the time its invocation has left (Lambda's
+``get_remaining_time_in_millis``). The child keeps RECORD_MARGIN_SECONDS of it for recording, and
+no attempt starts (nor a retry's wait) that could not end within the rest, at the node's timeout.
+At that deadline the items that finished are recorded (the same one transaction) and
+:class:`ChildDeadline` is raised: the machine's Catch hands the child to ``items_failed``, which
+records each item left without an outcome as not finished (to be retried with
+``retry_failed_items``). So Lambda's hard kill never takes a finished item with it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relayflow_runtime.domain import datasets
@@ -58,6 +66,9 @@ SLEEP_SLICE_SECONDS = 0.5
 #: bounded: a child's items beyond them wait for a free one.
 ITEM_THREADS = 128
 NODE_THREADS = 256
+
+#: What a child keeps of its invocation's time to record its items (one transaction, a few seconds).
+RECORD_MARGIN_SECONDS = 20.0
 
 _item_pool = ThreadPoolExecutor(max_workers=ITEM_THREADS, thread_name_prefix="batch-item")
 _node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="batch-node")
@@ -118,9 +129,22 @@ class _Child:
     prefix: str
     value_limit: int
     nodes: ThreadPoolExecutor
+    #: time.monotonic() by which every attempt must have ended (None: no deadline).
+    deadline: float | None = None
+    #: Items cut short by the deadline (a node attempt that could not have ended in time).
+    deferred: list[str] = field(default_factory=list)
 
     def cancelled(self) -> bool:
         return not status.read(self.run).running
+
+    def fits(self, seconds: float) -> bool:
+        """Whether something taking at most ``seconds`` from now ends before the deadline."""
+        return self.deadline is None or time.monotonic() + seconds <= self.deadline
+
+
+class ChildDeadline(Exception):
+    """The child's invocation is running out: what finished is recorded; ``items_failed`` records
+    the rest as not finished (the machine's Catch)."""
 
 
 @dataclass
@@ -128,6 +152,8 @@ class _NodeResult:
     record: ItemNodeRecord
     output: NodeOutput | None = None
     cancelled: bool = False
+    #: An attempt was not started: it could not have ended before the child's deadline.
+    deferred: bool = False
 
 
 def _sleep(seconds: float, cancelled: Callable[[], bool]) -> bool:
@@ -166,6 +192,8 @@ def _run_node(
                 ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
                 cancelled=True,
             )
+        if not child.fits(node.timeout):
+            return _deferred(node)
         context = InvocationContext(
             execution_id=child.run.execution_id,
             node_id=f"{node.id}#{item_key(entry.id)}",
@@ -180,7 +208,10 @@ def _run_node(
             failure, prompt = exc, getattr(exc, "prompt", None) or prompt
             if attempt <= retry.max_retries:
                 errors.append(str(exc))
-                if not _sleep(random.uniform(0, retry.delays[attempt - 1]), child.cancelled):
+                wait_seconds = random.uniform(0, retry.delays[attempt - 1])
+                if not child.fits(wait_seconds + node.timeout):
+                    return _deferred(node)  # the retry could not end in time: do not wait for it
+                if not _sleep(wait_seconds, child.cancelled):
                     return _NodeResult(
                         ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
                         cancelled=True,
@@ -224,6 +255,12 @@ def _run_node(
     return _NodeResult(record)
 
 
+def _deferred(node: NodeSpec) -> _NodeResult:
+    return _NodeResult(
+        ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"), deferred=True
+    )
+
+
 def _item_input(item: dict[str, Any], field: str) -> Callable[[], str]:
     def text() -> str:
         try:
@@ -235,7 +272,8 @@ def _item_input(item: dict[str, Any], field: str) -> Callable[[], str]:
 
 
 def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
-    """Run one item's graph; its outcome, or None when a cancel cut it short."""
+    """Run one item's graph; its outcome, or None when a cancel or the child's deadline cut it
+    short (then no further node of it starts)."""
     started = time.monotonic()
     plan = child.plan
     try:
@@ -259,7 +297,9 @@ def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
     def settle(node: NodeSpec, result: _NodeResult) -> None:
         nonlocal stopped, cancelled
         records[node.id] = result.record
-        if result.cancelled:
+        if result.deferred and not cancelled:
+            child.deferred.append(entry.id)
+        if result.cancelled or result.deferred:
             cancelled = True
         elif result.output is not None:
             outputs[node.id] = result.output
@@ -307,9 +347,13 @@ def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
 
 
 # ---- the actions -----------------------------------------------------------------------------------
-def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
+def run_items(run: RunRef, entries: list[ItemEntry], *, remaining_ms: int | None = None) -> dict[str, int]:
     """Run a child batch's items concurrently and record them in one transaction. Returns
-    ``{"done": items recorded by this call}`` (0 for a repeated child, or a cancelled run)."""
+    ``{"done": items recorded by this call}`` (0 for a repeated child, or a cancelled run).
+
+    ``remaining_ms``: the time the invocation has left (the Lambda context's); the items finished
+    when it runs short are recorded, then :class:`ChildDeadline` is raised (module docstring)."""
+    started = time.monotonic()
     state = status.read(run)
     if not state.running or not entries:
         return {"done": 0}
@@ -318,11 +362,25 @@ def run_items(run: RunRef, entries: list[ItemEntry]) -> dict[str, int]:
     # transaction (4 MB) and costs few write units.
     value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
     prefix = execution_prefix(run.tenant, run.execution_id)
-    child = _Child(run, plan, state.input_field, prefix, value_limit, _node_pool)
-    outcomes = list(_item_pool.map(lambda entry: _run_item(child, entry), entries))
+    deadline = None if remaining_ms is None else started + remaining_ms / 1000 - RECORD_MARGIN_SECONDS
+    child = _Child(run, plan, state.input_field, prefix, value_limit, _node_pool, deadline)
+    futures = [_item_pool.submit(_run_item, child, entry) for entry in entries]
+    budget = None if deadline is None else max(0.0, deadline - time.monotonic())
+    finished, unfinished = wait(futures, timeout=budget)
+    for future in unfinished:  # still running at the deadline: it starts no further attempt
+        future.cancel()
+    outcomes = [future.result() for future in futures if future in finished]
     recorded = deps.stores().batches.record_outcomes(
         run.tenant, run.execution_id, [o for o in outcomes if o is not None], state.expires_at
     )
+    left = len(unfinished) + len(child.deferred)
+    if left and status.read(run, fresh=True).running:
+        raise ChildDeadline(
+            f"{left} of {len(entries)} items did not finish within the node runner's time "
+            f"({(remaining_ms or 0) / 1000:.0f} s left at the start, "
+            f"{RECORD_MARGIN_SECONDS:.0f} s kept to record); "
+            f"the {len(recorded)} that finished are recorded"
+        )
     return {"done": len(recorded)}
 
 

@@ -17,8 +17,11 @@ sweep index (never a scan):
    ``grace_seconds`` ago): their budget is released and they leave the index.
 
 DescribeExecution is refilled at 15 calls a second per account: the sweeper reads at most
-``per_shard`` runs of each of the index's 8 shards per partition in one invocation (oldest first),
-and only runs older than the grace period; what is left waits for the next run.
+``per_shard`` active runs of each of the index's 8 shards in one invocation, oldest first from
+where its previous pass stopped (a cursor kept in the table), and only runs older than the grace
+period; the next pass goes on from there, and after the newest it starts again from the oldest. So
+every active run is examined within ``ceil(active runs per shard / per_shard)`` passes, however
+many long-lived runs (e.g. pending batches) are ahead of it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.sfn_status import describe_execution
+from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS
 from relayflow_runtime.domain.clock import parse_iso
 from relayflow_runtime.services import deps, metrics, notify, reconcile, transitions
 from relayflow_runtime.settings import get_settings
@@ -87,13 +91,21 @@ def sweep(
     cutoff = now - timedelta(seconds=grace_seconds)
     report = SweepReport()
     index = deps.stores().sweep
-    for run in index.runs("ACTIVE", created_before=_iso(cutoff), limit=per_shard):
-        report.checked += 1
-        try:
-            _check_active(run, cutoff, report)
-        except Exception as exc:  # one bad run must not stop the sweep of the others
-            logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
-            report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+    cursor = index.cursor("ACTIVE")
+    for shard in range(SWEEP_SHARDS):
+        runs, last = index.page(
+            "ACTIVE", shard, created_before=_iso(cutoff), after=cursor.pop(shard, None), limit=per_shard
+        )
+        if last is not None:
+            cursor[shard] = last  # the next pass goes on after it; otherwise from the oldest again
+        for run in runs:
+            report.checked += 1
+            try:
+                _check_active(run, cutoff, report)
+            except Exception as exc:  # one bad run must not stop the sweep of the others
+                logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
+                report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+    index.save_cursor("ACTIVE", cursor)
     for run in index.runs("SETTLE", limit=per_shard):
         finished = run.get("completed_at")
         if finished and parse_iso(str(finished)) > cutoff:

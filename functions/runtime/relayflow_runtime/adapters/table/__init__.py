@@ -38,10 +38,11 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#X#x#Cnn     C               one of 16 shards of a batch run's progress counters
     T#t#M#m         RL#window       a model's rate-limit window (adapters/rate_windows.py, expires_at)
     BUDGET#batch_parallelism BUDGET the account-wide budget of batch parallelism (adapters/budget.py)
+    SWEEP#cursor    SWEEP           where the sweeper's next pass starts in each shard (adapters/sweep.py)
 
 The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
 holds only the SHA-256 of the key (see services/apikeys.py); the authorizer reads it with one GetItem.
-The budget item is the other: it is the deployment's, not a tenant's.
+The budget item and the sweeper's cursor are the others: they are the deployment's, not a tenant's.
 
 The ``sweep`` index is sparse: only executions that need watching are in it (adapters/sweep.py).
 ``ACTIVE#<shard>`` holds every pending or running run; a terminal status change moves the run to
