@@ -443,8 +443,23 @@ def test_a_large_results_download_is_a_presigned_url_of_an_export(
     assert [(r["source_item_id"], r["output"]) for r in rows] == [(f"r{i}", f"TEXT {i}") for i in range(12)]
 
 
-def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_background(api: Any) -> None:
-    from relayflow_runtime.services import deps, run_records
+@pytest.mark.parametrize("long_delete", [False, True], ids=["one round", "a round per page"])
+def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_background(
+    api: Any, long_delete: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow_runtime.services import batch, deps, run_records
+
+    rounds: list[dict[str, Any]] = []
+    if long_delete:
+        # A run too large for one invocation: each round's time is up after its first page
+        monkeypatch.setattr(batch, "DELETE_MARGIN_SECONDS", 10_000.0)
+    real_job = batch.delete_execution_job
+
+    def counted(job: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        rounds.append(job)
+        return real_job(job, **kwargs)
+
+    monkeypatch.setattr(batch, "delete_execution_job", counted)
 
     # Given a finished batch
     dataset_id, version_id = dataset_with(api, [{"id": f"d{i}", "text": f"t{i}"} for i in range(10)])
@@ -474,6 +489,11 @@ def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_ba
     assert deps.stores().batches.outcomes(tenant, started["id"], [f"d{i}" for i in range(10)]) == {}
     prefix = run_records.execution_prefix(tenant, started["id"])
     assert list(deps.blobs().keys(prefix)) == []
+    # And a delete that outlasts one invocation goes on in further rounds of the jobs machine
+    if long_delete:
+        assert len(rounds) > 2 and [r.get("round") for r in rounds[:3]] == [None, 1, 2]
+    else:
+        assert len(rounds) == 1
 
 
 def test_an_input_file_larger_than_an_answer_is_a_presigned_url(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -273,9 +273,13 @@ class BatchStore:
         return totals
 
     # ---- deleting --------------------------------------------------------------------------------
-    def delete_records(self, tenant: str, execution_id: str) -> int:
+    def delete_records(
+        self, tenant: str, execution_id: str, *, stop: Callable[[], bool] | None = None
+    ) -> tuple[int, bool]:
         """Delete every outcome and counter of a batch run (a Query per shard, batched deletes);
-        returns how many. Repeatable: an interrupted delete is finished by the next."""
+        returns how many, and whether none is left. With ``stop``, it stops once that answers True
+        after a page (at least one page is deleted). Repeatable: what is deleted is gone, so the
+        next call goes on with the rest."""
         deleted = 0
         for pk in self.shard_partitions(tenant, execution_id):
             kwargs: dict[str, Any] = {
@@ -290,10 +294,12 @@ class BatchStore:
                 for start in range(0, len(keys), 25):
                     self._delete_batch(keys[start : start + 25])
                 deleted += len(keys)
+                if keys and stop is not None and stop():
+                    return deleted, False
                 if "LastEvaluatedKey" not in response:
                     break
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return deleted
+        return deleted, True
 
     def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
         request: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys]}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
@@ -86,15 +86,20 @@ class BlobStore:
             for obj in page.get("Contents", []):
                 yield obj["Key"]
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str, *, stop: Callable[[], bool] | None = None) -> bool:
+        """Delete every object under ``prefix``, a page (1,000) at a time; with ``stop``, stop once
+        it answers True after a page (at least one page is deleted). True when nothing is left."""
         batch: list[dict[str, str]] = []
         for key in self.keys(prefix):
             batch.append({"Key": key})
             if len(batch) == 1000:
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
                 batch = []
+                if stop is not None and stop():
+                    return False
         if batch:
             self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+        return True
 
     def presigned_put(self, key: str, content_type: str, expires: int = 3600) -> str:
         return self._s3.generate_presigned_url(

@@ -73,13 +73,13 @@ def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | 
     raise ValueError(f"unknown batch action {action!r}")
 
 
-def _job(job: dict[str, Any]) -> Any:
+def _job(job: dict[str, Any], remaining_ms: int | None) -> Any:
     """The jobs machine: background work that grows with the data."""
     kind = job.get("kind")
     if kind == "ingest_dataset":
         return dataset_service.run_ingest_job(job)
     if kind == "delete_execution":
-        return batch.delete_execution_job(job)
+        return batch.delete_execution_job(job, remaining_ms=remaining_ms)
     if kind == "export_results":
         return batch_results.export_results_job(job)
     raise ValueError(f"unknown job kind {kind!r}")
@@ -87,10 +87,10 @@ def _job(job: dict[str, Any]) -> Any:
 
 def handle(event: dict[str, Any], remaining_ms: int | None = None) -> Any:
     """``remaining_ms``: the time this invocation has left (Lambda's context), for the actions that
-    must finish ahead of Lambda's hard kill (run_items)."""
+    must finish ahead of Lambda's hard kill (run_items, the delete job)."""
     action = str(event["action"])
     if action == "job":
-        return _job(event["job"])
+        return _job(event["job"], remaining_ms)
     run = RunRef.model_validate(event["run"])
     if action in BATCH_ACTIONS or (
         action in ("complete", "fail") and run_records.load_plan(run.tenant, run.execution_id).mode == "batch"

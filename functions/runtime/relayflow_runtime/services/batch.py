@@ -25,6 +25,7 @@ items and downloads is services/batch_results.py.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -376,11 +377,32 @@ def delete_in_background(tenant: str, record: dict[str, Any]) -> None:
     )
 
 
-def delete_execution_job(job: dict[str, Any]) -> dict[str, Any]:
+#: A delete round stops this long before its invocation would be killed.
+DELETE_MARGIN_SECONDS = 60.0
+
+
+def delete_execution_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:
     """The jobs machine's ``delete_execution``: objects, outcomes and counters, the execution last
-    (an interrupted delete is finished by a repeat)."""
+    (an interrupted delete is finished by a repeat).
+
+    A million-item run outlasts one invocation: with ``remaining_ms`` (the Lambda context's), a
+    round stops DELETE_MARGIN_SECONDS before the end and returns the job again with ``more: true``
+    and its ``round``; the jobs machine runs it again (bounded, statemachine/jobs.asl.json). What a
+    round deleted is gone, so the next one simply goes on with the rest."""
     tenant, execution_id = str(job["tenant"]), str(job["execution_id"])
-    deps.blobs().delete_prefix(_prefix(tenant, execution_id))
-    deleted = deps.stores().batches.delete_records(tenant, execution_id)
+    stop = None
+    if remaining_ms is not None:
+        deadline = time.monotonic() + remaining_ms / 1000 - DELETE_MARGIN_SECONDS
+
+        def stop() -> bool:
+            return time.monotonic() >= deadline
+
+    deleted = int(job.get("records") or 0)
+    finished = deps.blobs().delete_prefix(_prefix(tenant, execution_id), stop=stop)
+    if finished:
+        count, finished = deps.stores().batches.delete_records(tenant, execution_id, stop=stop)
+        deleted += count
+    if not finished:
+        return {**job, "more": True, "round": int(job.get("round") or 0) + 1, "records": deleted}
     deps.stores().executions.delete_execution(tenant, execution_id)
     return {"deleted": execution_id, "records": deleted}
