@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,15 @@ class Receiver:
         while len(self.requests) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.requests
+
+
+@pytest.fixture
+def local_stack() -> Iterator[LocalStack]:
+    """The receivers here listen on 127.0.0.1: this stack lets callback URLs name private addresses
+    (the stack parameter WebhookAllowPrivateAddresses, "false" by default and on AWS;
+    tests/integration/test_webhook_urls.py runs the default)."""
+    with LocalStack(parameters={"WebhookAllowPrivateAddresses": "true"}) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -216,6 +226,28 @@ def test_a_dead_receiver_never_fails_the_run_and_the_attempts_stop_at_the_limit(
     ]
     assert local_stack.wait_idle(timeout=10)
     assert len(receiver.requests) == 3
+
+
+def test_a_receiver_that_cannot_be_reached_reads_the_same_whatever_the_reason(
+    local_stack: LocalStack, api: Any, quick_retries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a callback URL on a port where nothing listens (connection refused), two attempts at most
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "2")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    workflow_id = make_workflow(api, callback_url=f"http://127.0.0.1:{closed_port}/hook")
+    api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    # When a run completes
+    execution = run_to_end(api, workflow_id, {"single_input": "x"})
+    # Then the attempts record one generic outcome, no network detail (refused, reset and timed out
+    # read the same: the history is no port scanner), and are retried like any failure
+    attempts = deliveries(api, workflow_id, execution["id"], 2)
+    assert [(a["outcome"], a["final"], a["response_status"]) for a in attempts] == [
+        ("failed", False, None),
+        ("failed", True, None),
+    ]
+    assert {a["error"] for a in attempts} == {webhooks.UNREACHABLE}
 
 
 def test_an_execution_callback_url_gets_its_failed_run(

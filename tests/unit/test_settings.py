@@ -24,6 +24,7 @@ VARIABLES = [
     ("BATCH_PARALLELISM_BUDGET", "batch_parallelism_budget", "50", 50),
     ("WEBHOOK_QUEUE_URL", "webhook_queue_url", "https://sqs/q", "https://sqs/q"),
     ("MAX_INLINE_DOWNLOAD_BYTES", "max_inline_download_bytes", "1024", 1024),
+    ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "webhook_allow_private_addresses", "true", True),
 ]
 
 DEFAULTS = {
@@ -40,6 +41,7 @@ DEFAULTS = {
     "batch_parallelism_budget": 200,
     "webhook_queue_url": "",
     "max_inline_download_bytes": 5 * 1024 * 1024,
+    "webhook_allow_private_addresses": False,
 }
 
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     batch_parallelism_budget: int = 200
     # The queue webhook deliveries (first attempts, retries, re-sends) go through.
     webhook_queue_url: str = ""
+    # Stack parameter WebhookAllowPrivateAddresses: callback URLs may name loopback and private
+    # addresses (off on AWS; the local stack's tests deliver to 127.0.0.1). domain/urls.py.
+    webhook_allow_private_addresses: bool = False
     # A results download (or input file) larger than this is answered with a presigned URL where
     # one can be offered (a Lambda answer carries at most 6 MB).
     max_inline_download_bytes: int = MAX_RESULTS_DOWNLOAD_BYTES

@@ -11,6 +11,7 @@ from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.graph import validate_graph, with_names
 from relayflow_runtime.domain.limits import MAX_MODEL_CONFIG_BYTES, MAX_NODES_PER_VERSION
 from relayflow_runtime.domain.templating import TemplateError, parse_template
+from relayflow_runtime.domain.urls import callback_url_problem
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.providers import PROVIDERS, validate_model_config
 from relayflow_runtime.schemas import api
@@ -24,10 +25,23 @@ from relayflow_runtime.schemas.entities import (
     WorkflowVersion,
 )
 from relayflow_runtime.services import deps
+from relayflow_runtime.settings import get_settings
 
 
 # ---- workflows -------------------------------------------------------------------------------------
+def check_callback_url(url: str | None) -> None:
+    """400 ``invalid_callback_url`` for a URL webhooks may not go to (domain/urls.py: http(s) only,
+    no credentials, a valid host and port, no loopback/private/link-local/reserved address unless the
+    deployment allows private addresses, WEBHOOK_ALLOW_PRIVATE_ADDRESSES)."""
+    if url is None:
+        return
+    problem = callback_url_problem(url, allow_private=get_settings().webhook_allow_private_addresses)
+    if problem:
+        raise InvalidInput(problem, code="invalid_callback_url")
+
+
 def create_workflow(tenant: str, body: api.CreateWorkflow) -> Workflow:
+    check_callback_url(body.callback_url)
     now = now_iso()
     workflow = Workflow(id=new_id(), created_at=now, updated_at=now, **body.model_dump())
     deps.stores().workflows.put_workflow(tenant, workflow.model_dump(mode="json"))
@@ -46,6 +60,7 @@ def list_workflows(tenant: str, limit: int, next_token: str | None) -> tuple[lis
 def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> Workflow:
     get_workflow(tenant, workflow_id)
     fields = body.model_dump(exclude_unset=True)
+    check_callback_url(fields.get("callback_url"))
     if fields.get("active_version_id"):
         with referenced("active_version_id"):
             version = get_version(tenant, fields["active_version_id"])

@@ -83,6 +83,7 @@ def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> st
 
 def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
     version_id = resolve_version(tenant, workflow_id, body.version_id)
+    authoring.check_callback_url(body.callback_url)
     if body.input_mode == "single":
         if (body.single_input is None) == (body.file is None):
             raise InvalidInput(

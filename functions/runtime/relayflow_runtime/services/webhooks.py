@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.status import TERMINAL
+from relayflow_runtime.domain.urls import CallbackUrl, is_public_address, not_public, parse_callback_url
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
 from relayflow_runtime.schemas.entities import (
     DeliveryAttempt,
@@ -163,13 +166,49 @@ def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict
 
 
 # ---- delivering ------------------------------------------------------------------------------------
-Sender = Callable[[str, bytes, dict[str, str], float], int]
+#: What an attempt that got no HTTP answer records: the same words whatever the reason (refused,
+#: reset, timed out, no such name, TLS), so the delivery history is no probe of the sender's network.
+UNREACHABLE = "could not deliver: no HTTP answer from the receiver"
 
 
-def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST and return the status code; redirects are not followed (a 3xx is a failed attempt)."""
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        return client.post(url, content=body, headers=headers).status_code
+class DeliveryRefused(Exception):
+    """The callback URL, or an address its host resolves to, is not one webhooks may go to: the
+    attempt fails for good (no retry) with this message."""
+
+
+Sender = Callable[[CallbackUrl, bytes, dict[str, str], float], int]
+
+
+def vetted_address(target: CallbackUrl, *, allow_private: bool) -> str:
+    """The address to connect to: the URL's own IP literal, else its host resolved, every address
+    it resolves to checked (a name that also resolves to a private address is refused, however
+    DNS answers next: the connection goes to the address checked here). Raises DeliveryRefused,
+    or OSError when the name does not resolve."""
+    if target.address is not None:
+        return str(target.address)
+    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise OSError(f"{target.host} resolves to no address")
+    if not allow_private and not all(is_public_address(a) for a in addresses):
+        raise DeliveryRefused(not_public(target.host))
+    return str(addresses[0])
+
+
+def http_post(target: CallbackUrl, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST to the vetted address of the callback URL's host (the Host header, TLS server name and
+    certificate check stay the URL's host) and return the status code; redirects are not followed
+    (a 3xx is a failed attempt), proxies from the environment are not used."""
+    address = vetted_address(target, allow_private=get_settings().webhook_allow_private_addresses)
+    try:
+        url = httpx.URL(target.url)
+        pinned = url.copy_with(host=address)
+    except httpx.InvalidURL as exc:
+        raise DeliveryRefused(f"callback_url is not a valid URL ({exc}).") from None
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        headers = {**headers, "Host": url.netloc.decode("ascii")}
+        return client.post(pinned, content=body, headers=headers, extensions=extensions).status_code
 
 
 def callback_url_of(tenant: str, record: dict[str, Any]) -> str | None:
@@ -249,13 +288,14 @@ def deliver_attempt(
     }
     expires = _expiry_of(record)
     secret = (stores.webhooks.get_webhook_secret(task.tenant, record["workflow_id"]) or {}).get("secret")
-    problem = _url_problem(url) or (
+    target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
+    problem = problem or (
         None
         if secret
         else "the workflow has no webhook secret to sign with: POST /workflows/"
         f"{record['workflow_id']}/webhook-secret creates one"
     )
-    if problem or not secret:
+    if problem or not secret or target is None:
         attempt = DeliveryAttempt(
             **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
@@ -264,7 +304,7 @@ def deliver_attempt(
         logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
         return attempt
     body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
-    attempt = _attempt(base, task.attempt, url, body, secret, config, send)
+    attempt = _attempt(base, task.attempt, target, body, secret, config, send)
     stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
     if not attempt.final:
         queue().send(
@@ -299,7 +339,7 @@ def _expiry_of(record: dict[str, Any]) -> int | None:
 def _attempt(
     base: dict[str, Any],
     number: int,
-    url: str,
+    target: CallbackUrl,
     body: bytes,
     secret: str,
     config: WebhookConfig,
@@ -316,16 +356,18 @@ def _attempt(
     started = time.monotonic()
     response_status: int | None = None
     error: str | None = None
+    refused = False
     try:
-        response_status = send(url, body, headers, config.timeout_seconds)
+        response_status = send(target, body, headers, config.timeout_seconds)
         if not 200 <= response_status < 300:
             error = f"the receiver answered {response_status}"
-    except httpx.TimeoutException:
-        error = f"no answer within {config.timeout_seconds:g} s"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    except DeliveryRefused as exc:
+        error, refused = str(exc), True
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError):
+        # No network detail: refused, reset, timed out and unresolvable read the same.
+        error = UNREACHABLE
     delivered = error is None
-    final = delivered or number >= config.max_attempts
+    final = delivered or refused or number >= config.max_attempts
     next_at = None
     if not final:
         next_at = _iso(attempted_at + timedelta(seconds=int(config.delay_after(number))))
@@ -344,13 +386,6 @@ def _attempt(
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _url_problem(url: str) -> str | None:
-    parsed = httpx.URL(url) if url.startswith(("http://", "https://")) else None
-    if parsed is None or not parsed.host:
-        return f"callback_url {url!r} is not an http(s) URL"
-    return None
 
 
 def deliver_once(task: DeliveryTask, *, lambda_context: Any = None) -> dict[str, Any]:
