@@ -88,6 +88,42 @@ def test_a_version_holds_at_most_the_node_limit(
     assert "at most 3 nodes" in answer["message"]
 
 
+def test_the_41st_node_of_a_version_is_refused(api: Any, version: dict[str, Any]) -> None:
+    # Given a version with 40 nodes (the fixture made the first): as many as the run machine's inline
+    # Map runs at once, so no order of starting its iterations can deadlock a run
+    assert limits.MAX_NODES_PER_VERSION == 40
+    for index in range(1, 40):
+        body = {"name": f"n{index}", "entity_id": version["model_id"]}
+        assert api("POST", f"/versions/{version['id']}/nodes", body)[0] == 201
+    # When a 41st is added
+    body = {"name": "n40", "entity_id": version["model_id"]}
+    status, answer = api("POST", f"/versions/{version['id']}/nodes", body)
+    # Then it is refused with a 4xx that names the limit
+    assert status == 409
+    assert answer["code"] == "too_many_nodes"
+    assert "at most 40 nodes" in answer["message"]
+
+
+@pytest.mark.parametrize("where", ["node", "version"])
+def test_a_node_timeout_reaching_the_lambda_timeout_is_refused(
+    api: Any, version: dict[str, Any], where: str
+) -> None:
+    # Given a node timeout of 900 s, the node runner's own Lambda timeout (Lambda would kill the
+    # runner before it could record the node's timeout)
+    if where == "node":
+        path, body = f"/versions/{version['id']}/nodes/{version['node_id']}", {"config": {"timeout": 900}}
+    else:
+        path = f"/workflows/{version['workflow_id']}/versions/{version['id']}"
+        body = {"config": {"node_timeout": 900}}
+    # When it is set
+    status, answer = api("PATCH", path, body)
+    # Then it is refused, naming the limit; 840 s is accepted
+    assert status == 400, answer
+    assert "840" in answer["message"]
+    field = "timeout" if where == "node" else "node_timeout"
+    assert api("PATCH", path, {"config": {field: 840}})[0] == 200
+
+
 @pytest.mark.parametrize(
     ("body", "limit"),
     [

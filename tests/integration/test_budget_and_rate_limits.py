@@ -12,8 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.adapters import aws
+from relayflow_runtime.adapters.budget import CONTENTION_ATTEMPTS, BudgetStore
 from relayflow_runtime.providers import TransientModelError, validate_model_config
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
@@ -167,6 +170,91 @@ def test_the_sweeper_releases_the_budget_of_a_batch_whose_machine_ended_unannoun
     assert [s["execution_id"] for s in report.settled] == ["orphan"]
     assert status_of("orphan")["status"] == "failed"
     assert budget.state().in_use == 0
+
+
+class ConflictingClient:
+    """The DynamoDB client as AWS answers under contention: its next ``conflicts`` transactions are
+    cancelled with reason ``TransactionConflict`` (another request changed the budget item at that
+    moment; nothing is written and botocore does not retry it); the rest go through."""
+
+    def __init__(self, real: Any, conflicts: int) -> None:
+        self.real, self.left, self.refused = real, conflicts, 0
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            reasons = [{"Code": "TransactionConflict"} if i == 0 else {"Code": "None"} for i in range(2)]
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                    "CancellationReasons": reasons,
+                },
+                "TransactWriteItems",
+            )
+        return self.real.transact_write_items(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def conflicting(monkeypatch: pytest.MonkeyPatch, conflicts: int) -> ConflictingClient:
+    client = ConflictingClient(aws.client("dynamodb"), conflicts)
+    monkeypatch.setattr(BudgetStore, "_client", property(lambda self: client))
+    return client
+
+
+def test_a_conflict_on_the_budget_item_is_retried_and_the_batch_reserves(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending batch, and a budget item that two other requests are changing right now
+    pending_batch("contended")
+    client = conflicting(monkeypatch, conflicts=2)
+    # When it reserves its share
+    batch.reserve_budget(reserve_event("contended", children=3))
+    # Then the conflicts were retried and it runs, counted once
+    assert client.refused == 2
+    assert status_of("contended")["status"] == "running"
+    assert budget.state().in_use == 3
+
+
+def test_a_budget_item_that_stays_contended_makes_the_batch_wait_never_fail(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending batch and a budget item contended for longer than the bounded retries
+    pending_batch("hot")
+    client = conflicting(monkeypatch, conflicts=1000)
+    # When it reserves its share
+    # Then it waits (BudgetExhausted: the machine asks again later), pending with a reason, holding nothing
+    with pytest.raises(budget.BudgetExhausted):
+        batch.reserve_budget(reserve_event("hot", children=3))
+    assert 1 < client.refused <= CONTENTION_ATTEMPTS
+    assert status_of("hot")["status"] == "pending"
+    assert "asks again" in status_of("hot")["waiting_reason"]
+    assert budget.state().in_use == 0
+    # And once the contention is over, it reserves
+    client.left = 0
+    batch.reserve_budget(reserve_event("hot", children=3))
+    assert status_of("hot")["status"] == "running"
+    assert budget.state().in_use == 3
+
+
+def test_a_release_that_meets_a_conflict_gives_the_share_back(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running batch holding 3 of the budget
+    pending_batch("releasing")
+    batch.reserve_budget(reserve_event("releasing", children=3))
+    assert budget.state().in_use == 3
+    # When it is released while the budget item is contended (more than one write's retries)
+    client = conflicting(monkeypatch, conflicts=CONTENTION_ATTEMPTS + 2)
+    released = budget.release(TENANT, "releasing")
+    # Then the share is given back now (not left for the sweeper), once
+    assert client.refused == CONTENTION_ATTEMPTS + 2
+    assert released == 3
+    assert budget.state().in_use == 0
+    assert "budget_reserved" not in status_of("releasing")
+    assert budget.release(TENANT, "releasing") == 0
 
 
 # ---- per-model rate limits -------------------------------------------------------------------------

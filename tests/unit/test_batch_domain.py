@@ -58,11 +58,20 @@ def test_children_are_express_when_a_worst_case_item_fits_in_five_minutes() -> N
     # 3 nodes x (60 s x 3 attempts) + delays 1 + 2 each = 549 s: Standard, in one invocation
     standard = batch_settings(plan([60, 60, 60], max_retries=2), 10, 5, "k")
     assert (standard.express, standard.item_timeout) == (False, 549 + 15)
-    # 3 x 90 s, no retries = 270 s (+ 20 s margin) <= 300 s: Express
-    express = batch_settings(plan([90, 90, 90]), 10, 5, "k")
-    assert (express.express, express.item_timeout) == (True, 270 + 15)
-    # just over: 3 x 94 s = 282 + 20 > 300
-    assert batch_settings(plan([94, 94, 94]), 10, 5, "k").express is False
+    # 3 x 80 s, no retries = 240 s (+ 60 s margin) <= 300 s: Express
+    express = batch_settings(plan([80, 80, 80]), 10, 5, "k")
+    assert (express.express, express.item_timeout) == (True, 240 + 15)
+    # just over: 3 x 81 s = 243 + 60 > 300
+    assert batch_settings(plan([81, 81, 81]), 10, 5, "k").express is False
+
+
+def test_an_express_child_keeps_at_least_30_seconds_after_its_items_for_items_failed() -> None:
+    # Given every plan of three nodes of 1..100 s (some fit Express, the largest do not)
+    express = [batch_settings(plan([seconds] * 3), 10, 5, "k") for seconds in range(1, 101)]
+    express = [settings for settings in express if settings.express]
+    assert express
+    # Then an Express child whose run_items times out still has 30 s of its 5 minutes to record the error
+    assert max(settings.item_timeout for settings in express) + 30 <= 300
 
 
 def test_items_without_an_outcome_count_as_failed_and_max_failed_percent_decides() -> None:

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from relayflow.local import cfn
+from relayflow_runtime.domain.engine import TIMEOUT_BACKSTOP_SECONDS
+from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
+from relayflow_runtime.schemas.entities import MAX_NODE_TIMEOUT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINE_DIR = ROOT / "statemachine"
@@ -147,3 +150,126 @@ def test_nothing_creates_a_state_machine_or_passes_a_role():
                 offenders.append(f"{file.relative_to(ROOT)}:{number}: {line.strip()}")
     # Then none of it creates a state machine or passes an IAM role: the machines are the template's
     assert offenders == []
+
+
+# ---- AWS's weather: throttles are waited out, errors are recorded, labels, limits ---------------------
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((STATEMACHINE_DIR / name).read_text(encoding="utf-8"))
+
+
+def _tasks_with_kind(
+    document: dict[str, Any], express: bool = False
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """Every Task, and whether it runs inside an Express child (5 minutes in all)."""
+    found = []
+    for name, state in document.get("States", {}).items():
+        if state["Type"] == "Task":
+            found.append((name, state, express))
+        for branch in state.get("Branches", []):
+            found.extend(_tasks_with_kind(branch, express))
+        processor = state.get("ItemProcessor")
+        if processor:
+            kind = processor.get("ProcessorConfig", {}).get("ExecutionType")
+            found.extend(_tasks_with_kind(processor, kind == "EXPRESS"))
+    return found
+
+
+def _retry_waits(retrier: dict[str, Any]) -> list[float]:
+    """The longest wait before each retry of a Retrier (full jitter draws below it)."""
+    interval, rate = retrier.get("IntervalSeconds", 1), retrier.get("BackoffRate", 2.0)
+    cap = retrier.get("MaxDelaySeconds", float("inf"))
+    return [min(cap, interval * rate**i) for i in range(retrier.get("MaxAttempts", 3))]
+
+
+@pytest.mark.parametrize("name", ["run.asl.json", "batch.asl.json"])
+def test_every_task_waits_out_lambda_throttling_with_a_long_full_jitter_backoff(name: str):
+    for state_name, state, express in _tasks_with_kind(_load(name)):
+        retry = state.get("Retry", [])
+        retriers = [r for r in retry if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        assert len(retriers) == 1, state_name
+        retrier = retriers[0]
+        assert set(retrier["ErrorEquals"]) >= LAMBDA_SERVICE_ERRORS, state_name
+        assert retrier["JitterStrategy"] == "FULL", state_name
+        waits = _retry_waits(retrier)
+        if express:
+            # An Express child lives 5 minutes: its retries fit in what the batch keeps for them
+            assert sum(waits) <= 20, state_name
+        else:
+            # A Standard execution waits minutes, not seconds (the old 3 attempts were ~7 s), each wait
+            # capped at a minute, and few enough attempts that the history stays small (3 events each)
+            assert retrier["MaxAttempts"] >= 10, state_name
+            assert retrier["MaxDelaySeconds"] <= 60, state_name
+            assert sum(waits) >= 240, state_name
+            assert 3 * retrier["MaxAttempts"] <= 40, state_name
+
+
+def _node_states() -> dict[str, Any]:
+    nodes = _load("run.asl.json")["States"]["Race"]["Branches"][0]["States"]["Nodes"]
+    states: dict[str, Any] = nodes["ItemProcessor"]["States"]
+    return states
+
+
+def _catch_target(state: dict[str, Any], error: str) -> str:
+    """The state a Catch sends ``error`` to (the first Catcher that matches, as Step Functions reads them)."""
+    for catcher in state.get("Catch", []):
+        if error in catcher["ErrorEquals"] or "States.ALL" in catcher["ErrorEquals"]:
+            return str(catcher["Next"])
+    return "(uncaught)"
+
+
+def test_a_throttled_gate_or_node_is_waited_out_never_failed():
+    states = _node_states()
+    for task in ("AwaitParents", "RunNode"):
+        # When the node runner stays throttled past the Retry
+        target = _catch_target(states[task], "Lambda.TooManyRequestsException")
+        # Then the iteration waits and tries the same task again: no attempt spent, no NodeFailed
+        assert states[target]["Type"] == "Wait", task
+        assert states[target]["Next"] == task
+
+
+def test_a_gate_that_fails_records_the_node_failed_rather_than_failing_the_run_silently():
+    states = _node_states()
+    # Any other error of the gate (past its Retry) is recorded on the node, like a node's own failure
+    assert _catch_target(states["AwaitParents"], "Lambda.ServiceException") == "NodeFailed"
+    assert _catch_target(states["AwaitParents"], "KeyError") == "NodeFailed"
+
+
+def test_a_node_killed_by_the_lambda_timeout_is_retried_by_the_versions_retry_loop():
+    states = _node_states()
+    for error in ("Sandbox.Timedout", "States.Timeout", "NodeTimeout", "Lambda.ServiceException"):
+        assert _catch_target(states["RunNode"], error) == "AttemptsLeft", error
+
+
+def test_the_distributed_maps_have_distinct_labels():
+    labels = [
+        state["Label"]
+        for _, state in _states(_load("batch.asl.json"))
+        if state["Type"] == "Map" and state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode")
+        == "DISTRIBUTED"
+    ]
+    assert len(labels) == 2
+    assert len(set(labels)) == len(labels)
+    # AWS: at most 40 characters, letters, digits, - and _
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,40}", label) for label in labels)
+
+
+def test_every_node_of_a_version_fits_the_inline_maps_concurrency_at_once():
+    nodes = _load("run.asl.json")["States"]["Race"]["Branches"][0]["States"]["Nodes"]
+    # Parked gates hold Map slots: when every node fits at once, no start order can deadlock a run
+    assert MAX_NODES_PER_VERSION <= nodes["MaxConcurrency"] <= 40
+
+
+def test_a_node_times_out_before_the_lambda_that_runs_it_is_killed():
+    lambda_timeout = TEMPLATE["Resources"]["NodeRunnerFunction"]["Properties"].get("Timeout") or TEMPLATE[
+        "Globals"
+    ]["Function"]["Timeout"]
+    # The runner's timer and Step Functions' backstop fire with a margin before Lambda's kill
+    assert lambda_timeout >= MAX_NODE_TIMEOUT_SECONDS + TIMEOUT_BACKSTOP_SECONDS + 30

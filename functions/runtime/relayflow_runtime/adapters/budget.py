@@ -13,6 +13,8 @@ second release therefore changes nothing: the counter can neither leak nor count
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +26,25 @@ from relayflow_runtime.domain.status import ExecutionStatus
 
 BUDGET_KEY = {"pk": {"S": "BUDGET#batch_parallelism"}, "sk": {"S": "BUDGET"}}
 
-ReserveOutcome = Literal["reserved", "already_reserved", "exhausted", "not_pending"]
+ReserveOutcome = Literal["reserved", "already_reserved", "exhausted", "contended", "not_pending"]
+
+#: Cancellation reasons that mean "nothing was written, try again": another request changed the
+#: budget item (or the run) at the same moment, or DynamoDB throttled it. botocore retries neither
+#: inside a transaction.
+_CONTENTION_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+#: One write's bound on retrying contention: at most this many calls, within this many seconds.
+CONTENTION_ATTEMPTS = 8
+CONTENTION_SECONDS = 5.0
+#: A release reads the run's share and tries again this many times before giving up to the sweeper.
+RELEASE_ROUNDS = 4
+
+
+class BudgetContended(Exception):
+    """The budget item stayed contended past the bounded retries: nothing was written."""
+
+
+class BudgetError(Exception):
+    """DynamoDB refused a budget transaction for a reason retrying does not cure."""
 
 
 @dataclass(frozen=True)
@@ -45,94 +65,125 @@ class BudgetStore:
         key = execution_key(tenant, execution_id)
         return {name: {"S": value} for name, value in key.items()}
 
+    def _transact(self, items: list[dict[str, Any]]) -> list[str | None]:
+        """One TransactWriteItems: ``[]`` when it was written, else the cancellation reason of each
+        item (``None`` for an item that was fine). Contention (a ``TransactionConflict``, DynamoDB's
+        throttling) is retried with full jitter, bounded; still contended: :class:`BudgetContended`."""
+        deadline = time.monotonic() + CONTENTION_SECONDS
+        for attempt in range(CONTENTION_ATTEMPTS):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return []
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    None if (r or {}).get("Code") in (None, "", "None") else str(r["Code"])
+                    for r in exc.response.get("CancellationReasons") or []
+                ]
+                if not ({code for code in reasons if code} <= _CONTENTION_REASONS and any(reasons)):
+                    return reasons
+            delay = random.uniform(0, min(1.0, 0.025 * 2**attempt))
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+        raise BudgetContended("the budget item stayed contended (transaction conflicts)")
+
     def reserve(self, tenant: str, execution_id: str, amount: int, limit: int, now: str) -> ReserveOutcome:
         """Take ``amount`` of the budget for the run (``limit`` in all), unless the run took its share
-        already (a retried task) or is no longer pending (cancelled while it waited)."""
+        already (a retried task) or is no longer pending (cancelled while it waited). A budget item
+        that stays contended (other batches reserving or releasing at that moment) is
+        ``contended``: like ``exhausted``, the batch waits and asks again; it never fails for it."""
+        items = [
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": BUDGET_KEY,
+                    "UpdateExpression": "ADD in_use :n SET #limit = :limit, updated_at = :now",
+                    "ConditionExpression": "attribute_not_exists(in_use) OR in_use <= :room",
+                    "ExpressionAttributeNames": {"#limit": "limit"},
+                    "ExpressionAttributeValues": {
+                        ":n": {"N": str(amount)},
+                        ":limit": {"N": str(limit)},
+                        ":room": {"N": str(limit - amount)},
+                        ":now": {"S": now},
+                    },
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": self._execution_key(tenant, execution_id),
+                    "UpdateExpression": "SET budget_reserved = :n, budget_reserved_at = :now "
+                    "REMOVE waiting_reason, waiting_since",
+                    "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_reserved)",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": {
+                        ":n": {"N": str(amount)},
+                        ":pending": {"S": ExecutionStatus.PENDING.value},
+                        ":now": {"S": now},
+                    },
+                }
+            },
+        ]
         try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": BUDGET_KEY,
-                            "UpdateExpression": "ADD in_use :n SET #limit = :limit, updated_at = :now",
-                            "ConditionExpression": "attribute_not_exists(in_use) OR in_use <= :room",
-                            "ExpressionAttributeNames": {"#limit": "limit"},
-                            "ExpressionAttributeValues": {
-                                ":n": {"N": str(amount)},
-                                ":limit": {"N": str(limit)},
-                                ":room": {"N": str(limit - amount)},
-                                ":now": {"S": now},
-                            },
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": self._execution_key(tenant, execution_id),
-                            "UpdateExpression": "SET budget_reserved = :n, budget_reserved_at = :now "
-                            "REMOVE waiting_reason",
-                            "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_reserved)",
-                            "ExpressionAttributeNames": {"#st": "status"},
-                            "ExpressionAttributeValues": {
-                                ":n": {"N": str(amount)},
-                                ":pending": {"S": ExecutionStatus.PENDING.value},
-                                ":now": {"S": now},
-                            },
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
-            if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
-                record = self._execution(tenant, execution_id)
-                if record.get("budget_reserved") is not None:
-                    return "already_reserved"
-                return "not_pending"
-            if len(reasons) == 2 and reasons[0] == "ConditionalCheckFailed":
-                return "exhausted"
-            raise
-        return "reserved"
+            reasons = self._transact(items)
+        except BudgetContended:
+            return "contended"
+        if not reasons:
+            return "reserved"
+        if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
+            record = self._execution(tenant, execution_id)
+            if record.get("budget_reserved") is not None:
+                return "already_reserved"
+            return "not_pending"
+        if len(reasons) == 2 and reasons[0] == "ConditionalCheckFailed":
+            return "exhausted"
+        raise BudgetError(f"reserving the batch budget was refused: {reasons}")
 
     def release(self, tenant: str, execution_id: str, now: str) -> int:
-        """Give the run's share back; returns how much was released (0: it held none)."""
-        held = self._execution(tenant, execution_id).get("budget_reserved")
-        if held is None:
-            return 0
-        amount = int(held["N"])
-        try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": self._execution_key(tenant, execution_id),
-                            "UpdateExpression": "SET budget_released_at = :now REMOVE budget_reserved",
-                            "ConditionExpression": "budget_reserved = :n",
-                            "ExpressionAttributeValues": {":n": {"N": str(amount)}, ":now": {"S": now}},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": BUDGET_KEY,
-                            "UpdateExpression": "ADD in_use :minus SET updated_at = :now",
-                            "ExpressionAttributeValues": {
-                                ":minus": {"N": str(-amount)},
-                                ":now": {"S": now},
-                            },
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                return 0  # another release got there first
-            raise
-        return amount
+        """Give the run's share back; returns how much was released (0: it held none). A conflict
+        is retried until the share is given back or the run is seen to hold none (another release
+        got there first); only a budget item contended for longer than that raises
+        :class:`BudgetContended` (the share stays recorded on the run: the sweeper releases it)."""
+        for _ in range(RELEASE_ROUNDS):
+            held = self._execution(tenant, execution_id).get("budget_reserved")
+            if held is None:
+                return 0
+            amount = int(held["N"])
+            try:
+                reasons = self._transact(
+                    [
+                        {
+                            "Update": {
+                                "TableName": self.table_name,
+                                "Key": self._execution_key(tenant, execution_id),
+                                "UpdateExpression": "SET budget_released_at = :now REMOVE budget_reserved",
+                                "ConditionExpression": "budget_reserved = :n",
+                                "ExpressionAttributeValues": {":n": {"N": str(amount)}, ":now": {"S": now}},
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.table_name,
+                                "Key": BUDGET_KEY,
+                                "UpdateExpression": "ADD in_use :minus SET updated_at = :now",
+                                "ExpressionAttributeValues": {
+                                    ":minus": {"N": str(-amount)},
+                                    ":now": {"S": now},
+                                },
+                            }
+                        },
+                    ]
+                )
+            except BudgetContended:
+                continue  # read the share again, then try again
+            if not reasons:
+                return amount
+            if reasons[0] != "ConditionalCheckFailed":
+                raise BudgetError(f"releasing the batch budget was refused: {reasons}")
+            # the run's share changed meanwhile (another release): read it again
+        raise BudgetContended(f"could not release the batch budget of {execution_id}: it stays contended")
 
     def note_waiting(self, tenant: str, execution_id: str, reason: str) -> None:
         """Say why a pending run waits (shown by GET execution), only while it is still pending."""

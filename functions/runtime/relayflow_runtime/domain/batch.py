@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
+    EXPRESS_RESERVE_SECONDS,
     LAMBDA_LIMIT_SECONDS,
     Plan,
     fits_express,
@@ -148,7 +149,7 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     recorded failed (``items_failed``), to be retried with ``retry_failed_items``."""
     express = fits_express(plan)
     items_per_child = min(default_items_per_child(parallelism), MAX_ITEMS_PER_CHILD)
-    limit = EXPRESS_LIMIT_SECONDS if express else LAMBDA_LIMIT_SECONDS
+    limit = EXPRESS_LIMIT_SECONDS - EXPRESS_RESERVE_SECONDS if express else LAMBDA_LIMIT_SECONDS
     return BatchSettings(
         items_key=items_key,
         express=express,

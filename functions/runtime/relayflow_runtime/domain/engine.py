@@ -19,9 +19,13 @@ NO_TIMEOUT_SECONDS = 30_000_000
 #: Step Functions' TimeoutSecondsPath backs up the runner's own node timeout by this much, so the
 #: recorded error names the node's limit rather than a task timeout.
 TIMEOUT_BACKSTOP_SECONDS = 2
-#: Express child executions run at most 5 minutes; a batch keeps this much of it as a margin.
+#: Express child executions run at most 5 minutes; a batch keeps this much of it as a margin: the
+#: child's own margin (domain/batch.py CHILD_MARGIN_SECONDS, 15 s) plus EXPRESS_RESERVE_SECONDS.
 EXPRESS_LIMIT_SECONDS = 300
-EXPRESS_MARGIN_SECONDS = 20
+EXPRESS_MARGIN_SECONDS = 60
+#: What an Express child keeps after its ``run_items`` task's timeout: time for ``items_failed``
+#: (and both tasks' short Retry), so a timed-out child still records its items' error.
+EXPRESS_RESERVE_SECONDS = 45
 #: A child batch of items runs in one node-runner invocation (Lambda: at most 15 minutes).
 LAMBDA_LIMIT_SECONDS = 900
 

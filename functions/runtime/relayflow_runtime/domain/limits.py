@@ -30,8 +30,10 @@ from relayflow_runtime.schemas.entities import (
     MAX_WORKFLOW_TIMEOUT_SECONDS,
 )
 
-#: Most nodes in one workflow version (services.authoring).
-MAX_NODES_PER_VERSION = 50
+#: Most nodes in one workflow version (services.authoring). The run machine's inline Map runs at
+#: most 40 iterations at once on AWS and a parked gate holds its slot: with at most 40 nodes every
+#: node's gate holds one at once, so no order of starting iterations can deadlock a run.
+MAX_NODES_PER_VERSION = 40
 #: A model's config, as JSON (services.authoring; it is one DynamoDB attribute, items are 400 KB).
 MAX_MODEL_CONFIG_BYTES = 64 * 1024
 #: Largest download (batch results, an input file) answered in one HTTP response (a Lambda answer

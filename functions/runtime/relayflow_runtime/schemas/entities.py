@@ -20,7 +20,10 @@ NodeStatus = Literal["pending", "running", "completed", "failed", "timed_out", "
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 2
 DEFAULT_NODE_TIMEOUT_SECONDS = 300
-MAX_NODE_TIMEOUT_SECONDS = 900  # the node-runner Lambda's own timeout
+#: A node's timeout stays below the node-runner Lambda's own (900 s) with a margin: the runner's own
+#: timer (and Step Functions' backstop, 2 s later) must fire, and record ``NodeTimeout``, before
+#: Lambda kills the invocation (``Sandbox.Timedout``) with nothing recorded.
+MAX_NODE_TIMEOUT_SECONDS = 840
 MAX_WORKFLOW_TIMEOUT_SECONDS = 7 * 24 * 3600
 #: Most items of a batch run at once (the distributed Map's MaxConcurrency).
 MAX_BATCH_PARALLELISM = 100

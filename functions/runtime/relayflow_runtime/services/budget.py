@@ -66,12 +66,15 @@ def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict
     batch = fit(batch, budget)
     wanted = share(batch)
     outcome = deps.stores().budget.reserve(tenant, execution_id, wanted, budget, now_iso())
-    if outcome == "exhausted":
+    if outcome in ("exhausted", "contended"):
         state = deps.stores().budget.state()
         reason = (
             f"waiting for batch parallelism: {state.in_use} of {budget} items are running in other "
             f"batches and this batch needs {wanted}; it starts when they finish "
             "(stack parameter BatchParallelismBudget)"
+            if outcome == "exhausted"
+            else "waiting for batch parallelism: other batches are taking or giving back their share "
+            "right now; this batch asks again shortly"
         )
         deps.stores().budget.note_waiting(tenant, execution_id, reason)
         metrics.count(metrics.BATCHES_WAITING_FOR_BUDGET)

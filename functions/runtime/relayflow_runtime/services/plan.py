@@ -17,9 +17,16 @@ from relayflow_runtime.domain.graph import (
     validate_graph,
     with_names,
 )
+from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
 from relayflow_runtime.domain.templating import TemplateError, unavailable_variables
 from relayflow_runtime.errors import Conflict, NotFound
-from relayflow_runtime.schemas.entities import Model, WorkflowEdge, WorkflowNode, WorkflowVersion
+from relayflow_runtime.schemas.entities import (
+    MAX_NODE_TIMEOUT_SECONDS,
+    Model,
+    WorkflowEdge,
+    WorkflowNode,
+    WorkflowVersion,
+)
 from relayflow_runtime.schemas.responses import Problem
 from relayflow_runtime.services import authoring
 
@@ -49,6 +56,15 @@ def _problems(
         )
         for p in validate_graph(ids, pairs)
     ]
+    if len(nodes) > MAX_NODES_PER_VERSION:  # a version made before the cap was lowered
+        problems.append(
+            Problem(
+                code="too_many_nodes",
+                message=f"the version has {len(nodes)} nodes; a version runs at most {MAX_NODES_PER_VERSION} "
+                "(delete nodes, or split the workflow).",
+                node_ids=[],
+            )
+        )
     models: dict[str, Model] = {}
     for node in nodes:
         if node.entity_id in models:
@@ -128,7 +144,8 @@ def build_plan(
                 "name": node.name,
                 "idx": idx,
                 "template": node.config.input_template,
-                "timeout": node.config.timeout or version.config.node_timeout,
+                # a node stored before the cap was lowered keeps within it
+                "timeout": min(node.config.timeout or version.config.node_timeout, MAX_NODE_TIMEOUT_SECONDS),
                 "on_failure": node.config.on_failure,
                 "output_format": node.config.output_format,
                 "parents": parent_map[node_id],
