@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.adapters.budget import CONTENTION_ATTEMPTS, BudgetStore
+from relayflow_runtime.adapters.budget import BudgetStore
+from relayflow_runtime.adapters.transactions import ATTEMPTS as CONTENTION_ATTEMPTS
 from relayflow_runtime.providers import TransientModelError, validate_model_config
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning

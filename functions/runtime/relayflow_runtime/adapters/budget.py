@@ -13,8 +13,6 @@ second release therefore changes nothing: the counter can neither leak nor count
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,25 +20,15 @@ from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.table.keys import execution_key
+from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
 from relayflow_runtime.domain.status import ExecutionStatus
 
 BUDGET_KEY = {"pk": {"S": "BUDGET#batch_parallelism"}, "sk": {"S": "BUDGET"}}
 
 ReserveOutcome = Literal["reserved", "already_reserved", "exhausted", "contended", "not_pending"]
 
-#: Cancellation reasons that mean "nothing was written, try again": another request changed the
-#: budget item (or the run) at the same moment, or DynamoDB throttled it. botocore retries neither
-#: inside a transaction.
-_CONTENTION_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
-#: One write's bound on retrying contention: at most this many calls, within this many seconds.
-CONTENTION_ATTEMPTS = 8
-CONTENTION_SECONDS = 5.0
 #: A release reads the run's share and tries again this many times before giving up to the sweeper.
 RELEASE_ROUNDS = 4
-
-
-class BudgetContended(Exception):
-    """The budget item stayed contended past the bounded retries: nothing was written."""
 
 
 class BudgetError(Exception):
@@ -66,28 +54,14 @@ class BudgetStore:
         return {name: {"S": value} for name, value in key.items()}
 
     def _transact(self, items: list[dict[str, Any]]) -> list[str | None]:
-        """One TransactWriteItems: ``[]`` when it was written, else the cancellation reason of each
-        item (``None`` for an item that was fine). Contention (a ``TransactionConflict``, DynamoDB's
-        throttling) is retried with full jitter, bounded; still contended: :class:`BudgetContended`."""
-        deadline = time.monotonic() + CONTENTION_SECONDS
-        for attempt in range(CONTENTION_ATTEMPTS):
-            try:
-                self._client.transact_write_items(TransactItems=items)
-                return []
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = [
-                    None if (r or {}).get("Code") in (None, "", "None") else str(r["Code"])
-                    for r in exc.response.get("CancellationReasons") or []
-                ]
-                if not ({code for code in reasons if code} <= _CONTENTION_REASONS and any(reasons)):
-                    return reasons
-            delay = random.uniform(0, min(1.0, 0.025 * 2**attempt))
-            if time.monotonic() + delay > deadline:
-                break
-            time.sleep(delay)
-        raise BudgetContended("the budget item stayed contended (transaction conflicts)")
+        """One TransactWriteItems, contention retried (adapters/transactions.py): ``[]`` when it was
+        written, else each item's cancellation reason (``None`` for an item that was fine). Still
+        contended past the bounded retries: :class:`StoreContended`."""
+        try:
+            transact_write(items, client=self._client)
+        except TransactionCancelled as exc:
+            return exc.reasons
+        return []
 
     def reserve(self, tenant: str, execution_id: str, amount: int, limit: int, now: str) -> ReserveOutcome:
         """Take ``amount`` of the budget for the run (``limit`` in all), unless the run took its share
@@ -128,7 +102,7 @@ class BudgetStore:
         ]
         try:
             reasons = self._transact(items)
-        except BudgetContended:
+        except StoreContended:
             return "contended"
         if not reasons:
             return "reserved"
@@ -145,7 +119,7 @@ class BudgetStore:
         """Give the run's share back; returns how much was released (0: it held none). A conflict
         is retried until the share is given back or the run is seen to hold none (another release
         got there first); only a budget item contended for longer than that raises
-        :class:`BudgetContended` (the share stays recorded on the run: the sweeper releases it)."""
+        :class:`StoreContended` (the share stays recorded on the run: the sweeper releases it)."""
         for _ in range(RELEASE_ROUNDS):
             held = self._execution(tenant, execution_id).get("budget_reserved")
             if held is None:
@@ -176,14 +150,14 @@ class BudgetStore:
                         },
                     ]
                 )
-            except BudgetContended:
+            except StoreContended:
                 continue  # read the share again, then try again
             if not reasons:
                 return amount
             if reasons[0] != "ConditionalCheckFailed":
                 raise BudgetError(f"releasing the batch budget was refused: {reasons}")
             # the run's share changed meanwhile (another release): read it again
-        raise BudgetContended(f"could not release the batch budget of {execution_id}: it stays contended")
+        raise StoreContended(f"could not release the batch budget of {execution_id}: it stays contended")
 
     def note_waiting(self, tenant: str, execution_id: str, reason: str) -> None:
         """Say why a pending run waits (shown by GET execution), only while it is still pending."""
