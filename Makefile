@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SAMVENV := .venv-sam
+# checkov pins boto3 1.35 (the runtime needs >= 1.40): it gets its own virtual environment.
+CHECKOVVENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 STAMP  := $(VENV)/.installed
 # npm's asl-validator (pinned), which validates statemachine/*.asl.json in the test suite.
 NODEDIR := .node
@@ -12,7 +15,7 @@ ASL_VALIDATOR_VERSION := 4.0.0
 CHROMIUM := /usr/bin/chromium
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint cfn-lint sam-validate bench serve clean browser
+.PHONY: help demo test lint cfn-lint checkov sam-validate bench serve clean browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +29,11 @@ $(STAMP): pyproject.toml
 $(NODESTAMP): Makefile
 	npm install --prefix $(NODEDIR) --no-audit --no-fund --save-exact asl-validator@$(ASL_VALIDATOR_VERSION)
 	@touch $(NODESTAMP)
+
+$(CHECKOVVENV)/.installed: Makefile
+	$(PYTHON) -m venv $(CHECKOVVENV)
+	$(CHECKOVVENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $@
 
 $(SAMVENV)/.installed:
 	$(PYTHON) -m venv $(SAMVENV)
@@ -46,13 +54,20 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM) ## Install headless Chromium (Debian's package) for the dashboard test
 
-lint: $(STAMP) cfn-lint ## ruff + mypy + cfn-lint + import-linter (the runtime's layers)
+lint: $(STAMP) cfn-lint checkov ## ruff + mypy + cfn-lint + checkov + import-linter (the runtime's layers)
 	$(BIN)/ruff check functions tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
+
+# CloudFormation checks over the template (the same checks and results as over `sam build`'s
+# .aws-sam/build/template.yaml, which only rewrites CodeUri). Every exception is a skip with its
+# reason in the resource's Metadata; BC_SKIP_MAPPING and --skip-download keep it offline.
+checkov: $(CHECKOVVENV)/.installed ## checkov: no failed check (each skip argued in the template)
+	BC_SKIP_MAPPING=TRUE $(CHECKOVVENV)/bin/checkov --file template.yaml --framework cloudformation \
+		--compact --quiet --skip-download
 
 sam-validate: $(SAMVENV)/.installed ## sam validate --lint (offline)
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template template.yaml
@@ -61,4 +76,4 @@ bench: $(STAMP) ## Benchmarks: ratios measured side by side in one run
 	$(BIN)/python -m bench
 
 clean: ## Remove the virtual environments and caches
-	rm -rf $(VENV) $(SAMVENV) $(NODEDIR) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) $(NODEDIR) .pytest_cache .mypy_cache .ruff_cache .aws-sam
