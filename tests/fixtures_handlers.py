@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from typing import Any
 
 _lock = threading.Lock()
@@ -55,6 +56,12 @@ def record(event: Any, context: Any) -> dict[str, Any]:
         RECORDED.append((context.function_name, event))
         count = len(RECORDED)
     return {"recorded": count}
+
+
+def sleep_then_record(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Sleeps event["seconds"], then records the event as `record` does."""
+    time.sleep(float(event.get("seconds", 1)))
+    return record(event, context)
 
 
 def http_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:

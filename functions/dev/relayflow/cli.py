@@ -696,10 +696,19 @@ def data_dir_of(args: argparse.Namespace) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
     from relayflow.local.datadir import DataDirError
+    from relayflow.local.faults import FaultProfile
     from relayflow.local.server import run_server
     from relayflow.local.stack import LocalStack
 
     data_dir = data_dir_of(args)
+    faults = None
+    if args.faults is not None:
+        try:
+            faults = FaultProfile.named(args.faults, seed=args.fault_seed or 0)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    elif args.fault_seed is not None:
+        raise UsageError("--fault-seed needs --faults (e.g. --faults aws)")
     s3_port = args.s3_port
     if s3_port is None:  # next to the API's port when that is fixed, else any free one
         s3_port = args.port + 1 if args.port and port_is_free(args.port + 1) else 0
@@ -713,6 +722,8 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         )
         # The key travels in the fragment: the page keeps it, and browsers never send fragments.
         lines = [where, f"dashboard: {base_url}/dashboard" + (f"#key={key}" if key else "")]
+        if faults is not None:
+            lines.append(f"faults: the {args.faults} profile, seed {faults.seed} (see docs/operations.md)")
         lines += ["for the CLI and the Python client:", f"  export RELAYFLOW_URL={base_url}"]
         if key:
             lines.append(f"  export RELAYFLOW_API_KEY={key}")
@@ -730,7 +741,7 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         print("\n".join(lines), file=ui.stdout, flush=True)
 
     try:
-        stack = LocalStack(data_dir=data_dir, run_schedules=True)
+        stack = LocalStack(data_dir=data_dir, run_schedules=True, faults=faults)
         run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port)
     except DataDirError as exc:
         ui.error(str(exc))
@@ -823,6 +834,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="port of the local S3 and EventBridge endpoint (default: --port + 1 if free; 0 picks one)",
     )
+    sub.add_argument(
+        "--faults",
+        metavar="PROFILE",
+        help="show AWS's weather: 'aws' injects transaction conflicts, throttles, Lambda concurrency "
+        "and timeouts, Express repeats, late, duplicate and lost events (default: none)",
+    )
+    sub.add_argument("--fault-seed", type=int, help="the fault profile's seed (0): a failure replays")
     sub.set_defaults(handler=cmd_serve)
 
     sub = command("demo", "run real workflows end to end on the embedded local stack", api=False)

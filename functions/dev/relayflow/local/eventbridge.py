@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import queue
@@ -45,6 +46,7 @@ from moto.events.models import EventPattern
 from moto.events.utils import EventMessageType
 
 from relayflow.local import moto_shim
+from relayflow.local.faults import FaultInjector
 from relayflow.local.provision import EVENTBRIDGE_EVENT_TYPES, Deployment, StackError, as_list, physical_name
 
 __all__ = [
@@ -222,6 +224,8 @@ class EventBridge:
         self._watcher: ExecutionWatcher | None = None
         self._dispatcher: RuleDispatcher | None = None
         self._lose_status_event: Callable[[dict[str, Any]], bool] | None = None
+        #: AWS's weather (the stack's fault profile): late, duplicate and lost status changes.
+        self.faults: FaultInjector | None = None
 
     def start(self) -> None:
         self._status_rules, bus_rules = function_rules(self._deployment)
@@ -276,7 +280,14 @@ class EventBridge:
             if lose is not None and lose(event):
                 log.info("status change of %s lost on purpose", description["executionArn"])
                 continue
-            self._invoke_async(rule.function_id, copy.deepcopy(event))
+            if self.faults is not None:
+                send = functools.partial(self._hand_over, rule.function_id, event)
+                self.faults.deliver("status-change", send)
+            else:
+                self._hand_over(rule.function_id, event)
+
+    def _hand_over(self, function_id: str, event: dict[str, Any]) -> None:
+        self._invoke_async(function_id, copy.deepcopy(event))
 
 
 class ExecutionWatcher:

@@ -75,6 +75,7 @@ __all__ = [
     "override",
     "register",
     "resolve_handler",
+    "run_child_program",
     "uninstall",
     "unregister",
 ]
@@ -272,7 +273,9 @@ def _make_cached_client_for(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _make_direct_lambda_invoke(original: Callable[..., Any]) -> Callable[..., Any]:
     def _invoke_lambda_function(parameters: dict[str, Any], region: str, state_credentials: Any) -> Any:
+        from botocore.exceptions import ClientError
         from moto.awslambda.models import lambda_backends
+        from moto.core.exceptions import JsonRESTError
 
         name = str(parameters["FunctionName"])
         if set(parameters) - {"FunctionName", "Payload"} or not name.startswith("arn:"):
@@ -284,7 +287,16 @@ def _make_direct_lambda_invoke(original: Callable[..., Any]) -> Callable[..., An
         payload = parameters.get("Payload") or b""
         body = payload.decode() if isinstance(payload, bytes) else str(payload)
         headers: dict[str, str] = {}
-        raw = function.invoke(body, {}, headers)
+        try:
+            raw = function.invoke(body, {}, headers)
+        except JsonRESTError as exc:  # Invoke's own errors (429, 500), as a client sees them
+            raise ClientError(
+                {
+                    "Error": {"Code": exc.error_type, "Message": exc.message},
+                    "ResponseMetadata": {"HTTPStatusCode": exc.code, "RequestId": str(uuid.uuid4())},
+                },
+                "Invoke",
+            ) from exc
         text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
         try:
             result: Any = json.loads(text)
@@ -1024,6 +1036,7 @@ def _distributed_map_run(self: Any, env: Any, eval_input: Any) -> None:
         inputs, sizes = items, [1] * len(items)
     record = eval_input.map_run_record
     record._relayflow_sizes = sizes
+    record._relayflow_express = spec.express  # read by relayflow.local.faults
     record._relayflow_failures = {}
 
     program = self._get_iteration_program()
@@ -1065,12 +1078,24 @@ def _distributed_map_run(self: Any, env: Any, eval_input: Any) -> None:
     env.stack.append([closed.job_output for closed in job_pool.get_closed_jobs()])
 
 
+def run_child_program(worker: Any, env: Any, job: Any) -> None:
+    """Evaluate a distributed Map child's program on its input (a job of the map run) in `env`."""
+    from moto.stepfunctions.parser.asl.eval.states import ItemData, MapData
+
+    env.states.context_object.context_object_data["Map"] = MapData(
+        Item=ItemData(Index=job.job_index, Value=job.job_input)
+    )
+    env.states.reset(job.job_input)
+    env.stack.append(env.states.get_input())
+    worker._eval_input(env_frame=env)
+    job.job_program.eval(env)
+
+
 def _distributed_eval_job(self: Any, env: Any, job: Any) -> None:
     """moto's DistributedItemProcessorWorker._eval_job, counting a batch's items (a failed child
     fails all its items, as on AWS), a timed-out child as timed out (moto counted it a success),
     and noting which children failed for the tolerance check."""
     from moto.stepfunctions.parser.asl.eval.program_state import ProgramError, ProgramStopped, ProgramTimedOut
-    from moto.stepfunctions.parser.asl.eval.states import ItemData, MapData
 
     record = self._map_run_record
     sizes = getattr(record, "_relayflow_sizes", None)
@@ -1081,13 +1106,7 @@ def _distributed_eval_job(self: Any, env: Any, job: Any) -> None:
     record.execution_counter.running.count()
     outcome, job_output = "failed", None
     try:
-        env.states.context_object.context_object_data["Map"] = MapData(
-            Item=ItemData(Index=job.job_index, Value=job.job_input)
-        )
-        env.states.reset(job.job_input)
-        env.stack.append(env.states.get_input())
-        self._eval_input(env_frame=env)
-        job.job_program.eval(env)
+        run_child_program(self, env, job)
         end = env.program_state()
         if isinstance(end, ProgramError):
             outcome = "failed"

@@ -15,7 +15,10 @@ in place of Docker) and then, in order:
 * `relayflow.local.delivery` does Lambda's side: asynchronous invocation (S3 notifications, rules,
   schedules: retried, then the on-failure destination), SQS event sources, schedules on
   `run_schedule(...)`;
-* with `data_dir`, `relayflow.local.durable` keeps tables, objects and the API key between runs.
+* with `data_dir`, `relayflow.local.durable` keeps tables, objects and the API key between runs;
+* with `faults` (a `relayflow.local.faults.FaultProfile`), AWS's weather: seeded transaction
+  conflicts, throttles, Lambda concurrency and timeouts, Express repeats, late, duplicate and lost
+  events. Off by default.
 
 `stop()` undoes it all in the reverse order and restores the environment.
 """
@@ -38,6 +41,7 @@ from relayflow.local import cfn, delivery, moto_shim
 from relayflow.local.apigateway import HttpApi, HttpAuthorizer, HttpRoute, api_function_id
 from relayflow.local.durable import DurableState
 from relayflow.local.eventbridge import EventBridge
+from relayflow.local.faults import FaultInjector, FaultProfile
 from relayflow.local.provision import Deployment, LocalFunction, StackError, default_template_path
 from relayflow.local.s3_endpoint import S3Endpoint
 from relayflow_runtime.services import apikeys
@@ -84,6 +88,7 @@ class LocalStack:
         create_api_key: bool = True,
         run_schedules: bool = False,
         data_dir: str | Path | None = None,
+        faults: FaultProfile | None = None,
     ) -> None:
         self.template_path = Path(template_path) if template_path else default_template_path()
         self.stack_name = stack_name
@@ -113,6 +118,9 @@ class LocalStack:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.durable: DurableState | None = None
         self.s3_endpoint: S3Endpoint | None = None
+        #: The fault profile at work (None: the calm local stack); `faults.injected` counts what fired.
+        self.faults = FaultInjector(faults) if faults is not None else None
+        self.eventbridge.faults = self.faults
 
         self._mock: Any = None
         self._shim_installed = False
@@ -208,6 +216,8 @@ class LocalStack:
         self._mock.start()
         moto_shim.install()
         self._shim_installed = True
+        if self.faults is not None:
+            self.faults.install()
         # Every Lambda, Step Functions worker and model call of the stack is a thread of this
         # process. A thread woken by its I/O (a model's answer) waits for the interpreter until the
         # running thread's switch interval ends: 1 ms instead of CPython's 5 ms keeps a busy stack's
@@ -217,6 +227,12 @@ class LocalStack:
             sys.setswitchinterval(min(self._saved_switch_interval, SWITCH_INTERVAL_SECONDS))
 
         self.deployment.deploy()
+        if self.faults is not None:
+            self.faults.reserved = {
+                f.function_name: f.reserved_concurrency
+                for f in self.functions.values()
+                if f.reserved_concurrency is not None
+            }
         self.http_api.configure()
         if self.durable is not None:
             self.durable.restore(self)
@@ -271,6 +287,8 @@ class LocalStack:
             self._mock.stop()
             self._mock = None
         self._close_durable()
+        if self.faults is not None:
+            self.faults.uninstall()
         if self._shim_installed:
             moto_shim.uninstall()
             self._shim_installed = False
@@ -347,7 +365,10 @@ class LocalStack:
         if logical_id is None:
             log.warning("S3 notification for %s, which is not a function of the stack", function_arn)
             return
-        self.invoke_async(logical_id, event)
+        if self.faults is not None:
+            self.faults.deliver("s3", lambda: self.invoke_async(logical_id, event))
+        else:
+            self.invoke_async(logical_id, event)
 
     def invoke_api(self, event: Mapping[str, Any]) -> Any:
         """Call the HTTP API's function with an API Gateway v2 event; returns its raw result
@@ -410,7 +431,11 @@ class LocalStack:
         while True:
             if not self.deployment.running_executions():
                 self.eventbridge.catch_up()  # delivers what ended, maybe waking rule targets
-                if self.eventbridge.idle() and (self._queue_pollers is None or self._queue_pollers.idle()):
+                if (
+                    self.eventbridge.idle()
+                    and (self._queue_pollers is None or self._queue_pollers.idle())
+                    and (self.faults is None or self.faults.idle())
+                ):
                     return True
             if time.monotonic() >= deadline:
                 return False
