@@ -324,7 +324,7 @@ def test_the_rate_limit_of_a_model_config_is_validated() -> None:
         "builtin", {"model": "uppercase", "rate_limit": {"requests_per_minute": 0, "per_day": 5}}
     )
     assert "unknown rate_limit key 'per_day'; expected requests_per_minute, tokens_per_minute" in problems
-    assert "'rate_limit.requests_per_minute' must be a whole number >= 1" in problems
+    assert "'rate_limit.requests_per_minute' must be a whole number from 1 to 1000000000" in problems
     assert validate_model_config("builtin", {"model": "uppercase", "rate_limit": 5}) == [
         '\'rate_limit\' must be an object like {"requests_per_minute": 60, "tokens_per_minute": 40000}'
     ]

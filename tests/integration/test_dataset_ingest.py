@@ -94,7 +94,8 @@ def test_a_listed_item_that_is_not_text_is_refused_by_its_index(api: Any) -> Non
     path = f"/datasets/{dataset['id']}/versions/{version['id']}/items"
     # When a list's second item holds an unpaired surrogate
     status, body = api("POST", path, {"items": [{"text": "ok"}, {"text": "bad \ud800"}]})
-    # Then it is refused naming the item, and the version stays without items
-    assert status == 400 and body["code"] == "malformed_file"
-    assert body["message"].startswith("items[1]: the item holds an unpaired UTF-16 surrogate")
+    # Then it is refused naming the item's field (as any string of a body that is not text), and
+    # the version stays without items
+    assert status == 400 and body["code"] == "invalid_text"
+    assert body["message"].startswith("items.1.text: the string holds an unpaired UTF-16 surrogate")
     assert api("GET", path)[1]["items"] == []

@@ -103,14 +103,20 @@ TRANSLATIONS: list[tuple[str, str, dict[str, Any], str]] = [
         "int_type",
         "builtin",
         {"model": "keywords", "top_k": 2.5},
-        "builtin keywords: 'top_k' must be a whole number >= 1",
+        "builtin keywords: 'top_k' must be a whole number from 1 to 1000",
     ),
     ("int_type", "openai", {**OPENAI, "max_tokens": True}, "openai: 'max_tokens' must be a whole number > 0"),
+    (
+        "less_than_equal",
+        "builtin",
+        {"model": "sleep", "seconds": 1e308},
+        "builtin sleep: 'seconds' must be a number from 0 to 900",
+    ),
     (
         "float_type",
         "builtin",
         {"model": "sleep", "seconds": "soon"},
-        "builtin sleep: 'seconds' must be a number >= 0",
+        "builtin sleep: 'seconds' must be a number from 0 to 900",
     ),
     (
         "bool_type",
@@ -147,13 +153,13 @@ TRANSLATIONS: list[tuple[str, str, dict[str, Any], str]] = [
         "greater_than_equal",
         "builtin",
         {"model": "echo", "price": {"input_per_1k": -1}},
-        "'price.input_per_1k' must be a number >= 0 (US dollars per 1,000 input tokens)",
+        "'price.input_per_1k' must be a number from 0 to 1000000 (US dollars per 1,000 input tokens)",
     ),
     (
         "finite_number",
         "builtin",
         {"model": "echo", "price": {"output_per_1k": float("inf")}},
-        "'price.output_per_1k' must be a number >= 0 (US dollars per 1,000 output tokens)",
+        "'price.output_per_1k' must be a number from 0 to 1000000 (US dollars per 1,000 output tokens)",
     ),
     (
         "too_short",
@@ -217,14 +223,14 @@ def test_each_builtin_option_belongs_to_one_model_and_applies_to_it_alone():
     # And another model's option is neither read nor checked, while its own is
     assert validate_model_config("builtin", {"model": "echo", "top_k": 0}) == []
     assert validate_model_config("builtin", {"model": "keywords", "top_k": 0}) == [
-        "builtin keywords: 'top_k' must be a whole number >= 1"
+        "builtin keywords: 'top_k' must be a whole number from 1 to 1000"
     ]
 
 
 def test_every_mistake_is_reported_at_once():
     config = {"model_id": "", "price": {"input_per_1k": "free"}, "rate_limit": {"per_day": 5}, "apiKey": "k"}
     assert validate_model_config("bedrock", config) == [
-        "'price.input_per_1k' must be a number >= 0 (US dollars per 1,000 input tokens)",
+        "'price.input_per_1k' must be a number from 0 to 1000000 (US dollars per 1,000 input tokens)",
         "unknown rate_limit key 'per_day'; expected requests_per_minute, tokens_per_minute",
         INLINE.replace("'api_key' must", "'apiKey' must"),
         "bedrock: 'model_id' must not be blank (e.g. 'anthropic.claude-3-haiku-20240307-v1:0')",

@@ -10,6 +10,7 @@ import base64
 import ipaddress
 import json
 import logging
+import re
 import signal
 import socket
 import threading
@@ -238,6 +239,25 @@ class _RequestTooLarge(Exception):
     pass
 
 
+class _BadRequest(Exception):
+    """A request whose framing cannot be read (Content-Length, chunk sizes, a body cut short)."""
+
+
+#: Seconds a connection may stay silent while a request (or its body) is read; then it is answered
+#: (a body cut short) or closed (an idle keep-alive connection).
+SOCKET_TIMEOUT_SECONDS = 30
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value(value: str) -> str:
+    """A header value http.server can send: no control characters (they would split the answer),
+    and Latin-1 only (others become ``?``), so that no answer ever dies while its headers go out."""
+    cleaned = _UNSAFE_IN_HEADER.sub("", value)
+    return cleaned.encode("latin-1", "replace").decode("latin-1")
+
+
 def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """An HTTP server (not yet serving: call serve_forever) in front of the stack's API function.
     Only loopback addresses are accepted: the local stack has no authentication of its own."""
@@ -248,6 +268,7 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "relayflow-local"
+        timeout = SOCKET_TIMEOUT_SECONDS
         disable_nagle_algorithm = True  # headers and body leave at once: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -257,6 +278,10 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
             started = time.perf_counter()
             try:
                 body = self._read_body()
+            except _BadRequest as exc:
+                self.close_connection = True
+                self._send(_error(400, "bad_request", str(exc)))
+                return
             except _RequestTooLarge:
                 self.close_connection = True
                 self._send(
@@ -321,20 +346,38 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
                 chunks: list[bytes] = []
                 total = 0
                 while True:
-                    size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                    line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+                    if not _HEX.fullmatch(line):
+                        raise _BadRequest(f"the chunk size {line[:20]!r} is not a hexadecimal number.")
+                    size = int(line, 16)
                     if size == 0:
-                        while self.rfile.readline().strip():  # trailers
+                        while self.rfile.readline(65536).strip():  # trailers
                             pass
                         return b"".join(chunks)
                     total += size
                     if total > MAX_BODY_BYTES:
                         raise _RequestTooLarge
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("content-length") or 0)
+                    chunks.append(self._read_exactly(size))
+                    self.rfile.readline(1024)
+            declared = (self.headers.get("content-length") or "0").strip()
+            if not _DIGITS.fullmatch(declared):
+                raise _BadRequest(f"the Content-Length {declared[:20]!r} is not a number of bytes.")
+            length = int(declared)
             if length > MAX_BODY_BYTES:
                 raise _RequestTooLarge
-            return self.rfile.read(length) if length else b""
+            return self._read_exactly(length) if length else b""
+
+        def _read_exactly(self, size: int) -> bytes:
+            try:
+                data = self.rfile.read(size)
+            except TimeoutError:
+                data = b""
+            if len(data) < size:
+                raise _BadRequest(
+                    f"the body ended after {len(data)} of its {size} bytes (or nothing came for "
+                    f"{SOCKET_TIMEOUT_SECONDS} s)."
+                )
+            return data
 
         def _send(self, response: HttpResponse) -> None:
             self.send_response(response.status)
@@ -346,9 +389,9 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
             for name, value in headers.items():
                 if name in ("connection", "transfer-encoding"):
                     continue
-                self.send_header(name, value)
+                self.send_header(header_value(name), header_value(value))
             for cookie in response.cookies:
-                self.send_header("set-cookie", cookie)
+                self.send_header("set-cookie", header_value(cookie))
             if self.close_connection:
                 self.send_header("connection", "close")
             self.end_headers()

@@ -9,6 +9,7 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
+from relayflow_runtime.domain.disposition import content_disposition
 from relayflow_runtime.errors import NotFound
 
 
@@ -112,6 +113,6 @@ class BlobStore:
         """A URL that GETs the object without credentials for ``expires`` seconds."""
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
-            params["ResponseContentDisposition"] = f'attachment; filename="{filename.replace(chr(34), "")}"'
+            params["ResponseContentDisposition"] = content_disposition(filename)
         url: str = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
         return url

@@ -29,11 +29,14 @@ from jmespath.exceptions import IncompleteExpressionError, JMESPathError, LexerE
 from jmespath.functions import Functions
 from jmespath.visitor import TreeInterpreter
 
+from relayflow_runtime.schemas.json_text import depth_of
+
 __all__ = [
     "IDS_IN_MEMORY",
     "MAX_FILE_BYTES",
     "MAX_FILTER_LENGTH",
     "MAX_ITEMS_PER_VERSION",
+    "MAX_ITEM_DEPTH",
     "MAX_ITEM_ID_LENGTH",
     "MAX_LINE_BYTES",
     "SUPPORTED_FORMATS",
@@ -56,6 +59,10 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_ITEMS_PER_VERSION = 1_000_000
 #: Longest line of a JSONL or CSV file (one item; bounds the memory used while streaming).
 MAX_LINE_BYTES = 8 * 1024 * 1024
+#: How deep an item may nest (objects and arrays, the item itself included: ``{"a": [1]}`` is 2):
+#: an item is read back in pages, run through templates and answered in results, all well within
+#: this (pydantic stops at 255 levels).
+MAX_ITEM_DEPTH = 64
 #: Longest explicit item ``id``.
 MAX_ITEM_ID_LENGTH = 256
 #: Longest filter expression.
@@ -458,6 +465,13 @@ def _items(stream: IO[bytes], reader: _Reader) -> Iterator[ParsedItem]:
                 identifier = item_id(data, index)
             except DatasetFileError as exc:
                 raise DatasetFileError(exc.code, exc.reason, line) from None
+            depth = depth_of(data)
+            if depth > MAX_ITEM_DEPTH:
+                raise DatasetFileError(
+                    "malformed_file",
+                    f"the item nests {depth} levels deep; items nest at most {MAX_ITEM_DEPTH} levels",
+                    line,
+                )
             first = seen.first_line(identifier, line)
             if first is not None:
                 raise DatasetFileError(

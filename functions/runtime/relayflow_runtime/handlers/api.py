@@ -33,6 +33,7 @@ from relayflow_runtime.handlers.routes import (
     webhooks,
     workflows,
 )
+from relayflow_runtime.schemas import json_text
 from relayflow_runtime.schemas.responses import Health
 
 logger = Logger()
@@ -46,7 +47,10 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 # The resolver validates request bodies and parameters against the routes' models (400 here), and
 # what each route returns against its declared response model: a route that answers something its
 # schema does not allow is relayflow's own error (500, logged), never the caller's.
-app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
+# Bodies are parsed within json_text's bounds (nesting, number size, text): 400, never a 500.
+app = APIGatewayHttpResolver(
+    enable_validation=True, response_validation_error_http_code=500, json_body_deserializer=json_text.load
+)
 app.include_router(workflows.router)
 app.include_router(models.router)
 app.include_router(executions.router)
@@ -66,7 +70,42 @@ def refuse_long_ids(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
     return next_middleware(app)
 
 
-app.use(middlewares=[enforce_access, refuse_long_ids])
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``), in any case."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def refuse_other_media_types(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
+    """A route that reads a body reads JSON: a body of another declared type is 415 (a body sent
+    without a Content-Type is read as JSON)."""
+    route = app.context.get("_route")
+    content_type = app.current_event.headers.get("content-type") or ""
+    reads_body = route is not None and bool(route.dependant.body_params)
+    if reads_body and app.current_event.body and content_type:
+        if not is_json_media_type(content_type):
+            raise RequestUnsupportedContentType("Unsupported content type", errors=[])
+        # Media types are case-insensitive; the body parser compares a lower-case prefix.
+        headers = app.current_event.raw_event.get("headers") or {}
+        for name in [name for name in headers if name.lower() == "content-type"]:
+            headers[name] = "application/json"
+    return next_middleware(app)
+
+
+def _authorize_before_validating(validation: Any) -> Any:
+    """Powertools runs its request validation before any middleware of ours: wrapped so that the
+    caller's scope is checked first (403 before a 400 about the body), then the body's media type
+    (415), then the body (400)."""
+
+    def admit(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
+        return enforce_access(
+            app, lambda a: refuse_other_media_types(a, lambda b: validation(b, next_middleware))
+        )
+
+    return admit
+
+
+app._request_validation_middleware = _authorize_before_validating(app._request_validation_middleware)
+app.use(middlewares=[refuse_long_ids])
 
 
 @app.get(

@@ -44,6 +44,7 @@ from relayflow_runtime.handlers.authorizer import API_KEY_HEADER
 from relayflow_runtime.handlers.context import required_scope
 from relayflow_runtime.providers import config_schemas
 from relayflow_runtime.schemas.api import BASE64_PATTERN
+from relayflow_runtime.schemas.json_text import MAX_JSON_DEPTH, MAX_JSON_NUMBER_CHARS
 from relayflow_runtime.schemas.responses import CURSOR_DESCRIPTION
 
 SECURITY_SCHEME = "apiKey"
@@ -59,7 +60,10 @@ else); each operation names the scope it needs in `x-required-scope`.
 **Errors**: every error answer is JSON `{{"code", "message", "details"}}`: `code` is
 machine-readable (e.g. `workflow_not_found`, `invalid_request`, `invalid_next_token`), `message` a
 sentence a person can act on, `details` (optional) the fields at fault. A method a path does not
-declare is 405 with an `Allow` header. Request bodies are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes.
+declare is 405 with an `Allow` header. Request bodies are JSON (`Content-Type: application/json`, else
+415), at most {MAX_REQUEST_BODY_BYTES} bytes, nested at most {MAX_JSON_DEPTH} levels deep, with numbers of at
+most {MAX_JSON_NUMBER_CHARS} characters (beyond: 400 `invalid_json`) and strings that are text (an unpaired
+UTF-16 surrogate such as `"\\ud800"` is 400 `invalid_text`, naming the field).
 
 **Paging**: listings answer `{{"items": [...], "next_token": ...}}`; pass `next_token` back,
 unchanged, for the next page (it is opaque); it is null on the last page.

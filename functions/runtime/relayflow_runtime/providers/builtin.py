@@ -24,6 +24,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
 )
 from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
+from relayflow_runtime.schemas.entities import MAX_NODE_TIMEOUT_SECONDS
 
 DEFAULT_FAIL_MESSAGE = "builtin fail model always fails"
 
@@ -263,16 +264,21 @@ def _options_by_model(schema: dict[str, Any]) -> None:
     ]
 
 
+#: Most sentences (summarize), keywords (keywords) and failing attempts (flaky) a config may ask for.
+MAX_BUILTIN_COUNT = 1000
+
+
 class BuiltinModelConfig(ModelConfig):
     """The settings of a builtin model: which one, and its own options."""
 
     model_config = ConfigDict(json_schema_extra=_options_by_model)
 
     model: Annotated[BuiltinModelName, Field(description="Which builtin model.")]
-    sentences: Annotated[int, Field(ge=1)] | MISSING = MISSING
-    top_k: Annotated[int, Field(ge=1)] | MISSING = MISSING
-    seconds: Annotated[float, Field(ge=0)] | MISSING = MISSING
-    failures: Annotated[int, Field(ge=0)] | MISSING = MISSING
+    # Bounded so that a config that validates also runs (sleep: no longer than a node may run).
+    sentences: Annotated[int, Field(ge=1, le=MAX_BUILTIN_COUNT)] | MISSING = MISSING
+    top_k: Annotated[int, Field(ge=1, le=MAX_BUILTIN_COUNT)] | MISSING = MISSING
+    seconds: Annotated[float, Field(ge=0, le=MAX_NODE_TIMEOUT_SECONDS)] | MISSING = MISSING
+    failures: Annotated[int, Field(ge=0, le=MAX_BUILTIN_COUNT)] | MISSING = MISSING
     permanent: bool | MISSING = MISSING
     message: str | MISSING = MISSING
 

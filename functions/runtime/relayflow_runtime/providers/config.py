@@ -53,6 +53,13 @@ def refuse_inline_secrets(schema: dict[str, Any]) -> None:
     }
 
 
+# Numbers a config holds are bounded where relayflow computes with them (costs, rate windows, kept in
+# DynamoDB, whose numbers have 38 digits): a config that validates also runs.
+MAX_PRICE_PER_1K = 1_000_000
+MAX_REQUESTS_PER_MINUTE = 1_000_000_000
+MAX_TOKENS_PER_MINUTE = 1_000_000_000_000
+
+
 class ModelPrice(BaseModel):
     model_config = ConfigDict(
         strict=True,
@@ -62,10 +69,14 @@ class ModelPrice(BaseModel):
     )
 
     input_per_1k: (
-        Annotated[float, Field(ge=0, description="US dollars per 1,000 input tokens")] | MISSING | None
+        Annotated[float, Field(ge=0, le=MAX_PRICE_PER_1K, description="US dollars per 1,000 input tokens")]
+        | MISSING
+        | None
     ) = MISSING
     output_per_1k: (
-        Annotated[float, Field(ge=0, description="US dollars per 1,000 output tokens")] | MISSING | None
+        Annotated[float, Field(ge=0, le=MAX_PRICE_PER_1K, description="US dollars per 1,000 output tokens")]
+        | MISSING
+        | None
     ) = MISSING
 
 
@@ -80,8 +91,8 @@ class ModelRateLimit(BaseModel):
         },
     )
 
-    requests_per_minute: Annotated[int, Field(ge=1)] | MISSING | None = MISSING
-    tokens_per_minute: Annotated[int, Field(ge=1)] | MISSING | None = MISSING
+    requests_per_minute: Annotated[int, Field(ge=1, le=MAX_REQUESTS_PER_MINUTE)] | MISSING | None = MISSING
+    tokens_per_minute: Annotated[int, Field(ge=1, le=MAX_TOKENS_PER_MINUTE)] | MISSING | None = MISSING
 
     @model_validator(mode="before")
     @classmethod
@@ -146,6 +157,7 @@ SENTENCES: dict[str, str] = {
             "model_type",
             "greater_than",
             "greater_than_equal",
+            "less_than_equal",
             "finite_number",
             "too_short",
         )
@@ -265,8 +277,12 @@ def _expected(schema: dict[str, Any]) -> str:
     if kind == "string":
         return "a non-empty string" if schema.get("minLength") else "a string"
     text = {"integer": "a whole number", "number": "a number"}.get(str(kind), "a valid value")
+    if "minimum" in schema and "maximum" in schema:
+        return f"{text} from {schema['minimum']} to {schema['maximum']}"
     if "minimum" in schema:
         text += f" >= {schema['minimum']}"
     if "exclusiveMinimum" in schema:
         text += f" > {schema['exclusiveMinimum']}"
+    if "maximum" in schema:
+        text += f" <= {schema['maximum']}"
     return text

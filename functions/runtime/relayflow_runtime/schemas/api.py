@@ -32,6 +32,8 @@ MAX_SINGLE_INPUT_CHARS = 1_000_000
 #: A file input sent through the API, decoded, and its base64 text (services.executions checks it).
 MAX_INPUT_FILE_BYTES = 4 * 1024 * 1024
 MAX_INPUT_FILE_BASE64 = -(-MAX_INPUT_FILE_BYTES // 3) * 4
+#: A media type as a header carries it: printable ASCII, starting with a visible character.
+MEDIA_TYPE_PATTERN = r"^[!-~][ -~]*$"
 #: Standard base64 (padding included): what services.executions decodes.
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
@@ -151,7 +153,13 @@ class CreateModel(Body):
 
 class FileInput(Body):
     filename: str = Field(min_length=1, max_length=500)
-    content_type: str = Field("application/octet-stream", max_length=255)
+    content_type: str = Field(
+        "application/octet-stream",
+        max_length=255,
+        pattern=MEDIA_TYPE_PATTERN,
+        description="The file's media type, answered as Content-Type when it is downloaded: printable "
+        "ASCII (no control characters: a header cannot carry them).",
+    )
     content_base64: str = Field(
         description=f"The file, base64 (standard alphabet, padded): at most {MAX_INPUT_FILE_BYTES} bytes "
         "once decoded; larger files go to the bucket's inputs/ prefix.",

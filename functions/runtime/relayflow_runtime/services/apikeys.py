@@ -240,6 +240,17 @@ def get_key(tenant: str, key_id: str) -> ApiKey:
     return _to_api_key(deps.stores().api_keys.get_api_key(tenant, _check_id(key_id)))
 
 
-def revoke_key(tenant: str, key_id: str) -> ApiKey:
-    """Revoke at once (API Gateway may keep a cached yes for up to the authorizer's cache TTL)."""
-    return _to_api_key(deps.stores().api_keys.revoke_api_key(tenant, _check_id(key_id), now_iso()))
+def revoke_key(principal: Principal, key_id: str) -> ApiKey:
+    """Revoke at once (API Gateway may keep a cached yes for up to the authorizer's cache TTL). As
+    with creating, a key acts only on keys within its own scopes: a ``write`` key cannot revoke an
+    ``execute`` key (403 ``scope_not_held``); a key's scopes never change, so reading them first is
+    safe."""
+    target = get_key(principal.tenant, key_id)
+    missing = sorted(set(target.scopes) - principal.scopes)
+    if missing:
+        raise Forbidden(
+            f"a key can only revoke keys within its own scopes; this key lacks {', '.join(missing)}, "
+            f"which key '{target.id}' holds.",
+            code="scope_not_held",
+        )
+    return _to_api_key(deps.stores().api_keys.revoke_api_key(principal.tenant, target.id, now_iso()))

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
+from relayflow_runtime.domain.disposition import clean_filename
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, ExecutionStatus, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -114,6 +115,18 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
     )
 
 
+#: Longest file name kept in an input file's S3 key, in UTF-8 bytes (its tail: the extension stays),
+#: so that the key stays far below S3's 1,024 bytes whatever the name; the name itself is kept whole.
+MAX_KEY_FILENAME_BYTES = 200
+
+
+def input_key(tenant: str, execution_id: str, filename: str) -> str:
+    """Where a run's input file is kept: its name without control characters or separators."""
+    name = clean_filename(filename, "input").encode()
+    tail = name[-MAX_KEY_FILENAME_BYTES:].decode("utf-8", "ignore").lstrip() or "input"
+    return f"{execution_prefix(tenant, execution_id)}input/{tail}"
+
+
 def start_from_object(
     tenant: str,
     workflow_id: str,
@@ -136,9 +149,8 @@ def start_from_object(
         return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
     plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
-    safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
     input_file = InputFile(
-        key=f"{execution_prefix(tenant, execution_id)}input/{safe_name}",
+        key=input_key(tenant, execution_id, filename),
         filename=filename,
         content_type=content_type,
         size=size,
@@ -255,9 +267,11 @@ def _launch(
     input_file: InputFile | None = file_key
     if file is not None:
         filename, content_type, data = file
-        safe_name = filename.replace("/", "_").replace("\\", "_") or "input"
         input_file = InputFile(
-            key=f"{prefix}input/{safe_name}", filename=filename, content_type=content_type, size=len(data)
+            key=input_key(tenant, execution_id, filename),
+            filename=filename,
+            content_type=content_type,
+            size=len(data),
         )
         deps.blobs().put_bytes(input_file.key, data, content_type)
     deps.blobs().put_json(plan_key(tenant, execution_id), plan)
@@ -378,14 +392,55 @@ def retry_failed_items(
             plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, plan, parallelism)
-    return _launch(
-        tenant,
-        workflow_id,
-        plan,
-        execution_id=new_execution_id,
-        batch_ctx=batch_ctx,
-        extra={"retry_of": execution_id},
+    _claim_retry(tenant, old, new_execution_id)
+    try:
+        return _launch(
+            tenant,
+            workflow_id,
+            plan,
+            execution_id=new_execution_id,
+            batch_ctx=batch_ctx,
+            extra={"retry_of": execution_id},
+        )
+    except BaseException:
+        deps.stores().executions.release_retry(tenant, execution_id, new_execution_id)
+        raise
+
+
+#: A retry claimed this long ago whose run does not exist was abandoned (its start failed midway).
+RETRY_CLAIM_SECONDS = 300
+
+
+def _retry_active(execution_id: str, retry_id: str) -> Conflict:
+    return Conflict(
+        f"execution '{retry_id}' is already retrying this batch's failed items; follow it, or retry "
+        "again once it has finished.",
+        code="retry_in_progress",
+        details={"execution_id": retry_id, "retry_of": execution_id},
     )
+
+
+def _claim_retry(tenant: str, old: dict[str, Any], retry_id: str) -> None:
+    """One retry run of a batch's failed items at a time: a second request while one is pending or
+    running is 409 ``retry_in_progress`` naming it (``details.execution_id``); concurrent requests
+    race on a conditional write of the batch run's record, and one wins."""
+    store = deps.stores().executions
+    seen = old.get("retry_claim")
+    if seen:
+        try:
+            current: dict[str, Any] | None = store.get_execution(tenant, seen)
+        except NotFound:
+            current = None
+        if current is not None and current.get("status") in ACTIVE:
+            raise _retry_active(old["id"], seen)
+        claimed_at = parse_iso(str(old.get("retry_claimed_at") or "1970-01-01T00:00:00Z"))
+        if current is None and (datetime.now(UTC) - claimed_at).total_seconds() < RETRY_CLAIM_SECONDS:
+            raise _retry_active(old["id"], seen)  # being started right now
+    try:
+        store.claim_retry(tenant, old["id"], retry_id, seen, now_iso())
+    except ConditionFailed:
+        winner = store.get_execution(tenant, old["id"]).get("retry_claim")
+        raise _retry_active(old["id"], str(winner)) from None
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -468,7 +523,7 @@ def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download
     if not record.get("input_file"):
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
     input_file = InputFile.model_validate(record["input_file"])
-    filename = input_file.filename.replace('"', "") or "input"
+    filename = clean_filename(input_file.filename, "input")
     if presigned_urls_enabled() and input_file.size > get_settings().max_inline_download_bytes:
         return Download(
             url=deps.blobs().presigned_get(input_file.key, URL_SECONDS, filename), filename=filename

@@ -126,6 +126,28 @@ class ExecutionStore(BaseStore):
         condition = Attr("status").is_in(allowed) if allowed else None
         return self._update(execution_key(tenant, execution_id), fields, condition=condition)
 
+    def claim_retry(self, tenant: str, execution_id: str, retry_id: str, seen: str | None, now: str) -> None:
+        """Record ``retry_id`` as the run retrying this one's failed items, if the claim is still the
+        one read (``seen``; None: none yet); ConditionFailed when another request claimed it first."""
+        condition = Attr("retry_claim").not_exists() if seen is None else Attr("retry_claim").eq(seen)
+        self._update(
+            execution_key(tenant, execution_id),
+            {"retry_claim": retry_id, "retry_claimed_at": now},
+            condition=condition,
+            return_values="NONE",
+        )
+
+    def release_retry(self, tenant: str, execution_id: str, retry_id: str) -> None:
+        """Undo :meth:`claim_retry` (the retry run could not be started); a no-op if claimed since."""
+        with contextlib.suppress(ConditionFailed):
+            self._update(
+                execution_key(tenant, execution_id),
+                {},
+                remove=("retry_claim", "retry_claimed_at"),
+                condition=Attr("retry_claim").eq(retry_id),
+                return_values="NONE",
+            )
+
     def hide_execution(self, tenant: str, execution_id: str) -> None:
         """Mark an execution ``deleting`` and take it out of the listings (its index keys go), before
         a background job deletes what it holds."""

@@ -64,4 +64,4 @@ def get_api_key(key_id: str) -> ApiKey:
     response_description="The key, revoked",
 )
 def revoke_api_key(key_id: str) -> ApiKey:
-    return apikeys.revoke_key(_principal().tenant, key_id)
+    return apikeys.revoke_key(_principal(), key_id)

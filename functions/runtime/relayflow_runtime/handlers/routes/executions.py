@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
+from relayflow_runtime.domain.disposition import content_disposition
 from relayflow_runtime.handlers.context import Limit, NextToken, current_tenant
 from relayflow_runtime.schemas import api, dataset_api
 from relayflow_runtime.schemas.entities import Execution
@@ -66,7 +67,7 @@ def _download(download: Download) -> Response[Any]:
         status_code=200,
         content_type=download.media_type,
         body=download.body,
-        headers={"Content-Disposition": f'attachment; filename="{download.filename}"'},
+        headers={"Content-Disposition": content_disposition(download.filename)},
     )
 
 
