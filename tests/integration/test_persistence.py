@@ -4,6 +4,7 @@ into a new stack, through every kind of write the stack's code makes."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from botocore.exceptions import ClientError
 
 from relayflow.local import persistence
 from relayflow.local.datadir import DataDir, DataDirError
+from relayflow.local.server import build_http_event, parse_http_response
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.adapters.table.keys import execution_key, tenant_pk
 
 ITEM: dict[str, Any] = {
     "pk": {"S": "P#1"},
@@ -262,3 +265,74 @@ def test_a_failed_flush_leaves_no_half_record_and_is_written_by_the_next(
     with _stack(tmp_path) as stack:
         got = stack.client("dynamodb").get_item(TableName=_table(stack), Key=_key("F"))
         assert got["Item"]["v"] == {"S": "kept"}
+
+
+def _api(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
+    extra = {} if body is None else {"json_body": body}
+    event = build_http_event(method, path, headers={"x-api-key": stack.api_key or ""}, **extra)
+    response = parse_http_response(stack.handle_api_request(event))
+    assert response.status < 300, response.body
+    return response.json()
+
+
+def _ended(stack: LocalStack, path: str) -> dict[str, Any]:
+    for _ in range(400):
+        execution: dict[str, Any] = _api(stack, "GET", path)
+        if execution["status"] not in ("pending", "running"):
+            return execution
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not end")
+
+
+def test_a_run_whose_nodes_all_completed_before_a_stop_is_completed_at_restart(tmp_path: Path) -> None:
+    # Given a single run whose every node completed, but whose machine did not record its end
+    # before the stack stopped (its record still says running), and one whose node had not run
+    with LocalStack(data_dir=tmp_path) as stack:
+        echo = {"name": "e", "provider": "builtin", "config": {"model": "echo"}}
+        model = _api(stack, "POST", "/models", echo)
+        workflow = _api(stack, "POST", "/workflows", {"name": "w"})
+        version = _api(stack, "POST", f"/workflows/{workflow['id']}/versions", {})
+        for name in ("a", "b"):
+            _api(stack, "POST", f"/versions/{version['id']}/nodes", {"name": name, "entity_id": model["id"]})
+        executions = f"/workflows/{workflow['id']}/executions"
+        done = _api(stack, "POST", executions, {"single_input": "hello"})
+        cut = _api(stack, "POST", executions, {"single_input": "cut"})
+        for run in (done, cut):
+            assert _ended(stack, f"{executions}/{run['id']}")["status"] == "completed"
+        table = _table(stack)
+        dynamodb = stack.client("dynamodb")
+        for run in (done, cut):
+            dynamodb.update_item(
+                TableName=table,
+                Key={k: {"S": v} for k, v in execution_key("default", run["id"]).items()},
+                UpdateExpression="SET #s = :running REMOVE results, completed_at",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":running": {"S": "running"}},
+                ConditionExpression="attribute_exists(pk)",
+            )
+        nodes = dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :node)",
+            ExpressionAttributeValues={
+                ":pk": {"S": tenant_pk("default", "X", cut["id"])},
+                ":node": {"S": "N#"},
+            },
+        )["Items"]
+        assert len(nodes) == 2
+        last = max(nodes, key=lambda node: int(node["idx"]["N"]))
+        dynamodb.update_item(
+            TableName=table,
+            Key={"pk": last["pk"], "sk": last["sk"]},
+            UpdateExpression="SET #s = :running",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":running": {"S": "running"}},
+        )
+    # When the stack starts again from its data directory
+    with LocalStack(data_dir=tmp_path) as stack:
+        finished = _api(stack, "GET", f"{executions}/{done['id']}")
+        interrupted = _api(stack, "GET", f"{executions}/{cut['id']}")
+    # Then the run whose nodes all completed is completed, with its results; the other failed
+    assert finished["status"] == "completed", finished
+    assert finished["results"]["output"] == "hello"
+    assert interrupted["status"] == "failed", interrupted
+    assert "stopped while this run was in progress" in interrupted["error"]

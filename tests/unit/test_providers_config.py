@@ -110,13 +110,13 @@ TRANSLATIONS: list[tuple[str, str, dict[str, Any], str]] = [
         "less_than_equal",
         "builtin",
         {"model": "sleep", "seconds": 1e308},
-        "builtin sleep: 'seconds' must be a number from 0 to 900",
+        "builtin sleep: 'seconds' must be a number from 0 to 840",
     ),
     (
         "float_type",
         "builtin",
         {"model": "sleep", "seconds": "soon"},
-        "builtin sleep: 'seconds' must be a number from 0 to 900",
+        "builtin sleep: 'seconds' must be a number from 0 to 840",
     ),
     (
         "bool_type",

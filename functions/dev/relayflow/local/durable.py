@@ -5,7 +5,9 @@
   (`relayflow.local.persistence`);
 * the API key: the one printed last time, kept in the directory (unless $RELAYFLOW_API_KEY is set);
 * runs that were pending or running when the last stack stopped cannot go on — their Step Functions
-  executions and threads lived in that process — so each is ended ``failed`` through the runtime's
+  executions and threads lived in that process. A single run whose every node completed before the
+  stop is ended ``completed`` (its machine's Complete task, run at restart); any other is ended
+  ``failed`` through the runtime's
   own reconciliation (`services.reconcile.settle`, as the reconciler and the sweeper settle an
   execution that ended without its handlers recording it: the run's record and open nodes, its
   batch budget, the sweep index, its status event), saying that the local stack stopped mid-run. A
@@ -96,23 +98,29 @@ class DurableState:
 
     def settle_interrupted_runs(self) -> list[str]:
         """End every run found in flight at restore; returns their execution ids."""
-        from relayflow_runtime.services import reconcile
+        from relayflow_runtime.domain.engine import RunRef
+        from relayflow_runtime.services import reconcile, run_machine
 
         settled = []
         for _, item in self.restored.watched:
             tenant, execution_id = item["tenant"]["S"], item["id"]["S"]
             batch = item.get("input_mode", {}).get("S") == "batch"
+            run = RunRef(tenant=tenant, workflow_id=item["workflow_id"]["S"], execution_id=execution_id)
             try:
-                reconcile.settle(
-                    tenant, execution_id, "FAILED", STOPPED_MID_RUN + (_BATCH_HINT if batch else ""), None
-                )
+                if not batch and item["status"]["S"] == "running" and run_machine.all_nodes_completed(run):
+                    # Its last node finished before the stop, its machine's Complete task did not.
+                    run_machine.complete(run)
+                else:
+                    reconcile.settle(
+                        tenant, execution_id, "FAILED", STOPPED_MID_RUN + (_BATCH_HINT if batch else ""), None
+                    )
             except Exception:
                 log.exception("could not settle run %s, interrupted by the last stop", execution_id)
                 continue
             settled.append(execution_id)
         if settled:
             log.warning(
-                "%d run(s) were in progress when the local stack last stopped: ended failed", len(settled)
+                "%d run(s) were in progress when the local stack last stopped: settled", len(settled)
             )
         self.restored.watched.clear()
         return settled

@@ -264,6 +264,15 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
 
 
 # ---- the end ---------------------------------------------------------------------------------------
+def all_nodes_completed(run: RunRef) -> bool:
+    """Whether every node of a single run's plan has completed: the run is done, even if its machine
+    never reached the Complete task (a local stack stopped in between)."""
+    plan = load_plan(run.tenant, run.execution_id)
+    records = deps.stores().executions.node_records(run.tenant, run.execution_id)
+    completed = {r["node_id"] for r in records if r.get("status") == "completed"}
+    return bool(plan.nodes) and all(node.id in completed for node in plan.nodes)
+
+
 def complete(run: RunRef) -> None:
     """``running -> completed``; the results are the output of the last node (plan order) that
     produced one: its text, and apart its parsed value when it is a JSON node (as stored: inline
