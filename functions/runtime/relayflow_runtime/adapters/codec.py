@@ -7,12 +7,14 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from relayflow_runtime.domain.text import storable
 from relayflow_runtime.errors import InvalidNextToken, check_cursor_shape
 
 
 def to_dynamo(value: Any) -> Any:
-    """JSON-shaped Python values → what boto3's DynamoDB resource accepts (floats as Decimal)."""
-    return json.loads(json.dumps(value), parse_float=Decimal)
+    """JSON-shaped Python values → what boto3's DynamoDB resource accepts (floats as Decimal; text
+    that UTF-8 cannot encode repaired, see domain/text.py: DynamoDB would refuse the write)."""
+    return json.loads(storable(json.dumps(value, ensure_ascii=False)), parse_float=Decimal)
 
 
 def from_dynamo(value: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import MISSING, ConfigDict, Field, model_validator
 
+from relayflow_runtime.domain.text import storable
 from relayflow_runtime.providers.base import (
     InvocationContext,
     ModelResult,
@@ -179,7 +180,8 @@ def _pdf_text(data: bytes) -> str:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise PermanentModelError(f"could not read the PDF file: {exc}") from exc
-    return "\n".join(p.strip() for p in pages if p.strip())
+    # A font's ToUnicode map may name lone surrogates: text that could not be stored (domain/text.py).
+    return storable("\n".join(p.strip() for p in pages if p.strip()))
 
 
 def _text_extract(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:

@@ -42,6 +42,7 @@ from relayflow_runtime.domain.batch import (
     item_key,
 )
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.providers.base import InvocationContext, PermanentModelError, TransientModelError
@@ -328,10 +329,7 @@ def _run_item(child: _Child, entry: ItemEntry) -> ItemOutcome | None:
             settle(in_flight.pop(future), future.result())
     if cancelled:
         return None
-    usage: dict[str, int] = {}
-    for record in records.values():
-        for name, amount in record.usage.items():
-            usage[name] = usage.get(name, 0) + int(amount)
+    usage = sum_usage(record.usage for record in records.values())
     last = next((n.id for n in reversed(plan.nodes) if n.id in outputs), None)
     return ItemOutcome(
         source_item_id=entry.id,

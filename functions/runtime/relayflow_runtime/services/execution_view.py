@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relayflow_runtime.domain.status import settled_node_status
+from relayflow_runtime.domain.costs import sum_usage
+from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, settled_node_status
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
@@ -27,6 +28,22 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
     if data.get("usage"):
         data["usage"] = usage_of(data["usage"])
     return NodeExecution.model_validate(data)
+
+
+def _single_run_usage(
+    tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
+    own, so finishing siblings never write one shared item). A completed run keeps the sum on its
+    item (run_machine.complete), which pages without the nodes read; runs recorded before counted
+    on the item as they went, and an ended one keeps that total."""
+    if node_records is None:
+        if record.get("status") in TERMINAL and "input_tokens" in record:
+            return record
+        if record.get("status") == ExecutionStatus.PENDING:
+            return {}
+        node_records = deps.stores().executions.node_records(tenant, record["id"])
+    return sum_usage(r.get("usage") for r in node_records)
 
 
 def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
@@ -49,13 +66,19 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
             "current_node_idx": current["idx"],
             "current_node_id": current["id"],
         }
-    if "input_tokens" in data or "output_tokens" in data:
-        data["usage"] = usage_of(data)
+    records: list[dict[str, Any]] | None = None
+    if data.get("input_mode", "single") == "single":
+        if with_nodes:
+            records = sorted(
+                deps.stores().executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
+            )
+        counters = _single_run_usage(tenant, data, records)
+    else:
+        counters = data
+    if "input_tokens" in counters or "output_tokens" in counters:
+        data["usage"] = usage_of(counters)
     execution = Execution.model_validate(data)
-    if with_nodes and execution.input_mode == "single":
-        records = sorted(
-            deps.stores().executions.node_records(tenant, execution.id), key=lambda r: r.get("idx", 0)
-        )
+    if records is not None:
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
         batch_results.fill_progress(tenant, execution, with_results=with_nodes)

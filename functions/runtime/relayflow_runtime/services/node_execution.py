@@ -23,6 +23,7 @@ from typing import Any
 from relayflow_runtime.domain.costs import estimate_cost_nanos
 from relayflow_runtime.domain.engine import NodeSpec
 from relayflow_runtime.domain.templating import TemplateError, render
+from relayflow_runtime.domain.text import storable, storable_value
 from relayflow_runtime.providers import invoke_model
 from relayflow_runtime.providers.base import (
     InvocationContext,
@@ -150,7 +151,7 @@ def run_attempt(
     a transient error, retried by the version's policy."""
     started = time.monotonic()
     try:
-        prompt = render(node.template, scope)
+        prompt = storable(render(node.template, scope))
     except TemplateError as exc:
         raise _with_prompt(PermanentModelError(f"template of node '{node.name}': {exc}"), None) from None
     try:
@@ -170,10 +171,13 @@ def run_attempt(
         raise _with_prompt(error_class(str(exc)), prompt) from None
     except Exception as exc:  # an adapter bug fails this node, not the run
         raise _with_prompt(PermanentModelError(f"{type(exc).__name__}: {exc}"), prompt) from None
+    # A model's text may hold lone surrogates (an answer cut inside a pair, a "\ud800" escape in
+    # JSON): repaired here, so every record and every child reads text that can be stored.
+    output = storable(result.output)
     parsed: Any = None
     if node.output_format == "json":
         try:
-            parsed = json.loads(result.output)
+            parsed = storable_value(json.loads(output))
         except json.JSONDecodeError as exc:
             raise _with_prompt(
                 PermanentModelError(f"node '{node.name}' declared JSON output but returned: {exc}"), prompt
@@ -185,7 +189,7 @@ def run_attempt(
     if cost is not None:
         usage["estimated_cost_nanos"] = cost
     return AttemptOutcome(
-        output=result.output,
+        output=output,
         parsed_output=parsed,
         prompt=prompt,
         usage=usage,

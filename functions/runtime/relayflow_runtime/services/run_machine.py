@@ -14,6 +14,9 @@ never changes) and records in DynamoDB. docs/engine.md draws the states; the gat
 
 Every write is conditional on the run still running, so a cancelled or finished run records
 nothing more (``ExecutionNotRunning``, which the machine catches and ends the iteration quietly).
+Only that failed condition ends an iteration quietly: a node record found already completed (a
+repeated task) still releases the node's children, and contention that outlasted the store's
+retries is a ``TransientModelError`` (docs/engine.md, "Recording a node").
 """
 
 from __future__ import annotations
@@ -25,17 +28,20 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.table import ConditionFailed
+from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
+from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTask, Plan, RunRef, RunStart
 from relayflow_runtime.domain.status import (
     CLOSE_ON_NODE_FAILURE,
     CLOSE_ON_TIMEOUT,
     ExecutionStatus,
+    NodeStatus,
     allowed_from,
 )
 from relayflow_runtime.providers import extract_text
-from relayflow_runtime.providers.base import InvocationContext, ModelError
+from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
 from relayflow_runtime.services import deps, notify, transitions
 from relayflow_runtime.services.node_execution import (
     ExecutionNotRunning,
@@ -182,8 +188,12 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             _node_dict(node) | {"node_id": node.id},
             now_iso(),
         )
-    except ConditionFailed:
-        raise ExecutionNotRunning("the execution is no longer running") from None
+    except NodeAlreadyEnded as ended:
+        # A repeated task of a node recorded already: only what follows the record is left to do.
+        _recorded(run, plan, node, _completed(ended, node, number))
+        return
+    except (ExecutionEnded, StoreContended) as exc:
+        raise _not_recorded(exc) from None
     prefix = f"{execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
     run_input = _RunInput(run)
     try:
@@ -219,19 +229,40 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     }
     if outcome.parsed_output is not None:
         fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
+    record = {"attempts": number, "duration_ms": outcome.duration_ms}
     try:
-        store.finish_node(
-            run.tenant, run.execution_id, sk, fields, attempt=number, execution_add=outcome.usage
-        )
-    except ConditionFailed:
-        raise ExecutionNotRunning("the execution is no longer running") from None
-    notify.node_finished(
-        _ctx(run, plan),
-        _node_dict(node),
-        {"attempts": number, "duration_ms": outcome.duration_ms},
-        "completed",
-        None,
-    )
+        store.finish_node(run.tenant, run.execution_id, sk, fields, attempt=number)
+    except NodeAlreadyEnded as ended:
+        record = _completed(ended, node, number)
+    except (ExecutionEnded, StoreContended) as exc:
+        raise _not_recorded(exc) from None
+    _recorded(run, plan, node, record)
+
+
+def _not_recorded(exc: Exception) -> Exception:
+    """What the machine is told when a node's write did not happen: ``ExecutionNotRunning`` (the
+    iteration ends quietly) only when the run's own condition failed; contention that outlasted
+    the store's retries is a ``TransientModelError``, retried by the version's policy."""
+    if isinstance(exc, ExecutionEnded):
+        return ExecutionNotRunning("the execution is no longer running")
+    return TransientModelError(f"the node's record could not be written: {exc}")
+
+
+def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> dict[str, Any]:
+    """The record a node's write found closed: completed (a repeated task recorded it already,
+    or another attempt did) is returned; anything else means this attempt was superseded (a
+    later attempt holds the record, or the node ended otherwise: the machine has moved past this
+    task and waits for it no more), and the attempt ends quietly."""
+    if ended.record.get("status") != NodeStatus.COMPLETED:
+        raise ExecutionNotRunning(f"attempt {number} of node '{node.name}' was superseded: {ended}")
+    return ended.record
+
+
+def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: dict[str, Any]) -> None:
+    """What follows a node's completed record, safe to repeat: its event and its children's release
+    (a parent marked done twice counts once, a second release of a token is ignored)."""
+    summary = {"attempts": record.get("attempts"), "duration_ms": record.get("duration_ms")}
+    notify.node_finished(_ctx(run, plan), _node_dict(node), summary, "completed", None)
     _release_children(run, plan, node.id)
 
 
@@ -253,8 +284,18 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
             f"N#{node.id}",
             {"status": status, "error": message, "completed_at": now_iso()},
         )
-    except ConditionFailed:
+    except ExecutionEnded:
         raise ExecutionNotRunning("the execution is no longer running") from None
+    except NodeAlreadyEnded as ended:
+        # Recorded already: a repeated task (go on as its first run did), or the attempt's own
+        # write went through after the machine gave up on it (the node completed).
+        ended_as = ended.record.get("status")
+        if ended_as == NodeStatus.COMPLETED:
+            _release_children(run, plan, node.id)
+            return {"stop": False}
+        if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
+            raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
+        status, message = str(ended_as), str(ended.record.get("error") or message)
     records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
     notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
     if node.on_failure == "continue":
@@ -281,11 +322,12 @@ def complete(run: RunRef) -> None:
     store = deps.stores().executions
     record = store.get_execution(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
-    final: dict[str, Any] = {"results": None}
+    # The run's usage, summed once its nodes are all recorded: what pages without the nodes show.
+    final: dict[str, Any] = {"results": None, **sum_usage(r.get("usage") for r in by_id.values())}
     for node in reversed(plan.nodes):
         finished = by_id.get(node.id)
         if finished and finished.get("status") == "completed":
-            final = {"results": finished.get("output"), "results_parsed": finished.get("parsed_output")}
+            final |= {"results": finished.get("output"), "results_parsed": finished.get("parsed_output")}
             break
     transitions.transition(
         run.tenant, record, allowed_from(COMPLETED), COMPLETED, {**final, "completed_at": now_iso()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from relayflow_runtime.domain.text import storable_value
 from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
 
@@ -17,8 +18,9 @@ def is_ref(value: Any) -> bool:
 
 def pack(value: Any, key: str, limit: int | None = None) -> Any:
     """Keep value inline when its JSON is under the inline limit (``limit`` when given), else
-    store it at key in S3."""
+    store it at key in S3. Text UTF-8 cannot encode is repaired first (domain/text.py)."""
     settings = get_settings()
+    value = storable_value(value)
     encoded = json.dumps(value)
     if len(encoded.encode()) <= (settings.inline_output_limit if limit is None else limit):
         return value

@@ -53,7 +53,7 @@ published) is done, and then it leaves the index. Nothing else ever has ``sweep_
 from relayflow_runtime.adapters.table.api_keys import ApiKeyStore
 from relayflow_runtime.adapters.table.base import ConditionFailed
 from relayflow_runtime.adapters.table.datasets import DatasetStore
-from relayflow_runtime.adapters.table.executions import ExecutionStore
+from relayflow_runtime.adapters.table.executions import ExecutionEnded, ExecutionStore, NodeAlreadyEnded
 from relayflow_runtime.adapters.table.models import ModelStore
 from relayflow_runtime.adapters.table.uploads import UploadStore
 from relayflow_runtime.adapters.table.webhooks import WebhookStore
@@ -63,8 +63,10 @@ __all__ = [
     "ApiKeyStore",
     "ConditionFailed",
     "DatasetStore",
+    "ExecutionEnded",
     "ExecutionStore",
     "ModelStore",
+    "NodeAlreadyEnded",
     "UploadStore",
     "WebhookStore",
     "WorkflowStore",

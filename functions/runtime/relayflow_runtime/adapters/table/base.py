@@ -2,8 +2,9 @@
 
 ``_get`` / ``_put`` / ``_update`` / ``_query_page`` / ``_query_all`` / ``_delete_keys`` are the only
 calls the entity stores make on the table resource (a few transactions go through the client).
-Items leave without their key attributes (:func:`strip_keys`); a conditional write that loses
-raises :class:`ConditionFailed`; a page's cursor is opaque and only accepted by the query that made
+Items leave without their key attributes (:func:`strip_keys`); a write DynamoDB refuses for
+contention is tried again (:meth:`BaseStore._write`); a conditional write that loses raises
+:class:`ConditionFailed`; a page's cursor is opaque and only accepted by the query that made
 it.
 """
 
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
 from relayflow_runtime.adapters.table.keys import tenant_pk
+from relayflow_runtime.adapters.transactions import retry_contention
 from relayflow_runtime.errors import InvalidNextToken, NotFound
 
 _KEY_FIELDS = (
@@ -83,12 +85,19 @@ class BaseStore:
         kwargs: dict[str, Any] = {"Item": to_dynamo(item)}
         if must_not_exist:
             kwargs["ConditionExpression"] = Attr("pk").not_exists()
+        self._write("put_item", **kwargs)
+
+    def _write(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One single-item write (``put_item``, ``update_item``...) on the table: refused for
+        contention (a transaction holds the item, throttling), it is tried again with jitter
+        (adapters/transactions.py); a failed condition raises :class:`ConditionFailed`."""
         try:
-            self.table.put_item(**kwargs)
+            response: dict[str, Any] = retry_contention(lambda: getattr(self.table, operation)(**kwargs))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise ConditionFailed(str(exc)) from exc
             raise
+        return response
 
     def _update(
         self,
@@ -131,12 +140,7 @@ class BaseStore:
         if values:
             kwargs["ExpressionAttributeValues"] = values
         kwargs["ConditionExpression"] = Attr("pk").exists() if condition is None else condition
-        try:
-            response = self.table.update_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
+        response = self._write("update_item", **kwargs)
         return strip_keys(response.get("Attributes", {}))
 
     def _query_page(

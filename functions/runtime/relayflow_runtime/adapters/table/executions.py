@@ -17,9 +17,7 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeSerializer
-from botocore.exceptions import ClientError
 
-from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import to_dynamo
 from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys
 from relayflow_runtime.adapters.table.keys import (
@@ -29,7 +27,29 @@ from relayflow_runtime.adapters.table.keys import (
     sweep_shard,
     tenant_pk,
 )
+from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
+
+_SER = TypeSerializer()
+
+
+def _wire(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _SER.serialize(to_dynamo(v)) for k, v in values.items()}
+
+
+class ExecutionEnded(Exception):
+    """A node's write found its execution no longer in the status it needs (cancelled, ended)."""
+
+
+class NodeAlreadyEnded(Exception):
+    """A node's write found its record no longer open for it: the node has ended (a repeated task
+    recorded it already) or another attempt holds it. ``record`` is the record as it now is."""
+
+    def __init__(self, record: dict[str, Any] | None) -> None:
+        self.record = record or {}
+        status, attempts = self.record.get("status", "missing"), self.record.get("attempts")
+        super().__init__(f"the node record is {status} at attempt {attempts}")
+
 
 #: A node record an attempt may still start or record on (``NODE_OPEN``): the condition's values.
 _NODE_OPEN_VALUES = {f":open{i}": status.value for i, status in enumerate(sorted(NODE_OPEN))}
@@ -165,6 +185,64 @@ class ExecutionStore(BaseStore):
         self.table.delete_item(Key=key)
 
     # ---- node records ----------------------------------------------------------------------------
+    def _status_check(self, tenant: str, execution_id: str, statuses: Iterable[str]) -> dict[str, Any]:
+        """A transaction's ConditionCheck that the execution is in one of ``statuses``."""
+        values = {f":x{i}": _SER.serialize(status) for i, status in enumerate(statuses)}
+        return {
+            "ConditionCheck": {
+                "TableName": self.table_name,
+                "Key": _wire(execution_key(tenant, execution_id)),
+                "ConditionExpression": f"#st IN ({', '.join(values)})",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _node_update(
+        self,
+        tenant: str,
+        execution_id: str,
+        record_sk: str,
+        fields: dict[str, Any],
+        *,
+        condition: str,
+        sets: tuple[str, ...] = (),
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A transaction's Update of a node record: ``SET`` the ``sets`` and each of ``fields``."""
+        names, values, assignments = dict(names), dict(values), list(sets)
+        for i, (field, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = field
+            values[f":f{i}"] = value
+            assignments.append(f"#f{i} = :f{i}")
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _wire(node_record_key(tenant, execution_id, record_sk)),
+                "UpdateExpression": "SET " + ", ".join(assignments),
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": _wire(values),
+            }
+        }
+
+    def _write_node(
+        self, tenant: str, execution_id: str, record_sk: str, items: list[dict[str, Any]]
+    ) -> None:
+        """Run a node's transaction (item 0: the execution's ConditionCheck, item 1: the node
+        record's update) and say which condition failed, read from the cancellation's reasons."""
+        try:
+            transact_write(items)
+        except TransactionCancelled as exc:
+            if exc.failed_condition(0):
+                raise ExecutionEnded("the execution is no longer running") from exc
+            if exc.failed_condition(1):
+                key = node_record_key(tenant, execution_id, record_sk)
+                item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+                raise NodeAlreadyEnded(strip_keys(item) if item else None) from exc
+            raise
+
     def begin_node_attempt(
         self,
         tenant: str,
@@ -176,64 +254,38 @@ class ExecutionStore(BaseStore):
         now: str,
     ) -> None:
         """Mark a node of a single run running for its ``attempt``-th attempt (1-based: the number
-        is the state machine's, so a repeated task sets the same one) and point the run's progress
-        at it — one transaction while the run is running and progress has not passed this node
-        (parallel branches start in any order: progress never goes back). Raises ConditionFailed
-        when the run is no longer running or the node already ended."""
-        ser = TypeSerializer()
-        node_names = {"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"}
-        node_values: dict[str, Any] = {
-            ":running": NodeStatus.RUNNING.value,
-            **_NODE_OPEN_VALUES,
-            ":att": attempt,
-            ":now": now,
-        }
-        sets = ["#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"]
-        for i, (field, value) in enumerate(fields.items()):
-            node_names[f"#f{i}"] = field
-            node_values[f":f{i}"] = value
-            sets.append(f"#f{i} = :f{i}")
-        node_update = {
-            "TableName": self.table_name,
-            "Key": {
-                k: ser.serialize(v) for k, v in node_record_key(tenant, execution_id, f"N#{node_id}").items()
-            },
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": f"attribute_not_exists(#st) OR {_NODE_IS_OPEN}",
-            "ExpressionAttributeNames": node_names,
-            "ExpressionAttributeValues": {k: ser.serialize(to_dynamo(v)) for k, v in node_values.items()},
-        }
-        progress = {
-            "TableName": self.table_name,
-            "Key": {k: ser.serialize(v) for k, v in execution_key(tenant, execution_id).items()},
-            "UpdateExpression": "SET #cn = :cn",
-            "ConditionExpression": "#st = :running AND (attribute_not_exists(#cn) OR #cn.#idx < :idx)",
-            "ExpressionAttributeNames": {"#st": "status", "#cn": "current_node", "#idx": "idx"},
-            "ExpressionAttributeValues": {
-                ":running": ser.serialize(ExecutionStatus.RUNNING.value),
-                ":cn": ser.serialize({"idx": idx, "id": node_id}),
-                ":idx": ser.serialize(idx),
-            },
-        }
-        client = aws.client("dynamodb")
-        try:
-            client.transact_write_items(TransactItems=[{"Update": node_update}, {"Update": progress}])
-            return
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                raise ConditionFailed(str(exc)) from exc
-        # Progress already points further on (a later branch started first), or the run ended.
-        if self.get_execution(tenant, execution_id).get("status") != ExecutionStatus.RUNNING:
-            raise ConditionFailed("the execution is no longer running")
-        try:
-            client.update_item(**node_update)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
+        is the state machine's, so a repeated task sets the same one), in one transaction with a
+        check that the run is running. Raises :class:`ExecutionEnded` when the run is no longer
+        running, :class:`NodeAlreadyEnded` when the node record has ended (or a later attempt holds
+        it), ``StoreContended`` when contention outlasts the retries (adapters/transactions.py).
+
+        The run's progress (``current_node``) then moves to this node by a write of its own, which
+        may lose: parallel branches start in any order and progress never goes back, and keeping it
+        out of the transaction keeps the execution item a ConditionCheck (every node of a run would
+        otherwise update that one item)."""
+        sk = f"N#{node_id}"
+        update = self._node_update(
+            tenant,
+            execution_id,
+            sk,
+            fields,
+            sets=("#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"),
+            # open, and never back to an earlier attempt (a late, superseded task)
+            condition=f"(attribute_not_exists(#st) OR {_NODE_IS_OPEN}) "
+            "AND (attribute_not_exists(#att) OR #att <= :att)",
+            names={"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"},
+            values={":running": NodeStatus.RUNNING.value, **_NODE_OPEN_VALUES, ":att": attempt, ":now": now},
+        )
+        check = self._status_check(tenant, execution_id, (ExecutionStatus.RUNNING.value,))
+        self._write_node(tenant, execution_id, sk, [check, update])
+        with contextlib.suppress(ConditionFailed, StoreContended):
+            self._update(
+                execution_key(tenant, execution_id),
+                {"current_node": {"idx": idx, "id": node_id}},
+                condition=Attr("status").eq(ExecutionStatus.RUNNING.value)
+                & (Attr("current_node").not_exists() | Attr("current_node.idx").lt(idx)),
+                return_values="NONE",
+            )
 
     def finish_node(
         self,
@@ -244,71 +296,29 @@ class ExecutionStore(BaseStore):
         *,
         attempt: int | None = None,
         execution_statuses: Iterable[str] = (ExecutionStatus.RUNNING.value,),
-        execution_add: dict[str, int] | None = None,
     ) -> None:
-        """Write a node's outcome, only while the execution is in one of execution_statuses.
+        """Write a node's outcome, only while the execution is in one of ``execution_statuses`` and
+        the node record is open (and at ``attempt``, when given).
 
-        One transaction updates the execution item (its condition, and counters such as token usage)
-        and the node record, so a node can never be recorded completed after its execution was
-        cancelled or failed: the two records always agree.
-        """
-        ser = TypeSerializer()
-
-        def wire(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: ser.serialize(to_dynamo(v)) for k, v in d.items()}
-
+        One transaction: a ConditionCheck of the execution's status and the node record's update,
+        so a node can never be recorded completed after its run was cancelled or ended. Nothing is
+        counted on the execution item (its usage is the sum of its node records' ``usage``), so
+        finishing siblings only read it. Raises :class:`ExecutionEnded` (the run's condition
+        failed), :class:`NodeAlreadyEnded` with the record as it is (the node's condition failed:
+        a repeated task recorded it already, or another attempt holds it), ``StoreContended``
+        (conflicts outlasted the retries) or ``TransactionCancelled`` (any other reason)."""
         names: dict[str, str] = {"#st": "status"}
         values: dict[str, Any] = dict(_NODE_OPEN_VALUES)
-        sets = []
-        for i, (field, value) in enumerate(fields.items()):
-            names[f"#f{i}"] = field
-            values[f":f{i}"] = value
-            sets.append(f"#f{i} = :f{i}")
-        node_condition = f"attribute_exists(pk) AND {_NODE_IS_OPEN}"
+        condition = f"attribute_exists(pk) AND {_NODE_IS_OPEN}"
         if attempt is not None:
             names["#att"] = "attempts"
             values[":att"] = attempt
-            node_condition += " AND #att = :att"
-
-        x_names = {"#st": "status"}
-        x_values: dict[str, Any] = {f":x{i}": s for i, s in enumerate(execution_statuses)}
-        x_condition = f"#st IN ({', '.join(x_values)})"
-        execution_part: dict[str, Any] = {
-            "TableName": self.table_name,
-            "Key": wire(execution_key(tenant, execution_id)),
-            "ConditionExpression": x_condition,
-            "ExpressionAttributeNames": x_names,
-        }
-        if execution_add:
-            adds = []
-            for i, (field, amount) in enumerate(execution_add.items()):
-                x_names[f"#u{i}"] = field
-                x_values[f":u{i}"] = amount
-                adds.append(f"#u{i} :u{i}")
-            execution_part["UpdateExpression"] = "ADD " + ", ".join(adds)
-            first = {"Update": {**execution_part, "ExpressionAttributeValues": wire(x_values)}}
-        else:
-            first = {"ConditionCheck": {**execution_part, "ExpressionAttributeValues": wire(x_values)}}
-        try:
-            aws.client("dynamodb").transact_write_items(
-                TransactItems=[
-                    first,
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": wire(node_record_key(tenant, execution_id, record_sk)),
-                            "UpdateExpression": "SET " + ", ".join(sets),
-                            "ConditionExpression": node_condition,
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": wire(values),
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                raise ConditionFailed(str(exc)) from exc
-            raise
+            condition += " AND #att = :att"
+        update = self._node_update(
+            tenant, execution_id, record_sk, fields, condition=condition, names=names, values=values
+        )
+        check = self._status_check(tenant, execution_id, execution_statuses)
+        self._write_node(tenant, execution_id, record_sk, [check, update])
 
     def note_attempt_error(
         self, tenant: str, execution_id: str, record_sk: str, attempt: int, error: str, prompt: Any = None
@@ -319,19 +329,19 @@ class ExecutionStore(BaseStore):
         values: dict[str, Any] = {":e": [], ":one": [f"attempt {attempt}: {error}"], ":msg": error}
         if prompt is not None:
             expression += ", prompt = :prompt"
-            values[":prompt"] = to_dynamo(prompt)
-        try:
-            self.table.update_item(
+            values[":prompt"] = prompt
+        # Lost to a later attempt or the node's end: that writer's record stands. Anything else
+        # (contention past the retries, a refused value) leaves as an error.
+        with contextlib.suppress(ConditionFailed):
+            self._write(
+                "update_item",
                 Key=key,
                 UpdateExpression=expression,
                 ConditionExpression=Attr("attempts").eq(attempt)
                 & Attr("status").eq(NodeStatus.RUNNING.value),
                 ExpressionAttributeNames={"#err": "error"},
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues=to_dynamo(values),
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
 
     def put_node_record_if_absent(
         self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any]
@@ -366,7 +376,8 @@ class ExecutionStore(BaseStore):
 
     def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
         """Store the task token of a node parked on its gate; returns the record as it now is."""
-        response = self.table.update_item(
+        response = self._write(
+            "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
             UpdateExpression="SET #tk = :tk",
             ExpressionAttributeNames={"#tk": "token"},
@@ -380,7 +391,8 @@ class ExecutionStore(BaseStore):
     ) -> dict[str, Any]:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
         returns the record as it now is."""
-        response = self.table.update_item(
+        response = self._write(
+            "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
             UpdateExpression="ADD #dp :p",
             ExpressionAttributeNames={"#dp": "done_parents"},
