@@ -21,6 +21,7 @@ from relayflow_runtime.services import (
     batch,
     batch_items,
     batch_results,
+    dataset_service,
     deps,
     executions,
     item_lists,
@@ -110,6 +111,59 @@ def test_a_filter_that_keeps_nothing_ends_the_run_failed_with_the_reason(api: An
     ended = record(run)
     assert ended["status"] == "failed"
     assert ended["error"] == "the filter \"lang == 'de'\" keeps none of the 1 items; nothing to run."
+
+
+def test_a_filter_over_its_work_budget_fails_the_run_naming_the_item(api: Any) -> None:
+    # Given a batch whose filter multiplies each item 60**4 times (within the shape limit)
+    wide = "[" + ",".join(["@"] * 60) + "][]"
+    dataset_id, version_id = dataset(api, [{"id": "first", "text": "a"}, {"id": "second", "text": "b"}])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    query = " | ".join([wide] * 4) + " | length(@) > `0`"
+    # (a chain of more such stages is refused when submitted, before any run exists)
+    config = {"dataset_id": dataset_id, "dataset_version_id": version_id, "input_field": "text"}
+    status, body = api(
+        "POST",
+        f"/workflows/{workflow_id}/executions",
+        {"input_mode": "batch", "batch_config": {**config, "filter_query": " | ".join(["[@,@][]"] * 6)}},
+    )
+    assert (status, body["code"]) == (400, "filter_too_complex"), body
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, filter_query=query)
+    # When prepare_batch runs
+    with pytest.raises(ExecutionNotRunning):
+        batch.prepare_batch(run)
+    # Then the run failed on the first item, saying why, and no list was written
+    ended = record(run)
+    assert ended["status"] == "failed"
+    assert ended["error"].startswith("item 'first': filter"), ended["error"]
+    assert "work budget" in ended["error"]
+    assert not ended.get("batch")
+
+
+def test_a_batch_cancelled_while_its_items_are_prepared_stops_reading_them(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending batch over 300 items, a status check at every item, and a cancel that lands
+    # while the fifth item is read
+    dataset_id, version_id = dataset(api, [{"text": f"t{i}"} for i in range(300)])
+    workflow_id, wf_version = workflow(api, [UPPER])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, filter_query="text != 'none'")
+    monkeypatch.setattr(batch, "CANCEL_CHECK_SECONDS", 0.0)
+    read = collections.Counter[str]()
+    real_item = dataset_service.entry_item
+
+    def reading(entry: dict[str, Any]) -> dict[str, Any]:
+        read["items"] += 1
+        if read["items"] == 5:
+            deps.stores().executions.update_execution(TENANT, run.execution_id, {"status": "cancelled"})
+        return real_item(entry)
+
+    monkeypatch.setattr(dataset_service, "entry_item", reading)
+    # When prepare_batch runs
+    with pytest.raises(ExecutionNotRunning, match="cancelled"):
+        batch.prepare_batch(run)
+    # Then it stopped right after the cancel instead of filtering the other items
+    assert read["items"] <= 6
+    assert not record(run).get("batch")
 
 
 def test_a_repeated_child_batch_records_nothing_twice(api: Any) -> None:

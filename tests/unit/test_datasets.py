@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 
 import pytest
@@ -413,6 +414,49 @@ def test_filter_too_long() -> None:
     with pytest.raises(FilterError) as info:
         compile_filter("a" * (datasets.MAX_FILTER_LENGTH + 1))
     assert info.value.code == "invalid_filter"
+
+
+#: A stage that doubles what it is given: four of them in a chain multiply the work by 16.
+DOUBLING = "[@,@][]"
+#: A stage that multiplies what it is given by 60 (one list-building place however wide).
+WIDE = "[" + ",".join(["@"] * 60) + "][]"
+
+
+def test_a_filter_whose_stages_multiply_the_work_is_refused_when_compiled() -> None:
+    # Given [@,@][] stages in a chain, far below the length limit
+    query = " | ".join([DOUBLING] * 6)
+    assert len(query) < datasets.MAX_FILTER_LENGTH
+    # When it is compiled (what a batch submission does)
+    with pytest.raises(FilterError) as info:
+        compile_filter(query)
+    # Then it is refused, saying how many list-building places it has and how many are allowed
+    assert info.value.code == "filter_too_complex"
+    assert f"at most {datasets.MAX_FILTER_LIST_STAGES}" in info.value.message
+    # And a filter with a few such places is fine
+    assert compile_filter("length(tags[?starts_with(@, 'a')] | [@, @][]) > `1`")({"tags": ["ab"]}) is True
+
+
+def test_a_filter_over_its_work_budget_stops_on_the_first_item_whatever_on_error_says() -> None:
+    # Given four wide stages (within the shape limit) that multiply each item 60**4 = 13 million times
+    query = " | ".join([WIDE] * 4) + " | length(@) > `0`"
+    predicate = compile_filter(query)
+    for on_error in ("drop", "raise"):
+        # When it is evaluated on an item
+        started = time.process_time()
+        with pytest.raises(FilterError) as info:
+            compile_filter(query, on_error=on_error)({"text": "x"})
+        # Then it stops at its budget, soon, saying so (never read as "the item does not match")
+        assert info.value.code == "filter_too_costly"
+        assert f"{datasets.MAX_FILTER_WORK:,}" in info.value.message
+        assert time.process_time() - started < 3
+    # And a string built past the budget by one call (join) counts too, before it is built
+    big = {"text": "x" * (datasets.MAX_FILTER_WORK * 64)}
+    with pytest.raises(FilterError, match="work budget"):
+        compile_filter("length(join('', [text, text])) > `0`")(big)
+    with pytest.raises(FilterError, match="work budget"):
+        predicate({"text": "y"})
+    # And ordinary filters on a large item stay within it
+    assert compile_filter("contains(text, 'x') && length(text) > `10`")(big) is True
 
 
 # --------------------------------------------------------------------------- input field

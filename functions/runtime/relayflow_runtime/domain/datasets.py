@@ -35,6 +35,8 @@ __all__ = [
     "IDS_IN_MEMORY",
     "MAX_FILE_BYTES",
     "MAX_FILTER_LENGTH",
+    "MAX_FILTER_LIST_STAGES",
+    "MAX_FILTER_WORK",
     "MAX_ITEMS_PER_VERSION",
     "MAX_ITEM_DEPTH",
     "MAX_ITEM_ID_LENGTH",
@@ -67,6 +69,14 @@ MAX_ITEM_DEPTH = 64
 MAX_ITEM_ID_LENGTH = 256
 #: Longest filter expression.
 MAX_FILTER_LENGTH = 4096
+#: Most places a filter builds a list or object (``[a, b]``, ``{k: v}``, ``[]``, ``[*]``, ``*``,
+#: ``[?...]``): each may multiply the work of what follows, so a chain of them (``[@,@][]`` ...)
+#: doubles per stage. Checked when the batch is submitted (400 ``filter_too_complex``).
+MAX_FILTER_LIST_STAGES = 16
+#: Work one item's evaluation may take (compile_filter): a step per expression node visited, plus
+#: the length of each list or object built, plus one per 64 characters of each string a function
+#: builds. Beyond it the run fails, naming the item (``filter_too_costly``). About 0.1-0.3 s of CPU.
+MAX_FILTER_WORK = 200_000
 
 SUPPORTED_FORMATS = ("jsonl", "csv", "json")
 
@@ -549,8 +559,11 @@ def input_text(item: Mapping[str, Any], field: str) -> str:
 
 class FilterError(ValueError):
     """``code`` ``invalid_filter`` (the expression does not compile, names an unknown function or
-    calls one with the wrong number of arguments) or ``filter_failed`` (evaluating it on an item
-    raised, e.g. ``length(`3`)``: a type error; only with ``compile_filter(..., on_error="raise")``)."""
+    calls one with the wrong number of arguments), ``filter_too_complex`` (it builds lists in more
+    than :data:`MAX_FILTER_LIST_STAGES` places), ``filter_failed`` (evaluating it on an item
+    raised, e.g. ``length(`3`)``: a type error; only with ``compile_filter(..., on_error="raise")``)
+    or ``filter_too_costly`` (evaluating it on an item took more than :data:`MAX_FILTER_WORK`;
+    raised whatever ``on_error`` says)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -589,6 +602,64 @@ def _check_functions(ast: Any) -> None:
             pending.extend(children)
 
 
+#: The nodes that build a list or an object (projections build one from what they project).
+_BUILDERS = frozenset(
+    {
+        "multi_select_list",
+        "multi_select_dict",
+        "flatten",
+        "projection",
+        "value_projection",
+        "filter_projection",
+    }
+)
+
+
+def _check_shape(ast: Any) -> None:
+    pending, stages = [ast], 0
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        stages += node.get("type") in _BUILDERS
+        children = node.get("children")
+        if isinstance(children, list):
+            pending.extend(children)
+    if stages > MAX_FILTER_LIST_STAGES:
+        raise FilterError(
+            "filter_too_complex",
+            f"the filter builds lists or objects in {stages} places ([a, b], {{k: v}}, [], [*], *, [?...]); "
+            f"at most {MAX_FILTER_LIST_STAGES} are allowed, since each may multiply the work of the next.",
+        )
+
+
+class _OverBudget(Exception):
+    """An evaluation went past its work budget."""
+
+
+def _string_cost(length: int) -> int:
+    return length // 64
+
+
+def _json_cost(value: Any, limit: int) -> int:
+    """The cost of ``value``'s JSON text (what ``to_string`` builds), counted until it passes ``limit``."""
+    cost, pending = 0, [value]
+    while pending and cost <= limit:
+        item = pending.pop()
+        if isinstance(item, str):
+            cost += 1 + _string_cost(len(item))
+        elif isinstance(item, dict):
+            cost += 1 + len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            cost += 1 + len(item)
+            pending.extend(item)
+        else:
+            cost += 1
+    return cost
+
+
 def _truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, "", [] and {} are false; everything else (0 too) true."""
     if value is None or value is False:
@@ -600,9 +671,48 @@ def _truthy(value: Any) -> bool:
 
 class _Interpreter(TreeInterpreter):
     """jmespath's evaluator, except that ordering a number against a string gives ``null`` (as
-    the JMESPath spec says for values that cannot be ordered) instead of a Python TypeError."""
+    the JMESPath spec says for values that cannot be ordered) instead of a Python TypeError, and
+    that one evaluation's work is counted against :data:`MAX_FILTER_WORK` (``start`` resets it):
+    a step per node visited, the length of each list or object built, and the size of a string a
+    function is about to build (``join``, ``to_string``: counted before, since one call can build
+    a large one from a short list)."""
 
     _ORDERING = frozenset({"lt", "gt", "lte", "gte"})
+
+    def __init__(self, budget: int = MAX_FILTER_WORK) -> None:
+        super().__init__()
+        self.budget = budget
+        self.work = 0
+
+    def start(self) -> None:
+        self.work = 0
+
+    def _charge(self, units: int) -> None:
+        self.work += units
+        if self.work > self.budget:
+            raise _OverBudget
+
+    def visit(self, node: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self._charge(1)
+        result = super().visit(node, *args, **kwargs)
+        if node["type"] in _BUILDERS and isinstance(result, list | dict):
+            self._charge(len(result))
+        return result
+
+    def visit_function_expression(self, node: dict[str, Any], value: Any) -> Any:
+        args = [self.visit(child, value) for child in node["children"]]
+        name = node["value"]
+        remaining = self.budget - self.work
+        if name == "join" and len(args) == 2 and isinstance(args[1], list):
+            self._charge(_string_cost(sum(len(s) for s in args[1] if isinstance(s, str))))
+        elif name == "to_string" and args:
+            self._charge(_json_cost(args[0], remaining))
+        result = self._functions.call_function(name, args)
+        if isinstance(result, list | dict):
+            self._charge(len(result))
+        elif isinstance(result, str):
+            self._charge(_string_cost(len(result)))
+        return result
 
     def visit_comparator(self, node: dict[str, Any], value: Any) -> Any:
         if node["value"] in self._ORDERING:
@@ -614,9 +724,6 @@ class _Interpreter(TreeInterpreter):
                 return None
             return self.COMPARATOR_FUNC[node["value"]](left, right)
         return super().visit_comparator(node, value)
-
-
-_INTERPRETER = _Interpreter()
 
 
 def _syntax_message(exc: JMESPathError) -> str:
@@ -653,9 +760,13 @@ def compile_filter(query: str | None, *, on_error: str = "drop") -> Callable[[Ma
     the predicate raises :class:`FilterError` ``filter_failed`` instead. To be explicit, default
     the field: ``contains(tags || `[]`, 'x')``.
 
+    Work: one item's evaluation may take :data:`MAX_FILTER_WORK` (see ``_Interpreter``); past it
+    the predicate raises :class:`FilterError` ``filter_too_costly`` (whatever ``on_error`` says).
+
     Raises :class:`FilterError` ``invalid_filter`` with jmespath's message for a syntax error, an
     unknown function or a wrong argument count, or an expression longer than
-    :data:`MAX_FILTER_LENGTH`.
+    :data:`MAX_FILTER_LENGTH`; ``filter_too_complex`` when it builds lists or objects in more than
+    :data:`MAX_FILTER_LIST_STAGES` places.
     """
     if on_error not in ("drop", "raise"):
         raise ValueError(f"on_error must be 'drop' or 'raise', not {on_error!r}")
@@ -671,11 +782,20 @@ def compile_filter(query: str | None, *, on_error: str = "drop") -> Callable[[Ma
         raise FilterError("invalid_filter", "invalid filter: the expression nests too deeply") from None
     parsed = expression.parsed
     _check_functions(parsed)
+    _check_shape(parsed)
     strict = on_error == "raise"
+    interpreter = _Interpreter()
 
     def matches(item: Mapping[str, Any]) -> bool:
+        interpreter.start()
         try:
-            return _truthy(_INTERPRETER.visit(parsed, item))
+            return _truthy(interpreter.visit(parsed, item))
+        except _OverBudget:
+            raise FilterError(
+                "filter_too_costly",
+                f"filter {query!r} took more than its work budget ({MAX_FILTER_WORK:,} steps) on one item; "
+                "simplify it (fewer [a, b], [] and [*] stages one after another).",
+            ) from None
         except (JMESPathError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             if not strict:
                 return False
