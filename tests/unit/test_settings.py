@@ -25,6 +25,8 @@ VARIABLES = [
     ("WEBHOOK_QUEUE_URL", "webhook_queue_url", "https://sqs/q", "https://sqs/q"),
     ("MAX_INLINE_DOWNLOAD_BYTES", "max_inline_download_bytes", "1024", 1024),
     ("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "webhook_allow_private_addresses", "true", True),
+    ("SINGLE_RUN_STARTS_PER_SECOND", "single_run_starts_per_second", "3", 3),
+    ("ADMISSION_QUEUE_URL", "admission_queue_url", "https://sqs/a", "https://sqs/a"),
 ]
 
 DEFAULTS = {
@@ -40,6 +42,8 @@ DEFAULTS = {
     "retention_days": 30,
     "batch_parallelism_budget": 200,
     "webhook_queue_url": "",
+    "single_run_starts_per_second": 10,
+    "admission_queue_url": "",
     "max_inline_download_bytes": 5 * 1024 * 1024,
     "webhook_allow_private_addresses": False,
 }

@@ -326,6 +326,7 @@ def test_nothing_may_create_state_machines_tag_them_or_pass_roles(logical_id: st
 STARTS = {
     "ApiFunction": {"run", "batch", "jobs"},
     "S3TriggerFunction": {"run", "batch"},
+    "AdmissionFunction": {"run"},  # single runs that waited for their turn (services/admission.py)
     "BatchMachine": {"batch"},  # the distributed Map's children are executions of their own machine
 }
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # Stack parameter WebhookAllowPrivateAddresses: callback URLs may name loopback and private
     # addresses (off on AWS; the local stack's tests deliver to 127.0.0.1). domain/urls.py.
     webhook_allow_private_addresses: bool = False
+    # Stack parameter SingleRunStartsPerSecond: single runs started at most this often (a second's
+    # window); the others wait, pending, in the admission queue (services/admission.py).
+    single_run_starts_per_second: int = 10
+    admission_queue_url: str = ""
     # A results download (or input file) larger than this is answered with a presigned URL where
     # one can be offered (a Lambda answer carries at most 6 MB).
     max_inline_download_bytes: int = MAX_RESULTS_DOWNLOAD_BYTES

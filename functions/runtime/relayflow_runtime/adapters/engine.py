@@ -19,6 +19,16 @@ from relayflow_runtime.adapters import aws
 _STALE_TOKEN_CODES = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
 
+#: StartExecution's answers that mean "not now" (throttled, unavailable): the start may be tried again.
+_NOT_NOW_CODES = frozenset(
+    {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable", "InternalServerError"}
+)
+
+
+class StartNotAccepted(Exception):
+    """Step Functions could not take the start now (throttled, unavailable): try again later."""
+
+
 class StateMachines:
     @property
     def _sfn(self) -> Any:
@@ -34,6 +44,8 @@ class StateMachines:
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return f"{state_machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
+            if exc.response["Error"]["Code"] in _NOT_NOW_CODES:
+                raise StartNotAccepted(str(exc)) from exc
             raise
 
     def stop(self, execution_arn: str, *, error: str, cause: str) -> None:

@@ -1,6 +1,7 @@
 """Per-model rate-limit windows: one counter item per model and window, beside the model's item.
 
-    T#t#M#m     RL#<window start, epoch seconds>     requests, tokens, expires_at (TTL)
+    T#t#M#m                 RL#<window start, epoch seconds>     requests, tokens, expires_at (TTL)
+    ADMISSION#single_runs   RL#<window start>                    the same, for starts of single runs
 
 Taking a slot is one conditional ``ADD``: it succeeds only while the window's sums stay within the
 limits, so concurrent callers (any number of Lambda instances) can never take more than the limit
@@ -17,9 +18,13 @@ from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 
+#: The deployment's window of single-run starts (services/admission.py): not a tenant's.
+ADMISSION_PARTITION = "ADMISSION#single_runs"
 
-def _key(tenant: str, model_id: str, window_start: int) -> dict[str, Any]:
-    return {"pk": {"S": f"T#{tenant}#M#{model_id}"}, "sk": {"S": f"RL#{window_start:012d}"}}
+
+def _key(tenant: str, model_id: str, window_start: int, partition: str | None = None) -> dict[str, Any]:
+    pk = partition or f"T#{tenant}#M#{model_id}"
+    return {"pk": {"S": pk}, "sk": {"S": f"RL#{window_start:012d}"}}
 
 
 class RateWindowStore:
@@ -36,10 +41,12 @@ class RateWindowStore:
         max_tokens: int | None,
         tokens: int,
         expires_at: int,
+        partition: str | None = None,
     ) -> bool:
         """Count one request of ``tokens`` in the window if both limits still allow it; False if not.
 
         A request larger than the whole token limit is let through only into an empty window.
+        ``partition``: a window that is not a model's (ADMISSION_PARTITION), instead of tenant/model.
         """
         conditions: list[str] = []
         values: dict[str, Any] = {
@@ -56,7 +63,7 @@ class RateWindowStore:
             values[":room"] = {"N": str(max(0, max_tokens - max(0, tokens)))}
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "Key": _key(tenant, model_id, window_start),
+            "Key": _key(tenant, model_id, window_start, partition),
             "UpdateExpression": "ADD requests :one, tokens :tokens SET expires_at = :expires, kind = :kind",
             "ExpressionAttributeValues": values,
         }

@@ -309,7 +309,8 @@ class Execution(Entity):
     usage: TokenUsage | None = None
     callback_url: str | None = None  # this run's webhook URL (else the workflow's)
     trigger: ExecutionTrigger | None = None  # set when an S3 upload started the run
-    # Why a pending run has not started yet (a batch waiting for the batch parallelism budget).
+    # Why a pending run has not started yet (a batch waiting for the batch parallelism budget, a
+    # single run waiting for admission: services/admission.py); only while it is pending.
     waiting_reason: str | None = None
 
 

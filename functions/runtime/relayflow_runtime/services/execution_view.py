@@ -77,6 +77,8 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
         counters = data
     if "input_tokens" in counters or "output_tokens" in counters:
         data["usage"] = usage_of(counters)
+    if data.get("status") != "pending":
+        data.pop("waiting_reason", None)  # why a run waited is no news once it started or ended
     execution = Execution.model_validate(data)
     if records is not None:
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}

@@ -29,7 +29,7 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.disposition import clean_filename
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
-from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, ExecutionStatus, NodeStatus, allowed_from
+from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import (
@@ -38,7 +38,7 @@ from relayflow_runtime.schemas.entities import (
     ExecutionTrigger,
     InputFile,
 )
-from relayflow_runtime.services import authoring, batch, deps, metrics, notify, retention
+from relayflow_runtime.services import admission, authoring, batch, deps, metrics, notify, retention
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
 from relayflow_runtime.services.execution_view import to_execution
 from relayflow_runtime.services.plan import build_plan
@@ -260,7 +260,8 @@ def _launch(
     extra: dict[str, Any] | None = None,
 ) -> Execution:
     """Write the execution (pending) and its plan snapshot, then start the template's machine for
-    its mode, named by the execution id (the one call to Step Functions a start makes)."""
+    its mode, named by the execution id (the one call to Step Functions a start makes): a single
+    run in its turn (services/admission.py), a batch at once (its budget waits in the machine)."""
     prefix = execution_prefix(tenant, execution_id)
     state_machine_arn = machine_arn(plan["mode"])
 
@@ -327,19 +328,10 @@ def _launch(
 
     notify.status_changed(tenant, record)
 
-    run = {"tenant": tenant, "workflow_id": workflow_id, "execution_id": execution_id}
-    try:
-        execution_arn = deps.machines().start(state_machine_arn, execution_id, {"run": run})
-    except Exception as exc:
-        transition(
-            tenant,
-            record,
-            (ExecutionStatus.PENDING,),
-            "failed",
-            {"error": f"the run could not be started: {exc}", "completed_at": now_iso()},
-        )
-        raise
-    deps.stores().executions.update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
+    if plan["mode"] == "batch":  # a batch waits for its share of the batch budget instead
+        admission.start(tenant, record, can_wait=False)
+    elif admission.launch(tenant, record) is None:  # it waits for its turn (services/admission.py)
+        return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
     return execution
 
 

@@ -10,8 +10,9 @@ sweep index (never a scan):
 1. **active runs** created more than ``grace_seconds`` ago: DescribeExecution of the run's execution.
    Still RUNNING: left alone. Ended more than ``grace_seconds`` ago: settled exactly as the
    reconciler would (services/reconcile.py ``settle``). No such execution: settled as failed ("never
-   started"). Each settled run is counted: metric ``StuckRunsSettled`` (alarmed; dimension ``Cause``
-   ``ended`` or ``never_started``).
+   started"), unless the run is waiting for admission (services/admission.py): then its start is
+   queued again once it has waited an hour. Each settled run is counted: metric
+   ``StuckRunsSettled`` (alarmed; dimension ``Cause`` ``ended`` or ``never_started``).
 2. **status events the bus refused** (kept on their run by services/notify.py) are published again.
 3. **finished runs whose follow-up was cut short** (index partition SETTLE, finished more than
    ``grace_seconds`` ago): their budget is released and they leave the index.
@@ -35,7 +36,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.sfn_status import describe_execution
 from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS
 from relayflow_runtime.domain.clock import parse_iso
-from relayflow_runtime.services import deps, metrics, notify, reconcile, transitions
+from relayflow_runtime.services import admission, deps, metrics, notify, reconcile, transitions
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -127,6 +128,10 @@ def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport) ->
     arn = execution_arn_of(run)
     description = describe_execution(arn) if arn else None
     if description is None:
+        if run.get("status") == "pending" and admission.requeue_if_lost(
+            tenant, deps.stores().executions.get_execution(tenant, execution_id)
+        ):
+            return  # waiting for admission, not lost (re-queued once it waited long)
         outcome, error, cause = reconcile.NEVER_STARTED, None, None
     elif description["status"] == "RUNNING":
         return
