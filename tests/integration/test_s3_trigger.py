@@ -293,3 +293,47 @@ def test_content_checks() -> None:
         with pytest.raises(uploads.Rejection) as refused:
             uploads.check_content(data, size)
         assert refused.value.code == code
+
+
+def _all_keys(local_stack: LocalStack) -> list[str]:
+    s3 = local_stack.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=local_stack.outputs["BucketName"])
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_a_long_key_runs_on_a_copy_whose_key_fits_in_s3(
+    local_stack: LocalStack, api: Any, notifications: list[dict[str, Any]]
+) -> None:
+    # Given an upload whose key is as long as one that can run (its file name alone ~950 bytes)
+    workflow = make_workflow(api)
+    prefix = f"inputs/{workflow['id']}/"
+    name = "é" * ((uploads.MAX_INPUT_KEY_BYTES - len(prefix) - 4) // 2) + ".txt"
+    key = prefix + name
+    assert len(key.encode()) <= uploads.MAX_INPUT_KEY_BYTES
+    # When it is uploaded
+    upload(local_stack, key, b"long name")
+    # Then its run starts, keeps the whole name, and no object key exceeds S3's 1,024 bytes
+    (execution,) = executions_of(api, workflow["id"])
+    assert execution["input_file"]["filename"] == name
+    assert wait_finished(api, workflow["id"], execution["id"])["status"] == "completed"
+    assert max(len(k.encode()) for k in _all_keys(local_stack)) <= uploads.MAX_S3_KEY_BYTES
+
+
+def test_a_key_too_long_for_its_copies_is_refused_and_moved_aside_under_a_short_key(
+    local_stack: LocalStack, api: Any, notifications: list[dict[str, Any]]
+) -> None:
+    # Given an upload whose key is longer than one whose copies S3 could hold
+    workflow = make_workflow(api)
+    key = f"inputs/{workflow['id']}/" + "n" * (uploads.MAX_INPUT_KEY_BYTES - 40) + ".txt"
+    assert uploads.MAX_INPUT_KEY_BYTES < len(key.encode()) <= uploads.MAX_S3_KEY_BYTES
+    # When it is uploaded
+    upload(local_stack, key, b"too long")
+    # Then no run starts; it is moved aside under a short key, with a reason naming the whole key
+    assert executions_of(api, workflow["id"]) == []
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    aside = f"rejected/long-keys/{digest}"
+    assert keys(local_stack, "rejected/") == [aside, f"{aside}.reason.json"]
+    reason = json.loads(read(local_stack, f"{aside}.reason.json"))
+    assert reason["code"] == "key_too_long" and reason["key"] == key
+    assert keys(local_stack, "inputs/") == []
+    assert max(len(k.encode()) for k in _all_keys(local_stack)) <= uploads.MAX_S3_KEY_BYTES

@@ -20,7 +20,10 @@ that takes over an abandoned attempt starts the same execution, which can exist 
 An upload that cannot start a run (a malformed key, an unknown workflow or version, an empty, too
 large or unreadable file) is moved aside: the object goes to ``rejected/<its key>`` and
 ``rejected/<its key>.reason.json`` says why. The uploaded object of an accepted run stays where it
-is; the run works on its own copy (an S3-side copy into the execution's prefix).
+is; the run works on its own copy (an S3-side copy into the execution's prefix, whose key keeps at
+most the last 200 bytes of the file name). A key longer than ``MAX_INPUT_KEY_BYTES`` (1,003 bytes:
+its moved-aside copies would not fit in S3's 1,024) is refused as ``key_too_long`` and moved aside
+under ``rejected/long-keys/<sha-256 of its key>``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ logger = Logger(child=True)
 INPUT_PREFIX = "inputs/"
 REJECTED_PREFIX = "rejected/"
 REASON_SUFFIX = ".reason.json"
+#: S3's longest key, in UTF-8 bytes.
+MAX_S3_KEY_BYTES = 1024
+#: Longest upload key that can run: its moved-aside copy and reason (``rejected/<key>.reason.json``)
+#: must fit in an S3 key too. A longer key is refused at once (``key_too_long``), and moved aside
+#: under ``rejected/long-keys/<sha-256 of its key>`` (its reason names the whole key).
+MAX_INPUT_KEY_BYTES = MAX_S3_KEY_BYTES - len(REJECTED_PREFIX) - len(REASON_SUFFIX)
+LONG_KEYS_PREFIX = REJECTED_PREFIX + "long-keys/"
 DEDUP_WINDOW_SECONDS = 24 * 3600
 # Longer than the trigger function's timeout (60 s): a claim older than this was abandoned.
 CLAIM_LEASE_SECONDS = 90
@@ -93,6 +103,13 @@ def parse_key(key: str) -> UploadTarget:
     """Where an upload's key says to run it (module docstring); Rejection when it says nothing."""
     if not key.startswith(INPUT_PREFIX):
         raise Rejection("bad_key", f"'{key}' is not under {INPUT_PREFIX}")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_INPUT_KEY_BYTES:
+        raise Rejection(
+            "key_too_long",
+            f"the key is {size} bytes; upload keys are at most {MAX_INPUT_KEY_BYTES} bytes (S3 keys are "
+            f"at most {MAX_S3_KEY_BYTES}, and the upload's copies add a prefix): use a shorter file name",
+        )
     parts = key[len(INPUT_PREFIX) :].split("/")
     tenant = DEFAULT_TENANT
     if parts[0] == "tenants":
@@ -142,7 +159,12 @@ def upload_digest(bucket: str, key: str, etag: str) -> str:
 
 
 def rejected_key(key: str) -> str:
-    return REJECTED_PREFIX + key
+    """Where a rejected upload goes: ``rejected/<its key>``, or for a key too long for that (its
+    reason's key must fit too), ``rejected/long-keys/<sha-256 of the key>``."""
+    destination = REJECTED_PREFIX + key
+    if len((destination + REASON_SUFFIX).encode("utf-8", "surrogatepass")) <= MAX_S3_KEY_BYTES:
+        return destination
+    return LONG_KEYS_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ---- the trigger -----------------------------------------------------------------------------------
