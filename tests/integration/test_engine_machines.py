@@ -62,6 +62,8 @@ class StubRunner:
         self.tokens: dict[str, str] = {}
         self.done: set[str] = set()
         self.released: set[str] = set()
+        #: gates that asked again after their timeout (AwaitParents' TimeoutSecondsPath)
+        self.rechecked: set[str] = set()
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.attempts: dict[str, list[int]] = {}
@@ -92,7 +94,12 @@ class StubRunner:
         return {
             "run": event["run"],
             "nodes": [
-                {"id": node_id, "idx": index, "task_timeout": self.nodes[node_id].task_timeout}
+                {
+                    "id": node_id,
+                    "idx": index,
+                    "task_timeout": self.nodes[node_id].task_timeout,
+                    "gate_timeout": self.options.get("gate_timeout", NO_TIMEOUT),
+                }
                 for index, node_id in enumerate(self.order)
             ],
             "retry": retry,
@@ -103,6 +110,8 @@ class StubRunner:
         node_id = event["node"]["id"]
         with self.lock:
             self.tokens[node_id] = event["token"]
+            if event.get("checks"):
+                self.rechecked.add(node_id)
         self._release_ready()
 
     def do_node(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +156,9 @@ class StubRunner:
                 node_id
                 for node_id, token in self.tokens.items()
                 if node_id not in self.released and set(self.nodes[node_id].parents) <= self.done
+                # option lose_releases: a child's release is lost until its gate asks again
+                and not (self.options.get("lose_releases") and self.nodes[node_id].parents
+                         and node_id not in self.rechecked)
             ]
             self.released.update(ready)
             tokens = [self.tokens[node_id] for node_id in ready]
@@ -346,6 +358,40 @@ def test_run_machine_records_a_node_out_of_retries_and_continues_or_stops(stack:
     (fail,) = stub.called("fail")
     assert fail["reason"] == "error" and fail["error"]["Error"] == "NodeFailed"
     assert "D" not in stub.attempts and "complete" not in stub.actions()
+    assert took < 10
+
+
+def test_run_machine_a_gate_whose_release_was_lost_asks_again_after_its_timeout(stack: LocalStack):
+    # Given a diamond whose children's releases are lost (the parent's SendTaskSuccess never
+    # arrives), with gates that wait 2 s (start's gate_timeout: the ancestors' worst case + a margin)
+    stub = StubRunner(stack, diamond(B=Node("B", ["A"])), lose_releases=True, gate_timeout=2)
+    # When the run machine runs it
+    description, took = run_to_end(stack, stub, "RunMachine", timeout=40)
+    # Then each child's gate timed out (States.Timeout), asked again with checks 1 and was released:
+    # the run completed instead of waiting for its own clock (30,000,000 s here)
+    assert description["status"] == "SUCCEEDED", description
+    assert stub.rechecked == {"B", "C", "D", "E"}
+    assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
+    checks = {(e["node"]["id"], e["checks"]) for e in stub.called("gate")}
+    assert {("A", 0), ("B", 0), ("B", 1), ("D", 1)} <= checks
+    assert "node_failed" not in stub.actions()
+    assert took < 20
+
+
+def test_run_machine_a_gate_that_fails_records_its_node_failed(stack: LocalStack):
+    # Given a gate whose check raises (e.g. the runner's own error, past the Retry)
+    class BrokenGate(StubRunner):
+        def do_gate(self, event: dict[str, Any]) -> None:
+            if event["node"]["id"] == "C":
+                raise BatchBroke("the gate could not be stored")
+            super().do_gate(event)
+
+    stub = BrokenGate(stack, diamond(C=Node("C", ["A"], on_failure="stop")))
+    description, took = run_to_end(stack, stub, "RunMachine")
+    # Then the node is recorded failed with the gate's error (node_failed), and the run stops with it
+    (failed,) = stub.called("node_failed")
+    assert failed["node"]["id"] == "C" and failed["error"]["Error"] == "BatchBroke"
+    assert description["status"] == "FAILED" and description["error"] == "WorkflowFailed"
     assert took < 10
 
 

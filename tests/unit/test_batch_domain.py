@@ -18,7 +18,7 @@ from relayflow_runtime.domain.batch import (
     judge,
     outcome_shard,
 )
-from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.engine import GATE_MARGIN_SECONDS, Plan, gate_timeouts
 
 
 def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
@@ -124,3 +124,20 @@ def test_the_index_finds_every_id_in_its_bucket_and_no_other() -> None:
     assert all(find(item_id) == places[item_id] for item_id in ids)
     assert find("id 1") is None
     assert item_index.bucket_count(0) == 1 and item_index.bucket_count(10**9) == item_index.MAX_BUCKETS
+
+
+def test_a_gate_waits_for_its_ancestors_worst_case_along_the_longest_path() -> None:
+    # Given a diamond n0 -> {n1 (100 s), n2 (10 s)} -> n3, each node with 2 retries (delays 1, 2)
+    diamond = plan([5, 100, 10, 1], max_retries=2)
+    nodes = [node.model_dump() for node in diamond.nodes]
+    nodes[2]["parents"] = ["n0"]
+    nodes[3]["parents"] = ["n1", "n2"]
+    diamond = Plan.model_validate({**diamond.model_dump(), "nodes": nodes})
+    # Then a root's gate waits only the margin, and each other's its slowest path of worst cases
+    worst = {"n0": 5 * 3 + 3, "n1": 100 * 3 + 3, "n2": 10 * 3 + 3}
+    assert gate_timeouts(diamond) == {
+        "n0": GATE_MARGIN_SECONDS,
+        "n1": worst["n0"] + GATE_MARGIN_SECONDS,
+        "n2": worst["n0"] + GATE_MARGIN_SECONDS,
+        "n3": worst["n0"] + worst["n1"] + GATE_MARGIN_SECONDS,
+    }

@@ -184,6 +184,7 @@ def test_the_alarms_watch_what_the_issue_names() -> None:
                 watched.add(metric["MetricName"])
     assert {"5xx", "Errors", "Throttles", "ApproximateNumberOfMessagesVisible"} <= watched
     assert {metrics.RUNS_FINISHED, metrics.STUCK_RUNS_SETTLED, metrics.STATUS_EVENTS_NOT_PUBLISHED} <= watched
+    assert metrics.OVERDUE_RUNS in watched
 
 
 def test_custom_metric_alarms_read_the_namespace_and_dimensions_the_runtime_writes() -> None:

@@ -20,6 +20,7 @@ from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
     EXPRESS_RESERVE_SECONDS,
     LAMBDA_LIMIT_SECONDS,
+    OVERDUE_MARGIN_SECONDS,
     Plan,
     fits_express,
     worst_case_item_seconds,
@@ -158,6 +159,15 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
         item_timeout=max(1, min(limit, child_seconds(plan))),
         total=total,
     )
+
+
+def batch_overdue_after_seconds(settings: dict[str, Any], timeout: int) -> int:
+    """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
+    children at its worst case (``item_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+    at_once = max(1, int(settings.get("children") or 1)) * max(1, int(settings.get("items_per_child") or 1))
+    waves = max(1, math.ceil(int(settings.get("total") or 0) / at_once))
+    worst = waves * int(settings.get("item_timeout") or LAMBDA_LIMIT_SECONDS)
+    return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 
 # ---- judging a finished batch -----------------------------------------------------------------------

@@ -116,15 +116,23 @@ def retry_delays(max_retries: int, base_seconds: int, cap_seconds: int) -> list[
 
 
 class NodeTask(_Shape):
-    """An item of the run machine's node Map: only what Step Functions itself needs."""
+    """An item of the run machine's node Map: only what Step Functions itself needs.
+    ``gate_timeout``: how long the node's gate stays parked before it checks again (see
+    :func:`gate_timeouts`)."""
 
     id: str
     idx: int
     task_timeout: int
+    gate_timeout: int = NO_TIMEOUT_SECONDS
 
     @classmethod
-    def of(cls, node: NodeSpec) -> NodeTask:
-        return cls(id=node.id, idx=node.idx, task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS)
+    def of(cls, node: NodeSpec, gate_timeout: int = NO_TIMEOUT_SECONDS) -> NodeTask:
+        return cls(
+            id=node.id,
+            idx=node.idx,
+            task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS,
+            gate_timeout=gate_timeout,
+        )
 
 
 class RunStart(_Shape):
@@ -141,15 +149,47 @@ def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:
     return node.timeout * (retry.max_retries + 1) + sum(retry.delays)
 
 
-def worst_case_item_seconds(plan: Plan) -> int:
-    """The longest one batch item can take: the slowest path through the graph, each node at its
-    worst case (its nodes run as their own parents finish, so parallel branches overlap)."""
+def worst_case_starts(plan: Plan) -> dict[str, int]:
+    """The latest each node can start: the slowest path through its ancestors, each at its worst
+    case (a node runs as its own parents finish, so parallel branches overlap)."""
     retry = plan.retry
+    start: dict[str, int] = {}
     finish: dict[str, int] = {}
     for node in plan.nodes:  # topological order
-        start = max((finish[p] for p in node.parents if p in finish), default=0)
-        finish[node.id] = start + node_worst_case_seconds(node, retry)
-    return max(finish.values(), default=0)
+        start[node.id] = max((finish[p] for p in node.parents if p in finish), default=0)
+        finish[node.id] = start[node.id] + node_worst_case_seconds(node, retry)
+    return start
+
+
+def worst_case_item_seconds(plan: Plan) -> int:
+    """The longest one batch item (or one single run) can take: the slowest path through the
+    graph, each node at its worst case."""
+    starts = worst_case_starts(plan)
+    return max((starts[n.id] + node_worst_case_seconds(n, plan.retry) for n in plan.nodes), default=0)
+
+
+#: A gate waits for its parents' worst case plus this much (a throttled task waits out up to ~8
+#: minutes of Retry), then checks again: a gate whose release was lost releases itself then.
+GATE_MARGIN_SECONDS = 600
+#: A gate that has timed out this many times with its parents still not done fails its node.
+MAX_GATE_CHECKS = 3
+
+
+def gate_timeouts(plan: Plan) -> dict[str, int]:
+    """How long each node's gate stays parked before it checks its parents again (AwaitParents'
+    TimeoutSecondsPath): its ancestors' worst case plus GATE_MARGIN_SECONDS."""
+    return {node_id: start + GATE_MARGIN_SECONDS for node_id, start in worst_case_starts(plan).items()}
+
+
+#: A run still running this long after its worst case (or its own timeout) is overdue: the sweeper
+#: counts it (metric OverdueRuns, alarmed). The margin covers throttled tasks waiting their turn.
+OVERDUE_MARGIN_SECONDS = 1800
+
+
+def overdue_after_seconds(plan: Plan) -> int:
+    """How long after its start a single run is overdue: its own timeout (the machine's clock ends
+    it then) or, sooner, its worst case; plus OVERDUE_MARGIN_SECONDS."""
+    return min(plan.timeout or NO_TIMEOUT_SECONDS, worst_case_item_seconds(plan)) + OVERDUE_MARGIN_SECONDS
 
 
 def fits_express(plan: Plan) -> bool:

@@ -33,8 +33,14 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets
-from relayflow_runtime.domain.batch import BatchCounts, BatchSettings, batch_settings, judge
-from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.batch import (
+    BatchCounts,
+    BatchSettings,
+    batch_overdue_after_seconds,
+    batch_settings,
+    judge,
+)
+from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
@@ -341,9 +347,9 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
             raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
         return {**event, "batch": batch}  # started by an earlier attempt of this task
     record = store.get_execution(tenant, execution_id)
-    moved = transitions.transition(
-        tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, {"started_at": now_iso()}
-    )
+    overdue = batch_overdue_after_seconds(batch, int(event.get("timeout") or NO_TIMEOUT_SECONDS))
+    fields = {"started_at": now_iso(), "overdue_at": iso_in(overdue)}
+    moved = transitions.transition(tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields)
     if moved is None:
         record = store.get_execution(tenant, execution_id)
         if record["status"] != Status.RUNNING:

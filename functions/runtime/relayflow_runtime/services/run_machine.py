@@ -30,9 +30,19 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
-from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, NodeSpec, NodeTask, Plan, RunRef, RunStart
+from relayflow_runtime.domain.engine import (
+    MAX_GATE_CHECKS,
+    NO_TIMEOUT_SECONDS,
+    NodeSpec,
+    NodeTask,
+    Plan,
+    RunRef,
+    RunStart,
+    gate_timeouts,
+    overdue_after_seconds,
+)
 from relayflow_runtime.domain.status import (
     CLOSE_ON_NODE_FAILURE,
     CLOSE_ON_TIMEOUT,
@@ -77,15 +87,15 @@ def _node_dict(node: NodeSpec) -> dict[str, Any]:
 def start(run: RunRef) -> RunStart:
     """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
     record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
-    updated = transitions.transition(
-        run.tenant, record, allowed_from(RUNNING), RUNNING, {"started_at": now_iso()}
-    )
+    plan = load_plan(run.tenant, run.execution_id)
+    fields = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
+    updated = transitions.transition(run.tenant, record, allowed_from(RUNNING), RUNNING, fields)
     if updated is None and record["status"] != "running":
         raise ExecutionNotRunning(f"the execution is {record['status']}")
-    plan = load_plan(run.tenant, run.execution_id)
+    gates = gate_timeouts(plan)
     return RunStart(
         run=run,
-        nodes=[NodeTask.of(node) for node in plan.nodes],
+        nodes=[NodeTask.of(node, gates[node.id]) for node in plan.nodes],
         retry=plan.retry,
         timeout=plan.timeout or NO_TIMEOUT_SECONDS,
     )
@@ -96,13 +106,41 @@ def _ready(node: NodeSpec, record: dict[str, Any]) -> bool:
     return bool(record.get("token")) and set(node.parents) <= set(record.get("done_parents") or ())
 
 
-def gate(run: RunRef, task: NodeTask, token: str) -> None:
+class GateTimeout(Exception):
+    """A node's parents did not finish within their worst case, checked MAX_GATE_CHECKS times."""
+
+
+def gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> None:
     """Park the node: store its token; release it at once when its parents are already done (a
-    root always is)."""
-    node = load_plan(run.tenant, run.execution_id).node(task.id)
-    record = deps.stores().executions.register_gate(run.tenant, run.execution_id, node.id, token)
+    root always is).
+
+    ``checks`` counts the gate's timeouts (AwaitParents' TimeoutSecondsPath, the ancestors' worst
+    case): a gate that timed out checks again, so one whose release was lost releases itself; it
+    stops when the run is no longer running, parks again while its parents may still finish, and
+    after MAX_GATE_CHECKS timeouts fails its node (:class:`GateTimeout`, recorded by node_failed)."""
+    plan = load_plan(run.tenant, run.execution_id)
+    node = plan.node(task.id)
+    store = deps.stores().executions
+    if checks:
+        status = store.get_execution(run.tenant, run.execution_id)["status"]
+        if status != RUNNING.value:
+            raise ExecutionNotRunning(f"the execution is {status}")
+    record = store.register_gate(run.tenant, run.execution_id, node.id, token)
     if _ready(node, record):
         deps.machines().release(token)
+        return
+    if not checks:
+        return
+    waiting = [plan.node(p).name for p in node.parents if p not in set(record.get("done_parents") or ())]
+    if checks >= MAX_GATE_CHECKS:
+        raise GateTimeout(
+            f"node '{node.name}' waited {checks * task.gate_timeout} s for its parents "
+            f"({', '.join(waiting)}), {checks} times their worst case: they never finished"
+        )
+    logger.warning(
+        "a gate timed out with its parents not done: parked again",
+        extra={"node_id": node.id, "checks": checks, "waiting_for": waiting},
+    )
 
 
 def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:

@@ -8,11 +8,13 @@ a schedule (template: SweeperFunction, every ``SweepIntervalMinutes``) and, read
 sweep index (never a scan):
 
 1. **active runs** created more than ``grace_seconds`` ago: DescribeExecution of the run's execution.
-   Still RUNNING: left alone. Ended more than ``grace_seconds`` ago: settled exactly as the
-   reconciler would (services/reconcile.py ``settle``). No such execution: settled as failed ("never
-   started"), unless the run is waiting for admission (services/admission.py): then its start is
-   queued again once it has waited an hour. Each settled run is counted: metric
-   ``StuckRunsSettled`` (alarmed; dimension ``Cause`` ``ended`` or ``never_started``).
+   Still RUNNING: left alone, but counted (metric ``OverdueRuns``, alarmed) when past its
+   ``overdue_at`` (written at its start: its worst case or timeout, plus a margin). Ended more
+   than ``grace_seconds`` ago: settled exactly as the reconciler would (services/reconcile.py
+   ``settle``). No such execution: settled as failed ("never started"), unless the run is waiting
+   for admission (services/admission.py): then its start is queued again once it has waited an
+   hour. Each settled run is counted: metric ``StuckRunsSettled`` (alarmed; dimension ``Cause``
+   ``ended`` or ``never_started``).
 2. **status events the bus refused** (kept on their run by services/notify.py) are published again.
 3. **finished runs whose follow-up was cut short** (index partition SETTLE, finished more than
    ``grace_seconds`` ago): their budget is released and they leave the index.
@@ -52,6 +54,8 @@ class SweepReport:
     republished: int = 0
     followed_up: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Runs still running past their ``overdue_at`` (their worst case or timeout, plus a margin).
+    overdue: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,7 @@ class SweepReport:
             "republished": self.republished,
             "followed_up": self.followed_up,
             "errors": self.errors,
+            "overdue": self.overdue,
         }
 
 
@@ -102,7 +107,7 @@ def sweep(
         for run in runs:
             report.checked += 1
             try:
-                _check_active(run, cutoff, report)
+                _check_active(run, cutoff, report, now)
             except Exception as exc:  # one bad run must not stop the sweep of the others
                 logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
                 report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
@@ -116,12 +121,15 @@ def sweep(
         except Exception as exc:
             logger.exception("could not finish a run's follow-up", extra={"execution_id": run.get("id")})
             report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+    if report.overdue:
+        metrics.count(metrics.OVERDUE_RUNS, len(report.overdue))
+        logger.warning("runs past their worst case are still running", extra={"overdue": report.overdue})
     if report.settled or report.republished or report.followed_up or report.errors:
         logger.info("sweep", extra={"report": report.as_dict()})
     return report
 
 
-def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport) -> None:
+def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport, now: datetime) -> None:
     tenant, execution_id = str(run["tenant"]), str(run["id"])
     if run.get("unpublished_event") and notify.republish(tenant, execution_id, run["unpublished_event"]):
         report.republished += 1
@@ -134,6 +142,9 @@ def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport) ->
             return  # waiting for admission, not lost (re-queued once it waited long)
         outcome, error, cause = reconcile.NEVER_STARTED, None, None
     elif description["status"] == "RUNNING":
+        overdue_at = deps.stores().executions.get_execution(tenant, execution_id).get("overdue_at")
+        if overdue_at and parse_iso(str(overdue_at)) < now:
+            report.overdue.append(execution_id)
         return
     else:
         stopped = description.get("stopDate")
