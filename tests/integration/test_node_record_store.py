@@ -13,6 +13,7 @@ from tests.support.transactions import Cancel, cancelling_transactions
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
+from relayflow_runtime.domain.batch import ItemOutcome
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.services import deps
 
@@ -103,3 +104,28 @@ def test_progress_is_not_in_the_transaction_and_never_goes_back(running_node: An
         "abc", "running"
     )
 
+
+
+def test_batch_outcomes_are_recorded_once_through_conflicts_and_repeats(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a child's three outcomes, one of them recorded already (a repeated child), and DynamoDB
+    # cancelling the first call for a conflict on the counter shard
+    batches = deps.stores().batches
+    outcomes = [
+        ItemOutcome(source_item_id=f"i{n}", status="completed", usage={"input_tokens": 1}) for n in range(3)
+    ]
+    batches.record_outcomes(TENANT, "x-batch", outcomes[:1])
+    answers = iter([Cancel([None, None, None, "TransactionConflict"])])
+
+    def decide(items: list[dict[str, Any]]) -> Cancel | None:
+        return next(answers, None)
+
+    with cancelling_transactions(monkeypatch, decide) as calls:
+        # When the child records all three
+        recorded = batches.record_outcomes(TENANT, "x-batch", outcomes)
+    # Then the two new ones are recorded and counted once each, the first neither again
+    assert sorted(recorded) == ["i1", "i2"]
+    assert len(calls.items) == 3  # the conflict, the cancellation naming i0, the write of i1 and i2
+    counters = batches.counters(TENANT, "x-batch", consistent=True)
+    assert (counters["processed_items"], counters["input_tokens"]) == (3, 3)

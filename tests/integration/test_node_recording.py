@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from tests.support import batches
 from tests.support.graphs import TERMINAL, add_node, builtin_model, connect, new_version, ok
 from tests.support.transactions import Cancel, cancelling_transactions, updates_node
 
@@ -191,3 +192,26 @@ def test_a_write_refused_for_another_reason_is_a_recorded_node_error_not_a_quiet
     statuses = {execution["node_executions"][n]["status"] for n in nodes}
     assert "running" not in statuses and "pending" not in statuses
     assert deps.stores().executions.get_execution(TENANT, execution["id"])["status"] == "failed"
+
+
+def test_a_batch_item_whose_answer_holds_a_lone_surrogate_is_recorded_with_the_others(
+    api: Any, local_stack: LocalStack
+) -> None:
+    # Given a batch of three items through a JSON node, one answering a lone surrogate
+    texts = [json.dumps({"answer": a}) for a in ("plain", "cut \ud800", "emoji \U0001f600")]
+    items = [{"id": f"i{n}", "text": text} for n, text in enumerate(texts)]
+    dataset_id, dataset_version = batches.dataset(api, items)
+    workflow_id, _ = batches.workflow(api, [("parse", {"model": "echo"}, {"output_format": "json"})])
+    config = {"dataset_id": dataset_id, "dataset_version_id": dataset_version}
+    body = {"input_mode": "batch", "batch_config": config}
+
+    # When it runs
+    execution = ok(api("POST", f"/workflows/{workflow_id}/executions", body))
+    execution = wait(api, workflow_id, execution["id"], timeout=60.0)
+
+    # Then every item is recorded completed, the surrogate stored as U+FFFD
+    assert execution["status"] == "completed", execution
+    assert (execution["progress"]["processed_items"], execution["progress"]["failed_items"]) == (3, 0)
+    status, item = api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}/items/i1")
+    assert status == 200, item
+    assert item["parsed_output"] == {"answer": "cut \ufffd"}

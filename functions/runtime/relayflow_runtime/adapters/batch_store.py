@@ -11,8 +11,8 @@ Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see 
 on a counter shard for exactly those items. Whatever repeats (an Express child run twice, a Lambda
 retried, ``items_failed`` after a ``run_items`` that did record), an item is recorded and counted
 once: a transaction cancelled because some outcomes exist is retried without them (a repeated
-child finds all of them and records nothing); one cancelled by a conflict on the counter shard is
-retried on another shard.
+child finds all of them and records nothing); one cancelled by a conflict (another child's
+transaction on the same counter shard) is retried with jitter (adapters/transactions.py).
 
 Transactions cost two write units per KB: an outcome of a three-node item is ~1-2 KB (prompts and
 outputs over the inline limit are S3 references), so an item costs ~2-4 WRU plus its share of one
@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
+from relayflow_runtime.adapters.transactions import CONTENTION_REASONS, TransactionCancelled, transact_write
 from relayflow_runtime.domain.batch import (
     COUNTER_SHARDS,
     COUNTERS,
@@ -45,11 +45,9 @@ from relayflow_runtime.domain.batch import (
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-#: Attempts at one child's transaction (conflicts on a counter shard are retried with a backoff).
-TRANSACTION_ATTEMPTS = 8
-#: Why a transaction may be cancelled and tried again: an outcome already there (it is dropped),
-#: a concurrent transaction on the same counter shard ("None": the action itself was fine).
-_RETRYABLE_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+#: Why a transaction may be tried again: an outcome already there (it is dropped), or contention
+#: beside it (adapters/transactions.py retries contention alone by itself).
+_RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", *CONTENTION_REASONS})
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +82,6 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     if isinstance(plain.get("nodes"), str):
         plain["nodes"] = _unpack_nodes(plain["nodes"])
     return plain
-
-
-def _reasons(exc: ClientError) -> list[str]:
-    return [str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons", [])]
 
 
 class BatchStore:
@@ -174,32 +168,18 @@ class BatchStore:
         (``expires_at``: the run's retention TTL). Returns the ids of the items recorded by this
         call (none when a repeated child calls)."""
         pending = list({o.source_item_id: o for o in outcomes}.values())
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            if not pending:
-                return []
+        while pending:
             puts = [self._outcome_put(tenant, execution_id, o, expires_at) for o in pending]
             try:
-                self._ddb.transact_write_items(
-                    TransactItems=[*puts, self._counter_add(tenant, execution_id, pending, expires_at)]
-                )
+                # Conflicts on a counter shard (another child's transaction) are retried in there.
+                transact_write([*puts, self._counter_add(tenant, execution_id, pending, expires_at)])
                 return [o.source_item_id for o in pending]
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+            except TransactionCancelled as exc:
+                if any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise
-                reasons = _reasons(exc)
-                if not reasons or any(r not in _RETRYABLE_REASONS for r in reasons):
-                    raise
-                recorded = {
-                    o.source_item_id
-                    for o, reason in zip(pending, reasons, strict=False)
-                    if reason == "ConditionalCheckFailed"
-                }
-                pending = [o for o in pending if o.source_item_id not in recorded]
-                if not recorded:  # a conflict (another child's transaction on the same shard)
-                    time.sleep(random.uniform(0, 0.05 * 2**attempt))
-        raise RuntimeError(
-            f"could not record {len(pending)} item outcomes after {TRANSACTION_ATTEMPTS} attempts"
-        )
+                # Outcomes already there (a repeated child) are dropped, and the rest tried again.
+                pending = [o for i, o in enumerate(pending) if not exc.failed_condition(i)]
+        return []
 
     # ---- reading ---------------------------------------------------------------------------------
     def _batch_get(
