@@ -359,7 +359,9 @@ def test_the_sweeper_examines_every_active_run_over_successive_passes(
             },
         )
     examined: list[list[str]] = []
-    monkeypatch.setattr(sweeper, "_check_active", lambda run, cutoff, report: examined[-1].append(run["id"]))
+    monkeypatch.setattr(
+        sweeper, "_check_active", lambda run, cutoff, report, now: examined[-1].append(run["id"])
+    )
 
     # When the sweeper passes three times, reading two runs per shard each time
     for _ in range(3):
