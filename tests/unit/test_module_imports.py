@@ -21,10 +21,10 @@ PACKAGE = Path(relayflow_runtime.__file__).parent
 #: (module, imported module) pairs allowed inside a function, and why. Neither dodges a cycle nor a
 #: layer: a third-party import only one rare path needs, kept off every function's cold start.
 DEFERRED = {
-    # ~40-50 ms of every Lambda's cold start (measured beside the handlers' own imports); only a
-    # PDF input needs it.
-    ("relayflow_runtime.providers.builtin", "pypdf"): "cold start",
-    ("relayflow_runtime.providers.builtin", "pypdf.errors"): "cold start",
+    # The PDF reader's child process (a script, never imported) sets its CPU and memory limits
+    # first: pypdf's import counts against them.
+    ("relayflow_runtime.providers.pdf_worker", "pypdf"): "after the limits",
+    ("relayflow_runtime.providers.pdf_worker", "pypdf.errors"): "after the limits",
 }
 
 

@@ -6,7 +6,6 @@ failure shapes (``flaky`` for retried errors, ``fail`` for non-retried ones, ``s
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
@@ -25,6 +24,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
 )
 from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
+from relayflow_runtime.providers.pdf import pdf_text
 from relayflow_runtime.schemas.entities import MAX_NODE_TIMEOUT_SECONDS
 
 DEFAULT_FAIL_MESSAGE = "builtin fail model always fails"
@@ -172,16 +172,9 @@ def extract_text(data: bytes) -> str:
 
 
 def _pdf_text(data: bytes) -> str:
-    from pypdf import PdfReader  # imported here: only PDF inputs pay for it on a cold start
-    from pypdf.errors import PyPdfError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise PermanentModelError(f"could not read the PDF file: {exc}") from exc
-    # A font's ToUnicode map may name lone surrogates: text that could not be stored (domain/text.py).
-    return storable("\n".join(p.strip() for p in pages if p.strip()))
+    # Read in a child process within a CPU budget (providers/pdf.py). A font's ToUnicode map may
+    # name lone surrogates: text that could not be stored (domain/text.py).
+    return storable(pdf_text(data))
 
 
 def _text_extract(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
