@@ -356,7 +356,8 @@ def get_item(workflow_id: str, execution_id: str, item_id: str) -> BatchItemDeta
     operation_id="retryFailedItems",
     summary="Run a batch run's failed items again",
     description="A new batch run over only the items of this finished batch run that failed, with its "
-    "version (or `version_id`).",
+    "version (or `version_id`). One retry at a time: while an earlier retry of this run is pending or "
+    "running, 409 `retry_in_progress` names it in `details.execution_id`.",
     tags=["executions"],
     status_code=201,
     response_description="The new execution, pending",
