@@ -14,11 +14,13 @@ from typing import NamedTuple
 from relayflow_runtime.domain.datasets import MAX_FILE_BYTES as MAX_DATASET_FILE_BYTES
 from relayflow_runtime.domain.datasets import (
     MAX_FILTER_LENGTH,
+    MAX_FILTER_LIST_STAGES,
     MAX_ITEM_ID_LENGTH,
     MAX_ITEMS_PER_VERSION,
     MAX_LINE_BYTES,
 )
 from relayflow_runtime.domain.templating import MAX_TEMPLATE_LENGTH
+from relayflow_runtime.domain.urls import MAX_CALLBACK_URL_LENGTH
 
 # A file input sent through the API (decoded; a Lambda request carries 6 MB, base64 included) and
 # a text input of a single run: services.executions checks them, the request schema states them.
@@ -89,6 +91,14 @@ LIMITS: tuple[Limit, ...] = (
     Limit("upload_parts", MAX_UPLOAD_PARTS, "parts", 400, "parts of one upload"),
     Limit("dataset_items_page", MAX_DATASET_ITEMS_PAGE, "items", 400, "limit of a page of dataset items"),
     Limit("filter_query", MAX_FILTER_LENGTH, "characters", 400, "batch_config.filter_query"),
+    Limit(
+        "filter_stages",
+        MAX_FILTER_LIST_STAGES,
+        "places",
+        400,
+        "places a filter builds a list or object ([a, b], {k: v}, [], [*], *, [?...])",
+    ),
+    Limit("callback_url", MAX_CALLBACK_URL_LENGTH, "characters", 400, "a callback_url (and the URL rules)"),
     Limit("parallelism", MAX_PARALLELISM, "items", 400, "batch_config.parallelism (items run at once)"),
     Limit("results_page", MAX_RESULTS_PAGE, "items", 400, "limit of a page of batch results"),
     Limit(

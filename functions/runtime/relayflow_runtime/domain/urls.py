@@ -25,8 +25,9 @@ import re
 import socket
 from urllib.parse import SplitResult, urlsplit
 
-#: Longest callback URL (the request schemas say the same).
-MAX_CALLBACK_URL_LENGTH = 2000
+# The longest callback URL: the request schemas' limit, checked again on a stored URL.
+from relayflow_runtime.schemas.api import MAX_URL_LENGTH as MAX_CALLBACK_URL_LENGTH
+
 SCHEMES = ("http", "https")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
