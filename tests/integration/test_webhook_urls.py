@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tests.integration.test_webhooks import deliveries, make_workflow, run_to_end
 
+from relayflow.cli import build_parser
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.services import deps
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
@@ -169,3 +170,8 @@ def test_a_malformed_stored_url_is_a_failed_delivery_not_a_crash(
         AttributeNames=["ApproximateNumberOfMessages"],
     )
     assert dead["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_serve_allows_private_callback_urls_only_when_asked() -> None:
+    assert build_parser().parse_args(["serve"]).allow_private_webhooks is False
+    assert build_parser().parse_args(["serve", "--allow-private-webhooks"]).allow_private_webhooks is True

@@ -741,7 +741,9 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         print("\n".join(lines), file=ui.stdout, flush=True)
 
     try:
-        stack = LocalStack(data_dir=data_dir, run_schedules=True, faults=faults)
+        # Callback URLs on this machine or its network are refused unless asked for (as on AWS).
+        parameters = {"WebhookAllowPrivateAddresses": "true"} if args.allow_private_webhooks else {}
+        stack = LocalStack(data_dir=data_dir, run_schedules=True, faults=faults, parameters=parameters)
         run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port)
     except DataDirError as exc:
         ui.error(str(exc))
@@ -841,6 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and timeouts, Express repeats, late, duplicate and lost events (default: none)",
     )
     sub.add_argument("--fault-seed", type=int, help="the fault profile's seed (0): a failure replays")
+    sub.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="let callback URLs name loopback and private addresses (a receiver on this machine); "
+        "refused by default, as on AWS",
+    )
     sub.set_defaults(handler=cmd_serve)
 
     sub = command("demo", "run real workflows end to end on the embedded local stack", api=False)
