@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,6 +243,31 @@ def test_lambda_answers_service_exception_at_the_profiles_rate() -> None:
         assert done["status"] == "FAILED", done
         assert done["error"] == "Lambda.ServiceException"
         assert fx.recorded("Quick") == []
+
+
+def test_invoke_errors_are_named_alike_for_a_task_whose_resource_is_the_functions_arn() -> None:
+    # The template's machines name the node runner's ARN as Resource; moto named Invoke's errors
+    # "Exception" there, which no Retry matches
+    with LocalStack(faults=only(lambda_service_exception_rate=1.0)) as stack:
+        arn = stack.register_function(unique("Direct"), fx.handler("record"))
+        definition = {"StartAt": "Call", "States": {"Call": {"Type": "Task", "Resource": arn, "End": True}}}
+        done = run_machine(stack, definition)
+        assert done["status"] == "FAILED", done
+        assert done["error"] == "Lambda.ServiceException"
+
+
+def test_a_throttled_transaction_is_refused_whole_never_cancelled_item_by_item() -> None:
+    with LocalStack(faults=only(throttle_rate=0.5, seed=3)) as stack:
+        dynamodb = no_retries(stack, "dynamodb")
+        codes: Counter[str] = Counter()
+        for _ in range(20):
+            try:
+                dynamodb.transact_write_items(TransactItems=two_puts(stack.outputs["TableName"]))
+                codes["ok"] += 1
+            except ClientError as exc:
+                codes[exc.response["Error"]["Code"]] += 1
+        assert codes["ok"] and set(codes) - {"ok"}, codes
+        assert set(codes) <= {"ok", "ProvisionedThroughputExceededException", "ThrottlingException"}, codes
 
 
 def test_lambda_never_answers_service_exception_without_the_profile(local_stack: LocalStack) -> None:

@@ -180,6 +180,7 @@ class FaultInjector:
         self._running: Counter[str] = Counter()  # function name -> invocations under way
         self._pending = 0  # delayed deliveries not yet made
         self._patches: list[tuple[Any, str, Any]] = []
+        self._in_request = threading.local()  # a DynamoDB request is being answered in this thread
 
     # ------------------------------------------------------------------ the draws
 
@@ -306,13 +307,19 @@ class FaultInjector:
 
     def _dynamodb_call(self, operation: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self._in_request, "active", False):  # moto's own calls within a request
+                return original(backend, *args, **kwargs)
             refusal = throttled(self, operation)
             if refusal is None and operation == "transact_write_items":
                 items = args[0] if args else kwargs.get("transact_items", [])
                 refusal = transaction_conflict(self, items)
             if refusal is not None:
                 raise refusal
-            return original(backend, *args, **kwargs)
+            self._in_request.active = True
+            try:
+                return original(backend, *args, **kwargs)
+            finally:
+                self._in_request.active = False
 
         return call
 

@@ -17,6 +17,8 @@ Also here, because they patch moto too:
   encoding (`quote_plus` keeping `/`; moto also encodes the slashes);
 * the interpreter's logger, which logs every (expected) task failure at ERROR, is quieted;
 * a state machine definition is parsed (antlr) once per text, not once per execution;
+* Invoke's own errors (429, 500) reach a Task as AWS names them, ``Lambda.<Code>``, whether its
+  Resource is ``arn:aws:states:::lambda:invoke`` or the function's ARN (moto: ``Exception``);
 * JSONPath expressions the interpreter (and EventBridge's target input) evaluates are parsed
   once, not on every use (jsonpath-ng builds a new parser, tables and all, per parse: a fifth of
   the interpreter's time per item);
@@ -308,6 +310,43 @@ def _make_direct_lambda_invoke(original: Callable[..., Any]) -> Callable[..., An
         return response
 
     return _invoke_lambda_function
+
+
+_STATE_TASK = "moto.stepfunctions.parser.asl.component.state.exec.state_task"
+_STATE_TASK_LAMBDA = f"{_STATE_TASK}.state_task_lambda"
+_SERVICE_LAMBDA = f"{_STATE_TASK}.service.state_task_service_lambda"
+
+
+def _lambda_error_names(original: Callable[..., Any]) -> Callable[..., Any]:
+    """StateTaskLambda._from_error naming Invoke's own errors as AWS does for a Task whose Resource
+    is the function's ARN: ``Lambda.<Code>`` (``Lambda.TooManyRequestsException``,
+    ``Lambda.ServiceException``), as for ``arn:aws:states:::lambda:invoke``. moto named them all
+    ``Exception``, which no Retry of the template's machines matches."""
+    from botocore.exceptions import ClientError
+
+    def _from_error(self: Any, env: Any, ex: Exception) -> Any:
+        if not isinstance(ex, ClientError):
+            return original(self, env, ex)
+        from moto.stepfunctions.parser.api import HistoryEventType, LambdaFunctionFailedEventDetails
+        from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+            CustomErrorName,
+        )
+        from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+        from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+        service = importlib.import_module(_SERVICE_LAMBDA).StateTaskServiceLambda
+        error, cause = service._error_cause_from_client_error(ex)
+        details: Any = EventDetails  # a TypedDict of every kind of detail, all required
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName(error),
+            event_type=HistoryEventType.LambdaFunctionFailed,
+            event_details=details(
+                lambdaFunctionFailedEventDetails=LambdaFunctionFailedEventDetails(error=error, cause=cause)
+            ),
+        )
+
+    return _from_error
 
 
 def _make_s3_event(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -1297,6 +1336,14 @@ def install() -> None:
                 "DynamoDBBackend.transact_write_items",
                 _transact_with_item_backup(backend.__dict__["transact_write_items"]),
             )
+            task_lambda = importlib.import_module(_STATE_TASK_LAMBDA).StateTaskLambda
+            service_lambda = importlib.import_module(_SERVICE_LAMBDA).StateTaskServiceLambda
+            if "_from_error" not in task_lambda.__dict__ or not hasattr(
+                service_lambda, "_error_cause_from_client_error"
+            ):
+                raise MotoIncompatibleError(_incompatible("StateTaskLambda._from_error moved"))
+            from_error = _lambda_error_names(task_lambda._from_error)
+            _patch(_STATE_TASK_LAMBDA, "StateTaskLambda._from_error", from_error)
             invoke_function = _optional_target(_LAMBDA_EVAL_UTILS, "_invoke_lambda_function")
             if invoke_function is not None:
                 direct = _make_direct_lambda_invoke(invoke_function)
