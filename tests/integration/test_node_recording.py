@@ -73,6 +73,54 @@ def test_a_node_found_already_recorded_still_releases_its_children(
     assert {n: execution["node_executions"][n]["status"] for n in nodes} == dict.fromkeys(nodes, "completed")
 
 
+def test_a_failure_found_already_recorded_still_lets_a_continue_node_release_its_children(
+    api: Any, local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a failing node with on_failure "continue" before a second node, whose failure is
+    # recorded but answered "the node record's condition failed" (a repeated NodeFailed task)
+    workflow_id, version_id = new_version(api, max_retries=0)
+    fail = builtin_model(api, "fail")
+    failing = add_node(api, version_id, "failing", fail, "{{input}}", on_failure="continue")
+    after = add_node(api, version_id, "after", builtin_model(api, "echo"), "after")
+    connect(api, version_id, (failing, after))
+    once = iter([Cancel([None, "ConditionalCheckFailed"], apply=True)])
+
+    def decide(items: list[dict[str, Any]]) -> Cancel | None:
+        return next(once, None) if updates_node(items, failing, "failed") else None
+
+    with cancelling_transactions(monkeypatch, decide) as calls:
+        # When it runs
+        execution = wait(api, workflow_id, start(api, workflow_id, "x"))
+
+    # Then the second node ran all the same and the run completed
+    assert len(calls.cancelled) == 1
+    assert execution["status"] == "completed", execution
+    records = execution["node_executions"]
+    assert (records[failing]["status"], records[after]["status"]) == ("failed", "completed")
+
+
+def test_contention_past_the_stores_bound_is_retried_by_the_versions_policy(
+    api: Any, local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a node whose first recording meets a conflict on every call the store makes
+    workflow_id, version_id = new_version(api, max_retries=2, retry_delay_seconds=1)
+    node = add_node(api, version_id, "only", builtin_model(api, "echo"), "{{input}}")
+    first_attempt = Cancel([None, "TransactionConflict"])
+
+    def decide(items: list[dict[str, Any]]) -> Cancel | None:
+        attempt = items[-1].get("Update", {}).get("ExpressionAttributeValues", {}).get(":att")
+        return first_attempt if updates_node(items, node, "completed") and attempt == {"N": "1"} else None
+
+    with cancelling_transactions(monkeypatch, decide) as calls:
+        # When it runs
+        execution = wait(api, workflow_id, start(api, workflow_id, "x"))
+
+    # Then the store gave up after its bound and the second attempt recorded the node
+    assert len(calls.cancelled) == 8
+    assert execution["status"] == "completed", execution
+    assert execution["node_executions"][node]["attempts"] == 2
+
+
 def test_fan_out_runs_complete_while_a_share_of_transactions_is_cancelled_for_conflicts(
     api: Any, local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
