@@ -9,7 +9,9 @@ own host (SSRF). So a callback URL must be
 * without credentials (``user:password@``), with a valid host name and a port from 1 to 65535;
 * not an IP literal (in any form ``inet_aton`` reads: ``0x7f000001``, ``2130706433``,
   ``0177.0.0.1``, ``127.1``) or a ``localhost`` name that is not a public address: loopback,
-  private, shared, link-local, reserved, unspecified or multicast addresses are refused.
+  private, shared, link-local, reserved, unspecified or multicast addresses are refused, and so
+  is an IPv6 address embedding such an IPv4 one (mapped, compatible, 6to4, Teredo,
+  NAT64).
 
 These checks are static (``callback_url_problem``), made when the URL is set and again before each
 attempt; the sender also resolves the name and refuses any non-public address it resolves to
@@ -32,6 +34,7 @@ SCHEMES = ("http", "https")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_EMBEDDING = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
@@ -53,6 +56,8 @@ def is_public_address(address: IPAddress) -> bool:
     reserved, unspecified, documentation or multicast, IPv4-mapped and 6to4/Teredo forms included."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is None and any(address in net for net in _EMBEDDING):  # NAT64, IPv4-compatible
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None and not is_public_address(embedded):
             return False
     return bool(address.is_global) and not address.is_multicast
