@@ -330,44 +330,130 @@ def test_the_rate_limit_of_a_model_config_is_validated() -> None:
     ]
 
 
+class Batches:
+    """Batch runs through the API over a dataset of 8 items, with a node that sleeps ``seconds``."""
+
+    def __init__(self, api: Any, seconds: float) -> None:
+        self.api = api
+        self.dataset = api("POST", "/datasets", {"name": "budget"})[1]
+        self.version = api("POST", f"/datasets/{self.dataset['id']}/versions", {})[1]
+        items = [{"id": f"i{n}", "text": f"item {n}"} for n in range(8)]
+        path = f"/datasets/{self.dataset['id']}/versions/{self.version['id']}/items"
+        assert api("POST", path, {"items": items})[1]["status"] == "ready"
+        self.workflow = api("POST", "/workflows", {"name": "slow batch"})[1]
+        path = f"/workflows/{self.workflow['id']}/versions"
+        flow_version = api("POST", path, {"config": {"max_retries": 0}})[1]
+        config = {"model": "sleep", "seconds": seconds}
+        model = api("POST", "/models", {"name": "s", "provider": "builtin", "config": config})[1]
+        api("POST", f"/versions/{flow_version['id']}/nodes", {"name": "slow", "entity_id": model["id"]})
+        api("PATCH", f"/workflows/{self.workflow['id']}", {"active_version_id": flow_version["id"]})
+
+    def start(self, parallelism: int, **more: Any) -> str:
+        config = {
+            "dataset_id": self.dataset["id"],
+            "dataset_version_id": self.version["id"],
+            "parallelism": parallelism,
+        }
+        body = {"input_mode": "batch", "batch_config": config, **more}
+        status, answer = self.api("POST", f"/workflows/{self.workflow['id']}/executions", body)
+        assert status == 201, answer
+        return str(answer["id"])
+
+    def get(self, execution_id: str) -> dict[str, Any]:
+        return dict(self.api("GET", f"/workflows/{self.workflow['id']}/executions/{execution_id}")[1])
+
+    def wait_until(self, check: Any, timeout: float = 120) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (found := check()):
+            assert time.monotonic() < deadline, budget.state()
+            time.sleep(0.2)
+        return found
+
+
+def history_events(local_stack: LocalStack, execution_id: str) -> list[dict[str, Any]]:
+    """The Step Functions history of the run's execution (GetExecutionHistory, every page)."""
+    arn = deps.stores().executions.get_execution(TENANT, execution_id)["sfn_execution_arn"]
+    sfn = local_stack.client("stepfunctions")
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def test_a_waiting_batch_parks_on_a_token_and_a_release_wakes_it(local_stack: LocalStack, api: Any) -> None:
+    # Given the whole budget (8) held by another batch, and a batch asking for 2
+    pending_batch("holder")
+    batch.reserve_budget(reserve_event("holder", children=8))
+    batches = Batches(api, seconds=0.1)
+    waiting = batches.start(2)
+    batches.wait_until(lambda: batches.get(waiting)["waiting_reason"])
+    time.sleep(1)
+    # When it has waited a while (the former loop asked again every 10 s, ~7 history events a time)
+    parked = len(history_events(local_stack, waiting))
+    time.sleep(12)
+    # Then its history did not grow while it waited: it is parked on a task token, pending
+    assert len(history_events(local_stack, waiting)) == parked
+    assert batches.get(waiting)["status"] == "pending"
+    # When the other batch ends (any terminal status change releases its share)
+    ended_at = time.monotonic()
+    finished = {"completed_at": "2030-01-01T01:00:00Z"}
+    transitions.transition(TENANT, status_of("holder"), ("running",), "completed", finished)
+    # Then the release wakes the waiting batch at once: it reserves its share and runs to the end
+    batches.wait_until(lambda: batches.get(waiting)["status"] != "pending", timeout=30)
+    assert time.monotonic() - ended_at < 5
+    done = batches.wait_until(lambda: (x := batches.get(waiting))["status"] in ("completed", "failed") and x)
+    assert done["status"] == "completed", done
+    # with a handful of history events for the whole wait
+    assert len(history_events(local_stack, waiting)) < parked + 60
+    assert budget.state().in_use == 0
+
+
+def test_a_batch_waits_for_budget_no_longer_than_its_timeout(local_stack: LocalStack, api: Any) -> None:
+    # Given the whole budget held by another batch, and a batch with a timeout of 3 s
+    pending_batch("holder")
+    batch.reserve_budget(reserve_event("holder", children=8))
+    batches = Batches(api, seconds=0.1)
+    waiting = batches.start(2, timeout=3)
+    # When it has waited longer than its timeout
+    done = batches.wait_until(lambda: (x := batches.get(waiting))["status"] != "pending" and x, timeout=60)
+    # Then it fails, saying why, and holds nothing (the other batch's share is untouched)
+    assert done["status"] == "failed"
+    assert "waited" in done["error"] and "longer than its timeout of 3 s" in done["error"]
+    assert "8 of 8 items are running in other batches" in done["error"]
+    assert budget.state().in_use == 8
+    assert deps.stores().budget.waiter(TENANT, waiting) is None
+
+
+def test_a_batch_cancelled_while_it_waits_for_budget_ends_its_machine(
+    local_stack: LocalStack, api: Any
+) -> None:
+    # Given a batch parked on AwaitBudget (the whole budget held by another)
+    pending_batch("holder")
+    batch.reserve_budget(reserve_event("holder", children=8))
+    batches = Batches(api, seconds=0.1)
+    waiting = batches.start(2)
+    batches.wait_until(lambda: deps.stores().budget.waiter(TENANT, waiting) is not None)
+    # When it is cancelled
+    path = f"/workflows/{batches.workflow['id']}/executions/{waiting}/cancel"
+    assert api("POST", path)[0] in (200, 202)
+    # Then its parked task is failed (ExecutionNotRunning): its machine ends at once, not in 10 minutes
+    arn = deps.stores().executions.get_execution(TENANT, waiting)["sfn_execution_arn"]
+    assert local_stack.wait_for_execution(arn, timeout=15)["status"] in ("SUCCEEDED", "ABORTED")
+    assert batches.get(waiting)["status"] == "cancelled"
+    assert deps.stores().budget.waiter(TENANT, waiting) is None
+    assert budget.state().in_use == 8
+
+
 def test_on_the_batch_machine_a_second_batch_waits_for_the_first_then_runs(
     local_stack: LocalStack, api: Any
 ) -> None:
     # Given a dataset of 8 items and a workflow whose node takes a second per item
-    dataset = api("POST", "/datasets", {"name": "budget"})[1]
-    version = api("POST", f"/datasets/{dataset['id']}/versions", {})[1]
-    items = [{"id": f"i{n}", "text": f"item {n}"} for n in range(8)]
-    path = f"/datasets/{dataset['id']}/versions/{version['id']}/items"
-    assert api("POST", path, {"items": items})[1]["status"] == "ready"
-    workflow = api("POST", "/workflows", {"name": "slow batch"})[1]
-    flow_version = api("POST", f"/workflows/{workflow['id']}/versions", {"config": {"max_retries": 0}})[1]
-    model = api(
-        "POST", "/models", {"name": "s", "provider": "builtin", "config": {"model": "sleep", "seconds": 1}}
-    )[1]
-    api("POST", f"/versions/{flow_version['id']}/nodes", {"name": "slow", "entity_id": model["id"]})
-    api("PATCH", f"/workflows/{workflow['id']}", {"active_version_id": flow_version["id"]})
-
-    def start(parallelism: int) -> str:
-        config = {
-            "dataset_id": dataset["id"],
-            "dataset_version_id": version["id"],
-            "parallelism": parallelism,
-        }
-        status, body = api(
-            "POST", f"/workflows/{workflow['id']}/executions", {"input_mode": "batch", "batch_config": config}
-        )
-        assert status == 201, body
-        return str(body["id"])
-
-    def get(execution_id: str) -> dict[str, Any]:
-        return dict(api("GET", f"/workflows/{workflow['id']}/executions/{execution_id}")[1])
-
-    def wait_until(check: Any, timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (found := check()):
-            assert time.monotonic() < deadline, (get(first), get(second), budget.state())
-            time.sleep(0.2)
-        return found
+    batches = Batches(api, seconds=1)
+    start, get, wait_until = batches.start, batches.get, batches.wait_until
 
     # When a batch at parallelism 8 takes the whole budget (8), and a second one asks for 2
     first = start(8)

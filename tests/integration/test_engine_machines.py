@@ -194,6 +194,7 @@ class StubRunner:
                 "total": len(items),
             },
             "timeout": self.options.get("timeout", NO_TIMEOUT),
+            "budget_wait": 600,
         }
 
     def do_reserve_budget(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@ per run by DynamoDB transactions (see services/budget.py for the rules).
 
     BUDGET#batch_parallelism   BUDGET    in_use (items running at once, summed over batches)
     T#t#X#x                    X         budget_reserved (this run's share, while it holds one)
+    BUDGET#batch_parallelism   WAIT#t#x  a batch waiting for its share: its task token (the batch
+                                         machine's AwaitBudget), since, waits (how often it parked)
 
 A reservation is one transaction of two conditional updates: the counter grows by the run's share
 only while the sum stays within the limit, and the execution records its share only while it is
@@ -23,7 +25,9 @@ from relayflow_runtime.adapters.table.keys import execution_key
 from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
 from relayflow_runtime.domain.status import ExecutionStatus
 
-BUDGET_KEY = {"pk": {"S": "BUDGET#batch_parallelism"}, "sk": {"S": "BUDGET"}}
+BUDGET_PK = "BUDGET#batch_parallelism"
+BUDGET_KEY = {"pk": {"S": BUDGET_PK}, "sk": {"S": "BUDGET"}}
+WAITER_PREFIX = "WAIT#"
 
 ReserveOutcome = Literal["reserved", "already_reserved", "exhausted", "contended", "not_pending"]
 
@@ -33,6 +37,17 @@ RELEASE_ROUNDS = 4
 
 class BudgetError(Exception):
     """DynamoDB refused a budget transaction for a reason retrying does not cure."""
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """A batch parked on AwaitBudget: its task token, when it first waited, how often it parked."""
+
+    tenant: str
+    execution_id: str
+    token: str
+    since: str
+    waits: int
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ class BudgetStore:
                     "TableName": self.table_name,
                     "Key": self._execution_key(tenant, execution_id),
                     "UpdateExpression": "SET budget_reserved = :n, budget_reserved_at = :now "
-                    "REMOVE waiting_reason, waiting_since",
+                    "REMOVE waiting_reason",
                     "ConditionExpression": "#st = :pending AND attribute_not_exists(budget_reserved)",
                     "ExpressionAttributeNames": {"#st": "status"},
                     "ExpressionAttributeValues": {
@@ -176,6 +191,62 @@ class BudgetStore:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
+
+    # ---- batches waiting for their share (woken by a release) ----------------------------------------
+    def _waiter_key(self, tenant: str, execution_id: str) -> dict[str, Any]:
+        return {"pk": {"S": BUDGET_PK}, "sk": {"S": f"{WAITER_PREFIX}{tenant}#{execution_id}"}}
+
+    @staticmethod
+    def _waiter(item: dict[str, Any]) -> Waiter:
+        return Waiter(
+            tenant=item["tenant"]["S"],
+            execution_id=item["execution_id"]["S"],
+            token=item["token"]["S"],
+            since=item["since"]["S"],
+            waits=int(item["waits"]["N"]),
+        )
+
+    def park(self, tenant: str, execution_id: str, token: str, now: str, expires_at: int) -> Waiter:
+        """Record the batch's task token as waiting (a new token replaces the last); returns the
+        waiter with ``since`` (its first wait) and ``waits`` (counting this one)."""
+        response = self._client.update_item(
+            TableName=self.table_name,
+            Key=self._waiter_key(tenant, execution_id),
+            UpdateExpression="SET #tk = :tk, tenant = :tenant, execution_id = :x, "
+            "since = if_not_exists(since, :now), expires_at = :exp ADD waits :one",
+            ExpressionAttributeNames={"#tk": "token"},
+            ExpressionAttributeValues={
+                ":tk": {"S": token},
+                ":tenant": {"S": tenant},
+                ":x": {"S": execution_id},
+                ":now": {"S": now},
+                ":exp": {"N": str(expires_at)},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        return self._waiter(response["Attributes"])
+
+    def waiter(self, tenant: str, execution_id: str) -> Waiter | None:
+        item = self._client.get_item(
+            TableName=self.table_name, Key=self._waiter_key(tenant, execution_id), ConsistentRead=True
+        ).get("Item")
+        return self._waiter(item) if item else None
+
+    def waiters(self, limit: int) -> list[Waiter]:
+        """The batches waiting, longest first by key (at most ``limit``: one page)."""
+        response = self._client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :wait)",
+            ExpressionAttributeValues={":pk": {"S": BUDGET_PK}, ":wait": {"S": WAITER_PREFIX}},
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        return [self._waiter(item) for item in response.get("Items") or []]
+
+    def unpark(self, tenant: str, execution_id: str) -> None:
+        """The batch waits no more (it reserved its share, or it ended)."""
+        self._client.delete_item(TableName=self.table_name, Key=self._waiter_key(tenant, execution_id))
 
     def state(self) -> BudgetState:
         item = (

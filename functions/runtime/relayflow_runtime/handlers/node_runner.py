@@ -18,6 +18,7 @@ from relayflow_runtime.services import (
     batch,
     batch_items,
     batch_results,
+    budget,
     dataset_service,
     run_machine,
     run_records,
@@ -49,7 +50,7 @@ def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
 
 
 #: The batch machine's own actions (its complete and fail are the run machine's names).
-BATCH_ACTIONS = frozenset({"prepare_batch", "reserve_budget", "run_items", "items_failed"})
+BATCH_ACTIONS = frozenset({"prepare_batch", "reserve_budget", "await_budget", "run_items", "items_failed"})
 
 
 def _entries(event: dict[str, Any]) -> list[ItemEntry]:
@@ -61,6 +62,10 @@ def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | 
         return batch.prepare_batch(run)
     if action == "reserve_budget":
         return batch.reserve_budget(event)
+    if action == "await_budget":
+        timeout, token = int(event["timeout"]), str(event["token"])
+        budget.await_budget(run.tenant, run.execution_id, event["batch"], timeout, token)
+        return None
     if action == "run_items":
         return batch_items.run_items(run, _entries(event), remaining_ms=remaining_ms)
     if action == "items_failed":

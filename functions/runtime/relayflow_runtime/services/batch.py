@@ -276,10 +276,12 @@ def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str,
 
 
 def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str, Any]:
+    timeout = plan.timeout or NO_TIMEOUT_SECONDS
     return {
         "run": run.model_dump(mode="json"),
         "batch": settings.model_dump(mode="json"),
-        "timeout": plan.timeout or NO_TIMEOUT_SECONDS,
+        "timeout": timeout,
+        "budget_wait": budget.wait_period(timeout),
     }
 
 

@@ -11,23 +11,34 @@ when it ends:
   whose share is larger than the whole budget is narrowed to fit (fewer children), so it runs alone
   at the budget instead of waiting forever.
 * **waiting**: while the budget is taken, :func:`reserve` raises :class:`BudgetExhausted`; the
-  machine waits 10 s and asks again. The run stays ``pending`` and says why (``waiting_reason``).
+  machine parks on a task token (``AwaitBudget``, :func:`await_budget`: the token is kept under
+  the budget's partition) until a release wakes it or ``budget_wait`` seconds pass (a lost wake-up
+  costs one period), then asks again: a handful of history events per wake-up, not a loop every
+  10 s. The run stays ``pending`` and says why (``waiting_reason``). The whole wait is bounded by
+  the run's ``timeout`` (at most MAX_WAIT_SECONDS) and by MAX_WAITS parkings (the history's
+  25,000 events): past either the batch fails with :class:`BudgetWaitTooLong`, saying why.
 * **release**: :func:`release` — called by every terminal status change of a run (its ``complete`` /
   ``fail``, a cancel, the reconciler and the sweeper settling a run that ended abnormally). It gives
-  back exactly what the run holds, once; calling it again is harmless.
+  back exactly what the run holds, once; calling it again is harmless. A release that gave a share
+  back wakes the waiting batches (SendTaskSuccess: each asks again); a run that ends while parked
+  has its token failed (``ExecutionNotRunning``: its machine ends quietly).
 
 The counter and the run's share change together in one DynamoDB transaction (adapters/budget.py).
 """
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.budget import BudgetState, ReserveOutcome
-from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.status import ExecutionStatus
 from relayflow_runtime.services import deps, metrics
+from relayflow_runtime.services.node_execution import ExecutionNotRunning
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -35,6 +46,25 @@ logger = Logger(child=True)
 
 class BudgetExhausted(Exception):
     """The budget is taken by other batches: wait and try again (the batch machine's AwaitBudget)."""
+
+
+class BudgetWaitTooLong(Exception):
+    """A batch waited for its share longer than its timeout (or than the engine waits at all)."""
+
+
+#: A parked batch asks again after this long even when no release woke it (AwaitBudget's timeout).
+WAIT_PERIOD_SECONDS = 600
+#: The longest a batch without a timeout of its own waits for its share.
+MAX_WAIT_SECONDS = 7 * 24 * 3600
+#: Most times a batch parks (each costs ~12 history events: far below 25,000).
+MAX_WAITS = 1500
+#: Most waiting batches one release wakes (the others: a later release, or their period).
+MAX_WOKEN = 50
+
+
+def wait_period(timeout: int) -> int:
+    """How long a parked batch waits before it asks again unwoken (``budget_wait`` in the machine)."""
+    return max(1, min(WAIT_PERIOD_SECONDS, timeout))
 
 
 def limit() -> int:
@@ -66,6 +96,8 @@ def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict
     batch = fit(batch, budget)
     wanted = share(batch)
     outcome = deps.stores().budget.reserve(tenant, execution_id, wanted, budget, now_iso())
+    if outcome in ("reserved", "already_reserved"):
+        deps.stores().budget.unpark(tenant, execution_id)
     if outcome in ("exhausted", "contended"):
         state = deps.stores().budget.state()
         reason = (
@@ -83,13 +115,66 @@ def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict
     return batch, outcome
 
 
+def await_budget(tenant: str, execution_id: str, batch: dict[str, Any], timeout: int, token: str) -> None:
+    """The body of AwaitBudget (``.waitForTaskToken``): park the batch's token where a release finds
+    it; wake it at once when the budget has room by now (a release between the reservation that
+    failed and this park) or the run no longer waits. Raises :class:`BudgetWaitTooLong` past the
+    run's timeout or MAX_WAITS parkings."""
+    store = deps.stores().budget
+    record = deps.stores().executions.get_execution(tenant, execution_id)
+    if record["status"] != ExecutionStatus.PENDING:
+        store.unpark(tenant, execution_id)
+        raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+    bound = min(timeout, MAX_WAIT_SECONDS)
+    waiter = store.park(tenant, execution_id, token, now_iso(), int(time.time()) + bound + 86_400)
+    waited = (datetime.now(UTC) - parse_iso(waiter.since)).total_seconds()
+    if waited >= bound or waiter.waits > MAX_WAITS:
+        store.unpark(tenant, execution_id)
+        limit_text = (
+            f"its timeout of {timeout} s" if timeout <= MAX_WAIT_SECONDS else f"{MAX_WAIT_SECONDS} s"
+        )
+        if waiter.waits > MAX_WAITS:
+            limit_text = f"{MAX_WAITS} wake-ups"
+        raise BudgetWaitTooLong(
+            f"the batch waited {int(waited)} s for batch parallelism, longer than {limit_text}: "
+            f"{record.get('waiting_reason') or 'other batches held the budget'}"
+        )
+    budget = limit()
+    if state().in_use + share(fit(batch, budget)) <= budget:
+        deps.machines().release(token)  # room by now: ask again at once
+
+
 def release(tenant: str, execution_id: str) -> int:
     """Give back the run's share of the budget, if it holds one; returns the amount released.
-    Idempotent: every terminal status change may call it."""
-    released = deps.stores().budget.release(tenant, execution_id, now_iso())
+    Idempotent: every terminal status change may call it. A share given back wakes the waiting
+    batches; a run that ends while parked has its token failed."""
+    store = deps.stores().budget
+    released = store.release(tenant, execution_id, now_iso())
+    parked = store.waiter(tenant, execution_id)
+    if parked is not None:
+        store.unpark(tenant, execution_id)
+        record = deps.stores().executions.get_execution(tenant, execution_id)
+        if record["status"] != ExecutionStatus.PENDING:
+            cause = f"the run is {record['status']}"
+            deps.machines().fail_task(parked.token, error=ExecutionNotRunning.__name__, cause=cause)
     if released:
         logger.info("batch budget released", extra={"execution_id": execution_id, "amount": released})
+        wake_waiters()
     return released
+
+
+def wake_waiters() -> int:
+    """Wake the batches waiting for budget (each asks again); returns how many were woken. A token
+    already used or ended is ignored by Step Functions; one that cannot be woken now waits out its
+    period."""
+    woken = 0
+    for waiter in deps.stores().budget.waiters(MAX_WOKEN):
+        try:
+            deps.machines().release(waiter.token)
+            woken += 1
+        except Exception:
+            logger.exception("could not wake a waiting batch", extra={"execution_id": waiter.execution_id})
+    return woken
 
 
 def state() -> BudgetState:
