@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from tests.support import batches
 from tests.support.graphs import TERMINAL, add_node, builtin_model, connect, new_version, ok
-from tests.support.transactions import Cancel, cancelling_transactions, updates_node
+from tests.support.transactions import Cancel, cancelling_transactions, refusing_updates, updates_node
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.services import deps
@@ -117,6 +117,27 @@ def test_contention_past_the_stores_bound_is_retried_by_the_versions_policy(
 
     # Then the store gave up after its bound and the second attempt recorded the node
     assert len(calls.cancelled) == 8
+    assert execution["status"] == "completed", execution
+    assert execution["node_executions"][node]["attempts"] == 2
+
+
+def test_an_attempt_error_the_store_cannot_note_still_reaches_the_retry_policy(
+    api: Any, local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a node whose first attempt fails transiently, and the note of that error refused with
+    # TransactionConflictException on every call (a transaction holds the record)
+    workflow_id, version_id = new_version(api, max_retries=1, retry_delay_seconds=1)
+    node = add_node(api, version_id, "flaky", builtin_model(api, "flaky", failures=1), "{{input}}")
+
+    def decide(kwargs: dict[str, Any]) -> str | None:
+        return "TransactionConflictException" if "attempt_errors" in kwargs["UpdateExpression"] else None
+
+    with refusing_updates(monkeypatch, decide) as refused:
+        # When it runs
+        execution = wait(api, workflow_id, start(api, workflow_id, "x"))
+
+    # Then the store tried within its bound, and the error was retried by the version's policy
+    assert refused == ["TransactionConflictException"] * 8
     assert execution["status"] == "completed", execution
     assert execution["node_executions"][node]["attempts"] == 2
 

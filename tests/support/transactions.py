@@ -95,3 +95,36 @@ def updates_node(items: list[dict[str, Any]], node_id: str, status: str) -> bool
         ).values():
             return True
     return False
+
+
+class _Table:
+    def __init__(self, real: Any, decide: Callable[[dict[str, Any]], str | None], refused: list[str]):
+        self._real, self._decide, self._refused = real, decide, refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        code = self._decide(kwargs)
+        if code is None:
+            return self._real.update_item(**kwargs)
+        self._refused.append(code)
+        raise ClientError({"Error": {"Code": code, "Message": "refused by the test"}}, "UpdateItem")
+
+
+@contextmanager
+def refusing_updates(
+    monkeypatch: pytest.MonkeyPatch, decide: Callable[[dict[str, Any]], str | None]
+) -> Iterator[list[str]]:
+    """Each ``UpdateItem`` through a store's table: ``decide(kwargs)`` returns ``None`` (it goes
+    through) or the error code DynamoDB answers instead (``TransactionConflictException``: a
+    transaction holds the item). Yields the codes answered."""
+    refused: list[str] = []
+    real_table = aws.dynamodb_table
+
+    def table(name: str) -> Any:
+        return _Table(real_table(name), decide, refused)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(aws, "dynamodb_table", table)
+        yield refused

@@ -247,14 +247,19 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
         outcome = run_attempt(node, scope, context, tenant=run.tenant)
     except ModelError as exc:
         prompt = getattr(exc, "prompt", None)
-        store.note_attempt_error(
-            run.tenant,
-            run.execution_id,
-            sk,
-            number,
-            str(exc),
-            prompt=pack(prompt, f"{prefix}prompt.json") if prompt is not None else None,
-        )
+        try:
+            store.note_attempt_error(
+                run.tenant,
+                run.execution_id,
+                sk,
+                number,
+                str(exc),
+                prompt=pack(prompt, f"{prefix}prompt.json") if prompt is not None else None,
+            )
+        except StoreContended:
+            # The note is lost, not the error: the machine still gets the model's, and its policy
+            # (retry, or node_failed recording the error) applies.
+            logger.warning("attempt error not noted: the store stayed contended", node_id=node.id)
         raise
     fields = {
         "status": "completed",
