@@ -90,7 +90,8 @@ def _workload(api: Api) -> dict[str, str]:
     items = [{"text": f"item {n}"} for n in range(BATCH_ITEMS)]
     api("POST", f"/datasets/{dataset['id']}/versions/{items_version['id']}/items", {"items": items}, 200)
     batch = api("POST", "/workflows", {"name": "batch"}, 201)
-    batch_version = api("POST", f"/workflows/{batch['id']}/versions", {"config": {"max_retries": 0}}, 201)
+    express = {"config": {"max_retries": 0, "node_timeout": 30}}  # its children fit Express
+    batch_version = api("POST", f"/workflows/{batch['id']}/versions", express, 201)
     api("POST", f"/versions/{batch_version['id']}/nodes", {"name": "Shout", "entity_id": model["id"]}, 201)
 
     runs: dict[str, str] = {}
