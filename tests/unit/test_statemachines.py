@@ -189,7 +189,7 @@ def _retry_waits(retrier: dict[str, Any]) -> list[float]:
     return [min(cap, interval * rate**i) for i in range(retrier.get("MaxAttempts", 3))]
 
 
-@pytest.mark.parametrize("name", ["run.asl.json", "batch.asl.json"])
+@pytest.mark.parametrize("name", ["run.asl.json", "batch.asl.json", "jobs.asl.json"])
 def test_every_task_waits_out_lambda_throttling_with_a_long_full_jitter_backoff(name: str):
     for state_name, state, express in _tasks_with_kind(_load(name)):
         retry = state.get("Retry", [])
