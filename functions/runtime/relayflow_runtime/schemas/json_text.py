@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from relayflow_runtime.errors import InvalidInput
@@ -98,21 +99,18 @@ def is_text(text: str) -> bool:
 
 
 def depth_of(value: Any) -> int:
-    """How many objects and arrays enclose the deepest value (a scalar: 0); iterative."""
-    deepest = 0
-    pending: list[tuple[Any, int]] = [(value, 0)]
-    while pending:
-        current, depth = pending.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
+    """How many objects and arrays enclose the deepest value (a scalar: 0); level by level, so any
+    depth is safe to measure."""
+    depth = 0
+    level = [value] if isinstance(value, dict | list) else []
+    while level:
         depth += 1
-        deepest = max(deepest, depth)
-        pending.extend((child, depth) for child in children if isinstance(child, dict | list))
-    return deepest
+        below: list[Any] = []
+        for container in level:
+            children = container.values() if isinstance(container, dict) else container
+            below += [child for child in children if isinstance(child, dict | list)]
+        level = below
+    return depth
 
 
 def check_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -139,12 +137,24 @@ def check_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
             pending.append((child, (*path, key)))
 
 
-def load(text: str | bytes) -> Any:
+#: The escape of half of a surrogate pair (a lone one, or one of a pair): ``\\ud800``.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _may_hold_surrogate(text: str) -> bool:
+    """Cheap: False when no string parsed from ``text`` can hold an unpaired surrogate."""
+    return not is_text(text) or _SURROGATE_ESCAPE.search(text) is not None
+
+
+def load(text: str) -> Any:
     """The JSON value of a request body, within the bounds above (InvalidInput beyond them);
     ``json.JSONDecodeError`` for text that is not JSON."""
     try:
         value = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:
         raise too_deep() from None
-    check_value(value)
+    if depth_of(value) > MAX_JSON_DEPTH:
+        raise too_deep()
+    if _may_hold_surrogate(text):  # rare: only then is every string looked at
+        check_value(value)
     return value
