@@ -4,6 +4,7 @@ test shows it fires when the profile asks for it (seeded) and that the stack wit
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -95,14 +96,34 @@ def test_the_same_seed_draws_the_same_faults_and_another_seed_others() -> None:
     assert 30 < sum(draws(1)) < 90  # about 30%
 
 
-def test_no_profile_is_what_serve_and_the_demo_run(local_stack: LocalStack) -> None:
-    # The CLI builds LocalStack(faults=None) unless --faults is given
-    from relayflow.cli import build_parser
+def serve_stack(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, Any, str]:
+    """(exit code, the stack `relayflow serve ARGS` would serve, its error output); nothing served."""
+    from relayflow import cli
+    from relayflow.local import server
 
-    args = build_parser().parse_args(["serve"])
-    assert args.faults is None and args.fault_seed is None
-    # the stack the tests (and serve, demo) start without a profile
+    served: list[LocalStack] = []
+    monkeypatch.setattr(server, "run_server", lambda port, **kwargs: served.append(kwargs["stack"]))
+    errors = io.StringIO()
+    code = cli.main(["serve", "--ephemeral", "--port", "0", *args], stdout=io.StringIO(), stderr=errors)
+    return code, served[0] if served else None, errors.getvalue()
+
+
+def test_serve_runs_without_faults_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, local_stack: LocalStack
+) -> None:
+    # relayflow serve (and make demo, and the tests' stacks) start no fault profile
+    code, stack, _ = serve_stack(monkeypatch)
+    assert code == 0 and stack.faults is None
     assert local_stack.faults is None
+    # --faults aws [--fault-seed N] switches the aws profile on
+    code, stack, _ = serve_stack(monkeypatch, "--faults", "aws", "--fault-seed", "3")
+    assert code == 0 and stack.faults is not None
+    assert stack.faults.profile == FaultProfile.named("aws", seed=3)
+    # an unknown profile, or a seed alone, is a usage error that says what to do
+    code, stack, errors = serve_stack(monkeypatch, "--faults", "weather")
+    assert code == 2 and stack is None and "unknown fault profile 'weather'; known: aws, none" in errors
+    code, stack, errors = serve_stack(monkeypatch, "--fault-seed", "3")
+    assert code == 2 and stack is None and "--fault-seed needs --faults" in errors
 
 
 def test_the_aws_profile_has_every_fault_on() -> None:
