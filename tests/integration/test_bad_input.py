@@ -401,6 +401,8 @@ def front_end(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[in
         # a Content-Length that is not a number
         b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
         b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}",
+        # a chunked body that stops coming (the connection stays open, silent)
+        b"POST /workflows HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
         # a body shorter than its Content-Length (the connection stays open, silent)
         b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
     ],

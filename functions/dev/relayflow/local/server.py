@@ -282,6 +282,11 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
                 self.close_connection = True
                 self._send(_error(400, "bad_request", str(exc)))
                 return
+            except TimeoutError:  # a chunked body that stopped coming
+                self.close_connection = True
+                message = f"the body stopped coming: nothing for {SOCKET_TIMEOUT_SECONDS} s."
+                self._send(_error(400, "bad_request", message))
+                return
             except _RequestTooLarge:
                 self.close_connection = True
                 self._send(
