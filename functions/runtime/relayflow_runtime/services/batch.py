@@ -41,13 +41,13 @@ from relayflow_runtime.domain.batch import (
     judge,
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
-from relayflow_runtime.domain.engine import NO_TIMEOUT_SECONDS, Plan, RunRef
+from relayflow_runtime.domain.engine import Plan, RunRef
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
-from relayflow_runtime.services import budget, dataset_service, deps, item_lists, transitions
+from relayflow_runtime.services import budget, dataset_service, deps, item_lists, retention, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
 from relayflow_runtime.services.run_records import execution_prefix, load_plan
 from relayflow_runtime.settings import get_settings
@@ -276,7 +276,9 @@ def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str,
 
 
 def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str, Any]:
-    timeout = plan.timeout or NO_TIMEOUT_SECONDS
+    """(``timeout`` here is the longest the run may take; ReserveBudget's answer is what is left of
+    it when the Race starts.)"""
+    timeout = min(plan.timeout or retention.max_run_seconds(), retention.max_run_seconds())
     return {
         "run": run.model_dump(mode="json"),
         "batch": settings.model_dump(mode="json"),
@@ -335,7 +337,9 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
 
     ``event`` is ``{"run": {"tenant", "workflow_id", "execution_id"}, "batch": {..., "children",
     "items_per_child"}, "timeout"}``. Returns the event (with ``batch.children`` narrowed when the
-    batch alone is larger than the budget) once the share is reserved and the run is ``running``.
+    batch alone is larger than the budget, and ``timeout`` the clock the run's Race starts: its own
+    timeout, at most what is left of its time since it was created, services/retention.py) once the
+    share is reserved and the run is ``running``.
     Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
     when the run was cancelled (or ended) while it waited.
     """
@@ -347,10 +351,10 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
         record = store.get_execution(tenant, execution_id)
         if record["status"] != Status.RUNNING:
             raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
-        return {**event, "batch": batch}  # started by an earlier attempt of this task
+        return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
     record = store.get_execution(tenant, execution_id)
-    overdue = batch_overdue_after_seconds(batch, int(event.get("timeout") or NO_TIMEOUT_SECONDS))
-    fields = {"started_at": now_iso(), "overdue_at": iso_in(overdue)}
+    clock = _clock(record, event)
+    fields = {"started_at": now_iso(), "overdue_at": iso_in(batch_overdue_after_seconds(batch, clock))}
     moved = transitions.transition(tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields)
     if moved is None:
         record = store.get_execution(tenant, execution_id)
@@ -358,7 +362,12 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
             # Cancelled between the reservation and the move: give the share back at once.
             budget.release(tenant, execution_id)
             raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
-    return {**event, "batch": batch}
+    return {**event, "batch": batch, "timeout": clock}
+
+
+def _clock(record: dict[str, Any], event: dict[str, Any]) -> int:
+    """The Race's clock: the run's timeout (Prepare's), at most what is left since its creation."""
+    return retention.run_clock_seconds(record["created_at"], int(event.get("timeout") or 0) or None)
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------
@@ -397,7 +406,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
-        fields["error"] = f"workflow timed out after {record.get('timeout')} seconds"
+        fields["error"] = retention.timed_out_message(record["created_at"], record.get("timeout"))
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
     transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)

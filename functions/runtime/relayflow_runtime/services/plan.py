@@ -28,7 +28,7 @@ from relayflow_runtime.schemas.entities import (
     WorkflowVersion,
 )
 from relayflow_runtime.schemas.responses import Problem
-from relayflow_runtime.services import authoring
+from relayflow_runtime.services import authoring, retention
 
 
 def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
@@ -115,7 +115,9 @@ def validate_version(tenant: str, workflow_id: str, version_id: str, batch: bool
 def build_plan(
     tenant: str, workflow_id: str, version_id: str, *, mode: str, timeout: int | None
 ) -> dict[str, Any]:
-    """The validated snapshot of a version, ready for the ASL generator and the node runner."""
+    """The validated snapshot of a version, ready for the ASL generator and the node runner. A
+    ``timeout`` longer than a run may take here (services/retention.py) is refused."""
+    retention.check_timeout(timeout)
     version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
     problems, models = _problems(tenant, version, nodes, edges, mode == "batch")
     if problems:

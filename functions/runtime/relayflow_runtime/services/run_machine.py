@@ -34,7 +34,6 @@ from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import (
     MAX_GATE_CHECKS,
-    NO_TIMEOUT_SECONDS,
     NodeSpec,
     NodeTask,
     Plan,
@@ -52,7 +51,7 @@ from relayflow_runtime.domain.status import (
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
-from relayflow_runtime.services import deps, notify, transitions
+from relayflow_runtime.services import deps, notify, retention, transitions
 from relayflow_runtime.services.node_execution import (
     ExecutionNotRunning,
     NodeOutput,
@@ -97,7 +96,7 @@ def start(run: RunRef) -> RunStart:
         run=run,
         nodes=[NodeTask.of(node, gates[node.id]) for node in plan.nodes],
         retry=plan.retry,
-        timeout=plan.timeout or NO_TIMEOUT_SECONDS,
+        timeout=retention.run_clock_seconds(record["created_at"], plan.timeout),
     )
 
 
@@ -383,7 +382,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     record = store.get_execution(run.tenant, run.execution_id)
     now = now_iso()
     if reason == "timeout":
-        message = f"workflow timed out after {record.get('timeout')} seconds"
+        message = retention.timed_out_message(record["created_at"], record.get("timeout"))
         fields: dict[str, Any] = {"error": message, "completed_at": now}
         if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
             store.close_open_nodes(run.tenant, run.execution_id, CLOSE_ON_TIMEOUT, message, now)
