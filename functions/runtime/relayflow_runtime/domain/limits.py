@@ -15,6 +15,7 @@ from relayflow_runtime.domain.datasets import MAX_FILE_BYTES as MAX_DATASET_FILE
 from relayflow_runtime.domain.datasets import (
     MAX_FILTER_LENGTH,
     MAX_FILTER_LIST_STAGES,
+    MAX_ITEM_DEPTH,
     MAX_ITEM_ID_LENGTH,
     MAX_ITEMS_PER_VERSION,
     MAX_LINE_BYTES,
@@ -31,6 +32,7 @@ from relayflow_runtime.schemas.entities import (
     MAX_NODE_TIMEOUT_SECONDS,
     MAX_WORKFLOW_TIMEOUT_SECONDS,
 )
+from relayflow_runtime.schemas.json_text import MAX_JSON_DEPTH, MAX_JSON_NUMBER_CHARS
 
 #: Most nodes in one workflow version (services.authoring). The run machine's inline Map runs at
 #: most 40 iterations at once on AWS and a parked gate holds its slot: with at most 40 nodes every
@@ -76,6 +78,8 @@ class Limit(NamedTuple):
 
 LIMITS: tuple[Limit, ...] = (
     Limit("request_body", MAX_REQUEST_BODY_BYTES, "bytes", 413, "size of one request body"),
+    Limit("json_depth", MAX_JSON_DEPTH, "levels", 400, "nesting of a request body (invalid_json)"),
+    Limit("json_number", MAX_JSON_NUMBER_CHARS, "characters", 400, "a number literal of a request body"),
     Limit("input_file", MAX_INPUT_FILE_BYTES, "bytes", 400, "a file input sent through the API (decoded)"),
     Limit("single_input", MAX_SINGLE_INPUT_CHARS, "characters", 400, "a text input of a single run"),
     Limit("template_length", MAX_TEMPLATE_LENGTH, "characters", 400, "a node's input_template"),
@@ -86,6 +90,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("dataset_line", MAX_LINE_BYTES, "bytes", 400, "one line (item) of a JSONL or CSV file"),
     Limit("dataset_items", MAX_ITEMS_PER_VERSION, "items", 400, "items of one dataset version"),
     Limit("item_id_length", MAX_ITEM_ID_LENGTH, "characters", 400, "an item's own id field"),
+    Limit("item_depth", MAX_ITEM_DEPTH, "levels", 400, "nesting of one dataset item (malformed_file)"),
     Limit("inline_items", MAX_INLINE_ITEMS, "items", 400, "items=[...] sent in one request"),
     Limit("upload_part", UPLOAD_PART_BYTES, "bytes", 400, "one part of an upload sent through the API"),
     Limit("upload_parts", MAX_UPLOAD_PARTS, "parts", 400, "parts of one upload"),
