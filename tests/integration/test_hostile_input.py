@@ -364,3 +364,24 @@ def test_after_the_hostile_requests_nothing_is_half_written(target: Target) -> N
                 store.datasets.get_dataset_version(parts[1], parts[3], parts[5])
             except NotFound:
                 pytest.fail(f"orphan object {key}: no dataset version {parts[5]}")
+
+
+def test_every_input_file_left_by_the_hostile_requests_downloads_with_a_clean_header(target: Target) -> None:
+    # Given the runs the hostile requests started with a file input (CR/LF, control characters
+    # and characters outside Latin-1 in their names), and one started here with all of them
+    http, workflow_id = target.http, target.ids["workflow_id"]
+    name = "a\r\nX-Injected: yes\x00\x7f é日本\u2028.txt"
+    body = {"file": {"filename": name, "content_base64": "aGk=", "content_type": "text/plain"}}
+    _ok(http.post(f"/workflows/{workflow_id}/executions", json=body))
+    runs = _ok(http.get(f"/workflows/{workflow_id}/executions", params={"limit": 200}), 200)["items"]
+    with_files = [run for run in runs if run.get("input_file")]
+    assert with_files
+    for run in with_files:
+        # When its input is downloaded through the HTTP front end
+        answer = http.get(f"/workflows/{workflow_id}/executions/{run['id']}/input")
+        # Then the answer comes whole, its Content-Disposition printable ASCII, no header injected
+        assert answer.status_code == 200, answer.text
+        disposition = answer.headers["content-disposition"]
+        assert disposition.startswith("attachment; filename=")
+        assert all(" " <= char <= "~" for char in disposition), disposition
+        assert "x-injected" not in answer.headers
