@@ -183,6 +183,18 @@ def test_a_throttle_reaches_a_caller_that_does_not_retry_and_the_sdk_retries_it(
         for n in range(10):
             dynamodb.put_item(TableName=table, Item={"pk": {"S": f"p{n}"}, "sk": {"S": "s"}})
         assert stack.faults is not None and stack.faults.injected["dynamodb_throttle"] > len(codes)
+        # and a throttled transaction is refused whole, never cancelled item by item
+        dynamodb = no_retries(stack, "dynamodb")
+        outcomes: Counter[str] = Counter()
+        for _ in range(12):
+            try:
+                dynamodb.transact_write_items(TransactItems=two_puts(table))
+                outcomes["written"] += 1
+            except ClientError as exc:
+                outcomes[exc.response["Error"]["Code"]] += 1
+        throttles = {"ProvisionedThroughputExceededException", "ThrottlingException"}
+        assert outcomes["written"] and set(outcomes) - {"written"}, outcomes
+        assert set(outcomes) <= {"written", *throttles}, outcomes
 
 
 def test_nothing_is_throttled_without_the_profile(local_stack: LocalStack) -> None:
@@ -275,20 +287,6 @@ def test_invoke_errors_are_named_alike_for_a_task_whose_resource_is_the_function
         done = run_machine(stack, definition)
         assert done["status"] == "FAILED", done
         assert done["error"] == "Lambda.ServiceException"
-
-
-def test_a_throttled_transaction_is_refused_whole_never_cancelled_item_by_item() -> None:
-    with LocalStack(faults=only(throttle_rate=0.5, seed=3)) as stack:
-        dynamodb = no_retries(stack, "dynamodb")
-        codes: Counter[str] = Counter()
-        for _ in range(20):
-            try:
-                dynamodb.transact_write_items(TransactItems=two_puts(stack.outputs["TableName"]))
-                codes["ok"] += 1
-            except ClientError as exc:
-                codes[exc.response["Error"]["Code"]] += 1
-        assert codes["ok"] and set(codes) - {"ok"}, codes
-        assert set(codes) <= {"ok", "ProvisionedThroughputExceededException", "ThrottlingException"}, codes
 
 
 def test_lambda_never_answers_service_exception_without_the_profile(local_stack: LocalStack) -> None:
