@@ -91,13 +91,21 @@ def refuse_other_media_types(app: APIGatewayHttpResolver, next_middleware: Any) 
     return next_middleware(app)
 
 
+def enforce_access_once(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
+    """The route's scope, checked once per request wherever it comes first in the stack."""
+    if app.context.get("_access_checked"):
+        return next_middleware(app)
+    app.context["_access_checked"] = True
+    return enforce_access(app, next_middleware)
+
+
 def _authorize_before_validating(validation: Any) -> Any:
     """Powertools runs its request validation before any middleware of ours: wrapped so that the
     caller's scope is checked first (403 before a 400 about the body), then the body's media type
     (415), then the body (400)."""
 
     def admit(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
-        return enforce_access(
+        return enforce_access_once(
             app, lambda a: refuse_other_media_types(a, lambda b: validation(b, next_middleware))
         )
 
@@ -105,7 +113,8 @@ def _authorize_before_validating(validation: Any) -> Any:
 
 
 app._request_validation_middleware = _authorize_before_validating(app._request_validation_middleware)
-app.use(middlewares=[refuse_long_ids])
+# Also as a global middleware: a route whose validation were turned off would still be authorized.
+app.use(middlewares=[enforce_access_once, refuse_long_ids])
 
 
 @app.get(
