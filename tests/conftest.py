@@ -1,8 +1,13 @@
 """Shared fixtures: the embedded local stack (built from template.yaml on moto), a helper that
 calls its HTTP API in-process, and an HTTP server in front of it.
 
-`local_stack` is function-scoped: a start takes ~0.1-0.4 s once the process is warm (~1 s the
-first time, loading botocore models), and every test gets empty tables and no executions.
+`local_stack` is function-scoped: a start costs ~0.2-0.3 s of CPU once the process is warm (~1 s
+the first time, loading botocore models), and every test gets empty tables and no executions. A
+module marked `pytestmark = pytest.mark.shared_stack` gets one stack for all its tests instead (the
+`module_stack`; `module_api` calls it from module-scoped fixtures): its tests must not depend on
+empty tables (fresh names and ids, tenant-scoped keys, listings filtered by what the test made),
+must undo what they change on the stack (handler overrides, fault profiles) and may not start a
+LocalStack of their own (one runs at a time).
 """
 
 from __future__ import annotations
@@ -40,8 +45,25 @@ def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_caches()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "shared_stack: the module's tests share one local stack (see tests/conftest.py)"
+    )
+
+
+@pytest.fixture(scope="module")
+def module_stack() -> Iterator[LocalStack]:
+    """One local stack for the tests of a module (see the module docstring for when it may share)."""
+    with LocalStack() as stack:
+        yield stack
+
+
 @pytest.fixture
-def local_stack() -> Iterator[LocalStack]:
+def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    """A fresh stack for the test, or the module's `module_stack` in a `shared_stack` module."""
+    if request.node.get_closest_marker("shared_stack") is not None:
+        yield request.getfixturevalue("module_stack")
+        return
     with LocalStack() as stack:
         yield stack
 
@@ -54,6 +76,17 @@ def api(local_stack: LocalStack) -> ApiCall:
     the stack's local API key in x-api-key unless `headers` sets one (pass {"x-api-key": ""} to
     send none). The body comes back parsed as JSON when it is JSON, else as text (or bytes).
     """
+    return api_of(local_stack)
+
+
+@pytest.fixture(scope="module")
+def module_api(module_stack: LocalStack) -> ApiCall:
+    """`api` on the module's stack, for module-scoped fixtures."""
+    return api_of(module_stack)
+
+
+def api_of(local_stack: LocalStack) -> ApiCall:
+    """The `api` helper on a given stack."""
 
     def call(
         method: str,

@@ -18,6 +18,9 @@ from relayflow_runtime.services import apikeys
 
 NO_KEY = {"x-api-key": ""}
 
+# One stack for the module: each test makes its own keys (and tenants where it counts them).
+pytestmark = pytest.mark.shared_stack
+
 
 def key_headers(key: str) -> dict[str, str]:
     return {"x-api-key": key}
@@ -311,9 +314,10 @@ def test_a_malformed_local_key_is_refused(local_stack: LocalStack) -> None:
 def test_too_many_keys_answers_409_naming_the_limit(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a tenant at the (lowered) key limit
     monkeypatch.setattr(apikeys, "MAX_API_KEYS_PER_TENANT", 2)
-    make_key(api, ["read"])  # the local key + this one = 2
+    key = apikeys.bootstrap_key("key-limit", ["read", "write"])
+    assert api("POST", "/api-keys", {"scopes": ["read"]}, headers=key_headers(key))[0] == 201  # 2 keys now
     # When one more is created
-    status, body = api("POST", "/api-keys", {"scopes": ["read"]})
+    status, body = api("POST", "/api-keys", {"scopes": ["read"]}, headers=key_headers(key))
     # Then it is refused, naming the limit
     assert status == 409
     assert body["code"] == "too_many_api_keys"

@@ -14,6 +14,9 @@ from relayflow_runtime.domain import limits
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
+# One stack for the module: each test makes its own workflow, version and nodes.
+pytestmark = pytest.mark.shared_stack
+
 
 @pytest.fixture
 def version(api: Any) -> dict[str, Any]:

@@ -42,7 +42,13 @@ from relayflow.local.apigateway import HttpApi, HttpAuthorizer, HttpRoute, api_f
 from relayflow.local.durable import DurableState
 from relayflow.local.eventbridge import EventBridge
 from relayflow.local.faults import FaultInjector, FaultProfile
-from relayflow.local.provision import Deployment, LocalFunction, StackError, default_template_path
+from relayflow.local.provision import (
+    Deployment,
+    LocalFunction,
+    StackError,
+    default_template_path,
+    share_service_models,
+)
 from relayflow.local.s3_endpoint import S3Endpoint
 from relayflow_runtime.services import apikeys
 
@@ -204,6 +210,7 @@ class LocalStack:
             self.durable = DurableState(self.data_dir)
             self.durable.open()
         self.deployment.isolate_from_real_aws()
+        share_service_models(True)
         self._mock = mock_aws(
             config={
                 "stepfunctions": {"execute_state_machine": True},
@@ -293,6 +300,7 @@ class LocalStack:
             moto_shim.uninstall()
             self._shim_installed = False
         self.deployment.restore_environment()
+        share_service_models(False)
         if self._saved_switch_interval is not None:
             sys.setswitchinterval(self._saved_switch_interval)
             self._saved_switch_interval = None
