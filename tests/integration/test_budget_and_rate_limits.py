@@ -258,6 +258,28 @@ def test_a_release_that_meets_a_conflict_gives_the_share_back(
     assert budget.release(TENANT, "releasing") == 0
 
 
+def test_a_release_contended_past_its_retries_is_left_to_the_sweeper_never_lost(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running batch holding 3 of the budget, and a budget item contended for longer than
+    # every retry of the release
+    pending_batch("ends-contended")
+    batch.reserve_budget(reserve_event("ends-contended", children=3))
+    client = conflicting(monkeypatch, conflicts=1000)
+    # When the batch ends
+    finished = {"completed_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    ended = transitions.transition(TENANT, status_of("ends-contended"), ("running",), "completed", finished)
+    # Then its end is recorded all the same, and its share stays on it (nothing lost, nothing doubled)
+    assert ended is not None and status_of("ends-contended")["status"] == "completed"
+    assert client.refused > CONTENTION_ATTEMPTS
+    assert status_of("ends-contended")["budget_reserved"] == 3
+    # And once the contention is over, the sweeper's pass gives it back
+    client.left = 0
+    report = sweeper.sweep(grace_seconds=0, now=datetime.now(UTC) + timedelta(minutes=10))
+    assert report.followed_up == 1
+    assert budget.state().in_use == 0
+
+
 # ---- per-model rate limits -------------------------------------------------------------------------
 def test_a_model_limit_holds_under_concurrent_callers_and_every_call_gets_through(
     local_stack: LocalStack,

@@ -21,6 +21,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.table import ConditionFailed
+from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.status import TERMINAL, check_moves, settled_node_status
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
@@ -90,5 +91,11 @@ def after_finish(tenant: str, record: dict[str, Any]) -> bool:
     """What follows a run's end: give back its batch budget, then leave the sweep index (unless a
     status event still waits to be published). True when the run left the index."""
     if record.get("budget_reserved") is not None or record.get("input_mode") == "batch":
-        budget.release(tenant, record["id"])
+        try:
+            budget.release(tenant, record["id"])
+        except StoreContended:
+            # The budget item stayed contended past the release's retries: the share stays on the
+            # run, which stays in the sweep index; the sweeper's next pass releases it.
+            logger.warning("budget release left to the sweeper", extra={"execution_id": record["id"]})
+            return False
     return deps.stores().sweep.leave(tenant, record["id"])
