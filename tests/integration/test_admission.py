@@ -124,3 +124,41 @@ def test_a_run_whose_admission_message_was_lost_is_queued_again_not_failed(
         assert record["status"] in ("pending", "running"), record
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_uploads_at_once_wait_their_turn_and_all_run(
+    api: Any, local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow_runtime.services import metrics
+    from relayflow_runtime.settings import reset_caches
+
+    # Given a workflow, and a deployment that starts one single run a second
+    monkeypatch.setenv("SINGLE_RUN_STARTS_PER_SECOND", "1")
+    reset_caches()
+    workflow_id, version_id = workflow(api, [("shout", {"model": "uppercase"}, {})])
+    s3 = local_stack.client("s3")
+    bucket = local_stack.outputs["BucketName"]
+
+    # When 8 files are uploaded under inputs/<workflow>/versions/<version>/ at once
+    with metrics.recording() as counted:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(
+                    lambda n: s3.put_object(
+                        Bucket=bucket, Key=f"inputs/{workflow_id}/versions/{version_id}/f{n}.txt", Body=b"hi"
+                    ),
+                    range(8),
+                )
+            )
+        # Then every upload becomes a run that ends completed, some after waiting their turn
+        deadline = time.monotonic() + 90
+        while True:
+            found = statuses(api, workflow_id)
+            if len(found) == 8 and set(found.values()) <= {"completed", "failed", "cancelled"}:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+    assert set(found.values()) == {"completed"}
+    assert metrics.total(counted, metrics.RUNS_WAITING_FOR_ADMISSION) >= 1
+    monkeypatch.undo()
+    reset_caches()

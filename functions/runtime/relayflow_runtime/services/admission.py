@@ -32,6 +32,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.engine import StartNotAccepted
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.adapters.rate_windows import ADMISSION_PARTITION
+from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import now_iso, parse_iso
 from relayflow_runtime.domain.status import ExecutionStatus
 from relayflow_runtime.errors import NotFound
@@ -112,12 +113,15 @@ def launch(tenant: str, record: dict[str, Any]) -> str | None:
 def defer(tenant: str, record: dict[str, Any]) -> None:
     """Queue the run's start: say why it waits, then send its message."""
     execution_id = str(record["id"])
-    deps.stores().executions.update_execution(
-        tenant,
-        execution_id,
-        {"waiting_reason": waiting_reason(), "admission_queued_at": now_iso()},
-        only_if_status=(ExecutionStatus.PENDING.value,),
-    )
+    try:
+        deps.stores().executions.update_execution(
+            tenant,
+            execution_id,
+            {"waiting_reason": waiting_reason(), "admission_queued_at": now_iso()},
+            only_if_status=(ExecutionStatus.PENDING.value,),
+        )
+    except ConditionFailed:
+        return  # cancelled (or started) meanwhile: nothing to queue
     queue().send({"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id})
     metrics.count(metrics.RUNS_WAITING_FOR_ADMISSION)
     logger.info("run waits for admission", extra={"execution_id": execution_id})
