@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.budget import BudgetStore
+from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.transactions import ATTEMPTS as CONTENTION_ATTEMPTS
 from relayflow_runtime.providers import TransientModelError, validate_model_config
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
@@ -278,6 +279,27 @@ def test_a_release_contended_past_its_retries_is_left_to_the_sweeper_never_lost(
     report = sweeper.sweep(grace_seconds=0, now=datetime.now(UTC) + timedelta(minutes=10))
     assert report.followed_up == 1
     assert budget.state().in_use == 0
+
+
+def test_a_parked_batch_that_cannot_wake_itself_waits_out_its_period_never_fails(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending batch parking while the budget has room (a release came in between), and a
+    # SendTaskSuccess that Step Functions refuses right now
+    pending_batch("self-wake")
+
+    def refused(self: Any, token: str) -> None:
+        error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "SendTaskSuccess")
+
+    monkeypatch.setattr(StateMachines, "release", refused)
+    # When it parks
+    wanted = reserve_event("self-wake", children=2)["batch"]
+    budget.await_budget(TENANT, "self-wake", wanted, 3600, "token-1")
+    # Then it did not fail: it stays parked, and its wait's own timeout asks again
+    parked = deps.stores().budget.waiter(TENANT, "self-wake")
+    assert parked is not None and parked.token == "token-1" and parked.waits == 1
+    assert status_of("self-wake")["status"] == "pending"
 
 
 # ---- per-model rate limits -------------------------------------------------------------------------

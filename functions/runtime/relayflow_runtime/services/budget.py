@@ -141,7 +141,10 @@ def await_budget(tenant: str, execution_id: str, batch: dict[str, Any], timeout:
         )
     budget = limit()
     if state().in_use + share(fit(batch, budget)) <= budget:
-        deps.machines().release(token)  # room by now: ask again at once
+        try:
+            deps.machines().release(token)  # room by now: ask again at once
+        except Exception:  # the wait's own timeout asks again: never fail the batch for it
+            logger.exception("could not wake a batch that has room", extra={"execution_id": execution_id})
 
 
 def release(tenant: str, execution_id: str) -> int:
