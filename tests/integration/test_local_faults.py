@@ -374,31 +374,42 @@ def test_express_children_run_exactly_once_without_the_profile(local_stack: Loca
     assert len(fx.recorded("Child")) == 6
 
 
-def stop_parent_while_children_wait(stack: LocalStack) -> None:
+def end_parent_while_children_wait(stack: LocalStack, how: str) -> str:
+    """The parent's status once it was stopped (how="stop") or timed out (how="timeout") while its
+    two Express children wait a second before calling a function."""
     arn = stack.register_function(unique("Late"), fx.handler("record"))
     child = {"Pause": {"Type": "Wait", "Seconds": 1, "Next": "Call"}, "Call": task(arn)}
+    definition = express_map(child)
+    if how == "timeout":
+        definition["TimeoutSeconds"] = 1  # moto counts whole seconds: 1 ends before the children
     sfn = stack.client("stepfunctions")
     machine = sfn.create_state_machine(
         name=unique("faults"),
-        definition=json.dumps(express_map(child)),
+        definition=json.dumps(definition),
         roleArn=stack.context.attributes["BatchMachineRole"]["Arn"],
     )["stateMachineArn"]
     payload = json.dumps({"items": [1, 2]})
     execution = sfn.start_execution(stateMachineArn=machine, name=unique("x"), input=payload)
-    time.sleep(0.3)
-    sfn.stop_execution(executionArn=execution["executionArn"], error="Test", cause="stopped by the test")
-    stack.wait_for_execution(execution["executionArn"], timeout=10)
-    time.sleep(1.2)
+    if how == "stop":
+        time.sleep(0.3)
+        sfn.stop_execution(executionArn=execution["executionArn"], error="Test", cause="stopped by the test")
+    status = str(stack.wait_for_execution(execution["executionArn"], timeout=10)["status"])
+    time.sleep(1.5)
+    return status
 
 
-def test_express_children_outlive_a_stopped_parent() -> None:
+@pytest.mark.parametrize(("how", "status"), [("stop", "ABORTED"), ("timeout", "TIMED_OUT")])
+def test_express_children_outlive_a_parent_stopped_or_timed_out(how: str, status: str) -> None:
     with LocalStack(faults=only(express_outlive_parent=True)) as stack:
-        stop_parent_while_children_wait(stack)
+        assert end_parent_while_children_wait(stack, how) == status
         assert len(fx.recorded("Late")) == 2
 
 
-def test_children_stop_with_their_parent_without_the_profile(local_stack: LocalStack) -> None:
-    stop_parent_while_children_wait(local_stack)
+@pytest.mark.parametrize(("how", "status"), [("stop", "ABORTED"), ("timeout", "TIMED_OUT")])
+def test_children_end_with_their_parent_without_the_profile(
+    local_stack: LocalStack, how: str, status: str
+) -> None:
+    assert end_parent_while_children_wait(local_stack, how) == status
     assert fx.recorded("Late") == []
 
 

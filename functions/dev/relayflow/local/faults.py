@@ -20,7 +20,8 @@ AWS documents, each a small named function here (the table is in docs/operations
 * :func:`lambda_service_exception` - Lambda answers ``ServiceException`` (500; Step Functions:
   ``Lambda.ServiceException``);
 * :func:`history_limit_exceeded` - an execution that reaches 25,000 history events fails
-  (``States.Runtime``); a distributed Map's children have histories of their own;
+  (``States.Runtime``); a distributed Map's children have histories of their own (moto keeps
+  them apart too);
 * :func:`express_repeat` - a distributed Map's Express child runs at least once: sometimes its items
   run twice; and an Express child is not stopped by StopExecution nor the parent's timeout;
 * :func:`lost_event`, :func:`duplicate_event`, :func:`event_delay` - EventBridge and S3 deliver at
@@ -342,19 +343,15 @@ class FaultInjector:
         return invoke
 
     def _counted_event(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def add_event(manager: Any, context: Any, *args: Any, **kwargs: Any) -> int:
-            event_id: int = original(manager, context, *args, **kwargs)
-            if not getattr(context, "_relayflow_child", False):
-                history_limit_exceeded(self, manager)
+        def add_event(manager: Any, *args: Any, **kwargs: Any) -> int:
+            event_id: int = original(manager, *args, **kwargs)
+            history_limit_exceeded(self, manager)
             return event_id
 
         return add_event
 
     def _child_job(self, original: Callable[..., Any]) -> Callable[..., None]:
         def eval_job(worker: Any, env: Any, job: Any) -> None:
-            # A distributed Map's child is an execution of its own on AWS: its events are not the
-            # parent's history (moto writes them there).
-            env.event_history_context._relayflow_child = True
             if getattr(worker._map_run_record, "_relayflow_express", False):
                 if self.profile.express_outlive_parent:
                     _detach_from_parent(worker, env)
@@ -588,7 +585,6 @@ def _run_again(worker: Any, job: Any) -> None:
     """Run a child's program once more on the same input, in a frame of its own, its result
     dropped: the child that ran twice."""
     frame = worker._env.open_inner_frame()
-    frame.event_history_context._relayflow_child = True
     try:
         moto_shim.run_child_program(worker, frame, job)
     except Exception:
