@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from relayflow.local import cfn
+from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.engine import TIMEOUT_BACKSTOP_SECONDS
 from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
 from relayflow_runtime.schemas.entities import MAX_NODE_TIMEOUT_SECONDS
@@ -209,6 +210,21 @@ def test_every_task_waits_out_lambda_throttling_with_a_long_full_jitter_backoff(
             assert retrier["MaxDelaySeconds"] <= 60, state_name
             assert sum(waits) >= 240, state_name
             assert 3 * retrier["MaxAttempts"] <= 40, state_name
+
+
+
+@pytest.mark.parametrize("name", ["run.asl.json", "batch.asl.json", "jobs.asl.json"])
+def test_every_task_retries_a_store_that_stayed_contended(name: str):
+    # The runner raises StoreContended when DynamoDB kept refusing a write for contention (a
+    # transaction conflict, throttling) past its own bounded retries: nothing was written, so the
+    # task is repeated with full jitter instead of taking the state's error path (issue 23 #1).
+    for state_name, state, express in _tasks_with_kind(_load(name)):
+        retriers = [r for r in state.get("Retry", []) if StoreContended.__name__ in r["ErrorEquals"]]
+        assert len(retriers) == 1, state_name
+        assert retriers[0]["JitterStrategy"] == "FULL", state_name
+        waits = _retry_waits(retriers[0])
+        # Minutes would be a hang in disguise; an Express child keeps within its 45 s of margin.
+        assert 5 <= sum(waits) <= (10 if express else 60), (state_name, waits)
 
 
 def _node_states() -> dict[str, Any]:
