@@ -1,5 +1,5 @@
-"""Runs under AWS's weather (issue 23): fan-out runs, a run whose node fails once and is retried, a
-cancelled run and a batch, on the local stack with every fault of the "aws" profile on at once
+"""Runs under AWS's weather (issue 23): fan-out runs (two started by uploads), a run whose node
+fails once and is retried, a cancelled run and a batch, on the local stack with every fault of the "aws" profile on at once
 (relayflow.local.faults: transaction conflicts, throttles, the node runner's reserved concurrency
 made small enough to bite, Lambda service errors, Express repeats, late, duplicate and lost
 events). Each run must end within its bound; each node and item is recorded exactly once; the
@@ -23,6 +23,7 @@ TERMINAL = ("completed", "failed", "cancelled")
 #: Seeds the test runs with (each a stack of its own).
 CHAOS_SEEDS = (5, 6)
 FAN_OUT_RUNS = 4
+UPLOADS = 2
 BATCH_ITEMS = 24
 #: Seconds every run must have ended in (the runs' own timeout is this bound too).
 RUN_BOUND = 75
@@ -71,10 +72,11 @@ def all_results(api: Any, workflow_id: str, execution_id: str) -> list[dict[str,
 
 
 def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> None:
-    # Given a five-node fan-out graph (A -> B, C, D -> E), a chain whose node fails once and is
-    # retried, a slow chain to cancel, and a one-node workflow over a dataset of items
+    # Given a five-node fan-out graph (A -> B, C, D -> E) that uploads start too, a chain whose
+    # node fails once and is retried, a slow chain to cancel, and a one-node workflow over items
     echo, upper = builtin_model(api, "echo"), builtin_model(api, "uppercase")
     fan_out, version = new_version(api, max_retries=0)
+    ok(api("PATCH", f"/workflows/{fan_out}", {"active_version_id": version}), 200)
     a = add_node(api, version, "A", echo, "A({{input}})")
     b, c, d = (add_node(api, version, name, upper, f"{name}({{{{input}}}})") for name in "BCD")
     e = add_node(api, version, "E", echo, "E({{nodes.B}},{{nodes.C}},{{nodes.D}})")
@@ -103,11 +105,18 @@ def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> 
     batch_config = {"dataset_id": dataset["id"], "dataset_version_id": items_version["id"], "parallelism": 4}
     runs[start(api, batch, {"input_mode": "batch", "batch_config": batch_config})] = (batch, "batch")
     assert ok(api("POST", f"/workflows/{slow}/executions/{cancelled}/cancel"), 200)["status"] == "cancelled"
+    bucket, s3 = local_stack.environment["RELAYFLOW_BUCKET"], local_stack.client("s3")
+    for n in range(UPLOADS):  # S3 notifications: late or twice, each must start one run
+        s3.put_object(Bucket=bucket, Key=f"inputs/{fan_out}/d{n}.txt", Body=b"up")
 
     # Then every run ends within its bound (the state machines first; then one sweep settles the
     # runs whose status-change event was lost)
     ended = local_stack.wait_idle(timeout=RUN_BOUND + 15)
     assert local_stack.run_schedule("SweeperFunction")
+    listed = ok(api("GET", f"/workflows/{fan_out}/executions", query={"limit": "50"}), 200)["items"]
+    uploaded = [run["id"] for run in listed if run["id"] not in runs]
+    assert len(uploaded) == UPLOADS, f"{UPLOADS} uploads started {len(uploaded)} runs"
+    runs.update({run_id: (fan_out, "fan-out") for run_id in uploaded})
     final = {run_id: read(api, workflow_id, run_id) for run_id, (workflow_id, _) in runs.items()}
     injected = dict(local_stack.faults.injected) if local_stack.faults else {}
     summary = {run_id: (kind, final[run_id]["status"]) for run_id, (_, kind) in runs.items()}
