@@ -369,16 +369,24 @@ def test_after_the_hostile_requests_nothing_is_half_written(target: Target) -> N
 def test_every_input_file_left_by_the_hostile_requests_downloads_with_a_clean_header(target: Target) -> None:
     # Given the runs the hostile requests started with a file input (CR/LF, control characters
     # and characters outside Latin-1 in their names), and one started here with all of them
-    http, workflow_id = target.http, target.ids["workflow_id"]
+    http = target.http
+    workflow = _ok(http.post("/workflows", json={"name": "downloads"}))
+    version = _ok(http.post(f"/workflows/{workflow['id']}/versions", json={}))
+    node = {"name": "a", "entity_id": target.ids["model_id"]}
+    _ok(http.post(f"/versions/{version['id']}/nodes", json=node))
     name = "a\r\nX-Injected: yes\x00\x7f é日本\u2028.txt"
     body = {"file": {"filename": name, "content_base64": "aGk=", "content_type": "text/plain"}}
-    _ok(http.post(f"/workflows/{workflow_id}/executions", json=body))
-    runs = _ok(http.get(f"/workflows/{workflow_id}/executions", params={"limit": 200}), 200)["items"]
-    with_files = [run for run in runs if run.get("input_file")]
+    _ok(http.post(f"/workflows/{workflow['id']}/executions", json=body))
+    with_files = [
+        (workflow_id, run["id"])
+        for workflow_id in (target.ids["workflow_id"], workflow["id"])
+        for run in _ok(http.get(f"/workflows/{workflow_id}/executions", params={"limit": 200}), 200)["items"]
+        if run.get("input_file")
+    ]
     assert with_files
-    for run in with_files:
+    for workflow_id, execution_id in with_files:
         # When its input is downloaded through the HTTP front end
-        answer = http.get(f"/workflows/{workflow_id}/executions/{run['id']}/input")
+        answer = http.get(f"/workflows/{workflow_id}/executions/{execution_id}/input")
         # Then the answer comes whole, its Content-Disposition printable ASCII, no header injected
         assert answer.status_code == 200, answer.text
         disposition = answer.headers["content-disposition"]
