@@ -336,13 +336,15 @@ def test_a_run_counts_itself_its_nodes_and_their_retries(local_stack: LocalStack
     assert metrics.total(counted, metrics.NODE_RETRIES) == 1
 
 
-def test_the_sweeper_examines_every_active_run_over_successive_passes(
-    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("status", ["running", "completed"], ids=["active runs", "runs to follow up"])
+def test_the_sweeper_examines_every_run_of_the_index_over_successive_passes(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, status: str
 ) -> None:
     from relayflow_runtime.adapters.table.keys import sweep_shard
     from relayflow_runtime.services import sweeper
 
-    # Given five long-lived active runs in one shard of the sweep index, more than a pass reads there
+    # Given five long-lived runs in one shard of the sweep index (active ones, or finished ones
+    # whose follow-up keeps failing), more than a pass reads there
     ids = [i for i in (f"long-{n}" for n in range(200)) if sweep_shard(i) == 0][:5]
     for number, execution_id in enumerate(ids):
         deps.stores().executions.put_execution(
@@ -352,16 +354,19 @@ def test_the_sweeper_examines_every_active_run_over_successive_passes(
                 "workflow_id": "wf",
                 "version_id": "v",
                 "number": number,
-                "status": "running",
+                "status": status,
                 "input_mode": "single",
                 "created_at": f"2020-01-01T00:00:0{number}.000Z",
                 "progress": {"total_nodes": 1, "current_node_idx": 0},
+                **({"completed_at": "2020-01-02T00:00:00.000Z"} if status == "completed" else {}),
             },
         )
     examined: list[list[str]] = []
-    monkeypatch.setattr(
-        sweeper, "_check_active", lambda run, cutoff, report, now: examined[-1].append(run["id"])
-    )
+
+    def seen(run: dict[str, Any], *rest: Any) -> None:
+        examined[-1].append(run["id"])
+
+    monkeypatch.setattr(sweeper, "_check_active" if status == "running" else "_follow_up", seen)
 
     # When the sweeper passes three times, reading two runs per shard each time
     for _ in range(3):

@@ -20,8 +20,8 @@ sweep index (never a scan):
    ``grace_seconds`` ago): their budget is released and they leave the index.
 
 DescribeExecution is refilled at 15 calls a second per account: the sweeper reads at most
-``per_shard`` active runs of each of the index's 8 shards in one invocation, oldest first from
-where its previous pass stopped (a cursor kept in the table), and only runs older than the grace
+``per_shard`` runs of each of the index's 8 shards per partition in one invocation, oldest first
+from where its previous pass stopped (a cursor kept in the table), and only runs older than the grace
 period; the next pass goes on from there, and after the newest it starts again from the oldest. So
 every active run is examined within ``ceil(active runs per shard / per_shard)`` passes, however
 many long-lived runs (e.g. pending batches) are ahead of it.
@@ -29,6 +29,7 @@ many long-lived runs (e.g. pending batches) are ahead of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,23 +97,14 @@ def sweep(
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=grace_seconds)
     report = SweepReport()
-    index = deps.stores().sweep
-    cursor = index.cursor("ACTIVE")
-    for shard in range(SWEEP_SHARDS):
-        runs, last = index.page(
-            "ACTIVE", shard, created_before=_iso(cutoff), after=cursor.pop(shard, None), limit=per_shard
-        )
-        if last is not None:
-            cursor[shard] = last  # the next pass goes on after it; otherwise from the oldest again
-        for run in runs:
-            report.checked += 1
-            try:
-                _check_active(run, cutoff, report, now)
-            except Exception as exc:  # one bad run must not stop the sweep of the others
-                logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
-                report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
-    index.save_cursor("ACTIVE", cursor)
-    for run in index.runs("SETTLE", limit=per_shard):
+    for run in _next_pages("ACTIVE", _iso(cutoff), per_shard):
+        report.checked += 1
+        try:
+            _check_active(run, cutoff, report, now)
+        except Exception as exc:  # one bad run must not stop the sweep of the others
+            logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
+            report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+    for run in _next_pages("SETTLE", None, per_shard):
         finished = run.get("completed_at")
         if finished and parse_iso(str(finished)) > cutoff:
             continue  # its own follow-up is probably still under way
@@ -127,6 +119,24 @@ def sweep(
     if report.settled or report.republished or report.followed_up or report.errors:
         logger.info("sweep", extra={"report": report.as_dict()})
     return report
+
+
+def _next_pages(partition: str, created_before: str | None, per_shard: int) -> Iterator[dict[str, Any]]:
+    """A page of each shard of ``partition`` from where the previous pass stopped (the cursor,
+    saved once the pages are read); after the newest, the next pass starts from the oldest."""
+    index = deps.stores().sweep
+    cursor = index.cursor(partition)
+    pages = []
+    for shard in range(SWEEP_SHARDS):
+        runs, last = index.page(
+            partition, shard, created_before=created_before, after=cursor.pop(shard, None), limit=per_shard
+        )
+        if last is not None:
+            cursor[shard] = last
+        pages.append(runs)
+    index.save_cursor(partition, cursor)
+    for runs in pages:
+        yield from runs
 
 
 def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport, now: datetime) -> None:
