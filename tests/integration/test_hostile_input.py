@@ -104,6 +104,15 @@ CONTENT_TYPES = st.sampled_from(
         "application/json-patch+json",
     ]
 )
+HOSTILE_HEADERS = [
+    b"\xff\xfe",
+    "é".encode("latin-1"),
+    "日本".encode(),
+    b"x" * 5000,
+    b"x y",
+    b"a\tb",
+    b"{{input}}",
+]
 HOSTILE_SEGMENTS = ["\ud800", "a\r\nb", "\x00", "é", "1" * 300, "..", "%", "-1"]
 
 
@@ -264,7 +273,7 @@ def _segment(text: str) -> str:
 
 
 @st.composite
-def requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, str], bytes, str]:
+def requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, Any], bytes, str]:
     method, path, operation = draw(st.sampled_from(target.operations))
     ids = target.ids
     names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
@@ -278,7 +287,10 @@ def requests(draw: st.DrawFn, target: Target) -> tuple[str, str, dict[str, str],
     if query and draw(st.booleans()):
         hostile = draw(st.sampled_from([*HOSTILE_STRINGS, "1" * 5000, "-1", "1e999", "NaN"]))
         url += f"?{draw(st.sampled_from(query))}={_segment(hostile)}"
-    headers: dict[str, str] = {}
+    headers: dict[str, Any] = {}
+    header_names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+    if header_names and draw(st.booleans()):
+        headers[draw(st.sampled_from(header_names))] = draw(st.sampled_from(HOSTILE_HEADERS))
     body = b""
     if "requestBody" in operation:
         headers["content-type"] = draw(CONTENT_TYPES)
@@ -316,7 +328,7 @@ def test_hostile_input_to_every_operation_answers_below_500_and_spends_nothing(
     data: st.DataObject, target: Target
 ) -> None:
     # Given a request to any operation with one hostile part (a body field, a key, the whole body,
-    # a query parameter, a path segment, its content type)
+    # a query parameter, a header parameter, a path segment, its content type)
     method, url, headers, body, operation_id = data.draw(requests(target))
     workflow_id = target.ids["workflow_id"]
     before = _execution_count(target.stack, workflow_id)
