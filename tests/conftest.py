@@ -20,6 +20,7 @@ import pytest
 
 from relayflow.local.server import build_http_event, parse_http_response, start_server
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.settings import reset_caches
 
 ApiCall = Callable[..., tuple[int, Any]]
 _NO_BODY: Any = object()
@@ -29,8 +30,6 @@ _NO_BODY: Any = object()
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Test credentials and region, no profile or endpoint of the machine's, and relayflow's cached
     settings and clients forgotten before and after (for tests on moto's `mock_aws`)."""
-    from relayflow_runtime.settings import reset_caches
-
     for name, value in {
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -62,7 +61,11 @@ def module_stack() -> Iterator[LocalStack]:
 def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     """A fresh stack for the test, or the module's `module_stack` in a `shared_stack` module."""
     if request.node.get_closest_marker("shared_stack") is not None:
+        # Settings and clients are read again from the environment before and after each test, as a
+        # fresh stack would: what one test set (monkeypatch) is not remembered by the next.
+        reset_caches()
         yield request.getfixturevalue("module_stack")
+        reset_caches()
         return
     with LocalStack() as stack:
         yield stack

@@ -32,6 +32,9 @@ from relayflow.cli import (
 from relayflow.client import Client
 from relayflow.local.stack import LocalStack
 
+# One stack for the module: each test makes its own workflows (and keys).
+pytestmark = pytest.mark.shared_stack
+
 
 @dataclass
 class Outcome:

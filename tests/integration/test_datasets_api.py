@@ -15,6 +15,9 @@ from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.services import dataset_service, deps
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
+# One stack for the module: each test makes its own datasets.
+pytestmark = pytest.mark.shared_stack
+
 
 def ok(response: tuple[int, Any], status: int = 200) -> Any:
     assert response[0] == status, response
@@ -112,7 +115,8 @@ def test_a_malformed_file_is_refused_with_its_line_and_leaves_nothing(
     assert (failed.status, failed.item_count, failed.error_line) == ("failed", 0, 4)
     assert list(client.get_dataset_items(dataset.id, version.id)) == []
     bucket = local_stack.environment["RELAYFLOW_BUCKET"]
-    listed = local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"t/{DEFAULT_TENANT}/datasets/")
+    prefix = f"t/{DEFAULT_TENANT}/datasets/{dataset.id}/"
+    listed = local_stack.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert listed.get("KeyCount", 0) == 0
 
     # When a good file follows, the same version takes it

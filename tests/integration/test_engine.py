@@ -11,9 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from tests.support.graphs import add_node, builtin_model, connect, interval, new_version, ok, run
 
 from relayflow.local.stack import LocalStack
+
+# One stack for the module: each test builds and runs workflows of its own.
+pytestmark = pytest.mark.shared_stack
 
 
 def _machines(stack: LocalStack) -> list[str]:

@@ -11,6 +11,9 @@ from tests.support.workflows import build, by_name, wait, wait_for_node
 from relayflow import ApiError, Client
 from relayflow.local.stack import LocalStack
 
+# One stack for the module: each test builds and runs workflows of its own.
+pytestmark = pytest.mark.shared_stack
+
 FAST = {"max_retries": 3, "retry_delay_seconds": 1, "max_retry_delay_seconds": 1}
 UPPER = {"model": "uppercase"}
 
@@ -178,7 +181,8 @@ def test_cancel_while_a_node_runs_stops_the_machine_and_no_later_node_starts(
     assert nodes["After"]["status"] == "cancelled" and nodes["After"]["attempts"] == 0
     assert final.results is None
     sfn = local_stack.client("stepfunctions")
-    run = sfn.list_executions(stateMachineArn=_machine_arn(local_stack, execution.id))["executions"][0]
+    runs = sfn.list_executions(stateMachineArn=_machine_arn(local_stack, execution.id))["executions"]
+    run = next(r for r in runs if r["name"] == execution.id)
     # AWS reports ABORTED at once; moto lets the in-flight task return first, which then fails the run
     assert run["status"] in ("ABORTED", "FAILED")
     history = sfn.get_execution_history(executionArn=run["executionArn"], maxResults=1000)["events"]

@@ -6,7 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from tests.support.graphs import TERMINAL, add_node, builtin_model, connect, interval, new_version, ok, run
+
+# One stack for the module: each test builds and runs workflows of its own.
+pytestmark = pytest.mark.shared_stack
 
 
 def test_fan_out_fan_in_runs_branches_in_parallel_and_joins_both(api: Any) -> None:

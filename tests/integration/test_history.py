@@ -19,6 +19,9 @@ from relayflow_runtime.domain.clock import new_id
 from relayflow_runtime.schemas.entities import Execution, ExecutionProgress
 from relayflow_runtime.services import apikeys, deps, run_records
 
+# One stack for the module: each test lists the runs of a workflow of its own.
+pytestmark = pytest.mark.shared_stack
+
 TERMINAL = ("completed", "failed", "cancelled")
 BASE_TIME = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -14,6 +14,9 @@ import pytest
 from relayflow.client import ApiError, Client
 from relayflow.local.stack import LocalStack
 
+# One stack for the module: each test makes its own workflows and idempotency keys.
+pytestmark = pytest.mark.shared_stack
+
 
 @pytest.fixture
 def http(local_stack: LocalStack, served: str) -> Iterator[httpx.Client]:
@@ -111,10 +114,11 @@ def test_a_refused_request_does_not_use_up_its_key(http: httpx.Client) -> None:
 def test_after_the_window_the_key_starts_a_new_run(local_stack: LocalStack, http: httpx.Client) -> None:
     # Given a start made with a key, whose record has passed its 24-hour expiry
     workflow_id = make_workflow(http)
-    first = start(http, workflow_id, {"single_input": "x"})
     table = local_stack.resources["IdempotencyTable"]
     dynamodb = local_stack.client("dynamodb")
-    (item,) = dynamodb.scan(TableName=table)["Items"]
+    earlier = {i["id"]["S"] for i in dynamodb.scan(TableName=table)["Items"]}  # other tests' keys
+    first = start(http, workflow_id, {"single_input": "x"})
+    (item,) = [i for i in dynamodb.scan(TableName=table)["Items"] if i["id"]["S"] not in earlier]
     assert int(item["expiration"]["N"]) - time.time() > 23.9 * 3600
     dynamodb.update_item(
         TableName=table,

@@ -15,6 +15,9 @@ import pytest
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
 
+# One stack for the module: each test runs batches of its own.
+pytestmark = pytest.mark.shared_stack
+
 
 def put_items(stack: LocalStack, items: list[Any]) -> tuple[str, str]:
     bucket = stack.outputs["BucketName"]

@@ -7,7 +7,12 @@ import os
 import uuid
 from typing import Any
 
+import pytest
+
 from relayflow.local.stack import LocalStack
+
+# One stack for the module: each test makes its own workflows and versions.
+pytestmark = pytest.mark.shared_stack
 
 
 def ok(response: tuple[int, Any], status: int = 201) -> Any:
