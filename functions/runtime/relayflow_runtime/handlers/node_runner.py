@@ -57,6 +57,15 @@ def _entries(event: dict[str, Any]) -> list[ItemEntry]:
     return [ItemEntry.model_validate(entry) for entry in event.get("items") or []]
 
 
+def _child_time(event: dict[str, Any], remaining_ms: int | None) -> int | None:
+    """The time a child's ``run_items`` has: the invocation's, or the Task's own timeout when that is
+    shorter (an Express child's ``task_timeout`` is far below Lambda's 900 s, and Step Functions
+    times the Task out there, discarding its result: what finished must be recorded before)."""
+    timeout = event.get("task_timeout")
+    limits = [ms for ms in (remaining_ms, int(float(timeout) * 1000) if timeout else None) if ms is not None]
+    return min(limits) if limits else None
+
+
 def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> Any:
     if action == "prepare_batch":
         return batch.prepare_batch(run)
@@ -67,7 +76,7 @@ def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | 
         budget.await_budget(run.tenant, run.execution_id, event["batch"], timeout, token)
         return None
     if action == "run_items":
-        return batch_items.run_items(run, _entries(event), remaining_ms=remaining_ms)
+        return batch_items.run_items(run, _entries(event), remaining_ms=_child_time(event, remaining_ms))
     if action == "items_failed":
         return batch_items.items_failed(run, _entries(event), event.get("error"))
     if action == "complete":
