@@ -21,6 +21,9 @@ from relayflow.local.stack import LocalStack
 from relayflow_runtime.services import deps
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
 
+# Each test makes its own workflows and runs: one stack for the module (tests/conftest.py).
+pytestmark = pytest.mark.shared_stack
+
 REFUSED = [
     "file:///etc/passwd",
     "gopher://127.0.0.1:6379/_INFO",
