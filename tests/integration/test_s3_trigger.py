@@ -17,6 +17,19 @@ from relayflow_runtime.services import deps, uploads
 
 TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
 
+# One stack for the module: each test uploads under a workflow of its own, and keys() answers only
+# the objects the test itself added (see _earlier_objects).
+pytestmark = pytest.mark.shared_stack
+_EARLIER: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_objects(request: pytest.FixtureRequest) -> None:
+    """The bucket's keys when a test on the stack begins (other tests' objects)."""
+    _EARLIER.clear()
+    if "local_stack" in request.fixturenames:
+        _EARLIER.update(_all_keys(request.getfixturevalue("local_stack")))
+
 
 @pytest.fixture
 def notifications(local_stack: LocalStack) -> Iterator[list[dict[str, Any]]]:
@@ -66,10 +79,11 @@ def wait_finished(api: Any, workflow_id: str, execution_id: str) -> dict[str, An
 
 
 def keys(local_stack: LocalStack, prefix: str) -> list[str]:
+    """The keys under prefix that the running test added."""
     listing = local_stack.client("s3").list_objects_v2(
         Bucket=local_stack.outputs["BucketName"], Prefix=prefix
     )
-    return sorted(o["Key"] for o in listing.get("Contents", []))
+    return sorted(o["Key"] for o in listing.get("Contents", []) if o["Key"] not in _EARLIER)
 
 
 def read(local_stack: LocalStack, key: str) -> bytes:
