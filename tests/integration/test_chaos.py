@@ -1,9 +1,9 @@
 """Runs under AWS's weather (issue 23): fan-out runs (two started by uploads), a run whose node
-fails once and is retried, a cancelled run and a batch, on the local stack with every fault of the "aws" profile on at once
-(relayflow.local.faults: transaction conflicts, throttles, the node runner's reserved concurrency
-made small enough to bite, Lambda service errors, Express repeats, late, duplicate and lost
-events). Each run must end within its bound; each node and item is recorded exactly once; the
-counters equal the records; after one sweep nothing is left running.
+fails once and is retried, a cancelled run and a batch, on the local stack with every fault of the
+"aws" profile on at once (relayflow.local.faults: transaction conflicts, throttles, the node
+runner's reserved concurrency made small enough to bite, Lambda service errors, Express repeats,
+late, duplicate and lost events). Each run must end within its bound; each node and item is
+recorded exactly once; the counters equal the records; after one sweep nothing is left running.
 
 Seeded: a failure replays with the same seed (CHAOS_SEEDS)."""
 
@@ -25,8 +25,9 @@ CHAOS_SEEDS = (5, 6)
 FAN_OUT_RUNS = 4
 UPLOADS = 2
 BATCH_ITEMS = 24
-#: Seconds every run must have ended in (the runs' own timeout is this bound too).
-RUN_BOUND = 75
+#: Seconds every run must have ended in (the runs' own timeout is this bound too; the wait for
+#: them, setup included, stays below the suite's 120 s per test so a hang fails with its story).
+RUN_BOUND = 60
 #: The aws profile's rates, raised so that each fault meets these few runs.
 HEAVIER = {
     "transaction_conflict_rate": 0.1,
@@ -111,7 +112,7 @@ def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> 
 
     # Then every run ends within its bound (the state machines first; then one sweep settles the
     # runs whose status-change event was lost)
-    ended = local_stack.wait_idle(timeout=RUN_BOUND + 15)
+    ended = local_stack.wait_idle(timeout=RUN_BOUND + 10)
     assert local_stack.run_schedule("SweeperFunction")
     listed = ok(api("GET", f"/workflows/{fan_out}/executions", query={"limit": "50"}), 200)["items"]
     uploaded = [run["id"] for run in listed if run["id"] not in runs]
@@ -120,8 +121,8 @@ def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> 
     final = {run_id: read(api, workflow_id, run_id) for run_id, (workflow_id, _) in runs.items()}
     injected = dict(local_stack.faults.injected) if local_stack.faults else {}
     summary = {run_id: (kind, final[run_id]["status"]) for run_id, (_, kind) in runs.items()}
-    assert ended, f"state machines still running after {RUN_BOUND + 15} s: {summary}; faults {injected}"
-    assert time.monotonic() - began < RUN_BOUND + 30
+    assert ended, f"state machines still running after {RUN_BOUND + 10} s: {summary}; faults {injected}"
+    assert time.monotonic() - began < RUN_BOUND + 20
     # And nothing is left running: each ended as it should
     expected = {"fan-out": "completed", "retried": "completed", "cancelled": "cancelled"}
     expected["batch"] = "completed"
