@@ -1,10 +1,10 @@
 """Hostile input to every operation (issue 24, "Done when"), beside the schemathesis run: hypothesis
 sends lone surrogates, deep nesting, huge and non-finite numbers, CR/LF, control characters and odd
 content types, in bodies (one field of an otherwise valid body, an extra key, or the whole body),
-query parameters and path segments, through the local HTTP front end. Every answer is below 500,
+query and header parameters and path segments, through the local HTTP front end. Every answer is below 500,
 and nothing is half-written: a refused start spends no execution number, and at the end every
 object of a run or of a dataset version belongs to one that exists, and each workflow's execution
-numbers are exactly 1..its count.
+numbers are exactly 1..its count; every input file left downloads with a clean Content-Disposition.
 
 Bounded: one stack and server for the module, a fixed number of examples, derandomized; DELETE
 operations get ids that name nothing (a real delete would leave legitimate gaps in the numbers).
