@@ -44,10 +44,11 @@ NODE_RUNNER_CONCURRENCY = 8
 @pytest.fixture(params=CHAOS_SEEDS, ids=lambda seed: f"seed{seed}")
 def local_stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
     """The stack under the "aws" fault profile (the `api` fixture calls this one)."""
-    monkeypatch.setenv("SWEEPER_GRACE_SECONDS", "0")  # the sweeper looks at runs of any age
     profile = FaultProfile.named("aws", seed=request.param).model_copy(update=HEAVIER)
     parameters = {"NodeRunnerMaxConcurrency": NODE_RUNNER_CONCURRENCY}
     with LocalStack(faults=profile, parameters=parameters) as stack:
+        # the sweeper looks at runs of any age (set after the start, which sets the template's)
+        monkeypatch.setenv("SWEEPER_GRACE_SECONDS", "0")
         yield stack
 
 
