@@ -537,7 +537,8 @@ def _with_deadline(
     threading.Thread(target=run, name="lambda-invocation", daemon=True).start()
     if not done.wait(timeout):
         release()  # Lambda frees the execution environment at the deadline
-        faults.injected["lambda_timeout"] += 1
+        with faults._lock:
+            faults.injected["lambda_timeout"] += 1
         response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps(timed_out(timeout, str(uuid.uuid4()))).encode()
     if "error" in outcome:
