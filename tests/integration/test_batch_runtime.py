@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tests.support.batches import TENANT, dataset, pending_run, record, workflow
 
-from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
+from relayflow_runtime.domain.batch import RECORD_MARGIN_SECONDS, BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.schemas.responses import BatchItemDetail
@@ -394,7 +394,7 @@ def test_near_its_deadline_a_child_records_what_finished_and_starts_no_attempt_i
     items = entries(run)
 
     # When the child's invocation has 2.5 s left beside the time it keeps to record
-    remaining_ms = int((batch_items.RECORD_MARGIN_SECONDS + 2.5) * 1000)
+    remaining_ms = int((RECORD_MARGIN_SECONDS + 2.5) * 1000)
     with pytest.raises(batch_items.ChildDeadline) as raised:
         batch_items.run_items(run, items, remaining_ms=remaining_ms)
 

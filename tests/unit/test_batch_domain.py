@@ -11,6 +11,7 @@ from relayflow_runtime.domain import item_index
 from relayflow_runtime.domain.batch import (
     MAX_KEYED_ID_BYTES,
     OUTCOME_SHARDS,
+    RECORD_MARGIN_SECONDS,
     BatchCounts,
     batch_settings,
     default_items_per_child,
@@ -18,7 +19,13 @@ from relayflow_runtime.domain.batch import (
     judge,
     outcome_shard,
 )
-from relayflow_runtime.domain.engine import GATE_MARGIN_SECONDS, Plan, gate_timeouts
+from relayflow_runtime.domain.engine import (
+    GATE_MARGIN_SECONDS,
+    LAMBDA_LIMIT_SECONDS,
+    Plan,
+    gate_timeouts,
+    worst_case_item_seconds,
+)
 
 
 def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
@@ -72,6 +79,20 @@ def test_an_express_child_keeps_at_least_30_seconds_after_its_items_for_items_fa
     assert express
     # Then an Express child whose run_items times out still has 30 s of its 5 minutes to record the error
     assert max(settings.item_timeout for settings in express) + 30 <= 300
+
+
+
+@pytest.mark.parametrize("timeouts", [[80, 80, 80], [10], [60, 60, 60], [300], [200, 200]])
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_worst_case_item_ends_within_its_childs_task_timeout_less_what_recording_keeps(
+    timeouts: list[int], max_retries: int
+) -> None:
+    # run_items starts no attempt that could not end before item_timeout - RECORD_MARGIN_SECONDS
+    # (its Task's timeout is item_timeout): a child sized for its worst case must never refuse it.
+    the_plan = plan(timeouts, max_retries=max_retries)
+    settings = batch_settings(the_plan, 10, 5, "k")
+    if settings.item_timeout < LAMBDA_LIMIT_SECONDS:  # not capped by Lambda's own 15 minutes
+        assert worst_case_item_seconds(the_plan) <= settings.item_timeout - RECORD_MARGIN_SECONDS
 
 
 def test_items_without_an_outcome_count_as_failed_and_max_failed_percent_decides() -> None:

@@ -37,8 +37,13 @@ DEFAULT_MAX_ITEMS_PER_CHILD = 10
 #: 4 MB, so a child holds at most 50 items of at most OUTCOME_BUDGET_BYTES each.
 MAX_ITEMS_PER_CHILD = 50
 OUTCOME_BUDGET_BYTES = 64 * 1024
-#: A child's task may run this much longer than its worst-case item (recording, a cold start).
-CHILD_MARGIN_SECONDS = 15
+#: What a child keeps of its time (the sooner of its invocation's end and its Task's timeout) to
+#: record its items: one transaction, whose contention retries are bounded at 5 s
+#: (adapters/transactions.py); values over the inline limit are in S3 already.
+RECORD_MARGIN_SECONDS = 10
+#: A child's task may run this much longer than its worst-case item: the recording margin, so a
+#: worst-case item still starts its last attempt, plus a cold start's few seconds.
+CHILD_MARGIN_SECONDS = RECORD_MARGIN_SECONDS + 5
 #: Item ids longer than this (UTF-8 bytes) are keyed by a digest (a DynamoDB sort key: 1 KiB).
 MAX_KEYED_ID_BYTES = 200
 #: What the counters count: items with an outcome, the failed ones, and their usage.

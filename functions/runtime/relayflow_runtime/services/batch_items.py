@@ -13,8 +13,9 @@ Everything the child did is recorded at its end in one transaction (adapters/bat
 item's outcome, holding the record of each of its nodes, plus one counter ADD. A repeated child
 (Express children run at least once) finds its outcomes there and records nothing again.
 
-**The deadline.** The node runner passes the time its invocation has left (Lambda's
-``get_remaining_time_in_millis``). The child keeps RECORD_MARGIN_SECONDS of it for recording, and
+**The deadline.** The node runner passes the time the child has: its invocation's (Lambda's
+``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``task_timeout``). The
+child keeps RECORD_MARGIN_SECONDS (domain/batch.py) of it for recording, and
 no attempt starts (nor a retry's wait) that could not end within the rest, at the node's timeout.
 At that deadline the items that finished are recorded (the same one transaction) and
 :class:`ChildDeadline` is raised: the machine's Catch hands the child to ``items_failed``, which
@@ -36,6 +37,7 @@ from typing import Any
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import (
     OUTCOME_BUDGET_BYTES,
+    RECORD_MARGIN_SECONDS,
     ItemEntry,
     ItemNodeRecord,
     ItemOutcome,
@@ -67,9 +69,6 @@ SLEEP_SLICE_SECONDS = 0.5
 #: bounded: a child's items beyond them wait for a free one.
 ITEM_THREADS = 128
 NODE_THREADS = 256
-
-#: What a child keeps of its invocation's time to record its items (one transaction, a few seconds).
-RECORD_MARGIN_SECONDS = 20.0
 
 _item_pool = ThreadPoolExecutor(max_workers=ITEM_THREADS, thread_name_prefix="batch-item")
 _node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="batch-node")
