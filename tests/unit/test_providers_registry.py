@@ -64,9 +64,9 @@ def test_valid_configs_have_no_problems(provider: str, config: dict):
     [
         ("builtin", {}, "'model' is required"),
         ("builtin", {"model": "gpt-5"}, "unknown model 'gpt-5'"),
-        ("builtin", {"model": "keywords", "top_k": 0}, "'top_k' must be a whole number >= 1"),
-        ("builtin", {"model": "sleep", "seconds": "soon"}, "'seconds' must be a number >= 0"),
-        ("builtin", {"model": "flaky", "failures": -1}, "'failures' must be a whole number >= 0"),
+        ("builtin", {"model": "keywords", "top_k": 0}, "'top_k' must be a whole number from 1 to 1000"),
+        ("builtin", {"model": "sleep", "seconds": "soon"}, "'seconds' must be a number from 0 to 840"),
+        ("builtin", {"model": "flaky", "failures": -1}, "'failures' must be a whole number from 0 to 1000"),
         ("bedrock", {}, "'model_id' is required"),
         (
             "bedrock",
