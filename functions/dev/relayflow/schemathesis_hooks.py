@@ -6,13 +6,16 @@ runs schemathesis against a relayflow server:
     SCHEMATHESIS_HOOKS=relayflow.schemathesis_hooks st run http://127.0.0.1:8765/openapi.json \\
         --checks all -H "x-api-key: $RELAYFLOW_API_KEY"
 
-Four things, all documented in the OpenAPI document itself:
+Five things, all documented in the OpenAPI document itself:
 
 * ``format: "mustache"`` (a node's ``input_template``): a Mustache template, whose balanced sections
   no JSON Schema keyword can describe. Valid values are drawn from a small grammar over ``input``;
   invalid ones are refused with 400 ``invalid_template`` (tests/unit/test_fuzz.py and the random
   template test send those).
 * ``format: "jmespath"`` (a batch's ``filter_query``): a JMESPath expression; a few valid ones.
+* ``format: "callback-url"`` (``callback_url``): an http(s) URL to a public host (domain/urls.py);
+  valid ones are drawn from names that never resolve (.invalid); others are 400
+  ``invalid_callback_url``.
 * ``created_after`` must not be later than ``created_before`` (400 ``invalid_time_range``): a rule
   between two parameters, which JSON Schema cannot state. Positive requests keep them in order.
 * ``next_token``: an opaque cursor, valid only as a listing returned it (a bad one is 400
@@ -55,6 +58,18 @@ JMESPATH_FILTERS: st.SearchStrategy[str] = st.sampled_from(
 )
 
 schemathesis.openapi.format("jmespath", JMESPATH_FILTERS)
+
+#: Valid callback URLs (``format: "callback-url"``): http(s), no credentials, a host name. Names
+#: under .invalid never resolve (RFC 6761), so a run's webhook to one goes nowhere: no traffic.
+CALLBACK_URLS: st.SearchStrategy[str] = st.builds(
+    lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
+    st.sampled_from(["http", "https"]),
+    st.sampled_from(["hooks.example.invalid", "receiver.invalid"]),
+    st.sampled_from(["", ":443", ":8080"]),
+    st.text(st.characters(categories=["L", "N"], codec="ascii"), max_size=12),
+)
+
+schemathesis.openapi.format("callback-url", CALLBACK_URLS)
 
 
 def _moment(value: Any) -> datetime | None:

@@ -25,6 +25,14 @@ from relayflow_runtime.schemas.entities import (
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 4000
 MAX_URL_LENGTH = 2000
+#: A callback URL's rules beyond its length, which domain/urls.py checks (an open "format": JSON
+#: Schema cannot say "a public address").
+CALLBACK_URL_SCHEMA: dict[str, Any] = {"format": "callback-url"}
+CALLBACK_URL_RULES = (
+    " An http(s) URL without credentials whose host is a public address or a name (loopback, private,"
+    " link-local and other reserved addresses are refused, also when a name resolves to one at send"
+    " time); otherwise 400 invalid_callback_url."
+)
 #: The providers a model may name (providers.PROVIDERS; a test keeps the two equal).
 Provider = Literal["builtin", "bedrock", "openai", "sagemaker", "lambda"]
 #: A text input of a single run (services.executions checks it: code input_too_large).
@@ -74,7 +82,10 @@ class CreateWorkflow(Body):
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     description: str = Field("", max_length=MAX_DESCRIPTION_LENGTH)
     callback_url: str | None = Field(
-        None, max_length=MAX_URL_LENGTH, description="Where to POST this workflow's runs' terminal statuses."
+        None,
+        max_length=MAX_URL_LENGTH,
+        description="Where to POST this workflow's runs' terminal statuses." + CALLBACK_URL_RULES,
+        json_schema_extra=CALLBACK_URL_SCHEMA,
     )
 
 
@@ -87,7 +98,10 @@ class UpdateWorkflow(UpdateBody):
         min_length=1, description="The version runs use when they name none (a version of this workflow)."
     )
     callback_url: str | None = Field(
-        None, max_length=MAX_URL_LENGTH, description="null removes the workflow's callback URL."
+        None,
+        max_length=MAX_URL_LENGTH,
+        description="null removes the workflow's callback URL." + CALLBACK_URL_RULES,
+        json_schema_extra=CALLBACK_URL_SCHEMA,
     )
 
 
@@ -212,7 +226,10 @@ class Execute(Body):
     )
     batch_config: BatchConfig | None = None
     callback_url: str | None = Field(
-        None, max_length=MAX_URL_LENGTH, description="Where to POST this run's terminal status."
+        None,
+        max_length=MAX_URL_LENGTH,
+        description="Where to POST this run's terminal status." + CALLBACK_URL_RULES,
+        json_schema_extra=CALLBACK_URL_SCHEMA,
     )
 
 
