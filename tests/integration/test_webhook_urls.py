@@ -8,13 +8,12 @@ tests/integration/test_webhooks.py opt in with the stack parameter WebhookAllowP
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from tests.integration.test_webhooks import deliveries, make_workflow, run_to_end
+from tests.support.receiver import Receiver, receiving
 
 from relayflow.cli import build_parser
 from relayflow.local.stack import LocalStack
@@ -52,29 +51,10 @@ REFUSED = [
 
 
 @pytest.fixture
-def listening() -> Iterator[tuple[int, list[str]]]:
-    """An HTTP receiver on 127.0.0.1 (it must never be reached here): its port and the paths it got."""
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port, seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def listening() -> Iterator[Receiver]:
+    """An HTTP receiver on 127.0.0.1 (it must never be reached here)."""
+    with receiving() as state:
+        yield state
 
 
 def test_callback_urls_that_reach_the_senders_network_are_refused_when_set(api: Any) -> None:
@@ -100,11 +80,11 @@ def test_callback_urls_that_reach_the_senders_network_are_refused_when_set(api: 
 
 
 def test_a_name_that_resolves_to_a_private_address_is_refused_at_send(
-    local_stack: LocalStack, api: Any, listening: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+    local_stack: LocalStack, api: Any, listening: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a public-looking name whose DNS answer (at send time) is the loopback address of a live
     # receiver: accepted when set, since the name is not an address
-    port, seen = listening
+    port = listening.port
     real = socket.getaddrinfo
 
     def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -121,15 +101,15 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_at_send(
     assert (attempt["outcome"], attempt["final"], attempt["response_status"]) == ("failed", True, None)
     assert "is not a public address" in attempt["error"]
     assert local_stack.wait_idle(timeout=10)
-    assert seen == []
+    assert listening.requests == []
 
 
 def test_a_stored_loopback_url_is_refused_at_send(
-    local_stack: LocalStack, api: Any, listening: tuple[int, list[str]]
+    local_stack: LocalStack, api: Any, listening: Receiver
 ) -> None:
     # Given a workflow whose stored callback URL is a live receiver on 127.0.0.1 (set before the
     # rules existed: written to the table directly)
-    port, seen = listening
+    port = listening.port
     workflow_id = make_workflow(api)
     api("POST", f"/workflows/{workflow_id}/webhook-secret")
     deps.stores().workflows.update_workflow(
@@ -142,7 +122,7 @@ def test_a_stored_loopback_url_is_refused_at_send(
     assert (attempt["outcome"], attempt["final"]) == ("failed", True)
     assert "is not a public address" in attempt["error"]
     assert local_stack.wait_idle(timeout=10)
-    assert seen == []
+    assert listening.requests == []
 
 
 @pytest.mark.parametrize("url", ["http://[::1/x", "http://hooks.example.com:99999/"])

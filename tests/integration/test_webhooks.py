@@ -7,34 +7,17 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from boto3.dynamodb.conditions import Key
+from tests.support.receiver import Receiver, receiving
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.services import deps, webhooks
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT
-
-
-@dataclass
-class Receiver:
-    """An HTTP endpoint on 127.0.0.1 that answers with `statuses` in turn (then 200)."""
-
-    url: str
-    statuses: list[int]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.requests
 
 
 @pytest.fixture
@@ -48,30 +31,8 @@ def local_stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver(url="", statuses=[])
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_port}/hooks/relayflow"
-    try:
+    with receiving() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ rebinding DNS server could answer differently)."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from tests.support.receiver import Receiver, receiving
 
 from relayflow_runtime.domain.urls import parse_callback_url
 from relayflow_runtime.services import webhooks
@@ -18,36 +17,18 @@ from relayflow_runtime.settings import get_settings
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[int, list[str]]]:
-    hosts: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            hosts.append(str(self.headers.get("Host")))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port, hosts
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def receiver() -> Iterator[Receiver]:
+    with receiving() as state:
+        yield state
 
 
 def test_the_sender_resolves_once_and_connects_to_the_vetted_address(
-    receiver: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given private addresses allowed (to reach 127.0.0.1), and a DNS that answers 127.0.0.1 for a
     # name once, then an address nothing listens on
-    port, hosts = receiver
+    port = receiver.port
+    receiver.statuses.append(204)
     monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true")
     get_settings.cache_clear()
     real = socket.getaddrinfo
@@ -71,7 +52,7 @@ def test_the_sender_resolves_once_and_connects_to_the_vetted_address(
     # Then the name was looked up once, the POST reached the first answer, with the URL's Host
     assert status == 204
     assert lookups == ["hooks.pinned.example"]
-    assert hosts == [f"hooks.pinned.example:{port}"]
+    assert [r["headers"]["Host"] for r in receiver.requests] == [f"hooks.pinned.example:{port}"]
 
 
 def test_by_default_a_name_resolving_to_a_private_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
