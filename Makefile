@@ -47,7 +47,7 @@ serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
 	$(BIN)/relayflow serve --port 8765
 
 test: $(STAMP) $(NODESTAMP) $(CHROMIUM) lint sam-validate ## Lint, validate the template and state machines, run the whole test suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium

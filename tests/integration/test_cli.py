@@ -55,9 +55,12 @@ def client(local_stack: LocalStack, served: str) -> Client:
 
 
 @pytest.fixture
-def cli(local_stack: LocalStack, served: str) -> Cli:
+def cli(local_stack: LocalStack, served: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """cli("run", ...) runs `relayflow --url <served> --api-key <key> run ...` in this process."""
     assert local_stack.api_key
+    # Tables as wide as the CLI's own default for output that is not a terminal (a test runner may
+    # set COLUMNS to its own width, e.g. pytest-xdist's workers: ids would be cut)
+    monkeypatch.setenv("COLUMNS", "160")
 
     def run(*args: str, auth: bool = True) -> Outcome:
         out, err = io.StringIO(), io.StringIO()
