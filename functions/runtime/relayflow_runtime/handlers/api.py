@@ -112,6 +112,10 @@ def _authorize_before_validating(validation: Any) -> Any:
     return admit
 
 
+# A private attribute of the pinned Powertools: fail at import, not quietly validate before authorizing,
+# if an upgrade renames it.
+if not callable(getattr(app, "_request_validation_middleware", None)):
+    raise RuntimeError("Powertools no longer has APIGatewayHttpResolver._request_validation_middleware")
 app._request_validation_middleware = _authorize_before_validating(app._request_validation_middleware)
 # Also as a global middleware: a route whose validation were turned off would still be authorized.
 app.use(middlewares=[enforce_access_once, refuse_long_ids])
