@@ -299,6 +299,9 @@ def test_a_run_whose_nodes_all_completed_before_a_stop_is_completed_at_restart(t
         cut = _api(stack, "POST", executions, {"single_input": "cut"})
         for run in (done, cut):
             assert _ended(stack, f"{executions}/{run['id']}")["status"] == "completed"
+        # (every status change delivered first: a late one would have the reconciler settle the run
+        # again after the writes below, on a loaded machine)
+        assert stack.wait_idle()
         table = _table(stack)
         dynamodb = stack.client("dynamodb")
         for run in (done, cut):
