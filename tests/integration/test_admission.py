@@ -16,8 +16,8 @@ from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.rate_windows import ADMISSION_PARTITION
 from relayflow_runtime.services import deps
 
-RATE = 4
-RUNS = 24
+RATE = 1
+RUNS = 10
 
 
 @pytest.fixture
