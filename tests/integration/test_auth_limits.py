@@ -127,6 +127,40 @@ def test_a_node_timeout_reaching_the_lambda_timeout_is_refused(
     assert api("PATCH", path, {"config": {field: 840}})[0] == 200
 
 
+def test_timeouts_stored_before_the_cap_read_as_the_cap_and_the_version_still_runs(
+    api: Any, version: dict[str, Any], local_stack: Any
+) -> None:
+    # Given a version and a node stored with 900 s timeouts, as the API allowed before the cap
+    table = local_stack.client("dynamodb")
+    name = local_stack.environment["RELAYFLOW_TABLE"]
+    for ident, path in ((version["id"], "node_timeout"), (version["node_id"], "timeout")):
+        [item] = [
+            i
+            for i in table.scan(TableName=name)["Items"]
+            if i.get("id", {}).get("S") == ident and "config" in i
+        ]
+        table.update_item(
+            TableName=name,
+            Key={"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET config.#f = :v",
+            ExpressionAttributeNames={"#f": path},
+            ExpressionAttributeValues={":v": {"N": "900"}},
+        )
+    # When they are read back, and the version runs
+    status, node = api("GET", f"/versions/{version['id']}/nodes/{version['node_id']}")
+    assert status == 200, node
+    status, shown = api("GET", f"/workflows/{version['workflow_id']}/versions/{version['id']}")
+    assert status == 200, shown
+    status, run = api(
+        "POST",
+        f"/workflows/{version['workflow_id']}/executions",
+        {"version_id": version["id"], "single_input": "x"},
+    )
+    # Then each reads as the cap, and the run starts (its plan within the cap)
+    assert (node["config"]["timeout"], shown["config"]["node_timeout"]) == (840, 840)
+    assert status in (200, 201), run
+
+
 @pytest.mark.parametrize(
     ("body", "limit"),
     [

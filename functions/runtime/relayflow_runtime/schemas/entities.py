@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ExecutionStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 NodeStatus = Literal["pending", "running", "completed", "failed", "timed_out", "cancelled", "skipped"]
@@ -120,6 +120,17 @@ class Workflow(Entity):
     updated_at: str
 
 
+def _timeouts_within_cap(config: Any, *fields: str) -> Any:
+    """A stored config read back: a timeout saved before the cap was lowered to
+    MAX_NODE_TIMEOUT_SECONDS (900 then) reads as the cap, so the version still shows and runs."""
+    if not isinstance(config, dict):
+        return config
+    return {
+        k: min(v, MAX_NODE_TIMEOUT_SECONDS) if k in fields and isinstance(v, int) else v
+        for k, v in config.items()
+    }
+
+
 class WorkflowVersion(Entity):
     id: str
     workflow_id: str
@@ -128,6 +139,11 @@ class WorkflowVersion(Entity):
     config: VersionConfig = Field(default_factory=VersionConfig)
     created_at: str
     updated_at: str
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _stored_node_timeout(cls, config: Any) -> Any:
+        return _timeouts_within_cap(config, "node_timeout")
 
 
 class WorkflowNode(Entity):
@@ -141,6 +157,11 @@ class WorkflowNode(Entity):
     position: int
     created_at: str
     updated_at: str
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _stored_timeout(cls, config: Any) -> Any:
+        return _timeouts_within_cap(config, "timeout")
 
 
 class WorkflowEdge(Entity):

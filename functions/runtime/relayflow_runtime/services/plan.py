@@ -21,7 +21,6 @@ from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
 from relayflow_runtime.domain.templating import TemplateError, unavailable_variables
 from relayflow_runtime.errors import Conflict, NotFound
 from relayflow_runtime.schemas.entities import (
-    MAX_NODE_TIMEOUT_SECONDS,
     Model,
     WorkflowEdge,
     WorkflowNode,
@@ -146,8 +145,7 @@ def build_plan(
                 "name": node.name,
                 "idx": idx,
                 "template": node.config.input_template,
-                # a node stored before the cap was lowered keeps within it
-                "timeout": min(node.config.timeout or version.config.node_timeout, MAX_NODE_TIMEOUT_SECONDS),
+                "timeout": node.config.timeout or version.config.node_timeout,
                 "on_failure": node.config.on_failure,
                 "output_format": node.config.output_format,
                 "parents": parent_map[node_id],
