@@ -356,20 +356,23 @@ def test_the_api_may_watch_and_cancel_executions_of_the_templates_machines_and_f
         assert allowed("states:DescribeExecution", execution(machine), api)
     for machine in NOT_OURS:
         assert not allowed("states:StopExecution", execution(machine), api)
-    # cancel fails the parked gates; SendTaskFailure has no resource-level permissions ("*")
+    # cancel fails the parked gates and wakes batches waiting for the budget it gives back;
+    # SendTask* have no resource-level permissions ("*")
     assert allowed("states:SendTaskFailure", "*", api)
-    assert not allowed("states:SendTaskSuccess", "*", api)
+    assert allowed("states:SendTaskSuccess", "*", api)
 
 
-def test_only_the_node_runner_releases_gates_and_only_the_api_and_runner_fail_them():
+#: Whoever ends a run gives its batch budget back and wakes the batches parked for it
+#: (services/transitions.after_finish -> services/budget.release: SendTaskSuccess/SendTaskFailure):
+#: the runner (complete/fail), the API (cancel), the reconciler and the sweeper (settling).
+SETTLERS = ("NodeRunnerFunction", "ApiFunction", "ReconcilerFunction", "SweeperFunction")
+
+
+def test_only_the_functions_that_end_runs_may_send_task_tokens():
     for logical_id in PRINCIPALS:
         statements = statements_of(logical_id)
-        assert allowed("states:SendTaskSuccess", "*", statements) is (logical_id == "NodeRunnerFunction"), (
-            logical_id
-        )
-        assert allowed("states:SendTaskFailure", "*", statements) is (
-            logical_id in ("NodeRunnerFunction", "ApiFunction")
-        ), logical_id
+        for action in ("states:SendTaskSuccess", "states:SendTaskFailure"):
+            assert allowed(action, "*", statements) is (logical_id in SETTLERS), (logical_id, action)
     # and the node runner starts nothing, stops nothing
     runner = statements_of("NodeRunnerFunction")
     for machine in MACHINES.values():
