@@ -175,10 +175,12 @@ class BatchStore:
                 transact_write([*puts, self._counter_add(tenant, execution_id, pending, expires_at)])
                 return [o.source_item_id for o in pending]
             except TransactionCancelled as exc:
-                if any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
-                    raise
-                # Outcomes already there (a repeated child) are dropped, and the rest tried again.
-                pending = [o for i, o in enumerate(pending) if not exc.failed_condition(i)]
+                already = {i for i in range(len(pending)) if exc.failed_condition(i)}
+                if not already or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
+                    raise  # nothing to drop: trying the same transaction again would loop
+                # Outcomes already there (a repeated child) are dropped, and the rest tried again:
+                # every round drops one at least, so the loop ends.
+                pending = [o for i, o in enumerate(pending) if i not in already]
         return []
 
     # ---- reading ---------------------------------------------------------------------------------

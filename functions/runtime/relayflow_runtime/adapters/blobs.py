@@ -89,18 +89,27 @@ class BlobStore:
 
     def delete_prefix(self, prefix: str, *, stop: Callable[[], bool] | None = None) -> bool:
         """Delete every object under ``prefix``, a page (1,000) at a time; with ``stop``, stop once
-        it answers True after a page (at least one page is deleted). True when nothing is left."""
+        it answers True after a page (at least one page is deleted). True when nothing is left:
+        False too when S3 reported keys it could not delete (``Errors``: SlowDown, InternalError),
+        so the caller comes back for them."""
+        complete = True
         batch: list[dict[str, str]] = []
+
+        def delete() -> None:
+            nonlocal complete
+            answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            complete = complete and not answer.get("Errors")
+
         for key in self.keys(prefix):
             batch.append({"Key": key})
             if len(batch) == 1000:
-                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                delete()
                 batch = []
                 if stop is not None and stop():
                     return False
         if batch:
-            self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
-        return True
+            delete()
+        return complete
 
     def presigned_put(self, key: str, content_type: str, expires: int = 3600) -> str:
         return self._s3.generate_presigned_url(

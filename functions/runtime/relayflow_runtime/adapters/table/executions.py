@@ -149,7 +149,9 @@ class ExecutionStore(BaseStore):
     def claim_retry(self, tenant: str, execution_id: str, retry_id: str, seen: str | None, now: str) -> None:
         """Record ``retry_id`` as the run retrying this one's failed items, if the claim is still the
         one read (``seen``; None: none yet); ConditionFailed when another request claimed it first."""
-        condition = Attr("retry_claim").not_exists() if seen is None else Attr("retry_claim").eq(seen)
+        claim = Attr("retry_claim").not_exists() if seen is None else Attr("retry_claim").eq(seen)
+        # on the run's own item only: an update whose item was deleted meanwhile would create one
+        condition = Attr("pk").exists() & claim
         self._update(
             execution_key(tenant, execution_id),
             {"retry_claim": retry_id, "retry_claimed_at": now},
