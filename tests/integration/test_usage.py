@@ -77,3 +77,37 @@ def test_an_invalid_price_is_refused_when_the_model_is_created(api: Any) -> None
     assert status == 400
     assert body["code"] == "invalid_model_config"
     assert "price.input_per_1k" in body["message"] and "per_call" in body["message"]
+
+
+def test_an_ended_runs_usage_is_kept_on_it_and_listed_without_reading_its_nodes(
+    api: Any, monkeypatch: Any
+) -> None:
+    from relayflow_runtime.adapters.table.executions import ExecutionStore
+
+    # Given a run that completed and one that failed at its second node, each after a priced node
+    dime = create_model(api, "dime", model="echo", price={"input_per_1k": 5, "output_per_1k": 5})
+    failing = create_model(api, "fails", model="fail")
+    ended = {}
+    for outcome, second in (("completed", dime), ("failed", failing)):
+        workflow = ok(api("POST", "/workflows", {"name": outcome}))
+        version = ok(api("POST", f"/workflows/{workflow['id']}/versions", {"config": {"max_retries": 0}}))
+        for name, model in (("first", dime), ("second", second)):
+            ok(api("POST", f"/versions/{version['id']}/nodes", {"name": name, "entity_id": model["id"]}))
+        started = ok(api("POST", f"/workflows/{workflow['id']}/executions", {"single_input": "a b c"}))
+        ended[outcome] = (workflow["id"], wait(api, workflow["id"], started["id"]))
+    # When each is listed, counting the reads of node records
+    reads: list[str] = []
+    original = ExecutionStore.node_records
+
+    def counted(self: Any, tenant: str, execution_id: str) -> Any:
+        reads.append(execution_id)
+        return original(self, tenant, execution_id)
+
+    monkeypatch.setattr(ExecutionStore, "node_records", counted)
+    for outcome, (workflow_id, execution) in ended.items():
+        assert execution["status"] == outcome, execution
+        [row] = ok(api("GET", f"/workflows/{workflow_id}/executions"), 200)["items"]
+        # Then the row shows the usage the run's own page sums from its nodes
+        assert row["usage"] == execution["usage"] and execution["usage"]["input_tokens"] > 0, outcome
+    # And no listing read the runs' nodes: the sum was kept on each run when it ended
+    assert reads == []

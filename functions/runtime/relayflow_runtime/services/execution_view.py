@@ -34,11 +34,11 @@ def _single_run_usage(
     tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
-    own, so finishing siblings never write one shared item). A completed run keeps the sum on its
-    item (run_machine.complete), which pages without the nodes read; runs recorded before counted
-    on the item as they went, and an ended one keeps that total."""
+    own, so finishing siblings never write one shared item). An ended run keeps the sum on its
+    item (``usage_summed``, services/transitions.keep_usage), which pages without the nodes read;
+    runs recorded before counted on the item as they went, and an ended one keeps that total."""
     if node_records is None:
-        if record.get("status") in TERMINAL and "input_tokens" in record:
+        if record.get("status") in TERMINAL and (record.get("usage_summed") or "input_tokens" in record):
             return record
         if record.get("status") == ExecutionStatus.PENDING:
             return {}

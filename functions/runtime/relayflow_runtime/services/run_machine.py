@@ -365,7 +365,11 @@ def complete(run: RunRef) -> None:
     record = store.get_execution(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
     # The run's usage, summed once its nodes are all recorded: what pages without the nodes show.
-    final: dict[str, Any] = {"results": None, **sum_usage(r.get("usage") for r in by_id.values())}
+    final: dict[str, Any] = {
+        "results": None,
+        **sum_usage(r.get("usage") for r in by_id.values()),
+        "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
+    }
     for node in reversed(plan.nodes):
         finished = by_id.get(node.id)
         if finished and finished.get("status") == "completed":

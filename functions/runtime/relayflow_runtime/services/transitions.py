@@ -23,6 +23,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.status import TERMINAL, check_moves, settled_node_status
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
 
@@ -51,17 +52,37 @@ def transition(
         )
     except ConditionFailed:
         return None
+    nodes = keep_usage(tenant, updated) if to_status in TERMINAL else None
     notify.status_changed(tenant, updated)
     if to_status in TERMINAL:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
-        count_finished(tenant, updated)
+        count_finished(tenant, updated, nodes)
         after_finish(tenant, updated)
     return updated
 
 
-def count_finished(tenant: str, record: dict[str, Any]) -> None:
+def keep_usage(tenant: str, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A single run that just ended keeps its usage on its item: the sum of its node records (a node
+    records its own; after the run's end none can), marked ``usage_summed``, so list pages, status
+    events and webhooks read it without querying the nodes. ``complete`` sums it in its own move.
+    Returns the node records it read (None when it read none). Kept best effort: a write that stays
+    contended leaves the readers summing the nodes, as for a running run."""
+    if record.get("input_mode") == "batch" or record.get("usage_summed"):
+        return None
+    nodes = deps.stores().executions.node_records(tenant, record["id"])
+    fields = {**sum_usage(node.get("usage") for node in nodes), "usage_summed": True}
+    try:
+        deps.stores().executions.update_execution(tenant, record["id"], fields)
+    except StoreContended:
+        return nodes
+    record.update(fields)
+    return nodes
+
+
+def count_finished(tenant: str, record: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> None:
     """Metrics of a run that just finished (called once, by the writer of its terminal status):
-    its nodes by status and their retries (single runs), its items processed and failed (batch)."""
+    its nodes by status and their retries (single runs: ``nodes`` when read already), its items
+    processed and failed (batch)."""
     try:
         if record.get("input_mode") == "batch":
             # The final counts its end kept; else (a cancel) the counter shards as they are.
@@ -73,7 +94,9 @@ def count_finished(tenant: str, record: dict[str, Any]) -> None:
             return
         statuses: dict[str, int] = {}
         retries = 0
-        for node in deps.stores().executions.node_records(tenant, record["id"]):
+        if nodes is None:
+            nodes = deps.stores().executions.node_records(tenant, record["id"])
+        for node in nodes:
             status = settled_node_status(
                 str(node.get("status", "pending")), record["status"], record.get("error")
             )
