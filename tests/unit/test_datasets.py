@@ -119,6 +119,15 @@ def test_jsonl_rejects_nan() -> None:
     assert err.line == 1 and "NaN" in str(err)
 
 
+@pytest.mark.parametrize(
+    ("data", "fmt"), [(b'{"a": 1}\n{"a": 1e999}\n', "jsonl"), (b'[{"a": 1}, {"a": -1e400}]', "json")]
+)
+def test_numbers_beyond_a_float_are_refused_not_read_as_infinity(data: bytes, fmt: str) -> None:
+    err = fails(data, fmt)
+    assert err.code == "malformed_file"
+    assert "too large for a 64-bit float" in str(err)
+
+
 def test_jsonl_non_utf8() -> None:
     err = fails(b'{"a": "ok"}\n{"a": "caf\xe9"}\n', "jsonl")
     assert err.code == "malformed_file"
