@@ -33,8 +33,8 @@ HEAVIER = {
     "transaction_conflict_rate": 0.1,
     "lambda_service_exception_rate": 0.03,
     "express_repeat_rate": 0.5,
-    "event_duplicate_rate": 0.3,
-    "event_delay_rate": 0.3,
+    "event_duplicate_rate": 0.5,
+    "event_delay_rate": 0.6,
     "status_event_loss_rate": 0.5,
 }
 #: The node runner's reserved concurrency (the template's default is 200): small, so it bites.
@@ -120,7 +120,7 @@ def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> 
     assert len(uploaded) == UPLOADS, f"{UPLOADS} uploads started {len(uploaded)} runs"
     runs.update({run_id: (fan_out, "fan-out") for run_id in uploaded})
     final = {run_id: read(api, workflow_id, run_id) for run_id, (workflow_id, _) in runs.items()}
-    injected = dict(local_stack.faults.injected) if local_stack.faults else {}
+    injected = local_stack.faults.fired() if local_stack.faults else {}
     summary = {run_id: (kind, final[run_id]["status"]) for run_id, (_, kind) in runs.items()}
     assert ended, f"state machines still running after {RUN_BOUND + 10} s: {summary}; faults {injected}"
     assert time.monotonic() - began < RUN_BOUND + 20
@@ -164,8 +164,18 @@ def test_runs_survive_every_fault_at_once(api: Any, local_stack: LocalStack) -> 
             assert {r["status"] for r in results} == {"completed"}
             progress = execution["progress"]
             assert progress["processed_items"] == BATCH_ITEMS and progress["failed_items"] == 0, progress
-    # And the weather really was on: the faults these runs meet fired
+    # And the weather really was on: the faults these runs meet fired (each drawn per call from its
+    # seeded sequence; Lambda's 429s depend on how many invocations overlap, which a loaded machine
+    # changes, so test_throttled_runs asserts those)
     print(f"faults injected: {injected}")
-    fired = {fault for fault, count in injected.items() if count}
-    met = {"transaction_conflict", "dynamodb_throttle", "express_repeat", "status_event_lost"}
+    fired = set(injected)
+    met = {
+        "transaction_conflict",
+        "dynamodb_throttle",
+        "express_repeat",
+        "status_event_lost",
+        "lambda_service_exception",
+        "event_delay",
+        "event_duplicate",
+    }
     assert fired >= met, fired

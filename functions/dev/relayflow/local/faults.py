@@ -183,6 +183,11 @@ class FaultInjector:
         self._patches: list[tuple[Any, str, Any]] = []
         self._in_request = threading.local()  # a DynamoDB request is being answered in this thread
 
+    def fired(self) -> dict[str, int]:
+        """What fired so far, by fault: a copy taken under the lock (other threads keep counting)."""
+        with self._lock:
+            return {fault: count for fault, count in self.injected.items() if count}
+
     # ------------------------------------------------------------------ the draws
 
     def chance(self, fault: str, rate: float) -> bool:
