@@ -72,25 +72,6 @@ def test_a_template_over_the_length_limit_is_refused(api: Any, version: dict[str
     assert str(limits.MAX_TEMPLATE_LENGTH) in answer["message"]
 
 
-def test_a_version_holds_at_most_the_node_limit(
-    api: Any, version: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a version at the (lowered, to keep the test fast) node limit
-    from relayflow_runtime.services import authoring
-
-    monkeypatch.setattr(authoring, "MAX_NODES_PER_VERSION", 3)
-    for index in (1, 2):
-        body = {"name": f"n{index}", "entity_id": version["model_id"]}
-        assert api("POST", f"/versions/{version['id']}/nodes", body)[0] == 201
-    # When one more node is added
-    body = {"name": "over", "entity_id": version["model_id"]}
-    status, answer = api("POST", f"/versions/{version['id']}/nodes", body)
-    # Then it is refused (409: the version is full), naming the limit
-    assert status == 409
-    assert answer["code"] == "too_many_nodes"
-    assert "at most 3 nodes" in answer["message"]
-
-
 def test_the_41st_node_of_a_version_is_refused(api: Any, version: dict[str, Any]) -> None:
     # Given a version with 40 nodes (the fixture made the first): as many as the run machine's inline
     # Map runs at once, so no order of starting its iterations can deadlock a run
