@@ -20,6 +20,8 @@ class Receiver:
     port: int = 0
     statuses: list[int] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: Held while a request is recorded and answered (the server answers on several threads).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def paths(self) -> list[str]:
@@ -39,8 +41,9 @@ def receiving(path: str = "/hooks/relayflow") -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-            status = state.statuses.pop(0) if state.statuses else 200
+            with state.lock:
+                state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()

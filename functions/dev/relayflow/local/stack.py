@@ -443,6 +443,8 @@ class LocalStack:
                     self.eventbridge.idle()
                     and (self._queue_pollers is None or self._queue_pollers.idle())
                     and (self.faults is None or self.faults.idle())
+                    # a delivery that ended while the checks above ran may have started a run
+                    and not self.deployment.running_executions()
                 ):
                     return True
             if time.monotonic() >= deadline:
