@@ -40,6 +40,7 @@ SWEEP_PROJECTION = (
     "state_machine_arn",
     "budget_reserved",
     "unpublished_event",
+    "overdue_at",
 )
 
 

@@ -152,7 +152,7 @@ def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport, no
             return  # waiting for admission, not lost (re-queued once it waited long)
         outcome, error, cause = reconcile.NEVER_STARTED, None, None
     elif description["status"] == "RUNNING":
-        overdue_at = deps.stores().executions.get_execution(tenant, execution_id).get("overdue_at")
+        overdue_at = run.get("overdue_at")  # projected on the sweep index: no read per running run
         if overdue_at and parse_iso(str(overdue_at)) < now:
             report.overdue.append(execution_id)
         return
