@@ -22,6 +22,7 @@ from relayflow_runtime.domain.engine import (
     LAMBDA_LIMIT_SECONDS,
     OVERDUE_MARGIN_SECONDS,
     Plan,
+    RunRef,
     fits_express,
     worst_case_item_seconds,
 )
@@ -115,6 +116,29 @@ class BatchSettings(_Shape):
     children: int
     item_timeout: int
     total: int
+
+
+class BatchStart(_Shape):
+    """What ``prepare_batch`` and ``reserve_budget`` return to the batch machine. ``timeout``: the
+    run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it when
+    the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
+
+    run: RunRef
+    batch: BatchSettings
+    timeout: int
+    budget_wait: int
+
+
+class ItemsRun(_Shape):
+    """What ``run_items`` returns: how many of the child's items it recorded."""
+
+    done: int
+
+
+class ItemsFailed(_Shape):
+    """What ``items_failed`` returns: how many of the child's items it recorded failed."""
+
+    failed: int
 
 
 # ---- keys and shards --------------------------------------------------------------------------------

@@ -2,18 +2,22 @@
 
 Each event is ``{"action": ..., ...}`` (docs/engine.md lists them with their payloads); this
 module only parses the payload into the engine's typed shapes and calls one service function.
-Exceptions leave as they are: their class names are the error names the machines' Catch match.
+Each machine's actions are a table (``MACHINE_ACTIONS``), each handler annotated with the typed
+shape it answers; exceptions leave as they are: their class names are the error names the
+machines' Catch match. tests/unit/test_machine_contract.py holds the definitions to all three.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
-from relayflow_runtime.domain.batch import ItemEntry
-from relayflow_runtime.domain.engine import NodeTask, RunRef
+from relayflow_runtime.domain.batch import BatchStart, ItemEntry, ItemsFailed, ItemsRun
+from relayflow_runtime.domain.engine import JobRound, NodeFailure, NodeTask, RunRef, RunStart
 from relayflow_runtime.services import (
     batch,
     batch_items,
@@ -28,31 +32,48 @@ logger = Logger()
 tracer = Tracer()
 
 
-def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
-    if action == "start":
-        return run_machine.start(run).model_dump(mode="json")
-    if action == "gate":
-        node = NodeTask.model_validate(event["node"])
-        run_machine.gate(run, node, str(event["token"]), int(event.get("checks") or 0))
-        return None
-    if action == "node":
-        run_machine.run_node(run, NodeTask.model_validate(event["node"]), int(event.get("attempt") or 0))
-        return None
-    if action == "node_failed":
-        return run_machine.node_failed(run, NodeTask.model_validate(event["node"]), event.get("error"))
-    if action == "complete":
-        run_machine.complete(run)
-        return None
-    if action == "fail":
-        run_machine.fail(run, str(event.get("reason") or "error"), event.get("error"))
-        return None
-    raise ValueError(f"unknown runner action {action!r}")
+#: An action's handler: the Task's event (its Parameters), the run, the invocation's time left.
+#: Its return annotation is the shape the machine reads (None: a Task whose ResultPath is null).
+Action = Callable[[dict[str, Any], RunRef, int | None], BaseModel | None]
 
 
-#: The batch machine's own actions (its complete and fail are the run machine's names).
-BATCH_ACTIONS = frozenset({"prepare_batch", "reserve_budget", "await_budget", "run_items", "items_failed"})
+# ---- the run machine (statemachine/run.asl.json) ---------------------------------------------------
+def _start(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> RunStart:
+    return run_machine.start(run)
 
 
+def _gate(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    node = NodeTask.model_validate(event["node"])
+    run_machine.gate(run, node, str(event["token"]), int(event.get("checks") or 0))
+
+
+def _node(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    run_machine.run_node(run, NodeTask.model_validate(event["node"]), int(event.get("attempt") or 0))
+
+
+def _node_failed(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> NodeFailure:
+    return run_machine.node_failed(run, NodeTask.model_validate(event["node"]), event.get("error"))
+
+
+def _complete(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    run_machine.complete(run)
+
+
+def _fail(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    run_machine.fail(run, str(event.get("reason") or "error"), event.get("error"))
+
+
+RUN_ACTIONS: dict[str, Action] = {
+    "start": _start,
+    "gate": _gate,
+    "node": _node,
+    "node_failed": _node_failed,
+    "complete": _complete,
+    "fail": _fail,
+}
+
+
+# ---- the batch machine (statemachine/batch.asl.json) -----------------------------------------------
 def _entries(event: dict[str, Any]) -> list[ItemEntry]:
     return [ItemEntry.model_validate(entry) for entry in event.get("items") or []]
 
@@ -66,52 +87,92 @@ def _child_time(event: dict[str, Any], remaining_ms: int | None) -> int | None:
     return min(limits) if limits else None
 
 
-def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> Any:
-    if action == "prepare_batch":
-        return batch.prepare_batch(run)
-    if action == "reserve_budget":
-        return batch.reserve_budget(event)
-    if action == "await_budget":
-        timeout, token = int(event["timeout"]), str(event["token"])
-        budget.await_budget(run.tenant, run.execution_id, event["batch"], timeout, token)
-        return None
-    if action == "run_items":
-        return batch_items.run_items(run, _entries(event), remaining_ms=_child_time(event, remaining_ms))
-    if action == "items_failed":
-        return batch_items.items_failed(run, _entries(event), event.get("error"))
-    if action == "complete":
-        batch.complete(run)
-        return None
-    if action == "fail":
-        batch.fail(run, str(event.get("reason") or "error"), event.get("error"))
-        return None
-    raise ValueError(f"unknown batch action {action!r}")
+def _prepare_batch(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> BatchStart:
+    return BatchStart.model_validate(batch.prepare_batch(run))
 
 
-def _job(job: dict[str, Any], remaining_ms: int | None) -> Any:
-    """The jobs machine: background work that grows with the data."""
+def _reserve_budget(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> BatchStart:
+    return BatchStart.model_validate(batch.reserve_budget(event))
+
+
+def _await_budget(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    timeout, token = int(event["timeout"]), str(event["token"])
+    budget.await_budget(run.tenant, run.execution_id, event["batch"], timeout, token)
+
+
+def _run_items(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> ItemsRun:
+    done = batch_items.run_items(run, _entries(event), remaining_ms=_child_time(event, remaining_ms))
+    return ItemsRun.model_validate(done)
+
+
+def _items_failed(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> ItemsFailed:
+    return ItemsFailed.model_validate(batch_items.items_failed(run, _entries(event), event.get("error")))
+
+
+def _batch_complete(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    batch.complete(run)
+
+
+def _batch_fail(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+    batch.fail(run, str(event.get("reason") or "error"), event.get("error"))
+
+
+BATCH_ACTIONS: dict[str, Action] = {
+    "prepare_batch": _prepare_batch,
+    "reserve_budget": _reserve_budget,
+    "await_budget": _await_budget,
+    "run_items": _run_items,
+    "items_failed": _items_failed,
+    # Named as the run machine's: a run's plan says which machine runs it.
+    "complete": _batch_complete,
+    "fail": _batch_fail,
+}
+
+
+# ---- the jobs machine (statemachine/jobs.asl.json): background work that grows with the data -------
+def _job(event: dict[str, Any], remaining_ms: int | None) -> JobRound:
+    job = event["job"]
     kind = job.get("kind")
     if kind == "ingest_dataset":
-        return dataset_service.run_ingest_job(job)
+        return JobRound.model_validate(dataset_service.run_ingest_job(job))
     if kind == "delete_execution":
-        return batch.delete_execution_job(job, remaining_ms=remaining_ms)
+        return JobRound.model_validate(batch.delete_execution_job(job, remaining_ms=remaining_ms))
     if kind == "export_results":
-        return batch_results.export_results_job(job)
+        return JobRound.model_validate(batch_results.export_results_job(job))
     raise ValueError(f"unknown job kind {kind!r}")
+
+
+JOB_ACTIONS = {"job": _job}
+
+#: Each machine's actions, by its definition's name (statemachine/NAME.asl.json).
+MACHINE_ACTIONS: dict[str, Mapping[str, Callable[..., BaseModel | None]]] = {
+    "run": RUN_ACTIONS,
+    "batch": BATCH_ACTIONS,
+    "jobs": JOB_ACTIONS,
+}
+
+
+def _answer(result: BaseModel | None) -> Any:
+    """What goes back to Step Functions: JSON (a job's answer without the fields it did not set)."""
+    if isinstance(result, JobRound):
+        return result.model_dump(mode="json", exclude_unset=True)
+    return result.model_dump(mode="json") if result is not None else None
 
 
 def handle(event: dict[str, Any], remaining_ms: int | None = None) -> Any:
     """``remaining_ms``: the time this invocation has left (Lambda's context), for the actions that
     must finish ahead of Lambda's hard kill (run_items, the delete job)."""
     action = str(event["action"])
-    if action == "job":
-        return _job(event["job"], remaining_ms)
+    if action in JOB_ACTIONS:
+        return _answer(JOB_ACTIONS[action](event, remaining_ms))
     run = RunRef.model_validate(event["run"])
-    if action in BATCH_ACTIONS or (
-        action in ("complete", "fail") and run_records.load_plan(run.tenant, run.execution_id).mode == "batch"
-    ):
-        return _batch(action, event, run, remaining_ms)
-    return _single(action, event, run)
+    batch_run = action not in RUN_ACTIONS or (
+        action in BATCH_ACTIONS and run_records.load_plan(run.tenant, run.execution_id).mode == "batch"
+    )
+    handler = (BATCH_ACTIONS if batch_run else RUN_ACTIONS).get(action)
+    if handler is None:
+        raise ValueError(f"unknown runner action {action!r}")
+    return _answer(handler(event, run, remaining_ms))
 
 
 @tracer.capture_lambda_handler
