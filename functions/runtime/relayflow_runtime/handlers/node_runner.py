@@ -10,7 +10,7 @@ machines' Catch match. tests/unit/test_machine_contract.py holds the definitions
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -55,12 +55,21 @@ def _node_failed(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -
     return run_machine.node_failed(run, NodeTask.model_validate(event["node"]), event.get("error"))
 
 
-def _complete(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
-    run_machine.complete(run)
+class _Ends(Protocol):
+    def complete(self, run: RunRef) -> None: ...
+    def fail(self, run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None: ...
 
 
-def _fail(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
-    run_machine.fail(run, str(event.get("reason") or "error"), event.get("error"))
+def _ends(engine: _Ends) -> dict[str, Action]:
+    """``complete`` and ``fail``, named alike in both machines (the run's plan says which runs it)."""
+
+    def complete(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+        engine.complete(run)
+
+    def fail(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
+        engine.fail(run, str(event.get("reason") or "error"), event.get("error"))
+
+    return {"complete": complete, "fail": fail}
 
 
 RUN_ACTIONS: dict[str, Action] = {
@@ -68,8 +77,7 @@ RUN_ACTIONS: dict[str, Action] = {
     "gate": _gate,
     "node": _node,
     "node_failed": _node_failed,
-    "complete": _complete,
-    "fail": _fail,
+    **_ends(run_machine),
 }
 
 
@@ -109,23 +117,13 @@ def _items_failed(event: dict[str, Any], run: RunRef, remaining_ms: int | None) 
     return ItemsFailed.model_validate(batch_items.items_failed(run, _entries(event), event.get("error")))
 
 
-def _batch_complete(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
-    batch.complete(run)
-
-
-def _batch_fail(event: dict[str, Any], run: RunRef, remaining_ms: int | None) -> None:
-    batch.fail(run, str(event.get("reason") or "error"), event.get("error"))
-
-
 BATCH_ACTIONS: dict[str, Action] = {
     "prepare_batch": _prepare_batch,
     "reserve_budget": _reserve_budget,
     "await_budget": _await_budget,
     "run_items": _run_items,
     "items_failed": _items_failed,
-    # Named as the run machine's: a run's plan says which machine runs it.
-    "complete": _batch_complete,
-    "fail": _batch_fail,
+    **_ends(batch),
 }
 
 
