@@ -5,7 +5,8 @@ JSONPaths a state reads from what an earlier Task returned. A rename on one side
 when a machine ran (on AWS first). Here the definitions are read as data and walked state by state
 with the *types* of what flows through them: each machine's input, each action's return annotation
 in handlers/node_runner.py (pydantic models), a Catch's ``{"Error", "Cause"}``; every path a state
-reads must be a field of the shape at that point.
+reads must be a field of the shape at that point, and what each Task sends must be the typed event
+its action parses (no field it does not have, every field it requires, of its type).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ RUNTIME_DIR = Path(relayflow_runtime.__file__).parent
 class Obj:
     fields: tuple[tuple[str, Shape], ...]
     name: str
+    #: The fields a value of this shape must have (a model's required fields).
+    required: frozenset[str] = frozenset()
 
     def get(self, key: str) -> Shape | None:
         return dict(self.fields).get(key)
 
     def put(self, key: str, value: Shape) -> Obj:
-        return Obj(tuple(sorted({**dict(self.fields), key: value}.items())), self.name)
+        return Obj(tuple(sorted({**dict(self.fields), key: value}.items())), self.name, self.required | {key})
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,9 @@ def shape_of(tp: Any) -> Shape:
     if origin in (dict, Mapping):
         return ANY
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return Obj(
-            tuple(sorted((n, shape_of(f.annotation)) for n, f in tp.model_fields.items())), tp.__name__
-        )
-    if typing.is_typeddict(tp):
-        hints = typing.get_type_hints(tp)
-        return Obj(tuple(sorted((n, shape_of(t)) for n, t in hints.items())), tp.__name__)
+        fields = tp.model_fields.items()
+        required = frozenset(name for name, field in fields if field.is_required())
+        return Obj(tuple(sorted((n, shape_of(f.annotation)) for n, f in fields)), tp.__name__, required)
     if tp in (str, int, float, bool):
         return Scalar(tp.__name__)
     raise TypeError(f"no shape for {tp!r}")
@@ -107,7 +107,8 @@ def literal_shape(value: Any) -> Shape:
     if value is None:
         return NULL
     if isinstance(value, dict):
-        return Obj(tuple(sorted((k, literal_shape(v)) for k, v in value.items())), "literal")
+        fields = tuple(sorted((k, literal_shape(v)) for k, v in value.items()))
+        return Obj(fields, "literal", frozenset(value))
     if isinstance(value, list):
         return Arr(literal_shape(value[0]) if value else ANY)
     return Scalar(type(value).__name__)
@@ -195,7 +196,7 @@ class Walk:
                 fields[key[:-2]] = self.expression(str(raw), shape, context, f"{where} {key}")
             else:
                 fields[key] = self.value(raw, shape, context, where)
-        return Obj(tuple(sorted(fields.items())), "parameters")
+        return Obj(tuple(sorted(fields.items())), "parameters", frozenset(fields))
 
     def expression(self, text: str, shape: Shape, context: Mapping[str, Shape], where: str) -> Shape:
         if text.startswith("$$."):
@@ -218,19 +219,45 @@ class Walk:
             for next_name, next_shape in self.state(name, states[name], shape, context):
                 pending.append((next_name, next_shape))
 
-    def action_result(self, name: str, state: dict[str, Any]) -> Shape:
+    def task(self, name: str, state: dict[str, Any], data: Shape, context: Mapping[str, Shape]) -> Shape:
+        """A Task's answer: its action's typed answer, once what it sends is checked against the
+        action's typed event."""
+        where = f"{self.machine}.{name}"
         parameters = state.get("Parameters") or {}
         payload = parameters.get("Payload", parameters)
-        action = payload.get("action")
-        handler = self.actions.get(action)
-        if handler is None:
+        sent = self.value(payload, data, context, where)
+        action = self.actions.get(payload.get("action"))
+        if action is None:
             self.problems.append(
-                f"{self.machine}.{name}: action {action!r} has no handler in the node runner"
+                f"{where}: action {payload.get('action')!r} has no handler in the node runner"
             )
             return ANY
+        assert isinstance(sent, Obj)
+        sent = Obj(tuple(f for f in sent.fields if f[0] != "action"), sent.name, sent.required - {"action"})
+        self.conforms(sent, shape_of(action.event), f"{where} sends")
         if state["Resource"].endswith(".waitForTaskToken"):
             return ANY  # the answer is what SendTaskSuccess sends, not the handler's
-        return shape_of(typing.get_type_hints(handler)["return"])
+        return shape_of(typing.get_type_hints(action.handle)["return"])
+
+    def conforms(self, sent: Shape, expected: Shape, where: str) -> None:
+        """What a Task sends against what its action's event declares, field by field."""
+        if sent is ANY or expected is ANY or sent == NULL:
+            return
+        if isinstance(sent, Obj) and isinstance(expected, Obj):
+            sent_keys, expected_keys = {k for k, _ in sent.fields}, {k for k, _ in expected.fields}
+            for key in sorted(sent_keys - expected_keys):
+                self.problems.append(f"{where} {key!r}, which {expected.name} does not have")
+            for key in sorted(expected.required - sent_keys):
+                self.problems.append(f"{where} no {key!r}, which {expected.name} requires")
+            for key in sorted(sent_keys & expected_keys):
+                self.conforms(sent.get(key), expected.get(key), f"{where}.{key}")  # type: ignore[arg-type]
+        elif isinstance(sent, Arr) and isinstance(expected, Arr):
+            self.conforms(sent.item, expected.item, f"{where}[]")
+        elif isinstance(sent, Scalar) and isinstance(expected, Scalar):
+            if sent.kind != expected.kind and (sent.kind, expected.kind) != ("int", "float"):
+                self.problems.append(f"{where}: a {sent.kind} where {expected.kind} is expected")
+        else:
+            self.problems.append(f"{where}: {sent!r} where {expected!r} is expected")
 
     def state(
         self, name: str, state: dict[str, Any], shape: Shape, context: Mapping[str, Shape]
@@ -250,8 +277,7 @@ class Walk:
         data = read(shape, state["InputPath"], f"{where} InputPath") if state.get("InputPath") else shape
         result: Shape = data
         if kind == "Task":
-            self.value(state.get("Parameters"), data, context, where)
-            result = self.action_result(name, state)
+            result = self.task(name, state, data, context)
         elif kind == "Pass":
             if "Parameters" in state:
                 result = self.value(state["Parameters"], data, context, where)
@@ -426,16 +452,20 @@ def test_every_task_action_has_a_handler_of_that_machine(machine: str):
 
 
 @pytest.mark.parametrize("machine", _definitions())
-def test_every_handler_says_the_shape_it_answers(machine: str):
-    for action, handler in node_runner.MACHINE_ACTIONS[machine].items():
-        answer = typing.get_type_hints(handler).get("return", "missing")
+def test_every_handler_says_the_shape_it_takes_and_answers(machine: str):
+    for name, action in node_runner.MACHINE_ACTIONS[machine].items():
+        hints = typing.get_type_hints(action.handle)
+        answer = hints.get("return", "missing")
         assert answer is type(None) or (isinstance(answer, type) and issubclass(answer, BaseModel)), (
-            f"{machine} action {action!r} answers {answer!r}: annotate a pydantic model (or None)"
+            f"{machine} action {name!r} answers {answer!r}: annotate a pydantic model (or None)"
         )
+        assert hints["event"] is action.event, f"{machine} action {name!r} takes another event than it parses"
 
 
 @pytest.mark.parametrize("machine", _definitions())
-def test_every_jsonpath_a_definition_reads_is_a_field_of_what_the_runner_returns(machine: str):
+def test_every_jsonpath_a_definition_reads_is_a_field_of_what_the_runner_returns_and_sends_what_it_takes(
+    machine: str,
+):
     problems, _ = walk(machine)
     assert not problems, "\n".join(sorted(set(problems)))
 

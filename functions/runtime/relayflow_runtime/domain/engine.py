@@ -168,6 +168,44 @@ class RunStart(_Shape):
     timeout: int
 
 
+# ---- what the run machine's Tasks send the node runner (their Parameters) -------------------------
+class RunEvent(_Shape):
+    """``start``, ``complete`` (both machines) and the batch's ``prepare_batch``: the run alone."""
+
+    run: RunRef
+
+
+class GateEvent(RunEvent):
+    """``gate``: the node, its task token, and how often its gate timed out already."""
+
+    node: NodeTask
+    token: str
+    checks: int = 0
+
+
+class NodeEvent(RunEvent):
+    """``node``: one attempt (``attempt`` counts retries: 0 for the first). ``retry`` travels with
+    the node through the machine's retry loop; the runner does not read it."""
+
+    node: NodeTask
+    attempt: int = 0
+    retry: RetryPolicy | None = None
+
+
+class NodeFailedEvent(NodeEvent):
+    """``node_failed``: the node whose attempts are spent, with the Catch's error."""
+
+    error: dict[str, Any] | None = None
+
+
+class FailEvent(RunEvent):
+    """``fail`` (both machines): the run's own timeout, or an error of the machine."""
+
+    reason: Literal["timeout", "error"] = "error"
+    error: dict[str, Any] | None = None
+
+
+# ---- what the node runner answers the machines ----------------------------------------------------
 class NodeFailure(_Shape):
     """What ``node_failed`` returns to the run machine: whether the node's failure stops the run."""
 
@@ -183,6 +221,12 @@ class JobRound(BaseModel):
     kind: str | None = None
     more: bool | None = None
     round: int | None = None
+
+
+class JobEvent(_Shape):
+    """``job``: the jobs machine's input, or the round before's answer (``"job.$": "$"``)."""
+
+    job: JobRound
 
 
 def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:
