@@ -4,8 +4,8 @@ The state machines in ``statemachine/`` interpret an execution's **plan snapshot
 in S3 with the execution); what travels between their states and the node runner is small and
 typed here: the run's ids (``RunRef``), one node's scheduling facts (``NodeTask``), the version's
 retry policy (``RetryPolicy``) and what ``start`` hands the run machine (``RunStart``); every
-action's answer is typed here or in domain/batch.py (``BatchStart``), and
-tests/unit/test_machine_contract.py checks each JSONPath a definition reads against them. Nothing in
+action's event and answer is typed here or in domain/batch.py, and tests/unit/test_machine_contract.py
+checks the definitions against them (what each Task sends, each JSONPath a state reads). Nothing in
 here touches AWS: these are the shapes and the arithmetic (retry delays, worst-case item time)
 that the runner, the batch runtime and the tests share. docs/engine.md draws the machines.
 """
@@ -168,7 +168,7 @@ class RunStart(_Shape):
     timeout: int
 
 
-# ---- what the run machine's Tasks send the node runner (their Parameters) -------------------------
+# ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------
 class RunEvent(_Shape):
     """``start``, ``complete`` (both machines) and the batch's ``prepare_batch``: the run alone."""
 
