@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from relayflow_runtime.domain.item_list import parse_entry_line
 from relayflow_runtime.services import dataset_service
-from relayflow_runtime.services.dataset_service import make_entry_line, parse_entry_line
+from relayflow_runtime.services.dataset_service import make_entry_line
 
 ITEMS: list[tuple[str, dict[str, Any]]] = [
     ("a", {"id": "a", "text": "plain"}),

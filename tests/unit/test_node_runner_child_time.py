@@ -20,7 +20,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
 
     def run_items(run: Any, entries: Any, *, remaining_ms: int | None = None) -> dict[str, int]:
         calls.append(remaining_ms)
-        return {"completed": 0, "failed": 0}
+        return {"done": 0}
 
     monkeypatch.setattr(batch_items, "run_items", run_items)
     return calls

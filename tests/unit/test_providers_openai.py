@@ -338,7 +338,11 @@ def test_throttled_secret_read_is_transient(aws_env: None, monkeypatch: pytest.M
         # When the key is resolved
         # Then the error the providers wrap is mapped as every AWS error is: worth another attempt
         with pytest.raises(TransientModelError, match="ThrottlingException: Rate exceeded"):
-            openai_adapter.resolve_api_key({"api_key_secret_arn": "relayflow/x"})
+            openai_adapter.resolve_api_key(
+                openai_adapter.OpenAIModelConfig.model_validate(
+                    {"base_url": "https://api.example", "model": "m", "api_key_secret_arn": "relayflow/x"}
+                )
+            )
     stubber.assert_no_pending_responses()
 
 

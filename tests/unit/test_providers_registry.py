@@ -1,17 +1,23 @@
-"""The provider entry points: dispatch, config validation for every provider, cost estimates."""
+"""The provider entry points: dispatch, config validation for every provider, the typed config each
+adapter is handed (parsed once), cost estimates."""
 
 from __future__ import annotations
+
+import typing
 
 import pytest
 
 from relayflow_runtime.providers import (
+    _ADAPTERS,
     PROVIDERS,
     InvocationContext,
+    builtin,
     estimate_cost,
     invoke_model,
+    parsed_config,
     validate_model_config,
 )
-from relayflow_runtime.providers.base import PermanentModelError, Usage
+from relayflow_runtime.providers.base import Adapter, PermanentModelError, Usage
 
 
 def test_providers_are_the_five_documented_names():
@@ -134,3 +140,33 @@ def test_invoke_model_dispatches_to_the_adapter():
     result = invoke_model("builtin", {"model": "uppercase"}, "relay", InvocationContext())
     # Then the adapter's result comes back
     assert result.output == "RELAY"
+
+
+def test_a_stored_config_is_parsed_once_and_handed_typed_to_its_adapter(monkeypatch: pytest.MonkeyPatch):
+    # Given a builtin model whose call notes the config it is handed
+    seen: list[object] = []
+
+    def summarize(config: builtin.BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+        seen.append(config)
+        return prompt
+
+    monkeypatch.setitem(builtin.MODELS, "summarize", summarize)
+    stored = {"model": "summarize", "sentences": 3}
+    # When the same stored config (a plan's, kept for the run) is invoked twice, and an equal copy once
+    invoke_model("builtin", stored, "a", InvocationContext())
+    invoke_model("builtin", stored, "b", InvocationContext())
+    invoke_model("builtin", dict(stored), "c", InvocationContext())
+    # Then the adapter gets the typed config, the very same object for the same mapping
+    assert all(isinstance(config, builtin.BuiltinModelConfig) for config in seen)
+    assert seen[0] is seen[1] is parsed_config("builtin", stored)
+    assert seen[2] is not seen[0] and seen[2] == seen[0]
+    assert seen[0].sentences == 3
+
+
+def test_every_adapter_takes_the_config_type_it_is_registered_with():
+    # Given the registry (mypy checks each Adapter(config_type, invoke) statically; this is its twin)
+    for name in PROVIDERS:
+        adapter = _ADAPTERS[name]
+        # Then each one's invoke is annotated with its own config type
+        assert isinstance(adapter, Adapter)
+        assert typing.get_type_hints(adapter.call)["config"] is adapter.config_type, name

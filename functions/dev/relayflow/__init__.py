@@ -1,4 +1,6 @@
-"""relayflow: versioned AI workflows on AWS Step Functions, runnable on a laptop."""
+"""relayflow's development package, never shipped to Lambda (the runtime is relayflow_runtime): the
+Python client (``Client``), the CLI (relayflow.cli), the demo and the embedded local stack
+(relayflow.local)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # The client is imported lazily so Lambda cold starts never load it.
+    # The client is imported on first use: what needs only the local stack does not load it (nor httpx).
     if name in __all__:
         from relayflow import client
 

@@ -22,6 +22,7 @@ from relayflow_runtime.domain.engine import (
     LAMBDA_LIMIT_SECONDS,
     OVERDUE_MARGIN_SECONDS,
     Plan,
+    RunRef,
     fits_express,
     worst_case_item_seconds,
 )
@@ -115,6 +116,57 @@ class BatchSettings(_Shape):
     children: int
     item_timeout: int
     total: int
+
+
+class BatchStart(_Shape):
+    """What ``prepare_batch`` and ``reserve_budget`` return to the batch machine (and what
+    ``reserve_budget`` is sent: Prepare's answer, or its own before AwaitBudget). ``timeout``: the
+    run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it when
+    the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
+
+    run: RunRef
+    batch: BatchSettings
+    timeout: int
+    budget_wait: int
+
+
+class AwaitBudgetEvent(_Shape):
+    """``await_budget``: the batch parked until the budget has room (``timeout``: how long it may
+    wait at most), with the task token a release sends back."""
+
+    run: RunRef
+    batch: BatchSettings
+    timeout: int
+    token: str
+
+
+class ItemsEvent(_Shape):
+    """``run_items``: one child's entries, and its Task's own timeout (seconds; absent in the
+    definitions before it was passed)."""
+
+    run: RunRef
+    items: list[ItemEntry] = Field(default_factory=list)
+    task_timeout: float | None = None
+
+
+class ItemsFailedEvent(_Shape):
+    """``items_failed``: a child's entries, with the Catch's error."""
+
+    run: RunRef
+    items: list[ItemEntry] = Field(default_factory=list)
+    error: dict[str, Any] | None = None
+
+
+class ItemsRun(_Shape):
+    """What ``run_items`` returns: how many of the child's items it recorded."""
+
+    done: int
+
+
+class ItemsFailed(_Shape):
+    """What ``items_failed`` returns: how many of the child's items it recorded failed."""
+
+    failed: int
 
 
 # ---- keys and shards --------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 The state machines in ``statemachine/`` interpret an execution's **plan snapshot** (``Plan``, kept
 in S3 with the execution); what travels between their states and the node runner is small and
 typed here: the run's ids (``RunRef``), one node's scheduling facts (``NodeTask``), the version's
-retry policy (``RetryPolicy``) and what ``start`` hands the run machine (``RunStart``). Nothing in
+retry policy (``RetryPolicy``) and what ``start`` hands the run machine (``RunStart``); every
+action's event and answer is typed here or in domain/batch.py, and tests/unit/test_machine_contract.py
+checks the definitions against them (what each Task sends, each JSONPath a state reads). Nothing in
 here touches AWS: these are the shapes and the arithmetic (retry delays, worst-case item time)
 that the runner, the batch runtime and the tests share. docs/engine.md draws the machines.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,10 +94,25 @@ class Plan(_Shape):
 
 
 class RetryPolicy(_Shape):
-    """The version's retry policy: ``delays[i]`` bounds the wait before retry ``i + 1``."""
+    """The version's retry policy, the one definition both engines read: the run machine (its
+    AttemptsLeft / Backoff / RetryWait states, handed this by ``start``) and the batch engine
+    (services/batch_items.py). After ``retried`` retries of a node, another attempt follows while
+    :meth:`retries_left`; its wait is drawn in whole seconds from 0 to :meth:`wait_bound`, both
+    included (full jitter: the machine's ``States.MathRandom``). Which errors retry:
+    services/node_execution.py ``retried``."""
 
     max_retries: int
+    #: ``delays[i]`` bounds the wait before retry ``i + 1``.
     delays: list[int]
+
+    def retries_left(self, retried: int) -> bool:
+        return retried < self.max_retries
+
+    def wait_bound(self, retried: int) -> int:
+        return self.delays[retried]
+
+    def draw_wait(self, retried: int, rng: random.Random) -> int:
+        return rng.randint(0, self.wait_bound(retried))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> RetryPolicy:
@@ -135,6 +153,12 @@ class NodeTask(_Shape):
         )
 
 
+class RunInput(_Shape):
+    """The input of the run and batch machines (their StartExecution)."""
+
+    run: RunRef
+
+
 class RunStart(_Shape):
     """What ``start`` returns to the run machine."""
 
@@ -142,6 +166,67 @@ class RunStart(_Shape):
     nodes: list[NodeTask]
     retry: RetryPolicy
     timeout: int
+
+
+# ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------
+class RunEvent(_Shape):
+    """``start``, ``complete`` (both machines) and the batch's ``prepare_batch``: the run alone."""
+
+    run: RunRef
+
+
+class GateEvent(RunEvent):
+    """``gate``: the node, its task token, and how often its gate timed out already."""
+
+    node: NodeTask
+    token: str
+    checks: int = 0
+
+
+class NodeEvent(RunEvent):
+    """``node``: one attempt (``attempt`` counts retries: 0 for the first). ``retry`` travels with
+    the node through the machine's retry loop; the runner does not read it."""
+
+    node: NodeTask
+    attempt: int = 0
+    retry: RetryPolicy | None = None
+
+
+class NodeFailedEvent(NodeEvent):
+    """``node_failed``: the node whose attempts are spent, with the Catch's error."""
+
+    error: dict[str, Any] | None = None
+
+
+class FailEvent(RunEvent):
+    """``fail`` (both machines): the run's own timeout, or an error of the machine."""
+
+    reason: Literal["timeout", "error"] = "error"
+    error: dict[str, Any] | None = None
+
+
+# ---- what the node runner answers the machines ----------------------------------------------------
+class NodeFailure(_Shape):
+    """What ``node_failed`` returns to the run machine: whether the node's failure stops the run."""
+
+    stop: bool
+
+
+class JobRound(BaseModel):
+    """What a job of the jobs machine (statemachine/jobs.asl.json) returns: its outcome, or, with
+    ``more``, the job itself again with its ``round`` (the machine runs it again)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str | None = None
+    more: bool | None = None
+    round: int | None = None
+
+
+class JobEvent(_Shape):
+    """``job``: the jobs machine's input, or the round before's answer (``"job.$": "$"``)."""
+
+    job: JobRound
 
 
 def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:

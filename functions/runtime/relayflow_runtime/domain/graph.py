@@ -1,4 +1,4 @@
-"""Workflow version graphs: validation, execution order, stages and upstream nodes.
+"""Workflow version graphs: validation, execution order, parents and upstream nodes.
 
 A version's nodes are given as their ids **in creation order**; its edges as
 ``(begin_node_id, end_node_id)`` pairs ("begin feeds end").
@@ -26,7 +26,6 @@ __all__ = [
     "ancestors",
     "children",
     "effective_edges",
-    "levels",
     "parents",
     "sinks",
     "topological_order",
@@ -60,7 +59,7 @@ class GraphProblem:
 
 
 #: Problems that make an execution order impossible (the other ones are still errors for
-#: workflow validation, but order, stages and ancestors stay well defined).
+#: workflow validation, but order, parents and ancestors stay well defined).
 BLOCKING_CODES = frozenset({"duplicate_node", "self_loop", "dangling_edge", "cycle"})
 
 
@@ -281,23 +280,6 @@ def topological_order(node_ids: Sequence[str], edges: Edges) -> list[str]:
             if waiting[nxt] == 0:
                 heapq.heappush(ready, position[nxt])
     return result
-
-
-def levels(node_ids: Sequence[str], edges: Edges) -> list[list[str]]:
-    """Nodes grouped into stages that can run together.
-
-    A root's stage is 0; any other node's stage is 1 + the highest stage of its parents. Within
-    a stage, creation order. Without edges this is a chain: one node per stage, in creation
-    order. A diamond ``a→b, a→c, b→d, c→d`` gives ``[[a], [b, c], [d]]``.
-    """
-    _, pred = _prepare(node_ids, edges)
-    stage: dict[str, int] = {}
-    for node in topological_order(node_ids, edges):
-        stage[node] = 1 + max((stage[p] for p in pred[node]), default=-1)
-    grouped: list[list[str]] = [[] for _ in range(max(stage.values(), default=-1) + 1)]
-    for node in node_ids:
-        grouped[stage[node]].append(node)
-    return grouped
 
 
 def parents(node_ids: Sequence[str], edges: Edges) -> dict[str, list[str]]:

@@ -1,16 +1,20 @@
 """Model provider adapters: one entry point for the node runner, one validator for the API.
 
-Every adapter module exposes ``CONFIG`` (the pydantic type of its config, over
-``config.ModelConfig``) and ``invoke(config, prompt, ctx) -> ModelResult``, and raises only
-``TransientModelError`` (retried by the state machine) or ``PermanentModelError`` (not retried) for
-failures of the model call.
+Every adapter module declares its config as a pydantic model over ``config.ModelConfig`` and binds
+it to its ``invoke(config, prompt, ctx) -> ModelResult`` as ``PROVIDER`` (a ``base.Provider``:
+mypy checks that ``invoke`` takes that config type). A model's stored config is parsed into it once
+(``parsed_config``: at the first call of each plan's model, then cached) and handed typed to the
+adapter, which raises only ``TransientModelError`` (retried by the version's policy) or
+``PermanentModelError`` (not retried) for failures of the model call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from types import ModuleType
+import threading
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import ValidationError
 
 from relayflow_runtime.domain.costs import estimate_cost_nanos, nanos_to_dollars
 from relayflow_runtime.providers import bedrock, builtin, lambda_, openai, sagemaker
@@ -19,11 +23,12 @@ from relayflow_runtime.providers.base import (
     ModelError,
     ModelResult,
     PermanentModelError,
+    Provider,
     TransientModelError,
     Usage,
 )
 from relayflow_runtime.providers.builtin import extract_text
-from relayflow_runtime.providers.config import json_schema, problems
+from relayflow_runtime.providers.config import ModelConfig, json_schema, problems
 
 __all__ = [
     "PROVIDERS",
@@ -36,15 +41,16 @@ __all__ = [
     "estimate_cost",
     "extract_text",
     "invoke_model",
+    "parsed_config",
     "validate_model_config",
 ]
 
-_ADAPTERS: dict[str, ModuleType] = {
-    "builtin": builtin,
-    "bedrock": bedrock,
-    "openai": openai,
-    "sagemaker": sagemaker,
-    "lambda": lambda_,
+_ADAPTERS: dict[str, Provider[Any]] = {
+    "builtin": builtin.PROVIDER,
+    "bedrock": bedrock.PROVIDER,
+    "openai": openai.PROVIDER,
+    "sagemaker": sagemaker.PROVIDER,
+    "lambda": lambda_.PROVIDER,
 }
 PROVIDERS: tuple[str, ...] = tuple(_ADAPTERS)
 
@@ -53,32 +59,60 @@ def config_schemas(ref_template: str = "#/components/schemas/{model}") -> dict[s
     """Each provider's model config as JSON Schema, from the models validate_model_config validates
     with (the OpenAPI document gives them to CreateModel and moves each ``$defs`` into its
     components; the API's fuzz tests hold the two to each other)."""
-    return {name: json_schema(adapter.CONFIG, ref_template) for name, adapter in _ADAPTERS.items()}
+    return {name: json_schema(adapter.config_type, ref_template) for name, adapter in _ADAPTERS.items()}
+
+
+def _unknown(provider: str) -> str:
+    return f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDERS)}"
 
 
 def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> list[str]:
     """Human-readable problems with a model definition; an empty list means it is usable."""
     if provider not in _ADAPTERS:
-        return [f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDERS)}"]
+        return [_unknown(provider)]
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
         return ["'config' must be an object"]
-    return problems(provider, _ADAPTERS[provider].CONFIG, config)
+    return problems(provider, _ADAPTERS[provider].config_type, config)
+
+
+#: Configs parsed so far, by the identity of the stored mapping (a plan's model config, kept with
+#: the plan for the warm container's life of the run, services/run_records.py). An entry holds
+#: the mapping itself, so its id cannot be another's while it is cached.
+_parsed: dict[tuple[str, int], tuple[Mapping[str, Any], ModelConfig]] = {}
+_parsed_lock = threading.Lock()
+MAX_PARSED_CONFIGS = 4096
+
+
+def parsed_config(provider: str, config: Mapping[str, Any]) -> ModelConfig:
+    """The model's stored config as its provider's typed config, parsed once per mapping; a config
+    that no longer validates (or an unknown provider) is a ``PermanentModelError`` naming why."""
+    with _parsed_lock:
+        cached = _parsed.get((provider, id(config)))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    adapter = _ADAPTERS.get(provider)
+    if adapter is None:
+        raise PermanentModelError(_unknown(provider))
+    try:
+        parsed = adapter.config_type.model_validate(config)
+    except ValidationError:
+        found = "; ".join(problems(provider, adapter.config_type, config))
+        raise PermanentModelError(f"invalid {provider} model config: {found}") from None
+    with _parsed_lock:
+        if len(_parsed) >= MAX_PARSED_CONFIGS:
+            _parsed.clear()
+        _parsed[provider, id(config)] = (config, parsed)
+    return parsed
 
 
 def invoke_model(
     provider: str, config: Mapping[str, Any], prompt: str, ctx: InvocationContext
 ) -> ModelResult:
     """Run one prompt through the model; raises ``TransientModelError`` or ``PermanentModelError``."""
-    adapter = _ADAPTERS.get(provider)
-    if adapter is None:
-        raise PermanentModelError(f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDERS)}")
-    problems = validate_model_config(provider, config)
-    if problems:
-        raise PermanentModelError(f"invalid {provider} model config: {'; '.join(problems)}")
-    invoke: Callable[[Mapping[str, Any], str, InvocationContext], ModelResult] = adapter.invoke
-    return invoke(config, prompt, ctx)
+    parsed = parsed_config(provider, config)
+    return _ADAPTERS[provider].invoke(parsed, prompt, ctx)
 
 
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from relayflow_runtime.providers.config import ModelConfig
 
 
 class ModelError(Exception):
@@ -56,6 +58,31 @@ class InvocationContext:
     # Seconds this attempt may still take (the node timeout), if known.
     time_budget: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+Config = TypeVar("Config", bound=ModelConfig)
+
+
+class Provider(Protocol[Config]):
+    """A model provider as the registry (providers/__init__.py) holds it: the type of its config,
+    parsed once from the stored mapping, and the call that takes that config, typed."""
+
+    @property
+    def config_type(self) -> type[Config]: ...
+
+    def invoke(self, config: Config, prompt: str, ctx: InvocationContext) -> ModelResult: ...
+
+
+@dataclass(frozen=True)
+class Adapter(Generic[Config]):
+    """An adapter module's config type and ``invoke`` bound into a ``Provider`` (mypy checks that
+    the one takes the other: ``Adapter(BedrockModelConfig, invoke)``)."""
+
+    config_type: type[Config]
+    call: Callable[[Config, str, InvocationContext], ModelResult]
+
+    def invoke(self, config: Config, prompt: str, ctx: InvocationContext) -> ModelResult:
+        return self.call(config, prompt, ctx)
 
 
 # --- Helpers shared by the adapters ------------------------------------------------------------------

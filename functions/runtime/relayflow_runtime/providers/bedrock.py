@@ -17,7 +17,6 @@ Error mapping (botocore ``ClientError`` code → retry decision):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,13 +24,14 @@ from pydantic import MISSING, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
+    Adapter,
     InvocationContext,
     ModelResult,
     PermanentModelError,
     Usage,
     map_aws_error,
 )
-from relayflow_runtime.providers.config import ModelConfig
+from relayflow_runtime.providers.config import ModelConfig, or_default
 
 TRANSIENT_CODES = frozenset(
     {
@@ -52,8 +52,6 @@ PERMANENT_CODES = frozenset(
         "UnrecognizedClientException",
     }
 )
-
-INFERENCE_KEYS = ("maxTokens", "temperature", "topP", "stopSequences")
 
 
 class BedrockInference(BaseModel):
@@ -78,29 +76,30 @@ class BedrockModelConfig(ModelConfig):
 CONFIG = BedrockModelConfig
 
 
-def build_request(config: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+def build_request(config: BedrockModelConfig, prompt: str) -> dict[str, Any]:
     """The ``converse`` keyword arguments for one prompt."""
     request: dict[str, Any] = {
-        "modelId": config["model_id"],
+        "modelId": config.model_id,
         "messages": [{"role": "user", "content": [{"text": prompt}]}],
     }
-    if config.get("system_prompt"):
-        request["system"] = [{"text": config["system_prompt"]}]
-    inference = config.get("inference") or {}
-    inference_config = {key: inference[key] for key in INFERENCE_KEYS if key in inference}
+    if or_default(config.system_prompt, ""):
+        request["system"] = [{"text": config.system_prompt}]
+    inference = or_default(config.inference, None)
+    # The settings given, by their Converse names (a setting left out is not dumped).
+    inference_config = inference.model_dump(by_alias=True) if inference is not None else {}
     if inference_config:
         request["inferenceConfig"] = inference_config
     return request
 
 
-def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
+def invoke(config: BedrockModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     request = build_request(config, prompt)
     try:
         response = aws.client("bedrock-runtime").converse(**request)
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(
             exc,
-            f"bedrock converse ({config['model_id']})",
+            f"bedrock converse ({config.model_id})",
             transient_codes=TRANSIENT_CODES,
             permanent_codes=PERMANENT_CODES,
         ) from exc
@@ -108,7 +107,7 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
         content = response["output"]["message"]["content"]
     except (KeyError, TypeError):
         raise PermanentModelError(
-            f"bedrock converse ({config['model_id']}) returned no message "
+            f"bedrock converse ({config.model_id}) returned no message "
             f"(stopReason {response.get('stopReason')!r})"
         ) from None
     output = "".join(block["text"] for block in content if isinstance(block, dict) and "text" in block)
@@ -120,3 +119,6 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
             output_tokens=int(usage.get("outputTokens", 0)),
         ),
     )
+
+
+PROVIDER = Adapter(BedrockModelConfig, invoke)

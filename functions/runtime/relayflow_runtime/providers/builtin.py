@@ -17,13 +17,14 @@ from pydantic import MISSING, ConfigDict, Field, model_validator
 
 from relayflow_runtime.domain.text import storable
 from relayflow_runtime.providers.base import (
+    Adapter,
     InvocationContext,
     ModelResult,
     PermanentModelError,
     TransientModelError,
     approximate_usage,
 )
-from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
+from relayflow_runtime.providers.config import ModelConfig, or_default, refuse_inline_secrets
 from relayflow_runtime.providers.pdf import pdf_text
 from relayflow_runtime.schemas.entities import MAX_NODE_TIMEOUT_SECONDS
 
@@ -82,15 +83,15 @@ def _content_words(text: str) -> list[str]:
 # --- The models ------------------------------------------------------------------------------------
 
 
-def _echo(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
+def _echo(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
     return prompt
 
 
-def _uppercase(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
+def _uppercase(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
     return prompt.upper()
 
 
-def _word_count(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
+def _word_count(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
     return str(len(prompt.split()))
 
 
@@ -109,8 +110,8 @@ def summarize(text: str, sentences: int = 2) -> str:
     return " ".join(parts[i] for i in sorted(best))
 
 
-def _summarize(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
-    return summarize(prompt, int(config.get("sentences", 2)))
+def _summarize(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+    return summarize(prompt, or_default(config.sentences, 2))
 
 
 def sentiment(text: str) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def sentiment(text: str) -> dict[str, Any]:
     return {"label": label, "score": score}
 
 
-def _sentiment(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
+def _sentiment(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
     return json.dumps(sentiment(prompt))
 
 
@@ -150,8 +151,8 @@ def keywords(text: str, top_k: int = 5) -> list[str]:
     return sorted(counts, key=lambda w: (-counts[w], first_seen[w]))[:top_k]
 
 
-def _keywords(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
-    return ", ".join(keywords(prompt, int(config.get("top_k", 5))))
+def _keywords(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+    return ", ".join(keywords(prompt, or_default(config.top_k, 5)))
 
 
 def extract_text(data: bytes) -> str:
@@ -177,31 +178,31 @@ def _pdf_text(data: bytes) -> str:
     return storable(pdf_text(data))
 
 
-def _text_extract(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
+def _text_extract(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
     if ctx.read_input_file is None:
         return prompt
     return extract_text(ctx.read_input_file())
 
 
-def _sleep(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
-    time.sleep(float(config.get("seconds", 1)))
+def _sleep(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+    time.sleep(or_default(config.seconds, 1.0))
     return prompt
 
 
-def _flaky(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
-    if config.get("permanent"):
+def _flaky(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+    if or_default(config.permanent, False):
         raise PermanentModelError(f"builtin flaky model fails permanently (attempt {ctx.attempt})")
-    failures = int(config.get("failures", 1))
+    failures = or_default(config.failures, 1)
     if ctx.attempt <= failures:
         raise TransientModelError(f"builtin flaky model: attempt {ctx.attempt} of {failures} failing")
     return prompt
 
 
-def _fail(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> str:
-    raise PermanentModelError(str(config.get("message", DEFAULT_FAIL_MESSAGE)))
+def _fail(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> str:
+    raise PermanentModelError(or_default(config.message, DEFAULT_FAIL_MESSAGE))
 
 
-ModelFn = Callable[[Mapping[str, Any], str, InvocationContext], str]
+ModelFn = Callable[["BuiltinModelConfig", str, InvocationContext], str]
 
 MODELS: dict[str, ModelFn] = {
     "echo": _echo,
@@ -296,9 +297,9 @@ class BuiltinModelConfig(ModelConfig):
 CONFIG = BuiltinModelConfig
 
 
-def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
-    model = MODELS.get(str(config.get("model")))
-    if model is None:
-        raise PermanentModelError(f"builtin: unknown model {config.get('model')!r}")
-    output = model(config, prompt, ctx)
+def invoke(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
+    output = MODELS[config.model](config, prompt, ctx)
     return ModelResult(output=output, usage=approximate_usage(prompt, output))
+
+
+PROVIDER = Adapter(BuiltinModelConfig, invoke)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import (
     MISSING,
@@ -128,6 +128,15 @@ class ModelConfig(BaseModel):
     def subject(cls, provider: str, config: Mapping[str, Any]) -> str:
         """Whose setting a problem is about, before its sentence (builtin adds its model)."""
         return provider
+
+
+Value = TypeVar("Value")
+Default = TypeVar("Default")
+
+
+def or_default(value: Value | MISSING, default: Default) -> Value | Default:
+    """A setting of a parsed config, or ``default`` where the config leaves it out."""
+    return default if value is MISSING else value
 
 
 #: The top-level keys every provider shares: their problems are not prefixed by the provider.

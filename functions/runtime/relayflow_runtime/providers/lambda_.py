@@ -22,7 +22,6 @@ Error mapping:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,6 +29,7 @@ from pydantic import MISSING, Field
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
+    Adapter,
     InvocationContext,
     ModelResult,
     PermanentModelError,
@@ -38,7 +38,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
     map_aws_error,
 )
-from relayflow_runtime.providers.config import ModelConfig
+from relayflow_runtime.providers.config import ModelConfig, or_default
 
 TRANSIENT_CODES = frozenset(
     {
@@ -124,15 +124,15 @@ def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
     )
 
 
-def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
-    function = str(config["function_name"])
+def invoke(config: LambdaModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
+    function = config.function_name
     request: dict[str, Any] = {
         "FunctionName": function,
         "InvocationType": "RequestResponse",
         "Payload": json.dumps(build_payload(prompt, ctx)).encode("utf-8"),
     }
-    if config.get("qualifier"):
-        request["Qualifier"] = config["qualifier"]
+    if or_default(config.qualifier, ""):
+        request["Qualifier"] = config.qualifier
     try:
         response = aws.client("lambda").invoke(**request)
         body = response["Payload"].read() if response.get("Payload") is not None else b""
@@ -147,3 +147,6 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
     if response.get("FunctionError"):
         raise _function_error(function, str(response["FunctionError"]), raw)
     return parse_result(function, raw, prompt)
+
+
+PROVIDER = Adapter(LambdaModelConfig, invoke)

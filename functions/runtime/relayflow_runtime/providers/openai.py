@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -31,6 +30,7 @@ from pydantic import MISSING, ConfigDict, Field, model_validator
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
+    Adapter,
     InvocationContext,
     ModelResult,
     PermanentModelError,
@@ -38,7 +38,7 @@ from relayflow_runtime.providers.base import (
     Usage,
     map_aws_error,
 )
-from relayflow_runtime.providers.config import ModelConfig, refuse_inline_secrets
+from relayflow_runtime.providers.config import ModelConfig, or_default, refuse_inline_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +177,14 @@ def _parameter_key(name: str) -> str:
     return value
 
 
-def resolve_api_key(config: Mapping[str, Any]) -> str | None:
+def resolve_api_key(config: OpenAIModelConfig) -> str | None:
     """The key the config references, from the warm container's cache or its store; None if none."""
-    if config.get("api_key_secret_arn"):
-        return _secret_key(str(config["api_key_secret_arn"]))
-    if config.get("api_key_parameter"):
-        return _parameter_key(str(config["api_key_parameter"]))
+    secret = or_default(config.api_key_secret_arn, None)
+    if secret:
+        return _secret_key(secret)
+    parameter = or_default(config.api_key_parameter, None)
+    if parameter:
+        return _parameter_key(parameter)
     return None
 
 
@@ -195,21 +197,20 @@ def _http() -> httpx.Client:
     return httpx.Client(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
 
 
-def build_body(config: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+def build_body(config: OpenAIModelConfig, prompt: str) -> dict[str, Any]:
     messages: list[dict[str, str]] = []
-    if config.get("system_prompt"):
-        messages.append({"role": "system", "content": config["system_prompt"]})
+    system_prompt = or_default(config.system_prompt, "")
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {"model": config["model"], "messages": messages}
-    if "temperature" in config:
-        body["temperature"] = config["temperature"]
-    if "max_tokens" in config:
-        body["max_tokens"] = config["max_tokens"]
+    body: dict[str, Any] = {"model": config.model, "messages": messages}
+    # Only the settings the config gives (a setting left out is not dumped).
+    body.update(config.model_dump(include={"temperature", "max_tokens"}))
     return body
 
 
-def _timeout(config: Mapping[str, Any], ctx: InvocationContext) -> httpx.Timeout:
-    seconds = float(config.get("timeout", DEFAULT_TIMEOUT))
+def _timeout(config: OpenAIModelConfig, ctx: InvocationContext) -> httpx.Timeout:
+    seconds = float(or_default(config.timeout, DEFAULT_TIMEOUT))
     if ctx.time_budget is not None:
         seconds = max(1.0, min(seconds, ctx.time_budget))
     return httpx.Timeout(seconds, connect=min(seconds, 10.0))
@@ -252,9 +253,9 @@ def _message_text(content: Any) -> str:
     raise PermanentModelError(f"openai: unexpected message content of type {type(content).__name__}")
 
 
-def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
+def invoke(config: OpenAIModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     key = resolve_api_key(config)
-    url = str(config["base_url"]).rstrip("/") + "/chat/completions"
+    url = config.base_url.rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -263,7 +264,7 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
             url, json=build_body(config, prompt), headers=headers, timeout=_timeout(config, ctx)
         )
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise PermanentModelError(f"openai: bad base_url {config['base_url']!r}: {exc}") from exc
+        raise PermanentModelError(f"openai: bad base_url {config.base_url!r}: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise TransientModelError(f"openai: {url} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
@@ -294,3 +295,6 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
             output_tokens=int(usage.get("completion_tokens") or 0),
         ),
     )
+
+
+PROVIDER = Adapter(OpenAIModelConfig, invoke)

@@ -21,7 +21,6 @@ a ``ModelError`` whose container answered 429 or 5xx → transient; ``Validation
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +30,7 @@ from pydantic_core import CoreSchema
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.providers.base import (
+    Adapter,
     InvocationContext,
     ModelError,
     ModelResult,
@@ -40,7 +40,7 @@ from relayflow_runtime.providers.base import (
     approximate_usage,
     map_aws_error,
 )
-from relayflow_runtime.providers.config import ModelConfig
+from relayflow_runtime.providers.config import ModelConfig, or_default
 
 DEFAULT_CONTENT_TYPE = "application/json"
 PROMPT_PLACEHOLDER = "{{prompt}}"
@@ -126,18 +126,18 @@ def _fill(template: Any, prompt: str) -> Any:
     return template
 
 
-def build_body(config: Mapping[str, Any], prompt: str) -> bytes:
-    content_type = str(config.get("content_type", DEFAULT_CONTENT_TYPE))
-    template = config.get("request_template")
+def build_body(config: SagemakerModelConfig, prompt: str) -> bytes:
+    content_type = or_default(config.content_type, DEFAULT_CONTENT_TYPE)
+    template = or_default(config.request_template, None)
     if template is None:
         if not _is_json(content_type):
             return prompt.encode("utf-8")
-        body: Any = {"inputs": prompt, "parameters": config.get("parameters", {})}
+        body: Any = {"inputs": prompt, "parameters": or_default(config.parameters, {})}
         return json.dumps(body).encode("utf-8")
-    if isinstance(template, str):
+    if isinstance(template.root, str):
         filler = json.dumps(prompt)[1:-1] if _is_json(content_type) else prompt
-        return template.replace(PROMPT_PLACEHOLDER, filler).encode("utf-8")
-    return json.dumps(_fill(template, prompt)).encode("utf-8")
+        return template.root.replace(PROMPT_PLACEHOLDER, filler).encode("utf-8")
+    return json.dumps(_fill(template.root, prompt)).encode("utf-8")
 
 
 def parse_output(raw: str) -> tuple[str, Usage | None]:
@@ -187,17 +187,17 @@ def _map_error(exc: ClientError | BotoCoreError, endpoint: str) -> ModelError:
     return map_aws_error(exc, what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES)
 
 
-def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> ModelResult:
-    endpoint = str(config["endpoint_name"])
+def invoke(config: SagemakerModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
+    endpoint = config.endpoint_name
     request: dict[str, Any] = {
         "EndpointName": endpoint,
-        "ContentType": str(config.get("content_type", DEFAULT_CONTENT_TYPE)),
+        "ContentType": or_default(config.content_type, DEFAULT_CONTENT_TYPE),
         "Body": build_body(config, prompt),
     }
-    if config.get("accept"):
-        request["Accept"] = config["accept"]
-    if config.get("target_variant"):
-        request["TargetVariant"] = config["target_variant"]
+    if or_default(config.accept, ""):
+        request["Accept"] = config.accept
+    if or_default(config.target_variant, ""):
+        request["TargetVariant"] = config.target_variant
     try:
         response = aws.client("sagemaker-runtime").invoke_endpoint(**request)
         raw = response["Body"].read()
@@ -206,3 +206,6 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     output, usage = parse_output(text)
     return ModelResult(output=output, usage=usage or approximate_usage(prompt, output))
+
+
+PROVIDER = Adapter(SagemakerModelConfig, invoke)

@@ -1,22 +1,24 @@
-"""Batch runs: submission, preparation, the account's parallelism budget, the end of a run.
+"""Batch runs: submission, preparation, taking the run's share of the parallelism budget, the end
+of a run, deleting one.
 
 A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/engine.md):
 
 * **Submission** (the API, synchronous): only the cheap checks — the dataset version exists and is
-  ready, the input field is known, the filter compiles, a worst-case item fits in one node-runner
-  invocation — so bad input is still a 400 at once. The execution is written ``pending`` and the
-  machine started; nothing that grows with the item count runs in the request (a rerun and a retry
-  of failed items neither).
+  ready, the input field is known, the filter compiles — so bad input is still a 400 (or a 409) at
+  once. The execution is written ``pending`` and the machine started; nothing that grows with the
+  item count runs in the request (a rerun and a retry of failed items neither).
 * **``prepare_batch``** (the machine's first task, up to 15 minutes): writes the run's item list
   and its index (services/item_lists.py) from the filtered dataset version, a copy of a re-run's
   list, or the items of a retried run that did not complete (failed, or never ran); sets
   ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
   item without the input field, ends the run ``failed`` with that reason.
-* **``reserve_budget``**: the Map's concurrency is taken from the account's budget of batch
-  parallelism (services/budget.py); ``pending -> running``.
+* **``reserve_budget``**: the run's share of the account's budget of batch parallelism is reserved
+  (services/budget.py; while it is taken the machine parks on AwaitBudget); ``pending -> running``.
 * **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
   decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
   ``completed`` / ``failed``.
+* **Deleting** a run: the API starts a job of the jobs machine (``delete_execution_job``), which
+  deletes its objects, outcomes and counters in rounds, the execution last.
 
 Running the items (``run_items``, ``items_failed``) is services/batch_items.py; reading results,
 items and downloads is services/batch_results.py.

@@ -3,11 +3,11 @@
 A child of the batch machine's distributed Map gets ``items_per_child`` list entries and makes one
 node-runner call: every item runs concurrently in this function (threads: an item mostly waits on
 its model), and inside an item a node starts as soon as its own parents are done, with the node's
-timeout (services/node_execution.run_attempt) and the version's retry policy — full-jitter sleeps
-below the same capped doubling delays the run machine uses — and ``on_failure`` stop / continue
-as in a single run. The run's status is read at most once a second (per warm function): once it
-is cancelled no further node is dispatched, and an item cut short records nothing (it stays
-pending, as the run's counts say).
+timeout (services/node_execution.run_attempt) and the version's retry policy — the run machine's
+own (domain/engine.py ``RetryPolicy``, services/node_execution.py ``retried``) — and
+``on_failure`` stop / continue as in a single run. The run's status is read at most once a second
+(per warm function): once it is cancelled no further node is dispatched, and an item cut short
+records nothing (it stays pending, as the run's counts say).
 
 Everything the child did is recorded at its end in one transaction (adapters/batch_store.py): each
 item's outcome, holding the record of each of its nodes, plus one counter ADD. A repeated child
@@ -47,12 +47,13 @@ from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.providers.base import InvocationContext, PermanentModelError, TransientModelError
+from relayflow_runtime.providers.base import InvocationContext, ModelError, PermanentModelError
 from relayflow_runtime.services import deps, item_lists
 from relayflow_runtime.services.node_execution import (
     NodeOutput,
     NodeTimeout,
     error_message,
+    retried,
     run_attempt,
     template_scope,
 )
@@ -133,6 +134,8 @@ class _Child:
     deadline: float | None = None
     #: Items cut short by the deadline (a node attempt that could not have ended in time).
     deferred: list[str] = field(default_factory=list)
+    #: Draws the retries' waits (RetryPolicy.draw_wait).
+    rng: random.Random = field(default_factory=random.Random)
 
     def cancelled(self) -> bool:
         return not status.read(self.run).running
@@ -204,23 +207,20 @@ def _run_node(
             outcome = run_attempt(
                 node, template_scope(node, outputs, run_input, item), context, tenant=child.run.tenant
             )
-        except TransientModelError as exc:  # NodeTimeout too
+        except ModelError as exc:
             failure, prompt = exc, getattr(exc, "prompt", None) or prompt
-            if attempt <= retry.max_retries:
-                errors.append(str(exc))
-                wait_seconds = random.uniform(0, retry.delays[attempt - 1])
-                if not child.fits(wait_seconds + node.timeout):
-                    return _deferred(node)  # the retry could not end in time: do not wait for it
-                if not _sleep(wait_seconds, child.cancelled):
-                    return _NodeResult(
-                        ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
-                        cancelled=True,
-                    )
-                continue
-            break
-        except PermanentModelError as exc:
-            failure, prompt = exc, getattr(exc, "prompt", None) or prompt
-            break
+            if not (retried(exc) and retry.retries_left(attempt - 1)):
+                break
+            errors.append(str(exc))
+            wait_seconds = retry.draw_wait(attempt - 1, child.rng)
+            if not child.fits(wait_seconds + node.timeout):
+                return _deferred(node)  # the retry could not end in time: do not wait for it
+            if not _sleep(wait_seconds, child.cancelled):
+                return _NodeResult(
+                    ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
+                    cancelled=True,
+                )
+            continue
         value = outcome.output if outcome.parsed_output is None else outcome.parsed_output
         record = ItemNodeRecord(
             node_id=node.id,

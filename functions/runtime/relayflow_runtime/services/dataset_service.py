@@ -1,13 +1,7 @@
 """Datasets, their versions and their items: create, upload (committed whole or not at all), list.
 
-A version's items live in one S3 object, the *item list*: a JSON array with one entry per line,
-
-    [
-    {"id":"a","item":{...}}
-    ,{"id":"b","item":{...}}
-    ]
-
-so the same object is both what a Step Functions distributed Map's ``ItemReader`` (JSON) reads and
+A version's items live in one S3 object, the *item list*: a JSON array with one entry per line
+(domain/item_list.py), both what a Step Functions distributed Map's ``ItemReader`` (JSON) reads and
 what the API pages through by byte offset. An item whose JSON is larger than
 :data:`LARGE_ITEM_BYTES` is stored in an object of its own and its entry holds ``"ref"`` instead of
 ``"item"``: a Map item (and so a child execution's input) stays far below the 256 KiB payload cap.
@@ -31,7 +25,7 @@ from typing import IO, Any, cast
 
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
-from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain import datasets, item_list
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
 from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
@@ -70,11 +64,7 @@ def upload_prefix(tenant: str, dataset_id: str, upload_id: str) -> str:
     return f"uploads/{tenant}/{dataset_id}/{upload_id}/"
 
 
-# ---- the item list format ----------------------------------------------------------------------------
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
+# ---- the item list (its line format: domain/item_list.py) --------------------------------------------------
 class ItemListWriter:
     """Write an item list (see the module doc) as a stream; ``count`` entries so far. ``add`` and
     ``add_line`` return where the entry's line is: (its offset in the list, its length)."""
@@ -83,24 +73,24 @@ class ItemListWriter:
         self.key = key
         self.count = 0
         self._out = blob_stream.ObjectWriter(deps.blobs().bucket, key, "application/json")
-        self._out.write(b"[\n")
+        self._out.write(item_list.OPENING)
 
     def _write(self, entry: bytes) -> tuple[int, int]:
-        line = (b"," if self.count else b"") + entry + b"\n"
+        line = item_list.framed(entry, first=not self.count)
         offset = self._out.size
         self._out.write(line)
         self.count += 1
         return offset, len(line)
 
     def add(self, entry: Mapping[str, Any]) -> tuple[int, int]:
-        return self._write(_json_bytes(entry))
+        return self._write(item_list.json_bytes(entry))
 
     def add_line(self, line: bytes) -> tuple[int, int]:
-        """Add an entry exactly as read from another item list (see parse_entry_line)."""
-        return self._write(line.strip().lstrip(b","))
+        """Add an entry exactly as read from another item list."""
+        return self._write(item_list.unframed(line))
 
     def close(self) -> int:
-        self._out.write(b"]\n")
+        self._out.write(item_list.CLOSING)
         self._out.close()
         return self._out.size
 
@@ -108,19 +98,10 @@ class ItemListWriter:
         self._out.abort()
 
 
-def parse_entry_line(line: bytes) -> dict[str, Any] | None:
-    """The entry on one line of an item list; None for the opening and closing bracket lines."""
-    text = line.strip()
-    if not text or text in (b"[", b"]"):
-        return None
-    value: dict[str, Any] = json.loads(text.lstrip(b","))
-    return value
-
-
 def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(offset of the line, offset after it, entry) of an item list, streamed from ``offset``."""
     for position, line in blob_stream.read_lines(deps.blobs().bucket, key, offset):
-        entry = parse_entry_line(line)
+        entry = item_list.parse_entry_line(line)
         if entry is not None:
             yield position, position + len(line), entry
 
@@ -138,11 +119,11 @@ def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple
     """The item's entry as a line for ``ItemListWriter.add_line`` (the very bytes ``add`` writes
     for ``{"id", "item"}``, built around the one dump of the item that also measures it), and
     whether the item is large: then it is stored at ``large_key`` and the entry refers to it."""
-    encoded = _json_bytes(item)
+    encoded = item_list.json_bytes(item)
     if len(encoded) <= LARGE_ITEM_BYTES:
-        return b'{"id":' + _json_bytes(item_id) + b',"item":' + encoded + b"}", False
+        return item_list.inline_entry(item_id, encoded), False
     deps.blobs().put_bytes(large_key, encoded, "application/json")
-    return _json_bytes({"id": item_id, "ref": large_key}), True
+    return item_list.ref_entry(item_id, large_key), True
 
 
 # ---- datasets ----------------------------------------------------------------------------------------

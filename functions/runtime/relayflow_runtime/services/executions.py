@@ -305,7 +305,6 @@ def _launch(
     packed_input = pack(single_input, f"{prefix}input.json") if single_input is not None else None
     record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
-    record["node_order"] = [n["id"] for n in plan["nodes"]]
     # Every other item of the run carries this TTL from the start (services/retention.py).
     record["children_expire_at"] = retention.children_expire_at(now)
     deps.stores().executions.put_execution(tenant, record)

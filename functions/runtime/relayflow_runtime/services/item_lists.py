@@ -1,10 +1,10 @@
 """A batch run's own item list and its index, written in bounded memory, read in O(1) per item.
 
 The list (``<execution prefix>items.json``) has the format of a dataset version's list
-(services/dataset_service.py): it is what the batch machine's ``ItemReader`` reads and what the
-results API pages through by byte offset. Its index (``items.index``, domain/item_index.py) says
-where the line of an id is, so ``GET …/items/{item}`` costs three small ranged GETs whatever the
-list's length.
+(domain/item_list.py, written by services/dataset_service.py): it is what the batch machine's
+``ItemReader`` reads and what the results API pages through by byte offset. Its index
+(``items.index``, domain/item_index.py) says where the line of an id is, so ``GET …/items/{item}``
+costs three small ranged GETs whatever the list's length.
 
 ``IndexedListWriter`` writes both as a stream: the list goes out in 5 MiB multipart parts, the
 index lines wait in one buffer per bucket, spilled to temporary files past ``SPILL_BYTES``, and
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from relayflow_runtime.adapters import blob_stream
-from relayflow_runtime.domain import item_index
+from relayflow_runtime.domain import item_index, item_list
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import dataset_service, deps
@@ -151,7 +151,7 @@ def find(prefix: str, buckets: int, item_id: str) -> ItemEntry | None:
         line = blobs.get_range(list_key(prefix), place[0], place[0] + place[1] - 1)
     except NotFound:
         return None
-    entry = dataset_service.parse_entry_line(line)
+    entry = item_list.parse_entry_line(line)
     return ItemEntry.model_validate(entry) if entry is not None else None
 
 

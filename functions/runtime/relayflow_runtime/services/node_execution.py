@@ -39,6 +39,14 @@ class NodeTimeout(TransientModelError):
     """The node's attempt ran past its timeout (retried like any transient error)."""
 
 
+def retried(error: Exception) -> bool:
+    """Whether the version's retry policy applies to a failed attempt: the one list of which
+    errors retry. Step Functions matches error names, not classes: the run machine's RunNode Catch
+    that leads to its retry loop names ``TransientModelError`` and each of its subclasses
+    (tests/unit/test_machine_contract.py holds the two to each other)."""
+    return isinstance(error, TransientModelError)
+
+
 class ExecutionNotRunning(Exception):
     """The execution was cancelled or has ended: this node must not run or record."""
 

@@ -11,7 +11,6 @@ from typing import Any
 from relayflow_runtime.domain.graph import (
     BLOCKING_CODES,
     ancestors,
-    levels,
     parents,
     topological_order,
     validate_graph,
@@ -153,7 +152,6 @@ def build_plan(
                 "model": {"id": model.id, "provider": model.provider, "config": model.config},
             }
         )
-    stage_ids = levels(ids, pairs) if pairs else [[i] for i in order]
     return {
         "workflow_id": workflow_id,
         "version_id": version_id,
@@ -161,5 +159,4 @@ def build_plan(
         "timeout": timeout,
         "config": version.config.model_dump(mode="json"),
         "nodes": specs,
-        "levels": stage_ids,
     }

@@ -34,6 +34,7 @@ from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import (
     MAX_GATE_CHECKS,
+    NodeFailure,
     NodeSpec,
     NodeTask,
     Plan,
@@ -308,9 +309,9 @@ def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: dict[str, Any]) -
     _release_children(run, plan, node.id)
 
 
-def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> dict[str, bool]:
+def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> NodeFailure:
     """A node whose attempts are spent (or whose error is permanent): record it; with
-    ``on_failure: "continue"`` it counts as done for its children. Returns ``{"stop": ...}``."""
+    ``on_failure: "continue"`` it counts as done for its children."""
     plan = load_plan(run.tenant, run.execution_id)
     node = plan.node(task.id)
     store = deps.stores().executions
@@ -334,7 +335,7 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
         ended_as = ended.record.get("status")
         if ended_as == NodeStatus.COMPLETED:
             _release_children(run, plan, node.id)
-            return {"stop": False}
+            return NodeFailure(stop=False)
         if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
             raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
         status, message = str(ended_as), str(ended.record.get("error") or message)
@@ -342,8 +343,8 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> di
     notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
     if node.on_failure == "continue":
         _release_children(run, plan, node.id)
-        return {"stop": False}
-    return {"stop": True}
+        return NodeFailure(stop=False)
+    return NodeFailure(stop=True)
 
 
 # ---- the end ---------------------------------------------------------------------------------------
