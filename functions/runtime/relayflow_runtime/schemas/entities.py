@@ -256,13 +256,16 @@ class ExecutionTrigger(Entity):
     version_id: str | None = None
 
 
+BatchItemStatus = Literal["pending", "completed", "failed"]
+
+
 class BatchItemResult(Entity):
     """One item of a batch run, as the results API returns it: ``output`` is the text its last node
     produced (empty until the item completes), ``parsed_output`` that node's parsed value when it
     is declared ``output_format: "json"``."""
 
     source_item_id: str
-    status: Literal["pending", "completed", "failed"] = "pending"
+    status: BatchItemStatus = "pending"
     input: Any = None
     output: str = ""
     parsed_output: Any = None

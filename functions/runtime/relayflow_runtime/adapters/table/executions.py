@@ -94,6 +94,7 @@ class ExecutionStore(BaseStore):
         status: str | None = None,
         created_after: str | None = None,
         created_before: str | None = None,
+        version_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         if status:
             partition, index = Key("gsi2pk").eq(self._status_index(tenant, workflow_id, status)), "gsi2"
@@ -109,7 +110,12 @@ class ExecutionStore(BaseStore):
         elif created_before:
             condition = partition & sort.lte(created_before + "~")
         return self._query_page(
-            key_condition=condition, index=index, limit=limit, next_token=next_token, forward=False
+            key_condition=condition,
+            index=index,
+            limit=limit,
+            next_token=next_token,
+            forward=False,
+            filter_expression=Attr("version_id").eq(version_id) if version_id else None,
         )
 
     def transition_execution(
