@@ -293,8 +293,32 @@
   }
 
   // ---- graphs (laid out by dagre, drawn here as SVG) ------------------------------------------
-  const NODE_W = 190;
+  const NODE_W = 180;
   const NODE_H = 58;
+  const TEXT_W = NODE_W - 13 - 8; // from the text's left edge to the box's right edge, less a margin
+
+  // Text cut with "…" to the width it has, measured in the font it is drawn in.
+  const measure = document.createElement("canvas").getContext("2d");
+  function fitText(text, font, width) {
+    if (!text) return "";
+    const flat = String(text).replace(/\s+/g, " ");
+    measure.font = font;
+    if (measure.measureText(flat).width <= width) return flat;
+    let lo = 0;
+    let hi = flat.length;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (measure.measureText(flat.slice(0, mid) + "…").width <= width) lo = mid;
+      else hi = mid - 1;
+    }
+    return flat.slice(0, lo) + "…";
+  }
+
+  function graphFonts() {
+    const sans = getComputedStyle(document.body).fontFamily;
+    const mono = getComputedStyle(document.documentElement).getPropertyValue("--mono").trim() || "monospace";
+    return { name: `600 13px ${sans}`, sub: `11px ${sans}`, meta: `11px ${mono}` };
+  }
 
   // A node's state as a person reads it: a running node that already failed an attempt is retrying.
   function nodeState(n) {
@@ -312,7 +336,7 @@
   // nodes: [{id, name, sub, meta, state}], edges: [{from, to}]; onSelect(id) on a click.
   function drawGraph(nodes, edges, onSelect, selected) {
     const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "TB", nodesep: 16, ranksep: 40, edgesep: 8, marginx: 10, marginy: 10 });
+    g.setGraph({ rankdir: "TB", nodesep: 14, ranksep: 40, edgesep: 8, marginx: 10, marginy: 10 });
     g.setDefaultEdgeLabel(() => ({}));
     for (const n of nodes) g.setNode(n.id, { width: NODE_W, height: NODE_H });
     for (const e of edges) if (g.hasNode(e.from) && g.hasNode(e.to)) g.setEdge(e.from, e.to);
@@ -328,6 +352,7 @@
     defs.append(marker);
     root.append(defs);
     const byId = new Map(nodes.map((n) => [n.id, n]));
+    const fonts = graphFonts();
     for (const e of g.edges()) {
       const points = g.edge(e).points;
       const d = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
@@ -348,9 +373,9 @@
         title,
         svg("rect", { class: "box", width: NODE_W, height: NODE_H, rx: 7 }),
         svg("rect", { class: "stripe", width: 5, height: NODE_H - 2, x: 1, y: 1, rx: 3 }),
-        svgText(13, 19, "gname", shortText(n.name, 24)),
-        svgText(13, 35, "gsub", shortText(n.sub, 30)),
-        svgText(13, 50, "gmeta", shortText(n.meta, 30)),
+        svgText(13, 19, "gname", fitText(n.name, fonts.name, TEXT_W)),
+        svgText(13, 35, "gsub", fitText(n.sub, fonts.sub, TEXT_W)),
+        svgText(13, 50, "gmeta", fitText(n.meta, fonts.meta, TEXT_W)),
       );
       const select = () => {
         for (const other of root.querySelectorAll(".gnode.selected")) other.classList.remove("selected");
@@ -536,7 +561,7 @@
   }
 
   function versionName(v) {
-    return `v${v.number}` + (v.name ? ` ${v.name}` : "");
+    return `v${v.number}` + (v.name && v.name !== `v${v.number}` ? ` ${v.name}` : "");
   }
 
   async function showWorkflow(view, workflowId) {
@@ -615,7 +640,7 @@
     replace(
       view,
       el("div", { class: "xheader" },
-        el("h1", {}, `Version ${version.number}`, version.name ? ` ${version.name}` : "", " ",
+        el("h1", {}, `Version ${version.number}`, version.name && version.name !== `v${version.number}` ? ` ${version.name}` : "", " ",
           active ? el("span", { class: "badge s-active", "data-testid": "active-version" }, "active") : el("span", { class: "badge" }, "not active"),
           el("span", { class: "muted small mono" }, version.id)),
         el("div", { class: "actions" }, el("a", { class: "button primary", href: `#/workflows/${wf}/start/${encodeURIComponent(versionId)}`, "data-testid": "start-run" }, "Start a run of this version…"))),
@@ -676,6 +701,7 @@
         if (!itemsPanel) {
           itemsPanel = itemsTable(base, detail);
           body.replaceChildren(itemsPanel.node);
+          view.append(detail); // an item opens below the list it was clicked in
         }
         itemsPanel.refresh(x);
       } else {
@@ -694,11 +720,12 @@
     });
   }
 
+  // The third line of a node on a run's graph: state, attempts (↻N when retried), duration.
   function nodeMeta(n) {
     if (!n) return "pending";
     const state = nodeState(n);
     const parts = [state];
-    if ((n.attempts || 0) > 1) parts.push(`↻ ${n.attempts} attempts`);
+    if ((n.attempts || 0) > 1) parts.push(`↻${n.attempts}`);
     const start = parseTime(n.started_at);
     const ms = n.status === "running" && !Number.isNaN(start) ? Date.now() - start : n.duration_ms;
     if (ms !== null && ms !== undefined && !Number.isNaN(ms)) parts.push(fmtDuration(ms));
@@ -759,7 +786,8 @@
       notice.textContent = `Completed with ${failed.length} failed node${failed.length > 1 ? "s" : ""} (on_failure: continue): ${failed.map((n) => n.name || n.node_id).join(", ")}.`;
     } else if (x.input_mode === "batch" && x.status === "completed" && (x.progress || {}).failed_items) {
       notice.hidden = false;
-      notice.textContent = `Completed with ${fmtInt(x.progress.failed_items)} failed items (within max_failed_percent).`;
+      const allowed = x.batch_config && x.batch_config.max_failed_percent;
+      notice.textContent = `Completed with ${fmtInt(x.progress.failed_items)} failed items` + (allowed !== null && allowed !== undefined ? ` (at most ${allowed}% may fail).` : ".");
     } else {
       notice.hidden = true;
     }
@@ -912,14 +940,14 @@
       el(
         "p",
         { class: "muted", "data-testid": "node-times" },
-        `started ${fmtTime(n.started_at)} · finished ${fmtTime(n.completed_at)} · ${fmtDuration(n.duration_ms)} · ${n.attempts || 0} attempt(s)`,
+        `started ${fmtTime(n.started_at)} · finished ${fmtTime(n.completed_at)} · ${fmtDuration(n.duration_ms ?? parseTime(n.completed_at) - parseTime(n.started_at))} · ${n.attempts || 0} attempt(s)`,
         n.usage ? ` · ${fmtInt(n.usage.input_tokens)} tokens in, ${fmtInt(n.usage.output_tokens)} out` : "",
       ),
     ];
     if (n.error) parts.push(el("h3", {}, "Error"), el("pre", { class: "error", "data-testid": "node-error" }, n.error));
     const attempts = attemptRows(n);
     if (attempts.length) {
-      parts.push(el("h3", {}, "Attempts"), el("table", { class: "grid attempts", "data-testid": "attempts" }, el("tbody", {}, attempts)));
+      parts.push(el("h3", {}, "Attempts"), el("table", { class: "grid attempt-list", "data-testid": "attempts" }, el("tbody", {}, attempts)));
     }
     parts.push(el("h3", {}, "Prompt"), el("pre", { "data-testid": "node-prompt" }, n.prompt ?? "–"));
     parts.push(el("h3", {}, "Output"), el("pre", { "data-testid": "node-output" }, n.output === null || n.output === undefined || n.output === "" ? "–" : pretty(n.parsed_output ?? n.output)));
@@ -933,12 +961,12 @@
       samples = [];
       samplesByExecution.set(x.id, samples);
       const start = parseTime(x.started_at);
-      if (!Number.isNaN(start)) samples.push({ t: start, processed: 0, failed: 0 });
+      if (!Number.isNaN(start)) samples.push({ t: start, processed: 0, completed: 0, failed: 0 });
     }
     const p = x.progress || {};
     const t = x.completed_at ? parseTime(x.completed_at) : Date.now();
     const last = samples[samples.length - 1];
-    const sample = { t, processed: p.processed_items || 0, failed: p.failed_items || 0 };
+    const sample = { t, processed: p.processed_items || 0, completed: (p.processed_items || 0) - (p.failed_items || 0), failed: p.failed_items || 0 };
     if (last && last.t >= t) return samples;
     if (!last || last.processed !== sample.processed || last.failed !== sample.failed || ACTIVE.has(x.status)) samples.push(sample);
     if (samples.length > MAX_SAMPLES) samples.splice(1, samples.length - MAX_SAMPLES); // keep the anchor
@@ -1006,7 +1034,7 @@
     chart.append(
       svg("line", { x1: pad.l, x2: W - pad.r, y1: y(0), y2: y(0), class: "grid" }),
       svg("line", { x1: pad.l, x2: W - pad.r, y1: y(top), y2: y(top), class: "grid" }),
-      line("processed", "processed"),
+      line("completed", "completed"),
       line("failed", "failed"),
     );
     const label = (tx, ty, text, anchor) => {
@@ -1020,7 +1048,7 @@
       label(pad.l, H - 4, fmtTime(new Date(t0).toISOString()), "start"),
       label(W - pad.r, H - 4, fmtTime(new Date(t1).toISOString())),
     );
-    return el("figure", { class: "chartbox" }, chart, el("figcaption", { class: "muted small" }, el("span", { class: "key processed" }, "processed"), " ", el("span", { class: "key failed" }, "failed"), " — counts over time"));
+    return el("figure", { class: "chartbox" }, chart, el("figcaption", { class: "muted small" }, el("span", { class: "key completed" }, "completed"), " ", el("span", { class: "key failed" }, "failed"), " — items over time (processed = completed + failed)"));
   }
 
   // The batch's items, one page at a time from the results API (never the whole set).
@@ -1036,8 +1064,17 @@
     const failedOnly = el("input", { type: "checkbox", "data-testid": "failed-only" });
     failedOnly.addEventListener("change", () => {
       pages.reset();
+      if (execution) describe(execution);
       load();
     });
+    function describe(x) {
+      const p = x.progress || {};
+      note.textContent = failedOnly.checked
+        ? `The ${fmtInt(p.failed_items)} failed items of ${fmtInt(p.total_items)}, in dataset order, ${ITEMS_PAGE_SIZE} a page. Click an item for its nodes.`
+        : `${fmtInt(p.processed_items)} of ${fmtInt(p.total_items)} items finished. In dataset order, ${ITEMS_PAGE_SIZE} a page` +
+          (ACTIVE.has(x.status) ? "; the first page refreshes while the run goes on." : ".") +
+          " Click an item for its nodes.";
+    }
     const node = el(
       "section",
       { class: "card" },
@@ -1093,11 +1130,7 @@
       node,
       refresh(x) {
         execution = x;
-        const p = x.progress || {};
-        note.textContent =
-          `${fmtInt(p.processed_items)} of ${fmtInt(p.total_items)} items finished. In dataset order, ${ITEMS_PAGE_SIZE} a page` +
-          (ACTIVE.has(x.status) ? "; the first page refreshes while the run goes on." : ".") +
-          " Click an item for its nodes.";
+        describe(x);
         // Refresh the first page while the run goes on; other pages when asked.
         if (!lastLoad || (pages.index === 0 && Date.now() - lastLoad >= ITEMS_POLL_MS) || (!ACTIVE.has(x.status) && !settled)) load();
       },
@@ -1132,7 +1165,7 @@
             el("h4", {}, "Prompt"),
             el("pre", {}, n.prompt ?? "–"),
             el("h4", {}, "Output"),
-            el("pre", {}, n.output === null || n.output === undefined ? "–" : pretty(n.output)),
+            el("pre", {}, n.output === null || n.output === undefined || n.output === "" ? "–" : pretty(n.output)),
           ),
         ),
       );
@@ -1182,7 +1215,7 @@
       text: el("div", { class: "mode-part" }, field("Input", text)),
       file: el("div", { class: "mode-part" }, field("File", file, "sent as the run's input file (base64, up to the API's size limit)")),
       dataset: el("div", { class: "mode-part fields" },
-        field("Dataset", dataset), field("Version", datasetVersion), field("Input field", inputField),
+        field("Dataset", dataset), field("Dataset version", datasetVersion), field("Input field", inputField),
         field("Filter", filter, "items it keeps run; empty: every item"), field("Parallelism", parallelism, "items at once")),
     };
     const mode = () => view.querySelector("input[name=mode]:checked").value;
