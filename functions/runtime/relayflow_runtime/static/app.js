@@ -478,7 +478,15 @@
       if (cancelled) parts.push(`${fmtInt(cancelled)} cancelled`);
       return { total, ok, bad, label: parts.join(" · ") };
     }
-    // A page of the history carries no node records: the node the run last moved to.
+    // A page of the history carries no node records: the run's own counts where the API keeps
+    // them (completed_nodes, …), else the node the run last moved to.
+    if (typeof p.completed_nodes === "number") {
+      const parts = [`${fmtInt(p.completed_nodes)} / ${fmtInt(total)} nodes completed`];
+      if (p.failed_nodes) parts.push(`${fmtInt(p.failed_nodes)} failed`);
+      if (p.skipped_nodes) parts.push(`${fmtInt(p.skipped_nodes)} skipped`);
+      if (p.cancelled_nodes) parts.push(`${fmtInt(p.cancelled_nodes)} cancelled`);
+      return { total, ok: p.completed_nodes, bad: p.failed_nodes || 0, label: parts.join(" · ") };
+    }
     const at = Math.min(p.current_node_idx || 0, total);
     if (x.status === "completed") return { total, ok: total, bad: 0, label: `${fmtInt(total)} / ${fmtInt(total)} nodes` };
     if (x.status === "failed") return { total, ok: at, bad: total ? 1 : 0, label: `failed at node ${fmtInt(at + 1)} of ${fmtInt(total)}` };
@@ -537,7 +545,7 @@
             "tr",
             { class: "clickable", "data-execution": x.id, onclick: () => (location.hash = href) },
             el("td", {}, el("a", { href }, `#${x.number}`)),
-            el("td", {}, badge(x.status)),
+            el("td", {}, badge(x.status), x.completed_with_failures ? el("span", { class: "badge s-failed small-badge", title: "completed, with failures" }, "with failures") : null),
             el("td", {}, el("a", { href: vhref, onclick: (e) => e.stopPropagation() }, vnum ? `v${vnum}` : x.version_id.slice(0, 8))),
             el("td", {}, x.input_mode),
             el("td", { class: "wide" }, progressBar(x, false)),
@@ -1283,17 +1291,21 @@
         const e = await postJson(`/workflows/${wf}/estimate`, body);
         if (seq !== estimateSeq) return;
         const cell = (label, value, testid) => el("div", { class: "stat" }, el("div", { class: "value", "data-testid": testid }, value), el("div", { class: "label" }, label));
+        const caveats = [];
+        if (e.items_exact === false) caveats.push(`items scaled from the ${fmtInt(e.items_read)} read`);
+        if (e.sample_failures) caveats.push(`${fmtInt(e.sample_failures)} of ${fmtInt(e.sample_size)} sampled items would fail`);
         replace(
           estimate,
           el("h3", {}, "Estimate ", el("span", { class: "muted small" }, "before it starts: from the filter, the templates' sizes on a sample and the price table")),
           el("div", { class: "stats" },
-            cell("items", fmtInt(e.items), "estimate-items"),
+            cell("items", (e.items_exact === false ? "≈ " : "") + fmtInt(e.items), "estimate-items"),
             cell("model calls", fmtInt(e.model_calls), "estimate-calls"),
             cell("tokens in / out", `${fmtInt(e.input_tokens)} / ${fmtInt(e.output_tokens)}`, "estimate-tokens"),
             cell("model cost", fmtMoney(e.model_cost), "estimate-model-cost"),
             cell("AWS cost", fmtMoney(e.aws_cost), "estimate-aws-cost"),
             cell(`time at parallelism ${fmtInt(body.batch_config.parallelism)}`, fmtDuration((e.duration_seconds || 0) * 1000), "estimate-duration"),
           ),
+          caveats.length ? el("p", { class: "muted small caveats", "data-testid": "estimate-caveats" }, caveats.join(" · ")) : null,
         );
       } catch (err) {
         if (seq !== estimateSeq) return;
