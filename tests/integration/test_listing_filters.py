@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from tests.integration.test_batch import ok, wait
 
+from relayflow.client import Client
 from relayflow_runtime.services import batch_results
 
 # One stack for the module: each test makes a workflow of its own.
@@ -35,7 +36,7 @@ def pages(api: Any, path: str, query: dict[str, str]) -> list[list[dict[str, Any
             return found
 
 
-def test_a_versions_runs_are_listed_alone_newest_first_across_pages(api: Any) -> None:
+def test_a_versions_runs_are_listed_alone_newest_first_across_pages(api: Any, client: Client) -> None:
     # Given a workflow with two versions and runs of each, interleaved
     workflow = ok(api("POST", "/workflows", {"name": "two versions"}), 201)
     first, second = version_with_echo(api, workflow["id"]), version_with_echo(api, workflow["id"])
@@ -59,10 +60,13 @@ def test_a_versions_runs_are_listed_alone_newest_first_across_pages(api: Any) ->
         wait(api, workflow["id"], run_id)
     both = ok(api("GET", path, query={"version_id": first, "status": "completed"}))
     assert sorted(x["id"] for x in both["items"]) == sorted(started[first])
+    # And the client passes it
+    listed_by_client = client.get_workflow_executions(workflow["id"], version_id=second)
+    assert [x.id for x in listed_by_client] == list(reversed(started[second]))
 
 
 def test_a_batchs_failed_items_are_paged_alone_in_list_order_even_past_the_scan_bound(
-    api: Any, monkeypatch: pytest.MonkeyPatch
+    api: Any, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a finished batch run of 30 items, every seventh not JSON for a JSON node (it fails)
     dataset = ok(api("POST", "/datasets", {"name": "mixed"}), 201)
@@ -93,6 +97,8 @@ def test_a_batchs_failed_items_are_paged_alone_in_list_order_even_past_the_scan_
     assert [len(page) for page in failed_pages] == [2, 2, 0]
     completed = [x["source_item_id"] for page in completed_pages for x in page]
     assert completed == [f"it-{i:02d}" for i in range(30) if i % 7 != 3]
+    by_client = client.get_execution_results(workflow["id"], run["id"], limit=10, status="failed")
+    assert [x.source_item_id for x in by_client] == failed
 
     # And with a scan bound of 4 items a page, pages come short or empty but still carry on to the end
     monkeypatch.setattr(batch_results, "FILTER_SCAN_ITEMS", 4)

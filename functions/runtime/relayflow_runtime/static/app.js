@@ -735,7 +735,7 @@
     const parts = [state];
     if ((n.attempts || 0) > 1) parts.push(`↻${n.attempts}`);
     const start = parseTime(n.started_at);
-    const ms = n.status === "running" && !Number.isNaN(start) ? Date.now() - start : n.duration_ms;
+    const ms = n.status === "running" && !Number.isNaN(start) ? Date.now() - start : n.duration_ms ?? parseTime(n.completed_at) - start;
     if (ms !== null && ms !== undefined && !Number.isNaN(ms)) parts.push(fmtDuration(ms));
     return parts.join(" · ");
   }
