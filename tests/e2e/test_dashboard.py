@@ -375,10 +375,13 @@ def test_a_failed_run_shows_how_far_it_got_and_a_completed_run_its_failed_contin
     expect(browser_page.get_by_test_id("attempts")).not_to_contain_text("completed")
     shot(browser_page, "run-failed")
 
-    # And the workflow's list does not draw it full either
+    # And the workflow's list does not draw it full either: the run's own node counts where the
+    # API keeps them on list pages, else the node it stopped at
     browser_page.get_by_role("link", name="Breaks midway").click()
     row = browser_page.locator(f'[data-execution="{failed.id}"]')
-    expect(row).to_contain_text("failed at node 2 of 3")
+    how_far = re.compile(r"failed at node 2 of 3|1 / 3 nodes completed · 1 failed · 1 skipped")
+    expect(row).to_contain_text(how_far)
+    assert "3 / 3" not in row.inner_text()
 
     # When the run that completed with a failed `continue` node is opened, it says so
     open_page(browser_page, served, local_stack, f"/workflows/{soft_id}/executions/{soft.id}")
@@ -388,6 +391,24 @@ def test_a_failed_run_shows_how_far_it_got_and_a_completed_run_its_failed_contin
     expect(browser_page.get_by_test_id("progress")).to_contain_text("2 / 3 nodes completed · 1 failed")
     expect(graph_node(browser_page, soft_ids["Optional"])).to_have_attribute("data-state", "failed")
     shot(browser_page, "run-completed-with-failed-node")
+
+    # When the API answers a node running again after a failed attempt (a moment of a live run,
+    # stood in for by rewriting the failed run's answer as it was then), the graph shows it retrying
+    def as_while_retrying(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        body.update(status="running", completed_at=None, error=None)
+        broken = body["node_executions"][ids["Broken"]]
+        broken.update(status="running", completed_at=None, error=None)
+        broken["attempt_errors"] = broken["attempt_errors"][:1]
+        body["node_executions"][ids["Report"]]["status"] = "pending"
+        route.fulfill(response=response, json=body)
+
+    browser_page.route(re.compile(rf".*/executions/{failed.id}$"), as_while_retrying)
+    open_page(browser_page, served, local_stack, f"/workflows/{workflow_id}/executions/{failed.id}")
+    expect(graph_node(browser_page, ids["Broken"])).to_have_attribute("data-state", "retrying")
+    expect(graph_node(browser_page, ids["Broken"]).locator(".gmeta")).to_contain_text("retrying · ↻2")
+    expect(graph_node(browser_page, ids["Report"])).to_have_attribute("data-state", "pending")
     assert console.errors == []
 
 
