@@ -305,6 +305,8 @@ def test_a_live_run_shows_each_node_state_on_its_graph_and_a_node_its_attempts(
     expect(attempts.nth(0)).to_contain_text("failed")
     expect(attempts.nth(0)).to_contain_text("builtin flaky model")
     expect(attempts.nth(1)).to_contain_text("completed")
+    for index in range(2):  # each attempt's start (date, time, zone) and end
+        assert SHOWN_TIME.search(attempts.nth(index).get_by_test_id("attempt-time").inner_text())
     assert SHOWN_TIME.search(browser_page.get_by_test_id("node-times").inner_text())
 
     # And once the run ends every node is completed, the bar full, the result shown

@@ -920,14 +920,15 @@
     );
   }
 
-  // Each attempt of a node: its number, how it ended and its error (the record keeps every failed
-  // attempt's error; the times are the node's: first start, last end).
+  // Each attempt of a node: its number, how it ended, when it started and ended, and its error
+  // (the record keeps every failed attempt's error and times; the latest attempt's start).
   function attemptRows(n) {
     const errors = new Map();
     for (const line of n.attempt_errors || []) {
       const match = /^attempt (\d+): ([\s\S]*)$/.exec(line);
       if (match) errors.set(Number(match[1]), match[2]);
     }
+    const times = new Map((n.attempt_times || []).map((t) => [t.attempt, t]));
     const count = Math.max(n.attempts || 0, ...errors.keys(), 0);
     const rows = [];
     for (let i = 1; i <= count; i += 1) {
@@ -935,7 +936,20 @@
       let outcome = errors.has(i) ? "failed" : last ? nodeState(n) : "failed";
       if (last && FAILED_NODE.has(n.status)) outcome = n.status;
       const error = errors.get(i) ?? (last && FAILED_NODE.has(n.status) ? n.error : null);
-      rows.push(el("tr", { "data-testid": "attempt" }, el("td", {}, `attempt ${i}`), el("td", {}, badge(outcome)), el("td", { class: error ? "error wrap" : "muted" }, error || "–")));
+      const t = times.get(i) || {};
+      const started = t.started_at || (last ? n.attempt_started_at || (count === 1 ? n.started_at : null) : null);
+      const ended = t.failed_at || (last ? n.completed_at : null);
+      const took = started && ended ? fmtDuration(parseTime(ended) - parseTime(started)) : "";
+      rows.push(
+        el(
+          "tr",
+          { "data-testid": "attempt" },
+          el("td", {}, `attempt ${i}`),
+          el("td", {}, badge(outcome)),
+          el("td", { class: "muted", "data-testid": "attempt-time" }, started ? `${fmtTime(started)} → ${ended ? fmtTime(ended).slice(11) : "…"}${took ? ` (${took})` : ""}` : "–"),
+          el("td", { class: error ? "error wrap" : "muted" }, error || "–"),
+        ),
+      );
     }
     return rows;
   }
