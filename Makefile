@@ -16,9 +16,12 @@ ASL_VALIDATOR_VERSION := 4.0.0
 SERIAL_TESTS := tests/integration/test_schemathesis.py
 # Debian's own Chromium for the dashboard's browser test (Playwright drives it; nothing is downloaded).
 CHROMIUM := /usr/bin/chromium
+# The dashboard's graph layout, vendored (served with the page, never from a CDN): static/VENDORED.md.
+DAGRE_VERSION := 3.1.4
+STATIC := functions/runtime/relayflow_runtime/static
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint cfn-lint checkov sam-validate bench serve clean browser
+.PHONY: help demo test lint cfn-lint checkov sam-validate bench serve clean browser vendor-dagre
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +60,14 @@ $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 browser: $(CHROMIUM) ## Install headless Chromium (Debian's package) for the dashboard test
+
+vendor-dagre: ## Copy @dagrejs/dagre's browser bundle at DAGRE_VERSION into the dashboard's static/
+	rm -rf .vendor-dagre && mkdir .vendor-dagre
+	cd .vendor-dagre && npm pack --silent @dagrejs/dagre@$(DAGRE_VERSION) && tar xzf *.tgz
+	cp .vendor-dagre/package/dist/dagre.min.js $(STATIC)/dagre.min.js
+	cp .vendor-dagre/package/LICENSE $(STATIC)/dagre.LICENSE.txt
+	rm -rf .vendor-dagre
+	sha256sum $(STATIC)/dagre.min.js
 
 lint: $(STAMP) cfn-lint checkov ## ruff + mypy + cfn-lint + checkov + import-linter (the runtime's layers)
 	$(BIN)/ruff check functions tests bench

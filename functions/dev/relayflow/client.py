@@ -333,14 +333,17 @@ class Client:
         next_token: str | None = None,
         created_after: str | None = None,
         created_before: str | None = None,
+        version_id: str | None = None,
     ) -> Page[Execution]:
-        """Newest first; iterate the result, and pass ``.next_token`` back for the next page."""
+        """Newest first (only ``version_id``'s runs when given); iterate the result, and pass
+        ``.next_token`` back for the next page."""
         params = {
             "limit": limit,
             "status": status,
             "next_token": next_token,
             "created_after": created_after,
             "created_before": created_before,
+            "version_id": version_id,
         }
         return self._page(Execution, self._json("GET", f"/workflows/{workflow_id}/executions", params=params))
 
@@ -578,14 +581,20 @@ class Client:
         return self.get_dataset_version(dataset_id, version_id).item_count
 
     def get_execution_results(
-        self, workflow_id: str, execution_id: str, limit: int = 100, next_token: str | None = None
+        self,
+        workflow_id: str,
+        execution_id: str,
+        limit: int = 100,
+        next_token: str | None = None,
+        status: str | None = None,
     ) -> Page[BatchItemResult]:
         """A page of a batch run's items (``{source_item_id, status, input, output, error}``), in
-        the order of the dataset; every item appears exactly once across the pages."""
+        the order of the dataset; every item appears exactly once across the pages. With
+        ``status`` (``"failed"``), only those items: a page can then be short, even empty, with a
+        ``next_token`` to read on."""
         path = f"/workflows/{workflow_id}/executions/{execution_id}/results"
-        return self._page(
-            BatchItemResult, self._json("GET", path, params={"limit": limit, "next_token": next_token})
-        )
+        params = {"limit": limit, "next_token": next_token, "status": status}
+        return self._page(BatchItemResult, self._json("GET", path, params=params))
 
     def download_execution_results(
         self,

@@ -219,6 +219,14 @@ class TokenUsage(Entity):
     estimated_cost: float | None = None
 
 
+class AttemptTime(Entity):
+    """When a failed attempt of a node started and failed (its error: ``attempt_errors``)."""
+
+    attempt: int
+    started_at: str | None = None
+    failed_at: str | None = None
+
+
 class NodeExecution(Entity):
     """One node of a run: what it was sent (``prompt``), what the model answered (``output``, the
     text; empty until the node completes), and for a node declared ``output_format: "json"`` the
@@ -236,7 +244,11 @@ class NodeExecution(Entity):
     error: str | None = None
     attempts: int = 0
     attempt_errors: list[str] = Field(default_factory=list)
+    #: Single runs: each failed attempt's start and failure, in order (runs recorded before: none).
+    attempt_times: list[AttemptTime] = Field(default_factory=list)
     started_at: str | None = None
+    #: Single runs: when its latest attempt started.
+    attempt_started_at: str | None = None
     completed_at: str | None = None
     usage: TokenUsage | None = None
 
@@ -256,13 +268,16 @@ class ExecutionTrigger(Entity):
     version_id: str | None = None
 
 
+BatchItemStatus = Literal["pending", "completed", "failed"]
+
+
 class BatchItemResult(Entity):
     """One item of a batch run, as the results API returns it: ``output`` is the text its last node
     produced (empty until the item completes), ``parsed_output`` that node's parsed value when it
     is declared ``output_format: "json"``."""
 
     source_item_id: str
-    status: Literal["pending", "completed", "failed"] = "pending"
+    status: BatchItemStatus = "pending"
     input: Any = None
     output: str = ""
     parsed_output: Any = None

@@ -29,6 +29,7 @@ from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import (
     BatchItemResult,
+    BatchItemStatus,
     Execution,
     ExecutionResults,
     NodeExecution,
@@ -106,30 +107,66 @@ def _result(
     return BatchItemResult.model_validate({**outcome, "source_item_id": entry_id, "input": text, **texts})
 
 
+#: Items a page filtered by status reads through at most: a page of a rare status can be short (or
+#: empty) with a ``next_token`` to read on from where it stopped, like a DynamoDB filtered query.
+FILTER_SCAN_ITEMS = 1_000
+
+
 def results_page(
-    tenant: str, execution: Execution, limit: int, next_token: str | None
+    tenant: str,
+    execution: Execution,
+    limit: int,
+    next_token: str | None,
+    status: BatchItemStatus | None = None,
 ) -> tuple[list[BatchItemResult], str | None]:
-    """Items in list order, each exactly once; the cursor is a byte offset in the run's list."""
+    """Items in list order, each exactly once; the cursor is a byte offset in the run's list. With
+    ``status``, only the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
     offset = dataset_service.decode_offset(next_token)
-    page: list[tuple[str, dict[str, Any]]] = []
-    token: str | None = None
+    chunk_size = limit if status is None else max(limit, 100)
+    budget = limit if status is None else max(limit, FILTER_SCAN_ITEMS)
+    kept: list[BatchItemResult] = []
+    chunk: list[tuple[int, str, dict[str, Any]]] = []
     prefix = run_records.execution_prefix(tenant, execution.id)
+
+    def read(chunk: list[tuple[int, str, dict[str, Any]]]) -> str | None:
+        """Keep the chunk's results that pass; the cursor of the first one left unread, if any."""
+        ids = [entry_id for _, entry_id, _ in chunk]
+        outcomes = deps.stores().batches.outcomes(tenant, execution.id, ids)
+        for start, entry_id, item in chunk:
+            if len(kept) == limit:
+                return dataset_service.encode_offset(start)
+            result = _result(execution, entry_id, item, outcomes.get(entry_id))
+            if status is None or result.status == status:
+                kept.append(result)
+        return None
+
+    scanned = 0
     try:
         for start, entry in item_lists.entries(item_lists.list_key(prefix), offset):
-            if len(page) == limit:
-                token = dataset_service.encode_offset(start)
-                break
-            page.append((entry.id, item_lists.item_of(entry)))
+            if len(kept) == limit or scanned == budget:
+                return kept, dataset_service.encode_offset(start)
+            chunk.append((start, entry.id, item_lists.item_of(entry)))
+            scanned += 1
+            if len(chunk) == chunk_size or scanned == budget:
+                token = read(chunk)
+                chunk = []
+                if token is not None:
+                    return kept, token
     except NotFound:  # the list is not written yet (the run is being prepared)
         return [], None
-    outcomes = deps.stores().batches.outcomes(tenant, execution.id, [entry_id for entry_id, _ in page])
-    return [_result(execution, entry_id, item, outcomes.get(entry_id)) for entry_id, item in page], token
+    return kept, read(chunk) if chunk else None
 
 
 def get_results(
-    tenant: str, workflow_id: str, execution_id: str, limit: int, next_token: str | None
+    tenant: str,
+    workflow_id: str,
+    execution_id: str,
+    limit: int,
+    next_token: str | None,
+    status: BatchItemStatus | None = None,
 ) -> tuple[list[BatchItemResult], str | None]:
-    return results_page(tenant, _batch_record(tenant, workflow_id, execution_id)[0], limit, next_token)
+    execution = _batch_record(tenant, workflow_id, execution_id)[0]
+    return results_page(tenant, execution, limit, next_token, status)
 
 
 def iter_results(tenant: str, execution: Execution, page_size: int = 500) -> Iterator[BatchItemResult]:

@@ -448,8 +448,10 @@ def list_executions(
     status: str | None = None,
     created_after: str | None = None,
     created_before: str | None = None,
+    version_id: str | None = None,
 ) -> tuple[list[Execution], str | None]:
-    """Newest first, one page; created_after / created_before bound the creation time (inclusive)."""
+    """Newest first, one page; created_after / created_before bound the creation time (inclusive),
+    ``version_id`` keeps the runs of that version."""
     after = time_bound("created_after", created_after)
     before = time_bound("created_before", created_before)
     if after and before and after > before:
@@ -463,6 +465,7 @@ def list_executions(
         status=status,
         created_after=after,
         created_before=before,
+        version_id=version_id,
     )
     return [to_execution(tenant, r, with_nodes=False) for r in records], token
 

@@ -216,6 +216,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     sk = f"N#{node.id}"
     records = store.node_records(run.tenant, run.execution_id)
     number = attempt + 1
+    started_at = now_iso()
     try:
         store.begin_node_attempt(
             run.tenant,
@@ -224,7 +225,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             node.idx,
             number,
             _node_dict(node) | {"node_id": node.id},
-            now_iso(),
+            started_at,
         )
     except NodeAlreadyEnded as ended:
         # A repeated task of a node recorded already: only what follows the record is left to do.
@@ -255,6 +256,8 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
                 number,
                 str(exc),
                 prompt=pack(prompt, f"{prefix}prompt.json") if prompt is not None else None,
+                started_at=started_at,
+                failed_at=now_iso(),
             )
         except StoreContended:
             # The note is lost, not the error: the machine still gets the model's, and its policy

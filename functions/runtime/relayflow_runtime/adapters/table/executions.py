@@ -94,6 +94,7 @@ class ExecutionStore(BaseStore):
         status: str | None = None,
         created_after: str | None = None,
         created_before: str | None = None,
+        version_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         if status:
             partition, index = Key("gsi2pk").eq(self._status_index(tenant, workflow_id, status)), "gsi2"
@@ -109,7 +110,12 @@ class ExecutionStore(BaseStore):
         elif created_before:
             condition = partition & sort.lte(created_before + "~")
         return self._query_page(
-            key_condition=condition, index=index, limit=limit, next_token=next_token, forward=False
+            key_condition=condition,
+            index=index,
+            limit=limit,
+            next_token=next_token,
+            forward=False,
+            filter_expression=Attr("version_id").eq(version_id) if version_id else None,
         )
 
     def transition_execution(
@@ -323,12 +329,30 @@ class ExecutionStore(BaseStore):
         self._write_node(tenant, execution_id, record_sk, [check, update])
 
     def note_attempt_error(
-        self, tenant: str, execution_id: str, record_sk: str, attempt: int, error: str, prompt: Any = None
+        self,
+        tenant: str,
+        execution_id: str,
+        record_sk: str,
+        attempt: int,
+        error: str,
+        prompt: Any = None,
+        *,
+        started_at: str | None = None,
+        failed_at: str | None = None,
     ) -> None:
-        """Record a failed attempt's error (and the prompt it sent, so a failed node shows it)."""
+        """Record a failed attempt's error (and the prompt it sent, so a failed node shows it), and
+        when it started and failed (``attempt_times``)."""
         key = node_record_key(tenant, execution_id, record_sk)
-        expression = "SET attempt_errors = list_append(if_not_exists(attempt_errors, :e), :one), #err = :msg"
-        values: dict[str, Any] = {":e": [], ":one": [f"attempt {attempt}: {error}"], ":msg": error}
+        expression = (
+            "SET attempt_errors = list_append(if_not_exists(attempt_errors, :e), :one), #err = :msg, "
+            "attempt_times = list_append(if_not_exists(attempt_times, :e), :time)"
+        )
+        values: dict[str, Any] = {
+            ":e": [],
+            ":one": [f"attempt {attempt}: {error}"],
+            ":msg": error,
+            ":time": [{"attempt": attempt, "started_at": started_at, "failed_at": failed_at}],
+        }
         if prompt is not None:
             expression += ", prompt = :prompt"
             values[":prompt"] = prompt

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from relayflow_runtime.domain.disposition import content_disposition
 from relayflow_runtime.handlers.context import Limit, NextToken, current_tenant
 from relayflow_runtime.schemas import api, dataset_api
-from relayflow_runtime.schemas.entities import Execution
+from relayflow_runtime.schemas.entities import BatchItemStatus, Execution
 from relayflow_runtime.schemas.responses import (
     BatchItemDetail,
     BatchItemResultPage,
@@ -169,8 +169,9 @@ def execute_workflow(
     "/workflows/<workflow_id>/executions",
     operation_id="getWorkflowExecutions",
     summary="List a workflow's executions",
-    description="Execution history, newest first, a page at a time; filter by `status` and by "
-    "creation time (`created_after`, `created_before`: RFC 3339 times, bounds included). Pages "
+    description="Execution history, newest first, a page at a time; filter by `status`, by "
+    "`version_id` (the runs of one version) and by creation time (`created_after`, "
+    "`created_before`: RFC 3339 times, bounds included). Pages "
     "leave out node details and batch results: get one execution for those.",
     tags=["executions"],
     response_description="A page of executions",
@@ -191,6 +192,9 @@ def list_executions(
             "created_after (400 invalid_time_range)."
         ),
     ] = None,
+    version_id: Annotated[
+        str | None, Query(max_length=64, description="Only the executions of this workflow version.")
+    ] = None,
 ) -> ExecutionPage:
     items, token = executions.list_executions(
         _tenant(),
@@ -200,6 +204,7 @@ def list_executions(
         status=status,
         created_after=created_after,
         created_before=created_before,
+        version_id=version_id,
     )
     return ExecutionPage(items=items, next_token=token)
 
@@ -332,10 +337,20 @@ def get_results(
     format: Annotated[
         ResultsFormat, Query(description="A page (json) or the whole set (jsonl, csv).")
     ] = "json",
+    status: Annotated[
+        BatchItemStatus | None,
+        Query(
+            description="json pages: only the items in this status (e.g. `failed`). A page reads "
+            f"at most {batch_results.FILTER_SCAN_ITEMS} items of the list, so it can be short or "
+            "empty with a `next_token` to read on."
+        ),
+    ] = None,
 ):
     if format != "json":
         return _download(batch_results.download_results(_tenant(), workflow_id, execution_id, format))
-    items, token = batch_results.get_results(_tenant(), workflow_id, execution_id, limit, next_token)
+    items, token = batch_results.get_results(
+        _tenant(), workflow_id, execution_id, limit, next_token, status
+    )
     return _json(200, BatchItemResultPage(items=items, next_token=token))
 
 
