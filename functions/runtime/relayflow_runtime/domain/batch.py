@@ -166,12 +166,12 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     )
 
 
-def batch_overdue_after_seconds(settings: dict[str, Any], timeout: int) -> int:
+def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
     """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
     children at its worst case (``item_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
-    at_once = max(1, int(settings.get("children") or 1)) * max(1, int(settings.get("items_per_child") or 1))
-    waves = max(1, math.ceil(int(settings.get("total") or 0) / at_once))
-    worst = waves * int(settings.get("item_timeout") or LAMBDA_LIMIT_SECONDS)
+    at_once = max(1, settings.children) * max(1, settings.items_per_child)
+    waves = max(1, math.ceil(settings.total / at_once))
+    worst = waves * (settings.item_timeout or LAMBDA_LIMIT_SECONDS)
     return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 

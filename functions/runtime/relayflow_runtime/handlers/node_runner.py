@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from relayflow_runtime.domain.batch import ItemEntry
+from relayflow_runtime.domain.batch import BatchSettings, ItemEntry
 from relayflow_runtime.domain.engine import NodeTask, RunRef
 from relayflow_runtime.services import (
     batch,
@@ -73,7 +73,8 @@ def _batch(action: str, event: dict[str, Any], run: RunRef, remaining_ms: int | 
         return batch.reserve_budget(event)
     if action == "await_budget":
         timeout, token = int(event["timeout"]), str(event["token"])
-        budget.await_budget(run.tenant, run.execution_id, event["batch"], timeout, token)
+        settings = BatchSettings.model_validate(event["batch"])
+        budget.await_budget(run.tenant, run.execution_id, settings, timeout, token)
         return None
     if action == "run_items":
         return batch_items.run_items(run, _entries(event), remaining_ms=_child_time(event, remaining_ms))

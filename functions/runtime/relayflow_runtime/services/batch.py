@@ -332,21 +332,26 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
 
 
 # ---- reserve_budget (the machine) ------------------------------------------------------------------
-def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
+def reserve_budget(
+    event: dict[str, Any], *, env: deps.Deps | None = None, limits: budget.BudgetLimits | None = None
+) -> dict[str, Any]:
     """The body of the node runner's ``reserve_budget`` action (batch machine, state ReserveBudget).
 
-    ``event`` is ``{"run": {"tenant", "workflow_id", "execution_id"}, "batch": {..., "children",
-    "items_per_child"}, "timeout"}``. Returns the event (with ``batch.children`` narrowed when the
-    batch alone is larger than the budget, and ``timeout`` the clock the run's Race starts: its own
-    timeout, at most what is left of its time since it was created, services/retention.py) once the
-    share is reserved and the run is ``running``.
+    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "timeout"}``. Returns the event (with
+    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``timeout`` the
+    clock the run's Race starts: its own timeout, at most what is left of its time since it was
+    created, services/retention.py) once the share is reserved and the run is ``running``.
     Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
     when the run was cancelled (or ended) while it waited.
     """
-    run = event["run"]
-    tenant, execution_id = run["tenant"], run["execution_id"]
-    store = deps.stores().executions
-    batch, outcome = budget.reserve(tenant, execution_id, event["batch"])
+    env = deps.given(env)
+    run = RunRef.model_validate(event["run"])
+    tenant, execution_id = run.tenant, run.execution_id
+    store = env.executions
+    settings, outcome = budget.reserve(
+        tenant, execution_id, BatchSettings.model_validate(event["batch"]), env=env, limits=limits
+    )
+    batch = settings.model_dump(mode="json")
     if outcome == "not_pending":
         record = store.get_execution(tenant, execution_id)
         if record["status"] != Status.RUNNING:
@@ -354,13 +359,15 @@ def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
         return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
     record = store.get_execution(tenant, execution_id)
     clock = _clock(record, event)
-    fields = {"started_at": now_iso(), "overdue_at": iso_in(batch_overdue_after_seconds(batch, clock))}
-    moved = transitions.transition(tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields)
+    fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
+    moved = transitions.transition(
+        tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields, env=env
+    )
     if moved is None:
         record = store.get_execution(tenant, execution_id)
         if record["status"] != Status.RUNNING:
             # Cancelled between the reservation and the move: give the share back at once.
-            budget.release(tenant, execution_id)
+            budget.release(tenant, execution_id, env=env, limits=limits)
             raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
     return {**event, "batch": batch, "timeout": clock}
 

@@ -31,7 +31,7 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
 
 
 def _single_run_usage(
-    tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
+    tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None, env: deps.Deps
 ) -> dict[str, Any]:
     """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
     own, so finishing siblings never write one shared item). An ended run keeps the sum on its
@@ -42,11 +42,14 @@ def _single_run_usage(
             return record
         if record.get("status") == ExecutionStatus.PENDING:
             return {}
-        node_records = deps.stores().executions.node_records(tenant, record["id"])
+        node_records = env.executions.node_records(tenant, record["id"])
     return sum_usage(r.get("usage") for r in node_records)
 
 
-def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
+def to_execution(
+    tenant: str, record: dict[str, Any], *, with_nodes: bool = True, env: deps.Deps | None = None
+) -> Execution:
+    env = deps.given(env)
     data = dict(record)
     # A single run stores its final output's text and, for a JSON node, the parsed value apart
     # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
@@ -70,9 +73,9 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
     if data.get("input_mode", "single") == "single":
         if with_nodes:
             records = sorted(
-                deps.stores().executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
+                env.executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
             )
-        counters = _single_run_usage(tenant, data, records)
+        counters = _single_run_usage(tenant, data, records, env)
     else:
         counters = data
     if "input_tokens" in counters or "output_tokens" in counters:
@@ -83,5 +86,5 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
     if records is not None:
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
-        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
+        batch_results.fill_progress(tenant, execution, with_results=with_nodes, store=env.batches)
     return execution

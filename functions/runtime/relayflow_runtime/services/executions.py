@@ -541,22 +541,26 @@ def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
 
 
 # ---- transitions -----------------------------------------------------------------------------------
-def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
-    record = get_execution_record(tenant, workflow_id, execution_id)
+def cancel_execution(
+    tenant: str, workflow_id: str, execution_id: str, *, env: deps.Deps | None = None
+) -> Execution:
+    env = deps.given(env)
+    record = get_execution_record(tenant, workflow_id, execution_id, env)
     if record["status"] == "cancelled":
-        return to_execution(tenant, record)
-    now = now_iso()
+        return to_execution(tenant, record, env=env)
+    now = env.now()
     updated = transition(
         tenant,
         record,
         allowed_from("cancelled"),
         "cancelled",
         {"completed_at": now, "error": "cancelled by request"},
+        env=env,
     )
     if updated is None:
-        record = get_execution_record(tenant, workflow_id, execution_id)
+        record = get_execution_record(tenant, workflow_id, execution_id, env)
         if record["status"] == "cancelled":
-            return to_execution(tenant, record)
+            return to_execution(tenant, record, env=env)
         raise Conflict(
             f"execution '{execution_id}' already finished ({record['status']}); only pending or running "
             "executions can be cancelled.",
@@ -564,24 +568,22 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
         )
     if record.get("sfn_execution_arn"):
         try:
-            deps.machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+            env.machines.stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
         except Exception:
             # The cancel is already recorded and is the truth: every remaining task of the run finds
             # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.
             logger.exception(
                 "could not stop the state machine execution", extra={"execution_id": execution_id}
             )
-    deps.stores().executions.close_open_nodes(
-        tenant, execution_id, CLOSE_ON_CANCEL, "cancelled by request", now
-    )
-    _fail_open_gates(tenant, execution_id)
-    return to_execution(tenant, updated)
+    env.executions.close_open_nodes(tenant, execution_id, CLOSE_ON_CANCEL, "cancelled by request", now)
+    _fail_open_gates(tenant, execution_id, env)
+    return to_execution(tenant, updated, env=env)
 
 
-def _fail_open_gates(tenant: str, execution_id: str) -> None:
+def _fail_open_gates(tenant: str, execution_id: str, env: deps.Deps) -> None:
     """Fail the tasks of nodes still parked on their gates. StopExecution alone ends them on AWS;
     moto's interpreter never ends a run parked on a task token otherwise."""
-    for record in deps.stores().executions.node_records(tenant, execution_id):
+    for record in env.executions.node_records(tenant, execution_id):
         token = record.get("token")
         if (
             token
@@ -589,6 +591,6 @@ def _fail_open_gates(tenant: str, execution_id: str) -> None:
             and not record.get("attempts")
         ):
             try:
-                deps.machines().fail_task(token, error="Cancelled", cause="cancelled by request")
+                env.machines.fail_task(token, error="Cancelled", cause="cancelled by request")
             except Exception:
                 logger.exception("could not fail a parked gate", extra={"execution_id": execution_id})

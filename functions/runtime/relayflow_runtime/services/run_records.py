@@ -40,9 +40,11 @@ def load_plan(tenant: str, execution_id: str) -> Plan:
     return Plan.model_validate(deps.blobs().get_json(plan_key(tenant, execution_id)))
 
 
-def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
+def get_execution_record(
+    tenant: str, workflow_id: str, execution_id: str, env: deps.Deps | None = None
+) -> dict[str, Any]:
     """The stored execution of this workflow; 404 for another workflow's, or one being deleted."""
-    record = deps.stores().executions.get_execution(tenant, execution_id)
+    record = deps.given(env).executions.get_execution(tenant, execution_id)
     # A batch run being deleted (on the jobs machine) is already gone for every reader.
     if record["workflow_id"] != workflow_id or record.get("deleting"):
         raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
