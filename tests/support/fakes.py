@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.budget import BudgetState, ReserveOutcome, Waiter
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import COUNTERS
@@ -25,6 +29,18 @@ from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services.deps import Deps
 
 Key = tuple[str, str]
+
+
+def refuse_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any AWS client or session asked for fail the test (a use case given fakes must ask for
+    none), and write no metric lines."""
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a use case given fakes asked for an AWS client: {args}")
+
+    monkeypatch.setattr(aws, "client", refused)
+    monkeypatch.setattr(aws, "session", refused)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
 
 
 class FakeClock:
@@ -220,9 +236,20 @@ class FakeSweep:
 
 
 class FakeWorkflows:
+    """Workflows, and each version's graph: ``(version, nodes, edges)`` as the store keeps them."""
+
     def __init__(self) -> None:
         self.workflows: dict[Key, dict[str, Any]] = {}
         self.numbers: dict[Key, int] = {}
+        self.graphs: dict[Key, tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = {}
+
+    def version_graph(
+        self, tenant: str, version_id: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        try:
+            return copy.deepcopy(self.graphs[(tenant, version_id)])
+        except KeyError:
+            raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found") from None
 
     def get_workflow(self, tenant: str, workflow_id: str) -> dict[str, Any]:
         try:
@@ -233,6 +260,50 @@ class FakeWorkflows:
     def next_execution_number(self, tenant: str, workflow_id: str) -> int:
         self.numbers[(tenant, workflow_id)] = self.numbers.get((tenant, workflow_id), 0) + 1
         return self.numbers[(tenant, workflow_id)]
+
+
+class FakeModels:
+    def __init__(self) -> None:
+        self.models: dict[Key, dict[str, Any]] = {}
+
+    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
+        try:
+            return copy.deepcopy(self.models[(tenant, model_id)])
+        except KeyError:
+            raise NotFound(f"model '{model_id}' does not exist.", code="model_not_found") from None
+
+
+class FakeRateWindows:
+    """Admission windows: ``open`` says whether a window still has a slot."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.taken: list[int] = []
+
+    def try_take(
+        self,
+        tenant: str,
+        model_id: str,
+        window_start: int,
+        *,
+        max_requests: int | None,
+        max_tokens: int | None,
+        tokens: int,
+        expires_at: int,
+        partition: str | None = None,
+    ) -> bool:
+        if self.open:
+            self.taken.append(window_start)
+        return self.open
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> str:
+        self.sent.append(copy.deepcopy(body))
+        return f"m-{len(self.sent)}"
 
 
 class FakeBlobs:
@@ -247,7 +318,9 @@ class FakeBlobs:
         self.json[key] = copy.deepcopy(value)
 
     def get_json(self, key: str) -> Any:
-        return copy.deepcopy(self.json[key])
+        if key in self.json:
+            return copy.deepcopy(self.json[key])
+        return json.loads(self.objects[key])
 
     def copy(self, source_key: str, dest_key: str) -> None:
         self.objects[dest_key] = self.objects[source_key]
@@ -302,6 +375,9 @@ class Fakes:
     executions: FakeExecutions = field(default_factory=FakeExecutions)
     batches: FakeBatches = field(default_factory=FakeBatches)
     workflows: FakeWorkflows = field(default_factory=FakeWorkflows)
+    models: FakeModels = field(default_factory=FakeModels)
+    rate_windows: FakeRateWindows = field(default_factory=FakeRateWindows)
+    admission_queue: FakeQueue = field(default_factory=FakeQueue)
     blobs: FakeBlobs = field(default_factory=FakeBlobs)
     machines: FakeMachines = field(default_factory=FakeMachines)
     bus: FakeBus = field(default_factory=FakeBus)
@@ -320,9 +396,12 @@ class Fakes:
             budget=self.budget,
             sweep=self.sweep,
             workflows=self.workflows,
+            models=self.models,
+            rate_windows=self.rate_windows,
             blobs=self.blobs,
             machines=self.machines,
             bus=self.bus,
+            admission_queue=self.admission_queue,
             now=self.clock.now,
             time=self.clock.time,
             sleep=self.clock.sleep,

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.support.fakes import Fakes
+from tests.support.fakes import Fakes, refuse_aws
 
-from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.batch import BatchSettings
 from relayflow_runtime.errors import Conflict
 from relayflow_runtime.services import batch, budget, executions, notify, transitions
@@ -23,14 +22,7 @@ WORKFLOW = "wf-1"
 
 @pytest.fixture(autouse=True)
 def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Everything a use case touches is a fake: any AWS client asked for fails the test."""
-
-    def refused(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError(f"a use case given fakes asked for an AWS client: {args}")
-
-    monkeypatch.setattr(aws, "client", refused)
-    monkeypatch.setattr(aws, "session", refused)
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    refuse_aws(monkeypatch)
 
 
 def put_run(fakes: Fakes, execution_id: str, status: str = "pending", **fields: Any) -> dict[str, Any]:

@@ -122,6 +122,33 @@ class Workflows(Protocol):
 
     def next_execution_number(self, tenant: str, workflow_id: str) -> int: ...
 
+    def version_graph(
+        self, tenant: str, version_id: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]: ...
+
+
+class Models(Protocol):
+    """Models (adapters/table/models.py)."""
+
+    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]: ...
+
+
+class RateWindows(Protocol):
+    """Counters per window of time (adapters/rate_windows.py): the admission of single runs."""
+
+    def try_take(
+        self,
+        tenant: str,
+        model_id: str,
+        window_start: int,
+        *,
+        max_requests: int | None,
+        max_tokens: int | None,
+        tokens: int,
+        expires_at: int,
+        partition: str | None = None,
+    ) -> bool: ...
+
 
 class Blobs(Protocol):
     """The bucket (adapters/blobs.py)."""
@@ -145,6 +172,12 @@ class Machines(Protocol):
     def release(self, token: str) -> None: ...
 
     def fail_task(self, token: str, *, error: str, cause: str) -> None: ...
+
+
+class Queue(Protocol):
+    """An SQS queue (adapters/queue.py): the admission queue of single runs."""
+
+    def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> str: ...
 
 
 class Bus(Protocol):
@@ -183,10 +216,14 @@ class Deps:
     budget: Budget
     sweep: Sweep
     workflows: Workflows
+    models: Models
+    rate_windows: RateWindows
     blobs: Blobs
     machines: Machines
     #: None: no bus is configured (nothing is announced).
     bus: Bus | None
+    #: Where single runs wait for their turn; None: the configured queue (services/admission.py).
+    admission_queue: Queue | None = None
     #: The current moment, as every record stores it (domain/clock.py).
     now: Callable[[], str] = field(default=now_iso)
     #: Seconds since the epoch (TTLs, waits).
@@ -204,6 +241,8 @@ def default() -> Deps:
         budget=table.budget,
         sweep=table.sweep,
         workflows=table.workflows,
+        models=table.models,
+        rate_windows=table.rate_windows,
         blobs=blobs(),
         machines=machines(),
         bus=event_bus(),

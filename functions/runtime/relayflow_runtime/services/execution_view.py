@@ -17,14 +17,14 @@ from relayflow_runtime.services.run_records import usage_of
 from relayflow_runtime.services.values import is_ref, unpack
 
 
-def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
+def _node_execution(record: dict[str, Any], execution: dict[str, Any], blobs: deps.Blobs) -> NodeExecution:
     data = dict(record)
     data["status"] = settled_node_status(
         data.get("status", "pending"), execution["status"], execution.get("error")
     )
-    data["output"] = unpack(data.get("output"))
-    data["parsed_output"] = unpack(data.get("parsed_output"))
-    data["prompt"] = unpack(data.get("prompt"))
+    data["output"] = unpack(data.get("output"), blobs)
+    data["parsed_output"] = unpack(data.get("parsed_output"), blobs)
+    data["prompt"] = unpack(data.get("prompt"), blobs)
     if data.get("usage"):
         data["usage"] = usage_of(data["usage"])
     return NodeExecution.model_validate(data)
@@ -54,13 +54,13 @@ def to_execution(
     # A single run stores its final output's text and, for a JSON node, the parsed value apart
     # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
     # item outcomes (batch_results.fill_progress).
-    stored = unpack(data.pop("results", None))
-    parsed = unpack(data.pop("results_parsed", None))
+    stored = unpack(data.pop("results", None), env.blobs)
+    parsed = unpack(data.pop("results_parsed", None), env.blobs)
     if data.get("input_mode", "single") == "single":
         data["results"] = ExecutionResults.of_single_run(stored, parsed)
     if is_ref(data.get("single_input")):
         # Pages of the history leave a long input out; the execution itself returns it whole.
-        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
+        data["single_input"] = unpack(data["single_input"], env.blobs) if with_nodes else None
     current = data.pop("current_node", None)
     if current:
         # The runner moves only this small attribute; progress keeps the totals set at start.
@@ -84,7 +84,7 @@ def to_execution(
         data.pop("waiting_reason", None)  # why a run waited is no news once it started or ended
     execution = Execution.model_validate(data)
     if records is not None:
-        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
+        execution.node_executions = {r["node_id"]: _node_execution(r, record, env.blobs) for r in records}
     if execution.input_mode == "batch":
         batch_results.fill_progress(tenant, execution, with_results=with_nodes, store=env.batches)
     return execution

@@ -70,9 +70,11 @@ def _decode_file(file: api.FileInput) -> bytes:
     return data
 
 
-def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> str:
+def resolve_version(
+    tenant: str, workflow_id: str, version_id: str | None, env: deps.Deps | None = None
+) -> str:
     """The version a run uses: the one asked for, else the workflow's active version."""
-    workflow = authoring.get_workflow(tenant, workflow_id)
+    workflow = authoring.get_workflow(tenant, workflow_id, env)
     version_id = version_id or workflow.active_version_id
     if not version_id:
         raise Conflict(
@@ -82,8 +84,13 @@ def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> st
     return version_id
 
 
-def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
-    version_id = resolve_version(tenant, workflow_id, body.version_id)
+def start_execution(
+    tenant: str, workflow_id: str, body: api.Execute, *, env: deps.Deps | None = None
+) -> Execution:
+    """Start a run of the workflow (its active version, or ``body.version_id``). A batch's
+    submission checks still read the dataset through the configured stores (services/batch.py)."""
+    env = deps.given(env)
+    version_id = resolve_version(tenant, workflow_id, body.version_id, env)
     authoring.check_callback_url(body.callback_url)
     if body.input_mode == "single":
         if (body.single_input is None) == (body.file is None):
@@ -97,7 +104,9 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
                 f"single_input is limited to {MAX_SINGLE_INPUT_CHARS} characters.", code="input_too_large"
             )
     with referenced("version_id") if body.version_id else contextlib.nullcontext():
-        plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
+        plan = build_plan(
+            tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout, env=env
+        )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
     batch_ctx = batch.submission(tenant, body, plan) if body.input_mode == "batch" else None
@@ -112,6 +121,7 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
         else None,
         batch_ctx=batch_ctx,
         extra={"callback_url": body.callback_url} if body.callback_url else {},
+        env=env,
     )
 
 
@@ -258,10 +268,12 @@ def _launch(
     file_key: InputFile | None = None,
     batch_ctx: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    env: deps.Deps | None = None,
 ) -> Execution:
     """Write the execution (pending) and its plan snapshot, then start the template's machine for
     its mode, named by the execution id (the one call to Step Functions a start makes): a single
     run in its turn (services/admission.py), a batch at once (its budget waits in the machine)."""
+    env = deps.given(env)
     prefix = execution_prefix(tenant, execution_id)
     state_machine_arn = machine_arn(plan["mode"])
 
@@ -274,11 +286,11 @@ def _launch(
             content_type=content_type,
             size=len(data),
         )
-        deps.blobs().put_bytes(input_file.key, data, content_type)
-    deps.blobs().put_json(plan_key(tenant, execution_id), plan)
+        env.blobs.put_bytes(input_file.key, data, content_type)
+    env.blobs.put_json(plan_key(tenant, execution_id), plan)
 
-    number = deps.stores().workflows.next_execution_number(tenant, workflow_id)
-    now = now_iso()
+    number = env.workflows.next_execution_number(tenant, workflow_id)
+    now = env.now()
     batch_config = (batch_ctx or {}).get("batch_config")
     execution = Execution(
         id=execution_id,
@@ -302,17 +314,19 @@ def _launch(
     )
     record = execution.model_dump(mode="json", exclude={"node_executions"})
     # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
-    packed_input = pack(single_input, f"{prefix}input.json") if single_input is not None else None
+    packed_input = (
+        pack(single_input, f"{prefix}input.json", blobs=env.blobs) if single_input is not None else None
+    )
     record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
     record["node_order"] = [n["id"] for n in plan["nodes"]]
     # Every other item of the run carries this TTL from the start (services/retention.py).
     record["children_expire_at"] = retention.children_expire_at(now)
-    deps.stores().executions.put_execution(tenant, record)
+    env.executions.put_execution(tenant, record)
     metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
     if plan["mode"] == "single":
         for node in plan["nodes"]:
-            deps.stores().executions.put_node_record_if_absent(
+            env.executions.put_node_record_if_absent(
                 tenant,
                 execution_id,
                 f"N#{node['id']}",
@@ -326,11 +340,11 @@ def _launch(
                 },
             )
 
-    notify.status_changed(tenant, record)
+    notify.status_changed(tenant, record, env)
 
     if plan["mode"] == "batch":  # a batch waits for its share of the batch budget instead
-        admission.start(tenant, record, can_wait=False)
-    elif admission.launch(tenant, record) is None:  # it waits for its turn (services/admission.py)
+        admission.start(tenant, record, can_wait=False, env=env)
+    elif admission.launch(tenant, record, env) is None:  # it waits for its turn (services/admission.py)
         return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
     return execution
 

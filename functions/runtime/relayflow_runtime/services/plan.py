@@ -27,7 +27,7 @@ from relayflow_runtime.schemas.entities import (
     WorkflowVersion,
 )
 from relayflow_runtime.schemas.responses import Problem
-from relayflow_runtime.services import authoring, retention
+from relayflow_runtime.services import authoring, deps, retention
 
 
 def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
@@ -44,7 +44,12 @@ def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str
 
 
 def _problems(
-    tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge], batch: bool
+    tenant: str,
+    version: WorkflowVersion,
+    nodes: list[WorkflowNode],
+    edges: list[WorkflowEdge],
+    batch: bool,
+    env: deps.Deps | None = None,
 ) -> tuple[list[Problem], dict[str, Model]]:
     ids = [n.id for n in nodes]
     names = {n.id: n.name for n in nodes}
@@ -69,7 +74,7 @@ def _problems(
         if node.entity_id in models:
             continue
         try:
-            models[node.entity_id] = authoring.get_model(tenant, node.entity_id)
+            models[node.entity_id] = authoring.get_model(tenant, node.entity_id, env)
         except NotFound:
             problems.append(
                 Problem(
@@ -112,13 +117,20 @@ def validate_version(tenant: str, workflow_id: str, version_id: str, batch: bool
 
 
 def build_plan(
-    tenant: str, workflow_id: str, version_id: str, *, mode: str, timeout: int | None
+    tenant: str,
+    workflow_id: str,
+    version_id: str,
+    *,
+    mode: str,
+    timeout: int | None,
+    env: deps.Deps | None = None,
 ) -> dict[str, Any]:
     """The validated snapshot of a version, ready for the ASL generator and the node runner. A
     ``timeout`` longer than a run may take here (services/retention.py) is refused."""
     retention.check_timeout(timeout)
-    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
-    problems, models = _problems(tenant, version, nodes, edges, mode == "batch")
+    env = deps.given(env)
+    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id, env=env)
+    problems, models = _problems(tenant, version, nodes, edges, mode == "batch", env)
     if problems:
         raise Conflict(
             f"version '{version_id}' cannot run: " + " ".join(p.message for p in problems),
