@@ -1,20 +1,24 @@
 """The use cases at the top of the chain, given in-memory fakes (tests/support/fakes.py) instead of
-the configured stores, bus and state machines: a status change, a cancel, reserving and giving
-back a batch's budget. No moto, no stack: what each use case decides, and what it asks of each
-dependency."""
+the configured stores, bus and state machines: a status change, a cancel, preparing a batch,
+reserving and giving back its budget. No moto, no stack: what each use case decides, and what it
+asks of each dependency."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from tests.support.fakes import Fakes, refuse_aws
 
 from relayflow_runtime.domain.batch import BatchSettings
+from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import Conflict
+from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import batch, budget, executions, notify, transitions
 from relayflow_runtime.services.budget import BudgetExhausted, BudgetLimits, BudgetWaitTooLong
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
+from relayflow_runtime.services.run_records import plan_key
 
 TENANT = "t-usecases"
 WORKFLOW = "wf-1"
@@ -252,3 +256,97 @@ def test_a_release_wakes_at_most_max_woken_waiters() -> None:
         fakes.budget.park(TENANT, name, f"token-{name}", fakes.clock.now(), 0)
     assert budget.release(TENANT, "holder", env=fakes.deps, limits=limits) == 8
     assert fakes.machines.released == ["token-w1", "token-w2"]
+
+
+# ---- preparing a batch -------------------------------------------------------------------------------
+def batch_plan(fakes: Fakes, execution_id: str) -> None:
+    node = {
+        "id": "a",
+        "name": "A",
+        "idx": 0,
+        "template": "{{item.text}}",
+        "timeout": 30,
+        "model": {"id": "m1", "provider": "builtin", "config": {"model": "uppercase"}},
+    }
+    plan = {
+        "workflow_id": WORKFLOW,
+        "version_id": "v-1",
+        "mode": "batch",
+        "timeout": None,
+        "config": {"max_retries": 0, "retry_delay_seconds": 1},
+        "nodes": [node],
+    }
+    fakes.blobs.put_json(plan_key(TENANT, execution_id), plan)
+
+
+def pending_batch(fakes: Fakes, execution_id: str, parallelism: int = 4) -> RunRef:
+    put_batch(fakes, execution_id)
+    config = {"dataset_id": "d", "dataset_version_id": "dv", "parallelism": parallelism}
+    fakes.executions.update_execution(TENANT, execution_id, {"batch_config": config})
+    batch_plan(fakes, execution_id)
+    return RunRef(tenant=TENANT, workflow_id=WORKFLOW, execution_id=execution_id)
+
+
+class ListWriter:
+    """Writes no list: says how many entries and index buckets it wrote, and runs ``during``."""
+
+    def __init__(self, total: int, buckets: int = 1, during: Callable[[], None] = lambda: None) -> None:
+        self.total, self.buckets, self.during = total, buckets, during
+        self.calls = 0
+
+    def __call__(self, tenant: str, record: dict[str, Any], config: BatchConfig) -> tuple[int, int]:
+        self.calls += 1
+        self.during()
+        return self.total, self.buckets
+
+
+def test_preparing_a_batch_sizes_its_map_and_keeps_the_decision_for_a_repeat() -> None:
+    # Given a pending batch of parallelism 4 whose list holds 40 items
+    fakes = Fakes()
+    run = pending_batch(fakes, "p-1", parallelism=4)
+    writer = ListWriter(total=40, buckets=2)
+    # When it is prepared, and the task repeated
+    first = batch.prepare_batch(run, env=fakes.deps, write_items=writer)
+    again = batch.prepare_batch(run, env=fakes.deps, write_items=writer)
+    # Then the Map holds 2 children of 2 items, the run knows its total, still pending
+    settings = BatchSettings.model_validate(first["batch"])
+    assert (settings.children, settings.items_per_child, settings.total) == (2, 2, 40)
+    record = fakes.executions.item(TENANT, "p-1")
+    assert record["status"] == "pending" and record["progress"]["total_items"] == 40
+    assert record["item_index"] == {"buckets": 2}
+    # and the repeat answered the same without writing the list again
+    assert again == first and writer.calls == 1
+
+
+def test_a_batch_with_nothing_to_run_fails_saying_so() -> None:
+    fakes = Fakes()
+    run = pending_batch(fakes, "p-2")
+    with pytest.raises(ExecutionNotRunning, match="no item of the run is left"):
+        batch.prepare_batch(run, env=fakes.deps, write_items=ListWriter(total=0))
+    record = fakes.executions.item(TENANT, "p-2")
+    assert record["status"] == "failed" and record["completed_at"] == fakes.clock.now()
+    assert fakes.bus.statuses() == ["failed"]
+
+
+def test_a_batch_cancelled_while_its_list_is_written_keeps_no_decision() -> None:
+    fakes = Fakes()
+    run = pending_batch(fakes, "p-3")
+    record = fakes.executions.get_execution(TENANT, "p-3")
+
+    def cancel() -> None:
+        transitions.transition(TENANT, record, ("pending",), "cancelled", env=fakes.deps)
+
+    with pytest.raises(ExecutionNotRunning, match="cancelled while its items were prepared"):
+        batch.prepare_batch(run, env=fakes.deps, write_items=ListWriter(total=5, during=cancel))
+    assert "batch" not in fakes.executions.item(TENANT, "p-3")
+
+
+def test_a_batch_no_longer_pending_is_not_prepared() -> None:
+    fakes = Fakes()
+    run = pending_batch(fakes, "p-4")
+    record = fakes.executions.get_execution(TENANT, "p-4")
+    transitions.transition(TENANT, record, ("pending",), "cancelled", env=fakes.deps)
+    writer = ListWriter(total=5)
+    with pytest.raises(ExecutionNotRunning):
+        batch.prepare_batch(run, env=fakes.deps, write_items=writer)
+    assert writer.calls == 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -49,7 +49,7 @@ from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import budget, dataset_service, deps, item_lists, retention, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
-from relayflow_runtime.services.run_records import execution_prefix, load_plan
+from relayflow_runtime.services.run_records import execution_prefix, load_plan, read_plan
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -287,19 +287,33 @@ def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str
     }
 
 
-def prepare_batch(run: RunRef) -> dict[str, Any]:
+#: What writes a run's item list and index: (tenant, record, config) -> (entries, index buckets);
+#: raises _Refused when the run cannot start. Today's: :func:`_write_items` (S3).
+ItemListWriter = Callable[[str, dict[str, Any], BatchConfig], tuple[int, int]]
+
+
+def prepare_batch(
+    run: RunRef, *, env: deps.Deps | None = None, write_items: ItemListWriter | None = None
+) -> dict[str, Any]:
     """Write the run's item list and index, set ``total_items``, size the Map. A repeated call
-    returns what the first decided."""
-    store = deps.stores().executions
+    returns what the first decided. Given ``env``, the plan is read from its bucket each time (the
+    configured bucket's is cached); the item list is written by ``write_items`` (S3 by default)."""
+    cached_plan = env is None
+    env = deps.given(env)
+    store = env.executions
     record = store.get_execution(run.tenant, run.execution_id)
-    plan = load_plan(run.tenant, run.execution_id)
+    plan = (
+        load_plan(run.tenant, run.execution_id)
+        if cached_plan
+        else read_plan(run.tenant, run.execution_id, env.blobs)
+    )
     if record.get("batch"):
         return _machine_input(run, BatchSettings.model_validate(record["batch"]), plan)
     if record["status"] != Status.PENDING:
         raise ExecutionNotRunning(f"the execution is {record['status']}")
     config = BatchConfig.model_validate(record["batch_config"])
     try:
-        total, buckets = _write_items(run.tenant, record, config)
+        total, buckets = (write_items or _write_items)(run.tenant, record, config)
         if total == 0:
             raise _Refused("no item of the run is left to run.")
     except _Refused as refused:
@@ -308,7 +322,8 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
             record,
             (Status.PENDING,),
             Status.FAILED,
-            {"error": str(refused), "completed_at": now_iso()},
+            {"error": str(refused), "completed_at": env.now()},
+            env=env,
         )
         raise ExecutionNotRunning(f"the run did not start: {refused}") from None
     settings = batch_settings(

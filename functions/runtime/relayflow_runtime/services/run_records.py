@@ -34,10 +34,15 @@ def plan_key(tenant: str, execution_id: str) -> str:
     return f"{execution_prefix(tenant, execution_id)}plan.json"
 
 
+def read_plan(tenant: str, execution_id: str, blobs: deps.Blobs) -> Plan:
+    """The execution's plan snapshot, read from ``blobs``."""
+    return Plan.model_validate(blobs.get_json(plan_key(tenant, execution_id)))
+
+
 @lru_cache(maxsize=256)
 def load_plan(tenant: str, execution_id: str) -> Plan:
     """The execution's plan snapshot (S3), read once per warm container (a plan never changes)."""
-    return Plan.model_validate(deps.blobs().get_json(plan_key(tenant, execution_id)))
+    return read_plan(tenant, execution_id, deps.blobs())
 
 
 def get_execution_record(
