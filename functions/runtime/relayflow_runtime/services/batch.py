@@ -75,7 +75,7 @@ def _conflict(message: str, code: str) -> Conflict:
 
 
 # ---- submission (the API) --------------------------------------------------------------------------
-def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
+def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
     """Check a batch submission before a run exists (400 for what the request gets wrong, 409 for
     what the dataset does not allow) and return what the execution starts with: its config and,
     when it is known without reading items, its total."""
@@ -140,7 +140,7 @@ def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:
 
 
 def retry_submission(
-    tenant: str, old: dict[str, Any], plan: dict[str, Any], parallelism: int | None
+    tenant: str, old: dict[str, Any], parallelism: int | None
 ) -> dict[str, Any]:
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""

@@ -28,6 +28,7 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.disposition import clean_filename
+from relayflow_runtime.domain.engine import Plan
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -45,6 +46,7 @@ from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import (
     execution_prefix,
     get_execution_record,
+    load_plan,
     machine_arn,
     plan_key,
 )
@@ -109,7 +111,7 @@ def start_execution(
         )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
-    batch_ctx = batch.submission(tenant, body, plan) if body.input_mode == "batch" else None
+    batch_ctx = batch.submission(tenant, body) if body.input_mode == "batch" else None
     return _launch(
         tenant,
         workflow_id,
@@ -260,7 +262,7 @@ def start_execution_once(
 def _launch(
     tenant: str,
     workflow_id: str,
-    plan: dict[str, Any],
+    plan: Plan,
     *,
     execution_id: str,
     single_input: str | None = None,
@@ -275,7 +277,7 @@ def _launch(
     run in its turn (services/admission.py), a batch at once (its budget waits in the machine)."""
     env = deps.given(env)
     prefix = execution_prefix(tenant, execution_id)
-    state_machine_arn = machine_arn(plan["mode"])
+    state_machine_arn = machine_arn(plan.mode)
 
     input_file: InputFile | None = file_key
     if file is not None:
@@ -287,7 +289,7 @@ def _launch(
             size=len(data),
         )
         env.blobs.put_bytes(input_file.key, data, content_type)
-    env.blobs.put_json(plan_key(tenant, execution_id), plan)
+    env.blobs.put_json(plan_key(tenant, execution_id), plan.model_dump(mode="json"))
 
     number = env.workflows.next_execution_number(tenant, workflow_id)
     now = env.now()
@@ -295,19 +297,19 @@ def _launch(
     execution = Execution(
         id=execution_id,
         workflow_id=workflow_id,
-        version_id=plan["version_id"],
+        version_id=plan.version_id,
         number=number,
         status="pending",
-        input_mode=plan["mode"],
+        input_mode=plan.mode,
         single_input=single_input,
         input_file=input_file,
         batch_config=batch_config,
-        timeout=plan.get("timeout"),
+        timeout=plan.timeout,
         created_at=now,
         progress=ExecutionProgress(
-            total_nodes=len(plan["nodes"]),
+            total_nodes=len(plan.nodes),
             current_node_idx=0,
-            current_node_id=plan["nodes"][0]["id"] if plan["nodes"] else None,
+            current_node_id=plan.nodes[0].id if plan.nodes else None,
             **(batch_ctx or {}).get("progress", {}),
         ),
         **(extra or {}),
@@ -319,21 +321,20 @@ def _launch(
     )
     record["single_input"] = packed_input
     record["state_machine_arn"] = state_machine_arn
-    record["node_order"] = [n["id"] for n in plan["nodes"]]
     # Every other item of the run carries this TTL from the start (services/retention.py).
     record["children_expire_at"] = retention.children_expire_at(now)
     env.executions.put_execution(tenant, record)
-    metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
-    if plan["mode"] == "single":
-        for node in plan["nodes"]:
+    metrics.count(metrics.RUNS_STARTED, Mode=plan.mode)
+    if plan.mode == "single":
+        for node in plan.nodes:
             env.executions.put_node_record_if_absent(
                 tenant,
                 execution_id,
-                f"N#{node['id']}",
+                f"N#{node.id}",
                 {
-                    "node_id": node["id"],
-                    "name": node["name"],
-                    "idx": node["idx"],
+                    "node_id": node.id,
+                    "name": node.name,
+                    "idx": node.idx,
                     "status": "pending",
                     "attempts": 0,
                     "expires_at": record["children_expire_at"],
@@ -342,7 +343,7 @@ def _launch(
 
     notify.status_changed(tenant, record, env)
 
-    if plan["mode"] == "batch":  # a batch waits for its share of the batch budget instead
+    if plan.mode == "batch":  # a batch waits for its share of the batch budget instead
         admission.start(tenant, record, can_wait=False, env=env)
     elif admission.launch(tenant, record, env) is None:  # it waits for its turn (services/admission.py)
         return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
@@ -352,7 +353,7 @@ def _launch(
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
     old = get_execution_record(tenant, workflow_id, execution_id)
-    plan = deps.blobs().get_json(plan_key(tenant, execution_id))
+    plan = load_plan(tenant, execution_id)
     new_execution_id = new_id()
     file_key = None
     if old.get("input_file"):
@@ -364,7 +365,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         )
         deps.blobs().copy(source.key, file_key.key)
     batch_ctx = None
-    if plan["mode"] == "batch":
+    if plan.mode == "batch":
         batch_ctx = batch.rerun_submission(old)
     return _launch(
         tenant,
@@ -391,13 +392,13 @@ def retry_failed_items(
     fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
     old = get_execution_record(tenant, workflow_id, execution_id)
     if version_id is None:
-        plan = deps.blobs().get_json(plan_key(tenant, execution_id))
+        plan = load_plan(tenant, execution_id)
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
             plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
     new_execution_id = new_id()
-    batch_ctx = batch.retry_submission(tenant, old, plan, parallelism)
+    batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
     try:
         return _launch(

@@ -1,17 +1,17 @@
 """From a workflow version to an execution plan: the snapshot an execution runs with.
 
-The plan is what the ASL is generated from and what the execution keeps, so editing the version
-afterwards never changes the meaning of a run that already happened.
+The plan (domain/engine.Plan) is what the state machines interpret and what the execution keeps, so
+editing the version afterwards never changes the meaning of a run that already happened.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
+from relayflow_runtime.domain.engine import ModelRef, NodeSpec, Plan
 from relayflow_runtime.domain.graph import (
     BLOCKING_CODES,
     ancestors,
-    levels,
     parents,
     topological_order,
     validate_graph,
@@ -121,11 +121,11 @@ def build_plan(
     workflow_id: str,
     version_id: str,
     *,
-    mode: str,
+    mode: Literal["single", "batch"],
     timeout: int | None,
     env: deps.Deps | None = None,
-) -> dict[str, Any]:
-    """The validated snapshot of a version, ready for the ASL generator and the node runner. A
+) -> Plan:
+    """The validated snapshot of a version, as the state machines and the node runner read it. A
     ``timeout`` longer than a run may take here (services/retention.py) is refused."""
     retention.check_timeout(timeout)
     env = deps.given(env)
@@ -152,26 +152,24 @@ def build_plan(
         node = by_id[node_id]
         model = models[node.entity_id]
         specs.append(
-            {
-                "id": node.id,
-                "name": node.name,
-                "idx": idx,
-                "template": node.config.input_template,
-                "timeout": node.config.timeout or version.config.node_timeout,
-                "on_failure": node.config.on_failure,
-                "output_format": node.config.output_format,
-                "parents": parent_map[node_id],
-                "upstream": {by_id[a].name: a for a in upstream[node_id]},
-                "model": {"id": model.id, "provider": model.provider, "config": model.config},
-            }
+            NodeSpec(
+                id=node.id,
+                name=node.name,
+                idx=idx,
+                template=node.config.input_template,
+                timeout=node.config.timeout or version.config.node_timeout,
+                on_failure=node.config.on_failure,
+                output_format=node.config.output_format,
+                parents=parent_map[node_id],
+                upstream={by_id[a].name: a for a in upstream[node_id]},
+                model=ModelRef(id=model.id, provider=model.provider, config=model.config),
+            )
         )
-    stage_ids = levels(ids, pairs) if pairs else [[i] for i in order]
-    return {
-        "workflow_id": workflow_id,
-        "version_id": version_id,
-        "mode": mode,
-        "timeout": timeout,
-        "config": version.config.model_dump(mode="json"),
-        "nodes": specs,
-        "levels": stage_ids,
-    }
+    return Plan(
+        workflow_id=workflow_id,
+        version_id=version_id,
+        mode=mode,
+        timeout=timeout,
+        config=version.config.model_dump(mode="json"),
+        nodes=specs,
+    )
