@@ -24,6 +24,7 @@ from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.budget import BudgetState, ReserveOutcome, Waiter
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import COUNTERS
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, NodeStatus
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services.deps import Deps
@@ -86,6 +87,12 @@ class FakeExecutions:
 
     def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
         return copy.deepcopy(self.item(tenant, execution_id))
+
+    def put_record(self, tenant: str, record: ExecutionRecord) -> None:
+        self.put_execution(tenant, record.item())
+
+    def get_record(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        return ExecutionRecord.model_validate(self.get_execution(tenant, execution_id))
 
     def transition_execution(
         self,

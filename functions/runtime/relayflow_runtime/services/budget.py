@@ -153,10 +153,10 @@ def await_budget(
     run's timeout or MAX_WAITS parkings."""
     env, limits = deps.given(env), limits or BudgetLimits.configured()
     store = env.budget
-    record = env.executions.get_execution(tenant, execution_id)
-    if record["status"] != ExecutionStatus.PENDING:
+    record = env.executions.get_record(tenant, execution_id)
+    if record.status != ExecutionStatus.PENDING:
         store.unpark(tenant, execution_id)
-        raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+        raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
     bound = min(timeout, limits.max_wait_seconds)
     waiter = store.park(tenant, execution_id, token, env.now(), int(env.time()) + bound + 86_400)
     waited = (parse_iso(env.now()) - parse_iso(waiter.since)).total_seconds()
@@ -171,7 +171,7 @@ def await_budget(
             limit_text = f"{limits.max_waits} wake-ups"
         raise BudgetWaitTooLong(
             f"the batch waited {int(waited)} s for batch parallelism, longer than {limit_text}: "
-            f"{record.get('waiting_reason') or 'other batches held the budget'}"
+            f"{record.waiting_reason or 'other batches held the budget'}"
         )
     budget = limits.budget
     if store.state().in_use + share(fit(batch, budget)) <= budget:
@@ -193,9 +193,9 @@ def release(
     parked = store.waiter(tenant, execution_id)
     if parked is not None:
         store.unpark(tenant, execution_id)
-        record = env.executions.get_execution(tenant, execution_id)
-        if record["status"] != ExecutionStatus.PENDING:
-            cause = f"the run is {record['status']}"
+        record = env.executions.get_record(tenant, execution_id)
+        if record.status != ExecutionStatus.PENDING:
+            cause = f"the run is {record.status}"
             env.machines.fail_task(parked.token, error=ExecutionNotRunning.__name__, cause=cause)
     if released:
         logger.info("batch budget released", extra={"execution_id": execution_id, "amount": released})

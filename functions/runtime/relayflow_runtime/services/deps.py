@@ -28,6 +28,7 @@ from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.events import EventBus
 from relayflow_runtime.adapters.stores import Stores, stores_for
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import NodeStatus
 from relayflow_runtime.settings import get_settings
 
@@ -51,6 +52,10 @@ class Executions(Protocol):
     def put_execution(self, tenant: str, execution: dict[str, Any]) -> None: ...
 
     def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]: ...
+
+    def put_record(self, tenant: str, record: ExecutionRecord) -> None: ...
+
+    def get_record(self, tenant: str, execution_id: str) -> ExecutionRecord: ...
 
     def transition_execution(
         self,

@@ -29,6 +29,7 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.disposition import clean_filename
 from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -314,16 +315,33 @@ def _launch(
         ),
         **(extra or {}),
     )
-    record = execution.model_dump(mode="json", exclude={"node_executions"})
     # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
     packed_input = (
         pack(single_input, f"{prefix}input.json", blobs=env.blobs) if single_input is not None else None
     )
-    record["single_input"] = packed_input
-    record["state_machine_arn"] = state_machine_arn
-    # Every other item of the run carries this TTL from the start (services/retention.py).
-    record["children_expire_at"] = retention.children_expire_at(now)
-    env.executions.put_execution(tenant, record)
+    stored = ExecutionRecord(
+        id=execution.id,
+        workflow_id=execution.workflow_id,
+        version_id=execution.version_id,
+        number=execution.number,
+        status=execution.status,
+        input_mode=execution.input_mode,
+        single_input=packed_input,
+        input_file=execution.input_file,
+        batch_config=execution.batch_config,
+        timeout=execution.timeout,
+        created_at=execution.created_at,
+        progress=execution.progress,
+        rerun_of=execution.rerun_of,
+        retry_of=execution.retry_of,
+        callback_url=execution.callback_url,
+        trigger=execution.trigger,
+        state_machine_arn=state_machine_arn,
+        # Every other item of the run carries this TTL from the start (services/retention.py).
+        children_expire_at=retention.children_expire_at(now),
+    )
+    env.executions.put_record(tenant, stored)
+    record = stored.item()
     metrics.count(metrics.RUNS_STARTED, Mode=plan.mode)
     if plan.mode == "single":
         for node in plan.nodes:
@@ -337,7 +355,7 @@ def _launch(
                     "idx": node.idx,
                     "status": "pending",
                     "attempts": 0,
-                    "expires_at": record["children_expire_at"],
+                    "expires_at": stored.children_expire_at,
                 },
             )
 
