@@ -50,7 +50,7 @@ def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
 
 @pytest.mark.parametrize(
     ("parallelism", "per_child", "children"),
-    [(1, 1, 1), (2, 1, 2), (5, 2, 3), (10, 5, 2), (25, 10, 3), (100, 10, 10)],
+    [(1, 1, 1), (2, 1, 2), (5, 1, 5), (10, 5, 2), (15, 5, 3), (25, 5, 5), (97, 8, 12), (100, 10, 10)],
 )
 def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
     parallelism: int, per_child: int, children: int
@@ -58,7 +58,16 @@ def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
     settings = batch_settings(plan([30]), parallelism, 1000, "k")
     assert (settings.items_per_child, settings.children) == (per_child, children)
     assert settings.items_per_child == default_items_per_child(parallelism)
-    assert settings.children * settings.items_per_child >= parallelism
+
+
+def test_parallelism_is_a_maximum_never_exceeded_and_nearly_reached() -> None:
+    # 15 was 3 children of 7: 21 items at once
+    for parallelism in range(1, 101):
+        settings = batch_settings(plan([30]), parallelism, 1000, "k")
+        at_once = settings.children * settings.items_per_child
+        assert at_once <= parallelism, parallelism
+        assert at_once >= parallelism * 0.9 or parallelism - at_once < settings.items_per_child, parallelism
+        assert settings.items_per_child >= min(5, max(1, parallelism // 4)), parallelism
 
 
 def test_children_are_express_when_a_worst_case_item_fits_in_five_minutes() -> None:

@@ -136,10 +136,19 @@ def outcome_shard(item_id: str) -> int:
 
 # ---- sizing a batch ---------------------------------------------------------------------------------
 def default_items_per_child(parallelism: int) -> int:
-    """Items per child: enough to divide the Map's requests and transactions, few enough that a
-    child's slowest item does not hold many finished ones back (and that ``parallelism`` items
-    still run at once over ``children`` children)."""
-    return min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
+    """Items per child: enough to divide the Map's requests and transactions (at least half of
+    ``min(10, parallelism // 2)``), few enough that a child's slowest item does not hold many
+    finished ones back; of those, the one whose whole children run the most items at once without
+    exceeding ``parallelism`` (the larger on a tie). 15 is 3 children of 5, 25 is 5 of 5, 97 is 12
+    of 8 (96 at once)."""
+    most = min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
+    return max(range(max(1, most // 2), most + 1), key=lambda size: (parallelism // size * size, size))
+
+
+def children_for(parallelism: int, items_per_child: int) -> int:
+    """The Map's children (its ``MaxConcurrency``): ``children * items_per_child`` items run at
+    once, never more than ``parallelism``."""
+    return max(1, parallelism // items_per_child)
 
 
 def child_seconds(plan: Plan) -> int:
@@ -160,7 +169,7 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
         items_key=items_key,
         express=express,
         items_per_child=items_per_child,
-        children=max(1, math.ceil(parallelism / items_per_child)),
+        children=children_for(parallelism, items_per_child),
         item_timeout=max(1, min(limit, child_seconds(plan))),
         total=total,
     )
