@@ -60,7 +60,7 @@ def reserve_event(execution_id: str, children: int, items_per_child: int = 1) ->
             "express": True,
             "items_per_child": items_per_child,
             "children": children,
-            "item_timeout": 60,
+            "child_timeout": 60,
             "total": 100,
         },
         "timeout": 3600,

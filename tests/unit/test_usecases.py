@@ -55,7 +55,7 @@ def settings(children: int, items_per_child: int = 1) -> BatchSettings:
         express=True,
         items_per_child=items_per_child,
         children=children,
-        item_timeout=60,
+        child_timeout=60,
         total=40,
     )
 

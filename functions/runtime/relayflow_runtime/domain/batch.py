@@ -14,7 +14,7 @@ import hashlib
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
@@ -107,13 +107,16 @@ class ItemOutcome(_Shape):
 
 class BatchSettings(_Shape):
     """What ``prepare_batch`` hands the batch machine (``$.batch``): the list to read and the Map's
-    shape. ``express``: children are Express executions (a worst-case child fits in 5 minutes)."""
+    shape. ``express``: children are Express executions (a worst-case child fits in 5 minutes);
+    ``child_timeout``: the longest one child (its items run at once) may take, its Task's timeout
+    (``$.BatchInput.child_timeout``). Settings kept by runs prepared before it had that name read
+    ``item_timeout``."""
 
     items_key: str
     express: bool
     items_per_child: int
     children: int
-    item_timeout: int
+    child_timeout: int = Field(validation_alias=AliasChoices("child_timeout", "item_timeout"))
     total: int
 
 
@@ -170,17 +173,17 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
         express=express,
         items_per_child=items_per_child,
         children=children_for(parallelism, items_per_child),
-        item_timeout=max(1, min(limit, child_seconds(plan))),
+        child_timeout=max(1, min(limit, child_seconds(plan))),
         total=total,
     )
 
 
 def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
     """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
-    children at its worst case (``item_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+    children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
     at_once = max(1, settings.children) * max(1, settings.items_per_child)
     waves = max(1, math.ceil(settings.total / at_once))
-    worst = waves * (settings.item_timeout or LAMBDA_LIMIT_SECONDS)
+    worst = waves * (settings.child_timeout or LAMBDA_LIMIT_SECONDS)
     return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 
