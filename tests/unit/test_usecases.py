@@ -13,6 +13,7 @@ from tests.support.fakes import Fakes, refuse_aws
 
 from relayflow_runtime.domain.batch import BatchSettings
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.errors import Conflict
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import batch, budget, executions, notify, transitions
@@ -294,7 +295,7 @@ class ListWriter:
         self.total, self.buckets, self.during = total, buckets, during
         self.calls = 0
 
-    def __call__(self, tenant: str, record: dict[str, Any], config: BatchConfig) -> tuple[int, int]:
+    def __call__(self, tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, int]:
         self.calls += 1
         self.during()
         return self.total, self.buckets

@@ -42,6 +42,7 @@ from relayflow_runtime.domain.batch import (
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import Plan, RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -181,7 +182,7 @@ class _CancelWatch:
         if now < self.next_at:
             return
         self.next_at = now + CANCEL_CHECK_SECONDS
-        status = deps.stores().executions.get_execution(self.tenant, self.execution_id)["status"]
+        status = deps.stores().executions.get_record(self.tenant, self.execution_id).status
         if status != Status.PENDING:
             raise ExecutionNotRunning(f"the run was {status} while its items were prepared")
 
@@ -236,24 +237,23 @@ def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
                 yield entry.model_dump(exclude_none=True)
 
 
-def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tuple[int, int]:
+def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, int]:
     """Write the run's item list and index; (entries, index buckets)."""
-    prefix = _prefix(tenant, record["id"])
-    watch = _CancelWatch(tenant, record["id"])
+    prefix = _prefix(tenant, record.id)
+    watch = _CancelWatch(tenant, record.id)
     source: Iterator[dict[str, Any]]
-    if record.get("rerun_of"):
-        old = deps.stores().executions.get_execution(tenant, record["rerun_of"])
-        old_total = int((old.get("progress") or {}).get("total_items") or 0)
-        old_index = old.get("item_index") or {}
-        if old_index and not old.get("large_items"):
-            item_lists.copy(_prefix(tenant, old["id"]), prefix)  # nothing is read
-            return old_total, int(old_index["buckets"])
-        source = (e for _, e in _entries_of(tenant, old["id"]))
+    if record.rerun_of:
+        old = deps.stores().executions.get_record(tenant, record.rerun_of)
+        old_total = old.progress.total_items or 0
+        if old.item_index and not old.large_items:
+            item_lists.copy(_prefix(tenant, old.id), prefix)  # nothing is read
+            return old_total, old.item_index.buckets
+        source = (e for _, e in _entries_of(tenant, old.id))
         expected = old_total
-    elif record.get("retry_of"):
-        old = deps.stores().executions.get_execution(tenant, record["retry_of"])
-        source = _unfinished_entries(tenant, old["id"])
-        expected = int((old.get("progress") or {}).get("total_items") or 0)
+    elif record.retry_of:
+        old = deps.stores().executions.get_record(tenant, record.retry_of)
+        source = _unfinished_entries(tenant, old.id)
+        expected = old.progress.total_items or 0
     else:
         source, expected = _dataset_entries(tenant, config, watch)
     writer = item_lists.IndexedListWriter(prefix, expected)
@@ -266,7 +266,7 @@ def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tu
         writer.abort()
         raise
     if writer.large:
-        deps.stores().executions.update_execution(tenant, record["id"], {"large_items": writer.large})
+        deps.stores().executions.update_execution(tenant, record.id, {"large_items": writer.large})
     return total, writer.buckets
 
 
@@ -289,7 +289,7 @@ def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str
 
 #: What writes a run's item list and index: (tenant, record, config) -> (entries, index buckets);
 #: raises _Refused when the run cannot start. Today's: :func:`_write_items` (S3).
-ItemListWriter = Callable[[str, dict[str, Any], BatchConfig], tuple[int, int]]
+ItemListWriter = Callable[[str, ExecutionRecord, BatchConfig], tuple[int, int]]
 
 
 def prepare_batch(
@@ -301,17 +301,17 @@ def prepare_batch(
     cached_plan = env is None
     env = deps.given(env)
     store = env.executions
-    record = store.get_execution(run.tenant, run.execution_id)
+    record = store.get_record(run.tenant, run.execution_id)
     plan = (
         load_plan(run.tenant, run.execution_id)
         if cached_plan
         else read_plan(run.tenant, run.execution_id, env.blobs)
     )
-    if record.get("batch"):
-        return _machine_input(run, BatchSettings.model_validate(record["batch"]), plan)
-    if record["status"] != Status.PENDING:
-        raise ExecutionNotRunning(f"the execution is {record['status']}")
-    config = BatchConfig.model_validate(record["batch_config"])
+    if record.batch:
+        return _machine_input(run, record.batch, plan)
+    if record.status != Status.PENDING:
+        raise ExecutionNotRunning(f"the execution is {record.status}")
+    config = _config_of(record)
     try:
         total, buckets = (write_items or _write_items)(run.tenant, record, config)
         if total == 0:
@@ -329,7 +329,7 @@ def prepare_batch(
     settings = batch_settings(
         plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
     )
-    progress = {**(record.get("progress") or {}), "total_items": total}
+    progress = {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": total}
     try:
         store.update_execution(
             run.tenant,
@@ -368,37 +368,43 @@ def reserve_budget(
     )
     batch = settings.model_dump(mode="json")
     if outcome == "not_pending":
-        record = store.get_execution(tenant, execution_id)
-        if record["status"] != Status.RUNNING:
-            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+        record = store.get_record(tenant, execution_id)
+        if record.status != Status.RUNNING:
+            raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
         return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
-    record = store.get_execution(tenant, execution_id)
+    record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
     fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
     moved = transitions.transition(
         tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields, env=env
     )
     if moved is None:
-        record = store.get_execution(tenant, execution_id)
-        if record["status"] != Status.RUNNING:
+        record = store.get_record(tenant, execution_id)
+        if record.status != Status.RUNNING:
             # Cancelled between the reservation and the move: give the share back at once.
             budget.release(tenant, execution_id, env=env, limits=limits)
-            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+            raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
     return {**event, "batch": batch, "timeout": clock}
 
 
-def _clock(record: dict[str, Any], event: dict[str, Any]) -> int:
+def _clock(record: ExecutionRecord, event: dict[str, Any]) -> int:
     """The Race's clock: the run's timeout (Prepare's), at most what is left since its creation."""
-    return retention.run_clock_seconds(record["created_at"], int(event.get("timeout") or 0) or None)
+    return retention.run_clock_seconds(record.created_at, int(event.get("timeout") or 0) or None)
+
+
+def _config_of(record: ExecutionRecord) -> BatchConfig:
+    if record.batch_config is None:
+        raise ValueError(f"execution {record.id} is not a batch run (it has no batch_config)")
+    return record.batch_config
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------
-def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], BatchCounts]:
-    counters = deps.stores().batches.counters(tenant, record["id"], consistent=True)
-    total = int((record.get("progress") or {}).get("total_items") or 0)
+def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
+    counters = deps.stores().batches.counters(tenant, record.id, consistent=True)
+    total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
     progress = {
-        **(record.get("progress") or {}),
+        **record.progress.model_dump(mode="json", exclude_none=True),
         "processed_items": counts.processed_items,
         "failed_items": counts.failed_items,
     }
@@ -410,11 +416,11 @@ def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], 
 def complete(run: RunRef) -> None:
     """Every child of the Map has ended: ``completed``, or ``failed`` above ``max_failed_percent``
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
-    if record["status"] != Status.RUNNING:
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+    if record.status != Status.RUNNING:
         return
     fields, counts = _final_fields(run.tenant, record)
-    config = BatchConfig.model_validate(record["batch_config"])
+    config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
@@ -423,12 +429,12 @@ def complete(run: RunRef) -> None:
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
-    if record["status"] in TERMINAL:
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+    if record.status in TERMINAL:
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
-        fields["error"] = retention.timed_out_message(record["created_at"], record.get("timeout"))
+        fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
     transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)

@@ -23,6 +23,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.costs import sum_usage
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, check_moves, settled_node_status
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
 
@@ -31,7 +32,7 @@ logger = Logger(child=True)
 
 def transition(
     tenant: str,
-    record: dict[str, Any],
+    record: ExecutionRecord | dict[str, Any],
     from_statuses: tuple[str, ...],
     to_status: str,
     fields: dict[str, Any] | None = None,
@@ -43,6 +44,8 @@ def transition(
     A terminal move also gives the execution item its TTL, counts the run as finished, gives back
     its share of the batch budget and takes it out of the sweep index."""
     env = deps.given(env)
+    if isinstance(record, ExecutionRecord):
+        record = record.item()
     from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
     fields = dict(fields or {})
     if to_status in TERMINAL:
