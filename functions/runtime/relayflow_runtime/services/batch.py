@@ -1,4 +1,5 @@
-"""Batch runs: submission, preparation, the account's parallelism budget, the end of a run.
+"""Batch runs: submission, preparation, taking a share of the account's budget, the end of a run,
+deleting one.
 
 A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/engine.md):
 
@@ -12,7 +13,8 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
   list, or the items of a retried run that did not complete (failed, or never ran); sets
   ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
   item without the input field, ends the run ``failed`` with that reason.
-* **``reserve_budget``**: the Map's concurrency is taken from the account's budget of batch
+* **``reserve_budget``**: the run's share, the items its Map runs at once (``children *
+  items_per_child``, at most its ``parallelism``), is taken from the account's budget of batch
   parallelism (services/budget.py); ``pending -> running``.
 * **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
   decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
