@@ -3,7 +3,7 @@ measured side by side with ``--ephemeral`` in this one run:
 
 (a) pipeline: ms per node of a 10-node run (bench/pipeline.py's measurement), each mode in
     alternating rounds, a fresh stack (and a fresh data directory) per round;
-(b) batch: a three-node builtin workflow over BATCH_ITEMS items at parallelism 25 (bench/batch.py's
+(b) batch: a three-node builtin workflow over BATCH_ITEMS items at parallelism 30 (bench/batch.py's
     (b), smaller), alternating rounds; with what the flusher wrote meanwhile;
 (c) start-up with 100,000 stored items: a finished batch's 100,000 item outcomes (~600-byte items)
     and its item list in S3, written straight into moto's table and bucket of a persistent stack
@@ -44,7 +44,7 @@ PIPELINE_NODES = 10
 PIPELINE_RUNS = 5
 PIPELINE_ROUNDS = 5
 BATCH_ITEMS = 2_000
-BATCH_PARALLELISM = 25
+BATCH_PARALLELISM = 30  # 3 children of 10 (bench/batch.py)
 BATCH_ROUNDS = 5
 STARTUP_ITEMS = 100_000
 STARTUP_REPEATS = 3

@@ -102,7 +102,7 @@ def test_a_run_whose_admission_message_was_lost_is_queued_again_not_failed(
         def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> str:
             return "lost"
 
-    monkeypatch.setattr(admission, "take_slot", lambda clock=time.time: False)
+    monkeypatch.setattr(admission, "take_slot", lambda *args, **kwargs: False)
     monkeypatch.setattr(admission, "queue", LostQueue)
     status, body = api(
         "POST", f"/workflows/{workflow_id}/executions", {"version_id": version_id, "single_input": "x"}

@@ -90,7 +90,7 @@ def test_prepare_batch_writes_the_filtered_list_and_its_index_and_sizes_the_map(
     # And the Map is sized: 5 items per child, 2 children, Express (60 s nodes fit in 5 minutes)
     settings = BatchSettings.model_validate(prepared["batch"])
     assert (settings.items_per_child, settings.children, settings.express, settings.total) == (5, 2, True, 40)
-    assert settings.item_timeout == 60 + 15
+    assert settings.child_timeout == 60 + 15
     # And every kept item is found through the index, a dropped one is not
     prefix = run_records.execution_prefix(TENANT, run.execution_id)
     buckets = after["item_index"]["buckets"]

@@ -19,6 +19,7 @@ from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.budget import BudgetStore
 from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.transactions import ATTEMPTS as CONTENTION_ATTEMPTS
+from relayflow_runtime.domain.batch import BatchSettings
 from relayflow_runtime.providers import TransientModelError, validate_model_config
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
@@ -59,7 +60,7 @@ def reserve_event(execution_id: str, children: int, items_per_child: int = 1) ->
             "express": True,
             "items_per_child": items_per_child,
             "children": children,
-            "item_timeout": 60,
+            "child_timeout": 60,
             "total": 100,
         },
         "timeout": 3600,
@@ -294,7 +295,7 @@ def test_a_parked_batch_that_cannot_wake_itself_waits_out_its_period_never_fails
 
     monkeypatch.setattr(StateMachines, "release", refused)
     # When it parks
-    wanted = reserve_event("self-wake", children=2)["batch"]
+    wanted = BatchSettings.model_validate(reserve_event("self-wake", children=2)["batch"])
     budget.await_budget(TENANT, "self-wake", wanted, 3600, "token-1")
     # Then it did not fail: it stays parked, and its wait's own timeout asks again
     parked = deps.stores().budget.waiter(TENANT, "self-wake")

@@ -190,7 +190,7 @@ class StubRunner:
                 "express": self.options.get("express", True),
                 "items_per_child": self.options.get("items_per_child", 4),
                 "children": self.options.get("children", 3),
-                "item_timeout": self.options.get("item_timeout", 60),
+                "child_timeout": self.options.get("child_timeout", 60),
                 "total": len(items),
             },
             "timeout": self.options.get("timeout", NO_TIMEOUT),

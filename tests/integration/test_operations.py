@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.support.fakes import FakeBus
 from tests.support.workflows import build, wait, wait_for_node
 
 from relayflow import Client
@@ -62,19 +63,7 @@ def sweep_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWEEPER_GRACE_SECONDS", "0")
 
 
-class RefusingBus:
-    """An event bus that refuses the first `refusals` events it is given, then takes them."""
-
-    def __init__(self, refusals: int) -> None:
-        self.refusals = refusals
-        self.taken: list[tuple[str, dict[str, Any]]] = []
-
-    def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None:
-        if self.refusals > 0:
-            self.refusals -= 1
-            return "ThrottlingException: rate exceeded"
-        self.taken.append((detail_type, detail))
-        return None
+RefusingBus = FakeBus  # refuses the first `refusals` events it is given, then takes them
 
 
 # ---- nothing lost ----------------------------------------------------------------------------------

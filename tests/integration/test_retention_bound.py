@@ -59,7 +59,7 @@ def test_a_run_without_a_timeout_races_what_is_left_of_its_retention(
         def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> str:
             return "held"
 
-    monkeypatch.setattr(admission, "take_slot", lambda clock=None: False)
+    monkeypatch.setattr(admission, "take_slot", lambda *args, **kwargs: False)
     monkeypatch.setattr(admission, "queue", Held)
     workflow_id, version_id = workflow(api, [("shout", {"model": "uppercase"}, {})])
     status, body = api(

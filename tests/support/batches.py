@@ -57,7 +57,7 @@ def pending_run(
     config = BatchConfig(dataset_id=dataset_id, dataset_version_id=dataset_version_id, **extra)
     plan = build_plan(TENANT, workflow_id, version_id, mode="batch", timeout=None)
     execution_id = new_id()
-    deps.blobs().put_json(run_records.plan_key(TENANT, execution_id), plan)
+    deps.blobs().put_json(run_records.plan_key(TENANT, execution_id), plan.model_dump(mode="json"))
     execution = Execution(
         id=execution_id,
         workflow_id=workflow_id,
@@ -66,7 +66,7 @@ def pending_run(
         input_mode="batch",
         batch_config=config,
         created_at=now_iso(),
-        progress=ExecutionProgress(total_nodes=len(plan["nodes"])),
+        progress=ExecutionProgress(total_nodes=len(plan.nodes)),
     )
     record = {**execution.model_dump(mode="json", exclude={"node_executions"}), **record_fields}
     deps.stores().executions.put_execution(TENANT, record)

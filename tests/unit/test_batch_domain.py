@@ -13,6 +13,7 @@ from relayflow_runtime.domain.batch import (
     OUTCOME_SHARDS,
     RECORD_MARGIN_SECONDS,
     BatchCounts,
+    BatchSettings,
     batch_settings,
     default_items_per_child,
     item_key,
@@ -50,7 +51,7 @@ def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
 
 @pytest.mark.parametrize(
     ("parallelism", "per_child", "children"),
-    [(1, 1, 1), (2, 1, 2), (5, 2, 3), (10, 5, 2), (25, 10, 3), (100, 10, 10)],
+    [(1, 1, 1), (2, 1, 2), (5, 1, 5), (10, 5, 2), (15, 5, 3), (25, 5, 5), (97, 8, 12), (100, 10, 10)],
 )
 def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
     parallelism: int, per_child: int, children: int
@@ -58,16 +59,25 @@ def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
     settings = batch_settings(plan([30]), parallelism, 1000, "k")
     assert (settings.items_per_child, settings.children) == (per_child, children)
     assert settings.items_per_child == default_items_per_child(parallelism)
-    assert settings.children * settings.items_per_child >= parallelism
+
+
+def test_parallelism_is_a_maximum_never_exceeded_and_nearly_reached() -> None:
+    # 15 was 3 children of 7: 21 items at once
+    for parallelism in range(1, 101):
+        settings = batch_settings(plan([30]), parallelism, 1000, "k")
+        at_once = settings.children * settings.items_per_child
+        assert at_once <= parallelism, parallelism
+        assert at_once >= parallelism * 0.9 or parallelism - at_once < settings.items_per_child, parallelism
+        assert settings.items_per_child >= min(5, max(1, parallelism // 4)), parallelism
 
 
 def test_children_are_express_when_a_worst_case_item_fits_in_five_minutes() -> None:
     # 3 nodes x (60 s x 3 attempts) + delays 1 + 2 each = 549 s: Standard, in one invocation
     standard = batch_settings(plan([60, 60, 60], max_retries=2), 10, 5, "k")
-    assert (standard.express, standard.item_timeout) == (False, 549 + 15)
+    assert (standard.express, standard.child_timeout) == (False, 549 + 15)
     # 3 x 80 s, no retries = 240 s (+ 60 s margin) <= 300 s: Express
     express = batch_settings(plan([80, 80, 80]), 10, 5, "k")
-    assert (express.express, express.item_timeout) == (True, 240 + 15)
+    assert (express.express, express.child_timeout) == (True, 240 + 15)
     # just over: 3 x 81 s = 243 + 60 > 300
     assert batch_settings(plan([81, 81, 81]), 10, 5, "k").express is False
 
@@ -78,8 +88,7 @@ def test_an_express_child_keeps_at_least_30_seconds_after_its_items_for_items_fa
     express = [settings for settings in express if settings.express]
     assert express
     # Then an Express child whose run_items times out still has 30 s of its 5 minutes to record the error
-    assert max(settings.item_timeout for settings in express) + 30 <= 300
-
+    assert max(settings.child_timeout for settings in express) + 30 <= 300
 
 
 @pytest.mark.parametrize("timeouts", [[80, 80, 80], [10], [60, 60, 60], [300], [200, 200]])
@@ -87,12 +96,12 @@ def test_an_express_child_keeps_at_least_30_seconds_after_its_items_for_items_fa
 def test_a_worst_case_item_ends_within_its_childs_task_timeout_less_what_recording_keeps(
     timeouts: list[int], max_retries: int
 ) -> None:
-    # run_items starts no attempt that could not end before item_timeout - RECORD_MARGIN_SECONDS
-    # (its Task's timeout is item_timeout): a child sized for its worst case must never refuse it.
+    # run_items starts no attempt that could not end before child_timeout - RECORD_MARGIN_SECONDS
+    # (its Task's timeout is child_timeout): a child sized for its worst case must never refuse it.
     the_plan = plan(timeouts, max_retries=max_retries)
     settings = batch_settings(the_plan, 10, 5, "k")
-    if settings.item_timeout < LAMBDA_LIMIT_SECONDS:  # not capped by Lambda's own 15 minutes
-        assert worst_case_item_seconds(the_plan) <= settings.item_timeout - RECORD_MARGIN_SECONDS
+    if settings.child_timeout < LAMBDA_LIMIT_SECONDS:  # not capped by Lambda's own 15 minutes
+        assert worst_case_item_seconds(the_plan) <= settings.child_timeout - RECORD_MARGIN_SECONDS
 
 
 def test_items_without_an_outcome_count_as_failed_and_max_failed_percent_decides() -> None:
@@ -162,3 +171,19 @@ def test_a_gate_waits_for_its_ancestors_worst_case_along_the_longest_path() -> N
         "n2": worst["n0"] + GATE_MARGIN_SECONDS,
         "n3": worst["n0"] + worst["n1"] + GATE_MARGIN_SECONDS,
     }
+
+
+def test_a_childs_limit_is_called_child_timeout_and_settings_kept_under_the_old_name_still_read() -> None:
+    # item_timeout bounded a child (its items run at once), not an item: settings a run prepared
+    # before the rename kept it under that name, and its repeated prepare_batch still reads them
+    kept = {
+        "items_key": "k",
+        "express": True,
+        "items_per_child": 2,
+        "children": 3,
+        "item_timeout": 75,
+        "total": 9,
+    }
+    settings = BatchSettings.model_validate(kept)
+    assert settings.child_timeout == 75
+    assert "item_timeout" not in settings.model_dump() and settings.model_dump()["child_timeout"] == 75

@@ -14,7 +14,7 @@ import hashlib
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
@@ -108,13 +108,16 @@ class ItemOutcome(_Shape):
 
 class BatchSettings(_Shape):
     """What ``prepare_batch`` hands the batch machine (``$.batch``): the list to read and the Map's
-    shape. ``express``: children are Express executions (a worst-case child fits in 5 minutes)."""
+    shape. ``express``: children are Express executions (a worst-case child fits in 5 minutes);
+    ``child_timeout``: the longest one child (its items run at once) may take, its Task's timeout
+    (``$.BatchInput.child_timeout``). Settings kept by runs prepared before it had that name read
+    ``item_timeout``."""
 
     items_key: str
     express: bool
     items_per_child: int
     children: int
-    item_timeout: int
+    child_timeout: int = Field(validation_alias=AliasChoices("child_timeout", "item_timeout"))
     total: int
 
 
@@ -188,10 +191,19 @@ def outcome_shard(item_id: str) -> int:
 
 # ---- sizing a batch ---------------------------------------------------------------------------------
 def default_items_per_child(parallelism: int) -> int:
-    """Items per child: enough to divide the Map's requests and transactions, few enough that a
-    child's slowest item does not hold many finished ones back (and that ``parallelism`` items
-    still run at once over ``children`` children)."""
-    return min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
+    """Items per child: enough to divide the Map's requests and transactions (at least half of
+    ``min(10, parallelism // 2)``), few enough that a child's slowest item does not hold many
+    finished ones back; of those, the one whose whole children run the most items at once without
+    exceeding ``parallelism`` (the larger on a tie). 15 is 3 children of 5, 25 is 5 of 5, 97 is 12
+    of 8 (96 at once)."""
+    most = min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
+    return max(range(max(1, most // 2), most + 1), key=lambda size: (parallelism // size * size, size))
+
+
+def children_for(parallelism: int, items_per_child: int) -> int:
+    """The Map's children (its ``MaxConcurrency``): ``children * items_per_child`` items run at
+    once, never more than ``parallelism``."""
+    return max(1, parallelism // items_per_child)
 
 
 def child_seconds(plan: Plan) -> int:
@@ -212,18 +224,18 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
         items_key=items_key,
         express=express,
         items_per_child=items_per_child,
-        children=max(1, math.ceil(parallelism / items_per_child)),
-        item_timeout=max(1, min(limit, child_seconds(plan))),
+        children=children_for(parallelism, items_per_child),
+        child_timeout=max(1, min(limit, child_seconds(plan))),
         total=total,
     )
 
 
-def batch_overdue_after_seconds(settings: dict[str, Any], timeout: int) -> int:
+def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
     """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
-    children at its worst case (``item_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
-    at_once = max(1, int(settings.get("children") or 1)) * max(1, int(settings.get("items_per_child") or 1))
-    waves = max(1, math.ceil(int(settings.get("total") or 0) / at_once))
-    worst = waves * int(settings.get("item_timeout") or LAMBDA_LIMIT_SECONDS)
+    children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+    at_once = max(1, settings.children) * max(1, settings.items_per_child)
+    waves = max(1, math.ceil(settings.total / at_once))
+    worst = waves * (settings.child_timeout or LAMBDA_LIMIT_SECONDS)
     return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 

@@ -129,8 +129,8 @@ def _reserve_budget(event: BatchStart, remaining_ms: int | None) -> BatchStart:
 
 
 def _await_budget(event: AwaitBudgetEvent, remaining_ms: int | None) -> None:
-    run, settings = event.run, event.batch.model_dump(mode="json")
-    budget.await_budget(run.tenant, run.execution_id, settings, event.timeout, event.token)
+    run = event.run
+    budget.await_budget(run.tenant, run.execution_id, event.batch, event.timeout, event.token)
 
 
 def _run_items(event: ItemsEvent, remaining_ms: int | None) -> ItemsRun:

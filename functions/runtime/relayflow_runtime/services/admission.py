@@ -33,7 +33,7 @@ from relayflow_runtime.adapters.engine import StartNotAccepted
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.adapters.rate_windows import ADMISSION_PARTITION
 from relayflow_runtime.adapters.table import ConditionFailed
-from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.clock import parse_iso
 from relayflow_runtime.domain.status import ExecutionStatus
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import deps, metrics
@@ -52,11 +52,11 @@ def rate() -> int:
     return max(1, get_settings().single_run_starts_per_second)
 
 
-def take_slot(clock: Callable[[], float] = time.time) -> bool:
+def take_slot(clock: Callable[[], float] = time.time, env: deps.Deps | None = None) -> bool:
     """One start in this second's window, if the rate allows it."""
     window = int(clock())
     return bool(
-        deps.stores().rate_windows.try_take(
+        deps.given(env).rate_windows.try_take(
             "",
             "",
             window,
@@ -98,63 +98,69 @@ def waiting_reason() -> str:
     )
 
 
-def launch(tenant: str, record: dict[str, Any]) -> str | None:
+def launch(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> str | None:
     """Start the run (a pending single run just written) now if a slot is free, else queue it (as
     when Step Functions throttles the start); the execution ARN when it started, None when it waits."""
-    if take_slot():
+    env = deps.given(env)
+    if take_slot(env.time, env):
         try:
-            return start(tenant, record)
+            return start(tenant, record, env=env)
         except StartNotAccepted:
             logger.warning("StartExecution throttled: queued", extra={"execution_id": record["id"]})
-    defer(tenant, record)
+    defer(tenant, record, env)
     return None
 
 
-def defer(tenant: str, record: dict[str, Any]) -> None:
+def defer(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> None:
     """Queue the run's start: say why it waits, then send its message."""
+    env = deps.given(env)
     execution_id = str(record["id"])
     try:
-        deps.stores().executions.update_execution(
+        env.executions.update_execution(
             tenant,
             execution_id,
-            {"waiting_reason": waiting_reason(), "admission_queued_at": now_iso()},
+            {"waiting_reason": waiting_reason(), "admission_queued_at": env.now()},
             only_if_status=(ExecutionStatus.PENDING.value,),
         )
     except ConditionFailed:
         return  # cancelled (or started) meanwhile: nothing to queue
-    queue().send({"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id})
+    (env.admission_queue or queue()).send(
+        {"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id}
+    )
     metrics.count(metrics.RUNS_WAITING_FOR_ADMISSION)
     logger.info("run waits for admission", extra={"execution_id": execution_id})
 
 
-def start(tenant: str, record: dict[str, Any], *, can_wait: bool = True) -> str:
+def start(tenant: str, record: dict[str, Any], *, can_wait: bool = True, env: deps.Deps | None = None) -> str:
     """StartExecution of the run's machine, named by its id (a second start returns the first
     one's ARN); a start refused for good moves the run ``pending -> failed`` and raises; one not
     accepted now (throttled) raises StartNotAccepted and leaves the run pending, when the caller
     ``can_wait`` (queue it), else it fails the run too."""
+    env = deps.given(env)
     execution_id = str(record["id"])
     run = {"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id}
     try:
-        execution_arn = deps.machines().start(str(record["state_machine_arn"]), execution_id, {"run": run})
+        execution_arn = env.machines.start(str(record["state_machine_arn"]), execution_id, {"run": run})
     except StartNotAccepted:
         if can_wait:
             raise
-        _failed_to_start(tenant, record, "Step Functions did not accept the start (throttled)")
+        _failed_to_start(tenant, record, "Step Functions did not accept the start (throttled)", env)
         raise
     except Exception as exc:
-        _failed_to_start(tenant, record, str(exc))
+        _failed_to_start(tenant, record, str(exc), env)
         raise
-    deps.stores().executions.update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
+    env.executions.update_execution(tenant, execution_id, {"sfn_execution_arn": execution_arn})
     return execution_arn
 
 
-def _failed_to_start(tenant: str, record: dict[str, Any], why: str) -> None:
+def _failed_to_start(tenant: str, record: dict[str, Any], why: str, env: deps.Deps) -> None:
     transition(
         tenant,
         record,
         (ExecutionStatus.PENDING,),
         "failed",
-        {"error": f"the run could not be started: {why}", "completed_at": now_iso()},
+        {"error": f"the run could not be started: {why}", "completed_at": env.now()},
+        env=env,
     )
 
 

@@ -48,8 +48,8 @@ def create_workflow(tenant: str, body: api.CreateWorkflow) -> Workflow:
     return workflow
 
 
-def get_workflow(tenant: str, workflow_id: str) -> Workflow:
-    return Workflow.model_validate(deps.stores().workflows.get_workflow(tenant, workflow_id))
+def get_workflow(tenant: str, workflow_id: str, env: deps.Deps | None = None) -> Workflow:
+    return Workflow.model_validate(deps.given(env).workflows.get_workflow(tenant, workflow_id))
 
 
 def list_workflows(tenant: str, limit: int, next_token: str | None) -> tuple[list[Workflow], str | None]:
@@ -173,9 +173,9 @@ def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
 
 
 def version_graph(
-    tenant: str, version_id: str, *, workflow_id: str | None = None
+    tenant: str, version_id: str, *, workflow_id: str | None = None, env: deps.Deps | None = None
 ) -> tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]]:
-    raw_version, raw_nodes, raw_edges = deps.stores().workflows.version_graph(tenant, version_id)
+    raw_version, raw_nodes, raw_edges = deps.given(env).workflows.version_graph(tenant, version_id)
     version = WorkflowVersion.model_validate(raw_version)
     if workflow_id and version.workflow_id != workflow_id:
         raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
@@ -357,8 +357,8 @@ def _model_of(record: dict[str, Any]) -> Model:
     )
 
 
-def get_model(tenant: str, model_id: str) -> Model:
-    return _model_of(deps.stores().models.get_model(tenant, model_id))
+def get_model(tenant: str, model_id: str, env: deps.Deps | None = None) -> Model:
+    return _model_of(deps.given(env).models.get_model(tenant, model_id))
 
 
 def list_models(tenant: str, limit: int, next_token: str | None) -> tuple[list[Model], str | None]:

@@ -12,8 +12,9 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
   list, or the items of a retried run that did not complete (failed, or never ran); sets
   ``progress.total_items``; sizes the Map (domain/batch.py). A filter that keeps nothing, or a kept
   item without the input field, ends the run ``failed`` with that reason.
-* **``reserve_budget``**: the run's share of the account's budget of batch parallelism is reserved
-  (services/budget.py; while it is taken the machine parks on AwaitBudget); ``pending -> running``.
+* **``reserve_budget``**: the run's share, the items its Map runs at once (``children *
+  items_per_child``, at most its ``parallelism``), is taken from the account's budget of batch
+  parallelism (services/budget.py); ``pending -> running``.
 * **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
   decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
   ``completed`` / ``failed``.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -44,6 +45,7 @@ from relayflow_runtime.domain.batch import (
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import Plan, RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -51,7 +53,7 @@ from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import budget, dataset_service, deps, item_lists, retention, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
-from relayflow_runtime.services.run_records import execution_prefix, load_plan
+from relayflow_runtime.services.run_records import execution_prefix, load_plan, read_plan
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
@@ -77,7 +79,7 @@ def _conflict(message: str, code: str) -> Conflict:
 
 
 # ---- submission (the API) --------------------------------------------------------------------------
-def submission(tenant: str, body: api.Execute, plan: dict[str, Any]) -> dict[str, Any]:
+def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
     """Check a batch submission before a run exists (400 for what the request gets wrong, 409 for
     what the dataset does not allow) and return what the execution starts with: its config and,
     when it is known without reading items, its total."""
@@ -142,7 +144,7 @@ def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:
 
 
 def retry_submission(
-    tenant: str, old: dict[str, Any], plan: dict[str, Any], parallelism: int | None
+    tenant: str, old: dict[str, Any], parallelism: int | None
 ) -> dict[str, Any]:
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""
@@ -183,7 +185,7 @@ class _CancelWatch:
         if now < self.next_at:
             return
         self.next_at = now + CANCEL_CHECK_SECONDS
-        status = deps.stores().executions.get_execution(self.tenant, self.execution_id)["status"]
+        status = deps.stores().executions.get_record(self.tenant, self.execution_id).status
         if status != Status.PENDING:
             raise ExecutionNotRunning(f"the run was {status} while its items were prepared")
 
@@ -238,24 +240,23 @@ def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
                 yield entry.model_dump(exclude_none=True)
 
 
-def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tuple[int, int]:
+def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, int]:
     """Write the run's item list and index; (entries, index buckets)."""
-    prefix = _prefix(tenant, record["id"])
-    watch = _CancelWatch(tenant, record["id"])
+    prefix = _prefix(tenant, record.id)
+    watch = _CancelWatch(tenant, record.id)
     source: Iterator[dict[str, Any]]
-    if record.get("rerun_of"):
-        old = deps.stores().executions.get_execution(tenant, record["rerun_of"])
-        old_total = int((old.get("progress") or {}).get("total_items") or 0)
-        old_index = old.get("item_index") or {}
-        if old_index and not old.get("large_items"):
-            item_lists.copy(_prefix(tenant, old["id"]), prefix)  # nothing is read
-            return old_total, int(old_index["buckets"])
-        source = (e for _, e in _entries_of(tenant, old["id"]))
+    if record.rerun_of:
+        old = deps.stores().executions.get_record(tenant, record.rerun_of)
+        old_total = old.progress.total_items or 0
+        if old.item_index and not old.large_items:
+            item_lists.copy(_prefix(tenant, old.id), prefix)  # nothing is read
+            return old_total, old.item_index.buckets
+        source = (e for _, e in _entries_of(tenant, old.id))
         expected = old_total
-    elif record.get("retry_of"):
-        old = deps.stores().executions.get_execution(tenant, record["retry_of"])
-        source = _unfinished_entries(tenant, old["id"])
-        expected = int((old.get("progress") or {}).get("total_items") or 0)
+    elif record.retry_of:
+        old = deps.stores().executions.get_record(tenant, record.retry_of)
+        source = _unfinished_entries(tenant, old.id)
+        expected = old.progress.total_items or 0
     else:
         source, expected = _dataset_entries(tenant, config, watch)
     writer = item_lists.IndexedListWriter(prefix, expected)
@@ -268,7 +269,7 @@ def _write_items(tenant: str, record: dict[str, Any], config: BatchConfig) -> tu
         writer.abort()
         raise
     if writer.large:
-        deps.stores().executions.update_execution(tenant, record["id"], {"large_items": writer.large})
+        deps.stores().executions.update_execution(tenant, record.id, {"large_items": writer.large})
     return total, writer.buckets
 
 
@@ -289,19 +290,33 @@ def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str
     }
 
 
-def prepare_batch(run: RunRef) -> dict[str, Any]:
+#: What writes a run's item list and index: (tenant, record, config) -> (entries, index buckets);
+#: raises _Refused when the run cannot start. Today's: :func:`_write_items` (S3).
+ItemListWriter = Callable[[str, ExecutionRecord, BatchConfig], tuple[int, int]]
+
+
+def prepare_batch(
+    run: RunRef, *, env: deps.Deps | None = None, write_items: ItemListWriter | None = None
+) -> dict[str, Any]:
     """Write the run's item list and index, set ``total_items``, size the Map. A repeated call
-    returns what the first decided."""
-    store = deps.stores().executions
-    record = store.get_execution(run.tenant, run.execution_id)
-    plan = load_plan(run.tenant, run.execution_id)
-    if record.get("batch"):
-        return _machine_input(run, BatchSettings.model_validate(record["batch"]), plan)
-    if record["status"] != Status.PENDING:
-        raise ExecutionNotRunning(f"the execution is {record['status']}")
-    config = BatchConfig.model_validate(record["batch_config"])
+    returns what the first decided. Given ``env``, the plan is read from its bucket each time (the
+    configured bucket's is cached); the item list is written by ``write_items`` (S3 by default)."""
+    cached_plan = env is None
+    env = deps.given(env)
+    store = env.executions
+    record = store.get_record(run.tenant, run.execution_id)
+    plan = (
+        load_plan(run.tenant, run.execution_id)
+        if cached_plan
+        else read_plan(run.tenant, run.execution_id, env.blobs)
+    )
+    if record.batch:
+        return _machine_input(run, record.batch, plan)
+    if record.status != Status.PENDING:
+        raise ExecutionNotRunning(f"the execution is {record.status}")
+    config = _config_of(record)
     try:
-        total, buckets = _write_items(run.tenant, record, config)
+        total, buckets = (write_items or _write_items)(run.tenant, record, config)
         if total == 0:
             raise _Refused("no item of the run is left to run.")
     except _Refused as refused:
@@ -310,13 +325,14 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
             record,
             (Status.PENDING,),
             Status.FAILED,
-            {"error": str(refused), "completed_at": now_iso()},
+            {"error": str(refused), "completed_at": env.now()},
+            env=env,
         )
         raise ExecutionNotRunning(f"the run did not start: {refused}") from None
     settings = batch_settings(
         plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
     )
-    progress = {**(record.get("progress") or {}), "total_items": total}
+    progress = {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": total}
     try:
         store.update_execution(
             run.tenant,
@@ -334,51 +350,64 @@ def prepare_batch(run: RunRef) -> dict[str, Any]:
 
 
 # ---- reserve_budget (the machine) ------------------------------------------------------------------
-def reserve_budget(event: dict[str, Any]) -> dict[str, Any]:
+def reserve_budget(
+    event: dict[str, Any], *, env: deps.Deps | None = None, limits: budget.BudgetLimits | None = None
+) -> dict[str, Any]:
     """The body of the node runner's ``reserve_budget`` action (batch machine, state ReserveBudget).
 
-    ``event`` is ``{"run": {"tenant", "workflow_id", "execution_id"}, "batch": {..., "children",
-    "items_per_child"}, "timeout"}``. Returns the event (with ``batch.children`` narrowed when the
-    batch alone is larger than the budget, and ``timeout`` the clock the run's Race starts: its own
-    timeout, at most what is left of its time since it was created, services/retention.py) once the
-    share is reserved and the run is ``running``.
+    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "timeout"}``. Returns the event (with
+    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``timeout`` the
+    clock the run's Race starts: its own timeout, at most what is left of its time since it was
+    created, services/retention.py) once the share is reserved and the run is ``running``.
     Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
     when the run was cancelled (or ended) while it waited.
     """
-    run = event["run"]
-    tenant, execution_id = run["tenant"], run["execution_id"]
-    store = deps.stores().executions
-    batch, outcome = budget.reserve(tenant, execution_id, event["batch"])
+    env = deps.given(env)
+    run = RunRef.model_validate(event["run"])
+    tenant, execution_id = run.tenant, run.execution_id
+    store = env.executions
+    settings, outcome = budget.reserve(
+        tenant, execution_id, BatchSettings.model_validate(event["batch"]), env=env, limits=limits
+    )
+    batch = settings.model_dump(mode="json")
     if outcome == "not_pending":
-        record = store.get_execution(tenant, execution_id)
-        if record["status"] != Status.RUNNING:
-            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+        record = store.get_record(tenant, execution_id)
+        if record.status != Status.RUNNING:
+            raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
         return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
-    record = store.get_execution(tenant, execution_id)
+    record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
-    fields = {"started_at": now_iso(), "overdue_at": iso_in(batch_overdue_after_seconds(batch, clock))}
-    moved = transitions.transition(tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields)
+    fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
+    moved = transitions.transition(
+        tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields, env=env
+    )
     if moved is None:
-        record = store.get_execution(tenant, execution_id)
-        if record["status"] != Status.RUNNING:
+        record = store.get_record(tenant, execution_id)
+        if record.status != Status.RUNNING:
             # Cancelled between the reservation and the move: give the share back at once.
-            budget.release(tenant, execution_id)
-            raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
+            budget.release(tenant, execution_id, env=env, limits=limits)
+            raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
     return {**event, "batch": batch, "timeout": clock}
 
 
-def _clock(record: dict[str, Any], event: dict[str, Any]) -> int:
+def _clock(record: ExecutionRecord, event: dict[str, Any]) -> int:
     """The Race's clock: the run's timeout (Prepare's), at most what is left since its creation."""
-    return retention.run_clock_seconds(record["created_at"], int(event.get("timeout") or 0) or None)
+    return retention.run_clock_seconds(record.created_at, int(event.get("timeout") or 0) or None)
+
+
+def _config_of(record: ExecutionRecord) -> BatchConfig:
+    if record.batch_config is None:
+        raise ValueError(f"execution {record.id} is not a batch run (it has no batch_config)")
+    return record.batch_config
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------
-def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], BatchCounts]:
-    counters = deps.stores().batches.counters(tenant, record["id"], consistent=True)
-    total = int((record.get("progress") or {}).get("total_items") or 0)
+def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
+    counters = deps.stores().batches.counters(tenant, record.id, consistent=True)
+    total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
     progress = {
-        **(record.get("progress") or {}),
+        **record.progress.model_dump(mode="json", exclude_none=True),
         "processed_items": counts.processed_items,
         "failed_items": counts.failed_items,
     }
@@ -390,11 +419,11 @@ def _final_fields(tenant: str, record: dict[str, Any]) -> tuple[dict[str, Any], 
 def complete(run: RunRef) -> None:
     """Every child of the Map has ended: ``completed``, or ``failed`` above ``max_failed_percent``
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
-    if record["status"] != Status.RUNNING:
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+    if record.status != Status.RUNNING:
         return
     fields, counts = _final_fields(run.tenant, record)
-    config = BatchConfig.model_validate(record["batch_config"])
+    config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
@@ -403,12 +432,12 @@ def complete(run: RunRef) -> None:
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
-    if record["status"] in TERMINAL:
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+    if record.status in TERMINAL:
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
-        fields["error"] = retention.timed_out_message(record["created_at"], record.get("timeout"))
+        fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
     transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)

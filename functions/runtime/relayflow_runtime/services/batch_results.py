@@ -55,11 +55,17 @@ def _finished(execution: Execution) -> bool:
     return execution.status in ("completed", "failed") and execution.progress.processed_items is not None
 
 
-def fill_progress(tenant: str, execution: Execution, *, with_results: bool = False) -> None:
-    """Live counts from the counter shards, or the final counts a finished run keeps; a finished
-    run's first page of results when asked."""
+def fill_progress(
+    tenant: str,
+    execution: Execution,
+    *,
+    with_results: bool = False,
+    store: deps.BatchCounters | None = None,
+) -> None:
+    """Live counts from the counter shards (``store``: the configured one by default), or the
+    final counts a finished run keeps; a finished run's first page of results when asked."""
     if not _finished(execution):
-        counters = deps.stores().batches.counters(tenant, execution.id)
+        counters = (store or deps.stores().batches).counters(tenant, execution.id)
         execution.progress.processed_items = counters["processed_items"]
         execution.progress.failed_items = counters["failed_items"]
         if counters.get("input_tokens") or counters.get("output_tokens"):

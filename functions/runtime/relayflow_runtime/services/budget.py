@@ -28,14 +28,13 @@ The counter and the run's share change together in one DynamoDB transaction (ada
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.budget import BudgetState, ReserveOutcome
-from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.batch import BatchSettings
+from relayflow_runtime.domain.clock import parse_iso
 from relayflow_runtime.domain.status import ExecutionStatus
 from relayflow_runtime.services import deps, metrics
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
@@ -62,29 +61,51 @@ MAX_WAITS = 1500
 MAX_WOKEN = 50
 
 
-def wait_period(timeout: int) -> int:
+@dataclass(frozen=True)
+class BudgetLimits:
+    """The budget's numbers, given to its use cases: :meth:`configured` by default (the stack
+    parameter and the constants above); a test gives its own."""
+
+    #: Batch items that may run at once over every batch of the deployment.
+    budget: int
+    wait_period_seconds: int = WAIT_PERIOD_SECONDS
+    max_wait_seconds: int = MAX_WAIT_SECONDS
+    max_waits: int = MAX_WAITS
+    max_woken: int = MAX_WOKEN
+
+    @classmethod
+    def configured(cls) -> BudgetLimits:
+        return cls(budget=get_settings().batch_parallelism_budget)
+
+
+def wait_period(timeout: int, limits: BudgetLimits | None = None) -> int:
     """How long a parked batch waits before it asks again unwoken (``budget_wait`` in the machine)."""
-    return max(1, min(WAIT_PERIOD_SECONDS, timeout))
+    period = limits.wait_period_seconds if limits is not None else WAIT_PERIOD_SECONDS
+    return max(1, min(period, timeout))
 
 
-def limit() -> int:
-    return get_settings().batch_parallelism_budget
-
-
-def fit(batch: dict[str, Any], budget: int) -> dict[str, Any]:
+def fit(batch: BatchSettings, budget: int) -> BatchSettings:
     """The batch narrowed (fewer children) so that its share is at most ``budget``; at least one
     child always remains."""
-    per_child = max(1, int(batch.get("items_per_child") or 1))
-    children = max(1, int(batch.get("children") or 1))
+    per_child = max(1, batch.items_per_child)
+    children = max(1, batch.children)
     most = max(1, budget // per_child)
-    return {**batch, "children": min(children, most)} if children > most else dict(batch)
+    return batch.model_copy(update={"children": most}) if children > most else batch
 
 
-def share(batch: dict[str, Any]) -> int:
-    return max(1, int(batch.get("children") or 1)) * max(1, int(batch.get("items_per_child") or 1))
+def share(batch: BatchSettings) -> int:
+    """The items the batch's Map may run at once: its children times the items of each."""
+    return max(1, batch.children) * max(1, batch.items_per_child)
 
 
-def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict[str, Any], ReserveOutcome]:
+def reserve(
+    tenant: str,
+    execution_id: str,
+    batch: BatchSettings,
+    *,
+    env: deps.Deps | None = None,
+    limits: BudgetLimits | None = None,
+) -> tuple[BatchSettings, ReserveOutcome]:
     """Take the run's share of the budget (the batch machine's ``reserve_budget``, services/batch.py).
 
     Returns the batch (with ``children`` narrowed when the batch alone is larger than the budget)
@@ -92,14 +113,15 @@ def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict
     ``not_pending`` (the run started or ended meanwhile: it holds nothing new). Raises
     :class:`BudgetExhausted`, with the run's ``waiting_reason`` noted, while the budget is taken.
     """
-    budget = limit()
+    env, limits = deps.given(env), limits or BudgetLimits.configured()
+    budget = limits.budget
     batch = fit(batch, budget)
     wanted = share(batch)
-    outcome = deps.stores().budget.reserve(tenant, execution_id, wanted, budget, now_iso())
+    outcome = env.budget.reserve(tenant, execution_id, wanted, budget, env.now())
     if outcome in ("reserved", "already_reserved"):
-        deps.stores().budget.unpark(tenant, execution_id)
+        env.budget.unpark(tenant, execution_id)
     if outcome in ("exhausted", "contended"):
-        state = deps.stores().budget.state()
+        state = env.budget.state()
         reason = (
             f"waiting for batch parallelism: {state.in_use} of {budget} items are running in other "
             f"batches and this batch needs {wanted}; it starts when they finish "
@@ -108,72 +130,89 @@ def reserve(tenant: str, execution_id: str, batch: dict[str, Any]) -> tuple[dict
             else "waiting for batch parallelism: other batches are taking or giving back their share "
             "right now; this batch asks again shortly"
         )
-        deps.stores().budget.note_waiting(tenant, execution_id, reason)
+        env.budget.note_waiting(tenant, execution_id, reason)
         metrics.count(metrics.BATCHES_WAITING_FOR_BUDGET)
         logger.info("batch waits for budget", extra={"execution_id": execution_id, "needs": wanted})
         raise BudgetExhausted(reason)
     return batch, outcome
 
 
-def await_budget(tenant: str, execution_id: str, batch: dict[str, Any], timeout: int, token: str) -> None:
+def await_budget(
+    tenant: str,
+    execution_id: str,
+    batch: BatchSettings,
+    timeout: int,
+    token: str,
+    *,
+    env: deps.Deps | None = None,
+    limits: BudgetLimits | None = None,
+) -> None:
     """The body of AwaitBudget (``.waitForTaskToken``): park the batch's token where a release finds
     it; wake it at once when the budget has room by now (a release between the reservation that
     failed and this park) or the run no longer waits. Raises :class:`BudgetWaitTooLong` past the
     run's timeout or MAX_WAITS parkings."""
-    store = deps.stores().budget
-    record = deps.stores().executions.get_execution(tenant, execution_id)
-    if record["status"] != ExecutionStatus.PENDING:
+    env, limits = deps.given(env), limits or BudgetLimits.configured()
+    store = env.budget
+    record = env.executions.get_record(tenant, execution_id)
+    if record.status != ExecutionStatus.PENDING:
         store.unpark(tenant, execution_id)
-        raise ExecutionNotRunning(f"execution {execution_id} is {record['status']}")
-    bound = min(timeout, MAX_WAIT_SECONDS)
-    waiter = store.park(tenant, execution_id, token, now_iso(), int(time.time()) + bound + 86_400)
-    waited = (datetime.now(UTC) - parse_iso(waiter.since)).total_seconds()
-    if waited >= bound or waiter.waits > MAX_WAITS:
+        raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
+    bound = min(timeout, limits.max_wait_seconds)
+    waiter = store.park(tenant, execution_id, token, env.now(), int(env.time()) + bound + 86_400)
+    waited = (parse_iso(env.now()) - parse_iso(waiter.since)).total_seconds()
+    if waited >= bound or waiter.waits > limits.max_waits:
         store.unpark(tenant, execution_id)
         limit_text = (
-            f"its timeout of {timeout} s" if timeout <= MAX_WAIT_SECONDS else f"{MAX_WAIT_SECONDS} s"
+            f"its timeout of {timeout} s"
+            if timeout <= limits.max_wait_seconds
+            else f"{limits.max_wait_seconds} s"
         )
-        if waiter.waits > MAX_WAITS:
-            limit_text = f"{MAX_WAITS} wake-ups"
+        if waiter.waits > limits.max_waits:
+            limit_text = f"{limits.max_waits} wake-ups"
         raise BudgetWaitTooLong(
             f"the batch waited {int(waited)} s for batch parallelism, longer than {limit_text}: "
-            f"{record.get('waiting_reason') or 'other batches held the budget'}"
+            f"{record.waiting_reason or 'other batches held the budget'}"
         )
-    budget = limit()
-    if state().in_use + share(fit(batch, budget)) <= budget:
+    budget = limits.budget
+    if store.state().in_use + share(fit(batch, budget)) <= budget:
         try:
-            deps.machines().release(token)  # room by now: ask again at once
+            env.machines.release(token)  # room by now: ask again at once
         except Exception:  # the wait's own timeout asks again: never fail the batch for it
             logger.exception("could not wake a batch that has room", extra={"execution_id": execution_id})
 
 
-def release(tenant: str, execution_id: str) -> int:
+def release(
+    tenant: str, execution_id: str, *, env: deps.Deps | None = None, limits: BudgetLimits | None = None
+) -> int:
     """Give back the run's share of the budget, if it holds one; returns the amount released.
     Idempotent: every terminal status change may call it. A share given back wakes the waiting
     batches; a run that ends while parked has its token failed."""
-    store = deps.stores().budget
-    released = store.release(tenant, execution_id, now_iso())
+    env = deps.given(env)
+    store = env.budget
+    released = store.release(tenant, execution_id, env.now())
     parked = store.waiter(tenant, execution_id)
     if parked is not None:
         store.unpark(tenant, execution_id)
-        record = deps.stores().executions.get_execution(tenant, execution_id)
-        if record["status"] != ExecutionStatus.PENDING:
-            cause = f"the run is {record['status']}"
-            deps.machines().fail_task(parked.token, error=ExecutionNotRunning.__name__, cause=cause)
+        record = env.executions.get_record(tenant, execution_id)
+        if record.status != ExecutionStatus.PENDING:
+            cause = f"the run is {record.status}"
+            env.machines.fail_task(parked.token, error=ExecutionNotRunning.__name__, cause=cause)
     if released:
         logger.info("batch budget released", extra={"execution_id": execution_id, "amount": released})
-        wake_waiters()
+        wake_waiters(env=env, limits=limits)
     return released
 
 
-def wake_waiters() -> int:
+def wake_waiters(*, env: deps.Deps | None = None, limits: BudgetLimits | None = None) -> int:
     """Wake the batches waiting for budget (each asks again); returns how many were woken. A token
     already used or ended is ignored by Step Functions; one that cannot be woken now waits out its
     period."""
+    env = deps.given(env)
+    most = limits.max_woken if limits is not None else MAX_WOKEN
     woken = 0
-    for waiter in deps.stores().budget.waiters(MAX_WOKEN):
+    for waiter in env.budget.waiters(most):
         try:
-            deps.machines().release(waiter.token)
+            env.machines.release(waiter.token)
             woken += 1
         except Exception:
             logger.exception("could not wake a waiting batch", extra={"execution_id": waiter.execution_id})

@@ -10,78 +10,113 @@ from __future__ import annotations
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, settled_node_status
-from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
+from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution, TokenUsage
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
 from relayflow_runtime.services.values import is_ref, unpack
 
 
-def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeExecution:
+def _node_execution(
+    record: dict[str, Any], run_status: str, run_error: str | None, blobs: deps.Blobs
+) -> NodeExecution:
     data = dict(record)
-    data["status"] = settled_node_status(
-        data.get("status", "pending"), execution["status"], execution.get("error")
-    )
-    data["output"] = unpack(data.get("output"))
-    data["parsed_output"] = unpack(data.get("parsed_output"))
-    data["prompt"] = unpack(data.get("prompt"))
+    data["status"] = settled_node_status(data.get("status", "pending"), run_status, run_error)
+    data["output"] = unpack(data.get("output"), blobs)
+    data["parsed_output"] = unpack(data.get("parsed_output"), blobs)
+    data["prompt"] = unpack(data.get("prompt"), blobs)
     if data.get("usage"):
         data["usage"] = usage_of(data["usage"])
     return NodeExecution.model_validate(data)
 
 
 def _single_run_usage(
-    tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
+    tenant: str, record: ExecutionRecord, node_records: list[dict[str, Any]] | None, env: deps.Deps
 ) -> dict[str, Any]:
     """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
     own, so finishing siblings never write one shared item). An ended run keeps the sum on its
     item (``usage_summed``, services/transitions.keep_usage), which pages without the nodes read;
     runs recorded before counted on the item as they went, and an ended one keeps that total."""
     if node_records is None:
-        if record.get("status") in TERMINAL and (record.get("usage_summed") or "input_tokens" in record):
-            return record
-        if record.get("status") == ExecutionStatus.PENDING:
+        if record.status in TERMINAL and (record.usage_summed or record.input_tokens is not None):
+            return dict(record.usage_counters())
+        if record.status == ExecutionStatus.PENDING:
             return {}
-        node_records = deps.stores().executions.node_records(tenant, record["id"])
+        node_records = env.executions.node_records(tenant, record.id)
     return sum_usage(r.get("usage") for r in node_records)
 
 
-def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
-    data = dict(record)
+def to_execution(
+    tenant: str,
+    record: ExecutionRecord | dict[str, Any],
+    *,
+    with_nodes: bool = True,
+    env: deps.Deps | None = None,
+) -> Execution:
+    """The API's execution from its stored record, field by field (domain/execution_record.py
+    says what the item holds beyond it)."""
+    env = deps.given(env)
+    stored = record if isinstance(record, ExecutionRecord) else ExecutionRecord.model_validate(record)
+    single = stored.input_mode == "single"
     # A single run stores its final output's text and, for a JSON node, the parsed value apart
     # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
     # item outcomes (batch_results.fill_progress).
-    stored = unpack(data.pop("results", None))
-    parsed = unpack(data.pop("results_parsed", None))
-    if data.get("input_mode", "single") == "single":
-        data["results"] = ExecutionResults.of_single_run(stored, parsed)
-    if is_ref(data.get("single_input")):
+    results = (
+        ExecutionResults.of_single_run(
+            unpack(stored.results, env.blobs), unpack(stored.results_parsed, env.blobs)
+        )
+        if single
+        else None
+    )
+    single_input = stored.single_input
+    if is_ref(single_input):
         # Pages of the history leave a long input out; the execution itself returns it whole.
-        data["single_input"] = unpack(data["single_input"]) if with_nodes else None
-    current = data.pop("current_node", None)
-    if current:
+        single_input = unpack(single_input, env.blobs) if with_nodes else None
+    progress = stored.progress
+    if stored.current_node:
         # The runner moves only this small attribute; progress keeps the totals set at start.
-        data["progress"] = {
-            **data.get("progress", {}),
-            "current_node_idx": current["idx"],
-            "current_node_id": current["id"],
-        }
+        progress = progress.model_copy(
+            update={"current_node_idx": stored.current_node.idx, "current_node_id": stored.current_node.id}
+        )
     records: list[dict[str, Any]] | None = None
-    if data.get("input_mode", "single") == "single":
+    if single:
         if with_nodes:
-            records = sorted(
-                deps.stores().executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
-            )
-        counters = _single_run_usage(tenant, data, records)
+            records = sorted(env.executions.node_records(tenant, stored.id), key=lambda r: r.get("idx", 0))
+        counters = _single_run_usage(tenant, stored, records, env)
     else:
-        counters = data
-    if "input_tokens" in counters or "output_tokens" in counters:
-        data["usage"] = usage_of(counters)
-    if data.get("status") != "pending":
-        data.pop("waiting_reason", None)  # why a run waited is no news once it started or ended
-    execution = Execution.model_validate(data)
+        counters = dict(stored.usage_counters())
+    execution = Execution(
+        id=stored.id,
+        workflow_id=stored.workflow_id,
+        version_id=stored.version_id,
+        number=stored.number,
+        status=stored.status,
+        input_mode=stored.input_mode,
+        single_input=single_input,
+        input_file=stored.input_file,
+        batch_config=stored.batch_config,
+        timeout=stored.timeout,
+        created_at=stored.created_at,
+        started_at=stored.started_at,
+        completed_at=stored.completed_at,
+        progress=progress,
+        results=results,
+        error=stored.error,
+        rerun_of=stored.rerun_of,
+        retry_of=stored.retry_of,
+        usage=TokenUsage.model_validate(usage_of(counters))
+        if "input_tokens" in counters or "output_tokens" in counters
+        else None,
+        callback_url=stored.callback_url,
+        trigger=stored.trigger,
+        # why a run waited is no news once it started or ended
+        waiting_reason=stored.waiting_reason if stored.status == ExecutionStatus.PENDING else None,
+    )
     if records is not None:
-        execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
+        execution.node_executions = {
+            r["node_id"]: _node_execution(r, stored.status, stored.error, env.blobs) for r in records
+        }
     if execution.input_mode == "batch":
-        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
+        batch_results.fill_progress(tenant, execution, with_results=with_nodes, store=env.batches)
     return execution

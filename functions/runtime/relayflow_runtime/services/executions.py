@@ -28,6 +28,8 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.disposition import clean_filename
+from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
 from relayflow_runtime.domain.status import ACTIVE, CLOSE_ON_CANCEL, NodeStatus, allowed_from
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -45,6 +47,7 @@ from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import (
     execution_prefix,
     get_execution_record,
+    load_plan,
     machine_arn,
     plan_key,
 )
@@ -70,9 +73,11 @@ def _decode_file(file: api.FileInput) -> bytes:
     return data
 
 
-def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> str:
+def resolve_version(
+    tenant: str, workflow_id: str, version_id: str | None, env: deps.Deps | None = None
+) -> str:
     """The version a run uses: the one asked for, else the workflow's active version."""
-    workflow = authoring.get_workflow(tenant, workflow_id)
+    workflow = authoring.get_workflow(tenant, workflow_id, env)
     version_id = version_id or workflow.active_version_id
     if not version_id:
         raise Conflict(
@@ -82,8 +87,13 @@ def resolve_version(tenant: str, workflow_id: str, version_id: str | None) -> st
     return version_id
 
 
-def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Execution:
-    version_id = resolve_version(tenant, workflow_id, body.version_id)
+def start_execution(
+    tenant: str, workflow_id: str, body: api.Execute, *, env: deps.Deps | None = None
+) -> Execution:
+    """Start a run of the workflow (its active version, or ``body.version_id``). A batch's
+    submission checks still read the dataset through the configured stores (services/batch.py)."""
+    env = deps.given(env)
+    version_id = resolve_version(tenant, workflow_id, body.version_id, env)
     authoring.check_callback_url(body.callback_url)
     if body.input_mode == "single":
         if (body.single_input is None) == (body.file is None):
@@ -97,10 +107,12 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
                 f"single_input is limited to {MAX_SINGLE_INPUT_CHARS} characters.", code="input_too_large"
             )
     with referenced("version_id") if body.version_id else contextlib.nullcontext():
-        plan = build_plan(tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout)
+        plan = build_plan(
+            tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout, env=env
+        )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
-    batch_ctx = batch.submission(tenant, body, plan) if body.input_mode == "batch" else None
+    batch_ctx = batch.submission(tenant, body) if body.input_mode == "batch" else None
     return _launch(
         tenant,
         workflow_id,
@@ -112,6 +124,7 @@ def start_execution(tenant: str, workflow_id: str, body: api.Execute) -> Executi
         else None,
         batch_ctx=batch_ctx,
         extra={"callback_url": body.callback_url} if body.callback_url else {},
+        env=env,
     )
 
 
@@ -250,7 +263,7 @@ def start_execution_once(
 def _launch(
     tenant: str,
     workflow_id: str,
-    plan: dict[str, Any],
+    plan: Plan,
     *,
     execution_id: str,
     single_input: str | None = None,
@@ -258,12 +271,14 @@ def _launch(
     file_key: InputFile | None = None,
     batch_ctx: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    env: deps.Deps | None = None,
 ) -> Execution:
     """Write the execution (pending) and its plan snapshot, then start the template's machine for
     its mode, named by the execution id (the one call to Step Functions a start makes): a single
     run in its turn (services/admission.py), a batch at once (its budget waits in the machine)."""
+    env = deps.given(env)
     prefix = execution_prefix(tenant, execution_id)
-    state_machine_arn = machine_arn(plan["mode"])
+    state_machine_arn = machine_arn(plan.mode)
 
     input_file: InputFile | None = file_key
     if file is not None:
@@ -274,62 +289,81 @@ def _launch(
             content_type=content_type,
             size=len(data),
         )
-        deps.blobs().put_bytes(input_file.key, data, content_type)
-    deps.blobs().put_json(plan_key(tenant, execution_id), plan)
+        env.blobs.put_bytes(input_file.key, data, content_type)
+    env.blobs.put_json(plan_key(tenant, execution_id), plan.model_dump(mode="json"))
 
-    number = deps.stores().workflows.next_execution_number(tenant, workflow_id)
-    now = now_iso()
+    number = env.workflows.next_execution_number(tenant, workflow_id)
+    now = env.now()
     batch_config = (batch_ctx or {}).get("batch_config")
     execution = Execution(
         id=execution_id,
         workflow_id=workflow_id,
-        version_id=plan["version_id"],
+        version_id=plan.version_id,
         number=number,
         status="pending",
-        input_mode=plan["mode"],
+        input_mode=plan.mode,
         single_input=single_input,
         input_file=input_file,
         batch_config=batch_config,
-        timeout=plan.get("timeout"),
+        timeout=plan.timeout,
         created_at=now,
         progress=ExecutionProgress(
-            total_nodes=len(plan["nodes"]),
+            total_nodes=len(plan.nodes),
             current_node_idx=0,
-            current_node_id=plan["nodes"][0]["id"] if plan["nodes"] else None,
+            current_node_id=plan.nodes[0].id if plan.nodes else None,
             **(batch_ctx or {}).get("progress", {}),
         ),
         **(extra or {}),
     )
-    record = execution.model_dump(mode="json", exclude={"node_executions"})
     # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
-    packed_input = pack(single_input, f"{prefix}input.json") if single_input is not None else None
-    record["single_input"] = packed_input
-    record["state_machine_arn"] = state_machine_arn
-    # Every other item of the run carries this TTL from the start (services/retention.py).
-    record["children_expire_at"] = retention.children_expire_at(now)
-    deps.stores().executions.put_execution(tenant, record)
-    metrics.count(metrics.RUNS_STARTED, Mode=plan["mode"])
-    if plan["mode"] == "single":
-        for node in plan["nodes"]:
-            deps.stores().executions.put_node_record_if_absent(
+    packed_input = (
+        pack(single_input, f"{prefix}input.json", blobs=env.blobs) if single_input is not None else None
+    )
+    stored = ExecutionRecord(
+        id=execution.id,
+        workflow_id=execution.workflow_id,
+        version_id=execution.version_id,
+        number=execution.number,
+        status=execution.status,
+        input_mode=execution.input_mode,
+        single_input=packed_input,
+        input_file=execution.input_file,
+        batch_config=execution.batch_config,
+        timeout=execution.timeout,
+        created_at=execution.created_at,
+        progress=execution.progress,
+        rerun_of=execution.rerun_of,
+        retry_of=execution.retry_of,
+        callback_url=execution.callback_url,
+        trigger=execution.trigger,
+        state_machine_arn=state_machine_arn,
+        # Every other item of the run carries this TTL from the start (services/retention.py).
+        children_expire_at=retention.children_expire_at(now),
+    )
+    env.executions.put_record(tenant, stored)
+    record = stored.item()
+    metrics.count(metrics.RUNS_STARTED, Mode=plan.mode)
+    if plan.mode == "single":
+        for node in plan.nodes:
+            env.executions.put_node_record_if_absent(
                 tenant,
                 execution_id,
-                f"N#{node['id']}",
+                f"N#{node.id}",
                 {
-                    "node_id": node["id"],
-                    "name": node["name"],
-                    "idx": node["idx"],
+                    "node_id": node.id,
+                    "name": node.name,
+                    "idx": node.idx,
                     "status": "pending",
                     "attempts": 0,
-                    "expires_at": record["children_expire_at"],
+                    "expires_at": stored.children_expire_at,
                 },
             )
 
-    notify.status_changed(tenant, record)
+    notify.status_changed(tenant, record, env)
 
-    if plan["mode"] == "batch":  # a batch waits for its share of the batch budget instead
-        admission.start(tenant, record, can_wait=False)
-    elif admission.launch(tenant, record) is None:  # it waits for its turn (services/admission.py)
+    if plan.mode == "batch":  # a batch waits for its share of the batch budget instead
+        admission.start(tenant, record, can_wait=False, env=env)
+    elif admission.launch(tenant, record, env) is None:  # it waits for its turn (services/admission.py)
         return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
     return execution
 
@@ -337,7 +371,7 @@ def _launch(
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
     old = get_execution_record(tenant, workflow_id, execution_id)
-    plan = deps.blobs().get_json(plan_key(tenant, execution_id))
+    plan = load_plan(tenant, execution_id)
     new_execution_id = new_id()
     file_key = None
     if old.get("input_file"):
@@ -349,7 +383,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         )
         deps.blobs().copy(source.key, file_key.key)
     batch_ctx = None
-    if plan["mode"] == "batch":
+    if plan.mode == "batch":
         batch_ctx = batch.rerun_submission(old)
     return _launch(
         tenant,
@@ -376,13 +410,13 @@ def retry_failed_items(
     fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
     old = get_execution_record(tenant, workflow_id, execution_id)
     if version_id is None:
-        plan = deps.blobs().get_json(plan_key(tenant, execution_id))
+        plan = load_plan(tenant, execution_id)
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
             plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
     new_execution_id = new_id()
-    batch_ctx = batch.retry_submission(tenant, old, plan, parallelism)
+    batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
     try:
         return _launch(
@@ -543,22 +577,26 @@ def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
 
 
 # ---- transitions -----------------------------------------------------------------------------------
-def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
-    record = get_execution_record(tenant, workflow_id, execution_id)
+def cancel_execution(
+    tenant: str, workflow_id: str, execution_id: str, *, env: deps.Deps | None = None
+) -> Execution:
+    env = deps.given(env)
+    record = get_execution_record(tenant, workflow_id, execution_id, env)
     if record["status"] == "cancelled":
-        return to_execution(tenant, record)
-    now = now_iso()
+        return to_execution(tenant, record, env=env)
+    now = env.now()
     updated = transition(
         tenant,
         record,
         allowed_from("cancelled"),
         "cancelled",
         {"completed_at": now, "error": "cancelled by request"},
+        env=env,
     )
     if updated is None:
-        record = get_execution_record(tenant, workflow_id, execution_id)
+        record = get_execution_record(tenant, workflow_id, execution_id, env)
         if record["status"] == "cancelled":
-            return to_execution(tenant, record)
+            return to_execution(tenant, record, env=env)
         raise Conflict(
             f"execution '{execution_id}' already finished ({record['status']}); only pending or running "
             "executions can be cancelled.",
@@ -566,24 +604,22 @@ def cancel_execution(tenant: str, workflow_id: str, execution_id: str) -> Execut
         )
     if record.get("sfn_execution_arn"):
         try:
-            deps.machines().stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+            env.machines.stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
         except Exception:
             # The cancel is already recorded and is the truth: every remaining task of the run finds
             # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.
             logger.exception(
                 "could not stop the state machine execution", extra={"execution_id": execution_id}
             )
-    deps.stores().executions.close_open_nodes(
-        tenant, execution_id, CLOSE_ON_CANCEL, "cancelled by request", now
-    )
-    _fail_open_gates(tenant, execution_id)
-    return to_execution(tenant, updated)
+    env.executions.close_open_nodes(tenant, execution_id, CLOSE_ON_CANCEL, "cancelled by request", now)
+    _fail_open_gates(tenant, execution_id, env)
+    return to_execution(tenant, updated, env=env)
 
 
-def _fail_open_gates(tenant: str, execution_id: str) -> None:
+def _fail_open_gates(tenant: str, execution_id: str, env: deps.Deps) -> None:
     """Fail the tasks of nodes still parked on their gates. StopExecution alone ends them on AWS;
     moto's interpreter never ends a run parked on a task token otherwise."""
-    for record in deps.stores().executions.node_records(tenant, execution_id):
+    for record in env.executions.node_records(tenant, execution_id):
         token = record.get("token")
         if (
             token
@@ -591,6 +627,6 @@ def _fail_open_gates(tenant: str, execution_id: str) -> None:
             and not record.get("attempts")
         ):
             try:
-                deps.machines().fail_task(token, error="Cancelled", cause="cancelled by request")
+                env.machines.fail_task(token, error="Cancelled", cause="cancelled by request")
             except Exception:
                 logger.exception("could not fail a parked gate", extra={"execution_id": execution_id})

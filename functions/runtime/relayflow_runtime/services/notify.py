@@ -16,18 +16,13 @@ informational: they are retried and counted the same way, but not kept.
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from relayflow_runtime.adapters.events import EventBus
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.services import deps, metrics
 from relayflow_runtime.services.execution_view import to_execution
-from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 
@@ -37,19 +32,20 @@ STATUS_CHANGE = "Execution Status Change"
 NODE_FINISHED = "Node Execution Finished"
 
 
-def _progress(tenant: str, record: dict[str, Any]) -> Any:
+def _progress(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> Any:
     """Progress as GET execution shows it (current node, batch counters), results left out."""
     try:
         without_results = {k: v for k, v in record.items() if k != "results"}
-        execution = to_execution(tenant, without_results, with_nodes=False)
+        execution = to_execution(tenant, without_results, with_nodes=False, env=env)
         return execution.progress.model_dump(mode="json")
     except Exception:  # an announcement must never fail the run it announces
         logger.exception("could not compute progress for an event")
         return record.get("progress")
 
 
-def status_event(tenant: str, record: dict[str, Any]) -> dict[str, Any]:
+def status_event(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> dict[str, Any]:
     """The detail of an ``Execution Status Change`` event (schema version 1)."""
+    env = deps.given(env)
     return {
         "schema_version": SCHEMA_VERSION,
         "tenant": tenant,
@@ -59,12 +55,12 @@ def status_event(tenant: str, record: dict[str, Any]) -> dict[str, Any]:
         "number": record.get("number"),
         "input_mode": record.get("input_mode", "single"),
         "status": record["status"],
-        "progress": _progress(tenant, record),
+        "progress": _progress(tenant, record, env),
         "error": record.get("error"),
         "created_at": record.get("created_at"),
         "started_at": record.get("started_at"),
         "completed_at": record.get("completed_at"),
-        "time": now_iso(),
+        "time": env.now(),
     }
 
 
@@ -90,42 +86,25 @@ def node_event(
     }
 
 
-# The bus is an adapter given to this module, so a test can hand it one that fails.
-class Bus(Protocol):
-    def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None: ...
-
-
-_bus_override: list[Bus] = []
+# The bus is one of the dependencies a use case is given (services/deps.py); these stay here for the
+# callers that name them on this module.
+Bus = deps.Bus
+event_bus = deps.event_bus
+using_bus = deps.using_bus
 PUBLISH_ATTEMPTS = 3
 PUBLISH_BACKOFF_SECONDS = 0.2
-
-
-def event_bus() -> Bus | None:
-    if _bus_override:
-        return _bus_override[-1]
-    name = get_settings().event_bus_name
-    return EventBus(name) if name else None
-
-
-@contextlib.contextmanager
-def using_bus(bus: Bus) -> Iterator[None]:
-    """Publish to ``bus`` while the block runs (tests: a bus that refuses events)."""
-    _bus_override.append(bus)
-    try:
-        yield
-    finally:
-        _bus_override.remove(bus)
 
 
 class EventNotPublished(Exception):
     """A status event could not be published, nor kept on its run for the sweeper to publish."""
 
 
-def publish(detail_type: str, detail: dict[str, Any]) -> bool:
+def publish(detail_type: str, detail: dict[str, Any], env: deps.Deps | None = None) -> bool:
     """Put one event on the bus, trying PUBLISH_ATTEMPTS times (a refused entry or an error of the
     call). False when it still failed: counted (metric StatusEventsNotPublished) and logged at
     ERROR; :func:`status_changed` then keeps the event on its run for the sweeper."""
-    bus = event_bus()
+    env = deps.given(env)
+    bus = env.bus
     if bus is None:
         return True
     problem: str | None = None
@@ -137,7 +116,7 @@ def publish(detail_type: str, detail: dict[str, Any]) -> bool:
         if problem is None:
             return True
         if attempt < PUBLISH_ATTEMPTS:
-            time.sleep(PUBLISH_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            env.sleep(PUBLISH_BACKOFF_SECONDS * 2 ** (attempt - 1))
     metrics.count(metrics.STATUS_EVENTS_NOT_PUBLISHED, DetailType=detail_type)
     logger.error(
         "could not publish an event",
@@ -146,15 +125,16 @@ def publish(detail_type: str, detail: dict[str, Any]) -> bool:
     return False
 
 
-def status_changed(tenant: str, record: dict[str, Any]) -> None:
+def status_changed(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> None:
     """Announce the run's status. An event the bus refuses (after retries) is kept on the run
     (``unpublished_event``, sweep index) and published by the sweeper later; if it cannot even be
     kept, :class:`EventNotPublished` is raised: never a status change announced to nobody."""
-    detail = status_event(tenant, record)
-    if publish(STATUS_CHANGE, detail):
+    env = deps.given(env)
+    detail = status_event(tenant, record, env)
+    if publish(STATUS_CHANGE, detail, env):
         return
     try:
-        deps.stores().sweep.keep_unpublished(tenant, record["id"], record["status"], detail)
+        env.sweep.keep_unpublished(tenant, record["id"], record["status"], detail)
     except Exception as exc:
         raise EventNotPublished(
             f"the {record['status']} event of execution {record['id']} was neither published nor kept"

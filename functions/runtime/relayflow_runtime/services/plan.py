@@ -1,13 +1,14 @@
 """From a workflow version to an execution plan: the snapshot an execution runs with.
 
-The plan is what the ASL is generated from and what the execution keeps, so editing the version
-afterwards never changes the meaning of a run that already happened.
+The plan (domain/engine.Plan) is what the state machines interpret and what the execution keeps, so
+editing the version afterwards never changes the meaning of a run that already happened.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
+from relayflow_runtime.domain.engine import ModelRef, NodeSpec, Plan
 from relayflow_runtime.domain.graph import (
     BLOCKING_CODES,
     ancestors,
@@ -26,7 +27,7 @@ from relayflow_runtime.schemas.entities import (
     WorkflowVersion,
 )
 from relayflow_runtime.schemas.responses import Problem
-from relayflow_runtime.services import authoring, retention
+from relayflow_runtime.services import authoring, deps, retention
 
 
 def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
@@ -43,7 +44,12 @@ def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str
 
 
 def _problems(
-    tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge], batch: bool
+    tenant: str,
+    version: WorkflowVersion,
+    nodes: list[WorkflowNode],
+    edges: list[WorkflowEdge],
+    batch: bool,
+    env: deps.Deps | None = None,
 ) -> tuple[list[Problem], dict[str, Model]]:
     ids = [n.id for n in nodes]
     names = {n.id: n.name for n in nodes}
@@ -68,7 +74,7 @@ def _problems(
         if node.entity_id in models:
             continue
         try:
-            models[node.entity_id] = authoring.get_model(tenant, node.entity_id)
+            models[node.entity_id] = authoring.get_model(tenant, node.entity_id, env)
         except NotFound:
             problems.append(
                 Problem(
@@ -111,13 +117,20 @@ def validate_version(tenant: str, workflow_id: str, version_id: str, batch: bool
 
 
 def build_plan(
-    tenant: str, workflow_id: str, version_id: str, *, mode: str, timeout: int | None
-) -> dict[str, Any]:
-    """The validated snapshot of a version, ready for the ASL generator and the node runner. A
+    tenant: str,
+    workflow_id: str,
+    version_id: str,
+    *,
+    mode: Literal["single", "batch"],
+    timeout: int | None,
+    env: deps.Deps | None = None,
+) -> Plan:
+    """The validated snapshot of a version, as the state machines and the node runner read it. A
     ``timeout`` longer than a run may take here (services/retention.py) is refused."""
     retention.check_timeout(timeout)
-    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
-    problems, models = _problems(tenant, version, nodes, edges, mode == "batch")
+    env = deps.given(env)
+    version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id, env=env)
+    problems, models = _problems(tenant, version, nodes, edges, mode == "batch", env)
     if problems:
         raise Conflict(
             f"version '{version_id}' cannot run: " + " ".join(p.message for p in problems),
@@ -139,24 +152,24 @@ def build_plan(
         node = by_id[node_id]
         model = models[node.entity_id]
         specs.append(
-            {
-                "id": node.id,
-                "name": node.name,
-                "idx": idx,
-                "template": node.config.input_template,
-                "timeout": node.config.timeout or version.config.node_timeout,
-                "on_failure": node.config.on_failure,
-                "output_format": node.config.output_format,
-                "parents": parent_map[node_id],
-                "upstream": {by_id[a].name: a for a in upstream[node_id]},
-                "model": {"id": model.id, "provider": model.provider, "config": model.config},
-            }
+            NodeSpec(
+                id=node.id,
+                name=node.name,
+                idx=idx,
+                template=node.config.input_template,
+                timeout=node.config.timeout or version.config.node_timeout,
+                on_failure=node.config.on_failure,
+                output_format=node.config.output_format,
+                parents=parent_map[node_id],
+                upstream={by_id[a].name: a for a in upstream[node_id]},
+                model=ModelRef(id=model.id, provider=model.provider, config=model.config),
+            )
         )
-    return {
-        "workflow_id": workflow_id,
-        "version_id": version_id,
-        "mode": mode,
-        "timeout": timeout,
-        "config": version.config.model_dump(mode="json"),
-        "nodes": specs,
-    }
+    return Plan(
+        workflow_id=workflow_id,
+        version_id=version_id,
+        mode=mode,
+        timeout=timeout,
+        config=version.config.model_dump(mode="json"),
+        nodes=specs,
+    )

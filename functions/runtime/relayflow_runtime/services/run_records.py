@@ -34,15 +34,22 @@ def plan_key(tenant: str, execution_id: str) -> str:
     return f"{execution_prefix(tenant, execution_id)}plan.json"
 
 
+def read_plan(tenant: str, execution_id: str, blobs: deps.Blobs) -> Plan:
+    """The execution's plan snapshot, read from ``blobs``."""
+    return Plan.model_validate(blobs.get_json(plan_key(tenant, execution_id)))
+
+
 @lru_cache(maxsize=256)
 def load_plan(tenant: str, execution_id: str) -> Plan:
     """The execution's plan snapshot (S3), read once per warm container (a plan never changes)."""
-    return Plan.model_validate(deps.blobs().get_json(plan_key(tenant, execution_id)))
+    return read_plan(tenant, execution_id, deps.blobs())
 
 
-def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
+def get_execution_record(
+    tenant: str, workflow_id: str, execution_id: str, env: deps.Deps | None = None
+) -> dict[str, Any]:
     """The stored execution of this workflow; 404 for another workflow's, or one being deleted."""
-    record = deps.stores().executions.get_execution(tenant, execution_id)
+    record = deps.given(env).executions.get_execution(tenant, execution_id)
     # A batch run being deleted (on the jobs machine) is already gone for every reader.
     if record["workflow_id"] != workflow_id or record.get("deleting"):
         raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")

@@ -22,8 +22,8 @@ from aws_lambda_powertools import Logger
 
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
-from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.costs import sum_usage
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL, check_moves, settled_node_status
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
 
@@ -32,36 +32,43 @@ logger = Logger(child=True)
 
 def transition(
     tenant: str,
-    record: dict[str, Any],
+    record: ExecutionRecord | dict[str, Any],
     from_statuses: tuple[str, ...],
     to_status: str,
     fields: dict[str, Any] | None = None,
+    *,
+    env: deps.Deps | None = None,
 ) -> dict[str, Any] | None:
     """Move the execution to to_status if it is in from_statuses; None if another writer won.
 
     A terminal move also gives the execution item its TTL, counts the run as finished, gives back
     its share of the batch budget and takes it out of the sweep index."""
+    env = deps.given(env)
+    if isinstance(record, ExecutionRecord):
+        record = record.item()
     from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
     fields = dict(fields or {})
     if to_status in TERMINAL:
-        created = record.get("created_at") or now_iso()
+        created = record.get("created_at") or env.now()
         fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
     try:
-        updated = deps.stores().executions.transition_execution(
+        updated = env.executions.transition_execution(
             tenant, record, from_statuses=from_statuses, to_status=to_status, fields=fields
         )
     except ConditionFailed:
         return None
-    nodes = keep_usage(tenant, updated) if to_status in TERMINAL else None
-    notify.status_changed(tenant, updated)
+    nodes = keep_usage(tenant, updated, env) if to_status in TERMINAL else None
+    notify.status_changed(tenant, updated, env)
     if to_status in TERMINAL:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
-        count_finished(tenant, updated, nodes)
-        after_finish(tenant, updated)
+        count_finished(tenant, updated, nodes, env)
+        after_finish(tenant, updated, env)
     return updated
 
 
-def keep_usage(tenant: str, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+def keep_usage(
+    tenant: str, record: dict[str, Any], env: deps.Deps | None = None
+) -> list[dict[str, Any]] | None:
     """A single run that just ended keeps its usage on its item: the sum of its node records (a node
     records its own; after the run's end none can), marked ``usage_summed``, so list pages, status
     events and webhooks read it without querying the nodes. ``complete`` sums it in its own move.
@@ -69,33 +76,40 @@ def keep_usage(tenant: str, record: dict[str, Any]) -> list[dict[str, Any]] | No
     contended leaves the readers summing the nodes, as for a running run."""
     if record.get("input_mode") == "batch" or record.get("usage_summed"):
         return None
-    nodes = deps.stores().executions.node_records(tenant, record["id"])
+    env = deps.given(env)
+    nodes = env.executions.node_records(tenant, record["id"])
     fields = {**sum_usage(node.get("usage") for node in nodes), "usage_summed": True}
     try:
-        deps.stores().executions.update_execution(tenant, record["id"], fields)
+        env.executions.update_execution(tenant, record["id"], fields)
     except StoreContended:
         return nodes
     record.update(fields)
     return nodes
 
 
-def count_finished(tenant: str, record: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> None:
+def count_finished(
+    tenant: str,
+    record: dict[str, Any],
+    nodes: list[dict[str, Any]] | None = None,
+    env: deps.Deps | None = None,
+) -> None:
     """Metrics of a run that just finished (called once, by the writer of its terminal status):
     its nodes by status and their retries (single runs: ``nodes`` when read already), its items
     processed and failed (batch)."""
     try:
+        env = deps.given(env)
         if record.get("input_mode") == "batch":
             # The final counts its end kept; else (a cancel) the counter shards as they are.
             counts = record.get("progress") or {}
             if counts.get("processed_items") is None:
-                counts = deps.stores().batches.counters(tenant, record["id"], consistent=True)
+                counts = env.batches.counters(tenant, record["id"], consistent=True)
             metrics.count(metrics.ITEMS_PROCESSED, int(counts.get("processed_items") or 0))
             metrics.count(metrics.ITEMS_FAILED, int(counts.get("failed_items") or 0))
             return
         statuses: dict[str, int] = {}
         retries = 0
         if nodes is None:
-            nodes = deps.stores().executions.node_records(tenant, record["id"])
+            nodes = env.executions.node_records(tenant, record["id"])
         for node in nodes:
             status = settled_node_status(
                 str(node.get("status", "pending")), record["status"], record.get("error")
@@ -110,15 +124,16 @@ def count_finished(tenant: str, record: dict[str, Any], nodes: list[dict[str, An
         logger.exception("could not count a finished run", extra={"execution_id": record.get("id")})
 
 
-def after_finish(tenant: str, record: dict[str, Any]) -> bool:
+def after_finish(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> bool:
     """What follows a run's end: give back its batch budget, then leave the sweep index (unless a
     status event still waits to be published). True when the run left the index."""
+    env = deps.given(env)
     if record.get("budget_reserved") is not None or record.get("input_mode") == "batch":
         try:
-            budget.release(tenant, record["id"])
+            budget.release(tenant, record["id"], env=env)
         except StoreContended:
             # The budget item stayed contended past the release's retries: the share stays on the
             # run, which stays in the sweep index; the sweeper's next pass releases it.
             logger.warning("budget release left to the sweeper", extra={"execution_id": record["id"]})
             return False
-    return deps.stores().sweep.leave(tenant, record["id"])
+    return env.sweep.leave(tenant, record["id"])

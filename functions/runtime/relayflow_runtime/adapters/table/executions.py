@@ -28,6 +28,7 @@ from relayflow_runtime.adapters.table.keys import (
     tenant_pk,
 )
 from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
 
 _SER = TypeSerializer()
@@ -83,6 +84,14 @@ class ExecutionStore(BaseStore):
 
     def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
         return self._get(tenant_pk(tenant, "X", execution_id), "X", "execution", execution_id)
+
+    def put_record(self, tenant: str, record: ExecutionRecord) -> None:
+        """Write a new execution item from its record (domain/execution_record.py)."""
+        self.put_execution(tenant, record.item())
+
+    def get_record(self, tenant: str, execution_id: str) -> ExecutionRecord:
+        """The execution item, read as its record."""
+        return ExecutionRecord.model_validate(self.get_execution(tenant, execution_id))
 
     def list_executions(
         self,

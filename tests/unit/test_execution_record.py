@@ -1,0 +1,84 @@
+"""The execution item as stored (domain/execution_record.py) and its explicit mapping to the API's
+``Execution`` (services/execution_view.py): the engine's bookkeeping never reaches an answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.support.fakes import Fakes, refuse_aws
+
+from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.services.execution_view import to_execution
+
+TENANT = "t-record"
+
+
+@pytest.fixture(autouse=True)
+def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_aws(monkeypatch)
+
+
+def stored(**fields: Any) -> dict[str, Any]:
+    """An ended single run's item, with every field the engine keeps beside the API's."""
+    return {
+        "id": "x-1",
+        "workflow_id": "wf",
+        "version_id": "v1",
+        "number": 3,
+        "status": "completed",
+        "input_mode": "single",
+        "single_input": "hello",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "started_at": "2026-01-01T00:00:01.000Z",
+        "completed_at": "2026-01-01T00:00:02.000Z",
+        "progress": {"total_nodes": 2, "current_node_idx": 0, "current_node_id": "a"},
+        "results": "HELLO",
+        "input_tokens": 3,
+        "output_tokens": 5,
+        "usage_summed": True,
+        "state_machine_arn": "arn:run",
+        "sfn_execution_arn": "arn:run:x-1",
+        "children_expire_at": 1_800_000_000,
+        "overdue_at": "2026-01-01T01:00:00.000Z",
+        "current_node": {"idx": 1, "id": "b"},
+        "waiting_reason": "waiting for admission",
+        "admission_queued_at": "2026-01-01T00:00:00.500Z",
+        "node_order": ["a", "b"],  # written by earlier versions, read by nothing
+        **fields,
+    }
+
+
+def test_a_stored_item_reads_as_a_record_whatever_earlier_versions_wrote_beside_it() -> None:
+    record = ExecutionRecord.model_validate(stored())
+    assert record.current_node is not None and record.current_node.id == "b"
+    assert record.usage_counters() == {"input_tokens": 3, "output_tokens": 5}
+    assert "node_order" not in record.item()
+
+
+def test_a_record_item_leaves_out_what_was_never_set() -> None:
+    item = ExecutionRecord(id="x", workflow_id="wf", version_id="v", created_at="t").item()
+    # conditions on an attribute's absence (the budget, the node a run is at) must hold
+    assert not {"budget_reserved", "current_node", "unpublished_event", "retry_claim"} & set(item)
+
+
+def test_the_api_shows_what_the_record_means_and_none_of_the_engines_bookkeeping() -> None:
+    fakes = Fakes()
+    execution = to_execution(TENANT, stored(), with_nodes=False, env=fakes.deps)
+    shown = execution.model_dump()
+    # the node the run is at moves its progress; its usage is the kept sum; its output the results
+    assert (execution.progress.current_node_idx, execution.progress.current_node_id) == (1, "b")
+    assert execution.usage is not None and execution.usage.input_tokens == 3
+    assert execution.results is not None and execution.results.output == "HELLO"
+    # why it waited is no news once it ended; the engine's fields are not in the answer
+    assert execution.waiting_reason is None
+    leaked = {"state_machine_arn", "sfn_execution_arn", "children_expire_at", "current_node", "node_order"}
+    assert not leaked & set(shown)
+
+
+def test_a_long_input_kept_in_the_bucket_is_shown_whole_by_the_execution_and_left_out_of_pages() -> None:
+    fakes = Fakes()
+    fakes.blobs.put_json("executions/t/x-1/input.json", "x" * 10_000)
+    item = stored(single_input={"$s3": "executions/t/x-1/input.json"})
+    assert to_execution(TENANT, item, env=fakes.deps).single_input == "x" * 10_000
+    assert to_execution(TENANT, item, with_nodes=False, env=fakes.deps).single_input is None
