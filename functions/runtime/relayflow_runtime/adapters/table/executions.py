@@ -376,23 +376,19 @@ class ExecutionStore(BaseStore):
             except ConditionFailed:
                 continue
 
-    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
-        """Store the task token of a node parked on its gate; returns the record as it now is."""
-        response = self._write(
-            "update_item",
-            Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
-            UpdateExpression="SET #tk = :tk",
-            ExpressionAttributeNames={"#tk": "token"},
-            ExpressionAttributeValues={":tk": token},
-            ReturnValues="ALL_NEW",
-        )
-        return strip_keys(response["Attributes"])
+    def gate_key(self, tenant: str, execution_id: str, node_id: str) -> dict[str, str]:
+        """The key of the node record the run machine's gate (AwaitParents) writes its task token
+        on, while the node's parents are not all done (statemachine/run.asl.json)."""
+        return node_record_key(tenant, execution_id, f"N#{node_id}")
 
     def mark_parent_done(
         self, tenant: str, execution_id: str, node_id: str, parent_id: str
     ) -> dict[str, Any]:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
-        returns the record as it now is."""
+        returns the record as it now is. The gate's token write (AwaitParents) is conditional on
+        fewer parents being done, so of the two writes on this record the later one decides: a
+        token found here was stored while a parent was missing, and this update's caller releases it
+        when its parent was the last; a gate finding every parent done stores nothing and runs."""
         response = self._write(
             "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
