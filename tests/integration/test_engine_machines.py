@@ -54,7 +54,7 @@ class Node:
 class StubRunner:
     """The node runner's actions for the run, batch and jobs machines. The run machine's gates
     (AwaitParents) write their tokens on node records in the stack's table: ``start`` writes the
-    records (pending, with their parent count) and a finishing node adds itself to its children's
+    records (pending, as launch does) and a finishing node adds itself to its children's
     ``done_parents`` and releases each child whose token it finds with every parent done, as
     services/run_machine.py does."""
 
@@ -124,7 +124,6 @@ class StubRunner:
                     "pk": {"S": self.pk},
                     "sk": {"S": f"N#{node_id}"},
                     "status": {"S": "pending"},
-                    "parents": {"N": str(len(self.nodes[node_id].parents))},
                 },
             )
         return {
@@ -134,6 +133,7 @@ class StubRunner:
                     "id": node_id,
                     "idx": index,
                     "task_timeout": self.nodes[node_id].task_timeout,
+                    "parents": len(self.nodes[node_id].parents),
                     "gate": self.options.get("gate_keys", {}).get(node_id, self.gate_key(node_id)),
                     "gate_timeout": self.options.get("gate_timeout", NO_TIMEOUT),
                     "max_gate_checks": self.options.get("max_gate_checks", 3),
@@ -428,7 +428,7 @@ def test_run_machine_a_gate_that_never_opens_fails_its_node_after_max_gate_check
     unregister = use_stub(stack, stub)
     try:
         arn = start(stack, "RunMachine")
-        # (the record B's gate writes on: pending, one parent, never marked done)
+        # (the record B's gate writes on: pending, never marked done)
         key = stub.options["gate_keys"]["B"]
         stack.client("dynamodb").put_item(
             TableName=stack.outputs["TableName"],
@@ -436,7 +436,6 @@ def test_run_machine_a_gate_that_never_opens_fails_its_node_after_max_gate_check
                 "pk": {"S": key["pk"]},
                 "sk": {"S": key["sk"]},
                 "status": {"S": "pending"},
-                "parents": {"N": "1"},
             },
         )
         description = stack.wait_for_execution(arn, timeout=30)

@@ -58,7 +58,7 @@ def node_record(execution_id: str, node_id: str) -> dict[str, Any]:
     return next(r for r in records if r["node_id"] == node_id)
 
 
-def gate_write(stack: LocalStack, key: dict[str, str], token: str) -> bool:
+def gate_write(stack: LocalStack, key: dict[str, str], token: str, parents: int) -> bool:
     """The run machine's AwaitParents write, its parameters as statemachine/run.asl.json has them;
     whether it stored the token (False: its condition failed, the node runs at once)."""
     states = json.loads(RUN_MACHINE.read_text())["States"]["Race"]["Branches"][0]["States"]
@@ -67,11 +67,12 @@ def gate_write(stack: LocalStack, key: dict[str, str], token: str) -> bool:
     assert parameters.pop("TableName") == "${TableName}"
     values = dict(parameters.pop("ExpressionAttributeValues"))
     assert values.pop(":tk") == {"S.$": "$$.Task.Token"}
+    assert values.pop(":parents") == {"N.$": "States.Format('{}', $.node.parents)"}
     try:
         stack.client("dynamodb").update_item(
             TableName=stack.outputs["TableName"],
             Key={name: {"S": value} for name, value in key.items()},
-            ExpressionAttributeValues={":tk": {"S": token}, **values},
+            ExpressionAttributeValues={":tk": {"S": token}, ":parents": {"N": str(parents)}, **values},
             **parameters,
         )
     except ClientError as error:
@@ -83,7 +84,7 @@ def gate_write(stack: LocalStack, key: dict[str, str], token: str) -> bool:
 def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_order(
     local_stack: LocalStack,
 ) -> None:
-    # Given a node with two parents, its record as launch writes it (pending, 2 parents)
+    # Given a node with two parents, its record as launch writes it (pending)
     store = deps.stores().executions
     node = NodeSpec.model_validate(
         {"id": "C", "name": "C", "idx": 2, "template": "", "timeout": 30, "parents": ["A", "B"],
@@ -92,7 +93,7 @@ def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_orde
     for order in itertools.permutations(["gate", "A", "B"]):
         execution_id = f"x-{uuid.uuid4().hex[:8]}"
         store.put_node_record_if_absent(
-            TENANT, execution_id, "N#C", {"node_id": "C", "status": "pending", "attempts": 0, "parents": 2}
+            TENANT, execution_id, "N#C", {"node_id": "C", "status": "pending", "attempts": 0}
         )
         key = store.gate_key(TENANT, execution_id, "C")
         # When the gate's write and each parent's update (run_machine._release_children's) come in
@@ -100,7 +101,7 @@ def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_orde
         parked, released = None, []
         for step in order:
             if step == "gate":
-                parked = gate_write(local_stack, key, f"token-{execution_id}")
+                parked = gate_write(local_stack, key, f"token-{execution_id}", len(node.parents))
             else:
                 record = store.mark_parent_done(TENANT, execution_id, "C", step)
                 if run_machine._ready(node, record):
@@ -112,6 +113,11 @@ def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_orde
             assert "token" not in node_record(execution_id, "C"), order
         else:
             assert parked is True and released == [f"token-{execution_id}"], order
+    # And a root's gate (no parent to wait for) stores no token: its node runs at once
+    pending = {"node_id": "R", "status": "pending", "attempts": 0}
+    store.put_node_record_if_absent(TENANT, "x-root", "N#R", pending)
+    assert gate_write(local_stack, store.gate_key(TENANT, "x-root", "R"), "token-root", 0) is False
+    assert "token" not in node_record("x-root", "R")
 
 
 def test_a_child_whose_parent_ended_before_its_gate_wrote_runs_without_parking(

@@ -286,8 +286,11 @@ def test_a_gate_parks_without_a_lambda_and_runs_its_node_when_the_parents_are_do
     parameters = gate["Parameters"]
     assert parameters["TableName"] == "${TableName}"
     assert parameters["ExpressionAttributeValues"][":tk"] == {"S.$": "$$.Task.Token"}
-    assert "size(#dp) < #np" in parameters["ConditionExpression"]
-    assert "#np > :zero" in parameters["ConditionExpression"]  # a root (0 parents) never parks
+    assert "size(#dp) < :parents" in parameters["ConditionExpression"]
+    assert ":parents > :zero" in parameters["ConditionExpression"]  # a root (0 parents) never parks
+    # (the count from start's NodeTask: a record written before this machine parks as well)
+    parents = parameters["ExpressionAttributeValues"][":parents"]
+    assert parents == {"N.$": "States.Format('{}', $.node.parents)"}
     # Then a failed condition (the parents are done, or the node no longer pending) runs the node
     assert _catch_target(gate, "DynamoDb.ConditionalCheckFailedException") == "RunNode"
 

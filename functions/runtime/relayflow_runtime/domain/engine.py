@@ -126,13 +126,15 @@ class GateKey(_Shape):
 
 class NodeTask(_Shape):
     """An item of the run machine's node Map: only what Step Functions itself needs.
-    ``gate``: the node record its gate (AwaitParents) writes its token on, while fewer than its
-    ``parents`` are done; ``gate_timeout``: how long the gate stays parked before it checks again (see
+    ``parents``: how many parents the node waits for (a root: 0, its gate never parks); ``gate``:
+    the node record its gate (AwaitParents) writes its token on, while fewer than ``parents`` are
+    done; ``gate_timeout``: how long the gate stays parked before it checks again (see
     :func:`gate_timeouts`), at most ``max_gate_checks`` times."""
 
     id: str
     idx: int
     task_timeout: int
+    parents: int = 0
     gate: GateKey | None = None
     gate_timeout: int = NO_TIMEOUT_SECONDS
     max_gate_checks: int = MAX_GATE_CHECKS
@@ -150,6 +152,7 @@ class NodeTask(_Shape):
             id=node.id,
             idx=node.idx,
             task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS,
+            parents=len(node.parents),
             gate=gate,
             gate_timeout=gate_timeout,
             max_gate_checks=max_gate_checks,

@@ -322,8 +322,6 @@ def _launch(
                     "idx": node["idx"],
                     "status": "pending",
                     "attempts": 0,
-                    # what the run machine's gate compares done_parents with (a root's 0: no gate)
-                    "parents": len(node.get("parents") or ()),
                     "expires_at": record["children_expire_at"],
                 },
             )
