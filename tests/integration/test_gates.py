@@ -242,3 +242,31 @@ def test_a_run_past_its_worst_case_is_counted_overdue_by_the_sweeper(
     assert metrics.total(counted, metrics.OVERDUE_RUNS) == 1
     assert wait(client, built, execution).status == "completed"
     assert datetime.now(UTC) < overdue_at
+
+
+def test_a_gate_of_the_previous_definition_still_parks_and_releases(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose First has ended (Second's record has First among its done parents), and an
+    # execution of the previous run machine, whose AwaitParents invoked the runner (action gate)
+    built = build(client, CHAIN, version_config={"max_retries": 0})
+    execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="hi")
+    assert wait(client, built, execution).status == "completed"
+    first, second = built.node_ids["First"], built.node_ids["Second"]
+    released: list[str] = []
+
+    class Machines:
+        def release(self, token: str) -> None:
+            released.append(token)
+
+    monkeypatch.setattr(deps, "machines", Machines)
+    run = {"tenant": TENANT, "workflow_id": built.workflow_id, "execution_id": execution.id}
+    # When that gate parks the child (a node payload of the previous definition: no gate key)
+    node = {"id": second, "idx": 1, "task_timeout": 4}
+    function = moto_shim.FunctionInfo("runner", "arn:aws:lambda:us-east-1:123456789012:function:runner")
+    context = moto_shim.LambdaContext(function)
+    node_runner.lambda_handler({"action": "gate", "run": run, "node": node, "token": "t-2"}, context)
+    # Then its token is stored and, its parent done, released at once
+    assert node_record(execution.id, second)["token"] == "t-2"
+    assert released == ["t-2"]
+    assert first in node_record(execution.id, second)["done_parents"]

@@ -31,6 +31,10 @@ tracer = Tracer()
 def _single(action: str, event: dict[str, Any], run: RunRef) -> Any:
     if action == "start":
         return run_machine.start(run).model_dump(mode="json")
+    if action == "gate":  # executions of the previous run machine only (see run_machine.previous_gate)
+        node = NodeTask.model_validate(event["node"])
+        run_machine.previous_gate(run, node, str(event["token"]), int(event.get("checks") or 0))
+        return None
     if action == "node":
         run_machine.run_node(run, NodeTask.model_validate(event["node"]), int(event.get("attempt") or 0))
         return None

@@ -129,6 +129,30 @@ def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: dict[str, 
     )
 
 
+class GateTimeout(Exception):
+    """A node's parents did not finish within their worst case, checked MAX_GATE_CHECKS times."""
+
+
+def previous_gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> None:
+    """The gate of an execution started on the previous run.asl.json, whose AwaitParents invoked
+    this function (``action: gate``) instead of writing the token itself: store the token, release
+    it when the parents are done by now. A deploy updates the runner before the machine, so such
+    executions can still be running; remove this once none can be (a run lasts at most its
+    timeout). ``checks``: the gate's timeouts so far; after MAX_GATE_CHECKS it fails its node."""
+    plan = load_plan(run.tenant, run.execution_id)
+    node = plan.node(task.id)
+    store = deps.stores().executions
+    if checks:
+        status = store.get_execution(run.tenant, run.execution_id)["status"]
+        if status != RUNNING.value:
+            raise ExecutionNotRunning(f"the execution is {status}")
+    record = store.register_gate(run.tenant, run.execution_id, node.id, token)
+    if _ready(node, record):
+        deps.machines().release(token)
+    elif checks >= MAX_GATE_CHECKS:
+        raise GateTimeout(_gate_gave_up(plan, node, task, record))
+
+
 def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
     store = deps.stores().executions
     for child in plan.children(node_id):

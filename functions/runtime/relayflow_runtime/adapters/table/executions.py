@@ -381,6 +381,19 @@ class ExecutionStore(BaseStore):
         on, while the node's parents are not all done (statemachine/run.asl.json)."""
         return node_record_key(tenant, execution_id, f"N#{node_id}")
 
+    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
+        """Store the task token of a node parked on the previous definition's gate (a runner task:
+        services/run_machine.previous_gate); returns the record as it now is."""
+        response = self._write(
+            "update_item",
+            Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
+            UpdateExpression="SET #tk = :tk",
+            ExpressionAttributeNames={"#tk": "token"},
+            ExpressionAttributeValues={":tk": token},
+            ReturnValues="ALL_NEW",
+        )
+        return strip_keys(response["Attributes"])
+
     def mark_parent_done(
         self, tenant: str, execution_id: str, node_id: str, parent_id: str
     ) -> dict[str, Any]:
