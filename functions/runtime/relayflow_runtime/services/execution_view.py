@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, settled_node_status
+from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, progress_node, settled_node_status
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
@@ -30,20 +30,17 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
     return NodeExecution.model_validate(data)
 
 
-def _single_run_usage(
-    tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
-    own, so finishing siblings never write one shared item). An ended run keeps the sum on its
-    item (``usage_summed``, services/transitions.keep_usage), which pages without the nodes read;
-    runs recorded before counted on the item as they went, and an ended one keeps that total."""
-    if node_records is None:
-        if record.get("status") in TERMINAL and (record.get("usage_summed") or "input_tokens" in record):
-            return record
-        if record.get("status") == ExecutionStatus.PENDING:
-            return {}
-        node_records = deps.stores().executions.node_records(tenant, record["id"])
-    return sum_usage(r.get("usage") for r in node_records)
+def _single_run_nodes(tenant: str, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A single run's node records when a page without the nodes needs them: its usage and its
+    progress while it runs (a node records its own, so finishing siblings never write one shared
+    item). An ended run keeps both on its item (``usage_summed``, ``current_node``:
+    services/transitions.keep_usage), which pages without the nodes read; runs recorded before
+    counted on the item as they went, and an ended one keeps that total."""
+    if record.get("status") in TERMINAL and (record.get("usage_summed") or "input_tokens" in record):
+        return None
+    if record.get("status") == ExecutionStatus.PENDING:
+        return []
+    return deps.stores().executions.node_records(tenant, record["id"])
 
 
 def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
@@ -59,22 +56,27 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
         # Pages of the history leave a long input out; the execution itself returns it whole.
         data["single_input"] = unpack(data["single_input"]) if with_nodes else None
     current = data.pop("current_node", None)
-    if current:
-        # The runner moves only this small attribute; progress keeps the totals set at start.
-        data["progress"] = {
-            **data.get("progress", {}),
-            "current_node_idx": current["idx"],
-            "current_node_id": current["id"],
-        }
     records: list[dict[str, Any]] | None = None
     if data.get("input_mode", "single") == "single":
         if with_nodes:
             records = sorted(
                 deps.stores().executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
             )
-        counters = _single_run_usage(tenant, data, records)
+        nodes = records if records is not None else _single_run_nodes(tenant, data)
+        counters = data if nodes is None else sum_usage(r.get("usage") for r in nodes)
+        # Progress is the nodes' own (domain/status.progress_node); an ended run's item keeps the
+        # node it ended at (a failed run: the node that failed).
+        if nodes is not None and not (current and data.get("status") in TERMINAL):
+            current = progress_node(nodes) or current
     else:
         counters = data
+    if current:
+        # progress keeps the totals set at start
+        data["progress"] = {
+            **data.get("progress", {}),
+            "current_node_idx": current["idx"],
+            "current_node_id": current["id"],
+        }
     if "input_tokens" in counters or "output_tokens" in counters:
         data["usage"] = usage_of(counters)
     if data.get("status") != "pending":

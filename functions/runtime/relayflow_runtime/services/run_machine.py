@@ -51,6 +51,7 @@ from relayflow_runtime.domain.status import (
     ExecutionStatus,
     NodeStatus,
     allowed_from,
+    progress_node,
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
@@ -384,6 +385,9 @@ def complete(run: RunRef) -> None:
         **sum_usage(r.get("usage") for r in by_id.values()),
         "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
     }
+    current = progress_node(by_id.values())
+    if current:
+        final["current_node"] = current
     for node in reversed(plan.nodes):
         finished = by_id.get(node.id)
         if finished and finished.get("status") == "completed":

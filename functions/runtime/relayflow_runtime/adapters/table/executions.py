@@ -27,7 +27,7 @@ from relayflow_runtime.adapters.table.keys import (
     sweep_shard,
     tenant_pk,
 )
-from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
+from relayflow_runtime.adapters.transactions import TransactionCancelled, transact_write
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
 
 _SER = TypeSerializer()
@@ -261,16 +261,15 @@ class ExecutionStore(BaseStore):
         running, :class:`NodeAlreadyEnded` when the node record has ended (or a later attempt holds
         it), ``StoreContended`` when contention outlasts the retries (adapters/transactions.py).
 
-        The run's progress (``current_node``) then moves to this node by a write of its own, which
-        may lose: parallel branches start in any order and progress never goes back, and keeping it
-        out of the transaction keeps the execution item a ConditionCheck (every node of a run would
-        otherwise update that one item)."""
+        Nothing is written on the execution item (a ConditionCheck only): the run's progress is
+        read from its node records (``idx``, ``attempts``; domain/status.progress_node), so a node's
+        start costs no write of the one item every node of the run would otherwise update."""
         sk = f"N#{node_id}"
         update = self._node_update(
             tenant,
             execution_id,
             sk,
-            fields,
+            {**fields, "idx": idx},
             sets=("#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"),
             # open, and never back to an earlier attempt (a late, superseded task)
             condition=f"(attribute_not_exists(#st) OR {_NODE_IS_OPEN}) "
@@ -280,14 +279,6 @@ class ExecutionStore(BaseStore):
         )
         check = self._status_check(tenant, execution_id, (ExecutionStatus.RUNNING.value,))
         self._write_node(tenant, execution_id, sk, [check, update])
-        with contextlib.suppress(ConditionFailed, StoreContended):
-            self._update(
-                execution_key(tenant, execution_id),
-                {"current_node": {"idx": idx, "id": node_id}},
-                condition=Attr("status").eq(ExecutionStatus.RUNNING.value)
-                & (Attr("current_node").not_exists() | Attr("current_node.idx").lt(idx)),
-                return_values="NONE",
-            )
 
     def finish_node(
         self,
