@@ -4,8 +4,9 @@ million batch items cost on AWS at list prices, from those counts.
 Every call the node runner makes (DynamoDB, S3, Step Functions, EventBridge) is cost and latency
 on AWS; so is each Lambda invocation and each Standard state transition. They are counted while
 real runs go through the template's machines on moto: botocore requests made inside a node-runner
-invocation, the invocations themselves, and the transitions (``*StateEntered`` events) of the
-execution. Per node = (10-node run - 1-node run) / 9, so the run's fixed cost is left out.
+invocation or by a machine's service integration (the run machine's node gates), the invocations,
+and the transitions (``*StateEntered`` events) of the execution. Per node = (10-node run - 1-node
+run) / 9, so the run's fixed cost is left out.
 
 "before" is the engine this one replaced (one generated state machine per version, created at
 run time; measured at commit 2d0b64f with the same counting, 10- vs 1-node runs and a 200-item
@@ -39,10 +40,14 @@ S3_GET = 0.0004 / 1000
 EVENTS = 1.00 / 1e6
 
 HANDLER = "relayflow_runtime.handlers.node_runner.lambda_handler"
+AWS_SDK_TASK = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk"
+)
 
 
 class _Counter:
-    """Counts botocore requests made inside node-runner invocations, and the invocations."""
+    """Counts botocore requests made inside node-runner invocations and the machines' service
+    integrations, and the invocations."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
@@ -85,6 +90,20 @@ class _Counter:
                 self._inside.on = False
 
         moto_shim.register(HANDLER, handler)
+
+        # The machines' own service integrations (the run machine's node gates: a DynamoDB write
+        # with a task token) are AWS calls of the run too.
+        service = importlib.import_module(AWS_SDK_TASK).StateTaskServiceAwsSdk
+        integration = service._eval_service_task
+
+        def counted_integration(task: Any, **kwargs: Any) -> Any:
+            self._inside.on = True
+            try:
+                return integration(task, **kwargs)
+            finally:
+                self._inside.on = False
+
+        service._eval_service_task = counted_integration
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

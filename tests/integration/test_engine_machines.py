@@ -1,9 +1,11 @@
 """The real statemachine/ files, as the template deploys them, run on the local stack with a stub
-node runner (an in-test gate store and recorder standing in for the runner actions of
-docs/engine.md): the facts the engine relies on, checked on moto through the shim."""
+node runner (a recorder standing in for the runner actions of docs/engine.md, releasing the gates
+the run machine parks on the stack's table as the real runner does): the facts the engine relies
+on, checked on moto through the shim."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.gates import PARKED_AND_RELEASED, RAN_AT_ONCE, TIMED_OUT, gate_outcomes
 
 import fixtures_handlers as fx
 from relayflow.local import moto_shim
@@ -49,8 +52,11 @@ class Node:
 
 
 class StubRunner:
-    """The node runner's actions for the run, batch and jobs machines, with an in-memory gate store
-    (token per node; released once, when every parent is done)."""
+    """The node runner's actions for the run, batch and jobs machines. The run machine's gates
+    (AwaitParents) write their tokens on node records in the stack's table: ``start`` writes the
+    records (pending, as launch does) and a finishing node adds itself to its children's
+    ``done_parents`` and releases each child whose token it finds with every parent done, as
+    services/run_machine.py does."""
 
     def __init__(self, stack: LocalStack, nodes: list[Node] | None = None, **options: Any):
         self.stack = stack
@@ -59,11 +65,10 @@ class StubRunner:
         self.options = options
         self.lock = threading.Lock()
         self.calls: list[tuple[float, str, dict[str, Any]]] = []
-        self.tokens: dict[str, str] = {}
+        self.pk = f"STUB#{uuid.uuid4().hex}"
         self.done: set[str] = set()
-        self.released: set[str] = set()
-        #: gates that asked again after their timeout (AwaitParents' TimeoutSecondsPath)
-        self.rechecked: set[str] = set()
+        #: every release sent, by node (a node's token is released once)
+        self.releases: list[str] = []
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.attempts: dict[str, list[int]] = {}
@@ -72,6 +77,11 @@ class StubRunner:
         self.failed_batches: list[list[Any]] = []
         self.handler = f"stub_runner_{uuid.uuid4().hex}"
         self.t0 = time.monotonic()
+
+    @property
+    def released(self) -> set[str]:
+        with self.lock:
+            return set(self.releases)
 
     # the Lambda handler
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
@@ -88,9 +98,34 @@ class StubRunner:
         with self.lock:
             return [event for _, name, event in self.calls if name == action]
 
+    # the gates' records
+    def _table(self) -> Any:
+        return self.stack.client("dynamodb")
+
+    def gate_key(self, node_id: str) -> dict[str, str]:
+        return {"pk": self.pk, "sk": f"N#{node_id}"}
+
+    def tokens(self) -> dict[str, str]:
+        """The tokens the gates stored, by node."""
+        items = self._table().query(
+            TableName=self.stack.outputs["TableName"],
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": self.pk}},
+        )["Items"]
+        return {item["sk"]["S"][2:]: item["token"]["S"] for item in items if "token" in item}
+
     # run machine
     def do_start(self, event: dict[str, Any]) -> dict[str, Any]:
         retry = self.options.get("retry", {"max_retries": 0, "delays": [1]})
+        for node_id in self.order:
+            self._table().put_item(
+                TableName=self.stack.outputs["TableName"],
+                Item={
+                    "pk": {"S": self.pk},
+                    "sk": {"S": f"N#{node_id}"},
+                    "status": {"S": "pending"},
+                },
+            )
         return {
             "run": event["run"],
             "nodes": [
@@ -98,21 +133,16 @@ class StubRunner:
                     "id": node_id,
                     "idx": index,
                     "task_timeout": self.nodes[node_id].task_timeout,
+                    "parents": len(self.nodes[node_id].parents),
+                    "gate": self.options.get("gate_keys", {}).get(node_id, self.gate_key(node_id)),
                     "gate_timeout": self.options.get("gate_timeout", NO_TIMEOUT),
+                    "max_gate_checks": self.options.get("max_gate_checks", 3),
                 }
                 for index, node_id in enumerate(self.order)
             ],
             "retry": retry,
             "timeout": self.options.get("timeout", NO_TIMEOUT),
         }
-
-    def do_gate(self, event: dict[str, Any]) -> None:
-        node_id = event["node"]["id"]
-        with self.lock:
-            self.tokens[node_id] = event["token"]
-            if event.get("checks"):
-                self.rechecked.add(node_id)
-        self._release_ready()
 
     def do_node(self, event: dict[str, Any]) -> dict[str, Any]:
         node = self.nodes[event["node"]["id"]]
@@ -147,30 +177,28 @@ class StubRunner:
         with self.lock:
             self.done.add(node_id)
             self.ended[node_id] = time.monotonic() - self.t0
-        self._release_ready()
-
-    def _release_ready(self) -> None:
-        """Every gate whose token is stored and whose parents are all done, released once."""
-        with self.lock:
-            ready = [
-                node_id
-                for node_id, token in self.tokens.items()
-                if node_id not in self.released and set(self.nodes[node_id].parents) <= self.done
-                # option lose_releases: a child's release is lost until its gate asks again
-                and not (self.options.get("lose_releases") and self.nodes[node_id].parents
-                         and node_id not in self.rechecked)
-            ]
-            self.released.update(ready)
-            tokens = [self.tokens[node_id] for node_id in ready]
         sfn = self.stack.client("stepfunctions")
-        for token in tokens:
-            sfn.send_task_success(taskToken=token, output="{}")
+        for child in (n for n in self.nodes.values() if node_id in n.parents):
+            record = self._table().update_item(
+                TableName=self.stack.outputs["TableName"],
+                Key={"pk": {"S": self.pk}, "sk": {"S": f"N#{child.id}"}},
+                UpdateExpression="ADD done_parents :p",
+                ExpressionAttributeValues={":p": {"SS": [node_id]}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+            # option lose_releases: the release never arrives (the gate's next check runs the node)
+            if (
+                "token" in record
+                and set(child.parents) <= set(record["done_parents"]["SS"])
+                and not self.options.get("lose_releases")
+            ):
+                with self.lock:
+                    self.releases.append(child.id)
+                sfn.send_task_success(taskToken=record["token"]["S"], output="{}")
 
     def cancel(self) -> int:
         """What the API's cancel does to the parked gates: SendTaskFailure on each unreleased token."""
-        with self.lock:
-            parked = [(n, t) for n, t in self.tokens.items() if n not in self.released]
-            self.released.update(n for n, _ in parked)
+        parked = [(n, t) for n, t in self.tokens().items() if n not in self.released]
         sfn = self.stack.client("stepfunctions")
         for _, token in parked:
             sfn.send_task_failure(taskToken=token, error="Cancelled", cause="cancelled by request")
@@ -294,7 +322,7 @@ def test_the_stack_deploys_exactly_the_statemachine_files_with_their_substitutio
         text = (ROOT / "statemachine" / f"{file}.asl.json").read_text()
         assert described["definition"] == text.replace("${NodeRunnerArn}", node_runner).replace(
             "${DataBucket}", bucket
-        )
+        ).replace("${TableName}", stack.outputs["TableName"])
         assert described["type"] == "STANDARD"
         assert described["roleArn"] == stack.context.attributes[f"{logical_id}Role"]["Arn"]
         # and the functions that start executions have its ARN (!Ref) in their environment
@@ -316,9 +344,13 @@ def test_run_machine_a_node_starts_when_its_own_parents_are_done(stack: LocalSta
     assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
     assert all(attempts == [0] for attempts in stub.attempts.values())
     assert stub.actions().count("complete") == 1 and "fail" not in stub.actions()
-    # the gates parked (lambda:invoke.waitForTaskToken with the runner's full ARN) and released each node once
-    assert sorted(event["node"]["id"] for event in stub.called("gate")) == ["A", "B", "C", "D", "E"]
-    assert stub.released == {"A", "B", "C", "D", "E"}
+    # each gate was one DynamoDB write and no runner call: the root's condition failed at once (no
+    # parent to wait for), D (after slow B) parked; every parked gate was released exactly once
+    outcomes = gate_outcomes(stack.client("stepfunctions"), description["executionArn"])
+    assert sorted(node_id for node_id, _ in outcomes) == ["A", "B", "C", "D", "E"]
+    assert dict(outcomes)["A"] == RAN_AT_ONCE and dict(outcomes)["D"] == PARKED_AND_RELEASED
+    assert sorted(stub.releases) == sorted(n for n, outcome in outcomes if outcome == PARKED_AND_RELEASED)
+    assert "gate" not in stub.actions()
     # a node waits for its own parents only: E (after C) started before slow B ended; D after both
     assert stub.started["E"] < stub.ended["B"]
     assert stub.started["D"] >= max(stub.ended["B"], stub.ended["C"])
@@ -365,33 +397,76 @@ def test_run_machine_records_a_node_out_of_retries_and_continues_or_stops(stack:
 def test_run_machine_a_gate_whose_release_was_lost_asks_again_after_its_timeout(stack: LocalStack):
     # Given a diamond whose children's releases are lost (the parent's SendTaskSuccess never
     # arrives), with gates that wait 2 s (start's gate_timeout: the ancestors' worst case + a margin)
-    stub = StubRunner(stack, diamond(B=Node("B", ["A"])), lose_releases=True, gate_timeout=2)
+    stub = StubRunner(stack, diamond(), lose_releases=True, gate_timeout=2)
     # When the run machine runs it
     description, took = run_to_end(stack, stub, "RunMachine", timeout=40)
-    # Then each child's gate timed out (States.Timeout), asked again with checks 1 and was released:
-    # the run completed instead of waiting for its own clock (30,000,000 s here)
+    # Then each parked gate timed out (States.Timeout) and wrote again: its parents done by then, the
+    # condition failed and the node ran; the run completed instead of waiting for its own clock
     assert description["status"] == "SUCCEEDED", description
-    assert stub.rechecked == {"B", "C", "D", "E"}
+    outcomes = gate_outcomes(stack.client("stepfunctions"), description["executionArn"])
+    timed_out = {node_id for node_id, outcome in outcomes if outcome == TIMED_OUT}
+    assert "D" in timed_out  # (D waits for B, 1.5 s)
+    for node_id in timed_out:
+        assert outcomes.index((node_id, TIMED_OUT)) < outcomes.index((node_id, RAN_AT_ONCE))
+    assert not stub.releases
     assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
-    checks = {(e["node"]["id"], e["checks"]) for e in stub.called("gate")}
-    assert {("A", 0), ("B", 0), ("B", 1), ("D", 1)} <= checks
     assert "node_failed" not in stub.actions()
     assert took < 20
 
 
-def test_run_machine_a_gate_that_fails_records_its_node_failed(stack: LocalStack):
-    # Given a gate whose check raises (e.g. the runner's own error, past the Retry)
-    class BrokenGate(StubRunner):
-        def do_gate(self, event: dict[str, Any]) -> None:
-            if event["node"]["id"] == "C":
-                raise BatchBroke("the gate could not be stored")
-            super().do_gate(event)
+def test_run_machine_a_gate_that_never_opens_fails_its_node_after_max_gate_checks(stack: LocalStack):
+    # Given a child whose parents' end never reaches its record (releases lost, and its gate writes
+    # on a record no parent marks), gates of 1 s and 2 checks
+    stub = StubRunner(
+        stack,
+        [Node("A"), Node("B", ["A"], on_failure="continue")],
+        lose_releases=True,
+        gate_timeout=1,
+        max_gate_checks=2,
+        gate_keys={"B": {"pk": f"STUB#{uuid.uuid4().hex}", "sk": "N#B"}},
+    )
+    unregister = use_stub(stack, stub)
+    try:
+        arn = start(stack, "RunMachine")
+        # (the record B's gate writes on: pending, never marked done)
+        key = stub.options["gate_keys"]["B"]
+        stack.client("dynamodb").put_item(
+            TableName=stack.outputs["TableName"],
+            Item={
+                "pk": {"S": key["pk"]},
+                "sk": {"S": key["sk"]},
+                "status": {"S": "pending"},
+            },
+        )
+        description = stack.wait_for_execution(arn, timeout=30)
+    finally:
+        unregister()
+    # Then B's gate parked twice, timed out twice, and B was recorded failed (GateTimeout) unrun
+    assert description["status"] == "SUCCEEDED", description
+    assert [o for n, o in gate_outcomes(stack.client("stepfunctions"), arn) if n == "B"] == [TIMED_OUT] * 2
+    (failed,) = stub.called("node_failed")
+    assert failed["node"]["id"] == "B" and failed["error"]["Error"] == "GateTimeout"
+    assert "B" not in stub.attempts
 
-    stub = BrokenGate(stack, diamond(C=Node("C", ["A"], on_failure="stop")))
+
+def test_run_machine_a_gate_that_fails_records_its_node_failed(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+):
+    # Given a gate whose write DynamoDB refuses (a ValidationException, no Retry)
+    stub = StubRunner(stack, diamond(C=Node("C", ["A"], on_failure="stop")))
+    backend = importlib.import_module("moto.dynamodb.models").DynamoDBBackend
+    update_item = backend.update_item
+
+    def refusing(self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if key["pk"] == {"S": stub.pk} and key["sk"] == {"S": "N#C"} and "token" in str((args, kwargs)):
+            raise importlib.import_module("moto.dynamodb.exceptions").MockValidationException("refused")
+        return update_item(self, table_name, key, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "update_item", refusing)
     description, took = run_to_end(stack, stub, "RunMachine")
     # Then the node is recorded failed with the gate's error (node_failed), and the run stops with it
     (failed,) = stub.called("node_failed")
-    assert failed["node"]["id"] == "C" and failed["error"]["Error"] == "BatchBroke"
+    assert failed["node"]["id"] == "C" and failed["error"]["Error"].startswith("DynamoDb."), failed
     assert description["status"] == "FAILED" and description["error"] == "WorkflowFailed"
     assert took < 10
 
@@ -414,9 +489,9 @@ def test_run_machine_cancel_fails_the_parked_gates_and_the_run_ends(stack: Local
     try:
         arn = start(stack, "RunMachine")
         deadline = time.monotonic() + 10
-        while "D" not in stub.tokens and time.monotonic() < deadline:
+        while "D" not in stub.tokens() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "D" in stub.tokens
+        assert "D" in stub.tokens()
         # When it is cancelled as the API does: every stored, unreleased token fails
         began = time.monotonic()
         assert stub.cancel() >= 1

@@ -1,20 +1,34 @@
-"""A lost gate is not invisible (issue 23 #7), with the real node runner on the local stack: a gate
-parks for its ancestors' worst case (plus a margin, lowered here to keep the tests short), then
-checks again: it releases itself when its parents are done, and fails its node with a clear error
-when they never finish. A run past its worst case is counted by the sweeper (``OverdueRuns``)."""
+"""The run machine's node gates with the real node runner on the local stack.
+
+A gate is a conditional DynamoDB write of the node's task token (no Lambda): of it and the last
+parent's update of the same record, exactly one releases the node, whichever comes first (issue
+20). A root never parks. A lost gate is not invisible (issue 23 #7): a gate parks for its
+ancestors' worst case (plus a margin, lowered here to keep the tests short), then checks again: it
+runs its node when its parents are done, and fails its node with a clear error when they never
+finish. A run past its worst case is counted by the sweeper (``OverdueRuns``)."""
 
 from __future__ import annotations
 
+import importlib
+import itertools
+import json
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
+from tests.support.gates import PARKED_AND_RELEASED, RAN_AT_ONCE, gate_outcomes
 from tests.support.workflows import build, wait, wait_for_node
 
 from relayflow import Client
+from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.domain import engine
-from relayflow_runtime.domain.engine import Plan, RunRef
+from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
+from relayflow_runtime.handlers import node_runner
 from relayflow_runtime.services import deps, metrics, run_machine, sweeper
 
 TENANT = "default"
@@ -23,9 +37,147 @@ UPPER = {"model": "uppercase"}
 CHAIN = [("First", UPPER, {"timeout": 2}), ("Second", UPPER, {"timeout": 2})]
 
 
+RUN_MACHINE = Path(__file__).resolve().parents[2] / "statemachine" / "run.asl.json"
+NODE_RUNNER = "relayflow_runtime.handlers.node_runner.lambda_handler"
+AWS_SDK_TASK = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk"
+)
+
+
 @pytest.fixture
 def short_gates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "GATE_MARGIN_SECONDS", 2)
+
+
+def sfn_arn(execution_id: str) -> str:
+    return str(deps.stores().executions.get_execution(TENANT, execution_id)["sfn_execution_arn"])
+
+
+def node_record(execution_id: str, node_id: str) -> dict[str, Any]:
+    records = deps.stores().executions.node_records(TENANT, execution_id)
+    return next(r for r in records if r["node_id"] == node_id)
+
+
+def gate_write(stack: LocalStack, key: dict[str, str], token: str, parents: int) -> bool:
+    """The run machine's AwaitParents write, its parameters as statemachine/run.asl.json has them;
+    whether it stored the token (False: its condition failed, the node runs at once)."""
+    states = json.loads(RUN_MACHINE.read_text())["States"]["Race"]["Branches"][0]["States"]
+    parameters = dict(states["Nodes"]["ItemProcessor"]["States"]["AwaitParents"]["Parameters"])
+    assert parameters.pop("Key") == {"pk": {"S.$": "$.node.gate.pk"}, "sk": {"S.$": "$.node.gate.sk"}}
+    assert parameters.pop("TableName") == "${TableName}"
+    values = dict(parameters.pop("ExpressionAttributeValues"))
+    assert values.pop(":tk") == {"S.$": "$$.Task.Token"}
+    assert values.pop(":parents") == {"N.$": "States.Format('{}', $.node.parents)"}
+    try:
+        stack.client("dynamodb").update_item(
+            TableName=stack.outputs["TableName"],
+            Key={name: {"S": value} for name, value in key.items()},
+            ExpressionAttributeValues={":tk": {"S": token}, ":parents": {"N": str(parents)}, **values},
+            **parameters,
+        )
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+        return False
+    return True
+
+
+def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_order(
+    local_stack: LocalStack,
+) -> None:
+    # Given a node with two parents, its record as launch writes it (pending)
+    store = deps.stores().executions
+    node = NodeSpec.model_validate(
+        {"id": "C", "name": "C", "idx": 2, "template": "", "timeout": 30, "parents": ["A", "B"],
+         "model": {"id": "m", "provider": "builtin"}}
+    )
+    for order in itertools.permutations(["gate", "A", "B"]):
+        execution_id = f"x-{uuid.uuid4().hex[:8]}"
+        store.put_node_record_if_absent(
+            TENANT, execution_id, "N#C", {"node_id": "C", "status": "pending", "attempts": 0}
+        )
+        key = store.gate_key(TENANT, execution_id, "C")
+        # When the gate's write and each parent's update (run_machine._release_children's) come in
+        # this order, each seeing the record its own write left
+        parked, released = None, []
+        for step in order:
+            if step == "gate":
+                parked = gate_write(local_stack, key, f"token-{execution_id}", len(node.parents))
+            else:
+                record = store.mark_parent_done(TENANT, execution_id, "C", step)
+                if run_machine._ready(node, record):
+                    released.append(record["token"])
+        # Then exactly one side lets the node go: the last parent releases the stored token, or the
+        # gate finds every parent done, stores nothing and runs the node at once
+        if order[-1] == "gate":
+            assert parked is False and released == [], order
+            assert "token" not in node_record(execution_id, "C"), order
+        else:
+            assert parked is True and released == [f"token-{execution_id}"], order
+    # And a root's gate (no parent to wait for) stores no token: its node runs at once
+    pending = {"node_id": "R", "status": "pending", "attempts": 0}
+    store.put_node_record_if_absent(TENANT, "x-root", "N#R", pending)
+    assert gate_write(local_stack, store.gate_key(TENANT, "x-root", "R"), "token-root", 0) is False
+    assert "token" not in node_record("x-root", "R")
+
+
+def test_a_child_whose_parent_ended_before_its_gate_wrote_runs_without_parking(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a chain First -> Second whose Second's gate write is held until First's end is
+    # recorded on Second's record (the parent finishing before the child's token is written)
+    built = build(client, CHAIN, version_config={"max_retries": 0})
+    first, second = built.node_ids["First"], built.node_ids["Second"]
+    service = importlib.import_module(AWS_SDK_TASK).StateTaskServiceAwsSdk
+    original = service._eval_service_task
+    held: list[str] = []
+
+    def after_the_parent(self: Any, **kwargs: Any) -> Any:
+        key = kwargs["normalised_parameters"]["Key"]
+        if key["sk"]["S"] == f"N#{second}":
+            execution_id = key["pk"]["S"].rsplit("#", 1)[1]
+            deadline = time.monotonic() + 20
+            while first not in (node_record(execution_id, second).get("done_parents") or ()):
+                assert time.monotonic() < deadline, "the parent never ended"
+                time.sleep(0.02)
+            held.append(execution_id)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(service, "_eval_service_task", after_the_parent)
+    # When the run runs
+    execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="hi", timeout=120)
+    done = wait(client, built, execution, timeout=60)
+    # Then Second's gate found its parent done: no token stored, nothing to release, and it ran at once
+    assert held == [execution.id]
+    assert done.status == "completed", done.error
+    assert done.node_executions[second]["output"] == "HI"
+    outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
+    assert outcomes[second] == RAN_AT_ONCE
+    assert "token" not in node_record(execution.id, second)
+
+
+def test_a_root_never_parks_and_no_gate_invokes_the_node_runner(
+    local_stack: LocalStack, client: Client
+) -> None:
+    # Given a chain Root -> Slow child, the node runner's invocations recorded
+    built = build(client, [("Root", {"model": "sleep", "seconds": 0.5}, {}), ("Child", UPPER, {})])
+    root, child = built.node_ids["Root"], built.node_ids["Child"]
+    actions: list[str] = []
+
+    def recording(event: dict[str, Any], context: Any) -> Any:
+        actions.append(event["action"])
+        return node_runner.lambda_handler(event, context)
+
+    with moto_shim.override(NODE_RUNNER, recording):
+        execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="hi")
+        done = wait(client, built, execution)
+    assert done.status == "completed", done.error
+    # Then the runner was invoked once per node and once at each end of the run, never for a gate
+    assert sorted(actions) == ["complete", "node", "node", "start"]
+    # the root's gate stored no token (no parent to wait for): its node ran at once; the child parked
+    # while the root ran and was released by it
+    outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
+    assert outcomes == {root: RAN_AT_ONCE, child: PARKED_AND_RELEASED}
+    assert "token" not in node_record(execution.id, root)
 
 
 def test_a_gate_whose_release_was_lost_releases_itself_when_it_checks_again(
@@ -90,3 +242,31 @@ def test_a_run_past_its_worst_case_is_counted_overdue_by_the_sweeper(
     assert metrics.total(counted, metrics.OVERDUE_RUNS) == 1
     assert wait(client, built, execution).status == "completed"
     assert datetime.now(UTC) < overdue_at
+
+
+def test_a_gate_of_the_previous_definition_still_parks_and_releases(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose First has ended (Second's record has First among its done parents), and an
+    # execution of the previous run machine, whose AwaitParents invoked the runner (action gate)
+    built = build(client, CHAIN, version_config={"max_retries": 0})
+    execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="hi")
+    assert wait(client, built, execution).status == "completed"
+    first, second = built.node_ids["First"], built.node_ids["Second"]
+    released: list[str] = []
+
+    class Machines:
+        def release(self, token: str) -> None:
+            released.append(token)
+
+    monkeypatch.setattr(deps, "machines", Machines)
+    run = {"tenant": TENANT, "workflow_id": built.workflow_id, "execution_id": execution.id}
+    # When that gate parks the child (a node payload of the previous definition: no gate key)
+    node = {"id": second, "idx": 1, "task_timeout": 4}
+    function = moto_shim.FunctionInfo("runner", "arn:aws:lambda:us-east-1:123456789012:function:runner")
+    context = moto_shim.LambdaContext(function)
+    node_runner.lambda_handler({"action": "gate", "run": run, "node": node, "token": "t-2"}, context)
+    # Then its token is stored and, its parent done, released at once
+    assert node_record(execution.id, second)["token"] == "t-2"
+    assert released == ["t-2"]
+    assert first in node_record(execution.id, second)["done_parents"]

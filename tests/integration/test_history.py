@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.conditions import Key
+from tests.support.graphs import add_node, builtin_model, new_version
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
@@ -425,3 +426,33 @@ def test_a_delete_interrupted_before_its_last_step_can_be_repeated(
     ok(api("DELETE", path))
     assert stored(tenant, done["id"]) == ([], [])
     assert api("GET", path)[0] == 404
+
+
+def test_a_running_run_is_listed_at_the_node_it_runs_and_ends_at_its_last(api: Any, tenant: str) -> None:
+    # Given a chain whose second node is slow, running
+    workflow_id, version_id = new_version(api)
+    upper = builtin_model(api, "uppercase")
+    sleeper = builtin_model(api, "sleep", seconds=2)
+    add_node(api, version_id, "first", upper, "{{input}}")
+    second = add_node(api, version_id, "second", sleeper, "{{input}}")
+    execution = ok(api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"}), 201)
+    deadline = time.monotonic() + 20
+    while True:
+        entry = ok(api("GET", f"/workflows/{workflow_id}/executions"))["items"][0]
+        if entry["status"] == "running" and entry["progress"]["current_node_id"] == second:
+            break
+        assert time.monotonic() < deadline, entry
+        time.sleep(0.05)
+    # When the history is listed meanwhile (a page without the nodes), then the run is at the second
+    # node, read from the node records (no node start writes the execution item)
+    assert entry["progress"]["current_node_idx"] == 1
+    assert "current_node" not in deps.stores().executions.get_execution(tenant, execution["id"])
+    # and once ended, the item keeps where it ended
+    deadline = time.monotonic() + 20
+    while ok(api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}"))["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stored = deps.stores().executions.get_execution(tenant, execution["id"])
+    assert stored["current_node"] == {"idx": 1, "id": second}
+    listed = ok(api("GET", f"/workflows/{workflow_id}/executions"))["items"][0]
+    assert listed["progress"]["current_node_id"] == second

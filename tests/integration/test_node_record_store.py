@@ -15,6 +15,7 @@ from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.batch import ItemOutcome
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.status import progress_node
 from relayflow_runtime.services import deps
 
 TENANT = "default"
@@ -92,17 +93,18 @@ def test_contention_that_never_ends_is_a_transient_error_and_nothing_is_written(
     assert node(running_node)["status"] == "running"
 
 
-def test_progress_is_not_in_the_transaction_and_never_goes_back(running_node: Any) -> None:
+def test_progress_is_read_from_the_node_records_and_never_goes_back(running_node: Any) -> None:
     # Given node a (idx 0) started; when a later node starts, then an earlier one
     running_node.put_node_record_if_absent(TENANT, RUN, "N#c", {"node_id": "c", "status": "pending"})
     running_node.put_node_record_if_absent(TENANT, RUN, "N#b", {"node_id": "b", "status": "pending"})
     running_node.begin_node_attempt(TENANT, RUN, "c", 2, 1, {}, now_iso())
     running_node.begin_node_attempt(TENANT, RUN, "b", 1, 1, {}, now_iso())
-    # Then both are running and the run's progress stays at the later one
-    assert running_node.get_execution(TENANT, RUN)["current_node"] == {"idx": 2, "id": "c"}
-    assert {r["node_id"]: r["status"] for r in running_node.node_records(TENANT, RUN)} == dict.fromkeys(
-        "abc", "running"
-    )
+    # Then both are running, the run's progress is the later one, and no start wrote the execution
+    # item (the one item every node of the run would otherwise update)
+    records = running_node.node_records(TENANT, RUN)
+    assert progress_node(records) == {"idx": 2, "id": "c"}
+    assert "current_node" not in running_node.get_execution(TENANT, RUN)
+    assert {r["node_id"]: r["status"] for r in records} == dict.fromkeys("abc", "running")
 
 
 

@@ -40,6 +40,7 @@ REALISTIC = {
         "arn:aws:lambda:eu-west-1:111122223333:function:relayflow-prod-NodeRunnerFunction-AbCdEfGh1234"
     ),
     "DataBucket": "relayflow-prod-data-111122223333-eu-west-1",
+    "TableName": "relayflow-prod-RelayflowTable-1A2B3C4D5E6F",
 }
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
@@ -68,7 +69,7 @@ def test_the_templates_state_machines_are_exactly_the_files_in_statemachine():
 
 @pytest.mark.parametrize("path", DEFINITIONS, ids=lambda p: p.name)
 def test_a_definition_uses_only_the_deployment_substitutions(path: Path):
-    # The only variables are where the stack is (the node runner, the bucket): never a workflow's
+    # The only variables are where the stack is (the node runner, the bucket, the table): never a workflow's
     assert set(_VARIABLE.findall(path.read_text())) <= set(REALISTIC)
 
 
@@ -133,6 +134,8 @@ def test_state_names_are_unique_in_the_whole_machine_and_every_task_is_the_node_
     names = [name for name, _ in states]
     assert len(names) == len(set(names)), "Step Functions refuses DUPLICATE_STATE_NAME"
     for name, state in states:
+        if (path.name, name) == ("run.asl.json", "AwaitParents"):
+            continue  # the node gate: a DynamoDB write of the run's own table (tested below)
         if state["Type"] == "Task":
             resource = state["Resource"]
             function = state.get("Parameters", {}).get("FunctionName", resource)
@@ -169,10 +172,11 @@ def _load(name: str) -> dict[str, Any]:
 def _tasks_with_kind(
     document: dict[str, Any], express: bool = False
 ) -> list[tuple[str, dict[str, Any], bool]]:
-    """Every Task, and whether it runs inside an Express child (5 minutes in all)."""
+    """Every Task of the node runner, and whether it runs inside an Express child (5 minutes in
+    all). (The run machine's node gate is a DynamoDB write with retries of its own.)"""
     found = []
     for name, state in document.get("States", {}).items():
-        if state["Type"] == "Task":
+        if state["Type"] == "Task" and not state["Resource"].startswith("arn:aws:states:::aws-sdk:"):
             found.append((name, state, express))
         for branch in state.get("Branches", []):
             found.extend(_tasks_with_kind(branch, express))
@@ -254,19 +258,56 @@ def _catch_target(state: dict[str, Any], error: str) -> str:
 
 def test_a_throttled_gate_or_node_is_waited_out_never_failed():
     states = _node_states()
-    for task in ("AwaitParents", "RunNode"):
-        # When the node runner stays throttled past the Retry
-        target = _catch_target(states[task], "Lambda.TooManyRequestsException")
+    # When the node runner (RunNode) or DynamoDB (the gate's write) stays throttled past the Retry
+    for task, error in (
+        ("RunNode", "Lambda.TooManyRequestsException"),
+        ("AwaitParents", "DynamoDb.ProvisionedThroughputExceededException"),
+        ("AwaitParents", "DynamoDb.ThrottlingException"),
+    ):
+        target = _catch_target(states[task], error)
         # Then the iteration waits and tries the same task again: no attempt spent, no NodeFailed
         assert states[target]["Type"] == "Wait", task
         assert states[target]["Next"] == task
+        assert any(error in retry["ErrorEquals"] for retry in states[task]["Retry"]), task
 
 
 def test_a_gate_that_fails_records_the_node_failed_rather_than_failing_the_run_silently():
     states = _node_states()
     # Any other error of the gate (past its Retry) is recorded on the node, like a node's own failure
-    assert _catch_target(states["AwaitParents"], "Lambda.ServiceException") == "NodeFailed"
-    assert _catch_target(states["AwaitParents"], "KeyError") == "NodeFailed"
+    assert _catch_target(states["AwaitParents"], "DynamoDb.ResourceNotFoundException") == "NodeFailed"
+    assert _catch_target(states["AwaitParents"], "Cancelled") == "NodeFailed"
+
+
+def test_a_gate_parks_without_a_lambda_and_runs_its_node_when_the_parents_are_done():
+    gate = _node_states()["AwaitParents"]
+    # The gate is a DynamoDB write with a task token (AWS SDK integration: the optimized DynamoDB
+    # one has no .waitForTaskToken), conditional on the node still waiting for a parent
+    assert gate["Resource"] == "arn:aws:states:::aws-sdk:dynamodb:updateItem.waitForTaskToken"
+    parameters = gate["Parameters"]
+    assert parameters["TableName"] == "${TableName}"
+    assert parameters["ExpressionAttributeValues"][":tk"] == {"S.$": "$$.Task.Token"}
+    assert "size(#dp) < :parents" in parameters["ConditionExpression"]
+    assert ":parents > :zero" in parameters["ConditionExpression"]  # a root (0 parents) never parks
+    # (the count from start's NodeTask: a record written before this machine parks as well)
+    parents = parameters["ExpressionAttributeValues"][":parents"]
+    assert parents == {"N.$": "States.Format('{}', $.node.parents)"}
+    # Then a failed condition (the parents are done, or the node no longer pending) runs the node
+    assert _catch_target(gate, "DynamoDb.ConditionalCheckFailedException") == "RunNode"
+
+
+def test_a_gate_gives_up_after_max_gate_checks_timeouts_and_records_its_node():
+    states = _node_states()
+    assert _catch_target(states["AwaitParents"], "States.Timeout") == "GateTimedOut"
+    assert states["GateTimedOut"]["Next"] == "GateChecksLeft"
+    (again,) = states["GateChecksLeft"]["Choices"]
+    assert again == {
+        "Variable": "$.gate_checks",
+        "NumericLessThanPath": "$.node.max_gate_checks",
+        "Next": "AwaitParents",
+    }
+    gave_up = states[states["GateChecksLeft"]["Default"]]
+    assert gave_up["Parameters"]["error"]["Error"] == "GateTimeout"
+    assert gave_up["Next"] == "NodeFailed"
 
 
 def test_a_node_killed_by_the_lambda_timeout_is_retried_by_the_versions_retry_loop():

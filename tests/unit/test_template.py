@@ -86,10 +86,13 @@ def test_each_machine_is_deployed_from_its_file_with_the_runner_and_bucket_subst
     properties = MACHINES[logical_id]["Properties"]
     assert properties["Type"] == "STANDARD"
     assert properties["DefinitionUri"].startswith("statemachine/")
+    # (the run machine's node gates write task tokens on the table: its name too)
+    table = {"TableName": {"Ref": "RelayflowTable"}} if logical_id == "RunMachine" else {}
     assert properties["DefinitionSubstitutions"] == {
         "NodeRunnerArn": {"Fn::GetAtt": ["NodeRunnerFunction", "Arn"]},
         # spelled as RELAYFLOW_BUCKET is (the bucket's !Ref would be circular through its notification)
         "DataBucket": GLOBALS["Environment"]["Variables"]["RELAYFLOW_BUCKET"],
+        **table,
     }
     # named explicitly (its own role names it), traced, errors logged without execution data
     assert properties["Name"] == {"Fn::Sub": "${AWS::StackName}-" + properties["DefinitionUri"][13:-9]}

@@ -401,9 +401,23 @@ def test_each_machine_may_invoke_the_node_runner_and_no_other_function(machine: 
     assert not allowed(
         "lambda:InvokeFunction", f"arn:aws:lambda:{HERE}:function:relayflow-model-x", statements
     )
-    # and touches no data but the batch machine's item lists and map results
-    if machine != "BatchMachine":
+    # and touches no data but the batch machine's item lists and map results, and the run
+    # machine's node gates (below)
+    if machine == "JobsMachine":
         assert not any(a.startswith(("s3:", "dynamodb:")) for s in statements for a in s["Action"])
+    if machine == "RunMachine":
+        assert not any(a.startswith("s3:") for s in statements for a in s["Action"])
+
+
+def test_the_run_machine_may_write_its_gates_task_tokens_on_the_table_and_nothing_else():
+    run = statements_of("RunMachine")
+    table = f"arn:aws:dynamodb:{HERE}:table/{STACK}-RelayflowTable"
+    # AwaitParents: a conditional UpdateItem of a node record (aws-sdk integration, .waitForTaskToken)
+    assert allowed("dynamodb:UpdateItem", table, run)
+    for action in ("dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query"):
+        assert not allowed(action, table, run), action
+    assert not allowed("dynamodb:UpdateItem", f"arn:aws:dynamodb:{HERE}:table/{STACK}-IdempotencyTable", run)
+    assert not allowed("dynamodb:UpdateItem", f"{table}/index/by-workflow", run)
 
 
 def test_the_batch_machine_reads_item_lists_writes_map_results_and_manages_its_children_only():

@@ -22,6 +22,8 @@ NO_TIMEOUT_SECONDS = 30_000_000
 #: Step Functions' TimeoutSecondsPath backs up the runner's own node timeout by this much, so the
 #: recorded error names the node's limit rather than a task timeout.
 TIMEOUT_BACKSTOP_SECONDS = 2
+#: A gate that has timed out this many times with its parents still not done fails its node.
+MAX_GATE_CHECKS = 3
 #: Express child executions run at most 5 minutes; a batch keeps this much of it as a margin: the
 #: child's own margin (domain/batch.py CHILD_MARGIN_SECONDS, 15 s) plus EXPRESS_RESERVE_SECONDS.
 EXPRESS_LIMIT_SECONDS = 300
@@ -133,23 +135,45 @@ def retry_delays(max_retries: int, base_seconds: int, cap_seconds: int) -> list[
     return [max(1, min(cap_seconds, base_seconds * 2**i)) for i in range(max_retries)]
 
 
+class GateKey(_Shape):
+    """The node record the run machine's gate writes its task token on (DynamoDB key)."""
+
+    pk: str
+    sk: str
+
+
 class NodeTask(_Shape):
     """An item of the run machine's node Map: only what Step Functions itself needs.
-    ``gate_timeout``: how long the node's gate stays parked before it checks again (see
-    :func:`gate_timeouts`)."""
+    ``parents``: how many parents the node waits for (a root: 0, its gate never parks); ``gate``:
+    the node record its gate (AwaitParents) writes its token on, while fewer than ``parents`` are
+    done; ``gate_timeout``: how long the gate stays parked before it checks again (see
+    :func:`gate_timeouts`), at most ``max_gate_checks`` times."""
 
     id: str
     idx: int
     task_timeout: int
+    parents: int = 0
+    gate: GateKey | None = None
     gate_timeout: int = NO_TIMEOUT_SECONDS
+    max_gate_checks: int = MAX_GATE_CHECKS
 
     @classmethod
-    def of(cls, node: NodeSpec, gate_timeout: int = NO_TIMEOUT_SECONDS) -> NodeTask:
+    def of(
+        cls,
+        node: NodeSpec,
+        gate_timeout: int = NO_TIMEOUT_SECONDS,
+        *,
+        gate: GateKey | None = None,
+        max_gate_checks: int = MAX_GATE_CHECKS,
+    ) -> NodeTask:
         return cls(
             id=node.id,
             idx=node.idx,
             task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS,
+            parents=len(node.parents),
+            gate=gate,
             gate_timeout=gate_timeout,
+            max_gate_checks=max_gate_checks,
         )
 
 
@@ -256,8 +280,6 @@ def worst_case_item_seconds(plan: Plan) -> int:
 #: A gate waits for its parents' worst case plus this much (a throttled task waits out up to ~8
 #: minutes of Retry), then checks again: a gate whose release was lost releases itself then.
 GATE_MARGIN_SECONDS = 600
-#: A gate that has timed out this many times with its parents still not done fails its node.
-MAX_GATE_CHECKS = 3
 
 
 def gate_timeouts(plan: Plan) -> dict[str, int]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "ACTIVE",
@@ -197,3 +197,14 @@ def _known(kind: type[_S], status: str) -> _S:
     except ValueError:
         names = ", ".join(member.value for member in kind)
         raise RefusedMove(f"unknown status {str(status)!r} (one of: {names})") from None
+
+
+def progress_node(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """A single run's progress (``current_node``): of its nodes that began an attempt, the one
+    latest in plan order. Node records only move forward, so progress never goes back; None before
+    any node began."""
+    begun = [r for r in records if int(r.get("attempts") or 0) >= 1 and r.get("node_id")]
+    if not begun:
+        return None
+    last = max(begun, key=lambda r: int(r.get("idx") or 0))
+    return {"idx": int(last.get("idx") or 0), "id": str(last["node_id"])}

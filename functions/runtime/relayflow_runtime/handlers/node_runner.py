@@ -73,7 +73,8 @@ def _start(event: RunEvent, remaining_ms: int | None) -> RunStart:
 
 
 def _gate(event: GateEvent, remaining_ms: int | None) -> None:
-    run_machine.gate(event.run, event.node, event.token, event.checks)
+    # executions of the previous run machine only (see run_machine.previous_gate)
+    run_machine.previous_gate(event.run, event.node, event.token, event.checks)
 
 
 def _node(event: NodeEvent, remaining_ms: int | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.execution_record import ExecutionRecord
-from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, settled_node_status
+from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, progress_node, settled_node_status
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution, TokenUsage
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
@@ -31,20 +31,17 @@ def _node_execution(
     return NodeExecution.model_validate(data)
 
 
-def _single_run_usage(
-    tenant: str, record: ExecutionRecord, node_records: list[dict[str, Any]] | None, env: deps.Deps
-) -> dict[str, Any]:
-    """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
-    own, so finishing siblings never write one shared item). An ended run keeps the sum on its
-    item (``usage_summed``, services/transitions.keep_usage), which pages without the nodes read;
-    runs recorded before counted on the item as they went, and an ended one keeps that total."""
-    if node_records is None:
-        if record.status in TERMINAL and (record.usage_summed or record.input_tokens is not None):
-            return dict(record.usage_counters())
-        if record.status == ExecutionStatus.PENDING:
-            return {}
-        node_records = env.executions.node_records(tenant, record.id)
-    return sum_usage(r.get("usage") for r in node_records)
+def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[dict[str, Any]] | None:
+    """A single run's node records when a page without the nodes needs them: its usage and its
+    progress while it runs (a node records its own, so finishing siblings never write one shared
+    item). An ended run keeps both on its item (``usage_summed``, ``current_node``:
+    services/transitions.keep_usage), which pages without the nodes read (None); runs recorded
+    before counted on the item as they went, and an ended one keeps that total."""
+    if record.status in TERMINAL and (record.usage_summed or record.input_tokens is not None):
+        return None
+    if record.status == ExecutionStatus.PENDING:
+        return []
+    return env.executions.node_records(tenant, record.id)
 
 
 def to_execution(
@@ -73,19 +70,27 @@ def to_execution(
     if is_ref(single_input):
         # Pages of the history leave a long input out; the execution itself returns it whole.
         single_input = unpack(single_input, env.blobs) if with_nodes else None
-    progress = stored.progress
-    if stored.current_node:
-        # The runner moves only this small attribute; progress keeps the totals set at start.
-        progress = progress.model_copy(
-            update={"current_node_idx": stored.current_node.idx, "current_node_id": stored.current_node.id}
-        )
+    current = stored.current_node.model_dump() if stored.current_node else None
     records: list[dict[str, Any]] | None = None
     if single:
         if with_nodes:
             records = sorted(env.executions.node_records(tenant, stored.id), key=lambda r: r.get("idx", 0))
-        counters = _single_run_usage(tenant, stored, records, env)
+        nodes = records if records is not None else _single_run_nodes(tenant, stored, env)
+        counters = (
+            dict(stored.usage_counters()) if nodes is None else sum_usage(r.get("usage") for r in nodes)
+        )
+        # Progress is the nodes' own (domain/status.progress_node); an ended run's item keeps the
+        # node it ended at (a failed run: the node that failed).
+        if nodes is not None and not (current and stored.status in TERMINAL):
+            current = progress_node(nodes) or current
     else:
         counters = dict(stored.usage_counters())
+    progress = stored.progress
+    if current:
+        # progress keeps the totals set at start
+        progress = progress.model_copy(
+            update={"current_node_idx": current["idx"], "current_node_id": current["id"]}
+        )
     execution = Execution(
         id=stored.id,
         workflow_id=stored.workflow_id,

@@ -4,13 +4,15 @@ The machine is the same for every workflow: it reads nothing but the ids in ``Ru
 ``NodeTask``s ``start`` hands it; each action loads the execution's plan snapshot (cached, a plan
 never changes) and records in DynamoDB. docs/engine.md draws the states; the gate protocol:
 
-* every node's Map iteration first parks on a gate (``gate``: its task token is stored on the
-  node record);
+* a node with parents first parks on a gate (the machine's AwaitParents: no Lambda, a DynamoDB
+  ``UpdateItem`` with ``.waitForTaskToken``) that writes its task token on the node record only
+  while fewer than all its parents are done; a root runs at once;
 * a node that ends (completed, or failed with ``on_failure: "continue"``) adds its id to each
-  child's ``done_parents`` set (a repeated add counts once);
-* whichever update — the token's or the last parent's — sees both "token stored" and "every parent
-  done" releases the child (SendTaskSuccess). Both may, after a retried task: a second release of
-  a token is refused by Step Functions and ignored (see adapters/engine.py).
+  child's ``done_parents`` set (a repeated add counts once) and gets the record back;
+* both are writes on the same item, so one of them is the later: when it is the parent's, it
+  finds the token and (its id completing the set) releases the child (SendTaskSuccess); when it
+  is the gate's, its condition fails and the node runs without parking. A repeated parent's
+  second release of a token is refused by Step Functions and ignored (see adapters/engine.py).
 
 Every write is conditional on the run still running, so a cancelled or finished run records
 nothing more (``ExecutionNotRunning``, which the machine catches and ends the iteration quietly).
@@ -34,6 +36,7 @@ from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import (
     MAX_GATE_CHECKS,
+    GateKey,
     NodeFailure,
     NodeSpec,
     NodeTask,
@@ -49,6 +52,7 @@ from relayflow_runtime.domain.status import (
     ExecutionStatus,
     NodeStatus,
     allowed_from,
+    progress_node,
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
@@ -93,9 +97,18 @@ def start(run: RunRef) -> RunStart:
     if updated is None and record["status"] != "running":
         raise ExecutionNotRunning(f"the execution is {record['status']}")
     gates = gate_timeouts(plan)
+    store = deps.stores().executions
     return RunStart(
         run=run,
-        nodes=[NodeTask.of(node, gates[node.id]) for node in plan.nodes],
+        nodes=[
+            NodeTask.of(
+                node,
+                gates[node.id],
+                gate=GateKey.model_validate(store.gate_key(run.tenant, run.execution_id, node.id)),
+                max_gate_checks=MAX_GATE_CHECKS,
+            )
+            for node in plan.nodes
+        ],
         retry=plan.retry,
         timeout=retention.run_clock_seconds(record["created_at"], plan.timeout),
     )
@@ -106,18 +119,28 @@ def _ready(node: NodeSpec, record: dict[str, Any]) -> bool:
     return bool(record.get("token")) and set(node.parents) <= set(record.get("done_parents") or ())
 
 
+def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: dict[str, Any] | None) -> str:
+    """The error of a node whose gate timed out ``max_gate_checks`` times (the machine's
+    GateGaveUp): which parents it waited for, and how long."""
+    done = set((record or {}).get("done_parents") or ())
+    waiting = [plan.node(p).name for p in node.parents if p not in done]
+    checks = task.max_gate_checks
+    return (
+        f"node '{node.name}' waited {checks * task.gate_timeout} s for its parents "
+        f"({', '.join(waiting)}), {checks} times their worst case: they never finished"
+    )
+
+
 class GateTimeout(Exception):
     """A node's parents did not finish within their worst case, checked MAX_GATE_CHECKS times."""
 
 
-def gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> None:
-    """Park the node: store its token; release it at once when its parents are already done (a
-    root always is).
-
-    ``checks`` counts the gate's timeouts (AwaitParents' TimeoutSecondsPath, the ancestors' worst
-    case): a gate that timed out checks again, so one whose release was lost releases itself; it
-    stops when the run is no longer running, parks again while its parents may still finish, and
-    after MAX_GATE_CHECKS timeouts fails its node (:class:`GateTimeout`, recorded by node_failed)."""
+def previous_gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> None:
+    """The gate of an execution started on the previous run.asl.json, whose AwaitParents invoked
+    this function (``action: gate``) instead of writing the token itself: store the token, release
+    it when the parents are done by now. A deploy updates the runner before the machine, so such
+    executions can still be running; remove this once none can be (a run lasts at most its
+    timeout). ``checks``: the gate's timeouts so far; after MAX_GATE_CHECKS it fails its node."""
     plan = load_plan(run.tenant, run.execution_id)
     node = plan.node(task.id)
     store = deps.stores().executions
@@ -128,19 +151,8 @@ def gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> None:
     record = store.register_gate(run.tenant, run.execution_id, node.id, token)
     if _ready(node, record):
         deps.machines().release(token)
-        return
-    if not checks:
-        return
-    waiting = [plan.node(p).name for p in node.parents if p not in set(record.get("done_parents") or ())]
-    if checks >= MAX_GATE_CHECKS:
-        raise GateTimeout(
-            f"node '{node.name}' waited {checks * task.gate_timeout} s for its parents "
-            f"({', '.join(waiting)}), {checks} times their worst case: they never finished"
-        )
-    logger.warning(
-        "a gate timed out with its parents not done: parked again",
-        extra={"node_id": node.id, "checks": checks, "waiting_for": waiting},
-    )
+    elif checks >= MAX_GATE_CHECKS:
+        raise GateTimeout(_gate_gave_up(plan, node, task, record))
 
 
 def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
@@ -322,6 +334,9 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
         message = f"node '{node.name}' timed out after {node.timeout} seconds"
+    elif name == "GateTimeout":
+        records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+        message = _gate_gave_up(plan, node, task, records.get(node.id))
     status = "timed_out" if timed_out else "failed"
     try:
         store.finish_node(
@@ -374,6 +389,9 @@ def complete(run: RunRef) -> None:
         **sum_usage(r.get("usage") for r in by_id.values()),
         "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
     }
+    current = progress_node(by_id.values())
+    if current:
+        final["current_node"] = current
     for node in reversed(plan.nodes):
         finished = by_id.get(node.id)
         if finished and finished.get("status") == "completed":

@@ -27,7 +27,7 @@ from relayflow_runtime.adapters.table.keys import (
     sweep_shard,
     tenant_pk,
 )
-from relayflow_runtime.adapters.transactions import StoreContended, TransactionCancelled, transact_write
+from relayflow_runtime.adapters.transactions import TransactionCancelled, transact_write
 from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
 
@@ -276,16 +276,15 @@ class ExecutionStore(BaseStore):
         running, :class:`NodeAlreadyEnded` when the node record has ended (or a later attempt holds
         it), ``StoreContended`` when contention outlasts the retries (adapters/transactions.py).
 
-        The run's progress (``current_node``) then moves to this node by a write of its own, which
-        may lose: parallel branches start in any order and progress never goes back, and keeping it
-        out of the transaction keeps the execution item a ConditionCheck (every node of a run would
-        otherwise update that one item)."""
+        Nothing is written on the execution item (a ConditionCheck only): the run's progress is
+        read from its node records (``idx``, ``attempts``; domain/status.progress_node), so a node's
+        start costs no write of the one item every node of the run would otherwise update."""
         sk = f"N#{node_id}"
         update = self._node_update(
             tenant,
             execution_id,
             sk,
-            fields,
+            {**fields, "idx": idx},
             sets=("#st = :running", "#att = :att", "#sa = if_not_exists(#sa, :now)", "#as = :now"),
             # open, and never back to an earlier attempt (a late, superseded task)
             condition=f"(attribute_not_exists(#st) OR {_NODE_IS_OPEN}) "
@@ -295,14 +294,6 @@ class ExecutionStore(BaseStore):
         )
         check = self._status_check(tenant, execution_id, (ExecutionStatus.RUNNING.value,))
         self._write_node(tenant, execution_id, sk, [check, update])
-        with contextlib.suppress(ConditionFailed, StoreContended):
-            self._update(
-                execution_key(tenant, execution_id),
-                {"current_node": {"idx": idx, "id": node_id}},
-                condition=Attr("status").eq(ExecutionStatus.RUNNING.value)
-                & (Attr("current_node").not_exists() | Attr("current_node.idx").lt(idx)),
-                return_values="NONE",
-            )
 
     def finish_node(
         self,
@@ -409,8 +400,14 @@ class ExecutionStore(BaseStore):
             except ConditionFailed:
                 continue
 
+    def gate_key(self, tenant: str, execution_id: str, node_id: str) -> dict[str, str]:
+        """The key of the node record the run machine's gate (AwaitParents) writes its task token
+        on, while the node's parents are not all done (statemachine/run.asl.json)."""
+        return node_record_key(tenant, execution_id, f"N#{node_id}")
+
     def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
-        """Store the task token of a node parked on its gate; returns the record as it now is."""
+        """Store the task token of a node parked on the previous definition's gate (a runner task:
+        services/run_machine.previous_gate); returns the record as it now is."""
         response = self._write(
             "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
@@ -425,7 +422,10 @@ class ExecutionStore(BaseStore):
         self, tenant: str, execution_id: str, node_id: str, parent_id: str
     ) -> dict[str, Any]:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
-        returns the record as it now is."""
+        returns the record as it now is. The gate's token write (AwaitParents) is conditional on
+        fewer parents being done, so of the two writes on this record the later one decides: a
+        token found here was stored while a parent was missing, and this update's caller releases it
+        when its parent was the last; a gate finding every parent done stores nothing and runs."""
         response = self._write(
             "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
