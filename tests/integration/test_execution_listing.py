@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.table.executions import LISTING_SK
 from relayflow_runtime.adapters.table.keys import execution_key
@@ -137,3 +138,29 @@ def test_runs_recorded_before_listing_entries_are_listed_and_moved_as_before(loc
     assert updated["status"] == "completed"
     assert _ids("wf-old", status="completed") == [old["id"]]
     assert _ids("wf-old", status="running") == [new["id"]]
+
+
+def test_a_page_is_one_query_and_a_batch_get_per_hundred_runs(local_stack: LocalStack) -> None:
+    store = deps.stores().executions
+    for n in range(120):
+        store.put_execution(TENANT, _run("wf-page", n))
+    calls: list[str] = []
+    events = aws.session().events
+    aws.clear_resources()  # handlers on the session reach the clients built after them
+
+    def count(event_name: str, **kwargs: Any) -> None:
+        calls.append(event_name.rsplit(".", 1)[1])
+
+    for operation in ("Query", "BatchGetItem", "GetItem", "Scan"):
+        events.register(f"provide-client-params.dynamodb.{operation}", count)
+    try:
+        small, _ = store.list_executions(TENANT, "wf-page", limit=50, next_token=None)
+        assert (len(small), calls) == (50, ["Query", "BatchGetItem"])
+        calls.clear()
+        large, _ = store.list_executions(TENANT, "wf-page", limit=200, next_token=None)
+        assert (len(large), calls) == (120, ["Query", "BatchGetItem", "BatchGetItem"])
+    finally:
+        for operation in ("Query", "BatchGetItem", "GetItem", "Scan"):
+            events.unregister(f"provide-client-params.dynamodb.{operation}", count)
+        aws.clear_resources()
+    assert [r["id"] for r in large[:50]] == [r["id"] for r in small]
