@@ -71,14 +71,14 @@ class Price:
 # us-east-1 list prices (USD), on-demand, first tier
 PRICES: dict[str, Price] = {
     "lambda_request": Price(0.20, 1e6, "Lambda requests"),
-    "lambda_gb_s": Price(0.0000133334, 1, "Lambda GB-second (arm64)"),
+    "lambda_gb_s": Price(13.3334, 1e6, "Lambda GB-seconds (arm64)"),
     "standard_transition": Price(0.025, 1000, "Standard state transitions"),
     "express_request": Price(1.00, 1e6, "Express requests"),
-    "express_gb_s": Price(0.00001667, 1, "Express GB-second"),
+    "express_gb_s": Price(16.67, 1e6, "Express GB-seconds"),
     "wru": Price(0.625, 1e6, "DynamoDB write request units"),
     "rru": Price(0.125, 1e6, "DynamoDB read request units"),
-    "s3_put": Price(0.005, 1000, "S3 PUT, COPY, POST, LIST requests"),
-    "s3_get": Price(0.0004, 1000, "S3 GET and other requests"),
+    "s3_put": Price(5.00, 1e6, "S3 PUT, COPY, POST, LIST requests"),
+    "s3_get": Price(0.40, 1e6, "S3 GET and other requests"),
     "events": Price(1.00, 1e6, "EventBridge custom events (64 KB each)"),
     "sqs": Price(0.40, 1e6, "SQS requests"),
     "log_gb": Price(0.50, 1, "CloudWatch Logs GB ingested"),
