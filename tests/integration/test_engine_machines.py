@@ -520,14 +520,13 @@ def test_batch_machine_delivers_every_item_once_in_batches_of_at_most_items_per_
     assert len(stub.items_seen) == 7  # ceil(25 / 4)
     # with the run (BatchInput) in every child's task
     assert all(run == RUN for run in stub.batch_inputs)
-    # and the Map's results went to the ResultWriter (S3, map-results/), not into the state
-    keys = [
-        obj["Key"]
-        for obj in stack.client("s3")
-        .list_objects_v2(Bucket=stack.outputs["BucketName"], Prefix="map-results/")
-        .get("Contents", [])
-    ]
-    assert any(key.endswith("/manifest.json") for key in keys), keys
+    # and the Map's results went to the ResultWriter (S3), not into the state: under the run's own
+    # prefix, where its tenant's data lies and the run's deletion and retention reach them
+    bucket = stack.outputs["BucketName"]
+    keys = [obj["Key"] for obj in stack.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    results = [key for key in keys if key.startswith("executions/t1/ex1/map-results/")]
+    assert any(key.endswith("/manifest.json") for key in results), keys
+    assert not [key for key in keys if key.startswith("map-results/")], keys
     assert took < 30
 
 

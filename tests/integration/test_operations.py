@@ -262,7 +262,7 @@ def test_a_finished_run_and_everything_it_wrote_carry_the_ttl(
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": f"T#{TENANT}#X#{done.id}"}},
     )["Items"]
-    assert len(partition) == 3
+    assert len(partition) == 4  # the execution, its two node records, its listing entry
     assert all(abs(int(i["expires_at"]["N"]) - expires) < 2 for i in partition)
     # And it left the sweep index
     assert "sweep_pk" not in item

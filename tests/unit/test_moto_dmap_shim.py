@@ -92,6 +92,8 @@ def test_a_definition_without_distributed_maps_is_left_alone():
     [
         (distributed_map(ItemBatcher={"MaxItemsPerBatch": 2, "MaxItemsPerBatchPath": "$.n"}), "both"),
         (distributed_map(ItemBatcher={"MaxItems": 2}), "unknown fields"),
+        (distributed_map(ResultWriter={"WriterConfig": {"Transformation": "SMALL"}}), "WriterConfig"),
+        (distributed_map(ResultWriter={"WriterConfig": {"OutputType": "CSV"}}), "WriterConfig"),
         (distributed_map(ItemBatcher={"BatchInput": {}}), "needs MaxItemsPerBatch"),
         (distributed_map(ItemBatcher={"MaxItemsPerBatch": 0}), "positive integer"),
         (distributed_map(ItemBatcher={"MaxInputBytesPerBatch": 262_145}), "MaxInputBytesPerBatch"),
@@ -299,6 +301,7 @@ def test_moto_has_the_distributed_map_hooks_the_patches_replace():
         (moto_shim._DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run", lambda self, env: None),
         (moto_shim._DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_job", lambda self, job: None),
         (moto_shim._ASL_PARSER, "AmazonStateLanguageParser.parse", lambda definition: None),
+        (moto_shim._RESULT_WRITER, "ResultWriter._eval_body", lambda self, env, more: None),
     ],
 )
 def test_the_guard_fails_loudly_when_moto_moves_a_patched_hook(

@@ -424,11 +424,13 @@ def test_the_batch_machine_reads_item_lists_writes_map_results_and_manages_its_c
     batch = statements_of("BatchMachine")
     # ItemReader: the run's item list (written by prepare_batch) anywhere in the bucket
     assert allowed("s3:GetObject", f"{BUCKET}/executions/t1/ex1/items.json", batch)
-    # ResultWriter: under map-results/ only
-    assert allowed("s3:PutObject", f"{BUCKET}/map-results/0b6f/manifest.json", batch)
-    assert allowed("s3:AbortMultipartUpload", f"{BUCKET}/map-results/0b6f/SUCCEEDED_0.json", batch)
+    # ResultWriter: under a run's map-results/ only (statemachine/batch.asl.json's Prefix)
+    results = f"{BUCKET}/executions/t1/ex1/map-results/0b6f"
+    assert allowed("s3:PutObject", f"{results}/manifest.json", batch)
+    assert allowed("s3:AbortMultipartUpload", f"{results}/SUCCEEDED_0.json", batch)
     assert not allowed("s3:PutObject", f"{BUCKET}/executions/t1/ex1/items.json", batch)
-    assert not allowed("s3:DeleteObject", f"{BUCKET}/map-results/0b6f/manifest.json", batch)
+    assert not allowed("s3:PutObject", f"{BUCKET}/map-results/0b6f/manifest.json", batch)
+    assert not allowed("s3:DeleteObject", f"{results}/manifest.json", batch)
     assert not allowed("s3:GetObject", "arn:aws:s3:::someone-elses-bucket/x", batch)
     # distributed Map children: execution:<machine>/<map run label>:<id>
     child = f"{STATES}:execution:{STACK}-batch/items:5c7b1f0e-1d2e-3f4a-9b8c-7d6e5f4a3b2c"

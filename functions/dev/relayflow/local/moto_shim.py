@@ -750,6 +750,9 @@ def _announce_termination(original: Callable[..., Any]) -> Callable[..., Any]:
 # items (not child executions) and fails the Map past its tolerance as AWS does.
 
 _ASL_PARSER = "moto.stepfunctions.parser.asl.parse.asl_parser"
+_RESULT_WRITER = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl"
+)
 _DISTRIBUTED_COMPONENT = (
     "moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component"
 )
@@ -816,6 +819,21 @@ def _check_batcher(state_name: str, batcher: Any) -> dict[str, Any]:
     return batcher
 
 
+#: ResultWriter's WriterConfig (Step Functions, "ResultWriter (Map)").
+_WRITER_CONFIG = {
+    "OutputType": frozenset({"JSON", "JSONL"}),
+    "Transformation": frozenset({"NONE", "COMPACT", "FLATTEN"}),
+}
+
+
+def _check_writer_config(state_name: str, config: Any) -> None:
+    if not isinstance(config, dict) or not config:
+        raise _asl_error(f"{state_name}: WriterConfig must be a non-empty object")
+    for field_name, value in config.items():
+        if value not in _WRITER_CONFIG.get(field_name, ()):
+            raise _asl_error(f"{state_name}: WriterConfig {field_name}={value!r} is not one AWS accepts")
+
+
 def _prepare_states(states: Any, found: dict[str, DistributedMapSpec], in_express: bool) -> None:
     """Rewrite the states (recursively) into what moto's grammar parses; remember the rest."""
     if not isinstance(states, dict):
@@ -841,6 +859,11 @@ def _prepare_states(states: Any, found: dict[str, DistributedMapSpec], in_expres
                         f"{name}: ItemSelector with ItemBatcher is not supported by the local stack"
                     )
                 spec.batcher = _check_batcher(name, state.pop("ItemBatcher"))
+            writer = state.get("ResultWriter")
+            if isinstance(writer, dict) and "WriterConfig" in writer:
+                # The local ResultWriter writes only its manifest (no result files), so how they
+                # would be shaped changes nothing here: checked as AWS does, then dropped.
+                _check_writer_config(name, writer.pop("WriterConfig"))
             percentage = state.get("ToleratedFailurePercentage")
             if isinstance(percentage, int) and not isinstance(percentage, bool):
                 state["ToleratedFailurePercentage"] = float(percentage)  # moto's grammar wants 100.0
@@ -1194,6 +1217,10 @@ def _check_distributed_map_hooks() -> None:
         raise MotoIncompatibleError(_incompatible("DistributedItemProcessorWorker._eval_job(env, job) moved"))
     if not callable(getattr(worker, "_eval_input", None)):
         raise MotoIncompatibleError(_incompatible("DistributedItemProcessorWorker._eval_input is gone"))
+    writer = importlib.import_module(_RESULT_WRITER).ResultWriter
+    body = writer.__dict__.get("_eval_body")
+    if body is None or list(inspect.signature(body).parameters) != ["self", "env"]:
+        raise MotoIncompatibleError(_incompatible("ResultWriter._eval_body(env) moved"))
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
         StatesErrorNameType,
     )
@@ -1205,8 +1232,21 @@ def _check_distributed_map_hooks() -> None:
         raise MotoIncompatibleError(_incompatible("Step Functions error names / program states moved"))
 
 
+def _result_writer_eval_body(self: Any, env: Any) -> None:
+    """ResultWriter's Parameters read the Map state's input, as on AWS (moto read them from the
+    Map's results, so ``"Prefix.$": "$.run..."`` failed with States.Runtime)."""
+    results = env.stack.pop()
+    env.stack.append(env.states.get_input())
+    self.parargs.eval(env=env)
+    parameters = env.stack.pop()
+    env.stack.pop()
+    env.stack.extend([results, parameters])
+    self.resource_eval.eval_resource(env=env)
+
+
 def _install_distributed_map() -> None:
     _check_distributed_map_hooks()
+    _patch(_RESULT_WRITER, "ResultWriter._eval_body", _result_writer_eval_body)
     parser = importlib.import_module(_ASL_PARSER).AmazonStateLanguageParser
     _patch(
         _ASL_PARSER,

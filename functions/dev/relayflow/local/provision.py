@@ -75,6 +75,7 @@ _NOTHING_TO_CREATE = frozenset(
         "AWS::SQS::QueuePolicy",
         "AWS::SNS::TopicPolicy",
         "AWS::CloudWatch::Dashboard",
+        "AWS::XRay::SamplingRule",  # X-Ray has no daemon here (POWERTOOLS_TRACE_DISABLED)
         "AWS::ApiGatewayV2::Api",
         "AWS::ApiGatewayV2::Stage",
         "AWS::ApiGatewayV2::Route",

@@ -2,7 +2,8 @@
 DynamoDB records and the S3 objects of a run, counted from the run's creation.
 
 * **S3**: lifecycle rules expire everything under ``executions/`` (plan, inputs, item lists, large
-  prompts and outputs), under ``map-results/`` (the batch Map's ResultWriter) and under ``inputs/``
+  prompts and outputs, the batch Map's ResultWriter output), under ``map-results/`` (where that
+  output went before it moved under the run's prefix) and under ``inputs/``
   and ``rejected/`` (uploads that started a run: the run works on its own copy) RetentionDays after
   each object was written. Dataset uploads never committed (``uploads/``) go after 2 days.
 * **DynamoDB** (TTL attribute ``expires_at``): a run's node records, batch item outcomes, counters

@@ -22,9 +22,9 @@ Key layout (every key starts with the tenant, so one tenant can never address an
     T#t#V#v         N#node          node of the version
     T#t#V#v         E#edge          edge of the version
     T#t#M#m         M               model               gsi1: T#t#MS / created#id
-    T#t#X#x         X               execution           gsi1: T#t#WF#wf#XS / created#id
+    T#t#X#x         X               execution           sweep: ACTIVE#n | SETTLE#n / created#t#id
+    T#t#X#x         XL              the run's listing entry  gsi1: T#t#WF#wf#XS / created#id
                                                         gsi2: T#t#WF#wf#XS#status / created#id
-                                                        sweep: ACTIVE#n | SETTLE#n / created#t#id
     T#t#X#x         N#node          node record of a single run
     KEY#k           KEY             API key (by key id)  gsi1: T#t#KEYS / created#id
     T#t#X#x         D#time#d#n      webhook delivery attempt n   gsi1: T#t#WF#wf#DS / time#d#n
@@ -43,6 +43,11 @@ Key layout (every key starts with the tenant, so one tenant can never address an
 The API-key item is the one key not led by the tenant: the authorizer learns the tenant from it. It
 holds only the SHA-256 of the key (see services/apikeys.py); the authorizer reads it with one GetItem.
 The budget item and the sweeper's cursor are the others: they are the deployment's, not a tenant's.
+
+A run is listed through its small listing entry, not its execution item (adapters/table/
+executions.py): the entry changes only with the run's status, so the writes of a running run never
+reach gsi1/gsi2, and a listing page reads its runs with one BatchGetItem. (Runs recorded before
+entries existed carry the index keys on their own item, and are listed so until they expire.)
 
 The ``sweep`` index is sparse: only executions that need watching are in it (adapters/sweep.py).
 ``ACTIVE#<shard>`` holds every pending or running run; a terminal status change moves the run to

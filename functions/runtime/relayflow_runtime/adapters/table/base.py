@@ -10,6 +10,9 @@ it.
 
 from __future__ import annotations
 
+import functools
+import random
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -19,7 +22,7 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
 from relayflow_runtime.adapters.table.keys import tenant_pk
-from relayflow_runtime.adapters.transactions import retry_contention
+from relayflow_runtime.adapters.transactions import ATTEMPTS, StoreContended, retry_contention
 from relayflow_runtime.errors import InvalidNextToken, NotFound
 
 _KEY_FIELDS = (
@@ -43,6 +46,40 @@ class ConditionFailed(Exception):
 
 def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in from_dynamo(item).items() if k not in _KEY_FIELDS}
+
+
+def update_expression(
+    set_fields: dict[str, Any], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """An UpdateExpression that SETs ``set_fields``, ADDs ``add`` and REMOVEs ``remove``, with its
+    attribute names and (DynamoDB-ready) values."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    sets, adds, removes = [], [], []
+    for i, (field, value) in enumerate(set_fields.items()):
+        names[f"#s{i}"] = field
+        values[f":s{i}"] = to_dynamo(value)
+        sets.append(f"#s{i} = :s{i}")
+    for i, (field, amount) in enumerate((add or {}).items()):
+        names[f"#a{i}"] = field
+        values[f":a{i}"] = amount
+        adds.append(f"#a{i} :a{i}")
+    for i, field in enumerate(remove):
+        names[f"#r{i}"] = field
+        removes.append(f"#r{i}")
+    expression = ""
+    if sets:
+        expression += "SET " + ", ".join(sets)
+    if adds:
+        expression += " ADD " + ", ".join(adds)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression.strip(), names, values
+
+
+def _batch_get(request: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = aws.resource("dynamodb").batch_get_item(RequestItems=request)
+    return answer
 
 
 def _partition(condition: Any) -> tuple[str, Any] | None:
@@ -109,28 +146,7 @@ class BaseStore:
         add: dict[str, int] | None = None,
         return_values: str = "ALL_NEW",
     ) -> dict[str, Any]:
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        sets, adds = [], []
-        for i, (field, value) in enumerate(set_fields.items()):
-            names[f"#s{i}"] = field
-            values[f":s{i}"] = to_dynamo(value)
-            sets.append(f"#s{i} = :s{i}")
-        for i, (field, amount) in enumerate((add or {}).items()):
-            names[f"#a{i}"] = field
-            values[f":a{i}"] = amount
-            adds.append(f"#a{i} :a{i}")
-        removes = []
-        for i, field in enumerate(remove):
-            names[f"#r{i}"] = field
-            removes.append(f"#r{i}")
-        expression = ""
-        if sets:
-            expression += "SET " + ", ".join(sets)
-        if adds:
-            expression += " ADD " + ", ".join(adds)
-        if removes:
-            expression += " REMOVE " + ", ".join(removes)
+        expression, names, values = update_expression(set_fields, remove=remove, add=add)
         kwargs: dict[str, Any] = {
             "Key": key,
             "UpdateExpression": expression.strip(),
@@ -199,6 +215,25 @@ class BaseStore:
             if "LastEvaluatedKey" not in response:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _get_many(self, keys: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """The items at ``keys`` that exist, eventually consistent, in no particular order: one
+        BatchGetItem per 100 keys. Keys DynamoDB leaves unprocessed (throttling) are asked again
+        after a jittered wait, ATTEMPTS times at most (then :class:`StoreContended`)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {self.table_name: {"Keys": keys[start : start + 100]}}
+            attempt = 0
+            while request:
+                response = retry_contention(functools.partial(_batch_get, request))
+                found.extend(strip_keys(i) for i in response.get("Responses", {}).get(self.table_name, []))
+                request = response.get("UnprocessedKeys") or {}
+                attempt += 1
+                if request and attempt >= ATTEMPTS:
+                    raise StoreContended(f"{len(request[self.table_name]['Keys'])} keys stayed unprocessed")
+                if request:
+                    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))
+        return found
 
     def _delete_keys(self, keys: Iterable[dict[str, str]]) -> None:
         with self.table.batch_writer() as batch:

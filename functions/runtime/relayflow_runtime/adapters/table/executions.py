@@ -19,7 +19,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from boto3.dynamodb.types import TypeSerializer
 
 from relayflow_runtime.adapters.codec import to_dynamo
-from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys
+from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys, update_expression
 from relayflow_runtime.adapters.table.keys import (
     execution_key,
     node_record_key,
@@ -32,6 +32,14 @@ from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
 
 _SER = TypeSerializer()
+
+#: The sort key of a run's listing entry: the one item of the run the listing indexes (gsi1: the
+#: workflow's runs, gsi2: by status) hold. It carries their keys and nothing that changes while the
+#: run runs, so the writes of a running run (its progress, its nodes, its usage) never reach an
+#: index, and the workflow's index partitions see a run's creation and its status moves only.
+LISTING_SK = "XL"
+#: What tells a listing entry from the execution item of a run recorded before entries existed.
+LISTING_MARK = "listing_entry"
 
 
 def _wire(values: dict[str, Any]) -> dict[str, Any]:
@@ -65,22 +73,44 @@ class ExecutionStore(BaseStore):
     def _status_index(tenant: str, workflow_id: str, status: str) -> str:
         return f"T#{tenant}#WF#{workflow_id}#XS#{status}"
 
+    def _listing_key(self, tenant: str, execution_id: str) -> dict[str, str]:
+        return {"pk": tenant_pk(tenant, "X", execution_id), "sk": LISTING_SK}
+
     def put_execution(self, tenant: str, execution: dict[str, Any]) -> None:
+        """The execution item and its listing entry, together (ConditionFailed if it exists)."""
         sort = f"{execution['created_at']}#{execution['id']}"
-        self._put(
-            {
-                **execution,
-                **execution_key(tenant, execution["id"]),
-                "tenant": tenant,
-                "kind": "execution",
-                "gsi1pk": f"T#{tenant}#WF#{execution['workflow_id']}#XS",
-                "gsi1sk": sort,
-                "gsi2pk": self._status_index(tenant, execution["workflow_id"], execution["status"]),
-                "gsi2sk": sort,
-                **sweep_keys(tenant, execution, "SETTLE" if execution["status"] in TERMINAL else "ACTIVE"),
-            },
-            must_not_exist=True,
-        )
+        item = {
+            **execution,
+            **execution_key(tenant, execution["id"]),
+            "tenant": tenant,
+            "kind": "execution",
+            **sweep_keys(tenant, execution, "SETTLE" if execution["status"] in TERMINAL else "ACTIVE"),
+        }
+        entry = {
+            **self._listing_key(tenant, execution["id"]),
+            "tenant": tenant,
+            "kind": "execution_listing",
+            "id": execution["id"],
+            # a listing by version filters on it (runs recorded before carry it on their own item)
+            "version_id": execution["version_id"],
+            LISTING_MARK: True,
+            "gsi1pk": f"T#{tenant}#WF#{execution['workflow_id']}#XS",
+            "gsi1sk": sort,
+            "gsi2pk": self._status_index(tenant, execution["workflow_id"], execution["status"]),
+            "gsi2sk": sort,
+        }
+        absent = {"ConditionExpression": "attribute_not_exists(pk)"}
+        try:
+            transact_write(
+                [
+                    {"Put": {"TableName": self.table_name, "Item": _wire(item), **absent}},
+                    {"Put": {"TableName": self.table_name, "Item": _wire(entry), **absent}},
+                ]
+            )
+        except TransactionCancelled as exc:
+            if exc.only_conditions:
+                raise ConditionFailed(str(exc)) from exc
+            raise
 
     def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
         return self._get(tenant_pk(tenant, "X", execution_id), "X", "execution", execution_id)
@@ -118,7 +148,7 @@ class ExecutionStore(BaseStore):
             condition = partition & sort.gte(created_after)
         elif created_before:
             condition = partition & sort.lte(created_before + "~")
-        return self._query_page(
+        entries, token = self._query_page(
             key_condition=condition,
             index=index,
             limit=limit,
@@ -126,6 +156,24 @@ class ExecutionStore(BaseStore):
             forward=False,
             filter_expression=Attr("version_id").eq(version_id) if version_id else None,
         )
+        return self._listed_records(tenant, entries), token
+
+    def _listed_records(self, tenant: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The executions a page of listing entries names, in the page's order: one BatchGetItem
+        per 100 entries. A run recorded before listing entries existed is its own entry (its item
+        carries the index keys, projected whole); a run deleted since the index was read is left
+        out."""
+        wanted = [e["id"] for e in entries if e.get(LISTING_MARK)]
+        found = {
+            record["id"]: record
+            for record in self._get_many([execution_key(tenant, ident) for ident in wanted])
+        }
+        records = []
+        for entry in entries:
+            record = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
+            if record is not None:
+                records.append(record)
+        return records
 
     def transition_execution(
         self,
@@ -137,22 +185,81 @@ class ExecutionStore(BaseStore):
         fields: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move an execution's status forward; raises ConditionFailed if it is not in from_statuses.
-        A terminal status moves the run from the sweep index's ACTIVE partition to SETTLE."""
+        A terminal status moves the run from the sweep index's ACTIVE partition to SETTLE.
+
+        One transaction with the run's listing entry, whose status key (and, at the end, its
+        expiry) follows the run's: a status listing never shows a run under a status it has left.
+        Returns the execution as it now is."""
         allowed = list(from_statuses)
-        set_fields = {
-            **(fields or {}),
-            "status": to_status,
-            "gsi2pk": self._status_index(tenant, execution["workflow_id"], to_status),
-        }
+        set_fields = {**(fields or {}), "status": to_status}
         if to_status in TERMINAL:  # sweep_sk (created#tenant#id) stays as put_execution wrote it
             set_fields["sweep_pk"] = f"SETTLE#{sweep_shard(execution['id'])}"
-        return self._update(
-            execution_key(tenant, execution["id"]),
-            set_fields,
-            condition=Attr("status").is_in(allowed),
-            # An earlier status's event the bus refused (adapters/sweep.py) is superseded by this one.
-            remove=("unpublished_event",),
-        )
+        status_key = self._status_index(tenant, execution["workflow_id"], to_status)
+        entry_fields: dict[str, Any] = {"gsi2pk": status_key}
+        if "expires_at" in set_fields:
+            entry_fields["expires_at"] = set_fields["expires_at"]
+        allowed_values = {f":from{i}": status for i, status in enumerate(allowed)}
+        key = execution_key(tenant, execution["id"])
+        try:
+            transact_write(
+                [
+                    self._transaction_update(
+                        key,
+                        set_fields,
+                        condition=f"#from IN ({', '.join(allowed_values)})",
+                        names={"#from": "status"},
+                        values=allowed_values,
+                        # An earlier status's event the bus refused (adapters/sweep.py) is superseded.
+                        remove=("unpublished_event",),
+                    ),
+                    self._transaction_update(
+                        self._listing_key(tenant, execution["id"]),
+                        entry_fields,
+                        condition="attribute_exists(pk)",
+                    ),
+                ]
+            )
+        except TransactionCancelled as exc:
+            if exc.failed_condition(0):
+                raise ConditionFailed(str(exc)) from exc
+            if not exc.failed_condition(1):
+                raise
+            # A run recorded before listing entries existed: its own item carries the index keys.
+            return self._update(
+                key,
+                {**set_fields, "gsi2pk": status_key},
+                condition=Attr("status").is_in(allowed),
+                remove=("unpublished_event",),
+            )
+        item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
+        if not item:  # deleted the moment after it moved (a background delete): as it was written
+            return {**execution, **set_fields}
+        return strip_keys(item)
+
+    def _transaction_update(
+        self,
+        key: dict[str, str],
+        fields: dict[str, Any],
+        *,
+        condition: str,
+        names: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """A transaction's Update: ``SET`` each of ``fields``, ``REMOVE`` each of ``remove``."""
+        expression, field_names, field_values = update_expression(fields, remove=remove)
+        names = {**(names or {}), **field_names}
+        values = {**(values or {}), **field_values}
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": _wire(key),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+        }
+        if values:
+            update["ExpressionAttributeValues"] = _wire(values)
+        return {"Update": update}
 
     def update_execution(
         self, tenant: str, execution_id: str, fields: dict[str, Any], *, only_if_status: Iterable[str] = ()
@@ -191,8 +298,9 @@ class ExecutionStore(BaseStore):
         self._update(
             execution_key(tenant, execution_id),
             {"deleting": True},
-            remove=("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),
+            remove=("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),  # a run recorded before listing entries
         )
+        self._write("delete_item", Key=self._listing_key(tenant, execution_id))
 
     def delete_execution(self, tenant: str, execution_id: str) -> None:
         """Every item of the run, the execution item last: an interrupted delete can be repeated."""
