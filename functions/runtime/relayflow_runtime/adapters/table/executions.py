@@ -92,7 +92,7 @@ class ExecutionStore(BaseStore):
             "kind": "execution_listing",
             "id": execution["id"],
             # a listing by version filters on it (runs recorded before carry it on their own item)
-            "version_id": execution["version_id"],
+            "version_id": execution.get("version_id"),
             LISTING_MARK: True,
             "gsi1pk": f"T#{tenant}#WF#{execution['workflow_id']}#XS",
             "gsi1sk": sort,
