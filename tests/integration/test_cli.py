@@ -162,6 +162,63 @@ def test_a_failed_run_exits_1_with_the_error_on_stderr(cli: Cli, client: Client)
     assert "builtin fail model always fails" in status.out
 
 
+def test_a_failed_run_shows_how_far_it_got_in_the_api_status_and_list(cli: Cli, client: Client) -> None:
+    # Given a run of three nodes whose second fails and stops it
+    workflow_id = make_workflow(
+        client, ("Echo", {"model": "echo"}), ("Broken", {"model": "fail"}), ("Shout", {"model": "uppercase"})
+    )
+    outcome = cli("run", workflow_id, "--input", "halfway", "--wait", "--poll", "0.1", "--json")
+    assert outcome.code == EXIT_FAILED
+
+    # Then the API counts its nodes by how they ended, in the execution and on list pages alike
+    execution = client.get_workflow_execution(workflow_id, outcome.json()["id"])
+    listed = client.get_workflow_executions(workflow_id)[0]
+    for x in (execution, listed):
+        p = x.progress
+        assert (p.completed_nodes, p.failed_nodes, p.skipped_nodes, p.cancelled_nodes) == (1, 1, 1, 0)
+        assert x.completed_with_failures is False
+    # And `status` and `list` say the same: one node of three completed, not a full bar
+    expected = "1/3 nodes completed, 1 failed, 1 skipped"
+    assert expected in cli("status", workflow_id, execution.id).out
+    assert expected in cli("list", workflow_id).out
+
+
+def test_a_completed_run_with_a_failed_continue_node_says_so(cli: Cli, client: Client) -> None:
+    # Given a workflow whose middle node fails with on_failure: continue
+    workflow_id = make_workflow(
+        client, ("Echo", {"model": "echo"}), ("Broken", {"model": "fail"}), ("Shout", {"model": "uppercase"})
+    )
+    version_id = client.get_workflow(workflow_id).active_version_id or ""
+    broken = next(n for n in client.get_workflow_nodes(version_id) if n.name == "Broken")
+    client.update_workflow_node(version_id, broken.id, config={"on_failure": "continue"})
+
+    # When it runs to its end
+    outcome = cli("run", workflow_id, "--input", "onwards", "--wait", "--poll", "0.1")
+
+    # Then it completed, and the API, the outcome line, `status` and `list` say it had a failure
+    assert outcome.code == EXIT_OK, outcome
+    execution = client.get_workflow_executions(workflow_id)[0]
+    assert execution.status == "completed" and execution.completed_with_failures is True
+    assert (execution.progress.completed_nodes, execution.progress.failed_nodes) == (2, 1)
+    assert "completed with failures" in outcome.out and "2/3 nodes completed, 1 failed" in outcome.out
+    status = cli("status", workflow_id, execution.id).out
+    assert "completed with failures" in status
+    listed = cli("list", workflow_id).out
+    assert "completed with failures" in listed and "2/3 nodes completed, 1 failed" in listed
+
+
+def test_status_and_list_times_carry_the_date_and_the_time_zone(cli: Cli, shout: str) -> None:
+    execution_id = cli("run", shout, "--input", "when", "--wait", "--poll", "0.1", "--json").json()["id"]
+
+    # Then `status` shows each time in this machine's zone with its date and the zone's name, and
+    # `list` the creation time so
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+-][A-Za-z0-9+-]*")
+    status = cli("status", shout, execution_id).out
+    for label in ("created", "started", "finished"):
+        assert stamp.search(next(line for line in status.splitlines() if line.startswith(label))), status
+    assert stamp.search(next(line for line in cli("list", shout).out.splitlines() if execution_id in line))
+
+
 def test_status_watch_follows_a_running_execution_to_its_end(cli: Cli, client: Client) -> None:
     # Given a run that is still going
     workflow_id = make_workflow(
@@ -268,7 +325,10 @@ def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_it
     assert outcome.code == EXIT_OK, outcome
     bar = next(line for line in outcome.out.splitlines() if line.startswith("items"))
     assert "12/12" in bar and "3 failed" in bar and "items/s" in bar
-    assert "execution #1 completed" in outcome.out and "(12/12 items, 3 failed)" in outcome.out
+    # (processed = completed + failed, said as such, and the run completed with failures)
+    assert "execution #1 completed with failures" in outcome.out
+    assert "(12/12 items processed: 9 completed, 3 failed)" in outcome.out
+    assert "processed: 9 completed, 3 failed" in bar
     execution_id = client.get_workflow_executions(workflow_id)[0].id
 
     # And `results` shows a page as a table, and every item exactly once as JSONL across pages

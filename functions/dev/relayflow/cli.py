@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -75,7 +76,7 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "skipped": "dim",
 }
-NODE_DONE = frozenset({"completed", "failed", "timed_out", "cancelled", "skipped"})
+NODE_RAN = frozenset({"completed", "failed", "timed_out"})
 
 
 class UsageError(Exception):
@@ -139,8 +140,6 @@ def final_output(execution: Execution) -> str | None:
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None
-    from datetime import datetime
-
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
@@ -163,15 +162,68 @@ def run_seconds(execution: Execution) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
 
 
-def progress_text(execution: Execution) -> str:
+def run_status_text(execution: Execution) -> Text:
+    """The run's status, and for a completed run that still had failures (a failed ``continue``
+    node, failed items) that it had them."""
+    if execution.completed_with_failures:
+        return Text("completed with failures", style="yellow")
+    return status_text(execution.status)
+
+
+def local_time(value: str | None) -> str:
+    """An API timestamp (UTC, RFC 3339) in this machine's time zone, with the date and the zone."""
+    if not value:
+        return "-"
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def node_counts(execution: Execution) -> dict[str, int] | None:
+    """A single run's nodes by how they ended: from its node records, else its progress' counts
+    (list pages), else None (a run recorded before the counts existed)."""
+    if execution.node_executions:
+        counts = dict.fromkeys(("completed", "failed", "skipped", "cancelled"), 0)
+        for node in execution.node_executions.values():
+            status = "failed" if node.get("status") == "timed_out" else str(node.get("status"))
+            if status in counts:
+                counts[status] += 1
+        return counts
+    p = execution.progress
+    if p.completed_nodes is None:
+        return None
+    return {
+        "completed": p.completed_nodes,
+        "failed": p.failed_nodes or 0,
+        "skipped": p.skipped_nodes or 0,
+        "cancelled": p.cancelled_nodes or 0,
+    }
+
+
+def progress_text(execution: Execution) -> Text:
+    """How far the run got, in the statuses' colours: a batch's processed items as completed +
+    failed; a single run's completed nodes of all, then those that failed, were skipped or
+    cancelled."""
     p = execution.progress
     if execution.input_mode == "batch":
-        text = f"{p.processed_items or 0}/{p.total_items if p.total_items is not None else '?'} items"
-        return text + (f", {p.failed_items} failed" if p.failed_items else "")
-    done = sum(1 for n in execution.node_executions.values() if n.get("status") in NODE_DONE)
-    if not execution.node_executions:
+        failed = p.failed_items or 0
+        processed = p.processed_items or 0
+        text = Text(f"{processed}/{p.total_items if p.total_items is not None else '?'} items processed")
+        if processed:
+            text.append(": ")
+            text.append(f"{processed - failed} completed", style="green")
+            text.append(", ")
+            text.append(f"{failed} failed", style="red" if failed else "")
+        return text
+    counts = node_counts(execution)
+    if counts is None:  # recorded before node counts: the index of the node it stopped at
         done = p.total_nodes if execution.status == "completed" else p.current_node_idx
-    return f"{done}/{p.total_nodes} nodes"
+        return Text(f"{done}/{p.total_nodes} nodes")
+    text = Text(f"{counts['completed']}/{p.total_nodes} nodes completed")
+    for status in ("failed", "skipped", "cancelled"):
+        if counts[status]:
+            text.append(", ")
+            text.append(f"{counts[status]} {status}", style=STATUS_STYLE[status])
+    return text
 
 
 def execution_json(execution: Execution) -> dict[str, Any]:
@@ -233,24 +285,27 @@ class NodeBars:
             name = escape((node.get("name") or node_id).ljust(width))
             if node_id not in self.tasks:
                 self.tasks[node_id] = self.progress.add_task(name, total=1, completed=0, **fields)
-            done = status in NODE_DONE
+            # A node that never ran (skipped, cancelled) keeps an empty bar: the run did not get there.
             self.progress.update(
                 self.tasks[node_id],
                 total=None if status == "running" else 1,
-                completed=1 if done else 0,
+                completed=1 if status in NODE_RAN else 0,
                 **fields,
             )
 
 
 class ItemsBar:
-    """The items of a batch: processed / total, failed, rate and ETA."""
+    """The items of a batch: processed / total, of which completed (green) and failed (red), rate
+    and ETA."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("[bold]items"),
             BarColumn(bar_width=40),
             MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn(
+                "processed: [green]{task.fields[succeeded]} completed[/], [red]{task.fields[failed]} failed"
+            ),
             RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -259,12 +314,13 @@ class ItemsBar:
             transient=False,
             refresh_per_second=4,
         )
-        self.task = self.progress.add_task("items", total=None, failed=0)
+        self.task = self.progress.add_task("items", total=None, succeeded=0, failed=0)
 
     def update(self, execution: Execution) -> None:
         p = execution.progress
+        processed, failed = p.processed_items or 0, p.failed_items or 0
         self.progress.update(
-            self.task, total=p.total_items, completed=p.processed_items or 0, failed=p.failed_items or 0
+            self.task, total=p.total_items, completed=processed, succeeded=processed - failed, failed=failed
         )
 
 
@@ -288,9 +344,10 @@ def outcome(ui: Ui, execution: Execution) -> int:
         return STATUS_EXIT.get(execution.status, EXIT_OK)
     line = Text.assemble(
         (f"execution #{execution.number} ", "bold"),
-        status_text(execution.status),
-        f" in {seconds(run_seconds(execution))}",
-        (f"  ({progress_text(execution)})", "dim"),
+        run_status_text(execution),
+        f" in {seconds(run_seconds(execution))}  (",
+        progress_text(execution),
+        ")",
     )
     ui.print(line)
     if execution.status == "completed" and execution.input_mode == "single":
@@ -373,7 +430,7 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     summary.add_column(style="dim")
     summary.add_column()
     summary.add_row("execution", Text.assemble((f"#{execution.number} ", "bold"), execution.id))
-    summary.add_row("status", status_text(execution.status))
+    summary.add_row("status", run_status_text(execution))
     if execution.status == "pending" and execution.waiting_reason:
         summary.add_row("waiting", Text(execution.waiting_reason, style="yellow"))
     summary.add_row("mode", execution.input_mode)
@@ -383,7 +440,7 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         ("started", execution.started_at),
         ("finished", execution.completed_at),
     ):
-        summary.add_row(label, value or "-")
+        summary.add_row(label, local_time(value))
     summary.add_row("duration", seconds(run_seconds(execution)))
     if execution.batch_config:
         batch = execution.batch_config
@@ -461,10 +518,10 @@ def cmd_list(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         table.add_row(
             str(x.number),
             x.id,
-            status_text(x.status),
+            run_status_text(x),
             x.input_mode,
             progress_text(x),
-            x.created_at,
+            local_time(x.created_at),
             seconds(run_seconds(x)),
         )
     ui.print(table)
@@ -487,7 +544,7 @@ def cmd_workflows(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     for column in ("id", "name", "active version", "created"):
         table.add_column(column, no_wrap=column != "name")
     for w in workflows:
-        table.add_row(w.id, w.name, w.active_version_id or "-", w.created_at)
+        table.add_row(w.id, w.name, w.active_version_id or "-", local_time(w.created_at))
     ui.print(table)
     if next_token:
         ui.note("more workflows: add --all")
@@ -610,10 +667,10 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             )
     if not args.jsonl:
         ui.print(table)
-        p = execution.progress
-        ui.note(
-            f"{count} items shown; {p.processed_items or 0}/{p.total_items or 0} processed, "
-            f"{p.failed_items or 0} failed ({execution.status})."
+        ui.err.print(
+            Text.assemble(
+                f"{count} items shown; ", progress_text(execution), " (", run_status_text(execution), ")"
+            )
         )
         if next_token:
             ui.note(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, settled_node_status
+from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, node_tally, settled_node_status
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
@@ -30,20 +30,38 @@ def _node_execution(record: dict[str, Any], execution: dict[str, Any]) -> NodeEx
     return NodeExecution.model_validate(data)
 
 
-def _single_run_usage(
+def _page_node_records(tenant: str, record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The node records a page (which shows no nodes) reads for a single run's usage and counts:
+    none for a pending run (nothing ran) nor for one that ended with its sums kept on its item
+    (``usage_summed``, ``node_counts``: services/transitions.keep_usage); a running run's nodes
+    are read (a node records its own, so finishing siblings never write one shared item)."""
+    if record.get("status") == ExecutionStatus.PENDING:
+        return []
+    if record.get("status") in TERMINAL and "node_counts" in record:
+        return None
+    return deps.stores().executions.node_records(tenant, record["id"])
+
+
+def _single_run_sums(
     tenant: str, record: dict[str, Any], node_records: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    """A single run's usage counters: the sum of its node records' ``usage`` (a node records its
-    own, so finishing siblings never write one shared item). An ended run keeps the sum on its
-    item (``usage_summed``, services/transitions.keep_usage), which pages without the nodes read;
-    runs recorded before counted on the item as they went, and an ended one keeps that total."""
+) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """A single run's usage counters and node counts: summed from its node records, or as its item
+    kept them once it ended. Runs recorded before the counts were kept: an ended one keeps its
+    usage total on its item (read there), its node counts are unknown to a page (None)."""
+    if (
+        node_records is None
+        and record.get("status") in TERMINAL
+        and (record.get("usage_summed") or "input_tokens" in record)
+    ):
+        return record, record.get("node_counts")
     if node_records is None:
-        if record.get("status") in TERMINAL and (record.get("usage_summed") or "input_tokens" in record):
-            return record
-        if record.get("status") == ExecutionStatus.PENDING:
-            return {}
-        node_records = deps.stores().executions.node_records(tenant, record["id"])
-    return sum_usage(r.get("usage") for r in node_records)
+        node_records = _page_node_records(tenant, record)
+    if node_records is None:  # ended, counts kept, usage never summed (nothing was recorded)
+        return {}, record.get("node_counts")
+    counts = node_tally(
+        (str(r.get("status", "pending")) for r in node_records), record["status"], record.get("error")
+    )
+    return sum_usage(r.get("usage") for r in node_records), counts
 
 
 def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True) -> Execution:
@@ -72,7 +90,9 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
             records = sorted(
                 deps.stores().executions.node_records(tenant, data["id"]), key=lambda r: r.get("idx", 0)
             )
-        counters = _single_run_usage(tenant, data, records)
+        counters, counts = _single_run_sums(tenant, data, records)
+        if counts is not None:
+            data["progress"] = {**data.get("progress", {}), **counts}
     else:
         counters = data
     if "input_tokens" in counters or "output_tokens" in counters:
@@ -84,4 +104,11 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
         batch_results.fill_progress(tenant, execution, with_results=with_nodes)
+        progress = execution.progress
+        if progress.processed_items is not None:
+            progress.completed_items = progress.processed_items - (progress.failed_items or 0)
+        failures = progress.failed_items
+    else:
+        failures = execution.progress.failed_nodes
+    execution.completed_with_failures = execution.status == "completed" and bool(failures)
     return execution
