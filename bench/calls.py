@@ -20,23 +20,25 @@ import threading
 import time
 from typing import Any
 
+# us-east-1 list prices (USD): the runtime's one price table, which the batch estimate reads too
+from relayflow_runtime.domain.costs import (
+    DYNAMODB_RRU,
+    DYNAMODB_WRU,
+    EVENTS,
+    EXPRESS_GB,
+    EXPRESS_GB_SECOND,
+    EXPRESS_REQUEST,
+    LAMBDA_GB,
+    LAMBDA_GB_SECOND,
+    LAMBDA_REQUEST,
+    S3_GET,
+    S3_PUT,
+    STANDARD_TRANSITION,
+)
+
 #: Counted on the replaced engine (commit 2d0b64f), per single-run node and per batch item.
 BEFORE_NODE = {"calls": 5.0, "invocations": 1.0, "transitions": 1.0}
 BEFORE_ITEM_COST_PER_MILLION = 81.9  # docs/batch.md of that commit, same prices
-
-# us-east-1 list prices (USD)
-LAMBDA_REQUEST = 0.20 / 1e6
-LAMBDA_GB_SECOND = 0.0000133334  # arm64
-LAMBDA_GB = 0.5  # the node runner's 512 MB
-STANDARD_TRANSITION = 0.025 / 1000
-EXPRESS_REQUEST = 1.00 / 1e6
-EXPRESS_GB_SECOND = 0.00001667
-EXPRESS_GB = 0.0625  # billed in 64 MB chunks; a child's payload is far below it
-DYNAMODB_WRU = 0.625 / 1e6
-DYNAMODB_RRU = 0.125 / 1e6
-S3_PUT = 0.005 / 1000
-S3_GET = 0.0004 / 1000
-EVENTS = 1.00 / 1e6
 
 HANDLER = "relayflow_runtime.handlers.node_runner.lambda_handler"
 

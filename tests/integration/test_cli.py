@@ -344,6 +344,39 @@ def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_it
     assert json.loads(results[0]["output"]) == results[0]["parsed_output"] == {"n": 0}
 
 
+def test_run_dataset_estimate_prints_the_estimate_and_starts_nothing_on_the_latest_version(
+    cli: Cli, client: Client
+) -> None:
+    # Given a dataset with two versions, the latest of 6 items of which the filter keeps 4
+    dataset = client.create_dataset(name="cli estimate")
+    old = client.create_dataset_version(dataset_id=dataset.id)
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=old.id, items=[{"id": "o", "text": "old"}])
+    latest = client.create_dataset_version(dataset_id=dataset.id)
+    items = [{"id": f"i{n}", "text": "four words each time", "n": n} for n in range(6)]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=latest.id, items=items)
+    workflow_id = make_workflow(client, ("Echo", {"model": "echo"}), ("Shout", {"model": "uppercase"}))
+
+    # When `run --dataset --estimate` is given no --dataset-version
+    outcome = cli("run", workflow_id, "--dataset", dataset.id, "--filter", "n < `4`", "--estimate")
+
+    # Then it estimates the latest version (and says so): 4 items, 8 calls, 16 + 16 tokens, nothing started
+    assert outcome.code == EXIT_OK, outcome
+    assert f"dataset version {latest.id}" in outcome.err and "the latest" in outcome.err
+    lines = outcome.out.splitlines()
+    assert "estimate (nothing started)" in lines[0]
+    assert "4 kept by the filter" in next(line for line in lines if line.startswith("items"))
+    assert next(line for line in lines if line.startswith("model calls")).split()[-1] == "8"
+    assert "32 in, 32 out" in next(line for line in lines if line.startswith("tokens"))
+    assert "$0" in next(line for line in lines if line.startswith("model cost"))
+    assert client.get_workflow_executions(workflow_id) == []
+    as_json = cli("run", workflow_id, "--dataset", dataset.id, "--estimate", "--json").json()
+    assert (as_json["items"], as_json["dataset_version_id"], as_json["model_calls"]) == (6, latest.id, 12)
+
+    # And a run without --dataset-version goes over the latest version too
+    run = cli("run", workflow_id, "--dataset", dataset.id, "--wait", "--poll", "0.1", "--json")
+    assert run.code == EXIT_OK and run.json()["batch_config"]["dataset_version_id"] == latest.id
+
+
 def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
     execution_id = cli("run", shout, "--input", "result me", "--wait", "--poll", "0.1", "--json").json()["id"]
 
@@ -419,7 +452,7 @@ def test_workflows_lists_ids_to_use_with_the_other_commands(cli: Cli, shout: str
         (["run", "WF"], "exactly one input"),
         (["run", "WF", "--input", "a", "--file", "b"], "exactly one input"),
         (["run", "WF", "--input", "a", "--parallelism", "3"], "need --dataset"),
-        (["run", "WF", "--dataset", "D"], "needs --dataset-version"),
+        (["run", "WF", "--input", "a", "--estimate"], "--estimate is for batches"),
         (["run", "WF", "--file", "/no/such/file.pdf"], "no such file"),
         (["list", "WF", "--status", "done"], "invalid choice"),
         (["list", "WF", "--limit", "0"], "must be at least 1"),

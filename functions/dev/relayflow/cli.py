@@ -51,6 +51,7 @@ from rich.text import Text
 
 from relayflow import __version__
 from relayflow.client import ApiError, Client, Execution
+from relayflow_runtime.schemas.responses import ExecutionEstimate
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -374,12 +375,12 @@ def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     if args.dataset is None and any(getattr(args, name) is not None for name in batch_only):
         raise UsageError("--dataset-version, --input-field, --filter and --parallelism need --dataset.")
     kwargs: dict[str, Any] = {"version_id": args.version, "timeout": args.timeout}
+    if args.estimate and args.dataset is None:
+        raise UsageError("--estimate is for batches: give --dataset (and its filter and parallelism).")
     if args.dataset is not None:
-        if not args.dataset_version:
-            raise UsageError("--dataset needs --dataset-version (the dataset version to run over).")
         batch: dict[str, Any] = {
             "dataset_id": args.dataset,
-            "dataset_version_id": args.dataset_version,
+            "dataset_version_id": args.dataset_version or latest_dataset_version(client, ui, args.dataset),
             "input_field": args.input_field or "text",
             "filter_query": args.filter or "",
         }
@@ -387,6 +388,10 @@ def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             batch["parallelism"] = args.parallelism
         if args.max_failed_percent is not None:
             batch["max_failed_percent"] = args.max_failed_percent
+        if args.estimate:
+            return show_estimate(
+                ui, client.estimate_workflow_execution(args.workflow_id, batch_config=batch, **kwargs)
+            )
         execution = client.execute_workflow(
             args.workflow_id, input_mode="batch", batch_config=batch, **kwargs
         )
@@ -401,6 +406,71 @@ def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             args.workflow_id, input_mode="single", single_input=text, **kwargs
         )
     return follow(args, client, ui, execution)
+
+
+def latest_dataset_version(client: Client, ui: Ui, dataset_id: str) -> str:
+    """The dataset's newest version whose items are ready: what --dataset runs over by default."""
+    versions = [v for v in client.get_dataset_versions(dataset_id) if v.status == "ready"]
+    if not versions:
+        raise UsageError(f"dataset {dataset_id} has no version with items yet; upload items first.")
+    latest = max(versions, key=lambda v: v.created_at)
+    ui.note(f"dataset version {latest.id} ({latest.item_count} items), the latest; --dataset-version chooses")
+    return latest.id
+
+
+def dollars(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    if not value:
+        return "$0"
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def show_estimate(ui: Ui, estimate: ExecutionEstimate) -> int:
+    """A batch's estimate: what it would do, nothing started."""
+    if ui.as_json:
+        ui.json(estimate.model_dump(mode="json"))
+        return EXIT_OK
+    items = f"{estimate.items:,}" + (
+        "" if estimate.items_exact else f" (from the first {estimate.items_read:,})"
+    )
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="dim")
+    summary.add_column()
+    summary.add_row("items", f"{items} kept by the filter, parallelism {estimate.parallelism}")
+    summary.add_row("model calls", f"{estimate.model_calls:,}")
+    summary.add_row("tokens", f"{estimate.input_tokens:,} in, {estimate.output_tokens:,} out")
+    unpriced = [n.name for n in estimate.nodes if n.model_calls and n.model_cost is None]
+    summary.add_row(
+        "model cost",
+        dollars(estimate.model_cost) + (f" (no price for {', '.join(unpriced)})" if unpriced else ""),
+    )
+    summary.add_row("AWS cost", dollars(estimate.aws_cost) + " (list prices, us-east-1)")
+    summary.add_row("duration", "about " + seconds(estimate.duration_seconds))
+    summary.add_row(
+        "sample",
+        f"{estimate.sample_size} items rendered"
+        + (f", {estimate.sample_failures} of them would fail" if estimate.sample_failures else ""),
+    )
+    ui.print(Text("estimate (nothing started)", style="bold"))
+    ui.print(summary)
+    table = Table(title="nodes", title_justify="left")
+    for column in ("node", "provider", "calls", "tokens in", "tokens out", "cost", "output from"):
+        table.add_column(
+            column, justify="right" if column in ("calls", "tokens in", "tokens out") else "left"
+        )
+    for n in estimate.nodes:
+        table.add_row(
+            n.name,
+            n.provider,
+            f"{n.model_calls:,}",
+            f"{n.input_tokens:,}",
+            f"{n.output_tokens:,}",
+            dollars(n.model_cost),
+            "computed" if n.output_tokens_from == "dry_run" else "as long as its prompt",
+        )
+    ui.print(table)
+    return EXIT_OK
 
 
 def follow(
@@ -919,11 +989,21 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--file", help="a file to process (PDF, text, …)")
     source.add_argument("--dataset", help="batch: the dataset id")
     batch = sub.add_argument_group("batch")
-    batch.add_argument("--dataset-version", help="the dataset version id")
+    batch.add_argument("--dataset-version", help="the dataset version id (default: its latest ready version)")
     batch.add_argument("--input-field", help="the item field that becomes {{input}} (text)")
-    batch.add_argument("--filter", help="a JMESPath filter over the items")
+    batch.add_argument(
+        "--filter",
+        help="a JMESPath filter over the items; quote it in single quotes, since literals use "
+        "backticks: --filter 'score > `3`', --filter 'lang == `\"en\"`' (or the raw string "
+        "'en': --filter \"lang == 'en'\")",
+    )
     batch.add_argument("--parallelism", type=positive_int, help="items processed at once")
     batch.add_argument("--max-failed-percent", type=float, help="fail the run above this share of failures")
+    batch.add_argument(
+        "--estimate",
+        action="store_true",
+        help="start nothing: print the items the filter keeps, model calls, tokens, cost and time",
+    )
     sub.add_argument("--version", help="a workflow version id (default: the active version)")
     sub.add_argument("--timeout", type=positive_int, help="seconds the whole run may take")
     follow_args(sub)

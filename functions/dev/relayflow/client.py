@@ -44,6 +44,7 @@ from relayflow_runtime.schemas.entities import (
 from relayflow_runtime.schemas.entities import (
     Execution as _Execution,
 )
+from relayflow_runtime.schemas.responses import ExecutionEstimate
 
 T = TypeVar("T", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -319,6 +320,25 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         path_ = f"/workflows/{workflow_id}/executions"
         return Execution.model_validate(self._json("POST", path_, json=body, headers=headers))
+
+    def estimate_workflow_execution(
+        self,
+        workflow_id: str,
+        batch_config: dict[str, Any],
+        version_id: str | None = None,
+        timeout: int | None = None,
+        sample_size: int | None = None,
+    ) -> ExecutionEstimate:
+        """What a batch would do before it starts (``execute_workflow(..., input_mode="batch",
+        batch_config=...)`` takes the same arguments): the items its filter keeps, model calls,
+        tokens, the models' and AWS's cost, and its duration at its parallelism. Starts nothing."""
+        body: dict[str, Any] = {"input_mode": "batch", "batch_config": batch_config}
+        for key, value in (("version_id", version_id), ("timeout", timeout), ("sample_size", sample_size)):
+            if value is not None:
+                body[key] = value
+        return ExecutionEstimate.model_validate(
+            self._json("POST", f"/workflows/{workflow_id}/estimate", json=body)
+        )
 
     def get_workflow_execution(self, workflow_id: str, execution_id: str) -> Execution:
         return Execution.model_validate(

@@ -33,6 +33,7 @@ __all__ = [
     "PermanentModelError",
     "TransientModelError",
     "Usage",
+    "dry_run_model",
     "estimate_cost",
     "extract_text",
     "invoke_model",
@@ -79,6 +80,15 @@ def invoke_model(
         raise PermanentModelError(f"invalid {provider} model config: {'; '.join(problems)}")
     invoke: Callable[[Mapping[str, Any], str, InvocationContext], ModelResult] = adapter.invoke
     return invoke(config, prompt, ctx)
+
+
+def dry_run_model(provider: str, config: Mapping[str, Any], prompt: str) -> ModelResult | None:
+    """What a model would answer without calling it, where that is known (the builtin models,
+    which compute their answer here); None for a provider whose answer needs the call. Raises
+    ``PermanentModelError`` for a call that would fail."""
+    if provider != "builtin":
+        return None
+    return builtin.dry_run(config, prompt)
 
 
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:

@@ -302,3 +302,11 @@ def invoke(config: Mapping[str, Any], prompt: str, ctx: InvocationContext) -> Mo
         raise PermanentModelError(f"builtin: unknown model {config.get('model')!r}")
     output = model(config, prompt, ctx)
     return ModelResult(output=output, usage=approximate_usage(prompt, output))
+
+
+def dry_run(config: Mapping[str, Any], prompt: str) -> ModelResult:
+    """What a call would answer, at once (a batch's estimate): ``sleep`` without its wait,
+    ``flaky`` as its attempt after the failing ones (a permanent one raises, as ``fail`` does)."""
+    if config.get("model") == "sleep":
+        return ModelResult(output=prompt, usage=approximate_usage(prompt, prompt))
+    return invoke(config, prompt, InvocationContext(attempt=int(config.get("failures", 1)) + 1))
