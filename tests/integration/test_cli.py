@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,6 +378,105 @@ def test_run_dataset_estimate_prints_the_estimate_and_starts_nothing_on_the_late
     assert run.code == EXIT_OK and run.json()["batch_config"]["dataset_version_id"] == latest.id
 
 
+def test_workflows_by_name_and_executions_by_number_wherever_an_id_is_taken(cli: Cli, client: Client) -> None:
+    # Given a workflow with a name of its own, run twice
+    name = f"named {uuid.uuid4().hex[:8]}"
+    workflow_id = make_workflow(client, ("Shout", {"model": "uppercase"}))
+    client.update_workflow(workflow_id, name=name)
+    first = cli("run", name, "--input", "first", "--wait", "--poll", "0.1", "--json")
+    second = cli("run", name, "--input", "second", "--wait", "--poll", "0.1", "--json")
+    assert first.code == second.code == EXIT_OK and first.json()["workflow_id"] == workflow_id
+
+    # Then `status` and `results` take the name and the number (3 or '#3') the CLI prints
+    assert "execution  #1 " + first.json()["id"] in cli("status", name, "1").out
+    assert "#2" in cli("status", name, "#2").out.splitlines()[0]
+    assert cli("results", name, "#1").out.strip() == "FIRST"
+    assert cli("results", workflow_id, "2").out.strip() == "SECOND"
+
+
+def test_an_id_that_names_nothing_says_what_exists(cli: Cli, client: Client, shout: str) -> None:
+    # A number beyond the workflow's executions names the ones there are
+    cli("run", shout, "--input", "one", "--wait", "--poll", "0.1")
+    outcome = cli("status", shout, "#7")
+    assert outcome.code == EXIT_API_ERROR
+    assert f"workflow {shout} has no execution #7; its executions are #1 to #1" in outcome.err
+
+    # An execution id that names nothing says how to list the workflow's executions
+    outcome = cli("status", shout, str(uuid.uuid4()))
+    assert outcome.code == EXIT_API_ERROR and "`relayflow list WORKFLOW`" in outcome.err
+
+    # A workflow name no workflow has names the workflows there are
+    outcome = cli("list", "No Such Workflow")
+    assert outcome.code == EXIT_API_ERROR
+    assert "no workflow has the id or the name 'No Such Workflow'; the workflows: " in outcome.err
+    assert "'cli test' (" in outcome.err
+
+
+def test_graph_draws_a_versions_dag_by_stage_with_what_each_node_waits_for(cli: Cli, client: Client) -> None:
+    # Given a diamond Split -> (Left, Right) -> Join, Right continuing on failure
+    workflow_id = make_workflow(
+        client,
+        ("Split", {"model": "echo"}),
+        ("Left", {"model": "uppercase"}),
+        ("Right", {"model": "word_count"}),
+        ("Join", {"model": "echo"}),
+    )
+    version = client.get_workflow_version(
+        workflow_id, client.get_workflow(workflow_id).active_version_id or ""
+    )
+    client.update_workflow_version(workflow_id, version.id, name="diamond")
+    nodes = {n.name: n for n in client.get_workflow_nodes(version.id)}
+    for begin, end in (("Split", "Left"), ("Split", "Right"), ("Left", "Join"), ("Right", "Join")):
+        client.create_workflow_edge(version.id, nodes[begin].id, nodes[end].id)
+    client.update_workflow_node(version.id, nodes["Right"].id, config={"on_failure": "continue"})
+
+    # When its graph is drawn (the version named by its name)
+    outcome = cli("graph", workflow_id, "--version", "diamond")
+
+    # Then each stage lists its nodes, their models and the nodes they wait for
+    assert outcome.code == EXIT_OK, outcome
+    lines = outcome.out.splitlines()
+    assert "version diamond (active)" in lines[0] and "4 nodes, 4 edges" in lines[0]
+    row = {name: next(line for line in lines if f"[{name}]" in line) for name in nodes}
+    assert row["Split"].split()[0] == "1" and "(start)" in row["Split"] and "builtin Split" in row["Split"]
+    assert row["Left"].split()[0] == "2" and "← Split" in row["Left"]
+    assert "← Split" in row["Right"] and "continues on failure" in row["Right"]
+    assert row["Join"].split()[0] == "3" and "← Left, Right" in row["Join"]
+    stages = cli("graph", workflow_id, "--json").json()["stages"]
+    assert [[next(n for n in nodes if nodes[n].id == i) for i in stage] for stage in stages] == [
+        ["Split"],
+        ["Left", "Right"],
+        ["Join"],
+    ]
+
+
+def test_retry_failed_runs_a_batchs_failed_items_and_results_json_prints_its_items(
+    cli: Cli, client: Client
+) -> None:
+    # Given a finished batch of 6 items of which 2 failed (not JSON for a JSON node)
+    dataset = client.create_dataset(name="cli retry")
+    version = client.create_dataset_version(dataset_id=dataset.id)
+    items = [{"id": f"i{n}", "text": "oops" if n in (1, 4) else f'{{"n": {n}}}'} for n in range(6)]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
+    workflow_id = make_workflow(client, ("Parse", {"model": "echo"}))
+    node = client.get_workflow_nodes(client.get_workflow(workflow_id).active_version_id or "")[0]
+    client.update_workflow_node(node.version_id, node.id, config={"output_format": "json"})
+    assert cli("run", workflow_id, "--dataset", dataset.id, "--wait", "--poll", "0.1").code == EXIT_OK
+
+    # When `results --json` reads it, then `retry-failed` runs its failed items
+    results = cli("results", workflow_id, "1", "--json")
+    retried = cli("retry-failed", workflow_id, "#1", "--wait", "--poll", "0.1", "--json")
+
+    # Then the results are JSON with every item, and the retry ran the 2 failed ones
+    assert results.code == EXIT_OK
+    page = results.json()
+    assert [item["source_item_id"] for item in page["items"]] == [item["id"] for item in items]
+    assert (page["progress"]["completed_items"], page["progress"]["failed_items"]) == (4, 2)
+    assert retried.code == EXIT_OK, retried
+    assert retried.json()["retry_of"] == page["execution_id"]
+    assert retried.json()["progress"]["total_items"] == 2
+
+
 def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
     execution_id = cli("run", shout, "--input", "result me", "--wait", "--poll", "0.1", "--json").json()["id"]
 
@@ -470,7 +570,7 @@ def test_api_errors_exit_4_with_the_message_and_no_traceback(cli: Cli, shout: st
     # An unknown workflow
     outcome = cli("run", "no-such-workflow", "--input", "x")
     assert outcome.code == EXIT_API_ERROR
-    assert "workflow 'no-such-workflow' does not exist" in outcome.err
+    assert "no workflow has the id or the name 'no-such-workflow'" in outcome.err
     assert "HTTP 404" in outcome.err
 
     # A key the API does not know
@@ -511,7 +611,7 @@ def test_create_api_key_writes_a_working_key_into_the_deployments_table(
     assert "shown only once" in outcome.err
     reader = cli("workflows", "--api-key", key, "--json")
     assert reader.code == EXIT_OK
-    denied = cli("run", "wf", "--input", "x", "--api-key", key)
+    denied = cli("run", str(uuid.uuid4()), "--input", "x", "--api-key", key)
     assert denied.code == EXIT_API_ERROR and "HTTP 403" in denied.err
 
 

@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -50,7 +49,9 @@ from rich.table import Table
 from rich.text import Text
 
 from relayflow import __version__
-from relayflow.client import ApiError, Client, Execution
+from relayflow.client import ApiError, ApiUnreachable, Client, Execution
+from relayflow_runtime.domain import graph
+from relayflow_runtime.schemas.entities import WorkflowVersion
 from relayflow_runtime.schemas.responses import ExecutionEstimate
 
 EXIT_OK = 0
@@ -61,10 +62,6 @@ EXIT_API_ERROR = 4
 EXIT_UNREACHABLE = 5
 EXIT_INTERRUPTED = 130
 
-KEY_HINTS = {
-    401: "; send an API key: --api-key or RELAYFLOW_API_KEY",
-    403: "; the API key was refused (unknown, revoked, expired, or without the scope this needs)",
-}
 STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -78,6 +75,12 @@ STATUS_STYLE = {
     "skipped": "dim",
 }
 NODE_RAN = frozenset({"completed", "failed", "timed_out"})
+
+
+WORKFLOW_HELP = "the workflow: its id or its name (relayflow workflows lists them)"
+EXECUTION_HELP = (
+    "the execution: its id or its number in the workflow (3, or '#3' in quotes: # starts a shell comment)"
+)
 
 
 class UsageError(Exception):
@@ -367,16 +370,23 @@ def started(ui: Ui, execution: Execution, verb: str = "started") -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+def check_run(args: argparse.Namespace) -> None:
+    """What `run` gets wrong before the API is asked anything (a usage error, exit 2)."""
     sources = [args.input is not None, args.file is not None, args.dataset is not None]
     if sum(sources) != 1:
         raise UsageError("give exactly one input: --input TEXT, --file PATH or --dataset ID.")
     batch_only = ("dataset_version", "input_field", "filter", "parallelism", "max_failed_percent")
     if args.dataset is None and any(getattr(args, name) is not None for name in batch_only):
         raise UsageError("--dataset-version, --input-field, --filter and --parallelism need --dataset.")
-    kwargs: dict[str, Any] = {"version_id": args.version, "timeout": args.timeout}
     if args.estimate and args.dataset is None:
         raise UsageError("--estimate is for batches: give --dataset (and its filter and parallelism).")
+    if args.file is not None and not Path(args.file).is_file():
+        raise UsageError(f"--file {args.file}: no such file.")
+
+
+def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    version_id = version_of(client, args.workflow_id, args.version).id if args.version else None
+    kwargs: dict[str, Any] = {"version_id": version_id, "timeout": args.timeout}
     if args.dataset is not None:
         batch: dict[str, Any] = {
             "dataset_id": args.dataset,
@@ -396,10 +406,7 @@ def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             args.workflow_id, input_mode="batch", batch_config=batch, **kwargs
         )
     elif args.file is not None:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(f"--file {args.file}: no such file.")
-        execution = client.execute_workflow(args.workflow_id, input_mode="single", item=path, **kwargs)
+        execution = client.execute_workflow(args.workflow_id, input_mode="single", item=args.file, **kwargs)
     else:
         text = sys.stdin.read() if args.input == "-" else args.input
         execution = client.execute_workflow(
@@ -679,6 +686,90 @@ def cmd_rerun(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     return follow(args, client, ui, execution, verb="re-ran as")
 
 
+def cmd_retry_failed(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.retry_failed_items(
+        args.workflow_id,
+        args.execution_id,
+        version_id=version_of(client, args.workflow_id, args.version).id if args.version else None,
+        parallelism=args.parallelism,
+    )
+    return follow(args, client, ui, execution, verb="retrying the failed items as")
+
+
+def version_of(client: Client, workflow_id: str, version: str | None) -> WorkflowVersion:
+    """The workflow's version by id or name; its active version without one."""
+    if version is None:
+        active = client.get_workflow(workflow_id).active_version_id
+        if not active:
+            raise UsageError("the workflow has no active version; name one with --version.")
+        return client.get_workflow_version(workflow_id, active)
+    versions = list(client.get_workflow_versions(workflow_id))
+    found = [v for v in versions if version in (v.id, v.name)]
+    if len(found) != 1:
+        names = ", ".join(f"{v.name or '(unnamed)'} ({v.id})" for v in versions)
+        why = "several versions are named" if found else "no version has the id or the name"
+        raise ApiError(404, "version_not_found", f"{why} {version!r}; the versions: {names or 'none'}.")
+    return found[0]
+
+
+def cmd_graph(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    """The version's DAG, one stage a row group: each node with its model and the nodes it waits for."""
+    version = version_of(client, args.workflow_id, args.version)
+    nodes = sorted(client.get_workflow_nodes(version.id), key=lambda n: n.position)
+    edges = list(client.get_workflow_edges(version.id))
+    ids = [n.id for n in nodes]
+    pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
+    try:
+        stages, waits_for = graph.levels(ids, pairs), graph.parents(ids, pairs)
+    except graph.GraphError as exc:
+        raise ApiError(409, "invalid_graph", f"the version's graph cannot run: {exc}") from None
+    models = {m.id: m for m in collect(lambda t: client.get_models(limit=200, next_token=t), None, True)[0]}
+    by_id = {n.id: n for n in nodes}
+    if ui.as_json:
+        ui.json(
+            {
+                "version": version.model_dump(mode="json"),
+                "stages": stages,
+                "nodes": [n.model_dump(mode="json") | {"parents": waits_for[n.id]} for n in nodes],
+                "edges": [e.model_dump(mode="json") for e in edges],
+            }
+        )
+        return EXIT_OK
+    active = client.get_workflow(args.workflow_id).active_version_id == version.id
+    ui.print(
+        Text.assemble(
+            (f"version {version.name or version.id}", "bold"),
+            " (active)" if active else "",
+            f"  {len(nodes)} nodes, {len(edges)} edges"
+            + ("" if edges else " (none: the nodes run in the order they were made)"),
+        )
+    )
+    table = Table(box=None, show_header=True, padding=(0, 1))
+    for column in ("stage", "node", "model", "waits for", "template"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("stage", "node"))
+    for number, stage in enumerate(stages, start=1):
+        for position, node_id in enumerate(stage):
+            node = by_id[node_id]
+            model = models.get(node.entity_id)
+            marks = [m for m in (node.config.on_failure == "continue" and "continues on failure",
+                                 node.config.output_format == "json" and "json") if m]  # fmt: skip
+            label = Text(f"[{node.name}]", style="bold cyan")
+            if marks:
+                label.append(f" ({', '.join(marks)})", style="dim")
+            parents = waits_for[node_id]
+            table.add_row(
+                str(number) if position == 0 else "",
+                label,
+                f"{model.provider} {model.name}" if model else node.entity_id,
+                Text("← " + ", ".join(by_id[p].name for p in parents), style="dim") if parents else "(start)",
+                short(node.config.input_template, 60),
+            )
+    ui.print(table)
+    for node_id in stages[-1] if stages else []:
+        ui.note(f"ends: {by_id[node_id].name}")
+    return EXIT_OK
+
+
 def cmd_delete(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     client.delete_workflow_execution(args.workflow_id, args.execution_id)
     if ui.as_json:
@@ -706,6 +797,8 @@ def result_pages(
 
 def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if ui.as_json and not args.jsonl:
+        return results_json(client, ui, args, execution)
     if execution.input_mode == "single":
         if execution.status != "completed":
             ui.note(f"execution #{execution.number} is {execution.status}: it has no final result.")
@@ -748,6 +841,28 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
                 + (f" --limit {args.limit}" if args.limit else "")
                 + f" --next-token {next_token} (or --all, or --jsonl for everything)"
             )
+    return EXIT_OK
+
+
+def results_json(client: Client, ui: Ui, args: argparse.Namespace, execution: Execution) -> int:
+    """``--json``: a single run's results, or a batch's page of items (every page with --all)."""
+    if execution.input_mode == "single":
+        ui.json({"execution_id": execution.id, "status": execution.status, **(execution.results or {})})
+        return STATUS_EXIT.get(execution.status, EXIT_OK)
+    items: list[dict[str, Any]] = []
+    next_token: str | None = None
+    for page, token in result_pages(client, args):
+        items.extend(page)
+        next_token = token
+    ui.json(
+        {
+            "execution_id": execution.id,
+            "status": execution.status,
+            "progress": execution.progress.model_dump(mode="json"),
+            "items": items,
+            "next_token": next_token,
+        }
+    )
     return EXIT_OK
 
 
@@ -941,9 +1056,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON instead of tables")
         return sub
 
+    def workflow_arg(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("workflow_id", metavar="WORKFLOW", help=WORKFLOW_HELP)
+
     def execution_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("workflow_id")
-        sub.add_argument("execution_id")
+        workflow_arg(sub)
+        sub.add_argument("execution_id", metavar="EXECUTION", help=EXECUTION_HELP)
 
     def follow_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--watch", action="store_true", help="show live progress until the run ends")
@@ -983,7 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_demo)
 
     sub = command("run", "start a workflow on one text, one file or a dataset")
-    sub.add_argument("workflow_id")
+    workflow_arg(sub)
     source = sub.add_argument_group("input (exactly one)")
     source.add_argument("--input", help="the text to process ('-' reads standard input)")
     source.add_argument("--file", help="a file to process (PDF, text, …)")
@@ -1004,10 +1122,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start nothing: print the items the filter keeps, model calls, tokens, cost and time",
     )
-    sub.add_argument("--version", help="a workflow version id (default: the active version)")
+    sub.add_argument("--version", help="a workflow version id or name (default: the active version)")
     sub.add_argument("--timeout", type=positive_int, help="seconds the whole run may take")
     follow_args(sub)
-    sub.set_defaults(handler=cmd_run)
+    sub.set_defaults(handler=cmd_run, check=check_run)
 
     sub = command("status", "show one execution: status, progress, each node (--watch: follow it)")
     execution_args(sub)
@@ -1015,7 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_status)
 
     sub = command("list", "list a workflow's executions, newest first")
-    sub.add_argument("workflow_id")
+    workflow_arg(sub)
     sub.add_argument("--status", choices=STATUSES, help="only executions with this status")
     sub.add_argument("--limit", type=positive_int, default=20, help="executions per page (20, at most 200)")
     sub.add_argument("--next-token", help="continue from a previous page")
@@ -1039,8 +1157,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_rerun)
 
     sub = command("deliveries", "webhook delivery attempts, newest first: of a workflow or one execution")
-    sub.add_argument("workflow_id")
-    sub.add_argument("execution_id", nargs="?", help="only this execution's")
+    workflow_arg(sub)
+    sub.add_argument(
+        "execution_id", metavar="EXECUTION", nargs="?", help="only this execution's (id or number)"
+    )
     sub.add_argument("--limit", type=positive_int, default=50, help="attempts per page (50, at most 200)")
     sub.add_argument("--all", action="store_true", help="follow every page")
     sub.set_defaults(handler=cmd_deliveries)
@@ -1062,6 +1182,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--next-token", help="continue from a previous page")
     sub.add_argument("--all", action="store_true", help="follow every page")
     sub.set_defaults(handler=cmd_results)
+
+    sub = command("retry-failed", "start a new batch run over the items of a finished one that failed")
+    execution_args(sub)
+    sub.add_argument(
+        "--version", help="run them with this workflow version (default: the run's own snapshot)"
+    )
+    sub.add_argument("--parallelism", type=positive_int, help="items processed at once (default: the run's)")
+    follow_args(sub)
+    sub.set_defaults(handler=cmd_retry_failed)
+
+    sub = command("graph", "draw a workflow version's graph: its stages, nodes, models and edges")
+    workflow_arg(sub)
+    sub.add_argument("--version", help="a version id or name (default: the active version)")
+    sub.set_defaults(handler=cmd_graph)
 
     sub = command("download-input", "save the file an execution was started with")
     execution_args(sub)
@@ -1089,6 +1223,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_references(args: argparse.Namespace, client: Client) -> None:
+    """A workflow named by its name and an execution by its number (3 or '#3') become their ids."""
+    if getattr(args, "workflow_id", None):
+        args.workflow_id = client.workflow_id_of(args.workflow_id)
+        if getattr(args, "execution_id", None):
+            args.execution_id = client.execution_id_of(args.workflow_id, args.execution_id)
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -1105,21 +1247,20 @@ def main(
     try:
         if not args.needs_api:
             return int(args.handler(args, ui))
+        if getattr(args, "check", None) is not None:
+            args.check(args)
         with Client(base_url=args.url, api_key=args.api_key) as client:
+            resolve_references(args, client)
             return int(args.handler(args, client, ui))
     except UsageError as exc:
         ui.error(str(exc))
         return EXIT_USAGE
     except ApiError as exc:
-        hint = KEY_HINTS.get(exc.status, "")
+        hint = f"; {exc.hint}" if exc.hint else ""
         ui.error(f"{exc.message or 'the API refused the request'} (HTTP {exc.status}, {exc.code}){hint}")
         return EXIT_API_ERROR
-    except httpx.TransportError as exc:
-        url = args.url or os.environ.get("RELAYFLOW_URL") or "http://127.0.0.1:8765"
-        ui.error(
-            f"cannot reach the relayflow API at {url} ({type(exc).__name__}: {exc}). "
-            "Is `relayflow serve` running, or is --url / RELAYFLOW_URL right?"
-        )
+    except ApiUnreachable as exc:
+        ui.error(str(exc).replace("base_url (CLI: --url)", "--url"))
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         ui.note("interrupted")
