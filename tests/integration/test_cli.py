@@ -669,9 +669,15 @@ def test_serve_prints_the_dashboard_url_with_a_key_serves_both_and_stops_on_sigt
         with Client(base_url=base_url, api_key=key) as client:
             assert list(client.get_workflows()) == []
 
-        # And SIGTERM stops it cleanly
+        # And SIGTERM stops it cleanly, saying what it waits for; the requests logged no line
+        # (the key printed at start stays in view: a polling dashboard would have buried it)
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+        rest = server.stdout.read().splitlines()
+        assert rest[-1] == "stopped.", rest
+        assert rest[-2].startswith("stopping: waiting for the requests in flight"), rest
+        assert "the in-memory stack to stop" in rest[-2]
+        assert not any("GET /workflows" in line for line in rest), rest
     finally:
         if server.poll() is None:
             server.kill()

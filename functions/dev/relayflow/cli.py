@@ -986,7 +986,7 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         # Callback URLs on this machine or its network are refused unless asked for (as on AWS).
         parameters = {"WebhookAllowPrivateAddresses": "true"} if args.allow_private_webhooks else {}
         stack = LocalStack(data_dir=data_dir, run_schedules=True, faults=faults, parameters=parameters)
-        run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port)
+        run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port, access_log=args.verbose)
     except DataDirError as exc:
         ui.error(str(exc))
         return EXIT_USAGE
@@ -1093,6 +1093,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let callback URLs name loopback and private addresses (a receiver on this machine); "
         "refused by default, as on AWS",
+    )
+    sub.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log a line per HTTP request (the dashboard polls every second)",
     )
     sub.set_defaults(handler=cmd_serve)
 
