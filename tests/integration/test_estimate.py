@@ -156,3 +156,32 @@ def test_an_estimate_refuses_what_a_start_refuses(client: Client) -> None:
 
     assert (unknown_field.value.status, unknown_field.value.code) == (409, "unknown_input_field")
     assert (bad_filter.value.status, bad_filter.value.code) == (400, "invalid_filter")
+
+
+def test_a_batch_validation_warns_of_sampled_items_lacking_a_field_a_template_uses(client: Client) -> None:
+    # Given items of which two lack "title", and a node whose template needs it (another only in a
+    # section, which renders nothing for a missing field and runs)
+    items = [{"id": f"d{n}", "text": "body", **({} if n in (2, 5) else {"title": f"T{n}"})} for n in range(8)]
+    dataset_id, version_id = dataset(client, items)
+    workflow_id = chain(
+        client,
+        ("Titled", "builtin", {"model": "echo"}, {"input_template": "{{item.title}}: {{input}}"}),
+        ("Maybe", "builtin", {"model": "echo"}, {"input_template": "{{#item.title}}{{.}}{{/item.title}}"}),
+    )
+    version = client.get_workflow(workflow_id).active_version_id or ""
+
+    # When the version is validated for a batch over that dataset version
+    report = client.validate_workflow_version(
+        workflow_id, version, input_mode="batch", dataset_id=dataset_id, dataset_version_id=version_id
+    )
+
+    # Then it is valid (it can run), with one warning naming the field, the node and the items
+    assert report["valid"] is True and report["problems"] == []
+    (warning,) = report["warnings"]
+    assert warning["code"] == "item_field_missing"
+    assert "node 'Titled' uses {{item.title}}, which 2 of the first 8 items" in warning["message"]
+    assert "('d2', 'd5')" in warning["message"]
+    # And without a dataset nothing is sampled; a dataset without its version says so
+    assert client.validate_workflow_version(workflow_id, version, input_mode="batch")["warnings"] == []
+    half = client.validate_workflow_version(workflow_id, version, dataset_id=dataset_id)
+    assert [w["code"] for w in half["warnings"]] == ["dataset_incomplete"]

@@ -308,15 +308,22 @@ class Client:
         self._request("DELETE", f"/workflows/{workflow_id}/versions/{version_id}")
 
     def validate_workflow_version(
-        self, workflow_id: str, version_id: str, input_mode: str = "single"
+        self,
+        workflow_id: str,
+        version_id: str,
+        input_mode: str = "single",
+        dataset_id: str | None = None,
+        dataset_version_id: str | None = None,
     ) -> dict[str, Any]:
         """Every problem at once, saving nothing:
-        ``{"valid": bool, "problems": [{code, message, node_id, node_ids}]}``."""
-        return self._json(
-            "POST",
-            f"/workflows/{workflow_id}/versions/{version_id}/validate",
-            params={"input_mode": input_mode},
-        )
+        ``{"valid": bool, "problems": [{code, message, node_id, node_ids}], "warnings": [...]}``;
+        a batch checked against a dataset version warns of items lacking a field a template uses."""
+        params = {
+            "input_mode": input_mode,
+            "dataset_id": dataset_id,
+            "dataset_version_id": dataset_version_id,
+        }
+        return self._json("POST", f"/workflows/{workflow_id}/versions/{version_id}/validate", params=params)
 
     # ---- nodes and edges ---------------------------------------------------------------------------
     def create_workflow_node(

@@ -270,8 +270,9 @@ def _complete_parameter(parameter: dict[str, Any]) -> None:
     parameter["schema"] = schema
 
 
-#: Read-only operations that still answer 409: the estimate refuses what a start would refuse.
-CONFLICTING_READS = frozenset({"estimateWorkflowExecution"})
+#: Read-only operations that still answer 409: the estimate refuses what a start would refuse, a
+#: validation a dataset version that names nothing.
+CONFLICTING_READS = frozenset({"estimateWorkflowExecution", "validateWorkflowVersion"})
 
 
 def _error_statuses(method: str, operation: dict[str, Any], scope: str | None) -> list[int]:

@@ -114,10 +114,13 @@ class Problem(Entity):
 
 
 class ValidationReport(Entity):
-    """Every problem of a version at once; ``valid`` when there is none."""
+    """Every problem of a version at once; ``valid`` when there is none. ``warnings``: what would
+    not keep it from running but would fail some runs (a batch validated with a dataset version:
+    sampled items that lack a field a template uses)."""
 
     valid: bool
     problems: list[Problem]
+    warnings: list[Problem] = Field(default_factory=list)
 
 
 class UploadPartReceipt(Entity):
