@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relayflow_runtime.domain import costs
+
 #: Counted on the replaced engine (commit 2d0b64f), per single-run node.
 BEFORE_NODE = {"calls": 5.0, "invocations": 1.0, "transitions": 1.0}
 
@@ -69,24 +71,25 @@ class Price:
     unit: str
 
 
-# us-east-1 list prices (USD), on-demand, first tier
+# us-east-1 list prices (USD), on-demand, first tier: the runtime's one price table
+# (domain/costs.py), which a batch's estimate reads too
 PRICES: dict[str, Price] = {
-    "lambda_request": Price(0.20, 1e6, "Lambda requests"),
-    "lambda_gb_s": Price(13.3334, 1e6, "Lambda GB-seconds (arm64)"),
-    "standard_transition": Price(0.025, 1000, "Standard state transitions"),
-    "express_request": Price(1.00, 1e6, "Express requests"),
-    "express_gb_s": Price(16.67, 1e6, "Express GB-seconds"),
-    "wru": Price(0.625, 1e6, "DynamoDB write request units"),
-    "rru": Price(0.125, 1e6, "DynamoDB read request units"),
-    "s3_put": Price(5.00, 1e6, "S3 PUT, COPY, POST, LIST requests"),
-    "s3_get": Price(0.40, 1e6, "S3 GET and other requests"),
-    "events": Price(1.00, 1e6, "EventBridge custom events (64 KB each)"),
-    "sqs": Price(0.40, 1e6, "SQS requests"),
-    "log_gb": Price(0.50, 1, "CloudWatch Logs GB ingested"),
-    "trace": Price(5.00, 1e6, "X-Ray traces recorded"),
-    "http_api": Price(1.00, 1e6, "API Gateway HTTP API requests"),
-    "dynamodb_gb_month": Price(0.25, 1, "DynamoDB storage GB-month (Standard)"),
-    "s3_gb_month": Price(0.023, 1, "S3 Standard storage GB-month"),
+    "lambda_request": Price(costs.LAMBDA_REQUEST * 1e6, 1e6, "Lambda requests"),
+    "lambda_gb_s": Price(costs.LAMBDA_GB_SECOND * 1e6, 1e6, "Lambda GB-seconds (arm64)"),
+    "standard_transition": Price(costs.STANDARD_TRANSITION * 1000, 1000, "Standard state transitions"),
+    "express_request": Price(costs.EXPRESS_REQUEST * 1e6, 1e6, "Express requests"),
+    "express_gb_s": Price(costs.EXPRESS_GB_SECOND * 1e6, 1e6, "Express GB-seconds"),
+    "wru": Price(costs.DYNAMODB_WRU * 1e6, 1e6, "DynamoDB write request units"),
+    "rru": Price(costs.DYNAMODB_RRU * 1e6, 1e6, "DynamoDB read request units"),
+    "s3_put": Price(costs.S3_PUT * 1e6, 1e6, "S3 PUT, COPY, POST, LIST requests"),
+    "s3_get": Price(costs.S3_GET * 1e6, 1e6, "S3 GET and other requests"),
+    "events": Price(costs.EVENTS * 1e6, 1e6, "EventBridge custom events (64 KB each)"),
+    "sqs": Price(costs.SQS_REQUEST * 1e6, 1e6, "SQS requests"),
+    "log_gb": Price(costs.LOG_GB, 1, "CloudWatch Logs GB ingested"),
+    "trace": Price(costs.XRAY_TRACE * 1e6, 1e6, "X-Ray traces recorded"),
+    "http_api": Price(costs.HTTP_API_REQUEST * 1e6, 1e6, "API Gateway HTTP API requests"),
+    "dynamodb_gb_month": Price(costs.DYNAMODB_GB_MONTH, 1, "DynamoDB storage GB-month (Standard)"),
+    "s3_gb_month": Price(costs.S3_GB_MONTH, 1, "S3 Standard storage GB-month"),
 }
 
 #: The targets of issue 20, per million items (and per month kept).
@@ -99,7 +102,7 @@ AWS_SDK_TASK = (
 #: The scope of the calls a machine makes itself (aws-sdk service integrations).
 INTEGRATIONS = "StateMachineIntegrations"
 NODE_RUNNER_GB = 0.5  # the node runner's 512 MB
-EXPRESS_GB = 0.0625  # billed in 64 MB chunks; a child's payload is far below it
+EXPRESS_GB = costs.EXPRESS_GB
 NODE_OVERHEAD_S = 0.05  # relayflow's own work per node (template, a call or two at AWS latency)
 RECORD_OVERHEAD_S = 0.05  # a child recording its items
 OTHER_INVOCATION_S = 0.10

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,63 @@ def test_a_failed_run_exits_1_with_the_error_on_stderr(cli: Cli, client: Client)
     assert "builtin fail model always fails" in status.out
 
 
+def test_a_failed_run_shows_how_far_it_got_in_the_api_status_and_list(cli: Cli, client: Client) -> None:
+    # Given a run of three nodes whose second fails and stops it
+    workflow_id = make_workflow(
+        client, ("Echo", {"model": "echo"}), ("Broken", {"model": "fail"}), ("Shout", {"model": "uppercase"})
+    )
+    outcome = cli("run", workflow_id, "--input", "halfway", "--wait", "--poll", "0.1", "--json")
+    assert outcome.code == EXIT_FAILED
+
+    # Then the API counts its nodes by how they ended, in the execution and on list pages alike
+    execution = client.get_workflow_execution(workflow_id, outcome.json()["id"])
+    listed = client.get_workflow_executions(workflow_id)[0]
+    for x in (execution, listed):
+        p = x.progress
+        assert (p.completed_nodes, p.failed_nodes, p.skipped_nodes, p.cancelled_nodes) == (1, 1, 1, 0)
+        assert x.completed_with_failures is False
+    # And `status` and `list` say the same: one node of three completed, not a full bar
+    expected = "1/3 nodes completed, 1 failed, 1 skipped"
+    assert expected in cli("status", workflow_id, execution.id).out
+    assert expected in cli("list", workflow_id).out
+
+
+def test_a_completed_run_with_a_failed_continue_node_says_so(cli: Cli, client: Client) -> None:
+    # Given a workflow whose middle node fails with on_failure: continue
+    workflow_id = make_workflow(
+        client, ("Echo", {"model": "echo"}), ("Broken", {"model": "fail"}), ("Shout", {"model": "uppercase"})
+    )
+    version_id = client.get_workflow(workflow_id).active_version_id or ""
+    broken = next(n for n in client.get_workflow_nodes(version_id) if n.name == "Broken")
+    client.update_workflow_node(version_id, broken.id, config={"on_failure": "continue"})
+
+    # When it runs to its end
+    outcome = cli("run", workflow_id, "--input", "onwards", "--wait", "--poll", "0.1")
+
+    # Then it completed, and the API, the outcome line, `status` and `list` say it had a failure
+    assert outcome.code == EXIT_OK, outcome
+    execution = client.get_workflow_executions(workflow_id)[0]
+    assert execution.status == "completed" and execution.completed_with_failures is True
+    assert (execution.progress.completed_nodes, execution.progress.failed_nodes) == (2, 1)
+    assert "completed with failures" in outcome.out and "2/3 nodes completed, 1 failed" in outcome.out
+    status = cli("status", workflow_id, execution.id).out
+    assert "completed with failures" in status
+    listed = cli("list", workflow_id).out
+    assert "completed with failures" in listed and "2/3 nodes completed, 1 failed" in listed
+
+
+def test_status_and_list_times_carry_the_date_and_the_time_zone(cli: Cli, shout: str) -> None:
+    execution_id = cli("run", shout, "--input", "when", "--wait", "--poll", "0.1", "--json").json()["id"]
+
+    # Then `status` shows each time in this machine's zone with its date and the zone's name, and
+    # `list` the creation time so
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+-][A-Za-z0-9+-]*")
+    status = cli("status", shout, execution_id).out
+    for label in ("created", "started", "finished"):
+        assert stamp.search(next(line for line in status.splitlines() if line.startswith(label))), status
+    assert stamp.search(next(line for line in cli("list", shout).out.splitlines() if execution_id in line))
+
+
 def test_status_watch_follows_a_running_execution_to_its_end(cli: Cli, client: Client) -> None:
     # Given a run that is still going
     workflow_id = make_workflow(
@@ -268,7 +326,10 @@ def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_it
     assert outcome.code == EXIT_OK, outcome
     bar = next(line for line in outcome.out.splitlines() if line.startswith("items"))
     assert "12/12" in bar and "3 failed" in bar and "items/s" in bar
-    assert "execution #1 completed" in outcome.out and "(12/12 items, 3 failed)" in outcome.out
+    # (processed = completed + failed, said as such, and the run completed with failures)
+    assert "execution #1 completed with failures" in outcome.out
+    assert "(12/12 items processed: 9 completed, 3 failed)" in outcome.out
+    assert "processed: 9 completed, 3 failed" in bar
     execution_id = client.get_workflow_executions(workflow_id)[0].id
 
     # And `results` shows a page as a table, and every item exactly once as JSONL across pages
@@ -282,6 +343,138 @@ def test_a_batch_run_watch_shows_the_items_bar_and_results_page_through_every_it
     assert [r["source_item_id"] for r in results] == [item["id"] for item in items]
     assert [r["source_item_id"] for r in results if r["status"] == "failed"] == ["i01", "i05", "i09"]
     assert json.loads(results[0]["output"]) == results[0]["parsed_output"] == {"n": 0}
+
+
+def test_run_dataset_estimate_prints_the_estimate_and_starts_nothing_on_the_latest_version(
+    cli: Cli, client: Client
+) -> None:
+    # Given a dataset with two versions, the latest of 6 items of which the filter keeps 4
+    dataset = client.create_dataset(name="cli estimate")
+    old = client.create_dataset_version(dataset_id=dataset.id)
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=old.id, items=[{"id": "o", "text": "old"}])
+    latest = client.create_dataset_version(dataset_id=dataset.id)
+    items = [{"id": f"i{n}", "text": "four words each time", "n": n} for n in range(6)]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=latest.id, items=items)
+    workflow_id = make_workflow(client, ("Echo", {"model": "echo"}), ("Shout", {"model": "uppercase"}))
+
+    # When `run --dataset --estimate` is given no --dataset-version
+    outcome = cli("run", workflow_id, "--dataset", dataset.id, "--filter", "n < `4`", "--estimate")
+
+    # Then it estimates the latest version (and says so): 4 items, 8 calls, 16 + 16 tokens, nothing started
+    assert outcome.code == EXIT_OK, outcome
+    assert f"dataset version {latest.id}" in outcome.err and "the latest" in outcome.err
+    lines = outcome.out.splitlines()
+    assert "estimate (nothing started)" in lines[0]
+    assert "4 kept by the filter" in next(line for line in lines if line.startswith("items"))
+    assert next(line for line in lines if line.startswith("model calls")).split()[-1] == "8"
+    assert "32 in, 32 out" in next(line for line in lines if line.startswith("tokens"))
+    assert "$0" in next(line for line in lines if line.startswith("model cost"))
+    assert client.get_workflow_executions(workflow_id) == []
+    as_json = cli("run", workflow_id, "--dataset", dataset.id, "--estimate", "--json").json()
+    assert (as_json["items"], as_json["dataset_version_id"], as_json["model_calls"]) == (6, latest.id, 12)
+
+    # And a run without --dataset-version goes over the latest version too
+    run = cli("run", workflow_id, "--dataset", dataset.id, "--wait", "--poll", "0.1", "--json")
+    assert run.code == EXIT_OK and run.json()["batch_config"]["dataset_version_id"] == latest.id
+
+
+def test_workflows_by_name_and_executions_by_number_wherever_an_id_is_taken(cli: Cli, client: Client) -> None:
+    # Given a workflow with a name of its own, run twice
+    name = f"named {uuid.uuid4().hex[:8]}"
+    workflow_id = make_workflow(client, ("Shout", {"model": "uppercase"}))
+    client.update_workflow(workflow_id, name=name)
+    first = cli("run", name, "--input", "first", "--wait", "--poll", "0.1", "--json")
+    second = cli("run", name, "--input", "second", "--wait", "--poll", "0.1", "--json")
+    assert first.code == second.code == EXIT_OK and first.json()["workflow_id"] == workflow_id
+
+    # Then `status` and `results` take the name and the number (3 or '#3') the CLI prints
+    assert "execution  #1 " + first.json()["id"] in cli("status", name, "1").out
+    assert "#2" in cli("status", name, "#2").out.splitlines()[0]
+    assert cli("results", name, "#1").out.strip() == "FIRST"
+    assert cli("results", workflow_id, "2").out.strip() == "SECOND"
+
+
+def test_an_id_that_names_nothing_says_what_exists(cli: Cli, client: Client, shout: str) -> None:
+    # A number beyond the workflow's executions names the ones there are
+    cli("run", shout, "--input", "one", "--wait", "--poll", "0.1")
+    outcome = cli("status", shout, "#7")
+    assert outcome.code == EXIT_API_ERROR
+    assert f"workflow {shout} has no execution #7; its executions are #1 to #1" in outcome.err
+
+    # An execution id that names nothing says how to list the workflow's executions
+    outcome = cli("status", shout, str(uuid.uuid4()))
+    assert outcome.code == EXIT_API_ERROR and "`relayflow list WORKFLOW`" in outcome.err
+
+    # A workflow name no workflow has names the workflows there are
+    outcome = cli("list", "No Such Workflow")
+    assert outcome.code == EXIT_API_ERROR
+    assert "no workflow has the id or the name 'No Such Workflow'; the workflows: " in outcome.err
+    assert "'cli test' (" in outcome.err
+
+
+def test_graph_draws_a_versions_dag_by_stage_with_what_each_node_waits_for(cli: Cli, client: Client) -> None:
+    # Given a diamond Split -> (Left, Right) -> Join, Right continuing on failure
+    workflow_id = make_workflow(
+        client,
+        ("Split", {"model": "echo"}),
+        ("Left", {"model": "uppercase"}),
+        ("Right", {"model": "word_count"}),
+        ("Join", {"model": "echo"}),
+    )
+    version = client.get_workflow_version(
+        workflow_id, client.get_workflow(workflow_id).active_version_id or ""
+    )
+    client.update_workflow_version(workflow_id, version.id, name="diamond")
+    nodes = {n.name: n for n in client.get_workflow_nodes(version.id)}
+    for begin, end in (("Split", "Left"), ("Split", "Right"), ("Left", "Join"), ("Right", "Join")):
+        client.create_workflow_edge(version.id, nodes[begin].id, nodes[end].id)
+    client.update_workflow_node(version.id, nodes["Right"].id, config={"on_failure": "continue"})
+
+    # When its graph is drawn (the version named by its name)
+    outcome = cli("graph", workflow_id, "--version", "diamond")
+
+    # Then each stage lists its nodes, their models and the nodes they wait for
+    assert outcome.code == EXIT_OK, outcome
+    lines = outcome.out.splitlines()
+    assert "version diamond (active)" in lines[0] and "4 nodes, 4 edges" in lines[0]
+    row = {name: next(line for line in lines if f"[{name}]" in line) for name in nodes}
+    assert row["Split"].split()[0] == "1" and "(start)" in row["Split"] and "builtin Split" in row["Split"]
+    assert row["Left"].split()[0] == "2" and "← Split" in row["Left"]
+    assert "← Split" in row["Right"] and "continues on failure" in row["Right"]
+    assert row["Join"].split()[0] == "3" and "← Left, Right" in row["Join"]
+    stages = cli("graph", workflow_id, "--json").json()["stages"]
+    assert [[next(n for n in nodes if nodes[n].id == i) for i in stage] for stage in stages] == [
+        ["Split"],
+        ["Left", "Right"],
+        ["Join"],
+    ]
+
+
+def test_retry_failed_runs_a_batchs_failed_items_and_results_json_prints_its_items(
+    cli: Cli, client: Client
+) -> None:
+    # Given a finished batch of 6 items of which 2 failed (not JSON for a JSON node)
+    dataset = client.create_dataset(name="cli retry")
+    version = client.create_dataset_version(dataset_id=dataset.id)
+    items = [{"id": f"i{n}", "text": "oops" if n in (1, 4) else f'{{"n": {n}}}'} for n in range(6)]
+    client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
+    workflow_id = make_workflow(client, ("Parse", {"model": "echo"}))
+    node = client.get_workflow_nodes(client.get_workflow(workflow_id).active_version_id or "")[0]
+    client.update_workflow_node(node.version_id, node.id, config={"output_format": "json"})
+    assert cli("run", workflow_id, "--dataset", dataset.id, "--wait", "--poll", "0.1").code == EXIT_OK
+
+    # When `results --json` reads it, then `retry-failed` runs its failed items
+    results = cli("results", workflow_id, "1", "--json")
+    retried = cli("retry-failed", workflow_id, "#1", "--wait", "--poll", "0.1", "--json")
+
+    # Then the results are JSON with every item, and the retry ran the 2 failed ones
+    assert results.code == EXIT_OK
+    page = results.json()
+    assert [item["source_item_id"] for item in page["items"]] == [item["id"] for item in items]
+    assert (page["progress"]["completed_items"], page["progress"]["failed_items"]) == (4, 2)
+    assert retried.code == EXIT_OK, retried
+    assert retried.json()["retry_of"] == page["execution_id"]
+    assert retried.json()["progress"]["total_items"] == 2
 
 
 def test_results_of_a_single_run_as_text_and_jsonl(cli: Cli, shout: str) -> None:
@@ -359,7 +552,7 @@ def test_workflows_lists_ids_to_use_with_the_other_commands(cli: Cli, shout: str
         (["run", "WF"], "exactly one input"),
         (["run", "WF", "--input", "a", "--file", "b"], "exactly one input"),
         (["run", "WF", "--input", "a", "--parallelism", "3"], "need --dataset"),
-        (["run", "WF", "--dataset", "D"], "needs --dataset-version"),
+        (["run", "WF", "--input", "a", "--estimate"], "--estimate is for batches"),
         (["run", "WF", "--file", "/no/such/file.pdf"], "no such file"),
         (["list", "WF", "--status", "done"], "invalid choice"),
         (["list", "WF", "--limit", "0"], "must be at least 1"),
@@ -377,7 +570,7 @@ def test_api_errors_exit_4_with_the_message_and_no_traceback(cli: Cli, shout: st
     # An unknown workflow
     outcome = cli("run", "no-such-workflow", "--input", "x")
     assert outcome.code == EXIT_API_ERROR
-    assert "workflow 'no-such-workflow' does not exist" in outcome.err
+    assert "no workflow has the id or the name 'no-such-workflow'" in outcome.err
     assert "HTTP 404" in outcome.err
 
     # A key the API does not know
@@ -418,7 +611,7 @@ def test_create_api_key_writes_a_working_key_into_the_deployments_table(
     assert "shown only once" in outcome.err
     reader = cli("workflows", "--api-key", key, "--json")
     assert reader.code == EXIT_OK
-    denied = cli("run", "wf", "--input", "x", "--api-key", key)
+    denied = cli("run", str(uuid.uuid4()), "--input", "x", "--api-key", key)
     assert denied.code == EXIT_API_ERROR and "HTTP 403" in denied.err
 
 
@@ -476,9 +669,15 @@ def test_serve_prints_the_dashboard_url_with_a_key_serves_both_and_stops_on_sigt
         with Client(base_url=base_url, api_key=key) as client:
             assert list(client.get_workflows()) == []
 
-        # And SIGTERM stops it cleanly
+        # And SIGTERM stops it cleanly, saying what it waits for; the requests logged no line
+        # (the key printed at start stays in view: a polling dashboard would have buried it)
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+        rest = server.stdout.read().splitlines()
+        assert rest[-1] == "stopped.", rest
+        assert rest[-2].startswith("stopping: waiting for the requests in flight"), rest
+        assert "the in-memory stack to stop" in rest[-2]
+        assert not any("GET /workflows" in line for line in rest), rest
     finally:
         if server.poll() is None:
             server.kill()

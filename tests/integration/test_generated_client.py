@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -153,3 +154,33 @@ def test_a_generated_client_runs_a_workflow_end_to_end_with_typed_answers(
     # And an error is typed as the document's Error
     missing = get_execution.sync(workflow.id, "nope", client=client)
     assert isinstance(missing, models.Error) and missing.code == "execution_not_found"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readmes_typescript_command_works_as_written_and_its_client_type_checks(
+    served: str, tmp_path: Path
+) -> None:
+    # Given the README's TypeScript command, as a user copies it, and the served document
+    line = next(
+        line for line in README.read_text().splitlines() if line.startswith("npx ") and "openapi-ts" in line
+    )
+    command = shlex.split(line.split("#")[0])
+    typescript = next(part for part in command if part.startswith("typescript@"))
+    (tmp_path / "relayflow.json").write_bytes(httpx.get(f"{served}/openapi.json").raise_for_status().content)
+
+    # When it runs (npm fetches the pinned packages once, then its cache serves them)
+    generated = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    # Then it generates the client, which the pinned TypeScript compiles under --strict
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    assert (tmp_path / "src/relayflow/sdk.gen.ts").is_file()
+    checked = subprocess.run(
+        ["npx", "--yes", "-p", typescript, "tsc", "--noEmit", "--strict", "--target", "es2022",
+         "--module", "esnext", "--moduleResolution", "bundler", "--lib", "es2022,dom,dom.iterable",
+         "src/relayflow/index.ts"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "estimateWorkflowExecution" in (tmp_path / "src/relayflow/sdk.gen.ts").read_text()

@@ -13,7 +13,7 @@ import pytest
 
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
-from relayflow_runtime.services import deps, uploads
+from relayflow_runtime.services import deps, notify, uploads
 
 TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
 
@@ -44,6 +44,17 @@ def notifications(local_stack: LocalStack) -> Iterator[list[dict[str, Any]]]:
 
     with moto_shim.override(TRIGGER, recording):
         yield seen
+
+
+class RecordingBus:
+    """The relayflow bus as a list of (detail type, detail)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None:
+        self.events.append((detail_type, json.loads(json.dumps(detail))))
+        return None
 
 
 def make_workflow(api: Any, *, with_version: bool = True) -> dict[str, Any]:
@@ -130,16 +141,29 @@ def test_an_upload_starts_exactly_one_run_even_when_the_notification_arrives_twi
 def test_an_upload_for_an_unknown_workflow_is_moved_to_rejected_with_a_reason(
     local_stack: LocalStack, api: Any, notifications: list[dict[str, Any]]
 ) -> None:
-    # Given no workflow "wf-that-does-not-exist"
+    # Given no workflow "wf-that-does-not-exist", and a bus whose events are recorded
     key = "inputs/wf-that-does-not-exist/notes.txt"
+    bus = RecordingBus()
 
     # When a file is uploaded for it (and the notification is delivered twice)
-    upload(local_stack, key, b"some notes")
-    local_stack.invoke("S3TriggerFunction", notifications[0])
+    with notify.using_bus(bus):
+        upload(local_stack, key, b"some notes")
+        local_stack.invoke("S3TriggerFunction", notifications[0])
 
     # Then the object is moved to rejected/<its key>, next to a reason anyone can read
-    assert keys(local_stack, "inputs/") == []
     assert keys(local_stack, "rejected/") == [f"rejected/{key}", f"rejected/{key}.reason.json"]
+    # And the uploader finds the same reason beside the key it uploaded (the trigger, notified of
+    # it, ignores it: no run, no rejection of the reason)
+    assert keys(local_stack, "inputs/") == [f"{key}.reason.json"]
+    beside = json.loads(read(local_stack, f"{key}.reason.json"))
+    assert beside == json.loads(read(local_stack, f"rejected/{key}.reason.json"))
+    assert beside["reason_key"] == f"{key}.reason.json"
+    notified = [r["s3"]["object"]["key"] for n in notifications for r in n["Records"]]
+    assert f"{key}.reason.json" in notified
+    # And the rejection is an event on the relayflow bus (once per delivery: at least once)
+    rejected = [d for t, d in bus.events if t == "Upload Rejected"]
+    assert rejected and all(d == {**beside, "schema_version": "1", "time": d["time"]} for d in rejected)
+    assert rejected[0]["code"] == "unknown_workflow" and rejected[0]["key"] == key
     assert read(local_stack, f"rejected/{key}") == b"some notes"
     reason = json.loads(read(local_stack, f"rejected/{key}.reason.json"))
     assert reason["code"] == "unknown_workflow"
@@ -349,5 +373,9 @@ def test_a_key_too_long_for_its_copies_is_refused_and_moved_aside_under_a_short_
     assert keys(local_stack, "rejected/") == [aside, f"{aside}.reason.json"]
     reason = json.loads(read(local_stack, f"{aside}.reason.json"))
     assert reason["code"] == "key_too_long" and reason["key"] == key
-    assert keys(local_stack, "inputs/") == []
+    # (its reason beside it where that key fits in S3)
+    beside = f"{key}.reason.json"
+    assert keys(local_stack, "inputs/") == (
+        [beside] if len(beside.encode()) <= uploads.MAX_S3_KEY_BYTES else []
+    )
     assert max(len(k.encode()) for k in _all_keys(local_stack)) <= uploads.MAX_S3_KEY_BYTES

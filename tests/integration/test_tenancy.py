@@ -39,6 +39,9 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, str]], Any]] = {
     },
     ("POST", "/models"): lambda ids: {"name": "m", "provider": "builtin", "config": {"model": "echo"}},
     ("POST", "/workflows/<workflow_id>/executions"): lambda ids: {"single_input": "run by A"},
+    ("POST", "/workflows/<workflow_id>/estimate"): lambda ids: {
+        "batch_config": {"dataset_id": ids["dataset_id"], "dataset_version_id": ids["dataset_version_id"]}
+    },
     ("POST", "/api-keys"): lambda ids: {"name": "a-key", "scopes": ["read"]},
     ("POST", "/workflows/<workflow_id>/executions/<execution_id>/retry-failed"): lambda ids: {},
     ("POST", "/datasets"): lambda ids: {"name": "a-dataset"},

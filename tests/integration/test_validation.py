@@ -119,7 +119,7 @@ def test_a_valid_version_has_no_problems(api: Any) -> None:
     a = add_node(api, version_id, "a", model)
     b = add_node(api, version_id, "b", model, "{{nodes.a}} / {{input}}")
     ok(edge(api, version_id, a, b))
-    assert validate(api, workflow_id, version_id) == {"valid": True, "problems": []}
+    assert validate(api, workflow_id, version_id) == {"valid": True, "problems": [], "warnings": []}
 
 
 def test_every_problem_is_reported_at_once_and_nothing_is_saved(api: Any) -> None:

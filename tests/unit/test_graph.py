@@ -10,6 +10,7 @@ from relayflow_runtime.domain.graph import (
     ancestors,
     children,
     effective_edges,
+    levels,
     parents,
     sinks,
     topological_order,
@@ -149,6 +150,27 @@ def test_order_of_a_cyclic_graph_raises() -> None:
 
 def test_order_ignores_duplicate_edges_and_unconnected_nodes() -> None:
     assert topological_order(["a", "b", "c"], [("a", "b"), ("a", "b")]) == ["a", "b", "c"]
+
+
+# --------------------------------------------------------------------------- levels (relayflow graph)
+
+
+def test_levels_of_a_diamond() -> None:
+    assert levels(DIAMOND_NODES, DIAMOND) == [["A"], ["B", "C"], ["D"]]
+
+
+def test_levels_without_edges_are_a_chain() -> None:
+    assert levels(["a", "b", "c"], []) == [["a"], ["b"], ["c"]]
+
+
+def test_level_is_one_past_the_deepest_parent() -> None:
+    # Given a -> b -> c and a -> c (c waits for b)
+    assert levels(["a", "b", "c"], [("a", "b"), ("b", "c"), ("a", "c")]) == [["a"], ["b"], ["c"]]
+
+
+def test_levels_within_a_stage_keep_creation_order() -> None:
+    nodes = ["r", "z", "y"]
+    assert levels(nodes, [("r", "y"), ("r", "z")]) == [["r"], ["z", "y"]]
 
 
 # --------------------------------------------------------------------------- parents / ancestors

@@ -203,6 +203,22 @@ def test_a_reader_settles_open_node_records_as_the_runs_end_closes_them(
         assert status.settled_node_status(closed, execution_status, error) == closed
 
 
+def test_a_runs_node_tally_counts_each_node_as_it_ended_settled_by_the_runs_end() -> None:
+    # Given a failed run's nodes: one completed, one failed, one timed out, one still open
+    statuses = ["completed", "failed", "timed_out", "pending"]
+
+    # Then the tally counts timed out nodes as failed, and the open one as the run's end closes it
+    assert status.node_tally(statuses, "failed", "node 'x' failed: boom") == {
+        "completed_nodes": 1,
+        "failed_nodes": 2,
+        "skipped_nodes": 1,
+        "cancelled_nodes": 0,
+    }
+    # And a cancelled run's open nodes count as cancelled; a running run's open ones not at all
+    assert status.node_tally(statuses, "cancelled", None)["cancelled_nodes"] == 1
+    assert sum(status.node_tally(statuses, "running", None).values()) == 3
+
+
 # --------------------------------------------------------------------------- the one writer
 
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from relayflow_runtime import __version__ as __version__
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "ApiUnreachable", "Client", "RelayflowError"]
 
 if TYPE_CHECKING:
-    from relayflow.client import ApiError, Client
+    from relayflow.client import ApiError, ApiUnreachable, Client, RelayflowError
 
 
 def __getattr__(name: str) -> Any:

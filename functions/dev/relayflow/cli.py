@@ -28,10 +28,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import httpx
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -49,7 +49,10 @@ from rich.table import Table
 from rich.text import Text
 
 from relayflow import __version__
-from relayflow.client import ApiError, Client, Execution
+from relayflow.client import ApiError, ApiUnreachable, Client, Execution
+from relayflow_runtime.domain import graph
+from relayflow_runtime.schemas.entities import WorkflowVersion
+from relayflow_runtime.schemas.responses import ExecutionEstimate
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,10 +62,6 @@ EXIT_API_ERROR = 4
 EXIT_UNREACHABLE = 5
 EXIT_INTERRUPTED = 130
 
-KEY_HINTS = {
-    401: "; send an API key: --api-key or RELAYFLOW_API_KEY",
-    403: "; the API key was refused (unknown, revoked, expired, or without the scope this needs)",
-}
 STATUS_EXIT = {"completed": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -75,7 +74,13 @@ STATUS_STYLE = {
     "cancelled": "yellow",
     "skipped": "dim",
 }
-NODE_DONE = frozenset({"completed", "failed", "timed_out", "cancelled", "skipped"})
+NODE_RAN = frozenset({"completed", "failed", "timed_out"})
+
+
+WORKFLOW_HELP = "the workflow: its id or its name (relayflow workflows lists them)"
+EXECUTION_HELP = (
+    "the execution: its id or its number in the workflow (3, or '#3' in quotes: # starts a shell comment)"
+)
 
 
 class UsageError(Exception):
@@ -139,8 +144,6 @@ def final_output(execution: Execution) -> str | None:
 def parse_time(value: str | None) -> float | None:
     if not value:
         return None
-    from datetime import datetime
-
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
@@ -163,15 +166,68 @@ def run_seconds(execution: Execution) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
 
 
-def progress_text(execution: Execution) -> str:
+def run_status_text(execution: Execution) -> Text:
+    """The run's status, and for a completed run that still had failures (a failed ``continue``
+    node, failed items) that it had them."""
+    if execution.completed_with_failures:
+        return Text("completed with failures", style="yellow")
+    return status_text(execution.status)
+
+
+def local_time(value: str | None) -> str:
+    """An API timestamp (UTC, RFC 3339) in this machine's time zone, with the date and the zone."""
+    if not value:
+        return "-"
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def node_counts(execution: Execution) -> dict[str, int] | None:
+    """A single run's nodes by how they ended: from its node records, else its progress' counts
+    (list pages), else None (a run recorded before the counts existed)."""
+    if execution.node_executions:
+        counts = dict.fromkeys(("completed", "failed", "skipped", "cancelled"), 0)
+        for node in execution.node_executions.values():
+            status = "failed" if node.get("status") == "timed_out" else str(node.get("status"))
+            if status in counts:
+                counts[status] += 1
+        return counts
+    p = execution.progress
+    if p.completed_nodes is None:
+        return None
+    return {
+        "completed": p.completed_nodes,
+        "failed": p.failed_nodes or 0,
+        "skipped": p.skipped_nodes or 0,
+        "cancelled": p.cancelled_nodes or 0,
+    }
+
+
+def progress_text(execution: Execution) -> Text:
+    """How far the run got, in the statuses' colours: a batch's processed items as completed +
+    failed; a single run's completed nodes of all, then those that failed, were skipped or
+    cancelled."""
     p = execution.progress
     if execution.input_mode == "batch":
-        text = f"{p.processed_items or 0}/{p.total_items if p.total_items is not None else '?'} items"
-        return text + (f", {p.failed_items} failed" if p.failed_items else "")
-    done = sum(1 for n in execution.node_executions.values() if n.get("status") in NODE_DONE)
-    if not execution.node_executions:
+        failed = p.failed_items or 0
+        processed = p.processed_items or 0
+        text = Text(f"{processed}/{p.total_items if p.total_items is not None else '?'} items processed")
+        if processed:
+            text.append(": ")
+            text.append(f"{processed - failed} completed", style="green")
+            text.append(", ")
+            text.append(f"{failed} failed", style="red" if failed else "")
+        return text
+    counts = node_counts(execution)
+    if counts is None:  # recorded before node counts: the index of the node it stopped at
         done = p.total_nodes if execution.status == "completed" else p.current_node_idx
-    return f"{done}/{p.total_nodes} nodes"
+        return Text(f"{done}/{p.total_nodes} nodes")
+    text = Text(f"{counts['completed']}/{p.total_nodes} nodes completed")
+    for status in ("failed", "skipped", "cancelled"):
+        if counts[status]:
+            text.append(", ")
+            text.append(f"{counts[status]} {status}", style=STATUS_STYLE[status])
+    return text
 
 
 def execution_json(execution: Execution) -> dict[str, Any]:
@@ -233,24 +289,27 @@ class NodeBars:
             name = escape((node.get("name") or node_id).ljust(width))
             if node_id not in self.tasks:
                 self.tasks[node_id] = self.progress.add_task(name, total=1, completed=0, **fields)
-            done = status in NODE_DONE
+            # A node that never ran (skipped, cancelled) keeps an empty bar: the run did not get there.
             self.progress.update(
                 self.tasks[node_id],
                 total=None if status == "running" else 1,
-                completed=1 if done else 0,
+                completed=1 if status in NODE_RAN else 0,
                 **fields,
             )
 
 
 class ItemsBar:
-    """The items of a batch: processed / total, failed, rate and ETA."""
+    """The items of a batch: processed / total, of which completed (green) and failed (red), rate
+    and ETA."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("[bold]items"),
             BarColumn(bar_width=40),
             MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn(
+                "processed: [green]{task.fields[succeeded]} completed[/], [red]{task.fields[failed]} failed"
+            ),
             RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -259,12 +318,13 @@ class ItemsBar:
             transient=False,
             refresh_per_second=4,
         )
-        self.task = self.progress.add_task("items", total=None, failed=0)
+        self.task = self.progress.add_task("items", total=None, succeeded=0, failed=0)
 
     def update(self, execution: Execution) -> None:
         p = execution.progress
+        processed, failed = p.processed_items or 0, p.failed_items or 0
         self.progress.update(
-            self.task, total=p.total_items, completed=p.processed_items or 0, failed=p.failed_items or 0
+            self.task, total=p.total_items, completed=processed, succeeded=processed - failed, failed=failed
         )
 
 
@@ -288,9 +348,10 @@ def outcome(ui: Ui, execution: Execution) -> int:
         return STATUS_EXIT.get(execution.status, EXIT_OK)
     line = Text.assemble(
         (f"execution #{execution.number} ", "bold"),
-        status_text(execution.status),
-        f" in {seconds(run_seconds(execution))}",
-        (f"  ({progress_text(execution)})", "dim"),
+        run_status_text(execution),
+        f" in {seconds(run_seconds(execution))}  (",
+        progress_text(execution),
+        ")",
     )
     ui.print(line)
     if execution.status == "completed" and execution.input_mode == "single":
@@ -309,20 +370,27 @@ def started(ui: Ui, execution: Execution, verb: str = "started") -> None:
 
 
 # ---- commands ----------------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+def check_run(args: argparse.Namespace) -> None:
+    """What `run` gets wrong before the API is asked anything (a usage error, exit 2)."""
     sources = [args.input is not None, args.file is not None, args.dataset is not None]
     if sum(sources) != 1:
         raise UsageError("give exactly one input: --input TEXT, --file PATH or --dataset ID.")
     batch_only = ("dataset_version", "input_field", "filter", "parallelism", "max_failed_percent")
     if args.dataset is None and any(getattr(args, name) is not None for name in batch_only):
         raise UsageError("--dataset-version, --input-field, --filter and --parallelism need --dataset.")
-    kwargs: dict[str, Any] = {"version_id": args.version, "timeout": args.timeout}
+    if args.estimate and args.dataset is None:
+        raise UsageError("--estimate is for batches: give --dataset (and its filter and parallelism).")
+    if args.file is not None and not Path(args.file).is_file():
+        raise UsageError(f"--file {args.file}: no such file.")
+
+
+def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    version_id = version_of(client, args.workflow_id, args.version).id if args.version else None
+    kwargs: dict[str, Any] = {"version_id": version_id, "timeout": args.timeout}
     if args.dataset is not None:
-        if not args.dataset_version:
-            raise UsageError("--dataset needs --dataset-version (the dataset version to run over).")
         batch: dict[str, Any] = {
             "dataset_id": args.dataset,
-            "dataset_version_id": args.dataset_version,
+            "dataset_version_id": args.dataset_version or latest_dataset_version(client, ui, args.dataset),
             "input_field": args.input_field or "text",
             "filter_query": args.filter or "",
         }
@@ -330,20 +398,86 @@ def cmd_run(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             batch["parallelism"] = args.parallelism
         if args.max_failed_percent is not None:
             batch["max_failed_percent"] = args.max_failed_percent
+        if args.estimate:
+            return show_estimate(
+                ui, client.estimate_workflow_execution(args.workflow_id, batch_config=batch, **kwargs)
+            )
         execution = client.execute_workflow(
             args.workflow_id, input_mode="batch", batch_config=batch, **kwargs
         )
     elif args.file is not None:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(f"--file {args.file}: no such file.")
-        execution = client.execute_workflow(args.workflow_id, input_mode="single", item=path, **kwargs)
+        execution = client.execute_workflow(args.workflow_id, input_mode="single", item=args.file, **kwargs)
     else:
         text = sys.stdin.read() if args.input == "-" else args.input
         execution = client.execute_workflow(
             args.workflow_id, input_mode="single", single_input=text, **kwargs
         )
     return follow(args, client, ui, execution)
+
+
+def latest_dataset_version(client: Client, ui: Ui, dataset_id: str) -> str:
+    """The dataset's newest version whose items are ready: what --dataset runs over by default."""
+    versions = [v for v in client.get_dataset_versions(dataset_id) if v.status == "ready"]
+    if not versions:
+        raise UsageError(f"dataset {dataset_id} has no version with items yet; upload items first.")
+    latest = max(versions, key=lambda v: v.created_at)
+    ui.note(f"dataset version {latest.id} ({latest.item_count} items), the latest; --dataset-version chooses")
+    return latest.id
+
+
+def dollars(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    if not value:
+        return "$0"
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def show_estimate(ui: Ui, estimate: ExecutionEstimate) -> int:
+    """A batch's estimate: what it would do, nothing started."""
+    if ui.as_json:
+        ui.json(estimate.model_dump(mode="json"))
+        return EXIT_OK
+    items = f"{estimate.items:,}" + (
+        "" if estimate.items_exact else f" (from the first {estimate.items_read:,})"
+    )
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="dim")
+    summary.add_column()
+    summary.add_row("items", f"{items} kept by the filter, parallelism {estimate.parallelism}")
+    summary.add_row("model calls", f"{estimate.model_calls:,}")
+    summary.add_row("tokens", f"{estimate.input_tokens:,} in, {estimate.output_tokens:,} out")
+    unpriced = [n.name for n in estimate.nodes if n.model_calls and n.model_cost is None]
+    summary.add_row(
+        "model cost",
+        dollars(estimate.model_cost) + (f" (no price for {', '.join(unpriced)})" if unpriced else ""),
+    )
+    summary.add_row("AWS cost", dollars(estimate.aws_cost) + " (list prices, us-east-1)")
+    summary.add_row("duration", "about " + seconds(estimate.duration_seconds))
+    summary.add_row(
+        "sample",
+        f"{estimate.sample_size} items rendered"
+        + (f", {estimate.sample_failures} of them would fail" if estimate.sample_failures else ""),
+    )
+    ui.print(Text("estimate (nothing started)", style="bold"))
+    ui.print(summary)
+    table = Table(title="nodes", title_justify="left")
+    for column in ("node", "provider", "calls", "tokens in", "tokens out", "cost", "output from"):
+        table.add_column(
+            column, justify="right" if column in ("calls", "tokens in", "tokens out") else "left"
+        )
+    for n in estimate.nodes:
+        table.add_row(
+            n.name,
+            n.provider,
+            f"{n.model_calls:,}",
+            f"{n.input_tokens:,}",
+            f"{n.output_tokens:,}",
+            dollars(n.model_cost),
+            "computed" if n.output_tokens_from == "dry_run" else "as long as its prompt",
+        )
+    ui.print(table)
+    return EXIT_OK
 
 
 def follow(
@@ -373,7 +507,7 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     summary.add_column(style="dim")
     summary.add_column()
     summary.add_row("execution", Text.assemble((f"#{execution.number} ", "bold"), execution.id))
-    summary.add_row("status", status_text(execution.status))
+    summary.add_row("status", run_status_text(execution))
     if execution.status == "pending" and execution.waiting_reason:
         summary.add_row("waiting", Text(execution.waiting_reason, style="yellow"))
     summary.add_row("mode", execution.input_mode)
@@ -383,7 +517,7 @@ def cmd_status(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         ("started", execution.started_at),
         ("finished", execution.completed_at),
     ):
-        summary.add_row(label, value or "-")
+        summary.add_row(label, local_time(value))
     summary.add_row("duration", seconds(run_seconds(execution)))
     if execution.batch_config:
         batch = execution.batch_config
@@ -461,10 +595,10 @@ def cmd_list(args: argparse.Namespace, client: Client, ui: Ui) -> int:
         table.add_row(
             str(x.number),
             x.id,
-            status_text(x.status),
+            run_status_text(x),
             x.input_mode,
             progress_text(x),
-            x.created_at,
+            local_time(x.created_at),
             seconds(run_seconds(x)),
         )
     ui.print(table)
@@ -487,7 +621,7 @@ def cmd_workflows(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     for column in ("id", "name", "active version", "created"):
         table.add_column(column, no_wrap=column != "name")
     for w in workflows:
-        table.add_row(w.id, w.name, w.active_version_id or "-", w.created_at)
+        table.add_row(w.id, w.name, w.active_version_id or "-", local_time(w.created_at))
     ui.print(table)
     if next_token:
         ui.note("more workflows: add --all")
@@ -552,6 +686,90 @@ def cmd_rerun(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     return follow(args, client, ui, execution, verb="re-ran as")
 
 
+def cmd_retry_failed(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    execution = client.retry_failed_items(
+        args.workflow_id,
+        args.execution_id,
+        version_id=version_of(client, args.workflow_id, args.version).id if args.version else None,
+        parallelism=args.parallelism,
+    )
+    return follow(args, client, ui, execution, verb="retrying the failed items as")
+
+
+def version_of(client: Client, workflow_id: str, version: str | None) -> WorkflowVersion:
+    """The workflow's version by id or name; its active version without one."""
+    if version is None:
+        active = client.get_workflow(workflow_id).active_version_id
+        if not active:
+            raise UsageError("the workflow has no active version; name one with --version.")
+        return client.get_workflow_version(workflow_id, active)
+    versions = list(client.get_workflow_versions(workflow_id))
+    found = [v for v in versions if version in (v.id, v.name)]
+    if len(found) != 1:
+        names = ", ".join(f"{v.name or '(unnamed)'} ({v.id})" for v in versions)
+        why = "several versions are named" if found else "no version has the id or the name"
+        raise ApiError(404, "version_not_found", f"{why} {version!r}; the versions: {names or 'none'}.")
+    return found[0]
+
+
+def cmd_graph(args: argparse.Namespace, client: Client, ui: Ui) -> int:
+    """The version's DAG, one stage a row group: each node with its model and the nodes it waits for."""
+    version = version_of(client, args.workflow_id, args.version)
+    nodes = sorted(client.get_workflow_nodes(version.id), key=lambda n: n.position)
+    edges = list(client.get_workflow_edges(version.id))
+    ids = [n.id for n in nodes]
+    pairs = [(e.begin_node_id, e.end_node_id) for e in edges]
+    try:
+        stages, waits_for = graph.levels(ids, pairs), graph.parents(ids, pairs)
+    except graph.GraphError as exc:
+        raise ApiError(409, "invalid_graph", f"the version's graph cannot run: {exc}") from None
+    models = {m.id: m for m in collect(lambda t: client.get_models(limit=200, next_token=t), None, True)[0]}
+    by_id = {n.id: n for n in nodes}
+    if ui.as_json:
+        ui.json(
+            {
+                "version": version.model_dump(mode="json"),
+                "stages": stages,
+                "nodes": [n.model_dump(mode="json") | {"parents": waits_for[n.id]} for n in nodes],
+                "edges": [e.model_dump(mode="json") for e in edges],
+            }
+        )
+        return EXIT_OK
+    active = client.get_workflow(args.workflow_id).active_version_id == version.id
+    ui.print(
+        Text.assemble(
+            (f"version {version.name or version.id}", "bold"),
+            " (active)" if active else "",
+            f"  {len(nodes)} nodes, {len(edges)} edges"
+            + ("" if edges else " (none: the nodes run in the order they were made)"),
+        )
+    )
+    table = Table(box=None, show_header=True, padding=(0, 1))
+    for column in ("stage", "node", "model", "waits for", "template"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("stage", "node"))
+    for number, stage in enumerate(stages, start=1):
+        for position, node_id in enumerate(stage):
+            node = by_id[node_id]
+            model = models.get(node.entity_id)
+            marks = [m for m in (node.config.on_failure == "continue" and "continues on failure",
+                                 node.config.output_format == "json" and "json") if m]  # fmt: skip
+            label = Text(f"[{node.name}]", style="bold cyan")
+            if marks:
+                label.append(f" ({', '.join(marks)})", style="dim")
+            parents = waits_for[node_id]
+            table.add_row(
+                str(number) if position == 0 else "",
+                label,
+                f"{model.provider} {model.name}" if model else node.entity_id,
+                Text("← " + ", ".join(by_id[p].name for p in parents), style="dim") if parents else "(start)",
+                short(node.config.input_template, 60),
+            )
+    ui.print(table)
+    for node_id in stages[-1] if stages else []:
+        ui.note(f"ends: {by_id[node_id].name}")
+    return EXIT_OK
+
+
 def cmd_delete(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     client.delete_workflow_execution(args.workflow_id, args.execution_id)
     if ui.as_json:
@@ -579,6 +797,8 @@ def result_pages(
 
 def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
     execution = client.get_workflow_execution(args.workflow_id, args.execution_id)
+    if ui.as_json and not args.jsonl:
+        return results_json(client, ui, args, execution)
     if execution.input_mode == "single":
         if execution.status != "completed":
             ui.note(f"execution #{execution.number} is {execution.status}: it has no final result.")
@@ -610,10 +830,10 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
             )
     if not args.jsonl:
         ui.print(table)
-        p = execution.progress
-        ui.note(
-            f"{count} items shown; {p.processed_items or 0}/{p.total_items or 0} processed, "
-            f"{p.failed_items or 0} failed ({execution.status})."
+        ui.err.print(
+            Text.assemble(
+                f"{count} items shown; ", progress_text(execution), " (", run_status_text(execution), ")"
+            )
         )
         if next_token:
             ui.note(
@@ -621,6 +841,28 @@ def cmd_results(args: argparse.Namespace, client: Client, ui: Ui) -> int:
                 + (f" --limit {args.limit}" if args.limit else "")
                 + f" --next-token {next_token} (or --all, or --jsonl for everything)"
             )
+    return EXIT_OK
+
+
+def results_json(client: Client, ui: Ui, args: argparse.Namespace, execution: Execution) -> int:
+    """``--json``: a single run's results, or a batch's page of items (every page with --all)."""
+    if execution.input_mode == "single":
+        ui.json({"execution_id": execution.id, "status": execution.status, **(execution.results or {})})
+        return STATUS_EXIT.get(execution.status, EXIT_OK)
+    items: list[dict[str, Any]] = []
+    next_token: str | None = None
+    for page, token in result_pages(client, args):
+        items.extend(page)
+        next_token = token
+    ui.json(
+        {
+            "execution_id": execution.id,
+            "status": execution.status,
+            "progress": execution.progress.model_dump(mode="json"),
+            "items": items,
+            "next_token": next_token,
+        }
+    )
     return EXIT_OK
 
 
@@ -744,7 +986,7 @@ def cmd_serve(args: argparse.Namespace, ui: Ui) -> int:
         # Callback URLs on this machine or its network are refused unless asked for (as on AWS).
         parameters = {"WebhookAllowPrivateAddresses": "true"} if args.allow_private_webhooks else {}
         stack = LocalStack(data_dir=data_dir, run_schedules=True, faults=faults, parameters=parameters)
-        run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port)
+        run_server(args.port, on_ready=ready, stack=stack, s3_port=s3_port, access_log=args.verbose)
     except DataDirError as exc:
         ui.error(str(exc))
         return EXIT_USAGE
@@ -814,9 +1056,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON instead of tables")
         return sub
 
+    def workflow_arg(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("workflow_id", metavar="WORKFLOW", help=WORKFLOW_HELP)
+
     def execution_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("workflow_id")
-        sub.add_argument("execution_id")
+        workflow_arg(sub)
+        sub.add_argument("execution_id", metavar="EXECUTION", help=EXECUTION_HELP)
 
     def follow_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--watch", action="store_true", help="show live progress until the run ends")
@@ -849,6 +1094,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="let callback URLs name loopback and private addresses (a receiver on this machine); "
         "refused by default, as on AWS",
     )
+    sub.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log a line per HTTP request (the dashboard polls every second)",
+    )
     sub.set_defaults(handler=cmd_serve)
 
     sub = command("demo", "run real workflows end to end on the embedded local stack", api=False)
@@ -856,21 +1106,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_demo)
 
     sub = command("run", "start a workflow on one text, one file or a dataset")
-    sub.add_argument("workflow_id")
+    workflow_arg(sub)
     source = sub.add_argument_group("input (exactly one)")
     source.add_argument("--input", help="the text to process ('-' reads standard input)")
     source.add_argument("--file", help="a file to process (PDF, text, …)")
     source.add_argument("--dataset", help="batch: the dataset id")
     batch = sub.add_argument_group("batch")
-    batch.add_argument("--dataset-version", help="the dataset version id")
+    batch.add_argument("--dataset-version", help="the dataset version id (default: its latest ready version)")
     batch.add_argument("--input-field", help="the item field that becomes {{input}} (text)")
-    batch.add_argument("--filter", help="a JMESPath filter over the items")
+    batch.add_argument(
+        "--filter",
+        help="a JMESPath filter over the items; quote it in single quotes, since literals use "
+        "backticks: --filter 'score > `3`', --filter 'lang == `\"en\"`' (or the raw string "
+        "'en': --filter \"lang == 'en'\")",
+    )
     batch.add_argument("--parallelism", type=positive_int, help="items processed at once")
     batch.add_argument("--max-failed-percent", type=float, help="fail the run above this share of failures")
-    sub.add_argument("--version", help="a workflow version id (default: the active version)")
+    batch.add_argument(
+        "--estimate",
+        action="store_true",
+        help="start nothing: print the items the filter keeps, model calls, tokens, cost and time",
+    )
+    sub.add_argument("--version", help="a workflow version id or name (default: the active version)")
     sub.add_argument("--timeout", type=positive_int, help="seconds the whole run may take")
     follow_args(sub)
-    sub.set_defaults(handler=cmd_run)
+    sub.set_defaults(handler=cmd_run, check=check_run)
 
     sub = command("status", "show one execution: status, progress, each node (--watch: follow it)")
     execution_args(sub)
@@ -878,7 +1138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_status)
 
     sub = command("list", "list a workflow's executions, newest first")
-    sub.add_argument("workflow_id")
+    workflow_arg(sub)
     sub.add_argument("--status", choices=STATUSES, help="only executions with this status")
     sub.add_argument("--limit", type=positive_int, default=20, help="executions per page (20, at most 200)")
     sub.add_argument("--next-token", help="continue from a previous page")
@@ -902,8 +1162,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=cmd_rerun)
 
     sub = command("deliveries", "webhook delivery attempts, newest first: of a workflow or one execution")
-    sub.add_argument("workflow_id")
-    sub.add_argument("execution_id", nargs="?", help="only this execution's")
+    workflow_arg(sub)
+    sub.add_argument(
+        "execution_id", metavar="EXECUTION", nargs="?", help="only this execution's (id or number)"
+    )
     sub.add_argument("--limit", type=positive_int, default=50, help="attempts per page (50, at most 200)")
     sub.add_argument("--all", action="store_true", help="follow every page")
     sub.set_defaults(handler=cmd_deliveries)
@@ -925,6 +1187,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--next-token", help="continue from a previous page")
     sub.add_argument("--all", action="store_true", help="follow every page")
     sub.set_defaults(handler=cmd_results)
+
+    sub = command("retry-failed", "start a new batch run over the items of a finished one that failed")
+    execution_args(sub)
+    sub.add_argument(
+        "--version", help="run them with this workflow version (default: the run's own snapshot)"
+    )
+    sub.add_argument("--parallelism", type=positive_int, help="items processed at once (default: the run's)")
+    follow_args(sub)
+    sub.set_defaults(handler=cmd_retry_failed)
+
+    sub = command("graph", "draw a workflow version's graph: its stages, nodes, models and edges")
+    workflow_arg(sub)
+    sub.add_argument("--version", help="a version id or name (default: the active version)")
+    sub.set_defaults(handler=cmd_graph)
 
     sub = command("download-input", "save the file an execution was started with")
     execution_args(sub)
@@ -952,6 +1228,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_references(args: argparse.Namespace, client: Client) -> None:
+    """A workflow named by its name and an execution by its number (3 or '#3') become their ids."""
+    if getattr(args, "workflow_id", None):
+        args.workflow_id = client.workflow_id_of(args.workflow_id)
+        if getattr(args, "execution_id", None):
+            args.execution_id = client.execution_id_of(args.workflow_id, args.execution_id)
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -968,21 +1252,20 @@ def main(
     try:
         if not args.needs_api:
             return int(args.handler(args, ui))
+        if getattr(args, "check", None) is not None:
+            args.check(args)
         with Client(base_url=args.url, api_key=args.api_key) as client:
+            resolve_references(args, client)
             return int(args.handler(args, client, ui))
     except UsageError as exc:
         ui.error(str(exc))
         return EXIT_USAGE
     except ApiError as exc:
-        hint = KEY_HINTS.get(exc.status, "")
+        hint = f"; {exc.hint}" if exc.hint else ""
         ui.error(f"{exc.message or 'the API refused the request'} (HTTP {exc.status}, {exc.code}){hint}")
         return EXIT_API_ERROR
-    except httpx.TransportError as exc:
-        url = args.url or os.environ.get("RELAYFLOW_URL") or "http://127.0.0.1:8765"
-        ui.error(
-            f"cannot reach the relayflow API at {url} ({type(exc).__name__}: {exc}). "
-            "Is `relayflow serve` running, or is --url / RELAYFLOW_URL right?"
-        )
+    except ApiUnreachable as exc:
+        ui.error(str(exc).replace("base_url (CLI: --url)", "--url"))
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         ui.note("interrupted")

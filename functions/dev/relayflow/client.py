@@ -14,6 +14,7 @@ import io
 import json
 import mimetypes
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -44,6 +45,7 @@ from relayflow_runtime.schemas.entities import (
 from relayflow_runtime.schemas.entities import (
     Execution as _Execution,
 )
+from relayflow_runtime.schemas.responses import ExecutionEstimate
 
 T = TypeVar("T", bound=BaseModel)
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -53,15 +55,58 @@ INLINE_ITEMS_BYTES = 4 * 1024 * 1024
 UPLOAD_READ_BYTES = 1024 * 1024
 
 
-class ApiError(Exception):
-    """The API answered with an error: ``status``, machine-readable ``code``, readable ``message``."""
+#: Where a key comes from, said with every refused one (the CLI and the client say the same).
+KEY_SOURCES = (
+    "`relayflow serve` prints its key at start (and keeps it in its data directory's api-key file, "
+    "~/.relayflow/api-key by default); on AWS, `relayflow create-api-key` makes the first one"
+)
+#: What a person can do about an answer, by status and code (appended to the API's message).
+HINTS: dict[tuple[int, str], str] = {
+    (401, "unauthorized"): "send an API key: api_key= (CLI: --api-key) or RELAYFLOW_API_KEY; " + KEY_SOURCES,
+    (403, "forbidden"): "the API key was refused (unknown, revoked or expired); " + KEY_SOURCES,
+    (404, "workflow_not_found"): "`relayflow workflows` (client.get_workflows()) lists the workflows",
+    (404, "execution_not_found"): "`relayflow list WORKFLOW` (client.get_workflow_executions()) lists "
+    "a workflow's executions",
+}
+#: The codes of API Gateway's own answers, which carry only a message ({"message": "Forbidden"}).
+GATEWAY_CODES = {401: "unauthorized", 403: "forbidden"}
+#: A workflow or execution id as the API makes them; anything else names a workflow or a number.
+ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+EXECUTION_NUMBER = re.compile(r"^#?(\d{1,12})$")
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
+
+class RelayflowError(Exception):
+    """Every error of the API the client raises: :class:`ApiError` (it answered with an error) and
+    :class:`ApiUnreachable` (it could not be reached). ``hint``: what a person can do about it."""
+
+    hint: str = ""
+
+
+class ApiError(RelayflowError):
+    """The API answered with an error: ``status``, machine-readable ``code``, readable ``message``,
+    and ``hint`` (what to do, for a refused key or an id that names nothing; else empty)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, hint: str | None = None
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.hint = HINTS.get((status, code), "") if hint is None else hint
+        super().__init__(f"{status} {code}: {message}" + (f" ({self.hint})" if self.hint else ""))
+
+
+class ApiUnreachable(RelayflowError, httpx.TransportError):
+    """The API could not be reached at ``url`` (connection refused, a timeout, a name that does not
+    resolve); the transport's own exception is ``__cause__``."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        self.url = url
+        self.hint = "is `relayflow serve` running, or is base_url (CLI: --url) / RELAYFLOW_URL right?"
+        super().__init__(
+            f"cannot reach the relayflow API at {url} ({type(cause).__name__}: {cause}); {self.hint}"
+        )
 
 
 class Execution(_Execution):
@@ -118,18 +163,24 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        response = self._http.request(method, path, json=json, params=clean, headers=headers)
+        try:
+            response = self._http.request(method, path, json=json, params=clean, headers=headers)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, exc) from exc
         if response.status_code >= 400:
+            fallback = GATEWAY_CODES.get(response.status_code, "error")
             try:
                 body = response.json()
-                raise ApiError(
-                    response.status_code,
-                    body.get("code", "error"),
-                    body.get("message", ""),
-                    body.get("details"),
-                )
             except ValueError:
-                raise ApiError(response.status_code, "error", response.text) from None
+                raise ApiError(response.status_code, fallback, response.text) from None
+            if not isinstance(body, dict):
+                raise ApiError(response.status_code, fallback, response.text)
+            raise ApiError(
+                response.status_code,
+                body.get("code", fallback),
+                body.get("message", ""),
+                body.get("details"),
+            )
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -150,6 +201,63 @@ class Client:
     def get_workflows(self, limit: int = 50, next_token: str | None = None) -> Page[Workflow]:
         body = self._json("GET", "/workflows", params={"limit": limit, "next_token": next_token})
         return self._page(Workflow, body)
+
+    def workflow_id_of(self, workflow: str) -> str:
+        """A workflow's id from its id or its name (``"Docs"``): what every command of the CLI takes.
+        A name no workflow has is a 404 that names the workflows there are; a name two workflows
+        share is a 409 that names their ids."""
+        if ID_PATTERN.match(workflow):
+            return workflow
+        workflows: list[Workflow] = []
+        token: str | None = None
+        while True:
+            page = self.get_workflows(limit=200, next_token=token)
+            workflows.extend(page)
+            token = page.next_token
+            if not token:
+                break
+        named = [w for w in workflows if w.name == workflow]
+        if len(named) == 1:
+            return named[0].id
+        if named:
+            ids = ", ".join(w.id for w in named)
+            raise ApiError(
+                409,
+                "ambiguous_workflow_name",
+                f"{len(named)} workflows are named {workflow!r}: {ids}; give the id.",
+            )
+        shown = ", ".join(f"{w.name!r} ({w.id})" for w in workflows[:10])
+        more = f" and {len(workflows) - 10} more" if len(workflows) > 10 else ""
+        raise ApiError(
+            404,
+            "workflow_not_found",
+            f"no workflow has the id or the name {workflow!r}; "
+            + (f"the workflows: {shown}{more}." if workflows else "there are no workflows yet."),
+        )
+
+    def execution_id_of(self, workflow_id: str, execution: str) -> str:
+        """An execution's id from its id or its number in its workflow (``"#3"`` or ``"3"``, as the
+        CLI prints it). A number no execution has is a 404 that says which numbers there are."""
+        number = EXECUTION_NUMBER.match(execution)
+        if number is None:
+            return execution
+        wanted, latest = int(number.group(1)), None
+        token: str | None = None
+        while True:  # newest first: numbers go down page by page
+            page = self.get_workflow_executions(workflow_id, limit=200, next_token=token)
+            for x in page:
+                latest = x.number if latest is None else latest
+                if x.number == wanted:
+                    return x.id
+            token = page.next_token
+            if not token or (page and page[-1].number < wanted):
+                break
+        raise ApiError(
+            404,
+            "execution_not_found",
+            f"workflow {workflow_id} has no execution #{wanted}; "
+            + (f"its executions are #1 to #{latest}." if latest else "it has no executions yet."),
+        )
 
     def get_workflow(self, workflow_id: str) -> Workflow:
         return Workflow.model_validate(self._json("GET", f"/workflows/{workflow_id}"))
@@ -200,15 +308,22 @@ class Client:
         self._request("DELETE", f"/workflows/{workflow_id}/versions/{version_id}")
 
     def validate_workflow_version(
-        self, workflow_id: str, version_id: str, input_mode: str = "single"
+        self,
+        workflow_id: str,
+        version_id: str,
+        input_mode: str = "single",
+        dataset_id: str | None = None,
+        dataset_version_id: str | None = None,
     ) -> dict[str, Any]:
         """Every problem at once, saving nothing:
-        ``{"valid": bool, "problems": [{code, message, node_id, node_ids}]}``."""
-        return self._json(
-            "POST",
-            f"/workflows/{workflow_id}/versions/{version_id}/validate",
-            params={"input_mode": input_mode},
-        )
+        ``{"valid": bool, "problems": [{code, message, node_id, node_ids}], "warnings": [...]}``;
+        a batch checked against a dataset version warns of items lacking a field a template uses."""
+        params = {
+            "input_mode": input_mode,
+            "dataset_id": dataset_id,
+            "dataset_version_id": dataset_version_id,
+        }
+        return self._json("POST", f"/workflows/{workflow_id}/versions/{version_id}/validate", params=params)
 
     # ---- nodes and edges ---------------------------------------------------------------------------
     def create_workflow_node(
@@ -319,6 +434,25 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         path_ = f"/workflows/{workflow_id}/executions"
         return Execution.model_validate(self._json("POST", path_, json=body, headers=headers))
+
+    def estimate_workflow_execution(
+        self,
+        workflow_id: str,
+        batch_config: dict[str, Any],
+        version_id: str | None = None,
+        timeout: int | None = None,
+        sample_size: int | None = None,
+    ) -> ExecutionEstimate:
+        """What a batch would do before it starts (``execute_workflow(..., input_mode="batch",
+        batch_config=...)`` takes the same arguments): the items its filter keeps, model calls,
+        tokens, the models' and AWS's cost, and its duration at its parallelism. Starts nothing."""
+        body: dict[str, Any] = {"input_mode": "batch", "batch_config": batch_config}
+        for key, value in (("version_id", version_id), ("timeout", timeout), ("sample_size", sample_size)):
+            if value is not None:
+                body[key] = value
+        return ExecutionEstimate.model_validate(
+            self._json("POST", f"/workflows/{workflow_id}/estimate", json=body)
+        )
 
     def get_workflow_execution(self, workflow_id: str, execution_id: str) -> Execution:
         return Execution.model_validate(

@@ -202,8 +202,10 @@ def run_batch(client: Client) -> Execution:
             console.print(f"  processing {progress.total_items} of {len(items)} items")
         if progress.processed_items != last and progress.total_items is not None:
             last = progress.processed_items or 0
+            failed = progress.failed_items or 0
             console.print(
-                f"  items {last}/{progress.total_items} processed, {progress.failed_items or 0} failed"
+                f"  items {last}/{progress.total_items} processed: [green]{last - failed} completed[/], "
+                f"[red]{failed} failed[/]"
             )
 
     done = client.wait_for_execution(

@@ -258,9 +258,14 @@ def header_value(value: str) -> str:
     return cleaned.encode("latin-1", "replace").decode("latin-1")
 
 
-def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(
+    stack: LocalStack, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False
+) -> ThreadingHTTPServer:
     """An HTTP server (not yet serving: call serve_forever) in front of the stack's API function.
-    Only loopback addresses are accepted: the local stack has no authentication of its own."""
+    Only loopback addresses are accepted: the local stack has no authentication of its own.
+    ``access_log``: a line per request (a dashboard or a watching CLI polls every second, which
+    would bury what `relayflow serve` printed at start); errors of the server itself are always
+    logged."""
     if not _is_loopback(host):
         raise ValueError(f"the local server binds loopback addresses only (127.0.0.1), not {host!r}")
     cors = stack.api_cors
@@ -272,7 +277,11 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
         disable_nagle_algorithm = True  # headers and body leave at once: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+            if access_log:
+                log.info("%s %s", self.address_string(), format % args)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            log.warning("%s %s", self.address_string(), format % args)
 
         def _handle(self) -> None:
             started = time.perf_counter()
@@ -419,11 +428,11 @@ def make_server(stack: LocalStack, host: str = "127.0.0.1", port: int = 0) -> Th
 
 
 def start_server(
-    stack: LocalStack, host: str = "127.0.0.1", port: int = 0
+    stack: LocalStack, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False
 ) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """make_server + serve_forever in a daemon thread. Stop with server.shutdown();
     server.server_close(). The URL is f"http://{host}:{server.server_port}"."""
-    server = make_server(stack, host, port)
+    server = make_server(stack, host, port, access_log=access_log)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="relayflow-http", daemon=True
     )
@@ -439,11 +448,12 @@ def run_server(
     stack: LocalStack | None = None,
     stop: threading.Event | None = None,
     s3_port: int | None = None,
+    access_log: bool = False,
 ) -> None:
     """Start a LocalStack (or use `stack`, started or not) and serve its API on host:port until
     Ctrl-C, SIGTERM or `stop` is set; then stop both. With `s3_port` (0: a free port), the stack's
     S3 and EventBridge are served there too (`stack.s3_endpoint`). `on_ready(base_url, stack)` runs
-    once the servers listen."""
+    once the servers listen. On the way out it says what it waits for."""
     from relayflow.local.stack import LocalStack
 
     stop = stop or threading.Event()
@@ -459,7 +469,7 @@ def run_server(
     try:
         if own_stack:
             local.start()
-        server, thread = start_server(local, host, port)
+        server, thread = start_server(local, host, port, access_log=access_log)
         if s3_port is not None:
             local.serve_s3(s3_port, host)
         base_url = f"http://{host}:{server.server_port}"
@@ -472,11 +482,33 @@ def run_server(
         pass
     finally:
         if server is not None:
+            print(stopping_message(local, own_stack), flush=True)
             server.shutdown()
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
         if own_stack:
             local.stop()
+            if server is not None:
+                print("stopped.", flush=True)
         for restored, handler in previous_handlers.items():
             signal.signal(restored, handler)
+
+
+def stopping_message(stack: LocalStack, stopping_stack: bool) -> str:
+    """What a stop waits for: the requests in flight, then the runs in progress and the data."""
+    waits = ["the requests in flight (at most 5 s)"]
+    if stopping_stack:
+        try:
+            running = len(stack.deployment.running_executions())
+        except Exception:  # the stack may be half started: say what is certain
+            running = 0
+        if running:
+            waits.append(
+                f"{running} state machine execution{'s' * (running != 1)} in progress to stop (at most 2 s; "
+                "their runs end failed at the next start)"
+            )
+        waits.append(
+            f"the data to be written to {stack.data_dir}" if stack.data_dir else "the in-memory stack to stop"
+        )
+    return "stopping: waiting for " + ", then ".join(waits) + " ..."

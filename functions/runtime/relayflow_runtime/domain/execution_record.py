@@ -83,6 +83,8 @@ class ExecutionRecord(_Stored):
     output_tokens: int | None = None
     estimated_cost_nanos: int | None = None
     usage_summed: bool = False
+    #: An ended single run's nodes by how they ended (services/transitions.ended_run_sums).
+    node_counts: dict[str, int] | None = None
     # ---- the engine
     state_machine_arn: str | None = None
     sfn_execution_arn: str | None = None

@@ -282,6 +282,22 @@ def topological_order(node_ids: Sequence[str], edges: Edges) -> list[str]:
     return result
 
 
+def levels(node_ids: Sequence[str], edges: Edges) -> list[list[str]]:
+    """Nodes grouped into stages for drawing (``relayflow graph``; a run does not wait for stages:
+    each node starts when its own parents end). A root's stage is 0; any other node's stage is 1 +
+    the highest stage of its parents. Within a stage, creation order. Without edges this is a
+    chain: one node per stage, in creation order. A diamond ``a→b, a→c, b→d, c→d`` gives
+    ``[[a], [b, c], [d]]``."""
+    _, pred = _prepare(node_ids, edges)
+    stage: dict[str, int] = {}
+    for node in topological_order(node_ids, edges):
+        stage[node] = 1 + max((stage[p] for p in pred[node]), default=-1)
+    grouped: list[list[str]] = [[] for _ in range(max(stage.values(), default=-1) + 1)]
+    for node in node_ids:
+        grouped[stage[node]].append(node)
+    return grouped
+
+
 def parents(node_ids: Sequence[str], edges: Edges) -> dict[str, list[str]]:
     """Each node's direct parents (the nodes feeding it), in creation order; roots map to ``[]``.
     Without edges, each node's parent is the node created before it."""

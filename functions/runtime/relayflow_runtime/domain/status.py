@@ -49,6 +49,7 @@ __all__ = [
     "check_moves",
     "node_allowed_from",
     "node_can_move",
+    "node_tally",
     "settled_node_status",
 ]
 
@@ -149,6 +150,29 @@ def settled_node_status(node_status: str, execution_status: str, error: str | No
     else:
         close = CLOSE_ON_NODE_FAILURE
     return close[node_status].value
+
+
+#: How a single run's progress counts its nodes: each settled node status, and its count's name.
+TALLY_OF: Mapping[str, str] = MappingProxyType(
+    {
+        _N.COMPLETED: "completed_nodes",
+        _N.FAILED: "failed_nodes",
+        _N.TIMED_OUT: "failed_nodes",
+        _N.SKIPPED: "skipped_nodes",
+        _N.CANCELLED: "cancelled_nodes",
+    }
+)
+
+
+def node_tally(node_statuses: Iterable[str], execution_status: str, error: str | None) -> dict[str, int]:
+    """How far a single run got: its nodes by how they ended (each status settled as
+    :func:`settled_node_status` reads it), every count present (0 when none)."""
+    tally = dict.fromkeys(TALLY_OF.values(), 0)
+    for status in node_statuses:
+        name = TALLY_OF.get(settled_node_status(status, execution_status, error))
+        if name:
+            tally[name] += 1
+    return tally
 
 
 class RefusedMove(ValueError):

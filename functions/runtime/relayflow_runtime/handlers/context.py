@@ -45,7 +45,10 @@ EXECUTE_ROUTES: frozenset[tuple[str, str]] = frozenset(
     }
 )
 READ_ONLY_POSTS: frozenset[tuple[str, str]] = frozenset(
-    {("POST", "/workflows/<workflow_id>/versions/<version_id>/validate")}
+    {
+        ("POST", "/workflows/<workflow_id>/versions/<version_id>/validate"),
+        ("POST", "/workflows/<workflow_id>/estimate"),
+    }
 )
 
 

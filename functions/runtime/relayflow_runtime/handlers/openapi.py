@@ -270,6 +270,11 @@ def _complete_parameter(parameter: dict[str, Any]) -> None:
     parameter["schema"] = schema
 
 
+#: Read-only operations that still answer 409: the estimate refuses what a start would refuse, a
+#: validation a dataset version that names nothing.
+CONFLICTING_READS = frozenset({"estimateWorkflowExecution", "validateWorkflowVersion"})
+
+
 def _error_statuses(method: str, operation: dict[str, Any], scope: str | None) -> list[int]:
     parameters = operation.get("parameters", [])
     has_body = "requestBody" in operation
@@ -281,7 +286,7 @@ def _error_statuses(method: str, operation: dict[str, Any], scope: str | None) -
         statuses += [401, 403]
     if any(p["in"] == "path" for p in parameters):
         statuses.append(404)
-    if method != "get" and scope != "read":
+    if method != "get" and (scope != "read" or operation.get("operationId") in CONFLICTING_READS):
         statuses.append(409)
     if has_body:
         statuses += [413, 415]

@@ -38,6 +38,7 @@ __all__ = [
     "PermanentModelError",
     "TransientModelError",
     "Usage",
+    "dry_run_model",
     "estimate_cost",
     "extract_text",
     "invoke_model",
@@ -113,6 +114,15 @@ def invoke_model(
     """Run one prompt through the model; raises ``TransientModelError`` or ``PermanentModelError``."""
     parsed = parsed_config(provider, config)
     return _ADAPTERS[provider].invoke(parsed, prompt, ctx)
+
+
+def dry_run_model(provider: str, config: Mapping[str, Any], prompt: str) -> ModelResult | None:
+    """What a model would answer without calling it, where that is known (the builtin models,
+    which compute their answer here); None for a provider whose answer needs the call. Raises
+    ``PermanentModelError`` for a call that would fail."""
+    if provider != "builtin":
+        return None
+    return builtin.dry_run(config, prompt)
 
 
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:

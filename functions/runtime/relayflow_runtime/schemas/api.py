@@ -233,6 +233,29 @@ class Execute(Body):
     )
 
 
+#: Items a batch's estimate renders its templates on, by default and at most.
+DEFAULT_ESTIMATE_SAMPLE = 20
+MAX_ESTIMATE_SAMPLE = 200
+
+
+class EstimateBatch(Body):
+    """What a batch start would send (``input_mode: "batch"``, ``batch_config``, ``version_id``,
+    ``timeout``), and how many of its items to render (``sample_size``)."""
+
+    input_mode: Literal["batch"] = "batch"
+    version_id: str | None = Field(
+        None, min_length=1, description="Estimate this version of the workflow instead of the active one."
+    )
+    timeout: int | None = Field(None, ge=1, le=MAX_WORKFLOW_TIMEOUT_SECONDS)
+    batch_config: BatchConfig
+    sample_size: int = Field(
+        DEFAULT_ESTIMATE_SAMPLE,
+        ge=1,
+        le=MAX_ESTIMATE_SAMPLE,
+        description="How many of the kept items (drawn evenly at random) the templates are rendered on.",
+    )
+
+
 class CreateApiKey(Body):
     name: str = Field("", max_length=MAX_NAME_LENGTH)
     # None: the scopes of the key making the request (a key never grants more than it holds).

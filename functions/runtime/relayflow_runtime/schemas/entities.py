@@ -204,8 +204,17 @@ class ExecutionProgress(Entity):
     total_nodes: int = 0
     current_node_idx: int = 0
     current_node_id: str | None = None
+    #: Single runs: how far the run got — its nodes by how they ended (``failed_nodes`` counts
+    #: ``timed_out`` ones too); the rest of ``total_nodes`` are pending or running. Null on runs
+    #: recorded before these counts existed, when a page does not read their nodes.
+    completed_nodes: int | None = None
+    failed_nodes: int | None = None
+    skipped_nodes: int | None = None
+    cancelled_nodes: int | None = None
     total_items: int | None = None
+    #: Batch runs: items that ended, ``completed_items + failed_items``.
     processed_items: int | None = None
+    completed_items: int | None = None
     failed_items: int | None = None
 
 
@@ -345,6 +354,11 @@ class Execution(Entity):
     usage: TokenUsage | None = None
     callback_url: str | None = None  # this run's webhook URL (else the workflow's)
     trigger: ExecutionTrigger | None = None  # set when an S3 upload started the run
+    completed_with_failures: bool = Field(
+        False,
+        description="A completed run that still had failures: a node with `on_failure: continue` "
+        "that failed (single), or failed items (batch).",
+    )
     # Why a pending run has not started yet (a batch waiting for the batch parallelism budget, a
     # single run waiting for admission: services/admission.py); only while it is pending.
     waiting_reason: str | None = None

@@ -114,10 +114,13 @@ class Problem(Entity):
 
 
 class ValidationReport(Entity):
-    """Every problem of a version at once; ``valid`` when there is none."""
+    """Every problem of a version at once; ``valid`` when there is none. ``warnings``: what would
+    not keep it from running but would fail some runs (a batch validated with a dataset version:
+    sampled items that lack a field a template uses)."""
 
     valid: bool
     problems: list[Problem]
+    warnings: list[Problem] = Field(default_factory=list)
 
 
 class UploadPartReceipt(Entity):
@@ -154,3 +157,49 @@ class DownloadPreparing(Entity):
 
     status: Literal["preparing"] = "preparing"
     retry_after: int
+
+
+class NodeEstimate(Entity):
+    """One node's share of a batch's estimate. ``output_tokens_from``: ``dry_run`` when the model's
+    answer was computed (the builtin models), ``prompt_length`` when it is assumed as long as the
+    prompt (at most the config's ``max_tokens``): other providers answer only when called."""
+
+    node_id: str
+    name: str
+    provider: str
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    model_cost: float | None = Field(None, description="Dollars; null when the model has no price.")
+    output_tokens_from: Literal["dry_run", "prompt_length"]
+
+
+class ExecutionEstimate(Entity):
+    """What a batch would do before it starts: the items its filter keeps, the model calls and
+    tokens from its templates rendered on a sample of them, what the models cost where their price
+    is known, what AWS charges (list prices, us-east-1; the models not included), and how long it
+    takes at its parallelism. Every figure is for first attempts (no retries)."""
+
+    workflow_id: str
+    version_id: str
+    dataset_id: str
+    dataset_version_id: str
+    parallelism: int
+    items: int = Field(description="Items the filter keeps (all of them without a filter).")
+    items_exact: bool = Field(
+        description="false when the version has more items than the estimate reads: `items` is then "
+        "the kept share of those it read, times the version's item count."
+    )
+    items_read: int
+    sample_size: int = Field(description="Kept items the templates were rendered on.")
+    sample_failures: int = Field(description="Sampled items that would fail (a node's error, a template).")
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    model_cost: float | None = Field(
+        description="Dollars for the model calls; null when a called model's price is not known "
+        "(a builtin model without a price costs nothing)."
+    )
+    aws_cost: float = Field(description="Dollars AWS charges for the run (Step Functions, Lambda, DynamoDB).")
+    duration_seconds: float = Field(description="Time from start to end at the given parallelism.")
+    nodes: list[NodeEstimate]

@@ -11,7 +11,13 @@ from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.execution_record import ExecutionRecord
-from relayflow_runtime.domain.status import TERMINAL, ExecutionStatus, progress_node, settled_node_status
+from relayflow_runtime.domain.status import (
+    TERMINAL,
+    ExecutionStatus,
+    node_tally,
+    progress_node,
+    settled_node_status,
+)
 from relayflow_runtime.schemas.entities import Execution, ExecutionResults, NodeExecution, TokenUsage
 from relayflow_runtime.services import batch_results, deps
 from relayflow_runtime.services.run_records import usage_of
@@ -32,15 +38,18 @@ def _node_execution(
 
 
 def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[dict[str, Any]] | None:
-    """A single run's node records when a page without the nodes needs them: its usage and its
-    progress while it runs (a node records its own, so finishing siblings never write one shared
-    item). An ended run keeps both on its item (``usage_summed``, ``current_node``:
-    services/transitions.keep_usage), which pages without the nodes read (None); runs recorded
-    before counted on the item as they went, and an ended one keeps that total."""
-    if record.status in TERMINAL and (record.usage_summed or record.input_tokens is not None):
-        return None
+    """A single run's node records when a page without the nodes needs them: its usage, its node
+    counts and its progress while it runs (a node records its own, so finishing siblings never write
+    one shared item). An ended run keeps them on its item (``usage_summed``, ``node_counts``,
+    ``current_node``: services/transitions.keep_usage), which pages without the nodes read (None);
+    runs recorded before counted usage on the item as they went, and an ended one keeps that total
+    (its node counts are unknown to a page)."""
     if record.status == ExecutionStatus.PENDING:
         return []
+    if record.status in TERMINAL and (
+        record.usage_summed or record.input_tokens is not None or record.node_counts is not None
+    ):
+        return None
     return env.executions.node_records(tenant, record.id)
 
 
@@ -72,13 +81,17 @@ def to_execution(
         single_input = unpack(single_input, env.blobs) if with_nodes else None
     current = stored.current_node.model_dump() if stored.current_node else None
     records: list[dict[str, Any]] | None = None
+    counts: dict[str, int] | None = None
     if single:
         if with_nodes:
             records = sorted(env.executions.node_records(tenant, stored.id), key=lambda r: r.get("idx", 0))
         nodes = records if records is not None else _single_run_nodes(tenant, stored, env)
-        counters = (
-            dict(stored.usage_counters()) if nodes is None else sum_usage(r.get("usage") for r in nodes)
-        )
+        if nodes is None:
+            counters, counts = dict(stored.usage_counters()), stored.node_counts
+        else:
+            counters = sum_usage(r.get("usage") for r in nodes)
+            statuses = (str(r.get("status", "pending")) for r in nodes)
+            counts = node_tally(statuses, stored.status, stored.error)
         # Progress is the nodes' own (domain/status.progress_node); an ended run's item keeps the
         # node it ended at (a failed run: the node that failed).
         if nodes is not None and not (current and stored.status in TERMINAL):
@@ -91,6 +104,8 @@ def to_execution(
         progress = progress.model_copy(
             update={"current_node_idx": current["idx"], "current_node_id": current["id"]}
         )
+    if counts is not None:
+        progress = progress.model_copy(update=counts)
     execution = Execution(
         id=stored.id,
         workflow_id=stored.workflow_id,
@@ -124,4 +139,11 @@ def to_execution(
         }
     if execution.input_mode == "batch":
         batch_results.fill_progress(tenant, execution, with_results=with_nodes, store=env.batches)
+        progress = execution.progress
+        if progress.processed_items is not None:
+            progress.completed_items = progress.processed_items - (progress.failed_items or 0)
+        failures = progress.failed_items
+    else:
+        failures = execution.progress.failed_nodes
+    execution.completed_with_failures = execution.status == "completed" and bool(failures)
     return execution

@@ -1,9 +1,10 @@
 """Announce what happens to runs on the relayflow EventBridge bus (schema: docs/events-and-triggers.md).
 
-Two detail types, both with ``schema_version`` "1":
+Three detail types, each with ``schema_version`` "1":
 
 * ``Execution Status Change``: every change of an execution's status, ``pending`` included;
-* ``Node Execution Finished``: each node of a single-input run that completed, failed or timed out.
+* ``Node Execution Finished``: each node of a single-input run that completed, failed or timed out;
+* ``Upload Rejected``: an upload under ``inputs/`` that could not start a run (services/uploads.py).
 
 Webhooks are not sent from here: a rule sends the terminal status changes on the bus to the webhook
 queue (see services/webhooks.py), so a slow receiver can never hold up a run.
@@ -30,6 +31,7 @@ EVENT_SOURCE = "relayflow"
 SCHEMA_VERSION = "1"
 STATUS_CHANGE = "Execution Status Change"
 NODE_FINISHED = "Node Execution Finished"
+UPLOAD_REJECTED = "Upload Rejected"
 
 
 def _progress(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> Any:
@@ -158,3 +160,9 @@ def node_finished(
     if ctx.get("mode") == "batch":
         return
     publish(NODE_FINISHED, node_event(ctx, node, record, status, error))
+
+
+def upload_rejected(reason: dict[str, Any]) -> None:
+    """An upload could not start a run: the reason its uploader finds beside the key, on the bus.
+    Informational, as node events: retried and counted, not kept."""
+    publish(UPLOAD_REJECTED, {"schema_version": SCHEMA_VERSION, **reason, "time": now_iso()})

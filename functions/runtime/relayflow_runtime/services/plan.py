@@ -18,7 +18,7 @@ from relayflow_runtime.domain.graph import (
     with_names,
 )
 from relayflow_runtime.domain.limits import MAX_NODES_PER_VERSION
-from relayflow_runtime.domain.templating import TemplateError, unavailable_variables
+from relayflow_runtime.domain.templating import TemplateError, render, unavailable_variables
 from relayflow_runtime.errors import Conflict, NotFound
 from relayflow_runtime.schemas.entities import (
     Model,
@@ -27,7 +27,7 @@ from relayflow_runtime.schemas.entities import (
     WorkflowVersion,
 )
 from relayflow_runtime.schemas.responses import Problem
-from relayflow_runtime.services import authoring, deps, retention
+from relayflow_runtime.services import authoring, dataset_service, deps, retention
 
 
 def _variable_problem(node: WorkflowNode, variable: str, names: set[str]) -> str:
@@ -114,6 +114,73 @@ def _problems(
 def validate_version(tenant: str, workflow_id: str, version_id: str, batch: bool = False) -> list[Problem]:
     version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
     return _problems(tenant, version, nodes, edges, batch)[0]
+
+
+#: Items of a dataset version a batch validation reads for the fields its templates use.
+FIELD_SAMPLE_ITEMS = 50
+
+
+class _AnyNode(dict[str, str]):
+    """``nodes`` for rendering a template against an item alone: every node's output is empty."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
+def dataset_warnings(
+    tenant: str, workflow_id: str, version_id: str, dataset_id: str | None, dataset_version_id: str | None
+) -> list[Problem]:
+    """A batch validation's warnings about the dataset version it names (none without one)."""
+    if dataset_id and dataset_version_id:
+        return item_field_warnings(tenant, workflow_id, version_id, dataset_id, dataset_version_id)
+    if dataset_id or dataset_version_id:
+        given, missing = (
+            ("dataset_id", "dataset_version_id") if dataset_id else ("dataset_version_id", "dataset_id")
+        )
+        return [
+            Problem(
+                code="dataset_incomplete",
+                message=f"{given} without {missing}: no items were checked (give both).",
+            )
+        ]
+    return []
+
+
+def item_field_warnings(
+    tenant: str, workflow_id: str, version_id: str, dataset_id: str, dataset_version_id: str
+) -> list[Problem]:
+    """A batch over this dataset version: for each node whose template needs an item field that
+    some of the version's first FIELD_SAMPLE_ITEMS items lack (the node fails on them:
+    ``unknown_variable``), a warning naming the field and those items. Each template is rendered
+    against each sampled item, so only what fails at run time is warned about (a section over a
+    missing field renders nothing, and is fine)."""
+    _, nodes, _ = authoring.version_graph(tenant, version_id, workflow_id=workflow_id)
+    items, _ = dataset_service.list_items(tenant, dataset_id, dataset_version_id, FIELD_SAMPLE_ITEMS, None)
+    warnings: list[Problem] = []
+    for node in nodes:
+        lacking: dict[str, list[str]] = {}
+        for item in items:
+            try:
+                render(node.config.input_template, {"input": "", "nodes": _AnyNode(), "item": item.data})
+            except TemplateError as exc:
+                if exc.code == "unknown_variable" and (exc.variable or "").startswith("item."):
+                    lacking.setdefault(str(exc.variable), []).append(item.id)
+        for variable, ids in sorted(lacking.items()):
+            shown = ", ".join(repr(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            warnings.append(
+                Problem(
+                    code="item_field_missing",
+                    message=f"node '{node.name}' uses {{{{{variable}}}}}, which {len(ids)} of the first "
+                    f"{len(items)} items of dataset version '{dataset_version_id}' lack ({shown}): the node "
+                    "fails on them (unknown_variable).",
+                    node_id=node.id,
+                    node_ids=[node.id],
+                )
+            )
+    return warnings
 
 
 def build_plan(

@@ -33,7 +33,6 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import iso_in, now_iso
-from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import (
     MAX_GATE_CHECKS,
     GateKey,
@@ -386,7 +385,7 @@ def complete(run: RunRef) -> None:
     # The run's usage, summed once its nodes are all recorded: what pages without the nodes show.
     final: dict[str, Any] = {
         "results": None,
-        **sum_usage(r.get("usage") for r in by_id.values()),
+        **transitions.ended_run_sums(list(by_id.values()), COMPLETED, None),
         "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
     }
     current = progress_node(by_id.values())

@@ -24,7 +24,13 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.execution_record import ExecutionRecord
-from relayflow_runtime.domain.status import TERMINAL, check_moves, progress_node, settled_node_status
+from relayflow_runtime.domain.status import (
+    TERMINAL,
+    check_moves,
+    node_tally,
+    progress_node,
+    settled_node_status,
+)
 from relayflow_runtime.services import budget, deps, metrics, notify, retention
 
 logger = Logger(child=True)
@@ -70,16 +76,17 @@ def keep_usage(
     tenant: str, record: dict[str, Any], env: deps.Deps | None = None
 ) -> list[dict[str, Any]] | None:
     """A single run that just ended keeps its usage on its item: the sum of its node records (a node
-    records its own; after the run's end none can), marked ``usage_summed``, so list pages, status
-    events and webhooks read it without querying the nodes; and its progress (``current_node``, the
-    last node that began, unless its end named one). ``complete`` keeps both in its own move.
+    records its own; after the run's end none can) and their counts by status, marked
+    ``usage_summed``, so list pages, status events and webhooks read it without querying the nodes;
+    and its progress (``current_node``, the last node that began, unless its end named one).
+    ``complete`` keeps them in its own move.
     Returns the node records it read (None when it read none). Kept best effort: a write that stays
     contended leaves the readers summing the nodes, as for a running run."""
     if record.get("input_mode") == "batch" or record.get("usage_summed"):
         return None
     env = deps.given(env)
     nodes = env.executions.node_records(tenant, record["id"])
-    fields: dict[str, Any] = {**sum_usage(node.get("usage") for node in nodes), "usage_summed": True}
+    fields = {**ended_run_sums(nodes, record["status"], record.get("error")), "usage_summed": True}
     current = None if record.get("current_node") else progress_node(nodes)
     if current:
         fields["current_node"] = current
@@ -89,6 +96,15 @@ def keep_usage(
         return nodes
     record.update(fields)
     return nodes
+
+
+def ended_run_sums(nodes: list[dict[str, Any]], status: str, error: str | None) -> dict[str, Any]:
+    """What an ended single run keeps on its item for readers that do not read its nodes: its usage
+    and how far it got (``node_counts``: its nodes by how they ended)."""
+    return {
+        **sum_usage(node.get("usage") for node in nodes),
+        "node_counts": node_tally((str(node.get("status", "pending")) for node in nodes), status, error),
+    }
 
 
 def count_finished(

@@ -19,7 +19,9 @@ that takes over an abandoned attempt starts the same execution, which can exist 
 
 An upload that cannot start a run (a malformed key, an unknown workflow or version, an empty, too
 large or unreadable file) is moved aside: the object goes to ``rejected/<its key>`` and
-``rejected/<its key>.reason.json`` says why. The uploaded object of an accepted run stays where it
+``rejected/<its key>.reason.json`` says why; the uploader finds the same reason beside the key it
+uploaded (``<its key>.reason.json``, which the trigger ignores), and an ``Upload Rejected`` event
+on the relayflow bus announces it (services/notify.py). The uploaded object of an accepted run stays where it
 is; the run works on its own copy (an S3-side copy into the execution's prefix, whose key keeps at
 most the last 200 bytes of the file name). A key longer than ``MAX_INPUT_KEY_BYTES`` (1,003 bytes:
 its moved-aside copies would not fit in S3's 1,024) is refused as ``key_too_long`` and moved aside
@@ -43,7 +45,7 @@ from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.errors import NotFound, RelayflowError
 from relayflow_runtime.schemas.entities import ExecutionTrigger
-from relayflow_runtime.services import authoring, deps, executions
+from relayflow_runtime.services import authoring, deps, executions, notify
 from relayflow_runtime.services.apikeys import DEFAULT_TENANT, TENANT_PATTERN
 from relayflow_runtime.settings import get_settings
 
@@ -177,6 +179,8 @@ def handle_upload(bucket: str, key: str, etag: str, version_id: str | None = Non
     if not key.startswith(INPUT_PREFIX) or key.endswith("/"):
         logger.info("not an input file (outside inputs/ or a folder placeholder)", extra={"key": key})
         return UploadResult(key, "ignored", reason="not an input file")
+    if key.endswith(REASON_SUFFIX):
+        return UploadResult(key, "ignored", reason="the reason of a rejected upload")
     files = BlobStore(bucket)
     etag = etag.strip('"')
     if not etag:  # every ObjectCreated notification has one; a hand-made event may not
@@ -350,7 +354,10 @@ def _move_aside(
     rejection: Rejection,
     target: UploadTarget | None,
 ) -> None:
-    """rejected/<key> gets the object, rejected/<key>.reason.json says why; then the original goes."""
+    """rejected/<key> gets the object, rejected/<key>.reason.json and <key>.reason.json (beside the
+    upload, where its uploader looks; when that key fits in S3) say why; then the original goes,
+    and the rejection is announced. Safe to repeat (a repeated delivery writes the same objects;
+    the event may be announced twice, as any EventBridge event may arrive twice)."""
     destination = rejected_key(key)
     reason: dict[str, Any] = {
         "code": rejection.code,
@@ -364,9 +371,16 @@ def _move_aside(
         "workflow_id": target.workflow_id if target else None,
         "rejected_at": now_iso(),
     }
+    beside = key + REASON_SUFFIX
+    if len(beside.encode("utf-8", "surrogatepass")) <= MAX_S3_KEY_BYTES:
+        reason["reason_key"] = beside
     logger.warning("upload rejected", extra={"rejection": reason})
     files.copy(key, destination)
-    files.put_bytes(destination + REASON_SUFFIX, json.dumps(reason, indent=2).encode(), "application/json")
+    text = json.dumps(reason, indent=2).encode()
+    files.put_bytes(destination + REASON_SUFFIX, text, "application/json")
+    if "reason_key" in reason:
+        files.put_bytes(beside, text, "application/json")
     current = files.head(key)
     if current is not None and current.get("ETag", "").strip('"') == etag:
         files.delete(key)
+    notify.upload_rejected(reason)

@@ -20,9 +20,10 @@ from relayflow_runtime.schemas.responses import (
     Deleting,
     DownloadLink,
     DownloadPreparing,
+    ExecutionEstimate,
     ExecutionPage,
 )
-from relayflow_runtime.services import batch_results, executions
+from relayflow_runtime.services import batch_results, estimate, executions
 from relayflow_runtime.services.downloads import URL_SECONDS, Download
 
 router = Router()
@@ -163,6 +164,23 @@ def execute_workflow(
         body=execution,
         headers={"Idempotent-Replayed": "true"} if replayed else None,
     )
+
+
+@router.post(
+    "/workflows/<workflow_id>/estimate",
+    operation_id="estimateWorkflowExecution",
+    summary="Estimate a batch before it starts",
+    description="The body of a batch start (`input_mode: batch`, `batch_config`, `version_id`), "
+    "checked as a start checks it, and nothing started or written: the items the filter keeps, the "
+    "model calls and tokens from the templates rendered on a sample of them (`sample_size`; a builtin "
+    "model's answer computed, another's assumed as long as its prompt), the models' cost where their "
+    "`price` is known, what AWS charges at list prices, and the time at the given parallelism. "
+    "First attempts only (no retries).",
+    tags=["executions"],
+    response_description="The estimate",
+)
+def estimate_workflow_execution(workflow_id: str, body: api.EstimateBatch) -> ExecutionEstimate:
+    return estimate.estimate_batch(_tenant(), workflow_id, body)
 
 
 @router.get(

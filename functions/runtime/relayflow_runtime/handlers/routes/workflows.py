@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
+from relayflow_runtime.errors import referenced
 from relayflow_runtime.handlers.context import Limit, NextToken, current_tenant
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import Workflow, WorkflowEdge, WorkflowNode, WorkflowVersion
@@ -173,7 +174,10 @@ def delete_version(workflow_id: str, version_id: str) -> Deleted:
     "/workflows/<workflow_id>/versions/<version_id>/validate",
     operation_id="validateWorkflowVersion",
     summary="Check a version before running it",
-    description="Every problem at once (graph, templates, models), saving nothing.",
+    description="Every problem at once (graph, templates, models), saving nothing. A batch "
+    "checked with a `dataset_id` and `dataset_version_id` (which make it a batch's) also renders each "
+    f"template on the version's first {plan.FIELD_SAMPLE_ITEMS} items: `warnings` names the items "
+    "that lack a field a template uses (the node would fail on them).",
     tags=["versions"],
     response_description="The problems found",
 )
@@ -184,9 +188,19 @@ def validate_version(
         Literal["single", "batch"],
         Query(description="Check templates as for this kind of run ('item' exists only in batch runs)."),
     ] = "single",
+    dataset_id: Annotated[
+        str | None, Query(max_length=64, description="Batch: the dataset whose items to check against.")
+    ] = None,
+    dataset_version_id: Annotated[
+        str | None, Query(max_length=64, description="Batch: that dataset's version (with dataset_id).")
+    ] = None,
 ) -> ValidationReport:
-    problems = plan.validate_version(_tenant(), workflow_id, version_id, batch=input_mode == "batch")
-    return ValidationReport(valid=not problems, problems=problems)
+    # A dataset to check against makes it a batch's validation.
+    batch = input_mode == "batch" or dataset_id is not None or dataset_version_id is not None
+    problems = plan.validate_version(_tenant(), workflow_id, version_id, batch=batch)
+    with referenced("dataset_version_id"):
+        warnings = plan.dataset_warnings(_tenant(), workflow_id, version_id, dataset_id, dataset_version_id)
+    return ValidationReport(valid=not problems, problems=problems, warnings=warnings)
 
 
 # ---- nodes --------------------------------------------------------------------------------------------
