@@ -4,8 +4,13 @@ it (its record and its plan snapshot)."""
 
 from __future__ import annotations
 
+import collections
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import botocore.client
 from tests.support.graphs import ok
 
 from relayflow_runtime.domain.clock import new_id, now_iso
@@ -77,3 +82,24 @@ def pending_run(
 
 def record(run: RunRef) -> dict[str, Any]:
     return deps.stores().executions.get_execution(run.tenant, run.execution_id)
+
+
+@contextmanager
+def aws_calls() -> Iterator[collections.Counter[str]]:
+    """Every AWS API call this thread (and the threads it hands work to, named ``outcome-read``)
+    makes while the block runs, by service.operation (the local stack's own threads, its watchers,
+    are not counted)."""
+    calls: collections.Counter[str] = collections.Counter()
+    real = botocore.client.BaseClient._make_api_call
+    me = threading.get_ident()
+
+    def counted(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if threading.get_ident() == me or threading.current_thread().name.startswith("outcome-read"):
+            calls[f"{self.meta.service_model.service_name}.{operation}"] += 1
+        return real(self, operation, params)
+
+    botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]

@@ -20,6 +20,7 @@ from relayflow_runtime.services import (
     batch_results,
     budget,
     dataset_service,
+    outcomes,
     run_machine,
     run_records,
 )
@@ -96,7 +97,9 @@ def _job(job: dict[str, Any], remaining_ms: int | None) -> Any:
     if kind == "delete_execution":
         return batch.delete_execution_job(job, remaining_ms=remaining_ms)
     if kind == "export_results":
-        return batch_results.export_results_job(job)
+        return batch_results.export_results_job(job, remaining_ms=remaining_ms)
+    if kind == "compact_outcomes":
+        return outcomes.compact_job(job, remaining_ms=remaining_ms)
     raise ValueError(f"unknown job kind {kind!r}")
 
 

@@ -83,5 +83,7 @@ def to_execution(tenant: str, record: dict[str, Any], *, with_nodes: bool = True
     if records is not None:
         execution.node_executions = {r["node_id"]: _node_execution(r, record) for r in records}
     if execution.input_mode == "batch":
-        batch_results.fill_progress(tenant, execution, with_results=with_nodes)
+        batch_results.fill_progress(
+            tenant, execution, with_results=with_nodes, compacted=batch_results.compacted(record)
+        )
     return execution
