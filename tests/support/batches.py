@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import botocore.client
 from tests.support.graphs import ok
 
+from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
 from relayflow_runtime.services import deps, run_records
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import load_plan
+from relayflow_runtime.settings import get_settings
 
 TENANT = "default"
 
@@ -103,3 +106,17 @@ def aws_calls() -> Iterator[collections.Counter[str]]:
         yield calls
     finally:
         botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+def compaction_ended(run: RunRef, timeout: float = 60.0) -> str:
+    """Wait for the compaction a batch's end starts on the jobs machine (services/outcomes.py) to
+    end: its status (the jobs machine's threads read S3 while it runs)."""
+    machine = get_settings().jobs_machine_arn
+    arn = f"{machine.replace(':stateMachine:', ':execution:')}:compact-{run.execution_id}"
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(aws.client("stepfunctions").describe_execution(executionArn=arn)["status"])
+        if status != "RUNNING":
+            return status
+        assert time.monotonic() < deadline, "the compaction is still running"
+        time.sleep(0.05)
