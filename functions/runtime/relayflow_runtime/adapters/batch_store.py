@@ -212,6 +212,7 @@ class BatchStore:
         RECORD_BLOCK aligned items: one) and one counter ADD. Returns the ordinals recorded by this
         call (none when a repeated child calls)."""
         recorded: set[int] = set()
+        existing: set[int] = set()  # blocks known to have a record: updated, not put
         for _ in range(CHILD_RECORD_ROUNDS):
             pending = {n: p for n, p in sorted(pointers.items()) if n not in recorded}
             if not pending:
@@ -227,7 +228,7 @@ class BatchStore:
             for n, pointer in pending.items():
                 blocks.setdefault(record_block(n), {})[n] = pointer
             writes = [
-                self._pointer_update(tenant, execution_id, block, members, expires_at)
+                self._pointer_write(tenant, execution_id, block, members, expires_at, block in existing)
                 for block, members in blocks.items()
             ]
             try:
@@ -237,13 +238,41 @@ class BatchStore:
                 met = [block for i, block in enumerate(blocks) if exc.failed_condition(i)]
                 if not met or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise
-                # Another writer (a repeat of this child) was first: record only what it did not.
+                # The block has a record (another child's items, or a repeat of this child that
+                # was first): record only what it does not hold yet, by an update.
                 for block in met:
+                    existing.add(block)
                     recorded |= set(self._block_pointers(tenant, execution_id, block))
         raise StoreContended(
             f"{execution_id}: other writers of the same items kept recording first "
             f"({CHILD_RECORD_ROUNDS} rounds)"
         )
+
+    def _pointer_write(
+        self,
+        tenant: str,
+        execution_id: str,
+        block: int,
+        members: dict[int, Pointer],
+        expires_at: int | None,
+        exists: bool,
+    ) -> dict[str, Any]:
+        """A new block's record as one put conditional on there being none (the common case: a
+        child's aligned items); an existing one's update, conditional on each pointer's absence."""
+        if not exists:
+            item = {
+                **self.pointer_key(tenant, execution_id, block),
+                **{f"p{n}": p.encode() for n, p in members.items()},
+                **({"expires_at": expires_at} if expires_at else {}),
+            }
+            return {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": _wire(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        return self._pointer_update(tenant, execution_id, block, members, expires_at)
 
     def _pointer_update(
         self,
