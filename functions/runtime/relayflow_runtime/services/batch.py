@@ -62,7 +62,8 @@ from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 
-#: Entries whose outcomes a retry of failed items reads at once (one BatchGetItem: 100 keys).
+#: Entries whose statuses a retry of failed items reads at once (one Query of their pointer records,
+#: or for per-item records one BatchGetItem: 100 keys).
 OUTCOMES_PER_READ = 100
 #: While prepare_batch reads items, it looks this often (seconds) whether the run is still pending,
 #: and stops when it was cancelled: a cancelled batch's prepare burns no more CPU on its filter.
