@@ -4,16 +4,24 @@ it (its record and its plan snapshot)."""
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import botocore.client
 from tests.support.graphs import ok
 
+from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
 from relayflow_runtime.services import deps, run_records
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import load_plan
+from relayflow_runtime.settings import get_settings
 
 TENANT = "default"
 
@@ -77,3 +85,38 @@ def pending_run(
 
 def record(run: RunRef) -> dict[str, Any]:
     return deps.stores().executions.get_execution(run.tenant, run.execution_id)
+
+
+@contextmanager
+def aws_calls() -> Iterator[collections.Counter[str]]:
+    """Every AWS API call this thread (and the threads it hands work to, named ``outcome-read``)
+    makes while the block runs, by service.operation (the local stack's own threads, its watchers,
+    are not counted)."""
+    calls: collections.Counter[str] = collections.Counter()
+    real = botocore.client.BaseClient._make_api_call
+    me = threading.get_ident()
+
+    def counted(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if threading.get_ident() == me or threading.current_thread().name.startswith("outcome-read"):
+            calls[f"{self.meta.service_model.service_name}.{operation}"] += 1
+        return real(self, operation, params)
+
+    botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+def compaction_ended(run: RunRef, timeout: float = 60.0) -> str:
+    """Wait for the compaction a batch's end starts on the jobs machine (services/outcomes.py) to
+    end: its status (the jobs machine's threads read S3 while it runs)."""
+    machine = get_settings().jobs_machine_arn
+    arn = f"{machine.replace(':stateMachine:', ':execution:')}:compact-{run.execution_id}"
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(aws.client("stepfunctions").describe_execution(executionArn=arn)["status"])
+        if status != "RUNNING":
+            return status
+        assert time.monotonic() < deadline, "the compaction is still running"
+        time.sleep(0.05)

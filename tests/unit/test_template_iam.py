@@ -328,6 +328,7 @@ STARTS = {
     "S3TriggerFunction": {"run", "batch"},
     "AdmissionFunction": {"run"},  # single runs that waited for their turn (services/admission.py)
     "BatchMachine": {"batch"},  # the distributed Map's children are executions of their own machine
+    "NodeRunnerFunction": {"jobs"},  # a finished batch's compaction of its outcomes (services/outcomes.py)
 }
 
 

@@ -13,7 +13,7 @@ from tests.support.fakes import Fakes, refuse_aws
 
 from relayflow_runtime.domain.batch import BatchSettings
 from relayflow_runtime.domain.engine import RunRef
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex
 from relayflow_runtime.errors import Conflict
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import batch, budget, executions, notify, transitions
@@ -295,10 +295,10 @@ class ListWriter:
         self.total, self.buckets, self.during = total, buckets, during
         self.calls = 0
 
-    def __call__(self, tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, int]:
+    def __call__(self, tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, ItemIndex]:
         self.calls += 1
         self.during()
-        return self.total, self.buckets
+        return self.total, ItemIndex(buckets=self.buckets, ordinals=True)
 
 
 def test_preparing_a_batch_sizes_its_map_and_keeps_the_decision_for_a_repeat() -> None:
@@ -314,7 +314,7 @@ def test_preparing_a_batch_sizes_its_map_and_keeps_the_decision_for_a_repeat() -
     assert (settings.children, settings.items_per_child, settings.total) == (2, 2, 40)
     record = fakes.executions.item(TENANT, "p-1")
     assert record["status"] == "pending" and record["progress"]["total_items"] == 40
-    assert record["item_index"] == {"buckets": 2}
+    assert record["item_index"] == {"buckets": 2, "ordinals": True}
     # and the repeat answered the same without writing the list again
     assert again == first and writer.calls == 1
 

@@ -5,6 +5,22 @@ Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see 
     X#Rnn        R#<item key>   the outcome of one item (nn = a hash of its id, 32 shards), holding
                                 the record of each of its nodes: one write per item
     X#Cnn        C              one of 16 shards of the run's counters (processed, failed, usage)
+    X#K          K#<block>      the pointers of RECORD_BLOCK consecutive ordinals of the run's list
+                                (attribute ``p<n>``): where each item's outcome is in the S3
+                                object of the child that ran it (domain/outcomes.py)
+
+**Pointer records** (runs whose list entries carry their ordinal) hold no prompt or output: a child
+batch writes its items' outcomes as one S3 object, then ``record_pointers`` records, in one
+transaction, each item's pointer — an update of its block's record conditional on that pointer's
+absence (a child of aligned items: one record) — and one counter ADD for exactly those. A repeated
+child (an Express child run twice, even at the same moment, or any two children sharing items)
+meets the condition, reads the block, and records only what is still missing — usually nothing:
+the first complete record wins and nothing is counted twice. A ten-item block record is ≈0.5 KB:
+2 WRU per child (transactional) plus 2 for its counter ADD, against ~2 WRU per KB of every item's
+outcome in the per-item records below.
+
+**Per-item records** (``record_outcomes``; runs prepared before child records existed, whose
+entries carry no ordinal) are kept as they were:
 
 **Exactly once under at-least-once children.** A child batch records all its items in one
 ``TransactWriteItems``: each outcome a put conditional on ``attribute_not_exists(pk)``, plus one ADD
@@ -25,14 +41,18 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
-from relayflow_runtime.adapters.transactions import CONTENTION_REASONS, TransactionCancelled, transact_write
+from relayflow_runtime.adapters.transactions import (
+    CONTENTION_REASONS,
+    StoreContended,
+    TransactionCancelled,
+    transact_write,
+)
 from relayflow_runtime.domain.batch import (
     COUNTER_SHARDS,
     COUNTERS,
@@ -42,45 +62,27 @@ from relayflow_runtime.domain.batch import (
     item_key,
     outcome_shard,
 )
+from relayflow_runtime.domain.outcomes import Pointer, pack_nodes, record_block, unpack_nodes
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 #: Why a transaction may be tried again: an outcome already there (it is dropped), or contention
 #: beside it (adapters/transactions.py retries contention alone by itself).
 _RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", *CONTENTION_REASONS})
+#: Rounds of a child's recording that meet another writer of the same items (each round reads what
+#: the other recorded): every cancelled round means the other one wrote, so this is a bound on
+#: writers of one item at one moment, not on time.
+CHILD_RECORD_ROUNDS = 8
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _serializer.serialize(v) for k, v in to_dynamo(item).items()}
 
 
-def _pack_nodes(outcome: ItemOutcome) -> str:
-    """An outcome's node records as one compact JSON string: the same write units as a map, one
-    attribute to encode instead of a tree of typed values, and nothing that can be derived (the
-    node id is the key, the start is the end less the duration, empty lists are left out). A
-    three-node item of short texts stays under 1 KB: 2 write units in a transaction."""
-    nodes = {}
-    for node_id, node in outcome.nodes.items():
-        record = node.model_dump(mode="json", exclude_none=True, exclude={"node_id", "started_at"})
-        nodes[node_id] = {k: v for k, v in record.items() if v != [] and v != {}}
-    return json.dumps(nodes, ensure_ascii=False, separators=(",", ":"))
-
-
-def _unpack_nodes(packed: str) -> dict[str, Any]:
-    nodes: dict[str, Any] = json.loads(packed)
-    for node_id, record in nodes.items():
-        record["node_id"] = node_id
-        if record.get("completed_at") and record.get("duration_ms") is not None:
-            ended = datetime.fromisoformat(record["completed_at"].replace("Z", "+00:00"))
-            started = ended - timedelta(milliseconds=int(record["duration_ms"]))
-            record["started_at"] = started.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return nodes
-
-
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     plain = dict(from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()}))
     if isinstance(plain.get("nodes"), str):
-        plain["nodes"] = _unpack_nodes(plain["nodes"])
+        plain["nodes"] = unpack_nodes(json.loads(plain["nodes"]))
     return plain
 
 
@@ -110,9 +112,17 @@ class BatchStore:
     def shard_partitions(self, tenant: str, execution_id: str) -> list[str]:
         """Every partition key a batch run's outcomes and counters use (for deleting it)."""
         pk = self.execution_pk(tenant, execution_id)
-        return [f"{pk}#R{s:02d}" for s in range(OUTCOME_SHARDS)] + [
-            f"{pk}#C{s:02d}" for s in range(COUNTER_SHARDS)
-        ]
+        return (
+            [f"{pk}#R{s:02d}" for s in range(OUTCOME_SHARDS)]
+            + [f"{pk}#C{s:02d}" for s in range(COUNTER_SHARDS)]
+            + [self.pointers_pk(tenant, execution_id)]
+        )
+
+    def pointers_pk(self, tenant: str, execution_id: str) -> str:
+        return f"{self.execution_pk(tenant, execution_id)}#K"
+
+    def pointer_key(self, tenant: str, execution_id: str, block: int) -> dict[str, str]:
+        return {"pk": self.pointers_pk(tenant, execution_id), "sk": f"K#{block:010d}"}
 
     # ---- recording -------------------------------------------------------------------------------
     def _outcome_put(
@@ -122,7 +132,8 @@ class BatchStore:
             **({"expires_at": expires_at} if expires_at else {}),
             # The item's usage is counted (the counters), not kept: its nodes' usages hold it.
             **outcome.model_dump(mode="json", exclude_none=True, exclude={"nodes", "usage"}),
-            "nodes": _pack_nodes(outcome),
+            # One JSON string: the same write units as a map, one attribute to encode.
+            "nodes": json.dumps(pack_nodes(outcome), ensure_ascii=False, separators=(",", ":")),
             **self.outcome_key(tenant, execution_id, outcome.source_item_id),
         }
         return {
@@ -143,6 +154,11 @@ class BatchStore:
         for outcome in outcomes:
             for name in USAGE_COUNTERS:
                 amounts[name] = amounts.get(name, 0) + int(outcome.usage.get(name) or 0)
+        return self._counter_update(tenant, execution_id, amounts, expires_at)
+
+    def _counter_update(
+        self, tenant: str, execution_id: str, amounts: dict[str, int], expires_at: int | None
+    ) -> dict[str, Any]:
         counted = {name: amount for name, amount in amounts.items() if amount}
         names = {f"#c{i}": name for i, name in enumerate(counted)}
         values = {f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())}
@@ -182,6 +198,156 @@ class BatchStore:
                 # every round drops one at least, so the loop ends.
                 pending = [o for i, o in enumerate(pending) if i not in already]
         return []
+
+    def record_pointers(
+        self,
+        tenant: str,
+        execution_id: str,
+        pointers: dict[int, Pointer],
+        usage: dict[int, dict[str, int]],
+        expires_at: int | None = None,
+    ) -> list[int]:
+        """Record each ordinal's pointer unless it has one already, and count exactly those,
+        atomically: one conditional update per record block the ordinals fall in (a child of
+        RECORD_BLOCK aligned items: one) and one counter ADD. Returns the ordinals recorded by this
+        call (none when a repeated child calls)."""
+        recorded: set[int] = set()
+        existing: set[int] = set()  # blocks known to have a record: updated, not put
+        for _ in range(CHILD_RECORD_ROUNDS):
+            pending = {n: p for n, p in sorted(pointers.items()) if n not in recorded}
+            if not pending:
+                return []
+            amounts = {
+                "processed_items": len(pending),
+                "failed_items": sum(p.status == "failed" for p in pending.values()),
+            }
+            for n in pending:
+                for name in USAGE_COUNTERS:
+                    amounts[name] = amounts.get(name, 0) + int((usage.get(n) or {}).get(name) or 0)
+            blocks: dict[int, dict[int, Pointer]] = {}
+            for n, pointer in pending.items():
+                blocks.setdefault(record_block(n), {})[n] = pointer
+            writes = [
+                self._pointer_write(tenant, execution_id, block, members, expires_at, block in existing)
+                for block, members in blocks.items()
+            ]
+            try:
+                transact_write([*writes, self._counter_update(tenant, execution_id, amounts, expires_at)])
+                return list(pending)
+            except TransactionCancelled as exc:
+                met = [block for i, block in enumerate(blocks) if exc.failed_condition(i)]
+                if not met or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
+                    raise
+                # The block has a record (another child's items, or a repeat of this child that
+                # was first): record only what it does not hold yet, by an update.
+                for block in met:
+                    existing.add(block)
+                    recorded |= set(self._block_pointers(tenant, execution_id, block))
+        raise StoreContended(
+            f"{execution_id}: other writers of the same items kept recording first "
+            f"({CHILD_RECORD_ROUNDS} rounds)"
+        )
+
+    def _pointer_write(
+        self,
+        tenant: str,
+        execution_id: str,
+        block: int,
+        members: dict[int, Pointer],
+        expires_at: int | None,
+        exists: bool,
+    ) -> dict[str, Any]:
+        """A new block's record as one put conditional on there being none (the common case: a
+        child's aligned items); an existing one's update, conditional on each pointer's absence."""
+        if not exists:
+            item = {
+                **self.pointer_key(tenant, execution_id, block),
+                **{f"p{n}": p.encode() for n, p in members.items()},
+                **({"expires_at": expires_at} if expires_at else {}),
+            }
+            return {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": _wire(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        return self._pointer_update(tenant, execution_id, block, members, expires_at)
+
+    def _pointer_update(
+        self,
+        tenant: str,
+        execution_id: str,
+        block: int,
+        members: dict[int, Pointer],
+        expires_at: int | None,
+    ) -> dict[str, Any]:
+        names = {f"#p{j}": f"p{n}" for j, n in enumerate(members)}
+        values = {f":p{j}": {"S": p.encode()} for j, p in enumerate(members.values())}
+        expression = "SET " + ", ".join(f"#p{j} = :p{j}" for j in range(len(members)))
+        if expires_at:  # the run's retention (services/retention.py)
+            names["#ttl"] = "expires_at"
+            values[":ttl"] = {"N": str(expires_at)}
+            expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": _wire(self.pointer_key(tenant, execution_id, block)),
+                "UpdateExpression": expression,
+                "ConditionExpression": " AND ".join(
+                    f"attribute_not_exists(#p{j})" for j in range(len(members))
+                ),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    @staticmethod
+    def _pointers(item: dict[str, Any]) -> dict[int, Pointer]:
+        return {
+            int(name[1:]): Pointer.decode(value["S"])
+            for name, value in item.items()
+            if name[:1] == "p" and name[1:].isdigit()
+        }
+
+    def _block_pointers(
+        self, tenant: str, execution_id: str, block: int, *, consistent: bool = True
+    ) -> dict[int, Pointer]:
+        response = self._ddb.get_item(
+            TableName=self.table_name,
+            Key=_wire(self.pointer_key(tenant, execution_id, block)),
+            ConsistentRead=consistent,
+        )
+        return self._pointers(response.get("Item") or {})
+
+    def pointers(
+        self, tenant: str, execution_id: str, low: int, high: int, *, consistent: bool = False
+    ) -> dict[int, Pointer]:
+        """The pointer of every recorded ordinal in low..high: one GetItem for one record block,
+        else one Query over the blocks (paged by DynamoDB's 1 MB: ~2,000 blocks a page)."""
+        first, last = record_block(low), record_block(high)
+        found: dict[int, Pointer] = {}
+        if first == last:
+            found = self._block_pointers(tenant, execution_id, first, consistent=consistent)
+        else:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+                "ExpressionAttributeValues": {
+                    ":pk": {"S": self.pointers_pk(tenant, execution_id)},
+                    ":low": {"S": f"K#{first:010d}"},
+                    ":high": {"S": f"K#{last:010d}"},
+                },
+                "ConsistentRead": consistent,
+            }
+            while True:
+                response = self._ddb.query(**kwargs)
+                for item in response.get("Items", []):
+                    found.update(self._pointers(item))
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return {n: p for n, p in found.items() if low <= n <= high}
 
     # ---- reading ---------------------------------------------------------------------------------
     def _batch_get(

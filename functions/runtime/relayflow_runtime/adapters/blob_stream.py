@@ -38,15 +38,41 @@ class ObjectWriter:
     """
 
     def __init__(
-        self, bucket: str, key: str, content_type: str = "application/json", part_size: int = MIN_PART_SIZE
+        self,
+        bucket: str,
+        key: str,
+        content_type: str = "application/json",
+        part_size: int = MIN_PART_SIZE,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         self.bucket, self.key, self.content_type = bucket, key, content_type
         self.part_size = max(part_size, MIN_PART_SIZE)
-        self.size = 0
+        self.size = int((resume or {}).get("size") or 0)
         self._buffer = bytearray()
-        self._upload_id: str | None = None
+        self._upload_id: str | None = (resume or {}).get("upload_id")
+        #: Parts an earlier invocation sent (``resume``): listed from S3 when the upload completes.
+        self._sent_before = int((resume or {}).get("parts") or 0)
         self._parts: list[dict[str, Any]] = []
         self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not sent yet."""
+        return len(self._buffer)
+
+    def suspend(self) -> dict[str, Any]:
+        """Send what is buffered as a part (it must be a full one: ``buffered`` at least
+        MIN_PART_SIZE) and leave the upload open: what a later ``ObjectWriter(resume=...)`` in
+        another invocation goes on from."""
+        if len(self._buffer) < MIN_PART_SIZE:
+            raise ValueError("an upload is suspended on a whole part only")
+        self._flush_part()
+        self._closed = True
+        return {
+            "upload_id": self._upload_id,
+            "parts": self._sent_before + len(self._parts),
+            "size": self.size,
+        }
 
     def write(self, data: bytes) -> None:
         self._buffer += data
@@ -59,7 +85,7 @@ class ObjectWriter:
             self._upload_id = _s3().create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type
             )["UploadId"]
-        number = len(self._parts) + 1
+        number = self._sent_before + len(self._parts) + 1
         # The buffer itself is sent (botocore takes a bytearray), not a copy: one part in memory,
         # not two. It is replaced, never changed, once handed over.
         body, self._buffer = self._buffer, bytearray()
@@ -78,8 +104,17 @@ class ObjectWriter:
             return
         if self._buffer:
             self._flush_part()
+        parts = self._parts
+        if self._sent_before:
+            parts = [
+                {"PartNumber": part["PartNumber"], "ETag": part["ETag"]}
+                for page in _s3()
+                .get_paginator("list_parts")
+                .paginate(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+                for part in page.get("Parts", [])
+            ]
         _s3().complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
         )
 
     def abort(self) -> None:

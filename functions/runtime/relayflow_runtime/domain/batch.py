@@ -38,6 +38,10 @@ DEFAULT_MAX_ITEMS_PER_CHILD = 10
 #: 4 MB, so a child holds at most 50 items of at most OUTCOME_BUDGET_BYTES each.
 MAX_ITEMS_PER_CHILD = 50
 OUTCOME_BUDGET_BYTES = 64 * 1024
+#: A prompt or output larger than this stands in an S3 object of its own even when the child's
+#: object holds its item's outcome (domain/outcomes.py): a results page reads its item's output
+#: whole, so no single value may weigh much of a page.
+BATCH_VALUE_LIMIT = 256 * 1024
 #: What a child keeps of its time (the sooner of its invocation's end and its Task's timeout) to
 #: record its items: one transaction, whose contention retries are bounded at 5 s
 #: (adapters/transactions.py); values over the inline limit are in S3 already.
@@ -59,11 +63,14 @@ class _Shape(BaseModel):
 # ---- what travels -----------------------------------------------------------------------------------
 class ItemEntry(_Shape):
     """One entry of an item list (and one Map item): the item inline, or ``ref`` to an S3 object
-    holding it (items over 64 KiB; see services/dataset_service.py)."""
+    holding it (items over 64 KiB; see services/dataset_service.py). ``n``: the entry's ordinal
+    in a run's list (0, 1, ...), which keys its child's outcome record (domain/outcomes.py); lists
+    written before ordinals existed have none (their outcomes are per-item records)."""
 
     id: str
     item: dict[str, Any] | None = None
     ref: str | None = None
+    n: int | None = None
 
 
 class ItemNodeRecord(_Shape):

@@ -46,9 +46,12 @@ class CurrentNode(_Stored):
 
 
 class ItemIndex(_Stored):
-    """The index of a batch run's item list: how many buckets (services/item_lists.py)."""
+    """The index of a batch run's item list: how many buckets (services/item_lists.py), and
+    whether its entries carry their ordinal ``n`` (then the run's outcomes are per-child objects
+    and pointer records: services/outcomes.py; lists written before keep per-item records)."""
 
     buckets: int
+    ordinals: bool = False
 
 
 class ExecutionRecord(_Stored):
@@ -85,6 +88,8 @@ class ExecutionRecord(_Stored):
     usage_summed: bool = False
     #: An ended single run's nodes by how they ended (services/transitions.ended_run_sums).
     node_counts: dict[str, int] | None = None
+    #: A batch run's outcomes compacted into segments (services/outcomes.py compact_job).
+    outcome_segments: dict[str, int] | None = None
     # ---- the engine
     state_machine_arn: str | None = None
     sfn_execution_arn: str | None = None

@@ -44,6 +44,7 @@ from relayflow_runtime.services import (
     batch_results,
     budget,
     dataset_service,
+    outcomes,
     run_machine,
     run_records,
 )
@@ -161,7 +162,9 @@ def _job(event: JobEvent, remaining_ms: int | None) -> JobRound:
     if event.job.kind == "delete_execution":
         return JobRound.model_validate(batch.delete_execution_job(job, remaining_ms=remaining_ms))
     if event.job.kind == "export_results":
-        return JobRound.model_validate(batch_results.export_results_job(job))
+        return JobRound.model_validate(batch_results.export_results_job(job, remaining_ms=remaining_ms))
+    if event.job.kind == "compact_outcomes":
+        return JobRound.model_validate(outcomes.compact_job(job, remaining_ms=remaining_ms))
     raise ValueError(f"unknown job kind {event.job.kind!r}")
 
 

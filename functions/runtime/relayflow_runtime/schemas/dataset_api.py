@@ -66,9 +66,10 @@ def result_row(result: BaseModel | dict[str, Any]) -> dict[str, Any]:
     return {column: data.get(column) for column in RESULT_COLUMNS}
 
 
-def format_rows(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[bytes]:
-    """JSONL: one JSON object per line. CSV: a header row, then one row per item; a value that is
-    not a string (an input item, a parsed output) is written as JSON, null as an empty field."""
+def format_rows(rows: Iterable[dict[str, Any]], fmt: str, *, header: bool = True) -> Iterator[bytes]:
+    """JSONL: one JSON object per line. CSV: a header row (unless ``header`` is False: a file
+    written in several rounds has it once), then one row per item; a value that is not a string
+    (an input item, a parsed output) is written as JSON, null as an empty field."""
     if fmt == "jsonl":
         for row in rows:
             yield json.dumps(row, ensure_ascii=False).encode() + b"\n"
@@ -77,7 +78,8 @@ def format_rows(rows: Iterable[dict[str, Any]], fmt: str) -> Iterator[bytes]:
         raise ValueError(f"results download as jsonl or csv, not {fmt!r}")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(RESULT_COLUMNS)
+    if header:
+        writer.writerow(RESULT_COLUMNS)
     for row in rows:
         writer.writerow(_cell(row.get(column)) for column in RESULT_COLUMNS)
         if buffer.tell() > 64 * 1024:

@@ -45,20 +45,29 @@ from relayflow_runtime.domain.batch import (
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import Plan, RunRef
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import BatchConfig
-from relayflow_runtime.services import budget, dataset_service, deps, item_lists, retention, transitions
+from relayflow_runtime.services import (
+    budget,
+    dataset_service,
+    deps,
+    item_lists,
+    outcomes,
+    retention,
+    transitions,
+)
 from relayflow_runtime.services.node_execution import ExecutionNotRunning, error_message
 from relayflow_runtime.services.run_records import execution_prefix, load_plan, read_plan
 from relayflow_runtime.settings import get_settings
 
 logger = Logger(child=True)
 
-#: Entries whose outcomes a retry of failed items reads at once (one BatchGetItem: 100 keys).
+#: Entries whose statuses a retry of failed items reads at once (one Query of their pointer records,
+#: or for per-item records one BatchGetItem: 100 keys).
 OUTCOMES_PER_READ = 100
 #: While prepare_batch reads items, it looks this often (seconds) whether the run is still pending,
 #: and stops when it was cancelled: a cancelled batch's prepare burns no more CPU on its filter.
@@ -231,17 +240,25 @@ def _dataset_entries(
 
 def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
     """The entries of a run's list whose item did not complete (failed, or no outcome: never ran),
-    in list order; outcomes read a page of entries at a time (memory: one page)."""
+    in list order; statuses read a page of entries at a time (memory: one page): one Query of the
+    child records (no S3 read), or for per-item records one BatchGetItem per 100."""
     stream = (entry for _, entry in item_lists.entries(item_lists.list_key(_prefix(tenant, old_id))))
     while page := list(itertools.islice(stream, OUTCOMES_PER_READ)):
-        outcomes = deps.stores().batches.outcomes(tenant, old_id, [e.id for e in page], fields=("status",))
+        if all(e.n is not None for e in page):
+            ordinals = [int(e.n or 0) for e in page]
+            by_ordinal = outcomes.statuses(tenant, old_id, min(ordinals), max(ordinals))
+            status = {e.id: by_ordinal.get(int(e.n or 0)) for e in page}
+        else:
+            records = deps.stores().batches.outcomes(tenant, old_id, [e.id for e in page], fields=("status",))
+            status = {item_id: r.get("status") for item_id, r in records.items()}
         for entry in page:
-            if outcomes.get(entry.id, {}).get("status") != "completed":
+            if status.get(entry.id) != "completed":
                 yield entry.model_dump(exclude_none=True)
 
 
-def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, int]:
-    """Write the run's item list and index; (entries, index buckets)."""
+def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> tuple[int, ItemIndex]:
+    """Write the run's item list and index; (entries, the index: its buckets, and ``ordinals``: the
+    entries carry theirs, so the run's outcomes are child records)."""
     prefix = _prefix(tenant, record.id)
     watch = _CancelWatch(tenant, record.id)
     source: Iterator[dict[str, Any]]
@@ -250,7 +267,7 @@ def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> t
         old_total = old.progress.total_items or 0
         if old.item_index and not old.large_items:
             item_lists.copy(_prefix(tenant, old.id), prefix)  # nothing is read
-            return old_total, old.item_index.buckets
+            return old_total, old.item_index
         source = (e for _, e in _entries_of(tenant, old.id))
         expected = old_total
     elif record.retry_of:
@@ -270,7 +287,7 @@ def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> t
         raise
     if writer.large:
         deps.stores().executions.update_execution(tenant, record.id, {"large_items": writer.large})
-    return total, writer.buckets
+    return total, ItemIndex(buckets=writer.buckets, ordinals=True)
 
 
 def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -290,9 +307,9 @@ def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str
     }
 
 
-#: What writes a run's item list and index: (tenant, record, config) -> (entries, index buckets);
+#: What writes a run's item list and index: (tenant, record, config) -> (entries, the index);
 #: raises _Refused when the run cannot start. Today's: :func:`_write_items` (S3).
-ItemListWriter = Callable[[str, ExecutionRecord, BatchConfig], tuple[int, int]]
+ItemListWriter = Callable[[str, ExecutionRecord, BatchConfig], tuple[int, ItemIndex]]
 
 
 def prepare_batch(
@@ -316,7 +333,7 @@ def prepare_batch(
         raise ExecutionNotRunning(f"the execution is {record.status}")
     config = _config_of(record)
     try:
-        total, buckets = (write_items or _write_items)(run.tenant, record, config)
+        total, index = (write_items or _write_items)(run.tenant, record, config)
         if total == 0:
             raise _Refused("no item of the run is left to run.")
     except _Refused as refused:
@@ -339,7 +356,7 @@ def prepare_batch(
             run.execution_id,
             {
                 "batch": settings.model_dump(mode="json"),
-                "item_index": {"buckets": buckets},
+                "item_index": index.model_dump(mode="json"),
                 "progress": progress,
             },
             only_if_status=(Status.PENDING,),
@@ -425,9 +442,22 @@ def complete(run: RunRef) -> None:
     fields, counts = _final_fields(run.tenant, record)
     config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
+    _compact(run.tenant, record)
     if error:
         fields["error"] = error
     transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
+
+
+def _compact(tenant: str, record: ExecutionRecord) -> None:
+    """Start the compaction of the run's outcomes into segments (services/outcomes.py), once (the
+    jobs machine's execution is named by the run), before the run's end is written: a failed start
+    fails this step, which the machine retries."""
+    if record.item_index and record.item_index.ordinals:
+        deps.machines().start(
+            get_settings().jobs_machine_arn,
+            f"compact-{record.id}",
+            {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record.id},
+        )
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
@@ -436,6 +466,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     if record.status in TERMINAL:
         return
     fields, _ = _final_fields(run.tenant, record)
+    _compact(run.tenant, record)
     if reason == "timeout":
         fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:

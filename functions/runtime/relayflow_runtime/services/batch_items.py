@@ -9,9 +9,11 @@ own (domain/engine.py ``RetryPolicy``, services/node_execution.py ``retried``) â
 (per warm function): once it is cancelled no further node is dispatched, and an item cut short
 records nothing (it stays pending, as the run's counts say).
 
-Everything the child did is recorded at its end in one transaction (adapters/batch_store.py): each
-item's outcome, holding the record of each of its nodes, plus one counter ADD. A repeated child
-(Express children run at least once) finds its outcomes there and records nothing again.
+Everything the child did is recorded at its end, once for the child (services/outcomes.py): one S3
+object holding every item's outcome with the record of each of its nodes, then one transaction of
+the child's small record (where each item's outcome is) and one counter ADD. A repeated child
+(Express children run at least once, even at the same moment) finds its items recorded and records
+nothing again. Lists written before entries carried their ordinal record per item, as they did.
 
 **The deadline.** The node runner passes the time the child has: its invocation's (Lambda's
 ``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``task_timeout``). The
@@ -36,6 +38,7 @@ from typing import Any
 
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import (
+    BATCH_VALUE_LIMIT,
     OUTCOME_BUDGET_BYTES,
     RECORD_MARGIN_SECONDS,
     ItemEntry,
@@ -48,7 +51,7 @@ from relayflow_runtime.domain.costs import sum_usage
 from relayflow_runtime.domain.engine import NodeSpec, Plan, RunRef
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.providers.base import InvocationContext, ModelError, PermanentModelError
-from relayflow_runtime.services import deps, item_lists
+from relayflow_runtime.services import deps, item_lists, outcomes
 from relayflow_runtime.services.node_execution import (
     NodeOutput,
     NodeTimeout,
@@ -355,9 +358,12 @@ def run_items(run: RunRef, entries: list[ItemEntry], *, remaining_ms: int | None
     if not state.running or not entries:
         return {"done": 0}
     plan = load_plan(run.tenant, run.execution_id)
-    # Prompts and outputs over this stay in S3, so an outcome stays within its share of the
-    # transaction (4 MB) and costs few write units.
-    value_limit = min(get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2))
+    if _numbered(entries):  # outcomes in the child's object: only very large values stand apart
+        value_limit = BATCH_VALUE_LIMIT
+    else:  # per-item records: within an item's share of the transaction (4 MB), few write units
+        value_limit = min(
+            get_settings().inline_output_limit, OUTCOME_BUDGET_BYTES // (2 * len(plan.nodes) + 2)
+        )
     prefix = execution_prefix(run.tenant, run.execution_id)
     deadline = None if remaining_ms is None else started + remaining_ms / 1000 - RECORD_MARGIN_SECONDS
     child = _Child(run, plan, state.input_field, prefix, value_limit, _node_pool, deadline)
@@ -366,10 +372,8 @@ def run_items(run: RunRef, entries: list[ItemEntry], *, remaining_ms: int | None
     finished, unfinished = wait(futures, timeout=budget)
     for future in unfinished:  # still running at the deadline: it starts no further attempt
         future.cancel()
-    outcomes = [future.result() for future in futures if future in finished]
-    recorded = deps.stores().batches.record_outcomes(
-        run.tenant, run.execution_id, [o for o in outcomes if o is not None], state.expires_at
-    )
+    finished_outcomes = [future.result() for future in futures if future in finished]
+    recorded = _record(run, entries, [o for o in finished_outcomes if o is not None], state.expires_at)
     left = len(unfinished) + len(child.deferred)
     if left and status.read(run, fresh=True).running:
         raise ChildDeadline(
@@ -390,7 +394,7 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
         return {"failed": 0}
     name, message = error_message(error)
     now = now_iso()
-    outcomes = [
+    failed = [
         ItemOutcome(
             source_item_id=entry.id,
             status="failed",
@@ -399,5 +403,24 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
         )
         for entry in entries
     ]
-    recorded = deps.stores().batches.record_outcomes(run.tenant, run.execution_id, outcomes, state.expires_at)
-    return {"failed": len(recorded)}
+    return {"failed": len(_record(run, entries, failed, state.expires_at))}
+
+
+def _numbered(entries: list[ItemEntry]) -> bool:
+    return all(entry.n is not None for entry in entries)
+
+
+def _record(
+    run: RunRef, entries: list[ItemEntry], finished: list[ItemOutcome], expires_at: int | None
+) -> list[str]:
+    """Record a child's finished items, once: as the child's object and record when its entries
+    carry their ordinal (keyed by the smallest, the same for every run of the child), else per item."""
+    if not _numbered(entries):
+        return deps.stores().batches.record_outcomes(run.tenant, run.execution_id, finished, expires_at)
+    ordinal = {entry.id: int(entry.n or 0) for entry in entries}
+    return outcomes.record(
+        run,
+        min(ordinal.values()),
+        [(ordinal[o.source_item_id], o) for o in finished],
+        expires_at,
+    )

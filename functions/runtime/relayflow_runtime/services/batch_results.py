@@ -3,11 +3,16 @@
 * **Progress** while the run runs: the 16 counter shards (one BatchGetItem); once it has ended, the
   final counts its ``complete`` kept in the execution.
 * **Results** in list order, each kept item exactly once: a page is one ranged read of the run's
-  item list from the cursor's byte offset and one BatchGetItem of the page's outcomes (over their
-  shards); an item without an outcome is ``pending`` — or, once the run is over, ``failed``: it
-  never ran.
+  item list from the cursor's byte offset and the page's outcomes (services/outcomes.py: once the
+  run is compacted two ranged GETs of a segment, while it runs one Query and a GET per child
+  object); an item without an outcome is ``pending`` — or, once the run is over, ``failed``: it
+  never ran. A page ends early, with a next token, once its values pass READ_BYTES stored or
+  ANSWER_BYTES answered (domain/outcomes.py), so no ``limit`` meets API Gateway's 30 s or
+  Lambda's 6 MB whatever the values weigh.
 * **One item** in O(1): the index of the list (services/item_lists.py: two ranged GETs), its line
-  (one), its outcome (one GetItem) and the S3 objects of its large prompts and outputs.
+  (one), its outcome (its pointer, one GetItem, and one ranged GET of the child's object).
+* Runs whose list entries carry no ordinal (prepared before child records) keep per-item records,
+  read as before (one BatchGetItem per 100 items, an S3 GET per large value).
 * **Downloads** (``format=jsonl|csv``): a result set up to ``max_inline_download_bytes`` is the
   answer's body. A larger one of a finished run is written to S3 by the jobs machine (the answer is
   ``202`` while it is prepared) and then answered with a presigned URL (``303``), which the client
@@ -17,13 +22,18 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain import datasets
+from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.outcomes import ANSWER_BYTES, READ_BYTES, unpack_nodes
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
@@ -36,7 +46,7 @@ from relayflow_runtime.schemas.entities import (
     TokenUsage,
 )
 from relayflow_runtime.schemas.responses import BatchItemDetail
-from relayflow_runtime.services import dataset_service, deps, item_lists, run_records
+from relayflow_runtime.services import dataset_service, deps, item_lists, outcomes, run_records
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
 from relayflow_runtime.services.values import unpack
 from relayflow_runtime.settings import get_settings
@@ -48,6 +58,13 @@ INLINE_TRY_ITEMS = 5_000
 #: An export not ready after this long is started again (its job died).
 EXPORT_STALE_SECONDS = 20 * 60
 USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
+#: An export reads pages of this many items, ending early past this many bytes (a Lambda's memory
+#: holds one page), and a round stops this long before its invocation would be killed.
+EXPORT_PAGE_ITEMS = 1000
+EXPORT_PAGE_BYTES = 32 * 1024 * 1024
+EXPORT_MARGIN_SECONDS = 60.0
+#: An export's parts (S3: at most 10,000 parts, so files up to 160 GiB).
+EXPORT_PART_BYTES = 16 * 1024 * 1024
 
 
 # ---- progress --------------------------------------------------------------------------------------
@@ -55,11 +72,19 @@ def _finished(execution: Execution) -> bool:
     return execution.status in ("completed", "failed") and execution.progress.processed_items is not None
 
 
+def compacted(record: ExecutionRecord | dict[str, Any]) -> bool:
+    """Whether a run's outcomes are read from its segments (services/outcomes.py compact_job)."""
+    if isinstance(record, ExecutionRecord):
+        return bool(record.outcome_segments)
+    return bool(record.get("outcome_segments"))
+
+
 def fill_progress(
     tenant: str,
     execution: Execution,
     *,
     with_results: bool = False,
+    compacted: bool = False,
     store: deps.BatchCounters | None = None,
 ) -> None:
     """Live counts from the counter shards (``store``: the configured one by default), or the
@@ -72,7 +97,7 @@ def fill_progress(
             usage = {k: counters[k] for k in USAGE_COUNTERS if counters.get(k)}
             execution.usage = TokenUsage.model_validate(run_records.usage_of(usage))
     if with_results and execution.status in TERMINAL:
-        items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None)
+        items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None, compacted=compacted)
         execution.results = ExecutionResults(
             items=items, next_token=token, total_items=execution.progress.total_items
         )
@@ -94,11 +119,13 @@ def _input_of(item: dict[str, Any], field: str) -> str | None:
 
 
 def _result(
-    execution: Execution, entry_id: str, item: dict[str, Any], outcome: dict[str, Any] | None
+    execution: Execution, entry_id: str, item: dict[str, Any], result: dict[str, Any] | None
 ) -> BatchItemResult:
+    """An item's answer from its result (domain/outcomes.py result_of: the last node's output
+    packed), or None when it has no outcome."""
     field = execution.batch_config.input_field if execution.batch_config else "text"
     text = _input_of(item, field)
-    if outcome is None:
+    if result is None:
         if execution.status in ("completed", "failed"):
             return BatchItemResult(
                 source_item_id=entry_id,
@@ -107,10 +134,19 @@ def _result(
                 error="the item never ran (no outcome was recorded)",
             )
         return BatchItemResult(source_item_id=entry_id, input=text)
-    node = (outcome.get("nodes") or {}).get(outcome.get("output_node") or "") or {}
     # The last node's text and, for a JSON node, its parsed value (see entities.with_text_output).
-    texts = {"output": unpack(node.get("output")), "parsed_output": unpack(node.get("parsed_output"))}
-    return BatchItemResult.model_validate({**outcome, "source_item_id": entry_id, "input": text, **texts})
+    texts = {"output": unpack(result.get("output")), "parsed_output": unpack(result.get("parsed_output"))}
+    return BatchItemResult.model_validate({**result, "source_item_id": entry_id, "input": text, **texts})
+
+
+def _legacy_result(outcome: dict[str, Any]) -> dict[str, Any]:
+    """A per-item record (runs prepared before child records) in the shape of a result."""
+    node = (outcome.get("nodes") or {}).get(outcome.get("output_node") or "") or {}
+    return {**outcome, "output": node.get("output"), "parsed_output": node.get("parsed_output")}
+
+
+def _answer_size(result: BatchItemResult) -> int:
+    return len(result.output) + len(json.dumps(result.input)) + len(result.error or "")
 
 
 #: Items a page filtered by status reads through at most: a page of a rare status can be short (or
@@ -124,43 +160,82 @@ def results_page(
     limit: int,
     next_token: str | None,
     status: BatchItemStatus | None = None,
+    *,
+    compacted: bool = False,
+    read_bytes: int = READ_BYTES,
+    answer_bytes: int = ANSWER_BYTES,
 ) -> tuple[list[BatchItemResult], str | None]:
-    """Items in list order, each exactly once; the cursor is a byte offset in the run's list. With
-    ``status``, only the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
-    offset = dataset_service.decode_offset(next_token)
-    chunk_size = limit if status is None else max(limit, 100)
-    budget = limit if status is None else max(limit, FILTER_SCAN_ITEMS)
+    """Items in list order, each exactly once; the cursor is a byte offset in the run's list. The
+    page ends before ``limit`` once its outcomes pass ``read_bytes`` stored or its answer
+    ``answer_bytes`` (at least one item: the next token goes on from there). With ``status``, only
+    the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
+    if status is None:
+        rows, token = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
+        return [result for _, result in rows], token
     kept: list[BatchItemResult] = []
-    chunk: list[tuple[int, str, dict[str, Any]]] = []
+    size, scanned, token = 0, 0, next_token
+    budget = max(limit, FILTER_SCAN_ITEMS)
+    while scanned < budget:
+        want = min(max(limit, 100), budget - scanned)
+        rows, after = _read_page(tenant, execution, want, token, compacted, read_bytes, answer_bytes)
+        for start, result in rows:
+            if result.status != status:
+                continue
+            size += _answer_size(result)
+            if len(kept) == limit or (size > answer_bytes and kept):
+                return kept, dataset_service.encode_offset(start)
+            kept.append(result)
+        scanned += len(rows)
+        if after is None:
+            return kept, None
+        token = after
+    return kept, token
+
+
+def _read_page(
+    tenant: str,
+    execution: Execution,
+    limit: int,
+    next_token: str | None,
+    compacted: bool,
+    read_bytes: int,
+    answer_bytes: int,
+) -> tuple[list[tuple[int, BatchItemResult]], str | None]:
+    """A page of every item, each with its cursor (see :func:`results_page`)."""
+    offset = dataset_service.decode_offset(next_token)
+    page: list[tuple[int, ItemEntry]] = []
+    token: str | None = None
     prefix = run_records.execution_prefix(tenant, execution.id)
 
-    def read(chunk: list[tuple[int, str, dict[str, Any]]]) -> str | None:
-        """Keep the chunk's results that pass; the cursor of the first one left unread, if any."""
-        ids = [entry_id for _, entry_id, _ in chunk]
-        outcomes = deps.stores().batches.outcomes(tenant, execution.id, ids)
-        for start, entry_id, item in chunk:
-            if len(kept) == limit:
-                return dataset_service.encode_offset(start)
-            result = _result(execution, entry_id, item, outcomes.get(entry_id))
-            if status is None or result.status == status:
-                kept.append(result)
-        return None
-
-    scanned = 0
     try:
         for start, entry in item_lists.entries(item_lists.list_key(prefix), offset):
-            if len(kept) == limit or scanned == budget:
-                return kept, dataset_service.encode_offset(start)
-            chunk.append((start, entry.id, item_lists.item_of(entry)))
-            scanned += 1
-            if len(chunk) == chunk_size or scanned == budget:
-                token = read(chunk)
-                chunk = []
-                if token is not None:
-                    return kept, token
+            if len(page) == limit:
+                token = dataset_service.encode_offset(start)
+                break
+            page.append((start, entry))
     except NotFound:  # the list is not written yet (the run is being prepared)
         return [], None
-    return kept, read(chunk) if chunk else None
+    found: dict[str, dict[str, Any]]
+    if all(entry.n is not None for _, entry in page):
+        ordinals = [int(entry.n or 0) for _, entry in page]
+        by_ordinal, cut = outcomes.results(tenant, execution.id, ordinals, compacted, read_bytes)
+        if cut is not None:
+            kept = [(start, entry) for start, entry in page if int(entry.n or 0) <= cut]
+            token = dataset_service.encode_offset(page[len(kept)][0])
+            page = kept
+        found = {entry.id: by_ordinal[int(entry.n or 0)] for _, entry in page if entry.n in by_ordinal}
+    else:
+        legacy = deps.stores().batches.outcomes(tenant, execution.id, [entry.id for _, entry in page])
+        found = {item_id: _legacy_result(outcome) for item_id, outcome in legacy.items()}
+    answer: list[tuple[int, BatchItemResult]] = []
+    size = 0
+    for start, entry in page:
+        result = _result(execution, entry.id, item_lists.item_of(entry), found.get(entry.id))
+        size += _answer_size(result)
+        if size > answer_bytes and answer:
+            return answer, dataset_service.encode_offset(start)
+        answer.append((start, result))
+    return answer, token
 
 
 def get_results(
@@ -171,14 +246,16 @@ def get_results(
     next_token: str | None,
     status: BatchItemStatus | None = None,
 ) -> tuple[list[BatchItemResult], str | None]:
-    execution = _batch_record(tenant, workflow_id, execution_id)[0]
-    return results_page(tenant, execution, limit, next_token, status)
+    execution, record = _batch_record(tenant, workflow_id, execution_id)
+    return results_page(tenant, execution, limit, next_token, status, compacted=compacted(record))
 
 
-def iter_results(tenant: str, execution: Execution, page_size: int = 500) -> Iterator[BatchItemResult]:
+def iter_results(
+    tenant: str, execution: Execution, page_size: int = 500, *, compacted: bool = False
+) -> Iterator[BatchItemResult]:
     token: str | None = None
     while True:
-        items, token = results_page(tenant, execution, page_size, token)
+        items, token = results_page(tenant, execution, page_size, token, compacted=compacted)
         yield from items
         if not token:
             return
@@ -196,9 +273,16 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
         )
     if entry is None:
         raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
-    outcome = deps.stores().batches.outcome(tenant, execution_id, source_item_id)
+    result: dict[str, Any] | None = None
+    records: dict[str, Any] = {}
+    if entry.n is not None:
+        found = outcomes.detail(tenant, execution_id, entry.n)
+        if found is not None:
+            result, records = found[0], unpack_nodes(found[1])
+    elif (outcome := deps.stores().batches.outcome(tenant, execution_id, source_item_id)) is not None:
+        result, records = _legacy_result(outcome), outcome.get("nodes") or {}
     nodes: dict[str, NodeExecution] = {}
-    for node in sorted(((outcome or {}).get("nodes") or {}).values(), key=lambda n: n.get("idx", 0)):
+    for node in sorted(records.values(), key=lambda n: n.get("idx", 0)):
         data = {
             **node,
             "output": unpack(node.get("output")),
@@ -207,8 +291,8 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
         }
         data["usage"] = run_records.usage_of(node["usage"]) if node.get("usage") else None
         nodes[node["node_id"]] = NodeExecution.model_validate(data)
-    result = _result(execution, entry.id, item_lists.item_of(entry), outcome)
-    return BatchItemDetail(**dict(result), node_executions=nodes)
+    answer = _result(execution, entry.id, item_lists.item_of(entry), result)
+    return BatchItemDetail(**dict(answer), node_executions=nodes)
 
 
 # ---- downloads -------------------------------------------------------------------------------------
@@ -220,10 +304,11 @@ def export_key(tenant: str, execution_id: str, fmt: str) -> str:
     return f"{run_records.execution_prefix(tenant, execution_id)}exports/results.{fmt}"
 
 
-def _inline(tenant: str, execution: Execution, fmt: str, limit: int) -> bytes | None:
+def _inline(tenant: str, execution: Execution, fmt: str, limit: int, compacted: bool) -> bytes | None:
     """The whole result set as one file, or None once it passes ``limit`` bytes."""
     out = bytearray()
-    for chunk in format_rows((result_row(r) for r in iter_results(tenant, execution)), fmt):
+    rows = (result_row(r) for r in iter_results(tenant, execution, compacted=compacted))
+    for chunk in format_rows(rows, fmt):
         out += chunk
         if len(out) > limit:
             return None
@@ -253,7 +338,7 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
         finished and presigned_urls_enabled() and int(execution.progress.total_items or 0) > INLINE_TRY_ITEMS
     )
     if not large:
-        body = _inline(tenant, execution, fmt, limit)
+        body = _inline(tenant, execution, fmt, limit, compacted(record))
         if body is not None:
             return Download(body=body, media_type=_media(fmt), filename=filename)
     if not finished or not presigned_urls_enabled():
@@ -286,20 +371,63 @@ def _age_seconds(since: str | None) -> float:
     return (datetime.now(UTC) - parse_iso(since)).total_seconds()
 
 
-def export_results_job(job: dict[str, Any]) -> dict[str, Any]:
+def export_results_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:
     """The jobs machine's ``export_results``: the whole result set of a finished run as one S3
-    object (streamed: memory holds one page), then marked ready on the execution."""
+    object, then marked ready on the execution. Streamed (memory holds a page and one part) and in
+    rounds: a million LLM-sized outputs outlast one invocation, so with ``remaining_ms`` a round
+    stops EXPORT_MARGIN_SECONDS before its end, at a whole part, and returns the job with its
+    cursor and open multipart upload (``more``); the next round goes on from there."""
     tenant, workflow_id, execution_id, fmt = (
         str(job["tenant"]),
         str(job["workflow_id"]),
         str(job["execution_id"]),
         str(job["format"]),
     )
-    execution, _ = _batch_record(tenant, workflow_id, execution_id)
+    deadline = (
+        None if remaining_ms is None else time.monotonic() + remaining_ms / 1000 - EXPORT_MARGIN_SECONDS
+    )
+    execution, record = _batch_record(tenant, workflow_id, execution_id)
     key = export_key(tenant, execution_id, fmt)
-    with blob_stream.ObjectWriter(deps.blobs().bucket, key, _media(fmt)) as out:
-        for chunk in format_rows((result_row(r) for r in iter_results(tenant, execution, 1000)), fmt):
-            out.write(chunk)
+    resume = job.get("upload")
+    # Parts of EXPORT_PART_BYTES; a round out of time sends what it holds once that is a whole part.
+    out = blob_stream.ObjectWriter(
+        deps.blobs().bucket, key, _media(fmt), part_size=EXPORT_PART_BYTES, resume=resume
+    )
+    token: str | None = job.get("next_token")
+    first = resume is None
+    try:
+        while True:
+            items, token = results_page(
+                tenant,
+                execution,
+                EXPORT_PAGE_ITEMS,
+                token,
+                compacted=compacted(record),
+                read_bytes=EXPORT_PAGE_BYTES,
+                answer_bytes=EXPORT_PAGE_BYTES,
+            )
+            for chunk in format_rows((result_row(r) for r in items), fmt, header=first):
+                out.write(chunk)
+            first = False
+            if not token:
+                break
+            if (
+                deadline is not None
+                and time.monotonic() >= deadline
+                and out.buffered >= blob_stream.MIN_PART_SIZE
+            ):
+                upload = out.suspend()
+                return {
+                    **job,
+                    "upload": upload,
+                    "next_token": token,
+                    "more": True,
+                    "round": int(job.get("round") or 0) + 1,
+                }
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
     fresh = deps.stores().executions.get_execution(tenant, execution_id)
     exports = {**(fresh.get("exports") or {}), fmt: {"status": "ready", "since": now_iso(), "size": out.size}}
     deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})

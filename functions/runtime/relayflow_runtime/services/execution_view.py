@@ -138,7 +138,13 @@ def to_execution(
             r["node_id"]: _node_execution(r, stored.status, stored.error, env.blobs) for r in records
         }
     if execution.input_mode == "batch":
-        batch_results.fill_progress(tenant, execution, with_results=with_nodes, store=env.batches)
+        batch_results.fill_progress(
+            tenant,
+            execution,
+            with_results=with_nodes,
+            compacted=batch_results.compacted(stored),
+            store=env.batches,
+        )
         progress = execution.progress
         if progress.processed_items is not None:
             progress.completed_items = progress.processed_items - (progress.failed_items or 0)

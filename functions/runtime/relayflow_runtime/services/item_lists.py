@@ -107,11 +107,13 @@ class IndexedListWriter:
         return self._list.count
 
     def add(self, entry: dict[str, Any]) -> None:
+        """Add an entry, numbered with its ordinal ``n`` in this list (domain/batch.py ItemEntry)."""
         if "ref" in entry:
             target = f"{self.prefix}large/{self._list.count:07d}.json"
             deps.blobs().copy(entry["ref"], target)
             entry = {"id": entry["id"], "ref": target}
             self.large += 1
+        entry = {"id": entry["id"], **{k: entry[k] for k in ("item", "ref") if k in entry}, "n": self.count}
         offset, length = self._list.add(entry)
         self._index.add(str(entry["id"]), offset, length)
 

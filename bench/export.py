@@ -1,0 +1,337 @@
+"""Reading a batch run's results at size (docs/batch.md, Results), measured side by side in one run:
+
+* a results page of 1,000 items and a whole export, on outcomes with 6 KB outputs, counting every
+  AWS request relayflow makes (botocore, all threads of this process) and the time;
+* **after**: 100,000 items recorded as the node runner records them (services/outcomes.py: one S3
+  object and one pointer transaction per child of 10), read while the run runs (per-child objects),
+  then compacted into segments (the jobs machine's ``compact_outcomes``) and read again, then
+  exported (``export_results``, the jobs machine's job);
+* **before**: the per-item records this replaced (one outcome per item in a transaction, each
+  output over the 4 KB inline limit an S3 object of its own), still read by runs prepared before
+  ordinals: a page of 1,000 and an export of BEFORE_ITEMS items (the same per-item requests at any
+  size; 100,000 would take most of an hour here).
+
+AWS is the embedded local stack (moto in this process, with the local stack's shims: its
+transactions back up the items they touch, not the whole table). The requests counted are those of
+this thread and of the reader threads it hands work to (``outcome-read``): relayflow's, none of
+the stack's own watchers. The recording's requests and the bytes it writes are printed per item
+too: the figures that cost a million items (bench/calls.py, docs/batch.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+Row = tuple[str, float | int, str]
+
+ITEMS = 100_000
+BEFORE_ITEMS = 5_000
+PAGE = 1_000
+ITEMS_PER_CHILD = 10
+OUTPUT_BYTES = 6 * 1024
+PROMPT_BYTES = 1536
+WRITERS = 4  # children recording at once
+RECORDING_SAMPLE = 1_000
+TARGET = 0.02  # requests per item (issue 20)
+_WORDS = "the quick brown fox jumps over the lazy dog while a model writes its answer "
+
+
+class _Requests:
+    """Every botocore request of this process while counting, by service.operation."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def counting(self) -> Iterator[collections.Counter[str]]:
+        import botocore.client
+
+        counts: collections.Counter[str] = collections.Counter()
+        real = botocore.client.BaseClient._make_api_call
+        me = threading.get_ident()
+
+        def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
+            thread = threading.current_thread()
+            if thread.ident == me or thread.name.startswith(("outcome-read", "bench-writer")):
+                with self._lock:
+                    counts[f"{client.meta.service_model.service_name}.{operation}"] += 1
+            return real(client, operation, params)
+
+        botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+        try:
+            yield counts
+        finally:
+            botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+def _text(size: int, seed: int) -> str:
+    body = f"{seed} " + _WORDS * (size // len(_WORDS) + 1)
+    return body[:size]
+
+
+def _outcome(item_id: str, n: int) -> Any:
+    from relayflow_runtime.domain.batch import ItemNodeRecord, ItemOutcome
+    from relayflow_runtime.domain.clock import now_iso
+
+    ended = now_iso()
+    node = ItemNodeRecord(
+        node_id="answer",
+        name="answer",
+        status="completed",
+        attempts=1,
+        duration_ms=900,
+        prompt=_text(PROMPT_BYTES, n),
+        output=_text(OUTPUT_BYTES, n),
+        completed_at=ended,
+        usage={"input_tokens": 400, "output_tokens": 1500},
+    )
+    return ItemOutcome(
+        source_item_id=item_id,
+        status="completed",
+        output_node="answer",
+        duration_ms=950,
+        completed_at=ended,
+        usage=node.usage,
+        nodes={"answer": node},
+    )
+
+
+def _run(items: int, *, ordinals: bool) -> tuple[Any, Any]:
+    """A running batch execution over ``items`` items: its record and its item list (with ordinals:
+    as prepare_batch writes it now; without: as it did before)."""
+    from relayflow_runtime.domain.clock import new_id, now_iso
+    from relayflow_runtime.domain.engine import RunRef
+    from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
+    from relayflow_runtime.services import dataset_service, deps, item_lists, run_records
+    from relayflow_runtime.services.apikeys import DEFAULT_TENANT as TENANT
+
+    execution_id = new_id()
+    prefix = run_records.execution_prefix(TENANT, execution_id)
+    writer: Any = (
+        item_lists.IndexedListWriter(prefix, items)
+        if ordinals
+        else dataset_service.ItemListWriter(item_lists.list_key(prefix))
+    )
+    for i in range(items):
+        writer.add({"id": f"x{i:06d}", "item": {"text": f"question {i}"}})
+    writer.close()
+    execution = Execution(
+        id=execution_id,
+        workflow_id="bench",
+        version_id="bench",
+        status="running",
+        input_mode="batch",
+        batch_config=BatchConfig(dataset_id="d", dataset_version_id="v", input_field="text"),
+        created_at=now_iso(),
+        progress=ExecutionProgress(total_nodes=1, total_items=items),
+    )
+    record = execution.model_dump(mode="json", exclude={"node_executions"})
+    if ordinals:
+        record["item_index"] = {"buckets": writer.buckets, "ordinals": True}
+    deps.stores().executions.put_execution(TENANT, record)
+    return RunRef(tenant=TENANT, workflow_id="bench", execution_id=execution_id), execution
+
+
+def _record_all(run: Any, items: int, *, ordinals: bool) -> None:
+    """Every item recorded, child by child (WRITERS children at once), as the node runner does."""
+    from relayflow_runtime.services import deps, outcomes
+    from relayflow_runtime.services.values import pack
+
+    def child(first: int) -> None:
+        batch = [(n, _outcome(f"x{n:06d}", n)) for n in range(first, min(first + ITEMS_PER_CHILD, items))]
+        if ordinals:
+            outcomes.record(run, first, batch, None)
+            return
+        for n, outcome in batch:  # before: values over the 4 KB inline limit stood in S3 apart
+            node = outcome.nodes["answer"]
+            base = f"executions/bench/{run.execution_id}/items/{n}/answer/"
+            node.prompt = pack(node.prompt, base + "prompt.json", 4096)
+            node.output = pack(node.output, base + "output.json", 4096)
+        deps.stores().batches.record_outcomes(run.tenant, run.execution_id, [o for _, o in batch])
+
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="bench-writer") as pool:
+        list(pool.map(child, range(0, items, ITEMS_PER_CHILD)))
+
+
+def _ended(run: Any, execution: Any) -> Any:
+    from relayflow_runtime.services import deps
+
+    deps.stores().executions.update_execution(run.tenant, run.execution_id, {"status": "completed"})
+    execution.status = "completed"
+    return execution
+
+
+def _measured(requests: _Requests, step: Callable[[], Any]) -> tuple[float, int, Any]:
+    with requests.counting() as counts:
+        started = time.monotonic()
+        result = step()
+        elapsed = time.monotonic() - started
+    return elapsed, sum(counts.values()), result
+
+
+def _page(run: Any, execution: Any, compacted: bool) -> Callable[[], int]:
+    """The first PAGE results through the results API with ``limit`` PAGE: pages end early past 4
+    MiB of answer (a Lambda answer carries 6 MB; 1,000 outputs of 6 KB do not fit one), so this
+    is as many pages as that takes (their number is returned)."""
+    from relayflow_runtime.services import batch_results
+
+    def read() -> int:
+        token, seen, pages = None, 0, 0
+        while seen < PAGE:
+            items, token = batch_results.results_page(
+                run.tenant, execution, PAGE - seen, token, compacted=compacted
+            )
+            assert items and all(item.status == "completed" for item in items), items[-1:]
+            seen, pages = seen + len(items), pages + 1
+        return pages
+
+    return read
+
+
+def _export(run: Any, items: int) -> Callable[[], int]:
+    """The jobs machine's export_results, round after round as the machine runs it (Lambda's 900 s:
+    a round stops 60 s before), until the file is written."""
+    from relayflow_runtime.services import batch_results
+
+    def export() -> int:
+        job: dict[str, Any] = {
+            "tenant": run.tenant,
+            "workflow_id": "bench",
+            "execution_id": run.execution_id,
+            "format": "jsonl",
+        }
+        while (answer := batch_results.export_results_job(job, remaining_ms=900_000)).get("more"):
+            job = answer
+        assert answer["size"] > items * OUTPUT_BYTES, answer
+        return int(answer["size"])
+
+    return export
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """A DynamoDB item's billed size: attribute names and values (strings and numbers as text)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        kind, inner = next(iter(value.items()))
+        size += len(str(inner).encode()) if kind in ("S", "N") else len(str(inner))
+    return size
+
+
+def _recording(requests: _Requests, run: Any) -> list[Row]:
+    """What recording costs per item, counted on RECORDING_SAMPLE items of a fresh run: requests,
+    the pointer record's billed size (its write units), the bytes stored in S3."""
+    from relayflow_runtime.adapters import aws
+    from relayflow_runtime.services import deps, outcomes, run_records
+    from relayflow_runtime.settings import get_settings
+
+    with requests.counting() as counts:
+        _record_all(run, RECORDING_SAMPLE, ordinals=True)
+    key = deps.stores().batches.pointer_key(run.tenant, run.execution_id, 0)
+    block = aws.client("dynamodb").get_item(
+        TableName=get_settings().table_name, Key={k: {"S": v} for k, v in key.items()}
+    )["Item"]
+    prefix = outcomes.child_object_key(run_records.execution_prefix(run.tenant, run.execution_id), "")
+    stored = sum(
+        obj["Size"]
+        for page in aws.client("s3")
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=get_settings().bucket_name, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    )
+    record_bytes = _item_bytes(block)
+    # A transactional write bills 2 WRU per started KB of each item: the record, and the counter
+    # shard's ADD (under 1 KB), once per child.
+    wru = (2 * -(-record_bytes // 1024) + 2) / ITEMS_PER_CHILD
+    per = RECORDING_SAMPLE
+    return [
+        ("recording, per item: S3 PUT (one object per child)", counts["s3.PutObject"] / per, "requests"),
+        (
+            "recording, per item: TransactWriteItems (pointers + counter ADD)",
+            counts["dynamodb.TransactWriteItems"] / per,
+            "requests",
+        ),
+        ("recording, per item: every request", sum(counts.values()) / per, "requests"),
+        (f"recording: a pointer record of {ITEMS_PER_CHILD} items", record_bytes, "bytes"),
+        ("recording, per item: DynamoDB write units (2 per KB per item)", wru, "WRU"),
+        ("recording, per item: stored in S3 (its share of a compressed child object)", stored / per, "bytes"),
+    ]
+
+
+def run() -> list[Row]:
+    from relayflow_runtime.services import outcomes
+
+    requests = _Requests()
+    rows: list[Row] = []
+    from relayflow.local.stack import LocalStack
+
+    with LocalStack():
+        # ---- before: per-item records, a GET per value over the inline limit ----
+        old_run, old_execution = _run(BEFORE_ITEMS, ordinals=False)
+        _record_all(old_run, BEFORE_ITEMS, ordinals=False)
+        _ended(old_run, old_execution)
+        seconds, count, pages = _measured(requests, _page(old_run, old_execution, False))
+        rows += [
+            (f"before: {PAGE:,} results ({pages} pages of limit {PAGE:,}), requests", count, ""),
+            (f"before: {PAGE:,} results, requests per item", count / PAGE, ""),
+            (f"before: {PAGE:,} results, time", seconds, "s"),
+        ]
+        seconds, count, _ = _measured(requests, _export(old_run, BEFORE_ITEMS))
+        rows += [
+            (f"before: export of {BEFORE_ITEMS:,} items, requests per item", count / BEFORE_ITEMS, ""),
+            (f"before: export of {BEFORE_ITEMS:,} items, time", seconds, "s"),
+            ("before: export, items per second (serial GETs)", BEFORE_ITEMS / seconds, "items/s"),
+        ]
+        # ---- after: per-child objects and pointers, compacted segments ----
+        new_run, new_execution = _run(ITEMS, ordinals=True)
+        started = time.monotonic()
+        _record_all(new_run, ITEMS, ordinals=True)
+        rows.append(
+            (
+                f"after: recording {ITEMS:,} items ({WRITERS} children at once)",
+                time.monotonic() - started,
+                "s",
+            )
+        )
+        seconds, count, pages = _measured(requests, _page(new_run, new_execution, False))
+        rows += [
+            (
+                f"after, running (per-child objects): {PAGE:,} results ({pages} pages), requests per item",
+                count / PAGE,
+                "",
+            ),
+            (f"after, running (per-child objects): {PAGE:,} results, time", seconds, "s"),
+        ]
+        _ended(new_run, new_execution)
+        seconds, count, _ = _measured(
+            requests,
+            lambda: outcomes.compact_job({"tenant": new_run.tenant, "execution_id": new_run.execution_id}),
+        )
+        rows += [
+            (f"after: compaction of {ITEMS:,} items into segments, time", seconds, "s"),
+            ("after: compaction, requests per item", count / ITEMS, ""),
+        ]
+        page_seconds, page_count, pages = _measured(requests, _page(new_run, new_execution, True))
+        seconds, count, _ = _measured(requests, _export(new_run, ITEMS))
+        rows += [
+            (f"after: a page of {PAGE:,} items (compacted), requests", page_count, ""),
+            (
+                f"after: a page of {PAGE:,} items (compacted), requests per item",
+                page_count / PAGE,
+                f"(target <= {TARGET})",
+            ),
+            (f"after: a page of {PAGE:,} items (compacted), time", page_seconds, "s"),
+            (f"after: export of {ITEMS:,} items, requests", count, ""),
+            (f"after: export of {ITEMS:,} items, requests per item", count / ITEMS, f"(target <= {TARGET})"),
+            (f"after: export of {ITEMS:,} items, time", seconds, "s"),
+            ("after: export, items per second", ITEMS / seconds, "items/s"),
+        ]
+        rows += _recording(requests, _run(RECORDING_SAMPLE, ordinals=True)[0])
+    return rows

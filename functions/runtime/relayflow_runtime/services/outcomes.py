@@ -1,0 +1,260 @@
+"""A batch run's item outcomes: written once per child batch, read by pages and by item, compacted
+into ranged segments once the run ends (the layout: domain/outcomes.py; docs/batch.md, Results).
+
+* **Recording** (``record``): one S3 PUT of the child's object, then one transaction of the
+  child's record and a counter ADD (adapters/batch_store.py ``record_child``: the first complete
+  record of an item wins, a repeated child counts nothing twice). Per item of a ten-item child:
+  0.1 PUT, ≈0.4 write units, and its share of one compressed object.
+* **One item** (``detail``), running or ended: its pointer (one GetItem of its record block), then
+  one ranged GET of its two members in the child object.
+* **A page of a running run** (``results``): one Query of the pointer records of the ordinals
+  asked, then one ranged GET per child object they point into (concurrently).
+* **A page of a compacted run** (``outcome_segments`` on the execution, set by ``compact_job``):
+  one ranged GET of the header slots of the ordinals asked and one of their results. A page of
+  1,000 items is a handful of requests whatever the values weigh; a page whose values are large
+  ends early (READ_BYTES read), with a next token.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from relayflow_runtime.adapters import blob_stream
+from relayflow_runtime.adapters.table import ConditionFailed
+from relayflow_runtime.domain.batch import ItemOutcome
+from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.outcomes import (
+    READ_BYTES,
+    SEGMENT_ITEMS,
+    Pointer,
+    SegmentLayout,
+    child_object,
+    header_range,
+    header_slots,
+    pack_nodes,
+    result_of,
+    segment_of,
+    unmember,
+)
+from relayflow_runtime.domain.status import TERMINAL
+from relayflow_runtime.errors import NotFound
+from relayflow_runtime.services import deps
+from relayflow_runtime.services.run_records import execution_prefix
+
+#: S3 reads of one page or one segment at once (a Lambda's connections; S3 takes thousands).
+READ_THREADS = 16
+#: A compaction round stops this long before its invocation would be killed.
+COMPACT_MARGIN_SECONDS = 60.0
+#: Child objects a compaction holds (and fetches at once, READ_THREADS at a time).
+COMPACT_WINDOW = 64
+#: Segment parts held in memory before they go to a temporary file.
+SPOOL_BYTES = 16 * 1024 * 1024
+
+_readers = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="outcome-read")
+
+
+def child_object_key(prefix: str, tag: str) -> str:
+    return f"{prefix}outcomes/c/{tag}"
+
+
+def segment_key(prefix: str, block: int) -> str:
+    return f"{prefix}outcomes/s/{block:06d}"
+
+
+# ---- recording -------------------------------------------------------------------------------------
+def record(
+    run: RunRef, first: int, outcomes: list[tuple[int, ItemOutcome]], expires_at: int | None
+) -> list[str]:
+    """Record a child batch's outcomes (``first``: the smallest ordinal of the child's entries,
+    which names its object): the ids of the items this call recorded."""
+    if not outcomes:
+        return []
+    # Each writer its own object: two runs of a child never overwrite each other's.
+    tag = f"{first:08x}-{secrets.token_hex(4)}"
+    body, pointers = child_object(((n, o.status, result_of(o), pack_nodes(o)) for n, o in outcomes), tag)
+    key = child_object_key(execution_prefix(run.tenant, run.execution_id), tag)
+    deps.blobs().put_bytes(key, body)  # before the record: a pointer never points at nothing
+    recorded = deps.stores().batches.record_pointers(
+        run.tenant, run.execution_id, pointers, {n: o.usage for n, o in outcomes}, expires_at
+    )
+    ids = {n: o.source_item_id for n, o in outcomes}
+    return [ids[n] for n in recorded]
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+def _within(sizes: Iterable[tuple[int, int]], budget: int) -> int | None:
+    """The last ordinal whose stored bytes, summed in order, stay within ``budget`` (the first one
+    always): None when all of them do."""
+    total = 0
+    for index, (n, size) in enumerate(sizes):
+        total += size
+        if total > budget and index:
+            return n - 1
+    return None
+
+
+def _segment_slots(prefix: str, block: int, low: int, high: int) -> dict[int, tuple[int, int]]:
+    try:
+        data = deps.blobs().get_range(segment_key(prefix, block), *header_range(low, high))
+    except NotFound:
+        return {}
+    return {low + i: slot for i, slot in enumerate(header_slots(data)) if slot[1]}
+
+
+def results(
+    tenant: str, execution_id: str, ordinals: list[int], compacted: bool, budget: int = READ_BYTES
+) -> tuple[dict[int, dict[str, Any]], int | None]:
+    """The result members of the recorded ones among ``ordinals`` (sorted, consecutive in the
+    list), and the last ordinal read when the stored bytes passed ``budget`` (None: all read)."""
+    if not ordinals:
+        return {}, None
+    prefix = execution_prefix(tenant, execution_id)
+    low, high = ordinals[0], ordinals[-1]
+    found: dict[int, dict[str, Any]] = {}
+    if compacted:
+        slots: dict[int, tuple[int, int]] = {}
+        for block in range(segment_of(low), segment_of(high) + 1):
+            start, end = max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1)
+            slots.update(_segment_slots(prefix, block, start, end))
+        cut = _within(((n, s[1]) for n, s in sorted(slots.items())), budget)
+        wanted = sorted(n for n in slots if cut is None or n <= cut)
+        reads = []
+        for block in {segment_of(n) for n in wanted}:
+            ns = [n for n in wanted if segment_of(n) == block]
+            first, last = slots[ns[0]][0], slots[ns[-1]][0] + slots[ns[-1]][1] - 1
+            reads.append(
+                (segment_key(prefix, block), first, last, [(n, slots[n][0], slots[n][1]) for n in ns])
+            )
+    else:
+        pointers = deps.stores().batches.pointers(tenant, execution_id, low, high)
+        cut = _within(((n, p.result_length) for n, p in sorted(pointers.items())), budget)
+        groups: dict[str, list[tuple[int, Pointer]]] = {}
+        for n, pointer in sorted(pointers.items()):
+            if cut is None or n <= cut:
+                groups.setdefault(child_object_key(prefix, pointer.tag), []).append((n, pointer))
+        reads = [
+            (
+                key,
+                min(p.offset for _, p in items),
+                max(p.offset + p.result_length for _, p in items) - 1,
+                [(n, p.offset, p.result_length) for n, p in items],
+            )
+            for key, items in groups.items()
+        ]
+
+    def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, dict[str, Any]]:
+        key, first, last, members = job
+        data = deps.blobs().get_range(key, first, last)
+        return {n: unmember(data[offset - first : offset - first + length]) for n, offset, length in members}
+
+    for part in _readers.map(read, reads):
+        found.update(part)
+    return found, cut
+
+
+def detail(tenant: str, execution_id: str, n: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(result, node records) of the item of ordinal ``n``, or None when it has no outcome."""
+    pointer = deps.stores().batches.pointers(tenant, execution_id, n, n).get(n)
+    if pointer is None:
+        return None
+    key = child_object_key(execution_prefix(tenant, execution_id), pointer.tag)
+    data = deps.blobs().get_range(key, pointer.offset, pointer.end - 1)
+    return unmember(data[: pointer.result_length]), unmember(data[pointer.result_length :])
+
+
+def statuses(tenant: str, execution_id: str, low: int, high: int) -> dict[int, str]:
+    """The status of every recorded ordinal in low..high: the child records alone (no S3 read)."""
+    pointers = deps.stores().batches.pointers(tenant, execution_id, low, high)
+    return {n: pointer.status for n, pointer in pointers.items()}
+
+
+# ---- compaction (the jobs machine, once the run has ended) -----------------------------------------
+def _write_segment(tenant: str, execution_id: str, prefix: str, block: int) -> None:
+    """Segment ``block``: the result of every recorded item of its ordinals, copied from the child
+    objects (no member is decoded), behind the header of their places."""
+    low = block * SEGMENT_ITEMS
+    pointers = deps.stores().batches.pointers(
+        tenant, execution_id, low, low + SEGMENT_ITEMS - 1, consistent=True
+    )
+    ordered = [(n, p, child_object_key(prefix, p.tag)) for n, p in sorted(pointers.items())]
+    layout = SegmentLayout(block)
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as results:
+        # The objects of the next items in ordinal order, COMPACT_WINDOW at a time (fetched at once):
+        # memory holds one window of child objects and SPOOL_BYTES of results.
+        position = 0
+        while position < len(ordered):
+            keys: list[str] = []
+            end = position
+            while end < len(ordered) and (ordered[end][2] in keys or len(keys) < COMPACT_WINDOW):
+                if ordered[end][2] not in keys:
+                    keys.append(ordered[end][2])
+                end += 1
+            objects = dict(zip(keys, _readers.map(deps.blobs().get_bytes, keys), strict=True))
+            for n, pointer, key in ordered[position:end]:
+                results.write(objects[key][pointer.offset : pointer.offset + pointer.result_length])
+                layout.add(n, pointer.result_length)
+            position = end
+        with blob_stream.ObjectWriter(
+            deps.blobs().bucket, segment_key(prefix, block), "application/octet-stream"
+        ) as out:
+            out.write(layout.header())
+            _copy(results, out.write)
+
+
+def _copy(spool: IO[bytes], write: Callable[[bytes], None]) -> None:
+    spool.seek(0)
+    while chunk := spool.read(4 * 1024 * 1024):
+        write(chunk)
+
+
+def _deleting(tenant: str, execution_id: str) -> bool:
+    try:
+        return bool(deps.stores().executions.get_execution(tenant, execution_id).get("deleting"))
+    except NotFound:
+        return True
+
+
+def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:
+    """The jobs machine's ``compact_outcomes``: the run's segments in order, a round at a time
+    (``more``, as the delete job); once all are written the execution says so
+    (``outcome_segments``) and reads move to them. A repeated round rewrites what it repeats.
+
+    A run deleted meanwhile (``deleting``, set before the delete job lists the run's objects) stops
+    it: each segment is written, then the run is read, and a segment written after the delete began
+    is deleted again, so none outlives the run."""
+    tenant, execution_id = str(job["tenant"]), str(job["execution_id"])
+    deadline = (
+        None if remaining_ms is None else time.monotonic() + remaining_ms / 1000 - COMPACT_MARGIN_SECONDS
+    )
+    try:
+        record = deps.stores().executions.get_execution(tenant, execution_id)
+    except NotFound:
+        return {"compacted": None}
+    total = int((record.get("progress") or {}).get("total_items") or 0)
+    blocks = math.ceil(total / SEGMENT_ITEMS)
+    prefix = execution_prefix(tenant, execution_id)
+    block = int(job.get("block") or 0)
+    while block < blocks:
+        _write_segment(tenant, execution_id, prefix, block)
+        if _deleting(tenant, execution_id):
+            deps.blobs().delete(segment_key(prefix, block))
+            return {"compacted": None}
+        block += 1
+        if block < blocks and deadline is not None and time.monotonic() >= deadline:
+            return {**job, "block": block, "more": True, "round": int(job.get("round") or 0) + 1}
+    try:
+        deps.stores().executions.update_execution(
+            tenant,
+            execution_id,
+            {"outcome_segments": {"items": SEGMENT_ITEMS, "blocks": blocks}},
+            only_if_status=TERMINAL,
+        )
+    except ConditionFailed:  # deleted meanwhile: an update must not create it again
+        return {"compacted": None}
+    return {"compacted": execution_id, "segments": blocks}

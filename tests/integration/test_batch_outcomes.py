@@ -1,0 +1,255 @@
+"""A batch run's outcomes as they are stored (services/outcomes.py, docs/batch.md Results): once per
+child, exactly once when a child runs twice at the same moment, read by page, by item and for a
+retry while the run runs and once compacted, exported in rounds, and read in requests that grow
+with the pages, never with the values. The batch machine's actions are called directly."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from tests.support.batches import (
+    TENANT,
+    aws_calls,
+    compaction_ended,
+    dataset,
+    pending_run,
+    record,
+    workflow,
+)
+
+from relayflow_runtime.domain.batch import ItemEntry
+from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.outcomes import ANSWER_BYTES
+from relayflow_runtime.schemas.entities import BatchItemResult
+from relayflow_runtime.services import (
+    batch,
+    batch_items,
+    batch_results,
+    deps,
+    item_lists,
+    outcomes,
+    run_records,
+)
+from relayflow_runtime.settings import get_settings
+
+pytestmark = pytest.mark.shared_stack
+
+ECHO = ("echo", {"model": "echo"}, {"input_template": "{{input}}"})
+
+
+def started(run: RunRef) -> None:
+    batch.reserve_budget(batch.prepare_batch(run))
+    batch_items.status.forget()
+
+
+def entries(run: RunRef) -> list[ItemEntry]:
+    prefix = run_records.execution_prefix(run.tenant, run.execution_id)
+    return [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
+
+
+def every_result(run: RunRef, limit: int) -> tuple[list[BatchItemResult], int]:
+    """Every result of the run through the results API's pages, and how many pages."""
+    results: list[BatchItemResult] = []
+    token, pages = None, 0
+    while True:
+        page, token = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, limit, token)
+        results.extend(page)
+        pages += 1
+        if not token:
+            return results, pages
+
+
+def compacted(run: RunRef) -> None:
+    """The compaction the run's end started on the jobs machine has ended: reads use segments."""
+    assert compaction_ended(run) == "SUCCEEDED"
+    assert batch_results.compacted(record(run))
+
+
+def test_a_child_run_twice_at_the_same_moment_records_and_counts_each_item_once(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running batch, and two runs of one child (an Express child run twice) that both
+    # wrote their object and reach their record at the same moment
+    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(10)])
+    workflow_id, wf_version = workflow(api, [ECHO])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    started(run)
+    child = entries(run)
+    store = deps.stores().batches
+    together = threading.Barrier(2, timeout=30)
+    real = store.record_pointers
+
+    def at_once(*args: Any, **kwargs: Any) -> list[int]:
+        together.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_pointers", at_once)
+    done: list[dict[str, int]] = []
+    runs = [threading.Thread(target=lambda: done.append(batch_items.run_items(run, child))) for _ in range(2)]
+
+    # When both record
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(60)
+
+    # Then one recorded every item and the other none: the first complete record wins
+    assert sorted(d["done"] for d in done) == [0, 10]
+    counters = store.counters(TENANT, run.execution_id, consistent=True)
+    assert (counters["processed_items"], counters["failed_items"]) == (10, 0)
+    # And every item's pointer leads to one object, the winner's, whole
+    pointers = store.pointers(TENANT, run.execution_id, 0, 9, consistent=True)
+    assert sorted(pointers) == list(range(10)) and len({p.tag for p in pointers.values()}) == 1
+    assert [outcomes.detail(TENANT, run.execution_id, n)[0]["output"] for n in range(10)] == [  # type: ignore[index]
+        f"t{i}" for i in range(10)
+    ]
+    # And items_failed after them (the machine's Catch of a third run) records nothing either
+    monkeypatch.setattr(store, "record_pointers", real)
+    error = {"Error": "States.Timeout", "Cause": "late"}
+    assert batch_items.items_failed(run, child, error) == {"failed": 0}
+    assert store.counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 10
+
+
+def mixed_run(api: Any) -> RunRef:
+    """A finished batch of 25 items, children of 10: 0-11 completed, 12-14 failed (a template
+    field they lack), 15-19 failed by their child's timeout, 20-24 never ran."""
+    items = [{"id": f"m{i:02d}", "text": f"t{i}", **({} if 12 <= i < 15 else {"x": "y"})} for i in range(25)]
+    dataset_id, version_id = dataset(api, items)
+    workflow_id, wf_version = workflow(
+        api, [ECHO, ("tag", {"model": "uppercase"}, {"input_template": "{{nodes.echo}} {{item.x}}"})]
+    )
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    started(run)
+    listed = entries(run)
+    assert batch_items.run_items(run, listed[:10]) == {"done": 10}
+    assert batch_items.run_items(run, listed[10:15]) == {"done": 5}
+    batch_items.items_failed(run, listed[15:20], {"Error": "States.Timeout", "Cause": "slow"})
+    return run
+
+
+def _expected(i: int) -> tuple[str, str, str]:
+    if i < 12:
+        return f"m{i:02d}", "completed", f"T{i} Y"
+    if i < 15:  # the output of its last node that produced one
+        return f"m{i:02d}", "failed", f"t{i}"
+    return f"m{i:02d}", "failed" if i < 20 else "pending", ""
+
+
+def test_pages_items_and_a_retry_read_the_outcomes_while_the_run_runs_and_once_compacted(api: Any) -> None:
+    # Given a batch with completed, failed and unrecorded items
+    run = mixed_run(api)
+    for phase in ("running", "compacted"):
+        if phase == "compacted":
+            # When the run ends and its outcomes are compacted into segments
+            batch.complete(run)
+            compacted(run)
+        # Then pages of any size list every item once, in order, with its status and output
+        for limit in (1, 7, 1000):
+            results, _ = every_result(run, limit)
+            expected = [_expected(i) for i in range(25)]
+            if phase == "compacted":  # once ended, an item without an outcome never ran
+                expected = [(i, "failed" if s == "pending" else s, o) for i, s, o in expected]
+            assert [(r.source_item_id, r.status, r.output) for r in results] == expected, (phase, limit)
+        by_id = {r.source_item_id: r for r in results}
+        assert by_id["m13"].failed_node_id and "x" in (by_id["m13"].error or "")
+        assert "States.Timeout" in (by_id["m17"].error or "")
+        # And one item comes with the record of each of its nodes
+        item = batch_results.get_item(TENANT, run.workflow_id, run.execution_id, "m03")
+        assert (item.status, item.output) == ("completed", "T3 Y")
+        nodes = sorted(item.node_executions.values(), key=lambda n: n.started_at or "")
+        assert [(n.prompt, n.output) for n in nodes] == [("t3", "t3"), ("t3 y", "T3 Y")]
+        failed = batch_results.get_item(TENANT, run.workflow_id, run.execution_id, "m16")
+        assert failed.status == "failed" and not failed.node_executions
+    # And a retry of the failed items lists those that did not complete, in order
+    retry = pending_run(
+        run.workflow_id, record(run)["version_id"], "d", "v", retry_of=run.execution_id, parallelism=20
+    )
+    batch.prepare_batch(retry)
+    assert [e.id for e in entries(retry)] == [f"m{i:02d}" for i in range(12, 25)]
+
+
+def test_a_page_makes_requests_by_child_or_segment_never_by_value(api: Any) -> None:
+    # Given a batch of 300 items whose outputs are 6 KB each (over the 4 KB that once kept a
+    # value inline), run by children of 10
+    text = "the quick brown fox jumps over the lazy dog " * 140
+    items = [{"id": f"p{i:03d}", "text": f"{i} {text}"} for i in range(300)]
+    dataset_id, version_id = dataset(api, items)
+    workflow_id, wf_version = workflow(api, [ECHO])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    started(run)
+    listed = entries(run)
+    for start in range(0, 300, 10):
+        assert batch_items.run_items(run, listed[start : start + 10]) == {"done": 10}
+
+    def page() -> tuple[list[BatchItemResult], dict[str, int]]:
+        with aws_calls() as calls:
+            results, token = batch_results.get_results(TENANT, workflow_id, run.execution_id, 300, None)
+        assert token is None and len(results) == 300
+        assert all(r.output.startswith(f"{i} the quick") for i, r in enumerate(results))
+        return results, dict(calls)
+
+    # When a page of all 300 is read while the run runs: the execution, the list, one Query of
+    # the pointers, one ranged read per child object (30)
+    running, calls = page()
+    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 31, "dynamodb.Query": 1}, calls
+    # And once the run is compacted: the execution, the list, the header slots, the results
+    batch.complete(run)
+    compacted(run)
+    ended, calls = page()
+    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 3}, calls
+    assert [r.output for r in ended] == [r.output for r in running]
+
+
+def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_rounds(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relayflow_runtime.providers import builtin
+
+    # Given a finished, compacted batch of 150 items whose outputs are 60 KB each (9 MB in all)
+    # (the builtin echo, made to answer 60 KB, while this test runs)
+    monkeypatch.setitem(builtin.MODELS, "echo", lambda config, prompt, ctx: f"{prompt}:" + "x" * 60_000)
+    dataset_id, version_id = dataset(api, [{"id": f"b{i:03d}", "text": f"b{i}"} for i in range(150)])
+    workflow_id, wf_version = workflow(api, [ECHO])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    started(run)
+    listed = entries(run)
+    for start in range(0, 150, 10):
+        batch_items.run_items(run, listed[start : start + 10])
+    batch.complete(run)
+    compacted(run)
+
+    # When it is read by pages of 100: a page ends once its answer passes ANSWER_BYTES
+    results, pages = every_result(run, 100)
+    assert pages == 3 and len(results) == 150
+    first, _ = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None)
+    assert sum(len(r.output) for r in first[:-1]) <= ANSWER_BYTES < 100 * 60_000
+
+    # And exported by a job whose every round is out of time once it holds a whole part: pages of
+    # 20 items, so the file is larger than a page and than a round
+    monkeypatch.setattr(batch_results, "EXPORT_PAGE_ITEMS", 20)
+    job: dict[str, Any] = {
+        "tenant": TENANT,
+        "workflow_id": workflow_id,
+        "execution_id": run.execution_id,
+        "format": "jsonl",
+    }
+    rounds = 0
+    while True:
+        answer = batch_results.export_results_job(job, remaining_ms=0)
+        rounds += 1
+        if not answer.get("more"):
+            break
+        job = answer
+    # Then it took more than one round, and the file holds every result once, in order
+    assert rounds >= 2, rounds
+    body = deps.blobs().get_bytes(answer["key"]).decode()
+    rows = [json.loads(line) for line in body.splitlines()]
+    assert [(r["source_item_id"], r["output"]) for r in rows] == [
+        (r.source_item_id, r.output) for r in results
+    ]
+    assert record(run)["exports"]["jsonl"]["status"] == "ready"
+    assert answer["key"].startswith(run_records.execution_prefix(TENANT, run.execution_id))
+    assert get_settings().bucket_name
