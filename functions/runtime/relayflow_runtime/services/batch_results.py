@@ -179,16 +179,20 @@ def results_page(
         want = min(max(limit, 100), budget - scanned)
         rows, after = _read_page(tenant, execution, want, token, compacted, read_bytes, answer_bytes)
         for start, result in rows:
+            if len(kept) == limit:  # full: the next page starts here
+                return kept, dataset_service.encode_offset(start)
             if result.status != status:
                 continue
             size += _answer_size(result)
-            if len(kept) == limit or (size > answer_bytes and kept):
+            if size > answer_bytes and kept:
                 return kept, dataset_service.encode_offset(start)
             kept.append(result)
         scanned += len(rows)
         if after is None:
             return kept, None
         token = after
+        if len(kept) == limit:
+            break
     return kept, token
 
 
