@@ -71,7 +71,7 @@ def test_moto_still_has_the_private_lambda_hook_the_shim_replaces():
     parameters = list(inspect.signature(method).parameters.values())
     assert [p.name for p in parameters] == ["self", "event"], (
         f"moto changed LambdaFunction._invoke_lambda to {inspect.signature(method)}: "
-        "update functions/dev/relayflow/local/moto_shim.py or the moto pin"
+        "update functions/dev/relayflow/local/shims/ or the moto pin"
     )
     assert parameters[1].default is None
     assert method.__module__ == "moto.awslambda.models"

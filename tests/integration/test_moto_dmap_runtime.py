@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from relayflow.local import moto_shim
+from relayflow.local.shims import stepfunctions_map
 from relayflow.local.stack import LocalStack
 
 # One stack for the module: each test runs batches of its own.
@@ -221,7 +221,7 @@ def test_express_children_run_and_stop_at_expresss_time_limit(
     local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ):
     # Given Express children (moto alone refuses EXPRESS), whose limit is shortened to 1 s here
-    monkeypatch.setattr(moto_shim, "EXPRESS_CHILD_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr(stepfunctions_map, "EXPRESS_CHILD_TIMEOUT_SECONDS", 1)
     bucket, key = put_items(local_stack, [{"n": 0, "wait": 0}, {"n": 1, "wait": 3}])
     child = {"Wait": {"Type": "Wait", "SecondsPath": "$.wait", "End": True}}
     definition = {

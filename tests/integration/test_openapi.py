@@ -1,25 +1,25 @@
 """The OpenAPI document: generated from the handlers, served at GET /openapi.json, committed as
-functions/runtime/relayflow_runtime/openapi.json; this test fails when the committed copy drifts from
-the code."""
+docs/openapi.json (outside the Lambda package, which ships no copy); this test fails when the
+committed copy drifts from the code."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
-from relayflow_runtime.handlers.api import app, committed_openapi_path, openapi_document, openapi_text
+from relayflow_runtime.handlers.api import app, openapi_document, openapi_text
 from relayflow_runtime.handlers.context import required_scope
 
-REGENERATE = (
-    "regenerate it with `relayflow openapi -o functions/runtime/relayflow_runtime/openapi.json` and commit it"
-)
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+REGENERATE = "regenerate it with `relayflow openapi -o docs/openapi.json` and commit it"
 
 
 def test_committed_document_matches_the_handlers() -> None:
     # Given the document generated from the routes, and the committed copy
     generated = openapi_text()
-    committed = committed_openapi_path().read_text(encoding="utf-8")
+    committed = COMMITTED.read_text(encoding="utf-8")
     # Then they are the same
     assert json.loads(committed) == json.loads(generated), f"openapi.json is out of date; {REGENERATE}"
     assert committed == generated, f"openapi.json is not formatted as generated; {REGENERATE}"

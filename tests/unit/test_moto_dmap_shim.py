@@ -12,6 +12,7 @@ import pytest
 
 from relayflow.local import moto_shim
 from relayflow.local.moto_shim import DistributedMapSpec
+from relayflow.local.shims import base, stepfunctions_map
 
 
 def distributed_map(**fields: Any) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def distributed_map(**fields: Any) -> dict[str, Any]:
 def prepare(states: dict[str, Any]) -> tuple[dict[str, Any], dict[str, DistributedMapSpec]]:
     rewritten = copy.deepcopy(states)
     found: dict[str, DistributedMapSpec] = {}
-    moto_shim._prepare_states(rewritten, found, in_express=False)
+    stepfunctions_map._prepare_states(rewritten, found, in_express=False)
     return rewritten, found
 
 
@@ -149,7 +150,7 @@ def test_the_parse_patch_attaches_the_spec_to_the_parsed_map():
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
     original = AmazonStateLanguageParser.__dict__["parse"].__func__
-    parse = moto_shim._make_parse(original)
+    parse = stepfunctions_map._make_parse(original)
     definition = {
         "StartAt": "Items",
         "States": {"Items": distributed_map(ItemBatcher={"MaxItemsPerBatch": 3}, execution_type="EXPRESS")},
@@ -196,7 +197,9 @@ def test_moto_itself_still_ignores_the_tolerances_and_counts_child_executions():
     source = inspect.getsource(module.DistributedIterationComponent._map_run)
     if moto_shim.is_installed():
         source = inspect.getsource(
-            moto_shim._originals[(moto_shim._DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run")]
+            base._originals[
+                (stepfunctions_map._DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run")
+            ]
         )
     assert "tolerated" not in source.lower()
 
@@ -231,25 +234,27 @@ def test_batches_hold_at_most_max_items_per_batch_from_a_path_with_the_batch_inp
         "MaxItemsPerBatchPath": "$.batch.per_child",
         "BatchInput": {"run.$": "$.run", "fixed": 1, "execution.$": "$$.Execution.Id"},
     }
-    batches = moto_shim._make_batches(env, batcher, list(range(25)))
+    batches = stepfunctions_map._make_batches(env, batcher, list(range(25)))
     assert [len(b["Items"]) for b in batches] == [4, 4, 4, 4, 4, 4, 1]
     assert [i for b in batches for i in b["Items"]] == list(range(25))
     assert all(b["BatchInput"] == {"run": {"id": "r1"}, "fixed": 1, "execution": "arn:exec"} for b in batches)
     # without BatchInput, a child's input is {"Items": [...]} alone
-    assert moto_shim._make_batches(env, {"MaxItemsPerBatch": 10}, [1, 2]) == [{"Items": [1, 2]}]
+    assert stepfunctions_map._make_batches(env, {"MaxItemsPerBatch": 10}, [1, 2]) == [{"Items": [1, 2]}]
 
 
 def test_batches_stay_under_max_input_bytes_and_an_oversized_item_goes_alone():
     env = FakeEnv({})
     items = [{"text": "x" * 90} for _ in range(10)] + [{"text": "y" * 500}, {"text": "z"}]
-    batches = moto_shim._make_batches(env, {"MaxInputBytesPerBatch": 350}, items)
+    batches = stepfunctions_map._make_batches(env, {"MaxInputBytesPerBatch": 350}, items)
     sizes = [len(json.dumps(b, separators=(",", ":")).encode()) for b in batches]
     assert [i for b in batches for i in b["Items"]] == items
     for batch, size in zip(batches, sizes, strict=True):
         assert size <= 350 or len(batch["Items"]) == 1
     assert {"text": "y" * 500} in [b["Items"][0] for b in batches if len(b["Items"]) == 1]
     # and both limits together: whichever is reached first
-    both = moto_shim._make_batches(env, {"MaxInputBytesPerBatch": 350, "MaxItemsPerBatch": 2}, items[:10])
+    both = stepfunctions_map._make_batches(
+        env, {"MaxInputBytesPerBatch": 350, "MaxItemsPerBatch": 2}, items[:10]
+    )
     assert all(len(b["Items"]) <= 2 for b in both)
 
 
@@ -259,7 +264,7 @@ def test_a_max_items_path_to_anything_but_a_positive_integer_is_a_runtime_error(
 
     env = FakeEnv({"n": value})
     with pytest.raises(FailureEventException):
-        moto_shim._make_batches(env, {"MaxItemsPerBatchPath": "$.n"}, [1, 2, 3])
+        stepfunctions_map._make_batches(env, {"MaxItemsPerBatchPath": "$.n"}, [1, 2, 3])
 
 
 # ------------------------------------------------------------------------ tolerances
@@ -285,23 +290,31 @@ def test_the_tolerance_rule(
     tolerances: set[str], count: int, percentage: float, failed: int, total: int, exceeded: bool
 ):
     spec = DistributedMapSpec(name="M", tolerances=frozenset(tolerances))
-    assert moto_shim._tolerance_exceeded(spec, failed, total, count, percentage) is exceeded
+    assert stepfunctions_map._tolerance_exceeded(spec, failed, total, count, percentage) is exceeded
 
 
 # ------------------------------------------------------------------------ guards
 
 
 def test_moto_has_the_distributed_map_hooks_the_patches_replace():
-    moto_shim._check_distributed_map_hooks()
+    stepfunctions_map._check_distributed_map_hooks()
 
 
 @pytest.mark.parametrize(
     ("module", "attribute", "replacement"),
     [
-        (moto_shim._DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run", lambda self, env: None),
-        (moto_shim._DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_job", lambda self, job: None),
-        (moto_shim._ASL_PARSER, "AmazonStateLanguageParser.parse", lambda definition: None),
-        (moto_shim._RESULT_WRITER, "ResultWriter._eval_body", lambda self, env, more: None),
+        (
+            stepfunctions_map._DISTRIBUTED_COMPONENT,
+            "DistributedIterationComponent._map_run",
+            lambda self, env: None,
+        ),
+        (
+            stepfunctions_map._DISTRIBUTED_WORKER,
+            "DistributedItemProcessorWorker._eval_job",
+            lambda self, job: None,
+        ),
+        (stepfunctions_map._ASL_PARSER, "AmazonStateLanguageParser.parse", lambda definition: None),
+        (stepfunctions_map._RESULT_WRITER, "ResultWriter._eval_body", lambda self, env, more: None),
     ],
 )
 def test_the_guard_fails_loudly_when_moto_moves_a_patched_hook(
@@ -315,4 +328,4 @@ def test_the_guard_fails_loudly_when_moto_moves_a_patched_hook(
         owner = getattr(owner, part)
     monkeypatch.setattr(owner, name, replacement)
     with pytest.raises(moto_shim.MotoIncompatibleError, match="moto"):
-        moto_shim._check_distributed_map_hooks()
+        stepfunctions_map._check_distributed_map_hooks()

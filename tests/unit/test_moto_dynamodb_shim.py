@@ -12,6 +12,8 @@ import pytest
 from moto import mock_aws
 
 from relayflow.local import moto_shim
+from relayflow.local.shims import base
+from relayflow.local.shims import dynamodb as dynamodb_shim
 
 TABLE = "shim-query"
 
@@ -96,7 +98,7 @@ def test_base_table_queries_answer_as_moto_did_and_read_one_partition(
         # and no Query sorts the whole table any more
         from moto.dynamodb.models.table import Table
 
-        whole_table = moto_shim._originals[(moto_shim._DYNAMODB_TABLE, "Table.all_items")]
+        whole_table = base._originals[(dynamodb_shim._DYNAMODB_TABLE, "Table.all_items")]
         read: list[int] = []
 
         def counting(self: Any) -> Any:
@@ -104,8 +106,8 @@ def test_base_table_queries_answer_as_moto_did_and_read_one_partition(
             read.append(len(items))
             return items
 
-        monkeypatch.setitem(moto_shim._originals, (moto_shim._DYNAMODB_TABLE, "Table.all_items"), counting)
-        monkeypatch.setattr(Table, "all_items", moto_shim._all_items_of_partition(counting))
+        monkeypatch.setitem(base._originals, (dynamodb_shim._DYNAMODB_TABLE, "Table.all_items"), counting)
+        monkeypatch.setattr(Table, "all_items", dynamodb_shim._all_items_of_partition(counting))
         _pages(dynamodb, QUERIES[1])
         _pages(dynamodb, QUERIES[-1])
         assert read == []

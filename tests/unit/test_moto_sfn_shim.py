@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from relayflow.local import moto_shim
+from relayflow.local.shims import base, stepfunctions
 
 ROLE = "arn:aws:iam::123456789012:role/sfn"
 # A Choice on the input, a Pass that keeps it and a Map whose iterations each count: anything an
@@ -90,8 +91,8 @@ def test_a_succeeded_executions_output_is_there_before_its_status_says_so() -> N
     from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded
     from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 
-    key = (moto_shim._SFN_EXECUTION, "BaseExecutionWorkerCommunication.terminated")
-    original = moto_shim._originals.get(key) or BaseExecutionWorkerCommunication.__dict__["terminated"]
+    key = (stepfunctions._SFN_EXECUTION, "BaseExecutionWorkerCommunication.terminated")
+    original = base._originals.get(key) or BaseExecutionWorkerCommunication.__dict__["terminated"]
     seen_at_status: list[Any] = []
 
     class Execution:
@@ -120,5 +121,5 @@ def test_a_succeeded_executions_output_is_there_before_its_status_says_so() -> N
     execution = Execution()
     execution.exec_worker = type("Worker", (), {"env": Env()})()  # type: ignore[attr-defined]
     communication = BaseExecutionWorkerCommunication(execution)  # type: ignore[arg-type]
-    moto_shim._announce_termination(original)(communication)
+    stepfunctions._announce_termination(original)(communication)
     assert seen_at_status == [("SUCCEEDED", {"answer": 42})]

@@ -8,7 +8,9 @@
 * `relayflow.local.delivery` invokes functions as Lambda does for asynchronous callers, SQS event
   sources and schedules.
 * `relayflow.local.server` serves the HTTP API on 127.0.0.1 (API Gateway payload format 2.0).
-* `relayflow.local.moto_shim` is the one module that touches moto's internals.
+* `relayflow.local.moto_shim` installs `relayflow.local.shims` (one module per AWS service whose
+  moto internals it patches: lambda_, dynamodb, stepfunctions, stepfunctions_map, s3, kms), the
+  only code that touches moto's internals.
 * `relayflow.local.cfn` reads CloudFormation YAML and resolves its intrinsic functions.
 
 Nothing here is imported by the Lambda handlers; moto and PyYAML are the `local` extra.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -144,11 +143,6 @@ def openapi_document() -> dict[str, Any]:
 
 def openapi_text() -> str:
     return openapi.document_text(app)
-
-
-def committed_openapi_path() -> Path:
-    """Where the document is kept (``relayflow openapi -o`` this path regenerates it)."""
-    return openapi.committed_path()
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:

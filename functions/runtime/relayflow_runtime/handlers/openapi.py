@@ -16,15 +16,16 @@ is true of many operations at once, so that the document says exactly what the s
 * the tags, the ``x-api-key`` security scheme and, per operation, the scope it needs
   (``x-required-scope``).
 
-It is served at GET /openapi.json and kept in relayflow_runtime/openapi.json (a test compares the
-two; ``relayflow openapi -o functions/runtime/relayflow_runtime/openapi.json`` regenerates it).
+It is served at GET /openapi.json, built from the routes when first asked for (the Lambda package
+ships no copy). A copy is kept outside the package as docs/openapi.json for readers and code
+generators; tests/integration/test_openapi.py fails when it drifts (``relayflow openapi -o
+docs/openapi.json`` regenerates it).
 """
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
@@ -427,8 +428,3 @@ def build_document(app: APIGatewayHttpResolver) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def document_text(app: APIGatewayHttpResolver) -> str:
     return json.dumps(build_document(app), indent=2, sort_keys=True) + "\n"
-
-
-def committed_path() -> Path:
-    """Where the document is kept (``relayflow openapi -o`` this path regenerates it)."""
-    return Path(__file__).resolve().parents[1] / "openapi.json"

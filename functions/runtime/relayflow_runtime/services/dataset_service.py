@@ -359,6 +359,16 @@ def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]
         ) from None
 
 
+#: What a version that failed for a reason of relayflow's own says (the cause is in the logs).
+UPLOAD_FAILED = "the upload could not be processed"
+
+
+def _fail_version(tenant: str, dataset_id: str, version_id: str, error: str, **details: Any) -> None:
+    """Mark a dataset version failed with ``error`` (and ``details``: error_code, error_line)."""
+    fields = {"status": "failed", "error": error, **details, "updated_at": now_iso()}
+    deps.stores().datasets.update_dataset_version(tenant, dataset_id, version_id, fields)
+
+
 def ingest(
     tenant: str,
     dataset_id: str,
@@ -397,28 +407,12 @@ def ingest(
         message = str(exc)
         if fmt == "items" and line is not None:
             message = f"items[{line - 1}]: {exc.reason}"
-        deps.stores().datasets.update_dataset_version(
-            tenant,
-            dataset_id,
-            version_id,
-            {
-                "status": "failed",
-                "error": message,
-                "error_code": exc.code,
-                "error_line": line,
-                "updated_at": now_iso(),
-            },
-        )
+        _fail_version(tenant, dataset_id, version_id, message, error_code=exc.code, error_line=line)
         raise InvalidInput(message, code=exc.code, details={"line": line, "reason": exc.reason}) from None
     except BaseException:
         writer.abort()
         deps.blobs().delete_prefix(large_prefix)
-        deps.stores().datasets.update_dataset_version(
-            tenant,
-            dataset_id,
-            version_id,
-            {"status": "failed", "error": "the upload could not be processed", "updated_at": now_iso()},
-        )
+        _fail_version(tenant, dataset_id, version_id, UPLOAD_FAILED)
         raise
     record = deps.stores().datasets.update_dataset_version(
         tenant,
@@ -623,12 +617,7 @@ def commit_upload(
     try:
         _start_ingest_job(job)
     except Exception:
-        deps.stores().datasets.update_dataset_version(
-            tenant,
-            dataset_id,
-            version_id,
-            {"status": "failed", "error": "the upload could not be processed", "updated_at": now_iso()},
-        )
+        _fail_version(tenant, dataset_id, version_id, UPLOAD_FAILED)
         raise
     return version
 
@@ -663,12 +652,7 @@ def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
     except InvalidInput as exc:
         record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
         if record.get("status") == "processing":
-            deps.stores().datasets.update_dataset_version(
-                tenant,
-                dataset_id,
-                version_id,
-                {"status": "failed", "error": exc.message, "updated_at": now_iso()},
-            )
+            _fail_version(tenant, dataset_id, version_id, exc.message)
         outcome = {"status": "failed", "error": exc.message}
     finally:
         _forget_upload(tenant, dataset_id, job["upload_id"])
