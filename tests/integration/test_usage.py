@@ -80,7 +80,7 @@ def test_an_invalid_price_is_refused_when_the_model_is_created(api: Any) -> None
 
 
 def test_an_ended_runs_usage_is_kept_on_it_and_listed_without_reading_its_nodes(
-    api: Any, monkeypatch: Any
+    api: Any, local_stack: Any, monkeypatch: Any
 ) -> None:
     from relayflow_runtime.adapters.table.executions import ExecutionStore
 
@@ -95,6 +95,8 @@ def test_an_ended_runs_usage_is_kept_on_it_and_listed_without_reading_its_nodes(
             ok(api("POST", f"/versions/{version['id']}/nodes", {"name": name, "entity_id": model["id"]}))
         started = ok(api("POST", f"/workflows/{workflow['id']}/executions", {"single_input": "a b c"}))
         ended[outcome] = (workflow["id"], wait(api, workflow["id"], started["id"]))
+    # (a failed run's sum is kept just after its status moves: its end's follow-up, done once idle)
+    assert local_stack.wait_idle(timeout=30)
     # When each is listed, counting the reads of node records
     reads: list[str] = []
     original = ExecutionStore.node_records
