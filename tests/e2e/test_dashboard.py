@@ -541,9 +541,11 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     sent: list[dict[str, Any]] = []
     browser_page.on(
         "request",
-        lambda request: sent.append(json.loads(request.post_data or "{}"))
-        if request.method == "POST" and request.url.endswith("/estimate")
-        else None,
+        lambda request: (
+            sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/estimate")
+            else None
+        ),
     )
 
     # When the start form is opened from the workflow's page and a dataset with a filter is chosen
@@ -579,7 +581,9 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     )
     expect(browser_page.get_by_test_id("estimate-model-cost")).to_have_text(shown_money(answer.model_cost))
     expect(browser_page.get_by_test_id("estimate-aws-cost")).to_have_text(shown_money(answer.aws_cost))
-    expect(browser_page.get_by_test_id("estimate-duration")).to_have_text(shown_seconds(answer.duration_seconds))
+    expect(browser_page.get_by_test_id("estimate-duration")).to_have_text(
+        shown_seconds(answer.duration_seconds)
+    )
     expect(browser_page.get_by_test_id("estimate-caveats")).to_have_count(0)  # exact, none would fail
     assert list(client.get_workflow_executions(workflow_id)) == []  # nothing started yet
     shot(browser_page, "start-estimate")
