@@ -425,7 +425,7 @@ def test_a_batch_counts_processed_as_completed_plus_failed_filters_its_failures_
         {"id": f"item-{i:03d}", "text": "not json" if i % 5 == 3 else f'{{"n": {i}}}'} for i in range(40)
     ]
     client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
-    workflow_id, _, _ = chain(
+    workflow_id, _, batch_ids = chain(
         client,
         "Parse reviews",
         [
@@ -449,6 +449,11 @@ def test_a_batch_counts_processed_as_completed_plus_failed_filters_its_failures_
     # When its page is opened while it runs
     open_page(browser_page, served, local_stack, f"/workflows/{workflow_id}/executions/{execution.id}")
     expect(browser_page.get_by_test_id("total-items")).to_have_text("40")
+    # And its version's graph: the two nodes, one edge, each model named (no per-node state: the
+    # API counts a batch per item)
+    expect(browser_page.get_by_test_id("graph-node")).to_have_count(2)
+    expect(browser_page.locator("path.edge")).to_have_count(1)
+    expect(graph_node(browser_page, batch_ids["Parse JSON"])).to_contain_text("Parse JSON · builtin/echo")
 
     # Then the processed count climbs on its own, never backwards
     seen: list[int] = []
