@@ -425,7 +425,7 @@ def test_a_batch_counts_processed_as_completed_plus_failed_filters_its_failures_
         {"id": f"item-{i:03d}", "text": "not json" if i % 5 == 3 else f'{{"n": {i}}}'} for i in range(40)
     ]
     client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
-    workflow_id, _, _ = chain(
+    workflow_id, _, batch_ids = chain(
         client,
         "Parse reviews",
         [
@@ -449,6 +449,11 @@ def test_a_batch_counts_processed_as_completed_plus_failed_filters_its_failures_
     # When its page is opened while it runs
     open_page(browser_page, served, local_stack, f"/workflows/{workflow_id}/executions/{execution.id}")
     expect(browser_page.get_by_test_id("total-items")).to_have_text("40")
+    # And its version's graph: the two nodes, one edge, each model named (no per-node state: the
+    # API counts a batch per item)
+    expect(browser_page.get_by_test_id("graph-node")).to_have_count(2)
+    expect(browser_page.locator("path.edge")).to_have_count(1)
+    expect(graph_node(browser_page, batch_ids["Parse JSON"])).to_contain_text("Parse JSON · builtin/echo")
 
     # Then the processed count climbs on its own, never backwards
     seen: list[int] = []
@@ -505,44 +510,48 @@ def test_a_batch_counts_processed_as_completed_plus_failed_filters_its_failures_
     assert console.errors == []
 
 
-ESTIMATE = {
-    "items": 12,
-    "items_exact": False,
-    "items_read": 20,
-    "sample_size": 5,
-    "sample_failures": 1,
-    "model_calls": 24,
-    "input_tokens": 1_840,
-    "output_tokens": 960,
-    "model_cost": None,
-    "aws_cost": 0.0123,
-    "duration_seconds": 7.5,
-}
+def shown_money(dollars: float | None) -> str:
+    """A cost as the page shows one (app.js fmtMoney)."""
+    if dollars is None:
+        return "unknown"
+    return f"${dollars:.4f}" if dollars < 1 else f"${dollars:.2f}"
+
+
+def shown_seconds(seconds: float) -> str:
+    """A duration under a minute as the page shows one (app.js fmtDuration)."""
+    assert 1 <= seconds < 60, seconds
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_from_the_page(
     local_stack: LocalStack, served: str, client: Client, page: tuple[Page, Console]
 ) -> None:
     browser_page, console = page
-    # Given a workflow (a 1.5 s node, then one that shouts) and a dataset of 20 items, 12 French
+    # Given a workflow (a 1.5 s node, then one that shouts, priced per token) and a dataset of 20
+    # items, 12 French
+    price = {"input_per_1k": 0.5, "output_per_1k": 1.5}
     workflow_id, _, ids = chain(
         client,
         "Translate",
-        [("Think", {"model": "sleep", "seconds": 1.5}, {}), ("Shout", {"model": "uppercase"}, {})],
+        [
+            ("Think", {"model": "sleep", "seconds": 1.5}, {}),
+            ("Shout", {"model": "uppercase", "price": price}, {"input_template": "Shout: {{input}}"}),
+        ],
     )
     dataset = client.create_dataset(name="reviews for the form")
     version = client.create_dataset_version(dataset_id=dataset.id)
     items = [{"id": f"r{i}", "body": f"review {i}", "lang": "fr" if i < 12 else "en"} for i in range(20)]
     client.upload_dataset_items(dataset_id=dataset.id, version_id=version.id, items=items)
-    # The estimate endpoint (POST /workflows/{id}/estimate) is built apart: the page's side is
-    # checked here on its documented answer, and the body the form sends it.
+    # The bodies the form sends the stack's estimate endpoint (POST /workflows/{id}/estimate)
     sent: list[dict[str, Any]] = []
-
-    def estimate(route: Route) -> None:
-        sent.append(json.loads(route.request.post_data or "{}"))
-        route.fulfill(status=200, content_type="application/json", body=json.dumps(ESTIMATE))
-
-    browser_page.route(re.compile(r".*/workflows/[^/]+/estimate$"), estimate)
+    browser_page.on(
+        "request",
+        lambda request: (
+            sent.append(json.loads(request.post_data or "{}"))
+            if request.method == "POST" and request.url.endswith("/estimate")
+            else None
+        ),
+    )
 
     # When the start form is opened from the workflow's page and a dataset with a filter is chosen
     open_page(browser_page, served, local_stack, f"/workflows/{workflow_id}")
@@ -554,17 +563,10 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     browser_page.get_by_test_id("start-filter").fill("lang == 'fr'")
     browser_page.get_by_test_id("start-parallelism").fill("3")
 
-    # Then the estimate shows before anything starts, for the body a batch start would send
-    expect(browser_page.get_by_test_id("estimate-items")).to_have_text("≈ 12")
-    expect(browser_page.get_by_test_id("estimate-caveats")).to_have_text(
-        "items scaled from the 20 read · 1 of 5 sampled items would fail"
-    )
-    expect(browser_page.get_by_test_id("estimate-calls")).to_have_text("24")
-    expect(browser_page.get_by_test_id("estimate-tokens")).to_have_text("1,840 / 960")
-    expect(browser_page.get_by_test_id("estimate-model-cost")).to_have_text("unknown")
-    expect(browser_page.get_by_test_id("estimate-aws-cost")).to_have_text("$0.0123")
-    expect(browser_page.get_by_test_id("estimate-duration")).to_have_text("7.50 s")
+    # Then the estimate shows before anything starts: the 12 items the filter keeps, exactly
+    expect(browser_page.get_by_test_id("estimate-items")).to_have_text("12")
     expect(browser_page.get_by_test_id("estimate")).to_contain_text("time at parallelism 3")
+    # for the body a batch start would send
     assert sent[-1]["input_mode"] == "batch"
     assert sent[-1]["batch_config"] == {
         "dataset_id": dataset.id,
@@ -573,6 +575,21 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
         "filter_query": "lang == 'fr'",
         "parallelism": 3,
     }
+    # And every figure a person reads is the API's answer to that body
+    answer = client.estimate_workflow_execution(workflow_id, batch_config=sent[-1]["batch_config"])
+    assert (answer.items, answer.items_exact, answer.sample_failures) == (12, True, 0)
+    assert answer.model_calls == 24 and answer.input_tokens > 0 and answer.output_tokens > 0
+    assert answer.model_cost is not None and answer.model_cost > 0 and answer.aws_cost > 0
+    expect(browser_page.get_by_test_id("estimate-calls")).to_have_text(f"{answer.model_calls:,}")
+    expect(browser_page.get_by_test_id("estimate-tokens")).to_have_text(
+        f"{answer.input_tokens:,} / {answer.output_tokens:,}"
+    )
+    expect(browser_page.get_by_test_id("estimate-model-cost")).to_have_text(shown_money(answer.model_cost))
+    expect(browser_page.get_by_test_id("estimate-aws-cost")).to_have_text(shown_money(answer.aws_cost))
+    expect(browser_page.get_by_test_id("estimate-duration")).to_have_text(
+        shown_seconds(answer.duration_seconds)
+    )
+    expect(browser_page.get_by_test_id("estimate-caveats")).to_have_count(0)  # exact, none would fail
     assert list(client.get_workflow_executions(workflow_id)) == []  # nothing started yet
     shot(browser_page, "start-estimate")
 
@@ -596,7 +613,7 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     expect(browser_page.locator(".xheader h1")).to_contain_text("Execution #2")
     expect(browser_page.locator(".summary")).to_contain_text(f"Re-run of{first_run}")
     expect(browser_page.locator(".xheader .badge")).to_have_text("completed", timeout=20_000)
-    expect(browser_page.get_by_test_id("result")).to_have_text("BONJOUR")
+    expect(browser_page.get_by_test_id("result")).to_have_text("SHOUT: BONJOUR")
 
     # When a file is started from the form, its text is the run's input
     browser_page.goto(f"{served}/dashboard#/workflows/{workflow_id}/start")
@@ -607,7 +624,7 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     browser_page.get_by_test_id("start-submit").click()
     expect(browser_page.locator(".xheader h1")).to_contain_text("Execution #3")
     expect(browser_page.locator(".summary")).to_contain_text("note.txt")
-    expect(browser_page.get_by_test_id("result")).to_have_text("FROM A FILE", timeout=20_000)
+    expect(browser_page.get_by_test_id("result")).to_have_text("SHOUT: FROM A FILE", timeout=20_000)
     assert console.errors == []
 
 

@@ -161,6 +161,48 @@ def test_a_receiver_that_fails_twice_gets_the_webhook_on_the_third_try(
     assert execution["status"] == "completed"
 
 
+def test_a_rejected_upload_is_posted_to_its_workflow_callback_url_signed_and_retried(
+    local_stack: LocalStack, api: Any, receiver: Receiver, quick_retries: None
+) -> None:
+    # Given a workflow with a callback URL (a receiver answering 503, then 200) and its secret, and
+    # one without a callback URL
+    receiver.statuses[:] = [503]
+    workflow_id = make_workflow(api, callback_url=receiver.url)
+    _, created = api("POST", f"/workflows/{workflow_id}/webhook-secret")
+    quiet_id = make_workflow(api)
+    api("POST", f"/workflows/{quiet_id}/webhook-secret")
+    s3 = local_stack.client("s3")
+    bucket = local_stack.outputs["BucketName"]
+
+    # When an empty file (which no run can read) is uploaded for each, and one for no workflow
+    key = f"inputs/{workflow_id}/empty.txt"
+    for where in (workflow_id, quiet_id, "wf-that-does-not-exist"):
+        s3.put_object(Bucket=bucket, Key=f"inputs/{where}/empty.txt", Body=b"")
+    assert local_stack.wait_idle(timeout=15)
+
+    # Then the receiver gets the first one's rejection: refused once, then accepted, both attempts
+    # the same delivery and body, each signed with the workflow's secret
+    requests = receiver.wait_for(2)
+    assert len(requests) == 2
+    assert {r["headers"]["X-Relayflow-Delivery"] for r in requests} == {json.loads(requests[0]["body"])["id"]}
+    assert requests[0]["body"] == requests[1]["body"]
+    assert all(
+        verify_like_the_readme(created["secret"], r["headers"]["X-Relayflow-Signature"], r["body"])
+        for r in requests
+    )
+    payload = json.loads(requests[1]["body"])
+    assert payload["type"] == "upload.rejected" == requests[1]["headers"]["X-Relayflow-Event"]
+    assert payload["schema_version"] == "1"
+    # And its data is the reason the uploader finds beside the key
+    beside = s3.get_object(Bucket=bucket, Key=f"{key}.reason.json")["Body"].read()
+    assert payload["data"] == json.loads(beside)
+    assert payload["data"]["code"] == "empty_file" and payload["data"]["workflow_id"] == workflow_id
+    assert payload["created_at"] == payload["data"]["rejected_at"]
+    # And nothing else was POSTed: the other rejections have no callback URL to go to
+    assert local_stack.wait_idle(timeout=10)
+    assert len(receiver.requests) == 2
+
+
 def test_a_dead_receiver_never_fails_the_run_and_the_attempts_stop_at_the_limit(
     local_stack: LocalStack,
     api: Any,

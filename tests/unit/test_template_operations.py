@@ -62,6 +62,15 @@ def test_webhooks_go_through_a_queue_with_a_dead_letter_queue_and_the_sender_nev
     rule = props("WebhookDeliveryRule")
     assert rule["EventPattern"]["detail"]["status"] == ["completed", "failed", "cancelled"]
     assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["WebhookQueue", "Arn"]}]
+    # A rejected upload that names a workflow goes the same way (its webhook, where one is set)
+    rejected = props("UploadRejectedWebhookRule")
+    assert rejected["EventPattern"]["detail-type"] == ["Upload Rejected"]
+    assert rejected["EventPattern"]["detail"] == {"workflow_id": [{"exists": True}]}
+    assert [t["Arn"] for t in rejected["Targets"]] == [{"Fn::GetAtt": ["WebhookQueue", "Arn"]}]
+    (allowed,) = props("WebhookQueuePolicy")["PolicyDocument"]["Statement"]
+    assert allowed["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": [name, "Arn"]} for name in ("WebhookDeliveryRule", "UploadRejectedWebhookRule")
+    ]
     assert props("WebhookQueue")["RedrivePolicy"]["deadLetterTargetArn"] == {
         "Fn::GetAtt": ["WebhookDeadLetterQueue", "Arn"]
     }

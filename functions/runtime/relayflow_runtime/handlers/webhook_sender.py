@@ -1,4 +1,5 @@
-"""SQS (the webhook queue): one attempt of a run's webhook per message (services/webhooks.py).
+"""SQS (the webhook queue): one attempt of a run's (or a rejected upload's) webhook per message
+(services/webhooks.py).
 
 The queue gets the relayflow bus's terminal status changes (an EventBridge rule), the retries this
 function queues with a backoff delay, and re-sends asked for through the API. A message whose
@@ -29,13 +30,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         message_id = str(record.get("messageId", ""))
         try:
             body = json.loads(record.get("body") or "{}")
-            task = webhooks.DeliveryTask.from_message(body) if isinstance(body, dict) else None
+            task = webhooks.task_from_message(body) if isinstance(body, dict) else None
         except (ValueError, TypeError):
             task = None
         if task is None:
             logger.warning("not a webhook delivery: dropped", extra={"message_id": message_id})
             continue
-        logger.set_correlation_id(task.execution_id)
+        logger.set_correlation_id(task.correlation_id)
         try:
             webhooks.deliver_once(task, lambda_context=context)
         except Exception:

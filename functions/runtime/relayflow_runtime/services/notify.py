@@ -6,8 +6,9 @@ Three detail types, each with ``schema_version`` "1":
 * ``Node Execution Finished``: each node of a single-input run that completed, failed or timed out;
 * ``Upload Rejected``: an upload under ``inputs/`` that could not start a run (services/uploads.py).
 
-Webhooks are not sent from here: a rule sends the terminal status changes on the bus to the webhook
-queue (see services/webhooks.py), so a slow receiver can never hold up a run.
+Webhooks are not sent from here: rules send the terminal status changes, and the rejected uploads
+that name a workflow, on the bus to the webhook queue (see services/webhooks.py), so a slow receiver
+can never hold up a run.
 
 Nothing is announced to nobody: a publish is tried three times; a status event the bus still
 refuses is counted (metric ``StatusEventsNotPublished``, alarmed), logged, and kept on its run, where

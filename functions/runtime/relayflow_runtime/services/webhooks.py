@@ -16,11 +16,16 @@
 * **Recorded**: every attempt is an item with its execution, listed newest first.
 * **Re-sent on request**: POST .../executions/{id}/deliveries queues the finished run's webhook
   again (a new ``round``, attempts from 1, the same delivery id).
+* **Rejected uploads too**: an ``Upload Rejected`` event (services/uploads.py) whose key names a
+  workflow with a callback URL is POSTed to it as ``upload.rejected``, ``data`` the reason object
+  (the ``.reason.json`` beside the key): signed, pinned and retried the same way. It has no
+  execution, so its attempts are logged and counted (metrics) but not in a delivery history.
 
-The rule on the relayflow bus puts every terminal status change on the webhook queue
-(template: WebhookQueue); the sender function (handlers/webhook_sender.py) makes one attempt per
-message. A slow or dead receiver never holds up or fails a run; a message the sender keeps failing
-on (a crash, not a refused webhook) ends in the queue's dead-letter queue, which is alarmed.
+The rules on the relayflow bus put every terminal status change, and every rejected upload that
+names a workflow, on the webhook queue (template: WebhookQueue); the sender function
+(handlers/webhook_sender.py) makes one attempt per message. A slow or dead receiver never holds up
+or fails a run; a message the sender keeps failing on (a crash, not a refused webhook) ends in the
+queue's dead-letter queue, which is alarmed.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from relayflow_runtime.schemas.entities import (
     WebhookSecret,
 )
 from relayflow_runtime.services import authoring, deps, execution_view, metrics, retention, run_records
+from relayflow_runtime.services.notify import UPLOAD_REJECTED
 from relayflow_runtime.services.values import unpack
 from relayflow_runtime.settings import get_settings
 
@@ -244,11 +250,61 @@ class DeliveryTask(BaseModel):
             return cls(tenant=detail["tenant"], execution_id=detail["execution_id"], status=detail["status"])
         return None
 
+    @property
+    def correlation_id(self) -> str:
+        return self.execution_id
+
     def message(self) -> dict[str, Any]:
         return {"kind": TASK_KIND, **self.model_dump()}
 
 
 TASK_KIND = "relayflow.webhook"
+REJECTION_KIND = "relayflow.webhook.upload_rejected"
+UPLOAD_REJECTED_TYPE = "upload.rejected"
+#: The event's own fields, not the reason's: left out of the webhook's ``data``.
+_EVENT_FIELDS = ("schema_version", "time")
+
+
+class RejectionTask(BaseModel):
+    """One attempt of a rejected upload's webhook: a message of the webhook queue. The bus's
+    ``Upload Rejected`` event carries the whole reason, and so does each retry's message (a
+    rejection has no record to read again)."""
+
+    tenant: str
+    workflow_id: str
+    reason: dict[str, Any]
+    attempt: int = Field(1, ge=1)
+
+    @property
+    def delivery_id(self) -> str:
+        """One delivery per rejected object (bucket, key, content): the same on every attempt."""
+        r = self.reason
+        return str(
+            uuid.uuid5(
+                _DELIVERY_NAMESPACE, f"{self.tenant}/upload/{r.get('bucket')}/{r.get('key')}/{r.get('etag')}"
+            )
+        )
+
+    @property
+    def correlation_id(self) -> str:
+        return self.delivery_id
+
+    def message(self) -> dict[str, Any]:
+        return {"kind": REJECTION_KIND, **self.model_dump()}
+
+
+def task_from_message(body: dict[str, Any]) -> DeliveryTask | RejectionTask | None:
+    """A queue message: a run's delivery (:meth:`DeliveryTask.from_message`), or a rejected
+    upload's: the bus's ``Upload Rejected`` event naming a tenant and a workflow (the first
+    attempt), or a retry this module queued. None: not a delivery."""
+    if body.get("kind") == REJECTION_KIND:
+        return RejectionTask.model_validate({k: v for k, v in body.items() if k != "kind"})
+    detail = body.get("detail") or {}
+    if body.get("detail-type") == UPLOAD_REJECTED:
+        if not (detail.get("tenant") and detail.get("workflow_id")):
+            return None
+        return RejectionTask(tenant=detail["tenant"], workflow_id=detail["workflow_id"], reason=dict(detail))
+    return DeliveryTask.from_message(body)
 
 
 def queue() -> MessageQueue:
@@ -304,7 +360,8 @@ def deliver_attempt(
         logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
         return attempt
     body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
-    attempt = _attempt(base, task.attempt, target, body, secret, config, send)
+    sent = _send(delivery_id, base["event_type"], task.attempt, target, body, secret, config, send)
+    attempt = DeliveryAttempt(**base, **sent)
     stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
     if not attempt.final:
         queue().send(
@@ -329,6 +386,53 @@ def deliver_attempt(
     return attempt
 
 
+def deliver_rejection(
+    task: RejectionTask, *, config: WebhookConfig | None = None, send: Sender = http_post
+) -> dict[str, Any] | None:
+    """Make one attempt of a rejected upload's webhook, to the callback URL of the workflow its key
+    names; when it failed and attempts are left, queue the next one, delayed by the backoff. The
+    attempt's fields (as a DeliveryAttempt's), or None: nothing to send (no such workflow, or no
+    callback URL). Logged and counted, not recorded: a rejection has no execution to list it under."""
+    config = config or WebhookConfig.from_env()
+    try:
+        url = authoring.get_workflow(task.tenant, task.workflow_id).callback_url
+    except NotFound:
+        return None
+    if not url:
+        return None
+    delivery_id = task.delivery_id
+    where = {"workflow_id": task.workflow_id, "key": task.reason.get("key"), "delivery_id": delivery_id}
+    secret = (deps.stores().webhooks.get_webhook_secret(task.tenant, task.workflow_id) or {}).get("secret")
+    target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
+    problem = problem or (None if secret else "the workflow has no webhook secret to sign with")
+    if problem or not secret or target is None:
+        metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
+        logger.warning("rejected upload's webhook not sent", extra={**where, "problem": problem})
+        return {"attempt": task.attempt, "outcome": "failed", "final": True, "error": problem}
+    data = {k: v for k, v in task.reason.items() if k not in _EVENT_FIELDS}
+    payload = {
+        "id": delivery_id,
+        "type": UPLOAD_REJECTED_TYPE,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": data.get("rejected_at") or now_iso(),
+        "data": data,
+    }
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    attempt = _send(delivery_id, UPLOAD_REJECTED_TYPE, task.attempt, target, body, secret, config, send)
+    if not attempt["final"]:
+        queue().send(
+            task.model_copy(update={"attempt": task.attempt + 1}).message(),
+            delay_seconds=int(config.delay_after(task.attempt)),
+        )
+    elif attempt["outcome"] == "delivered":
+        metrics.count(metrics.WEBHOOK_DELIVERIES_DELIVERED)
+    else:
+        metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
+    log = logger.info if attempt["outcome"] == "delivered" else logger.warning
+    log(f"rejected upload's webhook attempt {attempt['outcome']}", extra={**where, **attempt})
+    return attempt
+
+
 def _expiry_of(record: dict[str, Any]) -> int | None:
     """Delivery attempts go with their run (services/retention.py)."""
     if record.get("children_expire_at"):
@@ -336,22 +440,24 @@ def _expiry_of(record: dict[str, Any]) -> int | None:
     return retention.children_expire_at(record["created_at"]) if record.get("created_at") else None
 
 
-def _attempt(
-    base: dict[str, Any],
+def _send(
+    delivery_id: str,
+    event_type: str,
     number: int,
     target: CallbackUrl,
     body: bytes,
     secret: str,
     config: WebhookConfig,
     send: Sender,
-) -> DeliveryAttempt:
+) -> dict[str, Any]:
+    """One signed POST of body: the fields of its DeliveryAttempt (outcome, final, when next)."""
     attempted_at = datetime.now(UTC)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: sign(secret, int(attempted_at.timestamp()), body),
-        DELIVERY_HEADER: base["delivery_id"],
-        EVENT_HEADER: base["event_type"],
+        DELIVERY_HEADER: delivery_id,
+        EVENT_HEADER: event_type,
     }
     started = time.monotonic()
     response_status: int | None = None
@@ -371,31 +477,35 @@ def _attempt(
     next_at = None
     if not final:
         next_at = _iso(attempted_at + timedelta(seconds=int(config.delay_after(number))))
-    return DeliveryAttempt(
-        **base,
-        attempt=number,
-        outcome="delivered" if delivered else "failed",
-        final=final,
-        response_status=response_status,
-        error=error,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        attempted_at=_iso(attempted_at),
-        next_attempt_at=next_at,
-    )
+    return {
+        "attempt": number,
+        "outcome": "delivered" if delivered else "failed",
+        "final": final,
+        "response_status": response_status,
+        "error": error,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "attempted_at": _iso(attempted_at),
+        "next_attempt_at": next_at,
+    }
 
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def deliver_once(task: DeliveryTask, *, lambda_context: Any = None) -> dict[str, Any]:
-    """deliver_attempt(), at most once per attempt of a round: EventBridge may put the same event on
-    the queue twice, and SQS may hand a message out twice (Powertools idempotency). An attempt that
-    raised (e.g. its retry could not be queued) leaves no trace and is made again."""
+def deliver_once(task: DeliveryTask | RejectionTask, *, lambda_context: Any = None) -> dict[str, Any]:
+    """deliver_attempt() (or deliver_rejection()), at most once per attempt of a round: EventBridge
+    may put the same event on the queue twice, and SQS may hand a message out twice (Powertools
+    idempotency). An attempt that raised (e.g. its retry could not be queued) leaves no trace and
+    is made again."""
+    if isinstance(task, RejectionTask):
+        key, prefix = "[tenant, delivery_id, attempt]", "relayflow.webhook.upload_rejected"
+        event = {"tenant": task.tenant, "delivery_id": task.delivery_id, "attempt": task.attempt}
+    else:
+        key, prefix = "[tenant, execution_id, status, round, attempt]", "relayflow.webhook"
+        event = task.model_dump()
     config = IdempotencyConfig(
-        event_key_jmespath="[tenant, execution_id, status, round, attempt]",
-        raise_on_no_idempotency_key=True,
-        expires_after_seconds=24 * 3600,
+        event_key_jmespath=key, raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600
     )
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
@@ -404,18 +514,25 @@ def deliver_once(task: DeliveryTask, *, lambda_context: Any = None) -> dict[str,
         data_keyword_argument="event",
         persistence_store=idempotency_store(get_settings().idempotency_table),
         config=config,
-        key_prefix="relayflow.webhook",
+        key_prefix=prefix,
     )
     def deliver_event(event: dict[str, Any]) -> dict[str, Any]:
-        attempt = deliver_attempt(task)
+        made: dict[str, Any] | None
+        if isinstance(task, RejectionTask):
+            delivery_id: str | None = task.delivery_id
+            made = deliver_rejection(task)
+        else:
+            attempt = deliver_attempt(task)
+            delivery_id = attempt.delivery_id if attempt else None
+            made = attempt.model_dump() if attempt else None
         return {
-            "delivery_id": attempt.delivery_id if attempt else None,
-            "outcome": attempt.outcome if attempt else "nothing_to_send",
+            "delivery_id": delivery_id,
+            "outcome": made["outcome"] if made else "nothing_to_send",
             "attempt": task.attempt,
-            "final": attempt.final if attempt else True,
+            "final": made["final"] if made else True,
         }
 
-    return deliver_event(event=task.model_dump())
+    return deliver_event(event=event)
 
 
 def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:

@@ -696,10 +696,9 @@
           { label: `Execution #${x.number}` },
         );
         first = false;
-        if (x.input_mode === "single") {
-          graph = await versionGraph(x.version_id).catch(() => ({ nodes: [], edges: [] }));
-          if (stale()) return false;
-        }
+        graph = await versionGraph(x.version_id).catch(() => ({ nodes: [], edges: [] }));
+        if (stale()) return false;
+        if (x.input_mode === "batch") renderBatchGraph(graphCard, graph);
       }
       renderHeader(header, x, base, numbers.get(x.version_id));
       renderNotice(notice, x);
@@ -757,6 +756,19 @@
       el("h2", {}, "Graph ", el("span", { class: "muted small" }, "each node in its state · click a node for its prompt, output and attempts")),
       graphLegend(["pending", "running", "retrying", "completed", "failed", "skipped", "cancelled"]),
       drawGraph(drawn, graph.edges, onSelect, selected),
+    );
+  }
+
+  // A batch run's version graph, each item's path through it. Its nodes carry no state: the API
+  // keeps a batch's counts per item, not per node (an item's nodes: click it in the list below).
+  function renderBatchGraph(card, graph) {
+    if (!graph.nodes.length) return;
+    card.hidden = false;
+    const drawn = graph.nodes.map((n) => ({ id: n.id, name: n.name, sub: modelLabel(n.model), meta: "runs for each item" }));
+    replace(
+      card,
+      el("h2", {}, "Graph ", el("span", { class: "muted small" }, "the version each item runs through · an item's own nodes: click it below")),
+      drawGraph(drawn, graph.edges, () => {}, null),
     );
   }
 
