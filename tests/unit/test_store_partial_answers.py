@@ -82,3 +82,27 @@ def test_a_prefix_is_finished_only_when_s3_deleted_every_key(
     store = blobs.BlobStore("bucket")
     monkeypatch.setattr(blobs.BlobStore, "_s3", _S3(["p/a", "p/b"], failing))
     assert store.delete_prefix("p/") is finished
+
+
+class _Throttled:
+    """batch_get_item that leaves every key unprocessed (DynamoDB's answer when it throttles)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+
+def test_keys_left_unprocessed_are_asked_again_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from relayflow_runtime.adapters.transactions import ATTEMPTS, StoreContended
+
+    throttled = _Throttled()
+    monkeypatch.setattr(BatchStore, "_ddb", property(lambda self: throttled))
+    monkeypatch.setattr(batch_store.time, "sleep", lambda seconds: None)
+    with pytest.raises(StoreContended, match="unprocessed"):
+        list(BatchStore("t")._batch_get([{"pk": "a", "sk": "b"}], consistent=False))
+    assert throttled.calls == ATTEMPTS

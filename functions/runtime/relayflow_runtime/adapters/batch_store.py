@@ -37,6 +37,7 @@ counter ADD per child — against four writes of the former design (a record per
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -48,9 +49,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
 from relayflow_runtime.adapters.transactions import (
+    ATTEMPTS,
     CONTENTION_REASONS,
     StoreContended,
     TransactionCancelled,
+    retry_contention,
     transact_write,
 )
 from relayflow_runtime.domain.batch import (
@@ -366,15 +369,18 @@ class BatchStore:
                     **projection,
                 }
             }
-            backoff = 0.01
+            attempt = 0
             while request:
-                response = self._ddb.batch_get_item(RequestItems=request)
+                response = retry_contention(functools.partial(self._ddb.batch_get_item, RequestItems=request))
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     yield _plain(item)
                 request = response.get("UnprocessedKeys") or {}
-                if request:
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 1.0)
+                attempt += 1
+                if request and attempt >= ATTEMPTS:
+                    left = len(request[self.table_name]["Keys"])
+                    raise StoreContended(f"{left} keys stayed unprocessed (throttled)")
+                if request:  # throttled keys: asked again after a jittered wait
+                    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))
 
     def outcomes(
         self,
