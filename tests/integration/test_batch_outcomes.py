@@ -253,3 +253,29 @@ def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_
     assert record(run)["exports"]["jsonl"]["status"] == "ready"
     assert answer["key"].startswith(run_records.execution_prefix(TENANT, run.execution_id))
     assert get_settings().bucket_name
+
+
+def test_the_compaction_starts_once_the_runs_end_is_written_and_a_repeated_end_starts_it_again(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch whose children all ended, and a first start of its compaction that fails
+    run = mixed_run(api)
+    seen: list[str] = []
+    real = batch._compact
+
+    def failing_once(tenant: str, stored: Any) -> None:
+        # the run's status as the compaction would find it, at the moment it is started
+        seen.append(record(run)["status"])
+        if len(seen) == 1:
+            raise RuntimeError("StartExecution throttled")
+        real(tenant, stored)
+
+    monkeypatch.setattr(batch, "_compact", failing_once)
+    # When the machine's complete fails on that start, and the machine repeats the task
+    with pytest.raises(RuntimeError):
+        batch.complete(run)
+    batch.complete(run)
+    # Then each start came after the end was written (a job started before it would find the run
+    # running and give up for good), and the repeat started it: the run is compacted
+    assert seen == ["completed", "completed"]
+    compacted(run)

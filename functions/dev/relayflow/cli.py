@@ -183,15 +183,8 @@ def local_time(value: str | None) -> str:
 
 
 def node_counts(execution: Execution) -> dict[str, int] | None:
-    """A single run's nodes by how they ended: from its node records, else its progress' counts
-    (list pages), else None (a run recorded before the counts existed)."""
-    if execution.node_executions:
-        counts = dict.fromkeys(("completed", "failed", "skipped", "cancelled"), 0)
-        for node in execution.node_executions.values():
-            status = "failed" if node.get("status") == "timed_out" else str(node.get("status"))
-            if status in counts:
-                counts[status] += 1
-        return counts
+    """A single run's nodes by how they ended, as the API counts them (``progress``: the domain's
+    node_tally), or None (a run recorded before the counts existed)."""
     p = execution.progress
     if p.completed_nodes is None:
         return None

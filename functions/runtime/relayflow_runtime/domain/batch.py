@@ -14,7 +14,7 @@ import hashlib
 import math
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
@@ -126,6 +126,14 @@ class BatchSettings(_Shape):
     children: int
     child_timeout: int = Field(validation_alias=AliasChoices("child_timeout", "item_timeout"))
     total: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def item_timeout(self) -> int:
+        """``child_timeout`` under its former name, still written: a batch started on the batch
+        machine's previous definition (e.g. parked on AwaitBudget across a deploy, which updates
+        the runner first) reads ``$.batch.item_timeout`` from ReserveBudget's answer."""
+        return self.child_timeout
 
 
 class BatchStart(_Shape):

@@ -122,7 +122,9 @@ def dry_run_model(provider: str, config: Mapping[str, Any], prompt: str) -> Mode
     ``PermanentModelError`` for a call that would fail."""
     if provider != "builtin":
         return None
-    return builtin.dry_run(config, prompt)
+    parsed = parsed_config(provider, config)  # parsed once per stored config, as a call does
+    assert isinstance(parsed, builtin.BuiltinModelConfig)
+    return builtin.dry_run(parsed, prompt)
 
 
 def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:

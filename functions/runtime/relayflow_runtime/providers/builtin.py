@@ -302,13 +302,13 @@ def invoke(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) -> M
     return ModelResult(output=output, usage=approximate_usage(prompt, output))
 
 
-def dry_run(config: Mapping[str, Any], prompt: str) -> ModelResult:
+def dry_run(config: BuiltinModelConfig, prompt: str) -> ModelResult:
     """What a call would answer, at once (a batch's estimate): ``sleep`` without its wait,
     ``flaky`` as its attempt after the failing ones (a permanent one raises, as ``fail`` does)."""
-    if config.get("model") == "sleep":
+    if config.model == "sleep":
         return ModelResult(output=prompt, usage=approximate_usage(prompt, prompt))
-    attempt = int(config.get("failures", 1)) + 1
-    return invoke(BuiltinModelConfig.model_validate(config), prompt, InvocationContext(attempt=attempt))
+    attempt = or_default(config.failures, 1) + 1
+    return invoke(config, prompt, InvocationContext(attempt=attempt))
 
 
 PROVIDER = Adapter(BuiltinModelConfig, invoke)

@@ -438,20 +438,23 @@ def complete(run: RunRef) -> None:
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status != Status.RUNNING:
+        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
         return
     fields, counts = _final_fields(run.tenant, record)
     config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
-    _compact(run.tenant, record)
     if error:
         fields["error"] = error
-    transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
+    if transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields) is not None:
+        _compact(run.tenant, record)
 
 
 def _compact(tenant: str, record: ExecutionRecord) -> None:
     """Start the compaction of the run's outcomes into segments (services/outcomes.py), once (the
-    jobs machine's execution is named by the run), before the run's end is written: a failed start
-    fails this step, which the machine retries."""
+    jobs machine's execution is named by the run), after the run's end is written: the job keeps
+    its segments only on an ended run, so started before the end it could find the run still
+    running and give up for good. A failed start fails this step; the machine retries it, and the
+    repeat (the run has ended) starts it then (:func:`_compact_ended`)."""
     if record.item_index and record.item_index.ordinals:
         deps.machines().start(
             get_settings().jobs_machine_arn,
@@ -464,14 +467,21 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status in TERMINAL:
+        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
         return
     fields, _ = _final_fields(run.tenant, record)
-    _compact(run.tenant, record)
     if reason == "timeout":
         fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
+    moved = (Status.PENDING, Status.RUNNING)
+    if transitions.transition(run.tenant, record, moved, Status.FAILED, fields) is not None:
+        _compact(run.tenant, record)
+
+
+def _compact_ended(tenant: str, record: ExecutionRecord) -> None:
+    if record.status in (Status.COMPLETED, Status.FAILED):
+        _compact(tenant, record)
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------

@@ -319,26 +319,17 @@ def _launch(
     packed_input = (
         pack(single_input, f"{prefix}input.json", blobs=env.blobs) if single_input is not None else None
     )
-    stored = ExecutionRecord(
-        id=execution.id,
-        workflow_id=execution.workflow_id,
-        version_id=execution.version_id,
-        number=execution.number,
-        status=execution.status,
-        input_mode=execution.input_mode,
-        single_input=packed_input,
-        input_file=execution.input_file,
-        batch_config=execution.batch_config,
-        timeout=execution.timeout,
-        created_at=execution.created_at,
-        progress=execution.progress,
-        rerun_of=execution.rerun_of,
-        retry_of=execution.retry_of,
-        callback_url=execution.callback_url,
-        trigger=execution.trigger,
-        state_machine_arn=state_machine_arn,
-        # Every other item of the run carries this TTL from the start (services/retention.py).
-        children_expire_at=retention.children_expire_at(now),
+    # The record is the execution as stored (domain/execution_record.py): its fields, the input
+    # packed, and what only the item holds.
+    shown = execution.model_dump(mode="json", exclude={"node_executions", "results", "usage"})
+    stored = ExecutionRecord.model_validate(
+        {
+            **shown,
+            "single_input": packed_input,
+            "state_machine_arn": state_machine_arn,
+            # Every other item of the run carries this TTL from the start (services/retention.py).
+            "children_expire_at": retention.children_expire_at(now),
+        }
     )
     env.executions.put_record(tenant, stored)
     record = stored.item()

@@ -92,7 +92,7 @@ def keep_usage(
         fields["current_node"] = current
     try:
         env.executions.update_execution(tenant, record["id"], fields)
-    except StoreContended:
+    except (StoreContended, ConditionFailed):  # contended, or the run's item deleted meanwhile
         return nodes
     record.update(fields)
     return nodes

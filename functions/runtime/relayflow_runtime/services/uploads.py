@@ -380,7 +380,9 @@ def _move_aside(
     files.put_bytes(destination + REASON_SUFFIX, text, "application/json")
     if "reason_key" in reason:
         files.put_bytes(beside, text, "application/json")
+    # Announced before the upload is deleted: a retry after a kill between the two finds the object
+    # gone and would announce nothing (a repeat is one delivery: its id is the key's and ETag's).
+    notify.upload_rejected(reason)
     current = files.head(key)
     if current is not None and current.get("ETag", "").strip('"') == etag:
         files.delete(key)
-    notify.upload_rejected(reason)

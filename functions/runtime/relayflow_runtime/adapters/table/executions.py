@@ -171,7 +171,8 @@ class ExecutionStore(BaseStore):
         records = []
         for entry in entries:
             record = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
-            if record is not None:
+            # a run being deleted is hidden even if its entry outlived hide_execution's second write
+            if record is not None and not record.get("deleting"):
                 records.append(record)
         return records
 
