@@ -39,6 +39,8 @@ from typing import Any
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import (
     BATCH_VALUE_LIMIT,
+    ITEM_THREADS,
+    NODE_THREADS,
     OUTCOME_BUDGET_BYTES,
     RECORD_MARGIN_SECONDS,
     ItemEntry,
@@ -68,12 +70,9 @@ from relayflow_runtime.settings import get_settings
 STATUS_CACHE_SECONDS = 1.0
 #: A retry's sleep looks at the run's status this often (a cancel cuts it short).
 SLEEP_SLICE_SECONDS = 0.5
-#: Threads that run items, and nodes of items beside their item's own thread. They are kept for
-#: the warm function's next child (starting threads is a noticeable part of a short item), and
-#: bounded: a child's items beyond them wait for a free one.
-ITEM_THREADS = 128
-NODE_THREADS = 256
-
+#: Threads that run items, and nodes of items beside their item's own thread (ITEM_THREADS,
+#: NODE_THREADS: a child is sized to need no more, domain/batch.py). They are kept for the warm
+#: function's next child (starting threads is a noticeable part of a short item).
 _item_pool = ThreadPoolExecutor(max_workers=ITEM_THREADS, thread_name_prefix="batch-item")
 _node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="batch-node")
 
