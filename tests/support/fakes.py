@@ -149,9 +149,13 @@ class FakeBatches:
 
     def __init__(self) -> None:
         self.totals: dict[Key, dict[str, int]] = {}
+        self.sealed: set[Key] = set()
 
     def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
         return {**dict.fromkeys(COUNTERS, 0), **self.totals.get((tenant, execution_id), {})}
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None:
+        self.sealed.add((tenant, execution_id))
 
 
 class FakeBudget:

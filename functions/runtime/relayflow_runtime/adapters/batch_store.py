@@ -15,7 +15,10 @@ transaction, each item's pointer — an update of its block's record conditional
 absence (a child of aligned items: one record) — and one counter ADD for exactly those. A repeated
 child (an Express child run twice, even at the same moment, or any two children sharing items)
 meets the condition, reads the block, and records only what is still missing — usually nothing:
-the first complete record wins and nothing is counted twice. A ten-item block record is ≈0.5 KB:
+the first complete record wins and nothing is counted twice. Once the run has ended its counter
+shards are sealed (``seal``): the ADD is conditional on that, so a child still running then (an
+Express child outlives its stopped parent) records nothing, and the end's counts and the run's
+compacted segments hold every recorded item. A ten-item block record is ≈0.5 KB:
 2 WRU per child (transactional) plus 2 for its counter ADD, against ~2 WRU per KB of every item's
 outcome in the per-item records below.
 
@@ -76,6 +79,8 @@ _RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", *CONTENTION_REASONS})
 #: the other recorded): every cancelled round means the other one wrote, so this is a bound on
 #: writers of one item at one moment, not on time.
 CHILD_RECORD_ROUNDS = 8
+#: The attribute of a counter shard that says the run's children may no longer record (seal).
+SEALED = "sealed"
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +167,8 @@ class BatchStore:
     def _counter_update(
         self, tenant: str, execution_id: str, amounts: dict[str, int], expires_at: int | None
     ) -> dict[str, Any]:
+        """One ADD on a counter shard picked at random, conditional on the run's counters not being
+        sealed (:meth:`seal`)."""
         counted = {name: amount for name, amount in amounts.items() if amount}
         names = {f"#c{i}": name for i, name in enumerate(counted)}
         values = {f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())}
@@ -170,6 +177,7 @@ class BatchStore:
             names["#ttl"] = "expires_at"
             values[":ttl"] = {"N": str(expires_at)}
             expression += " SET #ttl = if_not_exists(#ttl, :ttl)"
+        names["#sealed"] = SEALED
         return {
             "Update": {
                 "TableName": self.table_name,
@@ -177,15 +185,44 @@ class BatchStore:
                 "UpdateExpression": expression,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
+                "ConditionExpression": "attribute_not_exists(#sealed)",
             }
         }
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None:
+        """No child of the run records anything after this returns: every counter shard is marked
+        ``sealed``, and a child's pointer transaction holds its counter ADD conditional on the
+        shard's not being sealed (:meth:`record_pointers`), so it records all of its items or, once
+        sealed, none. One transaction of COUNTER_SHARDS updates (a shard a child is writing at that
+        moment is a conflict, retried); repeatable."""
+        names = {"#sealed": SEALED}
+        values: dict[str, Any] = {":sealed": {"BOOL": True}}
+        expression = "SET #sealed = :sealed"
+        if expires_at:  # a shard no child wrote yet is created here: it expires with the run
+            names["#ttl"] = "expires_at"
+            values[":ttl"] = {"N": str(expires_at)}
+            expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+        transact_write(
+            [
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _wire(self.counter_key(tenant, execution_id, shard)),
+                        "UpdateExpression": expression,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+                for shard in range(COUNTER_SHARDS)
+            ]
+        )
 
     def record_outcomes(
         self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None = None
     ) -> list[str]:
         """Record each outcome unless its item already has one, and count exactly those, atomically
         (``expires_at``: the run's retention TTL). Returns the ids of the items recorded by this
-        call (none when a repeated child calls)."""
+        call (none when a repeated child calls, nor once the run's counters are sealed)."""
         pending = list({o.source_item_id: o for o in outcomes}.values())
         while pending:
             puts = [self._outcome_put(tenant, execution_id, o, expires_at) for o in pending]
@@ -194,6 +231,8 @@ class BatchStore:
                 transact_write([*puts, self._counter_add(tenant, execution_id, pending, expires_at)])
                 return [o.source_item_id for o in pending]
             except TransactionCancelled as exc:
+                if exc.failed_condition(len(puts)):
+                    return []  # the run has ended and sealed its counters (seal): nothing recorded
                 already = {i for i in range(len(pending)) if exc.failed_condition(i)}
                 if not already or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise  # nothing to drop: trying the same transaction again would loop
@@ -213,7 +252,8 @@ class BatchStore:
         """Record each ordinal's pointer unless it has one already, and count exactly those,
         atomically: one conditional update per record block the ordinals fall in (a child of
         RECORD_BLOCK aligned items: one) and one counter ADD. Returns the ordinals recorded by this
-        call (none when a repeated child calls)."""
+        call (none when a repeated child calls, nor once the run's counters are sealed: a child that
+        outlives its run's end records nothing its end did not count)."""
         recorded: set[int] = set()
         existing: set[int] = set()  # blocks known to have a record: updated, not put
         for _ in range(CHILD_RECORD_ROUNDS):
@@ -234,10 +274,13 @@ class BatchStore:
                 self._pointer_write(tenant, execution_id, block, members, expires_at, block in existing)
                 for block, members in blocks.items()
             ]
+            counter = self._counter_update(tenant, execution_id, amounts, expires_at)
             try:
-                transact_write([*writes, self._counter_update(tenant, execution_id, amounts, expires_at)])
+                transact_write([*writes, counter])
                 return list(pending)
             except TransactionCancelled as exc:
+                if exc.failed_condition(len(writes)):
+                    return []  # the run has ended and sealed its counters (seal): nothing recorded
                 met = [block for i, block in enumerate(blocks) if exc.failed_condition(i)]
                 if not met or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise

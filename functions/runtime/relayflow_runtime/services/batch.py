@@ -15,9 +15,10 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
 * **``reserve_budget``**: the run's share, the items its Map runs at once (``children *
   items_per_child``, at most its ``parallelism``), is taken from the account's budget of batch
   parallelism (services/budget.py); ``pending -> running``.
-* **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
-  decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
-  ``completed`` / ``failed``.
+* **``complete``** / **``fail``**: the counter shards, sealed (no child records after) and summed
+  (16 reads, whatever the item count), decide: items without an outcome never ran and count as
+  failed; ``max_failed_percent`` decides ``completed`` / ``failed``. What follows every end (a
+  cancel's too) starts the compaction of the outcomes (services/outcomes.py ``after_end``).
 * **Deleting** a run: the API starts a job of the jobs machine (``delete_execution_job``), which
   deletes its objects, outcomes and counters in rounds, the execution last.
 
@@ -420,7 +421,11 @@ def _config_of(record: ExecutionRecord) -> BatchConfig:
 
 # ---- the end (the machine) -------------------------------------------------------------------------
 def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
-    counters = deps.stores().batches.counters(tenant, record.id, consistent=True)
+    """The run's final counts, taken once its counters are sealed (no child records after, not even
+    one that outlives the run: adapters/batch_store.py ``seal``), so they hold every item recorded."""
+    batches = deps.stores().batches
+    batches.seal(tenant, record.id, record.children_expire_at)
+    counters = batches.counters(tenant, record.id, consistent=True)
     total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
     progress = {
@@ -438,50 +443,32 @@ def complete(run: RunRef) -> None:
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status != Status.RUNNING:
-        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
+        if record.status in TERMINAL:
+            # A repeated task (its end landed, maybe not what follows it: the compaction's start),
+            # or a run cancelled meanwhile: what follows an end, again (repeatable).
+            transitions.after_finish(run.tenant, record.item())
         return
     fields, counts = _final_fields(run.tenant, record)
     config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
-    if transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields) is not None:
-        _compact(run.tenant, record)
-
-
-def _compact(tenant: str, record: ExecutionRecord) -> None:
-    """Start the compaction of the run's outcomes into segments (services/outcomes.py), once (the
-    jobs machine's execution is named by the run), after the run's end is written: the job keeps
-    its segments only on an ended run, so started before the end it could find the run still
-    running and give up for good. A failed start fails this step; the machine retries it, and the
-    repeat (the run has ended) starts it then (:func:`_compact_ended`)."""
-    if record.item_index and record.item_index.ordinals:
-        deps.machines().start(
-            get_settings().jobs_machine_arn,
-            f"compact-{record.id}",
-            {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record.id},
-        )
+    # The move starts the compaction of the outcomes into segments (transitions.after_finish).
+    transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status in TERMINAL:
-        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
+        transitions.after_finish(run.tenant, record.item())  # a repeated task, as in complete
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
         fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    moved = (Status.PENDING, Status.RUNNING)
-    if transitions.transition(run.tenant, record, moved, Status.FAILED, fields) is not None:
-        _compact(run.tenant, record)
-
-
-def _compact_ended(tenant: str, record: ExecutionRecord) -> None:
-    if record.status in (Status.COMPLETED, Status.FAILED):
-        _compact(tenant, record)
+    transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------

@@ -83,9 +83,11 @@ class Executions(Protocol):
 
 
 class BatchCounters(Protocol):
-    """A batch run's progress counters (adapters/batch_store.py)."""
+    """A batch run's progress counters, sealed once it has ended (adapters/batch_store.py)."""
 
     def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]: ...
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None: ...
 
 
 class Budget(Protocol):
