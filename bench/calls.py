@@ -113,7 +113,7 @@ DEFAULT_TRACE_RATE = 0.05  # X-Ray's default rule past its 1 a second reservoir
 ITEMS = 200
 SLOW_ITEMS = 100
 SMALL_BATCH = 20
-PARALLELISM = 40  # 10 items a child (domain/batch.py), 4 children at once
+PARALLELISM = 40  # 20 items a child (domain/batch.py), 2 children at once
 NODES = 3
 
 _S3_PUT_CLASS = {
