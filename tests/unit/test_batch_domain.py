@@ -116,10 +116,11 @@ def test_a_wide_plan_gets_no_more_items_a_child_than_its_nodes_have_threads() ->
 
 
 def test_a_long_plan_gets_no_more_items_a_child_than_its_values_fit_in_memory() -> None:
-    # 50 nodes whose prompts and outputs may each be 256 KiB inline: 25 MiB an item at most
-    long = plan([5] * 50)
-    assert most_items_per_child(long) == 10
-    assert batch_settings(long, 100, 1000, "k").items_per_child <= 10
+    # 40 nodes (the most a version holds) whose prompts and outputs may each be 256 KiB inline:
+    # 20 MiB an item at most, 12 items in 256 MB
+    long = plan([5] * 40)
+    assert most_items_per_child(long) == 12
+    assert batch_settings(long, 100, 1000, "k").items_per_child <= 12
     assert most_items_per_child(plan([5] * 3)) == MAX_ITEMS_PER_CHILD
 
 

@@ -50,8 +50,8 @@ WHOLE_BLOCKS_AT_ONCE = 0.9
 ITEM_THREADS = 128
 NODE_THREADS = 256
 #: What a child's prompts and outputs may hold in memory at their largest (each value up to
-#: BATCH_VALUE_LIMIT stays in the child's object): half the node runner's 512 MB, what a child of
-#: ten items of a 50-node plan (the most nodes a plan has) could hold already.
+#: BATCH_VALUE_LIMIT stays in the child's object): half the node runner's 512 MB; a child of ten
+#: items of a 40-node plan (the most a version holds) could hold 200 MiB before children of 20.
 CHILD_VALUES_BYTES = 256 * 1024 * 1024
 #: Runs whose list entries carry no ordinal (prepared before child records; a re-run copies such a
 #: list) record per item, all of a child's items in one TransactWriteItems: at most 100 actions and
