@@ -104,15 +104,15 @@ def test_children_over_one_record_block_are_whole_blocks_and_keep_ninety_percent
 
 
 def test_a_wide_plan_gets_no_more_items_a_child_than_its_nodes_have_threads() -> None:
-    # Given a root and 40 nodes that all start once it ends: 40 nodes of an item at once
-    wide = plan([10] * 41, fan_out=True)
+    # Given a root and 30 nodes that all start once it ends: 30 nodes of an item at once
+    wide = plan([10] * 31, fan_out=True)
     # Then a child's items never wait for a node thread: their worst case stays one item's
     for parallelism in (10, 40, 100):
         settings = batch_settings(wide, parallelism, 1000, "k")
-        assert settings.items_per_child * 40 <= NODE_THREADS, parallelism
+        assert settings.items_per_child * 30 <= NODE_THREADS, parallelism
         assert settings.children * settings.items_per_child <= parallelism
     # A chain of as many nodes runs one node of an item at a time: not narrowed for threads
-    assert most_items_per_child(plan([10] * 41)) > most_items_per_child(wide)
+    assert most_items_per_child(plan([10] * 31)) > most_items_per_child(wide)
 
 
 def test_a_long_plan_gets_no_more_items_a_child_than_its_values_fit_in_memory() -> None:
