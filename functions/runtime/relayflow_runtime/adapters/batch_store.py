@@ -40,10 +40,8 @@ counter ADD per child — against four writes of the former design (a record per
 
 from __future__ import annotations
 
-import functools
 import json
 import random
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -52,12 +50,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
 from relayflow_runtime.adapters.transactions import (
-    ATTEMPTS,
     CONTENTION_REASONS,
     StoreContended,
     TransactionCancelled,
-    retry_contention,
     transact_write,
+    until_processed,
 )
 from relayflow_runtime.domain.batch import (
     COUNTER_SHARDS,
@@ -412,18 +409,11 @@ class BatchStore:
                     **projection,
                 }
             }
-            attempt = 0
-            while request:
-                response = retry_contention(functools.partial(self._ddb.batch_get_item, RequestItems=request))
+            for response in until_processed(
+                lambda r: self._ddb.batch_get_item(RequestItems=r), request, "UnprocessedKeys"
+            ):
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     yield _plain(item)
-                request = response.get("UnprocessedKeys") or {}
-                attempt += 1
-                if request and attempt >= ATTEMPTS:
-                    left = len(request[self.table_name]["Keys"])
-                    raise StoreContended(f"{left} keys stayed unprocessed (throttled)")
-                if request:  # throttled keys: asked again after a jittered wait
-                    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))
 
     def outcomes(
         self,
@@ -500,9 +490,7 @@ class BatchStore:
 
     def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
         request: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys]}
-        backoff = 0.01
-        while request:
-            request = self._ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-            if request:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+        for _ in until_processed(
+            lambda r: self._ddb.batch_write_item(RequestItems=r), request, "UnprocessedItems"
+        ):
+            pass
