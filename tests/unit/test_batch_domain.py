@@ -37,7 +37,7 @@ def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
             "name": f"n{i}",
             "idx": i,
             "template": "{{input}}",
-            "timeout": timeout,
+            "node_timeout": timeout,
             "parents": [f"n{i - 1}"] if i else [],
             "model": {"id": "m", "provider": "builtin", "config": {"model": "echo"}},
         }

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from relayflow_runtime.adapters import blob_stream
@@ -113,6 +114,49 @@ def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
         return value
     item: dict[str, Any] = entry["item"]
     return item
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """A dataset version's item list, as a batch reads it: its key and how many items it holds."""
+
+    key: str
+    count: int
+
+
+def item_source(tenant: str, dataset_id: str, version_id: str) -> ItemSource:
+    """Where a version's items are (NotFound: the dataset or the version is not there)."""
+    version = get_version_record(tenant, dataset_id, version_id)
+    key = version.get("items_key") or items_key(tenant, dataset_id, version_id)
+    return ItemSource(key=key, count=int(version.get("item_count") or 0))
+
+
+@dataclass(frozen=True)
+class FilteredItem:
+    """One entry of an item list with its item and the filter's verdict. ``end``: bytes of the list
+    read through this entry; ``refused``: the filter gave up on the item (over its work budget: a
+    run refuses it, an estimate counts it as not kept)."""
+
+    entry: dict[str, Any]
+    item: dict[str, Any]
+    end: int
+    kept: bool
+    refused: datasets.FilterError | None = None
+
+
+def filtered_items(key: str, filter_query: str | None) -> Iterator[FilteredItem]:
+    """The entries of an item list in order, each with its item and whether ``filter_query`` keeps
+    it: the one reading a batch's start (services/batch.py) and its estimate (services/estimate.py)
+    share, so both keep the same items."""
+    matches = datasets.compile_filter(filter_query)
+    for _, end, entry in iter_entries(key):
+        item = entry_item(entry)
+        refused: datasets.FilterError | None = None
+        try:
+            kept = bool(matches(item))
+        except datasets.FilterError as exc:
+            kept, refused = False, exc
+        yield FilteredItem(entry, item, end, kept, refused)
 
 
 def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple[bytes, bool]:

@@ -108,7 +108,7 @@ def start_execution(
             )
     with referenced("version_id") if body.version_id else contextlib.nullcontext():
         plan = build_plan(
-            tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout, env=env
+            tenant, workflow_id, version_id, mode=body.input_mode, run_timeout=body.timeout, env=env
         )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
@@ -161,7 +161,7 @@ def start_from_object(
     with contextlib.suppress(NotFound):
         return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
-    plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
+    plan = build_plan(tenant, workflow_id, version_id, mode="single", run_timeout=None)
     input_file = InputFile(
         key=input_key(tenant, execution_id, filename),
         filename=filename,
@@ -305,7 +305,7 @@ def _launch(
         single_input=single_input,
         input_file=input_file,
         batch_config=batch_config,
-        timeout=plan.timeout,
+        timeout=plan.run_timeout,
         created_at=now,
         progress=ExecutionProgress(
             total_nodes=len(plan.nodes),
@@ -405,7 +405,7 @@ def retry_failed_items(
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
-            plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+            plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=old.get("timeout"))
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
