@@ -28,6 +28,7 @@ from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets, item_list
 from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.encoded import decode_base64
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
 from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
 from relayflow_runtime.schemas import dataset_api
@@ -586,14 +587,14 @@ def put_part(
     _upload_record(tenant, dataset_id, version_id, upload_id)
     if not 1 <= part <= MAX_UPLOAD_PARTS:
         raise InvalidInput(f"part numbers go from 1 to {MAX_UPLOAD_PARTS}.", code="invalid_part")
-    try:
-        data = base64.b64decode(body.content_base64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("content_base64 is not valid base64.", code="invalid_part") from exc
-    if len(data) > UPLOAD_PART_BYTES:
-        raise InvalidInput(
-            f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {len(data)}.", code="invalid_part"
-        )
+    data = decode_base64(
+        body.content_base64,
+        field="content_base64",
+        code="invalid_part",
+        max_bytes=UPLOAD_PART_BYTES,
+        too_large=f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {{size}}.",
+        too_large_code="invalid_part",
+    )
     deps.blobs().put_bytes(f"{upload_prefix(tenant, dataset_id, upload_id)}parts/{part:05d}", data)
     deps.stores().datasets.add_upload_part(tenant, dataset_id, upload_id, part, len(data))
     return {"part": part, "size": len(data)}
