@@ -641,14 +641,7 @@ def commit_upload(
     if size <= SYNC_INGEST_MAX_BYTES:
         _claim(tenant, dataset_id, version_id, fields)
         try:
-            return ingest(
-                tenant,
-                dataset_id,
-                version_id,
-                _ChunkStream(chunks),
-                upload["format"],
-                filename=upload["filename"],
-            )
+            return _ingest_upload(tenant, dataset_id, version_id, upload, chunks)
         finally:
             _forget_upload(tenant, dataset_id, upload_id)
     version = DatasetVersion.model_validate(_claim(tenant, dataset_id, version_id, fields))
@@ -665,6 +658,15 @@ def commit_upload(
         _fail_version(tenant, dataset_id, version_id, UPLOAD_FAILED)
         raise
     return version
+
+
+def _ingest_upload(
+    tenant: str, dataset_id: str, version_id: str, upload: Mapping[str, Any], chunks: Iterator[bytes]
+) -> DatasetVersion:
+    """An upload's parts ingested as the version's file (at once, or by the ingest job)."""
+    return ingest(
+        tenant, dataset_id, version_id, _ChunkStream(chunks), upload["format"], filename=upload["filename"]
+    )
 
 
 def _forget_upload(tenant: str, dataset_id: str, upload_id: str) -> None:
@@ -685,14 +687,7 @@ def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
     upload = deps.stores().datasets.get_dataset_upload(tenant, dataset_id, job["upload_id"])
     try:
         chunks, _ = _upload_source(tenant, dataset_id, upload, job.get("parts"))
-        version = ingest(
-            tenant,
-            dataset_id,
-            version_id,
-            _ChunkStream(chunks),
-            upload["format"],
-            filename=upload["filename"],
-        )
+        version = _ingest_upload(tenant, dataset_id, version_id, upload, chunks)
         outcome: dict[str, Any] = {"status": version.status, "item_count": version.item_count}
     except InvalidInput as exc:
         record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
