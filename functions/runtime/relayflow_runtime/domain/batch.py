@@ -245,13 +245,13 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     )
 
 
-def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
-    """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
-    children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+def batch_overdue_after_seconds(settings: BatchSettings, run_timeout: int) -> int:
+    """How long after its start a batch is overdue: its own ``run_timeout`` or, sooner, every wave
+    of children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
     at_once = max(1, settings.children) * max(1, settings.items_per_child)
     waves = max(1, math.ceil(settings.total / at_once))
     worst = waves * (settings.child_timeout or LAMBDA_LIMIT_SECONDS)
-    return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
+    return min(run_timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 
 # ---- judging a finished batch -----------------------------------------------------------------------
