@@ -235,3 +235,26 @@ def test_an_estimate_stops_reading_at_its_bounds_and_says_it_extrapolated_from_a
         batch_config={"dataset_id": dataset_id, "dataset_version_id": version_id, "filter_query": "keep"},
     )
     assert (answered.items_exact, answered.read_stopped_by, answered.items) == (True, None, 20)
+
+
+def test_the_bytes_an_estimate_reads_count_the_items_stored_apart(client: Client) -> None:
+    # Given a first item far larger than an item list keeps inline (its own object), then small ones
+    items = [{"id": "big", "text": "word " * 30_000}] + [{"id": f"s{n}", "text": "t"} for n in range(9)]
+    dataset_id, version_id = dataset(client, items)
+    workflow_id = chain(client, ("Echo", "builtin", {"model": "echo"}, {}))
+    body = api.EstimateBatch.model_validate(
+        {"batch_config": {"dataset_id": dataset_id, "dataset_version_id": version_id}}
+    )
+
+    # When the read may take 100 KB, far more than the list's own lines
+    found = estimate_service.estimate_batch(
+        TENANT, workflow_id, body, estimate_service.ReadBounds(bytes=100_000)
+    )
+
+    # Then the big item's 150 KB object counted: the read stopped at it, and extrapolated
+    assert (found.read_stopped_by, found.items_read, found.items_exact, found.items) == (
+        "bytes",
+        1,
+        False,
+        10,
+    )

@@ -195,8 +195,8 @@ class ExecutionEstimate(Entity):
     read_stopped_by: Literal["items", "bytes", "seconds"] | None = Field(
         None,
         description="Why the estimate stopped reading before the version's last item, so that it "
-        "answers within the API's time: `items` (20,000 read), `bytes` (64 MiB of the item list "
-        "read) or `seconds` (10 s of reading); null when every item was read.",
+        "answers within the API's time: `items` (20,000 read), `bytes` (64 MiB read: the item list "
+        "and the items stored apart) or `seconds` (10 s of reading); null when every item was read.",
     )
     sample_size: int = Field(description="Kept items the templates were rendered on.")
     sample_failures: int = Field(description="Sampled items that would fail (a node's error, a template).")

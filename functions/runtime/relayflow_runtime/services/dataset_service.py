@@ -110,11 +110,17 @@ def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str
 
 def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The item of an entry, read from its own object when it is stored apart."""
+    return _entry_item_read(entry)[0]
+
+
+def _entry_item_read(entry: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The item of an entry, and the bytes of its own object read for it (0: it is inline)."""
     if "ref" in entry:
-        value: dict[str, Any] = deps.blobs().get_json(entry["ref"])
-        return value
+        stored = deps.blobs().get_bytes(entry["ref"])
+        value: dict[str, Any] = json.loads(stored)
+        return value, len(stored)
     item: dict[str, Any] = entry["item"]
-    return item
+    return item, 0
 
 
 @dataclass(frozen=True)
@@ -134,13 +140,14 @@ def item_source(tenant: str, dataset_id: str, version_id: str) -> ItemSource:
 
 @dataclass(frozen=True)
 class FilteredItem:
-    """One entry of an item list with its item and the filter's verdict. ``end``: bytes of the list
-    read through this entry; ``refused``: the filter gave up on the item (over its work budget: a
-    run refuses it, an estimate counts it as not kept)."""
+    """One entry of an item list with its item and the filter's verdict. ``read_bytes``: bytes
+    read through this entry (the list's, and the objects of the items stored apart); ``refused``:
+    the filter gave up on the item (over its work budget: a run refuses it, an estimate counts it
+    as not kept)."""
 
     entry: dict[str, Any]
     item: dict[str, Any]
-    end: int
+    read_bytes: int
     kept: bool
     refused: datasets.FilterError | None = None
 
@@ -150,14 +157,16 @@ def filtered_items(key: str, filter_query: str | None) -> Iterator[FilteredItem]
     it: the one reading a batch's start (services/batch.py) and its estimate (services/estimate.py)
     share, so both keep the same items."""
     matches = datasets.compile_filter(filter_query)
+    apart = 0
     for _, end, entry in iter_entries(key):
-        item = entry_item(entry)
+        item, stored = _entry_item_read(entry)
+        apart += stored
         refused: datasets.FilterError | None = None
         try:
             kept = bool(matches(item))
         except datasets.FilterError as exc:
             kept, refused = False, exc
-        yield FilteredItem(entry, item, end, kept, refused)
+        yield FilteredItem(entry, item, end + apart, kept, refused)
 
 
 def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple[bytes, bool]:

@@ -5,15 +5,16 @@ dataset version is ready, the filter compiles, the input field is known; the ver
 then:
 
 * **items**: the filter run over the version's items, as ``prepare_batch`` will (the same reader,
-  ``dataset_service.filtered_items``), within an API answer's time: at most 20,000 items, 64 MiB of the
-  list and 10 s (``ReadBounds``); stopped by one of them, the items read are a
-  sample (the answer says so: ``items_exact`` false, ``read_stopped_by``) and the kept share is
-  extrapolated to the version's item count;
+  ``dataset_service.filtered_items``), within an API answer's time (``ReadBounds``): at most
+  20,000 items, 64 MiB read (the list and the items stored apart) and 10 s. Stopped by one of
+  them, the items read are a sample (the answer says so: ``items_exact`` false,
+  ``read_stopped_by``) and the kept share is extrapolated to the version's item count;
 * **a sample** of the kept items (``sample_size``, drawn uniformly with a fixed seed, so the same
   request gives the same answer) goes through the graph as a run would take it: each node's
   template rendered with the item and its upstream outputs, in plan order, a node skipped when a
   parent stopped the item, each answer read as an attempt reads it
-  (``node_execution.render_prompt`` / ``read_answer``: the same JSON parse and cost). A builtin
+  (``node_execution.render_prompt`` / ``read_output`` / ``call_usage``: the same JSON parse and
+  cost). A builtin
   model's answer is computed (``providers.dry_run_model``: exact tokens); another provider's is
   assumed as long as its prompt (at most its parsed config's ``output_cap``), its tokens counted
   as the rate limits count them (``rate_limits.text_tokens``);
@@ -181,7 +182,7 @@ def _kept_items(tenant: str, body: api.EstimateBatch, bounds: ReadBounds) -> _Re
                 slot = chooser.randrange(kept)
                 if slot < body.sample_size:
                     sample[slot] = found.item
-        stopped_by = _stopped_by(read, found.end, bounds.clock() >= deadline, bounds)
+        stopped_by = _stopped_by(read, found.read_bytes, bounds.clock() >= deadline, bounds)
         if stopped_by:
             break
     if stopped_by and read >= source.count:
