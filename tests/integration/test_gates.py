@@ -87,7 +87,7 @@ def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_orde
     # Given a node with two parents, its record as launch writes it (pending)
     store = deps.stores().executions
     node = NodeSpec.model_validate(
-        {"id": "C", "name": "C", "idx": 2, "template": "", "timeout": 30, "parents": ["A", "B"],
+        {"id": "C", "name": "C", "idx": 2, "template": "", "node_timeout": 30, "parents": ["A", "B"],
          "model": {"id": "m", "provider": "builtin"}}
     )
     for order in itertools.permutations(["gate", "A", "B"]):

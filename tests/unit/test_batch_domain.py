@@ -42,7 +42,7 @@ def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1, *, fan_out: 
             "name": f"n{i}",
             "idx": i,
             "template": "{{input}}",
-            "timeout": timeout,
+            "node_timeout": timeout,
             "parents": [f"n{0 if fan_out else i - 1}"] if i else [],
             "model": {"id": "m", "provider": "builtin", "config": {"model": "echo"}},
         }

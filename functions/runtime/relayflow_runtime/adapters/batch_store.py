@@ -84,6 +84,14 @@ def _wire(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _serializer.serialize(v) for k, v in to_dynamo(item).items()}
 
 
+def _keep_expiry(names: dict[str, str], values: dict[str, Any], expires_at: int) -> str:
+    """An update's clause that sets the item's TTL once (a later write keeps the first), its name
+    and value added to ``names`` and ``values``."""
+    names["#ttl"] = "expires_at"
+    values[":ttl"] = {"N": str(expires_at)}
+    return "#ttl = if_not_exists(#ttl, :ttl)"
+
+
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     plain = dict(from_dynamo({k: _deserializer.deserialize(v) for k, v in item.items()}))
     if isinstance(plain.get("nodes"), str):
@@ -171,9 +179,7 @@ class BatchStore:
         values = {f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())}
         expression = "ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names))
         if expires_at:  # the run's retention (services/retention.py), set by the shard's first ADD
-            names["#ttl"] = "expires_at"
-            values[":ttl"] = {"N": str(expires_at)}
-            expression += " SET #ttl = if_not_exists(#ttl, :ttl)"
+            expression += " SET " + _keep_expiry(names, values, expires_at)
         names["#sealed"] = SEALED
         return {
             "Update": {
@@ -196,9 +202,7 @@ class BatchStore:
         values: dict[str, Any] = {":sealed": {"BOOL": True}}
         expression = "SET #sealed = :sealed"
         if expires_at:  # a shard no child wrote yet is created here: it expires with the run
-            names["#ttl"] = "expires_at"
-            values[":ttl"] = {"N": str(expires_at)}
-            expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+            expression += ", " + _keep_expiry(names, values, expires_at)
         transact_write(
             [
                 {
@@ -329,9 +333,7 @@ class BatchStore:
         values = {f":p{j}": {"S": p.encode()} for j, p in enumerate(members.values())}
         expression = "SET " + ", ".join(f"#p{j} = :p{j}" for j in range(len(members)))
         if expires_at:  # the run's retention (services/retention.py)
-            names["#ttl"] = "expires_at"
-            values[":ttl"] = {"N": str(expires_at)}
-            expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+            expression += ", " + _keep_expiry(names, values, expires_at)
         return {
             "Update": {
                 "TableName": self.table_name,

@@ -22,6 +22,7 @@ from relayflow_runtime.domain.engine import (
     LAMBDA_LIMIT_SECONDS,
     OVERDUE_MARGIN_SECONDS,
     Plan,
+    RunClock,
     RunRef,
     fits_express,
     worst_case_item_seconds,
@@ -156,35 +157,34 @@ class BatchSettings(_Shape):
         return self.child_timeout
 
 
-class BatchStart(_Shape):
+class BatchStart(RunClock):
     """What ``prepare_batch`` and ``reserve_budget`` return to the batch machine (and what
-    ``reserve_budget`` is sent: Prepare's answer, or its own before AwaitBudget). ``timeout``: the
-    run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it when
-    the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
+    ``reserve_budget`` is sent: Prepare's answer, or its own before AwaitBudget). ``run_timeout``:
+    the run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it
+    when the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
 
     run: RunRef
     batch: BatchSettings
-    timeout: int
     budget_wait: int
 
 
 class AwaitBudgetEvent(_Shape):
-    """``await_budget``: the batch parked until the budget has room (``timeout``: how long it may
-    wait at most), with the task token a release sends back."""
+    """``await_budget``: the batch parked until the budget has room (``run_timeout``: the run's
+    clock, the longest it may wait), with the task token a release sends back."""
 
     run: RunRef
     batch: BatchSettings
-    timeout: int
+    run_timeout: int = Field(validation_alias=AliasChoices("run_timeout", "timeout"))
     token: str
 
 
 class ItemsEvent(_Shape):
-    """``run_items``: one child's entries, and its Task's own timeout (seconds; absent in the
-    definitions before it was passed)."""
+    """``run_items``: one child's entries, and its ``child_timeout`` (its Task's timeout, seconds;
+    ``task_timeout`` in the previous definition, absent in the ones before)."""
 
     run: RunRef
     items: list[ItemEntry] = Field(default_factory=list)
-    task_timeout: float | None = None
+    child_timeout: float | None = Field(None, validation_alias=AliasChoices("child_timeout", "task_timeout"))
 
 
 class ItemsFailedEvent(_Shape):
@@ -288,13 +288,13 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     )
 
 
-def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
-    """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
-    children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+def batch_overdue_after_seconds(settings: BatchSettings, run_timeout: int) -> int:
+    """How long after its start a batch is overdue: its own ``run_timeout`` or, sooner, every wave
+    of children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
     at_once = max(1, settings.children) * max(1, settings.items_per_child)
     waves = max(1, math.ceil(settings.total / at_once))
     worst = waves * (settings.child_timeout or LAMBDA_LIMIT_SECONDS)
-    return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
+    return min(run_timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 
 # ---- judging a finished batch -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
 #: A run without a timeout of its own still races a clock (Standard executions live at most a year).
 NO_TIMEOUT_SECONDS = 30_000_000
@@ -55,13 +55,15 @@ class ModelRef(_Shape):
 
 
 class NodeSpec(_Shape):
-    """One node as the snapshot keeps it: everything its attempts need."""
+    """One node as the snapshot keeps it: everything its attempts need. ``node_timeout``: the most
+    one attempt may take (the node's ``timeout``, else its version's ``node_timeout``); plans
+    written before it had that name read ``timeout``."""
 
     id: str
     name: str
     idx: int
     template: str
-    timeout: int
+    node_timeout: int = Field(validation_alias=AliasChoices("node_timeout", "timeout"))
     on_failure: Literal["stop", "continue"] = "stop"
     output_format: str | None = None
     #: Nodes whose end releases this one (without edges: the node created before it).
@@ -70,16 +72,33 @@ class NodeSpec(_Shape):
     upstream: dict[str, str] = Field(default_factory=dict)
     model: ModelRef
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int:
+        """``node_timeout`` under its former name, still written: a node runner of the previous
+        deploy (a deploy updates the API and the runner one after the other) reads it from the
+        plan an updated API wrote. To be removed once no such runner can be running."""
+        return self.node_timeout
+
 
 class Plan(_Shape):
-    """The validated snapshot of a workflow version an execution runs (nodes in topological order)."""
+    """The validated snapshot of a workflow version an execution runs (nodes in topological order).
+    ``run_timeout``: the run's own ``timeout`` as asked (None: none); plans written before it had
+    that name read ``timeout``."""
 
     workflow_id: str
     version_id: str
     mode: Literal["single", "batch"]
-    timeout: int | None = None
+    run_timeout: int | None = Field(None, validation_alias=AliasChoices("run_timeout", "timeout"))
     config: dict[str, Any]
     nodes: list[NodeSpec]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int | None:
+        """``run_timeout`` under its former name, still written for the previous deploy's runner
+        (see ``NodeSpec.timeout``)."""
+        return self.run_timeout
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
@@ -169,7 +188,7 @@ class NodeTask(_Shape):
         return cls(
             id=node.id,
             idx=node.idx,
-            task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS,
+            task_timeout=node.node_timeout + TIMEOUT_BACKSTOP_SECONDS,
             parents=len(node.parents),
             gate=gate,
             gate_timeout=gate_timeout,
@@ -183,13 +202,29 @@ class RunInput(_Shape):
     run: RunRef
 
 
-class RunStart(_Shape):
+class RunClock(_Shape):
+    """A machine's answer that sets its run's clock. ``run_timeout``: the seconds the machine's
+    RunClock races the run (the run's ``timeout``, at most what is left of the longest a run may
+    take since it was created: services/retention.py). An execution on the machine's previous
+    definition (running executions keep theirs across a deploy) sends and reads it as
+    ``timeout``."""
+
+    run_timeout: int = Field(validation_alias=AliasChoices("run_timeout", "timeout"))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int:
+        """``run_timeout`` under its former name, still answered for executions on the previous
+        definitions. To be removed once no such execution can be running."""
+        return self.run_timeout
+
+
+class RunStart(RunClock):
     """What ``start`` returns to the run machine."""
 
     run: RunRef
     nodes: list[NodeTask]
     retry: RetryPolicy
-    timeout: int
 
 
 # ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------
@@ -255,7 +290,7 @@ class JobEvent(_Shape):
 
 def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:
     """Every attempt of the node times out and every wait is the longest allowed."""
-    return node.timeout * (retry.max_retries + 1) + sum(retry.delays)
+    return node.node_timeout * (retry.max_retries + 1) + sum(retry.delays)
 
 
 def worst_case_starts(plan: Plan) -> dict[str, int]:
@@ -296,7 +331,7 @@ OVERDUE_MARGIN_SECONDS = 1800
 def overdue_after_seconds(plan: Plan) -> int:
     """How long after its start a single run is overdue: its own timeout (the machine's clock ends
     it then) or, sooner, its worst case; plus OVERDUE_MARGIN_SECONDS."""
-    return min(plan.timeout or NO_TIMEOUT_SECONDS, worst_case_item_seconds(plan)) + OVERDUE_MARGIN_SECONDS
+    return min(plan.run_timeout or NO_TIMEOUT_SECONDS, worst_case_item_seconds(plan)) + OVERDUE_MARGIN_SECONDS
 
 
 def fits_express(plan: Plan) -> bool:

@@ -114,10 +114,11 @@ RUN_ACTIONS: dict[str, Action[Any]] = {
 
 # ---- the batch machine (statemachine/batch.asl.json) -----------------------------------------------
 def _child_time(event: ItemsEvent, remaining_ms: int | None) -> int | None:
-    """The time a child's ``run_items`` has: the invocation's, or the Task's own timeout when that is
-    shorter (an Express child's ``task_timeout`` is far below Lambda's 900 s, and Step Functions
-    times the Task out there, discarding its result: what finished must be recorded before)."""
-    timeout = event.task_timeout
+    """The time a child's ``run_items`` has: the invocation's, or its ``child_timeout`` (its Task's
+    timeout) when that is shorter (an Express child's is far below Lambda's 900 s, and Step
+    Functions times the Task out there, discarding its result: what finished must be recorded
+    before)."""
+    timeout = event.child_timeout
     limits = [ms for ms in (remaining_ms, int(timeout * 1000) if timeout else None) if ms is not None]
     return min(limits) if limits else None
 
@@ -132,7 +133,7 @@ def _reserve_budget(event: BatchStart, remaining_ms: int | None) -> BatchStart:
 
 def _await_budget(event: AwaitBudgetEvent, remaining_ms: int | None) -> None:
     run = event.run
-    budget.await_budget(run.tenant, run.execution_id, event.batch, event.timeout, event.token)
+    budget.await_budget(run.tenant, run.execution_id, event.batch, event.run_timeout, event.token)
 
 
 def _run_items(event: ItemsEvent, remaining_ms: int | None) -> ItemsRun:

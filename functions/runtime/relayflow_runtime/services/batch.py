@@ -204,39 +204,31 @@ def _dataset_entries(
     tenant: str, config: BatchConfig, watch: _CancelWatch
 ) -> tuple[Iterator[dict[str, Any]], int]:
     try:
-        version = dataset_service.get_version_record(tenant, config.dataset_id, config.dataset_version_id)
+        source = dataset_service.item_source(tenant, config.dataset_id, config.dataset_version_id)
     except NotFound:
         raise _Refused(
             f"dataset version '{config.dataset_version_id}' was deleted before the run could read it."
         ) from None
-    source = version.get("items_key") or dataset_service.items_key(
-        tenant, config.dataset_id, config.dataset_version_id
-    )
-    matches = datasets.compile_filter(config.filter_query)
     field = config.input_field
-    count = int(version.get("item_count") or 0)
 
     def kept() -> Iterator[dict[str, Any]]:
         kept_any = False
-        for _, _, entry in dataset_service.iter_entries(source):
+        for read in dataset_service.filtered_items(source.key, config.filter_query):
             watch()
-            item = dataset_service.entry_item(entry)
-            try:
-                keep = matches(item)
-            except datasets.FilterError as exc:  # over its work budget: the run cannot start
-                raise _Refused(f"item {entry['id']!r}: {exc.message}") from None
-            if not keep:
+            if read.refused:  # the filter over its work budget: the run cannot start
+                raise _Refused(f"item {read.entry['id']!r}: {read.refused.message}")
+            if not read.kept:
                 continue
-            if field not in item:
-                raise _Refused(_lacking_message(str(entry["id"]), field))
+            if field not in read.item:
+                raise _Refused(_lacking_message(str(read.entry["id"]), field))
             kept_any = True
-            yield entry
+            yield read.entry
         if not kept_any:
             raise _Refused(
-                f"the filter {config.filter_query!r} keeps none of the {count} items; nothing to run."
+                f"the filter {config.filter_query!r} keeps none of the {source.count} items; nothing to run."
             )
 
-    return kept(), count
+    return kept(), source.count
 
 
 def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
@@ -297,14 +289,14 @@ def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str,
 
 
 def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str, Any]:
-    """(``timeout`` here is the longest the run may take; ReserveBudget's answer is what is left of
-    it when the Race starts.)"""
-    timeout = min(plan.timeout or retention.max_run_seconds(), retention.max_run_seconds())
+    """(``run_timeout`` here is the longest the run may take; ReserveBudget's answer is what is
+    left of it when the Race starts.)"""
+    run_timeout = min(plan.run_timeout or retention.max_run_seconds(), retention.max_run_seconds())
     return {
         "run": run.model_dump(mode="json"),
         "batch": settings.model_dump(mode="json"),
-        "timeout": timeout,
-        "budget_wait": budget.wait_period(timeout),
+        "run_timeout": run_timeout,
+        "budget_wait": budget.wait_period(run_timeout),
     }
 
 
@@ -373,8 +365,8 @@ def reserve_budget(
 ) -> dict[str, Any]:
     """The body of the node runner's ``reserve_budget`` action (batch machine, state ReserveBudget).
 
-    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "timeout"}``. Returns the event (with
-    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``timeout`` the
+    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "run_timeout"}``. Returns the event (with
+    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``run_timeout`` the
     clock the run's Race starts: its own timeout, at most what is left of its time since it was
     created, services/retention.py) once the share is reserved and the run is ``running``.
     Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
@@ -392,7 +384,8 @@ def reserve_budget(
         record = store.get_record(tenant, execution_id)
         if record.status != Status.RUNNING:
             raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
-        return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
+        # an earlier attempt started it
+        return {**event, "batch": batch, "run_timeout": _clock(record, event)}
     record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
     fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
@@ -405,12 +398,12 @@ def reserve_budget(
             # Cancelled between the reservation and the move: give the share back at once.
             budget.release(tenant, execution_id, env=env, limits=limits)
             raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
-    return {**event, "batch": batch, "timeout": clock}
+    return {**event, "batch": batch, "run_timeout": clock}
 
 
 def _clock(record: ExecutionRecord, event: dict[str, Any]) -> int:
     """The Race's clock: the run's timeout (Prepare's), at most what is left since its creation."""
-    return retention.run_clock_seconds(record.created_at, int(event.get("timeout") or 0) or None)
+    return retention.run_clock_seconds(record.created_at, int(event.get("run_timeout") or 0) or None)
 
 
 def _config_of(record: ExecutionRecord) -> BatchConfig:

@@ -16,7 +16,7 @@ the child's small record (where each item's outcome is) and one counter ADD. A r
 nothing again. Lists written before entries carried their ordinal record per item, as they did.
 
 **The deadline.** The node runner passes the time the child has: its invocation's (Lambda's
-``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``task_timeout``). The
+``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``child_timeout``). The
 child keeps RECORD_MARGIN_SECONDS (domain/batch.py) of it for recording, and
 no attempt starts (nor a retry's wait) that could not end within the rest, at the node's timeout.
 At that deadline the items that finished are recorded (the same one transaction) and
@@ -197,13 +197,13 @@ def _run_node(
                 ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
                 cancelled=True,
             )
-        if not child.fits(node.timeout):
+        if not child.fits(node.node_timeout):
             return _deferred(node)
         context = InvocationContext(
             execution_id=child.run.execution_id,
             node_id=f"{node.id}#{item_key(entry.id)}",
             attempt=attempt,
-            time_budget=float(node.timeout),
+            time_budget=float(node.node_timeout),
         )
         try:
             outcome = run_attempt(
@@ -215,7 +215,7 @@ def _run_node(
                 break
             errors.append(str(exc))
             wait_seconds = retry.draw_wait(attempt - 1, child.rng)
-            if not child.fits(wait_seconds + node.timeout):
+            if not child.fits(wait_seconds + node.node_timeout):
                 return _deferred(node)  # the retry could not end in time: do not wait for it
             if not _sleep(wait_seconds, child.cancelled):
                 return _NodeResult(

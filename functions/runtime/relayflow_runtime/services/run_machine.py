@@ -109,7 +109,7 @@ def start(run: RunRef) -> RunStart:
             for node in plan.nodes
         ],
         retry=plan.retry,
-        timeout=retention.run_clock_seconds(record["created_at"], plan.timeout),
+        run_timeout=retention.run_clock_seconds(record["created_at"], plan.run_timeout),
     )
 
 
@@ -254,7 +254,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             attempt=number,
             read_input_file=run_input.file_bytes if run_input.input_file else None,
             input_filename=(run_input.input_file or {}).get("filename"),
-            time_budget=float(node.timeout),
+            time_budget=float(node.node_timeout),
         )
         outcome = run_attempt(node, scope, context, tenant=run.tenant)
     except ModelError as exc:
@@ -332,7 +332,7 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     name, message = error_message(error)
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
-        message = f"node '{node.name}' timed out after {node.timeout} seconds"
+        message = f"node '{node.name}' timed out after {node.node_timeout} seconds"
     elif name == "GateTimeout":
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         message = _gate_gave_up(plan, node, task, records.get(node.id))
