@@ -349,7 +349,7 @@ class FakeMachines:
     def stop(self, execution_arn: str, *, error: str, cause: str) -> None:
         self.stopped.append(execution_arn)
 
-    def release(self, token: str) -> None:
+    def release(self, token: str, output: dict[str, Any] | None = None) -> None:
         self.released.append(token)
 
     def fail_task(self, token: str, *, error: str, cause: str) -> None:

@@ -38,6 +38,8 @@ _SER = TypeSerializer()
 #: run runs, so the writes of a running run (its progress, its nodes, its usage) never reach an
 #: index, and the workflow's index partitions see a run's creation and its status moves only.
 LISTING_SK = "XL"
+#: A node record's attribute that keeps one parent's packed output for it (mark_parent_done).
+CARRIED_PREFIX = "carried#"
 #: What tells a listing entry from the execution item of a run recorded before entries existed.
 LISTING_MARK = "listing_entry"
 
@@ -528,22 +530,39 @@ class ExecutionStore(BaseStore):
         return strip_keys(response["Attributes"])
 
     def mark_parent_done(
-        self, tenant: str, execution_id: str, node_id: str, parent_id: str
+        self, tenant: str, execution_id: str, node_id: str, parent_id: str, carried: Any = None
     ) -> dict[str, Any]:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
         returns the record as it now is. The gate's token write (AwaitParents) is conditional on
         fewer parents being done, so of the two writes on this record the later one decides: a
         token found here was stored while a parent was missing, and this update's caller releases it
-        when its parent was the last; a gate finding every parent done stores nothing and runs."""
+        when its parent was the last; a gate finding every parent done stores nothing and runs.
+
+        ``carried`` (a parent of a node with several): the parent's packed output, written on the
+        record in the same update (attribute ``carried#<parent id>``; writing it twice writes the
+        same), so the parent that releases the node finds every parent's in the record returned,
+        gathered under ``carried`` (parent id -> value)."""
+        names = {"#dp": "done_parents"}
+        values: dict[str, Any] = {":p": {parent_id}}
+        expression = "ADD #dp :p"
+        if carried is not None:
+            names["#c"] = f"{CARRIED_PREFIX}{parent_id}"
+            values[":c"] = to_dynamo(carried)
+            expression += " SET #c = :c"
         response = self._write(
             "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
-            UpdateExpression="ADD #dp :p",
-            ExpressionAttributeNames={"#dp": "done_parents"},
-            ExpressionAttributeValues={":p": {parent_id}},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
-        return strip_keys(response["Attributes"])
+        record = strip_keys(response["Attributes"])
+        record["carried"] = {
+            key.removeprefix(CARRIED_PREFIX): record.pop(key)
+            for key in [k for k in record if k.startswith(CARRIED_PREFIX)]
+        }
+        return record
 
     def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
         condition = Key("pk").eq(tenant_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
