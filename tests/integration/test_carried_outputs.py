@@ -97,6 +97,13 @@ def test_a_join_released_by_its_last_parent_gets_both_parents_outputs(
     if ids["D"] in released(local_stack, execution):  # (else its gate found both parents done)
         assert "D" not in queried
     assert queried in ([], ["D"])
+    # And the parents' outputs kept on the join's record for its release are gone once it ran
+    join = next(
+        r
+        for r in deps.stores().executions.node_records("default", execution["id"])
+        if r["node_id"] == ids["D"]
+    )
+    assert [key for key in join if key.startswith("carried")] == []
 
 
 def test_a_join_that_reads_an_ancestor_queries_the_records(api: Any, queried: list[str]) -> None:

@@ -305,6 +305,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
             number,
             _node_dict(node) | {"node_id": node.id},
             started_at,
+            carried_from=node.parents if len(node.parents) > 1 else (),
         )
     except NodeAlreadyEnded as ended:
         # A repeated task of a node recorded already: only what follows the record is left to do.

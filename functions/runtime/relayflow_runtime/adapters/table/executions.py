@@ -337,18 +337,26 @@ class ExecutionStore(BaseStore):
         sets: tuple[str, ...] = (),
         names: dict[str, str],
         values: dict[str, Any],
+        removes: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """A transaction's Update of a node record: ``SET`` the ``sets`` and each of ``fields``."""
+        """A transaction's Update of a node record: ``SET`` the ``sets`` and each of ``fields``,
+        ``REMOVE`` the attributes ``removes``."""
         names, values, assignments = dict(names), dict(values), list(sets)
         for i, (field, value) in enumerate(fields.items()):
             names[f"#f{i}"] = field
             values[f":f{i}"] = value
             assignments.append(f"#f{i} = :f{i}")
+        removed = []
+        for i, attribute in enumerate(removes):
+            names[f"#r{i}"] = attribute
+            removed.append(f"#r{i}")
         return {
             "Update": {
                 "TableName": self.table_name,
                 "Key": _wire(node_record_key(tenant, execution_id, record_sk)),
-                "UpdateExpression": "SET " + ", ".join(assignments),
+                "UpdateExpression": "SET "
+                + ", ".join(assignments)
+                + (" REMOVE " + ", ".join(removed) if removed else ""),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": _wire(values),
@@ -380,12 +388,16 @@ class ExecutionStore(BaseStore):
         attempt: int,
         fields: dict[str, Any],
         now: str,
+        carried_from: Iterable[str] = (),
     ) -> None:
         """Mark a node of a single run running for its ``attempt``-th attempt (1-based: the number
         is the state machine's, so a repeated task sets the same one), in one transaction with a
         check that the run is running. Raises :class:`ExecutionEnded` when the run is no longer
         running, :class:`NodeAlreadyEnded` when the node record has ended (or a later attempt holds
         it), ``StoreContended`` when contention outlasts the retries (adapters/transactions.py).
+        ``carried_from``: the parents whose outputs mark_parent_done kept on the record, removed
+        now (read by the parent that released the node: the record's later writes and its storage
+        no longer pay for them).
 
         Nothing is written on the execution item (a ConditionCheck only): the run's progress is
         read from its node records (``idx``, ``attempts``; domain/status.progress_node), so a node's
@@ -402,6 +414,7 @@ class ExecutionStore(BaseStore):
             "AND (attribute_not_exists(#att) OR #att <= :att)",
             names={"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"},
             values={":running": NodeStatus.RUNNING.value, **_NODE_OPEN_VALUES, ":att": attempt, ":now": now},
+            removes=[f"{CARRIED_PREFIX}{parent}" for parent in carried_from],
         )
         check = self._status_check(tenant, execution_id, (ExecutionStatus.RUNNING.value,))
         self._write_node(tenant, execution_id, sk, [check, update])
