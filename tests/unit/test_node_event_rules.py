@@ -144,3 +144,36 @@ def test_batch_runs_list_no_rules_and_send_no_node_events() -> None:
     fakes = Fakes()
     notify.node_finished(CTX | {"mode": "batch"}, NODE_DICT, None, "completed", None, env=fakes.deps)
     assert fakes.bus.listed == 0 and fakes.bus.taken == []
+
+
+def test_the_bus_lists_every_page_of_its_rules_and_waits_out_a_throttle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given ListRules answering in two pages, the second after a throttle
+    import boto3
+    from botocore.stub import Stubber
+
+    from relayflow_runtime.adapters import aws, events
+
+    client = boto3.client("events", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(client)
+    stub.add_response(
+        "list_rules",
+        {"Rules": [{"Name": "a", "EventPattern": "{}"}], "NextToken": "p2"},
+        {"EventBusName": "bus"},
+    )
+    stub.add_client_error(
+        "list_rules", "ThrottlingException", expected_params={"EventBusName": "bus", "NextToken": "p2"}
+    )
+    stub.add_response(
+        "list_rules",
+        {"Rules": [{"Name": "b", "ScheduleExpression": "rate(1 hour)"}]},
+        {"EventBusName": "bus", "NextToken": "p2"},
+    )
+    monkeypatch.setattr(aws, "client", lambda service: client)
+    # When the bus's rules are listed
+    with stub:
+        patterns = events.EventBus("bus").rule_patterns()
+        # Then both pages were read, the throttled call asked again; a schedule has no pattern
+        stub.assert_no_pending_responses()
+    assert patterns == ["{}", None]

@@ -214,9 +214,15 @@ def node_finished(
     if ctx.get("mode") == "batch":
         return
     env = deps.given(env)
-    if env.bus is None or not _rules.node_events_wanted(env.bus, env.time()):
-        return
-    publish(NODE_FINISHED, node_event(ctx, node, record, status, error), env)
+    if node_events_wanted(env):
+        publish(NODE_FINISHED, node_event(ctx, node, record, status, error), env)
+
+
+def node_events_wanted(env: deps.Deps | None = None) -> bool:
+    """Whether some rule on the bus could match a node event (as read at most RULES_TTL_SECONDS
+    ago): what a caller checks before it reads what only the event needs."""
+    env = deps.given(env)
+    return env.bus is not None and _rules.node_events_wanted(env.bus, env.time())
 
 
 def upload_rejected(reason: dict[str, Any]) -> None:

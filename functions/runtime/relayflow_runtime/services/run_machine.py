@@ -426,8 +426,9 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
         if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
             raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
         status, message = str(ended_as), str(ended.record.get("error") or message)
-    records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
-    notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
+    if notify.node_events_wanted():  # (the event alone reads the record: its attempts, duration)
+        records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+        notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
     if node.on_failure == "continue":
         _release_children(run, plan, node.id)
         return NodeFailure(stop=False)
