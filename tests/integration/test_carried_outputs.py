@@ -5,6 +5,7 @@ queries them when what was carried is not all it reads, and renders the same eit
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,3 +130,21 @@ def test_outputs_past_the_carry_limit_are_read_from_the_records(
     assert execution["status"] == "completed", execution["error"]
     assert execution["results"]["output"] == "B(A(hi))|C(A(hi))"
     assert sorted(queried) == ["B", "C", "D"]
+
+
+def test_a_parent_marked_done_twice_keeps_its_output_once_and_the_last_finds_every_parents(
+    local_stack: LocalStack,
+) -> None:
+    # Given a pending node of two parents
+    store = deps.stores().executions
+    execution_id = f"x-{uuid.uuid4().hex[:8]}"
+    store.put_node_record_if_absent("default", execution_id, "N#C", {"node_id": "C", "status": "pending"})
+    a = {"output": "out A", "parsed_output": None}
+    b = {"output": {"$s3": "key/of/b"}, "parsed_output": {"score": 1.5, "tags": ["x"]}}
+    # When one parent's end is recorded twice (a repeated task), then the other's
+    store.mark_parent_done("default", execution_id, "C", "A", carried=a)
+    store.mark_parent_done("default", execution_id, "C", "A", carried=a)
+    record = store.mark_parent_done("default", execution_id, "C", "B", carried=b)
+    # Then the record the last one gets back has each parent once, with its packed output as written
+    assert sorted(record["done_parents"]) == ["A", "B"]
+    assert record["carried"] == {"A": a, "B": b}
