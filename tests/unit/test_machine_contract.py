@@ -249,8 +249,11 @@ class Walk:
         parameters = state.get("Parameters") or {}
         if not is_runner_task(state):
             # a service integration Step Functions calls itself (the run machine's gate: DynamoDB
-            # UpdateItem): the JSONPaths its Parameters read are checked, there is no action
+            # UpdateItem): the JSONPaths its Parameters read are checked, there is no action; one
+            # that waits for its token answers what the runner's SendTaskSuccess sends
             self.value(parameters, data, context, where)
+            if state["Resource"].endswith(".waitForTaskToken"):
+                return shape_of(node_runner.GATE_RELEASE)
             return ANY
         payload = parameters.get("Payload", parameters)
         sent = self.value(payload, data, context, where)
@@ -597,3 +600,19 @@ def test_the_timeouts_are_read_under_their_names_and_a_former_name_is_not_enough
     assert any("'task_timeout', which ItemsEvent does not have" in problem for problem in problems), problems
     # While the renamed paths are each of a previous definition's generations
     assert len(list(former_definitions("batch"))) == 2 and len(list(former_definitions("run"))) == 1
+
+
+def test_the_gate_hands_run_node_what_the_releasing_parent_carries():
+    # Given the run machine, whose gate keeps what the releasing parent sends at $.carried
+    document = _load("run")
+    assert walk("run", document)[0] == []
+    # When RunNode reads it under another name
+    text = json.dumps(document).replace('"carried.$": "$.carried"', '"carried.$": "$.carried_outputs"')
+    problems, _ = walk("run", json.loads(text))
+    # Then the walk names the read that finds nothing
+    assert any("carried_outputs" in problem and "RunNode" in problem for problem in problems), problems
+    # And what RunNode sends is what the runner's release hands the gate (typed on both sides)
+    assert (
+        typing.get_type_hints(node_runner.RUN_ACTIONS["node"].event)["carried"]
+        == node_runner.GATE_RELEASE | None
+    )

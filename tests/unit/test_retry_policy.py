@@ -122,6 +122,7 @@ def run_machine_attempts(error: str, retry: RetryPolicy) -> tuple[int, list[tupl
         "node": {"id": "n1"},
         "retry": retry.model_dump(mode="json"),
         "attempt": 0,
+        "carried": {},
     }
     attempts, draws, name = 0, list[tuple[int, int]](), "RunNode"
     for _ in range(1000):

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
 
+from relayflow_runtime.domain.templating import TemplateError, parse_template
+
 #: A run without a timeout of its own still races a clock (Standard executions live at most a year).
 NO_TIMEOUT_SECONDS = 30_000_000
 #: Step Functions' TimeoutSecondsPath backs up the runner's own node timeout by this much, so the
@@ -196,6 +198,48 @@ class NodeTask(_Shape):
         )
 
 
+#: The packed outputs (JSON bytes) a releasing parent hands its child at most: well under Step
+#: Functions' 256 KB state payload, beside the rest of the node's state. A single run keeps values
+#: above 4 KB in S3 (a pointer travels), so a node of up to a few parents always fits; past it the
+#: child reads its parents' records instead.
+CARRY_LIMIT_BYTES = 32 * 1024
+
+
+class CarriedOutput(_Shape):
+    """A completed parent's output as its record keeps it: packed (inline, or an S3 reference)."""
+
+    output: Any = None
+    parsed_output: Any = None
+
+
+class Carried(_Shape):
+    """What the parent that releases a node's gate hands it (its SendTaskSuccess output, which the
+    gate puts at ``$.carried`` for RunNode): the packed outputs of the node's parents, by id; empty
+    when they did not fit CARRY_LIMIT_BYTES or another writer released the gate."""
+
+    outputs: dict[str, CarriedOutput] = Field(default_factory=dict)
+
+
+def carried_suffices(node: NodeSpec, carried: Carried | None) -> bool:
+    """Whether the outputs carried to a node are all its attempt reads, so it needs no Query of its
+    run's node records: every parent's output is there (a parent that failed with on_failure
+    "continue" carries none, and ``{{input}}`` then falls back to other upstream nodes), and the
+    template names no upstream node but its parents (``{{nodes.NAME}}`` of an ancestor, or
+    ``nodes`` whole, reads outputs nobody carried)."""
+    if carried is None or not node.parents or set(carried.outputs) != set(node.parents):
+        return False
+    parent_names = {name for name, node_id in node.upstream.items() if node_id in node.parents}
+    try:
+        variables = parse_template(node.template).variables
+    except TemplateError:
+        return False  # the attempt fails on it anyway; the Query path says how
+    for path in variables:
+        parts = path.split(".")
+        if parts[0] == "nodes" and (len(parts) == 1 or parts[1] not in parent_names):
+            return False
+    return True
+
+
 class RunInput(_Shape):
     """The input of the run and batch machines (their StartExecution)."""
 
@@ -249,6 +293,9 @@ class NodeEvent(RunEvent):
     node: NodeTask
     attempt: int = 0
     retry: RetryPolicy | None = None
+    #: What the releasing parent handed the node's gate (absent: an execution of the previous
+    #: definition, a root, a gate that found its parents done): see :func:`carried_suffices`.
+    carried: Carried | None = None
 
 
 class NodeFailedEvent(NodeEvent):

@@ -27,6 +27,7 @@ from relayflow_runtime.domain.batch import (
     ItemsRun,
 )
 from relayflow_runtime.domain.engine import (
+    Carried,
     FailEvent,
     GateEvent,
     JobEvent,
@@ -79,7 +80,7 @@ def _gate(event: GateEvent, remaining_ms: int | None) -> None:
 
 
 def _node(event: NodeEvent, remaining_ms: int | None) -> None:
-    run_machine.run_node(event.run, event.node, event.attempt)
+    run_machine.run_node(event.run, event.node, event.attempt, event.carried)
 
 
 def _node_failed(event: NodeFailedEvent, remaining_ms: int | None) -> NodeFailure:
@@ -102,6 +103,10 @@ def _ends(engine: _Ends) -> dict[str, Action[Any]]:
 
     return {"complete": Action(RunEvent, complete), "fail": Action(FailEvent, fail)}
 
+
+#: What the runner's SendTaskSuccess hands a task parked on a ``.waitForTaskToken`` service
+#: integration of the run machine (its gate, AwaitParents): services/run_machine._release_children.
+GATE_RELEASE: type[BaseModel] = Carried
 
 RUN_ACTIONS: dict[str, Action[Any]] = {
     "start": Action(RunEvent, _start),
