@@ -132,6 +132,22 @@ def test_outputs_past_the_carry_limit_are_read_from_the_records(
     assert sorted(queried) == ["B", "C", "D"]
 
 
+def test_a_join_of_parents_whose_outputs_would_grow_its_record_past_a_kb_queries_instead(
+    api: Any, queried: list[str]
+) -> None:
+    # Given a diamond whose parents answer with 700 bytes each (1.4 KB together on the join's
+    # record, over FAN_IN_CARRY_BYTES), each still under the single-parent carry limit
+    workflow_id, _ = diamond(api, "{{nodes.B}}|{{nodes.C}}")
+    text = "x" * 690
+    assert 2 * len(text) > run_machine.FAN_IN_CARRY_BYTES and len(text) < run_machine.CARRY_LIMIT_BYTES
+    # When the diamond runs
+    execution, _ = run(api, workflow_id, text)
+    # Then B and C were handed A's output, and only the join read its parents' from the records
+    assert execution["status"] == "completed", execution["error"]
+    assert execution["results"]["output"] == f"B(A({text}))|C(A({text}))"
+    assert queried == ["D"]
+
+
 def test_a_parent_marked_done_twice_keeps_its_output_once_and_the_last_finds_every_parents(
     local_stack: LocalStack,
 ) -> None:

@@ -41,6 +41,7 @@ from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import (
     CARRY_LIMIT_BYTES,
+    FAN_IN_CARRY_BYTES,
     MAX_GATE_CHECKS,
     Carried,
     CarriedOutput,
@@ -173,7 +174,8 @@ def _release_children(run: RunRef, plan: Plan, node_id: str, completed: dict[str
     ``completed``: the node's completed record (its packed outputs), carried to each child it
     releases (the gate puts them in RunNode's input: domain/engine.Carried) so the child reads
     no records. A child of several parents gets each parent's on its record, in the same update
-    (its share of CARRY_LIMIT_BYTES at most), and the last one carries them all."""
+    (its share of FAN_IN_CARRY_BYTES at most: past it, a larger record costs more than the
+    child's Query saves), and the last one carries them all."""
     store = deps.stores().executions
     own = (
         CarriedOutput(output=completed.get("output"), parsed_output=completed.get("parsed_output"))
@@ -183,9 +185,8 @@ def _release_children(run: RunRef, plan: Plan, node_id: str, completed: dict[str
     size = _packed_size(own.model_dump(mode="json")) if own is not None else 0
     for child in plan.children(node_id):
         several = len(child.parents) > 1
-        on_record = (
-            own if several and own is not None and size <= CARRY_LIMIT_BYTES // len(child.parents) else None
-        )
+        share = min(CARRY_LIMIT_BYTES, FAN_IN_CARRY_BYTES) // len(child.parents)
+        on_record = own if several and own is not None and size <= share else None
         record = store.mark_parent_done(
             run.tenant,
             run.execution_id,
