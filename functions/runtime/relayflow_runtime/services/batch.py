@@ -45,7 +45,12 @@ from relayflow_runtime.domain.batch import (
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import Plan, RunRef
-from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex
+from relayflow_runtime.domain.execution_record import (
+    ExecutionRecord,
+    ExecutionUpdate,
+    ItemIndex,
+    usage_update,
+)
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -349,16 +354,12 @@ def prepare_batch(
     settings = batch_settings(
         plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
     )
-    progress = {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": total}
+    progress = record.progress.model_copy(update={"total_items": total})
     try:
         store.update_execution(
             run.tenant,
             run.execution_id,
-            {
-                "batch": settings.model_dump(mode="json"),
-                "item_index": index.model_dump(mode="json"),
-                "progress": progress,
-            },
+            {"batch": settings, "item_index": index, "progress": progress},
             only_if_status=(Status.PENDING,),
         )
     except ConditionFailed:
@@ -394,7 +395,10 @@ def reserve_budget(
         return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
     record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
-    fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
+    fields: ExecutionUpdate = {
+        "started_at": env.now(),
+        "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock)),
+    }
     moved = transitions.transition(
         tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields, env=env
     )
@@ -419,17 +423,16 @@ def _config_of(record: ExecutionRecord) -> BatchConfig:
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------
-def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
+def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[ExecutionUpdate, BatchCounts]:
     counters = deps.stores().batches.counters(tenant, record.id, consistent=True)
     total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
-    progress = {
-        **record.progress.model_dump(mode="json", exclude_none=True),
-        "processed_items": counts.processed_items,
-        "failed_items": counts.failed_items,
-    }
+    progress = record.progress.model_copy(
+        update={"processed_items": counts.processed_items, "failed_items": counts.failed_items}
+    )
     # Where a single run keeps its usage: the execution shows it as ``usage``.
-    fields: dict[str, Any] = {"completed_at": now_iso(), "progress": progress, **counts.usage}
+    fields = usage_update(counts.usage)
+    fields |= {"completed_at": now_iso(), "progress": progress}
     return fields, counts
 
 

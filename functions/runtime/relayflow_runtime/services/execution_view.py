@@ -7,12 +7,14 @@ that carries an execution, by the status events (services/notify.py) and by the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import ExecutionRecord, NodeRecord
 from relayflow_runtime.domain.status import (
     TERMINAL,
+    CurrentNodeItem,
     ExecutionStatus,
     node_tally,
     progress_node,
@@ -25,9 +27,9 @@ from relayflow_runtime.services.values import is_ref, unpack
 
 
 def _node_execution(
-    record: dict[str, Any], run_status: str, run_error: str | None, blobs: deps.Blobs
+    record: NodeRecord, run_status: str, run_error: str | None, blobs: deps.Blobs
 ) -> NodeExecution:
-    data = dict(record)
+    data: dict[str, Any] = dict(record)
     data["status"] = settled_node_status(data.get("status", "pending"), run_status, run_error)
     data["output"] = unpack(data.get("output"), blobs)
     data["parsed_output"] = unpack(data.get("parsed_output"), blobs)
@@ -37,7 +39,7 @@ def _node_execution(
     return NodeExecution.model_validate(data)
 
 
-def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[dict[str, Any]] | None:
+def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[NodeRecord] | None:
     """A single run's node records when a page without the nodes needs them: its usage, its node
     counts and its progress while it runs (a node records its own, so finishing siblings never write
     one shared item). An ended run keeps them on its item (``usage_summed``, ``node_counts``,
@@ -55,7 +57,7 @@ def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> l
 
 def to_execution(
     tenant: str,
-    record: ExecutionRecord | dict[str, Any],
+    record: ExecutionRecord | Mapping[str, Any],
     *,
     with_nodes: bool = True,
     env: deps.Deps | None = None,
@@ -79,8 +81,9 @@ def to_execution(
     if is_ref(single_input):
         # Pages of the history leave a long input out; the execution itself returns it whole.
         single_input = unpack(single_input, env.blobs) if with_nodes else None
-    current = stored.current_node.model_dump() if stored.current_node else None
-    records: list[dict[str, Any]] | None = None
+    at = stored.current_node
+    current = CurrentNodeItem(idx=at.idx, id=at.id) if at else None
+    records: list[NodeRecord] | None = None
     counts: dict[str, int] | None = None
     if single:
         if with_nodes:

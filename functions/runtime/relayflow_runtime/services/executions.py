@@ -47,6 +47,7 @@ from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import (
     execution_prefix,
     get_execution_record,
+    get_run_record,
     load_plan,
     machine_arn,
     plan_key,
@@ -332,7 +333,6 @@ def _launch(
         }
     )
     env.executions.put_record(tenant, stored)
-    record = stored.item()
     metrics.count(metrics.RUNS_STARTED, Mode=plan.mode)
     if plan.mode == "single":
         for node in plan.nodes:
@@ -350,11 +350,11 @@ def _launch(
                 },
             )
 
-    notify.status_changed(tenant, record, env)
+    notify.status_changed(tenant, stored, env)
 
     if plan.mode == "batch":  # a batch waits for its share of the batch budget instead
-        admission.start(tenant, record, can_wait=False, env=env)
-    elif admission.launch(tenant, record, env) is None:  # it waits for its turn (services/admission.py)
+        admission.start(tenant, stored, can_wait=False, env=env)
+    elif admission.launch(tenant, stored, env) is None:  # it waits for its turn (services/admission.py)
         return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
     return execution
 
@@ -572,8 +572,8 @@ def cancel_execution(
     tenant: str, workflow_id: str, execution_id: str, *, env: deps.Deps | None = None
 ) -> Execution:
     env = deps.given(env)
-    record = get_execution_record(tenant, workflow_id, execution_id, env)
-    if record["status"] == "cancelled":
+    record = get_run_record(tenant, workflow_id, execution_id, env)
+    if record.status == "cancelled":
         return to_execution(tenant, record, env=env)
     now = env.now()
     updated = transition(
@@ -585,17 +585,17 @@ def cancel_execution(
         env=env,
     )
     if updated is None:
-        record = get_execution_record(tenant, workflow_id, execution_id, env)
-        if record["status"] == "cancelled":
+        record = get_run_record(tenant, workflow_id, execution_id, env)
+        if record.status == "cancelled":
             return to_execution(tenant, record, env=env)
         raise Conflict(
-            f"execution '{execution_id}' already finished ({record['status']}); only pending or running "
+            f"execution '{execution_id}' already finished ({record.status}); only pending or running "
             "executions can be cancelled.",
             code="execution_finished",
         )
-    if record.get("sfn_execution_arn"):
+    if record.sfn_execution_arn:
         try:
-            env.machines.stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+            env.machines.stop(record.sfn_execution_arn, error="Cancelled", cause="cancelled by request")
         except Exception:
             # The cancel is already recorded and is the truth: every remaining task of the run finds
             # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.

@@ -45,6 +45,7 @@ from relayflow_runtime.domain.engine import (
     gate_timeouts,
     overdue_after_seconds,
 )
+from relayflow_runtime.domain.execution_record import ExecutionUpdate, NodeRecord, NodeUpdate
 from relayflow_runtime.domain.status import (
     CLOSE_ON_NODE_FAILURE,
     CLOSE_ON_TIMEOUT,
@@ -89,12 +90,12 @@ def _node_dict(node: NodeSpec) -> dict[str, Any]:
 # ---- start -----------------------------------------------------------------------------------------
 def start(run: RunRef) -> RunStart:
     """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     plan = load_plan(run.tenant, run.execution_id)
-    fields = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
+    fields: ExecutionUpdate = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
     updated = transitions.transition(run.tenant, record, allowed_from(RUNNING), RUNNING, fields)
-    if updated is None and record["status"] != "running":
-        raise ExecutionNotRunning(f"the execution is {record['status']}")
+    if updated is None and record.status != "running":
+        raise ExecutionNotRunning(f"the execution is {record.status}")
     gates = gate_timeouts(plan)
     store = deps.stores().executions
     return RunStart(
@@ -109,16 +110,16 @@ def start(run: RunRef) -> RunStart:
             for node in plan.nodes
         ],
         retry=plan.retry,
-        timeout=retention.run_clock_seconds(record["created_at"], plan.timeout),
+        timeout=retention.run_clock_seconds(record.created_at, plan.timeout),
     )
 
 
 # ---- gates -----------------------------------------------------------------------------------------
-def _ready(node: NodeSpec, record: dict[str, Any]) -> bool:
+def _ready(node: NodeSpec, record: NodeRecord) -> bool:
     return bool(record.get("token")) and set(node.parents) <= set(record.get("done_parents") or ())
 
 
-def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: dict[str, Any] | None) -> str:
+def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: NodeRecord | None) -> str:
     """The error of a node whose gate timed out ``max_gate_checks`` times (the machine's
     GateGaveUp): which parents it waited for, and how long."""
     done = set((record or {}).get("done_parents") or ())
@@ -167,7 +168,7 @@ class _StoredOutputs(Mapping[str, NodeOutput]):
     """Completed nodes' outputs in plan order, each read (from S3 when large) only when used:
     a node reads its parents' and the upstream outputs its template names, not every output."""
 
-    def __init__(self, plan: Plan, records: list[dict[str, Any]]) -> None:
+    def __init__(self, plan: Plan, records: list[NodeRecord]) -> None:
         by_id = {r["node_id"]: r for r in records if r.get("status") == "completed"}
         self._records = {n.id: by_id[n.id] for n in plan.nodes if n.id in by_id}
         self._read: dict[str, NodeOutput] = {}
@@ -235,7 +236,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             node.id,
             node.idx,
             number,
-            _node_dict(node) | {"node_id": node.id},
+            NodeUpdate(id=node.id, name=node.name, idx=node.idx, node_id=node.id),
             started_at,
         )
     except NodeAlreadyEnded as ended:
@@ -275,7 +276,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             # (retry, or node_failed recording the error) applies.
             logger.warning("attempt error not noted: the store stayed contended", node_id=node.id)
         raise
-    fields = {
+    fields: NodeUpdate = {
         "status": "completed",
         "output": pack(outcome.output, f"{prefix}output.json"),
         "prompt": pack(outcome.prompt, f"{prefix}prompt.json"),
@@ -286,7 +287,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     }
     if outcome.parsed_output is not None:
         fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
-    record = {"attempts": number, "duration_ms": outcome.duration_ms}
+    record: Mapping[str, Any] = {"attempts": number, "duration_ms": outcome.duration_ms}
     try:
         store.finish_node(run.tenant, run.execution_id, sk, fields, attempt=number)
     except NodeAlreadyEnded as ended:
@@ -305,7 +306,7 @@ def _not_recorded(exc: Exception) -> Exception:
     return TransientModelError(f"the node's record could not be written: {exc}")
 
 
-def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> dict[str, Any]:
+def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> NodeRecord:
     """The record a node's write found closed: completed (a repeated task recorded it already,
     or another attempt did) is returned; anything else means this attempt was superseded (a
     later attempt holds the record, or the node ended otherwise: the machine has moved past this
@@ -315,7 +316,7 @@ def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> dict[str
     return ended.record
 
 
-def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: dict[str, Any]) -> None:
+def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: Mapping[str, Any]) -> None:
     """What follows a node's completed record, safe to repeat: its event and its children's release
     (a parent marked done twice counts once, a second release of a token is ignored)."""
     summary = {"attempts": record.get("attempts"), "duration_ms": record.get("duration_ms")}
@@ -380,12 +381,12 @@ def complete(run: RunRef) -> None:
     or a reference)."""
     plan = load_plan(run.tenant, run.execution_id)
     store = deps.stores().executions
-    record = store.get_execution(run.tenant, run.execution_id)
+    record = store.get_record(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
     # The run's usage, summed once its nodes are all recorded: what pages without the nodes show.
-    final: dict[str, Any] = {
+    final: ExecutionUpdate = {
         "results": None,
-        **transitions.ended_run_sums(list(by_id.values()), COMPLETED, None),
+        **transitions.ended_run_sums(by_id.values(), COMPLETED, None),
         "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
     }
     current = progress_node(by_id.values())
@@ -404,11 +405,11 @@ def complete(run: RunRef) -> None:
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's timeout, a node with ``on_failure: "stop"``, or any other error."""
     store = deps.stores().executions
-    record = store.get_execution(run.tenant, run.execution_id)
+    record = store.get_record(run.tenant, run.execution_id)
     now = now_iso()
     if reason == "timeout":
-        message = retention.timed_out_message(record["created_at"], record.get("timeout"))
-        fields: dict[str, Any] = {"error": message, "completed_at": now}
+        message = retention.timed_out_message(record.created_at, record.timeout)
+        fields: ExecutionUpdate = {"error": message, "completed_at": now}
         if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
             store.close_open_nodes(run.tenant, run.execution_id, CLOSE_ON_TIMEOUT, message, now)
         return

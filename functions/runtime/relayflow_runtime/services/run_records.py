@@ -12,6 +12,7 @@ from typing import Any
 
 from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
@@ -54,6 +55,13 @@ def get_execution_record(
     if record["workflow_id"] != workflow_id or record.get("deleting"):
         raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
     return record
+
+
+def get_run_record(
+    tenant: str, workflow_id: str, execution_id: str, env: deps.Deps | None = None
+) -> ExecutionRecord:
+    """:func:`get_execution_record`, read as its record (domain/execution_record.py)."""
+    return ExecutionRecord.model_validate(get_execution_record(tenant, workflow_id, execution_id, env))
 
 
 def usage_of(counters: dict[str, Any]) -> dict[str, Any]:

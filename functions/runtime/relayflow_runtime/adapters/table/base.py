@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -49,7 +49,7 @@ def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_expression(
-    set_fields: dict[str, Any], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
+    set_fields: Mapping[str, object], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
     """An UpdateExpression that SETs ``set_fields``, ADDs ``add`` and REMOVEs ``remove``, with its
     attribute names and (DynamoDB-ready) values."""
@@ -139,7 +139,7 @@ class BaseStore:
     def _update(
         self,
         key: dict[str, str],
-        set_fields: dict[str, Any],
+        set_fields: Mapping[str, object],
         *,
         condition: Any = None,
         remove: Iterable[str] = (),
