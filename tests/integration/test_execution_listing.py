@@ -48,7 +48,7 @@ def _ids(workflow: str, **kwargs: Any) -> list[str]:
     records, _ = deps.stores().executions.list_executions(
         TENANT, workflow, limit=50, next_token=None, **kwargs
     )
-    return [r["id"] for r in records]
+    return [r.id for r in records]
 
 
 def test_node_starts_and_ends_write_no_item_a_listing_index_holds(local_stack: LocalStack) -> None:
@@ -85,14 +85,15 @@ def test_listings_read_the_runs_newest_first_page_by_page_and_by_status(local_st
     )
     # newest first, whole records
     records, _ = store.list_executions(TENANT, "wf-list", limit=50, next_token=None)
-    assert [r["id"] for r in records] == [r["id"] for r in reversed(runs)]
-    assert records[3]["current_node"] == {"idx": 3, "id": "c"}
-    assert records[2]["status"] == "completed"
+    assert [r.id for r in records] == [r["id"] for r in reversed(runs)]
+    at = records[3].current_node
+    assert at is not None and (at.idx, at.id) == (3, "c")
+    assert records[2].status == "completed"
     # page by page, each run once
     seen, token = [], None
     while True:
         page, token = store.list_executions(TENANT, "wf-list", limit=2, next_token=token)
-        seen += [r["id"] for r in page]
+        seen += [r.id for r in page]
         if not token:
             break
     assert seen == [r["id"] for r in reversed(runs)]
@@ -170,4 +171,4 @@ def test_a_page_is_one_query_and_a_batch_get_per_hundred_runs(local_stack: Local
         for operation in ("Query", "BatchGetItem", "GetItem", "Scan"):
             events.unregister(f"provide-client-params.dynamodb.{operation}", count)
         aws.clear_resources()
-    assert [r["id"] for r in large[:50]] == [r["id"] for r in small]
+    assert [r.id for r in large[:50]] == [r.id for r in small]

@@ -71,7 +71,9 @@ def test_a_record_item_leaves_out_what_was_never_set() -> None:
 
 def test_the_api_shows_what_the_record_means_and_none_of_the_engines_bookkeeping() -> None:
     fakes = Fakes()
-    execution = to_execution(TENANT, stored(), with_nodes=False, env=fakes.deps)
+    execution = to_execution(
+        TENANT, ExecutionRecord.model_validate(stored()), with_nodes=False, env=fakes.deps
+    )
     shown = execution.model_dump()
     # the node the run is at moves its progress; its usage is the kept sum; its output the results
     assert (execution.progress.current_node_idx, execution.progress.current_node_id) == (1, "b")
@@ -86,7 +88,7 @@ def test_the_api_shows_what_the_record_means_and_none_of_the_engines_bookkeeping
 def test_a_long_input_kept_in_the_bucket_is_shown_whole_by_the_execution_and_left_out_of_pages() -> None:
     fakes = Fakes()
     fakes.blobs.put_json("executions/t/x-1/input.json", "x" * 10_000)
-    item = stored(single_input={"$s3": "executions/t/x-1/input.json"})
+    item = ExecutionRecord.model_validate(stored(single_input={"$s3": "executions/t/x-1/input.json"}))
     assert to_execution(TENANT, item, env=fakes.deps).single_input == "x" * 10_000
     assert to_execution(TENANT, item, with_nodes=False, env=fakes.deps).single_input is None
 

@@ -7,7 +7,6 @@ that carries an execution, by the status events (services/notify.py) and by the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
@@ -57,7 +56,7 @@ def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> l
 
 def to_execution(
     tenant: str,
-    record: ExecutionRecord | Mapping[str, Any],
+    record: ExecutionRecord,
     *,
     with_nodes: bool = True,
     env: deps.Deps | None = None,
@@ -65,7 +64,7 @@ def to_execution(
     """The API's execution from its stored record, field by field (domain/execution_record.py
     says what the item holds beyond it)."""
     env = deps.given(env)
-    stored = record if isinstance(record, ExecutionRecord) else ExecutionRecord.model_validate(record)
+    stored = record
     single = stored.input_mode == "single"
     # A single run stores its final output's text and, for a JSON node, the parsed value apart
     # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their

@@ -160,7 +160,7 @@ def start_from_object(
     execution id is the caller's: a second start with the same id returns the first execution.
     """
     with contextlib.suppress(NotFound):
-        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_record(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
     plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
     input_file = InputFile(
@@ -180,7 +180,7 @@ def start_from_object(
             extra={"trigger": trigger.model_dump(mode="json")},
         )
     except ConditionFailed:  # a concurrent start with this id wrote the record first
-        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_record(tenant, execution_id))
 
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -461,7 +461,7 @@ def _claim_retry(tenant: str, old: dict[str, Any], retry_id: str) -> None:
 
 # ---- reading ---------------------------------------------------------------------------------------
 def get_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
-    return to_execution(tenant, get_execution_record(tenant, workflow_id, execution_id))
+    return to_execution(tenant, get_run_record(tenant, workflow_id, execution_id))
 
 
 def list_executions(
@@ -528,20 +528,18 @@ def time_bound(name: str, value: str | None) -> str | None:
 
 
 def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[InputFile, bytes]:
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if not record.get("input_file"):
+    input_file = get_run_record(tenant, workflow_id, execution_id).input_file
+    if input_file is None:
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
-    input_file = InputFile.model_validate(record["input_file"])
     return input_file, deps.blobs().get_bytes(input_file.key)
 
 
 def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download:
     """The original input file: its bytes, or a presigned URL when it is larger than an API answer
     carries (see services/downloads.py)."""
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if not record.get("input_file"):
+    input_file = get_run_record(tenant, workflow_id, execution_id).input_file
+    if input_file is None:
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
-    input_file = InputFile.model_validate(record["input_file"])
     filename = clean_filename(input_file.filename, "input")
     if presigned_urls_enabled() and input_file.size > get_settings().max_inline_download_bytes:
         return Download(

@@ -215,7 +215,7 @@ def _copy(spool: IO[bytes], write: Callable[[bytes], None]) -> None:
 
 def _deleting(tenant: str, execution_id: str) -> bool:
     try:
-        return bool(deps.stores().executions.get_execution(tenant, execution_id).get("deleting"))
+        return deps.stores().executions.get_record(tenant, execution_id).deleting
     except NotFound:
         return True
 
@@ -233,10 +233,10 @@ def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict
         None if remaining_ms is None else time.monotonic() + remaining_ms / 1000 - COMPACT_MARGIN_SECONDS
     )
     try:
-        record = deps.stores().executions.get_execution(tenant, execution_id)
+        record = deps.stores().executions.get_record(tenant, execution_id)
     except NotFound:
         return {"compacted": None}
-    total = int((record.get("progress") or {}).get("total_items") or 0)
+    total = record.progress.total_items or 0
     blocks = math.ceil(total / SEGMENT_ITEMS)
     prefix = execution_prefix(tenant, execution_id)
     block = int(job.get("block") or 0)

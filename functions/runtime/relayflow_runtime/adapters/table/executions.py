@@ -142,7 +142,8 @@ class ExecutionStore(BaseStore):
         created_after: str | None = None,
         created_before: str | None = None,
         version_id: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[ExecutionRecord], str | None]:
+        """A page of the workflow's runs, newest first, read as their records."""
         if status:
             partition, index = Key("gsi2pk").eq(self._status_index(tenant, workflow_id, status)), "gsi2"
             sort = Key("gsi2sk")
@@ -166,7 +167,7 @@ class ExecutionStore(BaseStore):
         )
         return self._listed_records(tenant, entries), token
 
-    def _listed_records(self, tenant: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _listed_records(self, tenant: str, entries: list[dict[str, Any]]) -> list[ExecutionRecord]:
         """The executions a page of listing entries names, in the page's order: one BatchGetItem
         per 100 entries. A run recorded before listing entries existed is its own entry (its item
         carries the index keys, projected whole); a run deleted since the index was read is left
@@ -178,9 +179,12 @@ class ExecutionStore(BaseStore):
         }
         records = []
         for entry in entries:
-            record = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
+            item = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
+            if item is None:
+                continue
+            record = ExecutionRecord.model_validate(item)
             # a run being deleted is hidden even if its entry outlived hide_execution's second write
-            if record is not None and not record.get("deleting"):
+            if not record.deleting:
                 records.append(record)
         return records
 
