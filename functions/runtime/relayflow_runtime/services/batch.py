@@ -138,44 +138,38 @@ def _lacking_message(item_id: str, field: str) -> str:
     )
 
 
-def _check_batch(old: dict[str, Any]) -> None:
-    if old.get("input_mode") != "batch":
+def _check_batch(old: ExecutionRecord) -> None:
+    if old.input_mode != "batch":
         raise _conflict("only a batch run has items to retry.", "not_a_batch")
 
 
-def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:
+def rerun_submission(old: ExecutionRecord) -> dict[str, Any]:
     """A re-run goes over exactly the items of the old run (its own list, copied in the background)."""
-    if not old.get("batch"):
+    if not old.batch:
         raise Conflict(
             "this batch run never got its item list (it ended before it started); start a new batch.",
             code="no_item_list",
         )
-    total = int((old.get("progress") or {}).get("total_items") or 0)
-    return {
-        "batch_config": BatchConfig.model_validate(old["batch_config"]),
-        "progress": {"total_items": total},
-    }
+    return {"batch_config": _config_of(old), "progress": {"total_items": old.progress.total_items or 0}}
 
 
-def retry_submission(
-    tenant: str, old: dict[str, Any], parallelism: int | None
-) -> dict[str, Any]:
+def retry_submission(tenant: str, old: ExecutionRecord, parallelism: int | None) -> dict[str, Any]:
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""
     _check_batch(old)
-    if old["status"] not in TERMINAL:
+    if old.status not in TERMINAL:
         raise Conflict(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
         )
-    if not old.get("batch"):
+    if not old.batch:
         raise Conflict("this batch run never got its item list; start a new batch.", code="no_item_list")
-    total = int((old.get("progress") or {}).get("total_items") or 0)
-    counters = deps.stores().batches.counters(tenant, old["id"], consistent=True)
+    total = old.progress.total_items or 0
+    counters = deps.stores().batches.counters(tenant, old.id, consistent=True)
     remaining = total - (counters["processed_items"] - counters["failed_items"])
     if remaining <= 0:
         raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
-    config = BatchConfig.model_validate(old["batch_config"])
+    config = _config_of(old)
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})
     return {"batch_config": config, "progress": {"total_items": remaining}}
@@ -488,14 +482,14 @@ def _compact_ended(tenant: str, record: ExecutionRecord) -> None:
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------
-def delete_in_background(tenant: str, record: dict[str, Any]) -> None:
+def delete_in_background(tenant: str, record: ExecutionRecord) -> None:
     """Hide the run from every read and listing at once; delete its records and objects (which
     grow with its items) on the jobs machine."""
-    deps.stores().executions.hide_execution(tenant, record["id"])
+    deps.stores().executions.hide_execution(tenant, record.id)
     deps.machines().start(
         get_settings().jobs_machine_arn,
-        f"delete-{record['id']}",
-        {"kind": "delete_execution", "tenant": tenant, "execution_id": record["id"]},
+        f"delete-{record.id}",
+        {"kind": "delete_execution", "tenant": tenant, "execution_id": record.id},
     )
 
 

@@ -46,7 +46,6 @@ from relayflow_runtime.services.execution_view import to_execution
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import (
     execution_prefix,
-    get_execution_record,
     get_run_record,
     load_plan,
     machine_arn,
@@ -361,12 +360,12 @@ def _launch(
 
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
-    old = get_execution_record(tenant, workflow_id, execution_id)
+    old = get_run_record(tenant, workflow_id, execution_id)
     plan = load_plan(tenant, execution_id)
     new_execution_id = new_id()
     file_key = None
-    if old.get("input_file"):
-        source = InputFile.model_validate(old["input_file"])
+    if old.input_file:
+        source = old.input_file
         file_key = source.model_copy(
             update={
                 "key": f"{execution_prefix(tenant, new_execution_id)}input/{source.key.rsplit('/', 1)[-1]}"
@@ -381,7 +380,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         workflow_id,
         plan,
         execution_id=new_execution_id,
-        single_input=unpack(old.get("single_input")),
+        single_input=unpack(old.single_input),
         file_key=file_key,
         batch_ctx=batch_ctx,
         extra={"rerun_of": execution_id},
@@ -399,13 +398,13 @@ def retry_failed_items(
     """A new batch run over the items of a finished batch run that did not complete (failed, or
     never ran): with the same snapshot of the version by default, or with ``version_id`` (e.g. a
     fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
-    old = get_execution_record(tenant, workflow_id, execution_id)
+    old = get_run_record(tenant, workflow_id, execution_id)
     if version_id is None:
         plan = load_plan(tenant, execution_id)
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
-            plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+            plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.timeout)
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
@@ -436,27 +435,27 @@ def _retry_active(execution_id: str, retry_id: str) -> Conflict:
     )
 
 
-def _claim_retry(tenant: str, old: dict[str, Any], retry_id: str) -> None:
+def _claim_retry(tenant: str, old: ExecutionRecord, retry_id: str) -> None:
     """One retry run of a batch's failed items at a time: a second request while one is pending or
     running is 409 ``retry_in_progress`` naming it (``details.execution_id``); concurrent requests
     race on a conditional write of the batch run's record, and one wins."""
     store = deps.stores().executions
-    seen = old.get("retry_claim")
+    seen = old.retry_claim
     if seen:
         try:
-            current: dict[str, Any] | None = store.get_execution(tenant, seen)
+            current: ExecutionRecord | None = store.get_record(tenant, seen)
         except NotFound:
             current = None
-        if current is not None and current.get("status") in ACTIVE:
-            raise _retry_active(old["id"], seen)
-        claimed_at = parse_iso(str(old.get("retry_claimed_at") or "1970-01-01T00:00:00Z"))
+        if current is not None and current.status in ACTIVE:
+            raise _retry_active(old.id, seen)
+        claimed_at = parse_iso(old.retry_claimed_at or "1970-01-01T00:00:00Z")
         if current is None and (datetime.now(UTC) - claimed_at).total_seconds() < RETRY_CLAIM_SECONDS:
-            raise _retry_active(old["id"], seen)  # being started right now
+            raise _retry_active(old.id, seen)  # being started right now
     try:
-        store.claim_retry(tenant, old["id"], retry_id, seen, now_iso())
+        store.claim_retry(tenant, old.id, retry_id, seen, now_iso())
     except ConditionFailed:
-        winner = store.get_execution(tenant, old["id"]).get("retry_claim")
-        raise _retry_active(old["id"], str(winner)) from None
+        winner = store.get_record(tenant, old.id).retry_claim
+        raise _retry_active(old.id, str(winner)) from None
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -552,12 +551,12 @@ def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download
 def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
     """Delete a finished execution. A single run's records go at once; a batch run's grow with its
     items, so it is hidden at once and deleted on the jobs machine: True then (in the background)."""
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if record["status"] in ACTIVE:
+    record = get_run_record(tenant, workflow_id, execution_id)
+    if record.status in ACTIVE:
         raise Conflict(
             "this execution is still running; cancel it before deleting it.", code="execution_active"
         )
-    if record.get("input_mode") == "batch":
+    if record.input_mode == "batch":
         batch.delete_in_background(tenant, record)
         return True
     deps.blobs().delete_prefix(execution_prefix(tenant, execution_id))

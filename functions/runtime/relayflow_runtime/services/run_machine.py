@@ -145,7 +145,7 @@ def previous_gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> N
     node = plan.node(task.id)
     store = deps.stores().executions
     if checks:
-        status = store.get_execution(run.tenant, run.execution_id)["status"]
+        status = store.get_record(run.tenant, run.execution_id).status
         if status != RUNNING.value:
             raise ExecutionNotRunning(f"the execution is {status}")
     record = store.register_gate(run.tenant, run.execution_id, node.id, token)
