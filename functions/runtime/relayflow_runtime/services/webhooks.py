@@ -110,9 +110,7 @@ def rotate_secret(tenant: str, workflow_id: str) -> WebhookSecret:
     secret = WebhookSecret(
         workflow_id=workflow_id, secret=SECRET_PREFIX + secrets.token_urlsafe(32), created_at=now_iso()
     )
-    deps.stores().webhooks.put_webhook_secret(
-        tenant, workflow_id, {"secret": secret.secret, "created_at": secret.created_at}
-    )
+    deps.stores().webhooks.put_webhook_secret(tenant, secret)
     return secret
 
 
@@ -343,7 +341,8 @@ def deliver_attempt(
         "round": task.round,
     }
     expires = _expiry_of(record)
-    secret = (stores.webhooks.get_webhook_secret(task.tenant, record.workflow_id) or {}).get("secret")
+    kept = stores.webhooks.get_webhook_secret(task.tenant, record.workflow_id)
+    secret = kept.secret if kept else None
     target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
     problem = problem or (
         None
@@ -355,14 +354,14 @@ def deliver_attempt(
         attempt = DeliveryAttempt(
             **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
-        stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+        stores.webhooks.put_delivery_attempt(task.tenant, attempt, expires_at=expires)
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
         logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
         return attempt
     body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
     sent = _send(delivery_id, event_type, task.attempt, target, body, secret, config, send)
     attempt = DeliveryAttempt(**base, **sent)
-    stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+    stores.webhooks.put_delivery_attempt(task.tenant, attempt, expires_at=expires)
     if not attempt.final:
         queue().send(
             task.model_copy(update={"attempt": task.attempt + 1}).message(),
@@ -402,7 +401,8 @@ def deliver_rejection(
         return None
     delivery_id = task.delivery_id
     where = {"workflow_id": task.workflow_id, "key": task.reason.get("key"), "delivery_id": delivery_id}
-    secret = (deps.stores().webhooks.get_webhook_secret(task.tenant, task.workflow_id) or {}).get("secret")
+    kept = deps.stores().webhooks.get_webhook_secret(task.tenant, task.workflow_id)
+    secret = kept.secret if kept else None
     target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
     problem = problem or (None if secret else "the workflow has no webhook secret to sign with")
     if problem or not secret or target is None:
@@ -580,7 +580,6 @@ def list_deliveries(
         run_records.get_execution_record(tenant, workflow_id, execution_id)
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200.", code="invalid_limit")
-    items, token = deps.stores().webhooks.list_delivery_attempts(
+    return deps.stores().webhooks.list_delivery_attempts(
         tenant, workflow_id=workflow_id, execution_id=execution_id, limit=limit, next_token=next_token
     )
-    return [DeliveryAttempt.model_validate(i) for i in items], token
