@@ -5,6 +5,7 @@ shapes: docs/events-and-triggers.md documents them field by field; services/noti
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict
 
 from relayflow_runtime.schemas.entities import ExecutionProgress
 
@@ -31,6 +32,24 @@ class StatusEvent(BaseModel):
     started_at: str | None = None
     completed_at: str | None = None
     time: str
+
+
+class EventRun(TypedDict):
+    """The run a node event is about (services/run_machine.py gives it)."""
+
+    tenant: str
+    workflow_id: str
+    version_id: str | None
+    execution_id: str
+    mode: str
+
+
+class EventNode(TypedDict):
+    """The node a node event is about: its id, name and index in plan order."""
+
+    id: str
+    name: str
+    idx: int
 
 
 class NodeEvent(BaseModel):

@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.schemas.entities import ExecutionProgress
-from relayflow_runtime.schemas.events import SCHEMA_VERSION, NodeEvent, StatusEvent
+from relayflow_runtime.schemas.events import SCHEMA_VERSION, EventNode, EventRun, NodeEvent, StatusEvent
 from relayflow_runtime.services import deps, metrics
 from relayflow_runtime.services.execution_view import to_execution
 
@@ -69,8 +69,8 @@ def status_event(tenant: str, record: ExecutionRecord, env: deps.Deps | None = N
 
 
 def node_event(
-    ctx: dict[str, Any],
-    node: dict[str, Any],
+    ctx: EventRun,
+    node: EventNode,
     record: Mapping[str, Any] | None,
     status: str,
     error: str | None,
@@ -159,8 +159,8 @@ def republish(tenant: str, execution_id: str, detail: StatusEvent) -> bool:
 
 
 def node_finished(
-    ctx: dict[str, Any],
-    node: dict[str, Any],
+    ctx: EventRun,
+    node: EventNode,
     record: Mapping[str, Any] | None,
     status: str,
     error: str | None,

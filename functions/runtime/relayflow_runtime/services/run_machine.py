@@ -56,6 +56,7 @@ from relayflow_runtime.domain.status import (
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
+from relayflow_runtime.schemas.events import EventNode, EventRun
 from relayflow_runtime.services import deps, notify, retention, transitions
 from relayflow_runtime.services.node_execution import (
     ExecutionNotRunning,
@@ -72,7 +73,7 @@ logger = Logger(child=True)
 RUNNING, COMPLETED, FAILED = ExecutionStatus.RUNNING, ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
 
 
-def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
+def _ctx(run: RunRef, plan: Plan) -> EventRun:
     """The fields notify's events carry."""
     return {
         "tenant": run.tenant,
@@ -83,7 +84,7 @@ def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _node_dict(node: NodeSpec) -> dict[str, Any]:
+def _node_dict(node: NodeSpec) -> EventNode:
     return {"id": node.id, "name": node.name, "idx": node.idx}
 
 
