@@ -577,7 +577,7 @@ def list_deliveries(
     """Delivery attempts, newest first: of one execution, or of every execution of the workflow."""
     authoring.get_workflow(tenant, workflow_id)
     if execution_id:
-        run_records.get_execution_record(tenant, workflow_id, execution_id)
+        run_records.get_run_record(tenant, workflow_id, execution_id)
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200.", code="invalid_limit")
     return deps.stores().webhooks.list_delivery_attempts(
