@@ -134,7 +134,7 @@ def test_an_old_node_record_reads_whole_through_the_typed_node_reads(local_stack
         store.finish_node(TENANT, "x-node", "N#b", {"status": "completed", "output": "again"}, attempt=2)
     # Then each read is the record as stored, every field kept (the unknown one too)
     assert records == [expected]
-    assert marked == {**expected, "done_parents": ["p1", "p2", "p3"]}
+    assert marked == {**expected, "done_parents": ["p1", "p2", "p3"], "carried": {}}
     assert ended.value.record == {**expected, "done_parents": ["p1", "p2", "p3"]}
 
 

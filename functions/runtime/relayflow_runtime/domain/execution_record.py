@@ -255,6 +255,9 @@ class NodeRecord(NodeUpdate, total=False):
     token: str
     #: the parents that have ended (a string set in the table, read as a sorted list)
     done_parents: list[str]
+    #: the packed outputs its parents left on it for carrying, by parent (``carried#<parent id>``
+    #: attributes, gathered by mark_parent_done)
+    carried: dict[str, Any]
 
 
 #: Validate node records as the store reads them (extra fields kept).

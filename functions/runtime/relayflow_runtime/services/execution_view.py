@@ -100,7 +100,7 @@ def to_execution(
             current = progress_node(nodes) or current
     else:
         counters = dict(stored.usage_counters())
-    progress = stored.progress
+    progress = stored.progress.model_copy()  # the answer's own: a batch's counts are filled into it
     if current:
         # progress keeps the totals set at start
         progress = progress.model_copy(
