@@ -130,3 +130,23 @@ def test_a_status_event_is_built_from_the_record_with_the_progress_get_execution
         TENANT, record, with_nodes=False, env=fakes.deps
     ).progress.model_dump(mode="json")
     assert detail["time"] == fakes.clock.now()
+
+
+def test_the_answer_built_from_a_batch_record_leaves_the_record_as_it_was() -> None:
+    # Given a running batch run's record, its progress without the counts its counters hold
+    fakes = Fakes()
+    fakes.batches.totals[(TENANT, "x-1")] = {"processed_items": 4, "failed_items": 1}
+    record = ExecutionRecord.model_validate(
+        stored(
+            status="running",
+            input_mode="batch",
+            progress={"total_nodes": 1, "total_items": 9},
+            current_node=None,
+        )
+    )
+    # When the API's execution is built from it (as a status event does with the record it moves)
+    execution = to_execution(TENANT, record, with_nodes=False, env=fakes.deps)
+    # Then the answer has the counts, and the record still has none (what follows the run's end
+    # reads it: a batch whose counts were never kept is sealed before it is compacted)
+    assert execution.progress.processed_items == 4
+    assert record.progress.processed_items is None and record.progress.failed_items is None
