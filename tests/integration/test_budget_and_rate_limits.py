@@ -20,6 +20,7 @@ from relayflow_runtime.adapters.budget import BudgetStore
 from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.transactions import ATTEMPTS as CONTENTION_ATTEMPTS
 from relayflow_runtime.domain.batch import BatchSettings
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.providers import TransientModelError, parsed_config, validate_model_config
 from relayflow_runtime.providers.config import ModelRateLimit
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
@@ -72,6 +73,10 @@ def status_of(execution_id: str) -> dict[str, Any]:
     return deps.stores().executions.get_execution(TENANT, execution_id)
 
 
+def record_of(execution_id: str) -> ExecutionRecord:
+    return deps.stores().executions.get_record(TENANT, execution_id)
+
+
 # ---- the batch budget ------------------------------------------------------------------------------
 def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_frees_its_budget(
     local_stack: LocalStack, api: Any
@@ -97,7 +102,7 @@ def test_a_second_batch_waits_pending_with_a_reason_and_starts_when_the_first_fr
     assert status == 200 and shown["waiting_reason"] == waiting["waiting_reason"]
 
     # When the first batch completes (its complete action: any terminal status change releases)
-    record = status_of("batch-a")
+    record = record_of("batch-a")
     transitions.transition(
         TENANT, record, ("running",), "completed", {"completed_at": "2030-01-01T01:00:00Z"}
     )
@@ -152,7 +157,7 @@ def test_a_batch_larger_than_the_whole_budget_is_narrowed_and_a_cancelled_one_st
     assert started["batch"]["children"] == 4 and budget.state().in_use == 8
     # And a batch cancelled while it waited is told it is not running (the machine's NotRunning)
     pending_batch("cancelled")
-    record = status_of("cancelled")
+    record = record_of("cancelled")
     transitions.transition(
         TENANT, record, ("pending",), "cancelled", {"completed_at": "2030-01-01T00:00:01Z"}
     )
@@ -271,7 +276,7 @@ def test_a_release_contended_past_its_retries_is_left_to_the_sweeper_never_lost(
     client = conflicting(monkeypatch, conflicts=1000)
     # When the batch ends
     finished = {"completed_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-    ended = transitions.transition(TENANT, status_of("ends-contended"), ("running",), "completed", finished)
+    ended = transitions.transition(TENANT, record_of("ends-contended"), ("running",), "completed", finished)
     # Then its end is recorded all the same, and its share stays on it (nothing lost, nothing doubled)
     assert ended is not None and status_of("ends-contended")["status"] == "completed"
     assert client.refused > CONTENTION_ATTEMPTS
@@ -451,7 +456,7 @@ def test_a_waiting_batch_parks_on_a_token_and_a_release_wakes_it(local_stack: Lo
     # When the other batch ends (any terminal status change releases its share)
     ended_at = time.monotonic()
     finished = {"completed_at": "2030-01-01T01:00:00Z"}
-    transitions.transition(TENANT, status_of("holder"), ("running",), "completed", finished)
+    transitions.transition(TENANT, record_of("holder"), ("running",), "completed", finished)
     # Then the release wakes the waiting batch at once: it reserves its share and runs to the end
     batches.wait_until(lambda: batches.get(waiting)["status"] != "pending", timeout=30)
     assert time.monotonic() - ended_at < 8  # the former loop asked every 10 s

@@ -16,6 +16,7 @@ from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.table.executions import LISTING_SK
 from relayflow_runtime.adapters.table.keys import execution_key
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.services import deps
 
 pytestmark = pytest.mark.shared_stack
@@ -28,6 +29,7 @@ def _run(workflow: str, number: int, status: str = "running") -> dict[str, Any]:
     return {
         "id": f"{workflow}-x{number:02d}",
         "workflow_id": workflow,
+        "version_id": "v-1",
         "status": status,
         "input_mode": "single",
         "created_at": f"2026-12-07T10:00:{number:02d}.000Z",
@@ -46,7 +48,7 @@ def _ids(workflow: str, **kwargs: Any) -> list[str]:
     records, _ = deps.stores().executions.list_executions(
         TENANT, workflow, limit=50, next_token=None, **kwargs
     )
-    return [r["id"] for r in records]
+    return [r.id for r in records]
 
 
 def test_node_starts_and_ends_write_no_item_a_listing_index_holds(local_stack: LocalStack) -> None:
@@ -68,6 +70,10 @@ def test_node_starts_and_ends_write_no_item_a_listing_index_holds(local_stack: L
     assert set(INDEX_KEYS) <= set(entry)
 
 
+def _record(run: dict[str, Any]) -> ExecutionRecord:
+    return ExecutionRecord.model_validate(run)
+
+
 def test_listings_read_the_runs_newest_first_page_by_page_and_by_status(local_stack: LocalStack) -> None:
     store = deps.stores().executions
     runs = [_run("wf-list", n) for n in range(5)]
@@ -75,18 +81,19 @@ def test_listings_read_the_runs_newest_first_page_by_page_and_by_status(local_st
         store.put_execution(TENANT, run)
     store.update_execution(TENANT, runs[1]["id"], {"current_node": {"idx": 3, "id": "c"}})
     store.transition_execution(
-        TENANT, runs[2], from_statuses=("running",), to_status="completed", fields={"expires_at": 99}
+        TENANT, _record(runs[2]), from_statuses=("running",), to_status="completed", fields={"expires_at": 99}
     )
     # newest first, whole records
     records, _ = store.list_executions(TENANT, "wf-list", limit=50, next_token=None)
-    assert [r["id"] for r in records] == [r["id"] for r in reversed(runs)]
-    assert records[3]["current_node"] == {"idx": 3, "id": "c"}
-    assert records[2]["status"] == "completed"
+    assert [r.id for r in records] == [r["id"] for r in reversed(runs)]
+    at = records[3].current_node
+    assert at is not None and (at.idx, at.id) == (3, "c")
+    assert records[2].status == "completed"
     # page by page, each run once
     seen, token = [], None
     while True:
         page, token = store.list_executions(TENANT, "wf-list", limit=2, next_token=token)
-        seen += [r["id"] for r in page]
+        seen += [r.id for r in page]
         if not token:
             break
     assert seen == [r["id"] for r in reversed(runs)]
@@ -107,7 +114,7 @@ def test_a_transition_that_loses_changes_neither_the_run_nor_its_entry(local_sta
     store.put_execution(TENANT, run)
     entry = _raw(_entry_key(run))
     with pytest.raises(ConditionFailed):
-        store.transition_execution(TENANT, run, from_statuses=("running",), to_status="failed")
+        store.transition_execution(TENANT, _record(run), from_statuses=("running",), to_status="failed")
     assert _raw(_entry_key(run)) == entry
     assert _raw(execution_key(TENANT, run["id"]))["status"] == "completed"
 
@@ -132,9 +139,11 @@ def test_runs_recorded_before_listing_entries_are_listed_and_moved_as_before(loc
     store.put_execution(TENANT, new)
     assert _ids("wf-old") == [new["id"], old["id"]]
     # When the old run ends
-    updated = store.transition_execution(TENANT, old, from_statuses=("running",), to_status="completed")
+    updated = store.transition_execution(
+        TENANT, _record(old), from_statuses=("running",), to_status="completed"
+    )
     # Then it moved between the status listings as it did before
-    assert updated["status"] == "completed"
+    assert updated.status == "completed"
     assert _ids("wf-old", status="completed") == [old["id"]]
     assert _ids("wf-old", status="running") == [new["id"]]
 
@@ -162,4 +171,4 @@ def test_a_page_is_one_query_and_a_batch_get_per_hundred_runs(local_stack: Local
         for operation in ("Query", "BatchGetItem", "GetItem", "Scan"):
             events.unregister(f"provide-client-params.dynamodb.{operation}", count)
         aws.clear_resources()
-    assert [r["id"] for r in large[:50]] == [r["id"] for r in small]
+    assert [r.id for r in large[:50]] == [r.id for r in small]

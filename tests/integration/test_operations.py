@@ -18,6 +18,7 @@ from relayflow import Client
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.table.keys import execution_key
+from relayflow_runtime.domain.execution_record import SweptRun
 from relayflow_runtime.services import deps, metrics, notify, retention
 
 TENANT = "default"
@@ -352,8 +353,8 @@ def test_the_sweeper_examines_every_run_of_the_index_over_successive_passes(
         )
     examined: list[list[str]] = []
 
-    def seen(run: dict[str, Any], *rest: Any) -> None:
-        examined[-1].append(run["id"])
+    def seen(run: SweptRun, *rest: Any) -> None:
+        examined[-1].append(run.id)
 
     monkeypatch.setattr(sweeper, "_check_active" if status == "running" else "_follow_up", seen)
 

@@ -24,9 +24,17 @@ from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.budget import BudgetState, ReserveOutcome, Waiter
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import COUNTERS
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import (
+    NODE_RECORDS,
+    ExecutionRecord,
+    ExecutionUpdate,
+    NodeRecord,
+    NodeUpdate,
+    stored_fields,
+)
 from relayflow_runtime.domain.status import TERMINAL, NodeStatus
 from relayflow_runtime.errors import NotFound
+from relayflow_runtime.schemas.events import StatusEvent
 from relayflow_runtime.services.deps import Deps
 
 Key = tuple[str, str]
@@ -97,32 +105,31 @@ class FakeExecutions:
     def transition_execution(
         self,
         tenant: str,
-        execution: dict[str, Any],
+        execution: ExecutionRecord,
         *,
         from_statuses: Iterable[str],
         to_status: str,
-        fields: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        item = self.item(tenant, execution["id"])
+        fields: ExecutionUpdate | None = None,
+    ) -> ExecutionRecord:
+        item = self.item(tenant, execution.id)
         if item["status"] not in {str(s) for s in from_statuses}:
             raise ConditionFailed(f"the execution is {item['status']}")
-        item.update(copy.deepcopy(fields or {}))
+        item.update(copy.deepcopy(stored_fields(fields or {})))
         item["status"] = str(to_status)
         item.pop("unpublished_event", None)
-        return copy.deepcopy(item)
+        return ExecutionRecord.model_validate(copy.deepcopy(item))
 
     def update_execution(
-        self, tenant: str, execution_id: str, fields: dict[str, Any], *, only_if_status: Iterable[str] = ()
-    ) -> dict[str, Any]:
+        self, tenant: str, execution_id: str, fields: ExecutionUpdate, *, only_if_status: Iterable[str] = ()
+    ) -> None:
         allowed = {str(s) for s in only_if_status}
         item = self.items.setdefault((tenant, execution_id), {"id": execution_id})
         if allowed and item.get("status") not in allowed:
             raise ConditionFailed(f"the execution is {item.get('status')}")
-        item.update(copy.deepcopy(fields))
-        return copy.deepcopy(item)
+        item.update(copy.deepcopy(stored_fields(fields)))
 
     def put_node_record_if_absent(
-        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any]
+        self, tenant: str, execution_id: str, record_sk: str, fields: NodeUpdate
     ) -> None:
         self.nodes.setdefault((tenant, execution_id), {}).setdefault(record_sk, copy.deepcopy(fields))
 
@@ -137,8 +144,10 @@ class FakeExecutions:
                 record["error"] = reason
             record.update(status=status.value, completed_at=now)
 
-    def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(r) for r in self.nodes.get((tenant, execution_id), {}).values()]
+    def node_records(self, tenant: str, execution_id: str) -> list[NodeRecord]:
+        return NODE_RECORDS.validate_python(
+            [copy.deepcopy(r) for r in self.nodes.get((tenant, execution_id), {}).values()]
+        )
 
     def node(self, tenant: str, execution_id: str, node_id: str) -> dict[str, Any]:
         return self.nodes[(tenant, execution_id)][f"N#{node_id}"]
@@ -238,11 +247,11 @@ class FakeSweep:
         self.left.append(execution_id)
         return True
 
-    def keep_unpublished(self, tenant: str, execution_id: str, status: str, detail: dict[str, Any]) -> bool:
+    def keep_unpublished(self, tenant: str, execution_id: str, status: str, detail: StatusEvent) -> bool:
         item = self.executions.item(tenant, execution_id)
         if item.get("status") != status:
             return False
-        item["unpublished_event"] = copy.deepcopy(detail)
+        item["unpublished_event"] = detail.model_dump(mode="json")
         return True
 
 

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from tests.support.fakes import Fakes, refuse_aws
 
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.batch import BatchSettings
+from relayflow_runtime.domain.execution_record import (
+    ExecutionRecord,
+    ExecutionUpdate,
+    ItemIndex,
+    stored_fields,
+)
+from relayflow_runtime.services import notify
 from relayflow_runtime.services.execution_view import to_execution
 
 TENANT = "t-record"
@@ -64,7 +71,9 @@ def test_a_record_item_leaves_out_what_was_never_set() -> None:
 
 def test_the_api_shows_what_the_record_means_and_none_of_the_engines_bookkeeping() -> None:
     fakes = Fakes()
-    execution = to_execution(TENANT, stored(), with_nodes=False, env=fakes.deps)
+    execution = to_execution(
+        TENANT, ExecutionRecord.model_validate(stored()), with_nodes=False, env=fakes.deps
+    )
     shown = execution.model_dump()
     # the node the run is at moves its progress; its usage is the kept sum; its output the results
     assert (execution.progress.current_node_idx, execution.progress.current_node_id) == (1, "b")
@@ -79,6 +88,65 @@ def test_the_api_shows_what_the_record_means_and_none_of_the_engines_bookkeeping
 def test_a_long_input_kept_in_the_bucket_is_shown_whole_by_the_execution_and_left_out_of_pages() -> None:
     fakes = Fakes()
     fakes.blobs.put_json("executions/t/x-1/input.json", "x" * 10_000)
-    item = stored(single_input={"$s3": "executions/t/x-1/input.json"})
+    item = ExecutionRecord.model_validate(stored(single_input={"$s3": "executions/t/x-1/input.json"}))
     assert to_execution(TENANT, item, env=fakes.deps).single_input == "x" * 10_000
     assert to_execution(TENANT, item, with_nodes=False, env=fakes.deps).single_input is None
+
+
+def test_an_update_writes_a_model_field_as_its_writers_wrote_the_json_before() -> None:
+    # Given the values a batch's preparation writes, as models (ExecutionUpdate)
+    record = ExecutionRecord.model_validate(stored(progress={"total_nodes": 2, "current_node_idx": 0}))
+    settings = BatchSettings(
+        items_key="executions/t/x/items.jsonl",
+        express=True,
+        items_per_child=2,
+        children=3,
+        child_timeout=60,
+        total=6,
+    )
+    progress = record.progress.model_copy(update={"total_items": 6})
+    fields: ExecutionUpdate = {"batch": settings, "item_index": ItemIndex(buckets=4), "progress": progress}
+    # When they are made the values the store writes
+    written = stored_fields(fields)
+    # Then they are the very JSON services/batch.py wrote before the update was typed
+    assert written == {
+        "batch": settings.model_dump(mode="json"),
+        "item_index": ItemIndex(buckets=4).model_dump(mode="json"),
+        "progress": {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": 6},
+    }
+    # And a record updated with them reads them back as models
+    assert record.updated(fields).batch == settings
+
+
+def test_a_status_event_is_built_from_the_record_with_the_progress_get_execution_shows() -> None:
+    # Given a running single run
+    fakes = Fakes()
+    record = ExecutionRecord.model_validate(stored(status="running", completed_at=None, results=None))
+    # When its status event is built
+    detail = notify.status_event(TENANT, record, fakes.deps).model_dump(mode="json")
+    # Then it is schema version 1 (docs/events-and-triggers.md; its fields: tests/integration/test_events.py)
+    assert detail["schema_version"] == "1" and detail["tenant"] == TENANT and detail["number"] == 3
+    assert detail["progress"] == to_execution(
+        TENANT, record, with_nodes=False, env=fakes.deps
+    ).progress.model_dump(mode="json")
+    assert detail["time"] == fakes.clock.now()
+
+
+def test_the_answer_built_from_a_batch_record_leaves_the_record_as_it_was() -> None:
+    # Given a running batch run's record, its progress without the counts its counters hold
+    fakes = Fakes()
+    fakes.batches.totals[(TENANT, "x-1")] = {"processed_items": 4, "failed_items": 1}
+    record = ExecutionRecord.model_validate(
+        stored(
+            status="running",
+            input_mode="batch",
+            progress={"total_nodes": 1, "total_items": 9},
+            current_node=None,
+        )
+    )
+    # When the API's execution is built from it (as a status event does with the record it moves)
+    execution = to_execution(TENANT, record, with_nodes=False, env=fakes.deps)
+    # Then the answer has the counts, and the record still has none (what follows the run's end
+    # reads it: a batch whose counts were never kept is sealed before it is compacted)
+    assert execution.progress.processed_items == 4
+    assert record.progress.processed_items is None and record.progress.failed_items is None

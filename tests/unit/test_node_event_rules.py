@@ -111,9 +111,9 @@ def test_a_rule_for_node_events_gets_them_with_the_same_fields() -> None:
     fakes.bus.patterns = ['{"detail-type": [{"prefix": "Node"}]}']
     finish(fakes)
     [detail] = node_events(fakes)
-    assert detail == notify.node_event(CTX, NODE_DICT, {"attempts": 1}, "completed", None) | {
-        "time": detail["time"]
-    }
+    assert detail == notify.node_event(CTX, NODE_DICT, {"attempts": 1}, "completed", None).model_dump(
+        mode="json"
+    ) | {"time": detail["time"]}
 
 
 def test_what_was_read_of_the_rules_is_read_again_after_the_ttl() -> None:

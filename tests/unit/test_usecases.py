@@ -13,7 +13,7 @@ from tests.support.fakes import Fakes, refuse_aws
 
 from relayflow_runtime.domain.batch import BatchSettings
 from relayflow_runtime.domain.engine import RunRef
-from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex
+from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex, SweptRun
 from relayflow_runtime.errors import Conflict
 from relayflow_runtime.schemas.entities import BatchConfig
 from relayflow_runtime.services import batch, budget, executions, notify, transitions
@@ -30,7 +30,7 @@ def no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     refuse_aws(monkeypatch)
 
 
-def put_run(fakes: Fakes, execution_id: str, status: str = "pending", **fields: Any) -> dict[str, Any]:
+def put_run(fakes: Fakes, execution_id: str, status: str = "pending", **fields: Any) -> ExecutionRecord:
     record = {
         "id": execution_id,
         "workflow_id": WORKFLOW,
@@ -43,10 +43,10 @@ def put_run(fakes: Fakes, execution_id: str, status: str = "pending", **fields: 
         **fields,
     }
     fakes.executions.put_execution(TENANT, record)
-    return fakes.executions.get_execution(TENANT, execution_id)
+    return fakes.executions.get_record(TENANT, execution_id)
 
 
-def put_batch(fakes: Fakes, execution_id: str) -> dict[str, Any]:
+def put_batch(fakes: Fakes, execution_id: str) -> ExecutionRecord:
     return put_run(fakes, execution_id, input_mode="batch", progress={"total_nodes": 1, "total_items": 40})
 
 
@@ -78,7 +78,7 @@ def test_a_transition_moves_the_run_once_and_announces_it_on_the_given_bus() -> 
     moved = transitions.transition(TENANT, record, ("pending",), "running", env=fakes.deps)
     lost = transitions.transition(TENANT, record, ("pending",), "running", env=fakes.deps)
     # Then the first move won, the second found it moved, and one event went out
-    assert moved is not None and moved["status"] == "running"
+    assert moved is not None and moved.status == "running"
     assert lost is None
     assert fakes.bus.statuses() == ["running"]
     assert fakes.bus.taken[0][0] == notify.STATUS_CHANGE
@@ -93,7 +93,7 @@ def test_a_terminal_transition_gives_back_the_budget_wakes_a_waiter_and_leaves_t
     batch.reserve_budget(reserve_event("holder", children=6), env=fakes.deps, limits=limits)
     fakes.budget.park(TENANT, "waiter", "token-w", fakes.clock.now(), 0)
     # When the holder completes
-    record = fakes.executions.get_execution(TENANT, "holder")
+    record = fakes.executions.get_record(TENANT, "holder")
     done = transitions.transition(
         TENANT, record, ("running",), "completed", {"completed_at": fakes.clock.now()}, env=fakes.deps
     )
@@ -166,7 +166,7 @@ def test_a_cancelled_batch_is_sealed_and_its_compaction_started_as_any_ended_bat
     # And both left the sweep index: nothing is left for the sweeper
     assert fakes.sweep.left == ["b-1", "b-2"]
     # And the sweeper's follow-up, given a row of its index (no item_index), starts it again
-    row = {"id": "b-1", "tenant": TENANT, "status": "cancelled", "input_mode": "batch"}
+    row = SweptRun(id="b-1", tenant=TENANT, status="cancelled", input_mode="batch")
     assert transitions.after_finish(TENANT, row, env=fakes.deps)
     assert [name for _, name, _ in fakes.machines.started] == ["compact-b-1", "compact-b-1"]
 
@@ -355,7 +355,7 @@ def test_a_batch_with_nothing_to_run_fails_saying_so() -> None:
 def test_a_batch_cancelled_while_its_list_is_written_keeps_no_decision() -> None:
     fakes = Fakes()
     run = pending_batch(fakes, "p-3")
-    record = fakes.executions.get_execution(TENANT, "p-3")
+    record = fakes.executions.get_record(TENANT, "p-3")
 
     def cancel() -> None:
         transitions.transition(TENANT, record, ("pending",), "cancelled", env=fakes.deps)
@@ -368,7 +368,7 @@ def test_a_batch_cancelled_while_its_list_is_written_keeps_no_decision() -> None
 def test_a_batch_no_longer_pending_is_not_prepared() -> None:
     fakes = Fakes()
     run = pending_batch(fakes, "p-4")
-    record = fakes.executions.get_execution(TENANT, "p-4")
+    record = fakes.executions.get_record(TENANT, "p-4")
     transitions.transition(TENANT, record, ("pending",), "cancelled", env=fakes.deps)
     writer = ListWriter(total=5)
     with pytest.raises(ExecutionNotRunning):

@@ -24,7 +24,9 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
 from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS, execution_key
+from relayflow_runtime.domain.execution_record import SweptRun
 from relayflow_runtime.domain.status import TERMINAL
+from relayflow_runtime.schemas.events import StatusEvent
 
 INDEX = "sweep"
 CURSOR_KEY = {"pk": "SWEEP#cursor", "sk": "SWEEP"}
@@ -54,7 +56,7 @@ class SweepIndex:
 
     def runs(
         self, partition: str, *, created_before: str | None = None, limit: int = 100
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[SweptRun]:
         """Runs in ``partition`` (ACTIVE or SETTLE), every shard, oldest first within a shard, at most
         ``limit`` per shard; only those created before ``created_before`` when given. Each has the
         projected attributes (tenant included)."""
@@ -69,7 +71,7 @@ class SweepIndex:
         created_before: str | None = None,
         after: str | None = None,
         limit: int = 100,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[SweptRun], str | None]:
         """At most ``limit`` runs of one shard, oldest first, after the sort key ``after`` (when
         given) and created before ``created_before``; and the last sort key read when the page is
         full (more may follow: where the next page starts), else None."""
@@ -83,7 +85,7 @@ class SweepIndex:
         elif after:
             condition = condition & Key("sweep_sk").gt(after)
         kwargs: dict[str, Any] = {"IndexName": INDEX, "KeyConditionExpression": condition}
-        runs: list[dict[str, Any]] = []
+        runs: list[SweptRun] = []
         last: str | None = None
         while len(runs) < limit:
             kwargs["Limit"] = limit - len(runs)
@@ -92,7 +94,8 @@ class SweepIndex:
                 if item["sweep_sk"] == after or (created_before and item["sweep_sk"] >= created_before):
                     continue  # BETWEEN includes both ends
                 last = str(item["sweep_sk"])
-                runs.append({k: v for k, v in from_dynamo(item).items() if k in SWEEP_PROJECTION})
+                projected = {k: v for k, v in from_dynamo(item).items() if k in SWEEP_PROJECTION}
+                runs.append(SweptRun.model_validate(projected))
             if "LastEvaluatedKey" not in response:
                 return runs, None
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -129,7 +132,7 @@ class SweepIndex:
             raise
         return True
 
-    def keep_unpublished(self, tenant: str, execution_id: str, status: str, detail: dict[str, Any]) -> bool:
+    def keep_unpublished(self, tenant: str, execution_id: str, status: str, detail: StatusEvent) -> bool:
         """Keep a status event the bus refused on its run, while the run is still in that status
         (a newer status's event supersedes it); False when the run moved on or is gone."""
         try:
@@ -137,7 +140,7 @@ class SweepIndex:
                 Key=execution_key(tenant, execution_id),
                 UpdateExpression="SET unpublished_event = :detail",
                 ConditionExpression=Attr("status").eq(status),
-                ExpressionAttributeValues={":detail": to_dynamo(detail)},
+                ExpressionAttributeValues={":detail": to_dynamo(detail.model_dump(mode="json"))},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":

@@ -30,6 +30,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from typing_extensions import TypedDict
+
 __all__ = [
     "ACTIVE",
     "CLOSE_ON_CANCEL",
@@ -41,6 +43,7 @@ __all__ = [
     "NODE_OPEN",
     "NODE_TERMINAL",
     "TERMINAL",
+    "CurrentNodeItem",
     "ExecutionStatus",
     "NodeStatus",
     "RefusedMove",
@@ -223,7 +226,14 @@ def _known(kind: type[_S], status: str) -> _S:
         raise RefusedMove(f"unknown status {str(status)!r} (one of: {names})") from None
 
 
-def progress_node(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+class CurrentNodeItem(TypedDict):
+    """A single run's progress as its item keeps it (``current_node``): a node's index and id."""
+
+    idx: int
+    id: str
+
+
+def progress_node(records: Iterable[Mapping[str, Any]]) -> CurrentNodeItem | None:
     """A single run's progress (``current_node``): of its nodes that began an attempt, the one
     latest in plan order. Node records only move forward, so progress never goes back; None before
     any node began."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -34,6 +33,7 @@ from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.adapters.rate_windows import ADMISSION_PARTITION
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import parse_iso
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import ExecutionStatus
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import deps, metrics
@@ -98,7 +98,7 @@ def waiting_reason() -> str:
     )
 
 
-def launch(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> str | None:
+def launch(tenant: str, record: ExecutionRecord, env: deps.Deps | None = None) -> str | None:
     """Start the run (a pending single run just written) now if a slot is free, else queue it (as
     when Step Functions throttles the start); the execution ARN when it started, None when it waits."""
     env = deps.given(env)
@@ -106,15 +106,15 @@ def launch(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) ->
         try:
             return start(tenant, record, env=env)
         except StartNotAccepted:
-            logger.warning("StartExecution throttled: queued", extra={"execution_id": record["id"]})
+            logger.warning("StartExecution throttled: queued", extra={"execution_id": record.id})
     defer(tenant, record, env)
     return None
 
 
-def defer(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> None:
+def defer(tenant: str, record: ExecutionRecord, env: deps.Deps | None = None) -> None:
     """Queue the run's start: say why it waits, then send its message."""
     env = deps.given(env)
-    execution_id = str(record["id"])
+    execution_id = record.id
     try:
         env.executions.update_execution(
             tenant,
@@ -125,22 +125,24 @@ def defer(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> 
     except ConditionFailed:
         return  # cancelled (or started) meanwhile: nothing to queue
     (env.admission_queue or queue()).send(
-        {"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id}
+        {"tenant": tenant, "workflow_id": record.workflow_id, "execution_id": execution_id}
     )
     metrics.count(metrics.RUNS_WAITING_FOR_ADMISSION)
     logger.info("run waits for admission", extra={"execution_id": execution_id})
 
 
-def start(tenant: str, record: dict[str, Any], *, can_wait: bool = True, env: deps.Deps | None = None) -> str:
+def start(
+    tenant: str, record: ExecutionRecord, *, can_wait: bool = True, env: deps.Deps | None = None
+) -> str:
     """StartExecution of the run's machine, named by its id (a second start returns the first
     one's ARN); a start refused for good moves the run ``pending -> failed`` and raises; one not
     accepted now (throttled) raises StartNotAccepted and leaves the run pending, when the caller
     ``can_wait`` (queue it), else it fails the run too."""
     env = deps.given(env)
-    execution_id = str(record["id"])
-    run = {"tenant": tenant, "workflow_id": record["workflow_id"], "execution_id": execution_id}
+    execution_id = record.id
+    run = {"tenant": tenant, "workflow_id": record.workflow_id, "execution_id": execution_id}
     try:
-        execution_arn = env.machines.start(str(record["state_machine_arn"]), execution_id, {"run": run})
+        execution_arn = env.machines.start(str(record.state_machine_arn), execution_id, {"run": run})
     except StartNotAccepted:
         if can_wait:
             raise
@@ -153,7 +155,7 @@ def start(tenant: str, record: dict[str, Any], *, can_wait: bool = True, env: de
     return execution_arn
 
 
-def _failed_to_start(tenant: str, record: dict[str, Any], why: str, env: deps.Deps) -> None:
+def _failed_to_start(tenant: str, record: ExecutionRecord, why: str, env: deps.Deps) -> None:
     transition(
         tenant,
         record,
@@ -169,10 +171,10 @@ def admit_queued(tenant: str, execution_id: str, deadline: float) -> bool:
     done (started, or nothing to start: the run is gone, no longer pending, or started already);
     False when no slot freed up before ``deadline`` (the message comes back later)."""
     try:
-        record = deps.stores().executions.get_execution(tenant, execution_id)
+        record = deps.stores().executions.get_record(tenant, execution_id)
     except NotFound:
         return True
-    if record.get("status") != ExecutionStatus.PENDING.value or record.get("sfn_execution_arn"):
+    if record.status != ExecutionStatus.PENDING.value or record.sfn_execution_arn:
         return True
     if not wait_for_slot(deadline):
         return False
@@ -180,14 +182,14 @@ def admit_queued(tenant: str, execution_id: str, deadline: float) -> bool:
     return True
 
 
-def requeue_if_lost(tenant: str, record: dict[str, Any], now: float | None = None) -> bool:
+def requeue_if_lost(tenant: str, record: ExecutionRecord, now: float | None = None) -> bool:
     """The sweeper's part: a pending run queued for admission is not a run that never started.
     Sends its message again once it has waited REQUEUE_AFTER_SECONDS since it was (re)queued;
     True when the run is waiting for admission (so it must not be failed)."""
-    queued_at = record.get("admission_queued_at")
-    if record.get("status") != ExecutionStatus.PENDING.value or not queued_at:
+    queued_at = record.admission_queued_at
+    if record.status != ExecutionStatus.PENDING.value or not queued_at:
         return False
-    if (now or time.time()) - parse_iso(str(queued_at)).timestamp() >= REQUEUE_AFTER_SECONDS:
-        logger.warning("re-queued a run waiting for admission", extra={"execution_id": record["id"]})
+    if (now or time.time()) - parse_iso(queued_at).timestamp() >= REQUEUE_AFTER_SECONDS:
+        logger.warning("re-queued a run waiting for admission", extra={"execution_id": record.id})
         defer(tenant, record)
     return True

@@ -46,7 +46,12 @@ from relayflow_runtime.domain.batch import (
 )
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import Plan, RunRef
-from relayflow_runtime.domain.execution_record import ExecutionRecord, ItemIndex
+from relayflow_runtime.domain.execution_record import (
+    ExecutionRecord,
+    ExecutionUpdate,
+    ItemIndex,
+    usage_update,
+)
 from relayflow_runtime.domain.status import TERMINAL, allowed_from
 from relayflow_runtime.domain.status import ExecutionStatus as Status
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -134,44 +139,38 @@ def _lacking_message(item_id: str, field: str) -> str:
     )
 
 
-def _check_batch(old: dict[str, Any]) -> None:
-    if old.get("input_mode") != "batch":
+def _check_batch(old: ExecutionRecord) -> None:
+    if old.input_mode != "batch":
         raise _conflict("only a batch run has items to retry.", "not_a_batch")
 
 
-def rerun_submission(old: dict[str, Any]) -> dict[str, Any]:
+def rerun_submission(old: ExecutionRecord) -> dict[str, Any]:
     """A re-run goes over exactly the items of the old run (its own list, copied in the background)."""
-    if not old.get("batch"):
+    if not old.batch:
         raise Conflict(
             "this batch run never got its item list (it ended before it started); start a new batch.",
             code="no_item_list",
         )
-    total = int((old.get("progress") or {}).get("total_items") or 0)
-    return {
-        "batch_config": BatchConfig.model_validate(old["batch_config"]),
-        "progress": {"total_items": total},
-    }
+    return {"batch_config": _config_of(old), "progress": {"total_items": old.progress.total_items or 0}}
 
 
-def retry_submission(
-    tenant: str, old: dict[str, Any], parallelism: int | None
-) -> dict[str, Any]:
+def retry_submission(tenant: str, old: ExecutionRecord, parallelism: int | None) -> dict[str, Any]:
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""
     _check_batch(old)
-    if old["status"] not in TERMINAL:
+    if old.status not in TERMINAL:
         raise Conflict(
             "this batch is still running; retry its failed items once it has finished.",
             code="execution_active",
         )
-    if not old.get("batch"):
+    if not old.batch:
         raise Conflict("this batch run never got its item list; start a new batch.", code="no_item_list")
-    total = int((old.get("progress") or {}).get("total_items") or 0)
-    counters = deps.stores().batches.counters(tenant, old["id"], consistent=True)
+    total = old.progress.total_items or 0
+    counters = deps.stores().batches.counters(tenant, old.id, consistent=True)
     remaining = total - (counters["processed_items"] - counters["failed_items"])
     if remaining <= 0:
         raise Conflict("no item of this batch failed; there is nothing to retry.", code="no_failed_items")
-    config = BatchConfig.model_validate(old["batch_config"])
+    config = _config_of(old)
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})
     return {"batch_config": config, "progress": {"total_items": remaining}}
@@ -342,16 +341,12 @@ def prepare_batch(
     settings = batch_settings(
         plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
     )
-    progress = {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": total}
+    progress = record.progress.model_copy(update={"total_items": total})
     try:
         store.update_execution(
             run.tenant,
             run.execution_id,
-            {
-                "batch": settings.model_dump(mode="json"),
-                "item_index": index.model_dump(mode="json"),
-                "progress": progress,
-            },
+            {"batch": settings, "item_index": index, "progress": progress},
             only_if_status=(Status.PENDING,),
         )
     except ConditionFailed:
@@ -388,7 +383,10 @@ def reserve_budget(
         return {**event, "batch": batch, "run_timeout": _clock(record, event)}
     record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
-    fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
+    fields: ExecutionUpdate = {
+        "started_at": env.now(),
+        "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock)),
+    }
     moved = transitions.transition(
         tenant, record, allowed_from(Status.RUNNING), Status.RUNNING, fields, env=env
     )
@@ -413,7 +411,7 @@ def _config_of(record: ExecutionRecord) -> BatchConfig:
 
 
 # ---- the end (the machine) -------------------------------------------------------------------------
-def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
+def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[ExecutionUpdate, BatchCounts]:
     """The run's final counts, taken once its counters are sealed (no child records after, not even
     one that outlives the run: adapters/batch_store.py ``seal``), so they hold every item recorded."""
     batches = deps.stores().batches
@@ -421,13 +419,12 @@ def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any],
     counters = batches.counters(tenant, record.id, consistent=True)
     total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
-    progress = {
-        **record.progress.model_dump(mode="json", exclude_none=True),
-        "processed_items": counts.processed_items,
-        "failed_items": counts.failed_items,
-    }
+    progress = record.progress.model_copy(
+        update={"processed_items": counts.processed_items, "failed_items": counts.failed_items}
+    )
     # Where a single run keeps its usage: the execution shows it as ``usage``.
-    fields: dict[str, Any] = {"completed_at": now_iso(), "progress": progress, **counts.usage}
+    fields = usage_update(counts.usage)
+    fields |= {"completed_at": now_iso(), "progress": progress}
     return fields, counts
 
 
@@ -439,7 +436,7 @@ def complete(run: RunRef) -> None:
         if record.status in TERMINAL:
             # A repeated task (its end landed, maybe not what follows it: the compaction's start),
             # or a run cancelled meanwhile: what follows an end, again (repeatable).
-            transitions.after_finish(run.tenant, record.item())
+            transitions.after_finish(run.tenant, record)
         return
     fields, counts = _final_fields(run.tenant, record)
     config = _config_of(record)
@@ -454,7 +451,7 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status in TERMINAL:
-        transitions.after_finish(run.tenant, record.item())  # a repeated task, as in complete
+        transitions.after_finish(run.tenant, record)  # a repeated task, as in complete
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
@@ -465,14 +462,14 @@ def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------
-def delete_in_background(tenant: str, record: dict[str, Any]) -> None:
+def delete_in_background(tenant: str, record: ExecutionRecord) -> None:
     """Hide the run from every read and listing at once; delete its records and objects (which
     grow with its items) on the jobs machine."""
-    deps.stores().executions.hide_execution(tenant, record["id"])
+    deps.stores().executions.hide_execution(tenant, record.id)
     deps.machines().start(
         get_settings().jobs_machine_arn,
-        f"delete-{record['id']}",
-        {"kind": "delete_execution", "tenant": tenant, "execution_id": record["id"]},
+        f"delete-{record.id}",
+        {"kind": "delete_execution", "tenant": tenant, "execution_id": record.id},
     )
 
 

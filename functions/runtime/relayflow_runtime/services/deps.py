@@ -28,8 +28,9 @@ from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.events import EventBus
 from relayflow_runtime.adapters.stores import Stores, stores_for
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import ExecutionRecord, ExecutionUpdate, NodeRecord, NodeUpdate
 from relayflow_runtime.domain.status import NodeStatus
+from relayflow_runtime.schemas.events import StatusEvent
 from relayflow_runtime.settings import get_settings
 
 
@@ -49,10 +50,6 @@ def machines() -> StateMachines:
 class Executions(Protocol):
     """Executions and the node records of single runs (adapters/table/executions.py)."""
 
-    def put_execution(self, tenant: str, execution: dict[str, Any]) -> None: ...
-
-    def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]: ...
-
     def put_record(self, tenant: str, record: ExecutionRecord) -> None: ...
 
     def get_record(self, tenant: str, execution_id: str) -> ExecutionRecord: ...
@@ -60,26 +57,26 @@ class Executions(Protocol):
     def transition_execution(
         self,
         tenant: str,
-        execution: dict[str, Any],
+        execution: ExecutionRecord,
         *,
         from_statuses: Iterable[str],
         to_status: str,
-        fields: dict[str, Any] | None = None,
-    ) -> dict[str, Any]: ...
+        fields: ExecutionUpdate | None = None,
+    ) -> ExecutionRecord: ...
 
     def update_execution(
-        self, tenant: str, execution_id: str, fields: dict[str, Any], *, only_if_status: Iterable[str] = ()
-    ) -> dict[str, Any]: ...
+        self, tenant: str, execution_id: str, fields: ExecutionUpdate, *, only_if_status: Iterable[str] = ()
+    ) -> None: ...
 
     def put_node_record_if_absent(
-        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any]
+        self, tenant: str, execution_id: str, record_sk: str, fields: NodeUpdate
     ) -> None: ...
 
     def close_open_nodes(
         self, tenant: str, execution_id: str, outcome: Mapping[str, NodeStatus], reason: str, now: str
     ) -> None: ...
 
-    def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]: ...
+    def node_records(self, tenant: str, execution_id: str) -> list[NodeRecord]: ...
 
 
 class BatchCounters(Protocol):
@@ -117,9 +114,7 @@ class Sweep(Protocol):
 
     def leave(self, tenant: str, execution_id: str) -> bool: ...
 
-    def keep_unpublished(
-        self, tenant: str, execution_id: str, status: str, detail: dict[str, Any]
-    ) -> bool: ...
+    def keep_unpublished(self, tenant: str, execution_id: str, status: str, detail: StatusEvent) -> bool: ...
 
 
 class Workflows(Protocol):

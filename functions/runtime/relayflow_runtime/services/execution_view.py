@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import ExecutionRecord, NodeRecord
 from relayflow_runtime.domain.status import (
     TERMINAL,
+    CurrentNodeItem,
     ExecutionStatus,
     node_tally,
     progress_node,
@@ -25,9 +26,9 @@ from relayflow_runtime.services.values import is_ref, unpack
 
 
 def _node_execution(
-    record: dict[str, Any], run_status: str, run_error: str | None, blobs: deps.Blobs
+    record: NodeRecord, run_status: str, run_error: str | None, blobs: deps.Blobs
 ) -> NodeExecution:
-    data = dict(record)
+    data: dict[str, Any] = dict(record)
     data["status"] = settled_node_status(data.get("status", "pending"), run_status, run_error)
     data["output"] = unpack(data.get("output"), blobs)
     data["parsed_output"] = unpack(data.get("parsed_output"), blobs)
@@ -37,7 +38,7 @@ def _node_execution(
     return NodeExecution.model_validate(data)
 
 
-def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[dict[str, Any]] | None:
+def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> list[NodeRecord] | None:
     """A single run's node records when a page without the nodes needs them: its usage, its node
     counts and its progress while it runs (a node records its own, so finishing siblings never write
     one shared item). An ended run keeps them on its item (``usage_summed``, ``node_counts``,
@@ -55,7 +56,7 @@ def _single_run_nodes(tenant: str, record: ExecutionRecord, env: deps.Deps) -> l
 
 def to_execution(
     tenant: str,
-    record: ExecutionRecord | dict[str, Any],
+    record: ExecutionRecord,
     *,
     with_nodes: bool = True,
     env: deps.Deps | None = None,
@@ -63,7 +64,7 @@ def to_execution(
     """The API's execution from its stored record, field by field (domain/execution_record.py
     says what the item holds beyond it)."""
     env = deps.given(env)
-    stored = record if isinstance(record, ExecutionRecord) else ExecutionRecord.model_validate(record)
+    stored = record
     single = stored.input_mode == "single"
     # A single run stores its final output's text and, for a JSON node, the parsed value apart
     # (runs recorded before kept the parsed value alone). Batch runs' results are filled from their
@@ -79,8 +80,9 @@ def to_execution(
     if is_ref(single_input):
         # Pages of the history leave a long input out; the execution itself returns it whole.
         single_input = unpack(single_input, env.blobs) if with_nodes else None
-    current = stored.current_node.model_dump() if stored.current_node else None
-    records: list[dict[str, Any]] | None = None
+    at = stored.current_node
+    current = CurrentNodeItem(idx=at.idx, id=at.id) if at else None
+    records: list[NodeRecord] | None = None
     counts: dict[str, int] | None = None
     if single:
         if with_nodes:
@@ -98,7 +100,7 @@ def to_execution(
             current = progress_node(nodes) or current
     else:
         counters = dict(stored.usage_counters())
-    progress = stored.progress
+    progress = stored.progress.model_copy()  # the answer's own: a batch's counts are filled into it
     if current:
         # progress keeps the totals set at start
         progress = progress.model_copy(

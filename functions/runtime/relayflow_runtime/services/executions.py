@@ -45,7 +45,7 @@ from relayflow_runtime.services.execution_view import to_execution
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import (
     execution_prefix,
-    get_execution_record,
+    get_run_record,
     load_plan,
     machine_arn,
     plan_key,
@@ -156,7 +156,7 @@ def start_from_object(
     execution id is the caller's: a second start with the same id returns the first execution.
     """
     with contextlib.suppress(NotFound):
-        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_record(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
     plan = build_plan(tenant, workflow_id, version_id, mode="single", run_timeout=None)
     input_file = InputFile(
@@ -176,7 +176,7 @@ def start_from_object(
             extra={"trigger": trigger.model_dump(mode="json")},
         )
     except ConditionFailed:  # a concurrent start with this id wrote the record first
-        return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
+        return to_execution(tenant, deps.stores().executions.get_record(tenant, execution_id))
 
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -329,7 +329,6 @@ def _launch(
         }
     )
     env.executions.put_record(tenant, stored)
-    record = stored.item()
     metrics.count(metrics.RUNS_STARTED, Mode=plan.mode)
     if plan.mode == "single":
         for node in plan.nodes:
@@ -347,23 +346,23 @@ def _launch(
                 },
             )
 
-    notify.status_changed(tenant, record, env)
+    notify.status_changed(tenant, stored, env)
 
     if plan.mode == "batch":  # a batch waits for its share of the batch budget instead
-        admission.start(tenant, record, can_wait=False, env=env)
-    elif admission.launch(tenant, record, env) is None:  # it waits for its turn (services/admission.py)
+        admission.start(tenant, stored, can_wait=False, env=env)
+    elif admission.launch(tenant, stored, env) is None:  # it waits for its turn (services/admission.py)
         return execution.model_copy(update={"waiting_reason": admission.waiting_reason()})
     return execution
 
 
 def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
     """A new execution with the same input, running the same snapshot of the version."""
-    old = get_execution_record(tenant, workflow_id, execution_id)
+    old = get_run_record(tenant, workflow_id, execution_id)
     plan = load_plan(tenant, execution_id)
     new_execution_id = new_id()
     file_key = None
-    if old.get("input_file"):
-        source = InputFile.model_validate(old["input_file"])
+    if old.input_file:
+        source = old.input_file
         file_key = source.model_copy(
             update={
                 "key": f"{execution_prefix(tenant, new_execution_id)}input/{source.key.rsplit('/', 1)[-1]}"
@@ -378,7 +377,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         workflow_id,
         plan,
         execution_id=new_execution_id,
-        single_input=unpack(old.get("single_input")),
+        single_input=unpack(old.single_input),
         file_key=file_key,
         batch_ctx=batch_ctx,
         extra={"rerun_of": execution_id},
@@ -396,13 +395,13 @@ def retry_failed_items(
     """A new batch run over the items of a finished batch run that did not complete (failed, or
     never ran): with the same snapshot of the version by default, or with ``version_id`` (e.g. a
     fixed one). Their list is written in the background (the batch machine's prepare_batch)."""
-    old = get_execution_record(tenant, workflow_id, execution_id)
+    old = get_run_record(tenant, workflow_id, execution_id)
     if version_id is None:
         plan = load_plan(tenant, execution_id)
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
-            plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=old.get("timeout"))
+            plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=old.timeout)
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
@@ -433,32 +432,32 @@ def _retry_active(execution_id: str, retry_id: str) -> Conflict:
     )
 
 
-def _claim_retry(tenant: str, old: dict[str, Any], retry_id: str) -> None:
+def _claim_retry(tenant: str, old: ExecutionRecord, retry_id: str) -> None:
     """One retry run of a batch's failed items at a time: a second request while one is pending or
     running is 409 ``retry_in_progress`` naming it (``details.execution_id``); concurrent requests
     race on a conditional write of the batch run's record, and one wins."""
     store = deps.stores().executions
-    seen = old.get("retry_claim")
+    seen = old.retry_claim
     if seen:
         try:
-            current: dict[str, Any] | None = store.get_execution(tenant, seen)
+            current: ExecutionRecord | None = store.get_record(tenant, seen)
         except NotFound:
             current = None
-        if current is not None and current.get("status") in ACTIVE:
-            raise _retry_active(old["id"], seen)
-        claimed_at = parse_iso(str(old.get("retry_claimed_at") or "1970-01-01T00:00:00Z"))
+        if current is not None and current.status in ACTIVE:
+            raise _retry_active(old.id, seen)
+        claimed_at = parse_iso(old.retry_claimed_at or "1970-01-01T00:00:00Z")
         if current is None and (datetime.now(UTC) - claimed_at).total_seconds() < RETRY_CLAIM_SECONDS:
-            raise _retry_active(old["id"], seen)  # being started right now
+            raise _retry_active(old.id, seen)  # being started right now
     try:
-        store.claim_retry(tenant, old["id"], retry_id, seen, now_iso())
+        store.claim_retry(tenant, old.id, retry_id, seen, now_iso())
     except ConditionFailed:
-        winner = store.get_execution(tenant, old["id"]).get("retry_claim")
-        raise _retry_active(old["id"], str(winner)) from None
+        winner = store.get_record(tenant, old.id).retry_claim
+        raise _retry_active(old.id, str(winner)) from None
 
 
 # ---- reading ---------------------------------------------------------------------------------------
 def get_execution(tenant: str, workflow_id: str, execution_id: str) -> Execution:
-    return to_execution(tenant, get_execution_record(tenant, workflow_id, execution_id))
+    return to_execution(tenant, get_run_record(tenant, workflow_id, execution_id))
 
 
 def list_executions(
@@ -525,20 +524,18 @@ def time_bound(name: str, value: str | None) -> str | None:
 
 
 def read_input_file(tenant: str, workflow_id: str, execution_id: str) -> tuple[InputFile, bytes]:
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if not record.get("input_file"):
+    input_file = get_run_record(tenant, workflow_id, execution_id).input_file
+    if input_file is None:
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
-    input_file = InputFile.model_validate(record["input_file"])
     return input_file, deps.blobs().get_bytes(input_file.key)
 
 
 def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download:
     """The original input file: its bytes, or a presigned URL when it is larger than an API answer
     carries (see services/downloads.py)."""
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if not record.get("input_file"):
+    input_file = get_run_record(tenant, workflow_id, execution_id).input_file
+    if input_file is None:
         raise NotFound("this execution was not started with a file input.", code="no_input_file")
-    input_file = InputFile.model_validate(record["input_file"])
     filename = clean_filename(input_file.filename, "input")
     if presigned_urls_enabled() and input_file.size > get_settings().max_inline_download_bytes:
         return Download(
@@ -551,12 +548,12 @@ def input_download(tenant: str, workflow_id: str, execution_id: str) -> Download
 def delete_execution(tenant: str, workflow_id: str, execution_id: str) -> bool:
     """Delete a finished execution. A single run's records go at once; a batch run's grow with its
     items, so it is hidden at once and deleted on the jobs machine: True then (in the background)."""
-    record = get_execution_record(tenant, workflow_id, execution_id)
-    if record["status"] in ACTIVE:
+    record = get_run_record(tenant, workflow_id, execution_id)
+    if record.status in ACTIVE:
         raise Conflict(
             "this execution is still running; cancel it before deleting it.", code="execution_active"
         )
-    if record.get("input_mode") == "batch":
+    if record.input_mode == "batch":
         batch.delete_in_background(tenant, record)
         return True
     deps.blobs().delete_prefix(execution_prefix(tenant, execution_id))
@@ -569,8 +566,8 @@ def cancel_execution(
     tenant: str, workflow_id: str, execution_id: str, *, env: deps.Deps | None = None
 ) -> Execution:
     env = deps.given(env)
-    record = get_execution_record(tenant, workflow_id, execution_id, env)
-    if record["status"] == "cancelled":
+    record = get_run_record(tenant, workflow_id, execution_id, env)
+    if record.status == "cancelled":
         return to_execution(tenant, record, env=env)
     now = env.now()
     updated = transition(
@@ -582,17 +579,17 @@ def cancel_execution(
         env=env,
     )
     if updated is None:
-        record = get_execution_record(tenant, workflow_id, execution_id, env)
-        if record["status"] == "cancelled":
+        record = get_run_record(tenant, workflow_id, execution_id, env)
+        if record.status == "cancelled":
             return to_execution(tenant, record, env=env)
         raise Conflict(
-            f"execution '{execution_id}' already finished ({record['status']}); only pending or running "
+            f"execution '{execution_id}' already finished ({record.status}); only pending or running "
             "executions can be cancelled.",
             code="execution_finished",
         )
-    if record.get("sfn_execution_arn"):
+    if record.sfn_execution_arn:
         try:
-            env.machines.stop(record["sfn_execution_arn"], error="Cancelled", cause="cancelled by request")
+            env.machines.stop(record.sfn_execution_arn, error="Cancelled", cause="cancelled by request")
         except Exception:
             # The cancel is already recorded and is the truth: every remaining task of the run finds
             # it cancelled and stops (conditional writes), so a failed stop only costs those tasks.

@@ -25,76 +25,81 @@ time. When the rules cannot be listed, node events are sent.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.event_rules import any_rule_could_match
+from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.schemas.entities import ExecutionProgress
+from relayflow_runtime.schemas.events import SCHEMA_VERSION, EventNode, EventRun, NodeEvent, StatusEvent
 from relayflow_runtime.services import deps, metrics
 from relayflow_runtime.services.execution_view import to_execution
 
 logger = Logger(child=True)
 
 EVENT_SOURCE = "relayflow"
-SCHEMA_VERSION = "1"
 STATUS_CHANGE = "Execution Status Change"
 NODE_FINISHED = "Node Execution Finished"
 UPLOAD_REJECTED = "Upload Rejected"
 
 
-def _progress(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> Any:
+def _progress(tenant: str, record: ExecutionRecord, env: deps.Deps | None = None) -> ExecutionProgress:
     """Progress as GET execution shows it (current node, batch counters), results left out."""
     try:
-        without_results = {k: v for k, v in record.items() if k != "results"}
-        execution = to_execution(tenant, without_results, with_nodes=False, env=env)
-        return execution.progress.model_dump(mode="json")
+        without_results = record.model_copy(update={"results": None})
+        return to_execution(tenant, without_results, with_nodes=False, env=env).progress
     except Exception:  # an announcement must never fail the run it announces
         logger.exception("could not compute progress for an event")
-        return record.get("progress")
+        return record.progress
 
 
-def status_event(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> dict[str, Any]:
+def status_event(tenant: str, record: ExecutionRecord, env: deps.Deps | None = None) -> StatusEvent:
     """The detail of an ``Execution Status Change`` event (schema version 1)."""
     env = deps.given(env)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tenant": tenant,
-        "execution_id": record["id"],
-        "workflow_id": record["workflow_id"],
-        "version_id": record["version_id"],
-        "number": record.get("number"),
-        "input_mode": record.get("input_mode", "single"),
-        "status": record["status"],
-        "progress": _progress(tenant, record, env),
-        "error": record.get("error"),
-        "created_at": record.get("created_at"),
-        "started_at": record.get("started_at"),
-        "completed_at": record.get("completed_at"),
-        "time": env.now(),
-    }
+    return StatusEvent(
+        tenant=tenant,
+        execution_id=record.id,
+        workflow_id=record.workflow_id,
+        version_id=record.version_id,
+        number=record.number,
+        input_mode=record.input_mode,
+        status=record.status,
+        progress=_progress(tenant, record, env),
+        error=record.error,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        completed_at=record.completed_at,
+        time=env.now(),
+    )
 
 
 def node_event(
-    ctx: dict[str, Any], node: dict[str, Any], record: dict[str, Any] | None, status: str, error: str | None
-) -> dict[str, Any]:
-    """The detail of a ``Node Execution Finished`` event (schema version 1)."""
+    ctx: EventRun,
+    node: EventNode,
+    record: Mapping[str, Any] | None,
+    status: str,
+    error: str | None,
+) -> NodeEvent:
+    """The detail of a ``Node Execution Finished`` event (schema version 1). ``record``: the node's
+    record, or what the event needs of it (``attempts``, ``duration_ms``)."""
     record = record or {}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tenant": ctx["tenant"],
-        "execution_id": ctx["execution_id"],
-        "workflow_id": ctx["workflow_id"],
-        "version_id": ctx.get("version_id"),
-        "node_id": node["id"],
-        "node_name": node["name"],
-        "node_idx": node["idx"],
-        "status": status,
-        "attempts": record.get("attempts"),
-        "duration_ms": record.get("duration_ms"),
-        "error": error,
-        "time": now_iso(),
-    }
+    return NodeEvent(
+        tenant=ctx["tenant"],
+        execution_id=ctx["execution_id"],
+        workflow_id=ctx["workflow_id"],
+        version_id=ctx.get("version_id"),
+        node_id=node["id"],
+        node_name=node["name"],
+        node_idx=node["idx"],
+        status=status,
+        attempts=record.get("attempts"),
+        duration_ms=record.get("duration_ms"),
+        error=error,
+        time=now_iso(),
+    )
 
 
 # The bus is one of the dependencies a use case is given (services/deps.py); these stay here for the
@@ -136,27 +141,27 @@ def publish(detail_type: str, detail: dict[str, Any], env: deps.Deps | None = No
     return False
 
 
-def status_changed(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> None:
+def status_changed(tenant: str, record: ExecutionRecord, env: deps.Deps | None = None) -> None:
     """Announce the run's status. An event the bus refuses (after retries) is kept on the run
     (``unpublished_event``, sweep index) and published by the sweeper later; if it cannot even be
     kept, :class:`EventNotPublished` is raised: never a status change announced to nobody."""
     env = deps.given(env)
     detail = status_event(tenant, record, env)
-    if publish(STATUS_CHANGE, detail, env):
+    if publish(STATUS_CHANGE, detail.model_dump(mode="json"), env):
         return
     try:
-        env.sweep.keep_unpublished(tenant, record["id"], record["status"], detail)
+        env.sweep.keep_unpublished(tenant, record.id, record.status, detail)
     except Exception as exc:
         raise EventNotPublished(
-            f"the {record['status']} event of execution {record['id']} was neither published nor kept"
+            f"the {record.status} event of execution {record.id} was neither published nor kept"
         ) from exc
 
 
-def republish(tenant: str, execution_id: str, detail: dict[str, Any]) -> bool:
+def republish(tenant: str, execution_id: str, detail: StatusEvent) -> bool:
     """Publish a kept status event again (the sweeper); True once it is out and forgotten."""
-    if not publish(STATUS_CHANGE, detail):
+    if not publish(STATUS_CHANGE, detail.model_dump(mode="json")):
         return False
-    deps.stores().sweep.forget_unpublished(tenant, execution_id, str(detail.get("time")))
+    deps.stores().sweep.forget_unpublished(tenant, execution_id, detail.time)
     metrics.count(metrics.STATUS_EVENTS_REPUBLISHED)
     return True
 
@@ -201,9 +206,9 @@ def forget_rules() -> None:
 
 
 def node_finished(
-    ctx: dict[str, Any],
-    node: dict[str, Any],
-    record: dict[str, Any] | None,
+    ctx: EventRun,
+    node: EventNode,
+    record: Mapping[str, Any] | None,
     status: str,
     error: str | None,
     env: deps.Deps | None = None,
@@ -215,7 +220,7 @@ def node_finished(
         return
     env = deps.given(env)
     if node_events_wanted(env):
-        publish(NODE_FINISHED, node_event(ctx, node, record, status, error), env)
+        publish(NODE_FINISHED, node_event(ctx, node, record, status, error).model_dump(mode="json"), env)
 
 
 def node_events_wanted(env: deps.Deps | None = None) -> bool:

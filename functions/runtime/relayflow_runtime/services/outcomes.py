@@ -29,6 +29,7 @@ from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import ItemOutcome
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord, SweptRun
 from relayflow_runtime.domain.outcomes import (
     READ_BYTES,
     SEGMENT_ITEMS,
@@ -216,12 +217,12 @@ def _copy(spool: IO[bytes], write: Callable[[bytes], None]) -> None:
 
 def _deleting(tenant: str, execution_id: str) -> bool:
     try:
-        return bool(deps.stores().executions.get_execution(tenant, execution_id).get("deleting"))
+        return deps.stores().executions.get_record(tenant, execution_id).deleting
     except NotFound:
         return True
 
 
-def after_end(tenant: str, record: dict[str, Any], env: deps.Deps) -> None:
+def after_end(tenant: str, run: ExecutionRecord | SweptRun, env: deps.Deps) -> None:
     """What follows a batch run's end for its outcomes, whatever ended it (its own complete or
     fail, a cancel, the reconciler, the sweeper: services/transitions.py ``after_finish``), once
     the end is written (started before, the job could find the run running and give up):
@@ -235,20 +236,21 @@ def after_end(tenant: str, record: dict[str, Any], env: deps.Deps) -> None:
 
     Repeatable (a repeated end, the sweeper's follow-up); runs whose entries carry no ordinal
     (per-item records) have nothing to compact."""
-    if "item_index" not in record:  # a row of the sweep index, which projects no item_index
+    if isinstance(run, ExecutionRecord):
+        record = run
+    else:  # a row of the sweep index, which projects no item_index
         try:
-            record = env.executions.get_execution(tenant, str(record["id"]))
+            record = env.executions.get_record(tenant, run.id)
         except NotFound:
             return
-    if not (record.get("item_index") or {}).get("ordinals"):
+    if not (record.item_index and record.item_index.ordinals):
         return
-    if (record.get("progress") or {}).get("processed_items") is None:
-        expires_at = record.get("children_expire_at")
-        env.batches.seal(tenant, str(record["id"]), int(expires_at) if expires_at else None)
+    if record.progress.processed_items is None:
+        env.batches.seal(tenant, record.id, record.children_expire_at)
     env.machines.start(
         get_settings().jobs_machine_arn,
-        f"compact-{record['id']}",
-        {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record["id"]},
+        f"compact-{record.id}",
+        {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record.id},
     )
 
 
@@ -265,10 +267,10 @@ def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict
         None if remaining_ms is None else time.monotonic() + remaining_ms / 1000 - COMPACT_MARGIN_SECONDS
     )
     try:
-        record = deps.stores().executions.get_execution(tenant, execution_id)
+        record = deps.stores().executions.get_record(tenant, execution_id)
     except NotFound:
         return {"compacted": None}
-    total = int((record.get("progress") or {}).get("total_items") or 0)
+    total = record.progress.total_items or 0
     blocks = math.ceil(total / SEGMENT_ITEMS)
     prefix = execution_prefix(tenant, execution_id)
     block = int(job.get("block") or 0)

@@ -39,10 +39,10 @@ def settle(
     True when this call moved the run to a terminal status."""
     store = deps.stores().executions
     try:
-        before = store.get_execution(tenant, execution_id)
+        before = store.get_record(tenant, execution_id)
     except NotFound:
         return False
-    if before["status"] in TERMINAL:
+    if before.status in TERMINAL:
         after_finish(tenant, before)  # e.g. the budget of a run whose follow-up was cut short
         return False
     if sfn_status == NEVER_STARTED:
@@ -52,8 +52,7 @@ def settle(
             "no Step Functions execution exists with the run's name; the start was lost",
         )
     finish_unrecorded(tenant, execution_id, sfn_status, error, cause)
-    after = store.get_execution(tenant, execution_id)
-    return after["status"] in TERMINAL
+    return store.get_record(tenant, execution_id).status in TERMINAL
 
 
 def finish_unrecorded(
@@ -62,10 +61,10 @@ def finish_unrecorded(
     """The state machine ended in a way the handlers did not record (timeout, abort, crash)."""
     store = deps.stores().executions
     try:
-        record = store.get_execution(tenant, execution_id)
+        record = store.get_record(tenant, execution_id)
     except NotFound:
         return
-    if record["status"] in TERMINAL:
+    if record.status in TERMINAL:
         return
     now = now_iso()
     if sfn_status == "SUCCEEDED":
@@ -89,7 +88,7 @@ def finish_unrecorded(
         )
         return
     if sfn_status == "TIMED_OUT":
-        message = f"workflow timed out after {record.get('timeout')} seconds"
+        message = f"workflow timed out after {record.timeout} seconds"
         node_outcome = CLOSE_ON_TIMEOUT
     else:
         message = f"the run failed: {error or 'error'}" + (f" ({cause})" if cause else "")

@@ -56,6 +56,7 @@ from relayflow_runtime.domain.engine import (
     gate_timeouts,
     overdue_after_seconds,
 )
+from relayflow_runtime.domain.execution_record import ExecutionUpdate, NodeRecord, NodeUpdate
 from relayflow_runtime.domain.status import (
     CLOSE_ON_NODE_FAILURE,
     CLOSE_ON_TIMEOUT,
@@ -66,6 +67,7 @@ from relayflow_runtime.domain.status import (
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
+from relayflow_runtime.schemas.events import EventNode, EventRun
 from relayflow_runtime.services import deps, notify, retention, transitions
 from relayflow_runtime.services.node_execution import (
     ExecutionNotRunning,
@@ -82,7 +84,7 @@ logger = Logger(child=True)
 RUNNING, COMPLETED, FAILED = ExecutionStatus.RUNNING, ExecutionStatus.COMPLETED, ExecutionStatus.FAILED
 
 
-def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
+def _ctx(run: RunRef, plan: Plan) -> EventRun:
     """The fields notify's events carry."""
     return {
         "tenant": run.tenant,
@@ -93,19 +95,19 @@ def _ctx(run: RunRef, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _node_dict(node: NodeSpec) -> dict[str, Any]:
+def _node_dict(node: NodeSpec) -> EventNode:
     return {"id": node.id, "name": node.name, "idx": node.idx}
 
 
 # ---- start -----------------------------------------------------------------------------------------
 def start(run: RunRef) -> RunStart:
     """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
-    record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
+    record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     plan = load_plan(run.tenant, run.execution_id)
-    fields = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
+    fields: ExecutionUpdate = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
     updated = transitions.transition(run.tenant, record, allowed_from(RUNNING), RUNNING, fields)
-    if updated is None and record["status"] != "running":
-        raise ExecutionNotRunning(f"the execution is {record['status']}")
+    if updated is None and record.status != "running":
+        raise ExecutionNotRunning(f"the execution is {record.status}")
     gates = gate_timeouts(plan)
     store = deps.stores().executions
     return RunStart(
@@ -120,16 +122,16 @@ def start(run: RunRef) -> RunStart:
             for node in plan.nodes
         ],
         retry=plan.retry,
-        run_timeout=retention.run_clock_seconds(record["created_at"], plan.run_timeout),
+        run_timeout=retention.run_clock_seconds(record.created_at, plan.run_timeout),
     )
 
 
 # ---- gates -----------------------------------------------------------------------------------------
-def _ready(node: NodeSpec, record: dict[str, Any]) -> bool:
+def _ready(node: NodeSpec, record: NodeRecord) -> bool:
     return bool(record.get("token")) and set(node.parents) <= set(record.get("done_parents") or ())
 
 
-def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: dict[str, Any] | None) -> str:
+def _gate_gave_up(plan: Plan, node: NodeSpec, task: NodeTask, record: NodeRecord | None) -> str:
     """The error of a node whose gate timed out ``max_gate_checks`` times (the machine's
     GateGaveUp): which parents it waited for, and how long."""
     done = set((record or {}).get("done_parents") or ())
@@ -155,7 +157,7 @@ def previous_gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> N
     node = plan.node(task.id)
     store = deps.stores().executions
     if checks:
-        status = store.get_execution(run.tenant, run.execution_id)["status"]
+        status = store.get_record(run.tenant, run.execution_id).status
         if status != RUNNING.value:
             raise ExecutionNotRunning(f"the execution is {status}")
     record = store.register_gate(run.tenant, run.execution_id, node.id, token)
@@ -169,7 +171,9 @@ def _packed_size(value: Any) -> int:
     return len(json.dumps(value, default=str).encode())
 
 
-def _release_children(run: RunRef, plan: Plan, node_id: str, completed: dict[str, Any] | None = None) -> None:
+def _release_children(
+    run: RunRef, plan: Plan, node_id: str, completed: Mapping[str, Any] | None = None
+) -> None:
     """Mark ``node_id`` done on each child's record and release the children it completes.
     ``completed``: the node's completed record (its packed outputs), carried to each child it
     releases (the gate puts them in RunNode's input: domain/engine.Carried) so the child reads
@@ -199,7 +203,7 @@ def _release_children(run: RunRef, plan: Plan, node_id: str, completed: dict[str
 
 
 def _carried(
-    child: NodeSpec, node_id: str, own: CarriedOutput | None, size: int, record: dict[str, Any]
+    child: NodeSpec, node_id: str, own: CarriedOutput | None, size: int, record: NodeRecord
 ) -> dict[str, Any]:
     """What the releasing parent hands ``child``: every parent's packed output, or none (one
     missing, or too large to carry)."""
@@ -219,7 +223,7 @@ class _StoredOutputs(Mapping[str, NodeOutput]):
     """Completed nodes' outputs in plan order, each read (from S3 when large) only when used:
     a node reads its parents' and the upstream outputs its template names, not every output."""
 
-    def __init__(self, plan: Plan, records: list[dict[str, Any]]) -> None:
+    def __init__(self, plan: Plan, records: list[NodeRecord]) -> None:
         by_id = {r["node_id"]: r for r in records if r.get("status") == "completed"}
         self._records = {n.id: by_id[n.id] for n in plan.nodes if n.id in by_id}
         self._read: dict[str, NodeOutput] = {}
@@ -274,10 +278,12 @@ def _upstream_outputs(run: RunRef, plan: Plan, node: NodeSpec, carried: Carried 
     its releasing parent carried when they are all it reads (domain/engine.carried_suffices), else
     its run's node records (one Query)."""
     if not node.upstream and not node.parents:
-        records: list[dict[str, Any]] = []
+        records: list[NodeRecord] = []
     elif carried is not None and carried_suffices(node, carried):
         records = [
-            {"node_id": parent, "status": "completed", **value.model_dump()}
+            NodeRecord(
+                node_id=parent, status="completed", output=value.output, parsed_output=value.parsed_output
+            )
             for parent, value in carried.outputs.items()
         ]
     else:
@@ -304,7 +310,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
             node.id,
             node.idx,
             number,
-            _node_dict(node) | {"node_id": node.id},
+            NodeUpdate(id=node.id, name=node.name, idx=node.idx, node_id=node.id),
             started_at,
             carried_from=node.parents if len(node.parents) > 1 else (),
         )
@@ -345,7 +351,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
             # (retry, or node_failed recording the error) applies.
             logger.warning("attempt error not noted: the store stayed contended", node_id=node.id)
         raise
-    fields = {
+    fields: NodeUpdate = {
         "status": "completed",
         "output": pack(outcome.output, f"{prefix}output.json"),
         "prompt": pack(outcome.prompt, f"{prefix}prompt.json"),
@@ -356,7 +362,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
     }
     if outcome.parsed_output is not None:
         fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
-    record = {"attempts": number, "duration_ms": outcome.duration_ms, "status": "completed"}
+    record: NodeRecord = {"attempts": number, "duration_ms": outcome.duration_ms, "status": "completed"}
     record |= {"output": fields["output"], "parsed_output": fields.get("parsed_output")}
     try:
         store.finish_node(run.tenant, run.execution_id, sk, fields, attempt=number)
@@ -376,7 +382,7 @@ def _not_recorded(exc: Exception) -> Exception:
     return TransientModelError(f"the node's record could not be written: {exc}")
 
 
-def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> dict[str, Any]:
+def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> NodeRecord:
     """The record a node's write found closed: completed (a repeated task recorded it already,
     or another attempt did) is returned; anything else means this attempt was superseded (a
     later attempt holds the record, or the node ended otherwise: the machine has moved past this
@@ -386,7 +392,7 @@ def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> dict[str
     return ended.record
 
 
-def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: dict[str, Any]) -> None:
+def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: Mapping[str, Any]) -> None:
     """What follows a node's completed record, safe to repeat: its event and its children's release
     (a parent marked done twice counts once, a second release of a token is ignored)."""
     summary = {"attempts": record.get("attempts"), "duration_ms": record.get("duration_ms")}
@@ -452,12 +458,12 @@ def complete(run: RunRef) -> None:
     or a reference)."""
     plan = load_plan(run.tenant, run.execution_id)
     store = deps.stores().executions
-    record = store.get_execution(run.tenant, run.execution_id)
+    record = store.get_record(run.tenant, run.execution_id)
     by_id = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
     # The run's usage, summed once its nodes are all recorded: what pages without the nodes show.
-    final: dict[str, Any] = {
+    final: ExecutionUpdate = {
         "results": None,
-        **transitions.ended_run_sums(list(by_id.values()), COMPLETED, None),
+        **transitions.ended_run_sums(by_id.values(), COMPLETED, None),
         "usage_summed": True,  # (transitions.keep_usage: summed here, from the records just read)
     }
     current = progress_node(by_id.values())
@@ -476,11 +482,11 @@ def complete(run: RunRef) -> None:
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's timeout, a node with ``on_failure: "stop"``, or any other error."""
     store = deps.stores().executions
-    record = store.get_execution(run.tenant, run.execution_id)
+    record = store.get_record(run.tenant, run.execution_id)
     now = now_iso()
     if reason == "timeout":
-        message = retention.timed_out_message(record["created_at"], record.get("timeout"))
-        fields: dict[str, Any] = {"error": message, "completed_at": now}
+        message = retention.timed_out_message(record.created_at, record.timeout)
+        fields: ExecutionUpdate = {"error": message, "completed_at": now}
         if transitions.transition(run.tenant, record, allowed_from(FAILED), FAILED, fields):
             store.close_open_nodes(run.tenant, run.execution_id, CLOSE_ON_TIMEOUT, message, now)
         return

@@ -12,6 +12,7 @@ from typing import Any
 
 from relayflow_runtime.domain.costs import nanos_to_dollars
 from relayflow_runtime.domain.engine import Plan
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import deps
 from relayflow_runtime.settings import get_settings
@@ -45,15 +46,28 @@ def load_plan(tenant: str, execution_id: str) -> Plan:
     return read_plan(tenant, execution_id, deps.blobs())
 
 
-def get_execution_record(
+def get_run_record(
     tenant: str, workflow_id: str, execution_id: str, env: deps.Deps | None = None
-) -> dict[str, Any]:
-    """The stored execution of this workflow; 404 for another workflow's, or one being deleted."""
-    record = deps.given(env).executions.get_execution(tenant, execution_id)
-    # A batch run being deleted (on the jobs machine) is already gone for every reader.
-    if record["workflow_id"] != workflow_id or record.get("deleting"):
-        raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
+) -> ExecutionRecord:
+    """The stored execution of this workflow, as its record (domain/execution_record.py); 404 for
+    another workflow's, or one being deleted."""
+    record = deps.given(env).executions.get_record(tenant, execution_id)
+    _check_shown(workflow_id, execution_id, record.workflow_id, record.deleting)
     return record
+
+
+def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
+    """:func:`get_run_record`'s item as stored, every attribute (services/batch_results.py reads its
+    ``exports``)."""
+    record = deps.stores().executions.get_execution(tenant, execution_id)
+    _check_shown(workflow_id, execution_id, record["workflow_id"], bool(record.get("deleting")))
+    return record
+
+
+def _check_shown(workflow_id: str, execution_id: str, its_workflow: str, deleting: bool) -> None:
+    # A batch run being deleted (on the jobs machine) is already gone for every reader.
+    if its_workflow != workflow_id or deleting:
+        raise NotFound(f"execution '{execution_id}' does not exist.", code="execution_not_found")
 
 
 def usage_of(counters: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.sfn_status import describe_execution
 from relayflow_runtime.adapters.table.keys import SWEEP_SHARDS
 from relayflow_runtime.domain.clock import parse_iso
+from relayflow_runtime.domain.execution_record import SweptRun
 from relayflow_runtime.services import admission, deps, metrics, notify, reconcile, transitions
 from relayflow_runtime.settings import get_settings
 
@@ -74,18 +75,18 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def execution_arn_of(run: dict[str, Any]) -> str | None:
+def execution_arn_of(run: SweptRun) -> str | None:
     """The ARN of the run's Step Functions execution (named by the execution id): the one recorded
     at start, else built from its machine (the record's, or the deployment's machine for its mode)."""
-    if run.get("sfn_execution_arn"):
-        return str(run["sfn_execution_arn"])
+    if run.sfn_execution_arn:
+        return run.sfn_execution_arn
     settings = get_settings()
-    machine = run.get("state_machine_arn") or (
-        settings.batch_machine_arn if run.get("input_mode") == "batch" else settings.run_machine_arn
+    machine = run.state_machine_arn or (
+        settings.batch_machine_arn if run.input_mode == "batch" else settings.run_machine_arn
     )
     if not machine:
         return None
-    return f"{str(machine).replace(':stateMachine:', ':execution:')}:{run['id']}"
+    return f"{machine.replace(':stateMachine:', ':execution:')}:{run.id}"
 
 
 def sweep(
@@ -103,17 +104,17 @@ def sweep(
         try:
             _check_active(run, cutoff, report, now)
         except Exception as exc:  # one bad run must not stop the sweep of the others
-            logger.exception("could not sweep a run", extra={"execution_id": run.get("id")})
-            report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+            logger.exception("could not sweep a run", extra={"execution_id": run.id})
+            report.errors.append(f"{run.id}: {type(exc).__name__}: {exc}")
     for run in _next_pages("SETTLE", None, per_shard):
-        finished = run.get("completed_at")
-        if finished and parse_iso(str(finished)) > cutoff:
+        finished = run.completed_at
+        if finished and parse_iso(finished) > cutoff:
             continue  # its own follow-up is probably still under way
         try:
             _follow_up(run, report)
         except Exception as exc:
-            logger.exception("could not finish a run's follow-up", extra={"execution_id": run.get("id")})
-            report.errors.append(f"{run.get('id')}: {type(exc).__name__}: {exc}")
+            logger.exception("could not finish a run's follow-up", extra={"execution_id": run.id})
+            report.errors.append(f"{run.id}: {type(exc).__name__}: {exc}")
     if report.overdue:
         metrics.count(metrics.OVERDUE_RUNS, len(report.overdue))
         logger.warning("runs past their worst case are still running", extra={"overdue": report.overdue})
@@ -122,7 +123,7 @@ def sweep(
     return report
 
 
-def _next_pages(partition: str, created_before: str | None, per_shard: int) -> Iterator[dict[str, Any]]:
+def _next_pages(partition: str, created_before: str | None, per_shard: int) -> Iterator[SweptRun]:
     """A page of each shard of ``partition`` from where the previous pass stopped (the cursor,
     saved once the pages are read); after the newest, the next pass starts from the oldest."""
     index = deps.stores().sweep
@@ -140,21 +141,21 @@ def _next_pages(partition: str, created_before: str | None, per_shard: int) -> I
         yield from runs
 
 
-def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport, now: datetime) -> None:
-    tenant, execution_id = str(run["tenant"]), str(run["id"])
-    if run.get("unpublished_event") and notify.republish(tenant, execution_id, run["unpublished_event"]):
+def _check_active(run: SweptRun, cutoff: datetime, report: SweepReport, now: datetime) -> None:
+    tenant, execution_id = run.tenant, run.id
+    if run.unpublished_event and notify.republish(tenant, execution_id, run.unpublished_event):
         report.republished += 1
     arn = execution_arn_of(run)
     description = describe_execution(arn) if arn else None
     if description is None:
-        if run.get("status") == "pending" and admission.requeue_if_lost(
-            tenant, deps.stores().executions.get_execution(tenant, execution_id)
+        if run.status == "pending" and admission.requeue_if_lost(
+            tenant, deps.stores().executions.get_record(tenant, execution_id)
         ):
             return  # waiting for admission, not lost (re-queued once it waited long)
         outcome, error, cause = reconcile.NEVER_STARTED, None, None
     elif description["status"] == "RUNNING":
-        overdue_at = run.get("overdue_at")  # projected on the sweep index: no read per running run
-        if overdue_at and parse_iso(str(overdue_at)) < now:
+        overdue_at = run.overdue_at  # projected on the sweep index: no read per running run
+        if overdue_at and parse_iso(overdue_at) < now:
             report.overdue.append(execution_id)
         return
     else:
@@ -172,10 +173,10 @@ def _check_active(run: dict[str, Any], cutoff: datetime, report: SweepReport, no
         report.settled.append({"tenant": tenant, "execution_id": execution_id, "cause": label})
 
 
-def _follow_up(run: dict[str, Any], report: SweepReport) -> None:
-    tenant, execution_id = str(run["tenant"]), str(run["id"])
-    if run.get("unpublished_event"):
-        if not notify.republish(tenant, execution_id, run["unpublished_event"]):
+def _follow_up(run: SweptRun, report: SweepReport) -> None:
+    tenant, execution_id = run.tenant, run.id
+    if run.unpublished_event:
+        if not notify.republish(tenant, execution_id, run.unpublished_event):
             return  # still refused: kept for the next sweep
         report.republished += 1
     if transitions.after_finish(tenant, run):

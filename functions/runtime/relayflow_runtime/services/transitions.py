@@ -16,7 +16,7 @@ calls :func:`after_finish` again; every step of it is idempotent.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger
 
@@ -24,7 +24,13 @@ from relayflow_runtime.adapters.engine import StartNotAccepted
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.costs import sum_usage
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import (
+    ExecutionRecord,
+    ExecutionUpdate,
+    NodeRecord,
+    SweptRun,
+    usage_update,
+)
 from relayflow_runtime.domain.status import (
     TERMINAL,
     check_moves,
@@ -39,24 +45,22 @@ logger = Logger(child=True)
 
 def transition(
     tenant: str,
-    record: ExecutionRecord | dict[str, Any],
+    record: ExecutionRecord,
     from_statuses: tuple[str, ...],
     to_status: str,
-    fields: dict[str, Any] | None = None,
+    fields: ExecutionUpdate | None = None,
     *,
     env: deps.Deps | None = None,
-) -> dict[str, Any] | None:
+) -> ExecutionRecord | None:
     """Move the execution to to_status if it is in from_statuses; None if another writer won.
 
     A terminal move also gives the execution item its TTL, counts the run as finished, gives back
     its share of the batch budget and takes it out of the sweep index."""
     env = deps.given(env)
-    if isinstance(record, ExecutionRecord):
-        record = record.item()
     from_statuses = check_moves(from_statuses, to_status)  # the rules: domain/status.py
-    fields = dict(fields or {})
+    fields = ExecutionUpdate(**(fields or {}))
     if to_status in TERMINAL:
-        created = record.get("created_at") or env.now()
+        created = record.created_at or env.now()
         fields.setdefault("expires_at", retention.record_expires_at(created, fields.get("completed_at")))
     try:
         updated = env.executions.transition_execution(
@@ -64,7 +68,9 @@ def transition(
         )
     except ConditionFailed:
         return None
-    nodes = keep_usage(tenant, updated, env) if to_status in TERMINAL else None
+    nodes = None
+    if to_status in TERMINAL:
+        updated, nodes = keep_usage(tenant, updated, env)
     notify.status_changed(tenant, updated, env)
     if to_status in TERMINAL:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
@@ -74,44 +80,45 @@ def transition(
 
 
 def keep_usage(
-    tenant: str, record: dict[str, Any], env: deps.Deps | None = None
-) -> list[dict[str, Any]] | None:
+    tenant: str, record: ExecutionRecord, env: deps.Deps | None = None
+) -> tuple[ExecutionRecord, list[NodeRecord] | None]:
     """A single run that just ended keeps its usage on its item: the sum of its node records (a node
     records its own; after the run's end none can) and their counts by status, marked
     ``usage_summed``, so list pages, status events and webhooks read it without querying the nodes;
     and its progress (``current_node``, the last node that began, unless its end named one).
     ``complete`` keeps them in its own move.
-    Returns the node records it read (None when it read none). Kept best effort: a write that stays
-    contended leaves the readers summing the nodes, as for a running run."""
-    if record.get("input_mode") == "batch" or record.get("usage_summed"):
-        return None
+    Returns the record as it now is and the node records it read (None when it read none). Kept
+    best effort: a write that stays contended leaves the readers summing the nodes, as for a
+    running run."""
+    if record.input_mode == "batch" or record.usage_summed:
+        return record, None
     env = deps.given(env)
-    nodes = env.executions.node_records(tenant, record["id"])
-    fields = {**ended_run_sums(nodes, record["status"], record.get("error")), "usage_summed": True}
-    current = None if record.get("current_node") else progress_node(nodes)
+    nodes = env.executions.node_records(tenant, record.id)
+    fields = ended_run_sums(nodes, record.status, record.error)
+    fields["usage_summed"] = True
+    current = None if record.current_node else progress_node(nodes)
     if current:
         fields["current_node"] = current
     try:
-        env.executions.update_execution(tenant, record["id"], fields)
+        env.executions.update_execution(tenant, record.id, fields)
     except (StoreContended, ConditionFailed):  # contended, or the run's item deleted meanwhile
-        return nodes
-    record.update(fields)
-    return nodes
+        return record, nodes
+    return record.updated(fields), nodes
 
 
-def ended_run_sums(nodes: list[dict[str, Any]], status: str, error: str | None) -> dict[str, Any]:
+def ended_run_sums(nodes: Iterable[NodeRecord], status: str, error: str | None) -> ExecutionUpdate:
     """What an ended single run keeps on its item for readers that do not read its nodes: its usage
     and how far it got (``node_counts``: its nodes by how they ended)."""
-    return {
-        **sum_usage(node.get("usage") for node in nodes),
-        "node_counts": node_tally((str(node.get("status", "pending")) for node in nodes), status, error),
-    }
+    nodes = list(nodes)
+    fields = usage_update(sum_usage(node.get("usage") for node in nodes))
+    fields["node_counts"] = node_tally((str(node.get("status", "pending")) for node in nodes), status, error)
+    return fields
 
 
 def count_finished(
     tenant: str,
-    record: dict[str, Any],
-    nodes: list[dict[str, Any]] | None = None,
+    record: ExecutionRecord,
+    nodes: list[NodeRecord] | None = None,
     env: deps.Deps | None = None,
 ) -> None:
     """Metrics of a run that just finished (called once, by the writer of its terminal status):
@@ -119,22 +126,21 @@ def count_finished(
     processed and failed (batch)."""
     try:
         env = deps.given(env)
-        if record.get("input_mode") == "batch":
+        if record.input_mode == "batch":
             # The final counts its end kept; else (a cancel) the counter shards as they are.
-            counts = record.get("progress") or {}
-            if counts.get("processed_items") is None:
-                counts = env.batches.counters(tenant, record["id"], consistent=True)
-            metrics.count(metrics.ITEMS_PROCESSED, int(counts.get("processed_items") or 0))
-            metrics.count(metrics.ITEMS_FAILED, int(counts.get("failed_items") or 0))
+            processed, failed = record.progress.processed_items, record.progress.failed_items
+            if processed is None:
+                counts = env.batches.counters(tenant, record.id, consistent=True)
+                processed, failed = counts.get("processed_items"), counts.get("failed_items")
+            metrics.count(metrics.ITEMS_PROCESSED, int(processed or 0))
+            metrics.count(metrics.ITEMS_FAILED, int(failed or 0))
             return
         statuses: dict[str, int] = {}
         retries = 0
         if nodes is None:
-            nodes = env.executions.node_records(tenant, record["id"])
+            nodes = env.executions.node_records(tenant, record.id)
         for node in nodes:
-            status = settled_node_status(
-                str(node.get("status", "pending")), record["status"], record.get("error")
-            )
+            status = settled_node_status(str(node.get("status", "pending")), record.status, record.error)
             statuses[status] = statuses.get(status, 0) + 1
             retries += max(0, int(node.get("attempts") or 0) - 1)
         for status, number in statuses.items():
@@ -142,27 +148,28 @@ def count_finished(
         if retries:
             metrics.count(metrics.NODE_RETRIES, retries)
     except Exception:  # metrics must never fail the end of a run
-        logger.exception("could not count a finished run", extra={"execution_id": record.get("id")})
+        logger.exception("could not count a finished run", extra={"execution_id": record.id})
 
 
-def after_finish(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> bool:
+def after_finish(tenant: str, run: ExecutionRecord | SweptRun, env: deps.Deps | None = None) -> bool:
     """What follows a run's end: give back its batch budget; a batch's outcomes sealed and their
     compaction started (services/outcomes.py ``after_end``); then leave the sweep index (unless a
-    status event still waits to be published). True when the run left the index."""
+    status event still waits to be published). True when the run left the index. ``run``: its
+    record, or its entry in the sweep index (the sweeper's)."""
     env = deps.given(env)
-    if record.get("budget_reserved") is not None or record.get("input_mode") == "batch":
+    if run.budget_reserved is not None or run.input_mode == "batch":
         try:
-            budget.release(tenant, record["id"], env=env)
+            budget.release(tenant, run.id, env=env)
         except StoreContended:
             # The budget item stayed contended past the release's retries: the share stays on the
             # run, which stays in the sweep index; the sweeper's next pass releases it.
-            logger.warning("budget release left to the sweeper", extra={"execution_id": record["id"]})
+            logger.warning("budget release left to the sweeper", extra={"execution_id": run.id})
             return False
-    if record.get("input_mode") == "batch":
+    if run.input_mode == "batch":
         try:
-            outcomes.after_end(tenant, record, env)
+            outcomes.after_end(tenant, run, env)
         except (StoreContended, StartNotAccepted):
             # The run stays in the sweep index: the sweeper's next pass seals and starts it again.
-            logger.warning("outcome compaction left to the sweeper", extra={"execution_id": record["id"]})
+            logger.warning("outcome compaction left to the sweeper", extra={"execution_id": run.id})
             return False
-    return env.sweep.leave(tenant, record["id"])
+    return env.sweep.leave(tenant, run.id)

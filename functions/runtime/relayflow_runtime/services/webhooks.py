@@ -51,6 +51,7 @@ from pydantic import BaseModel, Field
 from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.queue import MessageQueue
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.domain.urls import CallbackUrl, is_public_address, not_public, parse_callback_url
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound
@@ -109,9 +110,7 @@ def rotate_secret(tenant: str, workflow_id: str) -> WebhookSecret:
     secret = WebhookSecret(
         workflow_id=workflow_id, secret=SECRET_PREFIX + secrets.token_urlsafe(32), created_at=now_iso()
     )
-    deps.stores().webhooks.put_webhook_secret(
-        tenant, workflow_id, {"secret": secret.secret, "created_at": secret.created_at}
-    )
+    deps.stores().webhooks.put_webhook_secret(tenant, secret)
     return secret
 
 
@@ -146,17 +145,15 @@ def delivery_id_for(tenant: str, execution_id: str, status: str) -> str:
     return str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{tenant}/{execution_id}/{status}"))
 
 
-def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict[str, Any]:
+def build_payload(tenant: str, record: ExecutionRecord, delivery_id: str) -> dict[str, Any]:
     execution = execution_view.to_execution(
-        tenant, {k: v for k, v in record.items() if k not in ("results", "results_parsed")}, with_nodes=False
+        tenant, record.model_copy(update={"results": None, "results_parsed": None}), with_nodes=False
     )
     data = execution.model_dump(
         mode="json", exclude={"node_executions", "results", "single_input", "batch_config", "callback_url"}
     )
-    if execution.input_mode == "single" and record.get("results") is not None:
-        results = ExecutionResults.of_single_run(
-            unpack(record["results"]), unpack(record.get("results_parsed"))
-        )
+    if execution.input_mode == "single" and record.results is not None:
+        results = ExecutionResults.of_single_run(unpack(record.results), unpack(record.results_parsed))
         if results is not None and len(results.model_dump_json().encode()) <= MAX_INLINE_RESULTS_BYTES:
             data["results"] = results.model_dump(mode="json")  # the shape GET execution answers
         else:
@@ -166,7 +163,7 @@ def build_payload(tenant: str, record: dict[str, Any], delivery_id: str) -> dict
         "type": f"execution.{execution.status}",
         "schema_version": SCHEMA_VERSION,
         # The same on every attempt and re-send: the body is the same event each time.
-        "created_at": record.get("completed_at") or now_iso(),
+        "created_at": record.completed_at or now_iso(),
         "data": data,
     }
 
@@ -217,11 +214,11 @@ def http_post(target: CallbackUrl, body: bytes, headers: dict[str, str], timeout
         return client.post(pinned, content=body, headers=headers, extensions=extensions).status_code
 
 
-def callback_url_of(tenant: str, record: dict[str, Any]) -> str | None:
-    if record.get("callback_url"):
-        return str(record["callback_url"])
+def callback_url_of(tenant: str, record: ExecutionRecord) -> str | None:
+    if record.callback_url:
+        return record.callback_url
     try:
-        return authoring.get_workflow(tenant, record["workflow_id"]).callback_url
+        return authoring.get_workflow(tenant, record.workflow_id).callback_url
     except NotFound:
         return None
 
@@ -323,44 +320,45 @@ def deliver_attempt(
     config = config or WebhookConfig.from_env()
     stores = deps.stores()
     try:
-        record = stores.executions.get_execution(task.tenant, task.execution_id)
+        record = stores.executions.get_record(task.tenant, task.execution_id)
     except NotFound:
         logger.info("no webhook: the execution no longer exists", extra={"execution_id": task.execution_id})
         return None
-    if record["status"] not in TERMINAL:
+    if record.status not in TERMINAL:
         return None
     url = callback_url_of(task.tenant, record)
     if not url:
         return None
-    status = record["status"]
+    status = record.status
     delivery_id = delivery_id_for(task.tenant, task.execution_id, status)
+    event_type = f"execution.{status}"
     base = {
         "delivery_id": delivery_id,
         "execution_id": task.execution_id,
-        "workflow_id": record["workflow_id"],
-        "event_type": f"execution.{status}",
+        "workflow_id": record.workflow_id,
+        "event_type": event_type,
         "url": url,
         "round": task.round,
     }
     expires = _expiry_of(record)
     target, secret, problem = _signed_target(
         task.tenant,
-        record["workflow_id"],
+        record.workflow_id,
         url,
-        f": POST /workflows/{record['workflow_id']}/webhook-secret creates one",
+        f": POST /workflows/{record.workflow_id}/webhook-secret creates one",
     )
     if target is None or secret is None:
         attempt = DeliveryAttempt(
             **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
-        stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+        stores.webhooks.put_delivery_attempt(task.tenant, attempt, expires_at=expires)
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
         logger.warning("webhook not sent", extra={"execution_id": task.execution_id, "problem": problem})
         return attempt
     body = json.dumps(build_payload(task.tenant, record, delivery_id), separators=(",", ":")).encode()
-    sent = _send(delivery_id, base["event_type"], task.attempt, target, body, secret, config, send)
+    sent = _send(delivery_id, event_type, task.attempt, target, body, secret, config, send)
     attempt = DeliveryAttempt(**base, **sent)
-    stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
+    stores.webhooks.put_delivery_attempt(task.tenant, attempt, expires_at=expires)
     _follow_up(task, attempt.outcome, attempt.final, config)
     log = logger.info if attempt.outcome == "delivered" else logger.warning
     log(
@@ -418,7 +416,8 @@ def _signed_target(
 ) -> tuple[CallbackUrl | None, str | None, str | None]:
     """(the URL to POST to, the workflow's secret to sign with, None), or (None, None, why not):
     a URL that may not be called, or no secret (``hint`` says how to make one)."""
-    secret = (deps.stores().webhooks.get_webhook_secret(tenant, workflow_id) or {}).get("secret")
+    kept = deps.stores().webhooks.get_webhook_secret(tenant, workflow_id)
+    secret = kept.secret if kept else None
     target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
     problem = problem or (None if secret else "the workflow has no webhook secret to sign with" + hint)
     if problem or not secret or target is None:
@@ -440,11 +439,11 @@ def _follow_up(task: DeliveryTask | RejectionTask, outcome: str, final: bool, co
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
 
 
-def _expiry_of(record: dict[str, Any]) -> int | None:
+def _expiry_of(record: ExecutionRecord) -> int | None:
     """Delivery attempts go with their run (services/retention.py)."""
-    if record.get("children_expire_at"):
-        return int(record["children_expire_at"])
-    return retention.children_expire_at(record["created_at"]) if record.get("created_at") else None
+    if record.children_expire_at:
+        return record.children_expire_at
+    return retention.children_expire_at(record.created_at) if record.created_at else None
 
 
 def _send(
@@ -546,8 +545,8 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
     """Queue the finished execution's webhook again (a new round of attempts, the same delivery id
     and payload shape), e.g. after the receiver was fixed. The round's attempts appear in the
     delivery history like the first ones."""
-    record = run_records.get_execution_record(tenant, workflow_id, execution_id)
-    if record["status"] not in TERMINAL:
+    record = run_records.get_run_record(tenant, workflow_id, execution_id)
+    if record.status not in TERMINAL:
         raise Conflict(
             "this execution has not finished; its webhook is sent when it does.", code="execution_active"
         )
@@ -559,13 +558,13 @@ def resend(tenant: str, workflow_id: str, execution_id: str) -> WebhookResend:
             code="no_callback_url",
         )
     round_number = deps.stores().webhooks.next_webhook_round(tenant, execution_id)
-    task = DeliveryTask(tenant=tenant, execution_id=execution_id, status=record["status"], round=round_number)
+    task = DeliveryTask(tenant=tenant, execution_id=execution_id, status=record.status, round=round_number)
     queue().send(task.message())
     return WebhookResend(
-        delivery_id=delivery_id_for(tenant, execution_id, record["status"]),
+        delivery_id=delivery_id_for(tenant, execution_id, record.status),
         execution_id=execution_id,
         workflow_id=workflow_id,
-        event_type=f"execution.{record['status']}",
+        event_type=f"execution.{record.status}",
         url=url,
         round=round_number,
         queued_at=now_iso(),
@@ -584,10 +583,9 @@ def list_deliveries(
     """Delivery attempts, newest first: of one execution, or of every execution of the workflow."""
     authoring.get_workflow(tenant, workflow_id)
     if execution_id:
-        run_records.get_execution_record(tenant, workflow_id, execution_id)
+        run_records.get_run_record(tenant, workflow_id, execution_id)
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200.", code="invalid_limit")
-    items, token = deps.stores().webhooks.list_delivery_attempts(
+    return deps.stores().webhooks.list_delivery_attempts(
         tenant, workflow_id=workflow_id, execution_id=execution_id, limit=limit, next_token=next_token
     )
-    return [DeliveryAttempt.model_validate(i) for i in items], token

@@ -10,7 +10,7 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -46,7 +46,7 @@ def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_expression(
-    set_fields: dict[str, Any], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
+    set_fields: Mapping[str, object], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
     """An UpdateExpression that SETs ``set_fields``, ADDs ``add`` and REMOVEs ``remove``, with its
     attribute names and (DynamoDB-ready) values."""
@@ -136,7 +136,7 @@ class BaseStore:
     def _update(
         self,
         key: dict[str, str],
-        set_fields: dict[str, Any],
+        set_fields: Mapping[str, object],
         *,
         condition: Any = None,
         remove: Iterable[str] = (),

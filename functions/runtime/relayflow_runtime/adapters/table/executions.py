@@ -28,7 +28,15 @@ from relayflow_runtime.adapters.table.keys import (
     tenant_pk,
 )
 from relayflow_runtime.adapters.transactions import TransactionCancelled, transact_write
-from relayflow_runtime.domain.execution_record import ExecutionRecord
+from relayflow_runtime.domain.execution_record import (
+    NODE_RECORD,
+    NODE_RECORDS,
+    ExecutionRecord,
+    ExecutionUpdate,
+    NodeRecord,
+    NodeUpdate,
+    stored_fields,
+)
 from relayflow_runtime.domain.status import NODE_OPEN, TERMINAL, ExecutionStatus, NodeStatus
 
 _SER = TypeSerializer()
@@ -44,7 +52,7 @@ CARRIED_PREFIX = "carried#"
 LISTING_MARK = "listing_entry"
 
 
-def _wire(values: dict[str, Any]) -> dict[str, Any]:
+def _wire(values: Mapping[str, object]) -> dict[str, Any]:
     return {k: _SER.serialize(to_dynamo(v)) for k, v in values.items()}
 
 
@@ -56,8 +64,8 @@ class NodeAlreadyEnded(Exception):
     """A node's write found its record no longer open for it: the node has ended (a repeated task
     recorded it already) or another attempt holds it. ``record`` is the record as it now is."""
 
-    def __init__(self, record: dict[str, Any] | None) -> None:
-        self.record = record or {}
+    def __init__(self, record: NodeRecord | None) -> None:
+        self.record: NodeRecord = record or {}
         status, attempts = self.record.get("status", "missing"), self.record.get("attempts")
         super().__init__(f"the node record is {status} at attempt {attempts}")
 
@@ -136,7 +144,8 @@ class ExecutionStore(BaseStore):
         created_after: str | None = None,
         created_before: str | None = None,
         version_id: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[ExecutionRecord], str | None]:
+        """A page of the workflow's runs, newest first, read as their records."""
         if status:
             partition, index = Key("gsi2pk").eq(self._status_index(tenant, workflow_id, status)), "gsi2"
             sort = Key("gsi2sk")
@@ -160,7 +169,7 @@ class ExecutionStore(BaseStore):
         )
         return self._listed_records(tenant, entries), token
 
-    def _listed_records(self, tenant: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _listed_records(self, tenant: str, entries: list[dict[str, Any]]) -> list[ExecutionRecord]:
         """The executions a page of listing entries names, in the page's order: one BatchGetItem
         per 100 entries. A run recorded before listing entries existed is its own entry (its item
         carries the index keys, projected whole); a run deleted since the index was read is left
@@ -172,21 +181,24 @@ class ExecutionStore(BaseStore):
         }
         records = []
         for entry in entries:
-            record = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
+            item = found.get(entry["id"]) if entry.get(LISTING_MARK) else entry
+            if item is None:
+                continue
+            record = ExecutionRecord.model_validate(item)
             # a run being deleted is hidden even if its entry outlived hide_execution's second write
-            if record is not None and not record.get("deleting"):
+            if not record.deleting:
                 records.append(record)
         return records
 
     def transition_execution(
         self,
         tenant: str,
-        execution: dict[str, Any],
+        execution: ExecutionRecord,
         *,
         from_statuses: Iterable[str],
         to_status: str,
-        fields: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        fields: ExecutionUpdate | None = None,
+    ) -> ExecutionRecord:
         """Move an execution's status forward; raises ConditionFailed if it is not in from_statuses.
         A terminal status moves the run from the sweep index's ACTIVE partition to SETTLE.
 
@@ -194,15 +206,15 @@ class ExecutionStore(BaseStore):
         expiry) follows the run's: a status listing never shows a run under a status it has left.
         Returns the execution as it now is."""
         allowed = list(from_statuses)
-        set_fields = {**(fields or {}), "status": to_status}
+        set_fields = {**stored_fields(fields or {}), "status": to_status}
         if to_status in TERMINAL:  # sweep_sk (created#tenant#id) stays as put_execution wrote it
-            set_fields["sweep_pk"] = f"SETTLE#{sweep_shard(execution['id'])}"
-        status_key = self._status_index(tenant, execution["workflow_id"], to_status)
-        entry_fields: dict[str, Any] = {"gsi2pk": status_key}
+            set_fields["sweep_pk"] = f"SETTLE#{sweep_shard(execution.id)}"
+        status_key = self._status_index(tenant, execution.workflow_id, to_status)
+        entry_fields: dict[str, object] = {"gsi2pk": status_key}
         if "expires_at" in set_fields:
             entry_fields["expires_at"] = set_fields["expires_at"]
         allowed_values = {f":from{i}": status for i, status in enumerate(allowed)}
-        key = execution_key(tenant, execution["id"])
+        key = execution_key(tenant, execution.id)
         try:
             transact_write(
                 [
@@ -216,7 +228,7 @@ class ExecutionStore(BaseStore):
                         remove=("unpublished_event",),
                     ),
                     self._transaction_update(
-                        self._listing_key(tenant, execution["id"]),
+                        self._listing_key(tenant, execution.id),
                         entry_fields,
                         condition="attribute_exists(pk)",
                     ),
@@ -228,21 +240,23 @@ class ExecutionStore(BaseStore):
             if not exc.failed_condition(1):
                 raise
             # A run recorded before listing entries existed: its own item carries the index keys.
-            return self._update(
-                key,
-                {**set_fields, "gsi2pk": status_key},
-                condition=Attr("status").is_in(allowed),
-                remove=("unpublished_event",),
+            return ExecutionRecord.model_validate(
+                self._update(
+                    key,
+                    {**set_fields, "gsi2pk": status_key},
+                    condition=Attr("status").is_in(allowed),
+                    remove=("unpublished_event",),
+                )
             )
         item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
         if not item:  # deleted the moment after it moved (a background delete): as it was written
-            return {**execution, **set_fields}
-        return strip_keys(item)
+            return ExecutionRecord.model_validate({**execution.item(), **set_fields})
+        return ExecutionRecord.model_validate(strip_keys(item))
 
     def _transaction_update(
         self,
         key: dict[str, str],
-        fields: dict[str, Any],
+        fields: Mapping[str, object],
         *,
         condition: str,
         names: dict[str, str] | None = None,
@@ -265,11 +279,18 @@ class ExecutionStore(BaseStore):
         return {"Update": update}
 
     def update_execution(
-        self, tenant: str, execution_id: str, fields: dict[str, Any], *, only_if_status: Iterable[str] = ()
-    ) -> dict[str, Any]:
+        self, tenant: str, execution_id: str, fields: ExecutionUpdate, *, only_if_status: Iterable[str] = ()
+    ) -> None:
+        """Set ``fields`` on the execution item (only while its status is one of ``only_if_status``,
+        when given; ConditionFailed otherwise, or when the item is gone)."""
         allowed = list(only_if_status)
         condition = Attr("status").is_in(allowed) if allowed else None
-        return self._update(execution_key(tenant, execution_id), fields, condition=condition)
+        self._update(
+            execution_key(tenant, execution_id),
+            stored_fields(fields),
+            condition=condition,
+            return_values="NONE",
+        )
 
     def claim_retry(self, tenant: str, execution_id: str, retry_id: str, seen: str | None, now: str) -> None:
         """Record ``retry_id`` as the run retrying this one's failed items, if the claim is still the
@@ -331,7 +352,7 @@ class ExecutionStore(BaseStore):
         tenant: str,
         execution_id: str,
         record_sk: str,
-        fields: dict[str, Any],
+        fields: NodeUpdate,
         *,
         condition: str,
         sets: tuple[str, ...] = (),
@@ -376,7 +397,8 @@ class ExecutionStore(BaseStore):
             if exc.failed_condition(1):
                 key = node_record_key(tenant, execution_id, record_sk)
                 item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
-                raise NodeAlreadyEnded(strip_keys(item) if item else None) from exc
+                found = NODE_RECORD.validate_python(strip_keys(item)) if item else None
+                raise NodeAlreadyEnded(found) from exc
             raise
 
     def begin_node_attempt(
@@ -386,7 +408,7 @@ class ExecutionStore(BaseStore):
         node_id: str,
         idx: int,
         attempt: int,
-        fields: dict[str, Any],
+        fields: NodeUpdate,
         now: str,
         carried_from: Iterable[str] = (),
     ) -> None:
@@ -424,7 +446,7 @@ class ExecutionStore(BaseStore):
         tenant: str,
         execution_id: str,
         record_sk: str,
-        fields: dict[str, Any],
+        fields: NodeUpdate,
         *,
         attempt: int | None = None,
         execution_statuses: Iterable[str] = (ExecutionStatus.RUNNING.value,),
@@ -494,7 +516,7 @@ class ExecutionStore(BaseStore):
             )
 
     def put_node_record_if_absent(
-        self, tenant: str, execution_id: str, record_sk: str, fields: dict[str, Any]
+        self, tenant: str, execution_id: str, record_sk: str, fields: NodeUpdate
     ) -> None:
         with contextlib.suppress(ConditionFailed):
             self._put(
@@ -512,7 +534,7 @@ class ExecutionStore(BaseStore):
             status = outcome.get(record.get("status", ""))
             if not status:
                 continue
-            fields: dict[str, Any] = {"status": status.value, "completed_at": now}
+            fields: NodeUpdate = {"status": status.value, "completed_at": now}
             if not record.get("error") or status == NodeStatus.TIMED_OUT:
                 fields["error"] = reason
             try:
@@ -529,7 +551,7 @@ class ExecutionStore(BaseStore):
         on, while the node's parents are not all done (statemachine/run.asl.json)."""
         return node_record_key(tenant, execution_id, f"N#{node_id}")
 
-    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> dict[str, Any]:
+    def register_gate(self, tenant: str, execution_id: str, node_id: str, token: str) -> NodeRecord:
         """Store the task token of a node parked on the previous definition's gate (a runner task:
         services/run_machine.previous_gate); returns the record as it now is."""
         response = self._write(
@@ -540,11 +562,11 @@ class ExecutionStore(BaseStore):
             ExpressionAttributeValues={":tk": token},
             ReturnValues="ALL_NEW",
         )
-        return strip_keys(response["Attributes"])
+        return NODE_RECORD.validate_python(strip_keys(response["Attributes"]))
 
     def mark_parent_done(
         self, tenant: str, execution_id: str, node_id: str, parent_id: str, carried: Any = None
-    ) -> dict[str, Any]:
+    ) -> NodeRecord:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
         returns the record as it now is. The gate's token write (AwaitParents) is conditional on
         fewer parents being done, so of the two writes on this record the later one decides: a
@@ -575,8 +597,9 @@ class ExecutionStore(BaseStore):
             key.removeprefix(CARRIED_PREFIX): record.pop(key)
             for key in [k for k in record if k.startswith(CARRIED_PREFIX)]
         }
-        return record
+        return NODE_RECORD.validate_python(record)
 
-    def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
+    def node_records(self, tenant: str, execution_id: str) -> list[NodeRecord]:
+        """The run's node records (validated: domain/execution_record.NodeRecord), in key order."""
         condition = Key("pk").eq(tenant_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
-        return [strip_keys(i) for i in self._query_all(condition)]
+        return NODE_RECORDS.validate_python([strip_keys(i) for i in self._query_all(condition)])
