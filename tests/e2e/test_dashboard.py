@@ -527,14 +527,14 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     local_stack: LocalStack, served: str, client: Client, page: tuple[Page, Console]
 ) -> None:
     browser_page, console = page
-    # Given a workflow (a 1.5 s node, then one that shouts, priced per token) and a dataset of 20
-    # items, 12 French
+    # Given a workflow (a 4 s node, long enough for a cancel from the page to land on a loaded
+    # machine, then one that shouts, priced per token) and a dataset of 20 items, 12 French
     price = {"input_per_1k": 0.5, "output_per_1k": 1.5}
     workflow_id, _, ids = chain(
         client,
         "Translate",
         [
-            ("Think", {"model": "sleep", "seconds": 1.5}, {}),
+            ("Think", {"model": "sleep", "seconds": 4}, {}),
             ("Shout", {"model": "uppercase", "price": price}, {"input_template": "Shout: {{input}}"}),
         ],
     )
@@ -612,7 +612,7 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     browser_page.get_by_test_id("rerun").click()
     expect(browser_page.locator(".xheader h1")).to_contain_text("Execution #2")
     expect(browser_page.locator(".summary")).to_contain_text(f"Re-run of{first_run}")
-    expect(browser_page.locator(".xheader .badge")).to_have_text("completed", timeout=20_000)
+    expect(browser_page.locator(".xheader .badge")).to_have_text("completed", timeout=30_000)
     expect(browser_page.get_by_test_id("result")).to_have_text("SHOUT: BONJOUR")
 
     # When a file is started from the form, its text is the run's input
@@ -624,7 +624,7 @@ def test_the_start_form_estimates_a_batch_then_starts_cancels_and_reruns_runs_fr
     browser_page.get_by_test_id("start-submit").click()
     expect(browser_page.locator(".xheader h1")).to_contain_text("Execution #3")
     expect(browser_page.locator(".summary")).to_contain_text("note.txt")
-    expect(browser_page.get_by_test_id("result")).to_have_text("SHOUT: FROM A FILE", timeout=20_000)
+    expect(browser_page.get_by_test_id("result")).to_have_text("SHOUT: FROM A FILE", timeout=30_000)
     assert console.errors == []
 
 
