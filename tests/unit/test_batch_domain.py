@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import collections
+import json
 import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relayflow_runtime.domain import item_index
 from relayflow_runtime.domain.batch import (
+    BATCH_INPUT_RESERVE,
+    ENTRY_OVERHEAD_BYTES,
+    MAX_CHILD_INPUT_BYTES,
     MAX_ITEMS_PER_CHILD,
     MAX_KEYED_ID_BYTES,
     NODE_THREADS,
@@ -122,6 +129,37 @@ def test_a_long_plan_gets_no_more_items_a_child_than_its_values_fit_in_memory() 
     assert most_items_per_child(long) == 12
     assert batch_settings(long, 100, 1000, "k").items_per_child <= 12
     assert most_items_per_child(plan([5] * 3)) == MAX_ITEMS_PER_CHILD
+
+
+def test_a_child_of_large_entries_is_sized_to_what_the_item_batcher_holds_so_it_is_never_cut() -> None:
+    # Given the batch machine's ItemBatcher, which cuts a child at MaxInputBytesPerBatch bytes
+    definition = json.loads((Path(__file__).parents[2] / "statemachine" / "batch.asl.json").read_text())
+    limits = {
+        state["ItemBatcher"]["MaxInputBytesPerBatch"]
+        for state in _states(definition)
+        if "ItemBatcher" in state
+    }
+    assert limits == {MAX_CHILD_INPUT_BYTES}
+    # When a run's largest list entry is 12 KB (items of up to 64 KiB are kept inline)
+    for largest in (12_000, 30_000, 64 * 1024):
+        settings = batch_settings(plan([5] * 3), 100, 10_000, "k", largest_entry=largest)
+        # Then a child of its largest entries fits the batcher's bytes, as children of small ones
+        size = settings.items_per_child
+        assert size * (largest + ENTRY_OVERHEAD_BYTES) + BATCH_INPUT_RESERVE <= MAX_CHILD_INPUT_BYTES, largest
+        assert settings.children * size <= 100
+    # And small entries (or a list written before the largest was kept) keep children of 20
+    assert batch_settings(plan([5] * 3), 100, 10_000, "k", largest_entry=300).items_per_child == 20
+    assert batch_settings(plan([5] * 3), 100, 10_000, "k").items_per_child == 20
+
+
+def _states(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for state in definition.get("States", {}).values():
+        yield state
+        for nested in ("ItemProcessor", "Iterator"):
+            if nested in state:
+                yield from _states(state[nested])
+        for branch in state.get("Branches", []):
+            yield from _states(branch)
 
 
 def test_a_child_of_per_item_records_fits_one_transaction_whatever_the_plan() -> None:

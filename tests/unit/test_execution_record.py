@@ -111,7 +111,7 @@ def test_an_update_writes_a_model_field_as_its_writers_wrote_the_json_before() -
     # Then they are the very JSON services/batch.py wrote before the update was typed
     assert written == {
         "batch": settings.model_dump(mode="json"),
-        "item_index": ItemIndex(buckets=4).model_dump(mode="json"),
+        "item_index": {"buckets": 4, "ordinals": False},  # (an unknown largest entry is not written)
         "progress": {**record.progress.model_dump(mode="json", exclude_none=True), "total_items": 6},
     }
     # And a record updated with them reads them back as models

@@ -141,3 +141,40 @@ def test_deletes_left_unprocessed_are_sent_again_only_they_and_a_bounded_number_
     with pytest.raises(StoreContended, match="unprocessed"):
         BatchStore("t")._delete_batch([{"pk": "a", "sk": "b"}])
     assert len(stuck.sizes) == ATTEMPTS
+
+
+class _Conflicting:
+    """update_item that refuses the first write of one shard for a transaction conflict (a child's
+    pointer transaction holding that shard at the moment)."""
+
+    def __init__(self, shard_key: str) -> None:
+        self.shard_key, self.written, self.refused = shard_key, [], 0  # type: ignore[var-annotated]
+
+    def update_item(self, **request: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        sk = request["Key"]["sk"]["S"]
+        if sk == self.shard_key and not self.refused:
+            self.refused += 1
+            raise ClientError({"Error": {"Code": "TransactionConflictException"}}, "UpdateItem")
+        assert request["UpdateExpression"].startswith("SET #sealed = :sealed")
+        self.written.append(sk)
+        return {}
+
+
+def test_a_seal_writes_each_shard_on_its_own_and_retries_the_one_a_child_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from relayflow_runtime.domain.batch import COUNTER_SHARDS
+
+    store = BatchStore("t")
+    held = store.counter_key("tenant", "x", 3)["sk"]
+    conflicting = _Conflicting(held)
+    monkeypatch.setattr(BatchStore, "_ddb", property(lambda self: conflicting))
+    monkeypatch.setattr(transactions.time, "sleep", lambda seconds: None)
+    store.seal("tenant", "x", expires_at=123)
+    # every shard sealed once, the held one after its conflict; no shard's seal waited on another's
+    assert sorted(conflicting.written) == sorted(
+        store.counter_key("tenant", "x", shard)["sk"] for shard in range(COUNTER_SHARDS)
+    )
+    assert conflicting.refused == 1

@@ -158,9 +158,10 @@ def test_a_cancelled_batch_is_sealed_and_its_compaction_started_as_any_ended_bat
     # When both are cancelled (the cancel's move; its answer reads the results from S3)
     for record in (first, second):
         transitions.transition(TENANT, record, ("running",), "cancelled", env=fakes.deps)
-    # Then the first's counters are sealed (a child still running records nothing after) and its
-    # compaction is started on the jobs machine, named by the run; the second has neither
-    assert fakes.batches.sealed == {(TENANT, "b-1")}
+    # Then both runs' counters are sealed (a child still running records nothing after; the
+    # per-item run's children count on the same shards), and the first's compaction is started on
+    # the jobs machine, named by the run; the second has nothing to compact
+    assert fakes.batches.sealed == {(TENANT, "b-1"), (TENANT, "b-2")}
     started = [(name, job) for _, name, job in fakes.machines.started]
     assert started == [("compact-b-1", {"kind": "compact_outcomes", "tenant": TENANT, "execution_id": "b-1"})]
     # And both left the sweep index: nothing is left for the sweeper
@@ -169,6 +170,18 @@ def test_a_cancelled_batch_is_sealed_and_its_compaction_started_as_any_ended_bat
     row = SweptRun(id="b-1", tenant=TENANT, status="cancelled", input_mode="batch")
     assert transitions.after_finish(TENANT, row, env=fakes.deps)
     assert [name for _, name, _ in fakes.machines.started] == ["compact-b-1", "compact-b-1"]
+
+
+def test_a_batch_being_deleted_is_neither_sealed_nor_compacted_by_the_sweepers_follow_up() -> None:
+    # Given a cancelled batch marked deleting (its delete job removes its counters)
+    fakes = Fakes()
+    index = {"buckets": 1, "ordinals": True}
+    put_run(fakes, "b-3", status="cancelled", input_mode="batch", item_index=index, deleting=True)
+    # When the sweeper follows its end up
+    row = SweptRun(id="b-3", tenant=TENANT, status="cancelled", input_mode="batch")
+    transitions.after_finish(TENANT, row, env=fakes.deps)
+    # Then no counter is written again and no compaction starts
+    assert fakes.batches.sealed == set() and fakes.machines.started == []
 
 
 def test_a_cancel_of_a_finished_run_is_a_conflict_and_changes_nothing() -> None:

@@ -40,6 +40,7 @@ counter ADD per child — against four writes of the former design (a record per
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +54,7 @@ from relayflow_runtime.adapters.transactions import (
     CONTENTION_REASONS,
     StoreContended,
     TransactionCancelled,
+    retry_contention,
     transact_write,
     until_processed,
 )
@@ -194,29 +196,28 @@ class BatchStore:
 
     def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None:
         """No child of the run records anything after this returns: every counter shard is marked
-        ``sealed``, and a child's pointer transaction holds its counter ADD conditional on the
+        ``sealed``, and a child's pointer transaction holds its counter ADD conditional on its
         shard's not being sealed (:meth:`record_pointers`), so it records all of its items or, once
-        sealed, none. One transaction of COUNTER_SHARDS updates (a shard a child is writing at that
-        moment is a conflict, retried); repeatable."""
+        sealed, none. Each shard is its own write (a child's condition reads only its own shard,
+        so sealing them one by one holds the same once all are sealed, and a child writing one
+        shard never cancels the others' seal); a write met by a child's transaction is retried
+        (``retry_contention``, then :class:`StoreContended`). Repeatable."""
         names = {"#sealed": SEALED}
         values: dict[str, Any] = {":sealed": {"BOOL": True}}
         expression = "SET #sealed = :sealed"
         if expires_at:  # a shard no child wrote yet is created here: it expires with the run
             expression += ", " + _keep_expiry(names, values, expires_at)
-        transact_write(
-            [
-                {
-                    "Update": {
-                        "TableName": self.table_name,
-                        "Key": _wire(self.counter_key(tenant, execution_id, shard)),
-                        "UpdateExpression": expression,
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-                for shard in range(COUNTER_SHARDS)
-            ]
-        )
+        for shard in range(COUNTER_SHARDS):
+            retry_contention(
+                functools.partial(
+                    self._ddb.update_item,
+                    TableName=self.table_name,
+                    Key=_wire(self.counter_key(tenant, execution_id, shard)),
+                    UpdateExpression=expression,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+            )
 
     def record_outcomes(
         self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None = None

@@ -59,6 +59,14 @@ CHILD_VALUES_BYTES = 256 * 1024 * 1024
 #: 4 MB, so at most 50 items of OUTCOME_BUDGET_BYTES each (and the counter ADD).
 PER_ITEM_RECORDS_MAX_ITEMS = 50
 OUTCOME_BUDGET_BYTES = 64 * 1024
+#: The batch machine's ItemBatcher cuts a child at this many bytes of input (its
+#: ``MaxInputBytesPerBatch``, statemachine/batch.asl.json; AWS's most is 256 KiB), whatever
+#: ``items_per_child`` says; a child so cut no longer holds whole pointer records, and two
+#: children then write one record at once. Children are sized to fit it: BATCH_INPUT_RESERVE for
+#: the child's BatchInput, ENTRY_OVERHEAD_BYTES for each item's place in the array.
+MAX_CHILD_INPUT_BYTES = 196608
+BATCH_INPUT_RESERVE = 2048
+ENTRY_OVERHEAD_BYTES = 16
 #: A prompt or output larger than this stands in an S3 object of its own even when the child's
 #: object holds its item's outcome (domain/outcomes.py): a results page reads its item's output
 #: whole, so no single value may weigh much of a page.
@@ -225,11 +233,13 @@ def outcome_shard(item_id: str) -> int:
 
 
 # ---- sizing a batch ---------------------------------------------------------------------------------
-def most_items_per_child(plan: Plan) -> int:
+def most_items_per_child(plan: Plan, largest_entry: int | None = None) -> int:
     """The most items one child of this plan may hold, from what a child now holds and writes: a
     thread for each item and for each of its nodes that may run at once (at most the nodes off its
     longest chain, plus one), so that the child's worst case stays one item's; its prompts and
-    outputs in memory at their largest; and a per-item records' transaction (see the constants)."""
+    outputs in memory at their largest; a per-item records' transaction; and, given the bytes of
+    the run's largest list entry, as many of those as the ItemBatcher's MAX_CHILD_INPUT_BYTES
+    holds (see the constants)."""
     nodes = len(plan.nodes) or 1
     depth: dict[str, int] = {}
     for node in plan.nodes:  # topological order
@@ -237,7 +247,12 @@ def most_items_per_child(plan: Plan) -> int:
     widest = nodes - max(depth.values(), default=1) + 1
     in_memory = CHILD_VALUES_BYTES // (nodes * 2 * BATCH_VALUE_LIMIT)
     threads = min(ITEM_THREADS, NODE_THREADS // widest)
-    return max(1, min(MAX_ITEMS_PER_CHILD, threads, in_memory, PER_ITEM_RECORDS_MAX_ITEMS))
+    by_bytes = (
+        (MAX_CHILD_INPUT_BYTES - BATCH_INPUT_RESERVE) // (largest_entry + ENTRY_OVERHEAD_BYTES)
+        if largest_entry
+        else MAX_ITEMS_PER_CHILD
+    )
+    return max(1, min(MAX_ITEMS_PER_CHILD, threads, in_memory, PER_ITEM_RECORDS_MAX_ITEMS, by_bytes))
 
 
 def default_items_per_child(parallelism: int, most: int = MAX_ITEMS_PER_CHILD) -> int:
@@ -269,14 +284,18 @@ def child_seconds(plan: Plan) -> int:
     return worst_case_item_seconds(plan) + CHILD_MARGIN_SECONDS
 
 
-def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> BatchSettings:
+def batch_settings(
+    plan: Plan, parallelism: int, total: int, items_key: str, largest_entry: int | None = None
+) -> BatchSettings:
     """Express children when a worst-case item fits in Express's 5 minutes, else Standard children
     given the node runner's whole 15 minutes. A plan's worst case is an upper bound (with the
     version defaults, 300 s nodes and 3 retries, one node may take 20 minutes, though a real model
     call rarely takes one): a child that really runs past 15 minutes is caught, and its items are
-    recorded failed (``items_failed``), to be retried with ``retry_failed_items``."""
+    recorded failed (``items_failed``), to be retried with ``retry_failed_items``. ``largest_entry``:
+    the bytes of the run's largest list entry (``ItemIndex.largest_entry``; unknown for lists
+    written before it was kept)."""
     express = fits_express(plan)
-    items_per_child = default_items_per_child(parallelism, most_items_per_child(plan))
+    items_per_child = default_items_per_child(parallelism, most_items_per_child(plan, largest_entry))
     limit = EXPRESS_LIMIT_SECONDS - EXPRESS_RESERVE_SECONDS if express else LAMBDA_LIMIT_SECONDS
     return BatchSettings(
         items_key=items_key,

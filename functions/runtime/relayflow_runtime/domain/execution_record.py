@@ -62,6 +62,9 @@ class ItemIndex(_Stored):
 
     buckets: int
     ordinals: bool = False
+    #: The bytes of the list's largest entry line (children are sized to fit the ItemBatcher's
+    #: byte limit: domain/batch.py); None for lists written before it was kept.
+    largest_entry: int | None = None
 
 
 class ExecutionRecord(_Stored):

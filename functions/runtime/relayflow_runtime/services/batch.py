@@ -279,7 +279,7 @@ def _write_items(tenant: str, record: ExecutionRecord, config: BatchConfig) -> t
         raise
     if writer.large:
         deps.stores().executions.update_execution(tenant, record.id, {"large_items": writer.large})
-    return total, ItemIndex(buckets=writer.buckets, ordinals=True)
+    return total, ItemIndex(buckets=writer.buckets, ordinals=True, largest_entry=writer.largest)
 
 
 def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -339,7 +339,11 @@ def prepare_batch(
         )
         raise ExecutionNotRunning(f"the run did not start: {refused}") from None
     settings = batch_settings(
-        plan, config.parallelism, total, item_lists.list_key(_prefix(run.tenant, run.execution_id))
+        plan,
+        config.parallelism,
+        total,
+        item_lists.list_key(_prefix(run.tenant, run.execution_id)),
+        index.largest_entry,
     )
     progress = record.progress.model_copy(update={"total_items": total})
     try:

@@ -101,6 +101,7 @@ class IndexedListWriter:
         self._list = dataset_service.ItemListWriter(list_key(prefix))
         self._index = _IndexBuilder(self.buckets)
         self.large = 0
+        self.largest = 0
 
     @property
     def count(self) -> int:
@@ -116,6 +117,7 @@ class IndexedListWriter:
         entry = {"id": entry["id"], **{k: entry[k] for k in ("item", "ref") if k in entry}, "n": self.count}
         offset, length = self._list.add(entry)
         self._index.add(str(entry["id"]), offset, length)
+        self.largest = max(self.largest, length)
 
     def close(self) -> int:
         """Finish the list and upload the index; returns how many entries were written."""

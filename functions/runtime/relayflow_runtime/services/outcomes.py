@@ -234,8 +234,11 @@ def after_end(tenant: str, run: ExecutionRecord | SweptRun, env: deps.Deps) -> N
     2. ``compact_outcomes`` is started on the jobs machine, once (its execution is named by the
        run): every recorded item goes into the segments, exactly once.
 
-    Repeatable (a repeated end, the sweeper's follow-up); runs whose entries carry no ordinal
-    (per-item records) have nothing to compact."""
+    Repeatable (a repeated end, the sweeper's follow-up). Every batch run with an item list is
+    sealed, its counters read or not (a seal is idempotent; an end written by the code before
+    seals existed kept counts but sealed nothing); runs whose entries carry no ordinal (per-item
+    records) have nothing to compact. A run being deleted is left alone: its delete job removes
+    the counters, and a seal would write them again."""
     if isinstance(run, ExecutionRecord):
         record = run
     else:  # a row of the sweep index, which projects no item_index
@@ -243,10 +246,11 @@ def after_end(tenant: str, run: ExecutionRecord | SweptRun, env: deps.Deps) -> N
             record = env.executions.get_record(tenant, run.id)
         except NotFound:
             return
-    if not (record.item_index and record.item_index.ordinals):
+    if record.deleting or not record.item_index:
         return
-    if record.progress.processed_items is None:
-        env.batches.seal(tenant, record.id, record.children_expire_at)
+    env.batches.seal(tenant, record.id, record.children_expire_at)
+    if not record.item_index.ordinals:
+        return
     env.machines.start(
         get_settings().jobs_machine_arn,
         f"compact-{record.id}",
