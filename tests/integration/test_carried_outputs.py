@@ -107,15 +107,28 @@ def test_a_join_released_by_its_last_parent_gets_both_parents_outputs(
     assert [key for key in join if key.startswith("carried")] == []
 
 
-def test_a_join_that_reads_an_ancestor_queries_the_records(api: Any, queried: list[str]) -> None:
+def test_a_join_that_reads_an_ancestor_queries_the_records(
+    api: Any, queried: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a join whose template names its grandparent, which no parent carries
-    workflow_id, _ = diamond(api, "first={{nodes.A}} {{input}}")
+    workflow_id, ids = diamond(api, "first={{nodes.A}} {{input}}")
+    put_on_records: dict[str, Any] = {}
+    real = ExecutionStore.mark_parent_done
+
+    def mark_parent_done(self: ExecutionStore, *args: Any, carried: Any = None) -> Any:
+        put_on_records[args[2]] = carried
+        return real(self, *args, carried=carried)
+
+    monkeypatch.setattr(ExecutionStore, "mark_parent_done", mark_parent_done)
     # When it runs
     execution, _ = run(api, workflow_id, "hi")
     # Then it read the records and rendered the grandparent's output
     assert execution["status"] == "completed", execution["error"]
     assert execution["results"]["output"] == "first=A(hi) B(A(hi))\n\nC(A(hi))"
     assert queried == ["D"]
+    # And its parents put nothing on its record for it (it could not use it: every later write to
+    # the record would have paid for it)
+    assert ids["D"] in put_on_records and put_on_records[ids["D"]] is None
 
 
 def test_outputs_past_the_carry_limit_are_read_from_the_records(
@@ -164,3 +177,20 @@ def test_a_parent_marked_done_twice_keeps_its_output_once_and_the_last_finds_eve
     # Then the record the last one gets back has each parent once, with its packed output as written
     assert sorted(record["done_parents"]) == ["A", "B"]
     assert record["carried"] == {"A": a, "B": b}
+
+
+def test_a_json_parents_numbers_render_alike_carried_or_read_from_its_record(
+    local_stack: LocalStack, api: Any, queried: list[str]
+) -> None:
+    # Given a parent that answers JSON with a whole float, and a child that quotes the value
+    echo = builtin_model(api, "echo")
+    workflow_id, version_id = new_version(api, max_retries=0)
+    parent = add_node(api, version_id, "P", echo, "{{input}}", output_format="json")
+    child = add_node(api, version_id, "C", echo, "n={{nodes.P.n}}")
+    connect(api, version_id, (parent, child))
+    # When it runs, the child released by its parent (what it reads was carried to it)
+    execution, _ = run(api, workflow_id, '{"n": 1.0}')
+    # Then it rendered the number as the parent's record keeps it, as a Query would have read it
+    assert execution["status"] == "completed", execution["error"]
+    assert child in released(local_stack, execution) and queried == []
+    assert execution["results"]["output"] == "n=1"

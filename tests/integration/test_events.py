@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -62,6 +63,15 @@ class Capture:
         # the node runner reads the bus's rules once a minute: a rule just added is read now
         notify.forget_rules()
         self.received: list[dict[str, Any]] = []
+        self._events, self._bus, self._name = events, bus, name
+
+    def close(self) -> None:
+        """Remove the rule and its queue, so the tests after this one (on the shared stack) meet
+        the bus as the template leaves it: no rule for node events, none sent."""
+        self._events.remove_targets(Rule=self._name, EventBusName=self._bus, Ids=["queue"])
+        self._events.delete_rule(Name=self._name, EventBusName=self._bus)
+        self.sqs.delete_queue(QueueUrl=self.url)
+        notify.forget_rules()
 
     def until(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -73,6 +83,12 @@ class Capture:
             if not messages:
                 time.sleep(0.05)
         return self.received
+
+
+def of_run(execution_id: str) -> Any:
+    """A predicate of the events received so far: whether the run's own end is among them (the
+    shared stack's other runs publish on the same bus)."""
+    return lambda events: terminal([e for e in events if e["detail"].get("execution_id") == execution_id])
 
 
 def terminal(events: list[dict[str, Any]]) -> bool:
@@ -96,8 +112,22 @@ def make_workflow(api: Any, models: list[str], config: dict[str, Any] | None = N
 
 
 @pytest.fixture
-def capture(local_stack: LocalStack) -> Capture:
-    return Capture(local_stack, {"source": ["relayflow"]})
+def capturing(local_stack: LocalStack) -> Iterator[Callable[[dict[str, Any]], Capture]]:
+    """Captures of the given patterns, each closed when the test ends."""
+    made: list[Capture] = []
+
+    def make(pattern: dict[str, Any]) -> Capture:
+        made.append(Capture(local_stack, pattern))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+@pytest.fixture
+def capture(capturing: Callable[[dict[str, Any]], Capture]) -> Capture:
+    return capturing({"source": ["relayflow"]})
 
 
 def test_a_whole_run_announces_its_status_changes_in_order(
@@ -108,7 +138,11 @@ def test_a_whole_run_announces_its_status_changes_in_order(
 
     # When a run goes from start to end
     _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "one two three"})
-    events = capture.until(terminal)
+    events = [
+        e
+        for e in capture.until(of_run(execution["id"]))
+        if e["detail"].get("execution_id") == execution["id"]
+    ]
 
     # Then the queue got pending, running, completed, in that order, with the node completions between
     assert all(e["source"] == "relayflow" for e in events)
@@ -152,8 +186,12 @@ def test_a_failed_run_announces_the_failed_node_and_the_error(
     workflow_id, _ = make_workflow(api, ["uppercase", "fail"])
 
     # When it runs
-    api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
-    events = capture.until(terminal)
+    _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"})
+    events = [
+        e
+        for e in capture.until(of_run(execution["id"]))
+        if e["detail"].get("execution_id") == execution["id"]
+    ]
 
     # Then the failed node and the failed run are announced, each with its error
     sequence = [(e["detail-type"], e["detail"]["status"]) for e in events]
@@ -177,7 +215,11 @@ def test_a_cancelled_run_ends_with_cancelled(local_stack: LocalStack, api: Any, 
     # When it is cancelled
     status, _ = api("POST", f"/workflows/{workflow_id}/executions/{execution['id']}/cancel")
     assert status == 200
-    events = capture.until(terminal)
+    events = [
+        e
+        for e in capture.until(of_run(execution["id"]))
+        if e["detail"].get("execution_id") == execution["id"]
+    ]
 
     # Then its announcements move forward only and end with cancelled (an announcement delivered
     # twice is one: PutEvents and its retries deliver at least once, and a consumer drops a repeat
@@ -189,10 +231,11 @@ def test_a_cancelled_run_ends_with_cancelled(local_stack: LocalStack, api: Any, 
     assert events[-1]["detail"]["error"] == "cancelled by request"
 
 
-def test_a_rule_can_select_terminal_statuses_only(local_stack: LocalStack, api: Any) -> None:
+def test_a_rule_can_select_terminal_statuses_only(
+    local_stack: LocalStack, api: Any, capturing: Callable[[dict[str, Any]], Capture]
+) -> None:
     # Given a rule for the end of runs only, as a user would write it
-    ends = Capture(
-        local_stack,
+    ends = capturing(
         {
             "source": ["relayflow"],
             "detail-type": ["Execution Status Change"],
@@ -213,10 +256,12 @@ def test_a_rule_can_select_terminal_statuses_only(local_stack: LocalStack, api: 
     ]
 
 
-def test_a_rule_for_node_events_only_gets_each_node_of_a_run(local_stack: LocalStack, api: Any) -> None:
+def test_a_rule_for_node_events_only_gets_each_node_of_a_run(
+    local_stack: LocalStack, api: Any, capturing: Callable[[dict[str, Any]], Capture]
+) -> None:
     # Given a rule for node events alone (the template's own rules match none: without such a
     # rule the runner sends none)
-    nodes = Capture(local_stack, {"detail-type": [{"prefix": "Node "}]})
+    nodes = capturing({"detail-type": [{"prefix": "Node "}]})
     workflow_id, _ = make_workflow(api, ["uppercase", "word_count"])
 
     # When a run of two nodes completes

@@ -29,6 +29,11 @@ def from_dynamo(value: Any) -> Any:
     return value
 
 
+def as_stored(value: Any) -> Any:
+    """``value`` as DynamoDB gives it back once written (numbers through Decimal: 1.0 is 1)."""
+    return from_dynamo(to_dynamo(value))
+
+
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     if not last_key:
         return None

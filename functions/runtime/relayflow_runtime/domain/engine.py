@@ -13,6 +13,7 @@ that the runner, the batch runtime and the tests share. docs/engine.md draws the
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
@@ -230,14 +231,24 @@ class Carried(_Shape):
 def carried_suffices(node: NodeSpec, carried: Carried | None) -> bool:
     """Whether the outputs carried to a node are all its attempt reads, so it needs no Query of its
     run's node records: every parent's output is there (a parent that failed with on_failure
-    "continue" carries none, and ``{{input}}`` then falls back to other upstream nodes), and the
-    template names no upstream node but its parents (``{{nodes.NAME}}`` of an ancestor, or
-    ``nodes`` whole, reads outputs nobody carried)."""
+    "continue" carries none, and ``{{input}}`` then falls back to other upstream nodes), and
+    :func:`reads_only_parents`."""
     if carried is None or not node.parents or set(carried.outputs) != set(node.parents):
         return False
-    parent_names = {name for name, node_id in node.upstream.items() if node_id in node.parents}
+    return reads_only_parents(node)
+
+
+def reads_only_parents(node: NodeSpec) -> bool:
+    """Whether the node's template names no upstream node but its parents (``{{nodes.NAME}}`` of
+    an ancestor, or ``nodes`` whole, reads outputs nobody carries): else carrying its parents'
+    outputs to it is of no use, and they are not carried."""
+    return _reads_only(node.template, frozenset(n for n, i in node.upstream.items() if i in node.parents))
+
+
+@lru_cache(maxsize=1024)
+def _reads_only(template: str, parent_names: frozenset[str]) -> bool:
     try:
-        variables = parse_template(node.template).variables
+        variables = parse_template(template).variables
     except TemplateError:
         return False  # the attempt fails on it anyway; the Query path says how
     for path in variables:

@@ -36,6 +36,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from relayflow_runtime.adapters.codec import as_stored
 from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import iso_in, now_iso
@@ -55,6 +56,7 @@ from relayflow_runtime.domain.engine import (
     carried_suffices,
     gate_timeouts,
     overdue_after_seconds,
+    reads_only_parents,
 )
 from relayflow_runtime.domain.execution_record import ExecutionUpdate, NodeRecord, NodeUpdate
 from relayflow_runtime.domain.status import (
@@ -181,16 +183,18 @@ def _release_children(
     (its share of FAN_IN_CARRY_BYTES at most: past it, a larger record costs more than the
     child's Query saves), and the last one carries them all."""
     store = deps.stores().executions
+    children = plan.children(node_id)
     own = (
         CarriedOutput(output=completed.get("output"), parsed_output=completed.get("parsed_output"))
-        if completed is not None
+        if completed is not None and children
         else None
     )
     size = _packed_size(own.model_dump(mode="json")) if own is not None else 0
-    for child in plan.children(node_id):
+    for child in children:
+        useful = own if own is not None and reads_only_parents(child) else None
         several = len(child.parents) > 1
         share = min(CARRY_LIMIT_BYTES, FAN_IN_CARRY_BYTES) // len(child.parents)
-        on_record = own if several and own is not None and size <= share else None
+        on_record = useful if several and useful is not None and size <= share else None
         record = store.mark_parent_done(
             run.tenant,
             run.execution_id,
@@ -199,7 +203,7 @@ def _release_children(
             carried=on_record.model_dump(mode="json") if on_record is not None else None,
         )
         if _ready(child, record):
-            deps.machines().release(record["token"], _carried(child, node_id, own, size, record))
+            deps.machines().release(record["token"], _carried(child, node_id, useful, size, record))
 
 
 def _carried(
@@ -363,7 +367,9 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
     if outcome.parsed_output is not None:
         fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
     record: NodeRecord = {"attempts": number, "duration_ms": outcome.duration_ms, "status": "completed"}
-    record |= {"output": fields["output"], "parsed_output": fields.get("parsed_output")}
+    # the outputs as the record keeps them (DynamoDB's numbers: 1.0 reads back 1), so a child
+    # renders the same text whether they were carried to it or read from the record
+    record |= as_stored({"output": fields["output"], "parsed_output": fields.get("parsed_output")})
     try:
         store.finish_node(run.tenant, run.execution_id, sk, fields, attempt=number)
     except NodeAlreadyEnded as ended:
@@ -395,9 +401,9 @@ def _completed(ended: NodeAlreadyEnded, node: NodeSpec, number: int) -> NodeReco
 def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: Mapping[str, Any]) -> None:
     """What follows a node's completed record, safe to repeat: its event and its children's release
     (a parent marked done twice counts once, a second release of a token is ignored)."""
+    _release_children(run, plan, node.id, record)  # first: the event may wait on reading the rules
     summary = {"attempts": record.get("attempts"), "duration_ms": record.get("duration_ms")}
     notify.node_finished(_ctx(run, plan), _node_dict(node), summary, "completed", None)
-    _release_children(run, plan, node.id, record)
 
 
 def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> NodeFailure:
@@ -433,13 +439,12 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
         if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
             raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
         status, message = str(ended_as), str(ended.record.get("error") or message)
+    if node.on_failure == "continue":  # released first: the event may wait on reading the rules
+        _release_children(run, plan, node.id)
     if notify.node_events_wanted():  # (the event alone reads the record: its attempts, duration)
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
-    if node.on_failure == "continue":
-        _release_children(run, plan, node.id)
-        return NodeFailure(stop=False)
-    return NodeFailure(stop=True)
+    return NodeFailure(stop=node.on_failure != "continue")
 
 
 # ---- the end ---------------------------------------------------------------------------------------
