@@ -6,8 +6,10 @@ pages read the values stored apart a wave at a time, a bounded number per page."
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,3 +285,11 @@ def test_a_page_reads_its_values_stored_apart_in_waves_a_bounded_number_at_most(
     reads.clear()
     failed, _ = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, None, "failed")
     assert failed == [] and reads == []
+
+
+def test_the_jobs_machine_runs_a_round_killed_at_the_lambda_timeout_again_from_its_input() -> None:
+    # Given the jobs machine's definition (what a killed round's resumption rests on)
+    definition = json.loads((Path(__file__).parents[2] / "statemachine" / "jobs.asl.json").read_text())
+    # Then its task retries Lambda's timeout (a round repeats from the same input)
+    retried = [r for r in definition["States"]["RunJob"]["Retry"] if "Sandbox.Timedout" in r["ErrorEquals"]]
+    assert retried and retried[0]["MaxAttempts"] >= 1
