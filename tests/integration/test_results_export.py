@@ -20,7 +20,15 @@ from relayflow_runtime.domain.batch import BATCH_VALUE_LIMIT
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import Execution
-from relayflow_runtime.services import batch, batch_items, batch_results, deps, item_lists, results_export
+from relayflow_runtime.services import (
+    batch,
+    batch_items,
+    batch_results,
+    deps,
+    item_lists,
+    outcomes,
+    results_export,
+)
 from relayflow_runtime.services import run_records as records
 
 pytestmark = pytest.mark.shared_stack
@@ -293,3 +301,24 @@ def test_the_jobs_machine_runs_a_round_killed_at_the_lambda_timeout_again_from_i
     # Then its task retries Lambda's timeout (a round repeats from the same input)
     retried = [r for r in definition["States"]["RunJob"]["Retry"] if "Sandbox.Timedout" in r["ErrorEquals"]]
     assert retried and retried[0]["MaxAttempts"] >= 1
+
+
+def test_a_page_of_a_running_run_reads_a_bounded_number_of_child_objects(
+    run: RunRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run read as while it runs (its child objects, ten items each) and pages allowed 3
+    monkeypatch.setattr(outcomes, "PAGE_OBJECT_READS", 3)
+    execution = Execution.model_validate({k: v for k, v in record(run).items() if k != "results"})
+    # When pages of 100 are read
+    results: list[Any] = []
+    token: str | None = None
+    sizes = []
+    while True:
+        page, token = batch_results.results_page(TENANT, execution, 100, token, compacted=False)
+        results.extend(page)
+        sizes.append(len(page))
+        if not token:
+            break
+    # Then each page ends before a fourth child object (30 items), and every item is read once
+    assert sizes == [30, 30, 30, 30], sizes
+    assert [r.source_item_id for r in results] == [f"e{i:03d}" for i in range(ITEMS)]
