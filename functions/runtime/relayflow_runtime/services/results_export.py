@@ -156,7 +156,8 @@ class _Parts:
             data, self.skip = data[dropped:], self.skip - dropped
         self.buffer += data
         while len(self.buffer) >= EXPORT_PART_BYTES:
-            body = bytes(self.buffer[:EXPORT_PART_BYTES])
+            with memoryview(self.buffer) as view, view[:EXPORT_PART_BYTES] as head:
+                body = bytes(head)  # one copy, then the buffer drops it
             del self.buffer[:EXPORT_PART_BYTES]
             self._send(body)
 
