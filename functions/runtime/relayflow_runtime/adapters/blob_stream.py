@@ -184,6 +184,24 @@ def object_size(bucket: str, key: str) -> int | None:
         raise
 
 
+def read_windows(bucket: str, key: str, offset: int, window: int) -> Iterator[bytes]:
+    """The object's bytes from ``offset`` on, one ranged GET of ``window`` bytes at a time: for a
+    reader that takes minutes over it (an export's round), where one open GET would sit idle."""
+    while True:
+        try:
+            data = _s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + window - 1}")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "InvalidRange":
+                return
+            raise _not_found(exc, key) or exc from exc
+        chunk: bytes = data["Body"].read()
+        if chunk:
+            yield chunk
+        if len(chunk) < window:
+            return
+        offset += len(chunk)
+
+
 def read_stream(bucket: str, key: str, offset: int = 0, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
     """The object's bytes from ``offset`` on, in chunks of at most ``chunk_size`` (one streaming GET,
     closed as soon as the caller stops iterating). Nothing at or past the end."""
@@ -221,6 +239,10 @@ def split_lines(chunks: Iterator[bytes], offset: int = 0) -> Iterator[tuple[int,
         yield position, bytes(buffer)
 
 
-def read_lines(bucket: str, key: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """The object's lines from byte ``offset`` on (see split_lines)."""
-    return split_lines(read_stream(bucket, key, offset), offset)
+def read_lines(
+    bucket: str, key: str, offset: int = 0, window: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """The object's lines from byte ``offset`` on (see split_lines): one streaming GET, or ranged
+    GETs of ``window`` bytes (read_windows)."""
+    chunks = read_stream(bucket, key, offset) if window is None else read_windows(bucket, key, offset, window)
+    return split_lines(chunks, offset)

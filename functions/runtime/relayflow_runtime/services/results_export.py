@@ -1,7 +1,7 @@
 """The jobs machine's ``export_results``: a finished batch's whole result set as one S3 object
 (JSONL or CSV), in rounds, with bounded concurrency inside each (docs/batch.md, Downloads).
 
-* **Pieces, read ahead.** The run's item list is streamed once per round (one GET) and cut into
+* **Pieces, read ahead.** The run's item list is read once per round (ranged GETs of 4 MiB) and cut into
   chunks of EXPORT_CHUNK_ITEMS entries; up to EXPORT_READ_AHEAD chunks are read and formatted at
   once on reader threads (services/batch_results.py ``entry_results``: a segment's header slots and
   results, two ranged GETs per chunk once the run is compacted, and the values stored apart), each
@@ -41,6 +41,8 @@ from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import Execution
 from relayflow_runtime.services import batch_results, dataset_service, deps, item_lists, run_records
 
+#: The item list is read this many bytes at a time (a million items' list: ~15 GETs).
+EXPORT_LIST_WINDOW = 4 * 1024 * 1024
 #: Entries of the list a reader takes at a time (a compacted run: 2 to 4 ranged GETs).
 EXPORT_CHUNK_ITEMS = 1000
 #: A reader's answer ends past this many bytes stored or formatted (the rest of its chunk is read
@@ -218,9 +220,10 @@ class _Parts:
 
 def _chunks(prefix: str, cursor: int) -> Iterator[Entries]:
     """The run's list from ``cursor`` on, EXPORT_CHUNK_ITEMS entries (or EXPORT_CHUNK_BYTES of
-    lines) at a time: one streamed GET."""
+    lines) at a time, read in ranged GETs of EXPORT_LIST_WINDOW bytes (a round takes minutes over
+    it: one open GET would sit idle between chunks)."""
     chunk: Entries = []
-    for start, entry in item_lists.entries(item_lists.list_key(prefix), cursor):
+    for start, entry in item_lists.entries(item_lists.list_key(prefix), cursor, EXPORT_LIST_WINDOW):
         if chunk and (len(chunk) == EXPORT_CHUNK_ITEMS or start - chunk[0][0] >= EXPORT_CHUNK_BYTES):
             yield chunk
             chunk = []
