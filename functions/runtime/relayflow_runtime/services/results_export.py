@@ -1,8 +1,8 @@
 """The jobs machine's ``export_results``: a finished batch's whole result set as one S3 object
 (JSONL or CSV), in rounds, with bounded concurrency inside each (docs/batch.md, Downloads).
 
-* **Pieces, read ahead.** The run's item list is read once per round (ranged GETs of 4 MiB) and cut into
-  chunks of EXPORT_CHUNK_ITEMS entries; up to EXPORT_READ_AHEAD chunks are read and formatted at
+* **Pieces, read ahead.** The run's item list is read once per round (ranged GETs of 1 MiB) and cut into
+  chunks of EXPORT_CHUNK_ITEMS entries; up to EXPORT_READ_AHEAD (2) chunks are read and formatted at
   once on reader threads (services/batch_results.py ``entry_results``: a segment's header slots and
   results, two ranged GETs per chunk once the run is compacted, and the values stored apart), each
   chunk's answer bounded by EXPORT_CHUNK_BYTES (what is left of a chunk is read next, in order).
@@ -38,18 +38,18 @@ from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
-from relayflow_runtime.schemas.entities import Execution
+from relayflow_runtime.schemas.entities import BatchItemResult, Execution
 from relayflow_runtime.services import batch_results, dataset_service, deps, item_lists, run_records
 
-#: The item list is read this many bytes at a time (a million items' list: ~15 GETs).
-EXPORT_LIST_WINDOW = 4 * 1024 * 1024
+#: The item list is read this many bytes at a time (a million items of 100-byte inputs: ~100 GETs).
+EXPORT_LIST_WINDOW = 1024 * 1024
 #: Entries of the list a reader takes at a time (a compacted run: 2 to 4 ranged GETs).
 EXPORT_CHUNK_ITEMS = 1000
 #: A reader's answer ends past this many bytes stored or formatted (the rest of its chunk is read
 #: next): what one piece holds in memory.
 EXPORT_CHUNK_BYTES = 8 * 1024 * 1024
 #: Chunks read and formatted at once, ahead of the one being written.
-EXPORT_READ_AHEAD = 4
+EXPORT_READ_AHEAD = 2
 #: Parts sent at once (S3: at most 10,000 parts, so files up to 160 GiB).
 EXPORT_PART_BYTES = 16 * 1024 * 1024
 EXPORT_UPLOADS = 4
@@ -70,7 +70,7 @@ class _Piece:
     chunk still to read after it."""
 
     cursor: int
-    data: bytes
+    data: bytes | bytearray
     rest: Entries
     seconds: float = 0.0
 
@@ -115,8 +115,17 @@ class _Run:
             read_bytes=EXPORT_CHUNK_BYTES,
             answer_bytes=EXPORT_CHUNK_BYTES,
         )
-        data = b"".join(format_rows((result_row(r) for _, r in answer), self.fmt, header=header))
+        data = bytearray()
+        answer.reverse()  # each result is dropped once formatted: memory holds the answer, once
+        for chunk in format_rows(_rows(answer), self.fmt, header=header):
+            data += chunk
         return _Piece(entries[0][0], data, rest, clock() - started)
+
+
+def _rows(answer: list[tuple[int, BatchItemResult]]) -> Iterator[dict[str, Any]]:
+    """The rows of ``answer`` (reversed) in order, each result dropped as its row is taken."""
+    while answer:
+        yield result_row(answer.pop()[1])
 
 
 @dataclass
