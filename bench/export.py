@@ -386,10 +386,11 @@ def _s3_latency() -> Iterator[None]:
 @contextmanager
 def _as_on_aws(run: Any) -> Iterator[None]:
     """What S3 would hand relayflow and nothing more, for tracemalloc: the local stack runs in this
-    process, so its own memory would count as relayflow's — it keeps the export's file (its parts
-    go nowhere here), and it answers a ranged GET by building the whole object first (the item
-    list: 6 MB at 100,000 items). The list's bytes are read before tracing starts and each ranged
-    GET of it answers its range, as S3 does."""
+    process, so its own memory would count as relayflow's. It keeps the export's file: here the
+    parts go nowhere, each held as long as S3's latency (above) would take to receive it. It
+    answers a ranged GET by building the whole object first (the item list: 6 MB at 100,000
+    items): the list's bytes are read before tracing starts and each ranged GET of it answers its
+    range, as S3 does."""
     from relayflow_runtime.adapters import blob_stream
     from relayflow_runtime.adapters.blobs import BlobStore
     from relayflow_runtime.services import deps, item_lists, run_records
@@ -405,7 +406,11 @@ def _as_on_aws(run: Any) -> Iterator[None]:
 
     upload = blob_stream.PartUpload
     saved = upload.send, upload.complete, BlobStore.put_bytes, blob_stream.read_windows
-    upload.send = lambda self, number, body: None  # type: ignore[method-assign]
+
+    def send(self: Any, number: int, body: bytes) -> None:  # held as long as S3 would take it
+        time.sleep(S3_FIRST_BYTE_SECONDS + len(body) / S3_BYTES_PER_SECOND)
+
+    upload.send = send  # type: ignore[method-assign]
     upload.complete = lambda self, count, size: None  # type: ignore[method-assign]
     BlobStore.put_bytes = lambda self, key, data, content_type="", **meta: None  # type: ignore[method-assign]
     blob_stream.read_windows = windows
