@@ -280,8 +280,8 @@ def _status_of(execution: Execution, stored: dict[str, Any] | None) -> BatchItem
 #: Objects a page reads besides its list and outcomes at most — values over the batch inline limit
 #: (BATCH_VALUE_LIMIT: an S3 object each) and items stored apart (over 64 KiB) — READ_THREADS at a
 #: time, in order, and no more once their bytes pass the answer's: a page ends before the item
-#: that would pass it. With READ_THREADS 16, a page waits for 4 rounds of reads at most.
-PAGE_VALUE_READS = 64
+#: that would pass it. With READ_THREADS 16, a page waits for 3 rounds of reads at most.
+PAGE_VALUE_READS = 48
 _value_readers = ThreadPoolExecutor(outcomes.READ_THREADS, thread_name_prefix="outcome-read-values")
 
 

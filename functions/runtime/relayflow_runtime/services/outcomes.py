@@ -100,9 +100,10 @@ def _within(sizes: Iterable[tuple[int, int]], budget: int) -> int | None:
     return None
 
 
-#: Child objects a page of a running run reads at most (READ_THREADS at a time: 4 waves); a page
-#: whose items are spread over more (small children) ends before the item that would pass it.
-PAGE_OBJECT_READS = 64
+#: Child objects a page of a running run reads at most (READ_THREADS at a time: 7 waves); a page
+#: whose items are spread over more (small children) ends before the item that would pass it. As
+#: many as the first page a finished run's execution carries (batch_results.RESULTS_IN_EXECUTION).
+PAGE_OBJECT_READS = 100
 
 
 def _objects_within(pointers: list[tuple[int, Pointer]], cut: int | None) -> int | None:
