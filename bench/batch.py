@@ -44,6 +44,8 @@ THROUGHPUT_ITEMS = 10_000
 #: 3 children of 10 items: 30 at once, what parallelism 25 ran before parallelism became a maximum
 #: never exceeded (domain/batch.py), so the figure stays comparable with earlier runs.
 THROUGHPUT_PARALLELISM = 30
+#: Where today's sizing differs from the former one (children of 20 instead of 10): measured both ways.
+SIZED_PARALLELISM = 40
 MEMORY_SIZES = (10_000, 100_000)
 # ~600-byte items (a review, a short message): even 10,000 of them fill every fixed-size buffer (a
 # 5 MiB S3 part, a 4 MiB upload part), so what is left to grow with the items does grow with them.
@@ -123,7 +125,25 @@ def parallel_efficiency(client: Any) -> list[Row]:
     ]
 
 
+def _former_sizing(plan: Any, parallelism: int, total: int, items_key: str) -> Any:
+    """The Map's shape as batch_settings sized it before children of 20 (commit 96603fa): at most
+    10 items a child, the size of most items at once (the larger on a tie)."""
+    from relayflow_runtime.domain.batch import batch_settings, children_for
+
+    most = min(10, max(1, parallelism // 2))
+    size = max(range(max(1, most // 2), most + 1), key=lambda s: (parallelism // s * s, s))
+    settings = batch_settings(plan, parallelism, total, items_key)
+    return settings.model_copy(update={"items_per_child": size, "children": children_for(parallelism, size)})
+
+
 def throughput(client: Any) -> list[Row]:
+    """(b) at parallelism 30 (3 children of 10 by either sizing: comparable with earlier runs), then
+    at SIZED_PARALLELISM, where today's sizing runs children of 20: the former sizing (children of
+    10) and today's, side by side, former first."""
+    from unittest import mock
+
+    from relayflow_runtime.services import batch as batch_service
+
     dataset = _dataset(
         client, THROUGHPUT_ITEMS, lambda i: {"id": f"t{i}", "text": f"the quick brown fox {i}"}
     )
@@ -136,13 +156,23 @@ def throughput(client: Any) -> list[Row]:
         ],
     )
     elapsed = _timed_batch(client, workflow_id, dataset, THROUGHPUT_PARALLELISM)
+    with mock.patch.object(batch_service, "batch_settings", _former_sizing):
+        former = _timed_batch(client, workflow_id, dataset, SIZED_PARALLELISM)
+    sized = _timed_batch(client, workflow_id, dataset, SIZED_PARALLELISM)
+    label = f"(b) 3-node builtin workflow, {THROUGHPUT_ITEMS:,} items, parallelism"
     return [
-        (
-            f"(b) 3-node builtin workflow, {THROUGHPUT_ITEMS:,} items, parallelism {THROUGHPUT_PARALLELISM}",
-            elapsed,
-            "s",
-        ),
+        (f"{label} {THROUGHPUT_PARALLELISM}", elapsed, "s"),
         ("(b) throughput", THROUGHPUT_ITEMS / elapsed, "items/s"),
+        (
+            f"(b) throughput, parallelism {SIZED_PARALLELISM}, former sizing (4 children of 10)",
+            THROUGHPUT_ITEMS / former,
+            "items/s",
+        ),
+        (
+            f"(b) throughput, parallelism {SIZED_PARALLELISM}, today's sizing (2 children of 20)",
+            THROUGHPUT_ITEMS / sized,
+            "items/s",
+        ),
     ]
 
 

@@ -40,7 +40,10 @@ pseudo-words from the item and the builtin ``uppercase`` model answers with the 
 capitals (no compressor matches one to the other); the 2 s case uses ``sleep``, whose output
 repeats its prompt.
 
-Per node (single runs) = (10-node run - 1-node run) / 9, so the run's fixed cost is left out.
+Per node (single runs) = (10-node run - 1-node run) / 9, so the run's fixed cost is left out; the
+same for a diamond (A → B, A → C, B → D, C → D: (4-node run - 1-node run) / 3), with its parents'
+outputs carried to the children they release and, side by side, without (every child queries its
+run's node records: what carrying saves in calls and costs in write units).
 "before" (per node) is the engine this one replaced (commit 2d0b64f): quoted, not re-run.
 """
 
@@ -113,7 +116,7 @@ DEFAULT_TRACE_RATE = 0.05  # X-Ray's default rule past its 1 a second reservoir
 ITEMS = 200
 SLOW_ITEMS = 100
 SMALL_BATCH = 20
-PARALLELISM = 40  # 10 items a child (domain/batch.py), 4 children at once
+PARALLELISM = 40  # 20 items a child (domain/batch.py), 2 children at once
 NODES = 3
 
 _S3_PUT_CLASS = {
@@ -729,37 +732,80 @@ def storage_per_month(item: dict[str, float], retention_days: int) -> float:
 
 
 # ---- single runs ---------------------------------------------------------------------------------------
-def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, float]:
+def _counted_run(
+    client: Any,
+    sfn: Any,
+    meter: Meter,
+    model_id: str,
+    name: str,
+    nodes: int,
+    edges: list[tuple[int, int]] | None = None,
+    text: str = "count me",
+) -> dict[str, float]:
+    """One run of a workflow of ``nodes`` echo-like nodes (a chain, or ``edges`` between them by
+    index), after a warm-up run: what the node runner and the machine's own integrations did."""
+    workflow = client.create_workflow(name=name)
+    version = client.create_workflow_version(workflow_id=workflow.id)
+    ids = [
+        client.create_workflow_node(version_id=version.id, name=f"n{i}", entity_id=model_id).id
+        for i in range(nodes)
+    ]
+    for begin, end in edges or []:
+        client.create_workflow_edge(version_id=version.id, begin_node_id=ids[begin], end_node_id=ids[end])
+    warm = client.execute_workflow(workflow_id=workflow.id, single_input="warm up")
+    client.wait_for_execution(workflow.id, warm.id, poll_interval=0.2, timeout=120)
+    _wait_machine_ended(sfn, warm.id)
+    meter.settle()
+    meter.reset()
+    execution = client.execute_workflow(workflow_id=workflow.id, single_input=text)
+    done = client.wait_for_execution(workflow.id, execution.id, poll_interval=0.5, timeout=120)
+    assert done.status == "completed", done.error
+    _wait_machine_ended(sfn, execution.id)
+    meter.settle()
+    snapshot = meter.snapshot()
+    # the runner's calls and the machine's own (the node gate's DynamoDB write)
+    runner = ("NodeRunnerFunction", INTEGRATIONS)
+    return {
+        "calls": _sum(snapshot, "calls", runner),
+        "invocations": _sum(snapshot, "invocations", ("NodeRunnerFunction",)),
+        "transitions": float(_transitions(sfn, execution.id)[0]),
+        "write units": _sum(snapshot, "wru", runner)
+        + _sum(snapshot, "wru_tx", runner)
+        + _sum(snapshot, "wru_index", runner),
+        "index write units": _sum(snapshot, "wru_index", runner),
+    }
+
+
+#: An input whose outputs (the uppercase model answers it in capitals) are ≈1.5 KB: inline, as an
+#: LLM's answer of a few hundred words is.
+LONG_TEXT = " ".join(f"word{i % 97}" for i in range(250))
+
+#: A → B, A → C, B → D, C → D: a fan-out and a fan-in (D released by the later of B and C).
+DIAMOND = [(0, 1), (0, 2), (1, 3), (2, 3)]
+
+
+def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, dict[str, float]]:
+    """Per node of a single run, the run's fixed cost left out (a 1-node run's): a chain of 10
+    (/ 9), and a diamond (/ 3) with its parents' outputs carried to their children and without
+    (the runner's carry limit set to 0 for that run: every child queries its run's records)."""
+    from relayflow_runtime.services import run_machine
+
     model = client.create_model(name="upper", provider="builtin", config={"model": "uppercase"})
-    measured: dict[int, dict[str, float]] = {}
-    for nodes in (1, 10):
-        workflow = client.create_workflow(name=f"calls-{nodes}")
-        version = client.create_workflow_version(workflow_id=workflow.id)
-        for i in range(nodes):
-            client.create_workflow_node(version_id=version.id, name=f"n{i}", entity_id=model.id)
-        warm = client.execute_workflow(workflow_id=workflow.id, single_input="warm up")
-        client.wait_for_execution(workflow.id, warm.id, poll_interval=0.2, timeout=120)
-        _wait_machine_ended(sfn, warm.id)
-        meter.settle()
-        meter.reset()
-        execution = client.execute_workflow(workflow_id=workflow.id, single_input="count me")
-        done = client.wait_for_execution(workflow.id, execution.id, poll_interval=0.5, timeout=120)
-        assert done.status == "completed", done.error
-        _wait_machine_ended(sfn, execution.id)
-        meter.settle()
-        snapshot = meter.snapshot()
-        # the runner's calls and the machine's own (the node gate's DynamoDB write)
-        runner = ("NodeRunnerFunction", INTEGRATIONS)
-        measured[nodes] = {
-            "calls": _sum(snapshot, "calls", runner),
-            "invocations": _sum(snapshot, "invocations", ("NodeRunnerFunction",)),
-            "transitions": float(_transitions(sfn, execution.id)[0]),
-            "write units": _sum(snapshot, "wru", runner)
-            + _sum(snapshot, "wru_tx", runner)
-            + _sum(snapshot, "wru_index", runner),
-            "index write units": _sum(snapshot, "wru_index", runner),
-        }
-    return {k: (measured[10][k] - measured[1][k]) / 9 for k in measured[1]}
+    one = _counted_run(client, sfn, meter, model.id, "calls-1", 1)
+    chain = _counted_run(client, sfn, meter, model.id, "calls-10", 10)
+    shapes = {"chain": {k: (chain[k] - one[k]) / 9 for k in one}}
+    limit = run_machine.CARRY_LIMIT_BYTES
+    for label, text in (("", "count me"), (", 1.5 KB outputs", LONG_TEXT)):
+        base = one if not label else _counted_run(client, sfn, meter, model.id, "calls-1-long", 1, text=text)
+        for carried in (True, False):
+            run_machine.CARRY_LIMIT_BYTES = limit if carried else 0
+            try:
+                counted = _counted_run(client, sfn, meter, model.id, "calls-diamond", 4, DIAMOND, text)
+            finally:
+                run_machine.CARRY_LIMIT_BYTES = limit
+            name = f"diamond{label}" + ("" if carried else ", nothing carried")
+            shapes[name] = {k: (counted[k] - base[k]) / 3 for k in base}
+    return shapes
 
 
 def run() -> list[tuple[str, float | int, str]]:
@@ -778,7 +824,8 @@ def run() -> list[tuple[str, float | int, str]]:
         for name in ("relayflow", "service_undefined"):
             logging.getLogger(name).setLevel(logging.INFO)
         sfn = boto3.client("stepfunctions")  # the local stack's moto, as the handlers see it
-        node = _single(client, sfn, meter)
+        shapes = _single(client, sfn, meter)
+        node = shapes["chain"]
         items = {case.label: _per_item(client, sfn, meter, case) for case in CASES}
 
     rows: list[tuple[str, float | int, str]] = [
@@ -795,6 +842,14 @@ def run() -> list[tuple[str, float | int, str]]:
         ("single run, per node: DynamoDB write units", node["write units"], "WRU"),
         ("single run, per node: of them on indexes", node["index write units"], "WRU"),
     ]
+    for shape, counted in shapes.items():
+        if shape == "chain":
+            continue
+        rows += [
+            (f"single run, per node of a {shape}: AWS calls", counted["calls"], "calls"),
+            (f"single run, per node of a {shape}: Lambda invocations", counted["invocations"], "calls"),
+            (f"single run, per node of a {shape}: DynamoDB write units", counted["write units"], "WRU"),
+        ]
     for label, item in items.items():
         rows += [(f"{label}, per item: {k}", v, "") for k, v in item.items()]
         costs = cost_breakdown(item, trace_rate if traced else 0.0)

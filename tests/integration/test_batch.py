@@ -9,8 +9,11 @@ import time
 from typing import Any
 
 import pytest
+from tests.support.batches import TENANT, compaction_ended, record
 
 from relayflow.client import Client
+from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.services import batch_results
 
 ITEMS = 200
 
@@ -237,6 +240,15 @@ def test_a_cancelled_batch_stops_dispatching_and_its_counts_stay_true(api: Any) 
     results = all_results(api, workflow_id, started["id"], limit=100)
     assert sum(r["status"] == "completed" for r in results) == settled
     assert sum(r["status"] == "pending" for r in results) == 40 - settled
+    # And its outcomes are compacted as a finished run's: the pages come from its segments and list
+    # each item once, as they did before
+    run = RunRef(tenant=TENANT, workflow_id=workflow_id, execution_id=started["id"])
+    assert compaction_ended(run) == "SUCCEEDED" and batch_results.compacted(record(run))
+    from_segments = all_results(api, workflow_id, started["id"], limit=7)
+    assert [(r["source_item_id"], r["status"], r["output"]) for r in from_segments] == [
+        (r["source_item_id"], r["status"], r["output"]) for r in results
+    ]
+    assert len({r["source_item_id"] for r in from_segments}) == 40
 
 
 def test_a_batch_fails_when_more_items_fail_than_max_failed_percent(api: Any) -> None:

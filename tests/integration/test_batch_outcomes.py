@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from relayflow_runtime.services import (
     batch_items,
     batch_results,
     deps,
+    executions,
     item_lists,
     outcomes,
     results_export,
@@ -64,6 +66,16 @@ def every_result(run: RunRef, limit: int) -> tuple[list[BatchItemResult], int]:
             return results, pages
 
 
+def running_echo_batch(api: Any, ids: list[str]) -> tuple[RunRef, list[ItemEntry]]:
+    """A running batch of one echo node over items of these ids (text ``t<i>``), parallelism 20,
+    and its list's entries."""
+    dataset_id, version_id = dataset(api, [{"id": item_id, "text": f"t{i}"} for i, item_id in enumerate(ids)])
+    workflow_id, wf_version = workflow(api, [ECHO])
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    started(run)
+    return run, entries(run)
+
+
 def compacted(run: RunRef) -> None:
     """The compaction the run's end started on the jobs machine has ended: reads use segments."""
     assert compaction_ended(run) == "SUCCEEDED"
@@ -75,11 +87,7 @@ def test_a_child_run_twice_at_the_same_moment_records_and_counts_each_item_once(
 ) -> None:
     # Given a running batch, and two runs of one child (an Express child run twice) that both
     # wrote their object and reach their record at the same moment
-    dataset_id, version_id = dataset(api, [{"id": f"i{i}", "text": f"t{i}"} for i in range(10)])
-    workflow_id, wf_version = workflow(api, [ECHO])
-    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
-    started(run)
-    child = entries(run)
+    run, child = running_echo_batch(api, [f"i{i}" for i in range(10)])
     store = deps.stores().batches
     together = threading.Barrier(2, timeout=30)
     real = store.record_pointers
@@ -278,16 +286,16 @@ def test_the_compaction_starts_once_the_runs_end_is_written_and_a_repeated_end_s
     # Given a batch whose children all ended, and a first start of its compaction that fails
     run = mixed_run(api)
     seen: list[str] = []
-    real = batch._compact
+    real = outcomes.after_end
 
-    def failing_once(tenant: str, stored: Any) -> None:
+    def failing_once(tenant: str, stored: dict[str, Any], env: Any) -> None:
         # the run's status as the compaction would find it, at the moment it is started
         seen.append(record(run)["status"])
         if len(seen) == 1:
             raise RuntimeError("StartExecution throttled")
-        real(tenant, stored)
+        real(tenant, stored, env)
 
-    monkeypatch.setattr(batch, "_compact", failing_once)
+    monkeypatch.setattr(outcomes, "after_end", failing_once)
     # When the machine's complete fails on that start, and the machine repeats the task
     with pytest.raises(RuntimeError):
         batch.complete(run)
@@ -296,3 +304,34 @@ def test_the_compaction_starts_once_the_runs_end_is_written_and_a_repeated_end_s
     # running and give up for good), and the repeat started it: the run is compacted
     assert seen == ["completed", "completed"]
     compacted(run)
+
+
+def test_a_cancelled_run_is_compacted_and_a_child_still_running_records_nothing_after_it(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running batch of 30 items whose first child recorded its 10
+    run, listed = running_echo_batch(api, [f"c{i:02d}" for i in range(30)])
+    assert batch_items.run_items(run, listed[:10]) == {"done": 10}
+
+    # When the run is cancelled, and a child that has not seen the cancel yet (an Express child
+    # outlives its stopped parent; its status read is up to a second old) runs and records after it
+    executions.cancel_execution(TENANT, run.workflow_id, run.execution_id)
+    assert record(run)["status"] == "cancelled"
+    running = batch_items.status.read(run)
+    monkeypatch.setattr(batch_items.status, "read", lambda *a, **k: replace(running, running=True))
+    assert batch_items.run_items(run, listed[10:20]) == {"done": 0}
+
+    # Then the cancelled run is compacted: its pages come from segments
+    compacted(run)
+    # And they list every item exactly once: the 10 recorded before the end, the rest pending,
+    # the late child's items too (not recorded, not counted: the counts and the pages agree)
+    results, _ = every_result(run, 7)
+    assert [(r.source_item_id, r.status) for r in results] == [
+        (f"c{i:02d}", "completed" if i < 10 else "pending") for i in range(30)
+    ]
+    store = deps.stores().batches
+    assert store.counters(TENANT, run.execution_id, consistent=True)["processed_items"] == 10
+    assert sorted(store.pointers(TENANT, run.execution_id, 0, 29, consistent=True)) == list(range(10))
+    # And the execution shows the same counts
+    shown = batch_results.get_item(TENANT, run.workflow_id, run.execution_id, "c15")
+    assert shown.status == "pending" and not shown.node_executions

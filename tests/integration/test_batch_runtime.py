@@ -145,15 +145,15 @@ def test_a_batch_cancelled_while_its_items_are_prepared_stops_reading_them(
     run = pending_run(workflow_id, wf_version, dataset_id, version_id, filter_query="text != 'none'")
     monkeypatch.setattr(batch, "CANCEL_CHECK_SECONDS", 0.0)
     read = collections.Counter[str]()
-    real_item = dataset_service.entry_item
+    real_read = dataset_service._entry_item_read
 
-    def reading(entry: dict[str, Any]) -> dict[str, Any]:
+    def reading(entry: dict[str, Any]) -> tuple[dict[str, Any], int]:
         read["items"] += 1
         if read["items"] == 5:
             deps.stores().executions.update_execution(TENANT, run.execution_id, {"status": "cancelled"})
-        return real_item(entry)
+        return real_read(entry)
 
-    monkeypatch.setattr(dataset_service, "entry_item", reading)
+    monkeypatch.setattr(dataset_service, "_entry_item_read", reading)
     # When prepare_batch runs
     with pytest.raises(ExecutionNotRunning, match="cancelled"):
         batch.prepare_batch(run)

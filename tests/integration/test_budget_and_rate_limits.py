@@ -20,7 +20,8 @@ from relayflow_runtime.adapters.budget import BudgetStore
 from relayflow_runtime.adapters.engine import StateMachines
 from relayflow_runtime.adapters.transactions import ATTEMPTS as CONTENTION_ATTEMPTS
 from relayflow_runtime.domain.batch import BatchSettings
-from relayflow_runtime.providers import TransientModelError, validate_model_config
+from relayflow_runtime.providers import TransientModelError, parsed_config, validate_model_config
+from relayflow_runtime.providers.config import ModelRateLimit
 from relayflow_runtime.services import batch, budget, deps, metrics, rate_limits, sweeper, transitions
 from relayflow_runtime.services.node_execution import ExecutionNotRunning
 
@@ -63,7 +64,7 @@ def reserve_event(execution_id: str, children: int, items_per_child: int = 1) ->
             "child_timeout": 60,
             "total": 100,
         },
-        "timeout": 3600,
+        "run_timeout": 3600,
     }
 
 
@@ -308,12 +309,14 @@ def test_a_model_limit_holds_under_concurrent_callers_and_every_call_gets_throug
     local_stack: LocalStack,
 ) -> None:
     # Given a model limited to 300 requests a minute, i.e. 5 in each 1-second window of this test
-    config = {"model": "uppercase", "rate_limit": {"requests_per_minute": 300}}
+    limit = parsed_config("builtin", {"model": "uppercase", "rate_limit": {"requests_per_minute": 300}})
     taken: list[int] = []
     lock = threading.Lock()
 
     def call(_: int) -> float:
-        permit = rate_limits.acquire(TENANT, "model-rl", config, window_seconds=1, max_wait_seconds=30)
+        permit = rate_limits.acquire(
+            TENANT, "model-rl", limit.declared_rate_limit, window_seconds=1, max_wait_seconds=30
+        )
         with lock:
             taken.append(permit.window_start)
         return permit.waited_seconds
@@ -331,7 +334,7 @@ def test_a_model_limit_holds_under_concurrent_callers_and_every_call_gets_throug
 
 
 def test_a_token_limit_counts_estimates_and_corrections(local_stack: LocalStack) -> None:
-    config = {"rate_limit": {"tokens_per_minute": 600}}  # 10 tokens in a 1-second window
+    config = ModelRateLimit(tokens_per_minute=600)  # 10 tokens in a 1-second window
     first = rate_limits.acquire(TENANT, "model-tok", config, 6, window_seconds=1)
     first.settle(2)  # it used fewer than estimated: 4 tokens go back to the window
     second = rate_limits.acquire(TENANT, "model-tok", config, 8, window_seconds=1, max_wait_seconds=5)
@@ -342,14 +345,16 @@ def test_a_token_limit_counts_estimates_and_corrections(local_stack: LocalStack)
 
 def test_a_call_that_cannot_get_a_slot_in_time_is_a_transient_error(local_stack: LocalStack) -> None:
     # Given a model allowed 1 request a minute, already used in this window
-    config = {"rate_limit": {"requests_per_minute": 1}}
+    config = ModelRateLimit(requests_per_minute=1)
     now = time.time()
     rate_limits.acquire(TENANT, "model-slow", config, clock=lambda: now)
     # When another call may wait only 5 seconds
     with pytest.raises(TransientModelError, match="rate limit"):
         rate_limits.acquire(TENANT, "model-slow", config, clock=lambda: now, max_wait_seconds=5)
     # Then a model without a limit is never held up (nothing is stored)
-    free = rate_limits.acquire(TENANT, "model-free", {"model": "uppercase"})
+    free = rate_limits.acquire(
+        TENANT, "model-free", parsed_config("builtin", {"model": "uppercase"}).declared_rate_limit
+    )
     assert not free.limited and free.waited_seconds == 0
 
 

@@ -141,7 +141,7 @@ class StubRunner:
                 for index, node_id in enumerate(self.order)
             ],
             "retry": retry,
-            "timeout": self.options.get("timeout", NO_TIMEOUT),
+            "run_timeout": self.options.get("timeout", NO_TIMEOUT),
         }
 
     def do_node(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -221,12 +221,12 @@ class StubRunner:
                 "child_timeout": self.options.get("child_timeout", 60),
                 "total": len(items),
             },
-            "timeout": self.options.get("timeout", NO_TIMEOUT),
+            "run_timeout": self.options.get("timeout", NO_TIMEOUT),
             "budget_wait": 600,
         }
 
     def do_reserve_budget(self, event: dict[str, Any]) -> dict[str, Any]:
-        return {key: event[key] for key in ("run", "batch", "timeout")}
+        return {key: event[key] for key in ("run", "batch", "run_timeout")}
 
     def do_run_items(self, event: dict[str, Any]) -> dict[str, int]:
         items = event["items"]

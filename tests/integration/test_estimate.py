@@ -3,6 +3,8 @@ to the run that follows it."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import random
 from typing import Any
@@ -10,9 +12,12 @@ from typing import Any
 import pytest
 
 from relayflow.client import ApiError, Client
+from relayflow_runtime.schemas import api
+from relayflow_runtime.services import estimate as estimate_service
 
 # One stack for the module: each test makes its own workflows and datasets.
 pytestmark = pytest.mark.shared_stack
+TENANT = "default"
 
 WORDS = [
     "the",
@@ -185,3 +190,71 @@ def test_a_batch_validation_warns_of_sampled_items_lacking_a_field_a_template_us
     assert client.validate_workflow_version(workflow_id, version, input_mode="batch")["warnings"] == []
     half = client.validate_workflow_version(workflow_id, version, dataset_id=dataset_id)
     assert [w["code"] for w in half["warnings"]] == ["dataset_incomplete"]
+
+
+def test_an_estimate_stops_reading_at_its_bounds_and_says_it_extrapolated_from_a_sample(
+    client: Client,
+) -> None:
+    # Given 40 items, every other one kept by the filter
+    items = [{"id": f"b{n:02d}", "text": "x" * 100, "keep": n % 2 == 0} for n in range(40)]
+    dataset_id, version_id = dataset(client, items)
+    workflow_id = chain(client, ("Echo", "builtin", {"model": "echo"}, {}))
+    body = api.EstimateBatch.model_validate(
+        {"batch_config": {"dataset_id": dataset_id, "dataset_version_id": version_id, "filter_query": "keep"}}
+    )
+    ticks = itertools.count()
+
+    def estimated(**bounds: Any) -> Any:
+        return estimate_service.estimate_batch(
+            TENANT, workflow_id, body, estimate_service.ReadBounds(**bounds)
+        )
+
+    # When the read is bounded by items, by bytes of the item list, or by time (each read a tick)
+    by_items = estimated(items=10)
+    by_bytes = estimated(bytes=len(json.dumps({"id": "b00", "item": items[0]})) * 5)
+    by_time = estimated(seconds=8, clock=lambda: float(next(ticks)))
+    whole = estimated()
+
+    # Then each says it stopped, why, and extrapolates the kept share of what it read to all 40
+    assert (by_items.items_exact, by_items.read_stopped_by, by_items.items_read, by_items.items) == (
+        False,
+        "items",
+        10,
+        20,
+    )
+    assert (by_bytes.items_exact, by_bytes.read_stopped_by) == (False, "bytes")
+    assert 4 <= by_bytes.items_read <= 6 and by_bytes.items == round(
+        40 * math.ceil(by_bytes.items_read / 2) / by_bytes.items_read
+    )
+    assert (by_time.items_exact, by_time.read_stopped_by, by_time.items_read) == (False, "seconds", 8)
+    assert by_items.model_calls == by_items.items  # the sample's calls scaled to the extrapolated items
+    # And an unbounded read of the whole version is exact, as the API answers it
+    assert (whole.items_exact, whole.read_stopped_by, whole.items_read, whole.items) == (True, None, 40, 20)
+    answered = client.estimate_workflow_execution(
+        workflow_id,
+        batch_config={"dataset_id": dataset_id, "dataset_version_id": version_id, "filter_query": "keep"},
+    )
+    assert (answered.items_exact, answered.read_stopped_by, answered.items) == (True, None, 20)
+
+
+def test_the_bytes_an_estimate_reads_count_the_items_stored_apart(client: Client) -> None:
+    # Given a first item far larger than an item list keeps inline (its own object), then small ones
+    items = [{"id": "big", "text": "word " * 30_000}] + [{"id": f"s{n}", "text": "t"} for n in range(9)]
+    dataset_id, version_id = dataset(client, items)
+    workflow_id = chain(client, ("Echo", "builtin", {"model": "echo"}, {}))
+    body = api.EstimateBatch.model_validate(
+        {"batch_config": {"dataset_id": dataset_id, "dataset_version_id": version_id}}
+    )
+
+    # When the read may take 100 KB, far more than the list's own lines
+    found = estimate_service.estimate_batch(
+        TENANT, workflow_id, body, estimate_service.ReadBounds(bytes=100_000)
+    )
+
+    # Then the big item's 150 KB object counted: the read stopped at it, and extrapolated
+    assert (found.read_stopped_by, found.items_read, found.items_exact, found.items) == (
+        "bytes",
+        1,
+        False,
+        10,
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.services import notify
 
 STATUS_FIELDS = {
     "schema_version",
@@ -58,6 +59,8 @@ class Capture:
         events, bus = stack.client("events"), stack.outputs["EventBusName"]
         events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
         events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
+        # the node runner reads the bus's rules once a minute: a rule just added is read now
+        notify.forget_rules()
         self.received: list[dict[str, Any]] = []
 
     def until(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
@@ -205,3 +208,23 @@ def test_a_rule_can_select_terminal_statuses_only(local_stack: LocalStack, api: 
     assert [(e["detail"]["execution_id"], e["detail"]["status"]) for e in events] == [
         (execution["id"], "completed")
     ]
+
+
+def test_a_rule_for_node_events_only_gets_each_node_of_a_run(local_stack: LocalStack, api: Any) -> None:
+    # Given a rule for node events alone (the template's own rules match none: without such a
+    # rule the runner sends none)
+    nodes = Capture(local_stack, {"detail-type": [{"prefix": "Node "}]})
+    workflow_id, _ = make_workflow(api, ["uppercase", "word_count"])
+
+    # When a run of two nodes completes
+    _, execution = api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "a b"})
+    events = nodes.until(lambda received: len(received) >= 2)
+
+    # Then the queue got both nodes' events, through the local stack's EventBridge, as before
+    assert [(e["detail-type"], e["detail"]["node_name"]) for e in events] == [
+        ("Node Execution Finished", "step0"),
+        ("Node Execution Finished", "step1"),
+    ]
+    assert all(
+        set(e["detail"]) == NODE_FIELDS and e["detail"]["execution_id"] == execution["id"] for e in events
+    )

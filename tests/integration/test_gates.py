@@ -87,7 +87,7 @@ def test_of_a_gate_and_its_last_parent_exactly_one_releases_the_node_in_any_orde
     # Given a node with two parents, its record as launch writes it (pending)
     store = deps.stores().executions
     node = NodeSpec.model_validate(
-        {"id": "C", "name": "C", "idx": 2, "template": "", "timeout": 30, "parents": ["A", "B"],
+        {"id": "C", "name": "C", "idx": 2, "template": "", "node_timeout": 30, "parents": ["A", "B"],
          "model": {"id": "m", "provider": "builtin"}}
     )
     for order in itertools.permutations(["gate", "A", "B"]):
@@ -185,7 +185,7 @@ def test_a_gate_whose_release_was_lost_releases_itself_when_it_checks_again(
 ) -> None:
     # Given parents whose end is recorded on their children, but whose release (SendTaskSuccess)
     # is lost
-    def lost_release(run: RunRef, plan: Plan, node_id: str) -> None:
+    def lost_release(run: RunRef, plan: Plan, node_id: str, completed: Any = None) -> None:
         for child in plan.children(node_id):
             deps.stores().executions.mark_parent_done(run.tenant, run.execution_id, child.id, node_id)
 
@@ -204,7 +204,7 @@ def test_a_gate_whose_parents_never_finish_fails_its_node_with_a_clear_error(
     local_stack: LocalStack, client: Client, short_gates: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given parents whose end never reaches their children (neither the record nor the release)
-    monkeypatch.setattr(run_machine, "_release_children", lambda run, plan, node_id: None)
+    monkeypatch.setattr(run_machine, "_release_children", lambda run, plan, node_id, completed=None: None)
     monkeypatch.setattr(run_machine, "MAX_GATE_CHECKS", 2)
     built = build(client, CHAIN, version_config={"max_retries": 0})
     # When the run runs
@@ -256,7 +256,7 @@ def test_a_gate_of_the_previous_definition_still_parks_and_releases(
     released: list[str] = []
 
     class Machines:
-        def release(self, token: str) -> None:
+        def release(self, token: str, output: Any = None) -> None:
             released.append(token)
 
     monkeypatch.setattr(deps, "machines", Machines)

@@ -69,7 +69,7 @@ def test_a_run_without_a_timeout_races_what_is_left_of_its_retention(
     run = RunRef(tenant=TENANT, workflow_id=workflow_id, execution_id=body["id"])
 
     # When its machine asks for its clock
-    clock = run_machine.start(run).timeout
+    clock = run_machine.start(run).run_timeout
 
     # Then it is the retention less an hour from the run's creation, not Step Functions' year
     assert 30 * DAY - 3600 - 120 <= clock <= 30 * DAY - 3600
@@ -87,7 +87,7 @@ def test_a_batch_that_waited_long_races_only_what_is_left_and_says_why_it_ended(
     event = batch.reserve_budget(batch.prepare_batch(run))
 
     # Then its clock is the minute left, not the run's whole time
-    assert 1 <= event["timeout"] <= 60
+    assert 1 <= event["run_timeout"] <= 60
     # And when that runs out, the run says that it reached the longest a run may take, and why
     batch.fail(run, "timeout")
     ended = record(run)

@@ -49,8 +49,13 @@ def notifications(local_stack: LocalStack) -> Iterator[list[dict[str, Any]]]:
 class RecordingBus:
     """The relayflow bus as a list of (detail type, detail)."""
 
+    name = "recording-bus"
+
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def rule_patterns(self) -> list[str | None]:
+        return ['{"source": ["relayflow"]}']
 
     def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None:
         self.events.append((detail_type, json.loads(json.dumps(detail))))

@@ -63,7 +63,7 @@ def pending_run(
     ``retry_of``) or batch_config fields (``filter_query``, ``parallelism``, ...)."""
     record_fields = {k: extra.pop(k) for k in ("rerun_of", "retry_of") if k in extra}
     config = BatchConfig(dataset_id=dataset_id, dataset_version_id=dataset_version_id, **extra)
-    plan = build_plan(TENANT, workflow_id, version_id, mode="batch", timeout=None)
+    plan = build_plan(TENANT, workflow_id, version_id, mode="batch", run_timeout=None)
     execution_id = new_id()
     deps.blobs().put_json(run_records.plan_key(TENANT, execution_id), plan.model_dump(mode="json"))
     execution = Execution(

@@ -149,9 +149,13 @@ class FakeBatches:
 
     def __init__(self) -> None:
         self.totals: dict[Key, dict[str, int]] = {}
+        self.sealed: set[Key] = set()
 
     def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
         return {**dict.fromkeys(COUNTERS, 0), **self.totals.get((tenant, execution_id), {})}
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None:
+        self.sealed.add((tenant, execution_id))
 
 
 class FakeBudget:
@@ -349,7 +353,7 @@ class FakeMachines:
     def stop(self, execution_arn: str, *, error: str, cause: str) -> None:
         self.stopped.append(execution_arn)
 
-    def release(self, token: str) -> None:
+    def release(self, token: str, output: dict[str, Any] | None = None) -> None:
         self.released.append(token)
 
     def fail_task(self, token: str, *, error: str, cause: str) -> None:
@@ -357,11 +361,22 @@ class FakeMachines:
 
 
 class FakeBus:
-    """Takes every event, after refusing the first ``refusals``."""
+    """Takes every event, after refusing the first ``refusals``. Its rules: ``patterns`` (by
+    default one rule for every relayflow event); ``listing_fails``: ListRules raises."""
 
-    def __init__(self, refusals: int = 0) -> None:
+    def __init__(self, refusals: int = 0, name: str = "fake-bus") -> None:
+        self.name = name
         self.refusals = refusals
         self.taken: list[tuple[str, dict[str, Any]]] = []
+        self.patterns: list[str | None] = ['{"source": ["relayflow"]}']
+        self.listing_fails = False
+        self.listed = 0
+
+    def rule_patterns(self) -> list[str | None]:
+        self.listed += 1
+        if self.listing_fails:
+            raise RuntimeError("ThrottlingException: ListRules refused by the fake bus")
+        return list(self.patterns)
 
     def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None:
         if self.refusals > 0:

@@ -9,8 +9,12 @@ import pytest
 
 from relayflow_runtime.domain import item_index
 from relayflow_runtime.domain.batch import (
+    MAX_ITEMS_PER_CHILD,
     MAX_KEYED_ID_BYTES,
+    NODE_THREADS,
+    OUTCOME_BUDGET_BYTES,
     OUTCOME_SHARDS,
+    RECORD_BLOCK,
     RECORD_MARGIN_SECONDS,
     BatchCounts,
     BatchSettings,
@@ -18,6 +22,7 @@ from relayflow_runtime.domain.batch import (
     default_items_per_child,
     item_key,
     judge,
+    most_items_per_child,
     outcome_shard,
 )
 from relayflow_runtime.domain.engine import (
@@ -29,16 +34,16 @@ from relayflow_runtime.domain.engine import (
 )
 
 
-def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
-    """A chain of nodes with these timeouts."""
+def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1, *, fan_out: bool = False) -> Plan:
+    """A chain of nodes with these timeouts (``fan_out``: every node after the first its child)."""
     nodes = [
         {
             "id": f"n{i}",
             "name": f"n{i}",
             "idx": i,
             "template": "{{input}}",
-            "timeout": timeout,
-            "parents": [f"n{i - 1}"] if i else [],
+            "node_timeout": timeout,
+            "parents": [f"n{0 if fan_out else i - 1}"] if i else [],
             "model": {"id": "m", "provider": "builtin", "config": {"model": "echo"}},
         }
         for i, timeout in enumerate(timeouts)
@@ -51,7 +56,19 @@ def plan(timeouts: list[int], max_retries: int = 0, delay: int = 1) -> Plan:
 
 @pytest.mark.parametrize(
     ("parallelism", "per_child", "children"),
-    [(1, 1, 1), (2, 1, 2), (5, 1, 5), (10, 5, 2), (15, 5, 3), (25, 5, 5), (97, 8, 12), (100, 10, 10)],
+    [
+        (1, 1, 1),
+        (2, 1, 2),
+        (5, 1, 5),
+        (10, 5, 2),
+        (15, 5, 3),
+        (25, 5, 5),
+        (30, 10, 3),
+        (40, 20, 2),
+        (50, 10, 5),
+        (97, 8, 12),
+        (100, 20, 5),
+    ],
 )
 def test_a_batch_runs_parallelism_items_at_once_over_children_of_items(
     parallelism: int, per_child: int, children: int
@@ -69,6 +86,50 @@ def test_parallelism_is_a_maximum_never_exceeded_and_nearly_reached() -> None:
         assert at_once <= parallelism, parallelism
         assert at_once >= parallelism * 0.9 or parallelism - at_once < settings.items_per_child, parallelism
         assert settings.items_per_child >= min(5, max(1, parallelism // 4)), parallelism
+
+
+def test_children_over_one_record_block_are_whole_blocks_and_keep_ninety_percent_at_once() -> None:
+    # A child's own costs (its S3 PUT, Express and Lambda requests, transaction) are shared by more
+    # items at large parallelism, without two children ever writing one pointer record
+    larger = 0
+    for parallelism in range(1, 101):
+        settings = batch_settings(plan([30]), parallelism, 100_000, "k")
+        size, children = settings.items_per_child, settings.children
+        assert size <= MAX_ITEMS_PER_CHILD
+        if size > RECORD_BLOCK:
+            larger += 1
+            assert size % RECORD_BLOCK == 0, parallelism
+            assert children >= 2 and size * children >= 0.9 * parallelism, parallelism
+    assert larger >= 20  # 40, 60, 80, 100 ... not a corner case
+
+
+def test_a_wide_plan_gets_no_more_items_a_child_than_its_nodes_have_threads() -> None:
+    # Given a root and 30 nodes that all start once it ends: 30 nodes of an item at once
+    wide = plan([10] * 31, fan_out=True)
+    # Then a child's items never wait for a node thread: their worst case stays one item's
+    for parallelism in (10, 40, 100):
+        settings = batch_settings(wide, parallelism, 1000, "k")
+        assert settings.items_per_child * 30 <= NODE_THREADS, parallelism
+        assert settings.children * settings.items_per_child <= parallelism
+    # A chain of as many nodes runs one node of an item at a time: not narrowed for threads
+    assert most_items_per_child(plan([10] * 31)) > most_items_per_child(wide)
+
+
+def test_a_long_plan_gets_no_more_items_a_child_than_its_values_fit_in_memory() -> None:
+    # 40 nodes (the most a version holds) whose prompts and outputs may each be 256 KiB inline:
+    # 20 MiB an item at most, 12 items in 256 MB
+    long = plan([5] * 40)
+    assert most_items_per_child(long) == 12
+    assert batch_settings(long, 100, 1000, "k").items_per_child <= 12
+    assert most_items_per_child(plan([5] * 3)) == MAX_ITEMS_PER_CHILD
+
+
+def test_a_child_of_per_item_records_fits_one_transaction_whatever_the_plan() -> None:
+    # Lists without ordinals record a child's items per item in one transaction (100 actions, 4 MB)
+    for the_plan in (plan([5]), plan([5] * 3), plan([5] * 20, fan_out=True)):
+        for parallelism in range(1, 101):
+            size = batch_settings(the_plan, parallelism, 1000, "k").items_per_child
+            assert size + 1 <= 100 and size * OUTCOME_BUDGET_BYTES <= 4_000_000
 
 
 def test_children_are_express_when_a_worst_case_item_fits_in_five_minutes() -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
+from pydantic.fields import FieldInfo
 
 import relayflow_runtime
 from relayflow_runtime.domain.batch import ItemEntry
@@ -76,28 +77,48 @@ STR, INT, BOOL = Scalar("str"), Scalar("int"), Scalar("bool")
 CAUGHT = Obj((("Cause", STR), ("Error", STR)), "caught error")
 
 
-def shape_of(tp: Any) -> Shape:
-    """A Python type (a pydantic model, a TypedDict, a builtin) as the shape Step Functions sees."""
+def _former_names(field: FieldInfo) -> list[str]:
+    """The names a field is also read under (a validation alias: what a previous definition sends)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [alias] if isinstance(alias, str) else []
+
+
+def shape_of(tp: Any, former: bool = False) -> Shape:
+    """A Python type (a pydantic model, a TypedDict, a builtin) as the shape Step Functions sees.
+    ``former``: as an execution on a previous definition sees it, which also sends a field's former
+    name (its validation alias) and reads what the runner still answers under it (a computed field);
+    a required field is then given by any of its names (``required`` holds them joined by "|")."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is object:
         return ANY
     if tp is None or tp is type(None):
         return NULL
     if origin is typing.Annotated:
-        return shape_of(args[0])
+        return shape_of(args[0], former)
     if origin is Literal:
         return Scalar(type(args[0]).__name__)
     if origin in (Union, types.UnionType):
         present = [arg for arg in args if arg is not type(None)]
-        return shape_of(present[0]) if len(present) == 1 else ANY
+        return shape_of(present[0], former) if len(present) == 1 else ANY
     if origin in (list, tuple) or (origin is not None and origin.__name__ == "Sequence"):
-        return Arr(shape_of(args[0]) if args else ANY)
+        return Arr(shape_of(args[0], former) if args else ANY)
     if origin in (dict, Mapping):
         return ANY
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        fields = tp.model_fields.items()
-        required = frozenset(name for name, field in fields if field.is_required())
-        return Obj(tuple(sorted((n, shape_of(f.annotation)) for n, f in fields)), tp.__name__, required)
+        shapes: dict[str, Shape] = {}
+        required: set[str] = set()
+        for name, field in tp.model_fields.items():
+            names = [name, *(n for n in _former_names(field) if n != name)] if former else [name]
+            for each in names:
+                shapes[each] = shape_of(field.annotation, former)
+            if field.is_required():
+                required.add("|".join(names))
+        if former:
+            for name, computed in tp.model_computed_fields.items():
+                shapes.setdefault(name, shape_of(computed.return_type, former))
+        return Obj(tuple(sorted(shapes.items())), tp.__name__, frozenset(required))
     if tp in (str, int, float, bool):
         return Scalar(tp.__name__)
     raise TypeError(f"no shape for {tp!r}")
@@ -185,6 +206,8 @@ class Walk:
     problems: Problems
     item_reader: Shape
     fails: set[str]
+    #: Walked as a previous definition: the runner's former names count (see ``shape_of``).
+    former: bool = False
 
     def value(self, spec: Any, shape: Shape, context: Mapping[str, Shape], where: str) -> Shape:
         """A Parameters / ItemSelector / BatchInput template evaluated over ``shape``."""
@@ -226,8 +249,11 @@ class Walk:
         parameters = state.get("Parameters") or {}
         if not is_runner_task(state):
             # a service integration Step Functions calls itself (the run machine's gate: DynamoDB
-            # UpdateItem): the JSONPaths its Parameters read are checked, there is no action
+            # UpdateItem): the JSONPaths its Parameters read are checked, there is no action; one
+            # that waits for its token answers what the runner's SendTaskSuccess sends
             self.value(parameters, data, context, where)
+            if state["Resource"].endswith(".waitForTaskToken"):
+                return shape_of(node_runner.GATE_RELEASE)
             return ANY
         payload = parameters.get("Payload", parameters)
         sent = self.value(payload, data, context, where)
@@ -239,10 +265,10 @@ class Walk:
             return ANY
         assert isinstance(sent, Obj)
         sent = Obj(tuple(f for f in sent.fields if f[0] != "action"), sent.name, sent.required - {"action"})
-        self.conforms(sent, shape_of(action.event), f"{where} sends")
+        self.conforms(sent, shape_of(action.event, self.former), f"{where} sends")
         if state["Resource"].endswith(".waitForTaskToken"):
             return ANY  # the answer is what SendTaskSuccess sends, not the handler's
-        return shape_of(typing.get_type_hints(action.handle)["return"])
+        return shape_of(typing.get_type_hints(action.handle)["return"], self.former)
 
     def conforms(self, sent: Shape, expected: Shape, where: str) -> None:
         """What a Task sends against what its action's event declares, field by field."""
@@ -252,8 +278,9 @@ class Walk:
             sent_keys, expected_keys = {k for k, _ in sent.fields}, {k for k, _ in expected.fields}
             for key in sorted(sent_keys - expected_keys):
                 self.problems.append(f"{where} {key!r}, which {expected.name} does not have")
-            for key in sorted(expected.required - sent_keys):
-                self.problems.append(f"{where} no {key!r}, which {expected.name} requires")
+            for key in sorted(expected.required):
+                if not sent_keys & set(key.split("|")):
+                    self.problems.append(f"{where} no {key!r}, which {expected.name} requires")
             for key in sorted(sent_keys & expected_keys):
                 self.conforms(sent.get(key), expected.get(key), f"{where}.{key}")  # type: ignore[arg-type]
         elif isinstance(sent, Arr) and isinstance(expected, Arr):
@@ -368,14 +395,53 @@ def _load(machine: str) -> dict[str, Any]:
     return json.loads((STATEMACHINE_DIR / f"{machine}.asl.json").read_text(encoding="utf-8"))
 
 
-def walk(machine: str, document: dict[str, Any] | None = None) -> tuple[Problems, set[str]]:
+def walk(
+    machine: str, document: dict[str, Any] | None = None, *, former: bool = False
+) -> tuple[Problems, set[str]]:
     document = document or _load(machine)
     problems, fails = Problems(), set[str]()
     walker = Walk(
-        machine, node_runner.MACHINE_ACTIONS[machine], problems, shape_of(ITEM_READER_YIELDS), fails
+        machine,
+        node_runner.MACHINE_ACTIONS[machine],
+        problems,
+        shape_of(ITEM_READER_YIELDS, former),
+        fails,
+        former,
     )
-    walker.run(document["States"], document["StartAt"], shape_of(MACHINE_INPUTS[machine]), CONTEXT)
+    walker.run(document["States"], document["StartAt"], shape_of(MACHINE_INPUTS[machine], former), CONTEXT)
     return problems, fails
+
+
+#: The definitions deployed before, as text replacements of today's (today's spelling, the former
+#: one), newest first, each generation on top of the ones after it. A running execution keeps the
+#: definition it started with across a deploy (Step Functions UpdateStateMachine: "Running
+#: executions will continue to use the previous definition"), and meets the updated runner: the
+#: runner reads what such an execution sends and answers what it reads, until none can be running.
+FORMER_SPELLINGS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "before the run's clock was run_timeout and run_items's limit child_timeout",
+        [
+            ('"run_timeout.$": "$.run_timeout"', '"timeout.$": "$.timeout"'),
+            ('"SecondsPath": "$.run_timeout"', '"SecondsPath": "$.timeout"'),
+            (
+                '"child_timeout.$": "$.BatchInput.child_timeout"',
+                '"task_timeout.$": "$.BatchInput.child_timeout"',
+            ),
+        ],
+    ),
+    ("before a child's limit was child_timeout", [("child_timeout", "item_timeout")]),
+]
+
+
+def former_definitions(machine: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each previous definition of ``machine`` that differs from today's, named by its generation."""
+    text = json.dumps(_load(machine))
+    for generation, spellings in FORMER_SPELLINGS:
+        before = text
+        for today, former in spellings:
+            text = text.replace(today, former)
+        if text != before:
+            yield generation, json.loads(text)
 
 
 def _all_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -502,3 +568,51 @@ def test_the_walk_sees_what_it_checks():
     assert any("task_timeout_s" in problem and "RunNode" in problem for problem in problems), problems
     # And the errors found by introspection include the ones the machines match
     assert {"ExecutionNotRunning", "BudgetExhausted", "StoreContended", "NodeTimeout"} <= set(runner_errors())
+
+
+@pytest.mark.parametrize("machine", _definitions())
+def test_an_execution_on_a_previous_definition_still_reads_and_sends_what_the_runner_takes(machine: str):
+    # Given the definitions a running execution may still hold after a deploy (today's with the
+    # former names of the timeouts, generation by generation)
+    for generation, document in former_definitions(machine):
+        # When walked against the runner's shapes as such an execution sees them
+        problems, _ = walk(machine, document, former=True)
+        # Then every path it reads is still answered and every field it sends still taken
+        assert not problems, f"{machine} {generation}:\n" + "\n".join(sorted(set(problems)))
+
+
+def test_the_timeouts_are_read_under_their_names_and_a_former_name_is_not_enough_today():
+    # Given today's definitions, which read each timeout under its one name
+    run, batch = json.dumps(_load("run")), json.dumps(_load("batch"))
+    assert '"$.run_timeout"' in run and '"$.run_timeout"' in batch and '"$.node.task_timeout"' in run
+    assert '"$.node.gate_timeout"' in run and '"$.BatchInput.child_timeout"' in batch
+    # When a definition reads a former name instead (the runner still answers it, for running
+    # executions, but only as a computed field today's shapes do not count)
+    for machine, text in (("run", run), ("batch", batch)):
+        problems, _ = walk(machine, json.loads(text.replace('"$.run_timeout"', '"$.timeout"')))
+        # Then the walk names it
+        assert any("reads 'timeout'" in problem for problem in problems), (machine, problems)
+    # And a child that sends run_items its limit under the former name is named too
+    former = batch.replace(
+        '"child_timeout.$": "$.BatchInput.child_timeout"', '"task_timeout.$": "$.BatchInput.child_timeout"'
+    )
+    problems, _ = walk("batch", json.loads(former))
+    assert any("'task_timeout', which ItemsEvent does not have" in problem for problem in problems), problems
+    # While the renamed paths are each of a previous definition's generations
+    assert len(list(former_definitions("batch"))) == 2 and len(list(former_definitions("run"))) == 1
+
+
+def test_the_gate_hands_run_node_what_the_releasing_parent_carries():
+    # Given the run machine, whose gate keeps what the releasing parent sends at $.carried
+    document = _load("run")
+    assert walk("run", document)[0] == []
+    # When RunNode reads it under another name
+    text = json.dumps(document).replace('"carried.$": "$.carried"', '"carried.$": "$.carried_outputs"')
+    problems, _ = walk("run", json.loads(text))
+    # Then the walk names the read that finds nothing
+    assert any("carried_outputs" in problem and "RunNode" in problem for problem in problems), problems
+    # And what RunNode sends is what the runner's release hands the gate (typed on both sides)
+    assert (
+        typing.get_type_hints(node_runner.RUN_ACTIONS["node"].event)["carried"]
+        == node_runner.GATE_RELEASE | None
+    )

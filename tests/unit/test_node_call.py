@@ -19,7 +19,7 @@ NODE = NodeSpec(
     name="slow",
     idx=0,
     template="{{input}}",
-    timeout=1,
+    node_timeout=1,
     model=ModelRef(id="m1", provider="builtin", config={"model": "echo"}),
 )
 CONTEXT = InvocationContext(execution_id="e1", node_id="n1", attempt=1, time_budget=1.0)

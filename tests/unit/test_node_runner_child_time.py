@@ -26,8 +26,9 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     return calls
 
 
+@pytest.mark.parametrize("name", ["child_timeout", "task_timeout"])  # task_timeout: the previous definition's
 @pytest.mark.parametrize(
-    ("task_timeout", "remaining_ms", "expected"),
+    ("child_timeout", "remaining_ms", "expected"),
     [
         (240, 900_000, 240_000),  # an Express child: its Task times out long before Lambda would
         (900, 500_000, 500_000),  # a Standard child started late in its invocation
@@ -35,11 +36,11 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
         (240, None, 240_000),  # no Lambda context (the local stack's direct calls)
     ],
 )
-def test_run_items_gets_the_shorter_of_the_task_timeout_and_the_invocations_time(
-    seen: list[int | None], task_timeout: int | None, remaining_ms: int | None, expected: int
+def test_run_items_gets_the_shorter_of_the_child_timeout_and_the_invocations_time(
+    seen: list[int | None], name: str, child_timeout: int | None, remaining_ms: int | None, expected: int
 ) -> None:
     event: dict[str, Any] = {"action": "run_items", "run": RUN, "items": []}
-    if task_timeout is not None:
-        event["task_timeout"] = task_timeout
+    if child_timeout is not None:
+        event[name] = child_timeout
     node_runner.handle(event, remaining_ms=remaining_ms)
     assert seen == [expected]

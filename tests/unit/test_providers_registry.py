@@ -18,6 +18,7 @@ from relayflow_runtime.providers import (
     validate_model_config,
 )
 from relayflow_runtime.providers.base import Adapter, PermanentModelError, Usage
+from relayflow_runtime.providers.config import ModelPrice
 
 
 def test_providers_are_the_five_documented_names():
@@ -125,13 +126,13 @@ def test_estimate_cost_arithmetic():
     # Given 1,500 input and 500 output tokens
     usage = Usage(input_tokens=1500, output_tokens=500)
     # When priced at $0.003 / $0.015 per 1k tokens, input only, or not at all
-    full = estimate_cost(usage, {"input_per_1k": 0.003, "output_per_1k": 0.015})
-    input_only = estimate_cost(usage, {"input_per_1k": 0.002})
+    full = estimate_cost(usage, ModelPrice(input_per_1k=0.003, output_per_1k=0.015))
+    input_only = estimate_cost(usage, ModelPrice(input_per_1k=0.002))
     # Then the cost is the per-1k rates times tokens / 1000, and None when the model has no price
     assert full == pytest.approx(0.0045 + 0.0075)
     assert input_only == pytest.approx(0.003)
     assert estimate_cost(usage, None) is None
-    assert estimate_cost(Usage(), {"input_per_1k": 1, "output_per_1k": 1}) == 0.0
+    assert estimate_cost(Usage(), ModelPrice(input_per_1k=1, output_per_1k=1)) == 0.0
 
 
 def test_invoke_model_dispatches_to_the_adapter():

@@ -46,7 +46,7 @@ TABLE: list[tuple[type[ModelError], dict[str, int], int, list[tuple[int, int]]]]
 
 def _plan(config: dict[str, int]) -> Plan:
     node = NodeSpec(
-        id="n1", name="n1", idx=0, template="x", timeout=30, model=ModelRef(id="m", provider="builtin")
+        id="n1", name="n1", idx=0, template="x", node_timeout=30, model=ModelRef(id="m", provider="builtin")
     )
     return Plan(workflow_id="wf", version_id="v", mode="single", config=config, nodes=[node])
 
@@ -122,6 +122,7 @@ def run_machine_attempts(error: str, retry: RetryPolicy) -> tuple[int, list[tupl
         "node": {"id": "n1"},
         "retry": retry.model_dump(mode="json"),
         "attempt": 0,
+        "carried": {},
     }
     attempts, draws, name = 0, list[tuple[int, int]](), "RunNode"
     for _ in range(1000):

@@ -232,14 +232,14 @@ def test_every_task_retries_a_store_that_stayed_contended(name: str):
 
 
 
-def test_a_child_tells_run_items_the_timeout_its_task_has():
+def test_a_child_tells_run_items_the_child_timeout_its_task_has():
     # run_items records what finished before the child's Task times out (issue 23 #5): it must be
     # told that timeout, the very path the Task's TimeoutSecondsPath reads.
     children = [(n, s) for n, s, _ in _tasks_with_kind(_load("batch.asl.json"))
                 if s["Parameters"].get("action") == "run_items"]
     assert len(children) == 2
     for state_name, state in children:
-        assert state["Parameters"]["task_timeout.$"] == state["TimeoutSecondsPath"], state_name
+        assert state["Parameters"]["child_timeout.$"] == state["TimeoutSecondsPath"], state_name
 
 
 def _node_states() -> dict[str, Any]:

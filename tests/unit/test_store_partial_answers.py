@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from relayflow_runtime.adapters import batch_store
+from relayflow_runtime.adapters import batch_store, transactions
 from relayflow_runtime.adapters.batch_store import BatchStore
 from relayflow_runtime.adapters.transactions import TransactionCancelled
 from relayflow_runtime.domain.batch import ItemOutcome
@@ -102,7 +102,42 @@ def test_keys_left_unprocessed_are_asked_again_a_bounded_number_of_times(
 
     throttled = _Throttled()
     monkeypatch.setattr(BatchStore, "_ddb", property(lambda self: throttled))
-    monkeypatch.setattr(batch_store.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(transactions.time, "sleep", lambda seconds: None)
     with pytest.raises(StoreContended, match="unprocessed"):
         list(BatchStore("t")._batch_get([{"pk": "a", "sk": "b"}], consistent=False))
     assert throttled.calls == ATTEMPTS
+
+
+class _PartlyWritten:
+    """batch_write_item that leaves the last request unprocessed ``throttled`` times, then takes it."""
+
+    def __init__(self, throttled: int) -> None:
+        self.throttled, self.sizes = throttled, []  # type: ignore[var-annotated]
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        ((table, requests),) = RequestItems.items()
+        self.sizes.append(len(requests))
+        if self.throttled:
+            self.throttled -= 1
+            return {"UnprocessedItems": {table: requests[-1:]}}
+        return {}
+
+
+def test_deletes_left_unprocessed_are_sent_again_only_they_and_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from relayflow_runtime.adapters.transactions import ATTEMPTS, StoreContended
+
+    waits: list[float] = []
+    monkeypatch.setattr(transactions.time, "sleep", waits.append)
+    partly = _PartlyWritten(throttled=2)
+    monkeypatch.setattr(BatchStore, "_ddb", property(lambda self: partly))
+    BatchStore("t")._delete_batch([{"pk": "a", "sk": str(i)} for i in range(3)])
+    assert partly.sizes == [3, 1, 1]  # the whole batch, then the one item left twice
+    assert len(waits) == 2 and all(0 <= w <= 1.0 for w in waits)
+
+    stuck = _PartlyWritten(throttled=10**6)
+    monkeypatch.setattr(BatchStore, "_ddb", property(lambda self: stuck))
+    with pytest.raises(StoreContended, match="unprocessed"):
+        BatchStore("t")._delete_batch([{"pk": "a", "sk": "b"}])
+    assert len(stuck.sizes) == ATTEMPTS

@@ -328,7 +328,11 @@ STARTS = {
     "S3TriggerFunction": {"run", "batch"},
     "AdmissionFunction": {"run"},  # single runs that waited for their turn (services/admission.py)
     "BatchMachine": {"batch"},  # the distributed Map's children are executions of their own machine
-    "NodeRunnerFunction": {"jobs"},  # a finished batch's compaction of its outcomes (services/outcomes.py)
+    # Whoever ends a batch run starts the compaction of its outcomes (services/outcomes.after_end):
+    # the runner (complete/fail), the API (cancel), the reconciler and the sweeper (settling).
+    "NodeRunnerFunction": {"jobs"},
+    "ReconcilerFunction": {"jobs"},
+    "SweeperFunction": {"jobs"},
 }
 
 

@@ -148,6 +148,29 @@ def test_a_cancel_stops_the_machine_fails_parked_gates_and_closes_open_nodes() -
     assert fakes.bus.statuses() == ["cancelled"]
 
 
+def test_a_cancelled_batch_is_sealed_and_its_compaction_started_as_any_ended_batch() -> None:
+    # Given a running batch whose list carries ordinals (its outcomes are child records), and one
+    # prepared before them (per-item records: nothing to compact)
+    fakes = Fakes()
+    index = {"buckets": 1, "ordinals": True}
+    first = put_run(fakes, "b-1", status="running", input_mode="batch", item_index=index)
+    second = put_run(fakes, "b-2", status="running", input_mode="batch", item_index={"buckets": 1})
+    # When both are cancelled (the cancel's move; its answer reads the results from S3)
+    for record in (first, second):
+        transitions.transition(TENANT, record, ("running",), "cancelled", env=fakes.deps)
+    # Then the first's counters are sealed (a child still running records nothing after) and its
+    # compaction is started on the jobs machine, named by the run; the second has neither
+    assert fakes.batches.sealed == {(TENANT, "b-1")}
+    started = [(name, job) for _, name, job in fakes.machines.started]
+    assert started == [("compact-b-1", {"kind": "compact_outcomes", "tenant": TENANT, "execution_id": "b-1"})]
+    # And both left the sweep index: nothing is left for the sweeper
+    assert fakes.sweep.left == ["b-1", "b-2"]
+    # And the sweeper's follow-up, given a row of its index (no item_index), starts it again
+    row = {"id": "b-1", "tenant": TENANT, "status": "cancelled", "input_mode": "batch"}
+    assert transitions.after_finish(TENANT, row, env=fakes.deps)
+    assert [name for _, name, _ in fakes.machines.started] == ["compact-b-1", "compact-b-1"]
+
+
 def test_a_cancel_of_a_finished_run_is_a_conflict_and_changes_nothing() -> None:
     fakes = Fakes()
     put_run(fakes, "x-4", status="completed")

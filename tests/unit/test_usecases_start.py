@@ -88,7 +88,8 @@ def test_a_start_writes_the_run_its_plan_and_nodes_announces_it_and_starts_its_m
     # and its plan snapshot is in the bucket, its nodes pending in topological order
     plan = fakes.blobs.get_json(plan_key(TENANT, execution.id))
     assert [n["id"] for n in plan["nodes"]] == ["a", "b"] and plan["nodes"][1]["parents"] == ["a"]
-    assert set(plan) == {"workflow_id", "version_id", "mode", "timeout", "config", "nodes"}  # no "levels"
+    # no "levels"; the run's timeout under its name, and its former one for the previous runner
+    assert set(plan) == {"workflow_id", "version_id", "mode", "run_timeout", "timeout", "config", "nodes"}
     assert "node_order" not in record  # written, never read: no longer written
     nodes = {n["node_id"]: n for n in fakes.executions.node_records(TENANT, execution.id)}
     assert {k: (v["status"], v["idx"]) for k, v in nodes.items()} == {

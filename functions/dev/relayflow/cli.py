@@ -432,7 +432,10 @@ def show_estimate(ui: Ui, estimate: ExecutionEstimate) -> int:
         ui.json(estimate.model_dump(mode="json"))
         return EXIT_OK
     items = f"{estimate.items:,}" + (
-        "" if estimate.items_exact else f" (from the first {estimate.items_read:,})"
+        ""
+        if estimate.items_exact
+        else f" (extrapolated from a sample: the first {estimate.items_read:,} items, "
+        f"read until its {estimate.read_stopped_by} bound)"
     )
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="dim")

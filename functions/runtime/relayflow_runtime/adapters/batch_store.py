@@ -15,7 +15,10 @@ transaction, each item's pointer — an update of its block's record conditional
 absence (a child of aligned items: one record) — and one counter ADD for exactly those. A repeated
 child (an Express child run twice, even at the same moment, or any two children sharing items)
 meets the condition, reads the block, and records only what is still missing — usually nothing:
-the first complete record wins and nothing is counted twice. A ten-item block record is ≈0.5 KB:
+the first complete record wins and nothing is counted twice. Once the run has ended its counter
+shards are sealed (``seal``): the ADD is conditional on that, so a child still running then (an
+Express child outlives its stopped parent) records nothing, and the end's counts and the run's
+compacted segments hold every recorded item. A ten-item block record is ≈0.5 KB:
 2 WRU per child (transactional) plus 2 for its counter ADD, against ~2 WRU per KB of every item's
 outcome in the per-item records below.
 
@@ -37,10 +40,8 @@ counter ADD per child — against four writes of the former design (a record per
 
 from __future__ import annotations
 
-import functools
 import json
 import random
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -49,12 +50,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import from_dynamo, to_dynamo
 from relayflow_runtime.adapters.transactions import (
-    ATTEMPTS,
     CONTENTION_REASONS,
     StoreContended,
     TransactionCancelled,
-    retry_contention,
     transact_write,
+    until_processed,
 )
 from relayflow_runtime.domain.batch import (
     COUNTER_SHARDS,
@@ -76,10 +76,20 @@ _RETRYABLE_REASONS = frozenset({"ConditionalCheckFailed", *CONTENTION_REASONS})
 #: the other recorded): every cancelled round means the other one wrote, so this is a bound on
 #: writers of one item at one moment, not on time.
 CHILD_RECORD_ROUNDS = 8
+#: The attribute of a counter shard that says the run's children may no longer record (seal).
+SEALED = "sealed"
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _serializer.serialize(v) for k, v in to_dynamo(item).items()}
+
+
+def _keep_expiry(names: dict[str, str], values: dict[str, Any], expires_at: int) -> str:
+    """An update's clause that sets the item's TTL once (a later write keeps the first), its name
+    and value added to ``names`` and ``values``."""
+    names["#ttl"] = "expires_at"
+    values[":ttl"] = {"N": str(expires_at)}
+    return "#ttl = if_not_exists(#ttl, :ttl)"
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -162,14 +172,15 @@ class BatchStore:
     def _counter_update(
         self, tenant: str, execution_id: str, amounts: dict[str, int], expires_at: int | None
     ) -> dict[str, Any]:
+        """One ADD on a counter shard picked at random, conditional on the run's counters not being
+        sealed (:meth:`seal`)."""
         counted = {name: amount for name, amount in amounts.items() if amount}
         names = {f"#c{i}": name for i, name in enumerate(counted)}
         values = {f":c{i}": {"N": str(amount)} for i, amount in enumerate(counted.values())}
         expression = "ADD " + ", ".join(f"{n} :c{i}" for i, n in enumerate(names))
         if expires_at:  # the run's retention (services/retention.py), set by the shard's first ADD
-            names["#ttl"] = "expires_at"
-            values[":ttl"] = {"N": str(expires_at)}
-            expression += " SET #ttl = if_not_exists(#ttl, :ttl)"
+            expression += " SET " + _keep_expiry(names, values, expires_at)
+        names["#sealed"] = SEALED
         return {
             "Update": {
                 "TableName": self.table_name,
@@ -177,15 +188,42 @@ class BatchStore:
                 "UpdateExpression": expression,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
+                "ConditionExpression": "attribute_not_exists(#sealed)",
             }
         }
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None:
+        """No child of the run records anything after this returns: every counter shard is marked
+        ``sealed``, and a child's pointer transaction holds its counter ADD conditional on the
+        shard's not being sealed (:meth:`record_pointers`), so it records all of its items or, once
+        sealed, none. One transaction of COUNTER_SHARDS updates (a shard a child is writing at that
+        moment is a conflict, retried); repeatable."""
+        names = {"#sealed": SEALED}
+        values: dict[str, Any] = {":sealed": {"BOOL": True}}
+        expression = "SET #sealed = :sealed"
+        if expires_at:  # a shard no child wrote yet is created here: it expires with the run
+            expression += ", " + _keep_expiry(names, values, expires_at)
+        transact_write(
+            [
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": _wire(self.counter_key(tenant, execution_id, shard)),
+                        "UpdateExpression": expression,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+                for shard in range(COUNTER_SHARDS)
+            ]
+        )
 
     def record_outcomes(
         self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None = None
     ) -> list[str]:
         """Record each outcome unless its item already has one, and count exactly those, atomically
         (``expires_at``: the run's retention TTL). Returns the ids of the items recorded by this
-        call (none when a repeated child calls)."""
+        call (none when a repeated child calls, nor once the run's counters are sealed)."""
         pending = list({o.source_item_id: o for o in outcomes}.values())
         while pending:
             puts = [self._outcome_put(tenant, execution_id, o, expires_at) for o in pending]
@@ -194,6 +232,8 @@ class BatchStore:
                 transact_write([*puts, self._counter_add(tenant, execution_id, pending, expires_at)])
                 return [o.source_item_id for o in pending]
             except TransactionCancelled as exc:
+                if exc.failed_condition(len(puts)):
+                    return []  # the run has ended and sealed its counters (seal): nothing recorded
                 already = {i for i in range(len(pending)) if exc.failed_condition(i)}
                 if not already or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise  # nothing to drop: trying the same transaction again would loop
@@ -213,7 +253,8 @@ class BatchStore:
         """Record each ordinal's pointer unless it has one already, and count exactly those,
         atomically: one conditional update per record block the ordinals fall in (a child of
         RECORD_BLOCK aligned items: one) and one counter ADD. Returns the ordinals recorded by this
-        call (none when a repeated child calls)."""
+        call (none when a repeated child calls, nor once the run's counters are sealed: a child that
+        outlives its run's end records nothing its end did not count)."""
         recorded: set[int] = set()
         existing: set[int] = set()  # blocks known to have a record: updated, not put
         for _ in range(CHILD_RECORD_ROUNDS):
@@ -234,10 +275,13 @@ class BatchStore:
                 self._pointer_write(tenant, execution_id, block, members, expires_at, block in existing)
                 for block, members in blocks.items()
             ]
+            counter = self._counter_update(tenant, execution_id, amounts, expires_at)
             try:
-                transact_write([*writes, self._counter_update(tenant, execution_id, amounts, expires_at)])
+                transact_write([*writes, counter])
                 return list(pending)
             except TransactionCancelled as exc:
+                if exc.failed_condition(len(writes)):
+                    return []  # the run has ended and sealed its counters (seal): nothing recorded
                 met = [block for i, block in enumerate(blocks) if exc.failed_condition(i)]
                 if not met or any(r not in _RETRYABLE_REASONS for r in exc.reasons if r):
                     raise
@@ -289,9 +333,7 @@ class BatchStore:
         values = {f":p{j}": {"S": p.encode()} for j, p in enumerate(members.values())}
         expression = "SET " + ", ".join(f"#p{j} = :p{j}" for j in range(len(members)))
         if expires_at:  # the run's retention (services/retention.py)
-            names["#ttl"] = "expires_at"
-            values[":ttl"] = {"N": str(expires_at)}
-            expression += ", #ttl = if_not_exists(#ttl, :ttl)"
+            expression += ", " + _keep_expiry(names, values, expires_at)
         return {
             "Update": {
                 "TableName": self.table_name,
@@ -369,18 +411,11 @@ class BatchStore:
                     **projection,
                 }
             }
-            attempt = 0
-            while request:
-                response = retry_contention(functools.partial(self._ddb.batch_get_item, RequestItems=request))
+            for response in until_processed(
+                lambda r: self._ddb.batch_get_item(RequestItems=r), request, "UnprocessedKeys"
+            ):
                 for item in response.get("Responses", {}).get(self.table_name, []):
                     yield _plain(item)
-                request = response.get("UnprocessedKeys") or {}
-                attempt += 1
-                if request and attempt >= ATTEMPTS:
-                    left = len(request[self.table_name]["Keys"])
-                    raise StoreContended(f"{left} keys stayed unprocessed (throttled)")
-                if request:  # throttled keys: asked again after a jittered wait
-                    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))
 
     def outcomes(
         self,
@@ -457,9 +492,7 @@ class BatchStore:
 
     def _delete_batch(self, keys: list[dict[str, Any]]) -> None:
         request: dict[str, Any] = {self.table_name: [{"DeleteRequest": {"Key": k}} for k in keys]}
-        backoff = 0.01
-        while request:
-            request = self._ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-            if request:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+        for _ in until_processed(
+            lambda r: self._ddb.batch_write_item(RequestItems=r), request, "UnprocessedItems"
+        ):
+            pass

@@ -56,10 +56,11 @@ class StateMachines:
             if exc.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
                 raise
 
-    def release(self, token: str) -> None:
-        """Let a task parked on ``.waitForTaskToken`` go on (a node whose parents are done)."""
+    def release(self, token: str, output: dict[str, Any] | None = None) -> None:
+        """Let a task parked on ``.waitForTaskToken`` go on (a node whose parents are done), with
+        ``output`` as the task's result (the run machine's gate: the parents' outputs it carries)."""
         try:
-            self._sfn.send_task_success(taskToken=token, output="{}")
+            self._sfn.send_task_success(taskToken=token, output=json.dumps(output or {}, default=str))
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in _STALE_TOKEN_CODES:
                 raise

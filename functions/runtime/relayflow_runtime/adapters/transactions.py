@@ -24,9 +24,10 @@ transaction), so repeating it cannot count anything twice.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -158,3 +159,30 @@ def transact_write(
         if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
             raise TransactionCancelled(*_reasons(exc)) from exc
         raise
+
+
+def until_processed(
+    call: Callable[[dict[str, Any]], dict[str, Any]],
+    request: dict[str, Any],
+    leftover: str,
+    *,
+    attempts: int = ATTEMPTS,
+    sleep: Callable[[float], None] | None = None,
+    rng: random.Random | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Each response of a batch call (``BatchGetItem``, ``BatchWriteItem``) on ``request``, asked
+    again for what DynamoDB left unprocessed (its ``leftover`` field: ``UnprocessedKeys`` or
+    ``UnprocessedItems``, throttled parts) after a full-jitter wait, ``attempts`` calls at most,
+    then :class:`StoreContended`. A whole call refused for contention is retried as
+    :func:`retry_contention` retries it."""
+    attempt = 0
+    while request:
+        response = retry_contention(functools.partial(call, request))
+        yield response
+        request = response.get(leftover) or {}
+        attempt += 1
+        if request and attempt >= attempts:
+            left = sum(len(v.get("Keys", v) if isinstance(v, dict) else v) for v in request.values())
+            raise StoreContended(f"{left} requests stayed unprocessed (throttled) after {attempt} calls")
+        if request:
+            (sleep or time.sleep)((rng or random).uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2**attempt)))

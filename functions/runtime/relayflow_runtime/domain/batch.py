@@ -22,6 +22,7 @@ from relayflow_runtime.domain.engine import (
     LAMBDA_LIMIT_SECONDS,
     OVERDUE_MARGIN_SECONDS,
     Plan,
+    RunClock,
     RunRef,
     fits_express,
     worst_case_item_seconds,
@@ -32,11 +33,31 @@ from relayflow_runtime.domain.engine import (
 OUTCOME_SHARDS = 32
 #: The progress counters of a run: one ADD per child batch goes to one of these.
 COUNTER_SHARDS = 16
-#: Items one child batch runs at once (the Map's ItemBatcher) by default, at most.
-DEFAULT_MAX_ITEMS_PER_CHILD = 10
-#: A child's items and its counter update are one TransactWriteItems: at most 100 actions and
-#: 4 MB, so a child holds at most 50 items of at most OUTCOME_BUDGET_BYTES each.
-MAX_ITEMS_PER_CHILD = 50
+#: Consecutive ordinals of a run's list whose pointers share one DynamoDB record (domain/outcomes.py):
+#: ten pointers are ≈0.4 KB, the 2 write units of one transactional write. Part of the stored
+#: layout (a run's records are read back by it): never changed for a size of child.
+RECORD_BLOCK = 10
+#: Items one child batch runs at once (the Map's ItemBatcher), at most. A child's own costs — its
+#: S3 PUT, its Express and Lambda requests, its transaction, the time its invocation waits on its
+#: slowest item — are shared by its items: at 20 a child they are half of what they were at 10
+#: (docs/batch.md, Cost). More would hold more finished items back behind a child's slowest one.
+MAX_ITEMS_PER_CHILD = 20
+#: Children of whole pointer records (RECORD_BLOCK x 2, x 3 ...) are chosen over the smaller sizes
+#: only while they still run at least this share of ``parallelism`` at once.
+WHOLE_BLOCKS_AT_ONCE = 0.9
+#: A function's threads that run items, and nodes of items beside their item's own thread
+#: (services/batch_items.py): a child's items all run at once, and its worst case is one item's,
+#: only while they have a thread each.
+ITEM_THREADS = 128
+NODE_THREADS = 256
+#: What a child's prompts and outputs may hold in memory at their largest (each value up to
+#: BATCH_VALUE_LIMIT stays in the child's object): half the node runner's 512 MB; a child of ten
+#: items of a 40-node plan (the most a version holds) could hold 200 MiB before children of 20.
+CHILD_VALUES_BYTES = 256 * 1024 * 1024
+#: Runs whose list entries carry no ordinal (prepared before child records; a re-run copies such a
+#: list) record per item, all of a child's items in one TransactWriteItems: at most 100 actions and
+#: 4 MB, so at most 50 items of OUTCOME_BUDGET_BYTES each (and the counter ADD).
+PER_ITEM_RECORDS_MAX_ITEMS = 50
 OUTCOME_BUDGET_BYTES = 64 * 1024
 #: A prompt or output larger than this stands in an S3 object of its own even when the child's
 #: object holds its item's outcome (domain/outcomes.py): a results page reads its item's output
@@ -136,35 +157,34 @@ class BatchSettings(_Shape):
         return self.child_timeout
 
 
-class BatchStart(_Shape):
+class BatchStart(RunClock):
     """What ``prepare_batch`` and ``reserve_budget`` return to the batch machine (and what
-    ``reserve_budget`` is sent: Prepare's answer, or its own before AwaitBudget). ``timeout``: the
-    run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it when
-    the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
+    ``reserve_budget`` is sent: Prepare's answer, or its own before AwaitBudget). ``run_timeout``:
+    the run's clock (Prepare's: the longest the run may take; ReserveBudget's: what is left of it
+    when the Race starts); ``budget_wait``: how long AwaitBudget stays parked before asking again."""
 
     run: RunRef
     batch: BatchSettings
-    timeout: int
     budget_wait: int
 
 
 class AwaitBudgetEvent(_Shape):
-    """``await_budget``: the batch parked until the budget has room (``timeout``: how long it may
-    wait at most), with the task token a release sends back."""
+    """``await_budget``: the batch parked until the budget has room (``run_timeout``: the run's
+    clock, the longest it may wait), with the task token a release sends back."""
 
     run: RunRef
     batch: BatchSettings
-    timeout: int
+    run_timeout: int = Field(validation_alias=AliasChoices("run_timeout", "timeout"))
     token: str
 
 
 class ItemsEvent(_Shape):
-    """``run_items``: one child's entries, and its Task's own timeout (seconds; absent in the
-    definitions before it was passed)."""
+    """``run_items``: one child's entries, and its ``child_timeout`` (its Task's timeout, seconds;
+    ``task_timeout`` in the previous definition, absent in the ones before)."""
 
     run: RunRef
     items: list[ItemEntry] = Field(default_factory=list)
-    task_timeout: float | None = None
+    child_timeout: float | None = Field(None, validation_alias=AliasChoices("child_timeout", "task_timeout"))
 
 
 class ItemsFailedEvent(_Shape):
@@ -205,14 +225,37 @@ def outcome_shard(item_id: str) -> int:
 
 
 # ---- sizing a batch ---------------------------------------------------------------------------------
-def default_items_per_child(parallelism: int) -> int:
-    """Items per child: enough to divide the Map's requests and transactions (at least half of
-    ``min(10, parallelism // 2)``), few enough that a child's slowest item does not hold many
-    finished ones back; of those, the one whose whole children run the most items at once without
-    exceeding ``parallelism`` (the larger on a tie). 15 is 3 children of 5, 25 is 5 of 5, 97 is 12
-    of 8 (96 at once)."""
-    most = min(DEFAULT_MAX_ITEMS_PER_CHILD, max(1, parallelism // 2))
-    return max(range(max(1, most // 2), most + 1), key=lambda size: (parallelism // size * size, size))
+def most_items_per_child(plan: Plan) -> int:
+    """The most items one child of this plan may hold, from what a child now holds and writes: a
+    thread for each item and for each of its nodes that may run at once (at most the nodes off its
+    longest chain, plus one), so that the child's worst case stays one item's; its prompts and
+    outputs in memory at their largest; and a per-item records' transaction (see the constants)."""
+    nodes = len(plan.nodes) or 1
+    depth: dict[str, int] = {}
+    for node in plan.nodes:  # topological order
+        depth[node.id] = 1 + max((depth.get(parent, 0) for parent in node.parents), default=0)
+    widest = nodes - max(depth.values(), default=1) + 1
+    in_memory = CHILD_VALUES_BYTES // (nodes * 2 * BATCH_VALUE_LIMIT)
+    threads = min(ITEM_THREADS, NODE_THREADS // widest)
+    return max(1, min(MAX_ITEMS_PER_CHILD, threads, in_memory, PER_ITEM_RECORDS_MAX_ITEMS))
+
+
+def default_items_per_child(parallelism: int, most: int = MAX_ITEMS_PER_CHILD) -> int:
+    """Items per child (at most ``most``, and at least two children when ``parallelism`` allows).
+
+    Children of whole pointer records — 20 items, 30 ... (RECORD_BLOCK x n, n >= 2): the largest
+    that still runs WHOLE_BLOCKS_AT_ONCE of ``parallelism`` at once: a child's own costs are shared
+    by twice the items or more, and no two children write one record. Otherwise children of up to
+    RECORD_BLOCK items: enough to divide the Map's requests and transactions (at least half of
+    ``min(RECORD_BLOCK, parallelism // 2)``), of those the one whose whole children run the most
+    items at once without exceeding ``parallelism`` (the larger on a tie): 15 is 3 children of 5,
+    25 is 5 of 5, 50 is 5 of 10, 97 is 12 of 8 (96 at once); 40 and 100 are children of 20."""
+    most = min(most, max(1, parallelism // 2))
+    for size in range(most - most % RECORD_BLOCK, RECORD_BLOCK, -RECORD_BLOCK):
+        if parallelism // size * size >= WHOLE_BLOCKS_AT_ONCE * parallelism:
+            return size
+    small = min(most, RECORD_BLOCK)
+    return max(range(max(1, small // 2), small + 1), key=lambda size: (parallelism // size * size, size))
 
 
 def children_for(parallelism: int, items_per_child: int) -> int:
@@ -233,7 +276,7 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     call rarely takes one): a child that really runs past 15 minutes is caught, and its items are
     recorded failed (``items_failed``), to be retried with ``retry_failed_items``."""
     express = fits_express(plan)
-    items_per_child = min(default_items_per_child(parallelism), MAX_ITEMS_PER_CHILD)
+    items_per_child = default_items_per_child(parallelism, most_items_per_child(plan))
     limit = EXPRESS_LIMIT_SECONDS - EXPRESS_RESERVE_SECONDS if express else LAMBDA_LIMIT_SECONDS
     return BatchSettings(
         items_key=items_key,
@@ -245,13 +288,13 @@ def batch_settings(plan: Plan, parallelism: int, total: int, items_key: str) -> 
     )
 
 
-def batch_overdue_after_seconds(settings: BatchSettings, timeout: int) -> int:
-    """How long after its start a batch is overdue: its own timeout or, sooner, every wave of
-    children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
+def batch_overdue_after_seconds(settings: BatchSettings, run_timeout: int) -> int:
+    """How long after its start a batch is overdue: its own ``run_timeout`` or, sooner, every wave
+    of children at its worst case (``child_timeout`` each); plus OVERDUE_MARGIN_SECONDS."""
     at_once = max(1, settings.children) * max(1, settings.items_per_child)
     waves = max(1, math.ceil(settings.total / at_once))
     worst = waves * (settings.child_timeout or LAMBDA_LIMIT_SECONDS)
-    return min(timeout, worst) + OVERDUE_MARGIN_SECONDS
+    return min(run_timeout, worst) + OVERDUE_MARGIN_SECONDS
 
 
 # ---- judging a finished batch -----------------------------------------------------------------------

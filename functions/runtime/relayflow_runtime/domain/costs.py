@@ -13,19 +13,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 NANOS_PER_DOLLAR = 1_000_000_000
 _NANOS_PER_TOKEN_AT_ONE_DOLLAR_PER_1K = NANOS_PER_DOLLAR // 1000
 
 
-def estimate_cost_nanos(input_tokens: int, output_tokens: int, price: Mapping[str, Any] | None) -> int | None:
+class Price(Protocol):
+    """A model's price, parsed (providers/config.py ``ModelPrice``): dollars per 1,000 tokens."""
+
+    @property
+    def input_rate(self) -> float: ...
+
+    @property
+    def output_rate(self) -> float: ...
+
+
+def estimate_cost_nanos(input_tokens: int, output_tokens: int, price: Price | None) -> int | None:
     """Cost of one call in nano-dollars, rounded half-even to a whole one; None without a price."""
-    if not price:
+    if price is None:
         return None
     total = Decimal(0)
-    for tokens, key in ((input_tokens, "input_per_1k"), (output_tokens, "output_per_1k")):
-        rate = Decimal(str(price.get(key) or 0))  # str(): the decimal the user wrote, not its binary float
+    for tokens, rate_per_1k in ((input_tokens, price.input_rate), (output_tokens, price.output_rate)):
+        rate = Decimal(str(rate_per_1k))  # str(): the decimal the user wrote, not its binary float
         total += rate * int(tokens) * _NANOS_PER_TOKEN_AT_ONE_DOLLAR_PER_1K
     return int(total.to_integral_value(rounding=ROUND_HALF_EVEN))
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+
+from relayflow_runtime.domain.templating import TemplateError, parse_template
 
 #: A run without a timeout of its own still races a clock (Standard executions live at most a year).
 NO_TIMEOUT_SECONDS = 30_000_000
@@ -55,13 +57,15 @@ class ModelRef(_Shape):
 
 
 class NodeSpec(_Shape):
-    """One node as the snapshot keeps it: everything its attempts need."""
+    """One node as the snapshot keeps it: everything its attempts need. ``node_timeout``: the most
+    one attempt may take (the node's ``timeout``, else its version's ``node_timeout``); plans
+    written before it had that name read ``timeout``."""
 
     id: str
     name: str
     idx: int
     template: str
-    timeout: int
+    node_timeout: int = Field(validation_alias=AliasChoices("node_timeout", "timeout"))
     on_failure: Literal["stop", "continue"] = "stop"
     output_format: str | None = None
     #: Nodes whose end releases this one (without edges: the node created before it).
@@ -70,16 +74,33 @@ class NodeSpec(_Shape):
     upstream: dict[str, str] = Field(default_factory=dict)
     model: ModelRef
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int:
+        """``node_timeout`` under its former name, still written: a node runner of the previous
+        deploy (a deploy updates the API and the runner one after the other) reads it from the
+        plan an updated API wrote. To be removed once no such runner can be running."""
+        return self.node_timeout
+
 
 class Plan(_Shape):
-    """The validated snapshot of a workflow version an execution runs (nodes in topological order)."""
+    """The validated snapshot of a workflow version an execution runs (nodes in topological order).
+    ``run_timeout``: the run's own ``timeout`` as asked (None: none); plans written before it had
+    that name read ``timeout``."""
 
     workflow_id: str
     version_id: str
     mode: Literal["single", "batch"]
-    timeout: int | None = None
+    run_timeout: int | None = Field(None, validation_alias=AliasChoices("run_timeout", "timeout"))
     config: dict[str, Any]
     nodes: list[NodeSpec]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int | None:
+        """``run_timeout`` under its former name, still written for the previous deploy's runner
+        (see ``NodeSpec.timeout``)."""
+        return self.run_timeout
 
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
@@ -169,12 +190,61 @@ class NodeTask(_Shape):
         return cls(
             id=node.id,
             idx=node.idx,
-            task_timeout=node.timeout + TIMEOUT_BACKSTOP_SECONDS,
+            task_timeout=node.node_timeout + TIMEOUT_BACKSTOP_SECONDS,
             parents=len(node.parents),
             gate=gate,
             gate_timeout=gate_timeout,
             max_gate_checks=max_gate_checks,
         )
+
+
+#: The packed outputs (JSON bytes) a releasing parent hands its child at most: well under Step
+#: Functions' 256 KB state payload, beside the rest of the node's state. A single run keeps values
+#: above 4 KB in S3 (a pointer travels), so a node of up to a few parents always fits; past it the
+#: child reads its parents' records instead.
+CARRY_LIMIT_BYTES = 32 * 1024
+#: What the parents of a node of several (a fan-in) write onto its record together, at most, to be
+#: carried: each byte on the waiting node's record is billed again in every later write to it (the
+#: other parents' updates, the gate's, the attempt's begin), a write unit per KB, while the Query
+#: it saves is half a read unit (a fifth of a write unit's price). Within one KB the record mostly
+#: stays in its write unit (measured: 10.3 write units a node either way); 1.5 KB outputs carried
+#: cost 32.7 write units a node against 29.0 queried (bench/calls.py).
+FAN_IN_CARRY_BYTES = 1024
+
+
+class CarriedOutput(_Shape):
+    """A completed parent's output as its record keeps it: packed (inline, or an S3 reference)."""
+
+    output: Any = None
+    parsed_output: Any = None
+
+
+class Carried(_Shape):
+    """What the parent that releases a node's gate hands it (its SendTaskSuccess output, which the
+    gate puts at ``$.carried`` for RunNode): the packed outputs of the node's parents, by id; empty
+    when they did not fit CARRY_LIMIT_BYTES or another writer released the gate."""
+
+    outputs: dict[str, CarriedOutput] = Field(default_factory=dict)
+
+
+def carried_suffices(node: NodeSpec, carried: Carried | None) -> bool:
+    """Whether the outputs carried to a node are all its attempt reads, so it needs no Query of its
+    run's node records: every parent's output is there (a parent that failed with on_failure
+    "continue" carries none, and ``{{input}}`` then falls back to other upstream nodes), and the
+    template names no upstream node but its parents (``{{nodes.NAME}}`` of an ancestor, or
+    ``nodes`` whole, reads outputs nobody carried)."""
+    if carried is None or not node.parents or set(carried.outputs) != set(node.parents):
+        return False
+    parent_names = {name for name, node_id in node.upstream.items() if node_id in node.parents}
+    try:
+        variables = parse_template(node.template).variables
+    except TemplateError:
+        return False  # the attempt fails on it anyway; the Query path says how
+    for path in variables:
+        parts = path.split(".")
+        if parts[0] == "nodes" and (len(parts) == 1 or parts[1] not in parent_names):
+            return False
+    return True
 
 
 class RunInput(_Shape):
@@ -183,13 +253,29 @@ class RunInput(_Shape):
     run: RunRef
 
 
-class RunStart(_Shape):
+class RunClock(_Shape):
+    """A machine's answer that sets its run's clock. ``run_timeout``: the seconds the machine's
+    RunClock races the run (the run's ``timeout``, at most what is left of the longest a run may
+    take since it was created: services/retention.py). An execution on the machine's previous
+    definition (running executions keep theirs across a deploy) sends and reads it as
+    ``timeout``."""
+
+    run_timeout: int = Field(validation_alias=AliasChoices("run_timeout", "timeout"))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timeout(self) -> int:
+        """``run_timeout`` under its former name, still answered for executions on the previous
+        definitions. To be removed once no such execution can be running."""
+        return self.run_timeout
+
+
+class RunStart(RunClock):
     """What ``start`` returns to the run machine."""
 
     run: RunRef
     nodes: list[NodeTask]
     retry: RetryPolicy
-    timeout: int
 
 
 # ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------
@@ -214,6 +300,9 @@ class NodeEvent(RunEvent):
     node: NodeTask
     attempt: int = 0
     retry: RetryPolicy | None = None
+    #: What the releasing parent handed the node's gate (absent: an execution of the previous
+    #: definition, a root, a gate that found its parents done): see :func:`carried_suffices`.
+    carried: Carried | None = None
 
 
 class NodeFailedEvent(NodeEvent):
@@ -255,7 +344,7 @@ class JobEvent(_Shape):
 
 def node_worst_case_seconds(node: NodeSpec, retry: RetryPolicy) -> int:
     """Every attempt of the node times out and every wait is the longest allowed."""
-    return node.timeout * (retry.max_retries + 1) + sum(retry.delays)
+    return node.node_timeout * (retry.max_retries + 1) + sum(retry.delays)
 
 
 def worst_case_starts(plan: Plan) -> dict[str, int]:
@@ -296,7 +385,7 @@ OVERDUE_MARGIN_SECONDS = 1800
 def overdue_after_seconds(plan: Plan) -> int:
     """How long after its start a single run is overdue: its own timeout (the machine's clock ends
     it then) or, sooner, its worst case; plus OVERDUE_MARGIN_SECONDS."""
-    return min(plan.timeout or NO_TIMEOUT_SECONDS, worst_case_item_seconds(plan)) + OVERDUE_MARGIN_SECONDS
+    return min(plan.run_timeout or NO_TIMEOUT_SECONDS, worst_case_item_seconds(plan)) + OVERDUE_MARGIN_SECONDS
 
 
 def fits_express(plan: Plan) -> bool:

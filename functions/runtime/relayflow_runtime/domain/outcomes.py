@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from relayflow_runtime.domain.batch import DEFAULT_MAX_ITEMS_PER_CHILD, ItemOutcome
+from relayflow_runtime.domain.batch import RECORD_BLOCK, ItemOutcome
 
 #: Ordinals per segment: a million items are 245 segments; a header is 48 KiB.
 SEGMENT_ITEMS = 4096
@@ -42,9 +42,6 @@ HEADER = struct.Struct(">QI")
 #: values ends early, with a next token.
 READ_BYTES = 8 * 1024 * 1024
 ANSWER_BYTES = 4 * 1024 * 1024
-#: Consecutive ordinals whose pointers share one DynamoDB record: a default child's items
-#: (DEFAULT_MAX_ITEMS_PER_CHILD, batched in list order) are one record, ≈0.5 KB.
-RECORD_BLOCK = DEFAULT_MAX_ITEMS_PER_CHILD
 #: Fields of an outcome that its result keeps (besides the last node's output).
 RESULT_FIELDS = ("status", "error", "failed_node_id", "duration_ms", "completed_at")
 

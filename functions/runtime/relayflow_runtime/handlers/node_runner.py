@@ -27,6 +27,7 @@ from relayflow_runtime.domain.batch import (
     ItemsRun,
 )
 from relayflow_runtime.domain.engine import (
+    Carried,
     FailEvent,
     GateEvent,
     JobEvent,
@@ -79,7 +80,7 @@ def _gate(event: GateEvent, remaining_ms: int | None) -> None:
 
 
 def _node(event: NodeEvent, remaining_ms: int | None) -> None:
-    run_machine.run_node(event.run, event.node, event.attempt)
+    run_machine.run_node(event.run, event.node, event.attempt, event.carried)
 
 
 def _node_failed(event: NodeFailedEvent, remaining_ms: int | None) -> NodeFailure:
@@ -103,6 +104,10 @@ def _ends(engine: _Ends) -> dict[str, Action[Any]]:
     return {"complete": Action(RunEvent, complete), "fail": Action(FailEvent, fail)}
 
 
+#: What the runner's SendTaskSuccess hands a task parked on a ``.waitForTaskToken`` service
+#: integration of the run machine (its gate, AwaitParents): services/run_machine._release_children.
+GATE_RELEASE: type[BaseModel] = Carried
+
 RUN_ACTIONS: dict[str, Action[Any]] = {
     "start": Action(RunEvent, _start),
     "gate": Action(GateEvent, _gate),
@@ -114,10 +119,11 @@ RUN_ACTIONS: dict[str, Action[Any]] = {
 
 # ---- the batch machine (statemachine/batch.asl.json) -----------------------------------------------
 def _child_time(event: ItemsEvent, remaining_ms: int | None) -> int | None:
-    """The time a child's ``run_items`` has: the invocation's, or the Task's own timeout when that is
-    shorter (an Express child's ``task_timeout`` is far below Lambda's 900 s, and Step Functions
-    times the Task out there, discarding its result: what finished must be recorded before)."""
-    timeout = event.task_timeout
+    """The time a child's ``run_items`` has: the invocation's, or its ``child_timeout`` (its Task's
+    timeout) when that is shorter (an Express child's is far below Lambda's 900 s, and Step
+    Functions times the Task out there, discarding its result: what finished must be recorded
+    before)."""
+    timeout = event.child_timeout
     limits = [ms for ms in (remaining_ms, int(timeout * 1000) if timeout else None) if ms is not None]
     return min(limits) if limits else None
 
@@ -132,7 +138,7 @@ def _reserve_budget(event: BatchStart, remaining_ms: int | None) -> BatchStart:
 
 def _await_budget(event: AwaitBudgetEvent, remaining_ms: int | None) -> None:
     run = event.run
-    budget.await_budget(run.tenant, run.execution_id, event.batch, event.timeout, event.token)
+    budget.await_budget(run.tenant, run.execution_id, event.batch, event.run_timeout, event.token)
 
 
 def _run_items(event: ItemsEvent, remaining_ms: int | None) -> ItemsRun:

@@ -28,7 +28,7 @@ from relayflow_runtime.providers.base import (
     Usage,
 )
 from relayflow_runtime.providers.builtin import extract_text
-from relayflow_runtime.providers.config import ModelConfig, json_schema, problems
+from relayflow_runtime.providers.config import ModelConfig, ModelPrice, json_schema, problems
 
 __all__ = [
     "PROVIDERS",
@@ -116,18 +116,17 @@ def invoke_model(
     return _ADAPTERS[provider].invoke(parsed, prompt, ctx)
 
 
-def dry_run_model(provider: str, config: Mapping[str, Any], prompt: str) -> ModelResult | None:
+def dry_run_model(config: ModelConfig, prompt: str) -> ModelResult | None:
     """What a model would answer without calling it, where that is known (the builtin models,
-    which compute their answer here); None for a provider whose answer needs the call. Raises
-    ``PermanentModelError`` for a call that would fail."""
-    if provider != "builtin":
+    which compute their answer here); None for a provider whose answer needs the call. ``config``:
+    the model's parsed config (``parsed_config``). Raises ``PermanentModelError`` for a call that
+    would fail."""
+    if not isinstance(config, builtin.BuiltinModelConfig):
         return None
-    parsed = parsed_config(provider, config)  # parsed once per stored config, as a call does
-    assert isinstance(parsed, builtin.BuiltinModelConfig)
-    return builtin.dry_run(parsed, prompt)
+    return builtin.dry_run(config, prompt)
 
 
-def estimate_cost(usage: Usage, price: Mapping[str, Any] | None) -> float | None:
-    """Cost of one call in dollars from the model's ``price`` ({"input_per_1k", "output_per_1k"});
+def estimate_cost(usage: Usage, price: ModelPrice | None) -> float | None:
+    """Cost of one call in dollars from the model's parsed ``price`` (``ModelConfig.declared_price``);
     None if unpriced. See :mod:`relayflow_runtime.domain.costs` (runs add up exact nano-dollars)."""
     return nanos_to_dollars(estimate_cost_nanos(usage.input_tokens, usage.output_tokens, price))

@@ -72,6 +72,12 @@ class BedrockModelConfig(ModelConfig):
     system_prompt: str | MISSING = MISSING
     inference: BedrockInference | MISSING | None = MISSING
 
+    @property
+    def output_cap(self) -> int | None:
+        inference = or_default(self.inference, None)
+        cap = None if inference is None else or_default(inference.max_tokens, None)
+        return cap if cap is not None else super().output_cap
+
 
 CONFIG = BedrockModelConfig
 

@@ -79,6 +79,15 @@ class ModelPrice(BaseModel):
         | None
     ) = MISSING
 
+    # domain/costs.py's ``Price``: a rate left out (or null) is 0.
+    @property
+    def input_rate(self) -> float:
+        return or_default(self.input_per_1k, None) or 0.0
+
+    @property
+    def output_rate(self) -> float:
+        return or_default(self.output_per_1k, None) or 0.0
+
 
 # A model's own rate limit, enforced across concurrent runs (services: rate_limits.py).
 class ModelRateLimit(BaseModel):
@@ -93,6 +102,16 @@ class ModelRateLimit(BaseModel):
 
     requests_per_minute: Annotated[int, Field(ge=1, le=MAX_REQUESTS_PER_MINUTE)] | MISSING | None = MISSING
     tokens_per_minute: Annotated[int, Field(ge=1, le=MAX_TOKENS_PER_MINUTE)] | MISSING | None = MISSING
+
+    @property
+    def requests(self) -> int | None:
+        """Requests a minute, or None: not limited."""
+        return or_default(self.requests_per_minute, None)
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens a minute, or None: not limited."""
+        return or_default(self.tokens_per_minute, None)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +142,27 @@ class ModelConfig(BaseModel):
     api_key: InlineSecret = MISSING
     api_key_camel: InlineSecret = Field(MISSING, alias="apiKey")
     api_key_dash: InlineSecret = Field(MISSING, alias="api-key")
+
+    @property
+    def declared_price(self) -> ModelPrice | None:
+        """The model's ``price``; None: not known (a price naming no rate is none)."""
+        price = or_default(self.price, None)
+        return price if price is not None and price.model_fields_set else None
+
+    @property
+    def declared_rate_limit(self) -> ModelRateLimit | None:
+        """The model's ``rate_limit`` when it limits anything; None: not limited."""
+        limit = or_default(self.rate_limit, None)
+        return limit if limit is not None and (limit.requests or limit.tokens) else None
+
+    @property
+    def output_cap(self) -> int | None:
+        """The most tokens a call answers, where the config sets it: what the rate limits and the
+        estimate count a call's output as at most. OpenAI's ``max_tokens`` and Bedrock's
+        ``inference.maxTokens`` are settings of theirs; another provider's config may state it as
+        a ``max_tokens`` of its own (kept, as any setting the provider does not know)."""
+        cap = (self.model_extra or {}).get("max_tokens")
+        return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
     @classmethod
     def subject(cls, provider: str, config: Mapping[str, Any]) -> str:

@@ -92,6 +92,10 @@ class OpenAIModelConfig(ModelConfig):
         | None
     ) = MISSING
 
+    @property
+    def output_cap(self) -> int | None:
+        return or_default(self.max_tokens, None)
+
     @model_validator(mode="after")
     def _one_key_store_at_most(self) -> OpenAIModelConfig:
         if isinstance(self.api_key_secret_arn, str) and isinstance(self.api_key_parameter, str):

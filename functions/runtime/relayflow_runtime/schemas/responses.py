@@ -187,10 +187,17 @@ class ExecutionEstimate(Entity):
     parallelism: int
     items: int = Field(description="Items the filter keeps (all of them without a filter).")
     items_exact: bool = Field(
-        description="false when the version has more items than the estimate reads: `items` is then "
-        "the kept share of those it read, times the version's item count."
+        description="false when the estimate stopped reading before the version's last item (see "
+        "`read_stopped_by`): the items read are a sample, and `items` is the kept share of them "
+        "times the version's item count."
     )
-    items_read: int
+    items_read: int = Field(description="Items the filter was run over.")
+    read_stopped_by: Literal["items", "bytes", "seconds"] | None = Field(
+        None,
+        description="Why the estimate stopped reading before the version's last item, so that it "
+        "answers within the API's time: `items` (20,000 read), `bytes` (64 MiB read: the item list "
+        "and the items stored apart) or `seconds` (10 s of reading); null when every item was read.",
+    )
     sample_size: int = Field(description="Kept items the templates were rendered on.")
     sample_failures: int = Field(description="Sampled items that would fail (a node's error, a template).")
     model_calls: int

@@ -15,9 +15,10 @@ A batch is an execution of the batch machine (statemachine/batch.asl.json, docs/
 * **``reserve_budget``**: the run's share, the items its Map runs at once (``children *
   items_per_child``, at most its ``parallelism``), is taken from the account's budget of batch
   parallelism (services/budget.py); ``pending -> running``.
-* **``complete``** / **``fail``**: the counter shards, summed (16 reads, whatever the item count),
-  decide: items without an outcome never ran and count as failed; ``max_failed_percent`` decides
-  ``completed`` / ``failed``.
+* **``complete``** / **``fail``**: the counter shards, sealed (no child records after) and summed
+  (16 reads, whatever the item count), decide: items without an outcome never ran and count as
+  failed; ``max_failed_percent`` decides ``completed`` / ``failed``. What follows every end (a
+  cancel's too) starts the compaction of the outcomes (services/outcomes.py ``after_end``).
 * **Deleting** a run: the API starts a job of the jobs machine (``delete_execution_job``), which
   deletes its objects, outcomes and counters in rounds, the execution last.
 
@@ -203,39 +204,31 @@ def _dataset_entries(
     tenant: str, config: BatchConfig, watch: _CancelWatch
 ) -> tuple[Iterator[dict[str, Any]], int]:
     try:
-        version = dataset_service.get_version_record(tenant, config.dataset_id, config.dataset_version_id)
+        source = dataset_service.item_source(tenant, config.dataset_id, config.dataset_version_id)
     except NotFound:
         raise _Refused(
             f"dataset version '{config.dataset_version_id}' was deleted before the run could read it."
         ) from None
-    source = version.get("items_key") or dataset_service.items_key(
-        tenant, config.dataset_id, config.dataset_version_id
-    )
-    matches = datasets.compile_filter(config.filter_query)
     field = config.input_field
-    count = int(version.get("item_count") or 0)
 
     def kept() -> Iterator[dict[str, Any]]:
         kept_any = False
-        for _, _, entry in dataset_service.iter_entries(source):
+        for read in dataset_service.filtered_items(source.key, config.filter_query):
             watch()
-            item = dataset_service.entry_item(entry)
-            try:
-                keep = matches(item)
-            except datasets.FilterError as exc:  # over its work budget: the run cannot start
-                raise _Refused(f"item {entry['id']!r}: {exc.message}") from None
-            if not keep:
+            if read.refused:  # the filter over its work budget: the run cannot start
+                raise _Refused(f"item {read.entry['id']!r}: {read.refused.message}")
+            if not read.kept:
                 continue
-            if field not in item:
-                raise _Refused(_lacking_message(str(entry["id"]), field))
+            if field not in read.item:
+                raise _Refused(_lacking_message(str(read.entry["id"]), field))
             kept_any = True
-            yield entry
+            yield read.entry
         if not kept_any:
             raise _Refused(
-                f"the filter {config.filter_query!r} keeps none of the {count} items; nothing to run."
+                f"the filter {config.filter_query!r} keeps none of the {source.count} items; nothing to run."
             )
 
-    return kept(), count
+    return kept(), source.count
 
 
 def _unfinished_entries(tenant: str, old_id: str) -> Iterator[dict[str, Any]]:
@@ -296,14 +289,14 @@ def _entries_of(tenant: str, execution_id: str) -> Iterator[tuple[int, dict[str,
 
 
 def _machine_input(run: RunRef, settings: BatchSettings, plan: Plan) -> dict[str, Any]:
-    """(``timeout`` here is the longest the run may take; ReserveBudget's answer is what is left of
-    it when the Race starts.)"""
-    timeout = min(plan.timeout or retention.max_run_seconds(), retention.max_run_seconds())
+    """(``run_timeout`` here is the longest the run may take; ReserveBudget's answer is what is
+    left of it when the Race starts.)"""
+    run_timeout = min(plan.run_timeout or retention.max_run_seconds(), retention.max_run_seconds())
     return {
         "run": run.model_dump(mode="json"),
         "batch": settings.model_dump(mode="json"),
-        "timeout": timeout,
-        "budget_wait": budget.wait_period(timeout),
+        "run_timeout": run_timeout,
+        "budget_wait": budget.wait_period(run_timeout),
     }
 
 
@@ -372,8 +365,8 @@ def reserve_budget(
 ) -> dict[str, Any]:
     """The body of the node runner's ``reserve_budget`` action (batch machine, state ReserveBudget).
 
-    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "timeout"}``. Returns the event (with
-    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``timeout`` the
+    ``event`` is ``{"run": RunRef, "batch": BatchSettings, "run_timeout"}``. Returns the event (with
+    ``batch.children`` narrowed when the batch alone is larger than the budget, and ``run_timeout`` the
     clock the run's Race starts: its own timeout, at most what is left of its time since it was
     created, services/retention.py) once the share is reserved and the run is ``running``.
     Raises :class:`budget.BudgetExhausted` while the budget is taken, and ``ExecutionNotRunning``
@@ -391,7 +384,8 @@ def reserve_budget(
         record = store.get_record(tenant, execution_id)
         if record.status != Status.RUNNING:
             raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
-        return {**event, "batch": batch, "timeout": _clock(record, event)}  # an earlier attempt started it
+        # an earlier attempt started it
+        return {**event, "batch": batch, "run_timeout": _clock(record, event)}
     record = store.get_record(tenant, execution_id)
     clock = _clock(record, event)
     fields = {"started_at": env.now(), "overdue_at": iso_in(batch_overdue_after_seconds(settings, clock))}
@@ -404,12 +398,12 @@ def reserve_budget(
             # Cancelled between the reservation and the move: give the share back at once.
             budget.release(tenant, execution_id, env=env, limits=limits)
             raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
-    return {**event, "batch": batch, "timeout": clock}
+    return {**event, "batch": batch, "run_timeout": clock}
 
 
 def _clock(record: ExecutionRecord, event: dict[str, Any]) -> int:
     """The Race's clock: the run's timeout (Prepare's), at most what is left since its creation."""
-    return retention.run_clock_seconds(record.created_at, int(event.get("timeout") or 0) or None)
+    return retention.run_clock_seconds(record.created_at, int(event.get("run_timeout") or 0) or None)
 
 
 def _config_of(record: ExecutionRecord) -> BatchConfig:
@@ -420,7 +414,11 @@ def _config_of(record: ExecutionRecord) -> BatchConfig:
 
 # ---- the end (the machine) -------------------------------------------------------------------------
 def _final_fields(tenant: str, record: ExecutionRecord) -> tuple[dict[str, Any], BatchCounts]:
-    counters = deps.stores().batches.counters(tenant, record.id, consistent=True)
+    """The run's final counts, taken once its counters are sealed (no child records after, not even
+    one that outlives the run: adapters/batch_store.py ``seal``), so they hold every item recorded."""
+    batches = deps.stores().batches
+    batches.seal(tenant, record.id, record.children_expire_at)
+    counters = batches.counters(tenant, record.id, consistent=True)
     total = record.progress.total_items or 0
     counts = BatchCounts.final(total, counters)
     progress = {
@@ -438,50 +436,32 @@ def complete(run: RunRef) -> None:
     (items without an outcome never ran: failed). A cancelled run stays cancelled."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status != Status.RUNNING:
-        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
+        if record.status in TERMINAL:
+            # A repeated task (its end landed, maybe not what follows it: the compaction's start),
+            # or a run cancelled meanwhile: what follows an end, again (repeatable).
+            transitions.after_finish(run.tenant, record.item())
         return
     fields, counts = _final_fields(run.tenant, record)
     config = _config_of(record)
     status, error = judge(counts, config.max_failed_percent)
     if error:
         fields["error"] = error
-    if transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields) is not None:
-        _compact(run.tenant, record)
-
-
-def _compact(tenant: str, record: ExecutionRecord) -> None:
-    """Start the compaction of the run's outcomes into segments (services/outcomes.py), once (the
-    jobs machine's execution is named by the run), after the run's end is written: the job keeps
-    its segments only on an ended run, so started before the end it could find the run still
-    running and give up for good. A failed start fails this step; the machine retries it, and the
-    repeat (the run has ended) starts it then (:func:`_compact_ended`)."""
-    if record.item_index and record.item_index.ordinals:
-        deps.machines().start(
-            get_settings().jobs_machine_arn,
-            f"compact-{record.id}",
-            {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record.id},
-        )
+    # The move starts the compaction of the outcomes into segments (transitions.after_finish).
+    transitions.transition(run.tenant, record, (Status.RUNNING,), status, fields)
 
 
 def fail(run: RunRef, reason: str, error: dict[str, Any] | None = None) -> None:
     """``-> failed``: the run's own timeout, or an error of the machine itself."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     if record.status in TERMINAL:
-        _compact_ended(run.tenant, record)  # a repeated task: its end landed, maybe not the start
+        transitions.after_finish(run.tenant, record.item())  # a repeated task, as in complete
         return
     fields, _ = _final_fields(run.tenant, record)
     if reason == "timeout":
         fields["error"] = retention.timed_out_message(record.created_at, record.timeout)
     else:
         fields["error"] = "the run failed: " + error_message(error)[1]
-    moved = (Status.PENDING, Status.RUNNING)
-    if transitions.transition(run.tenant, record, moved, Status.FAILED, fields) is not None:
-        _compact(run.tenant, record)
-
-
-def _compact_ended(tenant: str, record: ExecutionRecord) -> None:
-    if record.status in (Status.COMPLETED, Status.FAILED):
-        _compact(tenant, record)
+    transitions.transition(run.tenant, record, (Status.PENDING, Status.RUNNING), Status.FAILED, fields)
 
 
 # ---- deleting a batch run (the API starts it, the jobs machine does it) ----------------------------

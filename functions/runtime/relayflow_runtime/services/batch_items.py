@@ -16,7 +16,7 @@ the child's small record (where each item's outcome is) and one counter ADD. A r
 nothing again. Lists written before entries carried their ordinal record per item, as they did.
 
 **The deadline.** The node runner passes the time the child has: its invocation's (Lambda's
-``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``task_timeout``). The
+``get_remaining_time_in_millis``) or, when sooner, its Task's own timeout (``child_timeout``). The
 child keeps RECORD_MARGIN_SECONDS (domain/batch.py) of it for recording, and
 no attempt starts (nor a retry's wait) that could not end within the rest, at the node's timeout.
 At that deadline the items that finished are recorded (the same one transaction) and
@@ -39,6 +39,8 @@ from typing import Any
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import (
     BATCH_VALUE_LIMIT,
+    ITEM_THREADS,
+    NODE_THREADS,
     OUTCOME_BUDGET_BYTES,
     RECORD_MARGIN_SECONDS,
     ItemEntry,
@@ -68,12 +70,9 @@ from relayflow_runtime.settings import get_settings
 STATUS_CACHE_SECONDS = 1.0
 #: A retry's sleep looks at the run's status this often (a cancel cuts it short).
 SLEEP_SLICE_SECONDS = 0.5
-#: Threads that run items, and nodes of items beside their item's own thread. They are kept for
-#: the warm function's next child (starting threads is a noticeable part of a short item), and
-#: bounded: a child's items beyond them wait for a free one.
-ITEM_THREADS = 128
-NODE_THREADS = 256
-
+#: Threads that run items, and nodes of items beside their item's own thread (ITEM_THREADS,
+#: NODE_THREADS: a child is sized to need no more, domain/batch.py). They are kept for the warm
+#: function's next child (starting threads is a noticeable part of a short item).
 _item_pool = ThreadPoolExecutor(max_workers=ITEM_THREADS, thread_name_prefix="batch-item")
 _node_pool = ThreadPoolExecutor(max_workers=NODE_THREADS, thread_name_prefix="batch-node")
 
@@ -198,13 +197,13 @@ def _run_node(
                 ItemNodeRecord(node_id=node.id, name=node.name, idx=node.idx, status="cancelled"),
                 cancelled=True,
             )
-        if not child.fits(node.timeout):
+        if not child.fits(node.node_timeout):
             return _deferred(node)
         context = InvocationContext(
             execution_id=child.run.execution_id,
             node_id=f"{node.id}#{item_key(entry.id)}",
             attempt=attempt,
-            time_budget=float(node.timeout),
+            time_budget=float(node.node_timeout),
         )
         try:
             outcome = run_attempt(
@@ -216,7 +215,7 @@ def _run_node(
                 break
             errors.append(str(exc))
             wait_seconds = retry.draw_wait(attempt - 1, child.rng)
-            if not child.fits(wait_seconds + node.timeout):
+            if not child.fits(wait_seconds + node.node_timeout):
                 return _deferred(node)  # the retry could not end in time: do not wait for it
             if not _sleep(wait_seconds, child.cancelled):
                 return _NodeResult(

@@ -78,10 +78,10 @@ class BudgetLimits:
         return cls(budget=get_settings().batch_parallelism_budget)
 
 
-def wait_period(timeout: int, limits: BudgetLimits | None = None) -> int:
+def wait_period(run_timeout: int, limits: BudgetLimits | None = None) -> int:
     """How long a parked batch waits before it asks again unwoken (``budget_wait`` in the machine)."""
     period = limits.wait_period_seconds if limits is not None else WAIT_PERIOD_SECONDS
-    return max(1, min(period, timeout))
+    return max(1, min(period, run_timeout))
 
 
 def fit(batch: BatchSettings, budget: int) -> BatchSettings:
@@ -141,7 +141,7 @@ def await_budget(
     tenant: str,
     execution_id: str,
     batch: BatchSettings,
-    timeout: int,
+    run_timeout: int,
     token: str,
     *,
     env: deps.Deps | None = None,
@@ -150,21 +150,21 @@ def await_budget(
     """The body of AwaitBudget (``.waitForTaskToken``): park the batch's token where a release finds
     it; wake it at once when the budget has room by now (a release between the reservation that
     failed and this park) or the run no longer waits. Raises :class:`BudgetWaitTooLong` past the
-    run's timeout or MAX_WAITS parkings."""
+    run's timeout (``run_timeout``) or MAX_WAITS parkings."""
     env, limits = deps.given(env), limits or BudgetLimits.configured()
     store = env.budget
     record = env.executions.get_record(tenant, execution_id)
     if record.status != ExecutionStatus.PENDING:
         store.unpark(tenant, execution_id)
         raise ExecutionNotRunning(f"execution {execution_id} is {record.status}")
-    bound = min(timeout, limits.max_wait_seconds)
+    bound = min(run_timeout, limits.max_wait_seconds)
     waiter = store.park(tenant, execution_id, token, env.now(), int(env.time()) + bound + 86_400)
     waited = (parse_iso(env.now()) - parse_iso(waiter.since)).total_seconds()
     if waited >= bound or waiter.waits > limits.max_waits:
         store.unpark(tenant, execution_id)
         limit_text = (
-            f"its timeout of {timeout} s"
-            if timeout <= limits.max_wait_seconds
+            f"its timeout of {run_timeout} s"
+            if run_timeout <= limits.max_wait_seconds
             else f"{limits.max_wait_seconds} s"
         )
         if waiter.waits > limits.max_waits:

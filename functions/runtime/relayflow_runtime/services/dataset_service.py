@@ -21,12 +21,14 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain import datasets, item_list
 from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.encoded import decode_base64
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
 from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
 from relayflow_runtime.schemas import dataset_api
@@ -111,11 +113,63 @@ def iter_entries(
 
 def entry_item(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The item of an entry, read from its own object when it is stored apart."""
+    return _entry_item_read(entry)[0]
+
+
+def _entry_item_read(entry: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The item of an entry, and the bytes of its own object read for it (0: it is inline)."""
     if "ref" in entry:
-        value: dict[str, Any] = deps.blobs().get_json(entry["ref"])
-        return value
+        stored = deps.blobs().get_bytes(entry["ref"])
+        value: dict[str, Any] = json.loads(stored)
+        return value, len(stored)
     item: dict[str, Any] = entry["item"]
-    return item
+    return item, 0
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """A dataset version's item list, as a batch reads it: its key and how many items it holds."""
+
+    key: str
+    count: int
+
+
+def item_source(tenant: str, dataset_id: str, version_id: str) -> ItemSource:
+    """Where a version's items are (NotFound: the dataset or the version is not there)."""
+    version = get_version_record(tenant, dataset_id, version_id)
+    key = version.get("items_key") or items_key(tenant, dataset_id, version_id)
+    return ItemSource(key=key, count=int(version.get("item_count") or 0))
+
+
+@dataclass(frozen=True)
+class FilteredItem:
+    """One entry of an item list with its item and the filter's verdict. ``read_bytes``: bytes
+    read through this entry (the list's, and the objects of the items stored apart); ``refused``:
+    the filter gave up on the item (over its work budget: a run refuses it, an estimate counts it
+    as not kept)."""
+
+    entry: dict[str, Any]
+    item: dict[str, Any]
+    read_bytes: int
+    kept: bool
+    refused: datasets.FilterError | None = None
+
+
+def filtered_items(key: str, filter_query: str | None) -> Iterator[FilteredItem]:
+    """The entries of an item list in order, each with its item and whether ``filter_query`` keeps
+    it: the one reading a batch's start (services/batch.py) and its estimate (services/estimate.py)
+    share, so both keep the same items."""
+    matches = datasets.compile_filter(filter_query)
+    apart = 0
+    for _, end, entry in iter_entries(key):
+        item, stored = _entry_item_read(entry)
+        apart += stored
+        refused: datasets.FilterError | None = None
+        try:
+            kept = bool(matches(item))
+        except datasets.FilterError as exc:
+            kept, refused = False, exc
+        yield FilteredItem(entry, item, end + apart, kept, refused)
 
 
 def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple[bytes, bool]:
@@ -545,14 +599,14 @@ def put_part(
     _upload_record(tenant, dataset_id, version_id, upload_id)
     if not 1 <= part <= MAX_UPLOAD_PARTS:
         raise InvalidInput(f"part numbers go from 1 to {MAX_UPLOAD_PARTS}.", code="invalid_part")
-    try:
-        data = base64.b64decode(body.content_base64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("content_base64 is not valid base64.", code="invalid_part") from exc
-    if len(data) > UPLOAD_PART_BYTES:
-        raise InvalidInput(
-            f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {len(data)}.", code="invalid_part"
-        )
+    data = decode_base64(
+        body.content_base64,
+        field="content_base64",
+        code="invalid_part",
+        max_bytes=UPLOAD_PART_BYTES,
+        too_large=f"a part is at most {UPLOAD_PART_BYTES} bytes; this one is {{size}}.",
+        too_large_code="invalid_part",
+    )
     deps.blobs().put_bytes(f"{upload_prefix(tenant, dataset_id, upload_id)}parts/{part:05d}", data)
     deps.stores().datasets.add_upload_part(tenant, dataset_id, upload_id, part, len(data))
     return {"part": part, "size": len(data)}
@@ -599,14 +653,7 @@ def commit_upload(
     if size <= SYNC_INGEST_MAX_BYTES:
         _claim(tenant, dataset_id, version_id, fields)
         try:
-            return ingest(
-                tenant,
-                dataset_id,
-                version_id,
-                _ChunkStream(chunks),
-                upload["format"],
-                filename=upload["filename"],
-            )
+            return _ingest_upload(tenant, dataset_id, version_id, upload, chunks)
         finally:
             _forget_upload(tenant, dataset_id, upload_id)
     version = DatasetVersion.model_validate(_claim(tenant, dataset_id, version_id, fields))
@@ -623,6 +670,15 @@ def commit_upload(
         _fail_version(tenant, dataset_id, version_id, UPLOAD_FAILED)
         raise
     return version
+
+
+def _ingest_upload(
+    tenant: str, dataset_id: str, version_id: str, upload: Mapping[str, Any], chunks: Iterator[bytes]
+) -> DatasetVersion:
+    """An upload's parts ingested as the version's file (at once, or by the ingest job)."""
+    return ingest(
+        tenant, dataset_id, version_id, _ChunkStream(chunks), upload["format"], filename=upload["filename"]
+    )
 
 
 def _forget_upload(tenant: str, dataset_id: str, upload_id: str) -> None:
@@ -643,14 +699,7 @@ def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
     upload = deps.stores().datasets.get_dataset_upload(tenant, dataset_id, job["upload_id"])
     try:
         chunks, _ = _upload_source(tenant, dataset_id, upload, job.get("parts"))
-        version = ingest(
-            tenant,
-            dataset_id,
-            version_id,
-            _ChunkStream(chunks),
-            upload["format"],
-            filename=upload["filename"],
-        )
+        version = _ingest_upload(tenant, dataset_id, version_id, upload, chunks)
         outcome: dict[str, Any] = {"status": version.status, "item_count": version.item_count}
     except InvalidInput as exc:
         record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)

@@ -83,9 +83,11 @@ class Executions(Protocol):
 
 
 class BatchCounters(Protocol):
-    """A batch run's progress counters (adapters/batch_store.py)."""
+    """A batch run's progress counters, sealed once it has ended (adapters/batch_store.py)."""
 
     def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]: ...
+
+    def seal(self, tenant: str, execution_id: str, expires_at: int | None = None) -> None: ...
 
 
 class Budget(Protocol):
@@ -174,7 +176,7 @@ class Machines(Protocol):
 
     def stop(self, execution_arn: str, *, error: str, cause: str) -> None: ...
 
-    def release(self, token: str) -> None: ...
+    def release(self, token: str, output: dict[str, Any] | None = None) -> None: ...
 
     def fail_task(self, token: str, *, error: str, cause: str) -> None: ...
 
@@ -188,7 +190,14 @@ class Queue(Protocol):
 class Bus(Protocol):
     """The relayflow event bus (adapters/events.py): None when the bus took the event, else why not."""
 
+    #: Which bus (what the node runner's cache of its rules is kept by).
+    name: str
+
     def put(self, source: str, detail_type: str, detail: dict[str, Any]) -> str | None: ...
+
+    def rule_patterns(self) -> list[str | None]:
+        """The ``EventPattern`` of every rule on the bus (None: a rule without one)."""
+        ...
 
 
 _bus_override: list[Bus] = []

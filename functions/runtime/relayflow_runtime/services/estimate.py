@@ -4,17 +4,24 @@ The request is a batch start's body. Checked as a start checks it (services/batc
 dataset version is ready, the filter compiles, the input field is known; the version can run),
 then:
 
-* **items**: the filter run over the version's items, as ``prepare_batch`` will (at most
-  ``READ_ITEMS`` of them; past that the kept share is extrapolated to the version's item count);
+* **items**: the filter run over the version's items, as ``prepare_batch`` will (the same reader,
+  ``dataset_service.filtered_items``), within an API answer's time (``ReadBounds``): at most
+  20,000 items, 64 MiB read (the list and the items stored apart) and 10 s. Stopped by one of
+  them, the items read are a sample (the answer says so: ``items_exact`` false,
+  ``read_stopped_by``) and the kept share is extrapolated to the version's item count;
 * **a sample** of the kept items (``sample_size``, drawn uniformly with a fixed seed, so the same
   request gives the same answer) goes through the graph as a run would take it: each node's
   template rendered with the item and its upstream outputs, in plan order, a node skipped when a
-  parent stopped the item. A builtin model's answer is computed (``providers.dry_run_model``:
-  exact tokens); another provider's is assumed as long as its prompt (at most ``max_tokens``), its
-  tokens counted as the rate limits count them (characters / 4);
-* the sample's calls and tokens, scaled to the kept items; model cost from each model's ``price``
-  (domain/costs.py); AWS cost from the price table bench/ uses too (domain/costs.py), for the Map's
-  shape that ``prepare_batch`` would choose (domain/batch.py); duration at the parallelism.
+  parent stopped the item, each answer read as an attempt reads it
+  (``node_execution.render_prompt`` / ``read_output`` / ``call_usage``: the same JSON parse and
+  cost). A builtin
+  model's answer is computed (``providers.dry_run_model``: exact tokens); another provider's is
+  assumed as long as its prompt (at most its parsed config's ``output_cap``), its tokens counted
+  as the rate limits count them (``rate_limits.text_tokens``);
+* the sample's calls and tokens, scaled to the kept items; model cost from each model's parsed
+  ``price`` (domain/costs.py); AWS cost from the price table bench/ uses too (domain/costs.py), for
+  the Map's shape that ``prepare_batch`` would choose (domain/batch.py); duration at the
+  parallelism.
 
 Nothing is written: the estimate reads the version and the items only.
 """
@@ -22,30 +29,34 @@ Nothing is written: the estimate reads the version and the items only.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import batch_settings
-from relayflow_runtime.domain.costs import batch_aws_cost, estimate_cost_nanos, nanos_to_dollars
+from relayflow_runtime.domain.costs import batch_aws_cost, nanos_to_dollars
 from relayflow_runtime.domain.engine import NodeSpec, Plan
-from relayflow_runtime.domain.templating import TemplateError, render
-from relayflow_runtime.domain.text import storable
 from relayflow_runtime.errors import referenced
-from relayflow_runtime.providers import ModelError, dry_run_model
+from relayflow_runtime.providers import ModelError, ModelResult, Usage, dry_run_model, parsed_config
+from relayflow_runtime.providers.builtin import BuiltinModelConfig
+from relayflow_runtime.providers.config import or_default
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.responses import ExecutionEstimate, NodeEstimate
 from relayflow_runtime.services import batch, dataset_service, executions
-from relayflow_runtime.services.node_execution import NodeOutput, template_scope
+from relayflow_runtime.services.node_execution import (
+    NodeOutput,
+    call_usage,
+    read_output,
+    render_prompt,
+    template_scope,
+)
 from relayflow_runtime.services.plan import build_plan
-from relayflow_runtime.services.rate_limits import CHARS_PER_TOKEN
+from relayflow_runtime.services.rate_limits import CHARS_PER_TOKEN, text_tokens
 
-#: Items of the version the filter is run over at most (an API answer has ~30 s).
-READ_ITEMS = 20_000
 #: relayflow's own work per node of an item (the runner, its records), as bench/calls.py assumes.
 NODE_WORK_SECONDS = 0.05
 #: How long a call of a model takes when nothing says (a hosted model; bench/calls.py's slow case).
@@ -53,6 +64,19 @@ UNKNOWN_MODEL_SECONDS = 2.0
 #: Preparing the item list and starting the Map, before the first item runs.
 START_SECONDS = 2.0
 SAMPLE_SEED = 0
+
+StoppedBy = Literal["items", "bytes", "seconds"]
+
+
+@dataclass(frozen=True)
+class ReadBounds:
+    """What the filter is run over at most: an API answer has ~30 s (API Gateway), and the
+    sample's dry runs come after the read. Past any of them the items read are a sample."""
+
+    items: int = 20_000
+    bytes: int = 64 * 1024 * 1024
+    seconds: float = 10.0
+    clock: Callable[[], float] = time.monotonic
 
 
 @dataclass
@@ -72,52 +96,30 @@ class _Sample:
     failures: int = 0
 
 
-def _tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _price(node: NodeSpec) -> Mapping[str, Any] | None:
-    """The model's price; a builtin model without one costs nothing; None: not known."""
-    price = node.model.config.get("price")
-    if price:
-        return dict(price)
-    return {"input_per_1k": 0} if node.model.provider == "builtin" else None
-
-
-def _output_cap(node: NodeSpec) -> int | None:
-    config = node.model.config
-    cap = config.get("max_tokens") or (config.get("inference") or {}).get("maxTokens")
-    return int(cap) if isinstance(cap, int) else None
-
-
 def _call(node: NodeSpec, prompt: str, total: _NodeSum) -> NodeOutput | None:
     """One node's call on one sampled item, added to ``total``; its output (None: it fails)."""
     total.calls += 1
     try:
-        result = dry_run_model(node.model.provider, node.model.config, prompt)
+        config = parsed_config(node.model.provider, node.model.config)
+        result = dry_run_model(config, prompt)
     except ModelError:
         return None
     if result is None:  # the answer needs the call: assumed as long as the prompt
-        cap = _output_cap(node)
+        cap = config.output_cap
         text = prompt if cap is None else prompt[: cap * CHARS_PER_TOKEN]
-        input_tokens, output_tokens = _tokens(prompt), _tokens(text)
-    else:
-        text = storable(result.output)
-        input_tokens, output_tokens = result.usage.input_tokens, result.usage.output_tokens
-    total.input_tokens += input_tokens
-    total.output_tokens += output_tokens
-    cost = estimate_cost_nanos(input_tokens, output_tokens, _price(node))
-    if cost is None:
-        total.priced = False
-    else:
+        result = ModelResult(output=text, usage=Usage(text_tokens(prompt), text_tokens(text)))
+    usage = call_usage(config, result)
+    total.input_tokens += usage["input_tokens"]
+    total.output_tokens += usage["output_tokens"]
+    cost = usage.get("estimated_cost_nanos")
+    if cost is not None:
         total.cost_nanos += cost
-    parsed: Any = None
-    if node.output_format == "json":
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            return None
-    return NodeOutput(text=text, parsed=parsed)
+    elif not isinstance(config, BuiltinModelConfig):  # a builtin model without a price costs nothing
+        total.priced = False
+    try:
+        return read_output(node, result)
+    except ModelError:
+        return None
 
 
 def _run_item(plan: Plan, item: dict[str, Any], field: str, sample: _Sample) -> None:
@@ -133,13 +135,12 @@ def _run_item(plan: Plan, item: dict[str, Any], field: str, sample: _Sample) -> 
     for node in plan.nodes:
         if not all(parent in done for parent in node.parents):
             continue
-        total = sample.nodes[node.id]
         try:
-            prompt = storable(render(node.template, template_scope(node, outputs, run_input, item)))
-        except (TemplateError, datasets.InputFieldError):
+            prompt = render_prompt(node, template_scope(node, outputs, run_input, item))
+        except (ModelError, datasets.InputFieldError):
             output = None
         else:
-            output = _call(node, prompt, total)
+            output = _call(node, prompt, sample.nodes[node.id])
         if output is not None:
             outputs[node.id] = output
             done.add(node.id)
@@ -150,43 +151,45 @@ def _run_item(plan: Plan, item: dict[str, Any], field: str, sample: _Sample) -> 
     sample.failures += failed
 
 
-def _kept_items(
-    tenant: str, body: api.EstimateBatch, version: dict[str, Any]
-) -> tuple[int, int, bool, list[dict[str, Any]]]:
-    """(items kept, items read, whether that count is exact, a uniform sample of the kept items)."""
+@dataclass
+class _Read:
+    """What the filter kept of the items read: ``kept`` (extrapolated to the version when the read
+    stopped early), ``read``, what stopped it (None: every item was read), a uniform sample of the
+    kept items."""
+
+    kept: int
+    read: int
+    stopped_by: StoppedBy | None
+    sample: list[dict[str, Any]]
+
+
+def _kept_items(tenant: str, body: api.EstimateBatch, bounds: ReadBounds) -> _Read:
     config = body.batch_config
-    source = version.get("items_key") or dataset_service.items_key(
-        tenant, config.dataset_id, config.dataset_version_id
-    )
-    matches = datasets.compile_filter(config.filter_query)
-    total = int(version.get("item_count") or 0)
+    source = dataset_service.item_source(tenant, config.dataset_id, config.dataset_version_id)
     chooser = random.Random(SAMPLE_SEED)
     sample: list[dict[str, Any]] = []
     kept = read = 0
-    entries: Iterator[tuple[int, int, dict[str, Any]]] = dataset_service.iter_entries(source)
-    for _, _, entry in entries:
-        if read == READ_ITEMS:
-            break
+    stopped_by: StoppedBy | None = None
+    deadline = bounds.clock() + bounds.seconds
+    for found in dataset_service.filtered_items(source.key, config.filter_query):
         read += 1
-        item = dataset_service.entry_item(entry)
-        try:
-            keep = matches(item)
-        except datasets.FilterError:  # over its work budget: the run would refuse it
-            keep = False
-        if not keep:
-            continue
-        kept += 1
-        # Reservoir sampling: every kept item read has the same chance to be in the sample.
-        if len(sample) < body.sample_size:
-            sample.append(item)
-        else:
-            slot = chooser.randrange(kept)
-            if slot < body.sample_size:
-                sample[slot] = item
-    exact = read >= total
-    if not exact and read:
-        kept = round(kept * total / read)
-    return kept, read, exact, sample
+        if found.kept:  # a filter over its work budget (found.refused) would refuse the run
+            kept += 1
+            # Reservoir sampling: every kept item read has the same chance to be in the sample.
+            if len(sample) < body.sample_size:
+                sample.append(found.item)
+            else:
+                slot = chooser.randrange(kept)
+                if slot < body.sample_size:
+                    sample[slot] = found.item
+        stopped_by = _stopped_by(read, found.read_bytes, bounds.clock() >= deadline, bounds)
+        if stopped_by:
+            break
+    if stopped_by and read >= source.count:
+        stopped_by = None  # the last item was read as a bound was reached
+    if stopped_by and read:
+        kept = round(kept * source.count / read)
+    return _Read(kept, read, stopped_by, sample)
 
 
 def _item_seconds(plan: Plan) -> float:
@@ -195,27 +198,39 @@ def _item_seconds(plan: Plan) -> float:
     ``UNKNOWN_MODEL_SECONDS``)."""
     ends: dict[str, float] = {}
     for node in plan.nodes:
-        config = node.model.config
-        if node.model.provider == "builtin":
-            model = float(config.get("seconds", 1)) if config.get("model") == "sleep" else 0.0
+        try:
+            config = parsed_config(node.model.provider, node.model.config)
+        except ModelError:  # a config that no longer validates: its calls fail at once
+            config = None
+        if isinstance(config, BuiltinModelConfig):
+            model = float(or_default(config.seconds, 1)) if config.model == "sleep" else 0.0
         else:
-            model = UNKNOWN_MODEL_SECONDS
+            model = UNKNOWN_MODEL_SECONDS if config is not None else 0.0
         ends[node.id] = max((ends[p] for p in node.parents), default=0.0) + model + NODE_WORK_SECONDS
     return max(ends.values(), default=0.0)
 
 
-def estimate_batch(tenant: str, workflow_id: str, body: api.EstimateBatch) -> ExecutionEstimate:
+def _stopped_by(read: int, read_bytes: int, late: bool, bounds: ReadBounds) -> StoppedBy | None:
+    if read >= bounds.items:
+        return "items"
+    if read_bytes >= bounds.bytes:
+        return "bytes"
+    return "seconds" if late else None
+
+
+def estimate_batch(
+    tenant: str, workflow_id: str, body: api.EstimateBatch, bounds: ReadBounds | None = None
+) -> ExecutionEstimate:
     version_id = executions.resolve_version(tenant, workflow_id, body.version_id)
     with referenced("version_id") if body.version_id else contextlib.nullcontext():
-        plan_record = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=body.timeout)
+        plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=body.timeout)
     start = api.Execute(
         input_mode="batch", batch_config=body.batch_config, version_id=body.version_id, timeout=body.timeout
     )
     batch.submission(tenant, start)  # what a start refuses, the estimate refuses
     config = body.batch_config
-    version = dataset_service.get_version_record(tenant, config.dataset_id, config.dataset_version_id)
-    plan = Plan.model_validate(plan_record)
-    kept, read, exact, items = _kept_items(tenant, body, version)
+    found = _kept_items(tenant, body, bounds or ReadBounds())
+    kept, items = found.kept, found.sample
 
     sample = _Sample(nodes={node.id: _NodeSum() for node in plan.nodes})
     for item in items:
@@ -250,8 +265,9 @@ def estimate_batch(tenant: str, workflow_id: str, body: api.EstimateBatch) -> Ex
         dataset_version_id=config.dataset_version_id,
         parallelism=config.parallelism,
         items=kept,
-        items_exact=exact,
-        items_read=read,
+        items_exact=found.stopped_by is None,
+        items_read=found.read,
+        read_stopped_by=found.stopped_by,
         sample_size=len(items),
         sample_failures=sample.failures,
         model_calls=sum(n.model_calls for n in nodes),

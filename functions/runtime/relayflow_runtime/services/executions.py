@@ -10,8 +10,6 @@ reads in an answer services/execution_view.py.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import re
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from relayflow_runtime.adapters.idempotency import idempotency_store
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso, parse_iso
 from relayflow_runtime.domain.disposition import clean_filename
+from relayflow_runtime.domain.encoded import decode_base64
 from relayflow_runtime.domain.engine import Plan
 from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.limits import MAX_INPUT_FILE_BYTES, MAX_SINGLE_INPUT_CHARS
@@ -60,17 +59,15 @@ logger = Logger(child=True)
 
 # ---- starting --------------------------------------------------------------------------------------
 def _decode_file(file: api.FileInput) -> bytes:
-    try:
-        data = base64.b64decode(file.content_base64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("file.content_base64 is not valid base64.", code="invalid_file") from exc
-    if len(data) > MAX_INPUT_FILE_BYTES:
-        raise InvalidInput(
-            f"file inputs through the API are limited to {MAX_INPUT_FILE_BYTES // (1024 * 1024)} MiB; "
-            "upload larger files to the bucket's inputs/ prefix instead.",
-            code="file_too_large",
-        )
-    return data
+    return decode_base64(
+        file.content_base64,
+        field="file.content_base64",
+        code="invalid_file",
+        max_bytes=MAX_INPUT_FILE_BYTES,
+        too_large=f"file inputs through the API are limited to {MAX_INPUT_FILE_BYTES // (1024 * 1024)} MiB; "
+        "upload larger files to the bucket's inputs/ prefix instead.",
+        too_large_code="file_too_large",
+    )
 
 
 def resolve_version(
@@ -108,7 +105,7 @@ def start_execution(
             )
     with referenced("version_id") if body.version_id else contextlib.nullcontext():
         plan = build_plan(
-            tenant, workflow_id, version_id, mode=body.input_mode, timeout=body.timeout, env=env
+            tenant, workflow_id, version_id, mode=body.input_mode, run_timeout=body.timeout, env=env
         )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
@@ -161,7 +158,7 @@ def start_from_object(
     with contextlib.suppress(NotFound):
         return to_execution(tenant, deps.stores().executions.get_execution(tenant, execution_id))
     version_id = resolve_version(tenant, workflow_id, version_id)
-    plan = build_plan(tenant, workflow_id, version_id, mode="single", timeout=None)
+    plan = build_plan(tenant, workflow_id, version_id, mode="single", run_timeout=None)
     input_file = InputFile(
         key=input_key(tenant, execution_id, filename),
         filename=filename,
@@ -305,7 +302,7 @@ def _launch(
         single_input=single_input,
         input_file=input_file,
         batch_config=batch_config,
-        timeout=plan.timeout,
+        timeout=plan.run_timeout,
         created_at=now,
         progress=ExecutionProgress(
             total_nodes=len(plan.nodes),
@@ -405,7 +402,7 @@ def retry_failed_items(
     else:
         version_id = resolve_version(tenant, workflow_id, version_id)
         with referenced("version_id"):
-            plan = build_plan(tenant, workflow_id, version_id, mode="batch", timeout=old.get("timeout"))
+            plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=old.get("timeout"))
     new_execution_id = new_id()
     batch_ctx = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)

@@ -24,7 +24,7 @@ from relayflow_runtime.domain.costs import estimate_cost_nanos
 from relayflow_runtime.domain.engine import NodeSpec
 from relayflow_runtime.domain.templating import TemplateError, render
 from relayflow_runtime.domain.text import storable, storable_value
-from relayflow_runtime.providers import invoke_model
+from relayflow_runtime.providers import invoke_model, parsed_config
 from relayflow_runtime.providers.base import (
     InvocationContext,
     ModelError,
@@ -32,6 +32,7 @@ from relayflow_runtime.providers.base import (
     PermanentModelError,
     TransientModelError,
 )
+from relayflow_runtime.providers.config import ModelConfig
 from relayflow_runtime.services import rate_limits
 
 
@@ -144,7 +145,43 @@ def _call(node: NodeSpec, prompt: str, context: InvocationContext, timeout: floa
         return future.result(timeout=max(timeout, 0.001))
     except FutureTimeout:
         future.cancel()  # never started (every thread busy): it never will
-        raise NodeTimeout(f"node '{node.name}' timed out after {node.timeout} seconds") from None
+        raise NodeTimeout(f"node '{node.name}' timed out after {node.node_timeout} seconds") from None
+
+
+def render_prompt(node: NodeSpec, scope: Mapping[str, Any]) -> str:
+    """The node's template rendered with ``scope``, as text the store can take; a template that
+    does not render is a ``PermanentModelError`` (prompt None)."""
+    try:
+        return storable(render(node.template, scope))
+    except TemplateError as exc:
+        raise _with_prompt(PermanentModelError(f"template of node '{node.name}': {exc}"), None) from None
+
+
+def read_output(node: NodeSpec, result: ModelResult) -> NodeOutput:
+    """A model's answer as the node keeps it: its text (storable), parsed for a node declared
+    ``output_format: "json"`` (else a ``PermanentModelError``)."""
+    # A model's text may hold lone surrogates (an answer cut inside a pair, a "\ud800" escape in
+    # JSON): repaired here, so every record and every child reads text that can be stored.
+    output = storable(result.output)
+    parsed: Any = None
+    if node.output_format == "json":
+        try:
+            parsed = storable_value(json.loads(output))
+        except json.JSONDecodeError as exc:
+            raise PermanentModelError(
+                f"node '{node.name}' declared JSON output but returned: {exc}"
+            ) from None
+    return NodeOutput(text=output, parsed=parsed)
+
+
+def call_usage(config: ModelConfig, result: ModelResult) -> dict[str, int]:
+    """A call's usage as records keep it: its tokens, and its cost in nano-dollars where the
+    model's parsed config has a price."""
+    usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
+    cost = estimate_cost_nanos(result.usage.input_tokens, result.usage.output_tokens, config.declared_price)
+    if cost is not None:
+        usage["estimated_cost_nanos"] = cost
+    return usage
 
 
 def run_attempt(
@@ -156,22 +193,22 @@ def run_attempt(
     A model with a ``rate_limit`` in its config first takes a slot of the tenant's window
     (services/rate_limits.py), waiting at most half the node's timeout; the call then has what is
     left of the timeout, so waiting and calling together never pass the node's limit. Still no slot:
-    a transient error, retried by the version's policy."""
+    a transient error, retried by the version's policy. The model's config is read parsed
+    (``providers.parsed_config``: once per plan's model), never as the stored mapping."""
     started = time.monotonic()
+    prompt = render_prompt(node, scope)
     try:
-        prompt = storable(render(node.template, scope))
-    except TemplateError as exc:
-        raise _with_prompt(PermanentModelError(f"template of node '{node.name}': {exc}"), None) from None
-    try:
+        config = parsed_config(node.model.provider, node.model.config)
         permit = rate_limits.acquire(
             tenant or "",
             node.model.id,
-            node.model.config,
-            rate_limits.estimate_tokens(prompt, node.model.config),
-            max_wait_seconds=node.timeout / 2,
+            config.declared_rate_limit,
+            rate_limits.estimate_tokens(prompt, config),
+            max_wait_seconds=node.node_timeout / 2,
         )
-        result = _call(node, prompt, context, node.timeout - permit.waited_seconds)
+        result = _call(node, prompt, context, node.node_timeout - permit.waited_seconds)
         permit.settle(result.usage.input_tokens + result.usage.output_tokens)
+        answer = read_output(node, result)
     except NodeTimeout as exc:
         raise _with_prompt(exc, prompt) from None
     except ModelError as exc:
@@ -179,28 +216,11 @@ def run_attempt(
         raise _with_prompt(error_class(str(exc)), prompt) from None
     except Exception as exc:  # an adapter bug fails this node, not the run
         raise _with_prompt(PermanentModelError(f"{type(exc).__name__}: {exc}"), prompt) from None
-    # A model's text may hold lone surrogates (an answer cut inside a pair, a "\ud800" escape in
-    # JSON): repaired here, so every record and every child reads text that can be stored.
-    output = storable(result.output)
-    parsed: Any = None
-    if node.output_format == "json":
-        try:
-            parsed = storable_value(json.loads(output))
-        except json.JSONDecodeError as exc:
-            raise _with_prompt(
-                PermanentModelError(f"node '{node.name}' declared JSON output but returned: {exc}"), prompt
-            ) from None
-    usage = {"input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens}
-    cost = estimate_cost_nanos(
-        result.usage.input_tokens, result.usage.output_tokens, node.model.config.get("price")
-    )
-    if cost is not None:
-        usage["estimated_cost_nanos"] = cost
     return AttemptOutcome(
-        output=output,
-        parsed_output=parsed,
+        output=answer.text,
+        parsed_output=answer.parsed,
         prompt=prompt,
-        usage=usage,
+        usage=call_usage(config, result),
         duration_ms=int((time.monotonic() - started) * 1000),
     )
 

@@ -14,15 +14,23 @@ Nothing is announced to nobody: a publish is tried three times; a status event t
 refuses is counted (metric ``StatusEventsNotPublished``, alarmed), logged, and kept on its run, where
 the sweeper finds it (sweep index) and publishes it again (see services/sweeper.py). Node events are
 informational: they are retried and counted the same way, but not kept.
+
+Node events are sent only while some rule on the bus could match them (domain/event_rules.py reads
+each rule's pattern, conservatively): the template's own rules match none, so without a rule of the
+user's each one would be a paid call that reaches nobody. The bus's rules are listed at most once
+per RULES_TTL_SECONDS per warm container: a rule added for node events gets them within that
+time. When the rules cannot be listed, node events are sent.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.domain.clock import now_iso
+from relayflow_runtime.domain.event_rules import any_rule_could_match
 from relayflow_runtime.services import deps, metrics
 from relayflow_runtime.services.execution_view import to_execution
 
@@ -153,14 +161,68 @@ def republish(tenant: str, execution_id: str, detail: dict[str, Any]) -> bool:
     return True
 
 
+#: How long a container trusts what it last read of the bus's rules: the longest a rule added for
+#: node events waits for its first one (docs/events-and-triggers.md).
+RULES_TTL_SECONDS = 60.0
+
+
+class _RuleCheck:
+    """Whether some rule on a bus could match node events, as last read (per bus, per container)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, bool]] = {}  # bus name -> (when read, could match)
+
+    def node_events_wanted(self, bus: Bus, now: float) -> bool:
+        with self._lock:
+            last = self._read.get(bus.name)
+        if last is not None and 0 <= now - last[0] < RULES_TTL_SECONDS:
+            return last[1]
+        try:
+            wanted = any_rule_could_match(bus.rule_patterns(), EVENT_SOURCE, NODE_FINISHED)
+        except Exception:  # never lose an event to the check: unsure is "wanted" (until the TTL)
+            logger.warning("could not list the bus's rules: node events are sent", exc_info=True)
+            wanted = True
+        with self._lock:
+            self._read[bus.name] = (now, wanted)
+        return wanted
+
+    def forget(self) -> None:
+        with self._lock:
+            self._read.clear()
+
+
+_rules = _RuleCheck()
+
+
+def forget_rules() -> None:
+    """Read the bus's rules again at the next node event (a test that has just added a rule)."""
+    _rules.forget()
+
+
 def node_finished(
-    ctx: dict[str, Any], node: dict[str, Any], record: dict[str, Any] | None, status: str, error: str | None
+    ctx: dict[str, Any],
+    node: dict[str, Any],
+    record: dict[str, Any] | None,
+    status: str,
+    error: str | None,
+    env: deps.Deps | None = None,
 ) -> None:
-    """A node of a single-input run reached completed / failed / timed_out. Batch runs announce
-    only their status changes: one event per item per node would flood the bus."""
+    """A node of a single-input run reached completed / failed / timed_out: announced while some
+    rule on the bus could match it. Batch runs announce only their status changes: one event per
+    item per node would flood the bus."""
     if ctx.get("mode") == "batch":
         return
-    publish(NODE_FINISHED, node_event(ctx, node, record, status, error))
+    env = deps.given(env)
+    if node_events_wanted(env):
+        publish(NODE_FINISHED, node_event(ctx, node, record, status, error), env)
+
+
+def node_events_wanted(env: deps.Deps | None = None) -> bool:
+    """Whether some rule on the bus could match a node event (as read at most RULES_TTL_SECONDS
+    ago): what a caller checks before it reads what only the event needs."""
+    env = deps.given(env)
+    return env.bus is not None and _rules.node_events_wanted(env.bus, env.time())
 
 
 def upload_rejected(reason: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.services import deps
 from relayflow_runtime.services.run_records import execution_prefix
+from relayflow_runtime.settings import get_settings
 
 #: S3 reads of one page or one segment at once (a Lambda's connections; S3 takes thousands).
 READ_THREADS = 16
@@ -238,6 +239,37 @@ def _deleting(tenant: str, execution_id: str) -> bool:
         return bool(deps.stores().executions.get_execution(tenant, execution_id).get("deleting"))
     except NotFound:
         return True
+
+
+def after_end(tenant: str, record: dict[str, Any], env: deps.Deps) -> None:
+    """What follows a batch run's end for its outcomes, whatever ended it (its own complete or
+    fail, a cancel, the reconciler, the sweeper: services/transitions.py ``after_finish``), once
+    the end is written (started before, the job could find the run running and give up):
+
+    1. its counters are **sealed** (adapters/batch_store.py ``seal``): a child still running — an
+       Express child outlives its stopped parent, a timed-out run's children go on — records
+       nothing after this, so what was recorded is all there will be; an end that kept final
+       counts sealed them before counting (services/batch.py), and is not sealed again;
+    2. ``compact_outcomes`` is started on the jobs machine, once (its execution is named by the
+       run): every recorded item goes into the segments, exactly once.
+
+    Repeatable (a repeated end, the sweeper's follow-up); runs whose entries carry no ordinal
+    (per-item records) have nothing to compact."""
+    if "item_index" not in record:  # a row of the sweep index, which projects no item_index
+        try:
+            record = env.executions.get_execution(tenant, str(record["id"]))
+        except NotFound:
+            return
+    if not (record.get("item_index") or {}).get("ordinals"):
+        return
+    if (record.get("progress") or {}).get("processed_items") is None:
+        expires_at = record.get("children_expire_at")
+        env.batches.seal(tenant, str(record["id"]), int(expires_at) if expires_at else None)
+    env.machines.start(
+        get_settings().jobs_machine_arn,
+        f"compact-{record['id']}",
+        {"kind": "compact_outcomes", "tenant": tenant, "execution_id": record["id"]},
+    )
 
 
 def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:

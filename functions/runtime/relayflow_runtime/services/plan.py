@@ -189,12 +189,13 @@ def build_plan(
     version_id: str,
     *,
     mode: Literal["single", "batch"],
-    timeout: int | None,
+    run_timeout: int | None,
     env: deps.Deps | None = None,
 ) -> Plan:
-    """The validated snapshot of a version, as the state machines and the node runner read it. A
-    ``timeout`` longer than a run may take here (services/retention.py) is refused."""
-    retention.check_timeout(timeout)
+    """The validated snapshot of a version, as the state machines and the node runner read it.
+    ``run_timeout``: the start's ``timeout``; one longer than a run may take here
+    (services/retention.py) is refused."""
+    retention.check_timeout(run_timeout)
     env = deps.given(env)
     version, nodes, edges = authoring.version_graph(tenant, version_id, workflow_id=workflow_id, env=env)
     problems, models = _problems(tenant, version, nodes, edges, mode == "batch", env)
@@ -224,7 +225,7 @@ def build_plan(
                 name=node.name,
                 idx=idx,
                 template=node.config.input_template,
-                timeout=node.config.timeout or version.config.node_timeout,
+                node_timeout=node.config.timeout or version.config.node_timeout,
                 on_failure=node.config.on_failure,
                 output_format=node.config.output_format,
                 parents=parent_map[node_id],
@@ -236,7 +237,7 @@ def build_plan(
         workflow_id=workflow_id,
         version_id=version_id,
         mode=mode,
-        timeout=timeout,
+        run_timeout=run_timeout,
         config=version.config.model_dump(mode="json"),
         nodes=specs,
     )

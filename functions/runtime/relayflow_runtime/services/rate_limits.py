@@ -1,10 +1,13 @@
 """Per-model rate limits, enforced across every concurrent run and Lambda instance.
 
 A model's config may carry ``"rate_limit": {"requests_per_minute": 60, "tokens_per_minute": 40000}``
-(either or both; validated with the rest of the config in ``providers.validate_model_config``).
+(either or both; validated with the rest of the config in ``providers.validate_model_config``, and
+read here as the parsed config's ``ModelRateLimit``, never from the stored mapping).
 Before each model call the node runner asks for a slot::
 
-    permit = rate_limits.acquire(tenant, model_id, config, estimate_tokens(prompt, config),
+    config = providers.parsed_config(provider, stored_config)   # parsed once per plan's model
+    permit = rate_limits.acquire(tenant, model_id, config.declared_rate_limit,
+                                 estimate_tokens(prompt, config),
                                  max_wait_seconds=<what the node's time budget can spare>)
     result = invoke_model(...)
     permit.settle(result.usage.input_tokens + result.usage.output_tokens)
@@ -30,13 +33,13 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from relayflow_runtime.providers.base import TransientModelError
+from relayflow_runtime.providers.config import ModelConfig, ModelRateLimit
 from relayflow_runtime.services import deps, metrics
 
 logger = Logger(child=True)
@@ -48,34 +51,13 @@ WINDOW_TTL_SECONDS = 3600
 CHARS_PER_TOKEN = 4
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
+def per_window(limit: ModelRateLimit, window_seconds: int) -> tuple[int | None, int | None]:
+    """The limits (requests, tokens) scaled to a window of ``window_seconds`` (at least 1 each)."""
 
-    @classmethod
-    def of(cls, config: Mapping[str, Any] | None) -> RateLimit | None:
-        """The model config's ``rate_limit``, or None when the model has none."""
-        limit = (config or {}).get("rate_limit")
-        if not isinstance(limit, Mapping):
-            return None
-        found = cls(
-            requests_per_minute=_positive(limit.get("requests_per_minute")),
-            tokens_per_minute=_positive(limit.get("tokens_per_minute")),
-        )
-        return found if found.requests_per_minute or found.tokens_per_minute else None
+    def scale(per_minute: int | None) -> int | None:
+        return None if per_minute is None else max(1, per_minute * window_seconds // 60)
 
-    def per_window(self, window_seconds: int) -> tuple[int | None, int | None]:
-        """The limits scaled to a window of ``window_seconds`` (at least 1 each)."""
-
-        def scale(per_minute: int | None) -> int | None:
-            return None if per_minute is None else max(1, per_minute * window_seconds // 60)
-
-        return scale(self.requests_per_minute), scale(self.tokens_per_minute)
-
-
-def _positive(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return scale(limit.requests), scale(limit.tokens)
 
 
 @dataclass
@@ -99,18 +81,21 @@ class Permit:
             logger.exception("could not correct a rate-limit window", extra={"model_id": self.model_id})
 
 
-def estimate_tokens(prompt: str, config: Mapping[str, Any] | None = None) -> int:
-    """A call's tokens before it is made: the prompt's characters / 4, plus the output cap the model
-    config sets (``max_tokens``, or Bedrock's ``inference.maxTokens``), if any."""
-    config = config or {}
-    output_cap = config.get("max_tokens") or (config.get("inference") or {}).get("maxTokens") or 0
-    return math.ceil(len(prompt) / CHARS_PER_TOKEN) + (int(output_cap) if isinstance(output_cap, int) else 0)
+def text_tokens(text: str) -> int:
+    """Tokens of a text before a model counts them: its characters / 4."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_tokens(prompt: str, config: ModelConfig) -> int:
+    """A call's tokens before it is made: the prompt's, plus the output cap the model's parsed
+    config sets (``ModelConfig.output_cap``), if any."""
+    return text_tokens(prompt) + (config.output_cap or 0)
 
 
 def acquire(
     tenant: str,
     model_id: str,
-    config: Mapping[str, Any] | None,
+    limit: ModelRateLimit | None,
     estimated_tokens: int = 0,
     *,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
@@ -120,13 +105,13 @@ def acquire(
 ) -> Permit:
     """Take a slot for one call of the model, waiting for a later window while this one is full.
 
-    Returns at once (nothing stored) when the model has no ``rate_limit``. Raises
-    ``TransientModelError`` when no slot frees up within ``max_wait_seconds``.
+    ``limit``: the model's parsed ``rate_limit`` (``ModelConfig.declared_rate_limit``). Returns at
+    once (nothing stored) when the model has none. Raises ``TransientModelError`` when no slot
+    frees up within ``max_wait_seconds``.
     """
-    limit = RateLimit.of(config)
     if limit is None:
         return Permit(tenant, model_id, 0, estimated_tokens, 0.0, limited=False)
-    max_requests, max_tokens = limit.per_window(window_seconds)
+    max_requests, max_tokens = per_window(limit, window_seconds)
     waited = 0.0
     while True:
         now = clock()
@@ -155,10 +140,10 @@ def acquire(
         waited += pause
 
 
-def _describe(limit: RateLimit) -> str:
+def _describe(limit: ModelRateLimit) -> str:
     parts = []
-    if limit.requests_per_minute:
-        parts.append(f"{limit.requests_per_minute} requests/min")
-    if limit.tokens_per_minute:
-        parts.append(f"{limit.tokens_per_minute} tokens/min")
+    if limit.requests:
+        parts.append(f"{limit.requests} requests/min")
+    if limit.tokens:
+        parts.append(f"{limit.tokens} tokens/min")
     return ", ".join(parts)

@@ -66,30 +66,35 @@ def max_run_seconds() -> int:
     return retention_days() * 86400 - END_MARGIN_SECONDS
 
 
-def run_clock_seconds(created_at: str | datetime, timeout: int | None, now: datetime | None = None) -> int:
-    """The clock a run's machine races when it starts it: the run's own ``timeout``, at most what
-    is left of :func:`max_run_seconds` since the run was created (at least 1 second)."""
+def run_clock_seconds(
+    created_at: str | datetime, run_timeout: int | None, now: datetime | None = None
+) -> int:
+    """The clock a run's machine races when it starts it (``run_timeout`` on the wire): the run's
+    own ``run_timeout``, at most what is left of :func:`max_run_seconds` since the run was created
+    (at least 1 second)."""
     deadline = _moment(created_at) + timedelta(seconds=max_run_seconds())
     left = (deadline - (now or datetime.now(UTC))).total_seconds()
-    return max(1, int(min(float(timeout) if timeout else left, left)))
+    return max(1, int(min(float(run_timeout) if run_timeout else left, left)))
 
 
-def check_timeout(timeout: int | None) -> None:
+def check_timeout(run_timeout: int | None) -> None:
     """A run's ``timeout`` must end before its data expires (InvalidInput otherwise)."""
-    if timeout is not None and timeout > max_run_seconds():
+    if run_timeout is not None and run_timeout > max_run_seconds():
         raise InvalidInput(
-            f"timeout {timeout} s is longer than this deployment keeps a run's records and files "
+            f"timeout {run_timeout} s is longer than this deployment keeps a run's records and files "
             f"(RetentionDays {retention_days()}: a run may take at most {max_run_seconds()} s from its "
             "start); ask for a shorter timeout, or deploy with a larger RetentionDays.",
             code="timeout_exceeds_retention",
         )
 
 
-def timed_out_message(created_at: str | datetime, timeout: int | None, now: datetime | None = None) -> str:
+def timed_out_message(
+    created_at: str | datetime, run_timeout: int | None, now: datetime | None = None
+) -> str:
     """Why a run that ran out of time failed: its own timeout, or the longest a run may take."""
     elapsed = ((now or datetime.now(UTC)) - _moment(created_at)).total_seconds()
-    if timeout is not None and elapsed < max_run_seconds() - 60:
-        return f"workflow timed out after {timeout} seconds"
+    if run_timeout is not None and elapsed < max_run_seconds() - 60:
+        return f"workflow timed out after {run_timeout} seconds"
     return (
         f"the run reached the longest a run may take in this deployment ({max_run_seconds()} s from its "
         f"creation: RetentionDays {retention_days()} less an hour, when its records and files begin to "

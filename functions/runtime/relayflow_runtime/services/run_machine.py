@@ -12,7 +12,13 @@ never changes) and records in DynamoDB. docs/engine.md draws the states; the gat
 * both are writes on the same item, so one of them is the later: when it is the parent's, it
   finds the token and (its id completing the set) releases the child (SendTaskSuccess); when it
   is the gate's, its condition fails and the node runs without parking. A repeated parent's
-  second release of a token is refused by Step Functions and ignored (see adapters/engine.py).
+  second release of a token is refused by Step Functions and ignored (see adapters/engine.py);
+* the releasing parent hands the node its parents' packed outputs (the release's output, which
+  the gate keeps at ``$.carried`` for RunNode; a parent of a node with several also writes its
+  own on the node's record in the same update, so the last one finds them all), and the node
+  reads no records for its template; it queries them when what was carried is not all it reads
+  (domain/engine.carried_suffices: its gate found the parents done, a template naming an
+  ancestor, outputs past CARRY_LIMIT_BYTES, an execution of the previous definition).
 
 Every write is conditional on the run still running, so a cancelled or finished run records
 nothing more (``ExecutionNotRunning``, which the machine catches and ends the iteration quietly).
@@ -34,7 +40,11 @@ from relayflow_runtime.adapters.table import ExecutionEnded, NodeAlreadyEnded
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.clock import iso_in, now_iso
 from relayflow_runtime.domain.engine import (
+    CARRY_LIMIT_BYTES,
+    FAN_IN_CARRY_BYTES,
     MAX_GATE_CHECKS,
+    Carried,
+    CarriedOutput,
     GateKey,
     NodeFailure,
     NodeSpec,
@@ -42,6 +52,7 @@ from relayflow_runtime.domain.engine import (
     Plan,
     RunRef,
     RunStart,
+    carried_suffices,
     gate_timeouts,
     overdue_after_seconds,
 )
@@ -109,7 +120,7 @@ def start(run: RunRef) -> RunStart:
             for node in plan.nodes
         ],
         retry=plan.retry,
-        timeout=retention.run_clock_seconds(record["created_at"], plan.timeout),
+        run_timeout=retention.run_clock_seconds(record["created_at"], plan.run_timeout),
     )
 
 
@@ -154,12 +165,53 @@ def previous_gate(run: RunRef, task: NodeTask, token: str, checks: int = 0) -> N
         raise GateTimeout(_gate_gave_up(plan, node, task, record))
 
 
-def _release_children(run: RunRef, plan: Plan, node_id: str) -> None:
+def _packed_size(value: Any) -> int:
+    return len(json.dumps(value, default=str).encode())
+
+
+def _release_children(run: RunRef, plan: Plan, node_id: str, completed: dict[str, Any] | None = None) -> None:
+    """Mark ``node_id`` done on each child's record and release the children it completes.
+    ``completed``: the node's completed record (its packed outputs), carried to each child it
+    releases (the gate puts them in RunNode's input: domain/engine.Carried) so the child reads
+    no records. A child of several parents gets each parent's on its record, in the same update
+    (its share of FAN_IN_CARRY_BYTES at most: past it, a larger record costs more than the
+    child's Query saves), and the last one carries them all."""
     store = deps.stores().executions
+    own = (
+        CarriedOutput(output=completed.get("output"), parsed_output=completed.get("parsed_output"))
+        if completed is not None
+        else None
+    )
+    size = _packed_size(own.model_dump(mode="json")) if own is not None else 0
     for child in plan.children(node_id):
-        record = store.mark_parent_done(run.tenant, run.execution_id, child.id, node_id)
+        several = len(child.parents) > 1
+        share = min(CARRY_LIMIT_BYTES, FAN_IN_CARRY_BYTES) // len(child.parents)
+        on_record = own if several and own is not None and size <= share else None
+        record = store.mark_parent_done(
+            run.tenant,
+            run.execution_id,
+            child.id,
+            node_id,
+            carried=on_record.model_dump(mode="json") if on_record is not None else None,
+        )
         if _ready(child, record):
-            deps.machines().release(record["token"])
+            deps.machines().release(record["token"], _carried(child, node_id, own, size, record))
+
+
+def _carried(
+    child: NodeSpec, node_id: str, own: CarriedOutput | None, size: int, record: dict[str, Any]
+) -> dict[str, Any]:
+    """What the releasing parent hands ``child``: every parent's packed output, or none (one
+    missing, or too large to carry)."""
+    if len(child.parents) == 1:
+        fits = own is not None and size <= CARRY_LIMIT_BYTES
+        return Carried(outputs={node_id: own} if own is not None and fits else {}).model_dump(mode="json")
+    kept = record.get("carried") or {}
+    outputs = {
+        p: CarriedOutput.model_validate(kept[p]) for p in child.parents if isinstance(kept.get(p), dict)
+    }
+    carried = Carried(outputs=outputs if len(outputs) == len(child.parents) else {}).model_dump(mode="json")
+    return carried if _packed_size(carried) <= CARRY_LIMIT_BYTES else Carried().model_dump(mode="json")
 
 
 # ---- one node --------------------------------------------------------------------------------------
@@ -217,15 +269,32 @@ class _RunInput:
         return deps.blobs().get_bytes(self.input_file["key"]) if self.input_file else b""
 
 
-def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
+def _upstream_outputs(run: RunRef, plan: Plan, node: NodeSpec, carried: Carried | None) -> _StoredOutputs:
+    """The outputs a node's attempt reads: none for a node without upstream nodes (a root), those
+    its releasing parent carried when they are all it reads (domain/engine.carried_suffices), else
+    its run's node records (one Query)."""
+    if not node.upstream and not node.parents:
+        records: list[dict[str, Any]] = []
+    elif carried is not None and carried_suffices(node, carried):
+        records = [
+            {"node_id": parent, "status": "completed", **value.model_dump()}
+            for parent, value in carried.outputs.items()
+        ]
+    else:
+        records = deps.stores().executions.node_records(run.tenant, run.execution_id)
+    return _StoredOutputs(plan, records)
+
+
+def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None = None) -> None:
     """One attempt of one node (``attempt`` counts retries: 0 for the first). On success the node's
     record is completed and its ready children are released; a failed attempt raises for the
-    machine's retry loop, its error and prompt kept on the record."""
+    machine's retry loop, its error and prompt kept on the record. ``carried``: the parents'
+    outputs the releasing parent handed the node's gate."""
     plan = load_plan(run.tenant, run.execution_id)
     node = plan.node(task.id)
     store = deps.stores().executions
     sk = f"N#{node.id}"
-    records = store.node_records(run.tenant, run.execution_id)
+    upstream = _upstream_outputs(run, plan, node, carried)
     number = attempt + 1
     started_at = now_iso()
     try:
@@ -237,6 +306,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
             number,
             _node_dict(node) | {"node_id": node.id},
             started_at,
+            carried_from=node.parents if len(node.parents) > 1 else (),
         )
     except NodeAlreadyEnded as ended:
         # A repeated task of a node recorded already: only what follows the record is left to do.
@@ -247,14 +317,14 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     prefix = f"{execution_prefix(run.tenant, run.execution_id)}N/{node.id}/"
     run_input = _RunInput(run)
     try:
-        scope = template_scope(node, _StoredOutputs(plan, records), run_input.text)
+        scope = template_scope(node, upstream, run_input.text)
         context = InvocationContext(
             execution_id=run.execution_id,
             node_id=node.id,
             attempt=number,
             read_input_file=run_input.file_bytes if run_input.input_file else None,
             input_filename=(run_input.input_file or {}).get("filename"),
-            time_budget=float(node.timeout),
+            time_budget=float(node.node_timeout),
         )
         outcome = run_attempt(node, scope, context, tenant=run.tenant)
     except ModelError as exc:
@@ -286,7 +356,8 @@ def run_node(run: RunRef, task: NodeTask, attempt: int) -> None:
     }
     if outcome.parsed_output is not None:
         fields["parsed_output"] = pack(outcome.parsed_output, f"{prefix}parsed_output.json")
-    record = {"attempts": number, "duration_ms": outcome.duration_ms}
+    record = {"attempts": number, "duration_ms": outcome.duration_ms, "status": "completed"}
+    record |= {"output": fields["output"], "parsed_output": fields.get("parsed_output")}
     try:
         store.finish_node(run.tenant, run.execution_id, sk, fields, attempt=number)
     except NodeAlreadyEnded as ended:
@@ -320,7 +391,7 @@ def _recorded(run: RunRef, plan: Plan, node: NodeSpec, record: dict[str, Any]) -
     (a parent marked done twice counts once, a second release of a token is ignored)."""
     summary = {"attempts": record.get("attempts"), "duration_ms": record.get("duration_ms")}
     notify.node_finished(_ctx(run, plan), _node_dict(node), summary, "completed", None)
-    _release_children(run, plan, node.id)
+    _release_children(run, plan, node.id, record)
 
 
 def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> NodeFailure:
@@ -332,7 +403,7 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     name, message = error_message(error)
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
-        message = f"node '{node.name}' timed out after {node.timeout} seconds"
+        message = f"node '{node.name}' timed out after {node.node_timeout} seconds"
     elif name == "GateTimeout":
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         message = _gate_gave_up(plan, node, task, records.get(node.id))
@@ -351,13 +422,14 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
         # write went through after the machine gave up on it (the node completed).
         ended_as = ended.record.get("status")
         if ended_as == NodeStatus.COMPLETED:
-            _release_children(run, plan, node.id)
+            _release_children(run, plan, node.id, ended.record)
             return NodeFailure(stop=False)
         if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
             raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
         status, message = str(ended_as), str(ended.record.get("error") or message)
-    records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
-    notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
+    if notify.node_events_wanted():  # (the event alone reads the record: its attempts, duration)
+        records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+        notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
     if node.on_failure == "continue":
         _release_children(run, plan, node.id)
         return NodeFailure(stop=False)

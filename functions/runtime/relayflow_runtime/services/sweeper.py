@@ -17,7 +17,8 @@ sweep index (never a scan):
    ``ended`` or ``never_started``).
 2. **status events the bus refused** (kept on their run by services/notify.py) are published again.
 3. **finished runs whose follow-up was cut short** (index partition SETTLE, finished more than
-   ``grace_seconds`` ago): their budget is released and they leave the index.
+   ``grace_seconds`` ago): their budget is released, a batch's outcomes are sealed and their
+   compaction started (services/transitions.py ``after_finish``), and they leave the index.
 
 DescribeExecution is refilled at 15 calls a second per account: the sweeper reads at most
 ``per_shard`` runs of each of the index's 8 shards per partition in one invocation, oldest first

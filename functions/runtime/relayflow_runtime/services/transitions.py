@@ -20,6 +20,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from relayflow_runtime.adapters.engine import StartNotAccepted
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.adapters.transactions import StoreContended
 from relayflow_runtime.domain.costs import sum_usage
@@ -31,7 +32,7 @@ from relayflow_runtime.domain.status import (
     progress_node,
     settled_node_status,
 )
-from relayflow_runtime.services import budget, deps, metrics, notify, retention
+from relayflow_runtime.services import budget, deps, metrics, notify, outcomes, retention
 
 logger = Logger(child=True)
 
@@ -145,7 +146,8 @@ def count_finished(
 
 
 def after_finish(tenant: str, record: dict[str, Any], env: deps.Deps | None = None) -> bool:
-    """What follows a run's end: give back its batch budget, then leave the sweep index (unless a
+    """What follows a run's end: give back its batch budget; a batch's outcomes sealed and their
+    compaction started (services/outcomes.py ``after_end``); then leave the sweep index (unless a
     status event still waits to be published). True when the run left the index."""
     env = deps.given(env)
     if record.get("budget_reserved") is not None or record.get("input_mode") == "batch":
@@ -155,5 +157,12 @@ def after_finish(tenant: str, record: dict[str, Any], env: deps.Deps | None = No
             # The budget item stayed contended past the release's retries: the share stays on the
             # run, which stays in the sweep index; the sweeper's next pass releases it.
             logger.warning("budget release left to the sweeper", extra={"execution_id": record["id"]})
+            return False
+    if record.get("input_mode") == "batch":
+        try:
+            outcomes.after_end(tenant, record, env)
+        except (StoreContended, StartNotAccepted):
+            # The run stays in the sweep index: the sweeper's next pass seals and starts it again.
+            logger.warning("outcome compaction left to the sweeper", extra={"execution_id": record["id"]})
             return False
     return env.sweep.leave(tenant, record["id"])

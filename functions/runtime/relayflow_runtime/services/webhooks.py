@@ -343,15 +343,13 @@ def deliver_attempt(
         "round": task.round,
     }
     expires = _expiry_of(record)
-    secret = (stores.webhooks.get_webhook_secret(task.tenant, record["workflow_id"]) or {}).get("secret")
-    target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
-    problem = problem or (
-        None
-        if secret
-        else "the workflow has no webhook secret to sign with: POST /workflows/"
-        f"{record['workflow_id']}/webhook-secret creates one"
+    target, secret, problem = _signed_target(
+        task.tenant,
+        record["workflow_id"],
+        url,
+        f": POST /workflows/{record['workflow_id']}/webhook-secret creates one",
     )
-    if problem or not secret or target is None:
+    if target is None or secret is None:
         attempt = DeliveryAttempt(
             **base, attempt=task.attempt, outcome="failed", final=True, error=problem, attempted_at=now_iso()
         )
@@ -363,15 +361,7 @@ def deliver_attempt(
     sent = _send(delivery_id, base["event_type"], task.attempt, target, body, secret, config, send)
     attempt = DeliveryAttempt(**base, **sent)
     stores.webhooks.put_delivery_attempt(task.tenant, attempt.model_dump(mode="json"), expires_at=expires)
-    if not attempt.final:
-        queue().send(
-            task.model_copy(update={"attempt": task.attempt + 1}).message(),
-            delay_seconds=int(config.delay_after(task.attempt)),
-        )
-    elif attempt.outcome == "delivered":
-        metrics.count(metrics.WEBHOOK_DELIVERIES_DELIVERED)
-    else:
-        metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
+    _follow_up(task, attempt.outcome, attempt.final, config)
     log = logger.info if attempt.outcome == "delivered" else logger.warning
     log(
         f"webhook attempt {attempt.outcome}",
@@ -402,10 +392,8 @@ def deliver_rejection(
         return None
     delivery_id = task.delivery_id
     where = {"workflow_id": task.workflow_id, "key": task.reason.get("key"), "delivery_id": delivery_id}
-    secret = (deps.stores().webhooks.get_webhook_secret(task.tenant, task.workflow_id) or {}).get("secret")
-    target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
-    problem = problem or (None if secret else "the workflow has no webhook secret to sign with")
-    if problem or not secret or target is None:
+    target, secret, problem = _signed_target(task.tenant, task.workflow_id, url)
+    if target is None or secret is None:
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
         logger.warning("rejected upload's webhook not sent", extra={**where, "problem": problem})
         return {"attempt": task.attempt, "outcome": "failed", "final": True, "error": problem}
@@ -419,18 +407,37 @@ def deliver_rejection(
     }
     body = json.dumps(payload, separators=(",", ":")).encode()
     attempt = _send(delivery_id, UPLOAD_REJECTED_TYPE, task.attempt, target, body, secret, config, send)
-    if not attempt["final"]:
+    _follow_up(task, attempt["outcome"], attempt["final"], config)
+    log = logger.info if attempt["outcome"] == "delivered" else logger.warning
+    log(f"rejected upload's webhook attempt {attempt['outcome']}", extra={**where, **attempt})
+    return attempt
+
+
+def _signed_target(
+    tenant: str, workflow_id: str, url: str, hint: str = ""
+) -> tuple[CallbackUrl | None, str | None, str | None]:
+    """(the URL to POST to, the workflow's secret to sign with, None), or (None, None, why not):
+    a URL that may not be called, or no secret (``hint`` says how to make one)."""
+    secret = (deps.stores().webhooks.get_webhook_secret(tenant, workflow_id) or {}).get("secret")
+    target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
+    problem = problem or (None if secret else "the workflow has no webhook secret to sign with" + hint)
+    if problem or not secret or target is None:
+        return None, None, problem
+    return target, str(secret), None
+
+
+def _follow_up(task: DeliveryTask | RejectionTask, outcome: str, final: bool, config: WebhookConfig) -> None:
+    """After an attempt: the next one queued, delayed by the backoff, while attempts are left;
+    else the delivery counted as delivered or failed."""
+    if not final:
         queue().send(
             task.model_copy(update={"attempt": task.attempt + 1}).message(),
             delay_seconds=int(config.delay_after(task.attempt)),
         )
-    elif attempt["outcome"] == "delivered":
+    elif outcome == "delivered":
         metrics.count(metrics.WEBHOOK_DELIVERIES_DELIVERED)
     else:
         metrics.count(metrics.WEBHOOK_DELIVERIES_FAILED)
-    log = logger.info if attempt["outcome"] == "delivered" else logger.warning
-    log(f"rejected upload's webhook attempt {attempt['outcome']}", extra={**where, **attempt})
-    return attempt
 
 
 def _expiry_of(record: dict[str, Any]) -> int | None:

@@ -1318,7 +1318,7 @@
         if (seq !== estimateSeq) return;
         const cell = (label, value, testid) => el("div", { class: "stat" }, el("div", { class: "value", "data-testid": testid }, value), el("div", { class: "label" }, label));
         const caveats = [];
-        if (e.items_exact === false) caveats.push(`items scaled from the ${fmtInt(e.items_read)} read`);
+        if (e.items_exact === false) caveats.push(`items extrapolated from a sample: the first ${fmtInt(e.items_read)} read, until the ${e.read_stopped_by} bound`);
         if (e.sample_failures) caveats.push(`${fmtInt(e.sample_failures)} of ${fmtInt(e.sample_size)} sampled items would fail`);
         replace(
           estimate,

@@ -10,9 +10,6 @@ it.
 
 from __future__ import annotations
 
-import functools
-import random
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,7 +19,7 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.adapters.codec import decode_cursor, encode_cursor, from_dynamo, to_dynamo
 from relayflow_runtime.adapters.table.keys import tenant_pk
-from relayflow_runtime.adapters.transactions import ATTEMPTS, StoreContended, retry_contention
+from relayflow_runtime.adapters.transactions import retry_contention, until_processed
 from relayflow_runtime.errors import InvalidNextToken, NotFound
 
 _KEY_FIELDS = (
@@ -223,16 +220,8 @@ class BaseStore:
         found: list[dict[str, Any]] = []
         for start in range(0, len(keys), 100):
             request: dict[str, Any] = {self.table_name: {"Keys": keys[start : start + 100]}}
-            attempt = 0
-            while request:
-                response = retry_contention(functools.partial(_batch_get, request))
+            for response in until_processed(_batch_get, request, "UnprocessedKeys"):
                 found.extend(strip_keys(i) for i in response.get("Responses", {}).get(self.table_name, []))
-                request = response.get("UnprocessedKeys") or {}
-                attempt += 1
-                if request and attempt >= ATTEMPTS:
-                    raise StoreContended(f"{len(request[self.table_name]['Keys'])} keys stayed unprocessed")
-                if request:
-                    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))
         return found
 
     def _delete_keys(self, keys: Iterable[dict[str, str]]) -> None:

@@ -38,6 +38,8 @@ _SER = TypeSerializer()
 #: run runs, so the writes of a running run (its progress, its nodes, its usage) never reach an
 #: index, and the workflow's index partitions see a run's creation and its status moves only.
 LISTING_SK = "XL"
+#: A node record's attribute that keeps one parent's packed output for it (mark_parent_done).
+CARRIED_PREFIX = "carried#"
 #: What tells a listing entry from the execution item of a run recorded before entries existed.
 LISTING_MARK = "listing_entry"
 
@@ -335,18 +337,26 @@ class ExecutionStore(BaseStore):
         sets: tuple[str, ...] = (),
         names: dict[str, str],
         values: dict[str, Any],
+        removes: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """A transaction's Update of a node record: ``SET`` the ``sets`` and each of ``fields``."""
+        """A transaction's Update of a node record: ``SET`` the ``sets`` and each of ``fields``,
+        ``REMOVE`` the attributes ``removes``."""
         names, values, assignments = dict(names), dict(values), list(sets)
         for i, (field, value) in enumerate(fields.items()):
             names[f"#f{i}"] = field
             values[f":f{i}"] = value
             assignments.append(f"#f{i} = :f{i}")
+        removed = []
+        for i, attribute in enumerate(removes):
+            names[f"#r{i}"] = attribute
+            removed.append(f"#r{i}")
         return {
             "Update": {
                 "TableName": self.table_name,
                 "Key": _wire(node_record_key(tenant, execution_id, record_sk)),
-                "UpdateExpression": "SET " + ", ".join(assignments),
+                "UpdateExpression": "SET "
+                + ", ".join(assignments)
+                + (" REMOVE " + ", ".join(removed) if removed else ""),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": _wire(values),
@@ -378,12 +388,16 @@ class ExecutionStore(BaseStore):
         attempt: int,
         fields: dict[str, Any],
         now: str,
+        carried_from: Iterable[str] = (),
     ) -> None:
         """Mark a node of a single run running for its ``attempt``-th attempt (1-based: the number
         is the state machine's, so a repeated task sets the same one), in one transaction with a
         check that the run is running. Raises :class:`ExecutionEnded` when the run is no longer
         running, :class:`NodeAlreadyEnded` when the node record has ended (or a later attempt holds
         it), ``StoreContended`` when contention outlasts the retries (adapters/transactions.py).
+        ``carried_from``: the parents whose outputs mark_parent_done kept on the record, removed
+        now (read by the parent that released the node: the record's later writes and its storage
+        no longer pay for them).
 
         Nothing is written on the execution item (a ConditionCheck only): the run's progress is
         read from its node records (``idx``, ``attempts``; domain/status.progress_node), so a node's
@@ -400,6 +414,7 @@ class ExecutionStore(BaseStore):
             "AND (attribute_not_exists(#att) OR #att <= :att)",
             names={"#st": "status", "#att": "attempts", "#sa": "started_at", "#as": "attempt_started_at"},
             values={":running": NodeStatus.RUNNING.value, **_NODE_OPEN_VALUES, ":att": attempt, ":now": now},
+            removes=[f"{CARRIED_PREFIX}{parent}" for parent in carried_from],
         )
         check = self._status_check(tenant, execution_id, (ExecutionStatus.RUNNING.value,))
         self._write_node(tenant, execution_id, sk, [check, update])
@@ -528,22 +543,39 @@ class ExecutionStore(BaseStore):
         return strip_keys(response["Attributes"])
 
     def mark_parent_done(
-        self, tenant: str, execution_id: str, node_id: str, parent_id: str
+        self, tenant: str, execution_id: str, node_id: str, parent_id: str, carried: Any = None
     ) -> dict[str, Any]:
         """Add ``parent_id`` to the node's set of finished parents (adding it twice counts once);
         returns the record as it now is. The gate's token write (AwaitParents) is conditional on
         fewer parents being done, so of the two writes on this record the later one decides: a
         token found here was stored while a parent was missing, and this update's caller releases it
-        when its parent was the last; a gate finding every parent done stores nothing and runs."""
+        when its parent was the last; a gate finding every parent done stores nothing and runs.
+
+        ``carried`` (a parent of a node with several): the parent's packed output, written on the
+        record in the same update (attribute ``carried#<parent id>``; writing it twice writes the
+        same), so the parent that releases the node finds every parent's in the record returned,
+        gathered under ``carried`` (parent id -> value)."""
+        names = {"#dp": "done_parents"}
+        values: dict[str, Any] = {":p": {parent_id}}
+        expression = "ADD #dp :p"
+        if carried is not None:
+            names["#c"] = f"{CARRIED_PREFIX}{parent_id}"
+            values[":c"] = to_dynamo(carried)
+            expression += " SET #c = :c"
         response = self._write(
             "update_item",
             Key=node_record_key(tenant, execution_id, f"N#{node_id}"),
-            UpdateExpression="ADD #dp :p",
-            ExpressionAttributeNames={"#dp": "done_parents"},
-            ExpressionAttributeValues={":p": {parent_id}},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
-        return strip_keys(response["Attributes"])
+        record = strip_keys(response["Attributes"])
+        record["carried"] = {
+            key.removeprefix(CARRIED_PREFIX): record.pop(key)
+            for key in [k for k in record if k.startswith(CARRIED_PREFIX)]
+        }
+        return record
 
     def node_records(self, tenant: str, execution_id: str) -> list[dict[str, Any]]:
         condition = Key("pk").eq(tenant_pk(tenant, "X", execution_id)) & Key("sk").begins_with("N#")
