@@ -162,14 +162,14 @@ def results_page(
     ``answer_bytes`` (at least one item: the next token goes on from there). With ``status``, only
     the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
     if status is None:
-        rows, token = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
+        rows, token, _ = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
         return [result for _, result in rows], token
     kept: list[BatchItemResult] = []
     size, scanned, token = 0, 0, next_token
     budget = max(limit, FILTER_SCAN_ITEMS)
     while scanned < budget:
         want = min(max(limit, 100), budget - scanned)
-        rows, after = _read_page(
+        rows, after, read = _read_page(
             tenant, execution, want, token, compacted, read_bytes, answer_bytes, status=status
         )
         for start, result in rows:
@@ -181,7 +181,7 @@ def results_page(
             if size > answer_bytes and kept:
                 return kept, dataset_service.encode_offset(start)
             kept.append(result)
-        scanned += len(rows)
+        scanned += read
         if after is None:
             return kept, None
         token = after
@@ -199,9 +199,9 @@ def _read_page(
     read_bytes: int,
     answer_bytes: int,
     status: BatchItemStatus | None = None,
-) -> tuple[list[tuple[int, BatchItemResult]], str | None]:
+) -> tuple[list[tuple[int, BatchItemResult]], str | None, int]:
     """A page of every item (with ``status``: of those in it), each with its cursor (see
-    :func:`results_page`)."""
+    :func:`results_page`), and how many entries of the list it read."""
     offset = dataset_service.decode_offset(next_token)
     page: list[tuple[int, ItemEntry]] = []
     token: str | None = None
@@ -214,13 +214,13 @@ def _read_page(
                 break
             page.append((start, entry))
     except NotFound:  # the list is not written yet (the run is being prepared)
-        return [], None
+        return [], None, 0
     answer, rest = entry_results(
         tenant, execution, page, compacted, read_bytes=read_bytes, answer_bytes=answer_bytes, status=status
     )
     if rest:
         token = dataset_service.encode_offset(rest[0][0])
-    return answer, token
+    return answer, token, len(page) - len(rest)
 
 
 def entry_results(
