@@ -5,7 +5,10 @@
 * **after**: 100,000 items recorded as the node runner records them (services/outcomes.py: one S3
   object and one pointer transaction per child of 10), read while the run runs (per-child objects),
   then compacted into segments (the jobs machine's ``compact_outcomes``) and read again, then
-  exported (``export_results``, the jobs machine's job);
+  exported (``export_results``, the jobs machine's job) one read and one part at a time and
+  concurrently, side by side: on the local stack as it is, then with S3's latency added to each
+  request (the local stack answers from memory at once); and each one's peak memory
+  (tracemalloc) at 10,000 and 100,000 items;
 * **before**: the per-item records this replaced (one outcome per item in a transaction, each
   output over the 4 KB inline limit an S3 object of its own), still read by runs prepared before
   ordinals: a page of 1,000 and an export of BEFORE_ITEMS items (the same per-item requests at any
@@ -21,6 +24,7 @@ too: the figures that cost a million items (bench/calls.py, docs/batch.md).
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -195,10 +199,11 @@ def _page(run: Any, execution: Any, compacted: bool) -> Callable[[], int]:
     return read
 
 
-def _export(run: Any, items: int) -> Callable[[], int]:
+def _export(run: Any, items: int, concurrent: bool = True) -> Callable[[], int]:
     """The jobs machine's export_results, round after round as the machine runs it (Lambda's 900 s:
-    a round stops 60 s before), until the file is written."""
-    from relayflow_runtime.services import batch_results
+    a round stops 60 s before), until the file is written: concurrent inside a round, or one read
+    and one part at a time."""
+    from relayflow_runtime.services import results_export
 
     def export() -> int:
         job: dict[str, Any] = {
@@ -207,7 +212,9 @@ def _export(run: Any, items: int) -> Callable[[], int]:
             "execution_id": run.execution_id,
             "format": "jsonl",
         }
-        while (answer := batch_results.export_results_job(job, remaining_ms=900_000)).get("more"):
+        while (
+            answer := results_export.export_results_job(job, remaining_ms=900_000, concurrent=concurrent)
+        ).get("more"):
             job = answer
         assert answer["size"] > items * OUTPUT_BYTES, answer
         return int(answer["size"])
@@ -283,11 +290,15 @@ def run() -> list[Row]:
             (f"before: {PAGE:,} results, requests per item", count / PAGE, ""),
             (f"before: {PAGE:,} results, time", seconds, "s"),
         ]
-        seconds, count, _ = _measured(requests, _export(old_run, BEFORE_ITEMS))
+        seconds, count, _ = _measured(requests, _export(old_run, BEFORE_ITEMS, concurrent=False))
         rows += [
             (f"before: export of {BEFORE_ITEMS:,} items, requests per item", count / BEFORE_ITEMS, ""),
             (f"before: export of {BEFORE_ITEMS:,} items, time", seconds, "s"),
-            ("before: export, items per second (serial GETs)", BEFORE_ITEMS / seconds, "items/s"),
+            (
+                "before: export, items per second (a GET per value, 16 at once)",
+                BEFORE_ITEMS / seconds,
+                "items/s",
+            ),
         ]
         # ---- after: per-child objects and pointers, compacted segments ----
         new_run, new_execution = _run(ITEMS, ordinals=True)
@@ -319,7 +330,6 @@ def run() -> list[Row]:
             ("after: compaction, requests per item", count / ITEMS, ""),
         ]
         page_seconds, page_count, pages = _measured(requests, _page(new_run, new_execution, True))
-        seconds, count, _ = _measured(requests, _export(new_run, ITEMS))
         rows += [
             (f"after: a page of {PAGE:,} items (compacted), requests", page_count, ""),
             (
@@ -328,10 +338,140 @@ def run() -> list[Row]:
                 f"(target <= {TARGET})",
             ),
             (f"after: a page of {PAGE:,} items (compacted), time", page_seconds, "s"),
-            (f"after: export of {ITEMS:,} items, requests", count, ""),
-            (f"after: export of {ITEMS:,} items, requests per item", count / ITEMS, f"(target <= {TARGET})"),
-            (f"after: export of {ITEMS:,} items, time", seconds, "s"),
-            ("after: export, items per second", ITEMS / seconds, "items/s"),
         ]
+        runs = {ITEMS: new_run}
+        for size in EXPORT_SIZES:
+            if size not in runs:
+                runs[size], small = _run(size, ordinals=True)
+                _record_all(runs[size], size, ordinals=True)
+                _ended(runs[size], small)
+                outcomes.compact_job({"tenant": runs[size].tenant, "execution_id": runs[size].execution_id})
+        rows += exports(requests, runs)
         rows += _recording(requests, _run(RECORDING_SAMPLE, ordinals=True)[0])
+    return rows
+
+
+# ---- exports: sequential and concurrent side by side ---------------------------------------------
+EXPORT_SIZES = (10_000, ITEMS)
+MODES = (("sequential", False), ("concurrent", True))
+#: S3 as seen from a Lambda in its region, for the second measurement: a first byte after this
+#: long, then this many bytes a second per connection (the local stack answers at once, from
+#: memory, under the same lock as the code it serves).
+S3_FIRST_BYTE_SECONDS = 0.03
+S3_BYTES_PER_SECOND = 80 * 1024 * 1024
+
+
+@contextmanager
+def _s3_latency() -> Iterator[None]:
+    """Every S3 request of this process waits as if S3 were across a network (see above)."""
+    import botocore.client
+
+    real = botocore.client.BaseClient._make_api_call
+
+    def slowed(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        answer = real(client, operation, params)
+        if client.meta.service_model.service_name == "s3":
+            sent = len(params.get("Body") or b"") if isinstance(params.get("Body"), (bytes, bytearray)) else 0
+            received = int(answer.get("ContentLength") or 0) if operation == "GetObject" else 0
+            time.sleep(S3_FIRST_BYTE_SECONDS + (sent + received) / S3_BYTES_PER_SECOND)
+        return answer
+
+    botocore.client.BaseClient._make_api_call = slowed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        botocore.client.BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+@contextmanager
+def _as_on_aws(run: Any) -> Iterator[None]:
+    """What S3 would hand relayflow and nothing more, for tracemalloc: the local stack runs in this
+    process, so its own memory would count as relayflow's. It keeps the export's file: here the
+    parts go nowhere, each held as long as S3's latency (above) would take to receive it. It
+    answers a ranged GET by building the whole object first (the item list: 6 MB at 100,000
+    items): the list's bytes are read before tracing starts and each ranged GET of it answers its
+    range, as S3 does."""
+    from relayflow_runtime.adapters import blob_stream
+    from relayflow_runtime.adapters.blobs import BlobStore
+    from relayflow_runtime.services import deps, item_lists, run_records
+
+    listed = deps.blobs().get_bytes(
+        item_lists.list_key(run_records.execution_prefix(run.tenant, run.execution_id))
+    )
+
+    def windows(bucket: str, key: str, offset: int, window: int) -> Iterator[bytes]:
+        while offset < len(listed):
+            yield listed[offset : offset + window]
+            offset += window
+
+    upload = blob_stream.PartUpload
+    saved = upload.send, upload.complete, BlobStore.put_bytes, blob_stream.read_windows
+
+    def send(self: Any, number: int, body: bytes) -> None:  # held as long as S3 would take it
+        time.sleep(S3_FIRST_BYTE_SECONDS + len(body) / S3_BYTES_PER_SECOND)
+
+    upload.send = send  # type: ignore[method-assign]
+    upload.complete = lambda self, count, size: None  # type: ignore[method-assign]
+    BlobStore.put_bytes = lambda self, key, data, content_type="", **meta: None  # type: ignore[method-assign]
+    blob_stream.read_windows = windows
+    try:
+        yield
+    finally:
+        upload.send, upload.complete, BlobStore.put_bytes, blob_stream.read_windows = saved  # type: ignore[method-assign]
+
+
+def _peak(step: Callable[[], Any]) -> float:
+    """relayflow's high-water mark over the step, in MiB (tracemalloc: every allocation)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        step()
+        return (tracemalloc.get_traced_memory()[1] - start) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def exports(requests: _Requests, runs: dict[int, Any]) -> list[Row]:
+    """The export of ITEMS items one read and one part at a time and concurrently, side by side:
+    on the local stack as it is, then with S3's latency (above); and each one's peak memory at
+    each of EXPORT_SIZES (``runs``: a compacted run of each size)."""
+    from relayflow_runtime.services import batch_results, deps
+
+    rows: list[Row] = []
+    run = runs[ITEMS]
+    timed: dict[tuple[str, str], float] = {}
+    for network in ("local stack", "S3 latency"):
+        for mode, concurrent in MODES:
+            with _s3_latency() if network == "S3 latency" else contextlib.nullcontext():
+                seconds, count, _ = _measured(requests, _export(run, ITEMS, concurrent))
+            deps.blobs().delete(batch_results.export_key(run.tenant, run.execution_id, "jsonl"))
+            timed[(network, mode)] = seconds
+            rows += [
+                (f"export of {ITEMS:,} items, {network}, {mode}: time", seconds, "s"),
+                (
+                    f"export of {ITEMS:,} items, {network}, {mode}: items per second",
+                    ITEMS / seconds,
+                    "items/s",
+                ),
+                (
+                    f"export of {ITEMS:,} items, {network}, {mode}: requests per item",
+                    count / ITEMS,
+                    f"(target <= {TARGET})",
+                ),
+            ]
+        speed_up = timed[(network, "sequential")] / timed[(network, "concurrent")]
+        rows.append((f"export, {network}: concurrent over sequential", speed_up, "x"))
+    for mode, concurrent in MODES:
+        peaks = {}
+        for size in EXPORT_SIZES:
+            with _as_on_aws(runs[size]):
+                peaks[size] = _peak(_export(runs[size], size, concurrent))
+            rows.append((f"export of {size:,} items, {mode}: relayflow's peak memory", peaks[size], "MiB"))
+        small, large = min(EXPORT_SIZES), max(EXPORT_SIZES)
+        ratio = peaks[large] / max(peaks[small], 0.01)
+        rows.append((f"export, {mode}: peak memory, {large:,} over {small:,} items", ratio, "x"))
     return rows

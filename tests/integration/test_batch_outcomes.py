@@ -21,6 +21,7 @@ from tests.support.batches import (
     workflow,
 )
 
+from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.domain.outcomes import ANSWER_BYTES
@@ -33,6 +34,7 @@ from relayflow_runtime.services import (
     executions,
     item_lists,
     outcomes,
+    results_export,
     run_records,
 )
 from relayflow_runtime.settings import get_settings
@@ -235,9 +237,18 @@ def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_
     first, _ = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None)
     assert sum(len(r.output) for r in first[:-1]) <= ANSWER_BYTES < 100 * 60_000
 
-    # And exported by a job whose every round is out of time once it holds a whole part: pages of
-    # 20 items, so the file is larger than a page and than a round
-    monkeypatch.setattr(batch_results, "EXPORT_PAGE_ITEMS", 20)
+    # And exported by a job whose every round is out of time after a part (parts of S3's least
+    # size, each taking 30 s on the round's clock, 50 s before its margin): the file is larger
+    # than a page and than a round
+    monkeypatch.setattr(results_export, "EXPORT_PART_BYTES", blob_stream.MIN_PART_SIZE)
+    clock = [0.0]
+    send = blob_stream.PartUpload.send
+
+    def slow(upload: blob_stream.PartUpload, number: int, body: bytes) -> None:
+        send(upload, number, body)
+        clock[0] += 30
+
+    monkeypatch.setattr(blob_stream.PartUpload, "send", slow)
     job: dict[str, Any] = {
         "tenant": TENANT,
         "workflow_id": workflow_id,
@@ -246,7 +257,13 @@ def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_
     }
     rounds = 0
     while True:
-        answer = batch_results.export_results_job(job, remaining_ms=0)
+        clock[0] = 0.0
+        answer = results_export.export_results_job(
+            job,
+            remaining_ms=int((results_export.EXPORT_MARGIN_SECONDS + 50) * 1000),
+            clock=lambda: clock[0],
+            concurrent=False,
+        )
         rounds += 1
         if not answer.get("more"):
             break

@@ -66,3 +66,19 @@ def test_aborted_write_leaves_nothing(s3: object) -> None:
     # Then neither the object nor an unfinished multipart upload is left
     assert blob_stream.object_size(BUCKET, "broken.json") is None
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []  # type: ignore[attr-defined]
+
+
+LINE = len(next(lines(1)))
+
+
+@pytest.mark.parametrize("window", [1000, LINE * 10])
+def test_lines_read_in_ranged_windows_are_the_lines_of_one_stream(s3: object, window: int) -> None:
+    # Given an object of 100 lines (a multiple of the second window: its last read starts past the
+    # end), lines that straddle the first window's reads
+    body = b"".join(lines(100))
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="w.json", Body=body)
+    # When it is read from the third line on in windows, and as one stream
+    windowed = list(blob_stream.read_lines(BUCKET, "w.json", 2 * LINE, window=window))
+    streamed = list(blob_stream.read_lines(BUCKET, "w.json", 2 * LINE))
+    # Then both are the same lines at the same offsets, to the end
+    assert windowed == streamed and len(windowed) == 98

@@ -43,15 +43,12 @@ class ObjectWriter:
         key: str,
         content_type: str = "application/json",
         part_size: int = MIN_PART_SIZE,
-        resume: dict[str, Any] | None = None,
     ) -> None:
         self.bucket, self.key, self.content_type = bucket, key, content_type
         self.part_size = max(part_size, MIN_PART_SIZE)
-        self.size = int((resume or {}).get("size") or 0)
+        self.size = 0
         self._buffer = bytearray()
-        self._upload_id: str | None = (resume or {}).get("upload_id")
-        #: Parts an earlier invocation sent (``resume``): listed from S3 when the upload completes.
-        self._sent_before = int((resume or {}).get("parts") or 0)
+        self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._closed = False
 
@@ -59,20 +56,6 @@ class ObjectWriter:
     def buffered(self) -> int:
         """Bytes written but not sent yet."""
         return len(self._buffer)
-
-    def suspend(self) -> dict[str, Any]:
-        """Send what is buffered as a part (it must be a full one: ``buffered`` at least
-        MIN_PART_SIZE) and leave the upload open: what a later ``ObjectWriter(resume=...)`` in
-        another invocation goes on from."""
-        if len(self._buffer) < MIN_PART_SIZE:
-            raise ValueError("an upload is suspended on a whole part only")
-        self._flush_part()
-        self._closed = True
-        return {
-            "upload_id": self._upload_id,
-            "parts": self._sent_before + len(self._parts),
-            "size": self.size,
-        }
 
     def write(self, data: bytes) -> None:
         self._buffer += data
@@ -85,7 +68,7 @@ class ObjectWriter:
             self._upload_id = _s3().create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type
             )["UploadId"]
-        number = self._sent_before + len(self._parts) + 1
+        number = len(self._parts) + 1
         # The buffer itself is sent (botocore takes a bytearray), not a copy: one part in memory,
         # not two. It is replaced, never changed, once handed over.
         body, self._buffer = self._buffer, bytearray()
@@ -104,17 +87,11 @@ class ObjectWriter:
             return
         if self._buffer:
             self._flush_part()
-        parts = self._parts
-        if self._sent_before:
-            parts = [
-                {"PartNumber": part["PartNumber"], "ETag": part["ETag"]}
-                for page in _s3()
-                .get_paginator("list_parts")
-                .paginate(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
-                for part in page.get("Parts", [])
-            ]
         _s3().complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": self._parts},
         )
 
     def abort(self) -> None:
@@ -135,6 +112,69 @@ class ObjectWriter:
             self.abort()
 
 
+class UploadGone(Exception):
+    """The multipart upload is no longer open: completed (by another run of the same round) or
+    aborted."""
+
+
+def _upload_gone(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == "NoSuchUpload"
+
+
+class PartUpload:
+    """One multipart upload whose parts are sent by number, from any thread or invocation (an
+    export's rounds, services/results_export.py). The caller sends the same bytes under the same
+    number every time (part k is always bytes (k-1)·part to k·part of the file), so a part sent
+    twice, by a repeated round or one killed half-way, changes nothing; ``complete`` takes parts 1
+    to ``count`` as S3 lists them, whatever higher numbers an earlier run left."""
+
+    def __init__(self, bucket: str, key: str, content_type: str, upload_id: str | None = None) -> None:
+        self.bucket, self.key, self.content_type = bucket, key, content_type
+        self.upload_id = upload_id
+
+    def open(self) -> str:
+        if self.upload_id is None:
+            self.upload_id = _s3().create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+            )["UploadId"]
+        return self.upload_id
+
+    def send(self, number: int, body: bytes) -> None:
+        try:
+            _s3().upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=self.open(), PartNumber=number, Body=body
+            )
+        except ClientError as exc:
+            if _upload_gone(exc):
+                raise UploadGone(self.key) from exc
+            raise
+
+    def complete(self, count: int, size: int) -> None:
+        """Complete the object from parts 1..``count`` (``size`` bytes in all). When the upload is
+        gone because another run completed it with the same ``size``, there is nothing to do."""
+        try:
+            listed = {
+                int(part["PartNumber"]): part["ETag"]
+                for page in _s3()
+                .get_paginator("list_parts")
+                .paginate(Bucket=self.bucket, Key=self.key, UploadId=self.open())
+                for part in page.get("Parts", [])
+            }
+            missing = [n for n in range(1, count + 1) if n not in listed]
+            if missing:
+                raise RuntimeError(f"parts {missing[:5]} of {self.key} were never sent")
+            parts = [{"PartNumber": n, "ETag": listed[n]} for n in range(1, count + 1)]
+            _s3().complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            )
+        except ClientError as exc:
+            if _upload_gone(exc) and object_size(self.bucket, self.key) == size:
+                return
+            if _upload_gone(exc):
+                raise UploadGone(self.key) from exc
+            raise
+
+
 def object_size(bucket: str, key: str) -> int | None:
     try:
         return int(_s3().head_object(Bucket=bucket, Key=key)["ContentLength"])
@@ -142,6 +182,24 @@ def object_size(bucket: str, key: str) -> int | None:
         if _not_found(exc, key):
             return None
         raise
+
+
+def read_windows(bucket: str, key: str, offset: int, window: int) -> Iterator[bytes]:
+    """The object's bytes from ``offset`` on, one ranged GET of ``window`` bytes at a time: for a
+    reader that takes minutes over it (an export's round), where one open GET would sit idle."""
+    while True:
+        try:
+            data = _s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + window - 1}")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "InvalidRange":
+                return
+            raise _not_found(exc, key) or exc from exc
+        chunk: bytes = data["Body"].read()
+        if chunk:
+            yield chunk
+        if len(chunk) < window:
+            return
+        offset += len(chunk)
 
 
 def read_stream(bucket: str, key: str, offset: int = 0, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
@@ -181,6 +239,10 @@ def split_lines(chunks: Iterator[bytes], offset: int = 0) -> Iterator[tuple[int,
         yield position, bytes(buffer)
 
 
-def read_lines(bucket: str, key: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """The object's lines from byte ``offset`` on (see split_lines)."""
-    return split_lines(read_stream(bucket, key, offset), offset)
+def read_lines(
+    bucket: str, key: str, offset: int = 0, window: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """The object's lines from byte ``offset`` on (see split_lines): one streaming GET, or ranged
+    GETs of ``window`` bytes (read_windows)."""
+    chunks = read_stream(bucket, key, offset) if window is None else read_windows(bucket, key, offset, window)
+    return split_lines(chunks, offset)

@@ -42,10 +42,10 @@ from relayflow_runtime.domain.engine import (
 from relayflow_runtime.services import (
     batch,
     batch_items,
-    batch_results,
     budget,
     dataset_service,
     outcomes,
+    results_export,
     run_machine,
     run_records,
 )
@@ -168,7 +168,7 @@ def _job(event: JobEvent, remaining_ms: int | None) -> JobRound:
     if event.job.kind == "delete_execution":
         return JobRound.model_validate(batch.delete_execution_job(job, remaining_ms=remaining_ms))
     if event.job.kind == "export_results":
-        return JobRound.model_validate(batch_results.export_results_job(job, remaining_ms=remaining_ms))
+        return JobRound.model_validate(results_export.export_results_job(job, remaining_ms=remaining_ms))
     if event.job.kind == "compact_outcomes":
         return JobRound.model_validate(outcomes.compact_job(job, remaining_ms=remaining_ms))
     raise ValueError(f"unknown job kind {event.job.kind!r}")

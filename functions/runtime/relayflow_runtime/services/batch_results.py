@@ -23,12 +23,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.clock import now_iso, parse_iso
@@ -48,7 +47,7 @@ from relayflow_runtime.schemas.entities import (
 from relayflow_runtime.schemas.responses import BatchItemDetail
 from relayflow_runtime.services import dataset_service, deps, item_lists, outcomes, run_records
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
-from relayflow_runtime.services.values import unpack
+from relayflow_runtime.services.values import REF_KEY, is_ref, unpack
 from relayflow_runtime.settings import get_settings
 
 #: Items in ``execution.results["items"]`` of a finished run (the rest: the results API).
@@ -58,13 +57,6 @@ INLINE_TRY_ITEMS = 5_000
 #: An export not ready after this long is started again (its job died).
 EXPORT_STALE_SECONDS = 20 * 60
 USAGE_COUNTERS = ("input_tokens", "output_tokens", "estimated_cost_nanos")
-#: An export reads pages of this many items, ending early past this many bytes (a Lambda's memory
-#: holds one page), and a round stops this long before its invocation would be killed.
-EXPORT_PAGE_ITEMS = 1000
-EXPORT_PAGE_BYTES = 32 * 1024 * 1024
-EXPORT_MARGIN_SECONDS = 60.0
-#: An export's parts (S3: at most 10,000 parts, so files up to 160 GiB).
-EXPORT_PART_BYTES = 16 * 1024 * 1024
 
 
 # ---- progress --------------------------------------------------------------------------------------
@@ -104,7 +96,7 @@ def fill_progress(
 
 
 # ---- results ---------------------------------------------------------------------------------------
-def _batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, dict[str, Any]]:
+def batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, dict[str, Any]]:
     record = run_records.get_execution_record(tenant, workflow_id, execution_id)
     if record.get("input_mode") != "batch":
         raise NotFound("this execution is not a batch run: it has no item results.", code="not_a_batch")
@@ -170,14 +162,16 @@ def results_page(
     ``answer_bytes`` (at least one item: the next token goes on from there). With ``status``, only
     the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
     if status is None:
-        rows, token = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
+        rows, token, _ = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
         return [result for _, result in rows], token
     kept: list[BatchItemResult] = []
     size, scanned, token = 0, 0, next_token
     budget = max(limit, FILTER_SCAN_ITEMS)
     while scanned < budget:
         want = min(max(limit, 100), budget - scanned)
-        rows, after = _read_page(tenant, execution, want, token, compacted, read_bytes, answer_bytes)
+        rows, after, read = _read_page(
+            tenant, execution, want, token, compacted, read_bytes, answer_bytes, status=status
+        )
         for start, result in rows:
             if len(kept) == limit:  # full: the next page starts here
                 return kept, dataset_service.encode_offset(start)
@@ -187,7 +181,7 @@ def results_page(
             if size > answer_bytes and kept:
                 return kept, dataset_service.encode_offset(start)
             kept.append(result)
-        scanned += len(rows)
+        scanned += read
         if after is None:
             return kept, None
         token = after
@@ -204,8 +198,10 @@ def _read_page(
     compacted: bool,
     read_bytes: int,
     answer_bytes: int,
-) -> tuple[list[tuple[int, BatchItemResult]], str | None]:
-    """A page of every item, each with its cursor (see :func:`results_page`)."""
+    status: BatchItemStatus | None = None,
+) -> tuple[list[tuple[int, BatchItemResult]], str | None, int]:
+    """A page of every item (with ``status``: of those in it), each with its cursor (see
+    :func:`results_page`), and how many entries of the list it read."""
     offset = dataset_service.decode_offset(next_token)
     page: list[tuple[int, ItemEntry]] = []
     token: str | None = None
@@ -218,28 +214,121 @@ def _read_page(
                 break
             page.append((start, entry))
     except NotFound:  # the list is not written yet (the run is being prepared)
-        return [], None
+        return [], None, 0
+    answer, rest = entry_results(
+        tenant, execution, page, compacted, read_bytes=read_bytes, answer_bytes=answer_bytes, status=status
+    )
+    if rest:
+        token = dataset_service.encode_offset(rest[0][0])
+    return answer, token, len(page) - len(rest)
+
+
+def entry_results(
+    tenant: str,
+    execution: Execution,
+    page: list[tuple[int, ItemEntry]],
+    compacted: bool,
+    *,
+    read_bytes: int,
+    answer_bytes: int,
+    status: BatchItemStatus | None = None,
+) -> tuple[list[tuple[int, BatchItemResult]], list[tuple[int, ItemEntry]]]:
+    """The results of ``page`` (consecutive entries of the run's list, with their offsets) from the
+    front, and the entries left once the stored bytes pass ``read_bytes``, the answer
+    ``answer_bytes`` or the page's reads of values stored apart PAGE_VALUE_READS (at least one
+    item is answered). With ``status``, only those in it are answered (the others are passed over
+    without reading their values)."""
     found: dict[str, dict[str, Any]]
     if all(entry.n is not None for _, entry in page):
         ordinals = [int(entry.n or 0) for _, entry in page]
         by_ordinal, cut = outcomes.results(tenant, execution.id, ordinals, compacted, read_bytes)
+        rest: list[tuple[int, ItemEntry]] = []
         if cut is not None:
             kept = [(start, entry) for start, entry in page if int(entry.n or 0) <= cut]
-            token = dataset_service.encode_offset(page[len(kept)][0])
-            page = kept
+            page, rest = kept, page[len(kept) :]
         found = {entry.id: by_ordinal[int(entry.n or 0)] for _, entry in page if entry.n in by_ordinal}
     else:
+        rest = []
         legacy = deps.stores().batches.outcomes(tenant, execution.id, [entry.id for _, entry in page])
         found = {item_id: _legacy_result(outcome) for item_id, outcome in legacy.items()}
+    rows = [(start, entry, found.get(entry.id)) for start, entry in page]
+    if status is not None:
+        rows = [row for row in rows if _status_of(execution, row[2]) == status]
+    covered, values = _values(rows, answer_bytes)
+    if covered < len(rows):
+        rest = [(start, entry) for start, entry, _ in rows[covered:]] + rest
+        rows = rows[:covered]
     answer: list[tuple[int, BatchItemResult]] = []
     size = 0
-    for start, entry in page:
-        result = _result(execution, entry.id, item_lists.item_of(entry), found.get(entry.id))
+    for index, (start, entry, stored) in enumerate(rows):
+        item = values[entry.ref] if entry.ref is not None else item_lists.item_of(entry)
+        result = _result(execution, entry.id, item, _with_values(stored, values))
         size += _answer_size(result)
         if size > answer_bytes and answer:
-            return answer, dataset_service.encode_offset(start)
+            return answer, [(s, e) for s, e, _ in rows[index:]] + rest
         answer.append((start, result))
-    return answer, token
+    return answer, rest
+
+
+def _status_of(execution: Execution, stored: dict[str, Any] | None) -> BatchItemStatus:
+    """An item's status as its answer will say (see :func:`_result`), without reading its values."""
+    if stored is None:
+        return "failed" if execution.status in ("completed", "failed") else "pending"
+    return "failed" if stored.get("status") == "failed" else "completed"
+
+
+#: Objects a page reads besides its list and outcomes at most — values over the batch inline limit
+#: (BATCH_VALUE_LIMIT: an S3 object each) and items stored apart (over 64 KiB) — READ_THREADS at a
+#: time, in order, and no more once their bytes pass the answer's: a page ends before the item
+#: that would pass it. With READ_THREADS 16, a page waits for 3 rounds of reads at most.
+PAGE_VALUE_READS = 48
+_value_readers = ThreadPoolExecutor(outcomes.READ_THREADS, thread_name_prefix="outcome-read-values")
+
+
+def _refs(entry: ItemEntry, stored: dict[str, Any] | None) -> list[str]:
+    keys = [entry.ref] if entry.ref is not None else []
+    for field in ("output", "parsed_output"):
+        value = (stored or {}).get(field)
+        if is_ref(value):
+            keys.append(value[REF_KEY])
+    return keys
+
+
+def _values(
+    rows: list[tuple[int, ItemEntry, dict[str, Any] | None]], answer_bytes: int
+) -> tuple[int, dict[str, Any]]:
+    """The values stored apart of the first rows, read READ_THREADS at a time (a row's in one
+    wave): how many rows have theirs — all, or as many as PAGE_VALUE_READS reads and the answer's
+    bytes allow, the first always — and the values by key."""
+    wanted = [(index, keys) for index, (_, e, s) in enumerate(rows) if (keys := _refs(e, s))]
+    values: dict[str, Any] = {}
+    size = reads = position = 0
+    while position < len(wanted):
+        row, keys = wanted[position]
+        if row and (reads + len(keys) > PAGE_VALUE_READS or size > answer_bytes):
+            return row, values
+        wave: list[str] = []
+        while position < len(wanted) and len(wave) + len(wanted[position][1]) <= min(
+            outcomes.READ_THREADS, PAGE_VALUE_READS - reads
+        ):
+            wave += wanted[position][1]
+            position += 1
+        for key, data in zip(wave, _value_readers.map(deps.blobs().get_bytes, wave), strict=True):
+            values[key] = json.loads(data)
+            size += len(data)
+        reads += len(wave)
+    return len(rows), values
+
+
+def _with_values(stored: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+    resolved = dict(stored)
+    for field in ("output", "parsed_output"):
+        value = resolved.get(field)
+        if is_ref(value):
+            resolved[field] = values[value[REF_KEY]]
+    return resolved
 
 
 def get_results(
@@ -250,7 +339,7 @@ def get_results(
     next_token: str | None,
     status: BatchItemStatus | None = None,
 ) -> tuple[list[BatchItemResult], str | None]:
-    execution, record = _batch_record(tenant, workflow_id, execution_id)
+    execution, record = batch_record(tenant, workflow_id, execution_id)
     return results_page(tenant, execution, limit, next_token, status, compacted=compacted(record))
 
 
@@ -268,7 +357,7 @@ def iter_results(
 # ---- one item --------------------------------------------------------------------------------------
 def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> BatchItemDetail:
     """One item of a batch run: its result and the record of every node of it that ran."""
-    execution, record = _batch_record(tenant, workflow_id, execution_id)
+    execution, record = batch_record(tenant, workflow_id, execution_id)
     buckets = (record.get("item_index") or {}).get("buckets")
     entry = None
     if buckets:
@@ -300,7 +389,7 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
 
 
 # ---- downloads -------------------------------------------------------------------------------------
-def _media(fmt: str) -> str:
+def media_type(fmt: str) -> str:
     return "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
 
 
@@ -330,7 +419,7 @@ def _too_large(limit: int) -> TooLarge:
 def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str) -> Download:
     """The whole result set: the bytes when small, else a presigned URL of an export (``preparing``
     while the jobs machine writes it)."""
-    execution, record = _batch_record(tenant, workflow_id, execution_id)
+    execution, record = batch_record(tenant, workflow_id, execution_id)
     limit = get_settings().max_inline_download_bytes
     filename = f"results-{execution_id}.{fmt}"
     finished = execution.status in TERMINAL
@@ -344,7 +433,7 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
     if not large:
         body = _inline(tenant, execution, fmt, limit, compacted(record))
         if body is not None:
-            return Download(body=body, media_type=_media(fmt), filename=filename)
+            return Download(body=body, media_type=media_type(fmt), filename=filename)
     if not finished or not presigned_urls_enabled():
         raise _too_large(limit)
     if export.get("status") == "preparing" and _age_seconds(export.get("since")) < EXPORT_STALE_SECONDS:
@@ -373,66 +462,3 @@ def _age_seconds(since: str | None) -> float:
     if not since:
         return float("inf")
     return (datetime.now(UTC) - parse_iso(since)).total_seconds()
-
-
-def export_results_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:
-    """The jobs machine's ``export_results``: the whole result set of a finished run as one S3
-    object, then marked ready on the execution. Streamed (memory holds a page and one part) and in
-    rounds: a million LLM-sized outputs outlast one invocation, so with ``remaining_ms`` a round
-    stops EXPORT_MARGIN_SECONDS before its end, at a whole part, and returns the job with its
-    cursor and open multipart upload (``more``); the next round goes on from there."""
-    tenant, workflow_id, execution_id, fmt = (
-        str(job["tenant"]),
-        str(job["workflow_id"]),
-        str(job["execution_id"]),
-        str(job["format"]),
-    )
-    deadline = (
-        None if remaining_ms is None else time.monotonic() + remaining_ms / 1000 - EXPORT_MARGIN_SECONDS
-    )
-    execution, record = _batch_record(tenant, workflow_id, execution_id)
-    key = export_key(tenant, execution_id, fmt)
-    resume = job.get("upload")
-    # Parts of EXPORT_PART_BYTES; a round out of time sends what it holds once that is a whole part.
-    out = blob_stream.ObjectWriter(
-        deps.blobs().bucket, key, _media(fmt), part_size=EXPORT_PART_BYTES, resume=resume
-    )
-    token: str | None = job.get("next_token")
-    first = resume is None
-    try:
-        while True:
-            items, token = results_page(
-                tenant,
-                execution,
-                EXPORT_PAGE_ITEMS,
-                token,
-                compacted=compacted(record),
-                read_bytes=EXPORT_PAGE_BYTES,
-                answer_bytes=EXPORT_PAGE_BYTES,
-            )
-            for chunk in format_rows((result_row(r) for r in items), fmt, header=first):
-                out.write(chunk)
-            first = False
-            if not token:
-                break
-            if (
-                deadline is not None
-                and time.monotonic() >= deadline
-                and out.buffered >= blob_stream.MIN_PART_SIZE
-            ):
-                upload = out.suspend()
-                return {
-                    **job,
-                    "upload": upload,
-                    "next_token": token,
-                    "more": True,
-                    "round": int(job.get("round") or 0) + 1,
-                }
-        out.close()
-    except BaseException:
-        out.abort()
-        raise
-    fresh = deps.stores().executions.get_execution(tenant, execution_id)
-    exports = {**(fresh.get("exports") or {}), fmt: {"status": "ready", "since": now_iso(), "size": out.size}}
-    deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})
-    return {"key": key, "size": out.size}

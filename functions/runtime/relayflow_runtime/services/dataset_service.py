@@ -100,9 +100,12 @@ class ItemListWriter:
         self._out.abort()
 
 
-def iter_entries(key: str, offset: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """(offset of the line, offset after it, entry) of an item list, streamed from ``offset``."""
-    for position, line in blob_stream.read_lines(deps.blobs().bucket, key, offset):
+def iter_entries(
+    key: str, offset: int = 0, window: int | None = None
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(offset of the line, offset after it, entry) of an item list, streamed from ``offset`` (in
+    ranged reads of ``window`` bytes when given)."""
+    for position, line in blob_stream.read_lines(deps.blobs().bucket, key, offset, window):
         entry = item_list.parse_entry_line(line)
         if entry is not None:
             yield position, position + len(line), entry

@@ -134,9 +134,10 @@ class IndexedListWriter:
         deps.blobs().delete_prefix(f"{self.prefix}large/")
 
 
-def entries(key: str, offset: int = 0) -> Iterator[tuple[int, ItemEntry]]:
-    """(offset of the line, entry) of an item list from byte ``offset``, streamed."""
-    for start, _, entry in dataset_service.iter_entries(key, offset):
+def entries(key: str, offset: int = 0, window: int | None = None) -> Iterator[tuple[int, ItemEntry]]:
+    """(offset of the line, entry) of an item list from byte ``offset``, streamed (in ranged reads
+    of ``window`` bytes when given)."""
+    for start, _, entry in dataset_service.iter_entries(key, offset, window):
         yield start, ItemEntry.model_validate(entry)
 
 

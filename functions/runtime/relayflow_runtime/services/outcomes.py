@@ -8,7 +8,8 @@ into ranged segments once the run ends (the layout: domain/outcomes.py; docs/bat
 * **One item** (``detail``), running or ended: its pointer (one GetItem of its record block), then
   one ranged GET of its two members in the child object.
 * **A page of a running run** (``results``): one Query of the pointer records of the ordinals
-  asked, then one ranged GET per child object they point into (concurrently).
+  asked, then one ranged GET per child object they point into (READ_THREADS at once, at most
+  PAGE_OBJECT_READS: the page ends before the item that would pass it).
 * **A page of a compacted run** (``outcome_segments`` on the execution, set by ``compact_job``):
   one ranged GET of the header slots of the ordinals asked and one of their results. A page of
   1,000 items is a handful of requests whatever the values weigh; a page whose values are large
@@ -101,6 +102,24 @@ def _within(sizes: Iterable[tuple[int, int]], budget: int) -> int | None:
     return None
 
 
+#: Child objects a page of a running run reads at most (READ_THREADS at a time: 7 waves); a page
+#: whose items are spread over more (small children) ends before the item that would pass it. As
+#: many as the first page a finished run's execution carries (batch_results.RESULTS_IN_EXECUTION).
+PAGE_OBJECT_READS = 100
+
+
+def _objects_within(pointers: list[tuple[int, Pointer]], cut: int | None) -> int | None:
+    """``cut`` lowered to the last ordinal before the page's child objects pass PAGE_OBJECT_READS."""
+    tags: set[str] = set()
+    for n, pointer in pointers:
+        if cut is not None and n > cut:
+            break
+        if pointer.tag not in tags and len(tags) == PAGE_OBJECT_READS:
+            return n - 1
+        tags.add(pointer.tag)
+    return cut
+
+
 def _segment_slots(prefix: str, block: int, low: int, high: int) -> dict[int, tuple[int, int]]:
     try:
         data = deps.blobs().get_range(segment_key(prefix, block), *header_range(low, high))
@@ -136,6 +155,7 @@ def results(
     else:
         pointers = deps.stores().batches.pointers(tenant, execution_id, low, high)
         cut = _within(((n, p.result_length) for n, p in sorted(pointers.items())), budget)
+        cut = _objects_within(sorted(pointers.items()), cut)
         groups: dict[str, list[tuple[int, Pointer]]] = {}
         for n, pointer in sorted(pointers.items()):
             if cut is None or n <= cut:

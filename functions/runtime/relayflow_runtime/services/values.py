@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 from relayflow_runtime.domain.text import storable_value
 from relayflow_runtime.services import deps
@@ -12,7 +12,7 @@ from relayflow_runtime.settings import get_settings
 REF_KEY = "$s3"
 
 
-def is_ref(value: Any) -> bool:
+def is_ref(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and set(value) == {REF_KEY}
 
 

@@ -70,8 +70,29 @@ def _make_s3_lambda_invoke(original: Callable[..., Any]) -> Callable[..., Any]:
     return _invoke_awslambda
 
 
+_S3_MODELS = "moto.s3.models"
+
+
+def _make_upload_part(original: Callable[..., Any], no_such_upload: Any) -> Callable[..., Any]:
+    # moto looks the upload up with [] and fails with a KeyError (a 500); AWS answers NoSuchUpload
+    # for a part of an upload that was completed or aborted (an export's repeated round meets it).
+    def upload_part(self: Any, bucket_name: str, multipart_id: str, part_id: int, value: bytes) -> Any:
+        if multipart_id not in self.get_bucket(bucket_name).multiparts:
+            raise no_such_upload(upload_id=multipart_id)
+        return original(self, bucket_name, multipart_id, part_id, value)
+
+    return upload_part
+
+
 def install() -> None:
-    """S3 notification events shaped as AWS sends them, delivered through the local stack."""
+    """S3 notification events shaped as AWS sends them, delivered through the local stack; a part
+    of an upload that is gone answers NoSuchUpload."""
+    backend = _optional_target(_S3_MODELS, "S3Backend")
+    no_such_upload = _optional_target("moto.s3.exceptions", "NoSuchUpload")
+    if backend is not None and hasattr(backend, "upload_part") and no_such_upload is not None:
+        _patch(_S3_MODELS, "S3Backend.upload_part", _make_upload_part(backend.upload_part, no_such_upload))
+    else:
+        log.warning("moto changed: a part of an upload that is gone is not NoSuchUpload")
     s3_event = _optional_target(_S3_NOTIFICATIONS, "_get_s3_event")
     if s3_event is not None:
         _patch(_S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event(s3_event))
