@@ -125,14 +125,16 @@ def parallel_efficiency(client: Any) -> list[Row]:
     ]
 
 
-def _former_sizing(plan: Any, parallelism: int, total: int, items_key: str) -> Any:
+def _former_sizing(
+    plan: Any, parallelism: int, total: int, items_key: str, largest_entry: int | None = None
+) -> Any:
     """The Map's shape as batch_settings sized it before children of 20 (commit 96603fa): at most
     10 items a child, the size of most items at once (the larger on a tie)."""
     from relayflow_runtime.domain.batch import batch_settings, children_for
 
     most = min(10, max(1, parallelism // 2))
     size = max(range(max(1, most // 2), most + 1), key=lambda s: (parallelism // s * s, s))
-    settings = batch_settings(plan, parallelism, total, items_key)
+    settings = batch_settings(plan, parallelism, total, items_key, largest_entry)
     return settings.model_copy(update={"items_per_child": size, "children": children_for(parallelism, size)})
 
 
