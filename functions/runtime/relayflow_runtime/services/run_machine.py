@@ -218,8 +218,9 @@ def _carried(
     outputs = {
         p: CarriedOutput.model_validate(kept[p]) for p in child.parents if isinstance(kept.get(p), dict)
     }
-    carried = Carried(outputs=outputs if len(outputs) == len(child.parents) else {}).model_dump(mode="json")
-    return carried if _packed_size(carried) <= CARRY_LIMIT_BYTES else Carried().model_dump(mode="json")
+    # (each parent put its own on the record only within its share of FAN_IN_CARRY_BYTES: together
+    # they are within CARRY_LIMIT_BYTES)
+    return Carried(outputs=outputs if len(outputs) == len(child.parents) else {}).model_dump(mode="json")
 
 
 # ---- one node --------------------------------------------------------------------------------------

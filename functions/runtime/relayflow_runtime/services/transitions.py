@@ -74,8 +74,8 @@ def transition(
     notify.status_changed(tenant, updated, env)
     if to_status in TERMINAL:
         metrics.count(metrics.RUNS_FINISHED, Status=to_status)
+        after_finish(tenant, updated, env)  # first: a batch's counters are sealed before they are read
         count_finished(tenant, updated, nodes, env)
-        after_finish(tenant, updated, env)
     return updated
 
 
