@@ -52,11 +52,6 @@ class ObjectWriter:
         self._parts: list[dict[str, Any]] = []
         self._closed = False
 
-    @property
-    def buffered(self) -> int:
-        """Bytes written but not sent yet."""
-        return len(self._buffer)
-
     def write(self, data: bytes) -> None:
         self._buffer += data
         self.size += len(data)

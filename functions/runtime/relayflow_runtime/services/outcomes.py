@@ -211,11 +211,10 @@ def _write_segment(tenant: str, execution_id: str, prefix: str, block: int) -> N
         # memory holds one window of child objects and SPOOL_BYTES of results.
         position = 0
         while position < len(ordered):
-            keys: list[str] = []
+            keys: dict[str, None] = {}  # (in order, a set's lookups)
             end = position
             while end < len(ordered) and (ordered[end][2] in keys or len(keys) < COMPACT_WINDOW):
-                if ordered[end][2] not in keys:
-                    keys.append(ordered[end][2])
+                keys[ordered[end][2]] = None
                 end += 1
             objects = dict(zip(keys, _readers.map(deps.blobs().get_bytes, keys), strict=True))
             for n, pointer, key in ordered[position:end]:

@@ -416,13 +416,13 @@ def _signed_target(
 ) -> tuple[CallbackUrl | None, str | None, str | None]:
     """(the URL to POST to, the workflow's secret to sign with, None), or (None, None, why not):
     a URL that may not be called, or no secret (``hint`` says how to make one)."""
-    kept = deps.stores().webhooks.get_webhook_secret(tenant, workflow_id)
-    secret = kept.secret if kept else None
     target, problem = parse_callback_url(url, allow_private=get_settings().webhook_allow_private_addresses)
-    problem = problem or (None if secret else "the workflow has no webhook secret to sign with" + hint)
-    if problem or not secret or target is None:
+    if problem or target is None:  # (no secret is read for a URL that may not be called)
         return None, None, problem
-    return target, str(secret), None
+    kept = deps.stores().webhooks.get_webhook_secret(tenant, workflow_id)
+    if not (kept and kept.secret):
+        return None, None, "the workflow has no webhook secret to sign with" + hint
+    return target, str(kept.secret), None
 
 
 def _follow_up(task: DeliveryTask | RejectionTask, outcome: str, final: bool, config: WebhookConfig) -> None:
@@ -505,10 +505,10 @@ def deliver_once(task: DeliveryTask | RejectionTask, *, lambda_context: Any = No
     idempotency). An attempt that raised (e.g. its retry could not be queued) leaves no trace and
     is made again."""
     if isinstance(task, RejectionTask):
-        key, prefix = "[tenant, delivery_id, attempt]", "relayflow.webhook.upload_rejected"
+        key, prefix = "[tenant, delivery_id, attempt]", REJECTION_KIND
         event = {"tenant": task.tenant, "delivery_id": task.delivery_id, "attempt": task.attempt}
     else:
-        key, prefix = "[tenant, execution_id, status, round, attempt]", "relayflow.webhook"
+        key, prefix = "[tenant, execution_id, status, round, attempt]", TASK_KIND
         event = task.model_dump()
     config = IdempotencyConfig(
         event_key_jmespath=key, raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600
