@@ -17,7 +17,7 @@ Error mapping (botocore ``ClientError`` code → retry decision):
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal, NotRequired, TypedDict, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, BaseModel, ConfigDict, Field
@@ -82,26 +82,71 @@ class BedrockModelConfig(ModelConfig):
 CONFIG = BedrockModelConfig
 
 
-def build_request(config: BedrockModelConfig, prompt: str) -> dict[str, Any]:
+# --- The wire: Converse's request and answer, as far as relayflow writes and reads them ---------------
+
+
+class TextBlock(TypedDict):
+    text: str
+
+
+class Message(TypedDict):
+    role: Literal["user"]
+    content: list[TextBlock]
+
+
+class InferenceConfig(TypedDict, total=False):
+    maxTokens: int
+    temperature: float
+    topP: float
+    stopSequences: list[str]
+
+
+class ConverseRequest(TypedDict):
+    modelId: str
+    messages: list[Message]
+    system: NotRequired[list[TextBlock]]
+    inferenceConfig: NotRequired[InferenceConfig]
+
+
+class ConverseOutput(TypedDict):
+    message: Message
+
+
+class TokenUsage(TypedDict, total=False):
+    inputTokens: int
+    outputTokens: int
+
+
+class ConverseResponse(TypedDict, total=False):
+    """What boto3's ``converse`` answers (the client is untyped: its answer is read defensively)."""
+
+    output: ConverseOutput
+    stopReason: str
+    usage: TokenUsage
+
+
+def build_request(config: BedrockModelConfig, prompt: str) -> ConverseRequest:
     """The ``converse`` keyword arguments for one prompt."""
-    request: dict[str, Any] = {
+    request: ConverseRequest = {
         "modelId": config.model_id,
         "messages": [{"role": "user", "content": [{"text": prompt}]}],
     }
-    if or_default(config.system_prompt, ""):
-        request["system"] = [{"text": config.system_prompt}]
+    system_prompt = or_default(config.system_prompt, "")
+    if system_prompt:
+        request["system"] = [{"text": system_prompt}]
     inference = or_default(config.inference, None)
-    # The settings given, by their Converse names (a setting left out is not dumped).
-    inference_config = inference.model_dump(by_alias=True) if inference is not None else {}
-    if inference_config:
-        request["inferenceConfig"] = inference_config
+    # The settings given, by their Converse names (a setting left out is not dumped): BedrockInference
+    # validated them, and its aliases are InferenceConfig's keys.
+    given = inference.model_dump(by_alias=True) if inference is not None else {}
+    if given:
+        request["inferenceConfig"] = cast(InferenceConfig, given)
     return request
 
 
 def invoke(config: BedrockModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     request = build_request(config, prompt)
     try:
-        response = aws.client("bedrock-runtime").converse(**request)
+        response: ConverseResponse = aws.client("bedrock-runtime").converse(**request)
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(
             exc,

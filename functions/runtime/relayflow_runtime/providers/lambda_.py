@@ -22,7 +22,7 @@ Error mapping:
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Literal, NotRequired, Protocol, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, Field
@@ -76,7 +76,37 @@ class LambdaModelConfig(ModelConfig):
 CONFIG = LambdaModelConfig
 
 
-def build_payload(prompt: str, ctx: InvocationContext) -> dict[str, Any]:
+# --- The wire: what the function receives, and lambda ``invoke``'s request and answer -----------------
+
+
+class ModelEvent(TypedDict):
+    """The event the user's function receives."""
+
+    prompt: str
+    execution_id: str
+    node_id: str
+    attempt: int
+
+
+class InvokeRequest(TypedDict):
+    FunctionName: str
+    InvocationType: Literal["RequestResponse"]
+    Payload: bytes
+    Qualifier: NotRequired[str]
+
+
+class Readable(Protocol):
+    def read(self) -> bytes: ...
+
+
+class InvokeResponse(TypedDict, total=False):
+    """What boto3's ``invoke`` answers (the client is untyped: its answer is read defensively)."""
+
+    Payload: Readable | None
+    FunctionError: str
+
+
+def build_payload(prompt: str, ctx: InvocationContext) -> ModelEvent:
     return {
         "prompt": prompt,
         "execution_id": ctx.execution_id,
@@ -103,7 +133,7 @@ def _function_error(function: str, kind: str, raw: str) -> Exception:
 
 def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
     try:
-        document: Any = json.loads(raw)
+        document: object = json.loads(raw)
     except ValueError:
         document = raw  # not JSON: take the text as it is
     if isinstance(document, str):
@@ -126,16 +156,18 @@ def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
 
 def invoke(config: LambdaModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     function = config.function_name
-    request: dict[str, Any] = {
+    request: InvokeRequest = {
         "FunctionName": function,
         "InvocationType": "RequestResponse",
         "Payload": json.dumps(build_payload(prompt, ctx)).encode("utf-8"),
     }
-    if or_default(config.qualifier, ""):
-        request["Qualifier"] = config.qualifier
+    qualifier = or_default(config.qualifier, "")
+    if qualifier:
+        request["Qualifier"] = qualifier
     try:
-        response = aws.client("lambda").invoke(**request)
-        body = response["Payload"].read() if response.get("Payload") is not None else b""
+        response: InvokeResponse = aws.client("lambda").invoke(**request)
+        payload = response.get("Payload")
+        body = payload.read() if payload is not None else b""
     except (ClientError, BotoCoreError) as exc:
         raise map_aws_error(
             exc,
