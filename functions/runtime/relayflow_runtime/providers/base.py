@@ -7,11 +7,12 @@ timeouts) and never retries ``PermanentModelError``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from relayflow_runtime.providers.config import ModelConfig
@@ -171,3 +172,20 @@ def map_aws_error(
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return TransientModelError(f"{what} failed: {exc}")
     return PermanentModelError(f"{what} failed: {exc}")
+
+
+@contextmanager
+def mapped_aws_errors(
+    what: str,
+    *,
+    transient_codes: frozenset[str] = frozenset(),
+    permanent_codes: frozenset[str] = frozenset(),
+) -> Iterator[None]:
+    """Around an AWS call of an adapter: a boto3/botocore error leaves as the ``ModelError``
+    ``map_aws_error`` makes of it (caused by it)."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc, what, transient_codes=transient_codes, permanent_codes=permanent_codes
+        ) from exc

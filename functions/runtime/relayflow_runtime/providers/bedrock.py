@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, NotRequired, TypedDict, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.adapters import aws
@@ -29,7 +28,7 @@ from relayflow_runtime.providers.base import (
     ModelResult,
     PermanentModelError,
     Usage,
-    map_aws_error,
+    mapped_aws_errors,
 )
 from relayflow_runtime.providers.config import ModelConfig, or_default
 
@@ -145,21 +144,14 @@ def build_request(config: BedrockModelConfig, prompt: str) -> ConverseRequest:
 
 def invoke(config: BedrockModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     request = build_request(config, prompt)
-    try:
+    what = f"bedrock converse ({config.model_id})"
+    with mapped_aws_errors(what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES):
         response: ConverseResponse = aws.client("bedrock-runtime").converse(**request)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            f"bedrock converse ({config.model_id})",
-            transient_codes=TRANSIENT_CODES,
-            permanent_codes=PERMANENT_CODES,
-        ) from exc
     try:
         content = response["output"]["message"]["content"]
     except (KeyError, TypeError):
         raise PermanentModelError(
-            f"bedrock converse ({config.model_id}) returned no message "
-            f"(stopReason {response.get('stopReason')!r})"
+            f"{what} returned no message (stopReason {response.get('stopReason')!r})"
         ) from None
     output = "".join(block["text"] for block in content if isinstance(block, dict) and "text" in block)
     usage = response.get("usage") or {}

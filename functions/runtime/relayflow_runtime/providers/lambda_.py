@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal, NotRequired, Protocol, TypedDict
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, Field
 
 from relayflow_runtime.adapters import aws
@@ -36,7 +35,7 @@ from relayflow_runtime.providers.base import (
     TransientModelError,
     Usage,
     approximate_usage,
-    map_aws_error,
+    mapped_aws_errors,
 )
 from relayflow_runtime.providers.config import ModelConfig, or_default
 
@@ -164,17 +163,11 @@ def invoke(config: LambdaModelConfig, prompt: str, ctx: InvocationContext) -> Mo
     qualifier = or_default(config.qualifier, "")
     if qualifier:
         request["Qualifier"] = qualifier
-    try:
+    what = f"lambda invoke ({function})"
+    with mapped_aws_errors(what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES):
         response: InvokeResponse = aws.client("lambda").invoke(**request)
         payload = response.get("Payload")
         body = payload.read() if payload is not None else b""
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            f"lambda invoke ({function})",
-            transient_codes=TRANSIENT_CODES,
-            permanent_codes=PERMANENT_CODES,
-        ) from exc
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     if response.get("FunctionError"):
         raise _function_error(function, str(response["FunctionError"]), raw)
