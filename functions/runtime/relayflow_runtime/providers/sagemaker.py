@@ -99,7 +99,7 @@ class SagemakerModelConfig(ModelConfig):
     content_type: Annotated[str, Field(min_length=1)] | MISSING = MISSING
     accept: Annotated[str, Field(min_length=1)] | MISSING = MISSING
     target_variant: Annotated[str, Field(min_length=1)] | MISSING = MISSING
-    parameters: dict[str, Any] | MISSING = MISSING
+    parameters: dict[str, object] | MISSING = MISSING
     request_template: (
         Annotated[
             SagemakerPromptTemplate | None,
@@ -119,7 +119,7 @@ class DefaultBody(TypedDict):
     """The Hugging Face / TGI request, sent when the config has no ``request_template``."""
 
     inputs: str
-    parameters: dict[str, Any]  # the config's own ``parameters``: any JSON object, passed as it is
+    parameters: dict[str, object]  # the config's own ``parameters``: any JSON object, passed as it is
 
 
 class InvokeEndpointRequest(TypedDict):
