@@ -296,7 +296,7 @@ class BuiltinModelConfig(ModelConfig):
         return {key: value for key, value in data.items() if OPTIONS.get(key, model) == model}
 
     @classmethod
-    def subject(cls, provider: str, config: Mapping[str, Any]) -> str:
+    def subject(cls, provider: str, config: Mapping[str, object]) -> str:
         model = config.get("model")
         return f"{provider} {model}" if isinstance(model, str) and model in MODELS else provider
 
