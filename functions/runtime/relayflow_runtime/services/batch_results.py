@@ -7,8 +7,9 @@
   run is compacted two ranged GETs of a segment, while it runs one Query and a GET per child
   object); an item without an outcome is ``pending`` — or, once the run is over, ``failed``: it
   never ran. A page ends early, with a next token, once its values pass READ_BYTES stored or
-  ANSWER_BYTES answered (domain/outcomes.py), so no ``limit`` meets API Gateway's 30 s or
-  Lambda's 6 MB whatever the values weigh.
+  ANSWER_BYTES answered (domain/outcomes.py), and at its deadline (PAGE_SECONDS: it starts no
+  read after it but those that move it on), so no ``limit``, filter or value size meets API
+  Gateway's 30 s or Lambda's 6 MB; ``stopped_by`` says why a page came short.
 * **One item** in O(1): the index of the list (services/item_lists.py: two ranged GETs), its line
   (one), its outcome (its pointer, one GetItem, and one ranged GET of the child's object).
 * Runs whose list entries carry no ordinal (prepared before child records) keep per-item records,
@@ -23,6 +24,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -30,7 +32,7 @@ from typing import Any
 
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import ItemEntry
-from relayflow_runtime.domain.clock import now_iso, parse_iso
+from relayflow_runtime.domain.clock import Clock, ReadDeadline, now_iso, parse_iso
 from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.domain.outcomes import ANSWER_BYTES, READ_BYTES, unpack_nodes
 from relayflow_runtime.domain.status import TERMINAL
@@ -44,7 +46,7 @@ from relayflow_runtime.schemas.entities import (
     NodeExecution,
     TokenUsage,
 )
-from relayflow_runtime.schemas.responses import BatchItemDetail
+from relayflow_runtime.schemas.responses import BatchItemDetail, BatchItemResultPage, PageStoppedBy
 from relayflow_runtime.services import dataset_service, deps, item_lists, outcomes, run_records
 from relayflow_runtime.services.downloads import URL_SECONDS, Download, presigned_urls_enabled
 from relayflow_runtime.services.values import REF_KEY, is_ref, unpack
@@ -89,9 +91,9 @@ def fill_progress(
             usage = {k: counters[k] for k in USAGE_COUNTERS if counters.get(k)}
             execution.usage = TokenUsage.model_validate(run_records.usage_of(usage))
     if with_results and execution.status in TERMINAL:
-        items, token = results_page(tenant, execution, RESULTS_IN_EXECUTION, None, compacted=compacted)
+        page = results_page(tenant, execution, RESULTS_IN_EXECUTION, None, compacted=compacted)
         execution.results = ExecutionResults(
-            items=items, next_token=token, total_items=execution.progress.total_items
+            items=page.items, next_token=page.next_token, total_items=execution.progress.total_items
         )
 
 
@@ -144,6 +146,22 @@ def _answer_size(result: BatchItemResult) -> int:
 #: Items a page filtered by status reads through at most: a page of a rare status can be short (or
 #: empty) with a ``next_token`` to read on from where it stopped, like a DynamoDB filtered query.
 FILTER_SCAN_ITEMS = 1_000
+#: A page starts no read this long after it began (API Gateway answers 504 at 30 s, whatever the
+#: function still does): it answers the items it has, with a next token from the first one it did
+#: not read. The reads its first item needs are always made, so every page holds an item or moves
+#: its cursor on.
+PAGE_SECONDS = 20.0
+#: What an invocation keeps after a page's last read starts: that read, and the answer.
+PAGE_MARGIN_SECONDS = 8.0
+
+
+def page_deadline(remaining_ms: int | None = None, clock: Clock = time.monotonic) -> ReadDeadline:
+    """A results page's deadline: PAGE_SECONDS from now, sooner when the invocation has less left
+    (``remaining_ms``: the Lambda context's) than that and PAGE_MARGIN_SECONDS."""
+    seconds = PAGE_SECONDS
+    if remaining_ms is not None:
+        seconds = min(seconds, remaining_ms / 1000 - PAGE_MARGIN_SECONDS)
+    return ReadDeadline.after(seconds, clock)
 
 
 def results_page(
@@ -156,38 +174,53 @@ def results_page(
     compacted: bool = False,
     read_bytes: int = READ_BYTES,
     answer_bytes: int = ANSWER_BYTES,
-) -> tuple[list[BatchItemResult], str | None]:
+    deadline: ReadDeadline | None = None,
+) -> BatchItemResultPage:
     """Items in list order, each exactly once; the cursor is a byte offset in the run's list. The
     page ends before ``limit`` once its outcomes pass ``read_bytes`` stored or its answer
-    ``answer_bytes`` (at least one item: the next token goes on from there). With ``status``, only
-    the items in that status, reading at most ``FILTER_SCAN_ITEMS`` of the list."""
+    ``answer_bytes``, or at ``deadline`` (:func:`page_deadline` by default), with at least one
+    item: the next token goes on from there. With ``status``, only the items in that status,
+    reading at most ``FILTER_SCAN_ITEMS`` of the list and no further window once ``deadline``
+    passed (the token goes on from the first entry not read)."""
+    deadline = deadline or page_deadline()
     if status is None:
-        rows, token, _ = _read_page(tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes)
-        return [result for _, result in rows], token
+        rows, token, _ = _read_page(
+            tenant, execution, limit, next_token, compacted, read_bytes, answer_bytes, deadline
+        )
+        short = token is not None and len(rows) < limit
+        return BatchItemResultPage(
+            items=[result for _, result in rows],
+            next_token=token,
+            stopped_by=("seconds" if deadline.stopped else "size") if short else None,
+        )
     kept: list[BatchItemResult] = []
     size, scanned, token = 0, 0, next_token
     budget = max(limit, FILTER_SCAN_ITEMS)
-    while scanned < budget:
+    while scanned < budget and len(kept) < limit:
+        if deadline.stops(first=True):
+            break
         want = min(max(limit, 100), budget - scanned)
         rows, after, read = _read_page(
-            tenant, execution, want, token, compacted, read_bytes, answer_bytes, status=status
+            tenant, execution, want, token, compacted, read_bytes, answer_bytes, deadline, status=status
         )
         for start, result in rows:
             if len(kept) == limit:  # full: the next page starts here
-                return kept, dataset_service.encode_offset(start)
+                return BatchItemResultPage(items=kept, next_token=dataset_service.encode_offset(start))
             if result.status != status:
                 continue
             size += _answer_size(result)
             if size > answer_bytes and kept:
-                return kept, dataset_service.encode_offset(start)
+                cursor = dataset_service.encode_offset(start)
+                return BatchItemResultPage(items=kept, next_token=cursor, stopped_by="size")
             kept.append(result)
         scanned += read
+        deadline.moved_on = deadline.moved_on or read > 0
         if after is None:
-            return kept, None
+            return BatchItemResultPage(items=kept, next_token=None)
         token = after
-        if len(kept) == limit:
-            break
-    return kept, token
+    short = len(kept) < limit
+    stopped_by: PageStoppedBy = "seconds" if deadline.stopped else "scan"
+    return BatchItemResultPage(items=kept, next_token=token, stopped_by=stopped_by if short else None)
 
 
 def _read_page(
@@ -198,6 +231,7 @@ def _read_page(
     compacted: bool,
     read_bytes: int,
     answer_bytes: int,
+    deadline: ReadDeadline | None,
     status: BatchItemStatus | None = None,
 ) -> tuple[list[tuple[int, BatchItemResult]], str | None, int]:
     """A page of every item (with ``status``: of those in it), each with its cursor (see
@@ -216,7 +250,14 @@ def _read_page(
     except NotFound:  # the list is not written yet (the run is being prepared)
         return [], None, 0
     answer, rest = entry_results(
-        tenant, execution, page, compacted, read_bytes=read_bytes, answer_bytes=answer_bytes, status=status
+        tenant,
+        execution,
+        page,
+        compacted,
+        read_bytes=read_bytes,
+        answer_bytes=answer_bytes,
+        status=status,
+        deadline=deadline,
     )
     if rest:
         token = dataset_service.encode_offset(rest[0][0])
@@ -232,16 +273,18 @@ def entry_results(
     read_bytes: int,
     answer_bytes: int,
     status: BatchItemStatus | None = None,
+    deadline: ReadDeadline | None = None,
 ) -> tuple[list[tuple[int, BatchItemResult]], list[tuple[int, ItemEntry]]]:
     """The results of ``page`` (consecutive entries of the run's list, with their offsets) from the
     front, and the entries left once the stored bytes pass ``read_bytes``, the answer
-    ``answer_bytes`` or the page's reads of values stored apart PAGE_VALUE_READS (at least one
-    item is answered). With ``status``, only those in it are answered (the others are passed over
-    without reading their values)."""
+    ``answer_bytes``, the page's reads of values stored apart PAGE_VALUE_READS or ``deadline``
+    passed before a read (at least one entry is read, and answered unless ``status`` passes it
+    over). With ``status``, only those in it are answered (the others are passed over without
+    reading their values)."""
     found: dict[str, dict[str, Any]]
     if all(entry.n is not None for _, entry in page):
         ordinals = [int(entry.n or 0) for _, entry in page]
-        by_ordinal, cut = outcomes.results(tenant, execution.id, ordinals, compacted, read_bytes)
+        by_ordinal, cut = outcomes.results(tenant, execution.id, ordinals, compacted, read_bytes, deadline)
         rest: list[tuple[int, ItemEntry]] = []
         if cut is not None:
             kept = [(start, entry) for start, entry in page if int(entry.n or 0) <= cut]
@@ -254,7 +297,7 @@ def entry_results(
     rows = [(start, entry, found.get(entry.id)) for start, entry in page]
     if status is not None:
         rows = [row for row in rows if _status_of(execution, row[2]) == status]
-    covered, values = _values(rows, answer_bytes)
+    covered, values = _values(rows, answer_bytes, deadline)
     if covered < len(rows):
         rest = [(start, entry) for start, entry, _ in rows[covered:]] + rest
         rows = rows[:covered]
@@ -295,17 +338,21 @@ def _refs(entry: ItemEntry, stored: dict[str, Any] | None) -> list[str]:
 
 
 def _values(
-    rows: list[tuple[int, ItemEntry, dict[str, Any] | None]], answer_bytes: int
+    rows: list[tuple[int, ItemEntry, dict[str, Any] | None]],
+    answer_bytes: int,
+    deadline: ReadDeadline | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The values stored apart of the first rows, read READ_THREADS at a time (a row's in one
-    wave): how many rows have theirs — all, or as many as PAGE_VALUE_READS reads and the answer's
-    bytes allow, the first always — and the values by key."""
+    wave): how many rows have theirs — all, or as many as PAGE_VALUE_READS reads, the answer's
+    bytes and ``deadline`` (checked before each wave) allow, the first always unless the page has
+    moved on already — and the values by key."""
     wanted = [(index, keys) for index, (_, e, s) in enumerate(rows) if (keys := _refs(e, s))]
     values: dict[str, Any] = {}
     size = reads = position = 0
     while position < len(wanted):
         row, keys = wanted[position]
-        if row and (reads + len(keys) > PAGE_VALUE_READS or size > answer_bytes):
+        full = reads + len(keys) > PAGE_VALUE_READS or size > answer_bytes
+        if (row and full) or (deadline is not None and deadline.stops(first=not row)):
             return row, values
         wave: list[str] = []
         while position < len(wanted) and len(wave) + len(wanted[position][1]) <= min(
@@ -338,9 +385,17 @@ def get_results(
     limit: int,
     next_token: str | None,
     status: BatchItemStatus | None = None,
-) -> tuple[list[BatchItemResult], str | None]:
+    *,
+    remaining_ms: int | None = None,
+    clock: Clock = time.monotonic,
+) -> BatchItemResultPage:
+    """A page of the run's results (:func:`results_page`), ending by :func:`page_deadline` from
+    now (``remaining_ms``: what the invocation has left, when known)."""
+    deadline = page_deadline(remaining_ms, clock)
     execution, record = batch_record(tenant, workflow_id, execution_id)
-    return results_page(tenant, execution, limit, next_token, status, compacted=compacted(record))
+    return results_page(
+        tenant, execution, limit, next_token, status, compacted=compacted(record), deadline=deadline
+    )
 
 
 def iter_results(
@@ -348,9 +403,9 @@ def iter_results(
 ) -> Iterator[BatchItemResult]:
     token: str | None = None
     while True:
-        items, token = results_page(tenant, execution, page_size, token, compacted=compacted)
-        yield from items
-        if not token:
+        page = results_page(tenant, execution, page_size, token, compacted=compacted)
+        yield from page.items
+        if not (token := page.next_token):
             return
 
 
