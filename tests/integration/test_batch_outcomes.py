@@ -18,6 +18,7 @@ from tests.support.batches import (
     dataset,
     pending_run,
     record,
+    stored,
     workflow,
 )
 
@@ -80,7 +81,7 @@ def running_echo_batch(api: Any, ids: list[str]) -> tuple[RunRef, list[ItemEntry
 def compacted(run: RunRef) -> None:
     """The compaction the run's end started on the jobs machine has ended: reads use segments."""
     assert compaction_ended(run) == "SUCCEEDED"
-    assert batch_results.compacted(record(run))
+    assert batch_results.compacted(stored(run))
 
 
 def test_a_child_run_twice_at_the_same_moment_records_and_counts_each_item_once(

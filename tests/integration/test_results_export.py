@@ -20,6 +20,7 @@ from tests.support.batches import (
     pending_run,
     record,
     run_every_item,
+    stored,
     workflow,
 )
 
@@ -71,7 +72,7 @@ def run(module_api: Any) -> RunRef:
         run_every_item(ref)
         batch.complete(ref)
         assert compaction_ended(ref) == "SUCCEEDED"
-    assert batch_results.compacted(record(ref))
+    assert batch_results.compacted(stored(ref))
     return ref
 
 

@@ -15,8 +15,8 @@ from tests.support.batches import (
     compaction_ended,
     dataset,
     pending_run,
-    record,
     run_every_item,
+    stored,
     workflow,
 )
 from tests.support.graphs import ok
@@ -58,7 +58,7 @@ def sparse_run(module_api: Any, request: pytest.FixtureRequest) -> RunRef:
     if request.param == "compacted":
         batch.complete(run)
         assert compaction_ended(run) == "SUCCEEDED"
-        assert batch_results.compacted(record(run))
+        assert batch_results.compacted(stored(run))
     return run
 
 

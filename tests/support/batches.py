@@ -17,6 +17,7 @@ from tests.support.graphs import ok
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
 from relayflow_runtime.services import batch, batch_items, deps, item_lists, run_records
 from relayflow_runtime.services.plan import build_plan
@@ -97,6 +98,11 @@ def run_every_item(run: RunRef, per_child: int = 10) -> None:
 
 def record(run: RunRef) -> dict[str, Any]:
     return deps.stores().executions.get_execution(run.tenant, run.execution_id)
+
+
+def stored(run: RunRef) -> ExecutionRecord:
+    """The run's execution record (domain/execution_record.py), as the store reads it."""
+    return deps.stores().executions.get_record(run.tenant, run.execution_id)
 
 
 @contextmanager

@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relayflow_runtime.domain import datasets
-from relayflow_runtime.domain.batch import ItemEntry
+from relayflow_runtime.domain.batch import ItemEntry, StoredOutcome
 from relayflow_runtime.domain.clock import Clock, ReadDeadline, now_iso, parse_iso
-from relayflow_runtime.domain.execution_record import ExecutionRecord
-from relayflow_runtime.domain.outcomes import ANSWER_BYTES, READ_BYTES, unpack_nodes
+from relayflow_runtime.domain.execution_record import ExecutionRecord, ResultExportItem
+from relayflow_runtime.domain.outcomes import ANSWER_BYTES, READ_BYTES, StoredResult, unpack_nodes
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
@@ -66,11 +66,9 @@ def _finished(execution: Execution) -> bool:
     return execution.status in ("completed", "failed") and execution.progress.processed_items is not None
 
 
-def compacted(record: ExecutionRecord | dict[str, Any]) -> bool:
+def compacted(record: ExecutionRecord) -> bool:
     """Whether a run's outcomes are read from its segments (services/outcomes.py compact_job)."""
-    if isinstance(record, ExecutionRecord):
-        return bool(record.outcome_segments)
-    return bool(record.get("outcome_segments"))
+    return bool(record.outcome_segments)
 
 
 def fill_progress(
@@ -98,11 +96,20 @@ def fill_progress(
 
 
 # ---- results ---------------------------------------------------------------------------------------
-def batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, dict[str, Any]]:
-    record = run_records.get_execution_record(tenant, workflow_id, execution_id)
-    if record.get("input_mode") != "batch":
+#: What pages, items and downloads read of a run, as the API's Execution (services/execution_view.py
+#: maps the whole record for the answers that carry an execution, with the live counters).
+_READ_FIELDS = frozenset(
+    {"id", "workflow_id", "version_id", "number", "status", "input_mode", "batch_config", "created_at"}
+    | {"started_at", "completed_at", "progress", "error"}
+)
+
+
+def batch_record(tenant: str, workflow_id: str, execution_id: str) -> tuple[Execution, ExecutionRecord]:
+    """The batch run (404 for a single run), as pages read it and as stored."""
+    record = run_records.get_run_record(tenant, workflow_id, execution_id)
+    if record.input_mode != "batch":
         raise NotFound("this execution is not a batch run: it has no item results.", code="not_a_batch")
-    return Execution.model_validate({k: v for k, v in record.items() if k != "results"}), record
+    return Execution.model_validate(record.model_dump(include=set(_READ_FIELDS))), record
 
 
 def _input_of(item: dict[str, Any], field: str) -> str | None:
@@ -113,7 +120,7 @@ def _input_of(item: dict[str, Any], field: str) -> str | None:
 
 
 def _result(
-    execution: Execution, entry_id: str, item: dict[str, Any], result: dict[str, Any] | None
+    execution: Execution, entry_id: str, item: dict[str, Any], result: StoredResult | None
 ) -> BatchItemResult:
     """An item's answer from its result (domain/outcomes.py result_of: the last node's output
     packed), or None when it has no outcome."""
@@ -133,10 +140,18 @@ def _result(
     return BatchItemResult.model_validate({**result, "source_item_id": entry_id, "input": text, **texts})
 
 
-def _legacy_result(outcome: dict[str, Any]) -> dict[str, Any]:
+def _legacy_result(outcome: StoredOutcome) -> StoredResult:
     """A per-item record (runs prepared before child records) in the shape of a result."""
     node = (outcome.get("nodes") or {}).get(outcome.get("output_node") or "") or {}
-    return {**outcome, "output": node.get("output"), "parsed_output": node.get("parsed_output")}
+    return StoredResult(
+        status=outcome["status"],
+        error=outcome.get("error"),
+        failed_node_id=outcome.get("failed_node_id"),
+        duration_ms=outcome.get("duration_ms"),
+        completed_at=outcome.get("completed_at"),
+        output=node.get("output"),
+        parsed_output=node.get("parsed_output"),
+    )
 
 
 def _answer_size(result: BatchItemResult) -> int:
@@ -281,7 +296,7 @@ def entry_results(
     passed before a read (at least one entry is read, and answered unless ``status`` passes it
     over). With ``status``, only those in it are answered (the others are passed over without
     reading their values)."""
-    found: dict[str, dict[str, Any]]
+    found: dict[str, StoredResult]
     if all(entry.n is not None for _, entry in page):
         ordinals = [int(entry.n or 0) for _, entry in page]
         by_ordinal, cut = outcomes.results(tenant, execution.id, ordinals, compacted, read_bytes, deadline)
@@ -313,7 +328,7 @@ def entry_results(
     return answer, rest
 
 
-def _status_of(execution: Execution, stored: dict[str, Any] | None) -> BatchItemStatus:
+def _status_of(execution: Execution, stored: StoredResult | None) -> BatchItemStatus:
     """An item's status as its answer will say (see :func:`_result`), without reading its values."""
     if stored is None:
         return "failed" if execution.status in ("completed", "failed") else "pending"
@@ -328,17 +343,17 @@ PAGE_VALUE_READS = 48
 _value_readers = ThreadPoolExecutor(outcomes.READ_THREADS, thread_name_prefix="outcome-read-values")
 
 
-def _refs(entry: ItemEntry, stored: dict[str, Any] | None) -> list[str]:
+def _refs(entry: ItemEntry, stored: StoredResult | None) -> list[str]:
+    """The objects an item's answer reads: its item stored apart, its values stored apart."""
     keys = [entry.ref] if entry.ref is not None else []
-    for field in ("output", "parsed_output"):
-        value = (stored or {}).get(field)
-        if is_ref(value):
-            keys.append(value[REF_KEY])
+    if stored is not None:
+        values = (stored.get("output"), stored.get("parsed_output"))
+        keys += [value[REF_KEY] for value in values if is_ref(value)]
     return keys
 
 
 def _values(
-    rows: list[tuple[int, ItemEntry, dict[str, Any] | None]],
+    rows: list[tuple[int, ItemEntry, StoredResult | None]],
     answer_bytes: int,
     deadline: ReadDeadline | None = None,
 ) -> tuple[int, dict[str, Any]]:
@@ -360,21 +375,29 @@ def _values(
         ):
             wave += wanted[position][1]
             position += 1
-        for key, data in zip(wave, _value_readers.map(deps.blobs().get_bytes, wave), strict=True):
+        for key, data in _read_objects(wave).items():
             values[key] = json.loads(data)
             size += len(data)
         reads += len(wave)
     return len(rows), values
 
 
-def _with_values(stored: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any] | None:
+def _read_objects(keys: list[str]) -> dict[str, bytes]:
+    """The bytes of these objects, read at once on the reader threads (READ_THREADS at a time)."""
+    return dict(zip(keys, _value_readers.map(deps.blobs().get_bytes, keys), strict=True))
+
+
+def _resolved(value: Any, values: dict[str, Any]) -> Any:
+    """A packed value with its object read (services/values.py), from ``values`` by key."""
+    return values[value[REF_KEY]] if is_ref(value) else value
+
+
+def _with_values(stored: StoredResult | None, values: dict[str, Any]) -> StoredResult | None:
     if stored is None:
         return None
-    resolved = dict(stored)
-    for field in ("output", "parsed_output"):
-        value = resolved.get(field)
-        if is_ref(value):
-            resolved[field] = values[value[REF_KEY]]
+    resolved = stored.copy()
+    resolved["output"] = _resolved(stored.get("output"), values)
+    resolved["parsed_output"] = _resolved(stored.get("parsed_output"), values)
     return resolved
 
 
@@ -411,35 +434,39 @@ def iter_results(
 
 # ---- one item --------------------------------------------------------------------------------------
 def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: str) -> BatchItemDetail:
-    """One item of a batch run: its result and the record of every node of it that ran."""
+    """One item of a batch run: its result and the record of every node of it that ran. Its
+    values stored apart (a prompt or an output over BATCH_VALUE_LIMIT, the item over 64 KiB) are
+    read at once on the reader threads: at most 3 per node and 3 more, READ_THREADS at a time."""
     execution, record = batch_record(tenant, workflow_id, execution_id)
-    buckets = (record.get("item_index") or {}).get("buckets")
     entry = None
-    if buckets:
+    if record.item_index is not None:
         entry = item_lists.find(
-            run_records.execution_prefix(tenant, execution_id), int(buckets), source_item_id
+            run_records.execution_prefix(tenant, execution_id), record.item_index.buckets, source_item_id
         )
     if entry is None:
         raise NotFound(f"item '{source_item_id}' is not an item of this run.", code="item_not_found")
-    result: dict[str, Any] | None = None
-    records: dict[str, Any] = {}
+    result: StoredResult | None = None
+    # The node records as the item's detail keeps them (packed values): validated into
+    # NodeExecution below, once their values are read.
+    records: dict[str, dict[str, Any]] = {}
     if entry.n is not None:
         found = outcomes.detail(tenant, execution_id, entry.n)
         if found is not None:
             result, records = found[0], unpack_nodes(found[1])
     elif (outcome := deps.stores().batches.outcome(tenant, execution_id, source_item_id)) is not None:
         result, records = _legacy_result(outcome), outcome.get("nodes") or {}
+    fields = ("output", "parsed_output", "prompt")
+    keys = _refs(entry, result) + [
+        value[REF_KEY] for node in records.values() for field in fields if is_ref(value := node.get(field))
+    ]
+    values = {key: json.loads(data) for key, data in _read_objects(keys).items()}
     nodes: dict[str, NodeExecution] = {}
     for node in sorted(records.values(), key=lambda n: n.get("idx", 0)):
-        data = {
-            **node,
-            "output": unpack(node.get("output")),
-            "parsed_output": unpack(node.get("parsed_output")),
-            "prompt": unpack(node.get("prompt")),
-        }
+        data = {**node, **{field: _resolved(node.get(field), values) for field in fields}}
         data["usage"] = run_records.usage_of(node["usage"]) if node.get("usage") else None
         nodes[node["node_id"]] = NodeExecution.model_validate(data)
-    answer = _result(execution, entry.id, item_lists.item_of(entry), result)
+    item = values[entry.ref] if entry.ref is not None else item_lists.item_of(entry)
+    answer = _result(execution, entry.id, item, _with_values(result, values))
     return BatchItemDetail(**dict(answer), node_executions=nodes)
 
 
@@ -478,7 +505,7 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
     limit = get_settings().max_inline_download_bytes
     filename = f"results-{execution_id}.{fmt}"
     finished = execution.status in TERMINAL
-    export = (record.get("exports") or {}).get(fmt) or {}
+    export = (record.exports or {}).get(fmt) or ResultExportItem()
     if finished and export.get("status") == "ready":
         url = deps.blobs().presigned_get(export_key(tenant, execution_id, fmt), URL_SECONDS, filename)
         return Download(url=url, filename=filename)
@@ -495,8 +522,8 @@ def download_results(tenant: str, workflow_id: str, execution_id: str, fmt: str)
         return Download(preparing=True)
     attempt = int(export.get("attempt") or 0) + 1
     exports = {
-        **(record.get("exports") or {}),
-        fmt: {"status": "preparing", "since": now_iso(), "attempt": attempt},
+        **(record.exports or {}),
+        fmt: ResultExportItem(status="preparing", since=now_iso(), attempt=attempt),
     }
     deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})
     deps.machines().start(

@@ -37,6 +37,7 @@ from relayflow_runtime.domain.outcomes import (
     SEGMENT_ITEMS,
     Pointer,
     SegmentLayout,
+    StoredResult,
     child_object,
     header_range,
     header_slots,
@@ -154,7 +155,7 @@ def results(
     compacted: bool,
     budget: int = READ_BYTES,
     deadline: ReadDeadline | None = None,
-) -> tuple[dict[int, dict[str, Any]], int | None]:
+) -> tuple[dict[int, StoredResult], int | None]:
     """The result members of the recorded ones among ``ordinals`` (sorted, consecutive in the
     list), and the last ordinal read when the stored bytes passed ``budget`` or the child objects
     left when ``deadline`` passed are the page's next (None: all read)."""
@@ -164,7 +165,7 @@ def results(
     low, high = ordinals[0], ordinals[-1]
     if deadline is not None and deadline.stops(first=True):
         return {}, low - 1
-    found: dict[int, dict[str, Any]] = {}
+    found: dict[int, StoredResult] = {}
     if compacted:
         spans = [
             (block, max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1))
@@ -202,7 +203,7 @@ def results(
             for key, items in groups.items()
         ]
 
-    def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, dict[str, Any]]:
+    def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, StoredResult]:
         key, first, last, members = job
         data = deps.blobs().get_range(key, first, last)
         return {n: unmember(data[offset - first : offset - first + length]) for n, offset, length in members}
@@ -215,7 +216,7 @@ def results(
     return found, cut
 
 
-def detail(tenant: str, execution_id: str, n: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def detail(tenant: str, execution_id: str, n: int) -> tuple[StoredResult, dict[str, Any]] | None:
     """(result, node records) of the item of ordinal ``n``, or None when it has no outcome."""
     pointer = deps.stores().batches.pointers(tenant, execution_id, n, n).get(n)
     if pointer is None:
