@@ -2,11 +2,13 @@
 docs/batch.md Results): past its deadline it starts no further read, answers what it has with a
 cursor from the first entry it did not read, and says so (``stopped_by: "seconds"``); following the
 cursors gives every item once, in order, however slow each read. The clock is injected: a page's
-reads are made slow by a clock that moves on each time it is asked, never by sleeping."""
+reads are made slow by a clock that moves on each time it is asked, never by sleeping. One item
+(``GET …/items/{item}``) reads its values stored apart at once, not one after another."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import pytest
@@ -21,6 +23,8 @@ from tests.support.batches import (
 )
 from tests.support.graphs import ok
 
+from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.domain.batch import BATCH_VALUE_LIMIT
 from relayflow_runtime.domain.clock import Clock, ReadDeadline
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.schemas.entities import BatchItemStatus
@@ -148,3 +152,35 @@ def test_the_api_answers_a_page_with_why_it_ended(api: Any, sparse_run: RunRef) 
     assert full["stopped_by"] is None and full["next_token"] and len(full["items"]) == 5
     assert failed["stopped_by"] is None and failed["next_token"] is None
     assert [r["source_item_id"] for r in failed["items"]] == expected("failed")
+
+
+def test_an_items_values_stored_apart_are_read_at_once(
+    module_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a finished item of a two-node chain whose item, prompts and outputs are each over the
+    # batch inline limit: five objects of its own (its output is its last node's)
+    text = "z" * (BATCH_VALUE_LIMIT + 1000)
+    dataset_id, version_id = dataset(module_api, [{"id": "big", "text": text}])
+    workflow_id, wf_version = workflow(
+        module_api,
+        [
+            ("first", {"model": "echo"}, {"input_template": "{{input}}"}),
+            ("second", {"model": "echo"}, {"input_template": "{{nodes.first}}"}),
+        ],
+    )
+    run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
+    run_every_item(run)
+    # When the item is read, each object read waiting for the others to be under way too
+    together = threading.Barrier(5, timeout=20)
+    real = BlobStore.get_bytes
+
+    def all_at_once(self: BlobStore, key: str) -> bytes:
+        together.wait()
+        return real(self, key)
+
+    monkeypatch.setattr(BlobStore, "get_bytes", all_at_once)
+    item = batch_results.get_item(TENANT, workflow_id, run.execution_id, "big")
+    monkeypatch.undo()
+    # Then the five were read at the same time, and the item holds every value whole
+    assert (item.status, item.input, item.output) == ("completed", text, text)
+    assert [(n.prompt, n.output) for n in item.node_executions.values()] == [(text, text), (text, text)]

@@ -456,9 +456,10 @@ def get_item(tenant: str, workflow_id: str, execution_id: str, source_item_id: s
     elif (outcome := deps.stores().batches.outcome(tenant, execution_id, source_item_id)) is not None:
         result, records = _legacy_result(outcome), outcome.get("nodes") or {}
     fields = ("output", "parsed_output", "prompt")
-    keys = _refs(entry, result) + [
+    stored_apart = [
         value[REF_KEY] for node in records.values() for field in fields if is_ref(value := node.get(field))
     ]
+    keys = list(dict.fromkeys(_refs(entry, result) + stored_apart))  # the item's output is its last node's
     values = {key: json.loads(data) for key, data in _read_objects(keys).items()}
     nodes: dict[str, NodeExecution] = {}
     for node in sorted(records.values(), key=lambda n: n.get("idx", 0)):
