@@ -179,7 +179,7 @@ def results(
             cut = last if cut is None else min(cut, last)
         wanted = sorted(n for n in slots if cut is None or n <= cut)
         reads = []
-        for block in {segment_of(n) for n in wanted}:
+        for block in sorted({segment_of(n) for n in wanted}):  # in order: a deadline keeps the first
             ns = [n for n in wanted if segment_of(n) == block]
             first, last = slots[ns[0]][0], slots[ns[-1]][0] + slots[ns[-1]][1] - 1
             reads.append(
