@@ -67,6 +67,19 @@ class ItemIndex(_Stored):
     largest_entry: int | None = None
 
 
+class ResultExportItem(TypedDict, total=False):
+    """A batch run's export of its results in one format, as its item keeps it (services/
+    batch_results.py starts one, services/results_export.py marks it ready)."""
+
+    status: Literal["preparing", "ready"]
+    #: when it was started (preparing) or written (ready)
+    since: str
+    #: how many times it was started (a stale one is started again)
+    attempt: int
+    #: the file's bytes, once ready
+    size: int
+
+
 class ExecutionRecord(_Stored):
     # ---- what the API shows (schemas/entities.Execution), as stored
     id: str
@@ -117,6 +130,8 @@ class ExecutionRecord(_Stored):
     budget_reserved: int | None = None
     budget_reserved_at: str | None = None
     budget_released_at: str | None = None
+    #: a batch run's result exports by format
+    exports: dict[str, ResultExportItem] | None = None
     # ---- admission, a retry of failed items, deletion, a status event the bus refused
     admission_queued_at: str | None = None
     retry_claim: str | None = None
@@ -182,8 +197,8 @@ class ExecutionUpdate(TypedDict, total=False):
     batch: BatchSettings
     item_index: ItemIndex
     large_items: int
-    #: a batch run's result exports by format (services/batch_results.py owns their shape)
-    exports: dict[str, Any]
+    #: a batch run's result exports by format
+    exports: dict[str, ResultExportItem]
     #: the item's TTL, set by a terminal move (services/retention.py)
     expires_at: int
 

@@ -56,14 +56,6 @@ def get_run_record(
     return record
 
 
-def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
-    """:func:`get_run_record`'s item as stored, every attribute (services/batch_results.py reads its
-    ``exports``)."""
-    record = deps.stores().executions.get_execution(tenant, execution_id)
-    _check_shown(workflow_id, execution_id, record["workflow_id"], bool(record.get("deleting")))
-    return record
-
-
 def _check_shown(workflow_id: str, execution_id: str, its_workflow: str, deleting: bool) -> None:
     # A batch run being deleted (on the jobs machine) is already gone for every reader.
     if its_workflow != workflow_id or deleting:
