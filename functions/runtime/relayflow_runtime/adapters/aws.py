@@ -11,13 +11,29 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-# Model calls (Bedrock, SageMaker, Lambda) may run as long as a node may: up to 15 minutes.
-_CONFIG = Config(
+#: Model calls (Bedrock, SageMaker, Lambda) may run as long as a node may: up to 15 minutes.
+MODEL_SERVICES = frozenset({"bedrock-runtime", "sagemaker-runtime", "lambda"})
+_MODEL_CONFIG = Config(
     retries={"max_attempts": 5, "mode": "adaptive"},
     max_pool_connections=50,
     connect_timeout=5,
     read_timeout=900,
 )
+#: Every other call (DynamoDB, S3, Step Functions, EventBridge, SQS …) is answered in milliseconds,
+#: and S3 keeps a long copy or completion talking: a connection silent this long is hung, and the
+#: retry goes out on a fresh one. So one stalled socket cannot hold an API answer past API
+#: Gateway's 30 s, or a task past its deadline, for 15 minutes a try.
+DATA_READ_TIMEOUT_SECONDS = 10
+_CONFIG = Config(
+    retries={"max_attempts": 5, "mode": "adaptive"},
+    max_pool_connections=50,
+    connect_timeout=5,
+    read_timeout=DATA_READ_TIMEOUT_SECONDS,
+)
+
+
+def config_for(service: str) -> Config:
+    return _MODEL_CONFIG if service in MODEL_SERVICES else _CONFIG
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +44,7 @@ def session() -> boto3.session.Session:
 
 @lru_cache(maxsize=32)
 def client(service: str) -> Any:
-    return session().client(service, config=_CONFIG)
+    return session().client(service, config=config_for(service))
 
 
 class _Lender:
