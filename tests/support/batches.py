@@ -13,6 +13,7 @@ from typing import Any
 
 import botocore.client
 from tests.support.graphs import ok
+from tests.support.items import execution_item
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
@@ -84,7 +85,7 @@ def pending_run(
 
 
 def record(run: RunRef) -> dict[str, Any]:
-    return deps.stores().executions.get_execution(run.tenant, run.execution_id)
+    return execution_item(run.tenant, run.execution_id)
 
 
 @contextmanager

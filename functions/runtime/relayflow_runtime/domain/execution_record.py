@@ -67,6 +67,17 @@ class ItemIndex(_Stored):
     largest_entry: int | None = None
 
 
+class ResultExport(_Stored):
+    """A batch run's result file of one format (services/batch_results.py starts it, the jobs
+    machine writes it: services/results_export.py)."""
+
+    status: Literal["preparing", "ready"]
+    since: str | None = None
+    #: the try of the jobs machine that writes it (preparing), the file's bytes (ready)
+    attempt: int | None = None
+    size: int | None = None
+
+
 class ExecutionRecord(_Stored):
     # ---- what the API shows (schemas/entities.Execution), as stored
     id: str
@@ -117,6 +128,8 @@ class ExecutionRecord(_Stored):
     budget_reserved: int | None = None
     budget_reserved_at: str | None = None
     budget_released_at: str | None = None
+    #: the run's result exports by format (a batch run's, once asked for)
+    exports: dict[str, ResultExport] | None = None
     # ---- admission, a retry of failed items, deletion, a status event the bus refused
     admission_queued_at: str | None = None
     retry_claim: str | None = None
@@ -182,7 +195,8 @@ class ExecutionUpdate(TypedDict, total=False):
     batch: BatchSettings
     item_index: ItemIndex
     large_items: int
-    #: a batch run's result exports by format (services/batch_results.py owns their shape)
+    #: a batch run's result exports by format (ResultExport as JSON: services/batch_results.py
+    #: writes them as mappings)
     exports: dict[str, Any]
     #: the item's TTL, set by a terminal move (services/retention.py)
     expires_at: int

@@ -116,7 +116,7 @@ def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
     except datasets.FilterError as exc:
         raise _refuse(exc.message, exc.code) from None
     field = config.input_field
-    fields: list[str] = version.get("fields") or []
+    fields = version.fields
     if field not in fields and len(fields) < dataset_service.MAX_TRACKED_FIELDS:
         shown = ", ".join(repr(f) for f in fields[:20]) + (", ..." if len(fields) > 20 else "")
         raise _conflict(
@@ -125,10 +125,10 @@ def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
             "unknown_input_field",
         )
     unfiltered = not (config.filter_query or "").strip()
-    lacking = (version.get("lacking_fields") or {}).get(field)
+    lacking = (version.lacking_fields or {}).get(field)
     if unfiltered and lacking is not None:
         raise _conflict(_lacking_message(lacking, field), "unknown_input_field")
-    total = int(version.get("item_count") or 0) if unfiltered else None
+    total = version.item_count if unfiltered else None
     return {"batch_config": config, "progress": {"total_items": total}}
 
 

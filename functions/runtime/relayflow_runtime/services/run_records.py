@@ -57,11 +57,9 @@ def get_run_record(
 
 
 def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
-    """:func:`get_run_record`'s item as stored, every attribute (services/batch_results.py reads its
-    ``exports``)."""
-    record = deps.stores().executions.get_execution(tenant, execution_id)
-    _check_shown(workflow_id, execution_id, record["workflow_id"], bool(record.get("deleting")))
-    return record
+    """:func:`get_run_record` as the mapping services/batch_results.py still reads (the record's
+    fields, as :meth:`ExecutionRecord.item` writes them)."""
+    return get_run_record(tenant, workflow_id, execution_id).item()
 
 
 def _check_shown(workflow_id: str, execution_id: str, its_workflow: str, deleting: bool) -> None:
