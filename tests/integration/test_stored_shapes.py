@@ -257,11 +257,13 @@ def test_old_authoring_items_read_through_their_records_and_show_only_the_apis_f
     assert version.to_api().config.node_timeout == 840
 
 
-def test_old_dataset_upload_and_api_key_items_read_through_their_records(local_stack: LocalStack) -> None:
-    # Given a dataset, a ready version, an upload in progress and an API key as earlier versions
-    # wrote them: DynamoDB numbers, fields read by nothing now (common_fields, large_items, the
-    # upload's URL and part size), the upload's parts as a map, the key's own expiry apart from the
-    # table's TTL
+def test_old_dataset_upload_api_key_and_marker_items_read_through_their_records(
+    local_stack: LocalStack,
+) -> None:
+    # Given a dataset, a ready version, an upload in progress, an API key and an S3 upload's marker
+    # as earlier versions wrote them: DynamoDB numbers, fields read by nothing now (common_fields,
+    # large_items, the upload's URL and part size), the upload's parts as a map, the key's own
+    # expiry apart from the table's TTL
     table = deps.stores().datasets.table
     dataset_pk = f"T#{TENANT}#D#d-a"
     when = "2026-01-01T00:00:00.000Z"
@@ -325,7 +327,27 @@ def test_old_dataset_upload_and_api_key_items_read_through_their_records(local_s
             "key_hash": "abc",
         }
     )
+    table.put_item(
+        Item={
+            "pk": f"T#{TENANT}#UP#digest-a",
+            "sk": "UP",
+            "tenant": TENANT,
+            "kind": "upload",
+            "bucket": "b",
+            "key": "inputs/wf/a.txt",
+            "etag": "e",
+            "state": "started",
+            "execution_id": "x-up",
+            "claim_token": "tok",
+            "claimed_at": when,
+            "lease_until": Decimal(1_800_000_000),
+            "expires_at": Decimal(1_900_000_000),
+            "reason": None,
+            "finished_at": when,
+        }
+    )
     # When they are read through the stores' typed reads
+    marker = deps.stores().uploads.get_upload(TENANT, "digest-a")
     store = deps.stores().datasets
     dataset = store.get_dataset(TENANT, "d-a")
     version = store.get_dataset_version(TENANT, "d-a", "dv-a")
@@ -342,3 +364,8 @@ def test_old_dataset_upload_and_api_key_items_read_through_their_records(local_s
     # And the key's own expiry is what the API shows as its expires_at (not the table's TTL)
     assert api_key.to_api().expires_at == "2030-01-01T00:00:00Z"
     assert "key_hash" not in api_key.to_api().model_dump()
+    assert marker is not None and (marker.state, marker.execution_id, marker.lease_until) == (
+        "started",
+        "x-up",
+        1_800_000_000,
+    )
