@@ -1,17 +1,21 @@
-"""The items the stores keep for the authoring entities, declared once: what the table holds, which
-is more than the API shows.
+"""The items the stores keep beside the execution's, declared once: what the table holds, which is
+more than the API shows.
 
 domain/execution_record.py does this for the execution item; here are the others whose writers
 add fields on the side: a workflow (its version and run counters), its versions, nodes and edges,
-models (the config kept as JSON text). Each record is what crosses from a store (adapters/table/)
-into a service, in both directions, and ``to_api`` maps it field by field to the API's model in
-schemas/entities.py, so a stored field never leaks into an answer by accident.
+models (the config kept as JSON text), datasets (the version count), their versions (where the
+items are, the first item lacking each field) and uploads (the parts received), API keys (the
+key's hash, its own expiry apart from the table's TTL) and the S3 trigger's upload markers. Each
+record is what crosses from a store (adapters/table/) into a service, in both directions, and
+``to_api`` maps it field by field to the API's model in schemas/entities.py, so a stored field
+never leaks into an answer by accident.
 
 Conventions (those of ExecutionRecord and NodeRecord): a field added later has a default, so an
-item written before it reads; a field this does not declare is kept as read (``extra="allow"``),
-never refused; :meth:`StoredRecord.item` is what a put writes (every declared field, as JSON).
-What an update may set is a TypedDict (``WorkflowUpdate`` …), so mypy checks every key a writer
-names while the update stays the plain mapping the table writes.
+item written before it reads; a field this does not declare is kept as read (``extra="allow"``,
+in ``model_extra``), never refused, and never written again (:meth:`StoredRecord.item`, what a
+put writes, holds the declared fields that are set). What an update may set is a TypedDict
+(``WorkflowUpdate`` …), so mypy checks every key a writer names while the update stays the plain
+mapping the table writes.
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ class StoredRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     def item(self) -> dict[str, Any]:
-        """The item's attributes as a put writes them (the store adds its keys): fields never set are
-        left out, as ExecutionRecord.item leaves them, so a condition on an attribute's absence
-        (an API key's ``revoked_at``) holds."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The item's attributes as a put writes them (the store adds its keys): the declared fields,
+        without those never set, as ExecutionRecord.item writes them, so a condition on an
+        attribute's absence (an API key's ``revoked_at``) holds; fields read but not declared (a
+        copied node's) are not written again."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=set(self.model_extra or ()))
 
 
 # ---- workflows ----------------------------------------------------------------------------------------
