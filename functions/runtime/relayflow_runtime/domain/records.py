@@ -249,20 +249,6 @@ class ApiKeyRecord(StoredRecord):
     created_by: str | None = None
     key_hash: str = ""
 
-    @classmethod
-    def of(cls, api_key: ApiKey, key_hash: str) -> ApiKeyRecord:
-        return cls(
-            id=api_key.id,
-            name=api_key.name,
-            prefix=api_key.prefix,
-            scopes=api_key.scopes,
-            created_at=api_key.created_at,
-            valid_until=api_key.expires_at,
-            revoked_at=api_key.revoked_at,
-            created_by=api_key.created_by,
-            key_hash=key_hash,
-        )
-
     def to_api(self) -> ApiKey:
         return ApiKey(
             id=self.id,

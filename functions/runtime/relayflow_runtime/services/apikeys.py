@@ -89,20 +89,21 @@ def _store_key(
     expires_at: datetime | None,
     created_by: str | None,
 ) -> CreatedApiKey:
-    record = ApiKey(
+    record = ApiKeyRecord(
         id=key_id,
         name=name,
         prefix=f"{KEY_PREFIX}{key_id}",
         scopes=check_scopes(scopes),
         created_at=now_iso(),
-        expires_at=expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        valid_until=expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         if expires_at
         else None,
         created_by=created_by,
+        key_hash=hash_key(key),
     )
     ttl = int((expires_at + _EXPIRED_KEPT).timestamp()) if expires_at else None
-    deps.stores().api_keys.put_api_key(tenant, ApiKeyRecord.of(record, hash_key(key)), ttl_epoch=ttl)
-    return CreatedApiKey(**record.model_dump(), key=key)
+    deps.stores().api_keys.put_api_key(tenant, record, ttl_epoch=ttl)
+    return CreatedApiKey(**record.to_api().model_dump(), key=key)
 
 
 def _active(record: ApiKey, now: datetime) -> bool:
