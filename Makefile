@@ -52,9 +52,15 @@ demo: $(STAMP) ## Run a real workflow end to end on the embedded local stack
 serve: $(STAMP) ## Serve the HTTP API and dashboard on 127.0.0.1:8765
 	$(BIN)/relayflow serve --port 8765
 
+# The serial modules run beside the two workers (the suite waits more than it computes); their
+# output is printed after the workers', and either's failure fails the target.
 test: $(STAMP) $(NODESTAMP) $(CHROMIUM) lint sam-validate ## Lint, validate the template and state machines, run the whole test suite
-	$(BIN)/pytest -q $(SERIAL_TESTS)
-	$(BIN)/pytest -q -n 2 --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS))
+	@rm -f .serial-tests.log; \
+	$(BIN)/pytest -q -p no:cacheprovider $(SERIAL_TESTS) > .serial-tests.log 2>&1 & serial=$$!; \
+	$(BIN)/pytest -q -n 2 --dist loadfile $(addprefix --ignore=,$(SERIAL_TESTS)); workers=$$?; \
+	wait $$serial; serial_status=$$?; \
+	echo "--- $(SERIAL_TESTS) (run beside the workers):"; cat .serial-tests.log; \
+	test $$workers -eq 0 && test $$serial_status -eq 0
 
 $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium

@@ -189,9 +189,8 @@ def _page(run: Any, execution: Any, compacted: bool) -> Callable[[], int]:
     def read() -> int:
         token, seen, pages = None, 0, 0
         while seen < PAGE:
-            items, token = batch_results.results_page(
-                run.tenant, execution, PAGE - seen, token, compacted=compacted
-            )
+            page = batch_results.results_page(run.tenant, execution, PAGE - seen, token, compacted=compacted)
+            items, token = page.items, page.next_token
             assert items and all(item.status == "completed" for item in items), items[-1:]
             seen, pages = seen + len(items), pages + 1
         return pages

@@ -18,6 +18,7 @@ from tests.support.batches import (
     dataset,
     pending_run,
     record,
+    stored,
     workflow,
 )
 
@@ -59,7 +60,8 @@ def every_result(run: RunRef, limit: int) -> tuple[list[BatchItemResult], int]:
     results: list[BatchItemResult] = []
     token, pages = None, 0
     while True:
-        page, token = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, limit, token)
+        answer = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, limit, token)
+        page, token = answer.items, answer.next_token
         results.extend(page)
         pages += 1
         if not token:
@@ -79,7 +81,7 @@ def running_echo_batch(api: Any, ids: list[str]) -> tuple[RunRef, list[ItemEntry
 def compacted(run: RunRef) -> None:
     """The compaction the run's end started on the jobs machine has ended: reads use segments."""
     assert compaction_ended(run) == "SUCCEEDED"
-    assert batch_results.compacted(record(run))
+    assert batch_results.compacted(stored(run))
 
 
 def test_a_child_run_twice_at_the_same_moment_records_and_counts_each_item_once(
@@ -196,7 +198,8 @@ def test_a_page_makes_requests_by_child_or_segment_never_by_value(api: Any) -> N
 
     def page() -> tuple[list[BatchItemResult], dict[str, int]]:
         with aws_calls() as calls:
-            results, token = batch_results.get_results(TENANT, workflow_id, run.execution_id, 300, None)
+            answer = batch_results.get_results(TENANT, workflow_id, run.execution_id, 300, None)
+        results, token = answer.items, answer.next_token
         assert token is None and len(results) == 300
         assert all(r.output.startswith(f"{i} the quick") for i, r in enumerate(results))
         return results, dict(calls)
@@ -234,7 +237,7 @@ def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_
     # When it is read by pages of 100: a page ends once its answer passes ANSWER_BYTES
     results, pages = every_result(run, 100)
     assert pages == 3 and len(results) == 150
-    first, _ = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None)
+    first = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None).items
     assert sum(len(r.output) for r in first[:-1]) <= ANSWER_BYTES < 100 * 60_000
 
     # And exported by a job whose every round is out of time after a part (parts of S3's least

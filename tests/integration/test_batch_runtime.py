@@ -210,7 +210,7 @@ def test_an_infrastructure_failure_fails_only_its_items_and_max_failed_percent_d
     )
     assert (ended["progress"]["processed_items"], ended["progress"]["failed_items"]) == (10, 4)
     # And the item that failed says why; those that never ran say so
-    page, _ = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None)
+    page = batch_results.get_results(TENANT, workflow_id, run.execution_id, 100, None).items
     by_id = {r.source_item_id: r for r in page}
     assert by_id["i6"].status == "failed" and "States.Timeout" in (by_id["i6"].error or "")
     assert by_id["i8"].status == "failed" and "never ran" in (by_id["i8"].error or "")

@@ -374,14 +374,20 @@ def test_express_children_run_exactly_once_without_the_profile(local_stack: Loca
     assert len(fx.recorded("Child")) == 6
 
 
+#: How long the children of `end_parent_while_children_wait` wait before their call.
+CHILD_WAIT_SECONDS = 2
+
+
 def end_parent_while_children_wait(stack: LocalStack, how: str) -> str:
     """The parent's status once it was stopped (how="stop") or timed out (how="timeout") while its
-    two Express children wait a second before calling a function."""
+    two Express children wait CHILD_WAIT_SECONDS before calling a function."""
     arn = stack.register_function(unique("Late"), fx.handler("record"))
-    child = {"Pause": {"Type": "Wait", "Seconds": 1, "Next": "Call"}, "Call": task(arn)}
+    child = {"Pause": {"Type": "Wait", "Seconds": CHILD_WAIT_SECONDS, "Next": "Call"}, "Call": task(arn)}
     definition = express_map(child)
     if how == "timeout":
-        definition["TimeoutSeconds"] = 1  # moto counts whole seconds: 1 ends before the children
+        # moto counts whole seconds: 1 ends the parent a whole second before the children call, a
+        # margin a loaded machine's late timer does not eat
+        definition["TimeoutSeconds"] = 1
     sfn = stack.client("stepfunctions")
     machine = sfn.create_state_machine(
         name=unique("faults"),
@@ -393,15 +399,16 @@ def end_parent_while_children_wait(stack: LocalStack, how: str) -> str:
     if how == "stop":
         time.sleep(0.3)
         sfn.stop_execution(executionArn=execution["executionArn"], error="Test", cause="stopped by the test")
-    status = str(stack.wait_for_execution(execution["executionArn"], timeout=10)["status"])
-    time.sleep(1.5)
-    return status
+    return str(stack.wait_for_execution(execution["executionArn"], timeout=10)["status"])
 
 
 @pytest.mark.parametrize(("how", "status"), [("stop", "ABORTED"), ("timeout", "TIMED_OUT")])
 def test_express_children_outlive_a_parent_stopped_or_timed_out(how: str, status: str) -> None:
     with LocalStack(faults=only(express_outlive_parent=True)) as stack:
         assert end_parent_while_children_wait(stack, how) == status
+        deadline = time.monotonic() + 10
+        while len(fx.recorded("Late")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(fx.recorded("Late")) == 2
 
 
@@ -410,6 +417,7 @@ def test_children_end_with_their_parent_without_the_profile(
     local_stack: LocalStack, how: str, status: str
 ) -> None:
     assert end_parent_while_children_wait(local_stack, how) == status
+    time.sleep(CHILD_WAIT_SECONDS + 0.5)  # past the moment the children would have called
     assert fx.recorded("Late") == []
 
 

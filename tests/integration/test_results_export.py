@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.batches import TENANT, compaction_ended, dataset, pending_run, record, workflow
+from tests.support.batches import (
+    TENANT,
+    compaction_ended,
+    dataset,
+    pending_run,
+    record,
+    run_every_item,
+    stored,
+    workflow,
+)
 
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import BATCH_VALUE_LIMIT
@@ -22,14 +31,11 @@ from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import Execution
 from relayflow_runtime.services import (
     batch,
-    batch_items,
     batch_results,
     deps,
-    item_lists,
     outcomes,
     results_export,
 )
-from relayflow_runtime.services import run_records as records
 
 pytestmark = pytest.mark.shared_stack
 
@@ -63,15 +69,10 @@ def run(module_api: Any) -> RunRef:
         )
         workflow_id, wf_version = workflow(module_api, [ECHO])
         ref = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
-        batch.reserve_budget(batch.prepare_batch(ref))
-        batch_items.status.forget()
-        prefix = records.execution_prefix(ref.tenant, ref.execution_id)
-        listed = [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
-        for start in range(0, ITEMS, 10):
-            assert batch_items.run_items(ref, listed[start : start + 10]) == {"done": 10}
+        run_every_item(ref)
         batch.complete(ref)
         assert compaction_ended(ref) == "SUCCEEDED"
-    assert batch_results.compacted(record(ref))
+    assert batch_results.compacted(stored(ref))
     return ref
 
 
@@ -279,7 +280,8 @@ def test_a_page_reads_its_values_stored_apart_in_waves_a_bounded_number_at_most(
     most = 0
     while True:
         reads.clear()
-        page, token = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, token)
+        answer = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, token)
+        page, token = answer.items, answer.next_token
         results.extend(page)
         most = max(most, len(reads))
         if not token:
@@ -291,7 +293,7 @@ def test_a_page_reads_its_values_stored_apart_in_waves_a_bounded_number_at_most(
     assert most == 2
     # And a page filtered by status reads no value of the items it passes over
     reads.clear()
-    failed, _ = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, None, "failed")
+    failed = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, None, "failed").items
     assert failed == [] and reads == []
 
 
@@ -314,7 +316,8 @@ def test_a_page_of_a_running_run_reads_a_bounded_number_of_child_objects(
     token: str | None = None
     sizes = []
     while True:
-        page, token = batch_results.results_page(TENANT, execution, 100, token, compacted=False)
+        answer = batch_results.results_page(TENANT, execution, 100, token, compacted=False)
+        page, token = answer.items, answer.next_token
         results.extend(page)
         sizes.append(len(page))
         if not token:

@@ -163,3 +163,50 @@ def test_an_old_execution_item_reads_moves_and_republishes_its_kept_event_unchan
     assert ended.status == "completed" and ended.unpublished_event is None
     assert ended.current_node is not None and (ended.current_node.idx, ended.current_node.id) == (1, "b")
     assert (ended.number, ended.timeout, ended.single_input) == (4, 60, "hello")
+
+
+def test_a_move_returns_the_status_it_wrote_when_another_writer_moves_the_run_just_after(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending run, and a cancel that lands between the start's transaction and its read of
+    # the item (the start's caller announces what the move returns)
+    store = deps.stores().executions
+    store.put_execution(
+        TENANT,
+        {"id": "x-race", "workflow_id": "wf", "version_id": "v", "status": "pending", "created_at": "t"},
+    )
+    pending = store.get_record(TENANT, "x-race")
+    real_table = type(store).table
+    raced: list[str] = []
+
+    class RacedTable:
+        """The store's table, whose first read lets a cancel land just before it."""
+
+        def __init__(self, table: Any) -> None:
+            self._table = table
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._table, name)
+
+        def get_item(self, **kwargs: Any) -> Any:
+            if not raced:
+                raced.append("cancelled")
+                store.transition_execution(
+                    TENANT,
+                    pending,
+                    from_statuses=("pending", "running"),
+                    to_status="cancelled",
+                    fields={"error": "cancelled by request"},
+                )
+            return self._table.get_item(**kwargs)
+
+    monkeypatch.setattr(type(store), "table", property(lambda self: RacedTable(real_table.fget(self))))
+    # When the run moves pending -> running
+    started = store.transition_execution(
+        TENANT, pending, from_statuses=("pending",), to_status="running", fields={"started_at": "t1"}
+    )
+    # Then the move returns the status it wrote (so "running" is announced as running, never as a
+    # second "cancelled"), with what the other writer left on the item
+    assert started.status == "running" and started.started_at == "t1"
+    assert started.error == "cancelled by request"
+    assert store.get_record(TENANT, "x-race").status == "cancelled"

@@ -18,8 +18,9 @@ from tests.support.items import execution_item
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.execution_record import ExecutionRecord
 from relayflow_runtime.schemas.entities import BatchConfig, Execution, ExecutionProgress
-from relayflow_runtime.services import deps, run_records
+from relayflow_runtime.services import batch, batch_items, deps, item_lists, run_records
 from relayflow_runtime.services.plan import build_plan
 from relayflow_runtime.services.run_records import load_plan
 from relayflow_runtime.settings import get_settings
@@ -84,8 +85,25 @@ def pending_run(
     return run
 
 
+def run_every_item(run: RunRef, per_child: int = 10) -> None:
+    """Start a pending batch (its list, its budget) and run all its items, ``per_child`` at a time,
+    as its children would: every item recorded."""
+    batch.reserve_budget(batch.prepare_batch(run))
+    batch_items.status.forget()
+    prefix = run_records.execution_prefix(run.tenant, run.execution_id)
+    listed = [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
+    for start in range(0, len(listed), per_child):
+        child = listed[start : start + per_child]
+        assert batch_items.run_items(run, child) == {"done": len(child)}
+
+
 def record(run: RunRef) -> dict[str, Any]:
     return execution_item(run.tenant, run.execution_id)
+
+
+def stored(run: RunRef) -> ExecutionRecord:
+    """The run's execution record (domain/execution_record.py), as the store reads it."""
+    return deps.stores().executions.get_record(run.tenant, run.execution_id)
 
 
 @contextmanager

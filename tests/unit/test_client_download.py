@@ -54,3 +54,22 @@ def test_where_no_url_is_offered_the_results_are_paged_into_the_file(tmp_path: P
 
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert [(r["source_item_id"], r["output"]) for r in rows] == [("a", "A"), ("b", "B"), ("c", "C")]
+
+
+def test_a_results_page_says_why_it_stopped_short() -> None:
+    # Given a results page that ran out of time, and one that did not
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("next_token") == "n1":
+            return httpx.Response(200, json={"items": [], "next_token": None})
+        item = {"source_item_id": "a", "status": "failed"}
+        return httpx.Response(200, json={"items": [item], "next_token": "n1", "stopped_by": "seconds"})
+
+    # When both are read through the client
+    with Client("http://api.test", api_key="secret", transport=httpx.MockTransport(answer)) as client:
+        short = client.get_execution_results("w1", "x1", status="failed")
+        last = client.get_execution_results("w1", "x1", status="failed", next_token=short.next_token)
+
+    # Then the short page says why, with its cursor; the last page says nothing
+    assert [r.source_item_id for r in short] == ["a"]
+    assert (short.next_token, short.stopped_by) == ("n1", "seconds")
+    assert (list(last), last.next_token, last.stopped_by) == ([], None, None)

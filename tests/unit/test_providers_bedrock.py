@@ -11,7 +11,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers import InvocationContext, bedrock, invoke_model
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -132,3 +132,11 @@ def test_missing_model_id_fails_permanently_without_calling_bedrock(stubbed: Stu
     # Then it is a permanent configuration error
     with pytest.raises(PermanentModelError, match="model_id"):
         invoke_model("bedrock", {}, "x", InvocationContext())
+
+
+def test_the_inference_settings_are_sent_under_the_names_converse_takes():
+    # Given the config's inference settings and the typed request's inferenceConfig
+    aliases = {field.alias or name for name, field in bedrock.BedrockInference.model_fields.items()}
+    # Then every setting's alias (what build_request sends) is a key of the typed shape, and back
+    assert aliases == set(bedrock.InferenceConfig.__optional_keys__)
+    assert not bedrock.InferenceConfig.__required_keys__

@@ -11,13 +11,15 @@ from relayflow_runtime.providers import (
     _ADAPTERS,
     PROVIDERS,
     InvocationContext,
+    bedrock,
     builtin,
+    configured_model,
     estimate_cost,
     invoke_model,
     parsed_config,
     validate_model_config,
 )
-from relayflow_runtime.providers.base import Adapter, PermanentModelError, Usage
+from relayflow_runtime.providers.base import Adapter, Configured, PermanentModelError, Usage
 from relayflow_runtime.providers.config import ModelPrice
 
 
@@ -171,3 +173,16 @@ def test_every_adapter_takes_the_config_type_it_is_registered_with():
         # Then each one's invoke is annotated with its own config type
         assert isinstance(adapter, Adapter)
         assert typing.get_type_hints(adapter.call)["config"] is adapter.config_type, name
+
+
+def test_a_configured_model_is_its_typed_config_bound_to_its_providers_call():
+    # Given a stored Bedrock config (as a plan snapshot holds it)
+    stored = {"model_id": "amazon.nova-lite-v1:0", "inference": {"maxTokens": 100}}
+    # When it is configured for calling
+    model = configured_model("bedrock", stored)
+    # Then it holds the provider's typed config, parsed once, and calls the provider's invoke with it
+    assert isinstance(model.config, bedrock.BedrockModelConfig)
+    assert model.config.output_cap == 100
+    assert configured_model("bedrock", stored) is model
+    assert model.config is parsed_config("bedrock", stored)
+    assert isinstance(model, Configured) and model.call is bedrock.invoke

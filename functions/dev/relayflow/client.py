@@ -122,9 +122,12 @@ class Execution(_Execution):
 
 
 class Page(list[T]):
-    """A list of results with the cursor of the next page (None on the last page)."""
+    """A list of results with the cursor of the next page (None on the last page). ``stopped_by``
+    (results pages): why a page holds fewer than ``limit`` items though more follow (``seconds``:
+    its time ran out; ``size``: its answer filled up; ``scan``: a filtered page read its windows)."""
 
     next_token: str | None = None
+    stopped_by: str | None = None
 
 
 class Client:
@@ -189,6 +192,7 @@ class Client:
     def _page(self, model: type[T], body: dict[str, Any]) -> Page[T]:
         page: Page[T] = Page(model.model_validate(i) for i in body["items"])
         page.next_token = body.get("next_token")
+        page.stopped_by = body.get("stopped_by")
         return page
 
     # ---- workflows ---------------------------------------------------------------------------------
@@ -725,7 +729,7 @@ class Client:
         """A page of a batch run's items (``{source_item_id, status, input, output, error}``), in
         the order of the dataset; every item appears exactly once across the pages. With
         ``status`` (``"failed"``), only those items: a page can then be short, even empty, with a
-        ``next_token`` to read on."""
+        ``next_token`` to read on; ``.stopped_by`` says why a page ended short."""
         path = f"/workflows/{workflow_id}/executions/{execution_id}/results"
         params = {"limit": limit, "next_token": next_token, "status": status}
         return self._page(BatchItemResult, self._json("GET", path, params=params))

@@ -44,7 +44,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
@@ -64,6 +64,7 @@ from relayflow_runtime.domain.batch import (
     OUTCOME_SHARDS,
     USAGE_COUNTERS,
     ItemOutcome,
+    StoredOutcome,
     item_key,
     outcome_shard,
 )
@@ -426,22 +427,22 @@ class BatchStore:
         *,
         consistent: bool = False,
         fields: Iterable[str] = (),
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, StoredOutcome]:
         """The recorded outcomes of these items, by item id (items without one left out); only
         ``fields`` of each when given."""
         keys = {}
         for item_id in dict.fromkeys(item_ids):
             key = self.outcome_key(tenant, execution_id, item_id)
             keys[(key["pk"], key["sk"])] = item_id
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, StoredOutcome] = {}
         for item in self._batch_get(
             [{"pk": pk, "sk": sk} for pk, sk in keys], consistent=consistent, fields=fields
         ):
             item_id = keys[(item.pop("pk"), item.pop("sk"))]
-            found[item_id] = item
+            found[item_id] = cast(StoredOutcome, item)  # as _outcome_put wrote it
         return found
 
-    def outcome(self, tenant: str, execution_id: str, item_id: str) -> dict[str, Any] | None:
+    def outcome(self, tenant: str, execution_id: str, item_id: str) -> StoredOutcome | None:
         response = self._ddb.get_item(
             TableName=self.table_name, Key=_wire(self.outcome_key(tenant, execution_id, item_id))
         )
@@ -451,7 +452,7 @@ class BatchStore:
         plain = _plain(item)
         plain.pop("pk", None)
         plain.pop("sk", None)
-        return plain
+        return cast(StoredOutcome, plain)  # as _outcome_put wrote it
 
     def counters(self, tenant: str, execution_id: str, *, consistent: bool = False) -> dict[str, int]:
         """The sum of the counter shards (one BatchGetItem of 16 small items)."""

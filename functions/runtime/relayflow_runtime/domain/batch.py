@@ -15,6 +15,7 @@ import math
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, computed_field
+from typing_extensions import TypedDict
 
 from relayflow_runtime.domain.engine import (
     EXPRESS_LIMIT_SECONDS,
@@ -140,6 +141,22 @@ class ItemOutcome(_Shape):
         """The item's result (packed: inline, or an S3 reference)."""
         node = self.nodes.get(self.output_node or "")
         return node.output if node else None
+
+
+class StoredOutcome(TypedDict, total=False):
+    """A per-item record as the batch store reads it: an :class:`ItemOutcome` as runs prepared
+    before child records recorded it (adapters/batch_store.py ``record_outcomes``), or only the
+    fields asked of it. Node records are the mappings stored (packed values, services/values.py)."""
+
+    source_item_id: str
+    status: Literal["completed", "failed"]
+    error: str | None
+    failed_node_id: str | None
+    output_node: str | None
+    duration_ms: int | None
+    completed_at: str | None
+    usage: dict[str, int]
+    nodes: dict[str, dict[str, Any]]
 
 
 class BatchSettings(_Shape):

@@ -68,15 +68,17 @@ class ItemIndex(_Stored):
     largest_entry: int | None = None
 
 
-class ResultExport(_Stored):
-    """A batch run's result file of one format (services/batch_results.py starts it, the jobs
-    machine writes it: services/results_export.py)."""
+class ResultExportItem(TypedDict, total=False):
+    """A batch run's export of its results in one format, as its item keeps it (services/
+    batch_results.py starts one, services/results_export.py marks it ready)."""
 
     status: Literal["preparing", "ready"]
-    since: str | None = None
-    #: the try of the jobs machine that writes it (preparing), the file's bytes (ready)
-    attempt: int | None = None
-    size: int | None = None
+    #: when it was started (preparing) or written (ready)
+    since: str
+    #: how many times it was started (a stale one is started again)
+    attempt: int
+    #: the file's bytes, once ready
+    size: int
 
 
 class ExecutionRecord(_Stored):
@@ -129,8 +131,8 @@ class ExecutionRecord(_Stored):
     budget_reserved: int | None = None
     budget_reserved_at: str | None = None
     budget_released_at: str | None = None
-    #: the run's result exports by format (a batch run's, once asked for)
-    exports: dict[str, ResultExport] | None = None
+    #: a batch run's result exports by format
+    exports: dict[str, ResultExportItem] | None = None
     #: how many times its webhook was re-sent by request (adapters/table/webhooks.py numbers them)
     webhook_rounds: int | None = None
     # ---- admission, a retry of failed items, deletion, a status event the bus refused
@@ -198,9 +200,8 @@ class ExecutionUpdate(TypedDict, total=False):
     batch: BatchSettings
     item_index: ItemIndex
     large_items: int
-    #: a batch run's result exports by format (ResultExport as JSON: services/batch_results.py
-    #: writes them as mappings)
-    exports: dict[str, Any]
+    #: a batch run's result exports by format
+    exports: dict[str, ResultExportItem]
     #: the item's TTL, set by a terminal move (services/retention.py)
     expires_at: int
 

@@ -29,7 +29,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+from typing_extensions import TypedDict
 
 from relayflow_runtime.domain.batch import RECORD_BLOCK, ItemOutcome
 
@@ -42,8 +44,6 @@ HEADER = struct.Struct(">QI")
 #: values ends early, with a next token.
 READ_BYTES = 8 * 1024 * 1024
 ANSWER_BYTES = 4 * 1024 * 1024
-#: Fields of an outcome that its result keeps (besides the last node's output).
-RESULT_FIELDS = ("status", "error", "failed_node_id", "duration_ms", "completed_at")
 
 
 def pack_nodes(outcome: ItemOutcome) -> dict[str, Any]:
@@ -67,9 +67,32 @@ def unpack_nodes(nodes: dict[str, Any]) -> dict[str, Any]:
     return nodes
 
 
-def result_of(outcome: ItemOutcome) -> dict[str, Any]:
-    """An outcome's result member: its RESULT_FIELDS and its last node's output (packed)."""
-    result = outcome.model_dump(mode="json", include=set(RESULT_FIELDS), exclude_none=True)
+class StoredResult(TypedDict, total=False):
+    """An item's result as a page reads it: the result member :func:`result_of` writes (the
+    outcome's status, error, failed node, duration and end, and its last node's output), or a
+    per-item record's (runs prepared before child
+    records) with that node's parsed value too. Values are packed (services/values.py)."""
+
+    status: Literal["completed", "failed"]
+    error: str | None
+    failed_node_id: str | None
+    duration_ms: int | None
+    completed_at: str | None
+    output: Any
+    parsed_output: Any
+
+
+def result_of(outcome: ItemOutcome) -> StoredResult:
+    """An outcome's result member: the fields of :class:`StoredResult` it has (none is None)."""
+    result = StoredResult(status=outcome.status)
+    if outcome.error is not None:
+        result["error"] = outcome.error
+    if outcome.failed_node_id is not None:
+        result["failed_node_id"] = outcome.failed_node_id
+    if outcome.duration_ms is not None:
+        result["duration_ms"] = outcome.duration_ms
+    if outcome.completed_at is not None:
+        result["completed_at"] = outcome.completed_at
     node = outcome.nodes.get(outcome.output_node or "")
     if node is not None and node.output is not None:
         result["output"] = node.output
@@ -111,7 +134,7 @@ class Pointer:
 
 
 def child_object(
-    outcomes: Iterable[tuple[int, str, dict[str, Any], dict[str, Any]]], tag: str
+    outcomes: Iterable[tuple[int, str, StoredResult, dict[str, Any]]], tag: str
 ) -> tuple[bytes, dict[int, Pointer]]:
     """A child object's bytes and each ordinal's pointer, from (ordinal, status, result, detail)."""
     body = bytearray()

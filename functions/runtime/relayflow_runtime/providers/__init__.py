@@ -1,11 +1,13 @@
 """Model provider adapters: one entry point for the node runner, one validator for the API.
 
 Every adapter module declares its config as a pydantic model over ``config.ModelConfig`` and binds
-it to its ``invoke(config, prompt, ctx) -> ModelResult`` as ``PROVIDER`` (a ``base.Provider``:
-mypy checks that ``invoke`` takes that config type). A model's stored config is parsed into it once
-(``parsed_config``: at the first call of each plan's model, then cached) and handed typed to the
-adapter, which raises only ``TransientModelError`` (retried by the version's policy) or
-``PermanentModelError`` (not retried) for failures of the model call.
+it to its ``invoke(config, prompt, ctx) -> ModelResult`` as ``PROVIDER`` (a ``base.Adapter``, which
+is a ``base.ModelProvider``: mypy checks that ``invoke`` takes that config type). A model's stored
+config (the plan snapshot's JSON) is parsed into it once (``configured_model``: at the first call of
+each plan's model, then cached) and bound to the adapter's call as a ``base.ConfiguredModel``, which
+the node runner invokes with the prompt alone. The adapter raises only ``TransientModelError``
+(retried by the version's policy) or ``PermanentModelError`` (not retried) for failures of the
+model call, and answers a ``ModelResult`` (text and ``Usage``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from pydantic import ValidationError
 from relayflow_runtime.domain.costs import estimate_cost_nanos, nanos_to_dollars
 from relayflow_runtime.providers import bedrock, builtin, lambda_, openai, sagemaker
 from relayflow_runtime.providers.base import (
+    ConfiguredModel,
     InvocationContext,
     ModelError,
+    ModelProvider,
     ModelResult,
     PermanentModelError,
-    Provider,
     TransientModelError,
     Usage,
 )
@@ -32,12 +35,14 @@ from relayflow_runtime.providers.config import ModelConfig, ModelPrice, json_sch
 
 __all__ = [
     "PROVIDERS",
+    "ConfiguredModel",
     "InvocationContext",
     "ModelError",
     "ModelResult",
     "PermanentModelError",
     "TransientModelError",
     "Usage",
+    "configured_model",
     "dry_run_model",
     "estimate_cost",
     "extract_text",
@@ -46,7 +51,7 @@ __all__ = [
     "validate_model_config",
 ]
 
-_ADAPTERS: dict[str, Provider[Any]] = {
+_ADAPTERS: dict[str, ModelProvider] = {
     "builtin": builtin.PROVIDER,
     "bedrock": bedrock.PROVIDER,
     "openai": openai.PROVIDER,
@@ -67,7 +72,7 @@ def _unknown(provider: str) -> str:
     return f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDERS)}"
 
 
-def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> list[str]:
+def validate_model_config(provider: str, config: Mapping[str, object] | None) -> list[str]:
     """Human-readable problems with a model definition; an empty list means it is usable."""
     if provider not in _ADAPTERS:
         return [_unknown(provider)]
@@ -78,42 +83,48 @@ def validate_model_config(provider: str, config: Mapping[str, Any] | None) -> li
     return problems(provider, _ADAPTERS[provider].config_type, config)
 
 
-#: Configs parsed so far, by the identity of the stored mapping (a plan's model config, kept with
-#: the plan for the warm container's life of the run, services/run_records.py). An entry holds
+#: Models configured so far, by the identity of the stored mapping (a plan's model config, kept
+#: with the plan for the warm container's life of the run, services/run_records.py). An entry holds
 #: the mapping itself, so its id cannot be another's while it is cached.
-_parsed: dict[tuple[str, int], tuple[Mapping[str, Any], ModelConfig]] = {}
-_parsed_lock = threading.Lock()
+_configured: dict[tuple[str, int], tuple[Mapping[str, object], ConfiguredModel]] = {}
+_configured_lock = threading.Lock()
 MAX_PARSED_CONFIGS = 4096
 
 
-def parsed_config(provider: str, config: Mapping[str, Any]) -> ModelConfig:
-    """The model's stored config as its provider's typed config, parsed once per mapping; a config
-    that no longer validates (or an unknown provider) is a ``PermanentModelError`` naming why."""
-    with _parsed_lock:
-        cached = _parsed.get((provider, id(config)))
+def configured_model(provider: str, config: Mapping[str, object]) -> ConfiguredModel:
+    """The model's stored config parsed into its provider's typed config, bound to the provider's
+    call; parsed once per mapping. A config that no longer validates (or an unknown provider) is a
+    ``PermanentModelError`` naming why."""
+    with _configured_lock:
+        cached = _configured.get((provider, id(config)))
     if cached is not None and cached[0] is config:
         return cached[1]
     adapter = _ADAPTERS.get(provider)
     if adapter is None:
         raise PermanentModelError(_unknown(provider))
     try:
-        parsed = adapter.config_type.model_validate(config)
+        model = adapter.configure(config)
     except ValidationError:
         found = "; ".join(problems(provider, adapter.config_type, config))
         raise PermanentModelError(f"invalid {provider} model config: {found}") from None
-    with _parsed_lock:
-        if len(_parsed) >= MAX_PARSED_CONFIGS:
-            _parsed.clear()
-        _parsed[provider, id(config)] = (config, parsed)
-    return parsed
+    with _configured_lock:
+        if len(_configured) >= MAX_PARSED_CONFIGS:
+            _configured.clear()
+        _configured[provider, id(config)] = (config, model)
+    return model
+
+
+def parsed_config(provider: str, config: Mapping[str, object]) -> ModelConfig:
+    """The model's stored config as its provider's typed config (``configured_model``'s, parsed
+    once per mapping); raises as it does."""
+    return configured_model(provider, config).config
 
 
 def invoke_model(
-    provider: str, config: Mapping[str, Any], prompt: str, ctx: InvocationContext
+    provider: str, config: Mapping[str, object], prompt: str, ctx: InvocationContext
 ) -> ModelResult:
     """Run one prompt through the model; raises ``TransientModelError`` or ``PermanentModelError``."""
-    parsed = parsed_config(provider, config)
-    return _ADAPTERS[provider].invoke(parsed, prompt, ctx)
+    return configured_model(provider, config).invoke(prompt, ctx)
 
 
 def dry_run_model(config: ModelConfig, prompt: str) -> ModelResult | None:

@@ -7,11 +7,12 @@ timeouts) and never retries ``PermanentModelError``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from relayflow_runtime.providers.config import ModelConfig
@@ -57,32 +58,54 @@ class InvocationContext:
     input_filename: str | None = None
     # Seconds this attempt may still take (the node timeout), if known.
     time_budget: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Config = TypeVar("Config", bound=ModelConfig)
 
 
-class Provider(Protocol[Config]):
-    """A model provider as the registry (providers/__init__.py) holds it: the type of its config,
-    parsed once from the stored mapping, and the call that takes that config, typed."""
+class ConfiguredModel(Protocol):
+    """A model ready to call: its config parsed into its provider's type, bound to that provider's
+    call. What the node runner invokes (providers.configured_model), with no mapping in between."""
 
     @property
-    def config_type(self) -> type[Config]: ...
+    def config(self) -> ModelConfig: ...
 
-    def invoke(self, config: Config, prompt: str, ctx: InvocationContext) -> ModelResult: ...
+    def invoke(self, prompt: str, ctx: InvocationContext) -> ModelResult: ...
+
+
+class ModelProvider(Protocol):
+    """A model provider as the registry (providers/__init__.py) holds it: the type of its config,
+    and how a stored config becomes a ``ConfiguredModel`` (parsed once, then called typed)."""
+
+    @property
+    def config_type(self) -> type[ModelConfig]: ...
+
+    def configure(self, stored: Mapping[str, object]) -> ConfiguredModel: ...
+
+
+@dataclass(frozen=True)
+class Configured(Generic[Config]):
+    """A provider's parsed config and its call, which mypy checks take the same config type."""
+
+    config: Config
+    call: Callable[[Config, str, InvocationContext], ModelResult]
+
+    def invoke(self, prompt: str, ctx: InvocationContext) -> ModelResult:
+        return self.call(self.config, prompt, ctx)
 
 
 @dataclass(frozen=True)
 class Adapter(Generic[Config]):
-    """An adapter module's config type and ``invoke`` bound into a ``Provider`` (mypy checks that
-    the one takes the other: ``Adapter(BedrockModelConfig, invoke)``)."""
+    """An adapter module's config type and ``invoke`` bound into a ``ModelProvider`` (mypy checks
+    that the one takes the other: ``Adapter(BedrockModelConfig, invoke)``)."""
 
     config_type: type[Config]
     call: Callable[[Config, str, InvocationContext], ModelResult]
 
-    def invoke(self, config: Config, prompt: str, ctx: InvocationContext) -> ModelResult:
-        return self.call(config, prompt, ctx)
+    def configure(self, stored: Mapping[str, object]) -> Configured[Config]:
+        """``stored`` parsed into the config type (pydantic's ``ValidationError`` if it no longer
+        validates), bound to the call."""
+        return Configured(self.config_type.model_validate(stored), self.call)
 
 
 # --- Helpers shared by the adapters ------------------------------------------------------------------
@@ -149,3 +172,20 @@ def map_aws_error(
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return TransientModelError(f"{what} failed: {exc}")
     return PermanentModelError(f"{what} failed: {exc}")
+
+
+@contextmanager
+def mapped_aws_errors(
+    what: str,
+    *,
+    transient_codes: frozenset[str] = frozenset(),
+    permanent_codes: frozenset[str] = frozenset(),
+) -> Iterator[None]:
+    """Around an AWS call of an adapter: a boto3/botocore error leaves as the ``ModelError``
+    ``map_aws_error`` makes of it (caused by it)."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise map_aws_error(
+            exc, what, transient_codes=transient_codes, permanent_codes=permanent_codes
+        ) from exc

@@ -17,9 +17,8 @@ Error mapping (botocore ``ClientError`` code → retry decision):
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal, NotRequired, TypedDict, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 
 from relayflow_runtime.adapters import aws
@@ -29,7 +28,7 @@ from relayflow_runtime.providers.base import (
     ModelResult,
     PermanentModelError,
     Usage,
-    map_aws_error,
+    mapped_aws_errors,
 )
 from relayflow_runtime.providers.config import ModelConfig, or_default
 
@@ -82,39 +81,77 @@ class BedrockModelConfig(ModelConfig):
 CONFIG = BedrockModelConfig
 
 
-def build_request(config: BedrockModelConfig, prompt: str) -> dict[str, Any]:
+# --- The wire: Converse's request and answer, as far as relayflow writes and reads them ---------------
+
+
+class TextBlock(TypedDict):
+    text: str
+
+
+class Message(TypedDict):
+    role: Literal["user"]
+    content: list[TextBlock]
+
+
+class InferenceConfig(TypedDict, total=False):
+    maxTokens: int
+    temperature: float
+    topP: float
+    stopSequences: list[str]
+
+
+class ConverseRequest(TypedDict):
+    modelId: str
+    messages: list[Message]
+    system: NotRequired[list[TextBlock]]
+    inferenceConfig: NotRequired[InferenceConfig]
+
+
+class ConverseOutput(TypedDict):
+    message: Message
+
+
+class TokenUsage(TypedDict, total=False):
+    inputTokens: int
+    outputTokens: int
+
+
+class ConverseResponse(TypedDict, total=False):
+    """What boto3's ``converse`` answers (the client is untyped: its answer is read defensively)."""
+
+    output: ConverseOutput
+    stopReason: str
+    usage: TokenUsage
+
+
+def build_request(config: BedrockModelConfig, prompt: str) -> ConverseRequest:
     """The ``converse`` keyword arguments for one prompt."""
-    request: dict[str, Any] = {
+    request: ConverseRequest = {
         "modelId": config.model_id,
         "messages": [{"role": "user", "content": [{"text": prompt}]}],
     }
-    if or_default(config.system_prompt, ""):
-        request["system"] = [{"text": config.system_prompt}]
+    system_prompt = or_default(config.system_prompt, "")
+    if system_prompt:
+        request["system"] = [{"text": system_prompt}]
     inference = or_default(config.inference, None)
-    # The settings given, by their Converse names (a setting left out is not dumped).
-    inference_config = inference.model_dump(by_alias=True) if inference is not None else {}
-    if inference_config:
-        request["inferenceConfig"] = inference_config
+    # The settings given, by their Converse names (a setting left out is not dumped): BedrockInference
+    # validated them, and its aliases are InferenceConfig's keys.
+    given = inference.model_dump(by_alias=True) if inference is not None else {}
+    if given:
+        request["inferenceConfig"] = cast(InferenceConfig, given)
     return request
 
 
 def invoke(config: BedrockModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     request = build_request(config, prompt)
-    try:
-        response = aws.client("bedrock-runtime").converse(**request)
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            f"bedrock converse ({config.model_id})",
-            transient_codes=TRANSIENT_CODES,
-            permanent_codes=PERMANENT_CODES,
-        ) from exc
+    what = f"bedrock converse ({config.model_id})"
+    with mapped_aws_errors(what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES):
+        response: ConverseResponse = aws.client("bedrock-runtime").converse(**request)
     try:
         content = response["output"]["message"]["content"]
     except (KeyError, TypeError):
         raise PermanentModelError(
-            f"bedrock converse ({config.model_id}) returned no message "
-            f"(stopReason {response.get('stopReason')!r})"
+            f"{what} returned no message (stopReason {response.get('stopReason')!r})"
         ) from None
     output = "".join(block["text"] for block in content if isinstance(block, dict) and "text" in block)
     usage = response.get("usage") or {}

@@ -11,7 +11,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import MISSING, ConfigDict, Field, model_validator
 
@@ -114,7 +114,12 @@ def _summarize(config: BuiltinModelConfig, prompt: str, ctx: InvocationContext) 
     return summarize(prompt, or_default(config.sentences, 2))
 
 
-def sentiment(text: str) -> dict[str, Any]:
+class Sentiment(TypedDict):
+    label: Literal["positive", "negative", "neutral"]
+    score: float
+
+
+def sentiment(text: str) -> Sentiment:
     """Lexicon sentiment: score = (positive - negative) / (positive + negative), in [-1, 1].
 
     A negation among the two words before a sentiment word flips it ("not good" counts negative).
@@ -133,7 +138,9 @@ def sentiment(text: str) -> dict[str, Any]:
             negative += 1
     hits = positive + negative
     score = round((positive - negative) / hits, 4) if hits else 0.0
-    label = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+    label: Literal["positive", "negative", "neutral"] = (
+        "positive" if score > 0 else "negative" if score < 0 else "neutral"
+    )
     return {"label": label, "score": score}
 
 
@@ -289,7 +296,7 @@ class BuiltinModelConfig(ModelConfig):
         return {key: value for key, value in data.items() if OPTIONS.get(key, model) == model}
 
     @classmethod
-    def subject(cls, provider: str, config: Mapping[str, Any]) -> str:
+    def subject(cls, provider: str, config: Mapping[str, object]) -> str:
         model = config.get("model")
         return f"{provider} {model}" if isinstance(model, str) and model in MODELS else provider
 

@@ -165,7 +165,7 @@ class ModelConfig(BaseModel):
         return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
     @classmethod
-    def subject(cls, provider: str, config: Mapping[str, Any]) -> str:
+    def subject(cls, provider: str, config: Mapping[str, object]) -> str:
         """Whose setting a problem is about, before its sentence (builtin adds its model)."""
         return provider
 
@@ -222,7 +222,7 @@ def json_schema(config_type: type[ModelConfig], ref_template: str = "#/$defs/{mo
     return config_type.model_json_schema(ref_template=ref_template)
 
 
-def problems(provider: str, config_type: type[ModelConfig], config: Mapping[str, Any]) -> list[str]:
+def problems(provider: str, config_type: type[ModelConfig], config: Mapping[str, object]) -> list[str]:
     """Sentences for what is wrong with ``config``; an empty list means it is valid."""
     try:
         config_type.model_validate(config)

@@ -22,9 +22,8 @@ Error mapping:
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Literal, NotRequired, Protocol, TypedDict
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, Field
 
 from relayflow_runtime.adapters import aws
@@ -36,7 +35,7 @@ from relayflow_runtime.providers.base import (
     TransientModelError,
     Usage,
     approximate_usage,
-    map_aws_error,
+    mapped_aws_errors,
 )
 from relayflow_runtime.providers.config import ModelConfig, or_default
 
@@ -76,7 +75,37 @@ class LambdaModelConfig(ModelConfig):
 CONFIG = LambdaModelConfig
 
 
-def build_payload(prompt: str, ctx: InvocationContext) -> dict[str, Any]:
+# --- The wire: what the function receives, and lambda ``invoke``'s request and answer -----------------
+
+
+class ModelEvent(TypedDict):
+    """The event the user's function receives."""
+
+    prompt: str
+    execution_id: str
+    node_id: str
+    attempt: int
+
+
+class InvokeRequest(TypedDict):
+    FunctionName: str
+    InvocationType: Literal["RequestResponse"]
+    Payload: bytes
+    Qualifier: NotRequired[str]
+
+
+class Readable(Protocol):
+    def read(self) -> bytes: ...
+
+
+class InvokeResponse(TypedDict, total=False):
+    """What boto3's ``invoke`` answers (the client is untyped: its answer is read defensively)."""
+
+    Payload: Readable | None
+    FunctionError: str
+
+
+def build_payload(prompt: str, ctx: InvocationContext) -> ModelEvent:
     return {
         "prompt": prompt,
         "execution_id": ctx.execution_id,
@@ -103,7 +132,7 @@ def _function_error(function: str, kind: str, raw: str) -> Exception:
 
 def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
     try:
-        document: Any = json.loads(raw)
+        document: object = json.loads(raw)
     except ValueError:
         document = raw  # not JSON: take the text as it is
     if isinstance(document, str):
@@ -126,23 +155,19 @@ def parse_result(function: str, raw: str, prompt: str) -> ModelResult:
 
 def invoke(config: LambdaModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     function = config.function_name
-    request: dict[str, Any] = {
+    request: InvokeRequest = {
         "FunctionName": function,
         "InvocationType": "RequestResponse",
         "Payload": json.dumps(build_payload(prompt, ctx)).encode("utf-8"),
     }
-    if or_default(config.qualifier, ""):
-        request["Qualifier"] = config.qualifier
-    try:
-        response = aws.client("lambda").invoke(**request)
-        body = response["Payload"].read() if response.get("Payload") is not None else b""
-    except (ClientError, BotoCoreError) as exc:
-        raise map_aws_error(
-            exc,
-            f"lambda invoke ({function})",
-            transient_codes=TRANSIENT_CODES,
-            permanent_codes=PERMANENT_CODES,
-        ) from exc
+    qualifier = or_default(config.qualifier, "")
+    if qualifier:
+        request["Qualifier"] = qualifier
+    what = f"lambda invoke ({function})"
+    with mapped_aws_errors(what, transient_codes=TRANSIENT_CODES, permanent_codes=PERMANENT_CODES):
+        response: InvokeResponse = aws.client("lambda").invoke(**request)
+        payload = response.get("Payload")
+        body = payload.read() if payload is not None else b""
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     if response.get("FunctionError"):
         raise _function_error(function, str(response["FunctionError"]), raw)

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import httpx
 from aws_lambda_powertools.utilities.parameters import GetParameterError, SecretsProvider, SSMProvider
@@ -129,7 +129,7 @@ def _provider(service: str) -> SecretsProvider | SSMProvider:
 
 def _get(
     service: str, name: str, what: str, permanent_codes: frozenset[str] = frozenset(), **options: Any
-) -> Any:
+) -> object:
     """The cached value, or a fresh one; AWS errors mapped as ``map_aws_error`` says."""
     try:
         return _provider(service).get(name, max_age=KEY_CACHE_SECONDS, **options)
@@ -201,15 +201,34 @@ def _http() -> httpx.Client:
     return httpx.Client(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
 
 
-def build_body(config: OpenAIModelConfig, prompt: str) -> dict[str, Any]:
-    messages: list[dict[str, str]] = []
+class ChatMessage(TypedDict):
+    role: Literal["system", "user"]
+    content: str
+
+
+class ChatRequest(TypedDict):
+    """The chat-completions request body."""
+
+    model: str
+    messages: list[ChatMessage]
+    temperature: NotRequired[float]
+    max_tokens: NotRequired[int]
+
+
+def build_body(config: OpenAIModelConfig, prompt: str) -> ChatRequest:
+    messages: list[ChatMessage] = []
     system_prompt = or_default(config.system_prompt, "")
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {"model": config.model, "messages": messages}
-    # Only the settings the config gives (a setting left out is not dumped).
-    body.update(config.model_dump(include={"temperature", "max_tokens"}))
+    body: ChatRequest = {"model": config.model, "messages": messages}
+    # Only the settings the config gives (a setting left out is not sent).
+    temperature = or_default(config.temperature, None)
+    if temperature is not None:
+        body["temperature"] = temperature
+    max_tokens = or_default(config.max_tokens, None)
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     return body
 
 
@@ -243,7 +262,7 @@ def _error_message(response: httpx.Response) -> str:
     return response.text[:MAX_ERROR_CHARS] or response.reason_phrase
 
 
-def _message_text(content: Any) -> str:
+def _message_text(content: object) -> str:
     if content is None:
         return ""
     if isinstance(content, str):

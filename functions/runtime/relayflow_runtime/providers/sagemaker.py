@@ -21,7 +21,7 @@ a ``ModelError`` whose container answered 429 or 5xx → transient; ``Validation
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NotRequired, Protocol, TypedDict, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, BeforeValidator, Field, GetJsonSchemaHandler, RootModel
@@ -99,7 +99,7 @@ class SagemakerModelConfig(ModelConfig):
     content_type: Annotated[str, Field(min_length=1)] | MISSING = MISSING
     accept: Annotated[str, Field(min_length=1)] | MISSING = MISSING
     target_variant: Annotated[str, Field(min_length=1)] | MISSING = MISSING
-    parameters: dict[str, Any] | MISSING = MISSING
+    parameters: dict[str, object] | MISSING = MISSING
     request_template: (
         Annotated[
             SagemakerPromptTemplate | None,
@@ -112,11 +112,39 @@ class SagemakerModelConfig(ModelConfig):
 CONFIG = SagemakerModelConfig
 
 
+# --- The wire: the default body, and ``invoke_endpoint``'s request and answer -------------------------
+
+
+class DefaultBody(TypedDict):
+    """The Hugging Face / TGI request, sent when the config has no ``request_template``."""
+
+    inputs: str
+    parameters: dict[str, object]  # the config's own ``parameters``: any JSON object, passed as it is
+
+
+class InvokeEndpointRequest(TypedDict):
+    EndpointName: str
+    ContentType: str
+    Body: bytes
+    Accept: NotRequired[str]
+    TargetVariant: NotRequired[str]
+
+
+class Readable(Protocol):
+    def read(self) -> bytes: ...
+
+
+class InvokeEndpointResponse(TypedDict):
+    """What boto3's ``invoke_endpoint`` answers, as far as it is read (the client is untyped)."""
+
+    Body: Readable
+
+
 def _is_json(content_type: str) -> bool:
     return "json" in content_type.lower()
 
 
-def _fill(template: Any, prompt: str) -> Any:
+def _fill(template: object, prompt: str) -> object:
     if isinstance(template, str):
         return template.replace(PROMPT_PLACEHOLDER, prompt)
     if isinstance(template, dict):
@@ -132,7 +160,7 @@ def build_body(config: SagemakerModelConfig, prompt: str) -> bytes:
     if template is None:
         if not _is_json(content_type):
             return prompt.encode("utf-8")
-        body: Any = {"inputs": prompt, "parameters": or_default(config.parameters, {})}
+        body: DefaultBody = {"inputs": prompt, "parameters": or_default(config.parameters, {})}
         return json.dumps(body).encode("utf-8")
     if isinstance(template.root, str):
         filler = json.dumps(prompt)[1:-1] if _is_json(content_type) else prompt
@@ -189,17 +217,19 @@ def _map_error(exc: ClientError | BotoCoreError, endpoint: str) -> ModelError:
 
 def invoke(config: SagemakerModelConfig, prompt: str, ctx: InvocationContext) -> ModelResult:
     endpoint = config.endpoint_name
-    request: dict[str, Any] = {
+    request: InvokeEndpointRequest = {
         "EndpointName": endpoint,
         "ContentType": or_default(config.content_type, DEFAULT_CONTENT_TYPE),
         "Body": build_body(config, prompt),
     }
-    if or_default(config.accept, ""):
-        request["Accept"] = config.accept
-    if or_default(config.target_variant, ""):
-        request["TargetVariant"] = config.target_variant
+    accept = or_default(config.accept, "")
+    if accept:
+        request["Accept"] = accept
+    target_variant = or_default(config.target_variant, "")
+    if target_variant:
+        request["TargetVariant"] = target_variant
     try:
-        response = aws.client("sagemaker-runtime").invoke_endpoint(**request)
+        response: InvokeEndpointResponse = aws.client("sagemaker-runtime").invoke_endpoint(**request)
         raw = response["Body"].read()
     except (ClientError, BotoCoreError) as exc:
         raise _map_error(exc, endpoint) from exc

@@ -68,8 +68,20 @@ class ExecutionPage(Page):
     items: list[Execution]
 
 
+#: Why a page of batch results holds fewer than ``limit`` items though more follow.
+PageStoppedBy = Literal["seconds", "size", "scan"]
+
+
 class BatchItemResultPage(Page):
     items: list[BatchItemResult]
+    stopped_by: PageStoppedBy | None = Field(
+        None,
+        description="Why the page holds fewer than `limit` items though `next_token` reads on from "
+        "where it stopped, so that it answers within the API's time and size: `seconds` (20 s of "
+        "reading), `size` (its values reached what one page reads or answers), `scan` (a `status` "
+        "filter read 1,000 items of the list); null when the page is full or the last. A page "
+        "always holds an item or moves its cursor on.",
+    )
 
 
 class DeliveryAttemptPage(Page):

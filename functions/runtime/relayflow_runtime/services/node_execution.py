@@ -24,8 +24,9 @@ from relayflow_runtime.domain.costs import estimate_cost_nanos
 from relayflow_runtime.domain.engine import NodeSpec
 from relayflow_runtime.domain.templating import TemplateError, render
 from relayflow_runtime.domain.text import storable, storable_value
-from relayflow_runtime.providers import invoke_model, parsed_config
+from relayflow_runtime.providers import configured_model
 from relayflow_runtime.providers.base import (
+    ConfiguredModel,
     InvocationContext,
     ModelError,
     ModelResult,
@@ -139,8 +140,12 @@ MODEL_CALL_THREADS = 512
 _calls = ThreadPoolExecutor(max_workers=MODEL_CALL_THREADS, thread_name_prefix="model-call")
 
 
-def _call(node: NodeSpec, prompt: str, context: InvocationContext, timeout: float) -> ModelResult:
-    future = _calls.submit(invoke_model, node.model.provider, node.model.config, prompt, context)
+def _call(
+    node: NodeSpec, model: ConfiguredModel, prompt: str, context: InvocationContext, timeout: float
+) -> ModelResult:
+    """``model`` (``node``'s, configured) called with ``prompt`` on the kept threads, waited for at
+    most ``timeout`` seconds."""
+    future = _calls.submit(model.invoke, prompt, context)
     try:
         return future.result(timeout=max(timeout, 0.001))
     except FutureTimeout:
@@ -193,12 +198,14 @@ def run_attempt(
     A model with a ``rate_limit`` in its config first takes a slot of the tenant's window
     (services/rate_limits.py), waiting at most half the node's timeout; the call then has what is
     left of the timeout, so waiting and calling together never pass the node's limit. Still no slot:
-    a transient error, retried by the version's policy. The model's config is read parsed
-    (``providers.parsed_config``: once per plan's model), never as the stored mapping."""
+    a transient error, retried by the version's policy. The model is called configured
+    (``providers.configured_model``: its config parsed once per plan's model, bound to its
+    provider's typed call), never with the stored mapping."""
     started = time.monotonic()
     prompt = render_prompt(node, scope)
     try:
-        config = parsed_config(node.model.provider, node.model.config)
+        model = configured_model(node.model.provider, node.model.config)
+        config = model.config
         permit = rate_limits.acquire(
             tenant or "",
             node.model.id,
@@ -206,7 +213,7 @@ def run_attempt(
             rate_limits.estimate_tokens(prompt, config),
             max_wait_seconds=node.node_timeout / 2,
         )
-        result = _call(node, prompt, context, node.node_timeout - permit.waited_seconds)
+        result = _call(node, model, prompt, context, node.node_timeout - permit.waited_seconds)
         permit.settle(result.usage.input_tokens + result.usage.output_tokens)
         answer = read_output(node, result)
     except NodeTimeout as exc:

@@ -23,12 +23,13 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, TypeVar
 
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import ItemOutcome
+from relayflow_runtime.domain.clock import ReadDeadline
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.domain.execution_record import ExecutionRecord, SweptRun
 from relayflow_runtime.domain.outcomes import (
@@ -36,6 +37,7 @@ from relayflow_runtime.domain.outcomes import (
     SEGMENT_ITEMS,
     Pointer,
     SegmentLayout,
+    StoredResult,
     child_object,
     header_range,
     header_slots,
@@ -60,6 +62,8 @@ COMPACT_WINDOW = 64
 SPOOL_BYTES = 16 * 1024 * 1024
 
 _readers = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="outcome-read")
+_Job = TypeVar("_Job")
+_Read = TypeVar("_Read")
 
 
 def child_object_key(prefix: str, tag: str) -> str:
@@ -128,25 +132,54 @@ def _segment_slots(prefix: str, block: int, low: int, high: int) -> dict[int, tu
     return {low + i: slot for i, slot in enumerate(header_slots(data)) if slot[1]}
 
 
+def started_in_time(
+    read: Callable[[_Job], _Read], jobs: list[_Job], deadline: ReadDeadline | None
+) -> list[_Read]:
+    """``read`` of each of ``jobs`` on the reader threads (READ_THREADS at once, in order), the
+    answers of those started: all, or those started before ``deadline`` (the first unless the
+    answer has moved on already)."""
+    answers: list[Future[_Read]] = []
+    for index, job in enumerate(jobs):
+        if deadline is not None and deadline.stops(first=index == 0):
+            break
+        if index >= READ_THREADS:  # a thread is free once the read READ_THREADS before has ended
+            answers[index - READ_THREADS].result()
+        answers.append(_readers.submit(read, job))
+    return [answer.result() for answer in answers]
+
+
 def results(
-    tenant: str, execution_id: str, ordinals: list[int], compacted: bool, budget: int = READ_BYTES
-) -> tuple[dict[int, dict[str, Any]], int | None]:
+    tenant: str,
+    execution_id: str,
+    ordinals: list[int],
+    compacted: bool,
+    budget: int = READ_BYTES,
+    deadline: ReadDeadline | None = None,
+) -> tuple[dict[int, StoredResult], int | None]:
     """The result members of the recorded ones among ``ordinals`` (sorted, consecutive in the
-    list), and the last ordinal read when the stored bytes passed ``budget`` (None: all read)."""
+    list), and the last ordinal read when the stored bytes passed ``budget`` or the child objects
+    left when ``deadline`` passed are the page's next (None: all read)."""
     if not ordinals:
         return {}, None
     prefix = execution_prefix(tenant, execution_id)
     low, high = ordinals[0], ordinals[-1]
-    found: dict[int, dict[str, Any]] = {}
+    if deadline is not None and deadline.stops(first=True):
+        return {}, low - 1
+    found: dict[int, StoredResult] = {}
     if compacted:
-        slots: dict[int, tuple[int, int]] = {}
-        for block in range(segment_of(low), segment_of(high) + 1):
-            start, end = max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1)
-            slots.update(_segment_slots(prefix, block, start, end))
+        spans = [
+            (block, max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1))
+            for block in range(segment_of(low), segment_of(high) + 1)
+        ]
+        headers = started_in_time(lambda span: _segment_slots(prefix, *span), spans, deadline)
+        slots = {n: slot for part in headers for n, slot in part.items()}
         cut = _within(((n, s[1]) for n, s in sorted(slots.items())), budget)
+        if len(headers) < len(spans):  # the deadline passed: the page ends with the headers read
+            last = spans[len(headers)][1] - 1
+            cut = last if cut is None else min(cut, last)
         wanted = sorted(n for n in slots if cut is None or n <= cut)
         reads = []
-        for block in {segment_of(n) for n in wanted}:
+        for block in sorted({segment_of(n) for n in wanted}):  # in order: a deadline keeps the first
             ns = [n for n in wanted if segment_of(n) == block]
             first, last = slots[ns[0]][0], slots[ns[-1]][0] + slots[ns[-1]][1] - 1
             reads.append(
@@ -170,17 +203,20 @@ def results(
             for key, items in groups.items()
         ]
 
-    def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, dict[str, Any]]:
+    def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, StoredResult]:
         key, first, last, members = job
         data = deps.blobs().get_range(key, first, last)
         return {n: unmember(data[offset - first : offset - first + length]) for n, offset, length in members}
 
-    for part in _readers.map(read, reads):
+    done = started_in_time(read, reads, deadline)
+    for part in done:
         found.update(part)
+    if len(done) < len(reads):  # the deadline passed: the page ends before the first item not read
+        cut = min(n for _, _, _, members in reads[len(done) :] for n, _, _ in members) - 1
     return found, cut
 
 
-def detail(tenant: str, execution_id: str, n: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def detail(tenant: str, execution_id: str, n: int) -> tuple[StoredResult, dict[str, Any]] | None:
     """(result, node records) of the item of ordinal ``n``, or None when it has no outcome."""
     pointer = deps.stores().batches.pointers(tenant, execution_id, n, n).get(n)
     if pointer is None:

@@ -37,7 +37,7 @@ from typing import Any
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.clock import now_iso
-from relayflow_runtime.domain.execution_record import ResultExport
+from relayflow_runtime.domain.execution_record import ResultExportItem
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import BatchItemResult, Execution
 from relayflow_runtime.services import batch_results, dataset_service, deps, item_lists, run_records
@@ -318,7 +318,6 @@ def export_results_job(
             raise
         size = found
     fresh = deps.stores().executions.get_record(tenant, execution_id)
-    exports = {**(fresh.exports or {}), fmt: ResultExport(status="ready", since=now_iso(), size=size)}
-    stored = {name: export.model_dump(mode="json", exclude_none=True) for name, export in exports.items()}
-    deps.stores().executions.update_execution(tenant, execution_id, {"exports": stored})
+    exports = {**(fresh.exports or {}), fmt: ResultExportItem(status="ready", since=now_iso(), size=size)}
+    deps.stores().executions.update_execution(tenant, execution_id, {"exports": exports})
     return {"key": key, "size": size}

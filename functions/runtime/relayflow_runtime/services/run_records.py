@@ -56,12 +56,6 @@ def get_run_record(
     return record
 
 
-def get_execution_record(tenant: str, workflow_id: str, execution_id: str) -> dict[str, Any]:
-    """:func:`get_run_record` as the mapping services/batch_results.py still reads (the record's
-    fields, as :meth:`ExecutionRecord.item` writes them)."""
-    return get_run_record(tenant, workflow_id, execution_id).item()
-
-
 def _check_shown(workflow_id: str, execution_id: str, its_workflow: str, deleting: bool) -> None:
     # A batch run being deleted (on the jobs machine) is already gone for every reader.
     if its_workflow != workflow_id or deleting:

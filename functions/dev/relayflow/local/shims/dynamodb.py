@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import inspect
 import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from relayflow.local.shims.base import MotoIncompatibleError, _incompatible, _patch
+from relayflow.local.shims.base import patch_required
 
 _DYNAMODB_RESPONSES = "moto.dynamodb.responses"
 # DynamoDB applies each request (a write, a transaction) atomically; moto's in-memory tables do not
@@ -212,53 +211,37 @@ def _parse_condition_once(original: Callable[..., Any]) -> Callable[..., Any]:
     return parse
 
 
+#: Table.query's parameters after ``self``, as ``_query_one_partition`` passes them on.
+_QUERY_PARAMETERS = [
+    "hash_key",
+    "range_comparison",
+    "range_objs",
+    "limit",
+    "exclusive_start_key",
+    "scan_index_forward",
+    "projection_expressions",
+    "index_name",
+]
+
+
 def install() -> None:
     """DynamoDB: one request at a time, partition-only queries, parsed expressions kept, JSON answers."""
-    handler = importlib.import_module(_DYNAMODB_RESPONSES).DynamoHandler
-    if "call_action" not in handler.__dict__:
-        raise MotoIncompatibleError(_incompatible("DynamoHandler.call_action is gone"))
-    _patch(_DYNAMODB_RESPONSES, "DynamoHandler.call_action", _serialized(handler.__dict__["call_action"]))
-    models = importlib.import_module(_DYNAMODB_MODELS)
-    backend = models.DynamoDBBackend
-    if "transact_write_items" not in backend.__dict__ or not hasattr(models, "copy"):
-        raise MotoIncompatibleError(_incompatible("DynamoDBBackend.transact_write_items moved"))
-    _patch(_DYNAMODB_MODELS, "copy", _TableBackupFreeCopy())
-    table = importlib.import_module(_DYNAMODB_TABLE).Table
-    if "query" not in table.__dict__ or "all_items" not in table.__dict__:
-        raise MotoIncompatibleError(_incompatible("Table.query / Table.all_items moved"))
-    if list(inspect.signature(table.__dict__["query"]).parameters)[1:9] != [
-        "hash_key",
-        "range_comparison",
-        "range_objs",
-        "limit",
-        "exclusive_start_key",
-        "scan_index_forward",
-        "projection_expressions",
-        "index_name",
-    ]:
-        raise MotoIncompatibleError(_incompatible("Table.query's parameters changed"))
-    _patch(_DYNAMODB_TABLE, "Table.query", _query_one_partition(table.__dict__["query"]))
-    _patch(_DYNAMODB_TABLE, "Table.all_items", _all_items_of_partition(table.__dict__["all_items"]))
-    _patch(
-        _DYNAMODB_MODELS,
-        "DynamoDBBackend.transact_write_items",
-        _transact_with_item_backup(backend.__dict__["transact_write_items"]),
+    patch_required(_DYNAMODB_RESPONSES, "DynamoHandler.call_action", _serialized)
+    patch_required(_DYNAMODB_MODELS, "copy", lambda _: _TableBackupFreeCopy())
+    patch_required(
+        _DYNAMODB_TABLE,
+        "Table.query",
+        _query_one_partition,
+        check=lambda query: list(inspect.signature(query).parameters)[1:9] == _QUERY_PARAMETERS,
+        problem="Table.query moved or its parameters changed",
     )
-    update_parser = importlib.import_module(_DYNAMODB_EXPRESSIONS).UpdateExpressionParser
-    _patch(
+    patch_required(_DYNAMODB_TABLE, "Table.all_items", _all_items_of_partition)
+    patch_required(_DYNAMODB_MODELS, "DynamoDBBackend.transact_write_items", _transact_with_item_backup)
+    patch_required(
         _DYNAMODB_EXPRESSIONS,
         "UpdateExpressionParser.make",
-        staticmethod(functools.lru_cache(maxsize=1024)(update_parser.make)),
+        lambda make: staticmethod(functools.lru_cache(maxsize=1024)(make)),
     )
-    condition_parser = importlib.import_module(_DYNAMODB_COMPARISONS).ConditionExpressionParser
-    _patch(
-        _DYNAMODB_COMPARISONS,
-        "ConditionExpressionParser.parse",
-        _parse_condition_once(condition_parser.__dict__["parse"]),
-    )
-    result_class = importlib.import_module(_DYNAMODB_RESPONSES).DynamoResult
-    _patch(
-        _DYNAMODB_RESPONSES,
-        "DynamoResult.execute_result",
-        _dynamodb_result_as_json(result_class.execute_result),
-    )
+    patch_required(_DYNAMODB_COMPARISONS, "ConditionExpressionParser.parse", _parse_condition_once)
+    # DynamoResult inherits execute_result: the patch gives it its own, restored by deleting it.
+    patch_required(_DYNAMODB_RESPONSES, "DynamoResult.execute_result", _dynamodb_result_as_json, own=False)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from relayflow.local.shims.base import _optional_target, _patch
+from relayflow.local.shims.base import patch_optional
 
 _KMS_MODELS = "moto.kms.models"
 _SYMMETRIC_KEY_SPEC = "SYMMETRIC_DEFAULT"
@@ -34,6 +34,4 @@ def _symmetric_keys_share_rsa(generate: Callable[[str], Any]) -> Callable[[str],
 
 def install() -> None:
     """KMS: symmetric keys share one RSA key per process."""
-    generate_private_key = _optional_target(_KMS_MODELS, "generate_private_key")
-    if generate_private_key is not None:
-        _patch(_KMS_MODELS, "generate_private_key", _symmetric_keys_share_rsa(generate_private_key))
+    patch_optional(_KMS_MODELS, "generate_private_key", _symmetric_keys_share_rsa)

@@ -22,8 +22,8 @@ from relayflow.local.shims.base import (
     MotoIncompatibleError,
     _incompatible,
     _originals,
-    _patch,
     log,
+    patch_required,
 )
 
 Handler = Callable[[Any, Any], Any]
@@ -210,4 +210,4 @@ def check_compatible() -> None:
 def install() -> None:
     """Run Lambda functions in-process (first: it checks that moto is the version this shim knows)."""
     check_compatible()
-    _patch("moto.awslambda.models", "LambdaFunction._invoke_lambda", _invoke_lambda)
+    patch_required("moto.awslambda.models", "LambdaFunction._invoke_lambda", lambda _: _invoke_lambda)

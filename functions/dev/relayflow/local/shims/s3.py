@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote_plus
 
-from relayflow.local.shims.base import _optional_target, _patch, log
+from relayflow.local.shims.base import _optional_target, patch_optional
 
 
 def _make_s3_event(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,19 +87,20 @@ def _make_upload_part(original: Callable[..., Any], no_such_upload: Any) -> Call
 def install() -> None:
     """S3 notification events shaped as AWS sends them, delivered through the local stack; a part
     of an upload that is gone answers NoSuchUpload."""
-    backend = _optional_target(_S3_MODELS, "S3Backend")
     no_such_upload = _optional_target("moto.s3.exceptions", "NoSuchUpload")
-    if backend is not None and hasattr(backend, "upload_part") and no_such_upload is not None:
-        _patch(_S3_MODELS, "S3Backend.upload_part", _make_upload_part(backend.upload_part, no_such_upload))
-    else:
-        log.warning("moto changed: a part of an upload that is gone is not NoSuchUpload")
-    s3_event = _optional_target(_S3_NOTIFICATIONS, "_get_s3_event")
-    if s3_event is not None:
-        _patch(_S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event(s3_event))
-    else:
-        log.warning("moto changed: S3 notification events keep moto's shape")
-    s3_invoke = _optional_target(_S3_NOTIFICATIONS, "_invoke_awslambda")
-    if s3_invoke is not None:
-        _patch(_S3_NOTIFICATIONS, "_invoke_awslambda", _make_s3_lambda_invoke(s3_invoke))
-    else:
-        log.warning("moto changed: S3 notifications invoke Lambda once, without retries")
+    patch_optional(
+        _S3_MODELS,
+        "S3Backend.upload_part",
+        lambda upload_part: _make_upload_part(upload_part, no_such_upload),
+        check=lambda _: no_such_upload is not None,
+        lost="a part of an upload that is gone is not NoSuchUpload",
+    )
+    patch_optional(
+        _S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event, lost="S3 notification events keep moto's shape"
+    )
+    patch_optional(
+        _S3_NOTIFICATIONS,
+        "_invoke_awslambda",
+        _make_s3_lambda_invoke,
+        lost="S3 notifications invoke Lambda once, without retries",
+    )

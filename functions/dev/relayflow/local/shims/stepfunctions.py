@@ -15,7 +15,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from relayflow.local.shims.base import MotoIncompatibleError, _incompatible, _optional_target, _patch, log
+from relayflow.local.shims.base import (
+    MotoIncompatibleError,
+    _incompatible,
+    _optional_target,
+    log,
+    patch_optional,
+    patch_required,
+)
 
 _client_cache: dict[tuple[Any, ...], Any] = {}
 _client_lock = threading.Lock()
@@ -245,57 +252,46 @@ def clear_client_cache() -> None:
 
 def install() -> None:
     """Step Functions' interpreter: Lambda calls, errors, ended executions, threads, JSONPath."""
-    task_lambda = importlib.import_module(_STATE_TASK_LAMBDA).StateTaskLambda
-    service_lambda = importlib.import_module(_SERVICE_LAMBDA).StateTaskServiceLambda
-    if "_from_error" not in task_lambda.__dict__ or not hasattr(
-        service_lambda, "_error_cause_from_client_error"
-    ):
-        raise MotoIncompatibleError(_incompatible("StateTaskLambda._from_error moved"))
-    from_error = _lambda_error_names(task_lambda._from_error)
-    _patch(_STATE_TASK_LAMBDA, "StateTaskLambda._from_error", from_error)
-    invoke_function = _optional_target(_LAMBDA_EVAL_UTILS, "_invoke_lambda_function")
-    if invoke_function is not None:
-        direct = _make_direct_lambda_invoke(invoke_function)
-        _patch(_LAMBDA_EVAL_UTILS, "_invoke_lambda_function", direct)
-    else:
-        log.warning("moto changed: Step Functions calls Lambda through its HTTP layer (slower tasks)")
-    client_for = _optional_target(_LAMBDA_EVAL_UTILS, "boto_client_for")
-    if client_for is not None:
-        _patch(_LAMBDA_EVAL_UTILS, "boto_client_for", _make_cached_client_for(client_for))
-    else:
-        log.warning("moto changed: Step Functions Lambda client not cached (slower tasks)")
-    communication = importlib.import_module(_SFN_EXECUTION).BaseExecutionWorkerCommunication
-    if "terminated" not in communication.__dict__:
-        raise MotoIncompatibleError(_incompatible("ExecutionWorkerCommunication.terminated moved"))
-    _patch(
-        _SFN_EXECUTION,
-        "BaseExecutionWorkerCommunication.terminated",
-        _announce_termination(communication.__dict__["terminated"]),
+    service_lambda = _optional_target(_SERVICE_LAMBDA, "StateTaskServiceLambda")
+    patch_required(
+        _STATE_TASK_LAMBDA,
+        "StateTaskLambda._from_error",
+        _lambda_error_names,
+        check=lambda _: hasattr(service_lambda, "_error_cause_from_client_error"),
     )
-    branch = importlib.import_module(_SFN_BRANCH_WORKER).BranchWorker
-    for name in ("_thread_routine", "start"):
-        if name not in branch.__dict__:
-            raise MotoIncompatibleError(_incompatible(f"BranchWorker.{name} moved"))
-    if "_branch_worker_comm" not in inspect.getsource(branch) or not hasattr(
-        importlib.import_module(_SFN_BRANCH_WORKER), "TMP_THREADS"
+    patch_optional(
+        _LAMBDA_EVAL_UTILS,
+        "_invoke_lambda_function",
+        _make_direct_lambda_invoke,
+        lost="Step Functions calls Lambda through its HTTP layer (slower tasks)",
+    )
+    patch_optional(
+        _LAMBDA_EVAL_UTILS,
+        "boto_client_for",
+        _make_cached_client_for,
+        lost="Step Functions Lambda client not cached (slower tasks)",
+    )
+    patch_required(_SFN_EXECUTION, "BaseExecutionWorkerCommunication.terminated", _announce_termination)
+    branch_module = importlib.import_module(_SFN_BRANCH_WORKER)
+    if "_branch_worker_comm" not in inspect.getsource(branch_module.BranchWorker) or not hasattr(
+        branch_module, "TMP_THREADS"
     ):
         raise MotoIncompatibleError(_incompatible("BranchWorker's fields moved"))
-    _patch(
-        _SFN_BRANCH_WORKER,
-        "BranchWorker._thread_routine",
-        _quiet_branch_routine(branch.__dict__["_thread_routine"]),
+    patch_required(_SFN_BRANCH_WORKER, "BranchWorker._thread_routine", _quiet_branch_routine)
+    patch_required(_SFN_BRANCH_WORKER, "BranchWorker.start", lambda _: _short_branch_start)
+    patch_required(
+        _SFN_ENVIRONMENT,
+        "Environment.set_error",
+        _keep_stopped,
+        check=lambda _: (
+            "_program_state" in inspect.getsource(importlib.import_module(_SFN_ENVIRONMENT).Environment)
+        ),
+        problem="Environment.set_error / _program_state moved",
     )
-    _patch(_SFN_BRANCH_WORKER, "BranchWorker.start", _short_branch_start)
-    environment = importlib.import_module(_SFN_ENVIRONMENT).Environment
-    set_error = environment.__dict__.get("set_error")
-    if set_error is None or "_program_state" not in inspect.getsource(environment):
-        raise MotoIncompatibleError(_incompatible("Environment.set_error / _program_state moved"))
-    _patch(_SFN_ENVIRONMENT, "Environment.set_error", _keep_stopped(set_error))
     live_threads = _LiveThreads()
     for module_name in _SFN_THREAD_LISTS:
-        if isinstance(_optional_target(module_name, "TMP_THREADS"), list):
-            _patch(module_name, "TMP_THREADS", live_threads)
-    for module_name in _JSONPATH_USERS:
-        parse = _optional_target(module_name, "parse")
-        if parse is not None:  # parsed expressions are immutable: safe to share
-            _patch(module_name, "parse", functools.lru_cache(maxsize=4096)(parse))
+        patch_optional(
+            module_name, "TMP_THREADS", lambda _: live_threads, check=lambda found: isinstance(found, list)
+        )
+    for module_name in _JSONPATH_USERS:  # parsed expressions are immutable: safe to share
+        patch_optional(module_name, "parse", functools.lru_cache(maxsize=4096))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from relayflow.local.shims.base import MotoIncompatibleError, _incompatible, _patch, log
+from relayflow.local.shims.base import MotoIncompatibleError, _incompatible, log, patch_required
 
 _DISTRIBUTED_WORKER = (
     "moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor"
@@ -545,21 +545,21 @@ def _result_writer_eval_body(self: Any, env: Any) -> None:
 
 def _install_distributed_map() -> None:
     _check_distributed_map_hooks()
-    _patch(_RESULT_WRITER, "ResultWriter._eval_body", _result_writer_eval_body)
-    parser = importlib.import_module(_ASL_PARSER).AmazonStateLanguageParser
-    _patch(
-        _ASL_PARSER,
-        "AmazonStateLanguageParser.parse",
-        staticmethod(_make_parse(parser.__dict__["parse"].__func__)),
+    patch_required(_RESULT_WRITER, "ResultWriter._eval_body", lambda _: _result_writer_eval_body)
+    patch_required(
+        _ASL_PARSER, "AmazonStateLanguageParser.parse", lambda parse: staticmethod(_make_parse(parse))
     )
-    _patch(_DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run", _distributed_map_run)
-    _patch(_DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_job", _distributed_eval_job)
+    patch_required(
+        _DISTRIBUTED_COMPONENT, "DistributedIterationComponent._map_run", lambda _: _distributed_map_run
+    )
+    patch_required(
+        _DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_job", lambda _: _distributed_eval_job
+    )
 
 
 def install() -> None:
     """Distributed Map: the worker's loop, then what moto's interpreter lacks (see above)."""
-    worker = importlib.import_module(_DISTRIBUTED_WORKER).DistributedItemProcessorWorker
-    if "_eval_pool" not in worker.__dict__:
-        raise MotoIncompatibleError(_incompatible("DistributedItemProcessorWorker._eval_pool moved"))
-    _patch(_DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_pool", _eval_pool_iteratively)
+    patch_required(
+        _DISTRIBUTED_WORKER, "DistributedItemProcessorWorker._eval_pool", lambda _: _eval_pool_iteratively
+    )
     _install_distributed_map()

@@ -254,10 +254,13 @@ class ExecutionStore(BaseStore):
                     remove=("unpublished_event",),
                 )
             )
+        # The item as it now is, with what this move wrote over it: another writer may have moved
+        # the run on between the transaction and the read (a cancel just after ``pending ->
+        # running``), and this move's caller announces and follows up the status it wrote.
         item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
-        if not item:  # deleted the moment after it moved (a background delete): as it was written
-            return ExecutionRecord.model_validate({**execution.item(), **set_fields})
-        return ExecutionRecord.model_validate(strip_keys(item))
+        now = strip_keys(item) if item else execution.item()  # gone: deleted the moment after
+        now.pop("unpublished_event", None)
+        return ExecutionRecord.model_validate({**now, **set_fields})
 
     def _transaction_update(
         self,

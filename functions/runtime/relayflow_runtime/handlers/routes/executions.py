@@ -35,6 +35,12 @@ def _tenant() -> str:
     return current_tenant(router.current_event.raw_event)
 
 
+def _remaining_ms() -> int | None:
+    """What the invocation has left (the Lambda context's), when the request came with one."""
+    context = getattr(router, "lambda_context", None)
+    return None if context is None else int(context.get_remaining_time_in_millis())
+
+
 #: A download too large for one API answer: fetch ``Location`` (a presigned S3 GET, no API key).
 _SEE_URL: OpenAPIResponse = {
     "description": "Larger than one answer carries: GET the presigned URL in Location (without the API key)",
@@ -359,17 +365,18 @@ def get_results(
         BatchItemStatus | None,
         Query(
             description="json pages: only the items in this status (e.g. `failed`). A page reads "
-            f"at most {batch_results.FILTER_SCAN_ITEMS} items of the list, so it can be short or "
-            "empty with a `next_token` to read on."
+            f"at most {batch_results.FILTER_SCAN_ITEMS} items of the list (and for at most "
+            f"{batch_results.PAGE_SECONDS:.0f} s), so it can be short or empty with a `next_token` "
+            "to read on (`stopped_by` says why)."
         ),
     ] = None,
 ):
     if format != "json":
         return _download(batch_results.download_results(_tenant(), workflow_id, execution_id, format))
-    items, token = batch_results.get_results(
-        _tenant(), workflow_id, execution_id, limit, next_token, status
+    page = batch_results.get_results(
+        _tenant(), workflow_id, execution_id, limit, next_token, status, remaining_ms=_remaining_ms()
     )
-    return _json(200, BatchItemResultPage(items=items, next_token=token))
+    return _json(200, page)
 
 
 @router.get(
