@@ -359,7 +359,7 @@ def _memory_round(size: int, tmp: Path) -> tuple[dict[str, tuple[float, float]],
     steps[MEMORY_STEPS[0]] = upload_peak, (tracemalloc.get_traced_memory()[0] - before) / 2**20
     # What commit_upload does before it starts the ingest job (a Step Functions execution that runs
     # run_ingest_job in the node runner): the moto server runs no functions, so it is called here.
-    dataset_service._claim(TENANT, dataset.id, version.id, {"format": "jsonl"})
+    dataset_service._claim(TENANT, dataset.id, version.id, "jsonl")
     job = {
         "tenant": TENANT,
         "dataset_id": dataset.id,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from tests.support.batches import workflow
+from tests.support.items import execution_item
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.rate_windows import ADMISSION_PARTITION
@@ -82,7 +83,7 @@ def test_many_starts_at_once_wait_their_turn_and_all_run(api: Any, local_stack: 
     per_second = [int(w["requests"]["N"]) for w in windows]
     assert max(per_second) <= RATE and sum(per_second) == RUNS
     # And a run that waited reads as started once it did: no stale reason
-    done = deps.stores().executions.get_execution("default", waiting[0]["id"])
+    done = execution_item("default", waiting[0]["id"])
     assert done["status"] == "completed" and done["sfn_execution_arn"]
     status, shown = api("GET", f"/workflows/{workflow_id}/executions/{waiting[0]['id']}")
     assert shown["waiting_reason"] is None
@@ -120,7 +121,7 @@ def test_a_run_whose_admission_message_was_lost_is_queued_again_not_failed(
     # Then it is not failed as "never started": its start is queued again, and it runs
     assert report.settled == []
     deadline = time.monotonic() + 30
-    while (record := deps.stores().executions.get_execution("default", body["id"]))["status"] != "completed":
+    while (record := execution_item("default", body["id"]))["status"] != "completed":
         assert record["status"] in ("pending", "running"), record
         assert time.monotonic() < deadline
         time.sleep(0.2)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from tests.support.batches import TENANT, compaction_ended, stored
+from tests.support.items import execution_item
 
 from relayflow.client import Client
 from relayflow_runtime.domain.engine import RunRef
@@ -492,7 +493,7 @@ def test_deleting_a_batch_run_hides_it_at_once_and_deletes_its_records_in_the_ba
     deadline = time.monotonic() + 30
     while True:
         try:
-            deps.stores().executions.get_execution(tenant, started["id"])
+            execution_item(tenant, started["id"])
         except Exception:
             break
         assert time.monotonic() < deadline

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from tests.support.items import execution_item
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
@@ -70,7 +71,7 @@ def reserve_event(execution_id: str, children: int, items_per_child: int = 1) ->
 
 
 def status_of(execution_id: str) -> dict[str, Any]:
-    return deps.stores().executions.get_execution(TENANT, execution_id)
+    return execution_item(TENANT, execution_id)
 
 
 def record_of(execution_id: str) -> ExecutionRecord:
@@ -427,7 +428,7 @@ class Batches:
 
 def history_events(local_stack: LocalStack, execution_id: str) -> list[dict[str, Any]]:
     """The Step Functions history of the run's execution (GetExecutionHistory, every page)."""
-    arn = deps.stores().executions.get_execution(TENANT, execution_id)["sfn_execution_arn"]
+    arn = execution_item(TENANT, execution_id)["sfn_execution_arn"]
     sfn = local_stack.client("stepfunctions")
     events: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
@@ -496,7 +497,7 @@ def test_a_batch_cancelled_while_it_waits_for_budget_ends_its_machine(
     path = f"/workflows/{batches.workflow['id']}/executions/{waiting}/cancel"
     assert api("POST", path)[0] in (200, 202)
     # Then its parked task is failed (ExecutionNotRunning): its machine ends at once, not in 10 minutes
-    arn = deps.stores().executions.get_execution(TENANT, waiting)["sfn_execution_arn"]
+    arn = execution_item(TENANT, waiting)["sfn_execution_arn"]
     assert local_stack.wait_for_execution(arn, timeout=15)["status"] in ("SUCCEEDED", "ABORTED")
     assert batches.get(waiting)["status"] == "cancelled"
     assert deps.stores().budget.waiter(TENANT, waiting) is None

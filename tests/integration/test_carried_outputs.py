@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tests.support.gates import PARKED_AND_RELEASED, gate_outcomes
 from tests.support.graphs import add_node, builtin_model, connect, new_version, run
+from tests.support.items import execution_item
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters.table.executions import ExecutionStore
@@ -38,7 +39,7 @@ def queried(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 def released(local_stack: LocalStack, execution: dict[str, Any]) -> set[str]:
     """The ids of the nodes whose gate parked and was released by a parent."""
-    arn = deps.stores().executions.get_execution("default", execution["id"])["sfn_execution_arn"]
+    arn = execution_item("default", execution["id"])["sfn_execution_arn"]
     return {
         node
         for node, how in gate_outcomes(local_stack.client("stepfunctions"), arn)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from tests.support.gates import PARKED_AND_RELEASED, RAN_AT_ONCE, gate_outcomes
+from tests.support.items import execution_item
 from tests.support.workflows import build, wait, wait_for_node
 
 from relayflow import Client
@@ -50,7 +51,7 @@ def short_gates(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def sfn_arn(execution_id: str) -> str:
-    return str(deps.stores().executions.get_execution(TENANT, execution_id)["sfn_execution_arn"])
+    return str(execution_item(TENANT, execution_id)["sfn_execution_arn"])
 
 
 def node_record(execution_id: str, node_id: str) -> dict[str, Any]:
@@ -227,7 +228,7 @@ def test_a_run_past_its_worst_case_is_counted_overdue_by_the_sweeper(
     built = build(client, [("Sleeper", {"model": "sleep", "seconds": 3}, {})])
     execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="x")
     wait_for_node(client, built, execution.id, "Sleeper", "running")
-    record = deps.stores().executions.get_execution(TENANT, execution.id)
+    record = execution_item(TENANT, execution.id)
     started = datetime.fromisoformat(record["started_at"].replace("Z", "+00:00"))
     overdue_at = datetime.fromisoformat(record["overdue_at"].replace("Z", "+00:00"))
     # (its worst case: one 300 s node, 3 retries and their delays, plus the 30-minute margin)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from boto3.dynamodb.conditions import Key
 from tests.support.graphs import add_node, builtin_model, new_version
+from tests.support.items import execution_item
 
 from relayflow.local.stack import LocalStack
 from relayflow_runtime.adapters import aws
@@ -446,13 +447,13 @@ def test_a_running_run_is_listed_at_the_node_it_runs_and_ends_at_its_last(api: A
     # When the history is listed meanwhile (a page without the nodes), then the run is at the second
     # node, read from the node records (no node start writes the execution item)
     assert entry["progress"]["current_node_idx"] == 1
-    assert "current_node" not in deps.stores().executions.get_execution(tenant, execution["id"])
+    assert "current_node" not in execution_item(tenant, execution["id"])
     # and once ended, the item keeps where it ended
     deadline = time.monotonic() + 20
     while ok(api("GET", f"/workflows/{workflow_id}/executions/{execution['id']}"))["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    stored = deps.stores().executions.get_execution(tenant, execution["id"])
+    stored = execution_item(tenant, execution["id"])
     assert stored["current_node"] == {"idx": 1, "id": second}
     listed = ok(api("GET", f"/workflows/{workflow_id}/executions"))["items"][0]
     assert listed["progress"]["current_node_id"] == second

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.items import execution_item
 
 from relayflow.local.server import start_server
 from relayflow.local.stack import LocalStack
@@ -368,7 +369,7 @@ def test_after_the_hostile_requests_nothing_is_half_written(target: Target) -> N
         parts = key.split("/")
         if parts[0] == "executions":
             try:
-                store.executions.get_execution(parts[1], parts[2])
+                execution_item(parts[1], parts[2])
             except NotFound:
                 pytest.fail(f"orphan object {key}: no execution {parts[2]}")
         elif parts[0] == "t" and parts[2] == "datasets" and len(parts) > 5 and parts[4] == "versions":

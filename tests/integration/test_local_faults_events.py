@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from tests.support.graphs import add_node, builtin_model, new_version, ok
+from tests.support.items import execution_item
 
 from relayflow.local.faults import FaultProfile
-from relayflow_runtime.services import deps
 
 LOSSY = FaultProfile.calm(seed=1).model_copy(update={"status_event_loss_rate": 1.0})
 
@@ -32,7 +32,7 @@ def test_a_run_whose_status_change_was_lost_is_settled_by_the_sweeper(api: Any, 
     add_node(api, version_id, "Sleep", builtin_model(api, "sleep", seconds=2), "{{input}}")
     run_id = ok(api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"}))["id"]
     deadline = time.monotonic() + 20
-    while not (arn := deps.stores().executions.get_execution("default", run_id).get("sfn_execution_arn")):
+    while not (arn := execution_item("default", run_id).get("sfn_execution_arn")):
         assert time.monotonic() < deadline, "the run never started its state machine"
         time.sleep(0.05)
     # When its state machine is stopped outside relayflow

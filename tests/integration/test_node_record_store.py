@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.support.items import execution_item
 from tests.support.transactions import Cancel, cancelling_transactions
 
 from relayflow.local.stack import LocalStack
@@ -103,7 +104,7 @@ def test_progress_is_read_from_the_node_records_and_never_goes_back(running_node
     # item (the one item every node of the run would otherwise update)
     records = running_node.node_records(TENANT, RUN)
     assert progress_node(records) == {"idx": 2, "id": "c"}
-    assert "current_node" not in running_node.get_execution(TENANT, RUN)
+    assert "current_node" not in execution_item(TENANT, RUN)
     assert {r["node_id"]: r["status"] for r in records} == dict.fromkeys("abc", "running")
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from tests.support import batches
 from tests.support.graphs import TERMINAL, add_node, builtin_model, connect, new_version, ok
+from tests.support.items import execution_item
 from tests.support.transactions import Cancel, cancelling_transactions, refusing_updates, updates_node
 
 from relayflow.local.stack import LocalStack
-from relayflow_runtime.services import deps
 
 TENANT = "default"
 
@@ -260,7 +260,7 @@ def test_a_write_refused_for_another_reason_is_a_recorded_node_error_not_a_quiet
     assert "ValidationError" in (execution["node_executions"][root]["error"] or "")
     statuses = {execution["node_executions"][n]["status"] for n in nodes}
     assert "running" not in statuses and "pending" not in statuses
-    assert deps.stores().executions.get_execution(TENANT, execution["id"])["status"] == "failed"
+    assert execution_item(TENANT, execution["id"])["status"] == "failed"
 
 
 def test_a_batch_item_whose_answer_holds_a_lone_surrogate_is_recorded_with_the_others(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from tests.support.fakes import FakeBus
+from tests.support.items import execution_item
 from tests.support.workflows import build, wait, wait_for_node
 
 from relayflow import Client
@@ -53,7 +54,7 @@ def raw_item(local_stack: LocalStack, key: dict[str, str]) -> dict[str, Any]:
 
 
 def execution_arn(local_stack: LocalStack, execution_id: str) -> str:
-    arn = deps.stores().executions.get_execution(TENANT, execution_id).get("sfn_execution_arn")
+    arn = execution_item(TENANT, execution_id).get("sfn_execution_arn")
     assert arn, "the run's execution ARN is recorded at start"
     return str(arn)
 
@@ -144,7 +145,7 @@ def test_a_status_event_the_bus_keeps_refusing_is_counted_kept_and_published_by_
         assert local_stack.wait_idle(timeout=20)
     # Then each refused status event was counted (and alarmed), and the last one kept on the run
     assert metrics.total(counted, metrics.STATUS_EVENTS_NOT_PUBLISHED, DetailType=notify.STATUS_CHANGE) >= 2
-    kept = deps.stores().executions.get_execution(TENANT, done.id)
+    kept = execution_item(TENANT, done.id)
     assert kept["unpublished_event"]["status"] == "completed"
     # When the bus takes events again and the sweeper runs
     bus.refusals = 0
@@ -155,7 +156,7 @@ def test_a_status_event_the_bus_keeps_refusing_is_counted_kept_and_published_by_
         (notify.STATUS_CHANGE, "completed", done.id)
     ]
     assert metrics.total(counted, metrics.STATUS_EVENTS_REPUBLISHED) == 1
-    assert "unpublished_event" not in deps.stores().executions.get_execution(TENANT, done.id)
+    assert "unpublished_event" not in execution_item(TENANT, done.id)
     item = raw_item(local_stack, execution_key(TENANT, done.id))
     assert "sweep_pk" not in item, "a settled run leaves the sweep index"
 
@@ -199,7 +200,7 @@ def test_the_sweeper_fails_a_run_whose_execution_never_started(
     # Given a run written ten minutes ago whose StartExecution never happened (the API died between)
     built = build(client, [("Shout", UPPER, {})])
     started = wait(client, built, client.execute_workflow(workflow_id=built.workflow_id, single_input="x"))
-    machine = deps.stores().executions.get_execution(TENANT, started.id)["state_machine_arn"]
+    machine = execution_item(TENANT, started.id)["state_machine_arn"]
     created = (datetime.now(UTC) - timedelta(minutes=10)).isoformat(timespec="milliseconds")
     lost = {
         "id": "lost-start-1",

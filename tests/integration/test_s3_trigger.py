@@ -13,6 +13,7 @@ import pytest
 
 from relayflow.local import moto_shim
 from relayflow.local.stack import LocalStack
+from relayflow_runtime.domain.records import UploadMarker
 from relayflow_runtime.services import deps, notify, uploads
 
 TRIGGER = "relayflow_runtime.handlers.s3_trigger.lambda_handler"
@@ -265,17 +266,18 @@ def test_a_delivery_that_finds_another_one_starting_retries_and_an_abandoned_sta
     bucket, etag = local_stack.outputs["BucketName"], hashlib.md5(data).hexdigest()
     digest = uploads.upload_digest(bucket, key, etag)
     now = int(time.time())
-    marker = {
-        "bucket": bucket,
-        "key": key,
-        "etag": etag,
-        "state": "starting",
-        "execution_id": "11111111-2222-3333-4444-555555555555",
-        "claim_token": "other-delivery",
-        "lease_until": now + 60,
-        "expires_at": now + 3600,
-    }
-    assert deps.stores().uploads.claim_upload("default", digest, marker, now)
+    marker = UploadMarker(
+        bucket=bucket,
+        key=key,
+        etag=etag,
+        state="starting",
+        execution_id="11111111-2222-3333-4444-555555555555",
+        claim_token="other-delivery",
+        lease_until=now + 60,
+    )
+    assert deps.stores().uploads.claim_upload(
+        "default", digest, marker, now_epoch=now, expires_epoch=now + 3600
+    )
 
     # When the notification arrives
     upload(local_stack, key, data)
@@ -292,7 +294,7 @@ def test_a_delivery_that_finds_another_one_starting_retries_and_an_abandoned_sta
     # Then the retry takes over and starts the run under the execution id the first one chose
     assert result["results"][0]["outcome"] == "started"
     (execution,) = executions_of(api, workflow["id"])
-    assert execution["id"] == marker["execution_id"]
+    assert execution["id"] == marker.execution_id
 
 
 @pytest.mark.parametrize(

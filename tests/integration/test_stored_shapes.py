@@ -74,7 +74,7 @@ def _old_execution() -> dict[str, Any]:
     return {
         **run,
         **execution_key(TENANT, "x-old"),
-        **sweep_keys(TENANT, {**run, "created_at": str(run["created_at"])}, "ACTIVE"),
+        **sweep_keys(TENANT, "x-old", str(run["created_at"]), "ACTIVE"),
         "tenant": TENANT,
         "kind": "execution",
         "gsi1pk": f"T#{TENANT}#WF#wf-old#XS",

@@ -13,6 +13,7 @@ from typing import Any
 
 import botocore.client
 from tests.support.graphs import ok
+from tests.support.items import execution_item
 
 from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain.clock import new_id, now_iso
@@ -97,7 +98,7 @@ def run_every_item(run: RunRef, per_child: int = 10) -> None:
 
 
 def record(run: RunRef) -> dict[str, Any]:
-    return deps.stores().executions.get_execution(run.tenant, run.execution_id)
+    return execution_item(run.tenant, run.execution_id)
 
 
 def stored(run: RunRef) -> ExecutionRecord:

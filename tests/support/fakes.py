@@ -32,6 +32,14 @@ from relayflow_runtime.domain.execution_record import (
     NodeUpdate,
     stored_fields,
 )
+from relayflow_runtime.domain.records import (
+    EdgeRecord,
+    GraphNodeRecord,
+    ModelRecord,
+    VersionGraph,
+    VersionRecord,
+    WorkflowRecord,
+)
 from relayflow_runtime.domain.status import TERMINAL, NodeStatus
 from relayflow_runtime.errors import NotFound
 from relayflow_runtime.schemas.events import StatusEvent
@@ -263,17 +271,20 @@ class FakeWorkflows:
         self.numbers: dict[Key, int] = {}
         self.graphs: dict[Key, tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = {}
 
-    def version_graph(
-        self, tenant: str, version_id: str
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    def version_graph(self, tenant: str, version_id: str) -> VersionGraph:
         try:
-            return copy.deepcopy(self.graphs[(tenant, version_id)])
+            version, nodes, edges = copy.deepcopy(self.graphs[(tenant, version_id)])
         except KeyError:
             raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found") from None
+        return (
+            VersionRecord.model_validate(version),
+            [GraphNodeRecord.model_validate(n) for n in nodes],
+            [EdgeRecord.model_validate(e) for e in edges],
+        )
 
-    def get_workflow(self, tenant: str, workflow_id: str) -> dict[str, Any]:
+    def get_workflow(self, tenant: str, workflow_id: str) -> WorkflowRecord:
         try:
-            return copy.deepcopy(self.workflows[(tenant, workflow_id)])
+            return WorkflowRecord.model_validate(copy.deepcopy(self.workflows[(tenant, workflow_id)]))
         except KeyError:
             raise NotFound(f"workflow '{workflow_id}' does not exist.", code="workflow_not_found") from None
 
@@ -286,9 +297,9 @@ class FakeModels:
     def __init__(self) -> None:
         self.models: dict[Key, dict[str, Any]] = {}
 
-    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
+    def get_model(self, tenant: str, model_id: str) -> ModelRecord:
         try:
-            return copy.deepcopy(self.models[(tenant, model_id)])
+            return ModelRecord.model_validate(copy.deepcopy(self.models[(tenant, model_id)]))
         except KeyError:
             raise NotFound(f"model '{model_id}' does not exist.", code="model_not_found") from None
 

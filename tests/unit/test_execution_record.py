@@ -63,6 +63,14 @@ def test_a_stored_item_reads_as_a_record_whatever_earlier_versions_wrote_beside_
     assert "node_order" not in record.item()
 
 
+def test_a_runs_webhook_rounds_are_declared_and_written_back_as_stored() -> None:
+    # Given a run's item whose webhook was re-sent twice (WebhookStore.next_webhook_round)
+    record = ExecutionRecord.model_validate(stored(webhook_rounds=2))
+    # Then the count is a field of the record, and its item writes it back as it was stored
+    assert record.webhook_rounds == 2
+    assert record.item()["webhook_rounds"] == 2
+
+
 def test_a_record_item_leaves_out_what_was_never_set() -> None:
     item = ExecutionRecord(id="x", workflow_id="wf", version_id="v", created_at="t").item()
     # conditions on an attribute's absence (the budget, the node a run is at) must hold

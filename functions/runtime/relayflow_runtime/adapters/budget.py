@@ -122,8 +122,7 @@ class BudgetStore:
         if not reasons:
             return "reserved"
         if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
-            record = self._execution(tenant, execution_id)
-            if record.get("budget_reserved") is not None:
+            if self._held(tenant, execution_id) is not None:
                 return "already_reserved"
             return "not_pending"
         if len(reasons) == 2 and reasons[0] == "ConditionalCheckFailed":
@@ -136,10 +135,9 @@ class BudgetStore:
         got there first); only a budget item contended for longer than that raises
         :class:`StoreContended` (the share stays recorded on the run: the sweeper releases it)."""
         for _ in range(RELEASE_ROUNDS):
-            held = self._execution(tenant, execution_id).get("budget_reserved")
-            if held is None:
+            amount = self._held(tenant, execution_id)
+            if amount is None:
                 return 0
-            amount = int(held["N"])
             try:
                 reasons = self._transact(
                     [
@@ -259,13 +257,13 @@ class BudgetStore:
             limit=int(limit["N"]) if limit else None,
         )
 
-    def _execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
+    def _held(self, tenant: str, execution_id: str) -> int | None:
+        """The share the run holds (its item's ``budget_reserved``), None when it holds none."""
         response = self._client.get_item(
             TableName=self.table_name,
             Key=self._execution_key(tenant, execution_id),
             ConsistentRead=True,
-            ProjectionExpression="#st, budget_reserved",
-            ExpressionAttributeNames={"#st": "status"},
+            ProjectionExpression="budget_reserved",
         )
-        item: dict[str, Any] = response.get("Item") or {}
-        return item
+        held = (response.get("Item") or {}).get("budget_reserved")
+        return int(held["N"]) if held else None

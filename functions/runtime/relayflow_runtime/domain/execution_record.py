@@ -11,7 +11,8 @@ Who writes what: the start (services/executions.py: the API's fields, ``state_ma
 ``admission_queued_at``), the machines' actions (``started_at``, ``overdue_at``, ``current_node``,
 ``batch``, ``item_index``, ``large_items``, ``progress``, ``results``, usage), the budget
 (``budget_reserved`` …), the sweep index (``unpublished_event``), a retry of failed items
-(``retry_claim``), a delete (``deleting``). Items written before a field was dropped (``node_order``)
+(``retry_claim``), a delete (``deleting``), a batch run's result exports (``exports``), a webhook
+re-send (``webhook_rounds``). Items written before a field was dropped (``node_order``)
 read the same: unknown fields are ignored.
 
 What a write may set is declared too: :class:`ExecutionUpdate` (the fields an update or a status
@@ -132,6 +133,8 @@ class ExecutionRecord(_Stored):
     budget_released_at: str | None = None
     #: a batch run's result exports by format
     exports: dict[str, ResultExportItem] | None = None
+    #: how many times its webhook was re-sent by request (adapters/table/webhooks.py numbers them)
+    webhook_rounds: int | None = None
     # ---- admission, a retry of failed items, deletion, a status event the bus refused
     admission_queued_at: str | None = None
     retry_claim: str | None = None

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from relayflow_runtime.domain.clock import now_iso, parse_iso
 from relayflow_runtime.domain.limits import MAX_API_KEYS_PER_TENANT
+from relayflow_runtime.domain.records import ApiKeyRecord
 from relayflow_runtime.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from relayflow_runtime.schemas import api
 from relayflow_runtime.schemas.entities import API_KEY_SCOPES, ApiKey, CreatedApiKey
@@ -77,10 +78,6 @@ def _new_key() -> tuple[str, str]:
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def _to_api_key(record: dict[str, object]) -> ApiKey:
-    return ApiKey.model_validate(record)
-
-
 # ---- creating -------------------------------------------------------------------------------------------
 def _store_key(
     tenant: str,
@@ -92,21 +89,21 @@ def _store_key(
     expires_at: datetime | None,
     created_by: str | None,
 ) -> CreatedApiKey:
-    record = ApiKey(
+    record = ApiKeyRecord(
         id=key_id,
         name=name,
         prefix=f"{KEY_PREFIX}{key_id}",
         scopes=check_scopes(scopes),
         created_at=now_iso(),
-        expires_at=expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        valid_until=expires_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         if expires_at
         else None,
         created_by=created_by,
+        key_hash=hash_key(key),
     )
     ttl = int((expires_at + _EXPIRED_KEPT).timestamp()) if expires_at else None
-    stored = {**record.model_dump(mode="json", exclude_none=True), "key_hash": hash_key(key)}
-    deps.stores().api_keys.put_api_key(tenant, stored, ttl_epoch=ttl)
-    return CreatedApiKey(**record.model_dump(), key=key)
+    deps.stores().api_keys.put_api_key(tenant, record, ttl_epoch=ttl)
+    return CreatedApiKey(**record.to_api().model_dump(), key=key)
 
 
 def _active(record: ApiKey, now: datetime) -> bool:
@@ -124,9 +121,7 @@ def create_key(
     """A new key of tenant with scopes; the answer carries the whole key (never stored)."""
     check_tenant(tenant)
     now = datetime.now(UTC)
-    active = [
-        k for k in (_to_api_key(r) for r in deps.stores().api_keys.all_api_keys(tenant)) if _active(k, now)
-    ]
+    active = [k for k in (r.to_api() for r in deps.stores().api_keys.all_api_keys(tenant)) if _active(k, now)]
     if len(active) >= MAX_API_KEYS_PER_TENANT:
         raise Conflict(
             f"tenant '{tenant}' already has {len(active)} active API keys, the limit "
@@ -188,7 +183,7 @@ def ensure_local_key(key: str | None = None, *, tenant: str = DEFAULT_TENANT) ->
     check_tenant(tenant)
     found = deps.stores().api_keys.find_api_key(match.group(1))
     if found is not None:
-        if found[0] != tenant or not hmac.compare_digest(found[1].get("key_hash", ""), hash_key(key)):
+        if found[0] != tenant or not hmac.compare_digest(found[1].key_hash, hash_key(key)):
             raise Conflict("another key with this id is already registered.", code="api_key_exists")
         return key
     _store_key(
@@ -213,10 +208,10 @@ def authenticate(key: str | None, *, now: datetime | None = None) -> Principal:
     match = _KEY_PATTERN.match(key.strip())
     found = deps.stores().api_keys.find_api_key(match.group(1)) if match else None
     # One answer for unknown ids and wrong secrets; compare_digest keeps the timing flat.
-    if found is None or not hmac.compare_digest(str(found[1].get("key_hash", "")), hash_key(key.strip())):
+    if found is None or not hmac.compare_digest(found[1].key_hash, hash_key(key.strip())):
         raise Forbidden("this API key is not valid.", code="invalid_api_key")
     tenant, record = found
-    api_key = _to_api_key(record)
+    api_key = record.to_api()
     if api_key.revoked_at is not None:
         raise Forbidden(f"this API key was revoked at {api_key.revoked_at}.", code="api_key_revoked")
     if api_key.expires_at is not None and parse_iso(api_key.expires_at) <= (now or datetime.now(UTC)):
@@ -227,7 +222,7 @@ def authenticate(key: str | None, *, now: datetime | None = None) -> Principal:
 # ---- managing -------------------------------------------------------------------------------------------
 def list_keys(tenant: str, limit: int = 50, next_token: str | None = None) -> tuple[list[ApiKey], str | None]:
     records, token = deps.stores().api_keys.list_api_keys(tenant, limit, next_token)
-    return [_to_api_key(r) for r in records], token
+    return [r.to_api() for r in records], token
 
 
 def _check_id(key_id: str) -> str:
@@ -237,7 +232,7 @@ def _check_id(key_id: str) -> str:
 
 
 def get_key(tenant: str, key_id: str) -> ApiKey:
-    return _to_api_key(deps.stores().api_keys.get_api_key(tenant, _check_id(key_id)))
+    return deps.stores().api_keys.get_api_key(tenant, _check_id(key_id)).to_api()
 
 
 def revoke_key(principal: Principal, key_id: str) -> ApiKey:
@@ -253,4 +248,4 @@ def revoke_key(principal: Principal, key_id: str) -> ApiKey:
             f"which key '{target.id}' holds.",
             code="scope_not_held",
         )
-    return _to_api_key(deps.stores().api_keys.revoke_api_key(principal.tenant, target.id, now_iso()))
+    return deps.stores().api_keys.revoke_api_key(principal.tenant, target.id, now_iso()).to_api()

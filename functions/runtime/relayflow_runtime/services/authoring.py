@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,6 +9,17 @@ from pydantic import ValidationError
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.graph import validate_graph, with_names
 from relayflow_runtime.domain.limits import MAX_MODEL_CONFIG_BYTES, MAX_NODES_PER_VERSION
+from relayflow_runtime.domain.records import (
+    EdgeRecord,
+    GraphNodeRecord,
+    GraphNodeUpdate,
+    ModelRecord,
+    VersionGraph,
+    VersionRecord,
+    VersionUpdate,
+    WorkflowRecord,
+    WorkflowUpdate,
+)
 from relayflow_runtime.domain.templating import TemplateError, parse_template
 from relayflow_runtime.domain.urls import callback_url_problem
 from relayflow_runtime.errors import Conflict, InvalidInput, NotFound, referenced
@@ -43,34 +53,42 @@ def check_callback_url(url: str | None) -> None:
 def create_workflow(tenant: str, body: api.CreateWorkflow) -> Workflow:
     check_callback_url(body.callback_url)
     now = now_iso()
-    workflow = Workflow(id=new_id(), created_at=now, updated_at=now, **body.model_dump())
-    deps.stores().workflows.put_workflow(tenant, workflow.model_dump(mode="json"))
-    return workflow
+    workflow = WorkflowRecord(id=new_id(), created_at=now, updated_at=now, **body.model_dump())
+    deps.stores().workflows.put_workflow(tenant, workflow)
+    return workflow.to_api()
 
 
 def get_workflow(tenant: str, workflow_id: str, env: deps.Deps | None = None) -> Workflow:
-    return Workflow.model_validate(deps.given(env).workflows.get_workflow(tenant, workflow_id))
+    return deps.given(env).workflows.get_workflow(tenant, workflow_id).to_api()
 
 
 def list_workflows(tenant: str, limit: int, next_token: str | None) -> tuple[list[Workflow], str | None]:
-    items, token = deps.stores().workflows.list_workflows(tenant, limit, next_token)
-    return [Workflow.model_validate(i) for i in items], token
+    records, token = deps.stores().workflows.list_workflows(tenant, limit, next_token)
+    return [r.to_api() for r in records], token
 
 
 def update_workflow(tenant: str, workflow_id: str, body: api.UpdateWorkflow) -> Workflow:
     get_workflow(tenant, workflow_id)
-    fields = body.model_dump(exclude_unset=True)
-    check_callback_url(fields.get("callback_url"))
-    if fields.get("active_version_id"):
-        with referenced("active_version_id"):
-            version = get_version(tenant, fields["active_version_id"])
-            if version.workflow_id != workflow_id:
-                raise NotFound(
-                    f"version '{version.id}' is not a version of this workflow.",
-                    code="version_of_other_workflow",
-                )
+    fields = WorkflowUpdate()
+    if "name" in body.model_fields_set:
+        fields["name"] = body.name
+    if "description" in body.model_fields_set:
+        fields["description"] = body.description
+    if "callback_url" in body.model_fields_set:
+        check_callback_url(body.callback_url)
+        fields["callback_url"] = body.callback_url
+    if "active_version_id" in body.model_fields_set:
+        if body.active_version_id:
+            with referenced("active_version_id"):
+                version = get_version(tenant, body.active_version_id)
+                if version.workflow_id != workflow_id:
+                    raise NotFound(
+                        f"version '{version.id}' is not a version of this workflow.",
+                        code="version_of_other_workflow",
+                    )
+        fields["active_version_id"] = body.active_version_id
     fields["updated_at"] = now_iso()
-    return Workflow.model_validate(deps.stores().workflows.update_workflow(tenant, workflow_id, fields))
+    return deps.stores().workflows.update_workflow(tenant, workflow_id, fields).to_api()
 
 
 def delete_workflow(tenant: str, workflow_id: str) -> None:
@@ -85,14 +103,14 @@ def delete_workflow(tenant: str, workflow_id: str) -> None:
 # ---- versions --------------------------------------------------------------------------------------
 def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> WorkflowVersion:
     workflow = get_workflow(tenant, workflow_id)
-    source: tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]] | None = None
+    source: VersionGraph | None = None
     if body.copy_from_version_id:
         with referenced("copy_from_version_id"):
-            source = version_graph(tenant, body.copy_from_version_id, workflow_id=workflow_id)
+            source = _graph(tenant, body.copy_from_version_id, workflow_id, None)
     number = deps.stores().workflows.next_version_number(tenant, workflow_id)
     now = now_iso()
     config = body.config or (source[0].config if source else VersionConfig())
-    version = WorkflowVersion(
+    version = VersionRecord(
         id=new_id(),
         workflow_id=workflow_id,
         number=number,
@@ -101,18 +119,18 @@ def create_version(tenant: str, workflow_id: str, body: api.CreateVersion) -> Wo
         created_at=now,
         updated_at=now,
     )
-    deps.stores().workflows.put_version(tenant, version.model_dump(mode="json"))
+    deps.stores().workflows.put_version(tenant, version)
     if source:
         _copy_graph(tenant, version, source[1], source[2])
     if not workflow.active_version_id:
         deps.stores().workflows.update_workflow(
             tenant, workflow_id, {"active_version_id": version.id, "updated_at": now}
         )
-    return version
+    return version.to_api()
 
 
 def _copy_graph(
-    tenant: str, version: WorkflowVersion, nodes: list[WorkflowNode], edges: list[WorkflowEdge]
+    tenant: str, version: VersionRecord, nodes: list[GraphNodeRecord], edges: list[EdgeRecord]
 ) -> None:
     new_ids = {n.id: new_id() for n in nodes}
     now = now_iso()
@@ -120,7 +138,7 @@ def _copy_graph(
         copy = node.model_copy(
             update={"id": new_ids[node.id], "version_id": version.id, "created_at": now, "updated_at": now}
         )
-        deps.stores().workflows.put_child(tenant, version.id, "N", copy.model_dump(mode="json"))
+        deps.stores().workflows.put_node(tenant, copy)
     for edge in edges:
         copy_edge = edge.model_copy(
             update={
@@ -131,11 +149,11 @@ def _copy_graph(
                 "created_at": now,
             }
         )
-        deps.stores().workflows.put_child(tenant, version.id, "E", copy_edge.model_dump(mode="json"))
+        deps.stores().workflows.put_edge(tenant, copy_edge)
 
 
 def get_version(tenant: str, version_id: str, *, workflow_id: str | None = None) -> WorkflowVersion:
-    version = WorkflowVersion.model_validate(deps.stores().workflows.get_version(tenant, version_id))
+    version = deps.stores().workflows.get_version(tenant, version_id).to_api()
     if workflow_id and version.workflow_id != workflow_id:
         raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
     return version
@@ -143,22 +161,20 @@ def get_version(tenant: str, version_id: str, *, workflow_id: str | None = None)
 
 def list_versions(tenant: str, workflow_id: str) -> list[WorkflowVersion]:
     get_workflow(tenant, workflow_id)
-    return [
-        WorkflowVersion.model_validate(v) for v in deps.stores().workflows.list_versions(tenant, workflow_id)
-    ]
+    return [v.to_api() for v in deps.stores().workflows.list_versions(tenant, workflow_id)]
 
 
 def update_version(
     tenant: str, workflow_id: str, version_id: str, body: api.UpdateVersion
 ) -> WorkflowVersion:
     version = get_version(tenant, version_id, workflow_id=workflow_id)
-    fields: dict[str, Any] = {"updated_at": now_iso()}
+    fields = VersionUpdate(updated_at=now_iso())
     if body.name is not None:
         fields["name"] = body.name
     if body.config is not None:
         merged = {**version.config.model_dump(), **body.config.model_dump(exclude_unset=True)}
         fields["config"] = _validated(VersionConfig, merged, "config").model_dump(mode="json")
-    return WorkflowVersion.model_validate(deps.stores().workflows.update_version(tenant, version_id, fields))
+    return deps.stores().workflows.update_version(tenant, version_id, fields).to_api()
 
 
 def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
@@ -172,18 +188,19 @@ def delete_version(tenant: str, workflow_id: str, version_id: str) -> None:
     deps.stores().workflows.delete_version(tenant, version_id)
 
 
+def _graph(tenant: str, version_id: str, workflow_id: str | None, env: deps.Deps | None) -> VersionGraph:
+    """The version's records with its nodes and edges (404 for another workflow's version)."""
+    graph = deps.given(env).workflows.version_graph(tenant, version_id)
+    if workflow_id and graph[0].workflow_id != workflow_id:
+        raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
+    return graph
+
+
 def version_graph(
     tenant: str, version_id: str, *, workflow_id: str | None = None, env: deps.Deps | None = None
 ) -> tuple[WorkflowVersion, list[WorkflowNode], list[WorkflowEdge]]:
-    raw_version, raw_nodes, raw_edges = deps.given(env).workflows.version_graph(tenant, version_id)
-    version = WorkflowVersion.model_validate(raw_version)
-    if workflow_id and version.workflow_id != workflow_id:
-        raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
-    return (
-        version,
-        [WorkflowNode.model_validate(n) for n in raw_nodes],
-        [WorkflowEdge.model_validate(e) for e in raw_edges],
-    )
+    version, nodes, edges = _graph(tenant, version_id, workflow_id, env)
+    return version.to_api(), [n.to_api() for n in nodes], [e.to_api() for e in edges]
 
 
 # ---- nodes -----------------------------------------------------------------------------------------
@@ -214,7 +231,7 @@ def create_node(tenant: str, version_id: str, body: api.CreateNode) -> WorkflowN
             f"a node named '{body.name}' already exists in this version.", code="duplicate_node_name"
         )
     now = now_iso()
-    node = WorkflowNode(
+    node = GraphNodeRecord(
         id=new_id(),
         workflow_id=version.workflow_id,
         version_id=version_id,
@@ -226,13 +243,13 @@ def create_node(tenant: str, version_id: str, body: api.CreateNode) -> WorkflowN
         created_at=now,
         updated_at=now,
     )
-    deps.stores().workflows.put_child(tenant, version_id, "N", node.model_dump(mode="json"))
-    return node
+    deps.stores().workflows.put_node(tenant, node)
+    return node.to_api()
 
 
 def get_node(tenant: str, version_id: str, node_id: str) -> WorkflowNode:
     get_version(tenant, version_id)
-    return WorkflowNode.model_validate(deps.stores().workflows.get_child(tenant, version_id, "N", node_id))
+    return deps.stores().workflows.get_node(tenant, version_id, node_id).to_api()
 
 
 def list_nodes(tenant: str, version_id: str) -> list[WorkflowNode]:
@@ -241,7 +258,7 @@ def list_nodes(tenant: str, version_id: str) -> list[WorkflowNode]:
 
 def update_node(tenant: str, version_id: str, node_id: str, body: api.UpdateNode) -> WorkflowNode:
     node = get_node(tenant, version_id, node_id)
-    fields: dict[str, Any] = {"updated_at": now_iso()}
+    fields = GraphNodeUpdate(updated_at=now_iso())
     if body.name is not None and body.name != node.name:
         if any(n.name == body.name for n in list_nodes(tenant, version_id)):
             raise Conflict(
@@ -257,9 +274,7 @@ def update_node(tenant: str, version_id: str, node_id: str, body: api.UpdateNode
         merged = _validated(NodeConfig, {**node.config.model_dump(), **changes}, "config")
         _check_template(merged.input_template)
         fields["config"] = merged.model_dump(mode="json")
-    return WorkflowNode.model_validate(
-        deps.stores().workflows.update_child(tenant, version_id, "N", node_id, fields)
-    )
+    return deps.stores().workflows.update_node(tenant, version_id, node_id, fields).to_api()
 
 
 def delete_node(tenant: str, version_id: str, node_id: str) -> None:
@@ -294,7 +309,7 @@ def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowE
                 for p, message in zip(problems, messages, strict=True)
             ],
         )
-    edge = WorkflowEdge(
+    edge = EdgeRecord(
         id=new_id(),
         workflow_id=version.workflow_id,
         version_id=version_id,
@@ -302,8 +317,8 @@ def create_edge(tenant: str, version_id: str, body: api.CreateEdge) -> WorkflowE
         end_node_id=body.end_node_id,
         created_at=now_iso(),
     )
-    deps.stores().workflows.put_child(tenant, version_id, "E", edge.model_dump(mode="json"))
-    return edge
+    deps.stores().workflows.put_edge(tenant, edge)
+    return edge.to_api()
 
 
 def list_edges(tenant: str, version_id: str) -> list[WorkflowEdge]:
@@ -311,7 +326,7 @@ def list_edges(tenant: str, version_id: str) -> list[WorkflowEdge]:
 
 
 def delete_edge(tenant: str, version_id: str, edge_id: str) -> None:
-    deps.stores().workflows.get_child(tenant, version_id, "E", edge_id)
+    deps.stores().workflows.get_edge(tenant, version_id, edge_id)
     deps.stores().workflows.delete_children(tenant, version_id, [f"E#{edge_id}"])
 
 
@@ -325,16 +340,15 @@ def create_model(tenant: str, body: api.CreateModel) -> Model:
     problems = validate_model_config(body.provider, config)
     if problems:
         raise InvalidInput("invalid model config: " + "; ".join(problems), code="invalid_model_config")
-    config_text = json.dumps(config, ensure_ascii=False, separators=(",", ":"))
-    if len(config_text.encode()) > MAX_MODEL_CONFIG_BYTES:
+    model = Model(id=new_id(), created_at=now_iso(), **{**body.model_dump(), "config": config})
+    # The config is stored as its JSON text (domain/records.ModelRecord), which the limit measures.
+    record = ModelRecord.of(model)
+    if len(str(record.config).encode()) > MAX_MODEL_CONFIG_BYTES:
         raise InvalidInput(
             f"a model's config is at most {MAX_MODEL_CONFIG_BYTES} bytes of JSON (limit model_config).",
             code="model_config_too_large",
         )
-    model = Model(id=new_id(), created_at=now_iso(), **{**body.model_dump(), "config": config})
-    # The config is stored as its JSON text: any JSON value keeps (a DynamoDB number has a narrower
-    # range and precision than JSON's), and it is read back as it was sent.
-    deps.stores().models.put_model(tenant, {**model.model_dump(mode="json"), "config": config_text})
+    deps.stores().models.put_model(tenant, record)
     return model
 
 
@@ -349,21 +363,13 @@ def whole_numbers(value: Any) -> Any:
     return value
 
 
-def _model_of(record: dict[str, Any]) -> Model:
-    """A stored model: its config as JSON text (or, in records written before, as a map)."""
-    config = record.get("config")
-    return Model.model_validate(
-        {**record, "config": json.loads(config)} if isinstance(config, str) else record
-    )
-
-
 def get_model(tenant: str, model_id: str, env: deps.Deps | None = None) -> Model:
-    return _model_of(deps.given(env).models.get_model(tenant, model_id))
+    return deps.given(env).models.get_model(tenant, model_id).to_api()
 
 
 def list_models(tenant: str, limit: int, next_token: str | None) -> tuple[list[Model], str | None]:
-    items, token = deps.stores().models.list_models(tenant, limit, next_token)
-    return [_model_of(i) for i in items], token
+    records, token = deps.stores().models.list_models(tenant, limit, next_token)
+    return [r.to_api() for r in records], token
 
 
 def delete_model(tenant: str, model_id: str) -> None:

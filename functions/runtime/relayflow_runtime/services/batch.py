@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -94,7 +95,16 @@ def _conflict(message: str, code: str) -> Conflict:
 
 
 # ---- submission (the API) --------------------------------------------------------------------------
-def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BatchStart:
+    """What a batch run's execution record starts with: its config and, when it is known without
+    reading items, how many it runs over (``progress.total_items``)."""
+
+    config: BatchConfig
+    total_items: int | None
+
+
+def submission(tenant: str, body: api.Execute) -> BatchStart:
     """Check a batch submission before a run exists (400 for what the request gets wrong, 409 for
     what the dataset does not allow) and return what the execution starts with: its config and,
     when it is known without reading items, its total."""
@@ -116,7 +126,7 @@ def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
     except datasets.FilterError as exc:
         raise _refuse(exc.message, exc.code) from None
     field = config.input_field
-    fields: list[str] = version.get("fields") or []
+    fields = version.fields
     if field not in fields and len(fields) < dataset_service.MAX_TRACKED_FIELDS:
         shown = ", ".join(repr(f) for f in fields[:20]) + (", ..." if len(fields) > 20 else "")
         raise _conflict(
@@ -125,11 +135,11 @@ def submission(tenant: str, body: api.Execute) -> dict[str, Any]:
             "unknown_input_field",
         )
     unfiltered = not (config.filter_query or "").strip()
-    lacking = (version.get("lacking_fields") or {}).get(field)
+    lacking = (version.lacking_fields or {}).get(field)
     if unfiltered and lacking is not None:
         raise _conflict(_lacking_message(lacking, field), "unknown_input_field")
-    total = int(version.get("item_count") or 0) if unfiltered else None
-    return {"batch_config": config, "progress": {"total_items": total}}
+    total = version.item_count if unfiltered else None
+    return BatchStart(config, total)
 
 
 def _lacking_message(item_id: str, field: str) -> str:
@@ -144,17 +154,17 @@ def _check_batch(old: ExecutionRecord) -> None:
         raise _conflict("only a batch run has items to retry.", "not_a_batch")
 
 
-def rerun_submission(old: ExecutionRecord) -> dict[str, Any]:
+def rerun_submission(old: ExecutionRecord) -> BatchStart:
     """A re-run goes over exactly the items of the old run (its own list, copied in the background)."""
     if not old.batch:
         raise Conflict(
             "this batch run never got its item list (it ended before it started); start a new batch.",
             code="no_item_list",
         )
-    return {"batch_config": _config_of(old), "progress": {"total_items": old.progress.total_items or 0}}
+    return BatchStart(_config_of(old), old.progress.total_items or 0)
 
 
-def retry_submission(tenant: str, old: ExecutionRecord, parallelism: int | None) -> dict[str, Any]:
+def retry_submission(tenant: str, old: ExecutionRecord, parallelism: int | None) -> BatchStart:
     """A new run over the items of a finished batch run that did not complete (failed, or never ran);
     409 when there are none. Their list is written in the background."""
     _check_batch(old)
@@ -173,7 +183,7 @@ def retry_submission(tenant: str, old: ExecutionRecord, parallelism: int | None)
     config = _config_of(old)
     if parallelism is not None:
         config = config.model_copy(update={"parallelism": parallelism})
-    return {"batch_config": config, "progress": {"total_items": remaining}}
+    return BatchStart(config, remaining)
 
 
 # ---- prepare_batch (the machine) -------------------------------------------------------------------

@@ -99,11 +99,11 @@ class _Status:
         if seen and not fresh and now - seen[0] < STATUS_CACHE_SECONDS:
             return seen[1]
         try:
-            record = deps.stores().executions.get_execution(run.tenant, run.execution_id)
+            record = deps.stores().executions.get_record(run.tenant, run.execution_id)
             state = _RunState(
-                running=record.get("status") == "running",
-                input_field=str((record.get("batch_config") or {}).get("input_field") or "text"),
-                expires_at=int(record["children_expire_at"]) if record.get("children_expire_at") else None,
+                running=record.status == "running",
+                input_field=(record.batch_config.input_field if record.batch_config else None) or "text",
+                expires_at=record.children_expire_at or None,
             )
         except NotFound:
             state = _RunState(running=False)

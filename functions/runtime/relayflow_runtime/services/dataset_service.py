@@ -30,6 +30,12 @@ from relayflow_runtime.domain import datasets, item_list
 from relayflow_runtime.domain.clock import new_id, now_iso
 from relayflow_runtime.domain.encoded import decode_base64
 from relayflow_runtime.domain.limits import MAX_JSON_ARRAY_BYTES, MAX_UPLOAD_PARTS, UPLOAD_PART_BYTES
+from relayflow_runtime.domain.records import (
+    DatasetRecord,
+    DatasetUploadRecord,
+    DatasetVersionRecord,
+    DatasetVersionUpdate,
+)
 from relayflow_runtime.errors import Conflict, InvalidInput, InvalidNextToken, NotFound, check_cursor_shape
 from relayflow_runtime.schemas import dataset_api
 from relayflow_runtime.schemas.entities import Dataset, DatasetItem, DatasetUpload, DatasetVersion
@@ -137,8 +143,8 @@ class ItemSource:
 def item_source(tenant: str, dataset_id: str, version_id: str) -> ItemSource:
     """Where a version's items are (NotFound: the dataset or the version is not there)."""
     version = get_version_record(tenant, dataset_id, version_id)
-    key = version.get("items_key") or items_key(tenant, dataset_id, version_id)
-    return ItemSource(key=key, count=int(version.get("item_count") or 0))
+    key = version.items_key or items_key(tenant, dataset_id, version_id)
+    return ItemSource(key=key, count=version.item_count)
 
 
 @dataclass(frozen=True)
@@ -186,20 +192,20 @@ def make_entry_line(item_id: str, item: dict[str, Any], large_key: str) -> tuple
 # ---- datasets ----------------------------------------------------------------------------------------
 def create_dataset(tenant: str, body: dataset_api.CreateDataset) -> Dataset:
     now = now_iso()
-    dataset = Dataset(
+    dataset = DatasetRecord(
         id=new_id(), name=body.name, description=body.description, created_at=now, updated_at=now
     )
-    deps.stores().datasets.put_dataset(tenant, dataset.model_dump(mode="json"))
-    return dataset
+    deps.stores().datasets.put_dataset(tenant, dataset)
+    return dataset.to_api()
 
 
 def get_dataset(tenant: str, dataset_id: str) -> Dataset:
-    return Dataset.model_validate(deps.stores().datasets.get_dataset(tenant, dataset_id))
+    return deps.stores().datasets.get_dataset(tenant, dataset_id).to_api()
 
 
 def list_datasets(tenant: str, limit: int, next_token: str | None) -> tuple[list[Dataset], str | None]:
-    items, token = deps.stores().datasets.list_datasets(tenant, limit, next_token)
-    return [Dataset.model_validate(i) for i in items], token
+    records, token = deps.stores().datasets.list_datasets(tenant, limit, next_token)
+    return [r.to_api() for r in records], token
 
 
 def delete_dataset(tenant: str, dataset_id: str) -> None:
@@ -207,7 +213,7 @@ def delete_dataset(tenant: str, dataset_id: str) -> None:
     for version in deps.stores().datasets.list_dataset_versions(tenant, dataset_id):
         if _processing(version):
             raise Conflict(
-                f"version {version['number']} of this dataset is still being ingested; try again when it "
+                f"version {version.number} of this dataset is still being ingested; try again when it "
                 "is ready or failed.",
                 code="dataset_version_processing",
             )
@@ -220,7 +226,7 @@ def delete_dataset(tenant: str, dataset_id: str) -> None:
 def create_version(tenant: str, dataset_id: str, body: dataset_api.CreateDatasetVersion) -> DatasetVersion:
     now = now_iso()
     number = deps.stores().datasets.next_dataset_version_number(tenant, dataset_id, now)
-    version = DatasetVersion(
+    version = DatasetVersionRecord(
         id=new_id(),
         dataset_id=dataset_id,
         number=number,
@@ -228,25 +234,22 @@ def create_version(tenant: str, dataset_id: str, body: dataset_api.CreateDataset
         created_at=now,
         updated_at=now,
     )
-    deps.stores().datasets.put_dataset_version(tenant, version.model_dump(mode="json"))
-    return version
+    deps.stores().datasets.put_dataset_version(tenant, version)
+    return version.to_api()
 
 
-def get_version_record(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
+def get_version_record(tenant: str, dataset_id: str, version_id: str) -> DatasetVersionRecord:
     get_dataset(tenant, dataset_id)
     return deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
 
 
 def get_version(tenant: str, dataset_id: str, version_id: str) -> DatasetVersion:
-    return DatasetVersion.model_validate(get_version_record(tenant, dataset_id, version_id))
+    return get_version_record(tenant, dataset_id, version_id).to_api()
 
 
 def list_versions(tenant: str, dataset_id: str) -> list[DatasetVersion]:
     get_dataset(tenant, dataset_id)
-    versions = [
-        DatasetVersion.model_validate(v)
-        for v in deps.stores().datasets.list_dataset_versions(tenant, dataset_id)
-    ]
+    versions = [v.to_api() for v in deps.stores().datasets.list_dataset_versions(tenant, dataset_id)]
     return sorted(versions, key=lambda v: v.number)
 
 
@@ -263,12 +266,12 @@ def delete_version(tenant: str, dataset_id: str, version_id: str) -> None:
     deps.stores().datasets.delete_dataset_version(tenant, dataset_id, version_id)
 
 
-def ready_version(tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
+def ready_version(tenant: str, dataset_id: str, version_id: str) -> DatasetVersionRecord:
     """The version record, if its items can be run over (for batch submission)."""
     record = get_version_record(tenant, dataset_id, version_id)
-    if record.get("status") != "ready":
+    if record.status != "ready":
         raise Conflict(
-            f"dataset version '{version_id}' has no items yet (status {record.get('status')}); upload its "
+            f"dataset version '{version_id}' has no items yet (status {record.status}); upload its "
             "items first.",
             code="dataset_version_not_ready",
         )
@@ -282,7 +285,7 @@ def list_items(
     """A page of the version's items in file order; ``next_token`` is a byte offset in the list."""
     record = get_version_record(tenant, dataset_id, version_id)
     offset = decode_offset(next_token)  # a bad cursor is refused whatever the version holds
-    if record.get("status") != "ready":
+    if record.status != "ready":
         return [], None
     items: list[DatasetItem] = []
     token: str | None = None
@@ -374,39 +377,42 @@ class _FieldStats:
     def fields(self) -> list[str]:
         return list(self.seen)
 
-    def common(self) -> list[str]:
-        return [name for name, count in self.seen.items() if count == self.items]
-
 
 def _stale_before() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - STALE_PROCESSING_SECONDS))
 
 
-def _processing(record: dict[str, Any]) -> bool:
+def _processing(record: DatasetVersionRecord) -> bool:
     """Being ingested now (not an ingest that died long ago)."""
-    return record.get("status") == "processing" and str(record.get("updated_at", "")) >= _stale_before()
+    return record.status == "processing" and record.updated_at >= _stale_before()
 
 
-def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _claim(
+    tenant: str, dataset_id: str, version_id: str, fmt: str, filename: str | None = None
+) -> DatasetVersionRecord:
+    """Claim an empty (or failed, or long-stalled) version for an upload of ``fmt``."""
+    fields = DatasetVersionUpdate(
+        format=fmt,
+        status="processing",
+        error=None,
+        error_code=None,
+        error_line=None,
+        updated_at=now_iso(),
+    )
+    if filename is not None:
+        fields["source_filename"] = filename
     try:
         return deps.stores().datasets.update_dataset_version(
             tenant,
             dataset_id,
             version_id,
-            {
-                **fields,
-                "status": "processing",
-                "error": None,
-                "error_code": None,
-                "error_line": None,
-                "updated_at": now_iso(),
-            },
+            fields,
             only_if_status=("empty", "failed"),
             or_processing_since_before=_stale_before(),
         )
     except ConditionFailed:
         record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
-        if record.get("status") == "processing":
+        if record.status == "processing":
             raise Conflict(
                 "another upload to this version is being processed.", code="dataset_version_processing"
             ) from None
@@ -420,9 +426,20 @@ def _claim(tenant: str, dataset_id: str, version_id: str, fields: dict[str, Any]
 UPLOAD_FAILED = "the upload could not be processed"
 
 
-def _fail_version(tenant: str, dataset_id: str, version_id: str, error: str, **details: Any) -> None:
-    """Mark a dataset version failed with ``error`` (and ``details``: error_code, error_line)."""
-    fields = {"status": "failed", "error": error, **details, "updated_at": now_iso()}
+def _fail_version(
+    tenant: str,
+    dataset_id: str,
+    version_id: str,
+    error: str,
+    *,
+    error_code: str | None = None,
+    error_line: int | None = None,
+) -> None:
+    """Mark a dataset version failed with ``error`` (and, for a refused file, its code and line)."""
+    fields = DatasetVersionUpdate(status="failed", error=error, updated_at=now_iso())
+    if error_code is not None:
+        fields["error_code"] = error_code
+        fields["error_line"] = error_line
     deps.stores().datasets.update_dataset_version(tenant, dataset_id, version_id, fields)
 
 
@@ -444,17 +461,15 @@ def ingest(
     large_prefix = f"{version_prefix(tenant, dataset_id, version_id)}large/"
     writer = ItemListWriter(key)
     stats = _FieldStats()
-    large = 0
     try:
         for parsed in datasets.iter_items(cast(IO[bytes], source), "jsonl" if fmt == "items" else fmt):
             stats.add(parsed.data, parsed.id)
             try:
-                entry_line, stored_apart = make_entry_line(
+                entry_line, _ = make_entry_line(
                     parsed.id, parsed.data, f"{large_prefix}{parsed.index:07d}.json"
                 )
             except UnicodeEncodeError as exc:
                 raise _not_text(exc, parsed.line) from None
-            large += stored_apart
             writer.add_line(entry_line)
         size = writer.close()
     except datasets.DatasetFileError as exc:
@@ -479,23 +494,21 @@ def ingest(
             "status": "ready",
             "item_count": writer.count,
             "fields": stats.fields(),
-            "common_fields": stats.common(),
             "lacking_fields": stats.lacking,
             "format": fmt,
             "source_filename": filename,
             "size_bytes": size,
             "items_key": key,
-            "large_items": large,
             "updated_at": now_iso(),
         },
     )
-    return DatasetVersion.model_validate(record)
+    return record.to_api()
 
 
 def add_items(tenant: str, dataset_id: str, version_id: str, body: dataset_api.AddItems) -> DatasetVersion:
     """Commit a small list of items sent in the request (``items=[...]``)."""
     get_version_record(tenant, dataset_id, version_id)
-    _claim(tenant, dataset_id, version_id, {"format": "items"})
+    _claim(tenant, dataset_id, version_id, "items")
     return ingest(
         tenant, dataset_id, version_id, _ChunkStream(map(_item_line, body.items)), "items", filename=None
     )
@@ -532,7 +545,7 @@ def start_upload(
     tenant: str, dataset_id: str, version_id: str, body: dataset_api.StartUpload
 ) -> DatasetUpload:
     record = get_version_record(tenant, dataset_id, version_id)
-    if record.get("status") == "ready":
+    if record.status == "ready":
         raise Conflict(
             "this version already has its items (a version never changes); create a new version.",
             code="dataset_version_not_empty",
@@ -565,9 +578,10 @@ def start_upload(
         upload_url=url,
         expires_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
     )
-    deps.stores().datasets.put_dataset_upload(
-        tenant, {**upload.model_dump(mode="json"), "parts": {}}, expires
+    stored = DatasetUploadRecord(
+        id=upload.id, dataset_id=dataset_id, version_id=version_id, filename=upload.filename, format=fmt
     )
+    deps.stores().datasets.put_dataset_upload(tenant, stored, expires)
     return upload
 
 
@@ -586,9 +600,9 @@ def _check_size(size: int, fmt: str) -> None:
         )
 
 
-def _upload_record(tenant: str, dataset_id: str, version_id: str, upload_id: str) -> dict[str, Any]:
+def _upload_record(tenant: str, dataset_id: str, version_id: str, upload_id: str) -> DatasetUploadRecord:
     record = deps.stores().datasets.get_dataset_upload(tenant, dataset_id, upload_id)
-    if record["version_id"] != version_id:
+    if record.version_id != version_id:
         raise NotFound(f"upload '{upload_id}' does not exist.", code="upload_not_found")
     return record
 
@@ -613,10 +627,10 @@ def put_part(
 
 
 def _upload_source(
-    tenant: str, dataset_id: str, upload: dict[str, Any], parts: int | None
+    tenant: str, dataset_id: str, upload: DatasetUploadRecord, parts: int | None
 ) -> tuple[Any, int]:
     """(a chunk iterator over the uploaded file, its size)."""
-    prefix = upload_prefix(tenant, dataset_id, upload["id"])
+    prefix = upload_prefix(tenant, dataset_id, upload.id)
     if parts is None:
         size = blob_stream.object_size(deps.blobs().bucket, f"{prefix}source")
         if size is None:
@@ -625,7 +639,7 @@ def _upload_source(
                 code="upload_incomplete",
             )
         return blob_stream.read_stream(deps.blobs().bucket, f"{prefix}source"), size
-    received: dict[str, int] = {k: int(v) for k, v in (upload.get("parts") or {}).items()}
+    received = upload.parts
     missing = [n for n in range(1, parts + 1) if f"{n:05d}" not in received]
     if missing:
         raise Conflict(
@@ -648,15 +662,14 @@ def commit_upload(
     asynchronously (the version answers ``processing``; poll it)."""
     upload = _upload_record(tenant, dataset_id, version_id, upload_id)
     chunks, size = _upload_source(tenant, dataset_id, upload, body.parts)
-    _check_size(size, upload["format"])
-    fields = {"format": upload["format"], "source_filename": upload["filename"]}
+    _check_size(size, upload.format)
     if size <= SYNC_INGEST_MAX_BYTES:
-        _claim(tenant, dataset_id, version_id, fields)
+        _claim(tenant, dataset_id, version_id, upload.format, upload.filename)
         try:
             return _ingest_upload(tenant, dataset_id, version_id, upload, chunks)
         finally:
             _forget_upload(tenant, dataset_id, upload_id)
-    version = DatasetVersion.model_validate(_claim(tenant, dataset_id, version_id, fields))
+    version = _claim(tenant, dataset_id, version_id, upload.format, upload.filename).to_api()
     job = {
         "tenant": tenant,
         "dataset_id": dataset_id,
@@ -673,11 +686,11 @@ def commit_upload(
 
 
 def _ingest_upload(
-    tenant: str, dataset_id: str, version_id: str, upload: Mapping[str, Any], chunks: Iterator[bytes]
+    tenant: str, dataset_id: str, version_id: str, upload: DatasetUploadRecord, chunks: Iterator[bytes]
 ) -> DatasetVersion:
     """An upload's parts ingested as the version's file (at once, or by the ingest job)."""
     return ingest(
-        tenant, dataset_id, version_id, _ChunkStream(chunks), upload["format"], filename=upload["filename"]
+        tenant, dataset_id, version_id, _ChunkStream(chunks), upload.format, filename=upload.filename
     )
 
 
@@ -703,7 +716,7 @@ def run_ingest_job(job: dict[str, Any]) -> dict[str, Any]:
         outcome: dict[str, Any] = {"status": version.status, "item_count": version.item_count}
     except InvalidInput as exc:
         record = deps.stores().datasets.get_dataset_version(tenant, dataset_id, version_id)
-        if record.get("status") == "processing":
+        if record.status == "processing":
             _fail_version(tenant, dataset_id, version_id, exc.message)
         outcome = {"status": "failed", "error": exc.message}
     finally:

@@ -29,6 +29,7 @@ from relayflow_runtime.adapters.events import EventBus
 from relayflow_runtime.adapters.stores import Stores, stores_for
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.execution_record import ExecutionRecord, ExecutionUpdate, NodeRecord, NodeUpdate
+from relayflow_runtime.domain.records import ModelRecord, VersionGraph, WorkflowRecord
 from relayflow_runtime.domain.status import NodeStatus
 from relayflow_runtime.schemas.events import StatusEvent
 from relayflow_runtime.settings import get_settings
@@ -120,19 +121,17 @@ class Sweep(Protocol):
 class Workflows(Protocol):
     """Workflows and their versions' graphs (adapters/table/workflows.py)."""
 
-    def get_workflow(self, tenant: str, workflow_id: str) -> dict[str, Any]: ...
+    def get_workflow(self, tenant: str, workflow_id: str) -> WorkflowRecord: ...
 
     def next_execution_number(self, tenant: str, workflow_id: str) -> int: ...
 
-    def version_graph(
-        self, tenant: str, version_id: str
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def version_graph(self, tenant: str, version_id: str) -> VersionGraph: ...
 
 
 class Models(Protocol):
     """Models (adapters/table/models.py)."""
 
-    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]: ...
+    def get_model(self, tenant: str, model_id: str) -> ModelRecord: ...
 
 
 class RateWindows(Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
@@ -109,7 +109,7 @@ def start_execution(
         )
     file_data = _decode_file(body.file) if body.file else None
     execution_id = new_id()
-    batch_ctx = batch.submission(tenant, body) if body.input_mode == "batch" else None
+    batch_start = batch.submission(tenant, body) if body.input_mode == "batch" else None
     return _launch(
         tenant,
         workflow_id,
@@ -119,8 +119,8 @@ def start_execution(
         file=(body.file.filename, body.file.content_type, file_data)
         if body.file and file_data is not None
         else None,
-        batch_ctx=batch_ctx,
-        extra={"callback_url": body.callback_url} if body.callback_url else {},
+        batch_start=batch_start,
+        origin=RunOrigin(callback_url=body.callback_url) if body.callback_url else None,
         env=env,
     )
 
@@ -173,7 +173,7 @@ def start_from_object(
             plan,
             execution_id=execution_id,
             file_key=input_file,
-            extra={"trigger": trigger.model_dump(mode="json")},
+            origin=RunOrigin(trigger=trigger),
         )
     except ConditionFailed:  # a concurrent start with this id wrote the record first
         return to_execution(tenant, deps.stores().executions.get_record(tenant, execution_id))
@@ -257,6 +257,16 @@ def start_execution_once(
         ) from exc
 
 
+class RunOrigin(TypedDict, total=False):
+    """Where a run comes from, as its record keeps it: its own webhook URL (a start that named
+    one), the S3 upload that started it, the run it re-runs or whose failed items it retries."""
+
+    callback_url: str
+    trigger: ExecutionTrigger
+    rerun_of: str
+    retry_of: str
+
+
 def _launch(
     tenant: str,
     workflow_id: str,
@@ -266,8 +276,8 @@ def _launch(
     single_input: str | None = None,
     file: tuple[str, str, bytes] | None = None,
     file_key: InputFile | None = None,
-    batch_ctx: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    batch_start: batch.BatchStart | None = None,
+    origin: RunOrigin | None = None,
     env: deps.Deps | None = None,
 ) -> Execution:
     """Write the execution (pending) and its plan snapshot, then start the template's machine for
@@ -291,7 +301,6 @@ def _launch(
 
     number = env.workflows.next_execution_number(tenant, workflow_id)
     now = env.now()
-    batch_config = (batch_ctx or {}).get("batch_config")
     execution = Execution(
         id=execution_id,
         workflow_id=workflow_id,
@@ -301,16 +310,16 @@ def _launch(
         input_mode=plan.mode,
         single_input=single_input,
         input_file=input_file,
-        batch_config=batch_config,
+        batch_config=batch_start.config if batch_start else None,
         timeout=plan.run_timeout,
         created_at=now,
         progress=ExecutionProgress(
             total_nodes=len(plan.nodes),
             current_node_idx=0,
             current_node_id=plan.nodes[0].id if plan.nodes else None,
-            **(batch_ctx or {}).get("progress", {}),
+            total_items=batch_start.total_items if batch_start else None,
         ),
-        **(extra or {}),
+        **(origin or RunOrigin()),
     )
     # A long text input lives in S3 (an item holds at most 400 KB); the record keeps a reference.
     packed_input = (
@@ -369,9 +378,7 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
             }
         )
         deps.blobs().copy(source.key, file_key.key)
-    batch_ctx = None
-    if plan.mode == "batch":
-        batch_ctx = batch.rerun_submission(old)
+    batch_start = batch.rerun_submission(old) if plan.mode == "batch" else None
     return _launch(
         tenant,
         workflow_id,
@@ -379,8 +386,8 @@ def rerun_execution(tenant: str, workflow_id: str, execution_id: str) -> Executi
         execution_id=new_execution_id,
         single_input=unpack(old.single_input),
         file_key=file_key,
-        batch_ctx=batch_ctx,
-        extra={"rerun_of": execution_id},
+        batch_start=batch_start,
+        origin=RunOrigin(rerun_of=execution_id),
     )
 
 
@@ -403,7 +410,7 @@ def retry_failed_items(
         with referenced("version_id"):
             plan = build_plan(tenant, workflow_id, version_id, mode="batch", run_timeout=old.timeout)
     new_execution_id = new_id()
-    batch_ctx = batch.retry_submission(tenant, old, parallelism)
+    batch_start = batch.retry_submission(tenant, old, parallelism)
     _claim_retry(tenant, old, new_execution_id)
     try:
         return _launch(
@@ -411,8 +418,8 @@ def retry_failed_items(
             workflow_id,
             plan,
             execution_id=new_execution_id,
-            batch_ctx=batch_ctx,
-            extra={"retry_of": execution_id},
+            batch_start=batch_start,
+            origin=RunOrigin(retry_of=execution_id),
         )
     except BaseException:
         deps.stores().executions.release_retry(tenant, execution_id, new_execution_id)

@@ -69,6 +69,7 @@ from relayflow_runtime.domain.status import (
 )
 from relayflow_runtime.providers import extract_text
 from relayflow_runtime.providers.base import InvocationContext, ModelError, TransientModelError
+from relayflow_runtime.schemas.entities import InputFile
 from relayflow_runtime.schemas.events import EventNode, EventRun
 from relayflow_runtime.services import deps, notify, retention, transitions
 from relayflow_runtime.services.node_execution import (
@@ -255,10 +256,10 @@ def _as_text(value: Any) -> str:
 
 
 @lru_cache(maxsize=256)
-def _input_of(tenant: str, execution_id: str) -> tuple[Any, dict[str, Any] | None]:
+def _input_of(tenant: str, execution_id: str) -> tuple[str | dict[str, str] | None, InputFile | None]:
     """(packed single_input, input_file) of an execution: written at launch, never changed."""
-    record = deps.stores().executions.get_execution(tenant, execution_id)
-    return record.get("single_input"), record.get("input_file")
+    record = deps.stores().executions.get_record(tenant, execution_id)
+    return record.single_input, record.input_file
 
 
 class _RunInput:
@@ -275,7 +276,7 @@ class _RunInput:
         return ""
 
     def file_bytes(self) -> bytes:
-        return deps.blobs().get_bytes(self.input_file["key"]) if self.input_file else b""
+        return deps.blobs().get_bytes(self.input_file.key) if self.input_file else b""
 
 
 def _upstream_outputs(run: RunRef, plan: Plan, node: NodeSpec, carried: Carried | None) -> _StoredOutputs:
@@ -334,7 +335,7 @@ def run_node(run: RunRef, task: NodeTask, attempt: int, carried: Carried | None 
             node_id=node.id,
             attempt=number,
             read_input_file=run_input.file_bytes if run_input.input_file else None,
-            input_filename=(run_input.input_file or {}).get("filename"),
+            input_filename=run_input.input_file.filename if run_input.input_file else None,
             time_budget=float(node.node_timeout),
         )
         outcome = run_attempt(node, scope, context, tenant=run.tenant)

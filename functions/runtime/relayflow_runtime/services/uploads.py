@@ -43,6 +43,7 @@ from aws_lambda_powertools import Logger
 from relayflow_runtime.adapters.blobs import BlobStore
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.clock import new_id, now_iso
+from relayflow_runtime.domain.records import UploadMarker, UploadState
 from relayflow_runtime.errors import NotFound, RelayflowError
 from relayflow_runtime.schemas.entities import ExecutionTrigger
 from relayflow_runtime.services import authoring, deps, executions, notify
@@ -207,7 +208,7 @@ def handle_upload(bucket: str, key: str, etag: str, version_id: str | None = Non
         with contextlib.suppress(Exception):
             store.update_upload(target.tenant, digest, {"lease_until": 0}, expect={"claim_token": token})
         raise
-    state = {"started": "started", "rejected": "rejected"}.get(result.outcome, "skipped")
+    state = _MARKER_STATES.get(result.outcome, "skipped")
     store.update_upload(
         target.tenant,
         digest,
@@ -215,6 +216,10 @@ def handle_upload(bucket: str, key: str, etag: str, version_id: str | None = Non
         expect={"claim_token": token},
     )
     return result
+
+
+#: The state a marker keeps of a finished delivery, by its outcome (any other: ``skipped``).
+_MARKER_STATES: dict[str, UploadState] = {"started": "started", "rejected": "rejected"}
 
 
 def _claim(
@@ -225,31 +230,30 @@ def _claim(
     digest = upload_digest(bucket, key, etag)
     token, execution_id = new_id(), new_id()
     now = int(time.time())
-    fields: dict[str, Any] = {
-        "bucket": bucket,
-        "key": key,
-        "etag": etag,
-        "version_id": version_id,
-        "state": "starting",
-        "execution_id": execution_id,
-        "claim_token": token,
-        "claimed_at": now_iso(),
-        "lease_until": now + CLAIM_LEASE_SECONDS,
-        "expires_at": now + DEDUP_WINDOW_SECONDS,
-    }
-    if store.claim_upload(tenant, digest, fields, now):
+    fresh = UploadMarker(
+        bucket=bucket,
+        key=key,
+        etag=etag,
+        version_id=version_id,
+        state="starting",
+        execution_id=execution_id,
+        claim_token=token,
+        claimed_at=now_iso(),
+        lease_until=now + CLAIM_LEASE_SECONDS,
+    )
+    if store.claim_upload(tenant, digest, fresh, now_epoch=now, expires_epoch=now + DEDUP_WINDOW_SECONDS):
         return digest, token, execution_id
     marker = store.get_upload(tenant, digest)
     if marker is None:  # expired and removed in between: a later delivery claims it afresh
         raise UploadInProgress(f"the marker of {key} changed meanwhile")
-    state = marker.get("state")
+    state = marker.state
     if state == "started":
         logger.info(
             "duplicate notification: this upload already started its run",
-            extra={"key": key, "execution_id": marker.get("execution_id")},
+            extra={"key": key, "execution_id": marker.execution_id},
         )
-        return UploadResult(key, "duplicate", execution_id=marker.get("execution_id"))
-    if state == "starting" and int(marker.get("lease_until", 0)) > now:
+        return UploadResult(key, "duplicate", execution_id=marker.execution_id)
+    if state == "starting" and marker.lease_until > now:
         raise UploadInProgress(f"another delivery of {key} is starting its run")
     if state in ("rejected", "skipped"):
         # The object was moved aside (or never there): if it is back, it was uploaded again.
@@ -262,11 +266,11 @@ def _claim(
             tenant,
             digest,
             {"state": "starting", "claim_token": token, "lease_until": now + CLAIM_LEASE_SECONDS},
-            expect={"claim_token": marker["claim_token"], "state": state},
+            expect={"claim_token": marker.claim_token, "state": state},
         )
     except ConditionFailed:
         raise UploadInProgress(f"another delivery of {key} took it over") from None
-    return digest, token, str(marker["execution_id"])
+    return digest, token, marker.execution_id
 
 
 def _start(

@@ -11,7 +11,9 @@
     datasets.py     datasets, versions, dataset uploads        DatasetStore
 
 A service gets them as ``deps.stores().<entity>`` (adapters/stores.py builds the set once per
-table). Beside them, also in this table: a batch run's outcomes and counters
+table). What crosses from a store into a service, and back, is a typed record: the execution's in
+domain/execution_record.py, the others' in domain/records.py; the raw items stay in here.
+Beside them, also in this table: a batch run's outcomes and counters
 (adapters/batch_store.py), the budget (adapters/budget.py), rate-limit windows
 (adapters/rate_windows.py) and the sweep index (adapters/sweep.py).
 

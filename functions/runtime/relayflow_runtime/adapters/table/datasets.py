@@ -6,12 +6,17 @@ Keys: the layout in adapters/table/__init__.py.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys
 from relayflow_runtime.adapters.table.keys import tenant_pk
+from relayflow_runtime.domain.records import (
+    DatasetRecord,
+    DatasetUploadRecord,
+    DatasetVersionRecord,
+    DatasetVersionUpdate,
+)
 from relayflow_runtime.errors import NotFound
 
 
@@ -22,16 +27,18 @@ class DatasetStore(BaseStore):
     def _dataset_key(tenant: str, dataset_id: str, sk: str = "D") -> dict[str, str]:
         return {"pk": tenant_pk(tenant, "D", dataset_id), "sk": sk}
 
-    def put_dataset(self, tenant: str, dataset: dict[str, Any]) -> None:
-        self._put_listed(tenant, "dataset", "D", dataset, "DS")
+    def put_dataset(self, tenant: str, dataset: DatasetRecord) -> None:
+        self._put_listed(tenant, "dataset", "D", dataset.item(), "DS")
 
-    def get_dataset(self, tenant: str, dataset_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "D", dataset_id), "D", "dataset", dataset_id)
+    def get_dataset(self, tenant: str, dataset_id: str) -> DatasetRecord:
+        item = self._get(tenant_pk(tenant, "D", dataset_id), "D", "dataset", dataset_id)
+        return DatasetRecord.model_validate(item)
 
     def list_datasets(
         self, tenant: str, limit: int, next_token: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        return self._list_listed(tenant, "DS", limit, next_token)
+    ) -> tuple[list[DatasetRecord], str | None]:
+        items, token = self._list_listed(tenant, "DS", limit, next_token)
+        return [DatasetRecord.model_validate(i) for i in items], token
 
     def next_dataset_version_number(self, tenant: str, dataset_id: str, now: str) -> int:
         try:
@@ -46,34 +53,35 @@ class DatasetStore(BaseStore):
         items = self._query_all(Key("pk").eq(tenant_pk(tenant, "D", dataset_id)))
         self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items)
 
-    def put_dataset_version(self, tenant: str, version: dict[str, Any]) -> None:
+    def put_dataset_version(self, tenant: str, version: DatasetVersionRecord) -> None:
         self._put(
             {
-                **version,
-                **self._dataset_key(tenant, version["dataset_id"], f"V#{version['id']}"),
+                **version.item(),
+                **self._dataset_key(tenant, version.dataset_id, f"V#{version.id}"),
                 "tenant": tenant,
                 "kind": "dataset_version",
             },
             must_not_exist=True,
         )
 
-    def get_dataset_version(self, tenant: str, dataset_id: str, version_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "D", dataset_id), f"V#{version_id}", "dataset version", version_id)
+    def get_dataset_version(self, tenant: str, dataset_id: str, version_id: str) -> DatasetVersionRecord:
+        item = self._get(tenant_pk(tenant, "D", dataset_id), f"V#{version_id}", "dataset version", version_id)
+        return DatasetVersionRecord.model_validate(item)
 
-    def list_dataset_versions(self, tenant: str, dataset_id: str) -> list[dict[str, Any]]:
+    def list_dataset_versions(self, tenant: str, dataset_id: str) -> list[DatasetVersionRecord]:
         condition = Key("pk").eq(tenant_pk(tenant, "D", dataset_id)) & Key("sk").begins_with("V#")
-        return [strip_keys(i) for i in self._query_all(condition)]
+        return [DatasetVersionRecord.model_validate(strip_keys(i)) for i in self._query_all(condition)]
 
     def update_dataset_version(
         self,
         tenant: str,
         dataset_id: str,
         version_id: str,
-        fields: dict[str, Any],
+        fields: DatasetVersionUpdate,
         *,
         only_if_status: Iterable[str] = (),
         or_processing_since_before: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> DatasetVersionRecord:
         """Raises ConditionFailed when the version is not in one of only_if_status (nor, when
         or_processing_since_before is given, ``processing`` since before that time)."""
         allowed = list(only_if_status)
@@ -82,16 +90,16 @@ class DatasetStore(BaseStore):
             stale = Attr("status").eq("processing") & Attr("updated_at").lt(or_processing_since_before)
             condition = Attr("pk").exists() & (Attr("status").is_in(allowed) | stale)
         key = self._dataset_key(tenant, dataset_id, f"V#{version_id}")
-        return self._update(key, fields, condition=condition)
+        return DatasetVersionRecord.model_validate(self._update(key, fields, condition=condition))
 
     def delete_dataset_version(self, tenant: str, dataset_id: str, version_id: str) -> None:
         self.table.delete_item(Key=self._dataset_key(tenant, dataset_id, f"V#{version_id}"))
 
-    def put_dataset_upload(self, tenant: str, upload: dict[str, Any], expires_epoch: int) -> None:
+    def put_dataset_upload(self, tenant: str, upload: DatasetUploadRecord, expires_epoch: int) -> None:
         self._put(
             {
-                **upload,
-                **self._dataset_key(tenant, upload["dataset_id"], f"U#{upload['id']}"),
+                **upload.item(),
+                **self._dataset_key(tenant, upload.dataset_id, f"U#{upload.id}"),
                 "tenant": tenant,
                 "kind": "dataset_upload",
                 "expires_at": expires_epoch,
@@ -99,8 +107,9 @@ class DatasetStore(BaseStore):
             must_not_exist=True,
         )
 
-    def get_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "D", dataset_id), f"U#{upload_id}", "upload", upload_id)
+    def get_dataset_upload(self, tenant: str, dataset_id: str, upload_id: str) -> DatasetUploadRecord:
+        item = self._get(tenant_pk(tenant, "D", dataset_id), f"U#{upload_id}", "upload", upload_id)
+        return DatasetUploadRecord.model_validate(item)
 
     def add_upload_part(self, tenant: str, dataset_id: str, upload_id: str, part: int, size: int) -> None:
         """Remember that part n arrived (its size, by part number); a part sent again replaces it."""

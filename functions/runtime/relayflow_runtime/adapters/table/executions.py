@@ -86,15 +86,22 @@ class ExecutionStore(BaseStore):
     def _listing_key(self, tenant: str, execution_id: str) -> dict[str, str]:
         return {"pk": tenant_pk(tenant, "X", execution_id), "sk": LISTING_SK}
 
-    def put_execution(self, tenant: str, execution: dict[str, Any]) -> None:
-        """The execution item and its listing entry, together (ConditionFailed if it exists)."""
+    def put_execution(self, tenant: str, execution: Mapping[str, Any]) -> None:
+        """The execution item and its listing entry, together (ConditionFailed if it exists): the
+        item's attributes as given. Services write :meth:`put_record`; this is its wire, which tests
+        also use to write items the way earlier versions wrote them."""
         sort = f"{execution['created_at']}#{execution['id']}"
         item = {
             **execution,
             **execution_key(tenant, execution["id"]),
             "tenant": tenant,
             "kind": "execution",
-            **sweep_keys(tenant, execution, "SETTLE" if execution["status"] in TERMINAL else "ACTIVE"),
+            **sweep_keys(
+                tenant,
+                execution["id"],
+                execution["created_at"],
+                "SETTLE" if execution["status"] in TERMINAL else "ACTIVE",
+            ),
         }
         entry = {
             **self._listing_key(tenant, execution["id"]),
@@ -122,16 +129,15 @@ class ExecutionStore(BaseStore):
                 raise ConditionFailed(str(exc)) from exc
             raise
 
-    def get_execution(self, tenant: str, execution_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "X", execution_id), "X", "execution", execution_id)
-
     def put_record(self, tenant: str, record: ExecutionRecord) -> None:
         """Write a new execution item from its record (domain/execution_record.py)."""
         self.put_execution(tenant, record.item())
 
     def get_record(self, tenant: str, execution_id: str) -> ExecutionRecord:
-        """The execution item, read as its record."""
-        return ExecutionRecord.model_validate(self.get_execution(tenant, execution_id))
+        """The execution item, read as its record (the only read of it: services never see the
+        item as stored)."""
+        item = self._get(tenant_pk(tenant, "X", execution_id), "X", "execution", execution_id)
+        return ExecutionRecord.model_validate(item)
 
     def list_executions(
         self,

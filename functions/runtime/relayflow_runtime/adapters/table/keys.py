@@ -8,7 +8,6 @@ here are the ones more than one store (or adapters/budget.py, adapters/sweep.py)
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 #: Shards of the sweep index's partitions (a run's shard is a hash of its id).
 SWEEP_SHARDS = 8
@@ -33,9 +32,9 @@ def sweep_shard(execution_id: str) -> int:
     return zlib.crc32(execution_id.encode()) % SWEEP_SHARDS
 
 
-def sweep_keys(tenant: str, execution: dict[str, Any], partition: str) -> dict[str, str]:
+def sweep_keys(tenant: str, execution_id: str, created_at: str, partition: str) -> dict[str, str]:
     """The sweep index's keys of an execution: partition ``ACTIVE`` or ``SETTLE``."""
     return {
-        "sweep_pk": f"{partition}#{sweep_shard(execution['id'])}",
-        "sweep_sk": f"{execution['created_at']}#{tenant}#{execution['id']}",
+        "sweep_pk": f"{partition}#{sweep_shard(execution_id)}",
+        "sweep_sk": f"{created_at}#{tenant}#{execution_id}",
     }

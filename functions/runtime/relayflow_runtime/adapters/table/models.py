@@ -7,23 +7,25 @@ Keys: the layout in adapters/table/__init__.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from relayflow_runtime.adapters.table.base import BaseStore
 from relayflow_runtime.adapters.table.keys import tenant_pk
+from relayflow_runtime.domain.records import ModelRecord
 
 
 class ModelStore(BaseStore):
     """Models."""
 
-    def put_model(self, tenant: str, model: dict[str, Any]) -> None:
-        self._put_listed(tenant, "model", "M", model, "MS")
+    def put_model(self, tenant: str, model: ModelRecord) -> None:
+        self._put_listed(tenant, "model", "M", model.item(), "MS")
 
-    def get_model(self, tenant: str, model_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "M", model_id), "M", "model", model_id)
+    def get_model(self, tenant: str, model_id: str) -> ModelRecord:
+        return ModelRecord.model_validate(self._get(tenant_pk(tenant, "M", model_id), "M", "model", model_id))
 
-    def list_models(self, tenant: str, limit: int, next_token: str | None) -> tuple[list[dict], str | None]:
-        return self._list_listed(tenant, "MS", limit, next_token, newest_first=False)
+    def list_models(
+        self, tenant: str, limit: int, next_token: str | None
+    ) -> tuple[list[ModelRecord], str | None]:
+        items, token = self._list_listed(tenant, "MS", limit, next_token, newest_first=False)
+        return [ModelRecord.model_validate(i) for i in items], token
 
     def delete_model(self, tenant: str, model_id: str) -> None:
         self.table.delete_item(Key={"pk": tenant_pk(tenant, "M", model_id), "sk": "M"})

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from relayflow_runtime.adapters.codec import to_dynamo
 from relayflow_runtime.adapters.table.base import BaseStore, strip_keys
 from relayflow_runtime.adapters.table.keys import tenant_pk
+from relayflow_runtime.domain.records import UploadMarker, UploadUpdate
 
 
 class UploadStore(BaseStore):
@@ -22,9 +23,18 @@ class UploadStore(BaseStore):
     def _upload_key(tenant: str, digest: str) -> dict[str, str]:
         return {"pk": tenant_pk(tenant, "UP", digest), "sk": "UP"}
 
-    def claim_upload(self, tenant: str, digest: str, fields: dict[str, Any], now_epoch: int) -> bool:
-        """Record an upload as seen; False if a live marker (one not past expires_at) exists."""
-        item = {**fields, **self._upload_key(tenant, digest), "tenant": tenant, "kind": "upload"}
+    def claim_upload(
+        self, tenant: str, digest: str, marker: UploadMarker, *, now_epoch: int, expires_epoch: int
+    ) -> bool:
+        """Record an upload as seen until ``expires_epoch`` (the item's TTL); False if a live marker
+        (one not past its expires_at) exists."""
+        item = {
+            **marker.item(),
+            **self._upload_key(tenant, digest),
+            "tenant": tenant,
+            "kind": "upload",
+            "expires_at": expires_epoch,
+        }
         try:
             self.table.put_item(
                 Item=to_dynamo(item),
@@ -37,16 +47,16 @@ class UploadStore(BaseStore):
             raise
         return True
 
-    def get_upload(self, tenant: str, digest: str) -> dict[str, Any] | None:
+    def get_upload(self, tenant: str, digest: str) -> UploadMarker | None:
         key = self._upload_key(tenant, digest)
         item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
-        return strip_keys(item) if item else None
+        return UploadMarker.model_validate(strip_keys(item)) if item else None
 
     def update_upload(
-        self, tenant: str, digest: str, fields: dict[str, Any], *, expect: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, tenant: str, digest: str, fields: UploadUpdate, *, expect: UploadUpdate | None = None
+    ) -> None:
         """Update a marker; with expect, only while those attributes hold those values."""
         condition: Any = Attr("pk").exists()
         for name, value in (expect or {}).items():
             condition = condition & Attr(name).eq(value)
-        return self._update(self._upload_key(tenant, digest), fields, condition=condition)
+        self._update(self._upload_key(tenant, digest), fields, condition=condition, return_values="NONE")

@@ -1,7 +1,7 @@
 """Workflows, their versions, and the versions' nodes and edges.
 
 The workflow item also numbers its versions and its executions (``version_count``,
-``execution_count``).
+``execution_count``). What crosses into the services is the typed records of domain/records.py.
 
 Keys: the layout in adapters/table/__init__.py.
 """
@@ -9,12 +9,21 @@ Keys: the layout in adapters/table/__init__.py.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
 from relayflow_runtime.adapters.table.base import BaseStore, ConditionFailed, strip_keys
 from relayflow_runtime.adapters.table.keys import tenant_pk
+from relayflow_runtime.domain.records import (
+    EdgeRecord,
+    GraphNodeRecord,
+    GraphNodeUpdate,
+    VersionGraph,
+    VersionRecord,
+    VersionUpdate,
+    WorkflowRecord,
+    WorkflowUpdate,
+)
 from relayflow_runtime.errors import NotFound
 
 
@@ -26,22 +35,22 @@ class WorkflowStore(BaseStore):
     """Workflows, versions, nodes and edges."""
 
     # ---- workflows -------------------------------------------------------------------------------
-    def put_workflow(self, tenant: str, workflow: dict[str, Any]) -> None:
-        self._put_listed(tenant, "workflow", "WF", workflow, "WFS")
+    def put_workflow(self, tenant: str, workflow: WorkflowRecord) -> None:
+        self._put_listed(tenant, "workflow", "WF", workflow.item(), "WFS")
 
-    def get_workflow(self, tenant: str, workflow_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "WF", workflow_id), "WF", "workflow", workflow_id)
+    def get_workflow(self, tenant: str, workflow_id: str) -> WorkflowRecord:
+        item = self._get(tenant_pk(tenant, "WF", workflow_id), "WF", "workflow", workflow_id)
+        return WorkflowRecord.model_validate(item)
 
     def list_workflows(
         self, tenant: str, limit: int, next_token: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        return self._list_listed(tenant, "WFS", limit, next_token)
+    ) -> tuple[list[WorkflowRecord], str | None]:
+        items, token = self._list_listed(tenant, "WFS", limit, next_token)
+        return [WorkflowRecord.model_validate(i) for i in items], token
 
-    def update_workflow(
-        self, tenant: str, workflow_id: str, fields: dict[str, Any], remove: Iterable[str] = ()
-    ) -> dict[str, Any]:
+    def update_workflow(self, tenant: str, workflow_id: str, fields: WorkflowUpdate) -> WorkflowRecord:
         try:
-            return self._update(_workflow_key(tenant, workflow_id), fields, remove=remove)
+            return WorkflowRecord.model_validate(self._update(_workflow_key(tenant, workflow_id), fields))
         except ConditionFailed as exc:
             raise NotFound(f"workflow '{workflow_id}' does not exist.", code="workflow_not_found") from exc
 
@@ -63,81 +72,86 @@ class WorkflowStore(BaseStore):
         self._delete_keys(keys)
 
     # ---- versions, nodes, edges ------------------------------------------------------------------
-    def put_version(self, tenant: str, version: dict[str, Any]) -> None:
+    def put_version(self, tenant: str, version: VersionRecord) -> None:
         self._put(
             {
-                **version,
-                "pk": tenant_pk(tenant, "V", version["id"]),
+                **version.item(),
+                "pk": tenant_pk(tenant, "V", version.id),
                 "sk": "V",
                 "tenant": tenant,
                 "kind": "version",
-                "gsi1pk": f"T#{tenant}#WF#{version['workflow_id']}#VS",
-                "gsi1sk": f"{version['number']:08d}",
+                "gsi1pk": f"T#{tenant}#WF#{version.workflow_id}#VS",
+                "gsi1sk": f"{version.number:08d}",
             },
             must_not_exist=True,
         )
 
-    def get_version(self, tenant: str, version_id: str) -> dict[str, Any]:
-        return self._get(tenant_pk(tenant, "V", version_id), "V", "version", version_id)
+    def get_version(self, tenant: str, version_id: str) -> VersionRecord:
+        return VersionRecord.model_validate(
+            self._get(tenant_pk(tenant, "V", version_id), "V", "version", version_id)
+        )
 
-    def list_versions(self, tenant: str, workflow_id: str) -> list[dict[str, Any]]:
+    def list_versions(self, tenant: str, workflow_id: str) -> list[VersionRecord]:
         items = self._query_all(Key("gsi1pk").eq(f"T#{tenant}#WF#{workflow_id}#VS"), "gsi1")
-        return [strip_keys(i) for i in items]
+        return [VersionRecord.model_validate(strip_keys(i)) for i in items]
 
-    def update_version(self, tenant: str, version_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def update_version(self, tenant: str, version_id: str, fields: VersionUpdate) -> VersionRecord:
         try:
-            return self._update({"pk": tenant_pk(tenant, "V", version_id), "sk": "V"}, fields)
+            item = self._update({"pk": tenant_pk(tenant, "V", version_id), "sk": "V"}, fields)
         except ConditionFailed as exc:
             raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found") from exc
+        return VersionRecord.model_validate(item)
 
     def delete_version(self, tenant: str, version_id: str) -> None:
         items = self._query_all(Key("pk").eq(tenant_pk(tenant, "V", version_id)))
         self._delete_keys({"pk": i["pk"], "sk": i["sk"]} for i in items)
 
-    def version_graph(self, tenant: str, version_id: str) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    def version_graph(self, tenant: str, version_id: str) -> VersionGraph:
         """The version with its nodes (in creation order) and edges, in one query."""
-        version: dict[str, Any] | None = None
-        nodes: list[dict[str, Any]] = []
-        edges: list[dict[str, Any]] = []
+        version: VersionRecord | None = None
+        nodes: list[GraphNodeRecord] = []
+        edges: list[EdgeRecord] = []
         for item in self._query_all(Key("pk").eq(tenant_pk(tenant, "V", version_id))):
             if item["sk"] == "V":
-                version = strip_keys(item)
+                version = VersionRecord.model_validate(strip_keys(item))
             elif item["sk"].startswith("N#"):
-                nodes.append(strip_keys(item))
+                nodes.append(GraphNodeRecord.model_validate(strip_keys(item)))
             elif item["sk"].startswith("E#"):
-                edges.append(strip_keys(item))
+                edges.append(EdgeRecord.model_validate(strip_keys(item)))
         if version is None:
             raise NotFound(f"version '{version_id}' does not exist.", code="version_not_found")
-        nodes.sort(key=lambda n: (n["position"], n["created_at"]))
-        edges.sort(key=lambda e: e["created_at"])
+        nodes.sort(key=lambda n: (n.position, n.created_at))
+        edges.sort(key=lambda e: e.created_at)
         return version, nodes, edges
 
-    def put_child(self, tenant: str, version_id: str, prefix: str, child: dict[str, Any]) -> None:
+    def _put_child(self, tenant: str, version_id: str, sk: str, kind: str, child: dict[str, object]) -> None:
         self._put(
-            {
-                **child,
-                "pk": tenant_pk(tenant, "V", version_id),
-                "sk": f"{prefix}#{child['id']}",
-                "tenant": tenant,
-                "kind": "node" if prefix == "N" else "edge",
-            },
+            {**child, "pk": tenant_pk(tenant, "V", version_id), "sk": sk, "tenant": tenant, "kind": kind},
             must_not_exist=True,
         )
 
-    def get_child(self, tenant: str, version_id: str, prefix: str, child_id: str) -> dict[str, Any]:
-        what = "node" if prefix == "N" else "edge"
-        return self._get(tenant_pk(tenant, "V", version_id), f"{prefix}#{child_id}", what, child_id)
+    def put_node(self, tenant: str, node: GraphNodeRecord) -> None:
+        self._put_child(tenant, node.version_id, f"N#{node.id}", "node", node.item())
 
-    def update_child(
-        self, tenant: str, version_id: str, prefix: str, child_id: str, fields: dict[str, Any]
-    ) -> dict[str, Any]:
+    def put_edge(self, tenant: str, edge: EdgeRecord) -> None:
+        self._put_child(tenant, edge.version_id, f"E#{edge.id}", "edge", edge.item())
+
+    def get_node(self, tenant: str, version_id: str, node_id: str) -> GraphNodeRecord:
+        item = self._get(tenant_pk(tenant, "V", version_id), f"N#{node_id}", "node", node_id)
+        return GraphNodeRecord.model_validate(item)
+
+    def get_edge(self, tenant: str, version_id: str, edge_id: str) -> EdgeRecord:
+        item = self._get(tenant_pk(tenant, "V", version_id), f"E#{edge_id}", "edge", edge_id)
+        return EdgeRecord.model_validate(item)
+
+    def update_node(
+        self, tenant: str, version_id: str, node_id: str, fields: GraphNodeUpdate
+    ) -> GraphNodeRecord:
         try:
-            return self._update(
-                {"pk": tenant_pk(tenant, "V", version_id), "sk": f"{prefix}#{child_id}"}, fields
-            )
+            item = self._update({"pk": tenant_pk(tenant, "V", version_id), "sk": f"N#{node_id}"}, fields)
         except ConditionFailed as exc:
-            what = "node" if prefix == "N" else "edge"
-            raise NotFound(f"{what} '{child_id}' does not exist.", code=f"{what}_not_found") from exc
+            raise NotFound(f"node '{node_id}' does not exist.", code="node_not_found") from exc
+        return GraphNodeRecord.model_validate(item)
 
     def delete_children(self, tenant: str, version_id: str, sks: Iterable[str]) -> None:
         self._delete_keys({"pk": tenant_pk(tenant, "V", version_id), "sk": sk} for sk in sks)
