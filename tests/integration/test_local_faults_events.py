@@ -32,9 +32,13 @@ def test_a_run_whose_status_change_was_lost_is_settled_by_the_sweeper(api: Any, 
     add_node(api, version_id, "Sleep", builtin_model(api, "sleep", seconds=2), "{{input}}")
     run_id = ok(api("POST", f"/workflows/{workflow_id}/executions", {"single_input": "x"}))["id"]
     deadline = time.monotonic() + 20
-    while not (arn := execution_item("default", run_id).get("sfn_execution_arn")):
+    while True:  # until its state machine has begun (the run moved to running) and is known
+        item = execution_item("default", run_id)
+        if item.get("status") == "running" and item.get("sfn_execution_arn"):
+            break
         assert time.monotonic() < deadline, "the run never started its state machine"
         time.sleep(0.05)
+    arn = item["sfn_execution_arn"]
     # When its state machine is stopped outside relayflow
     local_stack.client("stepfunctions").stop_execution(executionArn=arn, error="Console", cause="an operator")
     assert local_stack.wait_for_execution(arn, timeout=20)["status"] == "ABORTED"
