@@ -425,19 +425,16 @@ def test_run_machine_a_gate_that_never_opens_fails_its_node_after_max_gate_check
         max_gate_checks=2,
         gate_keys={"B": {"pk": f"STUB#{uuid.uuid4().hex}", "sk": "N#B"}},
     )
+    # (the record B's gate writes on: pending, never marked done; there before the run starts, so
+    # no gate write can come before it)
+    key = stub.options["gate_keys"]["B"]
+    stack.client("dynamodb").put_item(
+        TableName=stack.outputs["TableName"],
+        Item={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}, "status": {"S": "pending"}},
+    )
     unregister = use_stub(stack, stub)
     try:
         arn = start(stack, "RunMachine")
-        # (the record B's gate writes on: pending, never marked done)
-        key = stub.options["gate_keys"]["B"]
-        stack.client("dynamodb").put_item(
-            TableName=stack.outputs["TableName"],
-            Item={
-                "pk": {"S": key["pk"]},
-                "sk": {"S": key["sk"]},
-                "status": {"S": "pending"},
-            },
-        )
         description = stack.wait_for_execution(arn, timeout=30)
     finally:
         unregister()
