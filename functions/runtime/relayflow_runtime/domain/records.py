@@ -39,7 +39,7 @@ from relayflow_runtime.schemas.entities import (
     WorkflowEdge,
     WorkflowNode,
     WorkflowVersion,
-    _timeouts_within_cap,
+    timeouts_within_cap,
 )
 
 
@@ -109,7 +109,7 @@ class VersionRecord(StoredRecord):
     @field_validator("config", mode="before")
     @classmethod
     def _stored_node_timeout(cls, config: Any) -> Any:
-        return _timeouts_within_cap(config, "node_timeout")
+        return timeouts_within_cap(config, "node_timeout")
 
     def to_api(self) -> WorkflowVersion:
         return WorkflowVersion(
@@ -147,7 +147,7 @@ class GraphNodeRecord(StoredRecord):
     @field_validator("config", mode="before")
     @classmethod
     def _stored_timeout(cls, config: Any) -> Any:
-        return _timeouts_within_cap(config, "timeout")
+        return timeouts_within_cap(config, "timeout")
 
     def to_api(self) -> WorkflowNode:
         return WorkflowNode(

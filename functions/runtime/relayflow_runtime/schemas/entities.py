@@ -120,7 +120,7 @@ class Workflow(Entity):
     updated_at: str
 
 
-def _timeouts_within_cap(config: Any, *fields: str) -> Any:
+def timeouts_within_cap(config: Any, *fields: str) -> Any:
     """A stored config read back: a timeout saved before the cap was lowered to
     MAX_NODE_TIMEOUT_SECONDS (900 then) reads as the cap, so the version still shows and runs."""
     if not isinstance(config, dict):
@@ -143,7 +143,7 @@ class WorkflowVersion(Entity):
     @field_validator("config", mode="before")
     @classmethod
     def _stored_node_timeout(cls, config: Any) -> Any:
-        return _timeouts_within_cap(config, "node_timeout")
+        return timeouts_within_cap(config, "node_timeout")
 
 
 class WorkflowNode(Entity):
@@ -161,7 +161,7 @@ class WorkflowNode(Entity):
     @field_validator("config", mode="before")
     @classmethod
     def _stored_timeout(cls, config: Any) -> Any:
-        return _timeouts_within_cap(config, "timeout")
+        return timeouts_within_cap(config, "timeout")
 
 
 class WorkflowEdge(Entity):
