@@ -165,8 +165,8 @@ class GateKey(_Shape):
 
 
 class NodeTask(_Shape):
-    """An item of the run machine's node Map: only what Step Functions itself needs.
-    ``parents``: how many parents the node waits for (a root: 0, its gate never parks); ``gate``:
+    """An item of the run machine's node Maps: only what Step Functions itself needs.
+    ``parents``: how many parents the node waits for (a root: 0, it has no gate); ``gate``:
     the node record its gate (AwaitParents) writes its token on, while fewer than ``parents`` are
     done; ``gate_timeout``: how long the gate stays parked before it checks again (see
     :func:`gate_timeouts`), at most ``max_gate_checks`` times."""
@@ -282,11 +282,33 @@ class RunClock(_Shape):
 
 
 class RunStart(RunClock):
-    """What ``start`` returns to the run machine."""
+    """What ``start`` returns to the run machine: its two Maps' items, each list in plan order.
+    ``roots``: the nodes without parents, which run at once (no gate call); ``gated``: every other
+    node, each of which first waits at its gate for its own parents."""
 
     run: RunRef
-    nodes: list[NodeTask]
+    roots: list[NodeTask]
+    gated: list[NodeTask]
     retry: RetryPolicy
+
+    @classmethod
+    def of(cls, run: RunRef, nodes: list[NodeTask], retry: RetryPolicy, run_timeout: int) -> RunStart:
+        """``nodes`` (in plan order) split into the roots and the rest."""
+        return cls(
+            run=run,
+            roots=[n for n in nodes if not n.parents],
+            gated=[n for n in nodes if n.parents],
+            retry=retry,
+            run_timeout=run_timeout,
+        )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def nodes(self) -> list[NodeTask]:
+        """Every node in plan order, for an execution on the previous definition, whose one Map
+        gated every node (a root's gate write failed at once). To be removed once no such
+        execution can be running (a run lasts at most its ``run_timeout``)."""
+        return sorted([*self.roots, *self.gated], key=lambda node: node.idx)
 
 
 # ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------
