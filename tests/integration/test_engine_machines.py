@@ -423,8 +423,8 @@ def test_run_machine_two_roots_run_with_no_gate_and_their_child_waits_for_both(s
 
 @pytest.mark.parametrize("on_failure", ["continue", "stop"])
 def test_run_machine_retries_a_root_and_records_its_failure_as_any_nodes(stack: LocalStack, on_failure: str):
-    # Given two roots: R1 fails once then succeeds, R2 fails on every attempt (on_failure given),
-    # and C after R2; the version retries once
+    # Given two roots: R1 fails once then succeeds, R2 fails on both its attempts (a transient
+    # error, then a permanent one; on_failure given), and C after R2; the version retries once
     nodes = [
         Node("R1", behaviour=["transient", "ok"]),
         Node("R2", behaviour=["transient", "permanent"], on_failure=on_failure),
