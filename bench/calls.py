@@ -44,8 +44,9 @@ Per node (single runs) = (10-node run - 1-node run) / 9, so the run's fixed cost
 same for a diamond (A → B, A → C, B → D, C → D: (4-node run - 1-node run) / 3), with its parents'
 outputs carried to the children they release and, side by side, without (every child queries its
 run's node records: what carrying saves in calls and costs in write units). Each of those has one
-root, so what a root does differently (it runs with no gate call) is in the whole runs printed
-beside them: one node, and two roots with their child.
+root, so what a root does differently (a root with children runs with no gate call, in a Map of
+its own: one transition a run) is in the whole runs printed beside them: one node (a root without
+children, which keeps its gate), a chain of 10, and two roots with their child.
 "before" (per node) is the engine this one replaced (commit 2d0b64f): quoted, not re-run.
 """
 
@@ -795,7 +796,11 @@ def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, dict[str, float]]:
     model = client.create_model(name="upper", provider="builtin", config={"model": "uppercase"})
     one = _counted_run(client, sfn, meter, model.id, "calls-1", 1)
     chain = _counted_run(client, sfn, meter, model.id, "calls-10", 10)
-    shapes = {"chain": {k: (chain[k] - one[k]) / 9 for k in one}, "whole run of one node (a root)": one}
+    shapes = {
+        "chain": {k: (chain[k] - one[k]) / 9 for k in one},
+        "whole run of one node (a root without children: gated)": one,
+        "whole run of a chain of 10 (one root)": chain,
+    }
     limit = run_machine.CARRY_LIMIT_BYTES
     for label, text in (("", "count me"), (", 1.5 KB outputs", LONG_TEXT)):
         base = one if not label else _counted_run(client, sfn, meter, model.id, "calls-1-long", 1, text=text)
@@ -807,7 +812,8 @@ def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, dict[str, float]]:
                 run_machine.CARRY_LIMIT_BYTES = limit
             name = f"diamond{label}" + ("" if carried else ", nothing carried")
             shapes[name] = {k: (counted[k] - base[k]) / 3 for k in base}
-    # two roots and a fan-in (A, B -> C): both roots run with no gate call, C waits at its gate
+    # two roots and a fan-in (A, B -> C): both roots run with no gate call (the roots' Map), C waits
+    # at its gate
     shapes["whole run of two roots and their child"] = _counted_run(
         client, sfn, meter, model.id, "calls-two-roots", 3, [(0, 2), (1, 2)]
     )

@@ -233,6 +233,27 @@ def test_two_roots_and_a_diamond_gate_only_the_nodes_with_parents(
     assert outcomes[ids["D"]] == PARKED_AND_RELEASED
 
 
+def test_a_lone_node_keeps_its_gate_and_the_run_ends_after_it(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a workflow of one slow node: a root with no children (the API allows a childless root
+    # only there: a node without edges beside connected ones is refused)
+    built = build(client, [("Alone", {"model": "sleep", "seconds": 1}, {})])
+    # When it runs
+    with gate_calls(monkeypatch) as gates:
+        execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="go")
+        done = wait(client, built, execution)
+    # Then it ran once and the run completed after it, with its output
+    assert done.status == "completed", done.error
+    node = by_name(done)["Alone"]
+    assert (node["status"], node["attempts"], node["output"]) == ("completed", 1, "go")
+    assert node["completed_at"] <= done.completed_at and done.results["output"] == "go"
+    # and it kept its gate (in the Map that ends the run): one write whose condition failed at once
+    assert gates == [built.node_ids["Alone"]]
+    outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
+    assert outcomes == {built.node_ids["Alone"]: RAN_AT_ONCE}
+
+
 def test_a_gate_whose_release_was_lost_releases_itself_when_it_checks_again(
     local_stack: LocalStack, client: Client, short_gates: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,11 +1,13 @@
 """The run machine's node Maps as statemachine/run.asl.json has them, and the definition they
 replaced (rebuilt from today's), for the tests that read or run them.
 
-Today a Parallel (``Nodes``) holds two inline Maps: ``Roots`` over the plan's roots, whose
-iteration starts at the node (no gate call), and ``Gated`` over every other node, whose iteration
-starts at its gate (AwaitParents). ASL wants every state name unique in the whole machine, so the
-roots' iteration is the gated one without its gate states, each state named ``Root`` + its name:
-:func:`roots_iteration_of` spells that rule, and a test holds the file to it.
+Today the ``Race`` Parallel has two inline Maps as branches of its own, beside the run's clock:
+``Roots`` over the plan's roots that have children, whose iteration starts at the node (no gate
+call) and which ends its branch, and ``Gated`` over every other node (a childless root included),
+whose iteration starts at its gate (AwaitParents), followed by ``RunFinished``. ASL wants every
+state name unique in the whole machine, so the roots' iteration is the gated one without its gate
+states, each state named ``Root`` + its name: :func:`roots_iteration_of` spells that rule, and a
+test holds the file to it.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ def load(path: Path = RUN_MACHINE) -> dict[str, Any]:
 
 
 def node_maps(document: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """The run machine's two node Maps, ``{"Roots": ..., "Gated": ...}``."""
+    """The run machine's two node Maps, ``{"Roots": ..., "Gated": ...}``: the states the Race's
+    branches start at, but the clock."""
     document = document or load()
-    nodes = document["States"]["Race"]["Branches"][0]["States"]["Nodes"]
-    assert nodes["Type"] == "Parallel", nodes["Type"]
     maps: dict[str, dict[str, Any]] = {}
-    for branch in nodes["Branches"]:
-        ((name, state),) = branch["States"].items()
-        maps[name] = state
+    for branch in document["States"]["Race"]["Branches"]:
+        state = branch["States"][branch["StartAt"]]
+        if state["Type"] == "Map":
+            maps[branch["StartAt"]] = state
+    assert sorted(maps) == ["Gated", "Roots"], sorted(maps)
     return maps
 
 
@@ -70,16 +73,19 @@ def roots_iteration_of(gated: dict[str, Any]) -> dict[str, Any]:
 def one_map_of_nodes(document: dict[str, Any]) -> dict[str, Any]:
     """The run definition before a root ran without a gate: one Map (``Nodes``) over ``$.nodes``
     (every node, from ``start``'s answer) whose iteration is today's gated one (a root's gate write
-    failed its condition at once). A definition without the two Maps is returned as it is."""
-    branches = document.get("States", {}).get("Race", {}).get("Branches") or [{}]
-    nodes = branches[0].get("States", {}).get("Nodes", {})
-    if nodes.get("Type") != "Parallel":
+    failed its condition at once), then ``RunFinished``, beside the clock. A definition without the
+    two Maps is returned as it is."""
+    branches = document.get("States", {}).get("Race", {}).get("Branches") or []
+    starts = [branch.get("StartAt") for branch in branches]
+    if "Roots" not in starts or "Gated" not in starts:
         return document
     previous = copy.deepcopy(document)
-    gated = copy.deepcopy(node_maps(document)["Gated"])
+    gated_branch = copy.deepcopy(branches[starts.index("Gated")])
+    gated = gated_branch["States"].pop("Gated")
     gated.pop("Comment", None)
-    gated.pop("End")
     gated["ItemsPath"] = "$.nodes"
-    gated["Next"] = "RunFinished"
-    previous["States"]["Race"]["Branches"][0]["States"]["Nodes"] = gated
+    gated_branch["States"] = {"Nodes": gated, **gated_branch["States"]}
+    gated_branch["StartAt"] = "Nodes"
+    clocks = [branch for branch in branches if branch.get("StartAt") not in ("Roots", "Gated")]
+    previous["States"]["Race"]["Branches"] = [gated_branch, *copy.deepcopy(clocks)]
     return previous

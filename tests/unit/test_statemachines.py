@@ -336,7 +336,7 @@ def test_every_node_of_a_version_fits_the_inline_maps_concurrency_at_once():
 
 
 def test_a_root_runs_at_once_with_no_gate_call_and_no_state_added_per_node():
-    # Given the run machine's nodes: a Parallel of two Maps, over start's two lists
+    # Given the run machine's nodes: two Maps, over start's two lists
     maps = node_maps()
     assert sorted(maps) == ["Gated", "Roots"]
     assert (maps["Roots"]["ItemsPath"], maps["Gated"]["ItemsPath"]) == ("$.roots", "$.gated")
@@ -368,9 +368,24 @@ def test_a_node_that_stops_the_run_fails_the_race_from_either_map():
         assert (stop["Type"], stop["Error"]) == ("Fail", "NodeFailed")
         assert "Catch" not in node_maps()[name]
     race = _load("run.asl.json")["States"]["Race"]
-    nodes = race["Branches"][0]["States"]["Nodes"]
-    assert "Catch" not in nodes and nodes["Next"] == "RunFinished"
     assert _catch_target(race, "NodeFailed") == "RecordFailure"
+
+
+def test_the_two_node_maps_are_branches_of_the_race_and_only_the_gated_one_ends_the_run():
+    # Given the Race: the roots with children, every other node, and the run's clock, side by side
+    # (no Parallel of its own around the two Maps: it and a second Map would be 2 transitions a run)
+    race = _load("run.asl.json")["States"]["Race"]
+    branches = {branch["StartAt"]: branch["States"] for branch in race["Branches"]}
+    assert sorted(branches) == ["Gated", "Roots", "RunClock"]
+    # Then the roots' branch is its Map alone, which ends it: one transition a run, no Succeed after
+    assert list(branches["Roots"]) == ["Roots"] and branches["Roots"]["Roots"]["End"] is True
+    # and the gated Map (which ends after every root of Roots: each has a child in it) is followed
+    # by the Fail that ends the race as every node done
+    assert branches["Gated"]["Gated"]["Next"] == "RunFinished"
+    assert set(branches["Gated"]) == {"Gated", "RunFinished"}
+    assert branches["Gated"]["RunFinished"]["Error"] == "RunFinished"
+    assert _catch_target(race, "RunFinished") == "Complete"
+    assert _catch_target(race, "RunTimedOut") == "RecordTimeout"
 
 
 def test_a_node_times_out_before_the_lambda_that_runs_it_is_killed():

@@ -13,6 +13,7 @@ that the runner, the batch runtime and the tests share. docs/engine.md draws the
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -283,8 +284,11 @@ class RunClock(_Shape):
 
 class RunStart(RunClock):
     """What ``start`` returns to the run machine: its two Maps' items, each list in plan order.
-    ``roots``: the nodes without parents, which run at once (no gate call); ``gated``: every other
-    node, each of which first waits at its gate for its own parents."""
+    ``roots``: the roots that have children, which run at once (no gate call); ``gated``: every
+    other node, each of which first waits at its gate for its own parents (a root without children
+    too: its gate write fails at once). The machine's branch of ``gated`` ends the run, so it must
+    end last: each of ``roots`` has a child in it, which starts only after its parents end, while a
+    childless root would end nothing after it (so it stays gated, and ``gated`` is never empty)."""
 
     run: RunRef
     roots: list[NodeTask]
@@ -292,12 +296,21 @@ class RunStart(RunClock):
     retry: RetryPolicy
 
     @classmethod
-    def of(cls, run: RunRef, nodes: list[NodeTask], retry: RetryPolicy, run_timeout: int) -> RunStart:
-        """``nodes`` (in plan order) split into the roots and the rest."""
+    def of(
+        cls,
+        run: RunRef,
+        nodes: list[NodeTask],
+        retry: RetryPolicy,
+        run_timeout: int,
+        parents: Collection[str],
+    ) -> RunStart:
+        """``nodes`` (in plan order) split into the roots with children (``parents``: the ids some
+        node waits for) and the rest."""
+        ungated = {n.id for n in nodes if not n.parents and n.id in parents}
         return cls(
             run=run,
-            roots=[n for n in nodes if not n.parents],
-            gated=[n for n in nodes if n.parents],
+            roots=[n for n in nodes if n.id in ungated],
+            gated=[n for n in nodes if n.id not in ungated],
             retry=retry,
             run_timeout=run_timeout,
         )
