@@ -40,10 +40,15 @@ pseudo-words from the item and the builtin ``uppercase`` model answers with the 
 capitals (no compressor matches one to the other); the 2 s case uses ``sleep``, whose output
 repeats its prompt.
 
-Per node (single runs) = (10-node run - 1-node run) / 9, so the run's fixed cost is left out; the
-same for a diamond (A → B, A → C, B → D, C → D: (4-node run - 1-node run) / 3), with its parents'
+Per node (single runs) = (10-node chain - 2-node chain) / 8, so the run's fixed cost and its root's
+are left out; the same for a diamond (A → B, A → C, B → D, C → D: (4-node run - the run's fixed
+cost and its root) / 3, that base being a 2-node chain less a chain's node), with its parents'
 outputs carried to the children they release and, side by side, without (every child queries its
-run's node records: what carrying saves in calls and costs in write units).
+run's node records: what carrying saves in calls and costs in write units). A 1-node run is no
+base: its root has no children, so it keeps the gate a root with children goes without. Each of
+those has one root, so what a root does differently (a root with children runs with no gate call, in a Map of
+its own: one transition a run) is in the whole runs printed beside them: one node (a root without
+children, which keeps its gate), a chain of 10, and two roots with their child.
 "before" (per node) is the engine this one replaced (commit 2d0b64f): quoted, not re-run.
 """
 
@@ -785,18 +790,32 @@ DIAMOND = [(0, 1), (0, 2), (1, 3), (2, 3)]
 
 
 def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, dict[str, float]]:
-    """Per node of a single run, the run's fixed cost left out (a 1-node run's): a chain of 10
-    (/ 9), and a diamond (/ 3) with its parents' outputs carried to their children and without
-    (the runner's carry limit set to 0 for that run: every child queries its run's records)."""
+    """Per node of a single run, the run's fixed cost and its root's left out: a chain of 10 less a
+    chain of 2 (/ 8), and a diamond (/ 3) less a run of its root alone, with its parents' outputs
+    carried to their children and without (the runner's carry limit set to 0 for that run: every
+    child queries its run's records). A root with children runs with no gate, a lone node keeps
+    its gate (docs/engine.md), so a 1-node run is not a chain's base: the base is a chain of 2
+    less a node with a parent (the chain's per node; with 1.5 KB outputs, a chain of 3 less one of 2)."""
     from relayflow_runtime.services import run_machine
 
     model = client.create_model(name="upper", provider="builtin", config={"model": "uppercase"})
     one = _counted_run(client, sfn, meter, model.id, "calls-1", 1)
+    two = _counted_run(client, sfn, meter, model.id, "calls-2", 2)
     chain = _counted_run(client, sfn, meter, model.id, "calls-10", 10)
-    shapes = {"chain": {k: (chain[k] - one[k]) / 9 for k in one}}
+    per_node = {k: (chain[k] - two[k]) / 8 for k in two}
+    shapes = {
+        "chain": per_node,
+        "whole run of one node (a root without children: gated)": one,
+        "whole run of a chain of 10 (one root)": chain,
+    }
     limit = run_machine.CARRY_LIMIT_BYTES
     for label, text in (("", "count me"), (", 1.5 KB outputs", LONG_TEXT)):
-        base = one if not label else _counted_run(client, sfn, meter, model.id, "calls-1-long", 1, text=text)
+        if not label:
+            base = {k: two[k] - per_node[k] for k in two}  # the fixed cost and a root with a child
+        else:
+            two_long = _counted_run(client, sfn, meter, model.id, "calls-2-long", 2, text=text)
+            three_long = _counted_run(client, sfn, meter, model.id, "calls-3-long", 3, text=text)
+            base = {k: 2 * two_long[k] - three_long[k] for k in two_long}
         for carried in (True, False):
             run_machine.CARRY_LIMIT_BYTES = limit if carried else 0
             try:
@@ -805,6 +824,11 @@ def _single(client: Any, sfn: Any, meter: Meter) -> dict[str, dict[str, float]]:
                 run_machine.CARRY_LIMIT_BYTES = limit
             name = f"diamond{label}" + ("" if carried else ", nothing carried")
             shapes[name] = {k: (counted[k] - base[k]) / 3 for k in base}
+    # two roots and a fan-in (A, B -> C): both roots run with no gate call (the roots' Map), C waits
+    # at its gate
+    shapes["whole run of two roots and their child"] = _counted_run(
+        client, sfn, meter, model.id, "calls-two-roots", 3, [(0, 2), (1, 2)]
+    )
     return shapes
 
 
@@ -844,6 +868,14 @@ def run() -> list[tuple[str, float | int, str]]:
     ]
     for shape, counted in shapes.items():
         if shape == "chain":
+            continue
+        if shape.startswith("whole run"):
+            # a run's own calls and transitions, its roots' included (a root makes no gate call)
+            rows += [
+                (f"single run, {shape}: AWS calls", counted["calls"], "calls"),
+                (f"single run, {shape}: Lambda invocations", counted["invocations"], "calls"),
+                (f"single run, {shape}: state transitions", counted["transitions"], "transitions"),
+            ]
             continue
         rows += [
             (f"single run, per node of a {shape}: AWS calls", counted["calls"], "calls"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from tests.support.gates import PARKED_AND_RELEASED, RAN_AT_ONCE, TIMED_OUT, gate_outcomes
+from tests.support.run_definition import one_map_of_nodes
 
 import fixtures_handlers as fx
 from relayflow.local import moto_shim
@@ -126,20 +127,26 @@ class StubRunner:
                     "status": {"S": "pending"},
                 },
             )
+        nodes = [
+            {
+                "id": node_id,
+                "idx": index,
+                "task_timeout": self.nodes[node_id].task_timeout,
+                "parents": len(self.nodes[node_id].parents),
+                "gate": self.options.get("gate_keys", {}).get(node_id, self.gate_key(node_id)),
+                "gate_timeout": self.options.get("gate_timeout", NO_TIMEOUT),
+                "max_gate_checks": self.options.get("max_gate_checks", 3),
+            }
+            for index, node_id in enumerate(self.order)
+        ]
+        waited_for = {parent for node in self.nodes.values() for parent in node.parents}
         return {
             "run": event["run"],
-            "nodes": [
-                {
-                    "id": node_id,
-                    "idx": index,
-                    "task_timeout": self.nodes[node_id].task_timeout,
-                    "parents": len(self.nodes[node_id].parents),
-                    "gate": self.options.get("gate_keys", {}).get(node_id, self.gate_key(node_id)),
-                    "gate_timeout": self.options.get("gate_timeout", NO_TIMEOUT),
-                    "max_gate_checks": self.options.get("max_gate_checks", 3),
-                }
-                for index, node_id in enumerate(self.order)
-            ],
+            # the two Maps' items (a root with children runs with no gate; a childless root stays
+            # gated), and every node for the previous definition
+            "roots": [node for node in nodes if not node["parents"] and node["id"] in waited_for],
+            "gated": [node for node in nodes if node["parents"] or node["id"] not in waited_for],
+            "nodes": nodes,
             "retry": retry,
             "run_timeout": self.options.get("timeout", NO_TIMEOUT),
         }
@@ -344,11 +351,11 @@ def test_run_machine_a_node_starts_when_its_own_parents_are_done(stack: LocalSta
     assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
     assert all(attempts == [0] for attempts in stub.attempts.values())
     assert stub.actions().count("complete") == 1 and "fail" not in stub.actions()
-    # each gate was one DynamoDB write and no runner call: the root's condition failed at once (no
-    # parent to wait for), D (after slow B) parked; every parked gate was released exactly once
+    # each gate was one DynamoDB write and no runner call, and the root had none (it ran at once,
+    # from the roots' Map); D (after slow B) parked; every parked gate was released exactly once
     outcomes = gate_outcomes(stack.client("stepfunctions"), description["executionArn"])
-    assert sorted(node_id for node_id, _ in outcomes) == ["A", "B", "C", "D", "E"]
-    assert dict(outcomes)["A"] == RAN_AT_ONCE and dict(outcomes)["D"] == PARKED_AND_RELEASED
+    assert sorted(node_id for node_id, _ in outcomes) == ["B", "C", "D", "E"]
+    assert dict(outcomes)["D"] == PARKED_AND_RELEASED
     assert sorted(stub.releases) == sorted(n for n, outcome in outcomes if outcome == PARKED_AND_RELEASED)
     assert "gate" not in stub.actions()
     # a node waits for its own parents only: E (after C) started before slow B ended; D after both
@@ -392,6 +399,130 @@ def test_run_machine_records_a_node_out_of_retries_and_continues_or_stops(stack:
     assert fail["reason"] == "error" and fail["error"]["Error"] == "NodeFailed"
     assert "D" not in stub.attempts and "complete" not in stub.actions()
     assert took < 10
+
+
+def test_run_machine_two_roots_run_with_no_gate_and_their_child_waits_for_both(stack: LocalStack):
+    # Given two roots, R1 and slow R2, and J after both (a fan-in of roots), K after R1 alone
+    nodes = [
+        Node("R1"),
+        Node("R2", behaviour=["sleep:1"]),
+        Node("J", ["R1", "R2"]),
+        Node("K", ["R1"]),
+    ]
+    stub = StubRunner(stack, nodes)
+    # When the run machine runs it
+    description, _ = run_to_end(stack, stub, "RunMachine")
+    # Then both roots ran at once, with no gate write between the run's start and theirs
+    assert description["status"] == "SUCCEEDED", description
+    outcomes = dict(gate_outcomes(stack.client("stepfunctions"), description["executionArn"]))
+    assert sorted(outcomes) == ["J", "K"]
+    # J waited for both (parked until slow R2 released it), K only for R1
+    assert outcomes["J"] == PARKED_AND_RELEASED
+    assert stub.started["J"] >= max(stub.ended["R1"], stub.ended["R2"])
+    assert stub.started["K"] < stub.ended["R2"]
+    assert all(attempts == [0] for attempts in stub.attempts.values()) and len(stub.attempts) == 4
+
+
+def test_run_machine_a_slow_root_with_no_children_beside_a_chain_ends_before_the_run_does(stack: LocalStack):
+    # Given a chain A -> B and, alone, C: a root with no children, slower than the whole chain (the
+    # API refuses such a graph today, but the machine must not end a run before any node of its plan)
+    nodes = [Node("A"), Node("B", ["A"]), Node("C", behaviour=["sleep:2"])]
+    stub = StubRunner(stack, nodes)
+    # When the run machine runs it
+    description, _ = run_to_end(stack, stub, "RunMachine")
+    # Then the run completed only after C ended: the chain's end did not end the race
+    assert description["status"] == "SUCCEEDED", description
+    assert sorted(stub.attempts) == ["A", "B", "C"] and all(a == [0] for a in stub.attempts.values())
+    ((completed_at, _, _),) = [call for call in stub.calls if call[1] == "complete"]
+    assert stub.ended["C"] <= completed_at and stub.ended["B"] < stub.ended["C"]
+    # C kept its gate (its write failed at once: it ran), A (a root with a child) had none
+    outcomes = dict(gate_outcomes(stack.client("stepfunctions"), description["executionArn"]))
+    assert sorted(outcomes) == ["B", "C"] and outcomes["C"] == RAN_AT_ONCE
+
+
+@pytest.mark.parametrize("on_failure", ["continue", "stop"])
+def test_run_machine_retries_a_root_and_records_its_failure_as_any_nodes(stack: LocalStack, on_failure: str):
+    # Given two roots with children (both run in the roots' Map): R1 fails once then succeeds, R2
+    # fails on both its attempts (a transient error, then a permanent one; on_failure given), C
+    # after R2 and D after R1; the version retries once
+    nodes = [
+        Node("R1", behaviour=["transient", "ok"]),
+        Node("R2", behaviour=["transient", "permanent"], on_failure=on_failure),
+        Node("C", ["R2"], behaviour=["sleep:0.5"]),
+        Node("D", ["R1"]),
+    ]
+    stub = StubRunner(stack, nodes, retry={"max_retries": 1, "delays": [1]})
+    description, _ = run_to_end(stack, stub, "RunMachine", timeout=40)
+    # Then each root was retried by the version's policy (the roots' iteration: RootAttemptsLeft,
+    # RootBackoff, RootRetryWait) and R2 recorded failed (RootNodeFailed: node_failed)
+    assert stub.attempts["R1"] == [0, 1] and stub.attempts["R2"] == [0, 1]
+    (failed,) = stub.called("node_failed")
+    assert failed["node"]["id"] == "R2" and failed["error"]["Error"] == "PermanentModelError"
+    if on_failure == "continue":
+        # its child still ran and the run completed
+        assert description["status"] == "SUCCEEDED", description
+        assert "C" in stub.attempts and stub.actions().count("complete") == 1
+    else:
+        # the run failed at once, recorded through fail (reason "error"); its child never ran
+        assert (description["status"], description["error"]) == ("FAILED", "WorkflowFailed")
+        (fail,) = stub.called("fail")
+        assert fail["reason"] == "error" and fail["error"]["Error"] == "NodeFailed"
+        assert "C" not in stub.attempts and "complete" not in stub.actions()
+
+
+def test_run_machine_an_execution_of_the_previous_definition_still_runs(stack: LocalStack):
+    # Given the run machine as it was before a root ran without a gate (one Map over start's
+    # "nodes", every node gated): an execution started before a deploy keeps it
+    sfn = stack.client("stepfunctions")
+    arn = stack.state_machines["RunMachine"]
+    today = sfn.describe_state_machine(stateMachineArn=arn)["definition"]
+    previous = one_map_of_nodes(json.loads(today))
+    assert previous != json.loads(today)
+    sfn.update_state_machine(stateMachineArn=arn, definition=json.dumps(previous))
+    try:
+        # When it runs the diamond
+        stub = StubRunner(stack, diamond())
+        description, _ = run_to_end(stack, stub, "RunMachine")
+    finally:
+        sfn.update_state_machine(stateMachineArn=arn, definition=today)
+    # Then it completed as it did: the root's gate write failed its condition and the root ran
+    assert description["status"] == "SUCCEEDED", description
+    outcomes = gate_outcomes(sfn, description["executionArn"])
+    assert sorted(node_id for node_id, _ in outcomes) == ["A", "B", "C", "D", "E"]
+    assert dict(outcomes)["A"] == RAN_AT_ONCE
+    assert sorted(stub.attempts) == ["A", "B", "C", "D", "E"]
+
+
+def _states_entered(sfn: Any, execution_arn: str) -> list[str]:
+    """The states an execution entered, in order: its Standard transitions, as bench/calls counts them."""
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    entered = [event for event in events if event["type"].endswith("StateEntered")]
+    return [event["stateEnteredEventDetails"]["name"] for event in entered]
+
+
+def test_run_machine_a_one_root_chain_takes_no_more_transitions_than_when_every_node_was_gated(
+    stack: LocalStack,
+):
+    # Given a chain A -> B -> C (one root, as most workflows have), run on main's definition (one
+    # Map gating every node) and on today's, side by side
+    sfn = stack.client("stepfunctions")
+    arn = stack.state_machines["RunMachine"]
+    today = sfn.describe_state_machine(stateMachineArn=arn)["definition"]
+    entered: dict[str, list[str]] = {}
+    for name, definition in (("before", json.dumps(one_map_of_nodes(json.loads(today)))), ("now", today)):
+        sfn.update_state_machine(stateMachineArn=arn, definition=definition)
+        try:
+            stub = StubRunner(stack, [Node("A"), Node("B", ["A"]), Node("C", ["B"])])
+            description, _ = run_to_end(stack, stub, "RunMachine")
+        finally:
+            sfn.update_state_machine(stateMachineArn=arn, definition=today)
+        assert description["status"] == "SUCCEEDED", description
+        entered[name] = _states_entered(sfn, description["executionArn"])
+    # Then the whole run took no more transitions than before: the roots' Map (one a run) is paid
+    # for by the root's gate, gone with its failing DynamoDB write
+    assert len(entered["now"]) <= len(entered["before"]), entered
+    assert (entered["before"].count("AwaitParents"), entered["now"].count("AwaitParents")) == (3, 2)
+    assert entered["now"].count("Roots") == 1 and "Nodes" not in entered["now"]
 
 
 def test_run_machine_a_gate_whose_release_was_lost_asks_again_after_its_timeout(stack: LocalStack):

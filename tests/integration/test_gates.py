@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from tests.support.gates import PARKED_AND_RELEASED, RAN_AT_ONCE, gate_outcomes
 from tests.support.items import execution_item
-from tests.support.workflows import build, wait, wait_for_node
+from tests.support.run_definition import iteration
+from tests.support.workflows import build, by_name, wait, wait_for_node
 
 from relayflow import Client
 from relayflow.local import moto_shim
@@ -38,7 +39,6 @@ UPPER = {"model": "uppercase"}
 CHAIN = [("First", UPPER, {"timeout": 2}), ("Second", UPPER, {"timeout": 2})]
 
 
-RUN_MACHINE = Path(__file__).resolve().parents[2] / "statemachine" / "run.asl.json"
 NODE_RUNNER = "relayflow_runtime.handlers.node_runner.lambda_handler"
 AWS_SDK_TASK = (
     "moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk"
@@ -62,8 +62,7 @@ def node_record(execution_id: str, node_id: str) -> dict[str, Any]:
 def gate_write(stack: LocalStack, key: dict[str, str], token: str, parents: int) -> bool:
     """The run machine's AwaitParents write, its parameters as statemachine/run.asl.json has them;
     whether it stored the token (False: its condition failed, the node runs at once)."""
-    states = json.loads(RUN_MACHINE.read_text())["States"]["Race"]["Branches"][0]["States"]
-    parameters = dict(states["Nodes"]["ItemProcessor"]["States"]["AwaitParents"]["Parameters"])
+    parameters = dict(iteration("Gated")["AwaitParents"]["Parameters"])
     assert parameters.pop("Key") == {"pk": {"S.$": "$.node.gate.pk"}, "sk": {"S.$": "$.node.gate.sk"}}
     assert parameters.pop("TableName") == "${TableName}"
     values = dict(parameters.pop("ExpressionAttributeValues"))
@@ -156,10 +155,27 @@ def test_a_child_whose_parent_ended_before_its_gate_wrote_runs_without_parking(
     assert "token" not in node_record(execution.id, second)
 
 
-def test_a_root_never_parks_and_no_gate_invokes_the_node_runner(
-    local_stack: LocalStack, client: Client
+@contextmanager
+def gate_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The node ids of the gate writes the run machine makes itself (its aws-sdk DynamoDB calls),
+    counted where the local stack's Step Functions makes them."""
+    service = importlib.import_module(AWS_SDK_TASK).StateTaskServiceAwsSdk
+    original = service._eval_service_task
+    calls: list[str] = []
+
+    def counted(self: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["normalised_parameters"]["Key"]["sk"]["S"].removeprefix("N#"))
+        return original(self, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(service, "_eval_service_task", counted)
+        yield calls
+
+
+def test_a_root_makes_no_gate_call_and_no_gate_invokes_the_node_runner(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a chain Root -> Slow child, the node runner's invocations recorded
+    # Given a chain Root -> Child, the node runner's invocations and the machine's gate writes recorded
     built = build(client, [("Root", {"model": "sleep", "seconds": 0.5}, {}), ("Child", UPPER, {})])
     root, child = built.node_ids["Root"], built.node_ids["Child"]
     actions: list[str] = []
@@ -168,17 +184,75 @@ def test_a_root_never_parks_and_no_gate_invokes_the_node_runner(
         actions.append(event["action"])
         return node_runner.lambda_handler(event, context)
 
-    with moto_shim.override(NODE_RUNNER, recording):
+    with moto_shim.override(NODE_RUNNER, recording), gate_calls(monkeypatch) as gates:
         execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="hi")
         done = wait(client, built, execution)
     assert done.status == "completed", done.error
     # Then the runner was invoked once per node and once at each end of the run, never for a gate
     assert sorted(actions) == ["complete", "node", "node", "start"]
-    # the root's gate stored no token (no parent to wait for): its node ran at once; the child parked
-    # while the root ran and was released by it
+    # the root made no gate call at all (no DynamoDB write, no token): it ran at once; the child's
+    # gate wrote once, parked while the root ran, and was released by it
+    assert gates == [child]
     outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
-    assert outcomes == {root: RAN_AT_ONCE, child: PARKED_AND_RELEASED}
+    assert outcomes == {child: PARKED_AND_RELEASED}
     assert "token" not in node_record(execution.id, root)
+
+
+def test_two_roots_and_a_diamond_gate_only_the_nodes_with_parents(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two roots (A, slow B), C after A, D after A and B, E after C and D: a fan-out, two
+    # fan-ins and a diamond (A -> C -> E, A -> D -> E)
+    built = build(
+        client,
+        [
+            ("A", UPPER, {}),
+            ("B", {"model": "sleep", "seconds": 0.5}, {}),
+            ("C", UPPER, {}),
+            ("D", UPPER, {"input_template": "{{nodes.A}} {{nodes.B}}"}),
+            ("E", UPPER, {"input_template": "{{nodes.C}}/{{nodes.D}}"}),
+        ],
+    )
+    ids = built.node_ids
+    for begin, end in (("A", "C"), ("A", "D"), ("B", "D"), ("C", "E"), ("D", "E")):
+        client.create_workflow_edge(
+            version_id=built.version_id, begin_node_id=ids[begin], end_node_id=ids[end]
+        )
+    # When it runs
+    with gate_calls(monkeypatch) as gates:
+        execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="go")
+        done = wait(client, built, execution)
+    # Then every node ran once, each fan-in with its parents' outputs
+    assert done.status == "completed", done.error
+    nodes = by_name(done)
+    assert all(node["status"] == "completed" and node["attempts"] == 1 for node in nodes.values()), nodes
+    assert nodes["D"]["output"] == "GO GO" and nodes["E"]["output"] == "GO/GO GO"
+    assert done.results["output"] == "GO/GO GO"
+    # and only the nodes with parents wrote a gate, once each; D waited for slow B
+    assert sorted(gates) == sorted(ids[name] for name in ("C", "D", "E"))
+    outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
+    assert outcomes[ids["D"]] == PARKED_AND_RELEASED
+
+
+def test_a_lone_node_keeps_its_gate_and_the_run_ends_after_it(
+    local_stack: LocalStack, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a workflow of one slow node: a root with no children (the API allows a childless root
+    # only there: a node without edges beside connected ones is refused)
+    built = build(client, [("Alone", {"model": "sleep", "seconds": 1}, {})])
+    # When it runs
+    with gate_calls(monkeypatch) as gates:
+        execution = client.execute_workflow(workflow_id=built.workflow_id, single_input="go")
+        done = wait(client, built, execution)
+    # Then it ran once and the run completed after it, with its output
+    assert done.status == "completed", done.error
+    node = by_name(done)["Alone"]
+    assert (node["status"], node["attempts"], node["output"]) == ("completed", 1, "go")
+    assert node["completed_at"] <= done.completed_at and done.results["output"] == "go"
+    # and it kept its gate (in the Map that ends the run): one write whose condition failed at once
+    assert gates == [built.node_ids["Alone"]]
+    outcomes = dict(gate_outcomes(local_stack.client("stepfunctions"), sfn_arn(execution.id)))
+    assert outcomes == {built.node_ids["Alone"]: RAN_AT_ONCE}
 
 
 def test_a_gate_whose_release_was_lost_releases_itself_when_it_checks_again(

@@ -18,7 +18,7 @@ import pkgutil
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 import pytest
 from pydantic import AliasChoices, BaseModel
 from pydantic.fields import FieldInfo
+from tests.support.run_definition import one_map_of_nodes
 
 import relayflow_runtime
 from relayflow_runtime.domain.batch import ItemEntry
@@ -412,12 +413,14 @@ def walk(
     return problems, fails
 
 
-#: The definitions deployed before, as text replacements of today's (today's spelling, the former
-#: one), newest first, each generation on top of the ones after it. A running execution keeps the
-#: definition it started with across a deploy (Step Functions UpdateStateMachine: "Running
-#: executions will continue to use the previous definition"), and meets the updated runner: the
-#: runner reads what such an execution sends and answers what it reads, until none can be running.
-FORMER_SPELLINGS: list[tuple[str, list[tuple[str, str]]]] = [
+#: The definitions deployed before, as changes of today's (text replacements: today's spelling, the
+#: former one; or a function rebuilding the former shape), newest first, each generation on top of
+#: the ones after it. A running execution keeps the definition it started with across a deploy
+#: (Step Functions UpdateStateMachine: "Running executions will continue to use the previous
+#: definition"), and meets the updated runner: the runner reads what such an execution sends and
+#: answers what it reads, until none can be running.
+FORMER_SPELLINGS: list[tuple[str, list[tuple[str, str]] | Callable[[dict[str, Any]], dict[str, Any]]]] = [
+    ("before a root ran without a gate (one Map gated every node)", one_map_of_nodes),
     (
         "before the run's clock was run_timeout and run_items's limit child_timeout",
         [
@@ -435,13 +438,18 @@ FORMER_SPELLINGS: list[tuple[str, list[tuple[str, str]]]] = [
 
 def former_definitions(machine: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each previous definition of ``machine`` that differs from today's, named by its generation."""
-    text = json.dumps(_load(machine))
-    for generation, spellings in FORMER_SPELLINGS:
-        before = text
-        for today, former in spellings:
-            text = text.replace(today, former)
-        if text != before:
-            yield generation, json.loads(text)
+    document = _load(machine)
+    for generation, change in FORMER_SPELLINGS:
+        before = json.dumps(document)
+        if callable(change):
+            document = change(document)
+        else:
+            text = before
+            for today, former in change:
+                text = text.replace(today, former)
+            document = json.loads(text)
+        if json.dumps(document) != before:
+            yield generation, document
 
 
 def _all_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -599,7 +607,7 @@ def test_the_timeouts_are_read_under_their_names_and_a_former_name_is_not_enough
     problems, _ = walk("batch", json.loads(former))
     assert any("'task_timeout', which ItemsEvent does not have" in problem for problem in problems), problems
     # While the renamed paths are each of a previous definition's generations
-    assert len(list(former_definitions("batch"))) == 2 and len(list(former_definitions("run"))) == 1
+    assert len(list(former_definitions("batch"))) == 2 and len(list(former_definitions("run"))) == 2
 
 
 def test_the_gate_hands_run_node_what_the_releasing_parent_carries():
@@ -616,3 +624,21 @@ def test_the_gate_hands_run_node_what_the_releasing_parent_carries():
         typing.get_type_hints(node_runner.RUN_ACTIONS["node"].event)["carried"]
         == node_runner.GATE_RELEASE | None
     )
+
+
+def test_the_two_node_maps_read_the_lists_start_splits_and_a_previous_execution_still_reads_nodes():
+    # Given the run machine: a Map over the plan's roots (no gate) and one over the other nodes
+    document = _load("run")
+    text = json.dumps(document)
+    assert '"ItemsPath": "$.roots"' in text and '"ItemsPath": "$.gated"' in text
+    assert walk("run", document)[0] == []
+    # When a Map read the one list of every node instead (the previous definition's $.nodes)
+    problems, _ = walk("run", json.loads(text.replace('"ItemsPath": "$.roots"', '"ItemsPath": "$.nodes"')))
+    # Then the walk names it: today's answer types the two lists, every node only as a computed field
+    assert any("Roots ItemsPath" in problem and "'nodes'" in problem for problem in problems), problems
+    # While an execution on the previous definition (one Map over $.nodes, every node gated) still
+    # finds the list it reads, and only because start still answers it
+    generation, previous = next(former_definitions("run"))
+    assert "root" in generation and '"ItemsPath": "$.nodes"' in json.dumps(previous)
+    assert walk("run", previous, former=True)[0] == []
+    assert any("'nodes'" in problem for problem in walk("run", previous, former=False)[0])

@@ -7,13 +7,12 @@ of the table runs through both: the machine's states are interpreted from the de
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.run_definition import ROOT_PREFIX, iteration
 
 import relayflow_runtime  # noqa: F401
 from relayflow_runtime.domain.batch import ItemEntry
@@ -21,8 +20,6 @@ from relayflow_runtime.domain.engine import ModelRef, NodeSpec, Plan, RetryPolic
 from relayflow_runtime.providers.base import ModelError, PermanentModelError, TransientModelError
 from relayflow_runtime.services import batch_items
 from relayflow_runtime.services.node_execution import NodeTimeout, retried
-
-RUN_MACHINE = Path(__file__).resolve().parents[2] / "statemachine" / "run.asl.json"
 
 #: (the error every attempt raises, the version's config) -> (attempts, the bounds of each retry's wait)
 TABLE: list[tuple[type[ModelError], dict[str, int], int, list[tuple[int, int]]]] = [
@@ -52,10 +49,13 @@ def _plan(config: dict[str, int]) -> Plan:
 
 
 # ---- the run machine, interpreted from its definition ---------------------------------------------
-def _node_states() -> dict[str, Any]:
-    document = json.loads(RUN_MACHINE.read_text(encoding="utf-8"))
-    branch = document["States"]["Race"]["Branches"][0]
-    return dict(branch["States"]["Nodes"]["ItemProcessor"]["States"])
+#: The run machine's two node iterations (a root's starts at the node, every other node's at its
+#: gate) and what each calls the node's first state: both retry alike.
+ITERATIONS = {"Gated": "", "Roots": ROOT_PREFIX}
+
+
+def _node_states(kind: str = "Gated") -> dict[str, Any]:
+    return dict(iteration(kind))
 
 
 def _read(data: Any, path: str) -> Any:
@@ -114,9 +114,12 @@ def _catch_target(state: dict[str, Any], error: str) -> str:
 _CHOICE = {"NumericLessThanPath": lambda value, other: value < other}
 
 
-def run_machine_attempts(error: str, retry: RetryPolicy) -> tuple[int, list[tuple[int, int]]]:
-    """RunNode failing with ``error`` every time: how often it ran, and each Backoff's bounds."""
-    states = _node_states()
+def run_machine_attempts(
+    error: str, retry: RetryPolicy, kind: str = "Gated"
+) -> tuple[int, list[tuple[int, int]]]:
+    """RunNode (of the ``kind`` iteration) failing with ``error`` every time: how often it ran, and
+    each Backoff's bounds."""
+    states, prefix = _node_states(kind), ITERATIONS[kind]
     data: dict[str, Any] = {
         "run": {},
         "node": {"id": "n1"},
@@ -124,10 +127,10 @@ def run_machine_attempts(error: str, retry: RetryPolicy) -> tuple[int, list[tupl
         "attempt": 0,
         "carried": {},
     }
-    attempts, draws, name = 0, list[tuple[int, int]](), "RunNode"
+    attempts, draws, name = 0, list[tuple[int, int]](), prefix + "RunNode"
     for _ in range(1000):
         state = states[name]
-        if name == "RunNode":
+        if name == prefix + "RunNode":
             attempts += 1
             name = _catch_target(state, error)
         elif state["Type"] == "Choice":
@@ -148,7 +151,7 @@ def run_machine_attempts(error: str, retry: RetryPolicy) -> tuple[int, list[tupl
             assert _read(data, state["SecondsPath"]) == draws[-1][1]
             name = state["Next"]
         else:
-            assert name == "NodeFailed", name
+            assert name == prefix + "NodeFailed", name
             return attempts, draws
     raise AssertionError("the retry loop does not end")
 
@@ -201,10 +204,11 @@ def test_the_run_machine_and_the_batch_engine_retry_alike(
     # Given a version's retry config, as the plan carries it
     plan = _plan(config)
     # When a node fails with the same error on every attempt in each engine
-    in_machine = run_machine_attempts(error.__name__, plan.retry)
+    in_machine = {kind: run_machine_attempts(error.__name__, plan.retry, kind) for kind in ITERATIONS}
     in_batch = batch_engine_attempts(error, plan, monkeypatch)
-    # Then both attempted as often, drawing each wait between the same bounds
-    assert in_machine == (attempts, waits)
+    # Then both attempted as often, drawing each wait between the same bounds (in the machine, a
+    # root's iteration as every other node's)
+    assert in_machine == {kind: (attempts, waits) for kind in ITERATIONS}
     assert in_batch == (attempts, waits)
 
 
@@ -221,5 +225,7 @@ def _model_errors() -> list[type[ModelError]]:
 @pytest.mark.parametrize("error", _model_errors(), ids=lambda cls: cls.__name__)
 def test_the_run_machine_retries_exactly_the_errors_the_policy_retries(error: type[ModelError]) -> None:
     # Step Functions matches names, not classes: every subclass the policy retries must be named
-    target = _catch_target(_node_states()["RunNode"], error.__name__)
-    assert (target == "AttemptsLeft") == retried(error("x")), f"{error.__name__} goes to {target}"
+    for kind, prefix in ITERATIONS.items():
+        target = _catch_target(_node_states(kind)[prefix + "RunNode"], error.__name__)
+        retries = target == prefix + "AttemptsLeft"
+        assert retries == retried(error("x")), f"{kind}: {error.__name__} goes to {target}"

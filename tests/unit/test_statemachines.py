@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.run_definition import GATE_STATES, ROOT_PREFIX, iteration, node_maps, roots_iteration_of
 
 from relayflow.local import cfn
 from relayflow_runtime.adapters.transactions import StoreContended
@@ -243,9 +244,8 @@ def test_a_child_tells_run_items_the_child_timeout_its_task_has():
 
 
 def _node_states() -> dict[str, Any]:
-    nodes = _load("run.asl.json")["States"]["Race"]["Branches"][0]["States"]["Nodes"]
-    states: dict[str, Any] = nodes["ItemProcessor"]["States"]
-    return states
+    """The iteration of a node with parents (every gate state, and the node's own)."""
+    return iteration("Gated")
 
 
 def _catch_target(state: dict[str, Any], error: str) -> str:
@@ -330,9 +330,62 @@ def test_the_distributed_maps_have_distinct_labels():
 
 
 def test_every_node_of_a_version_fits_the_inline_maps_concurrency_at_once():
-    nodes = _load("run.asl.json")["States"]["Race"]["Branches"][0]["States"]["Nodes"]
     # Parked gates hold Map slots: when every node fits at once, no start order can deadlock a run
-    assert MAX_NODES_PER_VERSION <= nodes["MaxConcurrency"] <= 40
+    for name, nodes in node_maps().items():
+        assert MAX_NODES_PER_VERSION <= nodes["MaxConcurrency"] <= 40, name
+
+
+def test_a_root_runs_at_once_with_no_gate_call_and_no_state_added_per_node():
+    # Given the run machine's nodes: two Maps, over start's two lists
+    maps = node_maps()
+    assert sorted(maps) == ["Gated", "Roots"]
+    assert (maps["Roots"]["ItemsPath"], maps["Gated"]["ItemsPath"]) == ("$.roots", "$.gated")
+    roots, gated = iteration("Roots"), iteration("Gated")
+    # Then a root's iteration starts at the node: no gate write (no DynamoDB call), and no Choice
+    # (a state transition, billed per node) decides whether it is a root
+    first = roots[maps["Roots"]["ItemProcessor"]["StartAt"]]
+    assert first["Type"] == "Task" and first["Parameters"]["action"] == "node"
+    integrations = [name for name, state in roots.items() if "aws-sdk" in state.get("Resource", "")]
+    assert integrations == []
+    assert maps["Gated"]["ItemProcessor"]["StartAt"] == "AwaitParents"
+    # And every node's own states are the same in both (ASL wants state names unique in the whole
+    # machine, so a root's are the gated iteration's named Root*): one retry loop, one on_failure
+    assert roots == roots_iteration_of(gated)
+    assert set(gated) - set(GATE_STATES) == {name.removeprefix(ROOT_PREFIX) for name in roots}
+    # and the gated Map's items start with no gate check yet, the roots' need none
+    gated_items, root_items = dict(maps["Gated"]["ItemSelector"]), maps["Roots"]["ItemSelector"]
+    assert gated_items.pop("gate_checks") == 0
+    assert gated_items == root_items
+
+
+def test_a_node_that_stops_the_run_fails_the_race_from_either_map():
+    # A failed node with on_failure "stop" ends in a Fail state of its iteration; nothing between
+    # it and the Race catches it, so the Race's Catch records the run failed (RecordFailure)
+    for name in ("Roots", "Gated"):
+        prefix = ROOT_PREFIX if name == "Roots" else ""
+        states = iteration(name)
+        stop = states[states[prefix + "ContinueOrStop"]["Choices"][0]["Next"]]
+        assert (stop["Type"], stop["Error"]) == ("Fail", "NodeFailed")
+        assert "Catch" not in node_maps()[name]
+    race = _load("run.asl.json")["States"]["Race"]
+    assert _catch_target(race, "NodeFailed") == "RecordFailure"
+
+
+def test_the_two_node_maps_are_branches_of_the_race_and_only_the_gated_one_ends_the_run():
+    # Given the Race: the roots with children, every other node, and the run's clock, side by side
+    # (no Parallel of its own around the two Maps: it and a second Map would be 2 transitions a run)
+    race = _load("run.asl.json")["States"]["Race"]
+    branches = {branch["StartAt"]: branch["States"] for branch in race["Branches"]}
+    assert sorted(branches) == ["Gated", "Roots", "RunClock"]
+    # Then the roots' branch is its Map alone, which ends it: one transition a run, no Succeed after
+    assert list(branches["Roots"]) == ["Roots"] and branches["Roots"]["Roots"]["End"] is True
+    # and the gated Map (which ends after every root of Roots: each has a child in it) is followed
+    # by the Fail that ends the race as every node done
+    assert branches["Gated"]["Gated"]["Next"] == "RunFinished"
+    assert set(branches["Gated"]) == {"Gated", "RunFinished"}
+    assert branches["Gated"]["RunFinished"]["Error"] == "RunFinished"
+    assert _catch_target(race, "RunFinished") == "Complete"
+    assert _catch_target(race, "RunTimedOut") == "RecordTimeout"
 
 
 def test_a_node_times_out_before_the_lambda_that_runs_it_is_killed():

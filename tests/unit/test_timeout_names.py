@@ -50,7 +50,7 @@ def test_a_plan_written_today_still_carries_the_former_names_for_the_previous_ru
 
 def test_the_machines_answers_carry_run_timeout_and_still_timeout_for_running_executions() -> None:
     start = RunStart.model_validate(
-        {"run": RUN, "nodes": [], "retry": {"max_retries": 0, "delays": []}, "run_timeout": 60}
+        {"run": RUN, "roots": [], "gated": [], "retry": {"max_retries": 0, "delays": []}, "run_timeout": 60}
     )
     assert start.model_dump()["run_timeout"] == start.model_dump()["timeout"] == 60
     batch = BatchStart.model_validate({"run": RUN, "batch": BATCH, "run_timeout": 60, "budget_wait": 60})

@@ -13,6 +13,7 @@ that the runner, the batch runtime and the tests share. docs/engine.md draws the
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -165,8 +166,8 @@ class GateKey(_Shape):
 
 
 class NodeTask(_Shape):
-    """An item of the run machine's node Map: only what Step Functions itself needs.
-    ``parents``: how many parents the node waits for (a root: 0, its gate never parks); ``gate``:
+    """An item of the run machine's node Maps: only what Step Functions itself needs.
+    ``parents``: how many parents the node waits for (a root: 0, it has no gate); ``gate``:
     the node record its gate (AwaitParents) writes its token on, while fewer than ``parents`` are
     done; ``gate_timeout``: how long the gate stays parked before it checks again (see
     :func:`gate_timeouts`), at most ``max_gate_checks`` times."""
@@ -282,11 +283,45 @@ class RunClock(_Shape):
 
 
 class RunStart(RunClock):
-    """What ``start`` returns to the run machine."""
+    """What ``start`` returns to the run machine: its two Maps' items, each list in plan order.
+    ``roots``: the roots that have children, which run at once (no gate call); ``gated``: every
+    other node, each of which first waits at its gate for its own parents (a root without children
+    too: its gate write fails at once). The machine's branch of ``gated`` ends the run, so it must
+    end last: each of ``roots`` has a child in it, which starts only after its parents end, while a
+    childless root would end nothing after it (so it stays gated, and ``gated`` is never empty)."""
 
     run: RunRef
-    nodes: list[NodeTask]
+    roots: list[NodeTask]
+    gated: list[NodeTask]
     retry: RetryPolicy
+
+    @classmethod
+    def of(
+        cls,
+        run: RunRef,
+        nodes: list[NodeTask],
+        retry: RetryPolicy,
+        run_timeout: int,
+        parents: Collection[str],
+    ) -> RunStart:
+        """``nodes`` (in plan order) split into the roots with children (``parents``: the ids some
+        node waits for) and the rest."""
+        ungated = {n.id for n in nodes if not n.parents and n.id in parents}
+        return cls(
+            run=run,
+            roots=[n for n in nodes if n.id in ungated],
+            gated=[n for n in nodes if n.id not in ungated],
+            retry=retry,
+            run_timeout=run_timeout,
+        )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def nodes(self) -> list[NodeTask]:
+        """Every node in plan order, for an execution on the previous definition, whose one Map
+        gated every node (a root's gate write failed at once). To be removed once no such
+        execution can be running (a run lasts at most its ``run_timeout``)."""
+        return sorted([*self.roots, *self.gated], key=lambda node: node.idx)
 
 
 # ---- what the machines' Tasks send the node runner (their Parameters) -----------------------------

@@ -6,7 +6,9 @@ never changes) and records in DynamoDB. docs/engine.md draws the states; the gat
 
 * a node with parents first parks on a gate (the machine's AwaitParents: no Lambda, a DynamoDB
   ``UpdateItem`` with ``.waitForTaskToken``) that writes its task token on the node record only
-  while fewer than all its parents are done; a root runs at once;
+  while fewer than all its parents are done; a root with children has no gate at all (the machine's
+  Roots Map starts at the node: no gate call); a root without children keeps its gate, whose write
+  fails at once (the Map it is in ends the run, so it holds every node that nothing waits for);
 * a node that ends (completed, or failed with ``on_failure: "continue"``) adds its id to each
   child's ``done_parents`` set (a repeated add counts once) and gets the record back;
 * both are writes on the same item, so one of them is the later: when it is the parent's, it
@@ -104,7 +106,8 @@ def _node_dict(node: NodeSpec) -> EventNode:
 
 # ---- start -----------------------------------------------------------------------------------------
 def start(run: RunRef) -> RunStart:
-    """``pending -> running``; the nodes the machine's Map iterates and the retry policy."""
+    """``pending -> running``; the nodes the machine's two Maps iterate (the roots with children,
+    which run at once, and the rest, which wait at their gates) and the retry policy."""
     record = deps.stores().executions.get_record(run.tenant, run.execution_id)
     plan = load_plan(run.tenant, run.execution_id)
     fields: ExecutionUpdate = {"started_at": now_iso(), "overdue_at": iso_in(overdue_after_seconds(plan))}
@@ -113,9 +116,9 @@ def start(run: RunRef) -> RunStart:
         raise ExecutionNotRunning(f"the execution is {record.status}")
     gates = gate_timeouts(plan)
     store = deps.stores().executions
-    return RunStart(
-        run=run,
-        nodes=[
+    return RunStart.of(
+        run,
+        [
             NodeTask.of(
                 node,
                 gates[node.id],
@@ -124,8 +127,9 @@ def start(run: RunRef) -> RunStart:
             )
             for node in plan.nodes
         ],
-        retry=plan.retry,
-        run_timeout=retention.run_clock_seconds(record.created_at, plan.run_timeout),
+        plan.retry,
+        retention.run_clock_seconds(record.created_at, plan.run_timeout),
+        {parent for node in plan.nodes for parent in node.parents},
     )
 
 
