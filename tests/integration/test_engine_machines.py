@@ -47,7 +47,7 @@ class Node:
     id: str
     parents: list[str] = field(default_factory=list)
     task_timeout: int = 30
-    # per attempt: "ok", "sleep:<s>", "transient", "permanent"
+    # per attempt: "ok", "sleep:<s>", "transient", "permanent", "permanent-after:<s>"
     behaviour: list[str] = field(default_factory=lambda: ["ok"])
     on_failure: str = "stop"
 
@@ -163,6 +163,9 @@ class StubRunner:
         elif behaviour == "transient":
             raise TransientModelError(f"{node.id}: attempt {attempt} failed")
         elif behaviour == "permanent":
+            raise PermanentModelError(f"{node.id}: cannot be done")
+        elif behaviour.startswith("permanent-after:"):
+            time.sleep(float(behaviour.split(":", 1)[1]))
             raise PermanentModelError(f"{node.id}: cannot be done")
         self._finish(node.id)
         return {"ok": True}
@@ -443,11 +446,12 @@ def test_run_machine_a_slow_root_with_no_children_beside_a_chain_ends_before_the
 @pytest.mark.parametrize("on_failure", ["continue", "stop"])
 def test_run_machine_retries_a_root_and_records_its_failure_as_any_nodes(stack: LocalStack, on_failure: str):
     # Given two roots with children (both run in the roots' Map): R1 fails once then succeeds, R2
-    # fails on both its attempts (a transient error, then a permanent one; on_failure given), C
-    # after R2 and D after R1; the version retries once
+    # fails on both its attempts (a transient error, then a permanent one 1.5 s into its retry, so
+    # R1's retry at the same moment is over before a stop ends the run; on_failure given), C after
+    # R2 and D after R1; the version retries once
     nodes = [
         Node("R1", behaviour=["transient", "ok"]),
-        Node("R2", behaviour=["transient", "permanent"], on_failure=on_failure),
+        Node("R2", behaviour=["transient", "permanent-after:1.5"], on_failure=on_failure),
         Node("C", ["R2"], behaviour=["sleep:0.5"]),
         Node("D", ["R1"]),
     ]
