@@ -104,6 +104,15 @@ class Plan(_Shape):
         (see ``NodeSpec.timeout``)."""
         return self.run_timeout
 
+    def waited_for(self) -> set[str]:
+        """The ids of the nodes some node waits for (its parents)."""
+        return {parent for node in self.nodes for parent in node.parents}
+
+    def ungated_roots(self) -> list[NodeSpec]:
+        """The nodes the run machine's roots' Map runs (see :func:`runs_ungated`)."""
+        waited_for = self.waited_for()
+        return [n for n in self.nodes if runs_ungated(n.id, bool(n.parents), waited_for)]
+
     def node(self, node_id: str) -> NodeSpec:
         for node in self.nodes:
             if node.id == node_id:
@@ -282,13 +291,21 @@ class RunClock(_Shape):
         return self.run_timeout
 
 
+def runs_ungated(node_id: str, has_parents: bool, waited_for: Collection[str]) -> bool:
+    """Whether a node runs in the run machine's roots' Map, with no gate call: a root some node
+    waits for (``waited_for``: those ids). See :class:`RunStart` for why a childless root is gated."""
+    return not has_parents and node_id in waited_for
+
+
 class RunStart(RunClock):
     """What ``start`` returns to the run machine: its two Maps' items, each list in plan order.
     ``roots``: the roots that have children, which run at once (no gate call); ``gated``: every
     other node, each of which first waits at its gate for its own parents (a root without children
     too: its gate write fails at once). The machine's branch of ``gated`` ends the run, so it must
     end last: each of ``roots`` has a child in it, which starts only after its parents end, while a
-    childless root would end nothing after it (so it stays gated, and ``gated`` is never empty)."""
+    childless root would end nothing after it (so it stays gated, and ``gated`` is never empty). A
+    child whose gate gives up does not wait for its parents: if a root of ``roots`` is then still
+    open, the run stops (services/run_machine.py ``node_failed``), whatever the child's on_failure."""
 
     run: RunRef
     roots: list[NodeTask]
@@ -306,7 +323,7 @@ class RunStart(RunClock):
     ) -> RunStart:
         """``nodes`` (in plan order) split into the roots with children (``parents``: the ids some
         node waits for) and the rest."""
-        ungated = {n.id for n in nodes if not n.parents and n.id in parents}
+        ungated = {n.id for n in nodes if runs_ungated(n.id, bool(n.parents), parents)}
         return cls(
             run=run,
             roots=[n for n in nodes if n.id in ungated],

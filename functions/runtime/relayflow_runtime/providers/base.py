@@ -18,6 +18,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from relayflow_runtime.providers.config import ModelConfig
 
 
+class Readable(Protocol):
+    """A streamed body in a boto3 answer (Lambda's ``Payload``, SageMaker's ``Body``)."""
+
+    def read(self) -> bytes: ...
+
+
 class ModelError(Exception):
     """A model call failed. ``transient`` says whether the retry policy applies."""
 

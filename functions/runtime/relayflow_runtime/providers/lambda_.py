@@ -22,7 +22,7 @@ Error mapping:
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, NotRequired, Protocol, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from pydantic import MISSING, Field
 
@@ -32,6 +32,7 @@ from relayflow_runtime.providers.base import (
     InvocationContext,
     ModelResult,
     PermanentModelError,
+    Readable,
     TransientModelError,
     Usage,
     approximate_usage,
@@ -92,10 +93,6 @@ class InvokeRequest(TypedDict):
     InvocationType: Literal["RequestResponse"]
     Payload: bytes
     Qualifier: NotRequired[str]
-
-
-class Readable(Protocol):
-    def read(self) -> bytes: ...
 
 
 class InvokeResponse(TypedDict, total=False):

@@ -21,7 +21,7 @@ a ``ModelError`` whose container answered 429 or 5xx → transient; ``Validation
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, NotRequired, Protocol, TypedDict, cast
+from typing import Annotated, Any, NotRequired, TypedDict, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import MISSING, BeforeValidator, Field, GetJsonSchemaHandler, RootModel
@@ -35,6 +35,7 @@ from relayflow_runtime.providers.base import (
     ModelError,
     ModelResult,
     PermanentModelError,
+    Readable,
     TransientModelError,
     Usage,
     approximate_usage,
@@ -128,10 +129,6 @@ class InvokeEndpointRequest(TypedDict):
     Body: bytes
     Accept: NotRequired[str]
     TargetVariant: NotRequired[str]
-
-
-class Readable(Protocol):
-    def read(self) -> bytes: ...
 
 
 class InvokeEndpointResponse(TypedDict):

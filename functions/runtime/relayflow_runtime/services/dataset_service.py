@@ -351,7 +351,7 @@ class _FieldStats:
     the others the first item that lacks each (a batch submission names it, without a scan)."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
+        self.seen: dict[str, None] = {}  # the names in the order first seen
         self.items = 0
         self.first_id: str | None = None
         self.common_so_far: set[str] = set()
@@ -367,10 +367,8 @@ class _FieldStats:
                 self.common_so_far.discard(name)
                 self.lacking[name] = item_id
         for name in item:
-            if name in self.seen:
-                self.seen[name] += 1
-            elif len(self.seen) < MAX_TRACKED_FIELDS:
-                self.seen[name] = 1
+            if name not in self.seen and len(self.seen) < MAX_TRACKED_FIELDS:
+                self.seen[name] = None
                 if self.items > 1 and self.first_id is not None:
                     self.lacking[name] = self.first_id
 

@@ -64,6 +64,7 @@ from relayflow_runtime.domain.execution_record import ExecutionUpdate, NodeRecor
 from relayflow_runtime.domain.status import (
     CLOSE_ON_NODE_FAILURE,
     CLOSE_ON_TIMEOUT,
+    NODE_TERMINAL,
     ExecutionStatus,
     NodeStatus,
     allowed_from,
@@ -129,7 +130,7 @@ def start(run: RunRef) -> RunStart:
         ],
         plan.retry,
         retention.run_clock_seconds(record.created_at, plan.run_timeout),
-        {parent for node in plan.nodes for parent in node.parents},
+        plan.waited_for(),
     )
 
 
@@ -422,9 +423,17 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     timed_out = name in ("NodeTimeout", "States.Timeout")
     if name == "States.Timeout":
         message = f"node '{node.name}' timed out after {node.node_timeout} seconds"
-    elif name == "GateTimeout":
+    stop_anyway = False
+    if name == "GateTimeout":
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         message = _gate_gave_up(plan, node, task, records.get(node.id))
+        # The gated nodes' Map ends the run's race; it may end first only if no root of the roots'
+        # Map is still open (every other node waits for its parents). A gate that gave up breaks
+        # that: the run stops rather than complete while such a root still runs.
+        open_roots = [n.name for n in plan.ungated_roots() if not _ended(records.get(n.id))]
+        if open_roots:
+            stop_anyway = True
+            message += f"; the run stops, as {', '.join(open_roots)} had not ended"
     status = "timed_out" if timed_out else "failed"
     try:
         store.finish_node(
@@ -445,12 +454,16 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
         if ended_as not in (NodeStatus.FAILED, NodeStatus.TIMED_OUT):
             raise ExecutionNotRunning(f"node '{node.name}' was closed {ended_as} by the run's end") from None
         status, message = str(ended_as), str(ended.record.get("error") or message)
-    if node.on_failure == "continue":  # released first: the event may wait on reading the rules
+    if node.on_failure == "continue" and not stop_anyway:  # released first: the event may wait
         _release_children(run, plan, node.id)
     if notify.node_events_wanted():  # (the event alone reads the record: its attempts, duration)
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
-    return NodeFailure(stop=node.on_failure != "continue")
+    return NodeFailure(stop=stop_anyway or node.on_failure != "continue")
+
+
+def _ended(record: NodeRecord | None) -> bool:
+    return record is not None and record.get("status") in NODE_TERMINAL
 
 
 # ---- the end ---------------------------------------------------------------------------------------
