@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from relayflow_runtime.adapters import aws
 from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import ItemEntry, StoredOutcome
 from relayflow_runtime.domain.clock import Clock, ReadDeadline, now_iso, parse_iso
@@ -165,9 +166,11 @@ FILTER_SCAN_ITEMS = 1_000
 #: function still does): it answers the items it has, with a next token from the first one it did
 #: not read. The reads its first item needs are always made, so every page holds an item or moves
 #: its cursor on.
-PAGE_SECONDS = 20.0
-#: What an invocation keeps after a page's last read starts: that read, and the answer.
-PAGE_MARGIN_SECONDS = 8.0
+#: What an invocation keeps after a page's last read starts: that read, even when its connection
+#: hangs until the SDK gives it up (adapters/aws.py), and the answer.
+PAGE_MARGIN_SECONDS = aws.DATA_READ_TIMEOUT_SECONDS + 3.0
+#: API Gateway's limit (HTTP API: 30 s) less that margin.
+PAGE_SECONDS = 30.0 - PAGE_MARGIN_SECONDS
 
 
 def page_deadline(remaining_ms: int | None = None, clock: Clock = time.monotonic) -> ReadDeadline:
