@@ -8,6 +8,7 @@ reads are made slow by a clock that moves on each time it is asked, never by sle
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_pages_past_their_deadline_from_the_start_still_hold_an_item_or_move_on(
 
 
 def test_a_page_that_keeps_its_deadline_reads_as_before(sparse_run: RunRef) -> None:
-    # Given the real clock (a page far from its 20 s)
+    # Given the real clock (a page far from its deadline)
     for status, limit in ((None, 1000), ("failed", 1000), ("failed", 3), (None, 120)):
         # When the results are paged
         pages = every_page(sparse_run, limit, status, batch_results.time.monotonic)
@@ -184,3 +185,23 @@ def test_an_items_values_stored_apart_are_read_at_once(
     # Then the five were read at the same time, and the item holds every value whole
     assert (item.status, item.input, item.output) == ("completed", text, text)
     assert [(n.prompt, n.output) for n in item.node_executions.values()] == [(text, text), (text, text)]
+
+
+def test_a_download_in_one_answer_shares_one_deadline_across_its_pages(sparse_run: RunRef) -> None:
+    # Given the run's results read as one file (GET .../results?format=jsonl)
+    execution, record = batch_results.batch_record(TENANT, sparse_run.workflow_id, sparse_run.execution_id)
+    compacted = batch_results.compacted(record)
+    # When its pages (100 items each) are read against one deadline 17 s ahead on slow reads (each
+    # look at the clock 10 s on: a compacted page may look only before it)
+    clock = slow(10.0)
+    pages = batch_results.iter_results(
+        TENANT, execution, 100, compacted=compacted, until=clock() + batch_results.PAGE_SECONDS, clock=clock
+    )
+    # Then the read gives up for the whole answer (the caller exports, or answers 413, instead of
+    # passing API Gateway's 30 s with a fresh deadline per page)
+    with pytest.raises(batch_results.OutOfTime):
+        list(pages)
+    # while at the real pace the file holds every item once
+    whole = batch_results._inline(TENANT, execution, "jsonl", 10**9, compacted)
+    assert whole is not None
+    assert [json.loads(line)["source_item_id"] for line in whole.splitlines()] == expected(None)

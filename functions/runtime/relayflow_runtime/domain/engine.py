@@ -336,8 +336,9 @@ class RunStart(RunClock):
     @property
     def nodes(self) -> list[NodeTask]:
         """Every node in plan order, for an execution on the previous definition, whose one Map
-        gated every node (a root's gate write failed at once). To be removed once no such
-        execution can be running (a run lasts at most its ``run_timeout``)."""
+        gated every node (a root's gate write failed at once). Only such an execution's LoadPlan
+        reads it (one past LoadPlan holds its own copy), and a deploy updates the runner minutes
+        before the machine: to be removed in the release after this one."""
         return sorted([*self.roots, *self.gated], key=lambda node: node.idx)
 
 

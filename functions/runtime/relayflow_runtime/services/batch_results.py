@@ -424,15 +424,33 @@ def get_results(
     )
 
 
+class OutOfTime(Exception):
+    """The results could not all be read by the instant :func:`iter_results` was given."""
+
+
 def iter_results(
-    tenant: str, execution: Execution, page_size: int = 500, *, compacted: bool = False
+    tenant: str,
+    execution: Execution,
+    page_size: int = 500,
+    *,
+    compacted: bool = False,
+    until: float | None = None,
+    clock: Clock = time.monotonic,
 ) -> Iterator[BatchItemResult]:
+    """Every item result in list order, page after page. With ``until`` (a ``clock`` instant),
+    every page shares that deadline, and :class:`OutOfTime` is raised when one stops for it (one
+    API answer reads them all: its pages may not each take a deadline of their own)."""
     token: str | None = None
     while True:
-        page = results_page(tenant, execution, page_size, token, compacted=compacted)
+        if until is not None and token is not None and clock() >= until:
+            raise OutOfTime(f"the results were read up to {token} by the deadline")
+        deadline = ReadDeadline(until, clock) if until is not None else None
+        page = results_page(tenant, execution, page_size, token, compacted=compacted, deadline=deadline)
         yield from page.items
         if not (token := page.next_token):
             return
+        if deadline is not None and deadline.stopped:
+            raise OutOfTime(f"the results were read up to {token} by the deadline")
 
 
 # ---- one item --------------------------------------------------------------------------------------
@@ -483,20 +501,29 @@ def export_key(tenant: str, execution_id: str, fmt: str) -> str:
     return f"{run_records.execution_prefix(tenant, execution_id)}exports/results.{fmt}"
 
 
-def _inline(tenant: str, execution: Execution, fmt: str, limit: int, compacted: bool) -> bytes | None:
-    """The whole result set as one file, or None once it passes ``limit`` bytes."""
+def _inline(
+    tenant: str, execution: Execution, fmt: str, limit: int, compacted: bool, clock: Clock = time.monotonic
+) -> bytes | None:
+    """The whole result set as one file, or None once it passes ``limit`` bytes or cannot all be
+    read within one answer's PAGE_SECONDS."""
     out = bytearray()
-    rows = (result_row(r) for r in iter_results(tenant, execution, compacted=compacted))
-    for chunk in format_rows(rows, fmt):
-        out += chunk
-        if len(out) > limit:
-            return None
+    until = clock() + PAGE_SECONDS
+    results = iter_results(tenant, execution, compacted=compacted, until=until, clock=clock)
+    rows = (result_row(r) for r in results)
+    try:
+        for chunk in format_rows(rows, fmt):
+            out += chunk
+            if len(out) > limit:
+                return None
+    except OutOfTime:
+        return None
     return bytes(out)
 
 
 def _too_large(limit: int) -> TooLarge:
     return TooLarge(
-        f"the results are larger than the {limit // (1024 * 1024) or 1} MiB one answer can carry; page "
+        f"the results are larger than the {limit // (1024 * 1024) or 1} MiB one answer can carry (or "
+        f"take longer than its {PAGE_SECONDS:.0f} s to read); page "
         "through GET .../results, or use the client's download_execution_results(), which does.",
         code="results_too_large",
     )
