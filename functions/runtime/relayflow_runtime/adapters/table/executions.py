@@ -254,13 +254,16 @@ class ExecutionStore(BaseStore):
                     remove=("unpublished_event",),
                 )
             )
-        # The item as it now is, with what this move wrote over it: another writer may have moved
-        # the run on between the transaction and the read (a cancel just after ``pending ->
-        # running``), and this move's caller announces and follows up the status it wrote.
+        # The item as this move left it: as it now is, unless another writer moved the run on
+        # between the transaction and the read (a cancel just after ``pending -> running``) or
+        # deleted it; then the item as this move found it, with what it wrote. Its caller
+        # announces and follows up the status it wrote, never the other writer's fields.
         item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
-        now = strip_keys(item) if item else execution.item()  # gone: deleted the moment after
-        now.pop("unpublished_event", None)
-        return ExecutionRecord.model_validate({**now, **set_fields})
+        if item and item.get("status") == to_status:
+            return ExecutionRecord.model_validate(strip_keys(item))
+        left = {**execution.item(), **set_fields}
+        left.pop("unpublished_event", None)  # the move removed it
+        return ExecutionRecord.model_validate(left)
 
     def _transaction_update(
         self,
