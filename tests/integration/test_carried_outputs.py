@@ -5,6 +5,7 @@ queries them when what was carried is not all it reads, and renders the same eit
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,23 @@ from relayflow_runtime.adapters.table.executions import ExecutionStore
 from relayflow_runtime.services import deps, run_machine
 
 pytestmark = pytest.mark.shared_stack
+
+#: How long a root waits before it runs: its children's gates park first (the roots' Map and the
+#: gated Map start together; a fast root that ended before a gate's write would let its child run
+#: at once, reading the records, which is right but not the path these tests look at).
+ROOT_DELAY_SECONDS = 0.5
+
+
+@pytest.fixture(autouse=True)
+def roots_after_the_gates(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = run_machine.run_node
+
+    def run_node(run: Any, node: Any, attempt: int, carried: Any) -> Any:
+        if not node.parents:
+            time.sleep(ROOT_DELAY_SECONDS)
+        return real(run, node, attempt, carried)
+
+    monkeypatch.setattr(run_machine, "run_node", run_node)
 
 
 @pytest.fixture
