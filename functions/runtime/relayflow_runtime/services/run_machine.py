@@ -424,6 +424,7 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     if name == "States.Timeout":
         message = f"node '{node.name}' timed out after {node.node_timeout} seconds"
     stop_anyway = False
+    records: dict[str, NodeRecord] | None = None
     if name == "GateTimeout":
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         message = _gate_gave_up(plan, node, task, records.get(node.id))
@@ -457,7 +458,8 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
     if node.on_failure == "continue" and not stop_anyway:  # released first: the event may wait
         _release_children(run, plan, node.id)
     if notify.node_events_wanted():  # (the event alone reads the record: its attempts, duration)
-        records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
+        if records is None:  # (a gate that gave up read them already: its attempts stay 0)
+            records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
         notify.node_finished(_ctx(run, plan), _node_dict(node), records.get(node.id), status, message)
     return NodeFailure(stop=stop_anyway or node.on_failure != "continue")
 
