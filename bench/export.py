@@ -143,15 +143,16 @@ def _run(items: int, *, ordinals: bool) -> tuple[Any, Any]:
     return RunRef(tenant=TENANT, workflow_id="bench", execution_id=execution_id), execution
 
 
-def _record_all(run: Any, items: int, *, ordinals: bool) -> None:
-    """Every item recorded, child by child (WRITERS children at once), as the node runner does."""
+def _record_all(run: Any, items: int, *, ordinals: bool, total: int | None = None, start: int = 0) -> None:
+    """Items ``start`` to ``items`` recorded, child by child (WRITERS children at once), as the node
+    runner does (of ``total``, the run's items: each segment whole is compacted as the run runs)."""
     from relayflow_runtime.services import deps, outcomes
     from relayflow_runtime.services.values import pack
 
     def child(first: int) -> None:
         batch = [(n, _outcome(f"x{n:06d}", n)) for n in range(first, min(first + ITEMS_PER_CHILD, items))]
         if ordinals:
-            outcomes.record(run, first, batch, None)
+            outcomes.record(run, first, batch, None, total or items)
             return
         for n, outcome in batch:  # before: values over the 4 KB inline limit stood in S3 apart
             node = outcome.nodes["answer"]
@@ -161,7 +162,7 @@ def _record_all(run: Any, items: int, *, ordinals: bool) -> None:
         deps.stores().batches.record_outcomes(run.tenant, run.execution_id, [o for _, o in batch])
 
     with ThreadPoolExecutor(WRITERS, thread_name_prefix="bench-writer") as pool:
-        list(pool.map(child, range(0, items, ITEMS_PER_CHILD)))
+        list(pool.map(child, range(start, items, ITEMS_PER_CHILD)))
 
 
 def _ended(run: Any, execution: Any) -> Any:
@@ -180,15 +181,23 @@ def _measured(requests: _Requests, step: Callable[[], Any]) -> tuple[float, int,
     return elapsed, sum(counts.values()), result
 
 
-def _page(run: Any, execution: Any, compacted: bool) -> Callable[[], int]:
-    """The first PAGE results through the results API with ``limit`` PAGE: pages end early past 4
-    MiB of answer (a Lambda answer carries 6 MB; 1,000 outputs of 6 KB do not fit one), so this
-    is as many pages as that takes (their number is returned)."""
-    from relayflow_runtime.services import batch_results
+def _page(run: Any, execution: Any, first: int = 0) -> Callable[[], int]:
+    """PAGE results from ordinal ``first`` through the results API with ``limit`` PAGE, the run's
+    segments read as its record lists them: pages end early past 4 MiB of answer (a Lambda answer
+    carries 6 MB; 1,000 outputs of 6 KB do not fit one), so this is as many pages as that takes
+    (their number is returned)."""
+    from relayflow_runtime.services import batch_results, dataset_service, deps, item_lists, run_records
+
+    prefix = run_records.execution_prefix(run.tenant, run.execution_id)
+    start = next(
+        (offset for offset, entry in item_lists.entries(item_lists.list_key(prefix)) if entry.n == first), 0
+    )
 
     def read() -> int:
-        token, seen, pages = None, 0, 0
+        token, seen, pages = dataset_service.encode_offset(start) if start else None, 0, 0
         while seen < PAGE:
+            record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+            compacted = batch_results.compacted(record)
             page = batch_results.results_page(run.tenant, execution, PAGE - seen, token, compacted=compacted)
             items, token = page.items, page.next_token
             assert items and all(item.status == "completed" for item in items), items[-1:]
@@ -272,6 +281,7 @@ def _recording(requests: _Requests, run: Any) -> list[Row]:
 
 
 def run() -> list[Row]:
+    from relayflow_runtime.domain.outcomes import SEGMENT_ITEMS
     from relayflow_runtime.services import outcomes
 
     requests = _Requests()
@@ -283,7 +293,7 @@ def run() -> list[Row]:
         old_run, old_execution = _run(BEFORE_ITEMS, ordinals=False)
         _record_all(old_run, BEFORE_ITEMS, ordinals=False)
         _ended(old_run, old_execution)
-        seconds, count, pages = _measured(requests, _page(old_run, old_execution, False))
+        seconds, count, pages = _measured(requests, _page(old_run, old_execution))
         rows += [
             (f"before: {PAGE:,} results ({pages} pages of limit {PAGE:,}), requests", count, ""),
             (f"before: {PAGE:,} results, requests per item", count / PAGE, ""),
@@ -299,44 +309,58 @@ def run() -> list[Row]:
                 "items/s",
             ),
         ]
-        # ---- after: per-child objects and pointers, compacted segments ----
+        # ---- after: per-child objects and pointers, segments compacted as the run runs ----
+        # Every item but the last child's: each segment but the last is whole, and compacted by a
+        # job its last child starts; the last is still read from its child objects.
         new_run, new_execution = _run(ITEMS, ordinals=True)
         started = time.monotonic()
-        _record_all(new_run, ITEMS, ordinals=True)
+        _record_all(new_run, ITEMS - ITEMS_PER_CHILD, ordinals=True, total=ITEMS)
         rows.append(
             (
-                f"after: recording {ITEMS:,} items ({WRITERS} children at once)",
+                f"after: recording {ITEMS - ITEMS_PER_CHILD:,} items ({WRITERS} children at once)",
                 time.monotonic() - started,
                 "s",
             )
         )
-        seconds, count, pages = _measured(requests, _page(new_run, new_execution, False))
-        rows += [
+        whole = set(range(-(-ITEMS // SEGMENT_ITEMS) - 1))
+        _segments_compacted(new_run, whole)
+        rows.append(
             (
-                f"after, running (per-child objects): {PAGE:,} results ({pages} pages), requests per item",
-                count / PAGE,
-                "",
-            ),
-            (f"after, running (per-child objects): {PAGE:,} results, time", seconds, "s"),
-        ]
+                f"after: its {len(whole)} whole segments compacted while it runs",
+                time.monotonic() - started,
+                "s (from the recording's start)",
+            )
+        )
+        frontier = max(whole) * SEGMENT_ITEMS + SEGMENT_ITEMS
+        for label, first in (("compacted while it runs", 0), ("not whole yet: child objects", frontier)):
+            seconds, count, pages = _measured(requests, _page(new_run, new_execution, first))
+            rows += [
+                (
+                    f"after, running, {label}: {PAGE:,} results ({pages} pages), requests per item",
+                    count / PAGE,
+                    f"(target <= {TARGET})",
+                ),
+                (f"after, running, {label}: {PAGE:,} results, time", seconds, "s"),
+            ]
+        _record_all(new_run, ITEMS, ordinals=True, start=ITEMS - ITEMS_PER_CHILD)  # the last child
         _ended(new_run, new_execution)
         seconds, count, _ = _measured(
             requests,
             lambda: outcomes.compact_job({"tenant": new_run.tenant, "execution_id": new_run.execution_id}),
         )
         rows += [
-            (f"after: compaction of {ITEMS:,} items into segments, time", seconds, "s"),
-            ("after: compaction, requests per item", count / ITEMS, ""),
+            ("after: compaction at the run's end (the segments not whole before), time", seconds, "s"),
+            ("after: compaction at the end, requests per item of the run", count / ITEMS, ""),
         ]
-        page_seconds, page_count, pages = _measured(requests, _page(new_run, new_execution, True))
+        page_seconds, page_count, pages = _measured(requests, _page(new_run, new_execution))
         rows += [
-            (f"after: a page of {PAGE:,} items (compacted), requests", page_count, ""),
+            (f"after: a page of {PAGE:,} items (ended, compacted), requests", page_count, ""),
             (
-                f"after: a page of {PAGE:,} items (compacted), requests per item",
+                f"after: a page of {PAGE:,} items (ended, compacted), requests per item",
                 page_count / PAGE,
                 f"(target <= {TARGET})",
             ),
-            (f"after: a page of {PAGE:,} items (compacted), time", page_seconds, "s"),
+            (f"after: a page of {PAGE:,} items (ended, compacted), time", page_seconds, "s"),
         ]
         runs = {ITEMS: new_run}
         for size in EXPORT_SIZES:
@@ -348,6 +372,19 @@ def run() -> list[Row]:
         rows += exports(requests, runs)
         rows += _recording(requests, _run(RECORDING_SAMPLE, ordinals=True)[0])
     return rows
+
+
+def _segments_compacted(run: Any, blocks: set[int], timeout: float = 900.0) -> None:
+    """Wait (bounded) until the jobs the run's children started have compacted ``blocks``."""
+    from relayflow_runtime.services import deps
+
+    deadline = time.monotonic() + timeout
+    while not blocks <= set(
+        deps.stores().executions.get_record(run.tenant, run.execution_id).compacted_segments or ()
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"segments {sorted(blocks)} not compacted after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 # ---- exports: sequential and concurrent side by side ---------------------------------------------

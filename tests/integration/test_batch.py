@@ -244,7 +244,7 @@ def test_a_cancelled_batch_stops_dispatching_and_its_counts_stay_true(api: Any) 
     # And its outcomes are compacted as a finished run's: the pages come from its segments and list
     # each item once, as they did before
     run = RunRef(tenant=TENANT, workflow_id=workflow_id, execution_id=started["id"])
-    assert compaction_ended(run) == "SUCCEEDED" and batch_results.compacted(stored(run))
+    assert compaction_ended(run) == "SUCCEEDED" and batch_results.compacted(stored(run)).every
     from_segments = all_results(api, workflow_id, started["id"], limit=7)
     assert [(r["source_item_id"], r["status"], r["output"]) for r in from_segments] == [
         (r["source_item_id"], r["status"], r["output"]) for r in results

@@ -18,6 +18,7 @@ from tests.support.batches import (
     dataset,
     pending_run,
     record,
+    segments_compacted,
     stored,
     workflow,
 )
@@ -81,7 +82,7 @@ def running_echo_batch(api: Any, ids: list[str]) -> tuple[RunRef, list[ItemEntry
 def compacted(run: RunRef) -> None:
     """The compaction the run's end started on the jobs machine has ended: reads use segments."""
     assert compaction_ended(run) == "SUCCEEDED"
-    assert batch_results.compacted(stored(run))
+    assert batch_results.compacted(stored(run)).every
 
 
 def test_a_child_run_twice_at_the_same_moment_records_and_counts_each_item_once(
@@ -184,8 +185,8 @@ def test_pages_items_and_a_retry_read_the_outcomes_while_the_run_runs_and_once_c
 
 
 def test_a_page_makes_requests_by_child_or_segment_never_by_value(api: Any) -> None:
-    # Given a batch of 300 items whose outputs are 6 KB each (over the 4 KB that once kept a
-    # value inline), run by children of 10
+    # Given a batch of 300 items (one segment) whose outputs are 6 KB each (over the 4 KB that
+    # once kept a value inline), run by children of 10, all of them but the last
     text = "the quick brown fox jumps over the lazy dog " * 140
     items = [{"id": f"p{i:03d}", "text": f"{i} {text}"} for i in range(300)]
     dataset_id, version_id = dataset(api, items)
@@ -193,27 +194,36 @@ def test_a_page_makes_requests_by_child_or_segment_never_by_value(api: Any) -> N
     run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
     started(run)
     listed = entries(run)
-    for start in range(0, 300, 10):
+    for start in range(0, 290, 10):
         assert batch_items.run_items(run, listed[start : start + 10]) == {"done": 10}
 
-    def page() -> tuple[list[BatchItemResult], dict[str, int]]:
+    def page(count: int) -> tuple[list[BatchItemResult], dict[str, int]]:
         with aws_calls() as calls:
             answer = batch_results.get_results(TENANT, workflow_id, run.execution_id, 300, None)
         results, token = answer.items, answer.next_token
         assert token is None and len(results) == 300
-        assert all(r.output.startswith(f"{i} the quick") for i, r in enumerate(results))
+        assert all(r.output.startswith(f"{i} the quick") for i, r in enumerate(results[:count]))
         return results, dict(calls)
 
-    # When a page of all 300 is read while the run runs: the execution, the list, one Query of
-    # the pointers, one ranged read per child object (30)
-    running, calls = page()
-    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 31, "dynamodb.Query": 1}, calls
-    # And once the run is compacted: the execution, the list, the header slots, the results
+    # When a page of all 300 is read while the run runs and its segment is not whole: the
+    # execution, the list, one Query of the pointers, one ranged read per child object (29)
+    running, calls = page(290)
+    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 30, "dynamodb.Query": 1}, calls
+    assert [r.status for r in running[290:]] == ["pending"] * 10
+    # And once the last child has recorded, the segment is whole and compacted while the run
+    # runs: the execution, the list, the header slots, the results
+    assert batch_items.run_items(run, listed[290:300]) == {"done": 10}
+    segments_compacted(run, {0})
+    whole, calls = page(300)
+    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 3}, calls
+    assert stored(run).status == "running"
+    # And once the run has ended and is compacted: the same
     batch.complete(run)
     compacted(run)
-    ended, calls = page()
+    ended, calls = page(300)
     assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 3}, calls
-    assert [r.output for r in ended] == [r.output for r in running]
+    assert [r.output for r in ended] == [r.output for r in whole]
+    assert [r.output for r in ended[:290]] == [r.output for r in running[:290]]
 
 
 def test_large_values_end_a_page_early_and_an_export_larger_than_a_page_runs_in_rounds(

@@ -27,6 +27,7 @@ from tests.support.batches import (
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import BATCH_VALUE_LIMIT
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.outcomes import NO_SEGMENTS, Segments
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import Execution
 from relayflow_runtime.services import (
@@ -72,7 +73,7 @@ def run(module_api: Any) -> RunRef:
         run_every_item(ref)
         batch.complete(ref)
         assert compaction_ended(ref) == "SUCCEEDED"
-    assert batch_results.compacted(stored(ref))
+    assert batch_results.compacted(stored(ref)).every
     return ref
 
 
@@ -92,7 +93,10 @@ def job(ref: RunRef, fmt: str) -> dict[str, Any]:
 def expected(ref: RunRef, fmt: str) -> bytes:
     """The file as the results pages read it (each page's own requests, no export code)."""
     execution = Execution.model_validate({k: v for k, v in record(ref).items() if k != "results"})
-    rows = (result_row(r) for r in batch_results.iter_results(TENANT, execution, 100, compacted=True))
+    rows = (
+        result_row(r)
+        for r in batch_results.iter_results(TENANT, execution, 100, compacted=Segments(every=True))
+    )
     return b"".join(format_rows(rows, fmt))
 
 
@@ -316,7 +320,7 @@ def test_a_page_of_a_running_run_reads_a_bounded_number_of_child_objects(
     token: str | None = None
     sizes = []
     while True:
-        answer = batch_results.results_page(TENANT, execution, 100, token, compacted=False)
+        answer = batch_results.results_page(TENANT, execution, 100, token, compacted=NO_SEGMENTS)
         page, token = answer.items, answer.next_token
         results.extend(page)
         sizes.append(len(page))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,18 +20,21 @@ from tests.support.batches import (
     dataset,
     pending_run,
     run_every_item,
+    segments_compacted,
     stored,
     workflow,
 )
 from tests.support.graphs import ok
 
 from relayflow_runtime.adapters.blobs import BlobStore
+from relayflow_runtime.domain import outcomes as layout
 from relayflow_runtime.domain.batch import BATCH_VALUE_LIMIT
 from relayflow_runtime.domain.clock import Clock, ReadDeadline
 from relayflow_runtime.domain.engine import RunRef
+from relayflow_runtime.domain.outcomes import Segments
 from relayflow_runtime.schemas.entities import BatchItemStatus
 from relayflow_runtime.schemas.responses import BatchItemResultPage
-from relayflow_runtime.services import batch, batch_results
+from relayflow_runtime.services import batch, batch_results, outcomes
 
 pytestmark = pytest.mark.shared_stack
 
@@ -45,11 +49,24 @@ def slow(seconds_per_look: float) -> Clock:
     return lambda: next(looks) * seconds_per_look
 
 
-@pytest.fixture(scope="module", params=["running", "compacted"])
-def sparse_run(module_api: Any, request: pytest.FixtureRequest) -> RunRef:
-    """A batch of ITEMS items, each recorded by its child of 10 (30 child objects), of which every
-    FAIL_EVERY-th failed: running (pages read the child objects), or ended and compacted (pages
-    read its segment)."""
+#: How many of the run's items its children recorded, by execution id (the rest are pending).
+RECORDED: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module", params=["running", "mixed", "compacted"])
+def sparse_run(module_api: Any, request: pytest.FixtureRequest) -> Iterator[RunRef]:
+    """A batch of ITEMS items, recorded by children of 10 (30 child objects), of which every
+    FAIL_EVERY-th failed:
+
+    * running: all but the last child recorded, so its one segment is not whole: pages read the
+      child objects;
+    * mixed: the same with segments of 100 items: the first two, whole, are compacted while the run
+      runs, so pages read those two segments and the child objects of the third;
+    * compacted: every item recorded, the run ended and compacted: pages read its segment."""
+    patch = pytest.MonkeyPatch()
+    if request.param == "mixed":
+        patch.setattr(layout, "SEGMENT_ITEMS", 100)
+        patch.setattr(outcomes, "SEGMENT_ITEMS", 100)
     items = [
         {"id": f"s{i:03d}", "text": f"t{i}", **({} if i % FAIL_EVERY == 0 else {"x": f"x{i}"})}
         for i in range(ITEMS)
@@ -59,16 +76,25 @@ def sparse_run(module_api: Any, request: pytest.FixtureRequest) -> RunRef:
         module_api, [("echo", {"model": "echo"}, {"input_template": "{{input}} {{item.x}}"})]
     )
     run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
-    run_every_item(run)
+    RECORDED[run.execution_id] = ITEMS if request.param == "compacted" else ITEMS - 10
+    run_every_item(run, until=RECORDED[run.execution_id])
+    if request.param == "mixed":
+        segments_compacted(run, {0, 1})
+        assert batch_results.compacted(stored(run)) == Segments(blocks=frozenset({0, 1}))
     if request.param == "compacted":
         batch.complete(run)
         assert compaction_ended(run) == "SUCCEEDED"
-        assert batch_results.compacted(stored(run))
-    return run
+        assert batch_results.compacted(stored(run)).every
+    yield run
+    patch.undo()
 
 
-def expected(status: BatchItemStatus | None) -> list[str]:
-    ids = [(f"s{i:03d}", "failed" if i % FAIL_EVERY == 0 else "completed") for i in range(ITEMS)]
+def expected(status: BatchItemStatus | None, run: RunRef) -> list[str]:
+    recorded = RECORDED[run.execution_id]
+    ids = [
+        (f"s{i:03d}", "pending" if i >= recorded else "failed" if i % FAIL_EVERY == 0 else "completed")
+        for i in range(ITEMS)
+    ]
     return [item_id for item_id, its in ids if status is None or its == status]
 
 
@@ -97,9 +123,9 @@ def test_a_filtered_page_over_sparse_items_stops_at_its_deadline_and_its_cursors
     # Then the first page stopped at its deadline, short, with a cursor, and said so
     first = pages[0]
     assert first.next_token is not None and first.stopped_by == "seconds"
-    assert len(first.items) < len(expected("failed"))
+    assert len(first.items) < len(expected("failed", sparse_run))
     # And following the cursors gives exactly the failed items, each once, in order
-    assert [r.source_item_id for p in pages for r in p.items] == expected("failed")
+    assert [r.source_item_id for p in pages for r in p.items] == expected("failed", sparse_run)
     assert all(r.status == "failed" for p in pages for r in p.items)
     # And every page that ended early said it was the deadline
     assert {p.stopped_by for p in pages[:-1]} == {"seconds"} and pages[-1].stopped_by is None
@@ -111,7 +137,7 @@ def test_pages_past_their_deadline_from_the_start_still_hold_an_item_or_move_on(
         # When a client follows the cursors, unfiltered and filtered
         pages = every_page(sparse_run, 100, status, slow(1e9))
         # Then it ends, with every item once, in order
-        assert [r.source_item_id for p in pages for r in p.items] == expected(status), status
+        assert [r.source_item_id for p in pages for r in p.items] == expected(status, sparse_run), status
         # And a page before the last is full, or was stopped by the deadline after the reads that
         # moved it on: an unfiltered page always holds an item
         assert all(
@@ -129,9 +155,9 @@ def test_a_page_that_keeps_its_deadline_reads_as_before(sparse_run: RunRef) -> N
         # When the results are paged
         pages = every_page(sparse_run, limit, status, batch_results.time.monotonic)
         # Then pages are full (or the last), none stopped by time, and the items are all there
-        assert [r.source_item_id for p in pages for r in p.items] == expected(status)
+        assert [r.source_item_id for p in pages for r in p.items] == expected(status, sparse_run)
         assert all(len(p.items) == limit and p.stopped_by is None for p in pages[:-1]), (status, limit)
-        assert len(pages) == -(-len(expected(status)) // limit) or not pages[-1].items
+        assert len(pages) == -(-len(expected(status, sparse_run)) // limit) or not pages[-1].items
 
 
 def test_a_deadline_remembers_that_it_stopped_a_read() -> None:
@@ -152,7 +178,7 @@ def test_the_api_answers_a_page_with_why_it_ended(api: Any, sparse_run: RunRef) 
     # Then neither ended early: stopped_by is null, and the failed items are all in the page
     assert full["stopped_by"] is None and full["next_token"] and len(full["items"]) == 5
     assert failed["stopped_by"] is None and failed["next_token"] is None
-    assert [r["source_item_id"] for r in failed["items"]] == expected("failed")
+    assert [r["source_item_id"] for r in failed["items"]] == expected("failed", sparse_run)
 
 
 def test_an_items_values_stored_apart_are_read_at_once(
@@ -171,6 +197,7 @@ def test_an_items_values_stored_apart_are_read_at_once(
     )
     run = pending_run(workflow_id, wf_version, dataset_id, version_id, parallelism=20)
     run_every_item(run)
+    segments_compacted(run, {0})  # (its one segment is whole: compacted by a job of its own)
     # When the item is read, each object read waiting for the others to be under way too
     together = threading.Barrier(5, timeout=20)
     real = BlobStore.get_bytes
@@ -204,4 +231,4 @@ def test_a_download_in_one_answer_shares_one_deadline_across_its_pages(sparse_ru
     # while at the real pace the file holds every item once
     whole = batch_results._inline(TENANT, execution, "jsonl", 10**9, compacted)
     assert whole is not None
-    assert [json.loads(line)["source_item_id"] for line in whole.splitlines()] == expected(None)
+    assert [json.loads(line)["source_item_id"] for line in whole.splitlines()] == expected(None, sparse_run)

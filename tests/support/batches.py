@@ -85,13 +85,13 @@ def pending_run(
     return run
 
 
-def run_every_item(run: RunRef, per_child: int = 10) -> None:
-    """Start a pending batch (its list, its budget) and run all its items, ``per_child`` at a time,
-    as its children would: every item recorded."""
+def run_every_item(run: RunRef, per_child: int = 10, until: int | None = None) -> None:
+    """Start a pending batch (its list, its budget) and run all its items (the first ``until``),
+    ``per_child`` at a time, as its children would: every item recorded."""
     batch.reserve_budget(batch.prepare_batch(run))
     batch_items.status.forget()
     prefix = run_records.execution_prefix(run.tenant, run.execution_id)
-    listed = [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))]
+    listed = [entry for _, entry in item_lists.entries(item_lists.list_key(prefix))][:until]
     for start in range(0, len(listed), per_child):
         child = listed[start : start + per_child]
         assert batch_items.run_items(run, child) == {"done": len(child)}
@@ -138,4 +138,16 @@ def compaction_ended(run: RunRef, timeout: float = 60.0) -> str:
         if status != "RUNNING":
             return status
         assert time.monotonic() < deadline, "the compaction is still running"
+        time.sleep(0.05)
+
+
+def segments_compacted(run: RunRef, blocks: set[int], timeout: float = 60.0) -> None:
+    """Wait until the jobs the run's children started have compacted ``blocks`` while it runs
+    (services/outcomes.py ``compact_segment_job``: the execution lists them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = deps.stores().executions.get_record(run.tenant, run.execution_id)
+        if blocks <= set(record.compacted_segments or ()):
+            return
+        assert time.monotonic() < deadline, f"segments {blocks} not compacted: {record.compacted_segments}"
         time.sleep(0.05)

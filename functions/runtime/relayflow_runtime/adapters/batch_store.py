@@ -8,6 +8,8 @@ Keys (in the one table; ``X`` is the execution's own partition ``T#t#X#x``, see 
     X#K          K#<block>      the pointers of RECORD_BLOCK consecutive ordinals of the run's list
                                 (attribute ``p<n>``): where each item's outcome is in the S3
                                 object of the child that ran it (domain/outcomes.py)
+    X#K          S#<segment>    how many items of one segment's ordinals children have recorded
+                                (``tally_segments``): when to compact it while the run runs
 
 **Pointer records** (runs whose list entries carry their ordinal) hold no prompt or output: a child
 batch writes its items' outcomes as one S3 object, then ``record_pointers`` records, in one
@@ -296,6 +298,36 @@ class BatchStore:
             f"{execution_id}: other writers of the same items kept recording first "
             f"({CHILD_RECORD_ROUNDS} rounds)"
         )
+
+    def segment_tally_key(self, tenant: str, execution_id: str, block: int) -> dict[str, str]:
+        return {"pk": self.pointers_pk(tenant, execution_id), "sk": f"S#{block:06d}"}
+
+    def tally_segments(
+        self, tenant: str, execution_id: str, recorded: dict[int, int], expires_at: int | None = None
+    ) -> dict[int, int]:
+        """Add ``recorded`` (items a child has just recorded, by segment) to each segment's tally,
+        and return the tallies after: a hint of which segments are whole (services/outcomes.py).
+        Its own write after the child's transaction, not in it: a counter every child of a segment
+        writes would meet the others' transactions (TransactionConflict); an ADD outside one only
+        queues. A hint may be short (a child that ended between the two) or, rarely, long (an ADD
+        the SDK sent again after a lost answer): whoever acts on it checks the pointers."""
+        tallies: dict[int, int] = {}
+        for block, count in sorted(recorded.items()):
+            names = {"#n": "recorded"}
+            values: dict[str, Any] = {":n": {"N": str(count)}}
+            expression = "ADD #n :n"
+            if expires_at:
+                expression += " SET " + _keep_expiry(names, values, expires_at)
+            response = self._ddb.update_item(
+                TableName=self.table_name,
+                Key=_wire(self.segment_tally_key(tenant, execution_id, block)),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+            tallies[block] = int(response["Attributes"]["recorded"]["N"])
+        return tallies
 
     def _pointer_write(
         self,

@@ -117,6 +117,8 @@ class ExecutionRecord(_Stored):
     node_counts: dict[str, int] | None = None
     #: A batch run's outcomes compacted into segments (services/outcomes.py compact_job).
     outcome_segments: dict[str, int] | None = None
+    #: Segments compacted while the run ran, each once all its ordinals were recorded (a number set).
+    compacted_segments: list[int] | None = None
     # ---- the engine
     state_machine_arn: str | None = None
     sfn_execution_arn: str | None = None

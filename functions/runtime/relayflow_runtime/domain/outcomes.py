@@ -14,7 +14,8 @@ object's tag, and where its two members are, in a DynamoDB record shared by RECO
 consecutive ordinals. A pointer is ≈35 bytes, so a child of ten items is one transaction of two
 small writes, whatever its prompts and outputs weigh.
 
-**Compacted once the run ends.** The results are then copied, in list order, into *segments* of
+**Compacted into segments**, each as soon as every ordinal of it is recorded while the run runs,
+and the rest once the run ends. The results are copied, in list order, into *segments* of
 SEGMENT_ITEMS ordinals each: a fixed-width header (one :data:`HEADER` slot per ordinal: where its
 result is; a zero length where it has none), then the results of the block. A page of consecutive
 items is one ranged GET of its header slots and one of its results, whatever the values weigh.
@@ -153,6 +154,28 @@ def record_block(n: int) -> int:
 
 def segment_of(n: int) -> int:
     return n // SEGMENT_ITEMS
+
+
+def segment_items(block: int, total: int) -> int:
+    """How many ordinals of a run of ``total`` items segment ``block`` holds (the last one fewer)."""
+    return max(0, min(SEGMENT_ITEMS, total - block * SEGMENT_ITEMS))
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Which segments of a run pages read instead of the child objects: all of them once the run's
+    compaction has ended (``outcome_segments``), else those compacted while it runs, each once every
+    one of its ordinals was recorded (``compacted_segments``; services/outcomes.py)."""
+
+    every: bool = False
+    blocks: frozenset[int] = frozenset()
+
+    def hold(self, block: int) -> bool:
+        return self.every or block in self.blocks
+
+
+#: A run none of whose segments is written yet.
+NO_SEGMENTS = Segments()
 
 
 def header_range(first: int, last: int) -> tuple[int, int]:

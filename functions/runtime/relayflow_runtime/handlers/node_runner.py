@@ -171,6 +171,8 @@ def _job(event: JobEvent, remaining_ms: int | None) -> JobRound:
         return JobRound.model_validate(results_export.export_results_job(job, remaining_ms=remaining_ms))
     if event.job.kind == "compact_outcomes":
         return JobRound.model_validate(outcomes.compact_job(job, remaining_ms=remaining_ms))
+    if event.job.kind == "compact_segment":
+        return JobRound.model_validate(outcomes.compact_segment_job(job))
     raise ValueError(f"unknown job kind {event.job.kind!r}")
 
 

@@ -84,6 +84,8 @@ class _RunState:
     input_field: str = "text"
     #: The TTL every record of the run carries (services/retention.py).
     expires_at: int | None = None
+    #: The items of the run's list (its segments' sizes: services/outcomes.py), once it is written.
+    total_items: int | None = None
 
 
 class _Status:
@@ -104,6 +106,7 @@ class _Status:
                 running=record.status == "running",
                 input_field=(record.batch_config.input_field if record.batch_config else None) or "text",
                 expires_at=record.children_expire_at or None,
+                total_items=record.progress.total_items,
             )
         except NotFound:
             state = _RunState(running=False)
@@ -372,7 +375,7 @@ def run_items(run: RunRef, entries: list[ItemEntry], *, remaining_ms: int | None
     for future in unfinished:  # still running at the deadline: it starts no further attempt
         future.cancel()
     finished_outcomes = [future.result() for future in futures if future in finished]
-    recorded = _record(run, entries, [o for o in finished_outcomes if o is not None], state.expires_at)
+    recorded = _record(run, entries, [o for o in finished_outcomes if o is not None], state)
     left = len(unfinished) + len(child.deferred)
     if left and status.read(run, fresh=True).running:
         raise ChildDeadline(
@@ -402,7 +405,7 @@ def items_failed(run: RunRef, entries: list[ItemEntry], error: dict[str, Any] | 
         )
         for entry in entries
     ]
-    return {"failed": len(_record(run, entries, failed, state.expires_at))}
+    return {"failed": len(_record(run, entries, failed, state))}
 
 
 def _numbered(entries: list[ItemEntry]) -> bool:
@@ -410,16 +413,17 @@ def _numbered(entries: list[ItemEntry]) -> bool:
 
 
 def _record(
-    run: RunRef, entries: list[ItemEntry], finished: list[ItemOutcome], expires_at: int | None
+    run: RunRef, entries: list[ItemEntry], finished: list[ItemOutcome], state: _RunState
 ) -> list[str]:
     """Record a child's finished items, once: as the child's object and record when its entries
     carry their ordinal (keyed by the smallest, the same for every run of the child), else per item."""
     if not _numbered(entries):
-        return deps.stores().batches.record_outcomes(run.tenant, run.execution_id, finished, expires_at)
+        return deps.stores().batches.record_outcomes(run.tenant, run.execution_id, finished, state.expires_at)
     ordinal = {entry.id: int(entry.n or 0) for entry in entries}
     return outcomes.record(
         run,
         min(ordinal.values()),
         [(ordinal[o.source_item_id], o) for o in finished],
-        expires_at,
+        state.expires_at,
+        state.total_items,
     )

@@ -35,7 +35,14 @@ from relayflow_runtime.domain import datasets
 from relayflow_runtime.domain.batch import ItemEntry, StoredOutcome
 from relayflow_runtime.domain.clock import Clock, ReadDeadline, now_iso, parse_iso
 from relayflow_runtime.domain.execution_record import ExecutionRecord, ResultExportItem
-from relayflow_runtime.domain.outcomes import ANSWER_BYTES, READ_BYTES, StoredResult, unpack_nodes
+from relayflow_runtime.domain.outcomes import (
+    ANSWER_BYTES,
+    NO_SEGMENTS,
+    READ_BYTES,
+    Segments,
+    StoredResult,
+    unpack_nodes,
+)
 from relayflow_runtime.domain.status import TERMINAL
 from relayflow_runtime.errors import NotFound, TooLarge
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
@@ -67,9 +74,10 @@ def _finished(execution: Execution) -> bool:
     return execution.status in ("completed", "failed") and execution.progress.processed_items is not None
 
 
-def compacted(record: ExecutionRecord) -> bool:
-    """Whether a run's outcomes are read from its segments (services/outcomes.py compact_job)."""
-    return bool(record.outcome_segments)
+def compacted(record: ExecutionRecord) -> Segments:
+    """Which of a run's segments its outcomes are read from (services/outcomes.py): all once its
+    compaction has ended, else those compacted while it runs."""
+    return Segments(bool(record.outcome_segments), frozenset(record.compacted_segments or ()))
 
 
 def fill_progress(
@@ -77,7 +85,7 @@ def fill_progress(
     execution: Execution,
     *,
     with_results: bool = False,
-    compacted: bool = False,
+    compacted: Segments = NO_SEGMENTS,
     store: deps.BatchCounters | None = None,
 ) -> None:
     """Live counts from the counter shards (``store``: the configured one by default), or the
@@ -189,7 +197,7 @@ def results_page(
     next_token: str | None,
     status: BatchItemStatus | None = None,
     *,
-    compacted: bool = False,
+    compacted: Segments = NO_SEGMENTS,
     read_bytes: int = READ_BYTES,
     answer_bytes: int = ANSWER_BYTES,
     deadline: ReadDeadline | None = None,
@@ -246,7 +254,7 @@ def _read_page(
     execution: Execution,
     limit: int,
     next_token: str | None,
-    compacted: bool,
+    compacted: Segments,
     read_bytes: int,
     answer_bytes: int,
     deadline: ReadDeadline | None,
@@ -286,7 +294,7 @@ def entry_results(
     tenant: str,
     execution: Execution,
     page: list[tuple[int, ItemEntry]],
-    compacted: bool,
+    compacted: Segments,
     *,
     read_bytes: int,
     answer_bytes: int,
@@ -433,7 +441,7 @@ def iter_results(
     execution: Execution,
     page_size: int = 500,
     *,
-    compacted: bool = False,
+    compacted: Segments = NO_SEGMENTS,
     until: float | None = None,
     clock: Clock = time.monotonic,
 ) -> Iterator[BatchItemResult]:
@@ -502,7 +510,12 @@ def export_key(tenant: str, execution_id: str, fmt: str) -> str:
 
 
 def _inline(
-    tenant: str, execution: Execution, fmt: str, limit: int, compacted: bool, clock: Clock = time.monotonic
+    tenant: str,
+    execution: Execution,
+    fmt: str,
+    limit: int,
+    compacted: Segments,
+    clock: Clock = time.monotonic,
 ) -> bytes | None:
     """The whole result set as one file, or None once it passes ``limit`` bytes or cannot all be
     read within one answer's PAGE_SECONDS."""

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
+from aws_lambda_powertools import Logger
+
 from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.adapters.table import ConditionFailed
 from relayflow_runtime.domain.batch import ItemOutcome
@@ -37,12 +39,14 @@ from relayflow_runtime.domain.outcomes import (
     SEGMENT_ITEMS,
     Pointer,
     SegmentLayout,
+    Segments,
     StoredResult,
     child_object,
     header_range,
     header_slots,
     pack_nodes,
     result_of,
+    segment_items,
     segment_of,
     unmember,
 )
@@ -61,6 +65,7 @@ COMPACT_WINDOW = 64
 #: Segment parts held in memory before they go to a temporary file.
 SPOOL_BYTES = 16 * 1024 * 1024
 
+logger = Logger(child=True)
 _readers = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="outcome-read")
 _Job = TypeVar("_Job")
 _Read = TypeVar("_Read")
@@ -76,10 +81,15 @@ def segment_key(prefix: str, block: int) -> str:
 
 # ---- recording -------------------------------------------------------------------------------------
 def record(
-    run: RunRef, first: int, outcomes: list[tuple[int, ItemOutcome]], expires_at: int | None
+    run: RunRef,
+    first: int,
+    outcomes: list[tuple[int, ItemOutcome]],
+    expires_at: int | None,
+    total: int | None = None,
 ) -> list[str]:
     """Record a child batch's outcomes (``first``: the smallest ordinal of the child's entries,
-    which names its object): the ids of the items this call recorded."""
+    which names its object): the ids of the items this call recorded. With ``total`` (the run's
+    items), a segment whose every ordinal is now recorded is compacted at once (:func:`_tally`)."""
     if not outcomes:
         return []
     # Each writer its own object: two runs of a child never overwrite each other's.
@@ -90,8 +100,39 @@ def record(
     recorded = deps.stores().batches.record_pointers(
         run.tenant, run.execution_id, pointers, {n: o.usage for n, o in outcomes}, expires_at
     )
+    if recorded and total:
+        _tally(run, recorded, total, expires_at)
     ids = {n: o.source_item_id for n, o in outcomes}
     return [ids[n] for n in recorded]
+
+
+def _tally(run: RunRef, recorded: list[int], total: int, expires_at: int | None) -> None:
+    """Count what a child recorded into its segments' tallies; a segment whose tally reaches its
+    ordinals is compacted now, while the run runs (``compact_segment`` on the jobs machine), so
+    pages of the finished part of a running run read segments, not each child's object. Only a
+    hint, so never the child's failure: a tally lost (the call failed, or the child ended between
+    its record and this) leaves its segment for the run's end; one too high starts a job that finds
+    the segment not whole yet and leaves it, and every later child of that segment starts another
+    (each named by its tally) until one finds it whole."""
+    counts: dict[int, int] = {}
+    for n in recorded:
+        counts[segment_of(n)] = counts.get(segment_of(n), 0) + 1
+    try:
+        tallies = deps.stores().batches.tally_segments(run.tenant, run.execution_id, counts, expires_at)
+        for block, tally in tallies.items():
+            if tally >= segment_items(block, total):
+                deps.machines().start(
+                    get_settings().jobs_machine_arn,
+                    f"segment-{run.execution_id}-{block}-{tally}",
+                    {
+                        "kind": "compact_segment",
+                        "tenant": run.tenant,
+                        "execution_id": run.execution_id,
+                        "block": block,
+                    },
+                )
+    except Exception:  # a hint: the run's end compacts what this leaves
+        logger.warning("segment tally not counted", exc_info=True, extra={"execution_id": run.execution_id})
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -110,18 +151,6 @@ def _within(sizes: Iterable[tuple[int, int]], budget: int) -> int | None:
 #: whose items are spread over more (small children) ends before the item that would pass it. As
 #: many as the first page a finished run's execution carries (batch_results.RESULTS_IN_EXECUTION).
 PAGE_OBJECT_READS = 100
-
-
-def _objects_within(pointers: list[tuple[int, Pointer]], cut: int | None) -> int | None:
-    """``cut`` lowered to the last ordinal before the page's child objects pass PAGE_OBJECT_READS."""
-    tags: set[str] = set()
-    for n, pointer in pointers:
-        if cut is not None and n > cut:
-            break
-        if pointer.tag not in tags and len(tags) == PAGE_OBJECT_READS:
-            return n - 1
-        tags.add(pointer.tag)
-    return cut
 
 
 def _segment_slots(prefix: str, block: int, low: int, high: int) -> dict[int, tuple[int, int]]:
@@ -152,62 +181,63 @@ def results(
     tenant: str,
     execution_id: str,
     ordinals: list[int],
-    compacted: bool,
+    compacted: Segments,
     budget: int = READ_BYTES,
     deadline: ReadDeadline | None = None,
 ) -> tuple[dict[int, StoredResult], int | None]:
     """The result members of the recorded ones among ``ordinals`` (sorted, consecutive in the
-    list), and the last ordinal read when the stored bytes passed ``budget`` or the child objects
-    left when ``deadline`` passed are the page's next (None: all read)."""
+    list), and the last ordinal read when the stored bytes passed ``budget`` or the objects left
+    when ``deadline`` passed are the page's next (None: all read). The ordinals of a compacted
+    segment are read from it (its header slots, then its results), the others from their child
+    objects (their pointers, then a ranged GET per object)."""
     if not ordinals:
         return {}, None
     prefix = execution_prefix(tenant, execution_id)
     low, high = ordinals[0], ordinals[-1]
     if deadline is not None and deadline.stops(first=True):
         return {}, low - 1
-    found: dict[int, StoredResult] = {}
-    if compacted:
-        spans = [
-            (block, max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1))
-            for block in range(segment_of(low), segment_of(high) + 1)
-        ]
-        headers = started_in_time(lambda span: _segment_slots(prefix, *span), spans, deadline)
-        slots = {n: slot for part in headers for n, slot in part.items()}
-        cut = _within(((n, s[1]) for n, s in sorted(slots.items())), budget)
-        if len(headers) < len(spans):  # the deadline passed: the page ends with the headers read
-            last = spans[len(headers)][1] - 1
-            cut = last if cut is None else min(cut, last)
-        wanted = sorted(n for n in slots if cut is None or n <= cut)
-        reads = []
-        for block in sorted({segment_of(n) for n in wanted}):  # in order: a deadline keeps the first
-            ns = [n for n in wanted if segment_of(n) == block]
-            first, last = slots[ns[0]][0], slots[ns[-1]][0] + slots[ns[-1]][1] - 1
-            reads.append(
-                (segment_key(prefix, block), first, last, [(n, slots[n][0], slots[n][1]) for n in ns])
-            )
-    else:
-        pointers = deps.stores().batches.pointers(tenant, execution_id, low, high)
-        cut = _within(((n, p.result_length) for n, p in sorted(pointers.items())), budget)
-        cut = _objects_within(sorted(pointers.items()), cut)
-        groups: dict[str, list[tuple[int, Pointer]]] = {}
+    spans = [
+        (block, max(low, block * SEGMENT_ITEMS), min(high, (block + 1) * SEGMENT_ITEMS - 1))
+        for block in range(segment_of(low), segment_of(high) + 1)
+    ]
+    # Where each recorded ordinal's result is: (object key, offset, length), in ordinal order.
+    places: dict[int, tuple[str, int, int]] = {}
+    cut: int | None = None
+    segmented = [span for span in spans if compacted.hold(span[0])]
+    headers = started_in_time(lambda span: _segment_slots(prefix, *span), segmented, deadline)
+    if len(headers) < len(segmented):  # the deadline passed: the page ends with the headers read
+        cut = segmented[len(headers)][1] - 1
+    for (block, _, _), slots in zip(segmented, headers, strict=False):
+        places.update({n: (segment_key(prefix, block), *slot) for n, slot in slots.items()})
+    loose = [span for span in spans if not compacted.hold(span[0]) and (cut is None or span[1] <= cut)]
+    if loose:  # child objects (a page spans at most two segments: these are consecutive)
+        pointers = deps.stores().batches.pointers(tenant, execution_id, loose[0][1], loose[-1][2])
+        tags: set[str] = set()
         for n, pointer in sorted(pointers.items()):
-            if cut is None or n <= cut:
-                groups.setdefault(child_object_key(prefix, pointer.tag), []).append((n, pointer))
-        reads = [
-            (
-                key,
-                min(p.offset for _, p in items),
-                max(p.offset + p.result_length for _, p in items) - 1,
-                [(n, p.offset, p.result_length) for n, p in items],
-            )
-            for key, items in groups.items()
-        ]
+            if pointer.tag not in tags and len(tags) == PAGE_OBJECT_READS:
+                cut = n - 1 if cut is None else min(cut, n - 1)
+                break
+            tags.add(pointer.tag)
+            places[n] = (child_object_key(prefix, pointer.tag), pointer.offset, pointer.result_length)
+    ordered = sorted((n, place) for n, place in places.items() if cut is None or n <= cut)
+    within = _within(((n, place[2]) for n, place in ordered), budget)
+    if within is not None:
+        cut = within if cut is None else min(cut, within)
+        ordered = [(n, place) for n, place in ordered if n <= within]
+    groups: dict[str, list[tuple[int, int, int]]] = {}  # by object, in the order of their first
+    for n, (key, offset, length) in ordered:
+        groups.setdefault(key, []).append((n, offset, length))
+    reads = [
+        (key, min(m[1] for m in members), max(m[1] + m[2] for m in members) - 1, members)
+        for key, members in groups.items()
+    ]
 
     def read(job: tuple[str, int, int, list[tuple[int, int, int]]]) -> dict[int, StoredResult]:
         key, first, last, members = job
         data = deps.blobs().get_range(key, first, last)
         return {n: unmember(data[offset - first : offset - first + length]) for n, offset, length in members}
 
+    found: dict[int, StoredResult] = {}
     done = started_in_time(read, reads, deadline)
     for part in done:
         found.update(part)
@@ -232,14 +262,15 @@ def statuses(tenant: str, execution_id: str, low: int, high: int) -> dict[int, s
     return {n: pointer.status for n, pointer in pointers.items()}
 
 
-# ---- compaction (the jobs machine, once the run has ended) -----------------------------------------
-def _write_segment(tenant: str, execution_id: str, prefix: str, block: int) -> None:
-    """Segment ``block``: the result of every recorded item of its ordinals, copied from the child
-    objects (no member is decoded), behind the header of their places."""
+# ---- compaction (the jobs machine: each segment once whole, the rest once the run has ended) ------
+def _segment_pointers(tenant: str, execution_id: str, block: int) -> dict[int, Pointer]:
     low = block * SEGMENT_ITEMS
-    pointers = deps.stores().batches.pointers(
-        tenant, execution_id, low, low + SEGMENT_ITEMS - 1, consistent=True
-    )
+    return deps.stores().batches.pointers(tenant, execution_id, low, low + SEGMENT_ITEMS - 1, consistent=True)
+
+
+def _write_segment(prefix: str, block: int, pointers: dict[int, Pointer]) -> None:
+    """Segment ``block``: the result of every recorded item of its ordinals (``pointers``), copied
+    from the child objects (no member is decoded), behind the header of their places."""
     ordered = [(n, p, child_object_key(prefix, p.tag)) for n, p in sorted(pointers.items())]
     layout = SegmentLayout(block)
     with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as results:
@@ -315,7 +346,8 @@ def after_end(tenant: str, run: ExecutionRecord | SweptRun, env: deps.Deps) -> N
 
 def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict[str, Any]:
     """The jobs machine's ``compact_outcomes``: the run's segments in order, a round at a time
-    (``more``, as the delete job); once all are written the execution says so
+    (``more``, as the delete job), but those compacted while it ran (``compacted_segments``: whole
+    then, nothing could change them since); once all are written the execution says so
     (``outcome_segments``) and reads move to them. A repeated round rewrites what it repeats.
 
     A run deleted meanwhile (``deleting``, set before the delete job lists the run's objects) stops
@@ -331,13 +363,15 @@ def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict
         return {"compacted": None}
     total = record.progress.total_items or 0
     blocks = math.ceil(total / SEGMENT_ITEMS)
+    done = set(record.compacted_segments or ())
     prefix = execution_prefix(tenant, execution_id)
     block = int(job.get("block") or 0)
     while block < blocks:
-        _write_segment(tenant, execution_id, prefix, block)
-        if _deleting(tenant, execution_id):
-            deps.blobs().delete(segment_key(prefix, block))
-            return {"compacted": None}
+        if block not in done:
+            _write_segment(prefix, block, _segment_pointers(tenant, execution_id, block))
+            if _deleting(tenant, execution_id):
+                deps.blobs().delete(segment_key(prefix, block))
+                return {"compacted": None}
         block += 1
         if block < blocks and deadline is not None and time.monotonic() >= deadline:
             return {**job, "block": block, "more": True, "round": int(job.get("round") or 0) + 1}
@@ -351,3 +385,33 @@ def compact_job(job: dict[str, Any], *, remaining_ms: int | None = None) -> dict
     except ConditionFailed:  # deleted meanwhile: an update must not create it again
         return {"compacted": None}
     return {"compacted": execution_id, "segments": blocks}
+
+
+def compact_segment_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The jobs machine's ``compact_segment``, started by the child whose record made a segment's
+    tally whole (:func:`_tally`) while the run runs: the segment is written once the pointers show
+    every one of its ordinals recorded (a pointer is never changed or removed, so a whole segment
+    is final), then the execution lists it (``compacted_segments``) and pages read it. A segment not
+    whole yet (a tally counted twice), one compacted already, a run that has ended (its own
+    compaction writes every segment) or is being deleted: nothing is written. Repeatable: a repeat
+    writes the same bytes."""
+    tenant, execution_id, block = str(job["tenant"]), str(job["execution_id"]), int(job["block"])
+    try:
+        record = deps.stores().executions.get_record(tenant, execution_id)
+    except NotFound:
+        return {"compacted": None}
+    total = record.progress.total_items or 0
+    if record.deleting or record.outcome_segments or block in (record.compacted_segments or ()):
+        return {"compacted": None}
+    pointers = _segment_pointers(tenant, execution_id, block)
+    missing = segment_items(block, total) - len(pointers)
+    if not segment_items(block, total) or missing > 0:
+        return {"compacted": None, "missing": missing}
+    prefix = execution_prefix(tenant, execution_id)
+    _write_segment(prefix, block, pointers)
+    try:  # after the write, conditional on the run's not being deleted: as compact_job's check
+        deps.stores().executions.add_compacted_segment(tenant, execution_id, block)
+    except ConditionFailed:  # being deleted: its delete job may have listed the objects already
+        deps.blobs().delete(segment_key(prefix, block))
+        return {"compacted": None}
+    return {"compacted": execution_id, "segment": block}

@@ -38,6 +38,7 @@ from relayflow_runtime.adapters import blob_stream
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.clock import now_iso
 from relayflow_runtime.domain.execution_record import ResultExportItem
+from relayflow_runtime.domain.outcomes import Segments
 from relayflow_runtime.schemas.dataset_api import format_rows, result_row
 from relayflow_runtime.schemas.entities import BatchItemResult, Execution
 from relayflow_runtime.services import batch_results, dataset_service, deps, item_lists, run_records
@@ -103,7 +104,7 @@ class _Run:
 
     tenant: str
     execution: Execution
-    compacted: bool
+    compacted: Segments
     fmt: str
 
     def piece(self, entries: Entries, header: bool, clock: Clock) -> _Piece:

@@ -46,9 +46,13 @@ def strip_keys(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_expression(
-    set_fields: Mapping[str, object], *, remove: Iterable[str] = (), add: dict[str, int] | None = None
+    set_fields: Mapping[str, object],
+    *,
+    remove: Iterable[str] = (),
+    add: Mapping[str, int | set[int]] | None = None,
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """An UpdateExpression that SETs ``set_fields``, ADDs ``add`` and REMOVEs ``remove``, with its
+    """An UpdateExpression that SETs ``set_fields``, ADDs ``add`` (a number, or numbers to a number
+    set) and REMOVEs ``remove``, with its
     attribute names and (DynamoDB-ready) values."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -140,7 +144,7 @@ class BaseStore:
         *,
         condition: Any = None,
         remove: Iterable[str] = (),
-        add: dict[str, int] | None = None,
+        add: Mapping[str, int | set[int]] | None = None,
         return_values: str = "ALL_NEW",
     ) -> dict[str, Any]:
         expression, names, values = update_expression(set_fields, remove=remove, add=add)

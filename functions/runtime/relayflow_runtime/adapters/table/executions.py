@@ -304,6 +304,17 @@ class ExecutionStore(BaseStore):
             return_values="NONE",
         )
 
+    def add_compacted_segment(self, tenant: str, execution_id: str, block: int) -> None:
+        """Note that segment ``block`` of a batch run is written whole (services/outcomes.py): pages
+        read it from then on. ConditionFailed when the run is gone or being deleted."""
+        self._update(
+            execution_key(tenant, execution_id),
+            {},
+            add={"compacted_segments": {block}},
+            condition=Attr("pk").exists() & Attr("deleting").not_exists(),
+            return_values="NONE",
+        )
+
     def claim_retry(self, tenant: str, execution_id: str, retry_id: str, seen: str | None, now: str) -> None:
         """Record ``retry_id`` as the run retrying this one's failed items, if the claim is still the
         one read (``seen``; None: none yet); ConditionFailed when another request claimed it first."""
