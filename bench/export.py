@@ -3,8 +3,11 @@
 * a results page of 1,000 items and a whole export, on outcomes with 6 KB outputs, counting every
   AWS request relayflow makes (botocore, all threads of this process) and the time;
 * **after**: 100,000 items recorded as the node runner records them (services/outcomes.py: one S3
-  object and one pointer transaction per child of 10), read while the run runs (per-child objects),
-  then compacted into segments (the jobs machine's ``compact_outcomes``) and read again, then
+  object, one pointer transaction and one segment tally per child of 10), all but the last child:
+  read while the run runs, from the start (the segments compacted while it runs, each by the job
+  its last child started) and from the last segment (not whole yet: the child objects); then the
+  last child, the run's end and its compaction (``compact_outcomes``: nothing left to write) and
+  a page read again, then
   exported (``export_results``, the jobs machine's job) one read and one part at a time and
   concurrently, side by side: on the local stack as it is, then with S3's latency added to each
   request (the local stack answers from memory at once); and each one's peak memory
@@ -263,8 +266,8 @@ def _recording(requests: _Requests, run: Any) -> list[Row]:
     )
     record_bytes = _item_bytes(block)
     # A transactional write bills 2 WRU per started KB of each item: the record, and the counter
-    # shard's ADD (under 1 KB), once per child.
-    wru = (2 * -(-record_bytes // 1024) + 2) / ITEMS_PER_CHILD
+    # shard's ADD (under 1 KB), once per child; then the segment's tally, 1 WRU (not transactional).
+    wru = (2 * -(-record_bytes // 1024) + 2 + 1) / ITEMS_PER_CHILD
     per = RECORDING_SAMPLE
     return [
         ("recording, per item: S3 PUT (one object per child)", counts["s3.PutObject"] / per, "requests"),
@@ -273,9 +276,14 @@ def _recording(requests: _Requests, run: Any) -> list[Row]:
             counts["dynamodb.TransactWriteItems"] / per,
             "requests",
         ),
+        (
+            "recording, per item: UpdateItem (its segment's tally)",
+            counts["dynamodb.UpdateItem"] / per,
+            "requests",
+        ),
         ("recording, per item: every request", sum(counts.values()) / per, "requests"),
         (f"recording: a pointer record of {ITEMS_PER_CHILD} items", record_bytes, "bytes"),
-        ("recording, per item: DynamoDB write units (2 per KB per item)", wru, "WRU"),
+        ("recording, per item: DynamoDB write units (2 per KB per item in a transaction)", wru, "WRU"),
         ("recording, per item: stored in S3 (its share of a compressed child object)", stored / per, "bytes"),
     ]
 
@@ -343,13 +351,15 @@ def run() -> list[Row]:
                 (f"after, running, {label}: {PAGE:,} results, time", seconds, "s"),
             ]
         _record_all(new_run, ITEMS, ordinals=True, start=ITEMS - ITEMS_PER_CHILD)  # the last child
+        # (its segment is whole: its job runs, and is waited for, before anything is counted again)
+        _segments_compacted(new_run, whole | {max(whole) + 1})
         _ended(new_run, new_execution)
         seconds, count, _ = _measured(
             requests,
             lambda: outcomes.compact_job({"tenant": new_run.tenant, "execution_id": new_run.execution_id}),
         )
         rows += [
-            ("after: compaction at the run's end (the segments not whole before), time", seconds, "s"),
+            ("after: compaction at the run's end (every segment was whole before), time", seconds, "s"),
             ("after: compaction at the end, requests per item of the run", count / ITEMS, ""),
         ]
         page_seconds, page_count, pages = _measured(requests, _page(new_run, new_execution))

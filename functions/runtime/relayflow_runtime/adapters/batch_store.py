@@ -318,13 +318,16 @@ class BatchStore:
             expression = "ADD #n :n"
             if expires_at:
                 expression += " SET " + _keep_expiry(names, values, expires_at)
-            response = self._ddb.update_item(
-                TableName=self.table_name,
-                Key=_wire(self.segment_tally_key(tenant, execution_id, block)),
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="UPDATED_NEW",
+            response = retry_contention(  # (as every single write: the fault profile refuses some)
+                functools.partial(
+                    self._ddb.update_item,
+                    TableName=self.table_name,
+                    Key=_wire(self.segment_tally_key(tenant, execution_id, block)),
+                    UpdateExpression=expression,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="UPDATED_NEW",
+                )
             )
             tallies[block] = int(response["Attributes"]["recorded"]["N"])
         return tallies
