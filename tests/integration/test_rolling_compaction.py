@@ -26,7 +26,15 @@ from relayflow_runtime.domain import outcomes as layout
 from relayflow_runtime.domain.batch import ItemEntry
 from relayflow_runtime.domain.engine import RunRef
 from relayflow_runtime.errors import NotFound
-from relayflow_runtime.services import batch, batch_items, deps, item_lists, outcomes, run_records
+from relayflow_runtime.services import (
+    batch,
+    batch_items,
+    batch_results,
+    deps,
+    item_lists,
+    outcomes,
+    run_records,
+)
 
 pytestmark = pytest.mark.shared_stack
 
@@ -65,29 +73,79 @@ def segment_written(run: RunRef, block: int) -> bool:
     return True
 
 
+def tallies_fail_for(monkeypatch: pytest.MonkeyPatch, blocks: set[int]) -> None:
+    """The segment tallies of a child that touches any of ``blocks`` fail (after their retries)."""
+    real = BatchStore.tally_segments
+
+    def tally(self: BatchStore, tenant: str, execution_id: str, recorded: dict[int, int], *rest: Any) -> Any:
+        if blocks & set(recorded):
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        return real(self, tenant, execution_id, recorded, *rest)
+
+    monkeypatch.setattr(BatchStore, "tally_segments", tally)
+
+
+def written_segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The blocks every compaction (segment jobs, the end's) writes from now on, in order."""
+    written: list[int] = []
+    real = outcomes._write_segment
+
+    def write(prefix: str, block: int, pointers: Any) -> None:
+        real(prefix, block, pointers)
+        written.append(block)
+
+    monkeypatch.setattr(outcomes, "_write_segment", write)
+    return written
+
+
 def test_a_segment_is_compacted_once_its_last_child_records_and_the_run_end_compacts_only_the_rest(
-    api: Any,
+    api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a running batch of three segments whose children record out of order
+    # Given a running batch of three segments whose children record out of order, the tallies of
+    # segment 1 failing
     run, listed = running(api)
-    children(run, listed, 10, 30, 40)
-    # Then no segment is whole yet, and none is compacted (segment 2, of 10, is whole: its child)
+    tallies_fail_for(monkeypatch, {1})
+    written = written_segments(monkeypatch)
+    with aws_calls() as calls:
+        children(run, listed, 10, 30, 40)
+    # Then only segment 2 (of 10 items: its one child) is whole, and only its compaction started
+    assert calls["stepfunctions.StartExecution"] == 1, calls
     segments_compacted(run, {2})
-    assert not segment_written(run, 0) and not segment_written(run, 1)
+    assert written == [2]
     # When the child that completes segment 0 records
     children(run, listed, 0)
     # Then segment 0 is compacted while the run runs, and listed for pages
     segments_compacted(run, {0, 2})
-    assert stored(run).status == "running" and not segment_written(run, 1)
-    # And once the last child records and the run ends, its compaction writes only segment 1
+    assert stored(run).status == "running" and written == [2, 0]
+    # And once the last child records (segment 1 whole, its tally lost) and the run ends, the end's
+    # compaction writes segment 1 alone, and pages read all three
     children(run, listed, 20)
-    segments_compacted(run, {0, 1, 2})
     batch.complete(run)
     assert compaction_ended(run) == "SUCCEEDED"
+    assert written == [2, 0, 1]
+    assert stored(run).compacted_segments == [0, 2]
+    assert stored(run).outcome_segments == {"items": SEGMENT, "blocks": 3}
+    results = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, None).items
+    assert [(r.source_item_id, r.output) for r in results] == [(f"r{i:02d}", f"t{i}") for i in range(ITEMS)]
+
+
+def test_a_page_reads_a_whole_segment_from_it_and_one_not_whole_from_its_child_objects(api: Any) -> None:
+    # Given a running batch whose segment 0 is not whole (its second child has not recorded) and
+    # whose segments 1 and 2 are, and compacted
+    run, listed = running(api)
+    children(run, listed, 0, 20, 30, 40)
+    segments_compacted(run, {1, 2})
+    # When a page of all 50 is read
     with aws_calls() as calls:
-        answer = outcomes.compact_job({"tenant": TENANT, "execution_id": run.execution_id})
-    assert answer == {"compacted": run.execution_id, "segments": 3}
-    assert "s3.PutObject" not in calls and "s3.CreateMultipartUpload" not in calls, calls
+        page = batch_results.get_results(TENANT, run.workflow_id, run.execution_id, 100, None)
+    # Then every item is there once, in order, those of the missing child pending
+    assert [(r.source_item_id, r.status) for r in page.items] == [
+        (f"r{i:02d}", "pending" if 10 <= i < 20 else "completed") for i in range(ITEMS)
+    ]
+    assert page.next_token is None
+    # And it read: the execution, the list, the two segments' header slots and results, one
+    # Query of segment 0's pointers and its one child object
+    assert calls == {"dynamodb.GetItem": 1, "s3.GetObject": 6, "dynamodb.Query": 1}, calls
 
 
 def test_a_tally_counted_twice_starts_a_job_that_writes_nothing_until_the_segment_is_whole(api: Any) -> None:
@@ -113,11 +171,7 @@ def test_a_lost_tally_never_fails_the_child_and_the_run_end_compacts_its_segment
 ) -> None:
     # Given a running batch whose tallies cannot be written (the call fails after its retries)
     run, listed = running(api)
-
-    def throttled(self: BatchStore, *args: Any, **kwargs: Any) -> dict[int, int]:
-        raise RuntimeError("ProvisionedThroughputExceededException")
-
-    monkeypatch.setattr(BatchStore, "tally_segments", throttled)
+    tallies_fail_for(monkeypatch, {0, 1, 2})
     # When every child records
     children(run, listed, 0, 10, 20, 30, 40)
     # Then every item is recorded and counted, and no segment was compacted while the run ran
@@ -130,16 +184,26 @@ def test_a_lost_tally_never_fails_the_child_and_the_run_end_compacts_its_segment
     assert all(segment_written(run, block) for block in range(3))
 
 
-def test_a_run_being_deleted_gets_no_segment(api: Any) -> None:
-    # Given a running batch whose segment 0 is whole, and which is then being deleted
+def test_a_run_being_deleted_gets_no_segment(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a running batch whose segment 0 is whole (no job started: its tallies failed)
     run, listed = running(api)
-    children(run, listed, 40)
-    segments_compacted(run, {2})
-    children_recorded = [0, 10]
-    deps.stores().executions.hide_execution(TENANT, run.execution_id)
-    # When the segment's children record and its job runs
-    children(run, listed, *children_recorded)
+    tallies_fail_for(monkeypatch, {0})
+    children(run, listed, 0, 10)
     job = {"kind": "compact_segment", "tenant": TENANT, "execution_id": run.execution_id, "block": 0}
-    # Then it writes nothing, and lists nothing
+    # When its job writes the segment and the run's delete begins before the job lists it
+    real = outcomes._write_segment
+
+    def write_then_delete_begins(prefix: str, block: int, pointers: Any) -> None:
+        real(prefix, block, pointers)
+        assert segment_written(run, 0)
+        deps.stores().executions.hide_execution(TENANT, run.execution_id)
+
+    monkeypatch.setattr(outcomes, "_write_segment", write_then_delete_begins)
+    # Then the job deletes what it wrote and lists nothing (the delete job may have listed the
+    # run's objects already)
     assert outcomes.compact_segment_job(job) == {"compacted": None}
-    assert not segment_written(run, 0) and stored(run).compacted_segments == [2]
+    assert not segment_written(run, 0) and stored(run).compacted_segments is None
+    # And a job that starts once the delete has begun writes nothing at all
+    monkeypatch.setattr(outcomes, "_write_segment", real)
+    assert outcomes.compact_segment_job(job) == {"compacted": None}
+    assert not segment_written(run, 0)

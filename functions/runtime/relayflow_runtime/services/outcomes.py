@@ -1,19 +1,21 @@
 """A batch run's item outcomes: written once per child batch, read by pages and by item, compacted
-into ranged segments once the run ends (the layout: domain/outcomes.py; docs/batch.md, Results).
+into ranged segments — each as soon as all its items are recorded, the rest once the run ends (the
+layout: domain/outcomes.py; docs/batch.md, Results).
 
 * **Recording** (``record``): one S3 PUT of the child's object, then one transaction of the
-  child's record and a counter ADD (adapters/batch_store.py ``record_child``: the first complete
-  record of an item wins, a repeated child counts nothing twice). Per item of a ten-item child:
-  0.1 PUT, ≈0.4 write units, and its share of one compressed object.
+  child's pointers and a counter ADD (adapters/batch_store.py ``record_pointers``: the first complete
+  record of an item wins, a repeated child counts nothing twice), then its segments' tallies
+  (``_tally``: the child that makes a segment whole starts ``compact_segment_job``). Per item of
+  a ten-item child: 0.1 PUT, ≈0.5 write units, and its share of one compressed object.
 * **One item** (``detail``), running or ended: its pointer (one GetItem of its record block), then
   one ranged GET of its two members in the child object.
-* **A page of a running run** (``results``): one Query of the pointer records of the ordinals
-  asked, then one ranged GET per child object they point into (READ_THREADS at once, at most
-  PAGE_OBJECT_READS: the page ends before the item that would pass it).
-* **A page of a compacted run** (``outcome_segments`` on the execution, set by ``compact_job``):
-  one ranged GET of the header slots of the ordinals asked and one of their results. A page of
-  1,000 items is a handful of requests whatever the values weigh; a page whose values are large
-  ends early (READ_BYTES read), with a next token.
+* **A page** (``results``): the ordinals of a compacted segment (every segment once the run's
+  compaction has ended, ``outcome_segments``; those compacted while it runs,
+  ``compacted_segments``) are one ranged GET of their header slots and one of their results; the
+  others are one Query of their pointer records, then one ranged GET per child object they point
+  into (READ_THREADS at once, at most PAGE_OBJECT_READS: the page ends before the item that would
+  pass it). A page of 1,000 items is a handful of requests whatever the values weigh; a page
+  whose values are large ends early (READ_BYTES read), with a next token.
 """
 
 from __future__ import annotations
@@ -119,20 +121,27 @@ def _tally(run: RunRef, recorded: list[int], total: int, expires_at: int | None)
         counts[segment_of(n)] = counts.get(segment_of(n), 0) + 1
     try:
         tallies = deps.stores().batches.tally_segments(run.tenant, run.execution_id, counts, expires_at)
-        for block, tally in tallies.items():
-            if tally >= segment_items(block, total):
-                deps.machines().start(
-                    get_settings().jobs_machine_arn,
-                    f"segment-{run.execution_id}-{block}-{tally}",
-                    {
-                        "kind": "compact_segment",
-                        "tenant": run.tenant,
-                        "execution_id": run.execution_id,
-                        "block": block,
-                    },
-                )
     except Exception:  # a hint: the run's end compacts what this leaves
         logger.warning("segment tally not counted", exc_info=True, extra={"execution_id": run.execution_id})
+        return
+    for block, tally in tallies.items():
+        if tally < segment_items(block, total):
+            continue
+        try:  # each on its own: a start refused (throttled) leaves only its segment to the end
+            deps.machines().start(
+                get_settings().jobs_machine_arn,
+                f"segment-{run.execution_id}-{block}-{tally}",
+                {
+                    "kind": "compact_segment",
+                    "tenant": run.tenant,
+                    "execution_id": run.execution_id,
+                    "block": block,
+                },
+            )
+        except Exception:
+            logger.warning(
+                "segment compaction not started", exc_info=True, extra={"execution_id": run.execution_id}
+            )
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -210,10 +219,12 @@ def results(
     for (block, _, _), slots in zip(segmented, headers, strict=False):
         places.update({n: (segment_key(prefix, block), *slot) for n, slot in slots.items()})
     loose = [span for span in spans if not compacted.hold(span[0]) and (cut is None or span[1] <= cut)]
-    if loose:  # child objects (a page spans at most two segments: these are consecutive)
+    if loose:  # child objects: one Query from the first to the last (a page spans ≤ 2 segments)
         pointers = deps.stores().batches.pointers(tenant, execution_id, loose[0][1], loose[-1][2])
         tags: set[str] = set()
         for n, pointer in sorted(pointers.items()):
+            if compacted.hold(segment_of(n)):
+                continue
             if pointer.tag not in tags and len(tags) == PAGE_OBJECT_READS:
                 cut = n - 1 if cut is None else min(cut, n - 1)
                 break
