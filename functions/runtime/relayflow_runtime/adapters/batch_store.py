@@ -211,16 +211,30 @@ class BatchStore:
         if expires_at:  # a shard no child wrote yet is created here: it expires with the run
             expression += ", " + _keep_expiry(names, values, expires_at)
         for shard in range(COUNTER_SHARDS):
-            retry_contention(
-                functools.partial(
-                    self._ddb.update_item,
-                    TableName=self.table_name,
-                    Key=_wire(self.counter_key(tenant, execution_id, shard)),
-                    UpdateExpression=expression,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
+            self._update_one(self.counter_key(tenant, execution_id, shard), expression, names, values)
+
+    def _update_one(
+        self,
+        key: dict[str, str],
+        expression: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """One UpdateItem outside a transaction, retried while a transaction holds its item
+        (``retry_contention``, then :class:`StoreContended`)."""
+        response: dict[str, Any] = retry_contention(
+            functools.partial(
+                self._ddb.update_item,
+                TableName=self.table_name,
+                Key=_wire(key),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **extra,
             )
+        )
+        return response
 
     def record_outcomes(
         self, tenant: str, execution_id: str, outcomes: list[ItemOutcome], expires_at: int | None = None
@@ -318,17 +332,8 @@ class BatchStore:
             expression = "ADD #n :n"
             if expires_at:
                 expression += " SET " + _keep_expiry(names, values, expires_at)
-            response = retry_contention(  # (as every single write: the fault profile refuses some)
-                functools.partial(
-                    self._ddb.update_item,
-                    TableName=self.table_name,
-                    Key=_wire(self.segment_tally_key(tenant, execution_id, block)),
-                    UpdateExpression=expression,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="UPDATED_NEW",
-                )
-            )
+            key = self.segment_tally_key(tenant, execution_id, block)
+            response = self._update_one(key, expression, names, values, ReturnValues="UPDATED_NEW")
             tallies[block] = int(response["Attributes"]["recorded"]["N"])
         return tallies
 
