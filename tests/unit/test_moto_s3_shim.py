@@ -1,6 +1,6 @@
 """The moto shim's multipart completion: the object, its ETag and its checksum are what moto made,
-written part by part from the parts' files instead of concatenated in memory (a 6 GB export would
-need ~25 GB there)."""
+written part by part from the parts' files instead of concatenated in memory (moto: about four
+times the object; a million items' 5.9 GiB export, ~24 GiB)."""
 
 from __future__ import annotations
 

@@ -90,11 +90,11 @@ def _make_upload_part(original: Callable[..., Any], no_such_upload: Any) -> Call
 
 # moto completes a multipart upload by concatenating its parts in memory, about four times over
 # (the parts, its checksum's copy of them, and a bytes copy of each): an export of a million
-# LLM-sized results (6 GB, bench/export.py) would need ~25 GB. Here the parts are copied, a few MiB
-# at a time, into the file the new object keeps its value in (moto keeps values past 5 MiB on disk),
-# and the object's default checksum (CRC64NVME, or CRC32 without awscrt, of the whole object) is
-# computed as they pass: the memory of one chunk. An upload that asked for a checksum algorithm or
-# type is completed by moto as it is.
+# LLM-sized results (5.9 GiB, bench/export.py) would need ~24 GiB. Here the parts are copied, a few
+# MiB at a time, into the file the new object keeps its value in (moto keeps values past 5 MiB on
+# disk), and the object's default checksum (CRC64NVME, or CRC32 without awscrt, of the whole
+# object) is computed as they pass: the memory of one chunk. An upload that asked for a checksum
+# algorithm or type is completed by moto as it is.
 _COPY_BYTES = 4 * 1024 * 1024
 
 
