@@ -21,7 +21,7 @@ DAGRE_VERSION := 3.1.4
 STATIC := functions/runtime/relayflow_runtime/static
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint cfn-lint checkov sam-validate bench serve clean browser vendor-dagre
+.PHONY: help demo test lint cfn-lint checkov sam-validate bench bench-million serve clean browser vendor-dagre
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ sam-validate: $(SAMVENV)/.installed ## sam validate --lint (offline)
 
 bench: $(STAMP) ## Benchmarks: ratios measured side by side in one run
 	$(BIN)/python -m bench
+
+bench-million: $(STAMP) ## bench/export.py, plus a million items recorded, compacted and exported
+	RELAYFLOW_BENCH_EXPORT_ITEMS=1000000 $(BIN)/python -m bench export
 
 clean: ## Remove the virtual environments and caches
 	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) $(NODEDIR) .pytest_cache .mypy_cache .ruff_cache .aws-sam

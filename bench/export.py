@@ -17,6 +17,10 @@
   ordinals: a page of 1,000 and an export of BEFORE_ITEMS items (the same per-item requests at any
   size; 100,000 would take most of an hour here).
 
+With ``RELAYFLOW_BENCH_EXPORT_ITEMS`` set (``make bench-million``: 1,000,000), also a run of that
+many items recorded, ended, compacted and exported by the jobs machine's jobs in rounds, each handed
+on to the next as the machine does, and the file read back: each item once, in order.
+
 AWS is the embedded local stack (moto in this process, with the local stack's shims: its
 transactions back up the items they touch, not the whole table). The requests counted are those of
 this thread and of the reader threads it hands work to (``outcome-read``): relayflow's, none of
@@ -28,6 +32,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
+import os
+import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,25 +218,28 @@ def _page(run: Any, execution: Any, first: int = 0) -> Callable[[], int]:
     return read
 
 
-def _export(run: Any, items: int, concurrent: bool = True) -> Callable[[], int]:
-    """The jobs machine's export_results, round after round as the machine runs it (Lambda's 900 s:
-    a round stops 60 s before), until the file is written: concurrent inside a round, or one read
-    and one part at a time."""
+def _export(
+    run: Any, items: int, concurrent: bool = True, remaining_ms: int = 900_000
+) -> Callable[[], tuple[int, int]]:
+    """The jobs machine's export_results, round after round as the machine runs it (each round's
+    Lambda has ``remaining_ms`` left, 900 s by default: a round stops 60 s before), until the file is
+    written: concurrent inside a round, or one read and one part at a time. Its size and rounds."""
     from relayflow_runtime.services import results_export
 
-    def export() -> int:
+    def export() -> tuple[int, int]:
         job: dict[str, Any] = {
             "tenant": run.tenant,
             "workflow_id": "bench",
             "execution_id": run.execution_id,
             "format": "jsonl",
         }
+        rounds = 1
         while (
-            answer := results_export.export_results_job(job, remaining_ms=900_000, concurrent=concurrent)
+            answer := results_export.export_results_job(job, remaining_ms=remaining_ms, concurrent=concurrent)
         ).get("more"):
-            job = answer
+            job, rounds = answer, rounds + 1
         assert answer["size"] > items * OUTPUT_BYTES, answer
-        return int(answer["size"])
+        return int(answer["size"]), rounds
 
     return export
 
@@ -381,6 +392,8 @@ def run() -> list[Row]:
                 outcomes.compact_job({"tenant": runs[size].tenant, "execution_id": runs[size].execution_id})
         rows += exports(requests, runs)
         rows += _recording(requests, _run(RECORDING_SAMPLE, ordinals=True)[0])
+        if large := int(os.environ.get(LARGE_ITEMS_ENV) or 0):
+            rows += at_scale(requests, large)
     return rows
 
 
@@ -520,4 +533,126 @@ def exports(requests: _Requests, runs: dict[int, Any]) -> list[Row]:
         small, large = min(EXPORT_SIZES), max(EXPORT_SIZES)
         ratio = peaks[large] / max(peaks[small], 0.01)
         rows.append((f"export, {mode}: peak memory, {large:,} over {small:,} items", ratio, "x"))
+    return rows
+
+
+# ---- at scale: opt-in (make bench-million) ---------------------------------------------------------
+#: Also record, compact and export a run of this many items (make bench-million: 1,000,000).
+LARGE_ITEMS_ENV = "RELAYFLOW_BENCH_EXPORT_ITEMS"
+#: The time each round's Lambda has left. On AWS a round has 900 s (and works 840); the local stack
+#: answers S3 from memory, so a round here does in 2 minutes what takes longer there: with 180 s a
+#: run of a million items hands on from round to round as it would on AWS, several times.
+ROUND_MS = 180_000
+
+
+def _progress(message: str) -> None:
+    print(f"  [bench/export] {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _compact(run: Any) -> Callable[[], int]:
+    """The jobs machine's compact_outcomes, round after round (ROUND_MS each): its rounds."""
+    from relayflow_runtime.services import outcomes
+
+    def compact() -> int:
+        job: dict[str, Any] = {"tenant": run.tenant, "execution_id": run.execution_id}
+        rounds = 1
+        while (answer := outcomes.compact_job(job, remaining_ms=ROUND_MS)).get("more"):
+            job, rounds = answer, rounds + 1
+        assert answer.get("compacted") == run.execution_id, answer
+        return rounds
+
+    return compact
+
+
+def _stored_lines(key: str) -> Iterator[bytes]:
+    """The exported object's lines as the local stack keeps them, read from its file a MiB at a
+    time: moto answers a GET, ranged or not, by reading the whole object into memory first
+    (``FakeKey.value``: 6 GB at a million items), which no reader of S3 would do."""
+    from moto.s3.models import s3_backends
+
+    from relayflow.local.provision import ACCOUNT_ID
+    from relayflow_runtime.adapters import blob_stream
+    from relayflow_runtime.services import deps
+
+    stored = s3_backends[ACCOUNT_ID]["aws"].get_object(deps.blobs().bucket, key)
+    assert stored is not None, key
+
+    def chunks() -> Iterator[bytes]:
+        with stored.lock:
+            stored._value_buffer.seek(0)
+            while chunk := stored._value_buffer.read(2**20):
+                yield chunk
+
+    return (line for _, line in blob_stream.split_lines(chunks()))
+
+
+def _each_item_once(key: str, items: int) -> int:
+    """The lines of the exported file, checked to be the run's items, each once, in list order."""
+    count = 0
+    for count, line in enumerate(_stored_lines(key), 1):
+        row = json.loads(line)
+        assert row["source_item_id"] == f"x{count - 1:06d}" and row["status"] == "completed", (count, row)
+        assert len(row["output"]) == OUTPUT_BYTES, count
+    assert count == items, (count, items)
+    return count
+
+
+def at_scale(requests: _Requests, items: int) -> list[Row]:
+    """A run of ``items`` items recorded as the node runner records it, ended, compacted and
+    exported by the jobs machine's jobs in rounds of ROUND_MS (each round's state handed to the
+    next as the machine does), the file read back; then exported again for relayflow's peak
+    memory (as ``exports`` measures it: the parts go nowhere)."""
+    from relayflow_runtime.services import batch_results, deps
+
+    rows: list[Row] = []
+    name = f"{items:,} items"
+    run, execution = _run(items, ordinals=True)
+    started = time.monotonic()
+    _record_all(run, items, ordinals=True)
+    rows.append((f"{name}: recording ({WRITERS} children at once)", time.monotonic() - started, "s"))
+    _progress(f"{name} recorded in {rows[-1][1]:.0f} s")
+    # Each segment is compacted by the job its last child starts: all are whole, so the end has
+    # nothing left to write once they are done (waited for, not counted).
+    from relayflow_runtime.domain.outcomes import SEGMENT_ITEMS
+
+    _segments_compacted(run, set(range(-(-items // SEGMENT_ITEMS))), timeout=3600.0)
+    rows.append(
+        (
+            f"{name}: every segment compacted while it ran, from the recording's start",
+            time.monotonic() - started,
+            "s",
+        )
+    )
+    _ended(run, execution)
+    seconds, count, rounds = _measured(requests, _compact(run))
+    rows += [
+        (f"{name}: compaction into segments, time", seconds, "s"),
+        (f"{name}: compaction, rounds of {ROUND_MS // 1000} s", rounds, ""),
+        (f"{name}: compaction, requests per item", count / items, ""),
+    ]
+    _progress(f"{name} compacted in {seconds:.0f} s, {rounds} rounds")
+    seconds, count, (size, rounds) = _measured(requests, _export(run, items, remaining_ms=ROUND_MS))
+    rows += [
+        (f"{name}: export, time", seconds, "s"),
+        (f"{name}: export, rounds of {ROUND_MS // 1000} s", rounds, ""),
+        (f"{name}: export, requests", count, ""),
+        (f"{name}: export, requests per item", count / items, f"(target <= {TARGET})"),
+        (f"{name}: export, items per second", items / seconds, "items/s"),
+        (f"{name}: export, the file's size", size / 2**30, "GiB"),
+    ]
+    _progress(f"{name} exported in {seconds:.0f} s, {rounds} rounds, {size / 2**30:.2f} GiB")
+    key = batch_results.export_key(run.tenant, run.execution_id, "jsonl")
+    lines = _each_item_once(key, items)
+    rows.append((f"{name}: the file's lines, each item once and in order", lines, "lines"))
+    deps.blobs().delete(key)
+    with _as_on_aws(run):
+        peak = _peak(_export(run, items, remaining_ms=ROUND_MS))
+    rows += [
+        (f"{name}: export, relayflow's peak memory", peak, "MiB"),
+        (
+            "this process's peak resident memory (the local stack's too)",
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "GiB",
+        ),
+    ]
     return rows

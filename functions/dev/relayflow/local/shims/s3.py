@@ -1,11 +1,15 @@
 """S3: notification events with the fields and key encoding AWS sends; Lambda notifications handed
-to the local stack's asynchronous invocation.
+to the local stack's asynchronous invocation; multipart uploads completed without holding the
+object in memory.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import contextlib
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -84,9 +88,91 @@ def _make_upload_part(original: Callable[..., Any], no_such_upload: Any) -> Call
     return upload_part
 
 
+# moto completes a multipart upload by concatenating its parts in memory, about four times over
+# (the parts, its checksum's copy of them, and a bytes copy of each): an export of a million
+# LLM-sized results (5.9 GiB, bench/export.py) would need ~24 GiB. Here the parts are copied, a few
+# MiB at a time, into the file the new object keeps its value in (moto keeps values past 5 MiB on
+# disk), and the object's default checksum (CRC64NVME, or CRC32 without awscrt, of the whole
+# object) is computed as they pass: the memory of one chunk. An upload that asked for a checksum
+# algorithm or type is completed by moto as it is.
+_COPY_BYTES = 4 * 1024 * 1024
+
+
+class _Written:
+    """A completed upload's value, already in the file the new object keeps (see
+    _make_value_setter): moto's parts are disposed of before the object is made."""
+
+    def __init__(self, spool: Any, size: int) -> None:
+        self.spool, self.size = spool, size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _crc_step() -> tuple[Callable[[bytes, int], int], int]:
+    """moto's default checksum (s3/utils.py compute_checksum, CRC64NVME) as a running update, and
+    its width in bytes."""
+    from moto.s3 import utils
+
+    if utils.HAS_CRT:
+        from awscrt import checksums
+
+        return checksums.crc64nvme, 8
+    return binascii.crc32, 4
+
+
+def _make_complete(original: Callable[..., Any]) -> Callable[..., Any]:
+    from moto import settings
+    from moto.s3 import exceptions, models
+
+    def complete(self: Any, body: Iterator[tuple[int, str]]) -> Any:
+        if self.metadata.get("x-amz-checksum-algorithm") or self.metadata.get("x-amz-checksum-type"):
+            return original(self, body)
+        md5s = bytearray()
+        chosen: list[Any] = []
+        for number, etag in body:  # moto's checks, in its order
+            part = self.parts.get(number)
+            if part is None or part.etag.replace('"', "") != etag.replace('"', ""):
+                raise exceptions.InvalidPart()
+            if chosen and chosen[-1].contentsize < models.S3_UPLOAD_PART_MIN_SIZE:
+                raise exceptions.EntityTooSmall()
+            md5s.extend(codecs.decode(part.etag.replace('"', ""), "hex"))
+            chosen.append(part)
+        if not chosen:
+            raise exceptions.MalformedXML()
+        step, width = _crc_step()
+        crc, size = 0, 0
+        # the new object keeps this file (moto closes it when the object goes): no context manager
+        spool = tempfile.SpooledTemporaryFile(settings.get_s3_default_key_buffer_size())  # noqa: SIM115
+        for part in chosen:
+            with part.lock:
+                part._value_buffer.seek(0)
+                while chunk := part._value_buffer.read(_COPY_BYTES):
+                    spool.write(chunk)
+                    crc, size = step(chunk, crc), size + len(chunk)
+        self.completed_part_sizes = [part.size for part in chosen]
+        checksum = base64.b64encode(crc.to_bytes(width, "big")).decode()
+        etag = models.md5_hash(bytes(md5s)).hexdigest()
+        return _Written(spool, size), f"{etag}-{len(chosen)}", ("FULL_OBJECT", checksum, 1)
+
+    return complete
+
+
+def _make_value_setter(original: property) -> property:
+    def value(self: Any, new_value: Any) -> None:
+        if not isinstance(new_value, _Written):
+            original.fset(self, new_value)  # type: ignore[misc]
+            return
+        self._value_buffer.close()
+        self._value_buffer = new_value.spool
+        self.contentsize = new_value.size
+
+    return property(original.fget, value)
+
+
 def install() -> None:
     """S3 notification events shaped as AWS sends them, delivered through the local stack; a part
-    of an upload that is gone answers NoSuchUpload."""
+    of an upload that is gone answers NoSuchUpload; an upload completed part by part (above)."""
     no_such_upload = _optional_target("moto.s3.exceptions", "NoSuchUpload")
     patch_optional(
         _S3_MODELS,
@@ -95,6 +181,31 @@ def install() -> None:
         check=lambda _: no_such_upload is not None,
         lost="a part of an upload that is gone is not NoSuchUpload",
     )
+    if patch_optional(
+        _S3_MODELS,
+        "FakeKey.value",
+        _make_value_setter,
+        check=lambda value: isinstance(value, property) and value.fset is not None,
+        lost="multipart uploads are completed in memory (four times the object's size)",
+    ):
+        patch_optional(
+            _S3_MODELS,
+            "FakeMultipart.complete",
+            _make_complete,
+            check=lambda _: all(
+                _optional_target(where, name) is not None
+                for where, name in (
+                    (_S3_MODELS, "S3_UPLOAD_PART_MIN_SIZE"),
+                    (_S3_MODELS, "md5_hash"),
+                    ("moto.s3.exceptions", "InvalidPart"),
+                    ("moto.s3.exceptions", "EntityTooSmall"),
+                    ("moto.s3.exceptions", "MalformedXML"),
+                    ("moto.s3.utils", "HAS_CRT"),
+                    ("moto.settings", "get_s3_default_key_buffer_size"),
+                )
+            ),
+            lost="multipart uploads are completed in memory (four times the object's size)",
+        )
     patch_optional(
         _S3_NOTIFICATIONS, "_get_s3_event", _make_s3_event, lost="S3 notification events keep moto's shape"
     )
