@@ -425,14 +425,17 @@ def node_failed(run: RunRef, task: NodeTask, error: dict[str, Any] | None) -> No
         message = f"node '{node.name}' timed out after {node.node_timeout} seconds"
     stop_anyway = False
     records: dict[str, NodeRecord] | None = None
-    if name == "GateTimeout":
+    if name == "GateTimeout" or (node.parents and plan.ungated_roots()):
         records = {r["node_id"]: r for r in store.node_records(run.tenant, run.execution_id)}
-        message = _gate_gave_up(plan, node, task, records.get(node.id))
+        if name == "GateTimeout":
+            message = _gate_gave_up(plan, node, task, records.get(node.id))
         # The gated nodes' Map ends the run's race; it may end first only if no root of the roots'
-        # Map is still open (every other node waits for its parents). A gate that gave up breaks
-        # that: the run stops rather than complete while such a root still runs.
+        # Map is still open (every other node waits for its parents). A node that failed before its
+        # parents were all done breaks that — its gate gave up, or failed otherwise (AwaitParents
+        # catches every error): the run stops rather than complete while such a root still runs.
+        done = set((records.get(node.id) or {}).get("done_parents") or ())
         open_roots = [n.name for n in plan.ungated_roots() if not _ended(records.get(n.id))]
-        if open_roots:
+        if open_roots and not set(node.parents) <= done:
             stop_anyway = True
             message += f"; the run stops, as {', '.join(open_roots)} had not ended"
     status = "timed_out" if timed_out else "failed"
