@@ -446,9 +446,8 @@ def test_run_machine_a_slow_root_with_no_children_beside_a_chain_ends_before_the
 @pytest.mark.parametrize("on_failure", ["continue", "stop"])
 def test_run_machine_retries_a_root_and_records_its_failure_as_any_nodes(stack: LocalStack, on_failure: str):
     # Given two roots with children (both run in the roots' Map): R1 fails once then succeeds, R2
-    # fails on both its attempts (a transient error, then a permanent one 1.5 s into its retry, so
-    # R1's retry at the same moment is over before a stop ends the run; on_failure given), C after
-    # R2 and D after R1; the version retries once
+    # fails on both its attempts (a transient error, then a permanent one 1.5 s into its retry;
+    # on_failure given), C after R2 and D after R1; the version retries once
     nodes = [
         Node("R1", behaviour=["transient", "ok"]),
         Node("R2", behaviour=["transient", "permanent-after:1.5"], on_failure=on_failure),
@@ -457,9 +456,12 @@ def test_run_machine_retries_a_root_and_records_its_failure_as_any_nodes(stack: 
     ]
     stub = StubRunner(stack, nodes, retry={"max_retries": 1, "delays": [1]})
     description, _ = run_to_end(stack, stub, "RunMachine", timeout=40)
-    # Then each root was retried by the version's policy (the roots' iteration: RootAttemptsLeft,
-    # RootBackoff, RootRetryWait) and R2 recorded failed (RootNodeFailed: node_failed)
-    assert stub.attempts["R1"] == [0, 1] and stub.attempts["R2"] == [0, 1]
+    # Then the roots were retried by the version's policy (the roots' iteration: RootAttemptsLeft,
+    # RootBackoff, RootRetryWait) and R2 recorded failed (RootNodeFailed: node_failed). (R1's retry
+    # waits a random 0-1 s: a stop can end the run before it starts, so a stopped run is only
+    # sure of R1's first attempt)
+    assert stub.attempts["R2"] == [0, 1]
+    assert stub.attempts["R1"] == [0, 1] if on_failure == "continue" else stub.attempts["R1"][:1] == [0]
     (failed,) = stub.called("node_failed")
     assert failed["node"]["id"] == "R2" and failed["error"]["Error"] == "PermanentModelError"
     if on_failure == "continue":

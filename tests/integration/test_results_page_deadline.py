@@ -143,8 +143,12 @@ def test_pages_past_their_deadline_from_the_start_still_hold_an_item_or_move_on(
         assert all(
             p.stopped_by == "seconds" or (len(p.items) == 100 and p.stopped_by is None) for p in pages[:-1]
         )
-        if status is None:
+        if status is None:  # each page reads its first object or segment and stops there
             assert all(p.items for p in pages)
+            if batch_results.compacted(stored(sparse_run)).hold(0):  # a segment's read holds all
+                assert len(pages[0].items) == 100 and pages[0].stopped_by is None
+            else:  # the first child object's ten items
+                assert (len(pages[0].items), pages[0].stopped_by) == (10, "seconds")
         else:  # a filtered page reads one window (or child object) and stops: 9 failed items need 1
             assert len(pages) > 1 and {p.stopped_by for p in pages[:-1]} == {"seconds"}
 
