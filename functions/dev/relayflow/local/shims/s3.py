@@ -100,7 +100,8 @@ _COPY_BYTES = 4 * 1024 * 1024
 
 class _Written:
     """A completed upload's value, already in the file the new object keeps (see
-    _make_value_setter): moto's parts are disposed of before the object is made."""
+    _make_value_setter). moto keeps the parts' files beside it (a GET by PartNumber reads them):
+    disk holds the object twice, as with moto's own completion."""
 
     def __init__(self, spool: Any, size: int) -> None:
         self.spool, self.size = spool, size
