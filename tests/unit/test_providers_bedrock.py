@@ -11,7 +11,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.providers import InvocationContext, bedrock, invoke_model
+from relayflow_runtime.providers import InvocationContext, bedrock, configured_model
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -63,7 +63,7 @@ def test_converse_request_shape_and_output(stubbed: Stubber):
         },
     )
     # When the prompt is invoked
-    result = invoke_model("bedrock", config, "Capital of France?", InvocationContext())
+    result = configured_model("bedrock", config).invoke("Capital of France?", InvocationContext())
     # Then the text blocks are concatenated and the usage is Bedrock's own count
     assert result.output == "Paris is the capital."
     assert result.usage == Usage(input_tokens=12, output_tokens=7)
@@ -78,7 +78,10 @@ def test_minimal_config_sends_no_system_or_inference_config(stubbed: Stubber):
     )
     # When invoked
     # Then the request carries just modelId and messages (the Stubber checks exact params)
-    assert invoke_model("bedrock", {"model_id": MODEL_ID}, "hello", InvocationContext()).output == "hi"
+    assert (
+        configured_model("bedrock", {"model_id": MODEL_ID}).invoke("hello", InvocationContext()).output
+        == "hi"
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,7 +106,7 @@ def test_client_errors_map_to_retry_decision(stubbed: Stubber, code: str, status
     # When the prompt is invoked
     # Then the error is transient or permanent as documented, and names the code
     with pytest.raises(expected, match=code):
-        invoke_model("bedrock", {"model_id": MODEL_ID}, "x", InvocationContext())
+        configured_model("bedrock", {"model_id": MODEL_ID}).invoke("x", InvocationContext())
 
 
 @pytest.mark.parametrize(
@@ -123,7 +126,7 @@ def test_connection_errors_are_transient(monkeypatch: pytest.MonkeyPatch, error:
     # When the prompt is invoked
     # Then the failure is retried
     with pytest.raises(TransientModelError):
-        invoke_model("bedrock", {"model_id": MODEL_ID}, "x", InvocationContext())
+        configured_model("bedrock", {"model_id": MODEL_ID}).invoke("x", InvocationContext())
 
 
 def test_missing_model_id_fails_permanently_without_calling_bedrock(stubbed: Stubber):
@@ -131,7 +134,7 @@ def test_missing_model_id_fails_permanently_without_calling_bedrock(stubbed: Stu
     # When invoked
     # Then it is a permanent configuration error
     with pytest.raises(PermanentModelError, match="model_id"):
-        invoke_model("bedrock", {}, "x", InvocationContext())
+        configured_model("bedrock", {}).invoke("x", InvocationContext())
 
 
 def test_the_inference_settings_are_sent_under_the_names_converse_takes():

@@ -8,13 +8,13 @@ import time
 import pytest
 
 from relayflow.samples import minimal_pdf
-from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers import InvocationContext, configured_model
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 from relayflow_runtime.providers.builtin import extract_text
 
 
 def run(model: str, prompt: str, ctx: InvocationContext | None = None, **config: object):
-    return invoke_model("builtin", {"model": model, **config}, prompt, ctx or InvocationContext())
+    return configured_model("builtin", {"model": model, **config}).invoke(prompt, ctx or InvocationContext())
 
 
 def test_echo_returns_the_prompt_and_counts_words_as_tokens():

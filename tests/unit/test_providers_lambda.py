@@ -13,7 +13,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers import InvocationContext, configured_model
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
 CTX = InvocationContext(execution_id="exec-1", node_id="node-a", attempt=2)
@@ -60,7 +60,9 @@ def test_invoke_sends_prompt_and_context_and_reads_output_and_usage(stubbed: Stu
         expected_params=expected_request(Qualifier="live"),
     )
     # When the prompt is invoked on the "live" alias
-    result = invoke_model("lambda", {"function_name": "my-model", "qualifier": "live"}, "classify this", CTX)
+    result = configured_model("lambda", {"function_name": "my-model", "qualifier": "live"}).invoke(
+        "classify this", CTX
+    )
     # Then the payload carried prompt, execution, node and attempt, and the reported usage is kept
     assert result.output == "spam"
     assert result.usage == Usage(input_tokens=11, output_tokens=1)
@@ -70,7 +72,7 @@ def test_plain_string_answer_counts_words(stubbed: Stubber):
     # Given a function answering a plain string
     stubbed.add_response("invoke", answer("not spam at all"), expected_params=expected_request())
     # When invoked
-    result = invoke_model("lambda", {"function_name": "my-model"}, "classify this", CTX)
+    result = configured_model("lambda", {"function_name": "my-model"}).invoke("classify this", CTX)
     # Then the string is the output and usage is word counts
     assert result.output == "not spam at all"
     assert result.usage == Usage(input_tokens=2, output_tokens=4)
@@ -82,7 +84,7 @@ def test_unexpected_answer_shape_is_permanent(stubbed: Stubber):
     # When invoked
     # Then it is a permanent error explaining the expected shape
     with pytest.raises(PermanentModelError, match="expected a string"):
-        invoke_model("lambda", {"function_name": "my-model"}, "classify this", CTX)
+        configured_model("lambda", {"function_name": "my-model"}).invoke("classify this", CTX)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +108,7 @@ def test_function_error_maps_by_error_type(stubbed: Stubber, error_type: str, ex
     # When invoked
     # Then the error is transient only when its type looks transient, and carries the message
     with pytest.raises(expected, match="it broke"):
-        invoke_model("lambda", {"function_name": "my-model"}, "classify this", CTX)
+        configured_model("lambda", {"function_name": "my-model"}).invoke("classify this", CTX)
 
 
 @pytest.mark.parametrize(
@@ -125,4 +127,4 @@ def test_client_errors_map_to_retry_decision(stubbed: Stubber, code: str, status
     # When invoked
     # Then the error is transient or permanent as documented
     with pytest.raises(expected, match=code):
-        invoke_model("lambda", {"function_name": "my-model"}, "classify this", CTX)
+        configured_model("lambda", {"function_name": "my-model"}).invoke("classify this", CTX)

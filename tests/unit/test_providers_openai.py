@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.providers import InvocationContext, invoke_model, validate_model_config
+from relayflow_runtime.providers import InvocationContext, configured_model, validate_model_config
 from relayflow_runtime.providers import openai as openai_adapter
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 
@@ -112,7 +112,7 @@ def test_chat_completion_success_with_usage(server: FakeServer):
         "max_tokens": 20,
     }
     # When the prompt is invoked
-    result = invoke_model("openai", config, "Hello", InvocationContext())
+    result = configured_model("openai", config).invoke("Hello", InvocationContext())
     # Then the chat-completions request is well formed and unauthenticated
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions"
@@ -138,7 +138,9 @@ def test_retryable_statuses_are_transient(server: FakeServer, status: int):
     # When invoked
     # Then the error is transient and carries the server's message
     with pytest.raises(TransientModelError, match=f"HTTP {status}: slow down"):
-        invoke_model("openai", {"base_url": server.base_url, "model": "m"}, "x", InvocationContext())
+        configured_model("openai", {"base_url": server.base_url, "model": "m"}).invoke(
+            "x", InvocationContext()
+        )
 
 
 def test_bad_request_is_permanent_with_the_server_message(server: FakeServer):
@@ -151,7 +153,9 @@ def test_bad_request_is_permanent_with_the_server_message(server: FakeServer):
     # When invoked
     # Then the error is permanent and says what the server said
     with pytest.raises(PermanentModelError, match="model 'nope' does not exist"):
-        invoke_model("openai", {"base_url": server.base_url, "model": "nope"}, "x", InvocationContext())
+        configured_model("openai", {"base_url": server.base_url, "model": "nope"}).invoke(
+            "x", InvocationContext()
+        )
 
 
 def test_read_timeout_and_refused_connection_are_transient(server: FakeServer):
@@ -163,15 +167,12 @@ def test_read_timeout_and_refused_connection_are_transient(server: FakeServer):
     # When each is invoked
     # Then both failures are retried
     with pytest.raises(TransientModelError, match="timed out"):
-        invoke_model(
-            "openai", {"base_url": server.base_url, "model": "m", "timeout": 0.1}, "x", InvocationContext()
+        configured_model("openai", {"base_url": server.base_url, "model": "m", "timeout": 0.1}).invoke(
+            "x", InvocationContext()
         )
     with pytest.raises(TransientModelError, match="unreachable"):
-        invoke_model(
-            "openai",
-            {"base_url": f"http://127.0.0.1:{closed_port}/v1", "model": "m"},
-            "x",
-            InvocationContext(),
+        configured_model("openai", {"base_url": f"http://127.0.0.1:{closed_port}/v1", "model": "m"}).invoke(
+            "x", InvocationContext()
         )
 
 
@@ -181,7 +182,9 @@ def test_200_that_is_not_a_completion_is_permanent(server: FakeServer):
     # When invoked
     # Then it is a permanent error
     with pytest.raises(PermanentModelError, match="not a chat completion"):
-        invoke_model("openai", {"base_url": server.base_url, "model": "m"}, "x", InvocationContext())
+        configured_model("openai", {"base_url": server.base_url, "model": "m"}).invoke(
+            "x", InvocationContext()
+        )
 
 
 def test_key_from_secrets_manager_json_is_sent_cached_and_never_echoed(server: FakeServer, aws_env: None):
@@ -192,19 +195,19 @@ def test_key_from_secrets_manager_json_is_sent_cached_and_never_echoed(server: F
     ]
     config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
     # When two prompts run, with the secret rotated in between
-    invoke_model("openai", config, "one", InvocationContext())
+    configured_model("openai", config).invoke("one", InvocationContext())
     secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"api_key": "sk-json-2"}))
-    invoke_model("openai", config, "two", InvocationContext())
+    configured_model("openai", config).invoke("two", InvocationContext())
     # Then both carried the first key: the warm container caches it
     assert [r["headers"]["Authorization"] for r in server.requests] == ["Bearer sk-json-1"] * 2
     # And after the cache is cleared the new key is read
     openai_adapter.clear_key_cache()
-    invoke_model("openai", config, "three", InvocationContext())
+    configured_model("openai", config).invoke("three", InvocationContext())
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-json-2"
     # And a server echoing the key in an error never gets it into the exception
     server.replies.append(Reply(status=401, body={"error": {"message": "Incorrect API key: sk-json-2"}}))
     with pytest.raises(PermanentModelError) as raised:
-        invoke_model("openai", config, "four", InvocationContext())
+        configured_model("openai", config).invoke("four", InvocationContext())
     assert "sk-json-2" not in str(raised.value)
     assert "Incorrect API key: ***" in str(raised.value)
 
@@ -213,11 +216,8 @@ def test_raw_secret_string_is_the_key(server: FakeServer, aws_env: None):
     # Given a secret holding the raw key
     arn = aws.client("secretsmanager").create_secret(Name="raw", SecretString="sk-raw")["ARN"]
     # When invoked
-    invoke_model(
-        "openai",
-        {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn},
-        "x",
-        InvocationContext(),
+    configured_model("openai", {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}).invoke(
+        "x", InvocationContext()
     )
     # Then the header carries it
     assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-raw"
@@ -228,7 +228,7 @@ def test_key_from_ssm_secure_string(server: FakeServer, aws_env: None):
     aws.client("ssm").put_parameter(Name="/relayflow/openai-key", Value="sk-ssm", Type="SecureString")
     config = {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/openai-key"}
     # When invoked
-    invoke_model("openai", config, "x", InvocationContext())
+    configured_model("openai", config).invoke("x", InvocationContext())
     # Then the decrypted value is the bearer token
     assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-ssm"
 
@@ -239,7 +239,7 @@ def test_missing_secret_is_permanent_and_no_request_is_sent(server: FakeServer, 
     # When invoked
     # Then the call fails permanently before reaching the server
     with pytest.raises(PermanentModelError, match="ResourceNotFoundException"):
-        invoke_model("openai", config, "x", InvocationContext())
+        configured_model("openai", config).invoke("x", InvocationContext())
     assert server.requests == []
 
 
@@ -251,12 +251,12 @@ def test_a_cached_key_expires_after_key_cache_seconds(
     secrets = aws.client("secretsmanager")
     arn = secrets.create_secret(Name="relayflow/expiring", SecretString="sk-old")["ARN"]
     config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
-    invoke_model("openai", config, "one", InvocationContext())
+    configured_model("openai", config).invoke("one", InvocationContext())
     # When the secret is rotated and the second passes
     secrets.put_secret_value(SecretId=arn, SecretString="sk-new")
-    invoke_model("openai", config, "two", InvocationContext())
+    configured_model("openai", config).invoke("two", InvocationContext())
     time.sleep(1.1)
-    invoke_model("openai", config, "three", InvocationContext())
+    configured_model("openai", config).invoke("three", InvocationContext())
     # Then the cached key served until it expired, and the new one after
     assert [r["headers"]["Authorization"] for r in server.requests] == [
         "Bearer sk-old",
@@ -270,13 +270,13 @@ def test_ssm_key_is_cached_too(server: FakeServer, aws_env: None):
     ssm = aws.client("ssm")
     ssm.put_parameter(Name="/relayflow/cached", Value="sk-1", Type="SecureString")
     config = {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/cached"}
-    invoke_model("openai", config, "one", InvocationContext())
+    configured_model("openai", config).invoke("one", InvocationContext())
     # When the parameter changes
     ssm.put_parameter(Name="/relayflow/cached", Value="sk-2", Type="SecureString", Overwrite=True)
-    invoke_model("openai", config, "two", InvocationContext())
+    configured_model("openai", config).invoke("two", InvocationContext())
     # Then the warm container kept the first, until its cache is cleared
     openai_adapter.clear_key_cache()
-    invoke_model("openai", config, "three", InvocationContext())
+    configured_model("openai", config).invoke("three", InvocationContext())
     assert [r["headers"]["Authorization"] for r in server.requests] == [
         "Bearer sk-1",
         "Bearer sk-1",
@@ -287,7 +287,7 @@ def test_ssm_key_is_cached_too(server: FakeServer, aws_env: None):
 def test_binary_secret_is_the_key(server: FakeServer, aws_env: None):
     arn = aws.client("secretsmanager").create_secret(Name="bin", SecretBinary=b"sk-bin\n")["ARN"]
     config = {"base_url": server.base_url, "model": "m", "api_key_secret_arn": arn}
-    invoke_model("openai", config, "x", InvocationContext())
+    configured_model("openai", config).invoke("x", InvocationContext())
     assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-bin"
 
 
@@ -299,31 +299,28 @@ def test_a_secret_that_is_no_key_is_not_kept(server: FakeServer, aws_env: None):
     # When it is used
     # Then the call fails permanently before reaching the server
     with pytest.raises(PermanentModelError, match="without a string 'api_key' field"):
-        invoke_model("openai", config, "x", InvocationContext())
+        configured_model("openai", config).invoke("x", InvocationContext())
     with pytest.raises(PermanentModelError, match="neither a key nor valid JSON"):
         secrets.put_secret_value(SecretId=arn, SecretString="{oops")
         openai_adapter.clear_key_cache()
-        invoke_model("openai", config, "x", InvocationContext())
+        configured_model("openai", config).invoke("x", InvocationContext())
     assert server.requests == []
     # And once the secret is fixed, the next call reads it (the wrong value was not cached)
     secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"api_key": "sk-fixed"}))
-    invoke_model("openai", config, "x", InvocationContext())
+    configured_model("openai", config).invoke("x", InvocationContext())
     assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-fixed"
     # And an empty SSM parameter (SSM refuses "", so a space) is refused the same way
     aws.client("ssm").put_parameter(Name="/relayflow/empty", Value=" ", Type="SecureString")
     with pytest.raises(PermanentModelError, match="the API key parameter is empty"):
-        invoke_model(
-            "openai",
-            {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/empty"},
-            "x",
-            InvocationContext(),
-        )
+        configured_model(
+            "openai", {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/empty"}
+        ).invoke("x", InvocationContext())
 
 
 def test_missing_ssm_parameter_is_permanent(server: FakeServer, aws_env: None):
     config = {"base_url": server.base_url, "model": "m", "api_key_parameter": "/relayflow/none"}
     with pytest.raises(PermanentModelError, match="ParameterNotFound"):
-        invoke_model("openai", config, "x", InvocationContext())
+        configured_model("openai", config).invoke("x", InvocationContext())
     assert server.requests == []
 
 
@@ -357,4 +354,4 @@ def test_inline_api_key_is_refused():
     assert "api_key_parameter" in problems[0]
     assert "sk-live" not in problems[0]
     with pytest.raises(PermanentModelError, match="must not be given inline"):
-        invoke_model("openai", config, "x", InvocationContext())
+        configured_model("openai", config).invoke("x", InvocationContext())

@@ -15,7 +15,6 @@ from relayflow_runtime.providers import (
     builtin,
     configured_model,
     estimate_cost,
-    invoke_model,
     parsed_config,
     validate_model_config,
 )
@@ -38,7 +37,7 @@ def test_unknown_provider_is_refused_and_fails_permanently():
         "unknown provider 'gemini'; expected one of: builtin, bedrock, openai, sagemaker, lambda"
     ]
     with pytest.raises(PermanentModelError, match="unknown provider 'gemini'"):
-        invoke_model("gemini", {}, "x", InvocationContext())
+        configured_model("gemini", {}).invoke("x", InvocationContext())
 
 
 @pytest.mark.parametrize(
@@ -121,7 +120,7 @@ def test_invalid_config_fails_invocation_permanently():
     with pytest.raises(
         PermanentModelError, match="invalid bedrock model config: bedrock: 'model_id' is required"
     ):
-        invoke_model("bedrock", {"inference": {}}, "x", InvocationContext())
+        configured_model("bedrock", {"inference": {}}).invoke("x", InvocationContext())
 
 
 def test_estimate_cost_arithmetic():
@@ -140,7 +139,7 @@ def test_estimate_cost_arithmetic():
 def test_invoke_model_dispatches_to_the_adapter():
     # Given a builtin model
     # When invoked through the entry point
-    result = invoke_model("builtin", {"model": "uppercase"}, "relay", InvocationContext())
+    result = configured_model("builtin", {"model": "uppercase"}).invoke("relay", InvocationContext())
     # Then the adapter's result comes back
     assert result.output == "RELAY"
 
@@ -156,9 +155,9 @@ def test_a_stored_config_is_parsed_once_and_handed_typed_to_its_adapter(monkeypa
     monkeypatch.setitem(builtin.MODELS, "summarize", summarize)
     stored = {"model": "summarize", "sentences": 3}
     # When the same stored config (a plan's, kept for the run) is invoked twice, and an equal copy once
-    invoke_model("builtin", stored, "a", InvocationContext())
-    invoke_model("builtin", stored, "b", InvocationContext())
-    invoke_model("builtin", dict(stored), "c", InvocationContext())
+    configured_model("builtin", stored).invoke("a", InvocationContext())
+    configured_model("builtin", stored).invoke("b", InvocationContext())
+    configured_model("builtin", dict(stored)).invoke("c", InvocationContext())
     # Then the adapter gets the typed config, the very same object for the same mapping
     assert all(isinstance(config, builtin.BuiltinModelConfig) for config in seen)
     assert seen[0] is seen[1] is parsed_config("builtin", stored)

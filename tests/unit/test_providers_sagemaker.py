@@ -14,7 +14,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from relayflow_runtime.adapters import aws
-from relayflow_runtime.providers import InvocationContext, invoke_model
+from relayflow_runtime.providers import InvocationContext, configured_model
 from relayflow_runtime.providers.base import PermanentModelError, TransientModelError, Usage
 from relayflow_runtime.providers.sagemaker import parse_output
 
@@ -51,7 +51,7 @@ def test_default_body_is_inputs_and_parameters(stubbed: Stubber):
         },
     )
     # When the prompt is invoked
-    result = invoke_model("sagemaker", config, "write a poem", InvocationContext())
+    result = configured_model("sagemaker", config).invoke("write a poem", InvocationContext())
     # Then the TGI-style list answer is unwrapped and usage falls back to word counts
     assert result.output == "a short poem"
     assert result.usage == Usage(input_tokens=3, output_tokens=3)
@@ -76,7 +76,7 @@ def test_request_template_content_type_and_accept(stubbed: Stubber):
         },
     )
     # When a prompt with quotes is invoked
-    result = invoke_model("sagemaker", config, 'say "hi"', InvocationContext())
+    result = configured_model("sagemaker", config).invoke('say "hi"', InvocationContext())
     # Then the body is valid JSON, and the reported usage wins over word counts
     assert result.output == "first"
     assert result.usage == Usage(input_tokens=9, output_tokens=2)
@@ -99,14 +99,11 @@ def test_object_template_and_plain_text_content_type(stubbed: Stubber):
         expected_params={"EndpointName": "e2", "ContentType": "text/plain", "Body": b"p"},
     )
     # When each is invoked
-    first = invoke_model(
-        "sagemaker",
-        {"endpoint_name": "e1", "request_template": {"prompt": "{{prompt}}", "opts": ["{{x}}"]}},
-        "p",
-        InvocationContext(),
-    )
-    second = invoke_model(
-        "sagemaker", {"endpoint_name": "e2", "content_type": "text/plain"}, "p", InvocationContext()
+    first = configured_model(
+        "sagemaker", {"endpoint_name": "e1", "request_template": {"prompt": "{{prompt}}", "opts": ["{{x}}"]}}
+    ).invoke("p", InvocationContext())
+    second = configured_model("sagemaker", {"endpoint_name": "e2", "content_type": "text/plain"}).invoke(
+        "p", InvocationContext()
     )
     # Then the placeholder is filled, the plain prompt is sent as is, and raw text is the output
     assert first.output == "ok"
@@ -163,7 +160,7 @@ def test_errors_map_to_retry_decision(
     # When the prompt is invoked
     # Then the error is transient or permanent as documented
     with pytest.raises(expected, match=code):
-        invoke_model("sagemaker", {"endpoint_name": "e"}, "x", InvocationContext())
+        configured_model("sagemaker", {"endpoint_name": "e"}).invoke("x", InvocationContext())
 
 
 def test_model_error_carries_the_container_message(stubbed: Stubber):
@@ -178,7 +175,7 @@ def test_model_error_carries_the_container_message(stubbed: Stubber):
     # When invoked
     # Then the permanent error says what the container said
     with pytest.raises(PermanentModelError, match="input too long"):
-        invoke_model("sagemaker", {"endpoint_name": "e"}, "x", InvocationContext())
+        configured_model("sagemaker", {"endpoint_name": "e"}).invoke("x", InvocationContext())
 
 
 def test_read_timeout_is_transient(monkeypatch: pytest.MonkeyPatch):
@@ -191,4 +188,4 @@ def test_read_timeout_is_transient(monkeypatch: pytest.MonkeyPatch):
     # When invoked
     # Then the failure is retried
     with pytest.raises(TransientModelError):
-        invoke_model("sagemaker", {"endpoint_name": "e"}, "x", InvocationContext())
+        configured_model("sagemaker", {"endpoint_name": "e"}).invoke("x", InvocationContext())

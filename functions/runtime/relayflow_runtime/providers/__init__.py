@@ -46,7 +46,6 @@ __all__ = [
     "dry_run_model",
     "estimate_cost",
     "extract_text",
-    "invoke_model",
     "parsed_config",
     "validate_model_config",
 ]
@@ -118,13 +117,6 @@ def parsed_config(provider: str, config: Mapping[str, object]) -> ModelConfig:
     """The model's stored config as its provider's typed config (``configured_model``'s, parsed
     once per mapping); raises as it does."""
     return configured_model(provider, config).config
-
-
-def invoke_model(
-    provider: str, config: Mapping[str, object], prompt: str, ctx: InvocationContext
-) -> ModelResult:
-    """Run one prompt through the model; raises ``TransientModelError`` or ``PermanentModelError``."""
-    return configured_model(provider, config).invoke(prompt, ctx)
 
 
 def dry_run_model(config: ModelConfig, prompt: str) -> ModelResult | None:

@@ -9,7 +9,7 @@ Before each model call the node runner asks for a slot::
     permit = rate_limits.acquire(tenant, model_id, config.declared_rate_limit,
                                  estimate_tokens(prompt, config),
                                  max_wait_seconds=<what the node's time budget can spare>)
-    result = invoke_model(...)
+    result = providers.configured_model(provider, stored_config).invoke(prompt, ctx)
     permit.settle(result.usage.input_tokens + result.usage.output_tokens)
 
 * **Windows**: fixed windows of ``window_seconds`` (60), one DynamoDB counter item per model and
