@@ -28,33 +28,34 @@ def s3(fake_aws_env: None) -> Iterator[Any]:
         yield client
 
 
-def _upload(client: Any, key: str) -> str:
+def _upload(client: Any, key: str) -> tuple[str, list[dict[str, Any]]]:
+    """A multipart upload of PARTS parts (the last one short), and its parts as completion names them."""
     upload = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-    etags = [
-        client.upload_part(
-            Bucket=BUCKET,
-            Key=key,
-            UploadId=upload,
-            PartNumber=n,
-            Body=bytes([n]) * (PART if n < PARTS else PART // 3),
-        )["ETag"]
+    parts = [
+        {
+            "PartNumber": n,
+            "ETag": client.upload_part(
+                Bucket=BUCKET,
+                Key=key,
+                UploadId=upload,
+                PartNumber=n,
+                Body=bytes([n]) * (PART if n < PARTS else PART // 3),
+            )["ETag"],
+        }
         for n in range(1, PARTS + 1)
     ]
-    return upload if etags else ""
+    return upload, parts
 
 
-def _complete(client: Any, key: str, upload: str) -> float:
-    """Complete ``upload`` from its parts as listed: tracemalloc's peak during it, in bytes."""
-    parts = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload)["Parts"]
+def _complete(client: Any, key: str, uploaded: tuple[str, list[dict[str, Any]]]) -> float:
+    """Complete the upload from its parts: tracemalloc's peak during it, in bytes."""
+    upload, parts = uploaded
     gc.collect()
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
         client.complete_multipart_upload(
-            Bucket=BUCKET,
-            Key=key,
-            UploadId=upload,
-            MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]},
+            Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
         )
         return float(tracemalloc.get_traced_memory()[1] - start)
     finally:
@@ -88,7 +89,7 @@ def test_a_completed_upload_is_what_moto_made_without_the_object_in_memory(s3: A
         assert peak < size / 2, (peak, size)
         assert s3.head_object(Bucket=BUCKET, Key="shim", PartNumber=2)["ContentLength"] == PART
         # and a wrong or missing part is refused as moto refuses it
-        upload = _upload(s3, "bad")
+        upload, _ = _upload(s3, "bad")
         with pytest.raises(s3.exceptions.ClientError, match="InvalidPart"):
             s3.complete_multipart_upload(
                 Bucket=BUCKET,

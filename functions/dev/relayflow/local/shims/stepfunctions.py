@@ -258,6 +258,7 @@ def install() -> None:
         "StateTaskLambda._from_error",
         _lambda_error_names,
         check=lambda _: hasattr(service_lambda, "_error_cause_from_client_error"),
+        problem="StateTaskServiceLambda._error_cause_from_client_error (which _from_error calls) moved",
     )
     patch_optional(
         _LAMBDA_EVAL_UTILS,
